@@ -1,0 +1,47 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/taskfleet/async/internal/keys"
+)
+
+var (
+	// ErrNotFound means no task with that id is known: it never existed, or it
+	// finished longer ago than its retention.
+	ErrNotFound = errors.New("task not found")
+
+	// ErrPayloadTooLarge is returned by Enqueue when a task's encoded args exceed
+	// Config.MaxPayloadBytes. Nothing was enqueued.
+	ErrPayloadTooLarge = errors.New("task payload too large")
+
+	// ErrInvalidName is wrapped by the error for a queue, kind or task id that
+	// breaks the naming rule [A-Za-z0-9._-]{1,128}.
+	ErrInvalidName = keys.ErrInvalidName
+
+	// ErrDead is matched (errors.Is) by the error Outcome returns for a task
+	// that failed for good and sits in the dead-letter store.
+	ErrDead = errors.New("task is dead")
+
+	// ErrClosed is returned by calls made after Close.
+	ErrClosed = errors.New("client closed")
+)
+
+// TaskError is the error Outcome returns for a task that ended without a
+// result. errors.Is(err, ErrDead) holds for a dead task.
+type TaskError struct {
+	ID      string
+	State   State
+	Attempt int
+	Message string // the last attempt's error
+}
+
+func (e *TaskError) Error() string {
+	return fmt.Sprintf("task %s %s after attempt %d: %s", e.ID, e.State, e.Attempt, e.Message)
+}
+
+// Is reports whether target is the sentinel of e's state.
+func (e *TaskError) Is(target error) bool {
+	return target == ErrDead && e.State == StateDead
+}

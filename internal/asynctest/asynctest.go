@@ -1,0 +1,107 @@
+// Package asynctest is the shared test harness: one suite runs on miniredis by
+// default and on a real Redis when ASYNC_REDIS_ADDR is set.
+package asynctest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+// EnvAddr names the environment variable holding a real Redis address.
+const EnvAddr = "ASYNC_REDIS_ADDR"
+
+// Real reports whether the suite runs against a real Redis.
+func Real() bool { return os.Getenv(EnvAddr) != "" }
+
+// RequireReal skips t unless a real Redis is configured: the test depends on
+// behaviour miniredis does not have (lease idle times, XAUTOCLAIM counts,
+// worker subprocesses). In CI the real-Redis pass checks that such tests ran.
+func RequireReal(t testing.TB) {
+	t.Helper()
+	if !Real() {
+		t.Skip("needs a real Redis: set " + EnvAddr)
+	}
+}
+
+// Env is one test's Redis.
+type Env struct {
+	RDB  redis.UniversalClient
+	Mini *miniredis.Miniredis // nil on real Redis
+	Addr string
+}
+
+// Redis returns a fresh Redis for t: a new miniredis, or a client of the real
+// server (tests there isolate themselves by queue name; see Queue).
+func Redis(t testing.TB) *Env {
+	t.Helper()
+	if addr := os.Getenv(EnvAddr); addr != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return &Env{RDB: rdb, Addr: addr}
+	}
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return &Env{RDB: rdb, Mini: m, Addr: m.Addr()}
+}
+
+var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+// Queue returns a queue name unique to this test run.
+func Queue(t testing.TB) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := unsafe.ReplaceAllString(t.Name(), "_")
+	if len(name) > 80 {
+		name = name[len(name)-80:]
+	}
+	return name + "-" + hex.EncodeToString(b[:])
+}
+
+// Eventually polls cond until it holds or timeout passes, then fails t.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// LeakOptions is the one shared ignore list for goleak.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		// go-redis' pool reaper of clients that tests close in t.Cleanup
+		// after goleak's check has started is not ours to wait for.
+		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
+	}
+}
+
+// subprocessMain, when set by a test package's init, runs instead of the
+// tests when the binary is started with ASYNC_TEST_SUBPROCESS set: tests
+// start worker processes from their own binary.
+var subprocessMain func(role string)
+
+// SetSubprocessMain registers the function a subprocess runs.
+func SetSubprocessMain(f func(role string)) { subprocessMain = f }
+
+// RunSubprocess runs the registered subprocess role and reports whether it
+// did; TestMain returns at once when it did.
+func RunSubprocess() bool {
+	role := os.Getenv("ASYNC_TEST_SUBPROCESS")
+	if role == "" || subprocessMain == nil {
+		return false
+	}
+	subprocessMain(role)
+	return true
+}

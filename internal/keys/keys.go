@@ -1,0 +1,114 @@
+// Package keys builds every Redis key and channel name the project uses, and
+// validates the user-supplied names that end up inside them.
+//
+// Each key of a queue carries the hash tag {q:<queue>}, so every key a script
+// touches for one queue lives in one Redis Cluster slot.
+package keys
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Prefix starts every key.
+const Prefix = "async"
+
+// Group is the consumer group every worker of a queue reads through.
+const Group = "workers"
+
+// MaxNameLen bounds queue, kind and task key names.
+const MaxNameLen = 128
+
+// ErrInvalidName is wrapped by every name validation error.
+var ErrInvalidName = errors.New("invalid name")
+
+// ValidateName checks a queue, kind or task key name against the allow-list
+// [A-Za-z0-9._-]{1,128}. what names the field in the error ("queue", "kind").
+func ValidateName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s name is empty: %w", what, ErrInvalidName)
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%s name %.32q... is %d bytes long, the limit is %d: %w", what, name, len(name), MaxNameLen, ErrInvalidName)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			continue
+		}
+		return fmt.Errorf("%s name %q has %q at byte %d; allowed are A-Z a-z 0-9 . _ -: %w", what, name, c, i, ErrInvalidName)
+	}
+	return nil
+}
+
+// IsEntryID reports whether s has the shape of a Redis stream entry id
+// ("<ms>-<seq>"). Auto-assigned task keys have this shape; user ids must not.
+func IsEntryID(s string) bool {
+	dash := strings.IndexByte(s, '-')
+	if dash <= 0 || dash == len(s)-1 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i != dash && (s[i] < '0' || s[i] > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Queue holds the key names of one queue.
+type Queue struct {
+	Name string
+	tag  string // "async:{q:<name>}:"
+}
+
+// ForQueue returns the keys of queue name. The name must be valid.
+func ForQueue(name string) Queue {
+	return Queue{Name: name, tag: Prefix + ":{q:" + name + "}:"}
+}
+
+// Stream is the queue's task stream.
+func (q Queue) Stream() string { return q.tag + "stream" }
+
+// Task is the hash holding the state of the task with key key.
+func (q Queue) Task(key string) string { return q.tag + "t:" + key }
+
+// TaskPrefix is Task("") for scripts that build task keys from ids they read.
+func (q Queue) TaskPrefix() string { return q.tag + "t:" }
+
+// Scheduled is the sorted set of task keys waiting for a due time (retry
+// backoff, delayed tasks, parked tasks), scored by due time in Unix ms.
+func (q Queue) Scheduled() string { return q.tag + "sched" }
+
+// Dead is the sorted set of dead task keys, scored by the time they died.
+func (q Queue) Dead() string { return q.tag + "dead" }
+
+// Op is the marker of one idempotent batch operation (enqueue replays).
+func (q Queue) Op(id string) string { return q.tag + "op:" + id }
+
+// Done is the pub/sub channel on which watched tasks of the queue announce
+// that they ended.
+func (q Queue) Done() string { return q.tag + "done" }
+
+// Known is the set of queue names, under its own tag.
+const Known = Prefix + ":{meta}:queues"
+
+// TaskID joins a queue and a task key into a public task id.
+func TaskID(queue, key string) string { return queue + "/" + key }
+
+// SplitTaskID is the inverse of TaskID.
+func SplitTaskID(id string) (queue, key string, err error) {
+	i := strings.IndexByte(id, '/')
+	if i < 0 {
+		return "", "", fmt.Errorf("task id %q has no queue part (want <queue>/<key>): %w", id, ErrInvalidName)
+	}
+	queue, key = id[:i], id[i+1:]
+	if err := ValidateName("queue", queue); err != nil {
+		return "", "", fmt.Errorf("task id %q: %w", id, err)
+	}
+	if err := ValidateName("task key", key); err != nil {
+		return "", "", fmt.Errorf("task id %q: %w", id, err)
+	}
+	return queue, key, nil
+}

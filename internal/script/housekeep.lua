@@ -1,0 +1,45 @@
+-- housekeep.lua: trims acknowledged history from a queue's stream and removes
+-- consumers that hold nothing and have been idle for long.
+-- KEYS[1]  the queue's stream
+-- ARGV[1]  consumer group, ARGV[2] idle ms after which an empty consumer is removed
+-- Returns: {entries trimmed, consumers removed}
+-- Trimming is by MINID: below the oldest pending entry, or past the last entry
+-- delivered to the group when nothing is pending; never by length, so no
+-- unacknowledged or undelivered entry is ever removed.
+local stream, group = KEYS[1], ARGV[1]
+if redis.call('EXISTS', stream) == 0 then return {0, 0} end
+local minid = nil
+local s = redis.call('XPENDING', stream, group)
+if tonumber(s[1]) > 0 then
+  minid = s[2]
+else
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local name, last = nil, nil
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] end
+      if g[j] == 'last-delivered-id' then last = g[j + 1] end
+    end
+    if name == group and last then
+      local ms, seq = string.match(last, '^(%d+)%-(%d+)$')
+      if ms then minid = ms .. '-' .. tostring(tonumber(seq) + 1) end
+    end
+  end
+end
+local trimmed = 0
+if minid then
+  trimmed = redis.call('XTRIM', stream, 'MINID', minid)
+end
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+  local name, pending, idle = nil, nil, nil
+  for j = 1, #c, 2 do
+    if c[j] == 'name' then name = c[j + 1] end
+    if c[j] == 'pending' then pending = tonumber(c[j + 1]) end
+    if c[j] == 'idle' then idle = tonumber(c[j + 1]) end
+  end
+  if name and pending == 0 and idle and idle > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', stream, group, name)
+    removed = removed + 1
+  end
+end
+return {trimmed, removed}

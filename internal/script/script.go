@@ -1,0 +1,57 @@
+// Package script holds the project's Lua scripts. Each .lua file opens with its
+// KEYS/ARGV/return contract. Every state change of a task is one script, and
+// every script that writes is safe to run twice (go-redis resends a command
+// after a timeout or a broken connection).
+package script
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed enqueue.lua
+	enqueueSrc string
+	//go:embed complete.lua
+	completeSrc string
+	//go:embed heartbeat.lua
+	heartbeatSrc string
+	//go:embed reclaim.lua
+	reclaimSrc string
+	//go:embed forward.lua
+	forwardSrc string
+	//go:embed housekeep.lua
+	housekeepSrc string
+	//go:embed state.lua
+	stateSrc string
+	//go:embed retrydead.lua
+	retryDeadSrc string
+)
+
+// The scripts, one per file.
+var (
+	Enqueue   = redis.NewScript(enqueueSrc)
+	Complete  = redis.NewScript(completeSrc)
+	Heartbeat = redis.NewScript(heartbeatSrc)
+	Reclaim   = redis.NewScript(reclaimSrc)
+	Forward   = redis.NewScript(forwardSrc)
+	Housekeep = redis.NewScript(housekeepSrc)
+	State     = redis.NewScript(stateSrc)
+	RetryDead = redis.NewScript(retryDeadSrc)
+)
+
+var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead}
+
+// Load loads every script into the server's script cache, so that EVALSHA
+// inside pipelines finds them (go-redis does not fall back to EVAL there).
+func Load(ctx context.Context, rdb redis.Scripter) error {
+	for _, s := range all {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			return fmt.Errorf("load lua scripts: %w", err)
+		}
+	}
+	return nil
+}

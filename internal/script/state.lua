@@ -1,0 +1,34 @@
+-- state.lua: reads one task's state; optionally marks it watched so that its end
+-- is published on the queue's done channel.
+-- KEYS[1]  task hash, KEYS[2] the queue's stream
+-- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] '1' to mark the task watched
+-- Returns: {state, entry id, attempt, result, error, envelope, finished ms,
+-- delivery count}; state is '' when no such task is known (then nothing is marked).
+-- 'running' is reported for a pending task whose entry a worker holds.
+local h = redis.call('HMGET', KEYS[1], 'st', 'e', 'a', 'r', 'err', 'm', 'fin')
+local st, eid, env = h[1], h[2], h[6]
+if not st and string.match(ARGV[2], '^%d+%-%d+$') then
+  eid = ARGV[2]
+  st = 'pending'
+end
+if not st then return {''} end
+local dlv = 0
+if st == 'pending' then
+  local e = redis.call('XRANGE', KEYS[2], eid, eid)
+  if not e[1] then
+    if not h[1] then return {''} end
+  else
+    for j = 1, #e[1][2], 2 do
+      if e[1][2][j] == 'm' then env = e[1][2][j + 1] end
+    end
+    local p = redis.call('XPENDING', KEYS[2], ARGV[1], eid, eid, 1)
+    if p[1] then
+      st = 'running'
+      dlv = p[1][4]
+    end
+  end
+end
+if ARGV[3] == '1' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
+  redis.call('HSET', KEYS[1], 'w', '1')
+end
+return {st, eid or '', h[3] or '', h[4] or '', h[5] or '', env or '', h[7] or '', dlv}

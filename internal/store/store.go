@@ -1,0 +1,331 @@
+// Package store is the project's only door to Redis: typed wrappers around the
+// Lua scripts in internal/script, plus the server checks run at start.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
+)
+
+// ErrRedisTooOld is returned by CheckServer for servers older than 6.2.
+var ErrRedisTooOld = errors.New("redis server too old")
+
+// CheckServer refuses Redis older than 6.2 (XAUTOCLAIM and XPENDING IDLE came
+// then) and logs a warning when maxmemory-policy is not noeviction: eviction
+// silently drops tasks. It then loads the Lua scripts. A server that reports
+// no version (the embedded miniredis) is accepted.
+func CheckServer(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) error {
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil && !strings.Contains(err.Error(), "not supported") {
+		return fmt.Errorf("redis INFO server: %w", err)
+	}
+	if v := infoField(info, "redis_version"); v != "" {
+		if err := CheckVersion(v); err != nil {
+			return err
+		}
+	}
+	if policy, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil {
+		if p, ok := policy["maxmemory-policy"]; ok && p != "noeviction" {
+			log.Warn("redis maxmemory-policy is not noeviction: under memory pressure Redis may evict task data; set maxmemory-policy noeviction",
+				slog.String("maxmemory-policy", p))
+		}
+	}
+	return script.Load(ctx, rdb)
+}
+
+// CheckVersion returns ErrRedisTooOld for a version below 6.2.
+func CheckVersion(v string) error {
+	parts := strings.SplitN(v, ".", 3)
+	major, err1 := strconv.Atoi(parts[0])
+	minor := 0
+	var err2 error
+	if len(parts) > 1 {
+		minor, err2 = strconv.Atoi(parts[1])
+	}
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("redis reports version %q, which is not major.minor[.patch]: %w", v, ErrRedisTooOld)
+	}
+	if major < 6 || major == 6 && minor < 2 {
+		return fmt.Errorf("redis %s found; streams with XAUTOCLAIM need redis 6.2 or newer: %w", v, ErrRedisTooOld)
+	}
+	return nil
+}
+
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// EnsureGroup creates the queue's stream and consumer group if missing.
+func EnsureGroup(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
+	err := rdb.XGroupCreateMkStream(ctx, q.Stream(), keys.Group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create consumer group of queue %q: %w", q.Name, err)
+	}
+	return nil
+}
+
+// NewTask is one task of an enqueue batch.
+type NewTask struct {
+	UserKey  string // '' for an auto-keyed task
+	Envelope []byte
+}
+
+// Enqueued is the answer for one task of a batch.
+type Enqueued struct {
+	Key     string
+	Existed bool
+}
+
+// EnqueueArgs builds the keys and args of enqueue.lua for one batch.
+func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]string, []any) {
+	ks := []string{q.Stream(), q.Op(opID)}
+	args := make([]any, 0, 3+2*len(tasks))
+	args = append(args, keys.Group, opTTLms, len(tasks))
+	for _, t := range tasks {
+		if t.UserKey != "" {
+			ks = append(ks, q.Task(t.UserKey))
+		}
+		args = append(args, t.UserKey, t.Envelope)
+	}
+	return ks, args
+}
+
+// ParseEnqueued decodes enqueue.lua's reply.
+func ParseEnqueued(v any, n int) ([]Enqueued, error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 2*n {
+		return nil, fmt.Errorf("enqueue.lua: unexpected reply %T of %d items for %d tasks", v, len(arr), n)
+	}
+	out := make([]Enqueued, n)
+	for i := range out {
+		key, _ := arr[2*i].(string)
+		ex, _ := arr[2*i+1].(int64)
+		out[i] = Enqueued{Key: key, Existed: ex == 1}
+	}
+	return out, nil
+}
+
+// Op codes of complete.lua.
+const (
+	OpSucceed = "s"
+	OpRetry   = "r"
+	OpDead    = "d"
+	OpPark    = "p"
+)
+
+// Completion is one attempt's outcome, fenced by (EntryID, Deliveries) under
+// the consumer that sends it.
+type Completion struct {
+	Op         string
+	EntryID    string
+	Deliveries int64
+	Key        string
+	A1, A2, A3 any
+}
+
+// Complete records a batch of outcomes of one queue. applied[i] is false when
+// item i's lease was lost: nothing was written for it.
+func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) (applied []bool, err error) {
+	ks := make([]string, 0, 3+len(items))
+	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead())
+	args := make([]any, 0, 4+7*len(items))
+	args = append(args, keys.Group, consumer, q.Done(), len(items))
+	for _, c := range items {
+		ks = append(ks, q.Task(c.Key))
+		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, c.A1, c.A2, c.A3)
+	}
+	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("record outcomes in queue %q: %w", q.Name, err)
+	}
+	applied = make([]bool, len(res))
+	for i, r := range res {
+		applied[i] = r == 1
+	}
+	return applied, nil
+}
+
+// Lease is an attempt token: an entry and its delivery count.
+type Lease struct {
+	EntryID    string
+	Deliveries int64
+}
+
+// Heartbeat extends the leases; alive[i] is false for a lease that was lost.
+func Heartbeat(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leases []Lease) (alive []bool, err error) {
+	args := make([]any, 0, 2+2*len(leases))
+	args = append(args, keys.Group, consumer)
+	for _, l := range leases {
+		args = append(args, l.EntryID, l.Deliveries)
+	}
+	res, err := script.Heartbeat.Run(ctx, rdb, []string{q.Stream()}, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat in queue %q: %w", q.Name, err)
+	}
+	alive = make([]bool, len(res))
+	for i, r := range res {
+		alive[i] = r == 1
+	}
+	return alive, nil
+}
+
+// Claimed is an entry taken over from a consumer whose lease ended.
+type Claimed struct {
+	EntryID    string
+	Envelope   []byte // empty when the entry has no 'm' field
+	Deliveries int64
+}
+
+// Reclaim runs XAUTOCLAIM from cursor for up to count entries idle for at
+// least leaseMs. It returns the next cursor ("0-0" after a full pass).
+func Reclaim(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leaseMs int64, cursor string, count int) (next string, claimed []Claimed, err error) {
+	v, err := script.Reclaim.Run(ctx, rdb, []string{q.Stream()}, keys.Group, consumer, leaseMs, cursor, count).Slice()
+	if err != nil {
+		if strings.Contains(err.Error(), "NOGROUP") {
+			return "0-0", nil, nil
+		}
+		return cursor, nil, fmt.Errorf("reclaim in queue %q: %w", q.Name, err)
+	}
+	next, _ = v[0].(string)
+	rows, _ := v[1].([]any)
+	for _, r := range rows {
+		f, _ := r.([]any)
+		if len(f) != 3 {
+			continue
+		}
+		id, _ := f[0].(string)
+		env, _ := f[1].(string)
+		dlv, _ := f[2].(int64)
+		claimed = append(claimed, Claimed{EntryID: id, Envelope: []byte(env), Deliveries: dlv})
+	}
+	return next, claimed, nil
+}
+
+// Forward moves due scheduled tasks of the queue into its stream. It returns
+// how many moved, the next due time (ms, -1 for none) and Redis' now (ms).
+func Forward(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, batch int64) (moved int, nextDue, now int64, err error) {
+	cands, err := rdb.ZRange(ctx, q.Scheduled(), 0, batch-1).Result()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("read scheduled tasks of queue %q: %w", q.Name, err)
+	}
+	ks := make([]string, 0, 2+len(cands))
+	ks = append(ks, q.Scheduled(), q.Stream())
+	args := make([]any, len(cands))
+	for i, c := range cands {
+		ks = append(ks, q.Task(c))
+		args[i] = c
+	}
+	res, err := script.Forward.Run(ctx, rdb, ks, args...).Int64Slice()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("move due tasks of queue %q: %w", q.Name, err)
+	}
+	return int(res[0]), res[1], res[2], nil
+}
+
+// Housekeep trims acknowledged stream history and removes empty consumers
+// idle for longer than consumerIdleMs.
+func Housekeep(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumerIdleMs int64) (trimmed, removed int64, err error) {
+	res, err := script.Housekeep.Run(ctx, rdb, []string{q.Stream()}, keys.Group, consumerIdleMs).Int64Slice()
+	if err != nil {
+		if strings.Contains(err.Error(), "NOGROUP") {
+			return 0, 0, nil
+		}
+		return 0, 0, fmt.Errorf("housekeeping of queue %q: %w", q.Name, err)
+	}
+	return res[0], res[1], nil
+}
+
+// CapDead removes the oldest dead tasks beyond max (at most 1000 per call).
+func CapDead(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, max int64) (int, error) {
+	n, err := rdb.ZCard(ctx, q.Dead()).Result()
+	if err != nil || n <= max {
+		return 0, err
+	}
+	extra := min(n-max, 1000)
+	victims, err := rdb.ZRange(ctx, q.Dead(), 0, extra-1).Result()
+	if err != nil || len(victims) == 0 {
+		return 0, err
+	}
+	_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ms := make([]any, len(victims))
+		for i, v := range victims {
+			ms[i] = v
+			p.Del(ctx, q.Task(v))
+		}
+		p.ZRem(ctx, q.Dead(), ms...)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cap dead letters of queue %q: %w", q.Name, err)
+	}
+	return len(victims), nil
+}
+
+// TaskState is state.lua's answer.
+type TaskState struct {
+	State      string // '' when unknown
+	EntryID    string
+	Attempt    int
+	Result     []byte
+	Error      string
+	Envelope   []byte
+	FinishedMs int64
+	Deliveries int64
+}
+
+// State reads a task's state; watch marks an unfinished task watched.
+func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, watch bool) (TaskState, error) {
+	w := "0"
+	if watch {
+		w = "1"
+	}
+	v, err := script.State.Run(ctx, rdb, []string{q.Task(key), q.Stream()}, keys.Group, key, w).Slice()
+	if err != nil {
+		return TaskState{}, fmt.Errorf("read state of task %s: %w", keys.TaskID(q.Name, key), err)
+	}
+	var ts TaskState
+	ts.State, _ = v[0].(string)
+	if ts.State == "" || len(v) < 8 {
+		return TaskState{}, nil
+	}
+	ts.EntryID, _ = v[1].(string)
+	if a, _ := v[2].(string); a != "" {
+		ts.Attempt, _ = strconv.Atoi(a)
+	}
+	if r, _ := v[3].(string); r != "" {
+		ts.Result = []byte(r)
+	}
+	ts.Error, _ = v[4].(string)
+	if e, _ := v[5].(string); e != "" {
+		ts.Envelope = []byte(e)
+	}
+	if f, _ := v[6].(string); f != "" {
+		ts.FinishedMs, _ = strconv.ParseInt(f, 10, 64)
+	}
+	ts.Deliveries, _ = v[7].(int64)
+	return ts, nil
+}
+
+// RetryDead moves a dead task back into the stream with envelope env.
+// It returns false when the task is not dead.
+func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, env []byte, nonce string) (bool, error) {
+	n, err := script.RetryDead.Run(ctx, rdb, []string{q.Dead(), q.Stream(), q.Task(key)}, key, env, nonce).Int64()
+	if err != nil {
+		return false, fmt.Errorf("retry dead task %s: %w", keys.TaskID(q.Name, key), err)
+	}
+	return n == 1, nil
+}

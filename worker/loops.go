@@ -1,0 +1,640 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// job is one delivered entry from the moment it is read until its outcome is
+// recorded (or given up). It holds a slot all that time and is heartbeated.
+type job struct {
+	q       *queue
+	entry   string
+	dlv     int64
+	key     string
+	env     *codec.Envelope
+	handler handlerFunc
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+
+	mu    sync.Mutex
+	timer *time.Timer
+	lost  bool
+}
+
+func (j *job) lease() store.Lease { return store.Lease{EntryID: j.entry, Deliveries: j.dlv} }
+
+func (j *job) resetTimer(d time.Duration) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.timer != nil && !j.lost {
+		j.timer.Reset(d)
+	}
+}
+
+func (j *job) stopTimer() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.timer != nil {
+		j.timer.Stop()
+	}
+}
+
+// markLost cancels the handler: the lease is gone.
+func (j *job) markLost() {
+	j.mu.Lock()
+	j.lost = true
+	if j.timer != nil {
+		j.timer.Stop()
+	}
+	j.mu.Unlock()
+	j.cancel(ErrLeaseLost)
+}
+
+func (j *job) isLost() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.lost
+}
+
+// outcome is what happens to a job; drop means record nothing (lease lost).
+type outcome struct {
+	j    *job
+	c    store.Completion
+	drop bool
+}
+
+// guard is how long before the lease ends a handler is cancelled when
+// heartbeats do not get through.
+func (w *Worker) leaseGuard() time.Duration { return w.cfg.Lease - w.cfg.Lease/5 }
+
+// acquire takes up to n slots: it waits for the first (or ctx), then takes
+// what is free without waiting.
+func (w *Worker) acquire(ctx context.Context, n int) int {
+	select {
+	case <-w.slots:
+	case <-ctx.Done():
+		return 0
+	}
+	got := 1
+	for got < n {
+		select {
+		case <-w.slots:
+			got++
+		default:
+			return got
+		}
+	}
+	return got
+}
+
+func (w *Worker) tryAcquire(n int) int {
+	got := 0
+	for got < n {
+		select {
+		case <-w.slots:
+			got++
+		default:
+			return got
+		}
+	}
+	return got
+}
+
+func (w *Worker) release(n int) {
+	for i := 0; i < n; i++ {
+		w.slots <- struct{}{}
+	}
+}
+
+// pause waits d or until ctx ends; it reports whether ctx is still alive.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+type delivered struct {
+	q     *queue
+	entry string
+	raw   string
+	hasM  bool
+	other map[string]any
+	dlv   int64
+}
+
+func (w *Worker) fetchLoop(ctx context.Context) {
+	defer w.loops.Done()
+	for {
+		n := w.acquire(ctx, w.cfg.FetchBatch)
+		if n == 0 {
+			return
+		}
+		sent := time.Now()
+		got, err := w.read(ctx, n)
+		if err != nil {
+			w.release(n)
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.Error("read tasks", slog.Any("err", err))
+			if !pause(ctx, 200*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		used := w.dispatchAll(got, n, sent)
+		w.release(n - used)
+	}
+}
+
+// dispatchAll dispatches entries holding n slots already; an entry beyond
+// those waits for a slot of its own. It returns how many of the n it used.
+func (w *Worker) dispatchAll(got []delivered, n int, sent time.Time) int {
+	used := 0
+	for _, d := range got {
+		if used < n {
+			used++
+		} else {
+			<-w.slots
+		}
+		w.dispatch(d, sent)
+	}
+	return min(used, n)
+}
+
+func (w *Worker) read(ctx context.Context, n int) ([]delivered, error) {
+	if len(w.queues) > 1 {
+		for _, q := range w.order() {
+			got, err := w.readGroup(ctx, []*queue{q}, n, -1)
+			if err != nil || len(got) > 0 {
+				return got, err
+			}
+		}
+	}
+	return w.readGroup(ctx, w.queues, n, w.cfg.BlockTimeout)
+}
+
+func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.Duration) ([]delivered, error) {
+	res, err := w.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    keys.Group,
+		Consumer: w.cfg.Name,
+		Streams:  w.streamsToRead(qs),
+		Count:    int64(n),
+		Block:    block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "NOGROUP") {
+			for _, q := range qs {
+				if gerr := store.EnsureGroup(ctx, w.rdb, q.keys); gerr != nil {
+					return nil, gerr
+				}
+			}
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []delivered
+	for _, s := range res {
+		q := w.queueOfStream(s.Stream)
+		for _, m := range s.Messages {
+			d := delivered{q: q, entry: m.ID, dlv: 1}
+			d.raw, d.hasM = m.Values["m"].(string)
+			if !d.hasM {
+				d.other = m.Values
+			}
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func (w *Worker) queueOfStream(stream string) *queue {
+	for _, q := range w.queues {
+		if q.keys.Stream() == stream {
+			return q
+		}
+	}
+	panic("worker: read from unknown stream " + stream)
+}
+
+// dispatch turns one delivered entry into a running job, or straight into
+// an outcome when it cannot run here.
+func (w *Worker) dispatch(d delivered, sent time.Time) {
+	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry}
+	var jctx context.Context
+	jctx, j.cancel = context.WithCancelCause(context.Background())
+	j.ctx = jctx
+	j.timer = time.AfterFunc(time.Until(sent.Add(w.leaseGuard())), func() { j.cancel(ErrLeaseLost) })
+	w.inflightMu.Lock()
+	w.inflight[jobKey{d.q.keys.Name, d.entry}] = j
+	w.inflightMu.Unlock()
+
+	dead := func(raw []byte, reason string) {
+		w.log.Warn("dead-lettering task", slog.String("task", keys.TaskID(d.q.keys.Name, j.key)), slog.String("reason", reason))
+		w.send(&outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: raw, A2: reason, A3: 0}})
+	}
+	if !d.hasM {
+		dead([]byte(fmt.Sprint(d.other)), "malformed entry: no 'm' field; it was not written by this library")
+		return
+	}
+	env, err := codec.DecodeEnvelope([]byte(d.raw))
+	if err != nil {
+		dead([]byte(d.raw), "malformed entry: "+err.Error())
+		return
+	}
+	j.env = env
+	if env.Key != "" {
+		j.key = env.Key
+	}
+	if d.dlv > int64(w.cfg.MaxDeliveries) {
+		dead([]byte(d.raw), fmt.Sprintf("poison: delivered %d times without an outcome (its workers died or lost the lease each time); limit %d",
+			d.dlv, w.cfg.MaxDeliveries))
+		return
+	}
+	if len(env.Payload) > w.cfg.MaxPayloadBytes {
+		dead([]byte(d.raw), fmt.Sprintf("payload of %d bytes exceeds the worker's limit of %d: %v", len(env.Payload), w.cfg.MaxPayloadBytes, ErrPayloadTooLarge))
+		return
+	}
+	w.mu.Lock()
+	h := w.handlers[env.Kind]
+	w.mu.Unlock()
+	if h == nil {
+		next := *env
+		next.Parked++
+		w.log.Debug("no handler for kind here; handing the task back", slog.String("kind", env.Kind), slog.String("task", keys.TaskID(d.q.keys.Name, j.key)))
+		w.send(&outcome{j: j, c: w.parkCompletion(j, parkDelay(env.Parked))})
+		return
+	}
+	j.handler = h
+	j.ctx = context.WithValue(jctx, taskCtxKey{}, Task{
+		ID: keys.TaskID(d.q.keys.Name, j.key), Queue: d.q.keys.Name, Kind: env.Kind,
+		Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+	})
+	w.jobs <- j
+}
+
+// parkDelay is the wait before a task no worker here can run is offered
+// again: 250ms, doubling per hand-back, at most 30s.
+func parkDelay(parked int) time.Duration {
+	d := 250 * time.Millisecond << min(parked, 7)
+	return min(d, 30*time.Second)
+}
+
+// parkCompletion hands j's task back, after delay (0: straight to the stream).
+func (w *Worker) parkCompletion(j *job, delay time.Duration) store.Completion {
+	var env []byte
+	if j.env != nil {
+		next := *j.env
+		next.Key = j.key
+		if delay > 0 {
+			next.Parked++
+		}
+		env = codec.AppendEnvelope(nil, &next)
+	}
+	return store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: env, A2: delay.Milliseconds(), A3: ""}
+}
+
+func (w *Worker) send(o *outcome) {
+	select {
+	case w.results <- o:
+	case <-w.quit:
+		w.finish(o.j)
+	}
+}
+
+func (w *Worker) execLoop() {
+	defer w.execs.Done()
+	for j := range w.jobs {
+		w.send(w.run(j))
+	}
+}
+
+var errAttemptTimeout = errors.New("attempt timed out")
+
+func (w *Worker) run(j *job) *outcome {
+	ctx := j.ctx
+	if j.env.TimeoutMs > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(j.env.TimeoutMs)*time.Millisecond, errAttemptTimeout)
+		defer cancel()
+	}
+	res, err := call(ctx, j.handler, j.env.Payload)
+	cause := context.Cause(j.ctx)
+	switch {
+	case err == nil:
+		return &outcome{j: j, c: store.Completion{Op: store.OpSucceed, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
+			A1: res, A2: j.env.RetainMs, A3: j.env.Attempt}}
+	case errors.Is(cause, ErrLeaseLost) || j.isLost():
+		w.log.Warn("lease lost; the attempt's outcome is not recorded", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+		return &outcome{j: j, drop: true}
+	case errors.Is(cause, ErrShutdown):
+		return &outcome{j: j, c: w.parkCompletion(j, 0)}
+	}
+	if errors.Is(context.Cause(ctx), errAttemptTimeout) && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("attempt timed out after %v: %w", time.Duration(j.env.TimeoutMs)*time.Millisecond, err)
+	}
+	msg := err.Error()
+	var perm *PermanentError
+	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
+		return &outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
+			A1: codec.AppendEnvelope(nil, j.env), A2: msg, A3: j.env.Attempt}}
+	}
+	delay := w.cfg.Backoff(j.env.Attempt)
+	var ra *RetryAfterError
+	if errors.As(err, &ra) {
+		delay = ra.Delay
+	}
+	next := *j.env
+	next.Key = j.key
+	next.Attempt++
+	return &outcome{j: j, c: store.Completion{Op: store.OpRetry, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
+		A1: codec.AppendEnvelope(nil, &next), A2: max(delay.Milliseconds(), 0), A3: msg}}
+}
+
+// call runs h, turning a panic into a *PanicError with the stack.
+func call(ctx context.Context, h handlerFunc, payload []byte) (res []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: string(debug.Stack())}
+		}
+	}()
+	return h(ctx, payload)
+}
+
+// finish forgets j and frees its slot.
+func (w *Worker) finish(j *job) {
+	j.stopTimer()
+	j.cancel(nil)
+	w.inflightMu.Lock()
+	_, ok := w.inflight[jobKey{j.q.keys.Name, j.entry}]
+	delete(w.inflight, jobKey{j.q.keys.Name, j.entry})
+	w.inflightMu.Unlock()
+	if ok {
+		w.release(1)
+	}
+}
+
+const maxFlush = 512
+
+func (w *Worker) completeLoop() {
+	defer w.support.Done()
+	batch := make([]*outcome, 0, maxFlush)
+	for {
+		select {
+		case o := <-w.results:
+			batch = append(batch[:0], o)
+		drain:
+			for len(batch) < maxFlush {
+				select {
+				case o := <-w.results:
+					batch = append(batch, o)
+				default:
+					break drain
+				}
+			}
+			w.flush(batch)
+		case <-w.quit:
+			for {
+				batch = batch[:0]
+			rest:
+				for len(batch) < maxFlush {
+					select {
+					case o := <-w.results:
+						batch = append(batch, o)
+					default:
+						break rest
+					}
+				}
+				if len(batch) == 0 {
+					return
+				}
+				w.flush(batch)
+			}
+		}
+	}
+}
+
+// flush records a batch of outcomes, one script call per queue.
+func (w *Worker) flush(batch []*outcome) {
+	byQueue := map[*queue][]*outcome{}
+	for _, o := range batch {
+		if o.drop {
+			w.finish(o.j)
+			continue
+		}
+		byQueue[o.j.q] = append(byQueue[o.j.q], o)
+	}
+	scheduled := false
+	for q, os := range byQueue {
+		items := make([]store.Completion, len(os))
+		for i, o := range os {
+			items[i] = o.c
+			if o.c.Op == store.OpRetry || o.c.Op == store.OpPark && o.c.A2.(int64) > 0 {
+				scheduled = true
+			}
+		}
+		var applied []bool
+		var err error
+		for try := 0; try < 5; try++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			applied, err = store.Complete(ctx, w.rdb, q.keys, w.cfg.Name, items)
+			cancel()
+			if err == nil {
+				break
+			}
+			w.log.Error("record outcomes; retrying", slog.String("queue", q.keys.Name), slog.Any("err", err))
+			time.Sleep(time.Duration(100*(try+1)) * time.Millisecond)
+		}
+		for i, o := range os {
+			if err == nil && !applied[i] {
+				w.log.Warn("lease lost before the outcome was recorded; another worker runs the task",
+					slog.String("task", keys.TaskID(q.keys.Name, o.j.key)))
+			}
+			w.finish(o.j)
+		}
+	}
+	if scheduled {
+		w.wakeForwarder()
+	}
+}
+
+func (w *Worker) wakeForwarder() {
+	select {
+	case w.fwdWake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) heartbeatLoop() {
+	defer w.support.Done()
+	t := time.NewTicker(w.cfg.Lease / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			return
+		case <-t.C:
+		}
+		byQueue := map[*queue][]*job{}
+		w.inflightMu.Lock()
+		for _, j := range w.inflight {
+			if !j.isLost() {
+				byQueue[j.q] = append(byQueue[j.q], j)
+			}
+		}
+		w.inflightMu.Unlock()
+		for q, js := range byQueue {
+			for len(js) > 0 {
+				part := js[:min(len(js), 1000)]
+				js = js[len(part):]
+				w.heartbeat(q, part)
+			}
+		}
+	}
+}
+
+func (w *Worker) heartbeat(q *queue, js []*job) {
+	leases := make([]store.Lease, len(js))
+	for i, j := range js {
+		leases[i] = j.lease()
+	}
+	sent := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
+	defer cancel()
+	alive, err := store.Heartbeat(ctx, w.rdb, q.keys, w.cfg.Name, leases)
+	if err != nil {
+		w.log.Error("heartbeat failed; handlers are cancelled before their leases end unless one gets through",
+			slog.String("queue", q.keys.Name), slog.Any("err", err))
+		return
+	}
+	until := time.Until(sent.Add(w.leaseGuard()))
+	for i, j := range js {
+		if alive[i] {
+			j.resetTimer(until)
+		} else {
+			w.log.Warn("lease lost; cancelling the handler", slog.String("task", keys.TaskID(q.keys.Name, j.key)))
+			j.markLost()
+		}
+	}
+}
+
+func (w *Worker) reclaimLoop(ctx context.Context) {
+	defer w.loops.Done()
+	t := time.NewTicker(max(w.cfg.Lease/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, q := range w.queues {
+			for pass := 0; pass < 10; pass++ {
+				n := w.tryAcquire(w.cfg.FetchBatch)
+				if n == 0 {
+					break
+				}
+				sent := time.Now()
+				next, claimed, err := store.Reclaim(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), q.cursor, n)
+				if err != nil {
+					w.release(n)
+					if ctx.Err() == nil {
+						w.log.Error("reclaim expired leases", slog.String("queue", q.keys.Name), slog.Any("err", err))
+					}
+					break
+				}
+				q.cursor = next
+				got := make([]delivered, len(claimed))
+				for i, c := range claimed {
+					got[i] = delivered{q: q, entry: c.EntryID, raw: string(c.Envelope), hasM: len(c.Envelope) > 0, dlv: c.Deliveries,
+						other: map[string]any{"entry": c.EntryID}}
+				}
+				if len(got) > 0 {
+					w.log.Info("took over tasks whose lease ended", slog.String("queue", q.keys.Name), slog.Int("count", len(got)))
+				}
+				used := w.dispatchAll(got, n, sent)
+				w.release(n - used)
+				if next == "0-0" {
+					break
+				}
+			}
+		}
+	}
+}
+
+func (w *Worker) forwardLoop(ctx context.Context) {
+	defer w.loops.Done()
+	for {
+		wait := time.Second
+		for _, q := range w.queues {
+			moved, nextDue, now, err := store.Forward(ctx, w.rdb, q.keys, 100)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				w.log.Error("move due tasks", slog.String("queue", q.keys.Name), slog.Any("err", err))
+				continue
+			}
+			if moved == 100 {
+				wait = 0
+			} else if nextDue >= 0 {
+				wait = min(wait, max(time.Duration(nextDue-now)*time.Millisecond, time.Millisecond))
+			}
+		}
+		if wait == 0 {
+			continue
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.fwdWake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) housekeepLoop(ctx context.Context) {
+	defer w.loops.Done()
+	t := time.NewTicker(w.cfg.HousekeepInterval)
+	defer t.Stop()
+	idle := max(10*w.cfg.Lease, 10*time.Minute).Milliseconds()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, q := range w.queues {
+			if _, _, err := store.Housekeep(ctx, w.rdb, q.keys, idle); err != nil && ctx.Err() == nil {
+				w.log.Error("trim stream", slog.String("queue", q.keys.Name), slog.Any("err", err))
+			}
+			if _, err := store.CapDead(ctx, w.rdb, q.keys, w.cfg.DeadLetterCap); err != nil && ctx.Err() == nil {
+				w.log.Error("cap dead letters", slog.String("queue", q.keys.Name), slog.Any("err", err))
+			}
+		}
+	}
+}
