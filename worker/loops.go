@@ -160,14 +160,16 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		used := w.dispatchAll(got, n, sent)
+		used := w.dispatchAll(ctx, got, n, sent)
 		w.release(n - used)
 	}
 }
 
 // dispatchAll dispatches entries holding n slots already; an entry beyond
 // those waits for a slot of its own. It returns how many of the n it used.
-func (w *Worker) dispatchAll(got []delivered, n int, sent time.Time) int {
+// Entries read after ctx ended (a blocking read outlives its ctx) are handed
+// straight back.
+func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent time.Time) int {
 	used := 0
 	for _, d := range got {
 		if used < n {
@@ -175,7 +177,7 @@ func (w *Worker) dispatchAll(got []delivered, n int, sent time.Time) int {
 		} else {
 			<-w.slots
 		}
-		w.dispatch(d, sent)
+		w.dispatch(d, sent, ctx.Err() != nil)
 	}
 	return min(used, n)
 }
@@ -240,7 +242,7 @@ func (w *Worker) queueOfStream(stream string) *queue {
 
 // dispatch turns one delivered entry into a running job, or straight into
 // an outcome when it cannot run here.
-func (w *Worker) dispatch(d delivered, sent time.Time) {
+func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry}
 	var jctx context.Context
 	jctx, j.cancel = context.WithCancelCause(context.Background())
@@ -274,6 +276,10 @@ func (w *Worker) dispatch(d delivered, sent time.Time) {
 	}
 	if len(env.Payload) > w.cfg.MaxPayloadBytes {
 		dead([]byte(d.raw), fmt.Sprintf("payload of %d bytes exceeds the worker's limit of %d: %v", len(env.Payload), w.cfg.MaxPayloadBytes, ErrPayloadTooLarge))
+		return
+	}
+	if handBack {
+		w.send(&outcome{j: j, c: w.parkCompletion(j, 0)})
 		return
 	}
 	w.mu.Lock()
@@ -573,7 +579,7 @@ func (w *Worker) reclaimLoop(ctx context.Context) {
 				if len(got) > 0 {
 					w.log.Info("took over tasks whose lease ended", slog.String("queue", q.keys.Name), slog.Int("count", len(got)))
 				}
-				used := w.dispatchAll(got, n, sent)
+				used := w.dispatchAll(ctx, got, n, sent)
 				w.release(n - used)
 				if next == "0-0" {
 					break
