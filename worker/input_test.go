@@ -1,0 +1,63 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/worker"
+)
+
+// A payload over the worker's limit is dead-lettered when read, with the
+// reason, and the worker goes on.
+func TestPayloadLimitAtDequeue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.worker(t, &worker.Config{MaxPayloadBytes: 64}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			return UploadResult{Size: len(a.Path)}, nil
+		})
+	})
+	ctx := ctxT(t)
+	big, err := b.c.Enqueue(ctx, UploadArgs{Path: strings.Repeat("x", 200)}, &client.EnqueueOpts{Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _ := b.c.Enqueue(ctx, UploadArgs{Path: "ok"}, &client.EnqueueOpts{Queue: b.queue})
+	_, err = big.Outcome(ctx)
+	if !errors.Is(err, client.ErrDead) || !strings.Contains(err.Error(), "payload") {
+		t.Fatalf("got %v; want dead for its payload", err)
+	}
+	if r, err := client.Result[UploadResult](ctx, small); err != nil || r.Size != 2 {
+		t.Fatalf("got %v, %v", r, err)
+	}
+}
+
+// Args that do not decode into the handler's type fail permanently with the
+// reason (no retries of something that can never work).
+func TestUndecodableArgsArePermanent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a mismatched) (struct{}, error) {
+			return struct{}{}, nil
+		})
+	})
+	ctx := ctxT(t)
+	h, _ := b.c.Enqueue(ctx, mismatchedSender{Path: 12}, &client.EnqueueOpts{Queue: b.queue, MaxAttempts: 5})
+	_, err := h.Outcome(ctx)
+	var te *client.TaskError
+	if !errors.As(err, &te) || te.Attempt != 1 || !strings.Contains(te.Message, "decode") {
+		t.Fatalf("got %v; want dead after one attempt with a decode error", err)
+	}
+}
+
+type mismatched struct{ Path string }
+
+func (mismatched) Kind() string { return "mismatch" }
+
+type mismatchedSender struct{ Path int }
+
+func (mismatchedSender) Kind() string { return "mismatch" }
