@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
 )
 
 var (
@@ -23,6 +24,9 @@ var (
 	// ErrDead is matched (errors.Is) by the error Outcome returns for a task
 	// that failed for good and sits in the dead-letter store.
 	ErrDead = errors.New("task is dead")
+
+	// ErrRedisTooOld is returned by New for a Redis server older than 6.2.
+	ErrRedisTooOld = store.ErrRedisTooOld
 
 	// ErrClosed is returned by calls made after Close.
 	ErrClosed = errors.New("client closed")

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
 )
 
 var (
@@ -24,6 +25,9 @@ var (
 	// exceeds Config.MaxPayloadBytes when it is read; such a task is
 	// dead-lettered.
 	ErrPayloadTooLarge = errors.New("task payload too large")
+
+	// ErrRedisTooOld is returned by New for a Redis server older than 6.2.
+	ErrRedisTooOld = store.ErrRedisTooOld
 
 	// ErrInvalidName is wrapped by the error for a queue or kind that breaks the
 	// naming rule [A-Za-z0-9._-]{1,128}.
