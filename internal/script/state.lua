@@ -5,6 +5,25 @@
 -- Returns: {state, entry id, attempt, result, error, envelope, finished ms,
 -- delivery count}; state is '' when no such task is known (then nothing is marked).
 -- 'running' is reported for a pending task whose entry a worker holds.
+-- delivered reports whether the group has read past entry id (ids compare
+-- as (ms, seq) pairs).
+local function delivered(id)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
+    local name, last = nil, nil
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] end
+      if g[j] == 'last-delivered-id' then last = g[j + 1] end
+    end
+    if name == ARGV[1] and last then
+      local ams, aseq = string.match(id, '^(%d+)%-(%d+)$')
+      local bms, bseq = string.match(last, '^(%d+)%-(%d+)$')
+      ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+      return ams < bms or (ams == bms and aseq <= bseq)
+    end
+  end
+  return false
+end
+
 local h = redis.call('HMGET', KEYS[1], 'st', 'e', 'a', 'r', 'err', 'm', 'fin')
 local st, eid, env = h[1], h[2], h[6]
 if not st and string.match(ARGV[2], '^%d+%-%d+$') then
@@ -25,6 +44,10 @@ if st == 'pending' then
     if p[1] then
       st = 'running'
       dlv = p[1][4]
+    elseif not h[1] and delivered(eid) then
+      -- Delivered and acked, and its record expired: the entry only waits
+      -- to be trimmed.
+      return {''}
     end
   end
 end
