@@ -140,15 +140,28 @@ type delivered struct {
 	dlv   int64
 }
 
+// fetchLoop owns slot acquisition: it reads new entries and, every Lease/4,
+// first takes over entries whose lease ended (XAUTOCLAIM), so that a busy or
+// idle fetcher never starves recovery of slots.
 func (w *Worker) fetchLoop(ctx context.Context) {
 	defer w.loops.Done()
+	reclaimEvery := max(w.cfg.Lease/4, 10*time.Millisecond)
+	block := min(w.cfg.BlockTimeout, reclaimEvery)
+	nextReclaim := time.Now()
 	for {
 		n := w.acquire(ctx, w.cfg.FetchBatch)
 		if n == 0 {
 			return
 		}
+		if !time.Now().Before(nextReclaim) {
+			n -= w.reclaim(ctx, n)
+			nextReclaim = time.Now().Add(reclaimEvery)
+			if n == 0 {
+				continue
+			}
+		}
 		sent := time.Now()
-		got, err := w.read(ctx, n)
+		got, err := w.read(ctx, n, block)
 		if err != nil {
 			w.release(n)
 			if ctx.Err() != nil {
@@ -182,7 +195,7 @@ func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent t
 	return min(used, n)
 }
 
-func (w *Worker) read(ctx context.Context, n int) ([]delivered, error) {
+func (w *Worker) read(ctx context.Context, n int, block time.Duration) ([]delivered, error) {
 	if len(w.queues) > 1 {
 		for _, q := range w.order() {
 			got, err := w.readGroup(ctx, []*queue{q}, n, -1)
@@ -191,7 +204,7 @@ func (w *Worker) read(ctx context.Context, n int) ([]delivered, error) {
 			}
 		}
 	}
-	return w.readGroup(ctx, w.queues, n, w.cfg.BlockTimeout)
+	return w.readGroup(ctx, w.queues, n, block)
 }
 
 func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.Duration) ([]delivered, error) {
@@ -545,48 +558,36 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	}
 }
 
-func (w *Worker) reclaimLoop(ctx context.Context) {
-	defer w.loops.Done()
-	t := time.NewTicker(max(w.cfg.Lease/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for _, q := range w.queues {
-			for pass := 0; pass < 10; pass++ {
-				n := w.tryAcquire(w.cfg.FetchBatch)
-				if n == 0 {
-					break
+// reclaim takes over up to n entries whose lease ended, across the queues,
+// and dispatches them. It returns how many of the n slots it used.
+func (w *Worker) reclaim(ctx context.Context, n int) int {
+	used := 0
+	for _, q := range w.queues {
+		for pass := 0; pass < 10 && used < n; pass++ {
+			sent := time.Now()
+			next, claimed, err := store.Reclaim(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), q.cursor, n-used)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.log.Error("reclaim expired leases", slog.String("queue", q.keys.Name), slog.Any("err", err))
 				}
-				sent := time.Now()
-				next, claimed, err := store.Reclaim(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), q.cursor, n)
-				if err != nil {
-					w.release(n)
-					if ctx.Err() == nil {
-						w.log.Error("reclaim expired leases", slog.String("queue", q.keys.Name), slog.Any("err", err))
-					}
-					break
-				}
-				q.cursor = next
-				got := make([]delivered, len(claimed))
-				for i, c := range claimed {
-					got[i] = delivered{q: q, entry: c.EntryID, raw: string(c.Envelope), hasM: len(c.Envelope) > 0, dlv: c.Deliveries,
-						other: map[string]any{"entry": c.EntryID}}
-				}
-				if len(got) > 0 {
-					w.log.Info("took over tasks whose lease ended", slog.String("queue", q.keys.Name), slog.Int("count", len(got)))
-				}
-				used := w.dispatchAll(ctx, got, n, sent)
-				w.release(n - used)
-				if next == "0-0" {
-					break
-				}
+				break
+			}
+			q.cursor = next
+			got := make([]delivered, len(claimed))
+			for i, c := range claimed {
+				got[i] = delivered{q: q, entry: c.EntryID, raw: string(c.Envelope), hasM: len(c.Envelope) > 0, dlv: c.Deliveries,
+					other: map[string]any{"entry": c.EntryID}}
+			}
+			if len(got) > 0 {
+				w.log.Info("took over tasks whose lease ended", slog.String("queue", q.keys.Name), slog.Int("count", len(got)))
+			}
+			used += w.dispatchAll(ctx, got, n-used, sent)
+			if next == "0-0" {
+				break
 			}
 		}
 	}
+	return used
 }
 
 func (w *Worker) forwardLoop(ctx context.Context) {

@@ -301,9 +301,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.support.Add(2)
 	go w.completeLoop()
 	go w.heartbeatLoop()
-	w.loops.Add(4)
+	w.loops.Add(3)
 	go w.fetchLoop(lctx)
-	go w.reclaimLoop(lctx)
 	go w.forwardLoop(lctx)
 	go w.housekeepLoop(lctx)
 	w.state = stateRunning

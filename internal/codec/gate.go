@@ -11,6 +11,13 @@
 // Every byte slice read from Redis must therefore pass Check before msgpack
 // decodes it. Unmarshal does both steps and is the function callers should
 // use; Check is exported for code that decodes by other means.
+//
+// Check alone is not quite enough for msgpack v5.4.1: when the decoder meets
+// an ext value where the target is a Go map, it skips the ext header and
+// parses the ext payload, which Check treats as opaque bytes, as a map
+// header followed by entries. The well-formed fixext4 d6 ff df ff ff ff,
+// followed by any byte, then asks for a map of over four billion entries
+// and exhausts memory. Unmarshal closes that path; see its documentation.
 package codec
 
 import (
@@ -18,7 +25,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"runtime"
+	"io"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -61,9 +68,20 @@ const inlineDepth = 64
 // per open container instead of recursing, so neither the length fields nor
 // the nesting of b can make it use more than O(min(depth, len(b))) memory. It
 // does not allocate unless the input is rejected or nests deeper than 64
-// levels. Ext payloads are not interpreted: a timestamp (ext -1) of an
-// unexpected size passes Check and is left for the decoder to refuse.
+// levels.
+//
+// Ext payloads are opaque to Check: only their length is checked, so a
+// timestamp (ext -1) of an unexpected size passes and is left for the
+// decoder to refuse. Code that parses an ext payload as msgpack must Check
+// the payload itself; Unmarshal never lets the decoder do so.
 func Check(b []byte, maxDepth int) error {
+	return walk(b, maxDepth, nil)
+}
+
+// walk implements Check. If exts is not nil, walk also appends to it the
+// offset at which each ext payload starts (in increasing order) and rejects
+// ext values with an empty payload; see Unmarshal for why.
+func walk(b []byte, maxDepth int, exts *[]int) error {
 	if len(b) == 0 {
 		return fmt.Errorf("%w: empty input", ErrMalformed)
 	}
@@ -124,6 +142,9 @@ func Check(b []byte, maxDepth int) error {
 					return fmt.Errorf("%w: %s at offset %d needs %d bytes but %d remain",
 						ErrMalformed, formatName(c), start, size, rest)
 				}
+				if exts != nil && c >= 0xd4 { // fixext: payload after type byte and ext type
+					*exts = append(*exts, start+2)
+				}
 				pos += size
 
 			case 0xc4, 0xc5, 0xc6, // bin8, bin16, bin32
@@ -136,6 +157,13 @@ func Check(b []byte, maxDepth int) error {
 				n := readLen(b[pos+1:], width)
 				if avail := rest - hdr; n > uint64(avail) {
 					return errPayload(formatName(c), start, n, avail)
+				}
+				if exts != nil && c >= 0xc7 && c <= 0xc9 { // ext8, ext16, ext32
+					if n == 0 {
+						return fmt.Errorf("%w: %s at offset %d has an empty payload, which the decoder could mistake for the next value",
+							ErrMalformed, formatName(c), start)
+					}
+					*exts = append(*exts, start+hdr)
 				}
 				pos += hdr + int(n)
 
@@ -297,39 +325,124 @@ var formatNames = [32]string{
 }
 
 // Unmarshal decodes the msgpack value in b into v, which must be a non-nil
-// pointer. It first runs Check(b, DefaultMaxDepth) and does not call the
-// decoder at all if Check rejects b. If the decoder then fails (for example
-// because the value does not fit v, or an ext payload is invalid), its error
-// is returned wrapped so that errors.Is reports both ErrMalformed and the
-// decoder's own error. On error v may have been partly written.
+// pointer, and returns nil or an error wrapping ErrMalformed.
 //
-// Some well-formed input still makes msgpack v5.4.1 panic with a runtime
-// error: a map whose key is an array, decoded into a map[any]any, fails
-// with "hash of unhashable type". Unmarshal recovers runtime errors raised
-// while decoding and returns them as errors wrapping ErrMalformed; any other
-// panic value (for instance from a custom DecodeMsgpack method) propagates.
+// b is first validated as by Check(b, DefaultMaxDepth), with one extra
+// rule: an ext value (ext8, ext16, ext32) with an empty payload is refused.
+// The decoder is not called if validation fails, and v is then untouched.
+//
+// The decoder then reads b through a reader that refuses to hand out the
+// first byte of an ext payload as a msgpack type byte. Ext payloads are
+// opaque to Check, so nothing may parse them as msgpack: built-in and
+// RegisterExt types, which read the payload as raw bytes (time.Time
+// included), decode normally, whereas an ext found where v expects a map,
+// which msgpack v5.4.1 would read through into its payload, fails. So do
+// ext decoders registered with RegisterExtDecoder that parse their payload
+// with the *msgpack.Decoder. Empty payloads are refused because there the
+// misread would start at the next value instead.
+//
+// A decoder error (for instance a value that does not fit v, or an invalid
+// timestamp) is returned wrapped, so errors.Is reports both ErrMalformed and
+// the decoder's own error; v may then have been partly written.
+//
+// msgpack v5.4.1 panics on some well-formed input: nil for a time.Time
+// struct field (a *reflect.ValueError), or a map keyed by an array decoded
+// into a map[any]any ("hash of unhashable type"). Unmarshal recovers any
+// panic raised while decoding, including one from a custom decoder, and
+// returns it as an error wrapping ErrMalformed (and the panic value, if
+// that is an error).
 func Unmarshal(b []byte, v any) error {
-	if err := Check(b, DefaultMaxDepth); err != nil {
+	r := readerPool.Get().(*gateReader)
+	r.traps = r.traps[:0]
+	if err := walk(b, DefaultMaxDepth, &r.traps); err != nil {
+		readerPool.Put(r)
 		return err
 	}
-	if err := decode(b, v); err != nil {
+	r.b, r.pos, r.next = b, 0, 0
+	err := decode(r, v)
+	r.b = nil
+	if cap(r.traps) <= maxPooledTraps {
+		readerPool.Put(r)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: decode: %w", ErrMalformed, err)
 	}
 	return nil
 }
 
-// decode runs msgpack.Unmarshal and turns a runtime panic into an error.
-func decode(b []byte, v any) (err error) {
+// decode runs a pooled msgpack decoder over r and turns a panic into an
+// error. A decoder that panicked is not returned to the pool.
+func decode(r *gateReader, v any) (err error) {
+	dec := msgpack.GetDecoder()
 	defer func() {
-		if r := recover(); r != nil {
-			rerr, ok := r.(runtime.Error)
-			if !ok {
-				panic(r)
+		if p := recover(); p != nil {
+			if perr, ok := p.(error); ok {
+				err = fmt.Errorf("decoder panicked: %w", perr)
+			} else {
+				err = fmt.Errorf("decoder panicked: %v", p)
 			}
-			err = fmt.Errorf("decoder panicked: %w", rerr)
+			return
 		}
+		msgpack.PutDecoder(dec)
 	}()
-	return msgpack.Unmarshal(b, v)
+	// Reset clears the decoder's options, exactly as msgpack.Unmarshal
+	// leaves them.
+	dec.Reset(r)
+	return dec.Decode(v)
+}
+
+// maxPooledTraps caps the trap list kept by a pooled gateReader.
+const maxPooledTraps = 1024
+
+var readerPool = sync.Pool{New: func() any { return new(gateReader) }}
+
+// gateReader serves b to the msgpack decoder like a bytes.Reader, except
+// that ReadByte fails at any offset listed in traps. walk lists there the
+// start of every ext payload; the decoder reads payload bytes with Read,
+// and only calls ReadByte on one when it is about to parse it as msgpack.
+type gateReader struct {
+	b     []byte
+	pos   int
+	traps []int // ascending
+	next  int   // index of the first trap at or after pos
+}
+
+func (r *gateReader) Read(p []byte) (int, error) {
+	if r.pos >= len(r.b) {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.pos:])
+	r.pos += n
+	return n, nil
+}
+
+func (r *gateReader) ReadByte() (byte, error) {
+	if r.pos >= len(r.b) {
+		return 0, io.EOF
+	}
+	for r.next < len(r.traps) && r.traps[r.next] < r.pos {
+		r.next++
+	}
+	for r.next > 0 && r.traps[r.next-1] >= r.pos {
+		r.next--
+	}
+	if r.next < len(r.traps) && r.traps[r.next] == r.pos {
+		return 0, fmt.Errorf("the ext payload at offset %d would be parsed as msgpack (an ext where a map is expected?)", r.pos)
+	}
+	c := r.b[r.pos]
+	r.pos++
+	return c, nil
+}
+
+func (r *gateReader) UnreadByte() error {
+	if r.pos <= 0 {
+		return errors.New("codec: UnreadByte at the start of the input")
+	}
+	r.pos--
+	return nil
 }
 
 // maxPooledBuffer caps the capacity of buffers returned to encoderPool, so

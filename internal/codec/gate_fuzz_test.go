@@ -14,7 +14,8 @@ import (
 //   - whatever Check accepts, msgpack can decode into an `any` without
 //     panicking, and when that decode succeeds the re-encoded value passes
 //     Check again;
-//   - Unmarshal into a map[any]any never panics.
+//   - Unmarshal never panics or errs without ErrMalformed, whatever the
+//     target type.
 func FuzzCheck(f *testing.F) {
 	for _, tc := range gateValidCases(f) {
 		if len(tc.in) <= 4096 {
@@ -53,11 +54,16 @@ func FuzzCheck(f *testing.F) {
 			return
 		}
 
-		// The wrapper must not panic whatever the target type; msgpack
-		// alone does panic on some keys when decoding into map[any]any.
-		var m map[any]any
-		if err := Unmarshal(b, &m); err != nil && !errors.Is(err, ErrMalformed) {
-			t.Fatalf("Unmarshal into map[any]any: got %v; want nil or ErrMalformed", err)
+		// Unmarshal must neither panic nor blow up for any target type.
+		// Map targets matter most: msgpack reads ext payloads through
+		// them, and panics on unhashable keys for map[any]any.
+		for _, target := range []any{
+			new(any), new(map[any]any), new(map[string]any), new(map[string]string),
+			new(gateTree), new([]map[string]int), new(gateArgs), new(gateTimes),
+		} {
+			if err := Unmarshal(b, target); err != nil && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Unmarshal into %T: got %v; want nil or ErrMalformed", target, err)
+			}
 		}
 
 		var v any

@@ -331,8 +331,10 @@ func TestUnmarshalDecodeErrorWrapped(t *testing.T) {
 		{"unknown ext id into any", []byte{0xd4, 0x55, 0x00}, new(any)},
 		{"time ext of bad size", []byte{0xd4, 0xff, 0x00}, new(time.Time)},
 		{"non-pointer target", gateMarshal(t, 1), 0},
-		// msgpack panics on this one; Unmarshal must turn it into an error.
+		// msgpack panics on these; Unmarshal must turn them into errors.
 		{"array as key of map[any]any", []byte{0x81, 0x91, 0x01, 0x02}, new(map[any]any)},
+		{"nil into time.Time field", []byte{0x81, 0xa2, 'a', 't', 0xc0}, new(gateTimes)},
+		{"nil into time.Time field of array struct", []byte{0x94, 0xc0, 0xa0, 0xa0, 0xa0}, new(gateTimes)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -348,6 +350,143 @@ func TestUnmarshalDecodeErrorWrapped(t *testing.T) {
 				t.Fatalf("Unmarshal: got bare %q; want the decoder's message included", err)
 			}
 		})
+	}
+}
+
+// gateTree is a recursive map type, the kind of target through which a
+// misread ext could nest the decoder arbitrarily deep.
+type gateTree map[string]gateTree
+
+type gateArgs struct {
+	Args map[string]any `msgpack:"args"`
+	X    int            `msgpack:"x"`
+}
+
+// TestUnmarshalExtWhereMapExpected covers msgpack reading an ext payload as
+// a map when the target is a Go map. Check accepts all of these inputs.
+func TestUnmarshalExtWhereMapExpected(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		in     []byte
+		target any
+		want   string
+	}{
+		{"map32 header in fixext4 payload", gateCat(
+			[]byte{0x82, 0xa4, 'a', 'r', 'g', 's', 0xd6, 0xff, 0xdf, 0xff, 0xff, 0xff},
+			[]byte{0xa1, 'x', 0x01}),
+			new(gateArgs), "ext payload at offset 8"},
+		{"fuzz crasher into map[any]any", []byte("\xd70\x8e\xdf\x95\x95\x95000"), new(map[any]any), "ext payload at offset 2"},
+		{"nil in payload", []byte{0xd4, 0x05, 0xc0}, new(map[string]int), "ext payload at offset 2"},
+		{"fixmap in ext8 payload", []byte{0xc7, 0x03, 0x05, 0x81, 0xa0, 0xc0}, new(gateTree), "ext payload at offset 3"},
+		{"empty ext8 payload", []byte{0x92, 0xc7, 0x00, 0x05, 0x80}, new([]gateTree), "ext8 at offset 1 has an empty payload"},
+		{"empty ext16 payload", []byte{0xc8, 0x00, 0x00, 0x05}, new(any), "ext16 at offset 0 has an empty payload"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := Check(tc.in, DefaultMaxDepth); err != nil {
+				t.Fatalf("Check: got %v; want nil (the input is well formed)", err)
+			}
+			start := time.Now()
+			err := Unmarshal(tc.in, tc.target)
+			if elapsed := time.Since(start); elapsed > time.Second {
+				t.Errorf("Unmarshal took %v; want well under a second", elapsed)
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Unmarshal: got %v; want an error wrapping ErrMalformed", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Unmarshal: got %q; want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+type gateTimes struct {
+	At    time.Time      `msgpack:"at"`
+	List  []time.Time    `msgpack:"list"`
+	Any   any            `msgpack:"any"`
+	Index map[string]int `msgpack:"index"`
+}
+
+// TestUnmarshalTimestamps checks that the ext guard leaves time.Time alone,
+// including timestamps whose payload starts with a byte that msgpack would
+// read as a map or nil header.
+func TestUnmarshalTimestamps(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		at        time.Time
+		wantFirst byte // first payload byte, to show the case is the risky one
+	}{
+		{"payload starts like fixmap", time.Unix(1700000000, 550000000), 0x83},
+		{"payload starts like nil", time.Unix(1700000000, 806000000), 0xc0},
+		{"payload starts like map16", time.Unix(1700000000, 935000000), 0xde},
+		{"seconds only after 2038", time.Unix(1<<31+5, 0), 0x80},
+		{"96-bit form", time.Unix(1<<40, 7), 0x00},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			enc := gateMarshal(t, tc.at)
+			off := 2 // fixext4 and fixext8: type byte, ext type, payload
+			if enc[0] == 0xc7 {
+				off = 3 // ext8 carries a length byte as well
+			}
+			if enc[off] != tc.wantFirst {
+				t.Fatalf("first payload byte: got %#02x; want %#02x", enc[off], tc.wantFirst)
+			}
+			in := gateTimes{At: tc.at, List: []time.Time{tc.at, tc.at}, Any: tc.at, Index: map[string]int{"a": 1}}
+			b, err := Marshal(in)
+			if err != nil {
+				t.Fatalf("Marshal: got %v; want nil", err)
+			}
+			var got gateTimes
+			if err := Unmarshal(b, &got); err != nil {
+				t.Fatalf("Unmarshal: got %v; want nil", err)
+			}
+			gotAny, _ := got.Any.(time.Time)
+			if !got.At.Equal(tc.at) || len(got.List) != 2 || !got.List[1].Equal(tc.at) || !gotAny.Equal(tc.at) || got.Index["a"] != 1 {
+				t.Fatalf("Unmarshal: got %+v; want %+v", got, in)
+			}
+		})
+	}
+}
+
+func TestGateReader(t *testing.T) {
+	t.Parallel()
+	r := &gateReader{b: []byte{1, 2, 3, 4, 5}, traps: []int{2, 4}}
+	if c, err := r.ReadByte(); c != 1 || err != nil {
+		t.Fatalf("ReadByte at 0: got %d, %v; want 1, nil", c, err)
+	}
+	p := make([]byte, 2)
+	if n, err := r.Read(p); n != 2 || err != nil || p[1] != 3 {
+		t.Fatalf("Read across a trap: got %d, %v, % x; want 2, nil, 02 03", n, err, p)
+	}
+	if c, err := r.ReadByte(); c != 4 || err != nil {
+		t.Fatalf("ReadByte at 3: got %d, %v; want 4, nil", c, err)
+	}
+	if _, err := r.ReadByte(); err == nil || !strings.Contains(err.Error(), "offset 4") {
+		t.Fatalf("ReadByte at trap 4: got %v; want an error naming offset 4", err)
+	}
+	r.pos = 3
+	if err := r.UnreadByte(); err != nil {
+		t.Fatalf("UnreadByte: got %v; want nil", err)
+	}
+	if _, err := r.ReadByte(); err == nil || !strings.Contains(err.Error(), "offset 2") {
+		t.Fatalf("ReadByte at trap 2 after UnreadByte: got %v; want an error naming offset 2", err)
+	}
+	r.pos = 5
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatalf("ReadByte at end: got nil error; want io.EOF")
+	}
+	if n, err := r.Read(p); n != 0 || err == nil {
+		t.Fatalf("Read at end: got %d, %v; want 0, io.EOF", n, err)
+	}
+	r.pos = 0
+	if err := r.UnreadByte(); err == nil {
+		t.Fatalf("UnreadByte at start: got nil error; want an error")
 	}
 }
 
@@ -502,6 +641,19 @@ func BenchmarkMarshal(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Marshal(task); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMsgpackUnmarshal is the ungated baseline for BenchmarkUnmarshal.
+func BenchmarkMsgpackUnmarshal(b *testing.B) {
+	payload := gateTaskPayload(b)
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var task gateTask
+		if err := msgpack.Unmarshal(payload, &task); err != nil {
 			b.Fatal(err)
 		}
 	}

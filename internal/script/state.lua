@@ -17,6 +17,7 @@ local function delivered(id)
     if name == ARGV[1] and last then
       local ams, aseq = string.match(id, '^(%d+)%-(%d+)$')
       local bms, bseq = string.match(last, '^(%d+)%-(%d+)$')
+      if not (ams and bms) then return false end
       ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
       return ams < bms or (ams == bms and aseq <= bseq)
     end
