@@ -1,0 +1,90 @@
+// Package client enqueues typed tasks on Redis and waits for their outcomes.
+//
+// A task is a value of an args type that a worker (package
+// github.com/taskfleet/async/worker) runs with the handler registered for the
+// type's kind. Tasks live in queues; each queue is a Redis stream read by the
+// workers of that queue through one consumer group. Everything about a task is
+// kept in Redis: any process can enqueue, and any process can look a task up by
+// its id.
+//
+// # Define the args
+//
+// An args type is a plain struct, encoded with msgpack, whose Kind method
+// returns a stable name. The kind is what workers register handlers under, so
+// it must not change when the Go type is renamed:
+//
+//	type UploadArgs struct {
+//		Path string
+//	}
+//
+//	func (UploadArgs) Kind() string { return "upload" }
+//
+//	type UploadResult struct {
+//		Bytes int
+//	}
+//
+// Kinds, queue names and task ids follow the name rule [A-Za-z0-9._-]{1,128};
+// anything else is refused with an error wrapping ErrInvalidName.
+//
+// # Register a handler and start a worker
+//
+// Workers usually run in their own processes; see package worker. In short:
+//
+//	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{"uploads": 1}})
+//	worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+//		return UploadResult{Bytes: 42}, nil
+//	})
+//	err = w.Start(ctx)
+//
+// # Create a client and enqueue
+//
+// New takes a go-redis client, which it uses but never closes. It refuses
+// Redis older than 6.2 and loads the Lua scripts.
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+//	c, err := client.New(rdb, nil)
+//	defer c.Close()
+//
+//	h, err := c.Enqueue(ctx, UploadArgs{Path: "a.png"}, &client.EnqueueOpts{
+//		Queue:       "uploads",
+//		MaxAttempts: 5,
+//		Timeout:     time.Minute,
+//	})
+//
+// A nil *EnqueueOpts means all defaults: Config.DefaultQueue,
+// Config.DefaultMaxAttempts attempts, no timeout. Concurrent Enqueue calls
+// share round trips; EnqueueMany sends a slice of Specs in pipelined batches
+// and checks every spec before it sends anything.
+//
+// # Idempotent enqueue
+//
+// With EnqueueOpts.ID set, the task's id is "<queue>/<ID>" and enqueueing the
+// same ID again, while the task exists (pending, running, dead, or succeeded
+// within its retention), adds nothing and returns a handle whose Duplicate
+// method reports true. Without an ID the key is generated (the stream entry
+// id) and every call adds a task.
+//
+// # Wait for the outcome
+//
+// Result blocks until the task ended and decodes its result:
+//
+//	res, err := client.Result[UploadResult](ctx, h)
+//
+// The wait is woken by a Redis pub/sub notification from the worker that ends
+// the task, not by polling. For a task that failed for good, the error is a
+// *TaskError, and errors.Is(err, ErrDead) holds. Handle.State and Handle.Info
+// read a snapshot without waiting, and Client.Task rebuilds a handle from an
+// id in another process.
+//
+// # Dead letters
+//
+// A task that used up its attempts, returned worker.Permanent, crashed its
+// workers too often, or could not be decoded sits in its queue's dead-letter
+// store. DeadTasks lists them newest first; RetryDead puts one back with a
+// fresh count of attempts under the same id; PurgeDead deletes one.
+//
+// # Stop
+//
+// Close the client when done; it stops the pub/sub listener but leaves the
+// Redis client open. Stop workers with Worker.Stop, bounded by a ctx.
+package client
