@@ -100,19 +100,6 @@ func (w *Worker) acquire(ctx context.Context, n int) int {
 	return got
 }
 
-func (w *Worker) tryAcquire(n int) int {
-	got := 0
-	for got < n {
-		select {
-		case <-w.slots:
-			got++
-		default:
-			return got
-		}
-	}
-	return got
-}
-
 func (w *Worker) release(n int) {
 	for i := 0; i < n; i++ {
 		w.slots <- struct{}{}
