@@ -86,7 +86,7 @@ func (c *Client) RetryDead(ctx context.Context, id string) (*Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("retry dead task %s: its entry cannot be decoded, purge it instead: %w", id, err)
 	}
-	env.Key, env.Attempt, env.Parked = h.key, 1, 0
+	env.Key, env.Attempt, env.Parked, env.Lost = h.key, 1, 0, 0
 	ok, err := store.RetryDead(ctx, c.rdb, q, h.key, codec.AppendEnvelope(nil, env), newOpID())
 	if err != nil {
 		return nil, err

@@ -4,9 +4,16 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -61,3 +68,34 @@ func (mismatched) Kind() string { return "mismatch" }
 type mismatchedSender struct{ Path int }
 
 func (mismatchedSender) Kind() string { return "mismatch" }
+
+// Deliveries lost on earlier entries of a task (carried in its envelope when
+// it is handed back or retried) count toward the poison limit.
+func TestLostDeliveriesTravelWithTheTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	if err := b.env.RDB.XGroupCreateMkStream(ctx, keys.ForQueue(b.queue).Stream(), keys.Group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	env := codec.AppendEnvelope(nil, &codec.Envelope{Key: "crashy", Kind: "upload", Payload: []byte{0x80}, Attempt: 1, MaxAttempts: 5, RetainMs: 60000, Lost: 3})
+	if err := b.env.RDB.XAdd(ctx, &redis.XAddArgs{Stream: keys.ForQueue(b.queue).Stream(), Values: []any{"m", env}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var ran atomic.Bool
+	b.worker(t, &worker.Config{MaxDeliveries: 3}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			ran.Store(true)
+			return UploadResult{}, nil
+		})
+	})
+	h, _ := b.c.Task(b.queue + "/crashy")
+	asynctest.Eventually(t, 10*time.Second, "the task to be dead", func() bool {
+		in, err := h.Info(ctx)
+		return err == nil && in.State == client.StateDead
+	})
+	in, _ := h.Info(ctx)
+	if !strings.Contains(in.LastError, "poison: delivered 4 times") || ran.Load() {
+		t.Fatalf("got %q (ran %v); want poison after 4 deliveries and no run", in.LastError, ran.Load())
+	}
+}

@@ -29,9 +29,21 @@ type job struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 
-	mu    sync.Mutex
-	timer *time.Timer
-	lost  bool
+	mu        sync.Mutex
+	timer     *time.Timer
+	lost      bool
+	recording bool // its outcome is on the way to Redis
+}
+
+// nextEnvelope is the envelope of the entry that continues j's task: it
+// names the task's key and carries the deliveries of this entry that ended
+// without an outcome into Lost, so that hand-backs and retries never reset
+// the poison count.
+func (j *job) nextEnvelope() codec.Envelope {
+	next := *j.env
+	next.Key = j.key
+	next.Lost += int(j.dlv - 1)
+	return next
 }
 
 func (j *job) lease() store.Lease { return store.Lease{EntryID: j.entry, Deliveries: j.dlv} }
@@ -61,6 +73,14 @@ func (j *job) markLost() {
 	}
 	j.mu.Unlock()
 	j.cancel(ErrLeaseLost)
+}
+
+// isRecording reports whether j's outcome was handed to the completer (a
+// heartbeat that finds it acked is then no news).
+func (j *job) isRecording() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.recording
 }
 
 func (j *job) isLost() bool {
@@ -269,9 +289,9 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 	if env.Key != "" {
 		j.key = env.Key
 	}
-	if d.dlv > int64(w.cfg.MaxDeliveries) {
+	if total := int64(env.Lost) + d.dlv; total > int64(w.cfg.MaxDeliveries) {
 		dead([]byte(d.raw), fmt.Sprintf("poison: delivered %d times without an outcome (its workers died or lost the lease each time); limit %d",
-			d.dlv, w.cfg.MaxDeliveries))
+			total, w.cfg.MaxDeliveries))
 		return
 	}
 	if len(env.Payload) > w.cfg.MaxPayloadBytes {
@@ -286,8 +306,6 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 	h := w.handlers[env.Kind]
 	w.mu.Unlock()
 	if h == nil {
-		next := *env
-		next.Parked++
 		w.log.Debug("no handler for kind here; handing the task back", slog.String("kind", env.Kind), slog.String("task", keys.TaskID(d.q.keys.Name, j.key)))
 		w.send(&outcome{j: j, c: w.parkCompletion(j, parkDelay(env.Parked))})
 		return
@@ -311,8 +329,7 @@ func parkDelay(parked int) time.Duration {
 func (w *Worker) parkCompletion(j *job, delay time.Duration) store.Completion {
 	var env []byte
 	if j.env != nil {
-		next := *j.env
-		next.Key = j.key
+		next := j.nextEnvelope()
 		if delay > 0 {
 			next.Parked++
 		}
@@ -322,6 +339,9 @@ func (w *Worker) parkCompletion(j *job, delay time.Duration) store.Completion {
 }
 
 func (w *Worker) send(o *outcome) {
+	o.j.mu.Lock()
+	o.j.recording = true
+	o.j.mu.Unlock()
 	select {
 	case w.results <- o:
 	case <-w.quit:
@@ -371,8 +391,7 @@ func (w *Worker) run(j *job) *outcome {
 	if errors.As(err, &ra) {
 		delay = ra.Delay
 	}
-	next := *j.env
-	next.Key = j.key
+	next := j.nextEnvelope()
 	next.Attempt++
 	return &outcome{j: j, c: store.Completion{Op: store.OpRetry, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
 		A1: codec.AppendEnvelope(nil, &next), A2: max(delay.Milliseconds(), 0), A3: msg}}
@@ -538,7 +557,7 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	for i, j := range js {
 		if alive[i] {
 			j.resetTimer(until)
-		} else {
+		} else if !j.isRecording() {
 			w.log.Warn("lease lost; cancelling the handler", slog.String("task", keys.TaskID(q.keys.Name, j.key)))
 			j.markLost()
 		}

@@ -181,8 +181,8 @@ func TestHeartbeatKeepsLongTask(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
 	const (
-		lease = 300 * time.Millisecond
-		work  = 2 * time.Second
+		lease = time.Second
+		work  = 3 * time.Second
 	)
 	var runs atomic.Int32
 	type run struct {
@@ -462,10 +462,9 @@ func TestPoisonTaskDeadLettered(t *testing.T) {
 			// The first crash happens before anything else runs on the
 			// queue. From then on a worker of the test runs the normal
 			// tasks. Its lease is long, so it leaves the poison task to the
-			// subprocesses: with the same lease it would take the poison
-			// task over too and, having no handler for it, park it; the
-			// parked task returns as a new stream entry whose delivery
-			// count starts again at 1, so it would never reach the limit.
+			// subprocesses (were it to take the task over, it would hand it
+			// back for lack of a handler, carrying the lost deliveries in
+			// the envelope: TestLostDeliveriesTravelWithTheTask covers that).
 			if code := sub.waitExit(15 * time.Second); code != 2 {
 				t.Fatalf("first worker subprocess exited with %d; want 2 (crash)", code)
 			}

@@ -14,9 +14,10 @@ type Envelope struct {
 	TimeoutMs   int64 // per-attempt handler timeout; 0 = none
 	RetainMs    int64 // result retention
 	Parked      int   // times handed back because no worker had the kind's handler
+	Lost        int   // deliveries of earlier entries of this task that ended without an outcome (worker crashes)
 }
 
-const envelopeFields = 8
+const envelopeFields = 9
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
 // growing b.
@@ -30,6 +31,7 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendInt(b, e.TimeoutMs)
 	b = appendInt(b, e.RetainMs)
 	b = appendInt(b, int64(e.Parked))
+	b = appendInt(b, int64(e.Lost))
 	return b
 }
 
@@ -54,6 +56,7 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	e.TimeoutMs = r.int()
 	e.RetainMs = r.int()
 	e.Parked = int(r.int())
+	e.Lost = int(r.int())
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)
 	}
