@@ -1,0 +1,457 @@
+// Command bench reproduces the benchmark table of docs/benchmarks.md in one
+// run: redis-benchmark baselines, enqueue throughput (EnqueueMany, sequential
+// and concurrent Enqueue), end-to-end drain throughput of one worker, and
+// enqueue→handler latency at a steady rate.
+//
+//	go run ./cmd/bench                          # print the results as markdown
+//	go run ./cmd/bench --out docs/benchmarks.md # rewrite the doc's results section
+//	go run ./cmd/bench --quick                  # smoke run, a few seconds
+//
+// By default it starts its own redis-server on a free loopback port (no
+// persistence, a temporary directory) and stops it at the end or on SIGINT.
+// With --redis ADDR it uses that server and touches only its own queues'
+// keys, unless --flush allows FLUSHALL between phases.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// sizes are the workloads of one run.
+type sizes struct {
+	Reps         int // runs per measurement; the median by tasks/s is reported
+	Many         int
+	Seq          int
+	Conc         int
+	Goroutines   int
+	Drain        int
+	DrainCfgs    []drainCfg
+	LatRate      int
+	LatDur       time.Duration
+	LatWarm      time.Duration
+	BaselineReqs int
+}
+
+var full = sizes{
+	Reps:       5,
+	Many:       100000,
+	Seq:        20000,
+	Conc:       100000,
+	Goroutines: 16,
+	Drain:      100000,
+	DrainCfgs: []drainCfg{
+		{100, 256}, // the defaults
+		{256, 256},
+		{512, 512},
+		{1024, 512},
+		{1024, 1024},
+		{2048, 1024},
+		{2048, 2048},
+		{4096, 1024},
+	},
+	LatRate:      1000,
+	LatDur:       5 * time.Second,
+	LatWarm:      500 * time.Millisecond,
+	BaselineReqs: 200000,
+}
+
+var quick = sizes{
+	Reps:         1,
+	Many:         10000,
+	Seq:          2000,
+	Conc:         10000,
+	Goroutines:   16,
+	Drain:        10000,
+	DrainCfgs:    []drainCfg{{256, 256}},
+	LatRate:      1000,
+	LatDur:       time.Second,
+	LatWarm:      100 * time.Millisecond,
+	BaselineReqs: 20000,
+}
+
+type options struct {
+	redisAddr string
+	flush     bool
+	out       string
+	quick     bool
+	profDir   string
+	sweep     string
+	only      map[string]bool // phases to run; nil: all
+	settle    time.Duration
+	command   string // the command line, for the report
+}
+
+// phases are the parts of a run, for --only.
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency"}
+
+// profileName is the file name (without .pprof) of each profiled phase.
+var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
+
+func main() {
+	var o options
+	flag.StringVar(&o.redisAddr, "redis", "", "use the Redis at `ADDR` instead of starting a redis-server")
+	flag.BoolVar(&o.flush, "flush", false, "allow FLUSHALL between phases on the --redis server (always done on the bench's own server)")
+	flag.StringVar(&o.out, "out", "", "rewrite the results section (between the bench markers) of the markdown `FILE`")
+	flag.BoolVar(&o.quick, "quick", false, "small smoke run (a few seconds)")
+	flag.StringVar(&o.profDir, "cpuprofile", "", "after each throughput measurement, run it once more under the CPU profiler into `DIR`/{enqueuemany,enqueue-seq,enqueue-concurrent,drain}.pprof")
+	flag.StringVar(&o.sweep, "drain-sweep", "", "worker settings the drain tries, as `CxB,...` (Concurrency x FetchBatch); default: a built-in list")
+	flag.DurationVar(&o.settle, "settle", 20*time.Second, "before each measured run, wait up to `D` for other processes to use under 0.3 cores (0: never wait; --quick never waits)")
+	only := flag.String("only", "", "run only these comma-separated `PHASES` of "+strings.Join(phases, ",")+" (not with --out)")
+	flag.Parse()
+	if *only != "" {
+		o.only = map[string]bool{}
+		for _, p := range strings.Split(*only, ",") {
+			if !slices.Contains(phases, p) {
+				fmt.Fprintf(os.Stderr, "bench: --only: unknown phase %q; phases are %s\n", p, strings.Join(phases, ","))
+				os.Exit(2)
+			}
+			o.only[p] = true
+		}
+		if o.out != "" {
+			fmt.Fprintln(os.Stderr, "bench: --only makes a partial table; it cannot be combined with --out")
+			os.Exit(2)
+		}
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	o.command = strings.TrimSpace("go run ./cmd/bench " + strings.Join(os.Args[1:], " "))
+	if err := run(o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run does one whole benchmark run and writes the markdown to stdout
+// (and into o.out); progress goes to progress.
+func run(o options, stdout, progress io.Writer) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// SIGINT/SIGTERM: stop our redis-server by pid and exit.
+	var own atomic.Pointer[server]
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(progress, "bench: %v, stopping\n", s)
+			cancel()
+			if srv := own.Load(); srv != nil {
+				srv.stop()
+			}
+			os.Exit(130)
+		case <-ctx.Done():
+		}
+	}()
+
+	addr := o.redisAddr
+	flush := o.flush
+	if addr == "" {
+		fmt.Fprintln(progress, "starting redis-server ...")
+		srv, err := startServer()
+		if err != nil {
+			return err
+		}
+		own.Store(srv)
+		defer srv.stop()
+		addr, flush = srv.addr, true
+		fmt.Fprintf(progress, "redis-server pid %d on %s\n", srv.cmd.Process.Pid, addr)
+	}
+
+	if o.profDir != "" {
+		if err := os.MkdirAll(o.profDir, 0o755); err != nil {
+			return err
+		}
+	}
+	sz := full
+	if o.quick {
+		sz = quick
+	}
+	if o.sweep != "" {
+		cfgs, err := parseSweep(o.sweep)
+		if err != nil {
+			return err
+		}
+		sz.DrainCfgs = cfgs
+	}
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	defer admin.Close()
+	e := &env{
+		addr:    addr,
+		admin:   admin,
+		flush:   flush,
+		logger:  slog.New(slog.NewTextHandler(progress, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		profDir: o.profDir,
+
+		settleMax: o.settle,
+		progress:  progress,
+	}
+	if o.quick {
+		e.settleMax = 0
+	}
+	if flush {
+		if err := admin.FlushAll(ctx).Err(); err != nil {
+			return err
+		}
+	}
+
+	if o.command == "" {
+		o.command = "go run ./cmd/bench"
+	}
+	rep := &report{Quick: o.quick, Command: o.command, Sizes: sz, Started: time.Now()}
+	rep.Machine = machine(ctx, admin, own.Load() != nil)
+	fmt.Fprintln(progress, rep.Machine.line())
+
+	step := func(what string) { fmt.Fprintf(progress, "%s  %s\n", time.Now().Format("15:04:05"), what) }
+
+	want := func(phase string) bool { return o.only == nil || o.only[phase] }
+
+	if want("baseline") {
+		for _, bc := range []struct{ n, clients, pipeline int }{
+			{sz.BaselineReqs, 50, 1},
+			{sz.BaselineReqs, 50, 16},
+			{sz.Seq, 1, 1}, // one client's round trips: the bound of a sequential Enqueue
+		} {
+			label := fmt.Sprintf("XADD, %d clients, unpipelined", bc.clients)
+			if bc.clients == 1 {
+				label = "XADD, 1 client, unpipelined"
+			}
+			if bc.pipeline > 1 {
+				label = fmt.Sprintf("XADD, %d clients, pipeline %d", bc.clients, bc.pipeline)
+			}
+			step("redis-benchmark " + label)
+			e.settle(ctx)
+			b := runBaseline(ctx, admin, addr, bc.n, bc.clients, bc.pipeline, label)
+			if b.Err != "" {
+				fmt.Fprintf(progress, "  baseline failed: %s\n", b.Err)
+			} else {
+				fmt.Fprintf(progress, "  %.0f requests/s, Redis CPU %.2f µs/request\n", b.RPS, b.RedisCPUus)
+			}
+			rep.Baselines = append(rep.Baselines, b)
+			if flush {
+				_ = admin.FlushAll(ctx).Err()
+			}
+		}
+	}
+
+	// clean runs f, and when other processes shared the CPUs during the run
+	// (and --settle is on) runs it again, up to twice; it keeps the run with
+	// the least other load.
+	clean := func(f func() (*result, error)) (*result, error) {
+		var best *result
+		for try := 0; try < 3; try++ {
+			r, err := f()
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(progress, "  %s\n", r.brief())
+			if best == nil || r.Other < best.Other {
+				best = r
+			}
+			if e.settleMax <= 0 || r.Other < settleCores {
+				break
+			}
+			fmt.Fprintf(progress, "  other processes used %.2f cores during the run; running it again\n", r.Other)
+		}
+		return best, nil
+	}
+	rerun := func(what string, f func() (*result, error)) (*result, error) {
+		var rs []*result
+		for i := 0; i < sz.Reps; i++ {
+			step(fmt.Sprintf("%s (run %d of %d)", what, i+1, sz.Reps))
+			r, err := clean(f)
+			if err != nil {
+				return nil, err
+			}
+			rs = append(rs, r)
+		}
+		return median(rs), nil
+	}
+	// row measures one table row; with --cpuprofile it then runs the
+	// measurement once more under the profiler, outside the table.
+	row := func(phase, what string, target float64, label string, f func(profiled bool) (*result, error)) error {
+		if !want(phase) {
+			return nil
+		}
+		r, err := rerun(what, func() (*result, error) { return f(false) })
+		if err != nil {
+			return err
+		}
+		r.Target, r.Label = target, label
+		rep.Rows = append(rep.Rows, r)
+		if o.profDir != "" {
+			step("profiled " + what + " (not in the table)")
+			pr, err := f(true)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(progress, "  %s -> %s\n", pr.brief(), filepath.Join(o.profDir, profileName[phase]+".pprof"))
+		}
+		return nil
+	}
+
+	if err := row("many", "EnqueueMany", 400000, fmt.Sprintf("EnqueueMany, %d tasks in one call", sz.Many),
+		func(prof bool) (*result, error) {
+			calls := 1
+			if prof {
+				calls = 5 // enough samples
+			}
+			return e.enqueueMany(ctx, sz.Many, calls, prof)
+		}); err != nil {
+		return err
+	}
+	if err := row("seq", "Enqueue, 1 goroutine", 20000, fmt.Sprintf("Enqueue, 1 goroutine, %d tasks", sz.Seq),
+		func(prof bool) (*result, error) { return e.enqueueSeq(ctx, sz.Seq, prof) }); err != nil {
+		return err
+	}
+	if err := row("conc", fmt.Sprintf("Enqueue, %d goroutines", sz.Goroutines), 150000, fmt.Sprintf("Enqueue, %d goroutines, %d tasks", sz.Goroutines, sz.Conc),
+		func(prof bool) (*result, error) { return e.enqueueConc(ctx, sz.Conc, sz.Goroutines, prof) }); err != nil {
+		return err
+	}
+
+	if want("drain") {
+		// One run per setting, then the best setting again for the table.
+		best := sz.DrainCfgs[0]
+		bestRate := 0.0
+		if len(sz.DrainCfgs) > 1 {
+			for _, dc := range sz.DrainCfgs {
+				step("drain sweep: " + dc.String())
+				r, err := clean(func() (*result, error) { return e.drain(ctx, sz.Drain, dc, false) })
+				if err != nil {
+					return err
+				}
+				rep.Sweep = append(rep.Sweep, r)
+				if r.Rate > bestRate {
+					best, bestRate = dc, r.Rate
+				}
+			}
+		}
+		if err := row("drain", "End-to-end drain, "+best.String(), 100000, fmt.Sprintf("End-to-end drain, %d tasks, 1 worker", sz.Drain),
+			func(prof bool) (*result, error) {
+				n := sz.Drain
+				if prof {
+					n *= 3 // enough samples
+				}
+				return e.drain(ctx, n, best, prof)
+			}); err != nil {
+			return err
+		}
+	}
+
+	if want("latency") {
+		step(fmt.Sprintf("latency at %d tasks/s for %v", sz.LatRate, sz.LatDur))
+		lr, err := clean(func() (*result, error) {
+			return e.latencyRun(ctx, sz.LatRate, sz.LatDur, sz.LatWarm, drainCfg{100, 256})
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "  p50 %v p90 %v p99 %v max %v (%d samples, %.0f tasks/s)\n",
+			lr.Lat.P50, lr.Lat.P90, lr.Lat.P99, lr.Lat.Max, lr.Lat.Samples, lr.Lat.Rate)
+		lr.Label = fmt.Sprintf("Latency, %d tasks/s", sz.LatRate)
+		rep.Latency = lr
+	}
+
+	rep.Took = time.Since(rep.Started)
+
+	md := rep.markdown()
+	if _, err := io.WriteString(stdout, md); err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := rewriteDoc(o.out, md); err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "wrote %s\n", o.out)
+	}
+	return nil
+}
+
+// median returns the run with the median tasks/s.
+func median(rs []*result) *result {
+	s := append([]*result(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].Rate < s[j].Rate })
+	m := s[len(s)/2]
+	for _, r := range rs {
+		m.Runs = append(m.Runs, r.Rate)
+	}
+	return m
+}
+
+// machineInfo describes where the run happened.
+type machineInfo struct {
+	NumCPU       int
+	GOMAXPROCS   int
+	GoVersion    string
+	OS           string
+	CPUModel     string
+	Kernel       string
+	RedisVersion string
+	RedisOwn     bool
+	LoadAvg      string
+	BenchVersion string
+}
+
+func machine(ctx context.Context, admin *redis.Client, own bool) machineInfo {
+	m := machineInfo{
+		NumCPU:       runtime.NumCPU(),
+		GOMAXPROCS:   runtime.GOMAXPROCS(0),
+		GoVersion:    runtime.Version(),
+		OS:           runtime.GOOS + "/" + runtime.GOARCH,
+		RedisVersion: redisInfoField(ctx, admin, "server", "redis_version"),
+		RedisOwn:     own,
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func (m machineInfo) line() string {
+	return fmt.Sprintf("machine: %d CPUs (GOMAXPROCS %d), %s, %s, Redis %s, load average %s", m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.OS, m.RedisVersion, m.LoadAvg)
+}
+
+// parseSweep parses "256x256,1024x512".
+func parseSweep(s string) ([]drainCfg, error) {
+	var out []drainCfg
+	for _, part := range strings.Split(s, ",") {
+		var dc drainCfg
+		if _, err := fmt.Sscanf(strings.TrimSpace(part), "%dx%d", &dc.Concurrency, &dc.FetchBatch); err != nil || dc.Concurrency < 1 || dc.FetchBatch < 1 {
+			return nil, fmt.Errorf("--drain-sweep: %q is not CONCURRENCYxFETCHBATCH", part)
+		}
+		out = append(out, dc)
+	}
+	return out, nil
+}
