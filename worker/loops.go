@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,8 +30,11 @@ type job struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 
+	// leaseEnd is when the handler must be cancelled unless a heartbeat
+	// gets through first: monotonic nanoseconds (see mono).
+	leaseEnd atomic.Int64
+
 	mu        sync.Mutex
-	timer     *time.Timer
 	lost      bool
 	recording bool // its outcome is on the way to Redis
 }
@@ -48,29 +52,10 @@ func (j *job) nextEnvelope() codec.Envelope {
 
 func (j *job) lease() store.Lease { return store.Lease{EntryID: j.entry, Deliveries: j.dlv} }
 
-func (j *job) resetTimer(d time.Duration) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.timer != nil && !j.lost {
-		j.timer.Reset(d)
-	}
-}
-
-func (j *job) stopTimer() {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.timer != nil {
-		j.timer.Stop()
-	}
-}
-
 // markLost cancels the handler: the lease is gone.
 func (j *job) markLost() {
 	j.mu.Lock()
 	j.lost = true
-	if j.timer != nil {
-		j.timer.Stop()
-	}
 	j.mu.Unlock()
 	j.cancel(ErrLeaseLost)
 }
@@ -267,7 +252,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 	var jctx context.Context
 	jctx, j.cancel = context.WithCancelCause(context.Background())
 	j.ctx = jctx
-	j.timer = time.AfterFunc(time.Until(sent.Add(w.leaseGuard())), func() { j.cancel(ErrLeaseLost) })
+	j.leaseEnd.Store(mono(sent) + int64(w.leaseGuard()))
 	w.inflightMu.Lock()
 	w.inflight[jobKey{d.q.keys.Name, d.entry}] = j
 	w.inflightMu.Unlock()
@@ -409,7 +394,6 @@ func call(ctx context.Context, h handlerFunc, payload []byte) (res []byte, err e
 
 // finish forgets j and frees its slot.
 func (w *Worker) finish(j *job) {
-	j.stopTimer()
 	j.cancel(nil)
 	w.inflightMu.Lock()
 	_, ok := w.inflight[jobKey{j.q.keys.Name, j.entry}]
@@ -511,6 +495,36 @@ func (w *Worker) wakeForwarder() {
 	}
 }
 
+// procStart anchors mono.
+var procStart = time.Now()
+
+// mono returns t as nanoseconds on the monotonic clock since procStart.
+func mono(t time.Time) int64 { return int64(t.Sub(procStart)) }
+
+// watchdogLoop cancels (cause ErrLeaseLost) every handler whose lease end,
+// pushed forward by each heartbeat that gets through, has passed: the
+// handler stops before another worker may take its task over.
+func (w *Worker) watchdogLoop() {
+	defer w.support.Done()
+	t := time.NewTicker(max(w.cfg.Lease/20, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			return
+		case now := <-t.C:
+			m := mono(now)
+			w.inflightMu.Lock()
+			for _, j := range w.inflight {
+				if j.leaseEnd.Load() < m {
+					j.cancel(ErrLeaseLost)
+				}
+			}
+			w.inflightMu.Unlock()
+		}
+	}
+}
+
 func (w *Worker) heartbeatLoop() {
 	defer w.support.Done()
 	t := time.NewTicker(w.cfg.Lease / 4)
@@ -553,10 +567,10 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 			slog.String("queue", q.keys.Name), slog.Any("err", err))
 		return
 	}
-	until := time.Until(sent.Add(w.leaseGuard()))
+	until := mono(sent) + int64(w.leaseGuard())
 	for i, j := range js {
 		if alive[i] {
-			j.resetTimer(until)
+			j.leaseEnd.Store(until)
 		} else if !j.isRecording() {
 			w.log.Warn("lease lost; cancelling the handler", slog.String("task", keys.TaskID(q.keys.Name, j.key)))
 			j.markLost()

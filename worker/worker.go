@@ -83,6 +83,10 @@ type Config struct {
 
 var workerSeq atomic.Int64
 
+// completers is how many goroutines record outcomes, so that one batch is
+// encoded while another is in Redis.
+const completers = 2
+
 func (c *Config) withDefaults() Config {
 	var out Config
 	if c != nil {
@@ -298,9 +302,12 @@ func (w *Worker) Start(ctx context.Context) error {
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		go w.execLoop()
 	}
-	w.support.Add(2)
-	go w.completeLoop()
+	w.support.Add(2 + completers)
+	for i := 0; i < completers; i++ {
+		go w.completeLoop()
+	}
 	go w.heartbeatLoop()
+	go w.watchdogLoop()
 	w.loops.Add(3)
 	go w.fetchLoop(lctx)
 	go w.forwardLoop(lctx)
@@ -398,7 +405,6 @@ func (w *Worker) handBackAll() {
 	defer cancel()
 	byQueue := map[*queue][]store.Completion{}
 	for _, j := range left {
-		j.stopTimer()
 		byQueue[j.q] = append(byQueue[j.q], w.parkCompletion(j, 0))
 	}
 	for q, items := range byQueue {
