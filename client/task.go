@@ -86,7 +86,7 @@ type Info struct {
 
 // Info returns a snapshot of the task, or ErrNotFound.
 func (h *Handle) Info(ctx context.Context) (*Info, error) {
-	ts, err := store.State(ctx, h.c.rdb, keys.ForQueue(h.queue), h.key, false)
+	ts, err := store.State(ctx, h.c.rdb, keys.ForQueue(h.queue), h.key, store.WatchNone)
 	if err != nil {
 		return nil, err
 	}
@@ -136,10 +136,19 @@ func (h *Handle) Outcome(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	defer h.c.hub.unwatch(q.Done(), h.key, w)
+	mode := store.WatchFirst
 	for {
-		ts, err := store.State(ctx, h.c.rdb, q, h.key, true)
+		ts, err := store.State(ctx, h.c.rdb, q, h.key, mode)
 		if err != nil {
 			return nil, err
+		}
+		if ts.Armed {
+			mode = store.WatchMark
+			defer func() {
+				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				_ = store.Unwatch(uctx, h.c.rdb, q)
+			}()
 		}
 		if ts.State == "" {
 			return nil, fmt.Errorf("task %s: %w", h.ID(), ErrNotFound)

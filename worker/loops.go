@@ -355,7 +355,7 @@ func (w *Worker) run(j *job) *outcome {
 	switch {
 	case err == nil:
 		return &outcome{j: j, c: store.Completion{Op: store.OpSucceed, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-			A1: res, A2: j.env.RetainMs, A3: j.env.Attempt}}
+			Fresh: j.env.Key == "", A1: res, A2: j.env.RetainMs, A3: j.env.Attempt}}
 	case errors.Is(cause, ErrLeaseLost) || j.isLost():
 		w.log.Warn("lease lost; the attempt's outcome is not recorded", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
 		return &outcome{j: j, drop: true}

@@ -74,8 +74,9 @@ func (q Queue) Stream() string { return q.tag + "stream" }
 // Task is the hash holding the state of the task with key key.
 func (q Queue) Task(key string) string { return q.tag + "t:" + key }
 
-// TaskPrefix is Task("") for scripts that build task keys from ids they read.
-func (q Queue) TaskPrefix() string { return q.tag + "t:" }
+// Result is the string holding a succeeded task's record and result, kept for
+// the task's retention. One SET with PX writes it.
+func (q Queue) Result(key string) string { return q.tag + "f:" + key }
 
 // Scheduled is the sorted set of task keys waiting for a due time (retry
 // backoff, delayed tasks, parked tasks), scored by due time in Unix ms.
@@ -86,6 +87,11 @@ func (q Queue) Dead() string { return q.tag + "dead" }
 
 // Op is the marker of one idempotent batch operation (enqueue replays).
 func (q Queue) Op(id string) string { return q.tag + "op:" + id }
+
+// Watching counts the Outcome calls waiting on tasks of the queue. While it
+// is zero, recording the first attempt of an auto-keyed task skips looking
+// for a record (only a watcher could have made one).
+func (q Queue) Watching() string { return q.tag + "watching" }
 
 // Done is the pub/sub channel on which watched tasks of the queue announce
 // that they ended.

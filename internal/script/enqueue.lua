@@ -1,7 +1,8 @@
 -- enqueue.lua: adds a batch of tasks to one queue; a replay of the same batch changes nothing.
 -- KEYS[1]  the queue's stream
 -- KEYS[2]  the marker of this batch operation (op id chosen by the client)
--- KEYS[3..] task hashes of the tasks that carry a user key, in batch order
+-- KEYS[3..] per task that carries a user key, in batch order: its task hash and
+--           its result key
 -- ARGV[1]  consumer group name
 -- ARGV[2]  how long the op marker lives, ms
 -- ARGV[3]  n, the number of tasks
@@ -25,9 +26,9 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'm', env)
     out[#out + 1] = 0
   else
-    local tk = KEYS[ki]
-    ki = ki + 1
-    if redis.call('EXISTS', tk) == 1 then
+    local tk, fk = KEYS[ki], KEYS[ki + 1]
+    ki = ki + 2
+    if redis.call('EXISTS', tk, fk) > 0 then
       out[#out + 1] = key
       out[#out + 1] = 1
     else

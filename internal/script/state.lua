@@ -1,7 +1,10 @@
 -- state.lua: reads one task's state; optionally marks it watched so that its end
 -- is published on the queue's done channel.
--- KEYS[1]  task hash, KEYS[2] the queue's stream
--- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] '1' to mark the task watched
+-- KEYS[1]  task hash, KEYS[2] the queue's stream, KEYS[3] result key
+-- KEYS[4]  the queue's watcher count
+-- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] '1' to mark the task watched,
+--          '2' to mark it and count one more watcher of the queue (the first read
+--          of an Outcome call, which takes the count back down when it returns)
 -- Returns: {state, entry id, attempt, result, error, envelope, finished ms,
 -- delivery count}; state is '' when no such task is known (then nothing is marked).
 -- 'running' is reported for a pending task whose entry a worker holds.
@@ -25,6 +28,11 @@ local function delivered(id)
   return false
 end
 
+local f = redis.call('GET', KEYS[3])
+if f then
+  local a, fin, eid, res = string.match(f, '^s\n([^\n]*)\n([^\n]*)\n([^/]*)/[^\n]*\n(.*)$')
+  return {'succeeded', eid or '', a or '', res or '', '', '', fin or '', 0}
+end
 local h = redis.call('HMGET', KEYS[1], 'st', 'e', 'a', 'r', 'err', 'm', 'fin')
 local st, eid, env = h[1], h[2], h[6]
 if not st and string.match(ARGV[2], '^%d+%-%d+$') then
@@ -52,7 +60,11 @@ if st == 'pending' then
     end
   end
 end
-if ARGV[3] == '1' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
+if ARGV[3] ~= '0' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
   redis.call('HSET', KEYS[1], 'w', '1')
+  if ARGV[3] == '2' then
+    redis.call('INCR', KEYS[4])
+    st = st .. '+'
+  end
 end
 return {st, eid or '', h[3] or '', h[4] or '', h[5] or '', env or '', h[7] or '', dlv}

@@ -97,7 +97,7 @@ func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]s
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
 		if t.UserKey != "" {
-			ks = append(ks, q.Task(t.UserKey))
+			ks = append(ks, q.Task(t.UserKey), q.Result(t.UserKey))
 		}
 		args = append(args, t.UserKey, t.Envelope)
 	}
@@ -134,19 +134,24 @@ type Completion struct {
 	EntryID    string
 	Deliveries int64
 	Key        string
+	Fresh      bool // the entry is the first of an auto-keyed task
 	A1, A2, A3 any
 }
 
 // Complete records a batch of outcomes of one queue. applied[i] is false when
 // item i's lease was lost: nothing was written for it.
 func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) (applied []bool, err error) {
-	ks := make([]string, 0, 3+len(items))
-	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead())
-	args := make([]any, 0, 4+7*len(items))
+	ks := make([]string, 0, 4+2*len(items))
+	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Watching())
+	args := make([]any, 0, 4+8*len(items))
 	args = append(args, keys.Group, consumer, q.Done(), len(items))
 	for _, c := range items {
-		ks = append(ks, q.Task(c.Key))
-		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, c.A1, c.A2, c.A3)
+		ks = append(ks, q.Task(c.Key), q.Result(c.Key))
+		fresh := "0"
+		if c.Fresh {
+			fresh = "1"
+		}
+		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, fresh, c.A1, c.A2, c.A3)
 	}
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
@@ -285,15 +290,26 @@ type TaskState struct {
 	Envelope   []byte
 	FinishedMs int64
 	Deliveries int64
+	Armed      bool // a watcher was counted (WatchFirst)
 }
 
-// State reads a task's state; watch marks an unfinished task watched.
-func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, watch bool) (TaskState, error) {
-	w := "0"
-	if watch {
-		w = "1"
-	}
-	v, err := script.State.Run(ctx, rdb, []string{q.Task(key), q.Stream()}, keys.Group, key, w).Slice()
+// Unwatch takes back the watcher a State call with WatchFirst counted.
+func Unwatch(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
+	return rdb.Decr(ctx, q.Watching()).Err()
+}
+
+// Watch modes of State.
+const (
+	WatchNone  = "0" // only read
+	WatchMark  = "1" // mark an unfinished task watched
+	WatchFirst = "2" // mark it and count a new watcher of the queue
+)
+
+// State reads a task's state. With WatchFirst, Armed in the answer reports
+// whether a watcher was counted; the caller must call Unwatch once when it
+// stops waiting.
+func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, watch string) (TaskState, error) {
+	v, err := script.State.Run(ctx, rdb, []string{q.Task(key), q.Stream(), q.Result(key), q.Watching()}, keys.Group, key, watch).Slice()
 	if err != nil {
 		return TaskState{}, fmt.Errorf("read state of task %s: %w", keys.TaskID(q.Name, key), err)
 	}
@@ -301,6 +317,9 @@ func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, wa
 	ts.State, _ = v[0].(string)
 	if ts.State == "" || len(v) < 8 {
 		return TaskState{}, nil
+	}
+	if s, ok := strings.CutSuffix(ts.State, "+"); ok {
+		ts.State, ts.Armed = s, true
 	}
 	ts.EntryID, _ = v[1].(string)
 	if a, _ := v[2].(string); a != "" {

@@ -117,11 +117,11 @@ func TestCompleteFencedAndReplaySafe(t *testing.T) {
 	if err != nil || got[0] {
 		t.Fatalf("stale delivery count: %v %v; want lease lost", got, err)
 	}
-	st, err := store.State(ctx, rdb, q, e2, false)
+	st, err := store.State(ctx, rdb, q, e2, store.WatchNone)
 	if err != nil || st.State != "running" {
 		t.Fatalf("fenced-out task state %+v, %v; want still running", st, err)
 	}
-	st, _ = store.State(ctx, rdb, q, e1, false)
+	st, _ = store.State(ctx, rdb, q, e1, store.WatchNone)
 	if st.State != "succeeded" || string(st.Result) != "res" {
 		t.Fatalf("got %+v", st)
 	}
@@ -170,7 +170,7 @@ func TestHousekeepTrimsOnlyAcked(t *testing.T) {
 		t.Fatalf("got %d entries; want the 2 unread", n)
 	}
 	// Results survive the trim.
-	if st, _ := store.State(ctx, rdb, q, ids[0], false); st.State != "succeeded" {
+	if st, _ := store.State(ctx, rdb, q, ids[0], store.WatchNone); st.State != "succeeded" {
 		t.Fatalf("got %+v after trim", st)
 	}
 }
