@@ -58,7 +58,9 @@ func TestOutcomeWokenByCompletion(t *testing.T) {
 		return n == 1
 	})
 	b.worker(t, nil, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) { return UploadResult{Size: len(a.Path)}, nil })
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			return UploadResult{Size: len(a.Path)}, nil
+		})
 	})
 	r := <-got
 	if r.err != nil || r.r.Size != 3 {
