@@ -300,7 +300,8 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 		ID: keys.TaskID(d.q.keys.Name, j.key), Queue: d.q.keys.Name, Kind: env.Kind,
 		Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
 	})
-	w.jobs <- j
+	w.execs.Add(1)
+	go w.exec(j)
 }
 
 // parkDelay is the wait before a task no worker here can run is offered
@@ -334,11 +335,11 @@ func (w *Worker) send(o *outcome) {
 	}
 }
 
-func (w *Worker) execLoop() {
+// exec runs one job on its own goroutine; the slot j holds bounds how many
+// run at once, and Stop waits for them (execs).
+func (w *Worker) exec(j *job) {
 	defer w.execs.Done()
-	for j := range w.jobs {
-		w.send(w.run(j))
-	}
+	w.send(w.run(j))
 }
 
 var errAttemptTimeout = errors.New("attempt timed out")

@@ -198,7 +198,6 @@ type Worker struct {
 	queues  []*queue
 	byName  map[string]*queue
 	slots   chan struct{} // one token per running (or about to run) handler
-	jobs    chan *job
 	results chan *outcome
 
 	inflightMu sync.Mutex
@@ -293,15 +292,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}
 	}
-	w.jobs = make(chan *job, w.cfg.Concurrency)
 	w.results = make(chan *outcome, w.cfg.Concurrency)
 	lctx, cancel := context.WithCancel(context.Background())
 	w.loopCancel = cancel
 
-	w.execs.Add(w.cfg.Concurrency)
-	for i := 0; i < w.cfg.Concurrency; i++ {
-		go w.execLoop()
-	}
 	w.support.Add(2 + completers)
 	for i := 0; i < completers; i++ {
 		go w.completeLoop()
@@ -364,7 +358,6 @@ func (w *Worker) shutdown(ctx context.Context, cancelNow bool) error {
 		w.cancelAll(ErrShutdown)
 	}
 	w.loops.Wait()
-	close(w.jobs)
 	execsDone := make(chan struct{})
 	go func() { w.execs.Wait(); close(execsDone) }()
 	var err error
