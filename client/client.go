@@ -97,6 +97,8 @@ type Client struct {
 	comb combiner
 	hub  *hub
 
+	groups sync.Map // queue names whose consumer group this client ensured
+
 	closeOnce sync.Once
 }
 

@@ -2,10 +2,10 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -172,6 +172,9 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 	var calls []*batchCall
 	for _, qn := range order {
 		q := keys.ForQueue(qn)
+		if err := c.ensureGroup(ctx, q); err != nil {
+			return nil, err
+		}
 		idx := byQueue[qn]
 		for len(idx) > 0 {
 			n := min(len(idx), chunk)
@@ -250,6 +253,15 @@ func (c *Client) runCalls(ctx context.Context, calls []*batchCall) error {
 // Redis lost them (a restart), they are loaded again and the calls resent,
 // which their op markers make safe.
 func (c *Client) runGroup(ctx context.Context, calls []*batchCall) error {
+	if len(calls) == 1 {
+		// One call needs no pipeline: EVALSHA, falling back to EVAL.
+		bc := calls[0]
+		bc.res = script.Enqueue.Run(ctx, c.rdb, bc.ks, bc.args...)
+		if err := bc.res.Err(); err != nil {
+			return fmt.Errorf("enqueue: %w", err)
+		}
+		return nil
+	}
 	for try := 0; ; try++ {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, bc := range calls {
@@ -270,10 +282,11 @@ func (c *Client) runGroup(ctx context.Context, calls []*batchCall) error {
 	}
 }
 
+// newOpID returns 128 random bits. math/rand/v2's global source is ChaCha8
+// seeded from the OS, so ids do not repeat across processes, and no syscall
+// is made per call.
 func newOpID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return strconv.FormatUint(rand.Uint64(), 36) + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
 
 // enqReq is one Enqueue call waiting to be sent.
@@ -292,40 +305,51 @@ type enqReq struct {
 type combiner struct {
 	mu      sync.Mutex
 	pending []*enqReq
-	busy    bool
+	leaders int // batches in flight
 }
+
+// maxLeaders is how many coalesced batches may be in flight at once, so that
+// Redis works on one while the next is encoded and sent.
+const maxLeaders = 4
 
 func (cb *combiner) submit(ctx context.Context, c *Client, req *enqReq) (*Handle, error) {
 	cb.mu.Lock()
+	if cb.leaders < maxLeaders {
+		cb.leaders++
+		batch := append(cb.pending, req)
+		cb.pending = nil
+		cb.mu.Unlock()
+		return cb.lead(ctx, c, req, batch)
+	}
 	cb.pending = append(cb.pending, req)
-	lead := !cb.busy
-	cb.busy = true
 	cb.mu.Unlock()
-	if !lead {
+	select {
+	case <-req.done:
+		return req.h, req.err
+	case <-req.lead:
+	case <-ctx.Done():
+		if cb.withdraw(req) {
+			return nil, ctx.Err()
+		}
 		select {
-		case <-req.done:
-			return req.h, req.err
 		case <-req.lead:
-		case <-ctx.Done():
-			if !cb.withdraw(req) {
-				// Not queued any more: either another leader is sending it
-				// (its answer is dropped), or the lead was just handed to
-				// this request, which must then lead all the same.
-				select {
-				case <-req.lead:
-				default:
-					return nil, ctx.Err()
-				}
-			} else {
-				return nil, ctx.Err()
-			}
+			// The lead was handed to this request just now: it must lead
+			// all the same, or the queue behind it would stall.
+		default:
+			// Another leader is sending it; its answer is dropped.
+			return nil, ctx.Err()
 		}
 	}
 	cb.mu.Lock()
-	batch := cb.pending
+	batch := append([]*enqReq{req}, cb.pending...)
 	cb.pending = nil
 	cb.mu.Unlock()
+	return cb.lead(ctx, c, req, batch)
+}
 
+// lead sends batch (which holds req), answers every request of it, then
+// hands the lead to the next queued request, if any.
+func (cb *combiner) lead(ctx context.Context, c *Client, req *enqReq, batch []*enqReq) (*Handle, error) {
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	ps := make([]prepared, len(batch))
 	for i, r := range batch {
@@ -341,27 +365,24 @@ func (cb *combiner) submit(ctx context.Context, c *Client, req *enqReq) (*Handle
 		}
 		close(r.done)
 	}
-
 	cb.mu.Lock()
 	if len(cb.pending) > 0 {
-		close(cb.pending[0].lead)
+		// The lead passes on; the number of leaders stays.
+		next := cb.pending[0]
+		cb.pending = append(cb.pending[:0:0], cb.pending[1:]...)
+		close(next.lead)
 	} else {
-		cb.busy = false
+		cb.leaders--
 	}
 	cb.mu.Unlock()
 	return req.h, req.err
 }
 
-// withdraw removes req from the queue if no leader has taken it or been
-// handed the lead through it; it reports whether it did.
+// withdraw removes req from the queue if it is still there (no leader took
+// it, and the lead was not handed to it); it reports whether it did.
 func (cb *combiner) withdraw(req *enqReq) bool {
 	cb.mu.Lock()
 	defer cb.mu.Unlock()
-	select {
-	case <-req.lead:
-		return false
-	default:
-	}
 	for i, r := range cb.pending {
 		if r == req {
 			cb.pending = append(cb.pending[:i], cb.pending[i+1:]...)
@@ -369,4 +390,17 @@ func (cb *combiner) withdraw(req *enqReq) bool {
 		}
 	}
 	return false
+}
+
+// ensureGroup creates the queue's stream and consumer group the first time
+// this client enqueues to it, so that the enqueue script need not check.
+func (c *Client) ensureGroup(ctx context.Context, q keys.Queue) error {
+	if _, ok := c.groups.Load(q.Name); ok {
+		return nil
+	}
+	if err := store.EnsureGroup(ctx, c.rdb, q); err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	c.groups.Store(q.Name, struct{}{})
+	return nil
 }

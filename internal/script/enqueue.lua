@@ -3,7 +3,7 @@
 -- KEYS[2]  the marker of this batch operation (op id chosen by the client)
 -- KEYS[3..] per task that carries a user key, in batch order: its task hash and
 --           its result key
--- ARGV[1]  consumer group name
+-- ARGV[1]  consumer group name (unused: the client creates the group once)
 -- ARGV[2]  how long the op marker lives, ms
 -- ARGV[3]  n, the number of tasks
 -- ARGV[4..] per task two values: user key ('' for an auto-keyed task), envelope
@@ -13,9 +13,6 @@
 local prev = redis.call('GET', KEYS[2])
 if prev then
   return cjson.decode(prev)
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 end
 local out = {}
 local ki = 3

@@ -43,7 +43,11 @@ func env(t *testing.T) (redis.UniversalClient, keys.Queue) {
 	if err := script.Load(context.Background(), e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	return e.RDB, keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(asynctest.Queue(t))
+	if err := store.EnsureGroup(context.Background(), e.RDB, q); err != nil {
+		t.Fatal(err)
+	}
+	return e.RDB, q
 }
 
 func envelope(key string) []byte {
