@@ -97,7 +97,8 @@ type Client struct {
 	comb combiner
 	hub  *hub
 
-	groups sync.Map // queue names whose consumer group this client ensured
+	groups sync.Map    // queue names whose consumer group this client ensured
+	clock  store.Clock // Redis time, for deadlines
 
 	closeOnce sync.Once
 }
@@ -119,6 +120,9 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	cl := &Client{rdb: rdb, cfg: c}
+	if err := cl.clock.Sync(ctx, rdb); err != nil {
+		return nil, fmt.Errorf("client: read redis time: %w", err)
+	}
 	cl.hub = newHub(rdb)
 	return cl, nil
 }

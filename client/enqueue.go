@@ -16,6 +16,7 @@ import (
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/taskctx"
 )
 
 // EnqueueOpts are per-task options. A nil *EnqueueOpts means all defaults.
@@ -42,6 +43,26 @@ type EnqueueOpts struct {
 	// Retention is how long the state and result are kept once the task
 	// succeeded. Defaults to Config.Retention.
 	Retention time.Duration
+
+	// Deadline ends the task if it has not succeeded by then: a task past its
+	// deadline before it starts never starts, a running one's handler ctx
+	// carries it (ctx.Deadline()), and either way the task ends cancelled, not
+	// retried, with Outcome matching context.DeadlineExceeded. It is checked
+	// in Redis' time (the client's clock is only used to express it). A task
+	// enqueued from a handler inherits the handler's remaining deadline when
+	// that is earlier. Defaults to none.
+	Deadline time.Time
+
+	// Meta is metadata for the handler (worker.Meta): at most 64 entries,
+	// keys of 1 to 128 bytes, values of at most 4096 bytes. A task enqueued
+	// from a handler inherits its metadata, its own entries winning.
+	Meta map[string]string
+
+	// TraceParent and TraceState carry a W3C trace context to the handler
+	// (worker.TraceContext). A task enqueued from a handler inherits the
+	// handler's when these are empty.
+	TraceParent string
+	TraceState  string
 }
 
 // Spec is one task for EnqueueMany.
@@ -60,11 +81,23 @@ const opTTL = 10 * time.Second
 const chunk = 500
 
 type prepared struct {
-	queue string
-	task  store.NewTask
+	queue  string
+	task   store.NewTask
+	parent string // id of the task whose handler enqueues this one
 }
 
-func (c *Client) prepare(args Args, o *EnqueueOpts) (prepared, error) {
+// Bounds of metadata and trace context.
+const (
+	maxMetaEntries  = 64
+	maxMetaKey      = 128
+	maxMetaValue    = 4096
+	maxTraceState   = 512
+	traceParentSize = 55
+)
+
+// prepare checks and encodes one task. A ctx of a running handler makes the
+// task its child; prev names the task a continuation continues.
+func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev string) (prepared, error) {
 	if args == nil {
 		return prepared{}, errors.New("enqueue: args is nil")
 	}
@@ -103,6 +136,45 @@ func (c *Client) prepare(args Args, o *EnqueueOpts) (prepared, error) {
 	} else if opts.Retention < time.Millisecond {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Retention is %v, must be at least 1ms", kind, opts.Retention)
 	}
+	if len(opts.Meta) > maxMetaEntries {
+		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Meta has %d entries, limit %d", kind, len(opts.Meta), maxMetaEntries)
+	}
+	for k, v := range opts.Meta {
+		if k == "" || len(k) > maxMetaKey || len(v) > maxMetaValue {
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Meta entry %.40q: keys must be 1 to %d bytes, values at most %d", kind, k, maxMetaKey, maxMetaValue)
+		}
+	}
+	if opts.TraceParent != "" && !validTraceParent(opts.TraceParent) {
+		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.TraceParent %.64q is not a W3C traceparent (version-traceid-parentid-flags in lower-case hex, 55 bytes)", kind, opts.TraceParent)
+	}
+	if len(opts.TraceState) > maxTraceState {
+		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.TraceState is %d bytes, limit %d", kind, len(opts.TraceState), maxTraceState)
+	}
+	var parent string
+	meta := opts.Meta
+	var metaPairs []string
+	if in, ok := taskctx.From(ctx); ok {
+		// Enqueued from a handler: a child of its task.
+		parent = in.ID
+		if opts.TraceParent == "" {
+			opts.TraceParent, opts.TraceState = in.TraceParent, in.TraceState
+		}
+		for i := 0; i+1 < len(in.Meta); i += 2 {
+			if _, own := meta[in.Meta[i]]; !own {
+				metaPairs = append(metaPairs, in.Meta[i], in.Meta[i+1])
+			}
+		}
+		if d, ok := ctx.Deadline(); ok && (opts.Deadline.IsZero() || d.Before(opts.Deadline)) {
+			opts.Deadline = d
+		}
+	}
+	for k, v := range meta {
+		metaPairs = append(metaPairs, k, v)
+	}
+	var deadlineMs int64
+	if !opts.Deadline.IsZero() {
+		deadlineMs = c.clock.ToRedis(opts.Deadline).UnixMilli()
+	}
 	payload, err := codec.Marshal(args)
 	if err != nil {
 		return prepared{}, fmt.Errorf("enqueue %s: encode args: %w", kind, err)
@@ -118,8 +190,30 @@ func (c *Client) prepare(args Args, o *EnqueueOpts) (prepared, error) {
 		MaxAttempts: opts.MaxAttempts,
 		TimeoutMs:   opts.Timeout.Milliseconds(),
 		RetainMs:    opts.Retention.Milliseconds(),
+		DeadlineMs:  deadlineMs,
+		Meta:        metaPairs,
+		TraceParent: opts.TraceParent,
+		TraceState:  opts.TraceState,
+		Parent:      parent,
+		Prev:        prev,
 	})
-	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env}}, nil
+	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env}, parent: parent}, nil
+}
+
+// validTraceParent checks the W3C form version-traceid-parentid-flags.
+func validTraceParent(s string) bool {
+	if len(s) != traceParentSize || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Enqueue adds one task and returns its handle. Bad input (a nil args, an
@@ -127,12 +221,21 @@ func (c *Client) prepare(args Args, o *EnqueueOpts) (prepared, error) {
 // Concurrent calls share round trips. If ctx ends before Redis answers, the
 // task may or may not have been added.
 func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Handle, error) {
-	p, err := c.prepare(args, opts)
+	p, err := c.prepare(ctx, args, opts, "")
 	if err != nil {
 		return nil, err
 	}
 	req := &enqReq{p: p, done: make(chan struct{}), lead: make(chan struct{})}
-	return c.comb.submit(ctx, c, req)
+	h, err := c.comb.submit(ctx, c, req)
+	if err != nil {
+		return nil, err
+	}
+	if p.parent != "" {
+		if err := c.addKids(ctx, []prepared{p}, []*Handle{h}); err != nil {
+			return h, err
+		}
+	}
+	return h, nil
 }
 
 // EnqueueMany adds every task of specs in pipelined round trips and returns
@@ -141,13 +244,43 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Ha
 func (c *Client) EnqueueMany(ctx context.Context, specs []Spec) ([]*Handle, error) {
 	ps := make([]prepared, len(specs))
 	for i, s := range specs {
-		p, err := c.prepare(s.Args, s.Opts)
+		p, err := c.prepare(ctx, s.Args, s.Opts, "")
 		if err != nil {
 			return nil, fmt.Errorf("spec %d: %w", i, err)
 		}
 		ps[i] = p
 	}
-	return c.send(ctx, ps)
+	hs, err := c.send(ctx, ps)
+	if err != nil {
+		return nil, err
+	}
+	if len(ps) > 0 && ps[0].parent != "" {
+		if err := c.addKids(ctx, ps, hs); err != nil {
+			return hs, err
+		}
+	}
+	return hs, nil
+}
+
+// addKids records children under their parent (a separate step: the parent
+// may live in another hash slot). If it fails, the children run all the same
+// but cancelling the parent will not reach them; the error says so.
+func (c *Client) addKids(ctx context.Context, ps []prepared, hs []*Handle) error {
+	parent := ps[0].parent
+	ids := make([]string, 0, len(hs))
+	for i, h := range hs {
+		if ps[i].parent == parent && !h.dup {
+			ids = append(ids, h.ID())
+		}
+	}
+	pq, pkey, err := keys.SplitTaskID(parent)
+	if err != nil {
+		return err
+	}
+	if err := store.AddKids(ctx, c.rdb, keys.ForQueue(pq), pkey, ids); err != nil {
+		return fmt.Errorf("tasks enqueued, but cancelling %s will not reach them: %w", parent, err)
+	}
+	return nil
 }
 
 // batchCall is one enqueue.lua call: up to chunk tasks of one queue.

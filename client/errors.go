@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -25,6 +26,12 @@ var (
 	// that failed for good and sits in the dead-letter store.
 	ErrDead = errors.New("task is dead")
 
+	// ErrCancelled is matched (errors.Is) by the error Outcome returns for a
+	// cancelled task, and is the cause of a handler ctx cancelled by a cancel
+	// request. Such an error also matches context.Canceled (or
+	// context.DeadlineExceeded, for a task whose deadline passed).
+	ErrCancelled = errors.New("task cancelled")
+
 	// ErrRedisTooOld is returned by New for a Redis server older than 6.2.
 	ErrRedisTooOld = store.ErrRedisTooOld
 
@@ -45,7 +52,28 @@ func (e *TaskError) Error() string {
 	return fmt.Sprintf("task %s %s after attempt %d: %s", e.ID, e.State, e.Attempt, e.Message)
 }
 
-// Is reports whether target is the sentinel of e's state.
+// Is reports whether target is the sentinel of e's state: ErrDead for a dead
+// task; ErrCancelled and context.Canceled for a cancelled one, or
+// context.DeadlineExceeded instead of context.Canceled when its deadline
+// passed.
 func (e *TaskError) Is(target error) bool {
-	return target == ErrDead && e.State == StateDead
+	switch e.State {
+	case StateDead:
+		return target == ErrDead
+	case StateCancelled:
+		if target == ErrCancelled {
+			return true
+		}
+		if e.Message == reasonDeadline {
+			return target == context.DeadlineExceeded
+		}
+		return target == context.Canceled
+	}
+	return false
 }
+
+// Reasons recorded for cancelled tasks.
+const (
+	reasonCancelled = "cancelled"
+	reasonDeadline  = "deadline exceeded"
+)

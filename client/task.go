@@ -20,6 +20,8 @@ const (
 	// StateScheduled: waiting for a due time before it enters the stream (a
 	// task handed back because no running worker has its kind's handler).
 	StateScheduled State = "scheduled"
+	// StateWaiting: a continuation whose parent has not ended yet.
+	StateWaiting State = "waiting"
 	// StateRunning: a worker holds its lease.
 	StateRunning State = "running"
 	// StateRetrying: an attempt failed; waiting for its backoff to end.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -20,6 +21,11 @@ var (
 	// by Stop when its ctx ended first. The task is handed back to its queue,
 	// not failed.
 	ErrShutdown = errors.New("worker shutting down")
+
+	// ErrCancelled is the cause (context.Cause) of a handler ctx cancelled
+	// because the task was cancelled (client.Handle.Cancel). The task ends
+	// cancelled and is not retried. It is client.ErrCancelled.
+	ErrCancelled = client.ErrCancelled
 
 	// ErrPayloadTooLarge is the reason recorded for a task whose payload
 	// exceeds Config.MaxPayloadBytes when it is read; such a task is

@@ -2,11 +2,13 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/taskctx"
 )
 
 // handlerFunc runs one attempt on a msgpack payload and returns the msgpack
@@ -66,8 +68,79 @@ type Task struct {
 
 type taskCtxKey struct{}
 
+// taskValue is what a handler's ctx carries.
+type taskValue struct {
+	Task
+	w    *Worker
+	prev string // id of the task this one continues
+}
+
 // TaskFromContext returns the task a handler's ctx belongs to.
 func TaskFromContext(ctx context.Context) (Task, bool) {
-	t, ok := ctx.Value(taskCtxKey{}).(Task)
-	return t, ok
+	t, ok := ctx.Value(taskCtxKey{}).(*taskValue)
+	if !ok {
+		return Task{}, false
+	}
+	return t.Task, true
+}
+
+// Meta returns a copy of the metadata the task was enqueued with (merged
+// over its parent's, for a child task), or nil.
+func Meta(ctx context.Context) map[string]string {
+	in, ok := taskctx.From(ctx)
+	if !ok || len(in.Meta) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(in.Meta)/2)
+	for i := 0; i+1 < len(in.Meta); i += 2 {
+		m[in.Meta[i]] = in.Meta[i+1]
+	}
+	return m
+}
+
+// TraceContext returns the W3C trace context (traceparent, tracestate) the
+// task was enqueued with, or inherited from its parent; empty when none.
+func TraceContext(ctx context.Context) (traceparent, tracestate string) {
+	in, ok := taskctx.From(ctx)
+	if !ok {
+		return "", ""
+	}
+	return in.TraceParent, in.TraceState
+}
+
+// Parent returns the outcome of the task a continuation continues (see
+// client.Handle.ContinueWith). ok is false when the handler's task is not a
+// continuation. The outcome is read from Redis at the call; it is there for
+// the parent's retention (24 hours by default).
+func Parent(ctx context.Context) (p *client.ParentOutcome, ok bool, err error) {
+	t, found := ctx.Value(taskCtxKey{}).(*taskValue)
+	if !found || t.prev == "" {
+		return nil, false, nil
+	}
+	out, err := t.w.parents.EndedOutcome(ctx, t.prev)
+	return out, true, err
+}
+
+// ParentResult decodes the result of the task a continuation continues into
+// an R. If that task did not succeed it returns its error: a *client.TaskError
+// (errors.Is with client.ErrDead, client.ErrCancelled...).
+func ParentResult[R any](ctx context.Context) (R, error) {
+	var out R
+	p, ok, err := Parent(ctx)
+	if err != nil {
+		return out, err
+	}
+	if !ok {
+		return out, errors.New("worker.ParentResult: the task is not a continuation")
+	}
+	if p.Err != nil {
+		return out, p.Err
+	}
+	if len(p.Result) == 0 {
+		return out, nil
+	}
+	if err := codec.Unmarshal(p.Result, &out); err != nil {
+		return out, fmt.Errorf("decode result of %s into %T: %w", p.ID, out, err)
+	}
+	return out, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/taskctx"
 )
 
 // job is one delivered entry from the moment it is read until its outcome is
@@ -295,11 +296,26 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 		w.send(&outcome{j: j, c: w.parkCompletion(j, parkDelay(env.Parked))})
 		return
 	}
+	if env.DeadlineMs > 0 && !w.clock.Now().Before(time.UnixMilli(env.DeadlineMs)) {
+		// Past its deadline before it started: it never starts.
+		w.send(w.cancelled(j, reasonDeadline))
+		return
+	}
 	j.handler = h
-	j.ctx = context.WithValue(jctx, taskCtxKey{}, Task{
-		ID: keys.TaskID(d.q.keys.Name, j.key), Queue: d.q.keys.Name, Kind: env.Kind,
-		Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+	id := keys.TaskID(d.q.keys.Name, j.key)
+	j.ctx = context.WithValue(jctx, taskCtxKey{}, &taskValue{
+		Task: Task{
+			ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
+			Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+		},
+		w:    w,
+		prev: env.Prev,
 	})
+	if len(env.Meta) > 0 || env.TraceParent != "" || env.TraceState != "" {
+		j.ctx = taskctx.With(j.ctx, &taskctx.Info{ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState})
+	} else {
+		j.ctx = taskctx.With(j.ctx, &taskctx.Info{ID: id})
+	}
 	w.execs.Add(1)
 	go w.exec(j)
 }
@@ -342,10 +358,32 @@ func (w *Worker) exec(j *job) {
 	w.send(w.run(j))
 }
 
-var errAttemptTimeout = errors.New("attempt timed out")
+var (
+	errAttemptTimeout = errors.New("attempt timed out")
+	errTaskDeadline   = errors.New("task deadline exceeded")
+)
+
+// Reasons recorded for cancelled tasks; the client maps them to
+// context.Canceled and context.DeadlineExceeded.
+const (
+	reasonCancelled = "cancelled"
+	reasonDeadline  = "deadline exceeded"
+)
+
+// cancelled ends j's task as cancelled, without retry.
+func (w *Worker) cancelled(j *job, reason string) *outcome {
+	return &outcome{j: j, c: store.Completion{Op: store.OpCancel, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
+		A1: j.env.RetainMs, A2: reason, A3: j.env.Attempt}}
+}
 
 func (w *Worker) run(j *job) *outcome {
 	ctx := j.ctx
+	if j.env.DeadlineMs > 0 {
+		var cancel context.CancelFunc
+		local := w.clock.ToLocal(time.UnixMilli(j.env.DeadlineMs))
+		ctx, cancel = context.WithDeadlineCause(ctx, local, errTaskDeadline)
+		defer cancel()
+	}
 	if j.env.TimeoutMs > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(j.env.TimeoutMs)*time.Millisecond, errAttemptTimeout)
@@ -362,6 +400,10 @@ func (w *Worker) run(j *job) *outcome {
 		return &outcome{j: j, drop: true}
 	case errors.Is(cause, ErrShutdown):
 		return &outcome{j: j, c: w.parkCompletion(j, 0)}
+	case errors.Is(cause, ErrCancelled):
+		return w.cancelled(j, reasonCancelled)
+	case errors.Is(context.Cause(ctx), errTaskDeadline):
+		return w.cancelled(j, reasonDeadline)
 	}
 	if errors.Is(context.Cause(ctx), errAttemptTimeout) && errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("attempt timed out after %v: %w", time.Duration(j.env.TimeoutMs)*time.Millisecond, err)
@@ -464,7 +506,7 @@ func (w *Worker) flush(batch []*outcome) {
 				scheduled = true
 			}
 		}
-		var applied []bool
+		var applied []store.Applied
 		var err error
 		for try := 0; try < 5; try++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -476,18 +518,38 @@ func (w *Worker) flush(batch []*outcome) {
 			w.log.Error("record outcomes; retrying", slog.String("queue", q.keys.Name), slog.Any("err", err))
 			time.Sleep(time.Duration(100*(try+1)) * time.Millisecond)
 		}
+		fired := false
 		for i, o := range os {
-			if err == nil && !applied[i] {
+			if err == nil && applied[i] == store.LeaseLost {
 				w.log.Warn("lease lost before the outcome was recorded; another worker runs the task",
 					slog.String("task", keys.TaskID(q.keys.Name, o.j.key)))
 			}
+			fired = fired || err == nil && applied[i] == store.Fired
 			w.finish(o.j)
+		}
+		if fired {
+			// Continuations of tasks that just ended start now, not at the
+			// next sweep.
+			w.drainOutbox(q)
 		}
 	}
 	if scheduled {
 		w.wakeForwarder()
 	}
 }
+
+// drainOutbox activates the continuations waiting in q's outbox.
+func (w *Worker) drainOutbox(q *queue) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := store.DrainOutbox(ctx, w.rdb, q.keys, defaultRetainMs); err != nil {
+		w.log.Error("start continuations; the next sweep retries", slog.String("queue", q.keys.Name), slog.Any("err", err))
+	}
+}
+
+// defaultRetainMs is how long tasks that end without a run of their own
+// (continuations whose parent failed) are kept.
+const defaultRetainMs = int64(24 * time.Hour / time.Millisecond)
 
 func (w *Worker) wakeForwarder() {
 	select {
@@ -526,6 +588,38 @@ func (w *Worker) watchdogLoop() {
 	}
 }
 
+// controlLoop receives cancel requests for running tasks and cancels their
+// handlers (cause ErrCancelled). A request lost while the connection is down
+// is caught by the next heartbeat.
+func (w *Worker) controlLoop() {
+	defer w.support.Done()
+	for {
+		msg, err := w.ctl.Receive(context.Background())
+		if err != nil {
+			select {
+			case <-w.quit:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		q := w.byCtl[m.Channel]
+		if q == nil {
+			continue
+		}
+		w.inflightMu.Lock()
+		j := w.inflight[jobKey{q.keys.Name, m.Payload}]
+		w.inflightMu.Unlock()
+		if j != nil {
+			j.cancel(ErrCancelled)
+		}
+	}
+}
+
 func (w *Worker) heartbeatLoop() {
 	defer w.support.Done()
 	t := time.NewTicker(w.cfg.Lease / 4)
@@ -556,13 +650,15 @@ func (w *Worker) heartbeatLoop() {
 
 func (w *Worker) heartbeat(q *queue, js []*job) {
 	leases := make([]store.Lease, len(js))
+	tasks := make([]string, len(js))
 	for i, j := range js {
 		leases[i] = j.lease()
+		tasks[i] = j.key
 	}
 	sent := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
 	defer cancel()
-	alive, err := store.Heartbeat(ctx, w.rdb, q.keys, w.cfg.Name, leases)
+	beats, err := store.Heartbeat(ctx, w.rdb, q.keys, w.cfg.Name, leases, tasks)
 	if err != nil {
 		w.log.Error("heartbeat failed; handlers are cancelled before their leases end unless one gets through",
 			slog.String("queue", q.keys.Name), slog.Any("err", err))
@@ -570,8 +666,11 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	}
 	until := mono(sent) + int64(w.leaseGuard())
 	for i, j := range js {
-		if alive[i] {
+		if beats[i] != store.BeatLost {
 			j.leaseEnd.Store(until)
+			if beats[i] == store.BeatCancelled {
+				j.cancel(ErrCancelled)
+			}
 		} else if !j.isRecording() {
 			w.log.Warn("lease lost; cancelling the handler", slog.String("task", keys.TaskID(q.keys.Name, j.key)))
 			j.markLost()
@@ -624,6 +723,9 @@ func (w *Worker) forwardLoop(ctx context.Context) {
 				w.log.Error("move due tasks", slog.String("queue", q.keys.Name), slog.Any("err", err))
 				continue
 			}
+			if err := store.DrainOutbox(ctx, w.rdb, q.keys, defaultRetainMs); err != nil && ctx.Err() == nil {
+				w.log.Error("start continuations", slog.String("queue", q.keys.Name), slog.Any("err", err))
+			}
 			if moved == 100 {
 				wait = 0
 			} else if nextDue >= 0 {
@@ -655,6 +757,9 @@ func (w *Worker) housekeepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := w.clock.Sync(ctx, w.rdb); err != nil && ctx.Err() == nil {
+			w.log.Error("read redis time", slog.Any("err", err))
 		}
 		for _, q := range w.queues {
 			if _, _, err := store.Housekeep(ctx, w.rdb, q.keys, idle); err != nil && ctx.Err() == nil {

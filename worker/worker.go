@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -203,6 +204,11 @@ type Worker struct {
 	inflightMu sync.Mutex
 	inflight   map[jobKey]*job
 
+	clock   store.Clock    // Redis time, for task deadlines
+	parents *client.Client // reads the outcomes continuations ask for
+	ctl     *redis.PubSub  // cancel requests for running tasks
+	byCtl   map[string]*queue
+
 	loopCancel context.CancelFunc // fetch, reclaim, forward, housekeeping
 	loops      sync.WaitGroup
 	execs      sync.WaitGroup
@@ -258,11 +264,20 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		w.queues = append(w.queues, q)
 		w.byName[n] = q
 	}
+	w.byCtl = map[string]*queue{}
+	for _, q := range w.queues {
+		w.byCtl[q.keys.Ctl()] = q
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := store.CheckServer(ctx, rdb, c.Logger); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	parents, err := client.New(rdb, &client.Config{Logger: c.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.parents = parents
 	return w, nil
 }
 
@@ -288,6 +303,22 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("worker: %w", err)
 		}
 	}
+	if err := w.clock.Sync(ctx, w.rdb); err != nil {
+		return fmt.Errorf("worker: read redis time: %w", err)
+	}
+	chans := make([]string, 0, len(w.queues))
+	for _, q := range w.queues {
+		chans = append(chans, q.keys.Ctl())
+	}
+	w.ctl = w.rdb.Subscribe(ctx, chans...)
+	for range chans {
+		// Wait for every confirmation: a cancel request sent after Start
+		// returned reaches this worker.
+		if _, err := w.ctl.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+			_ = w.ctl.Close()
+			return fmt.Errorf("worker: subscribe to control channels: %w", err)
+		}
+	}
 	w.slots = make(chan struct{}, w.cfg.Concurrency)
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}
@@ -296,12 +327,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	lctx, cancel := context.WithCancel(context.Background())
 	w.loopCancel = cancel
 
-	w.support.Add(2 + completers)
+	w.support.Add(3 + completers)
 	for i := 0; i < completers; i++ {
 		go w.completeLoop()
 	}
 	go w.heartbeatLoop()
 	go w.watchdogLoop()
+	go w.controlLoop()
 	w.loops.Add(3)
 	go w.fetchLoop(lctx)
 	go w.forwardLoop(lctx)
@@ -336,7 +368,10 @@ func (w *Worker) stop(ctx context.Context, cancelNow bool) error {
 	w.mu.Unlock()
 	if st != stateRunning {
 		if st == stateNew {
-			w.stopOnce.Do(func() { close(w.stopped) })
+			w.stopOnce.Do(func() {
+				_ = w.parents.Close()
+				close(w.stopped)
+			})
 		}
 		select {
 		case <-w.stopped:
@@ -371,7 +406,9 @@ func (w *Worker) shutdown(ctx context.Context, cancelNow bool) error {
 		w.handBackAll()
 	}
 	close(w.quit)
+	_ = w.ctl.Close()
 	w.support.Wait()
+	_ = w.parents.Close()
 	return err
 }
 

@@ -15,13 +15,25 @@ type Envelope struct {
 	RetainMs    int64 // result retention
 	Parked      int   // times handed back because no worker had the kind's handler
 	Lost        int   // deliveries of earlier entries of this task that ended without an outcome (worker crashes)
+
+	// Optional fields (encoded when any is set).
+	DeadlineMs  int64    // the task's deadline, Unix ms in Redis time; 0 = none
+	Meta        []string // metadata as key, value pairs
+	TraceParent string   // W3C traceparent
+	TraceState  string   // W3C tracestate
+	Parent      string   // id of the task whose handler enqueued this one (child tasks)
+	Prev        string   // id of the task this one continues (ContinueWith)
 }
 
-const envelopeFields = 9
+const (
+	envelopeFields = 9  // always present
+	envelopeAll    = 15 // with the optional ones
+)
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
 // growing b.
 func AppendEnvelope(b []byte, e *Envelope) []byte {
+	start := len(b)
 	b = append(b, 0x90|envelopeFields)
 	b = appendStr(b, e.Key)
 	b = appendStr(b, e.Kind)
@@ -32,6 +44,20 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendInt(b, e.RetainMs)
 	b = appendInt(b, int64(e.Parked))
 	b = appendInt(b, int64(e.Lost))
+	if e.DeadlineMs == 0 && len(e.Meta) == 0 && e.TraceParent == "" && e.TraceState == "" && e.Parent == "" && e.Prev == "" {
+		b[start] = 0x90 | envelopeFields
+		return b
+	}
+	b[start] = 0x90 | envelopeAll
+	b = appendInt(b, e.DeadlineMs)
+	b = appendArrayLen(b, len(e.Meta))
+	for _, m := range e.Meta {
+		b = appendStr(b, m)
+	}
+	b = appendStr(b, e.TraceParent)
+	b = appendStr(b, e.TraceState)
+	b = appendStr(b, e.Parent)
+	b = appendStr(b, e.Prev)
 	return b
 }
 
@@ -57,6 +83,23 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	e.RetainMs = r.int()
 	e.Parked = int(r.int())
 	e.Lost = int(r.int())
+	if n >= envelopeAll {
+		e.DeadlineMs = r.int()
+		if m := r.arrayLen(); m > 0 && r.err == nil {
+			if m%2 != 0 || m > len(b) {
+				r.fail("an even number of metadata strings")
+			} else {
+				e.Meta = make([]string, m)
+				for i := range e.Meta {
+					e.Meta[i] = r.str()
+				}
+			}
+		}
+		e.TraceParent = r.str()
+		e.TraceState = r.str()
+		e.Parent = r.str()
+		e.Prev = r.str()
+	}
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)
 	}
@@ -201,6 +244,16 @@ func appendStr(b []byte, s string) []byte {
 		b = append(b, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
 	return append(b, s...)
+}
+
+func appendArrayLen(b []byte, n int) []byte {
+	if n < 16 {
+		return append(b, 0x90|byte(n))
+	}
+	if n < 1<<16 {
+		return append(b, 0xdc, byte(n>>8), byte(n))
+	}
+	return append(b, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 func appendBin(b []byte, p []byte) []byte {

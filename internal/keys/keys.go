@@ -88,10 +88,27 @@ func (q Queue) Dead() string { return q.tag + "dead" }
 // Op is the marker of one idempotent batch operation (enqueue replays).
 func (q Queue) Op(id string) string { return q.tag + "op:" + id }
 
-// Watching counts the Outcome calls waiting on tasks of the queue. While it
-// is zero, recording the first attempt of an auto-keyed task skips looking
-// for a record (only a watcher could have made one).
+// Watching counts what makes a task's end need more than writing its result:
+// Outcome calls waiting on tasks of the queue, continuations registered on
+// them, cancel requests. While it is zero, recording the first attempt of an
+// auto-keyed task skips looking for a record (only those could have made one).
 func (q Queue) Watching() string { return q.tag + "watching" }
+
+// Conts is the list of continuations registered on the task with key key:
+// "<queue>/<key>|<1 if only on success, else 0>" each.
+func (q Queue) Conts(key string) string { return q.tag + "c:" + key }
+
+// Outbox is the stream of continuations whose parent (a task of this queue)
+// ended, waiting to be activated in their own queues.
+func (q Queue) Outbox() string { return q.tag + "outbox" }
+
+// Kids is the set of ids of the child tasks the task with key key enqueued
+// from its handler; cancelling the task cancels them.
+func (q Queue) Kids(key string) string { return q.tag + "k:" + key }
+
+// Ctl is the pub/sub channel on which a cancel request reaches the worker
+// running the task (message: "<entry id>").
+func (q Queue) Ctl() string { return q.tag + "ctl" }
 
 // Done is the pub/sub channel on which watched tasks of the queue announce
 // that they ended.

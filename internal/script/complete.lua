@@ -4,25 +4,34 @@
 -- KEYS[2]  scheduled sorted set (retry backoff, parked tasks)
 -- KEYS[3]  dead-letter sorted set
 -- KEYS[4]  the queue's watcher count
--- KEYS[3+2i], KEYS[4+2i] task hash and result key of item i (1-based)
--- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel, ARGV[4] n
--- ARGV[5..] per item 8 values: op, entry id, delivery count, task key, fresh, a1, a2, a3
+-- KEYS[5]  the queue's outbox (continuations whose parent ended)
+-- KEYS[6+3i], KEYS[7+3i], KEYS[8+3i]: task hash, result key and continuation
+--          list of item i (0-based)
+-- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel,
+-- ARGV[4]  n, ARGV[5] queue name
+-- ARGV[6..] per item 8 values: op, entry id, delivery count, task key, fresh, a1, a2, a3
 --   fresh is '1' when the entry is the first of an auto-keyed task: then no
---   record can exist but one a watcher made, so none is looked for while the
---   queue has no watchers.
+--   record can exist but one a watcher, a continuation or a cancel request
+--   made, and each of those counts in KEYS[4]; while that count is 0 none is
+--   looked for.
 --   op 's' succeeded: a1 result, a2 retention ms, a3 attempt. The task hash is
 --                     deleted and the record "s\n<attempt>\n<finished ms>\n<token>\n<result>"
 --                     set at the result key with the retention as its TTL.
---   op 'r' retry:     a1 next envelope, a2 delay ms, a3 error text
+--   op 'r' retry:     a1 next envelope, a2 delay ms, a3 error text. If a cancel
+--                     was requested meanwhile, the task is cancelled instead.
 --   op 'd' dead:      a1 envelope (or raw entry), a2 error text, a3 attempt
+--   op 'c' cancelled: a1 retention ms, a2 reason, a3 attempt
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
--- Returns: n integers, 1 applied (also for a replay of this same call), 0 lease lost
--- (the entry is no longer pending under this consumer with this delivery count;
--- nothing was written for it).
+-- Succeeded, dead and cancelled tasks fire their continuations into the outbox.
+-- Returns: n integers, 1 applied (also for a replay of this same call), 2
+-- applied and continuations fired (drain the outbox), 0 lease lost (the entry
+-- is no longer pending under this consumer with this delivery count; nothing
+-- was written for it).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stream, group, consumer, chan = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
+local qname = ARGV[5]
 local watched = tonumber(redis.call('GET', KEYS[4]) or '0') > 0
 
 local function holds(eid, dlv)
@@ -38,25 +47,45 @@ local function recorded(tk, fk, token)
   return f and string.match(f, '^s\n[^\n]*\n[^\n]*\n([^\n]*)\n') == token
 end
 
+-- fire moves the task's continuations into the outbox.
+local function fire(ck, key, state)
+  local specs = redis.call('LRANGE', ck, 0, -1)
+  if #specs == 0 then return false end
+  for _, sp in ipairs(specs) do
+    redis.call('XADD', KEYS[5], '*', 's', sp, 'p', qname .. '/' .. key, 'st', state)
+  end
+  redis.call('DEL', ck)
+  redis.call('DECRBY', KEYS[4], #specs)
+  return true
+end
+
 local acks = {}
 local res = {}
 for i = 0, n - 1 do
-  local b = 5 + 8 * i
+  local b = 6 + 8 * i
   local op, eid, dlv, key = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local a1, a2, a3 = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
-  local tk, fk = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
+  local tk, fk, ck = KEYS[6 + 3 * i], KEYS[7 + 3 * i], KEYS[8 + 3 * i]
   local token = eid .. '/' .. consumer .. '/' .. dlv
   if not holds(eid, dlv) then
     if recorded(tk, fk, token) then res[i + 1] = 1 else res[i + 1] = 0 end
   else
     acks[#acks + 1] = eid
     res[i + 1] = 1
-    -- A task with no record yet has no fields to clear and no watcher to tell.
+    -- A task with no record yet has no fields to clear, no watcher to tell
+    -- and no continuation to fire.
     local fresh = (ARGV[b + 4] == '1' and not watched) or redis.call('EXISTS', tk) == 0
-    local notify = false
+    local notify, final = false, nil
+    if op == 'r' and not fresh then
+      local cx = redis.call('HGET', tk, 'cx')
+      if cx then
+        op, a1, a2, a3 = 'c', tostring(86400000), cx, ''
+      end
+    end
     if op == 's' then
       if not fresh then
         notify = redis.call('HGET', tk, 'w') ~= false
+        if fire(ck, key, 'succeeded') then res[i + 1] = 2 end
         redis.call('DEL', tk)
         fresh = true
       end
@@ -73,7 +102,12 @@ for i = 0, n - 1 do
       redis.call('HSET', tk, 'st', 'dead', 'm', a1, 'err', a2, 'a', a3, 'fin', now, 'e', eid, 'x', token)
       if not fresh then redis.call('PERSIST', tk) end
       redis.call('ZADD', KEYS[3], now, key)
-      notify = true
+      final = 'dead'
+    elseif op == 'c' then
+      redis.call('HSET', tk, 'st', 'cancelled', 'err', a2, 'a', a3, 'fin', now, 'e', eid, 'x', token)
+      redis.call('HDEL', tk, 'cx')
+      redis.call('PEXPIRE', tk, a1)
+      final = 'cancelled'
     elseif op == 'p' then
       if tonumber(a2) == 0 then
         local id = redis.call('XADD', stream, '*', 'm', a1)
@@ -88,8 +122,11 @@ for i = 0, n - 1 do
     else
       return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
     end
-    if op ~= 's' and notify and not fresh and redis.call('HDEL', tk, 'w') == 1 then
-      redis.call('PUBLISH', chan, key)
+    if final and not fresh then
+      if fire(ck, key, final) then res[i + 1] = 2 end
+      if redis.call('HDEL', tk, 'w') == 1 then
+        redis.call('PUBLISH', chan, key)
+      end
     end
   end
 end

@@ -1,9 +1,11 @@
 -- heartbeat.lua: extends the leases of the attempts a worker holds in one queue by
--- resetting their idle time, each fenced by its attempt token.
--- KEYS[1]  the queue's stream
+-- resetting their idle time, each fenced by its attempt token, and reports
+-- cancel requests (a fallback for a missed control message).
+-- KEYS[1]  the queue's stream; KEYS[1+i] the task hash of pair i (1-based)
 -- ARGV[1]  consumer group, ARGV[2] consumer name
 -- ARGV[3..] pairs: entry id, delivery count
--- Returns: one integer per pair, 1 extended, 0 lease lost (taken over or gone).
+-- Returns: one integer per pair, 1 extended, 2 extended but cancel requested,
+-- 0 lease lost (taken over or gone).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local res = {}
 for i = 3, #ARGV, 2 do
@@ -11,7 +13,11 @@ for i = 3, #ARGV, 2 do
   local p = redis.call('XPENDING', stream, group, eid, eid, 1)
   if p[1] and p[1][2] == consumer and tonumber(p[1][4]) == tonumber(dlv) then
     redis.call('XCLAIM', stream, group, consumer, 0, eid, 'RETRYCOUNT', dlv, 'JUSTID')
-    res[#res + 1] = 1
+    if redis.call('HEXISTS', KEYS[1 + (i - 1) / 2], 'cx') == 1 then
+      res[#res + 1] = 2
+    else
+      res[#res + 1] = 1
+    end
   else
     res[#res + 1] = 0
   end

@@ -29,6 +29,14 @@ var (
 	stateSrc string
 	//go:embed retrydead.lua
 	retryDeadSrc string
+	//go:embed cancel.lua
+	cancelSrc string
+	//go:embed contadd.lua
+	contAddSrc string
+	//go:embed waiting.lua
+	waitingSrc string
+	//go:embed activate.lua
+	activateSrc string
 )
 
 // The scripts, one per file.
@@ -41,9 +49,13 @@ var (
 	Housekeep = redis.NewScript(housekeepSrc)
 	State     = redis.NewScript(stateSrc)
 	RetryDead = redis.NewScript(retryDeadSrc)
+	Cancel    = redis.NewScript(cancelSrc)
+	ContAdd   = redis.NewScript(contAddSrc)
+	Waiting   = redis.NewScript(waitingSrc)
+	Activate  = redis.NewScript(activateSrc)
 )
 
-var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead}
+var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

@@ -125,6 +125,7 @@ const (
 	OpRetry   = "r"
 	OpDead    = "d"
 	OpPark    = "p"
+	OpCancel  = "c"
 )
 
 // Completion is one attempt's outcome, fenced by (EntryID, Deliveries) under
@@ -138,15 +139,24 @@ type Completion struct {
 	A1, A2, A3 any
 }
 
-// Complete records a batch of outcomes of one queue. applied[i] is false when
-// item i's lease was lost: nothing was written for it.
-func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) (applied []bool, err error) {
-	ks := make([]string, 0, 4+2*len(items))
-	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Watching())
-	args := make([]any, 0, 4+8*len(items))
-	args = append(args, keys.Group, consumer, q.Done(), len(items))
+// Applied is complete.lua's answer for one item.
+type Applied int
+
+// The answers of complete.lua.
+const (
+	LeaseLost Applied = 0 // nothing was written
+	Recorded  Applied = 1
+	Fired     Applied = 2 // recorded, and continuations went to the outbox
+)
+
+// Complete records a batch of outcomes of one queue.
+func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) ([]Applied, error) {
+	ks := make([]string, 0, 5+3*len(items))
+	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Watching(), q.Outbox())
+	args := make([]any, 0, 5+8*len(items))
+	args = append(args, keys.Group, consumer, q.Done(), len(items), q.Name)
 	for _, c := range items {
-		ks = append(ks, q.Task(c.Key), q.Result(c.Key))
+		ks = append(ks, q.Task(c.Key), q.Result(c.Key), q.Conts(c.Key))
 		fresh := "0"
 		if c.Fresh {
 			fresh = "1"
@@ -157,11 +167,11 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 	if err != nil {
 		return nil, fmt.Errorf("record outcomes in queue %q: %w", q.Name, err)
 	}
-	applied = make([]bool, len(res))
+	out := make([]Applied, len(res))
 	for i, r := range res {
-		applied[i] = r == 1
+		out[i] = Applied(r)
 	}
-	return applied, nil
+	return out, nil
 }
 
 // Lease is an attempt token: an entry and its delivery count.
@@ -170,22 +180,37 @@ type Lease struct {
 	Deliveries int64
 }
 
-// Heartbeat extends the leases; alive[i] is false for a lease that was lost.
-func Heartbeat(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leases []Lease) (alive []bool, err error) {
+// Beat is heartbeat.lua's answer for one lease.
+type Beat int
+
+// The answers of heartbeat.lua.
+const (
+	BeatLost      Beat = 0
+	BeatOK        Beat = 1
+	BeatCancelled Beat = 2 // extended, but a cancel was requested
+)
+
+// Heartbeat extends the leases of the tasks with keys tasks.
+func Heartbeat(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leases []Lease, tasks []string) ([]Beat, error) {
+	ks := make([]string, 0, 1+len(tasks))
+	ks = append(ks, q.Stream())
+	for _, t := range tasks {
+		ks = append(ks, q.Task(t))
+	}
 	args := make([]any, 0, 2+2*len(leases))
 	args = append(args, keys.Group, consumer)
 	for _, l := range leases {
 		args = append(args, l.EntryID, l.Deliveries)
 	}
-	res, err := script.Heartbeat.Run(ctx, rdb, []string{q.Stream()}, args...).Int64Slice()
+	res, err := script.Heartbeat.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat in queue %q: %w", q.Name, err)
 	}
-	alive = make([]bool, len(res))
+	out := make([]Beat, len(res))
 	for i, r := range res {
-		alive[i] = r == 1
+		out[i] = Beat(r)
 	}
-	return alive, nil
+	return out, nil
 }
 
 // Claimed is an entry taken over from a consumer whose lease ended.

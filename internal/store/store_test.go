@@ -106,19 +106,19 @@ func TestCompleteFencedAndReplaySafe(t *testing.T) {
 	staleCount := store.Completion{Op: store.OpSucceed, EntryID: e2, Deliveries: 2, Key: e2, A1: "x", A2: 60000, A3: 1}
 
 	got, err := store.Complete(ctx, rdb, q, "w1", []store.Completion{ok})
-	if err != nil || !got[0] {
+	if err != nil || got[0] != store.Recorded {
 		t.Fatalf("first complete: %v %v", got, err)
 	}
 	got, err = store.Complete(ctx, rdb, q, "w1", []store.Completion{ok})
-	if err != nil || !got[0] {
+	if err != nil || got[0] != store.Recorded {
 		t.Fatalf("replayed complete: %v %v; want applied", got, err)
 	}
 	got, err = store.Complete(ctx, rdb, q, "w2", []store.Completion{wrongConsumer})
-	if err != nil || got[0] {
+	if err != nil || got[0] != store.LeaseLost {
 		t.Fatalf("other consumer: %v %v; want lease lost", got, err)
 	}
 	got, err = store.Complete(ctx, rdb, q, "w1", []store.Completion{staleCount})
-	if err != nil || got[0] {
+	if err != nil || got[0] != store.LeaseLost {
 		t.Fatalf("stale delivery count: %v %v; want lease lost", got, err)
 	}
 	st, err := store.State(ctx, rdb, q, e2, store.WatchNone)

@@ -1,0 +1,61 @@
+-- cancel.lua: cancels one task. A task not started never starts; a running
+-- one is marked and its worker told on the control channel (it records the
+-- end when its handler returns); an ended one is left as it is.
+-- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] the queue's stream,
+-- KEYS[4]  scheduled set, KEYS[5] continuations of the task, KEYS[6] outbox,
+-- KEYS[7]  the queue's watcher count
+-- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
+-- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id
+-- Returns: {state}: the final state when it had already ended ('succeeded',
+-- 'dead', 'cancelled'); 'cancelled' when cancelled now; 'cancelling' when it
+-- runs and its worker was told; '' when no such task is known. A replay
+-- answers the same or 'cancelled'.
+local tk, fk, stream = KEYS[1], KEYS[2], KEYS[3]
+local key = ARGV[2]
+if redis.call('EXISTS', fk) == 1 then return {'succeeded'} end
+local h = redis.call('HMGET', tk, 'st', 'e')
+local st, eid = h[1], h[2]
+if st == 'dead' or st == 'cancelled' then return {st} end
+local known = st ~= false
+if not st and string.match(key, '^%d+%-%d+$') then
+  eid = key
+  st = 'pending'
+end
+if not st then return {''} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+if st == 'pending' and eid then
+  local p = redis.call('XPENDING', stream, ARGV[1], eid, eid, 1)
+  if p[1] then
+    -- Running: its worker cancels the handler and records the end.
+    redis.call('HSET', tk, 'cx', ARGV[6])
+    if not known then
+      -- A record made only for this request expires if the task ends
+      -- without reading it.
+      redis.call('PEXPIRE', tk, ARGV[5])
+    end
+    redis.call('PUBLISH', ARGV[4], eid)
+    return {'cancelling'}
+  end
+  if redis.call('XDEL', stream, eid) == 0 and not known then
+    -- Neither pending nor in the stream: unknown, or ended and expired.
+    return {''}
+  end
+end
+redis.call('ZREM', KEYS[4], key)
+redis.call('HSET', tk, 'st', 'cancelled', 'err', ARGV[6], 'fin', now)
+redis.call('HDEL', tk, 'e', 'cx')
+redis.call('PEXPIRE', tk, ARGV[5])
+if redis.call('HDEL', tk, 'w') == 1 then
+  redis.call('PUBLISH', ARGV[3], key)
+end
+local specs = redis.call('LRANGE', KEYS[5], 0, -1)
+for _, sp in ipairs(specs) do
+  redis.call('XADD', KEYS[6], '*', 's', sp, 'p', ARGV[7], 'st', 'cancelled')
+end
+if #specs > 0 then
+  redis.call('DEL', KEYS[5])
+  redis.call('DECRBY', KEYS[7], #specs)
+end
+return {'cancelled'}

@@ -1,0 +1,27 @@
+// Package taskctx carries what a handler's ctx knows about its task to the
+// client package, so that a task enqueued with that ctx becomes the task's
+// child (it inherits metadata, trace context and the remaining deadline).
+package taskctx
+
+import "context"
+
+// Info is the part of a running task that its children inherit.
+type Info struct {
+	ID          string
+	Meta        []string // key, value pairs
+	TraceParent string
+	TraceState  string
+}
+
+type key struct{}
+
+// With returns ctx carrying in.
+func With(ctx context.Context, in *Info) context.Context {
+	return context.WithValue(ctx, key{}, in)
+}
+
+// From returns the task ctx belongs to, if any.
+func From(ctx context.Context) (*Info, bool) {
+	in, ok := ctx.Value(key{}).(*Info)
+	return in, ok
+}
