@@ -91,7 +91,8 @@ func WaitAll(ctx context.Context, hs ...*Handle) error {
 
 // ContinueOpts are the options of a continuation.
 type ContinueOpts struct {
-	// EnqueueOpts of the continuation itself: its queue, id, attempts...
+	// EnqueueOpts of the continuation itself: its queue (defaults to the
+	// queue of the task it continues), id, attempts...
 	EnqueueOpts
 
 	// OnlyOnSuccess runs the continuation only if the task it continues
@@ -111,6 +112,9 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 	var o ContinueOpts
 	if opts != nil {
 		o = *opts
+	}
+	if o.Queue == "" {
+		o.Queue = h.queue
 	}
 	if o.ID == "" {
 		o.ID = "c-" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
