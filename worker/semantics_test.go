@@ -237,6 +237,19 @@ func TestContinueWith(t *testing.T) {
 	runs := map[string]int{}
 	parentSeen := map[string]string{}
 	release := make(chan struct{})
+	note := func(ctx context.Context, a NoteArgs) (string, error) {
+		tk, _ := worker.TaskFromContext(ctx)
+		r, err := worker.ParentResult[UploadResult](ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		runs[tk.ID]++
+		if err != nil {
+			parentSeen[tk.ID] = "error: " + err.Error()
+		} else {
+			parentSeen[tk.ID] = fmt.Sprint(r.Size)
+		}
+		return a.Msg + " done", nil
+	}
 	b.worker(t, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
 			if a.Path == "slow" {
@@ -247,19 +260,7 @@ func TestContinueWith(t *testing.T) {
 			}
 			return UploadResult{Size: len(a.Path)}, nil
 		})
-		worker.Handle(w, func(ctx context.Context, a NoteArgs) (string, error) {
-			tk, _ := worker.TaskFromContext(ctx)
-			r, err := worker.ParentResult[UploadResult](ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			runs[tk.ID]++
-			if err != nil {
-				parentSeen[tk.ID] = "error: " + err.Error()
-			} else {
-				parentSeen[tk.ID] = fmt.Sprint(r.Size)
-			}
-			return a.Msg + " done", nil
-		})
+		worker.Handle(w, note)
 	})
 	slow, _ := b.c.Enqueue(ctx, UploadArgs{Path: "slow"}, &client.EnqueueOpts{Queue: b.queue})
 	before, err := slow.ContinueWith(ctx, NoteArgs{Msg: "before"}, &client.ContinueOpts{EnqueueOpts: client.EnqueueOpts{Queue: b.queue + "-notify"}})
@@ -270,19 +271,7 @@ func TestContinueWith(t *testing.T) {
 		t.Fatalf("got %s; want waiting", st)
 	}
 	b.worker(t, &worker.Config{Queues: map[string]int{b.queue + "-notify": 1}}, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a NoteArgs) (string, error) {
-			tk, _ := worker.TaskFromContext(ctx)
-			r, err := worker.ParentResult[UploadResult](ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			runs[tk.ID]++
-			if err != nil {
-				parentSeen[tk.ID] = "error: " + err.Error()
-			} else {
-				parentSeen[tk.ID] = fmt.Sprint(r.Size)
-			}
-			return a.Msg + " done", nil
-		})
+		worker.Handle(w, note)
 	})
 	close(release)
 	if r, err := client.Result[string](ctx, before); err != nil || r != "before done" {
