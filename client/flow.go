@@ -168,7 +168,7 @@ func (c *Client) EndedOutcome(ctx context.Context, id string) (*ParentOutcome, e
 	if err != nil {
 		return nil, err
 	}
-	ts, err := store.State(ctx, c.rdb, keys.ForQueue(h.queue), h.key, store.WatchNone)
+	ts, err := store.State(ctx, c.rdb, keys.ForQueue(h.queue), h.key, "")
 	if err != nil {
 		return nil, err
 	}

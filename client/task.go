@@ -88,7 +88,7 @@ type Info struct {
 
 // Info returns a snapshot of the task, or ErrNotFound.
 func (h *Handle) Info(ctx context.Context) (*Info, error) {
-	ts, err := store.State(ctx, h.c.rdb, keys.ForQueue(h.queue), h.key, store.WatchNone)
+	ts, err := store.State(ctx, h.c.rdb, keys.ForQueue(h.queue), h.key, "")
 	if err != nil {
 		return nil, err
 	}
@@ -138,19 +138,18 @@ func (h *Handle) Outcome(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	defer h.c.hub.unwatch(q.Done(), h.key, w)
-	mode := store.WatchFirst
+	watcher := newOpID()
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = store.Unwatch(uctx, h.c.rdb, q, watcher)
+	}()
+	renew := time.NewTicker(store.WatchTTL / 2)
+	defer renew.Stop()
 	for {
-		ts, err := store.State(ctx, h.c.rdb, q, h.key, mode)
+		ts, err := store.State(ctx, h.c.rdb, q, h.key, watcher)
 		if err != nil {
 			return nil, err
-		}
-		if ts.Armed {
-			mode = store.WatchMark
-			defer func() {
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				defer cancel()
-				_ = store.Unwatch(uctx, h.c.rdb, q)
-			}()
 		}
 		if ts.State == "" {
 			return nil, fmt.Errorf("task %s: %w", h.ID(), ErrNotFound)
@@ -164,6 +163,8 @@ func (h *Handle) Outcome(ctx context.Context) ([]byte, error) {
 		}
 		select {
 		case <-w:
+		case <-renew.C:
+			// Read again, which renews the registration before it lapses.
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-h.c.hub.done:

@@ -52,10 +52,9 @@ func TestOutcomeWokenByCompletion(t *testing.T) {
 		r, err := client.Result[UploadResult](ctx, h)
 		got <- res{r, err}
 	}()
-	watching := keys.ForQueue(b.queue).Watching()
+	watching := keys.ForQueue(b.queue).Hooks()
 	asynctest.Eventually(t, 5*time.Second, "the waiter to be counted", func() bool {
-		n, _ := b.env.RDB.Get(ctx, watching).Int()
-		return n == 1
+		return b.env.RDB.ZCard(ctx, watching).Val() == 1
 	})
 	b.worker(t, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
@@ -66,7 +65,7 @@ func TestOutcomeWokenByCompletion(t *testing.T) {
 	if r.err != nil || r.r.Size != 3 {
 		t.Fatalf("got %v, %v", r.r, r.err)
 	}
-	if n, _ := b.env.RDB.Get(ctx, watching).Int(); n != 0 {
-		t.Fatalf("got watcher count %d after the wait; want 0", n)
+	if n := b.env.RDB.ZCard(ctx, watching).Val(); n != 0 {
+		t.Fatalf("got %d hooks after the wait; want 0", n)
 	}
 }

@@ -88,11 +88,14 @@ func (q Queue) Dead() string { return q.tag + "dead" }
 // Op is the marker of one idempotent batch operation (enqueue replays).
 func (q Queue) Op(id string) string { return q.tag + "op:" + id }
 
-// Watching counts what makes a task's end need more than writing its result:
-// Outcome calls waiting on tasks of the queue, continuations registered on
-// them, cancel requests. While it is zero, recording the first attempt of an
-// auto-keyed task skips looking for a record (only those could have made one).
-func (q Queue) Watching() string { return q.tag + "watching" }
+// Hooks is the sorted set of what makes a task's end need more than writing
+// its result: "w:<id>" for each Outcome call waiting on a task of the queue,
+// scored by when its registration expires (it renews it while it waits), and
+// "c:<spec>" for each continuation registered and not yet fired, scored +inf.
+// While no member is live, recording the first attempt of an auto-keyed task
+// skips looking for a record (only those could have made one). Members are
+// added and removed by id, so a resent command changes nothing.
+func (q Queue) Hooks() string { return q.tag + "hooks" }
 
 // Conts is the list of continuations registered on the task with key key:
 // "<queue>/<key>|<1 if only on success, else 0>" each.

@@ -2,7 +2,7 @@
 -- parent ended, exactly once; or cancels it when it continues only on success
 -- and the parent did not succeed.
 -- KEYS[1]  task hash, KEYS[2] the queue's stream, KEYS[3] continuations of
--- this task, KEYS[4] this queue's outbox, KEYS[5] this queue's watcher count
+-- this task, KEYS[4] this queue's outbox, KEYS[5] this queue's hooks
 -- ARGV[1]  task key, ARGV[2] '1' to continue only on success, ARGV[3] parent
 -- id, ARGV[4] parent's final state, ARGV[5] done channel, ARGV[6] retention
 -- ms, ARGV[7] this task's id
@@ -24,7 +24,7 @@ if ARGV[2] == '1' and ARGV[4] ~= 'succeeded' then
   end
   if #specs > 0 then
     redis.call('DEL', KEYS[3])
-    redis.call('DECRBY', KEYS[5], #specs)
+    for _, sp in ipairs(specs) do redis.call('ZREM', KEYS[5], 'c:' .. sp) end
   end
   return 2
 end

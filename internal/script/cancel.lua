@@ -3,7 +3,7 @@
 -- end when its handler returns); an ended one is left as it is.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] the queue's stream,
 -- KEYS[4]  scheduled set, KEYS[5] continuations of the task, KEYS[6] outbox,
--- KEYS[7]  the queue's watcher count
+-- KEYS[7]  the queue's hooks
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
 -- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id
 -- Returns: {state}: the final state when it had already ended ('succeeded',
@@ -56,6 +56,6 @@ for _, sp in ipairs(specs) do
 end
 if #specs > 0 then
   redis.call('DEL', KEYS[5])
-  redis.call('DECRBY', KEYS[7], #specs)
+  for _, sp in ipairs(specs) do redis.call('ZREM', KEYS[7], 'c:' .. sp) end
 end
 return {'cancelled'}

@@ -3,7 +3,7 @@
 -- KEYS[1]  the queue's stream
 -- KEYS[2]  scheduled sorted set (retry backoff, parked tasks)
 -- KEYS[3]  dead-letter sorted set
--- KEYS[4]  the queue's watcher count
+-- KEYS[4]  the queue's hooks (live watchers and pending continuations)
 -- KEYS[5]  the queue's outbox (continuations whose parent ended)
 -- KEYS[6+3i], KEYS[7+3i], KEYS[8+3i]: task hash, result key and continuation
 --          list of item i (0-based)
@@ -11,9 +11,9 @@
 -- ARGV[4]  n, ARGV[5] queue name
 -- ARGV[6..] per item 8 values: op, entry id, delivery count, task key, fresh, a1, a2, a3
 --   fresh is '1' when the entry is the first of an auto-keyed task: then no
---   record can exist but one a watcher, a continuation or a cancel request
---   made, and each of those counts in KEYS[4]; while that count is 0 none is
---   looked for.
+--   record can exist but one a watcher or a continuation made (each is a
+--   live member of KEYS[4]) or a cancel request (which expires on its own);
+--   while KEYS[4] has no live member, none is looked for.
 --   op 's' succeeded: a1 result, a2 retention ms, a3 attempt. The task hash is
 --                     deleted and the record "s\n<attempt>\n<finished ms>\n<token>\n<result>"
 --                     set at the result key with the retention as its TTL.
@@ -32,7 +32,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stream, group, consumer, chan = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
 local qname = ARGV[5]
-local watched = tonumber(redis.call('GET', KEYS[4]) or '0') > 0
+local watched = redis.call('ZCOUNT', KEYS[4], now, '+inf') > 0
 
 local function holds(eid, dlv)
   local p = redis.call('XPENDING', stream, group, eid, eid, 1)
@@ -55,7 +55,7 @@ local function fire(ck, key, state)
     redis.call('XADD', KEYS[5], '*', 's', sp, 'p', qname .. '/' .. key, 'st', state)
   end
   redis.call('DEL', ck)
-  redis.call('DECRBY', KEYS[4], #specs)
+  for _, sp in ipairs(specs) do redis.call('ZREM', KEYS[4], 'c:' .. sp) end
   return true
 end
 

@@ -2,10 +2,10 @@
 -- puts it straight into the outbox. One script decides, so a registration
 -- racing the task's end is neither lost nor doubled.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] continuations of the task,
--- KEYS[4]  outbox, KEYS[5] the queue's watcher count
+-- KEYS[4]  outbox, KEYS[5] the queue's hooks
 -- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] task id
 -- Returns: 'registered', or 'fired' (the task had ended; drain the outbox).
--- A replay may register the spec twice; activation happens once all the same.
+-- A replay may list the spec twice; activation happens once all the same.
 local st = redis.call('HGET', KEYS[1], 'st')
 if redis.call('EXISTS', KEYS[2]) == 1 then st = 'succeeded' end
 if st == 'succeeded' or st == 'dead' or st == 'cancelled' then
@@ -13,8 +13,8 @@ if st == 'succeeded' or st == 'dead' or st == 'cancelled' then
   return 'fired'
 end
 redis.call('RPUSH', KEYS[3], ARGV[1])
--- The flag makes the record exist, and the count makes the task's end look
+-- The flag makes the record exist, and the hook makes the task's end look
 -- for it, so the continuations fire.
 redis.call('HSET', KEYS[1], 'k', '1')
-redis.call('INCR', KEYS[5])
+redis.call('ZADD', KEYS[5], '+inf', 'c:' .. ARGV[1])
 return 'registered'

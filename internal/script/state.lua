@@ -1,10 +1,13 @@
 -- state.lua: reads one task's state; optionally marks it watched so that its end
 -- is published on the queue's done channel.
 -- KEYS[1]  task hash, KEYS[2] the queue's stream, KEYS[3] result key
--- KEYS[4]  the queue's watcher count
--- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] '1' to mark the task watched,
---          '2' to mark it and count one more watcher of the queue (the first read
---          of an Outcome call, which takes the count back down when it returns)
+-- KEYS[4]  the queue's hooks
+-- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] watcher id ('' to only
+--          read), ARGV[4] how long the watcher's registration lasts, ms
+-- With a watcher id, an unfinished task is marked watched (its end is
+-- published) and the watcher registered in the hooks until now + ARGV[4]
+-- (the caller renews it while it waits and removes it when done). A record
+-- made only for the mark expires with the registration.
 -- Returns: {state, entry id, attempt, result, error, envelope, finished ms,
 -- delivery count}; state is '' when no such task is known (then nothing is marked).
 -- 'running' is reported for a pending task whose entry a worker holds.
@@ -60,11 +63,14 @@ if st == 'pending' then
     end
   end
 end
-if ARGV[3] ~= '0' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
+if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('HSET', KEYS[1], 'w', '1')
-  if ARGV[3] == '2' then
-    redis.call('INCR', KEYS[4])
-    st = st .. '+'
+  if not h[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
   end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), 'w:' .. ARGV[3])
 end
 return {st, eid or '', h[3] or '', h[4] or '', h[5] or '', env or '', h[7] or '', dlv}

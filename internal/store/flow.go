@@ -16,7 +16,7 @@ import (
 // Cancel cancels the task with key key (see cancel.lua); it returns the state
 // the script reports: a final state, "cancelling", or "" for an unknown task.
 func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, retainMs int64, reason string) (string, error) {
-	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Watching()}
+	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
 	v, err := script.Cancel.Run(ctx, rdb, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, keys.TaskID(q.Name, key)).StringSlice()
 	if err != nil {
 		if strings.Contains(err.Error(), "NOGROUP") {
@@ -58,7 +58,7 @@ func CreateWaiting(ctx context.Context, rdb redis.Scripter, q keys.Queue, key st
 // AddContinuation registers spec on the task with key key of queue q. fired
 // reports that the task had ended: the spec went to q's outbox.
 func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key, spec string) (fired bool, err error) {
-	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Watching()}
+	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Hooks()}
 	v, err := script.ContAdd.Run(ctx, rdb, ks, spec, keys.TaskID(q.Name, key)).Text()
 	if err != nil {
 		return false, fmt.Errorf("register continuation on %s: %w", keys.TaskID(q.Name, key), err)
@@ -95,7 +95,7 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 					continue
 				}
 				t := keys.ForQueue(tq)
-				ks := []string{t.Task(tkey), t.Stream(), t.Conts(tkey), t.Outbox(), t.Watching()}
+				ks := []string{t.Task(tkey), t.Stream(), t.Conts(tkey), t.Outbox(), t.Hooks()}
 				flag := "0"
 				if only {
 					flag = "1"

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -152,7 +153,7 @@ const (
 // Complete records a batch of outcomes of one queue.
 func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) ([]Applied, error) {
 	ks := make([]string, 0, 5+3*len(items))
-	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Watching(), q.Outbox())
+	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Hooks(), q.Outbox())
 	args := make([]any, 0, 5+8*len(items))
 	args = append(args, keys.Group, consumer, q.Done(), len(items), q.Name)
 	for _, c := range items {
@@ -315,26 +316,22 @@ type TaskState struct {
 	Envelope   []byte
 	FinishedMs int64
 	Deliveries int64
-	Armed      bool // a watcher was counted (WatchFirst)
 }
 
-// Unwatch takes back the watcher a State call with WatchFirst counted.
-func Unwatch(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
-	return rdb.Decr(ctx, q.Watching()).Err()
+// Unwatch removes a watcher registered by State.
+func Unwatch(ctx context.Context, rdb redis.Cmdable, q keys.Queue, watcher string) error {
+	return rdb.ZRem(ctx, q.Hooks(), "w:"+watcher).Err()
 }
 
-// Watch modes of State.
-const (
-	WatchNone  = "0" // only read
-	WatchMark  = "1" // mark an unfinished task watched
-	WatchFirst = "2" // mark it and count a new watcher of the queue
-)
+// WatchTTL is how long one registration of a watcher lasts; Outcome renews
+// it at half that while it waits.
+const WatchTTL = 10 * time.Minute
 
-// State reads a task's state. With WatchFirst, Armed in the answer reports
-// whether a watcher was counted; the caller must call Unwatch once when it
-// stops waiting.
-func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, watch string) (TaskState, error) {
-	v, err := script.State.Run(ctx, rdb, []string{q.Task(key), q.Stream(), q.Result(key), q.Watching()}, keys.Group, key, watch).Slice()
+// State reads a task's state. With a watcher id it also marks an unfinished
+// task watched and registers the watcher (see state.lua); the caller must
+// call Unwatch with the same id when it stops waiting.
+func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, watcher string) (TaskState, error) {
+	v, err := script.State.Run(ctx, rdb, []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks()}, keys.Group, key, watcher, WatchTTL.Milliseconds()).Slice()
 	if err != nil {
 		return TaskState{}, fmt.Errorf("read state of task %s: %w", keys.TaskID(q.Name, key), err)
 	}
@@ -342,9 +339,6 @@ func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, wa
 	ts.State, _ = v[0].(string)
 	if ts.State == "" || len(v) < 8 {
 		return TaskState{}, nil
-	}
-	if s, ok := strings.CutSuffix(ts.State, "+"); ok {
-		ts.State, ts.Armed = s, true
 	}
 	ts.EntryID, _ = v[1].(string)
 	if a, _ := v[2].(string); a != "" {

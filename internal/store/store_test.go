@@ -121,11 +121,11 @@ func TestCompleteFencedAndReplaySafe(t *testing.T) {
 	if err != nil || got[0] != store.LeaseLost {
 		t.Fatalf("stale delivery count: %v %v; want lease lost", got, err)
 	}
-	st, err := store.State(ctx, rdb, q, e2, store.WatchNone)
+	st, err := store.State(ctx, rdb, q, e2, "")
 	if err != nil || st.State != "running" {
 		t.Fatalf("fenced-out task state %+v, %v; want still running", st, err)
 	}
-	st, _ = store.State(ctx, rdb, q, e1, store.WatchNone)
+	st, _ = store.State(ctx, rdb, q, e1, "")
 	if st.State != "succeeded" || string(st.Result) != "res" {
 		t.Fatalf("got %+v", st)
 	}
@@ -174,7 +174,7 @@ func TestHousekeepTrimsOnlyAcked(t *testing.T) {
 		t.Fatalf("got %d entries; want the 2 unread", n)
 	}
 	// Results survive the trim.
-	if st, _ := store.State(ctx, rdb, q, ids[0], store.WatchNone); st.State != "succeeded" {
+	if st, _ := store.State(ctx, rdb, q, ids[0], ""); st.State != "succeeded" {
 		t.Fatalf("got %+v after trim", st)
 	}
 }
