@@ -128,8 +128,8 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev st
 	case opts.MaxAttempts < 0:
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.MaxAttempts is %d, must be positive", kind, opts.MaxAttempts)
 	}
-	if opts.Timeout < 0 {
-		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Timeout is %v, must not be negative", kind, opts.Timeout)
+	if opts.Timeout < 0 || opts.Timeout > 0 && opts.Timeout < time.Millisecond {
+		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Timeout is %v, must be 0 (none) or at least 1ms", kind, opts.Timeout)
 	}
 	if opts.Retention == 0 {
 		opts.Retention = c.cfg.Retention

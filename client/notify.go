@@ -68,12 +68,10 @@ func (h *hub) watch(ctx context.Context, channel, key string) (chan struct{}, er
 
 	if newChan {
 		if err := h.ps.Subscribe(ctx, channel); err != nil {
+			// go-redis keeps the channel and subscribes again when it
+			// reconnects; the confirmation then readies hc for the
+			// watchers that wait on it.
 			h.unwatch(channel, key, w)
-			h.mu.Lock()
-			if hc2 := h.chans[channel]; hc2 == hc && !hc.isReady {
-				delete(h.chans, channel)
-			}
-			h.mu.Unlock()
 			return nil, err
 		}
 	}

@@ -38,6 +38,7 @@ type job struct {
 	mu        sync.Mutex
 	lost      bool
 	recording bool // its outcome is on the way to Redis
+	slot      bool // holds a slot, given back once by finish
 }
 
 // nextEnvelope is the envelope of the entry that continues j's task: it
@@ -171,21 +172,27 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	}
 }
 
-// dispatchAll dispatches entries holding n slots already; an entry beyond
-// those waits for a slot of its own. It returns how many of the n it used.
-// Entries read after ctx ended (a blocking read outlives its ctx) are handed
-// straight back.
+// dispatchAll dispatches entries holding n slots already. An entry beyond
+// those (a read over several queues returns up to n per queue) takes a free
+// slot if there is one, else goes straight back to its queue. Entries read
+// after ctx ended (a blocking read outlives its ctx) are handed back too. It
+// returns how many of the n slots it used.
 func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent time.Time) int {
 	used := 0
 	for _, d := range got {
+		handBack, holds := ctx.Err() != nil, true
 		if used < n {
 			used++
 		} else {
-			<-w.slots
+			select {
+			case <-w.slots:
+			default:
+				handBack, holds = true, false
+			}
 		}
-		w.dispatch(d, sent, ctx.Err() != nil)
+		w.dispatch(d, sent, handBack, holds)
 	}
-	return min(used, n)
+	return used
 }
 
 func (w *Worker) read(ctx context.Context, n int, block time.Duration) ([]delivered, error) {
@@ -248,13 +255,21 @@ func (w *Worker) queueOfStream(stream string) *queue {
 
 // dispatch turns one delivered entry into a running job, or straight into
 // an outcome when it cannot run here.
-func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
+// holds tells whether the entry took a slot (given back when its outcome is
+// recorded).
+func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry}
 	var jctx context.Context
 	jctx, j.cancel = context.WithCancelCause(context.Background())
 	j.ctx = jctx
 	j.leaseEnd.Store(mono(sent) + int64(w.leaseGuard()))
+	j.slot = holds
 	w.inflightMu.Lock()
+	if old := w.inflight[jobKey{d.q.keys.Name, d.entry}]; old != nil {
+		// This worker took back its own entry (its lease lapsed while Redis
+		// was out of reach): the older run has lost the lease.
+		old.markLost()
+	}
 	w.inflight[jobKey{d.q.keys.Name, d.entry}] = j
 	w.inflightMu.Unlock()
 
@@ -274,6 +289,11 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack bool) {
 	j.env = env
 	if env.Key != "" {
 		j.key = env.Key
+	}
+	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.Kind == "" {
+		dead([]byte(d.raw), fmt.Sprintf("malformed entry: attempt %d, max attempts %d, retention %d ms, kind %q; each must be set",
+			env.Attempt, env.MaxAttempts, env.RetainMs, env.Kind))
+		return
 	}
 	if total := int64(env.Lost) + d.dlv; total > int64(w.cfg.MaxDeliveries) {
 		dead([]byte(d.raw), fmt.Sprintf("poison: delivered %d times without an outcome (its workers died or lost the lease each time); limit %d",
@@ -438,11 +458,17 @@ func call(ctx context.Context, h handlerFunc, payload []byte) (res []byte, err e
 // finish forgets j and frees its slot.
 func (w *Worker) finish(j *job) {
 	j.cancel(nil)
+	k := jobKey{j.q.keys.Name, j.entry}
 	w.inflightMu.Lock()
-	_, ok := w.inflight[jobKey{j.q.keys.Name, j.entry}]
-	delete(w.inflight, jobKey{j.q.keys.Name, j.entry})
+	if w.inflight[k] == j {
+		delete(w.inflight, k)
+	}
 	w.inflightMu.Unlock()
-	if ok {
+	j.mu.Lock()
+	slot := j.slot
+	j.slot = false
+	j.mu.Unlock()
+	if slot {
 		w.release(1)
 	}
 }

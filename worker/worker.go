@@ -435,6 +435,11 @@ func (w *Worker) handBackAll() {
 	defer cancel()
 	byQueue := map[*queue][]store.Completion{}
 	for _, j := range left {
+		if j.env == nil {
+			// A malformed entry: its dead-letter outcome is queued; if it
+			// is not recorded, the entry is read again after its lease.
+			continue
+		}
 		byQueue[j.q] = append(byQueue[j.q], w.parkCompletion(j, 0))
 	}
 	for q, items := range byQueue {
