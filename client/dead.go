@@ -104,17 +104,12 @@ func (c *Client) PurgeDead(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	q := keys.ForQueue(h.queue)
-	var rem *redis.IntCmd
-	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		rem = p.ZRem(ctx, q.Dead(), h.key)
-		return nil
-	})
+	n, err := store.PurgeDead(ctx, c.rdb, keys.ForQueue(h.queue), []string{h.key})
 	if err != nil {
-		return fmt.Errorf("purge dead task %s: %w", id, err)
+		return err
 	}
-	if rem.Val() == 0 {
+	if n == 0 {
 		return fmt.Errorf("purge dead task %s: %w", id, ErrNotFound)
 	}
-	return c.rdb.Del(ctx, q.Task(h.key)).Err()
+	return nil
 }

@@ -264,6 +264,17 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	j.ctx = jctx
 	j.leaseEnd.Store(mono(sent) + int64(w.leaseGuard()))
 	j.slot = holds
+	// Decode first: the heartbeat reads the task key once the job is listed.
+	var env *codec.Envelope
+	var decodeErr error
+	if d.hasM {
+		if env, decodeErr = codec.DecodeEnvelope([]byte(d.raw)); decodeErr == nil {
+			j.env = env
+			if env.Key != "" {
+				j.key = env.Key
+			}
+		}
+	}
 	w.inflightMu.Lock()
 	if old := w.inflight[jobKey{d.q.keys.Name, d.entry}]; old != nil {
 		// This worker took back its own entry (its lease lapsed while Redis
@@ -275,20 +286,15 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 
 	dead := func(raw []byte, reason string) {
 		w.log.Warn("dead-lettering task", slog.String("task", keys.TaskID(d.q.keys.Name, j.key)), slog.String("reason", reason))
-		w.send(&outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: raw, A2: reason, A3: 0}})
+		w.send(&outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: raw, A2: reason}})
 	}
 	if !d.hasM {
 		dead([]byte(fmt.Sprint(d.other)), "malformed entry: no 'm' field; it was not written by this library")
 		return
 	}
-	env, err := codec.DecodeEnvelope([]byte(d.raw))
-	if err != nil {
-		dead([]byte(d.raw), "malformed entry: "+err.Error())
+	if decodeErr != nil {
+		dead([]byte(d.raw), "malformed entry: "+decodeErr.Error())
 		return
-	}
-	j.env = env
-	if env.Key != "" {
-		j.key = env.Key
 	}
 	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.Kind == "" {
 		dead([]byte(d.raw), fmt.Sprintf("malformed entry: attempt %d, max attempts %d, retention %d ms, kind %q; each must be set",
@@ -357,7 +363,15 @@ func (w *Worker) parkCompletion(j *job, delay time.Duration) store.Completion {
 		}
 		env = codec.AppendEnvelope(nil, &next)
 	}
-	return store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: env, A2: delay.Milliseconds(), A3: ""}
+	return store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: env, A2: delay.Milliseconds(), A3: "", Attempt: attemptOf(j)}
+}
+
+// attemptOf is the number of j's attempt, 0 when j has no envelope.
+func attemptOf(j *job) int {
+	if j.env == nil {
+		return 0
+	}
+	return j.env.Attempt
 }
 
 func (w *Worker) send(o *outcome) {
@@ -393,7 +407,7 @@ const (
 // cancelled ends j's task as cancelled, without retry.
 func (w *Worker) cancelled(j *job, reason string) *outcome {
 	return &outcome{j: j, c: store.Completion{Op: store.OpCancel, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-		A1: j.env.RetainMs, A2: reason, A3: j.env.Attempt}}
+		Attempt: j.env.Attempt, A1: j.env.RetainMs, A2: reason}}
 }
 
 func (w *Worker) run(j *job) *outcome {
@@ -414,7 +428,7 @@ func (w *Worker) run(j *job) *outcome {
 	switch {
 	case err == nil:
 		return &outcome{j: j, c: store.Completion{Op: store.OpSucceed, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-			Fresh: j.env.Key == "", A1: res, A2: j.env.RetainMs, A3: j.env.Attempt}}
+			Fresh: j.env.Key == "", Attempt: j.env.Attempt, A1: res, A2: j.env.RetainMs}}
 	case errors.Is(cause, ErrLeaseLost) || j.isLost():
 		w.log.Warn("lease lost; the attempt's outcome is not recorded", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
 		return &outcome{j: j, drop: true}
@@ -432,7 +446,7 @@ func (w *Worker) run(j *job) *outcome {
 	var perm *PermanentError
 	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
 		return &outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-			A1: codec.AppendEnvelope(nil, j.env), A2: msg, A3: j.env.Attempt}}
+			Attempt: j.env.Attempt, A1: codec.AppendEnvelope(nil, j.env), A2: msg}}
 	}
 	delay := w.cfg.Backoff(j.env.Attempt)
 	var ra *RetryAfterError
@@ -442,7 +456,7 @@ func (w *Worker) run(j *job) *outcome {
 	next := j.nextEnvelope()
 	next.Attempt++
 	return &outcome{j: j, c: store.Completion{Op: store.OpRetry, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-		A1: codec.AppendEnvelope(nil, &next), A2: max(delay.Milliseconds(), 0), A3: msg}}
+		Attempt: j.env.Attempt, A1: codec.AppendEnvelope(nil, &next), A2: max(delay.Milliseconds(), 0), A3: msg}}
 }
 
 // call runs h, turning a panic into a *PanicError with the stack.

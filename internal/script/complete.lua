@@ -9,18 +9,19 @@
 --          list of item i (0-based)
 -- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel,
 -- ARGV[4]  n, ARGV[5] queue name
--- ARGV[6..] per item 8 values: op, entry id, delivery count, task key, fresh, a1, a2, a3
+-- ARGV[6..] per item 9 values: op, entry id, delivery count, task key, fresh,
+--          attempt (the number of the attempt that ended), a1, a2, a3
 --   fresh is '1' when the entry is the first of an auto-keyed task: then no
 --   record can exist but one a watcher or a continuation made (each is a
 --   live member of KEYS[4]) or a cancel request (which expires on its own);
 --   while KEYS[4] has no live member, none is looked for.
---   op 's' succeeded: a1 result, a2 retention ms, a3 attempt. The task hash is
+--   op 's' succeeded: a1 result, a2 retention ms. The task hash is
 --                     deleted and the record "s\n<attempt>\n<finished ms>\n<token>\n<result>"
 --                     set at the result key with the retention as its TTL.
 --   op 'r' retry:     a1 next envelope, a2 delay ms, a3 error text. If a cancel
 --                     was requested meanwhile, the task is cancelled instead.
---   op 'd' dead:      a1 envelope (or raw entry), a2 error text, a3 attempt
---   op 'c' cancelled: a1 retention ms, a2 reason, a3 attempt
+--   op 'd' dead:      a1 envelope (or raw entry), a2 error text
+--   op 'c' cancelled: a1 retention ms, a2 reason
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
 -- Succeeded, dead and cancelled tasks fire their continuations into the outbox.
 -- Returns: n integers, 1 applied (also for a replay of this same call), 2
@@ -62,9 +63,9 @@ end
 local acks = {}
 local res = {}
 for i = 0, n - 1 do
-  local b = 6 + 8 * i
+  local b = 6 + 9 * i
   local op, eid, dlv, key = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local a1, a2, a3 = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+  local att, a1, a2, a3 = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local tk, fk, ck = KEYS[6 + 3 * i], KEYS[7 + 3 * i], KEYS[8 + 3 * i]
   local token = eid .. '/' .. consumer .. '/' .. dlv
   if not holds(eid, dlv) then
@@ -79,7 +80,7 @@ for i = 0, n - 1 do
     if op == 'r' and not fresh then
       local cx = redis.call('HGET', tk, 'cx')
       if cx then
-        op, a1, a2, a3 = 'c', tostring(86400000), cx, ''
+        op, a1, a2 = 'c', tostring(86400000), cx
       end
     end
     if op == 's' then
@@ -89,22 +90,25 @@ for i = 0, n - 1 do
         redis.call('DEL', tk)
         fresh = true
       end
-      redis.call('SET', fk, 's\n' .. a3 .. '\n' .. now .. '\n' .. token .. '\n' .. a1, 'PX', a2)
+      redis.call('SET', fk, 's\n' .. att .. '\n' .. now .. '\n' .. token .. '\n' .. a1, 'PX', a2)
       if notify then redis.call('PUBLISH', chan, key) end
     elseif op == 'r' then
-      redis.call('HSET', tk, 'st', 'retrying', 'm', a1, 'err', a3, 'x', token)
+      redis.call('HSET', tk, 'st', 'retrying', 'm', a1, 'err', a3, 'a', att, 'x', token)
       if not fresh then
         redis.call('HDEL', tk, 'e')
         redis.call('PERSIST', tk)
       end
       redis.call('ZADD', KEYS[2], now + tonumber(a2), key)
     elseif op == 'd' then
-      redis.call('HSET', tk, 'st', 'dead', 'm', a1, 'err', a2, 'a', a3, 'fin', now, 'e', eid, 'x', token)
-      if not fresh then redis.call('PERSIST', tk) end
+      redis.call('HSET', tk, 'st', 'dead', 'm', a1, 'err', a2, 'a', att, 'fin', now, 'e', eid, 'x', token)
+      if not fresh then
+        redis.call('PERSIST', tk)
+        redis.call('HDEL', tk, 'cx')
+      end
       redis.call('ZADD', KEYS[3], now, key)
       final = 'dead'
     elseif op == 'c' then
-      redis.call('HSET', tk, 'st', 'cancelled', 'err', a2, 'a', a3, 'fin', now, 'e', eid, 'x', token)
+      redis.call('HSET', tk, 'st', 'cancelled', 'err', a2, 'a', att, 'fin', now, 'e', eid, 'x', token)
       redis.call('HDEL', tk, 'cx')
       redis.call('PEXPIRE', tk, a1)
       final = 'cancelled'

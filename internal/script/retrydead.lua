@@ -6,6 +6,6 @@ if redis.call('HGET', KEYS[3], 'rq') == ARGV[3] then return 1 end
 if redis.call('HGET', KEYS[3], 'st') ~= 'dead' then return 0 end
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
 redis.call('HSET', KEYS[3], 'st', 'pending', 'e', id, 'rq', ARGV[3])
-redis.call('HDEL', KEYS[3], 'm', 'err', 'fin', 'r', 'a')
+redis.call('HDEL', KEYS[3], 'm', 'err', 'fin', 'r', 'a', 'cx')
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1

@@ -37,6 +37,8 @@ var (
 	waitingSrc string
 	//go:embed activate.lua
 	activateSrc string
+	//go:embed purgedead.lua
+	purgeDeadSrc string
 )
 
 // The scripts, one per file.
@@ -53,9 +55,10 @@ var (
 	ContAdd   = redis.NewScript(contAddSrc)
 	Waiting   = redis.NewScript(waitingSrc)
 	Activate  = redis.NewScript(activateSrc)
+	PurgeDead = redis.NewScript(purgeDeadSrc)
 )
 
-var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate}
+var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

@@ -137,6 +137,7 @@ type Completion struct {
 	Deliveries int64
 	Key        string
 	Fresh      bool // the entry is the first of an auto-keyed task
+	Attempt    int  // the number of the attempt that ended (0 when none ran)
 	A1, A2, A3 any
 }
 
@@ -154,7 +155,7 @@ const (
 func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) ([]Applied, error) {
 	ks := make([]string, 0, 5+3*len(items))
 	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Hooks(), q.Outbox())
-	args := make([]any, 0, 5+8*len(items))
+	args := make([]any, 0, 5+9*len(items))
 	args = append(args, keys.Group, consumer, q.Done(), len(items), q.Name)
 	for _, c := range items {
 		ks = append(ks, q.Task(c.Key), q.Result(c.Key), q.Conts(c.Key))
@@ -162,7 +163,7 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 		if c.Fresh {
 			fresh = "1"
 		}
-		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, fresh, c.A1, c.A2, c.A3)
+		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, fresh, c.Attempt, c.A1, c.A2, c.A3)
 	}
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
@@ -291,16 +292,7 @@ func CapDead(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, max i
 	if err != nil || len(victims) == 0 {
 		return 0, err
 	}
-	_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		ms := make([]any, len(victims))
-		for i, v := range victims {
-			ms[i] = v
-			p.Del(ctx, q.Task(v))
-		}
-		p.ZRem(ctx, q.Dead(), ms...)
-		return nil
-	})
-	if err != nil {
+	if _, err := PurgeDead(ctx, rdb, q, victims); err != nil {
 		return 0, fmt.Errorf("cap dead letters of queue %q: %w", q.Name, err)
 	}
 	return len(victims), nil
@@ -366,4 +358,21 @@ func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string
 		return false, fmt.Errorf("retry dead task %s: %w", keys.TaskID(q.Name, key), err)
 	}
 	return n == 1, nil
+}
+
+// PurgeDead deletes the dead tasks with keys ks that are still dead; it
+// returns how many it deleted.
+func PurgeDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, ks []string) (int, error) {
+	allKeys := make([]string, 0, 1+len(ks))
+	allKeys = append(allKeys, q.Dead())
+	args := make([]any, len(ks))
+	for i, k := range ks {
+		allKeys = append(allKeys, q.Task(k))
+		args[i] = k
+	}
+	n, err := script.PurgeDead.Run(ctx, rdb, allKeys, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("purge dead tasks of queue %q: %w", q.Name, err)
+	}
+	return n, nil
 }
