@@ -101,6 +101,17 @@ func signalKey(queue, event string) string {
 	return "rcvtest:{q:" + queue + "}:sig:" + event
 }
 
+// extraRoles are subprocess roles defined in other test files of the
+// package (crossproc_test.go); one runs instead of the worker roles below,
+// with the same stdin and lifetime guards, and the process exits 0 when it
+// returns.
+var extraRoles = map[string]func(role string){
+	roleXPCancel:   xpCancelMain,
+	roleXPParent:   xpParentMain,
+	roleXPParent1:  xpParentMain,
+	roleXPRegister: xpRegisterMain,
+}
+
 func init() {
 	asynctest.SetSubprocessMain(subprocessMain)
 }
@@ -122,6 +133,10 @@ func subprocessMain(role string) {
 		fmt.Fprintln(os.Stderr, "subprocess: lived too long, exiting")
 		os.Exit(5)
 	})
+	if f := extraRoles[role]; f != nil {
+		f(role)
+		os.Exit(0)
+	}
 
 	queue := os.Getenv(envQueue)
 	leaseMs, err := strconv.Atoi(os.Getenv(envLease))
