@@ -83,6 +83,29 @@
 // store. DeadTasks lists them newest first; RetryDead puts one back with a
 // fresh count of attempts under the same id; PurgeDead deletes one.
 //
+// # Cancel, deadlines and context
+//
+// Handle.Cancel works from any process: a task not started never starts, and
+// a running one's handler ctx is cancelled within milliseconds (cause
+// ErrCancelled) through a control channel; the task ends cancelled, not
+// retried, and Outcome matches context.Canceled and ErrCancelled.
+// EnqueueOpts.Deadline is checked in Redis' time: a task past it never
+// starts, a running handler's ctx carries it, and Outcome then matches
+// context.DeadlineExceeded. EnqueueOpts.Meta, TraceParent and TraceState reach
+// the handler (worker.Meta, worker.TraceContext). A task enqueued with a
+// handler's ctx is that task's child: it inherits metadata, trace context and
+// the remaining deadline, and cancelling the parent cancels it. WaitAll and
+// CancelAll act on many handles.
+//
+// # Continuations
+//
+// Handle.ContinueWith registers a task that runs once the handle's task ended
+// (succeeded, dead or cancelled), exactly once, in its own queue, from any
+// process and before or after the end; ContinueOpts.OnlyOnSuccess skips it
+// otherwise. Its handler reads the parent's outcome with worker.Parent or
+// worker.ParentResult. Calling ContinueWith on the returned handle builds a
+// chain; the last handle's Outcome gives the end of the chain.
+//
 // # Stop
 //
 // Close the client when done; it stops the pub/sub listener but leaves the
