@@ -1,7 +1,10 @@
 // Command bench reproduces the benchmark table of docs/benchmarks.md in one
 // run: redis-benchmark baselines, enqueue throughput (EnqueueMany, sequential
-// and concurrent Enqueue), end-to-end drain throughput of one worker, and
-// enqueue→handler latency at a steady rate.
+// and concurrent Enqueue), end-to-end drain throughput of one worker,
+// enqueue→handler latency at a steady rate, and the task semantics of issue 3:
+// parent end → continuation start latency, cancel propagation to a running
+// handler (worker in this process and in a subprocess), and a chain of
+// continuations.
 //
 //	go run ./cmd/bench                          # print the results as markdown
 //	go run ./cmd/bench --out docs/benchmarks.md # rewrite the doc's results section
@@ -46,6 +49,10 @@ type sizes struct {
 	LatDur       time.Duration
 	LatWarm      time.Duration
 	BaselineReqs int
+
+	ContN, ContWarm, ContRate int // continuation latency: samples, warm-up, at most per second
+	CancelN, CancelWarm       int // cancel propagation samples, per worker placement
+	Chain                     int // continuations in the chain
 }
 
 var full = sizes{
@@ -69,6 +76,12 @@ var full = sizes{
 	LatDur:       5 * time.Second,
 	LatWarm:      500 * time.Millisecond,
 	BaselineReqs: 200000,
+	ContN:        2000,
+	ContWarm:     200,
+	ContRate:     500,
+	CancelN:      500,
+	CancelWarm:   20,
+	Chain:        1000,
 }
 
 var quick = sizes{
@@ -83,6 +96,12 @@ var quick = sizes{
 	LatDur:       time.Second,
 	LatWarm:      100 * time.Millisecond,
 	BaselineReqs: 20000,
+	ContN:        200,
+	ContWarm:     20,
+	ContRate:     500,
+	CancelN:      50,
+	CancelWarm:   5,
+	Chain:        100,
 }
 
 type options struct {
@@ -98,7 +117,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -113,7 +132,11 @@ func main() {
 	flag.StringVar(&o.sweep, "drain-sweep", "", "worker settings the drain tries, as `CxB,...` (Concurrency x FetchBatch); default: a built-in list")
 	flag.DurationVar(&o.settle, "settle", 20*time.Second, "before each measured run, wait up to `D` for other processes to use under 0.3 cores (0: never wait; --quick never waits)")
 	only := flag.String("only", "", "run only these comma-separated `PHASES` of "+strings.Join(phases, ",")+" (not with --out)")
+	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
 	flag.Parse()
+	if *cancelWorker != "" {
+		os.Exit(runCancelWorker(o.redisAddr, *cancelWorker))
+	}
 	if *only != "" {
 		o.only = map[string]bool{}
 		for _, p := range strings.Split(*only, ",") {
@@ -369,6 +392,59 @@ func run(o options, stdout, progress io.Writer) error {
 			lr.Lat.P50, lr.Lat.P90, lr.Lat.P99, lr.Lat.Max, lr.Lat.Samples, lr.Lat.Rate)
 		lr.Label = fmt.Sprintf("Latency, %d tasks/s", sz.LatRate)
 		rep.Latency = lr
+	}
+
+	// The task-semantics phases. A failure is reported in the table and the
+	// run goes on.
+	sem := func(phase, label string, f func(profiled bool) (*result, error), profile string) {
+		step(label)
+		r, err := clean(func() (*result, error) { return f(false) })
+		if err != nil {
+			fmt.Fprintf(progress, "  %s failed: %v\n", label, err)
+			rep.SemErrs = append(rep.SemErrs, label+": "+err.Error())
+			return
+		}
+		d := r.Sem.Dist
+		fmt.Fprintf(progress, "  p50 %v p90 %v p99 %v max %v (%d samples)\n", d.P50, d.P90, d.P99, d.Max, d.N)
+		for _, pr := range r.Sem.Problems {
+			fmt.Fprintf(progress, "  problem: %s\n", pr)
+		}
+		r.Label = label
+		switch phase {
+		case "cont":
+			rep.Cont = r
+		case "cancel":
+			rep.Cancel = append(rep.Cancel, r)
+		case "chain":
+			fmt.Fprintf(progress, "  total %v, %v per link, first task after %v\n", r.Sem.Total, r.Sem.Total/time.Duration(max(r.Sem.Links, 1)), r.Sem.First)
+			rep.Chain = r
+		}
+		if o.profDir != "" && profile != "" {
+			step("profiled " + label + " (not in the table)")
+			pr, err := f(true)
+			if err != nil {
+				fmt.Fprintf(progress, "  profiled run failed: %v\n", err)
+				return
+			}
+			fmt.Fprintf(progress, "  p50 %v p99 %v -> %s\n", pr.Sem.Dist.P50, pr.Sem.Dist.P99, filepath.Join(o.profDir, profile+".pprof"))
+		}
+	}
+	if want("cont") {
+		sem("cont", fmt.Sprintf("Parent end → continuation start, %d samples", sz.ContN),
+			func(prof bool) (*result, error) { return e.contRun(ctx, sz.ContN, sz.ContWarm, sz.ContRate, prof) }, "continuation")
+	}
+	if want("cancel") {
+		for _, sub := range []bool{false, true} {
+			label := fmt.Sprintf("Cancel propagation, worker in this process, %d samples", sz.CancelN)
+			if sub {
+				label = fmt.Sprintf("Cancel propagation, worker in a subprocess, %d samples", sz.CancelN)
+			}
+			sem("cancel", label, func(bool) (*result, error) { return e.cancelRun(ctx, sz.CancelN, sz.CancelWarm, sub) }, "")
+		}
+	}
+	if want("chain") {
+		sem("chain", fmt.Sprintf("Chain of %s continuations", thousands(float64(sz.Chain))),
+			func(prof bool) (*result, error) { return e.chainRun(ctx, sz.Chain, prof) }, "chain")
 	}
 
 	rep.Took = time.Since(rep.Started)

@@ -91,7 +91,11 @@ func goCPU() time.Duration {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if pid := childPid.Load(); pid != 0 {
+		d += procCPU(pid) // a worker subprocess of the cancel phase
+	}
+	return d
 }
 
 func takeSnap(ctx context.Context, rdb *redis.Client) (snap, error) {
@@ -145,6 +149,7 @@ type result struct {
 	UsecByCmd  map[string]float64 // commandstats µs per task by name (a script's includes its commands')
 
 	Lat *latency // the latency phase only
+	Sem *semInfo // the task-semantics phases only
 
 	Label  string    // the table's row name
 	Target float64   // tasks/s

@@ -27,11 +27,20 @@ type report struct {
 	Rows      []*result
 	Sweep     []*result
 	Latency   *result
+
+	Cont    *result   // parent end → continuation start
+	Cancel  []*result // cancel propagation: worker in this process, in a subprocess
+	Chain   *result   // chain of continuations
+	SemErrs []string  // task-semantics phases that failed
 }
 
 const (
 	latP50Target = 300 * time.Microsecond
 	latP99Target = time.Millisecond
+
+	contP50Goal   = 500 * time.Microsecond
+	contP99Goal   = 2 * time.Millisecond
+	cancelP99Goal = 50 * time.Millisecond
 )
 
 func met(ok bool) string {
@@ -130,6 +139,8 @@ func (r *report) markdown() string {
 	p("before each run the bench waits (up to `--settle`, default 20 s) for it to fall below %.1f. ", settleCores)
 	p("All are taken over the measured phase only.\n\n")
 
+	r.semantics(p)
+
 	if len(r.Sweep) > 0 {
 		p("### Drain: worker settings tried (one run each)\n\n")
 		p("| Settings | Tasks/s | Redis CPU µs/task | Go CPU µs/task | Redis cmds/task | EVALSHA/task | Other load |\n|---|--:|--:|--:|--:|--:|--:|\n")
@@ -158,7 +169,8 @@ func (r *report) markdown() string {
 	p("### Redis commands per task, by command\n\n")
 	p("Calls per task and, in parentheses, commandstats `usec` per task. A script's own time (EVALSHA) includes that of the commands it runs; ")
 	p("the rest of the Redis CPU figure is reading requests, writing replies and the event loop.\n\n")
-	all := append(append([]*result(nil), r.Rows...), r.Latency)
+	all := append(append([]*result(nil), r.Rows...), r.Latency, r.Cont)
+	all = append(append(all, r.Cancel...), r.Chain)
 	for _, x := range all {
 		if x == nil {
 			continue
@@ -170,6 +182,105 @@ func (r *report) markdown() string {
 		p("- %s: %s\n", name, byCmd(x.ByCmd, x.UsecByCmd))
 	}
 	return b.String()
+}
+
+// semantics renders the task-semantics section (issue 3).
+func (r *report) semantics(p func(string, ...any)) {
+	if r.Cont == nil && len(r.Cancel) == 0 && r.Chain == nil && len(r.SemErrs) == 0 {
+		return
+	}
+	p("### Task semantics (issue 3)\n\n")
+	p("| Measurement | Goal | Measured | Ratio | Met |\n|---|--:|--:|--:|:-:|\n")
+	goal := func(name string, goal, got time.Duration) {
+		p("| %s | ≤ %s | %s | %.2f | %s |\n", name, ms(goal), ms(got), float64(goal)/float64(max(got, 1)), met(got <= goal))
+	}
+	info := func(name, got string) { p("| %s | — | %s | — | — |\n", name, got) }
+	if c := r.Cont; c != nil {
+		d := c.Sem.Dist
+		name := "Parent end → continuation handler start"
+		goal(name+", p50", contP50Goal, d.P50)
+		info(name+", p90", ms(d.P90))
+		goal(name+", p99", contP99Goal, d.P99)
+		info(name+", max", ms(d.Max))
+	}
+	for _, c := range r.Cancel {
+		d := c.Sem.Dist
+		name := cancelName(c)
+		info(name+", p50", ms(d.P50))
+		info(name+", p90", ms(d.P90))
+		goal(name+", p99", cancelP99Goal, d.P99)
+		info(name+", max", ms(d.Max))
+	}
+	if c := r.Chain; c != nil {
+		s := c.Sem
+		links := max(s.Links, 1)
+		name := fmt.Sprintf("Chain of %s continuations", thousands(float64(s.Links)))
+		info(name+": worker Start → last handle's Outcome returned", fmt.Sprintf("%.1f ms", float64(s.Total)/float64(time.Millisecond)))
+		info(name+": per link (total ÷ "+thousands(float64(s.Links))+")", ms(s.Total/time.Duration(links)))
+		info(name+": handler start → next link's handler start, p50", ms(s.Dist.P50))
+		info(name+": handler start → next link's handler start, p99", ms(s.Dist.P99))
+		info(name+": handler start → next link's handler start, max", ms(s.Dist.Max))
+	}
+	for _, e := range r.SemErrs {
+		p("| failed: %s | | | | |\n", strings.ReplaceAll(e, "|", "/"))
+	}
+
+	p("\nCost of each, from the same runs (INFO and rusage deltas as above, over the measured samples only):\n\n")
+	p("| Phase | Per | Redis CPU µs | Go CPU µs | Redis cmds | EVALSHA | Other load |\n|---|---|--:|--:|--:|--:|--:|\n")
+	cost := func(name, per string, x *result) {
+		p("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", name, per, x.RedisCPUus, x.GoCPUus, x.Cmds, x.Evalsha, x.Other)
+	}
+	if c := r.Cont; c != nil {
+		cost("Continuation latency", "continuation (its parent's Enqueue, the ContinueWith, the parent's run, the activation, the continuation's run)", c)
+	}
+	for _, c := range r.Cancel {
+		cost(cancelName(c), "cancelled task (Enqueue, start, Cancel, its cancelled end)", c)
+	}
+	if c := r.Chain; c != nil {
+		cost("Chain", "link (activation, run, outcome; the Outcome wait of the last handle included)", c)
+	}
+
+	p("\nHow they are measured:\n\n")
+	if c := r.Cont; c != nil {
+		p("- **Continuation latency.** %s. For each sample the parent is enqueued and its continuation registered with `ContinueWith` "+
+			"while the parent's handler waits on a gate (so registration always precedes the parent's end); the gate then opens. "+
+			"The parent's handler takes the time just before it returns, the continuation's handler first thing; both on this process' "+
+			"monotonic clock. The next sample starts once the continuation started, so no sample queues behind another. "+
+			"The warm-up samples also check that `worker.ParentResult` gives the parent's typed result.\n", c.Settings)
+	}
+	for _, c := range r.Cancel {
+		p("- **%s.** %s. A task whose handler blocks on `ctx.Done()` is enqueued; once its handler runs, the time is taken just before "+
+			"`h.Cancel(ctx)`, and the handler takes it when its ctx is done, checking that `context.Cause` is `worker.ErrCancelled`. "+
+			"The `Cancel` call itself (the cancel script, then the children lookup) took p50 %s, p99 %s. "+
+			"Afterwards every task's `Outcome` is checked to match `context.Canceled` and `ErrCancelled` after one attempt.\n",
+			cancelName(c), c.Settings, ms(c.Sem.Call.P50), ms(c.Sem.Call.P99))
+	}
+	if c := r.Chain; c != nil {
+		p("- **Chain.** %s. The last handle's `Outcome` is already waiting when the worker starts; the first task's handler started %s after `Start`. "+
+			"The handlers' order and the last result are checked.\n", c.Settings, ms(c.Sem.First))
+	}
+	var probs []string
+	for _, x := range append(append([]*result{r.Cont}, r.Cancel...), r.Chain) {
+		if x != nil && x.Sem != nil {
+			probs = append(probs, x.Sem.Problems...)
+		}
+	}
+	if len(probs) > 0 {
+		p("\n**Wrong behaviour seen:**\n\n")
+		for _, s := range probs {
+			p("- %s\n", s)
+		}
+	} else {
+		p("\nNo wrong behaviour seen: every continuation ran once, in order along the chain, every cancelled handler saw `worker.ErrCancelled`, and every cancelled task ended cancelled after its first attempt.\n")
+	}
+	p("\n")
+}
+
+func cancelName(c *result) string {
+	if strings.Contains(c.Label, "subprocess") {
+		return "Cancel propagation, worker in a subprocess"
+	}
+	return "Cancel propagation, worker in this process"
 }
 
 func shortName(label string) string {
@@ -226,20 +337,23 @@ the end or on Ctrl-C. A full run takes about two minutes. Other flags:
   queues' keys (` + "`async:{q:bench-*}:*`" + ` and one ` + "`async-bench:baseline:*`" + ` stream),
   unless ` + "`--flush`" + ` allows FLUSHALL between phases.
 - ` + "`--quick`" + `: a smoke run of a few seconds with small workloads.
-- ` + "`--cpuprofile DIR`" + `: after each throughput row, run it once more under the
-  Go CPU profiler (not in the table): DIR/enqueuemany.pprof,
-  DIR/enqueue-seq.pprof, DIR/enqueue-concurrent.pprof, DIR/drain.pprof; read
-  them with ` + "`go tool pprof -top DIR/drain.pprof`" + `.
+- ` + "`--cpuprofile DIR`" + `: after each throughput row, and after the continuation
+  and chain measurements, run it once more under the Go CPU profiler (not in
+  the table): DIR/enqueuemany.pprof, DIR/enqueue-seq.pprof,
+  DIR/enqueue-concurrent.pprof, DIR/drain.pprof, DIR/continuation.pprof,
+  DIR/chain.pprof; read them with ` + "`go tool pprof -top DIR/drain.pprof`" + `.
 - ` + "`--settle D`" + `: before each measured run wait up to D (default 20s) for
   other processes to leave the CPUs (below 0.3 cores); a run during which they
   did not is repeated up to twice. ` + "`--settle 0`" + ` turns both off.
 - ` + "`--drain-sweep CxB,...`" + `: the worker settings (Concurrency x FetchBatch)
   the drain tries.
-- ` + "`--only PHASES`" + `: run some of baseline,many,seq,conc,drain,latency
-  (printing only; not with ` + "`--out`" + `).
+- ` + "`--only PHASES`" + `: run some of baseline,many,seq,conc,drain,latency,
+  cont,cancel,chain (printing only; not with ` + "`--out`" + `).
 
-Without ` + "`--out`" + ` the results are printed as markdown only; progress goes to
-stderr.
+The cancel phase also runs the bench binary itself as a worker subprocess
+(internal flag ` + "`--cancel-worker QUEUE`" + `), stopped by closing its stdin (or by
+pid after 15 s). Without ` + "`--out`" + ` the results are printed as markdown only;
+progress goes to stderr.
 
 ## Results
 
