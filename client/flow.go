@@ -107,7 +107,8 @@ type ContinueOpts struct {
 // handler reads how h's task ended with worker.Parent or worker.ParentResult.
 // It may be called from any process, before or after h's task ends, and on a
 // continuation that itself waits (chains). The returned handle's state is
-// "waiting" until then.
+// "waiting" until then. With ContinueOpts.ID set, a call that failed may be
+// made again: it completes the registration, and never adds a second task.
 func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts) (*Handle, error) {
 	var o ContinueOpts
 	if opts != nil {
@@ -138,7 +139,12 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 	}
 	if !created {
 		next.dup = true
-		return next, nil
+		// Registered before, or a call that failed halfway: register again
+		// while it waits (a second registration activates it once all the
+		// same); leave a task that is past waiting alone.
+		if st, err := next.State(ctx); err != nil || st != StateWaiting {
+			return next, err
+		}
 	}
 	q := keys.ForQueue(h.queue)
 	fired, err := store.AddContinuation(ctx, h.c.rdb, q, h.key, store.ContSpec(p.queue, o.ID, o.OnlyOnSuccess))

@@ -578,12 +578,24 @@ func (w *Worker) flush(batch []*outcome) {
 	}
 }
 
-// drainOutbox activates the continuations waiting in q's outbox.
+// drainOutbox activates the continuations waiting in q's outbox. One
+// goroutine drains a queue at a time; a request arriving meanwhile makes it
+// drain once more instead of reading the same entries in parallel.
 func (w *Worker) drainOutbox(q *queue) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := store.DrainOutbox(ctx, w.rdb, q.keys, defaultRetainMs); err != nil {
-		w.log.Error("start continuations; the next sweep retries", slog.String("queue", q.keys.Name), slog.Any("err", err))
+	q.drainAgain.Store(true)
+	for q.drainAgain.Load() {
+		if !q.drainMu.TryLock() {
+			return // the holder sees drainAgain
+		}
+		q.drainAgain.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := store.DrainOutbox(ctx, w.rdb, q.keys, defaultRetainMs)
+		cancel()
+		q.drainMu.Unlock()
+		if err != nil {
+			w.log.Error("start continuations; the next sweep retries", slog.String("queue", q.keys.Name), slog.Any("err", err))
+			return
+		}
 	}
 }
 

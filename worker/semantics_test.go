@@ -395,3 +395,41 @@ func TestWaitAllCancelAll(t *testing.T) {
 		t.Fatalf("got %v; want ctx's error", err)
 	}
 }
+
+// ContinueWith with an id may be called again (after an error, say): it adds
+// no second task, and the continuation runs once.
+func TestContinueWithSameIDTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	var runs atomic.Int32
+	parent, _ := b.c.Enqueue(ctx, UploadArgs{}, &client.EnqueueOpts{Queue: b.queue})
+	opts := &client.ContinueOpts{EnqueueOpts: client.EnqueueOpts{ID: "notify-1"}}
+	first, err := parent.ContinueWith(ctx, NoteArgs{}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := parent.ContinueWith(ctx, NoteArgs{}, opts)
+	if err != nil || !again.Duplicate() || again.ID() != first.ID() {
+		t.Fatalf("second call: %v dup %v id %s", err, again.Duplicate(), again.ID())
+	}
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) { return UploadResult{}, nil })
+		worker.Handle(w, func(ctx context.Context, a NoteArgs) (struct{}, error) {
+			runs.Add(1)
+			return struct{}{}, nil
+		})
+	})
+	if _, err := first.Outcome(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parent.ContinueWith(ctx, NoteArgs{}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WaitAll(ctx, parent, first); err != nil {
+		t.Fatal(err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("continuation ran %d times; want 1", n)
+	}
+}

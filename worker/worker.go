@@ -224,6 +224,9 @@ type queue struct {
 	keys   keys.Queue
 	weight int
 	cursor string // XAUTOCLAIM cursor
+
+	drainMu    sync.Mutex // one outbox drain at a time
+	drainAgain atomic.Bool
 }
 
 type jobKey struct{ queue, entry string }
