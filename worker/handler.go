@@ -66,9 +66,8 @@ type Task struct {
 	Deliveries  int // times this attempt's entry was delivered (over 1 after a worker crash)
 }
 
-type taskCtxKey struct{}
-
-// taskValue is what a handler's ctx carries.
+// taskValue is the worker's part of what a handler's ctx carries (in
+// taskctx.Info.Ext).
 type taskValue struct {
 	Task
 	w    *Worker
@@ -77,7 +76,7 @@ type taskValue struct {
 
 // TaskFromContext returns the task a handler's ctx belongs to.
 func TaskFromContext(ctx context.Context) (Task, bool) {
-	t, ok := ctx.Value(taskCtxKey{}).(*taskValue)
+	t, ok := taskValueOf(ctx)
 	if !ok {
 		return Task{}, false
 	}
@@ -113,7 +112,7 @@ func TraceContext(ctx context.Context) (traceparent, tracestate string) {
 // continuation. The outcome is read from Redis at the call; it is there for
 // the parent's retention (24 hours by default).
 func Parent(ctx context.Context) (p *client.ParentOutcome, ok bool, err error) {
-	t, found := ctx.Value(taskCtxKey{}).(*taskValue)
+	t, found := taskValueOf(ctx)
 	if !found || t.prev == "" {
 		return nil, false, nil
 	}
@@ -143,4 +142,13 @@ func ParentResult[R any](ctx context.Context) (R, error) {
 		return out, fmt.Errorf("decode result of %s into %T: %w", p.ID, out, err)
 	}
 	return out, nil
+}
+
+func taskValueOf(ctx context.Context) (*taskValue, bool) {
+	in, ok := taskctx.From(ctx)
+	if !ok {
+		return nil, false
+	}
+	t, ok := in.Ext.(*taskValue)
+	return t, ok
 }

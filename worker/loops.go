@@ -329,19 +329,17 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	}
 	j.handler = h
 	id := keys.TaskID(d.q.keys.Name, j.key)
-	j.ctx = context.WithValue(jctx, taskCtxKey{}, &taskValue{
-		Task: Task{
-			ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
-			Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+	j.ctx = taskctx.With(jctx, &taskctx.Info{
+		ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState,
+		Ext: &taskValue{
+			Task: Task{
+				ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
+				Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+			},
+			w:    w,
+			prev: env.Prev,
 		},
-		w:    w,
-		prev: env.Prev,
 	})
-	if len(env.Meta) > 0 || env.TraceParent != "" || env.TraceState != "" {
-		j.ctx = taskctx.With(j.ctx, &taskctx.Info{ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState})
-	} else {
-		j.ctx = taskctx.With(j.ctx, &taskctx.Info{ID: id})
-	}
 	w.execs.Add(1)
 	go w.exec(j)
 }

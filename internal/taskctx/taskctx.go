@@ -11,6 +11,10 @@ type Info struct {
 	Meta        []string // key, value pairs
 	TraceParent string
 	TraceState  string
+
+	// Ext is the worker's own view of the task, so that a handler's ctx
+	// carries one value.
+	Ext any
 }
 
 type key struct{}
