@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -268,7 +269,8 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	var env *codec.Envelope
 	var decodeErr error
 	if d.hasM {
-		if env, decodeErr = codec.DecodeEnvelope([]byte(d.raw)); decodeErr == nil {
+		// The bytes alias the string go-redis read: nothing writes to them.
+		if env, decodeErr = codec.DecodeEnvelope(unsafe.Slice(unsafe.StringData(d.raw), len(d.raw))); decodeErr == nil {
 			j.env = env
 			if env.Key != "" {
 				j.key = env.Key
