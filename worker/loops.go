@@ -325,8 +325,11 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 		return
 	}
 	if env.DeadlineMs > 0 && !w.clock.Now().Before(time.UnixMilli(env.DeadlineMs)) {
-		// Past its deadline before it started: it never starts.
-		w.send(w.cancelled(j, reasonDeadline))
+		// Past its deadline before it started: it never starts, and this
+		// attempt does not count.
+		o := w.cancelled(j, reasonDeadline)
+		o.c.Attempt = j.env.Attempt - 1
+		w.send(o)
 		return
 	}
 	j.handler = h
@@ -600,7 +603,9 @@ func (w *Worker) drainOutbox(q *queue) {
 }
 
 // defaultRetainMs is how long tasks that end without a run of their own
-// (continuations whose parent failed) are kept.
+// (continuations cancelled because their parent did not succeed) are kept
+// when a worker ends them; the client's Config.Retention applies when a
+// client does.
 const defaultRetainMs = int64(24 * time.Hour / time.Millisecond)
 
 func (w *Worker) wakeForwarder() {

@@ -170,13 +170,12 @@ func (c *Config) validate() error {
 }
 
 // DefaultBackoff waits 1s after the first failed attempt and doubles with
-// each further one, up to one hour, each delay drawn at random within ±25%.
+// each further one, each delay drawn at random within ±25%, never over an
+// hour.
 func DefaultBackoff(attempt int) time.Duration {
 	d := time.Second << min(max(attempt-1, 0), 12)
-	if d > time.Hour {
-		d = time.Hour
-	}
-	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
+	d = time.Duration(float64(d) * (0.75 + rand.Float64()/2))
+	return min(d, time.Hour)
 }
 
 const (

@@ -117,9 +117,6 @@ func (q Queue) Ctl() string { return q.tag + "ctl" }
 // that they ended.
 func (q Queue) Done() string { return q.tag + "done" }
 
-// Known is the set of queue names, under its own tag.
-const Known = Prefix + ":{meta}:queues"
-
 // TaskID joins a queue and a task key into a public task id.
 func TaskID(queue, key string) string { return queue + "/" + key }
 
