@@ -558,6 +558,18 @@ func (w *Worker) flush(batch []*outcome) {
 			if err == nil {
 				break
 			}
+			select {
+			case <-w.quit:
+				// Stopping: one more try at most, so Stop is not held up;
+				// unrecorded outcomes come back through their leases.
+				if try > 0 {
+					w.log.Error("record outcomes; giving up while stopping: the tasks run again after their lease",
+						slog.String("queue", q.keys.Name), slog.Any("err", err))
+					try = 5
+					continue
+				}
+			default:
+			}
 			w.log.Error("record outcomes; retrying", slog.String("queue", q.keys.Name), slog.Any("err", err))
 			time.Sleep(time.Duration(100*(try+1)) * time.Millisecond)
 		}
