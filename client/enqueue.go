@@ -86,6 +86,10 @@ type prepared struct {
 	parent string // id of the task whose handler enqueues this one
 }
 
+// clockRefresh is how old the client's measure of Redis time may get before
+// a deadline re-measures it.
+const clockRefresh = time.Minute
+
 // Bounds of metadata and trace context.
 const (
 	maxMetaEntries  = 64
@@ -153,9 +157,16 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev st
 	var parent string
 	meta := opts.Meta
 	var metaPairs []string
+	var parentDeadlineMs int64
 	if in, ok := taskctx.From(ctx); ok {
 		// Enqueued from a handler: a child of its task.
+		if err := ctx.Err(); err != nil {
+			// The handler was cancelled (its task too, perhaps): a child
+			// enqueued now could escape that cancellation.
+			return prepared{}, fmt.Errorf("enqueue %s from the handler of %s: %w", kind, in.ID, err)
+		}
 		parent = in.ID
+		parentDeadlineMs = in.DeadlineMs
 		if opts.TraceParent == "" {
 			opts.TraceParent, opts.TraceState = in.TraceParent, in.TraceState
 		}
@@ -164,16 +175,22 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev st
 				metaPairs = append(metaPairs, in.Meta[i], in.Meta[i+1])
 			}
 		}
-		if d, ok := ctx.Deadline(); ok && (opts.Deadline.IsZero() || d.Before(opts.Deadline)) {
-			opts.Deadline = d
-		}
 	}
 	for k, v := range meta {
 		metaPairs = append(metaPairs, k, v)
 	}
+	if len(metaPairs) > 2*maxMetaEntries {
+		return prepared{}, fmt.Errorf("enqueue %s: metadata with the inherited entries has %d entries, limit %d", kind, len(metaPairs)/2, maxMetaEntries)
+	}
 	var deadlineMs int64
 	if !opts.Deadline.IsZero() {
+		c.clock.Refresh(ctx, c.rdb, clockRefresh)
 		deadlineMs = c.clock.ToRedis(opts.Deadline).UnixMilli()
+	}
+	// A child inherits its parent task's deadline (not the attempt's
+	// timeout, nor a deadline the caller put on ctx for this call).
+	if parentDeadlineMs > 0 && (deadlineMs == 0 || parentDeadlineMs < deadlineMs) {
+		deadlineMs = parentDeadlineMs
 	}
 	payload, err := codec.Marshal(args)
 	if err != nil {

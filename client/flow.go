@@ -58,6 +58,13 @@ func (h *Handle) cancel(ctx context.Context, depth int) (State, error) {
 	if st == "cancelling" {
 		return StateRunning, nil
 	}
+	if st == string(StateCancelled) {
+		// Its continuations went to the outbox: start them now, since no
+		// worker may serve this queue.
+		if err := store.DrainOutbox(ctx, h.c.rdb, q, h.c.cfg.Retention.Milliseconds()); err != nil {
+			return StateCancelled, err
+		}
+	}
 	return State(st), nil
 }
 

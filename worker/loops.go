@@ -284,7 +284,12 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 		old.markLost()
 	}
 	w.inflight[jobKey{d.q.keys.Name, d.entry}] = j
+	_, cancelled := w.recentCancels[jobKey{d.q.keys.Name, d.entry}]
+	delete(w.recentCancels, jobKey{d.q.keys.Name, d.entry})
 	w.inflightMu.Unlock()
+	if cancelled {
+		j.cancel(ErrCancelled)
+	}
 
 	dead := func(raw []byte, reason string) {
 		w.log.Warn("dead-lettering task", slog.String("task", keys.TaskID(d.q.keys.Name, j.key)), slog.String("reason", reason))
@@ -324,6 +329,12 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 		w.send(&outcome{j: j, c: w.parkCompletion(j, parkDelay(env.Parked))})
 		return
 	}
+	if d.dlv > 1 && w.cancelRequested(d.q, j.key) {
+		// Taken over from a worker that died: a cancel request sent to it
+		// reached nobody.
+		w.send(w.cancelled(j, reasonCancelled))
+		return
+	}
 	if env.DeadlineMs > 0 && !w.clock.Now().Before(time.UnixMilli(env.DeadlineMs)) {
 		// Past its deadline before it started: it never starts, and this
 		// attempt does not count.
@@ -335,7 +346,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	j.handler = h
 	id := keys.TaskID(d.q.keys.Name, j.key)
 	j.ctx = taskctx.With(jctx, &taskctx.Info{
-		ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState,
+		ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState, DeadlineMs: env.DeadlineMs,
 		Ext: &taskValue{
 			Task: Task{
 				ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
@@ -347,6 +358,19 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	})
 	w.execs.Add(1)
 	go w.exec(j)
+}
+
+// recentCancelTTL is how long a cancel request for an entry this worker had
+// not dispatched yet is remembered.
+const recentCancelTTL = 10 * time.Second
+
+// cancelRequested reports whether a cancel was requested for the task (on
+// error, false: the heartbeat looks again).
+func (w *Worker) cancelRequested(q *queue, key string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ok, err := w.rdb.HExists(ctx, q.keys.Task(key), "cx").Result()
+	return err == nil && ok
 }
 
 // parkDelay is the wait before a task no worker here can run is offered
@@ -455,6 +479,10 @@ func (w *Worker) run(j *job) *outcome {
 	var ra *RetryAfterError
 	if errors.As(err, &ra) {
 		delay = ra.Delay
+	}
+	if j.env.DeadlineMs > 0 && !w.clock.Now().Add(delay).Before(time.UnixMilli(j.env.DeadlineMs)) {
+		// The next attempt would start past the deadline: end it now.
+		return w.cancelled(j, reasonDeadline)
 	}
 	next := j.nextEnvelope()
 	next.Attempt++
@@ -680,8 +708,18 @@ func (w *Worker) controlLoop() {
 		if q == nil {
 			continue
 		}
+		k := jobKey{q.keys.Name, m.Payload}
 		w.inflightMu.Lock()
-		j := w.inflight[jobKey{q.keys.Name, m.Payload}]
+		j := w.inflight[k]
+		if j == nil {
+			// Read but not dispatched yet, perhaps: dispatch looks here.
+			w.recentCancels[k] = time.Now()
+			for ok, at := range w.recentCancels {
+				if time.Since(at) > recentCancelTTL {
+					delete(w.recentCancels, ok)
+				}
+			}
+		}
 		w.inflightMu.Unlock()
 		if j != nil {
 			j.cancel(ErrCancelled)

@@ -200,8 +200,9 @@ type Worker struct {
 	slots   chan struct{} // one token per running (or about to run) handler
 	results chan *outcome
 
-	inflightMu sync.Mutex
-	inflight   map[jobKey]*job
+	inflightMu    sync.Mutex
+	inflight      map[jobKey]*job
+	recentCancels map[jobKey]time.Time // cancel requests for entries not dispatched yet
 
 	clock   store.Clock    // Redis time, for task deadlines
 	parents *client.Client // reads the outcomes continuations ask for
@@ -247,9 +248,11 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		handlers: map[string]handlerFunc{},
 		byName:   map[string]*queue{},
 		inflight: map[jobKey]*job{},
-		stopped:  make(chan struct{}),
-		quit:     make(chan struct{}),
-		fwdWake:  make(chan struct{}, 1),
+
+		recentCancels: map[jobKey]time.Time{},
+		stopped:       make(chan struct{}),
+		quit:          make(chan struct{}),
+		fwdWake:       make(chan struct{}, 1),
 	}
 	names := make([]string, 0, len(c.Queues))
 	for q := range c.Queues {

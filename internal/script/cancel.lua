@@ -11,6 +11,25 @@
 -- runs and its worker was told; '' when no such task is known. A replay
 -- answers the same or 'cancelled'.
 local tk, fk, stream = KEYS[1], KEYS[2], KEYS[3]
+
+-- delivered reports whether the group has read past entry id.
+local function delivered(id)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local name, last = nil, nil
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] end
+      if g[j] == 'last-delivered-id' then last = g[j + 1] end
+    end
+    if name == ARGV[1] and last then
+      local ams, aseq = string.match(id, '^(%d+)%-(%d+)$')
+      local bms, bseq = string.match(last, '^(%d+)%-(%d+)$')
+      if not (ams and bms) then return false end
+      ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+      return ams < bms or (ams == bms and aseq <= bseq)
+    end
+  end
+  return false
+end
 local key = ARGV[2]
 if redis.call('EXISTS', fk) == 1 then return {'succeeded'} end
 local h = redis.call('HMGET', tk, 'st', 'e')
@@ -29,14 +48,19 @@ if st == 'pending' and eid then
   local p = redis.call('XPENDING', stream, ARGV[1], eid, eid, 1)
   if p[1] then
     -- Running: its worker cancels the handler and records the end.
+    local existed = redis.call('EXISTS', tk) == 1
     redis.call('HSET', tk, 'cx', ARGV[6])
-    if not known then
+    if not existed then
       -- A record made only for this request expires if the task ends
       -- without reading it.
       redis.call('PEXPIRE', tk, ARGV[5])
     end
     redis.call('PUBLISH', ARGV[4], eid)
     return {'cancelling'}
+  end
+  if not known and delivered(eid) then
+    -- Delivered and acked, and its record expired: not a task any more.
+    return {''}
   end
   if redis.call('XDEL', stream, eid) == 0 and not known then
     -- Neither pending nor in the stream: unknown, or ended and expired.

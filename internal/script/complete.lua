@@ -20,7 +20,7 @@
 --                     set at the result key with the retention as its TTL.
 --   op 'r' retry:     a1 next envelope, a2 delay ms, a3 error text
 --   op 'd' dead:      a1 envelope (or raw entry), a2 error text
---   (after 'r' or 'd', if a cancel was requested meanwhile, the task is
+--   (after 'r', 'd' or 'p', if a cancel was requested meanwhile, the task is
 --   cancelled instead)
 --   op 'c' cancelled: a1 retention ms, a2 reason
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
@@ -78,10 +78,10 @@ for i = 0, n - 1 do
     -- and no continuation to fire.
     local fresh = (ARGV[b + 4] == '1' and not watched) or redis.call('EXISTS', tk) == 0
     local notify, final = false, nil
-    if (op == 'r' or op == 'd') and not fresh then
-      -- A cancel was requested while the attempt failed: the task ends
-      -- cancelled, neither retried nor dead-lettered. (Kept 24 hours: the
-      -- failed attempt did not say its retention.)
+    if (op == 'r' or op == 'd' or op == 'p') and not fresh then
+      -- A cancel was requested meanwhile: the task ends cancelled, neither
+      -- retried, dead-lettered nor handed back. (Kept 24 hours: these ops
+      -- do not carry the task's retention.)
       local cx = redis.call('HGET', tk, 'cx')
       if cx then
         op, a1, a2 = 'c', tostring(86400000), cx

@@ -16,5 +16,6 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 -- The flag makes the record exist, and the hook makes the task's end look
 -- for it, so the continuations fire.
 redis.call('HSET', KEYS[1], 'k', '1')
+redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[5], '+inf', 'c:' .. ARGV[1])
 return 'registered'

@@ -66,8 +66,11 @@ end
 if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local existed = redis.call('EXISTS', KEYS[1]) == 1
   redis.call('HSET', KEYS[1], 'w', '1')
-  if not h[1] then
+  if not existed or redis.call('PTTL', KEYS[1]) > 0 then
+    -- A record made (or kept) only for watching expires with it; one that
+    -- holds more (a continuation, a task's state) keeps its lifetime.
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)

@@ -14,6 +14,15 @@ import (
 // the round trip.
 type Clock struct {
 	offset atomic.Int64 // Redis time minus local time, ns
+	synced atomic.Int64 // when Sync last succeeded, local Unix ns
+}
+
+// Refresh syncs the clock when the last sync is older than maxAge; on error
+// it keeps the old offset.
+func (c *Clock) Refresh(ctx context.Context, rdb redis.Cmdable, maxAge time.Duration) {
+	if time.Since(time.Unix(0, c.synced.Load())) > maxAge {
+		_ = c.Sync(ctx, rdb)
+	}
 }
 
 // Sync measures the offset.
@@ -26,6 +35,7 @@ func (c *Clock) Sync(ctx context.Context, rdb redis.Cmdable) error {
 	after := time.Now()
 	mid := before.Add(after.Sub(before) / 2)
 	c.offset.Store(int64(t.Sub(mid)))
+	c.synced.Store(after.UnixNano())
 	return nil
 }
 

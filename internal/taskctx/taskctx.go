@@ -11,6 +11,7 @@ type Info struct {
 	Meta        []string // key, value pairs
 	TraceParent string
 	TraceState  string
+	DeadlineMs  int64 // the task's own deadline, Unix ms in Redis time; 0 = none
 
 	// Ext is the worker's own view of the task, so that a handler's ctx
 	// carries one value.
