@@ -61,7 +61,10 @@ func TestRegressionReclaimedCancelledRuns(t *testing.T) {
 	t.Logf("cancel: %s %v", st, err)
 	var ran bool
 	b.worker(t, &worker.Config{Lease: 200 * time.Millisecond}, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) { ran = true; return UploadResult{Size: 1}, nil })
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			ran = true
+			return UploadResult{Size: 1}, nil
+		})
 	})
 	_, err = h.Outcome(ctx)
 	if err == nil {
@@ -78,7 +81,9 @@ func TestRegressionRetryPastDeadline(t *testing.T) {
 	ctx := ctxT(t)
 	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue, Deadline: time.Now().Add(500 * time.Millisecond)})
 	b.worker(t, &worker.Config{Backoff: func(int) time.Duration { return time.Hour }}, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) { return UploadResult{}, errors.New("boom") })
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			return UploadResult{}, errors.New("boom")
+		})
 	})
 	// Outcome returns soon after the deadline, not after the hour of backoff.
 	if _, err := h.Outcome(ctx); !errors.Is(err, context.DeadlineExceeded) {
