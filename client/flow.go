@@ -155,8 +155,21 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 	}
 	q := keys.ForQueue(h.queue)
 	fired, err := store.AddContinuation(ctx, h.c.rdb, q, h.key, store.ContSpec(p.queue, o.ID, o.OnlyOnSuccess))
+	if errors.Is(err, store.ErrUnknownTask) {
+		// The task vanished (its record expired) since it was looked up:
+		// the waiting continuation would wait forever; cancel it.
+		_, _ = store.Cancel(ctx, h.c.rdb, tq, o.ID, h.c.cfg.Retention.Milliseconds(), reasonCancelled)
+		return nil, fmt.Errorf("continue %s: %w", h.ID(), ErrNotFound)
+	}
 	if err != nil {
 		return nil, err
+	}
+	if p.parent != "" && !next.dup {
+		// Registered from a handler: the continuation is also that task's
+		// child, so cancelling the task reaches it.
+		if err := h.c.addKids(ctx, []prepared{p}, []*Handle{next}); err != nil {
+			return next, err
+		}
 	}
 	if fired {
 		if err := store.DrainOutbox(ctx, h.c.rdb, q, h.c.cfg.Retention.Milliseconds()); err != nil {

@@ -2,15 +2,24 @@
 -- puts it straight into the outbox. One script decides, so a registration
 -- racing the task's end is neither lost nor doubled.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] continuations of the task,
--- KEYS[4]  outbox, KEYS[5] the queue's hooks
+-- KEYS[4]  outbox, KEYS[5] the queue's hooks, KEYS[6] the queue's stream
 -- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] task id
--- Returns: 'registered', or 'fired' (the task had ended; drain the outbox).
+-- Returns: 'registered', 'fired' (the task had ended; drain the outbox), or
+-- 'unknown' (no such task: nothing registered).
 -- A replay may list the spec twice; activation happens once all the same.
 local st = redis.call('HGET', KEYS[1], 'st')
 if redis.call('EXISTS', KEYS[2]) == 1 then st = 'succeeded' end
 if st == 'succeeded' or st == 'dead' or st == 'cancelled' then
   redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'p', ARGV[2], 'st', st)
   return 'fired'
+end
+if not st then
+  -- No record: only the first entry of an auto-keyed task, still in the
+  -- stream, is a task here.
+  local key = string.match(ARGV[2], '/(.*)$')
+  if not (string.match(key, '^%d+%-%d+$') and redis.call('XRANGE', KEYS[6], key, key)[1]) then
+    return 'unknown'
+  end
 end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 -- The flag makes the record exist, and the hook makes the task's end look

@@ -55,13 +55,19 @@ func CreateWaiting(ctx context.Context, rdb redis.Scripter, q keys.Queue, key st
 	return n == 1, nil
 }
 
+// ErrUnknownTask is returned by AddContinuation when no task has the key.
+var ErrUnknownTask = errors.New("no such task")
+
 // AddContinuation registers spec on the task with key key of queue q. fired
 // reports that the task had ended: the spec went to q's outbox.
 func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key, spec string) (fired bool, err error) {
-	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Hooks()}
+	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream()}
 	v, err := script.ContAdd.Run(ctx, rdb, ks, spec, keys.TaskID(q.Name, key)).Text()
 	if err != nil {
 		return false, fmt.Errorf("register continuation on %s: %w", keys.TaskID(q.Name, key), err)
+	}
+	if v == "unknown" {
+		return false, fmt.Errorf("register continuation on %s: %w", keys.TaskID(q.Name, key), ErrUnknownTask)
 	}
 	return v == "fired", nil
 }
