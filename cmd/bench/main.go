@@ -1,7 +1,7 @@
 // Command bench reproduces the benchmark table of docs/benchmarks.md in one
 // run: redis-benchmark baselines, enqueue throughput (EnqueueMany, sequential
 // and concurrent Enqueue), end-to-end drain throughput of one worker,
-// enqueue→handler latency at a steady rate, and the task semantics of issue 3:
+// enqueue→handler latency at a steady rate, and the task semantics:
 // parent end → continuation start latency, cancel propagation to a running
 // handler (worker in this process and in a subprocess), and a chain of
 // continuations.

@@ -184,12 +184,12 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
-// semantics renders the task-semantics section (issue 3).
+// semantics renders the task-semantics section.
 func (r *report) semantics(p func(string, ...any)) {
 	if r.Cont == nil && len(r.Cancel) == 0 && r.Chain == nil && len(r.SemErrs) == 0 {
 		return
 	}
-	p("### Task semantics (issue 3)\n\n")
+	p("### Task semantics\n\n")
 	p("| Measurement | Goal | Measured | Ratio | Met |\n|---|--:|--:|--:|:-:|\n")
 	goal := func(name string, goal, got time.Duration) {
 		p("| %s | ≤ %s | %s | %.2f | %s |\n", name, ms(goal), ms(got), float64(goal)/float64(max(got, 1)), met(got <= goal))

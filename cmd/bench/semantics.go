@@ -1,6 +1,6 @@
 package main
 
-// The task-semantics phases (issue 3): parent end → continuation handler
+// The task-semantics phases: parent end → continuation handler
 // start, cancel propagation to a running handler (worker in this process and
 // in a subprocess), and a chain of continuations.
 
