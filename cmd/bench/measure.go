@@ -323,15 +323,11 @@ func noopSpecs(n int, queue string) []client.Spec {
 // enqueueMany measures calls EnqueueMany calls of n tasks each (one call
 // for the table; several for a profile with enough samples).
 func (e *env) enqueueMany(ctx context.Context, n, calls int, profiled bool) (*result, error) {
-	rdb := e.newRedis()
-	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger})
+	c, q, closeSession, err := e.session(ctx, "many")
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	q := e.queue("many")
-	defer e.reset(ctx, q)
+	defer closeSession()
 	specs := noopSpecs(n, q)
 	if _, err := c.EnqueueMany(ctx, noopSpecs(500, q)); err != nil { // warm the pool
 		return nil, err
@@ -365,15 +361,11 @@ func streamKey(queue string) string { return "async:{q:" + queue + "}:stream" }
 
 // enqueueSeq measures n Enqueue calls from one goroutine.
 func (e *env) enqueueSeq(ctx context.Context, n int, profiled bool) (*result, error) {
-	rdb := e.newRedis()
-	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger})
+	c, q, closeSession, err := e.session(ctx, "seq")
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	q := e.queue("seq")
-	defer e.reset(ctx, q)
+	defer closeSession()
 	opts := &client.EnqueueOpts{Queue: q}
 	for i := 0; i < 200; i++ { // warm up
 		if _, err := c.Enqueue(ctx, noop{N: i}, opts); err != nil {
@@ -397,15 +389,11 @@ func (e *env) enqueueSeq(ctx context.Context, n int, profiled bool) (*result, er
 
 // enqueueConc measures n Enqueue calls spread over g goroutines.
 func (e *env) enqueueConc(ctx context.Context, n, g int, profiled bool) (*result, error) {
-	rdb := e.newRedis()
-	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger})
+	c, q, closeSession, err := e.session(ctx, "conc")
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	q := e.queue("conc")
-	defer e.reset(ctx, q)
+	defer closeSession()
 	opts := &client.EnqueueOpts{Queue: q}
 	run := func(total int) error {
 		var wg sync.WaitGroup
@@ -714,4 +702,22 @@ func (e *env) waitAcked(ctx context.Context, q string, mine own) (own, error) {
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
+}
+
+// session opens what a measurement needs: a Redis connection, a client and
+// a fresh queue named after name; done closes them and removes the queue's
+// keys.
+func (e *env) session(ctx context.Context, name string) (c *client.Client, q string, done func(), err error) {
+	rdb := e.newRedis()
+	c, err = client.New(rdb, &client.Config{Logger: e.logger})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, "", nil, err
+	}
+	q = e.queue(name)
+	return c, q, func() {
+		e.reset(ctx, q)
+		_ = c.Close()
+		_ = rdb.Close()
+	}, nil
 }

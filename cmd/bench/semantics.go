@@ -431,15 +431,11 @@ func runCancelWorker(addr, queue string) int {
 // h.Cancel, and the handler takes it when its ctx is done (and checks that
 // context.Cause is worker.ErrCancelled). One sample at a time.
 func (e *env) cancelRun(ctx context.Context, n, warm int, sub bool) (*result, error) {
-	rdb := e.newRedis()
-	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger})
+	c, q, closeSession, err := e.session(ctx, "cancel")
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	q := e.queue("cancel")
-	defer e.reset(ctx, q)
+	defer closeSession()
 	var tg *cancelTarget
 	if sub {
 		tg, err = e.subCancelWorker(ctx, q)
@@ -560,15 +556,11 @@ func (e *env) cancelRun(ctx context.Context, n, warm int, sub bool) (*result, er
 // a worker starts; the time runs from its Start to the last handle's Outcome
 // returning.
 func (e *env) chainRun(ctx context.Context, n int, profiled bool) (*result, error) {
-	rdb := e.newRedis()
-	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger})
+	c, q, closeSession, err := e.session(ctx, "chain")
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	q := e.queue("chain")
-	defer e.reset(ctx, q)
+	defer closeSession()
 	si := &semInfo{Links: n}
 
 	h, err := c.Enqueue(ctx, chainLink{I: 0}, &client.EnqueueOpts{Queue: q})
