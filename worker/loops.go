@@ -198,11 +198,17 @@ func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent t
 
 func (w *Worker) read(ctx context.Context, n int, block time.Duration) ([]delivered, error) {
 	if len(w.queues) > 1 {
-		for _, q := range w.order() {
+		order := w.order()
+		for _, q := range order {
 			got, err := w.readGroup(ctx, []*queue{q}, n, -1)
 			if err != nil || len(got) > 0 {
 				return got, err
 			}
+		}
+		if w.crossSlot.Load() {
+			// Redis Cluster: one blocking read cannot span the queues'
+			// slots. Block on one queue at a time, briefly, in turn.
+			return w.readGroup(ctx, order[:1], n, min(block, crossSlotBlock))
 		}
 	}
 	return w.readGroup(ctx, w.queues, n, block)
@@ -220,6 +226,10 @@ func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.D
 		return nil, nil
 	}
 	if err != nil {
+		if len(qs) > 1 && strings.Contains(err.Error(), "CROSSSLOT") {
+			w.crossSlot.Store(true)
+			return nil, nil
+		}
 		if strings.Contains(err.Error(), "NOGROUP") {
 			for _, q := range qs {
 				if gerr := store.EnsureGroup(ctx, w.rdb, q.keys); gerr != nil {
@@ -359,6 +369,10 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	w.execs.Add(1)
 	go w.exec(j)
 }
+
+// crossSlotBlock bounds each blocking read when the queues live in different
+// Redis Cluster slots and are read one at a time.
+const crossSlotBlock = 100 * time.Millisecond
 
 // recentCancelTTL is how long a cancel request for an entry this worker had
 // not dispatched yet is remembered.

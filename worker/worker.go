@@ -203,6 +203,7 @@ type Worker struct {
 	inflightMu    sync.Mutex
 	inflight      map[jobKey]*job
 	recentCancels map[jobKey]time.Time // cancel requests for entries not dispatched yet
+	crossSlot     atomic.Bool          // the queues' streams live in different cluster slots
 
 	clock   store.Clock    // Redis time, for task deadlines
 	parents *client.Client // reads the outcomes continuations ask for
