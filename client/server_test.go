@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
 )
@@ -20,10 +22,19 @@ func TestWarnsWhenEvictionPossible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.RDB.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+	setPolicy := func(p string) error { return env.RDB.ConfigSet(ctx, "maxmemory-policy", p).Err() }
+	if cc, ok := env.RDB.(*redis.ClusterClient); ok {
+		// Each node has its own configuration.
+		setPolicy = func(p string) error {
+			return cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+				return n.ConfigSet(ctx, "maxmemory-policy", p).Err()
+			})
+		}
+	}
+	if err := setPolicy("allkeys-lru"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.RDB.ConfigSet(ctx, "maxmemory-policy", old["maxmemory-policy"]).Err() })
+	t.Cleanup(func() { _ = setPolicy(old["maxmemory-policy"]) })
 	var buf bytes.Buffer
 	c, err := client.New(env.RDB, &client.Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {

@@ -125,7 +125,7 @@ func xpKey(queue, name string) string {
 type xpSub struct {
 	role  string
 	queue string
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	pid   int
 	log   *slog.Logger
 }
@@ -136,7 +136,7 @@ func newXPSub(role string) *xpSub {
 	if s.queue == "" || os.Getenv(envAddr) == "" {
 		s.fail("bad environment: %s=%q %s=%q", envQueue, s.queue, envAddr, os.Getenv(envAddr))
 	}
-	s.rdb = redis.NewClient(&redis.Options{Addr: os.Getenv(envAddr)})
+	s.rdb = asynctest.NewClient(os.Getenv(envAddr))
 	return s
 }
 
@@ -822,7 +822,7 @@ func cancelBeforeFirstRecord(t *testing.T, b *bundle, id string, register func(w
 		}
 		got <- st
 	}}
-	wrdb := redis.NewClient(&redis.Options{Addr: b.env.Addr})
+	wrdb := asynctest.NewClient(b.env.Addr)
 	wrdb.AddHook(hook)
 	t.Cleanup(func() { _ = wrdb.Close() })
 	w, err := worker.New(wrdb, &worker.Config{

@@ -305,7 +305,7 @@ func TestHeartbeatFailureCancelsBeforeLeaseEnds(t *testing.T) {
 	const lease = time.Second
 
 	hook := &failHeartbeats{}
-	rdb := redis.NewClient(&redis.Options{Addr: b.env.Addr})
+	rdb := asynctest.NewClient(b.env.Addr)
 	rdb.AddHook(hook)
 	t.Cleanup(func() { _ = rdb.Close() })
 

@@ -156,7 +156,7 @@ func subprocessMain(role string) {
 	lease := time.Duration(leaseMs) * time.Millisecond
 	work := time.Duration(atoi(envWork, 0)) * time.Millisecond
 
-	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(envAddr)})
+	rdb := asynctest.NewClient(os.Getenv(envAddr))
 	pid := os.Getpid()
 	signal := func(event string, s rcvSignal) {
 		s.Pid = pid

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +19,21 @@ import (
 // EnvAddr names the environment variable holding a real Redis address.
 const EnvAddr = "ASYNC_REDIS_ADDR"
 
+// EnvCluster names the environment variable holding the comma-separated
+// addresses of a real Redis Cluster; when set, the suite runs on it.
+const EnvCluster = "ASYNC_REDIS_CLUSTER"
+
 // Real reports whether the suite runs against a real Redis.
-func Real() bool { return os.Getenv(EnvAddr) != "" }
+func Real() bool { return os.Getenv(EnvAddr) != "" || os.Getenv(EnvCluster) != "" }
+
+// NewClient returns a client of the Redis at addr, or of the cluster named by
+// ASYNC_REDIS_CLUSTER when that is set (addr is then ignored).
+func NewClient(addr string) redis.UniversalClient {
+	if c := os.Getenv(EnvCluster); c != "" {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(c, ",")})
+	}
+	return redis.NewClient(&redis.Options{Addr: addr})
+}
 
 // RequireReal skips t unless a real Redis is configured: the test depends on
 // behaviour miniredis does not have (lease idle times, XAUTOCLAIM counts,
@@ -42,8 +56,13 @@ type Env struct {
 // server (tests there isolate themselves by queue name; see Queue).
 func Redis(t testing.TB) *Env {
 	t.Helper()
+	if c := os.Getenv(EnvCluster); c != "" {
+		rdb := NewClient("")
+		t.Cleanup(func() { _ = rdb.Close() })
+		return &Env{RDB: rdb, Addr: strings.Split(c, ",")[0]}
+	}
 	if addr := os.Getenv(EnvAddr); addr != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		rdb := NewClient(addr)
 		t.Cleanup(func() { _ = rdb.Close() })
 		return &Env{RDB: rdb, Addr: addr}
 	}
