@@ -41,7 +41,14 @@ type UploadArgs struct {
 	Size     int
 	FailOnce bool // the first attempt fails with a transient error
 	Reject   bool // the handler refuses the file for good
+	Hang     bool // the transfer never ends (until the task is cancelled)
 }
+
+// NotifyArgs asks for a notice once an upload ended; it runs as a
+// continuation of that upload.
+type NotifyArgs struct{ To string }
+
+func (NotifyArgs) Kind() string { return "notify" }
 
 // Kind is the stable name the handler is registered under.
 func (UploadArgs) Kind() string { return "upload" }
@@ -94,6 +101,13 @@ func run(ctx context.Context, addr string) error {
 		return err
 	}
 	worker.Handle(w, upload)
+	worker.Handle(w, func(ctx context.Context, a NotifyArgs) (string, error) {
+		up, err := worker.ParentResult[UploadResult](ctx)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("told %s: %d bytes, sha256 %s…", a.To, up.Bytes, up.SHA256), nil
+	})
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
@@ -126,6 +140,52 @@ func run(ctx context.Context, addr string) error {
 		return err
 	}
 	fmt.Printf("all %d outcomes in %v\n", len(handles), time.Since(start).Round(time.Millisecond))
+	return semantics(ctx, c)
+}
+
+// semantics shows a continuation and a cancel across the fleet (here, one
+// process; the calls are the same from any process).
+func semantics(ctx context.Context, c *client.Client) error {
+	fmt.Println("\ncontinuation and cancellation:")
+	up, err := c.Enqueue(ctx, UploadArgs{File: "video.mp4", Size: 32 << 10}, nil)
+	if err != nil {
+		return err
+	}
+	notice, err := up.ContinueWith(ctx, NotifyArgs{To: "ops@example.com"}, &client.ContinueOpts{OnlyOnSuccess: true})
+	if err != nil {
+		return err
+	}
+	msg, err := client.Result[string](ctx, notice)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  continuation of %s: %s\n", up.ID(), msg)
+
+	hung, err := c.Enqueue(ctx, UploadArgs{File: "huge.iso", Hang: true}, nil)
+	if err != nil {
+		return err
+	}
+	for {
+		st, err := hung.State(ctx)
+		if err != nil {
+			return err
+		}
+		if st == client.StateRunning {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	st, err := hung.Cancel(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = hung.Outcome(ctx)
+	fmt.Printf("  cancel of %s: Cancel said %s; Outcome: %v (context.Canceled: %v)\n",
+		hung.ID(), st, err, errors.Is(err, context.Canceled))
 	return nil
 }
 
@@ -177,6 +237,12 @@ func upload(ctx context.Context, a UploadArgs) (UploadResult, error) {
 		err := errors.New("storage timed out (simulated)")
 		fmt.Printf("  [worker] %s attempt %d of %d: %v, will retry\n", a.File, t.Attempt, t.MaxAttempts, err)
 		return UploadResult{}, err
+	}
+	if a.Hang {
+		fmt.Printf("  [worker] %s: transfer started, it will not finish on its own\n", a.File)
+		<-ctx.Done()
+		fmt.Printf("  [worker] %s: stopped, cause: %v\n", a.File, context.Cause(ctx))
+		return UploadResult{}, ctx.Err()
 	}
 	data := fileBytes(a.File, a.Size)
 	select {
