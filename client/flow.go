@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 
-	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -212,4 +211,3 @@ func (c *Client) EndedOutcome(ctx context.Context, id string) (*ParentOutcome, e
 	return out, nil
 }
 
-var _ = codec.Marshal
