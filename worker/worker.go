@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -491,4 +490,3 @@ func (w *Worker) order() []*queue {
 	return out
 }
 
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -621,7 +621,7 @@ func (e *env) chainRun(ctx context.Context, n int, profiled bool) (*result, erro
 		}
 		out = <-done
 		if out.err != nil {
-			return nil, fmt.Errorf("Outcome of the last link: %w", out.err)
+			return nil, fmt.Errorf("outcome of the last link: %w", out.err)
 		}
 		return e.waitAcked(ctx, q, own{})
 	})
