@@ -3,8 +3,12 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
@@ -67,5 +71,83 @@ func TestOutcomeWokenByCompletion(t *testing.T) {
 	}
 	if n := b.env.RDB.ZCard(ctx, watching).Val(); n != 0 {
 		t.Fatalf("got %d hooks after the wait; want 0", n)
+	}
+}
+
+// Outcome does not hang when the end is announced while its subscription is
+// down: after the reconnect every waiter reads the state again.
+func TestOutcomeSurvivesLostNotification(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	// A client of its own, named, so that only its connections are cut.
+	name := "outcome-" + b.queue
+	crdb := asynctest.NewNamedClient(b.env.Addr, name)
+	defer crdb.Close()
+	c, err := client.New(crdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	release := make(chan struct{})
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			<-release
+			return UploadResult{Size: 9}, nil
+		})
+	})
+	h, _ := c.Enqueue(ctx, UploadArgs{}, &client.EnqueueOpts{Queue: b.queue})
+	got := make(chan error, 1)
+	go func() {
+		_, err := h.Outcome(ctx)
+		got <- err
+	}()
+	hooks := keys.ForQueue(b.queue).Hooks()
+	asynctest.Eventually(t, 5*time.Second, "the waiter to register", func() bool {
+		return b.env.RDB.ZCard(ctx, hooks).Val() == 1
+	})
+	// Drop the client's pub/sub connection, then let the task end at once,
+	// while the client reconnects.
+	// On a cluster the subscription lives on one of the nodes: ask each.
+	var nodes []*redis.Client
+	if cc, ok := b.env.RDB.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		_ = cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+			mu.Lock()
+			nodes = append(nodes, n)
+			mu.Unlock()
+			return nil
+		})
+	} else {
+		nodes = []*redis.Client{b.env.RDB.(*redis.Client)}
+	}
+	killed := 0
+	for _, n := range nodes {
+		list, err := n.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " name="+name+" ") && strings.Contains(line, " flags=P ") {
+				id := strings.TrimPrefix(strings.Fields(line)[0], "id=")
+				if err := n.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
+					t.Fatal(err)
+				}
+				killed++
+			}
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("found %d pub/sub connections of the client; want 1", killed)
+	}
+	close(release)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Outcome still waiting 10s after the task ended; the end announced during the reconnect was lost")
 	}
 }

@@ -489,4 +489,3 @@ func (w *Worker) order() []*queue {
 	}
 	return out
 }
-

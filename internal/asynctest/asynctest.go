@@ -28,11 +28,15 @@ func Real() bool { return os.Getenv(EnvAddr) != "" || os.Getenv(EnvCluster) != "
 
 // NewClient returns a client of the Redis at addr, or of the cluster named by
 // ASYNC_REDIS_CLUSTER when that is set (addr is then ignored).
-func NewClient(addr string) redis.UniversalClient {
+func NewClient(addr string) redis.UniversalClient { return NewNamedClient(addr, "") }
+
+// NewNamedClient is NewClient whose connections carry the client name name
+// (CLIENT LIST shows it), so a test can find and cut its own connections.
+func NewNamedClient(addr, name string) redis.UniversalClient {
 	if c := os.Getenv(EnvCluster); c != "" {
-		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(c, ",")})
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(c, ","), ClientName: name})
 	}
-	return redis.NewClient(&redis.Options{Addr: addr})
+	return redis.NewClient(&redis.Options{Addr: addr, ClientName: name})
 }
 
 // RequireReal skips t unless a real Redis is configured: the test depends on
