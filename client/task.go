@@ -130,7 +130,9 @@ func (h *Handle) State(ctx context.Context) (State, error) {
 // returns the msgpack encoding of the handler's result (decode it with
 // Result); for a dead or cancelled one a *TaskError; ctx.Err() if ctx ended
 // first; ErrNotFound for an unknown task. It waits on a notification from the
-// worker that ends the task (Redis pub/sub), not by polling.
+// worker that ends the task (Redis pub/sub), not by polling; it reads the
+// state again only after its subscription reconnected and when it renews its
+// registration (every 5 minutes).
 func (h *Handle) Outcome(ctx context.Context) ([]byte, error) {
 	q := keys.ForQueue(h.queue)
 	w, err := h.c.hub.watch(ctx, q.Done(), h.key)
