@@ -210,4 +210,3 @@ func (c *Client) EndedOutcome(ctx context.Context, id string) (*ParentOutcome, e
 	}
 	return out, nil
 }
-
