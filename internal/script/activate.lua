@@ -11,21 +11,13 @@
 local tk = KEYS[1]
 if redis.call('HGET', tk, 'st') ~= 'waiting' then return 0 end
 if ARGV[2] == '1' and ARGV[4] ~= 'succeeded' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   redis.call('HSET', tk, 'st', 'cancelled', 'err', 'parent ' .. ARGV[3] .. ' ended ' .. ARGV[4], 'fin', now)
   redis.call('PEXPIRE', tk, ARGV[6])
   if redis.call('HDEL', tk, 'w') == 1 then
     redis.call('PUBLISH', ARGV[5], ARGV[1])
   end
-  local specs = redis.call('LRANGE', KEYS[3], 0, -1)
-  for _, sp in ipairs(specs) do
-    redis.call('XADD', KEYS[4], '*', 's', sp, 'p', ARGV[7], 'st', 'cancelled')
-  end
-  if #specs > 0 then
-    redis.call('DEL', KEYS[3])
-    for _, sp in ipairs(specs) do redis.call('ZREM', KEYS[5], 'c:' .. sp) end
-  end
+  fire(KEYS[3], KEYS[4], KEYS[5], ARGV[7], 'cancelled')
   return 2
 end
 local id = redis.call('XADD', KEYS[2], '*', 'm', redis.call('HGET', tk, 'm'))

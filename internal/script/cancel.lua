@@ -11,25 +11,6 @@
 -- runs and its worker was told; '' when no such task is known. A replay
 -- answers the same or 'cancelled'.
 local tk, fk, stream = KEYS[1], KEYS[2], KEYS[3]
-
--- delivered reports whether the group has read past entry id.
-local function delivered(id)
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local name, last = nil, nil
-    for j = 1, #g, 2 do
-      if g[j] == 'name' then name = g[j + 1] end
-      if g[j] == 'last-delivered-id' then last = g[j + 1] end
-    end
-    if name == ARGV[1] and last then
-      local ams, aseq = string.match(id, '^(%d+)%-(%d+)$')
-      local bms, bseq = string.match(last, '^(%d+)%-(%d+)$')
-      if not (ams and bms) then return false end
-      ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-      return ams < bms or (ams == bms and aseq <= bseq)
-    end
-  end
-  return false
-end
 local key = ARGV[2]
 if redis.call('EXISTS', fk) == 1 then return {'succeeded'} end
 local h = redis.call('HMGET', tk, 'st', 'e')
@@ -41,8 +22,7 @@ if not st and string.match(key, '^%d+%-%d+$') then
   st = 'pending'
 end
 if not st then return {''} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
 if st == 'pending' and eid then
   local p = redis.call('XPENDING', stream, ARGV[1], eid, eid, 1)
@@ -58,7 +38,7 @@ if st == 'pending' and eid then
     redis.call('PUBLISH', ARGV[4], eid)
     return {'cancelling'}
   end
-  if not known and delivered(eid) then
+  if not known and delivered(stream, ARGV[1], eid) then
     -- Delivered and acked, and its record expired: not a task any more.
     return {''}
   end
@@ -74,12 +54,5 @@ redis.call('PEXPIRE', tk, ARGV[5])
 if redis.call('HDEL', tk, 'w') == 1 then
   redis.call('PUBLISH', ARGV[3], key)
 end
-local specs = redis.call('LRANGE', KEYS[5], 0, -1)
-for _, sp in ipairs(specs) do
-  redis.call('XADD', KEYS[6], '*', 's', sp, 'p', ARGV[7], 'st', 'cancelled')
-end
-if #specs > 0 then
-  redis.call('DEL', KEYS[5])
-  for _, sp in ipairs(specs) do redis.call('ZREM', KEYS[7], 'c:' .. sp) end
-end
+fire(KEYS[5], KEYS[6], KEYS[7], ARGV[7], 'cancelled')
 return {'cancelled'}

@@ -29,8 +29,7 @@
 -- applied and continuations fired (drain the outbox), 0 lease lost (the entry
 -- is no longer pending under this consumer with this delivery count; nothing
 -- was written for it).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local stream, group, consumer, chan = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
 local qname = ARGV[5]
@@ -47,18 +46,6 @@ local function recorded(tk, fk, token)
   if redis.call('HGET', tk, 'x') == token then return true end
   local f = redis.call('GET', fk)
   return f and string.match(f, '^s\n[^\n]*\n[^\n]*\n([^\n]*)\n') == token
-end
-
--- fire moves the task's continuations into the outbox.
-local function fire(ck, key, state)
-  local specs = redis.call('LRANGE', ck, 0, -1)
-  if #specs == 0 then return false end
-  for _, sp in ipairs(specs) do
-    redis.call('XADD', KEYS[5], '*', 's', sp, 'p', qname .. '/' .. key, 'st', state)
-  end
-  redis.call('DEL', ck)
-  for _, sp in ipairs(specs) do redis.call('ZREM', KEYS[4], 'c:' .. sp) end
-  return true
 end
 
 local acks = {}
@@ -90,7 +77,7 @@ for i = 0, n - 1 do
     if op == 's' then
       if not fresh then
         notify = redis.call('HGET', tk, 'w') ~= false
-        if fire(ck, key, 'succeeded') then res[i + 1] = 2 end
+        if fire(ck, KEYS[5], KEYS[4], qname .. '/' .. key, 'succeeded') > 0 then res[i + 1] = 2 end
         redis.call('DEL', tk)
         fresh = true
       end
@@ -131,7 +118,7 @@ for i = 0, n - 1 do
       return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
     end
     if final and not fresh then
-      if fire(ck, key, final) then res[i + 1] = 2 end
+      if fire(ck, KEYS[5], KEYS[4], qname .. '/' .. key, final) > 0 then res[i + 1] = 2 end
       if redis.call('HDEL', tk, 'w') == 1 then
         redis.call('PUBLISH', chan, key)
       end

@@ -5,8 +5,7 @@
 -- KEYS[2+i] task hash of candidate i
 -- ARGV[i]  task key of candidate i (candidates come from a read of the set's head)
 -- Returns: {moved count, next due ms or -1, Redis now ms}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local moved = 0
 for i = 1, #ARGV do
   local key, tk = ARGV[i], KEYS[2 + i]

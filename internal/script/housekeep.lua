@@ -13,17 +13,9 @@ local s = redis.call('XPENDING', stream, group)
 if tonumber(s[1]) > 0 then
   minid = s[2]
 else
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local name, last = nil, nil
-    for j = 1, #g, 2 do
-      if g[j] == 'name' then name = g[j + 1] end
-      if g[j] == 'last-delivered-id' then last = g[j + 1] end
-    end
-    if name == group and last then
-      local ms, seq = string.match(last, '^(%d+)%-(%d+)$')
-      if ms then minid = ms .. '-' .. tostring(tonumber(seq) + 1) end
-    end
-  end
+  local last = last_delivered(stream, group)
+  local ms, seq = string.match(last or '', '^(%d+)%-(%d+)$')
+  if ms then minid = ms .. '-' .. tostring(tonumber(seq) + 1) end
 end
 local trimmed = 0
 if minid then

@@ -13,6 +13,8 @@ import (
 )
 
 var (
+	//go:embed lib.lua
+	libSrc string
 	//go:embed enqueue.lua
 	enqueueSrc string
 	//go:embed complete.lua
@@ -43,20 +45,23 @@ var (
 
 // The scripts, one per file.
 var (
-	Enqueue   = redis.NewScript(enqueueSrc)
-	Complete  = redis.NewScript(completeSrc)
-	Heartbeat = redis.NewScript(heartbeatSrc)
-	Reclaim   = redis.NewScript(reclaimSrc)
-	Forward   = redis.NewScript(forwardSrc)
-	Housekeep = redis.NewScript(housekeepSrc)
-	State     = redis.NewScript(stateSrc)
-	RetryDead = redis.NewScript(retryDeadSrc)
-	Cancel    = redis.NewScript(cancelSrc)
-	ContAdd   = redis.NewScript(contAddSrc)
-	Waiting   = redis.NewScript(waitingSrc)
-	Activate  = redis.NewScript(activateSrc)
-	PurgeDead = redis.NewScript(purgeDeadSrc)
+	Enqueue   = newScript(enqueueSrc)
+	Complete  = newScript(completeSrc)
+	Heartbeat = newScript(heartbeatSrc)
+	Reclaim   = newScript(reclaimSrc)
+	Forward   = newScript(forwardSrc)
+	Housekeep = newScript(housekeepSrc)
+	State     = newScript(stateSrc)
+	RetryDead = newScript(retryDeadSrc)
+	Cancel    = newScript(cancelSrc)
+	ContAdd   = newScript(contAddSrc)
+	Waiting   = newScript(waitingSrc)
+	Activate  = newScript(activateSrc)
+	PurgeDead = newScript(purgeDeadSrc)
 )
+
+// newScript puts the shared helpers of lib.lua in front of a script's body.
+func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead}
 

@@ -11,26 +11,6 @@
 -- Returns: {state, entry id, attempt, result, error, envelope, finished ms,
 -- delivery count}; state is '' when no such task is known (then nothing is marked).
 -- 'running' is reported for a pending task whose entry a worker holds.
--- delivered reports whether the group has read past entry id (ids compare
--- as (ms, seq) pairs).
-local function delivered(id)
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
-    local name, last = nil, nil
-    for j = 1, #g, 2 do
-      if g[j] == 'name' then name = g[j + 1] end
-      if g[j] == 'last-delivered-id' then last = g[j + 1] end
-    end
-    if name == ARGV[1] and last then
-      local ams, aseq = string.match(id, '^(%d+)%-(%d+)$')
-      local bms, bseq = string.match(last, '^(%d+)%-(%d+)$')
-      if not (ams and bms) then return false end
-      ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-      return ams < bms or (ams == bms and aseq <= bseq)
-    end
-  end
-  return false
-end
-
 local f = redis.call('GET', KEYS[3])
 if f then
   local a, fin, eid, res = string.match(f, '^s\n([^\n]*)\n([^\n]*)\n([^/]*)/[^\n]*\n(.*)$')
@@ -56,7 +36,7 @@ if st == 'pending' then
     if p[1] then
       st = 'running'
       dlv = p[1][4]
-    elseif not h[1] and delivered(eid) then
+    elseif not h[1] and delivered(KEYS[2], ARGV[1], eid) then
       -- Delivered and acked, and its record expired: the entry only waits
       -- to be trimmed.
       return {''}
@@ -64,8 +44,7 @@ if st == 'pending' then
   end
 end
 if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   local existed = redis.call('EXISTS', KEYS[1]) == 1
   redis.call('HSET', KEYS[1], 'w', '1')
   if not existed or redis.call('PTTL', KEYS[1]) > 0 then
