@@ -467,13 +467,7 @@ func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*re
 
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
 	defer wrdb.Close()
-	w, err := worker.New(wrdb, &worker.Config{
-		Queues:       map[string]int{q: 1},
-		Concurrency:  dc.Concurrency,
-		FetchBatch:   dc.FetchBatch,
-		BlockTimeout: blockTimeout,
-		Logger:       e.logger,
-	})
+	w, err := e.newWorker(wrdb, q, dc)
 	if err != nil {
 		return nil, err
 	}
@@ -542,13 +536,7 @@ func (e *env) latencyRun(ctx context.Context, rate int, dur, warm time.Duration,
 
 	wrdb := e.newRedis()
 	defer wrdb.Close()
-	w, err := worker.New(wrdb, &worker.Config{
-		Queues:       map[string]int{q: 1},
-		Concurrency:  dc.Concurrency,
-		FetchBatch:   dc.FetchBatch,
-		BlockTimeout: blockTimeout,
-		Logger:       e.logger,
-	})
+	w, err := e.newWorker(wrdb, q, dc)
 	if err != nil {
 		return nil, err
 	}
@@ -720,4 +708,15 @@ func (e *env) session(ctx context.Context, name string) (c *client.Client, q str
 		_ = c.Close()
 		_ = rdb.Close()
 	}, nil
+}
+
+// newWorker returns a worker of queue q with the settings dc.
+func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg) (*worker.Worker, error) {
+	return worker.New(rdb, &worker.Config{
+		Queues:       map[string]int{q: 1},
+		Concurrency:  dc.Concurrency,
+		FetchBatch:   dc.FetchBatch,
+		BlockTimeout: blockTimeout,
+		Logger:       e.logger,
+	})
 }
