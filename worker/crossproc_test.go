@@ -825,26 +825,7 @@ func cancelBeforeFirstRecord(t *testing.T, b *bundle, id string, register func(w
 	wrdb := asynctest.NewClient(b.env.Addr)
 	wrdb.AddHook(hook)
 	t.Cleanup(func() { _ = wrdb.Close() })
-	w, err := worker.New(wrdb, &worker.Config{
-		Queues:       map[string]int{b.queue: 1},
-		Lease:        400 * time.Millisecond,
-		BlockTimeout: 50 * time.Millisecond,
-		Backoff:      func(int) time.Duration { return 5 * time.Millisecond },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(w)
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := w.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	b.workerOn(t, wrdb, &worker.Config{Lease: 400 * time.Millisecond}, register)
 	return got
 }
 
