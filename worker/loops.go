@@ -133,6 +133,8 @@ type delivered struct {
 	hasM  bool
 	other map[string]any
 	dlv   int64
+
+	cancelled bool // a taken-over entry whose task has a cancel request
 }
 
 // fetchLoop owns slot acquisition: it reads new entries and, every Lease/4,
@@ -339,7 +341,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 		w.send(&outcome{j: j, c: w.parkCompletion(j, parkDelay(env.Parked))})
 		return
 	}
-	if d.dlv > 1 && w.cancelRequested(d.q, j.key) {
+	if d.cancelled {
 		// Taken over from a worker that died: a cancel request sent to it
 		// reached nobody.
 		w.send(w.cancelled(j, reasonCancelled))
@@ -378,13 +380,28 @@ const crossSlotBlock = 100 * time.Millisecond
 // not dispatched yet is remembered.
 const recentCancelTTL = 10 * time.Second
 
-// cancelRequested reports whether a cancel was requested for the task (on
-// error, false: the heartbeat looks again).
-func (w *Worker) cancelRequested(q *queue, key string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ok, err := w.rdb.HExists(ctx, q.keys.Task(key), "cx").Result()
-	return err == nil && ok
+// markCancelled looks up, in one round trip, which of the taken-over
+// entries got belongs to a task with a cancel request: such a request was sent
+// to a worker that died, and reached nobody. On error none is marked (the
+// heartbeat looks again).
+func (w *Worker) markCancelled(ctx context.Context, q *queue, got []delivered) {
+	cmds := make([]*redis.BoolCmd, len(got))
+	_, err := w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range got {
+			key := d.entry
+			if env, err := codec.DecodeEnvelope([]byte(d.raw)); err == nil && env.Key != "" {
+				key = env.Key
+			}
+			cmds[i] = p.HExists(ctx, q.keys.Task(key), "cx")
+		}
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	for i := range got {
+		got[i].cancelled = cmds[i].Val()
+	}
 }
 
 // parkDelay is the wait before a task no worker here can run is offered
@@ -821,6 +838,7 @@ func (w *Worker) reclaim(ctx context.Context, n int) int {
 			}
 			if len(got) > 0 {
 				w.log.Info("took over tasks whose lease ended", slog.String("queue", q.keys.Name), slog.Int("count", len(got)))
+				w.markCancelled(ctx, q, got)
 			}
 			used += w.dispatchAll(ctx, got, n-used, sent)
 			if next == "0-0" {
