@@ -116,6 +116,9 @@ func Parent(ctx context.Context) (p *client.ParentOutcome, ok bool, err error) {
 	if !found || t.prev == "" {
 		return nil, false, nil
 	}
+	if keys.IsGroupID(t.prev) {
+		return nil, true, fmt.Errorf("worker.Parent: the task continues group %s; read how its members ended with patterns.JoinOutcomes", t.prev)
+	}
 	out, err := t.w.parents.EndedOutcome(ctx, t.prev)
 	return out, true, err
 }

@@ -359,6 +359,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	id := keys.TaskID(d.q.keys.Name, j.key)
 	j.ctx = taskctx.With(jctx, &taskctx.Info{
 		ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState, DeadlineMs: env.DeadlineMs,
+		Prev: env.Prev, Client: w.parents,
 		Ext: &taskValue{
 			Task: Task{
 				ID: id, Queue: d.q.keys.Name, Kind: env.Kind,

@@ -135,3 +135,60 @@ func SplitTaskID(id string) (queue, key string, err error) {
 	}
 	return queue, key, nil
 }
+
+// Groups (fork/join, InvokeAll) keep their state in the slot of their home
+// queue, under these keys; a group's public id is "group:<home queue>/<id>".
+
+// GroupPrefix starts every public group id. No queue name can contain ':',
+// so a group id never reads as a task id.
+const GroupPrefix = "group:"
+
+// MaxGroupIDLen bounds a group's own id, so that its members' derived task
+// keys ("<group id>.<index>") stay within MaxNameLen.
+const MaxGroupIDLen = 100
+
+// GroupID joins a home queue and a group's own id into a public group id.
+func GroupID(home, id string) string { return GroupPrefix + home + "/" + id }
+
+// IsGroupID reports whether s has the form of a public group id.
+func IsGroupID(s string) bool { return strings.HasPrefix(s, GroupPrefix) }
+
+// SplitGroupID is the inverse of GroupID.
+func SplitGroupID(s string) (home, id string, err error) {
+	if !IsGroupID(s) {
+		return "", "", fmt.Errorf("group id %q does not start with %q: %w", s, GroupPrefix, ErrInvalidName)
+	}
+	home, id, err = SplitTaskID(s[len(GroupPrefix):])
+	if err != nil {
+		return "", "", fmt.Errorf("group id %q: %w", s, err)
+	}
+	if len(id) > MaxGroupIDLen {
+		return "", "", fmt.Errorf("group id %q: its own part is %d bytes, the limit is %d: %w", s, len(id), MaxGroupIDLen, ErrInvalidName)
+	}
+	return home, id, nil
+}
+
+// Group is the hash of a group's counters and settings: st (running,
+// succeeded, failed, cancelled), n (members), ok and bad (members that
+// ended with and without success), ff (fail fast), lim and free (InvokeAll's
+// limit and free slots), sealed, cx (cancel requested), pg and pm (the group
+// this one is a member of, and its member name there), ret (retention ms),
+// first (the first member that failed), at and fin (Unix ms).
+func (q Queue) Group(id string) string { return q.tag + "g:" + id }
+
+// GroupOpen is the set of a group's members that have not ended, plus the
+// sentinel "~open" until every member is added.
+func (q Queue) GroupOpen(id string) string { return q.tag + "gm:" + id }
+
+// GroupOrder is the sorted set of every member a group ever had, scored by
+// submission index: the order of Outcome, and the proof that a member was
+// added once (re-adding a member that already ended must not reopen it).
+func (q Queue) GroupOrder(id string) string { return q.tag + "gl:" + id }
+
+// GroupHeld is the sorted set of InvokeAll members waiting for a slot,
+// scored by submission index.
+func (q Queue) GroupHeld(id string) string { return q.tag + "gw:" + id }
+
+// GroupConts is the list of continuations (the join among them) of a group,
+// in the format of Conts.
+func (q Queue) GroupConts(id string) string { return q.tag + "gc:" + id }

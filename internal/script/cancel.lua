@@ -55,4 +55,5 @@ if redis.call('HDEL', tk, 'w') == 1 then
   redis.call('PUBLISH', ARGV[3], key)
 end
 fire(KEYS[5], KEYS[6], KEYS[7], ARGV[7], 'cancelled')
+member_ended(tk, KEYS[6], ARGV[7], 'cancelled')
 return {'cancelled'}

@@ -24,9 +24,10 @@
 --   cancelled instead)
 --   op 'c' cancelled: a1 retention ms, a2 reason
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
--- Succeeded, dead and cancelled tasks fire their continuations into the outbox.
+-- Succeeded, dead and cancelled tasks fire their continuations into the
+-- outbox, and, when they are members of a group (field g), tell it there.
 -- Returns: n integers, 1 applied (also for a replay of this same call), 2
--- applied and continuations fired (drain the outbox), 0 lease lost (the entry
+-- applied and the outbox written (drain it), 0 lease lost (the entry
 -- is no longer pending under this consumer with this delivery count; nothing
 -- was written for it).
 local now = now_ms()
@@ -78,6 +79,7 @@ for i = 0, n - 1 do
       if not fresh then
         notify = redis.call('HGET', tk, 'w') ~= false
         if fire(ck, KEYS[5], KEYS[4], qname .. '/' .. key, 'succeeded') > 0 then res[i + 1] = 2 end
+        if member_ended(tk, KEYS[5], qname .. '/' .. key, 'succeeded') then res[i + 1] = 2 end
         redis.call('DEL', tk)
         fresh = true
       end
@@ -119,6 +121,7 @@ for i = 0, n - 1 do
     end
     if final and not fresh then
       if fire(ck, KEYS[5], KEYS[4], qname .. '/' .. key, final) > 0 then res[i + 1] = 2 end
+      if member_ended(tk, KEYS[5], qname .. '/' .. key, final) then res[i + 1] = 2 end
       if redis.call('HDEL', tk, 'w') == 1 then
         redis.call('PUBLISH', chan, key)
       end

@@ -6,7 +6,11 @@
 -- ARGV[1]  consumer group name (unused: the client creates the group once)
 -- ARGV[2]  how long the op marker lives, ms
 -- ARGV[3]  n, the number of tasks
--- ARGV[4..] per task two values: user key ('' for an auto-keyed task), envelope
+-- ARGV[4..] per task four values: user key ('' for an auto-keyed task),
+--           envelope, group ('' or the public id of the group the task is a
+--           member of; only keyed tasks), hold ('1': the task is created
+--           waiting, outside the stream, until activate.lua moves it in;
+--           only keyed tasks)
 -- Returns: a flat array, per task: task key (the entry id for auto keys), 1 if the
 -- key already named a task (nothing was added) else 0. A replay returns the first
 -- run's answer.
@@ -17,8 +21,8 @@ end
 local out = {}
 local ki = 3
 for i = 0, tonumber(ARGV[3]) - 1 do
-  local key = ARGV[4 + 2 * i]
-  local env = ARGV[5 + 2 * i]
+  local b = 4 + 4 * i
+  local key, env, grp, hold = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   if key == '' then
     out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'm', env)
     out[#out + 1] = 0
@@ -29,8 +33,13 @@ for i = 0, tonumber(ARGV[3]) - 1 do
       out[#out + 1] = key
       out[#out + 1] = 1
     else
-      local id = redis.call('XADD', KEYS[1], '*', 'm', env)
-      redis.call('HSET', tk, 'st', 'pending', 'e', id)
+      if hold == '1' then
+        redis.call('HSET', tk, 'st', 'waiting', 'm', env)
+      else
+        local id = redis.call('XADD', KEYS[1], '*', 'm', env)
+        redis.call('HSET', tk, 'st', 'pending', 'e', id)
+      end
+      if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       out[#out + 1] = key
       out[#out + 1] = 0
     end

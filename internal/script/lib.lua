@@ -46,3 +46,14 @@ local function fire(ck, outbox, hooks, parent, state)
   if #specs > 0 then redis.call('DEL', ck) end
   return #specs
 end
+
+-- member_ended tells the group the task with hash tk belongs to (its field g,
+-- a public group id) that the task, member, ended in state: an entry in
+-- outbox, which a drain hands to the group's slot. Returns whether the task
+-- belongs to a group.
+local function member_ended(tk, outbox, member, state)
+  local g = redis.call('HGET', tk, 'g')
+  if not g then return false end
+  redis.call('XADD', outbox, '*', 'g', g, 'm', member, 'st', state)
+  return true
+end

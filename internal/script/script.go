@@ -41,6 +41,16 @@ var (
 	activateSrc string
 	//go:embed purgedead.lua
 	purgeDeadSrc string
+	//go:embed groupnew.lua
+	groupNewSrc string
+	//go:embed groupadd.lua
+	groupAddSrc string
+	//go:embed groupend.lua
+	groupEndSrc string
+	//go:embed groupcont.lua
+	groupContSrc string
+	//go:embed groupcancel.lua
+	groupCancelSrc string
 )
 
 // The scripts, one per file.
@@ -58,12 +68,19 @@ var (
 	Waiting   = newScript(waitingSrc)
 	Activate  = newScript(activateSrc)
 	PurgeDead = newScript(purgeDeadSrc)
+
+	GroupNew    = newScript(groupNewSrc)
+	GroupAdd    = newScript(groupAddSrc)
+	GroupEnd    = newScript(groupEndSrc)
+	GroupCont   = newScript(groupContSrc)
+	GroupCancel = newScript(groupCancelSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
 func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
 
-var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead}
+var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
+	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

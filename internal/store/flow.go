@@ -72,15 +72,27 @@ func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key,
 	return v == "fired", nil
 }
 
-// DrainOutbox activates the continuations in q's outbox, and in the outboxes
-// their cancellations fill in turn, until all are empty. Each is activated
-// once however many processes drain at the same time. retainMs is how long a
-// continuation cancelled here (its parent did not succeed) is kept.
+// DrainOutbox works off q's outbox, and the outboxes that work fills in
+// turn, until all are empty. An outbox holds three kinds of entries:
+//   - s: a continuation (or a released InvokeAll member) to activate in its
+//     own queue, exactly once however many processes drain at the same time;
+//   - g: a group member that ended, counted by the group's slot (again once);
+//   - x: a group whose open members are to be cancelled (fail fast, Cancel).
+//
+// retainMs is how long a task cancelled here is kept.
 func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, retainMs int64) error {
 	todo := []keys.Queue{q}
+	queued := map[string]bool{q.Name: true}
+	push := func(t keys.Queue) {
+		if !queued[t.Name] {
+			queued[t.Name] = true
+			todo = append(todo, t)
+		}
+	}
 	for len(todo) > 0 {
 		cur := todo[0]
 		todo = todo[1:]
+		delete(queued, cur.Name)
 		for {
 			entries, err := rdb.XRangeN(ctx, cur.Outbox(), "-", "+", 100).Result()
 			if err != nil {
@@ -90,28 +102,53 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 				break
 			}
 			ids := make([]string, 0, len(entries))
+			ends := map[string][]MemberEnd{}
+			var order []string
 			for _, e := range entries {
 				ids = append(ids, e.ID)
-				spec, _ := e.Values["s"].(string)
-				parent, _ := e.Values["p"].(string)
-				state, _ := e.Values["st"].(string)
-				tq, tkey, only, err := parseSpec(spec)
-				if err != nil {
-					// Written by nothing of ours: drop it rather than block the outbox.
+				if g, ok := e.Values["g"].(string); ok {
+					m, _ := e.Values["m"].(string)
+					st, _ := e.Values["st"].(string)
+					if _, ok := ends[g]; !ok {
+						order = append(order, g)
+					}
+					ends[g] = append(ends[g], MemberEnd{Member: m, State: st})
 					continue
 				}
-				t := keys.ForQueue(tq)
-				ks := []string{t.Task(tkey), t.Stream(), t.Conts(tkey), t.Outbox(), t.Hooks()}
-				flag := "0"
-				if only {
-					flag = "1"
+				if x, ok := e.Values["x"].(string); ok {
+					why, _ := e.Values["why"].(string)
+					g, err := ParseGroupRef(x)
+					if err != nil {
+						continue // written by nothing of ours
+					}
+					touched, err := CancelOpenMembers(ctx, rdb, g, why, retainMs)
+					if err != nil {
+						return err
+					}
+					for _, t := range touched {
+						push(t)
+					}
+					continue
 				}
-				r, err := script.Activate.Run(ctx, rdb, ks, tkey, flag, parent, state, t.Done(), retainMs, keys.TaskID(tq, tkey)).Int64()
-				if err != nil && !errors.Is(err, redis.Nil) {
-					return fmt.Errorf("activate continuation %s: %w", keys.TaskID(tq, tkey), err)
+				t, fired, err := activate(ctx, rdb, e.Values, retainMs)
+				if err != nil {
+					return err
 				}
-				if r == 2 {
-					todo = append(todo, t)
+				if fired {
+					push(t)
+				}
+			}
+			for _, gid := range order {
+				g, err := ParseGroupRef(gid)
+				if err != nil {
+					continue // written by nothing of ours
+				}
+				_, wrote, err := EndMembers(ctx, rdb, g, ends[gid])
+				if err != nil {
+					return err
+				}
+				if wrote {
+					push(g.Home)
 				}
 			}
 			if err := rdb.XDel(ctx, cur.Outbox(), ids...).Err(); err != nil {
@@ -120,6 +157,30 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 		}
 	}
 	return nil
+}
+
+// activate runs activate.lua for one outbox entry of kind s; fired reports
+// that it wrote the outbox of queue t.
+func activate(ctx context.Context, rdb redis.UniversalClient, v map[string]any, retainMs int64) (t keys.Queue, fired bool, err error) {
+	spec, _ := v["s"].(string)
+	parent, _ := v["p"].(string)
+	state, _ := v["st"].(string)
+	tq, tkey, only, err := parseSpec(spec)
+	if err != nil {
+		// Written by nothing of ours: drop it rather than block the outbox.
+		return t, false, nil
+	}
+	t = keys.ForQueue(tq)
+	ks := []string{t.Task(tkey), t.Stream(), t.Conts(tkey), t.Outbox(), t.Hooks()}
+	flag := "0"
+	if only {
+		flag = "1"
+	}
+	r, err := script.Activate.Run(ctx, rdb, ks, tkey, flag, parent, state, t.Done(), retainMs, keys.TaskID(tq, tkey)).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return t, false, fmt.Errorf("activate %s: %w", keys.TaskID(tq, tkey), err)
+	}
+	return t, r == 2, nil
 }
 
 // AddKids records child task ids under their parent's kids set, kept 7 days

@@ -83,6 +83,8 @@ func EnsureGroup(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
 type NewTask struct {
 	UserKey  string // '' for an auto-keyed task
 	Envelope []byte
+	Group    string // public id of the group it is a member of (keyed tasks only)
+	Hold     bool   // created waiting, outside the stream (keyed tasks only)
 }
 
 // Enqueued is the answer for one task of a batch.
@@ -94,13 +96,17 @@ type Enqueued struct {
 // EnqueueArgs builds the keys and args of enqueue.lua for one batch.
 func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]string, []any) {
 	ks := []string{q.Stream(), q.Op(opID)}
-	args := make([]any, 0, 3+2*len(tasks))
+	args := make([]any, 0, 3+4*len(tasks))
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
 		if t.UserKey != "" {
 			ks = append(ks, q.Task(t.UserKey), q.Result(t.UserKey))
 		}
-		args = append(args, t.UserKey, t.Envelope)
+		hold := ""
+		if t.Hold {
+			hold = "1"
+		}
+		args = append(args, t.UserKey, t.Envelope, t.Group, hold)
 	}
 	return ks, args
 }
@@ -327,10 +333,14 @@ func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, wa
 	if err != nil {
 		return TaskState{}, fmt.Errorf("read state of task %s: %w", keys.TaskID(q.Name, key), err)
 	}
+	return parseState(v), nil
+}
+
+func parseState(v []any) TaskState {
 	var ts TaskState
 	ts.State, _ = v[0].(string)
 	if ts.State == "" || len(v) < 8 {
-		return TaskState{}, nil
+		return TaskState{}
 	}
 	ts.EntryID, _ = v[1].(string)
 	if a, _ := v[2].(string); a != "" {
@@ -347,7 +357,44 @@ func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, wa
 		ts.FinishedMs, _ = strconv.ParseInt(f, 10, 64)
 	}
 	ts.Deliveries, _ = v[7].(int64)
-	return ts, nil
+	return ts
+}
+
+// States reads the states of many tasks (ids "<queue>/<key>") in one
+// pipeline; an unknown task has State "".
+func States(ctx context.Context, rdb redis.UniversalClient, ids []string) ([]TaskState, error) {
+	out := make([]TaskState, len(ids))
+	for try := 0; ; try++ {
+		cmds := make([]*redis.Cmd, len(ids))
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				qn, key, err := keys.SplitTaskID(id)
+				if err != nil {
+					return err
+				}
+				q := keys.ForQueue(qn)
+				cmds[i] = script.State.EvalSha(ctx, p, []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks()}, keys.Group, key, "", WatchTTL.Milliseconds())
+			}
+			return nil
+		})
+		if err != nil && try == 0 && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			if err := script.Load(ctx, rdb); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		for i, c := range cmds {
+			v, cerr := c.Slice()
+			if cerr != nil {
+				if strings.HasPrefix(cerr.Error(), "NOGROUP") {
+					continue
+				}
+				return nil, fmt.Errorf("read state of task %s: %w", ids[i], cerr)
+			}
+			out[i] = parseState(v)
+		}
+		return out, nil
+	}
 }
 
 // RetryDead moves a dead task back into the stream with envelope env.

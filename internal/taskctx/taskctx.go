@@ -12,6 +12,11 @@ type Info struct {
 	TraceParent string
 	TraceState  string
 	DeadlineMs  int64 // the task's own deadline, Unix ms in Redis time; 0 = none
+	Prev        string // the task or group this task continues, if any
+
+	// Client is the worker's *client.Client, for package patterns' readers
+	// of a join's group.
+	Client any
 
 	// Ext is the worker's own view of the task, so that a handler's ctx
 	// carries one value.

@@ -1,0 +1,54 @@
+// Package bridge lets package patterns use parts of package client that are
+// not public API: enqueueing tasks as members of a group, or held waiting,
+// and the client's shared notification listener. Package client fills in
+// the functions in its init; the *client.Client travels as an any, since
+// client imports this package.
+package bridge
+
+import (
+	"context"
+	"time"
+)
+
+// Item is one task to enqueue for a pattern.
+type Item struct {
+	Args interface{ Kind() string }
+	Opts any // *client.EnqueueOpts, or nil
+
+	Key   string // the task's key, derived by the pattern (then Opts.ID must be empty); "" takes Opts.ID
+	Group string // public id of the group the task is a member of, or ""
+	Hold  bool   // create it waiting, outside the stream, until activated
+	Prev  string // what it continues (a group id for a join), or ""
+}
+
+// Placed is where an Item went.
+type Placed struct {
+	Queue   string
+	Key     string
+	Existed bool // a task with that key existed: nothing was added
+}
+
+var (
+	// Enqueue checks every item, then adds them all (pipelined); nothing is
+	// added when one is bad.
+	Enqueue func(ctx context.Context, c any, items []Item) ([]Placed, error)
+
+	// Prepare checks and encodes items without sending anything; Send
+	// enqueues what Prepare returned.
+	Prepare func(ctx context.Context, c any, items []Item) (any, error)
+	Send    func(ctx context.Context, c any, prepared any) ([]Placed, error)
+
+	// Watch registers interest in messages equal to key on channel, once
+	// subscribed; the returned channel receives a value whenever one may have
+	// arrived (also after a reconnect). stop unregisters.
+	Watch func(ctx context.Context, c any, channel, key string) (<-chan struct{}, func(), error)
+
+	// Handle returns the *client.Handle of a task.
+	Handle func(c any, queue, key string, dup bool) any
+
+	// Retention is the client's default result retention.
+	Retention func(c any) time.Duration
+
+	// QueueOf is the queue Opts names, or the client's default queue.
+	QueueOf func(c any, opts any) string
+)

@@ -1,0 +1,14 @@
+-- groupcont.lua: registers a continuation on a group, or, if the group has
+-- ended, puts it straight into the outbox (one script decides, so a
+-- registration racing the group's end is neither lost nor doubled).
+-- KEYS[1]  group hash, KEYS[2] its continuations, KEYS[3] home queue's outbox
+-- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] public group id
+-- Returns: 'registered', 'fired' (drain the outbox) or 'unknown'.
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return 'unknown' end
+if st == 'running' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 'registered'
+end
+redis.call('XADD', KEYS[3], '*', 's', ARGV[1], 'p', ARGV[2], 'st', st)
+return 'fired'

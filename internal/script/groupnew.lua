@@ -1,0 +1,19 @@
+-- groupnew.lua: creates a group (fork/join, InvokeAll) in its home queue's
+-- slot, open (the sentinel member "~open" keeps it from ending) until
+-- groupend.lua seals it once every member was added and enqueued.
+-- KEYS[1]  group hash, KEYS[2] its open-member set
+-- ARGV[1]  number of members, ARGV[2] '1' fail fast, ARGV[3] InvokeAll limit
+--          (0: none), ARGV[4] retention ms, ARGV[5] public id of the group
+--          this one is a member of (''), ARGV[6] its member name there
+-- Returns: 'new'; 'open' (it exists and was never sealed: a call that
+-- failed halfway, to be completed); 'sealed' (it exists, complete).
+local st = redis.call('HGET', KEYS[1], 'st')
+if st then
+  if redis.call('HGET', KEYS[1], 'sealed') == '1' then return 'sealed' end
+  return 'open'
+end
+redis.call('HSET', KEYS[1], 'st', 'running', 'n', ARGV[1], 'ok', 0, 'bad', 0,
+  'ff', ARGV[2], 'lim', ARGV[3], 'free', ARGV[3], 'ret', ARGV[4],
+  'pg', ARGV[5], 'pm', ARGV[6], 'at', now_ms())
+redis.call('SADD', KEYS[2], '~open')
+return 'new'

@@ -1,0 +1,295 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
+)
+
+// GroupRef names a group: its home queue, whose slot holds its keys, and
+// its own id.
+type GroupRef struct {
+	Home keys.Queue
+	ID   string
+}
+
+// ParseGroupRef parses a public group id ("group:<home>/<id>").
+func ParseGroupRef(s string) (GroupRef, error) {
+	home, id, err := keys.SplitGroupID(s)
+	if err != nil {
+		return GroupRef{}, err
+	}
+	return GroupRef{Home: keys.ForQueue(home), ID: id}, nil
+}
+
+// String returns the public id.
+func (g GroupRef) String() string { return keys.GroupID(g.Home.Name, g.ID) }
+
+// OpenMember is the sentinel that keeps a group from ending until sealed.
+const OpenMember = "~open"
+
+// GroupSettings are fixed when a group is created.
+type GroupSettings struct {
+	Members     int
+	FailFast    bool
+	Limit       int // InvokeAll concurrency; 0 for none
+	RetainMs    int64
+	Parent      string // public id of the group this one is a member of
+	ParentEntry string // this group's member name there
+}
+
+// NewGroup creates g (see groupnew.lua); it returns "new", "open" (exists,
+// never sealed) or "sealed".
+func NewGroup(ctx context.Context, rdb redis.Scripter, g GroupRef, s GroupSettings) (string, error) {
+	ff := "0"
+	if s.FailFast {
+		ff = "1"
+	}
+	v, err := script.GroupNew.Run(ctx, rdb, []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID)},
+		s.Members, ff, s.Limit, s.RetainMs, s.Parent, s.ParentEntry).Text()
+	if err != nil {
+		return "", fmt.Errorf("create group %s: %w", g, err)
+	}
+	return v, nil
+}
+
+// GroupMember is one member to add: a task id or a group id.
+type GroupMember struct {
+	Index int
+	Name  string
+	Held  bool
+}
+
+// groupAddChunk bounds the members of one groupadd.lua call.
+const groupAddChunk = 1000
+
+// AddGroupMembers adds members in pipelined chunks. It returns the group's
+// state: "running", or the state it ended in meanwhile (then not every
+// chunk may have been added).
+func AddGroupMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, ms []GroupMember) (string, error) {
+	ks := []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID), g.Home.GroupOrder(g.ID), g.Home.GroupHeld(g.ID)}
+	var cmds []*redis.Cmd
+	send := func() error {
+		cmds = cmds[:0]
+		rest := ms
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for len(rest) > 0 {
+				n := min(len(rest), groupAddChunk)
+				args := make([]any, 0, 3*n)
+				for _, m := range rest[:n] {
+					held := "0"
+					if m.Held {
+						held = "1"
+					}
+					args = append(args, m.Index, m.Name, held)
+				}
+				cmds = append(cmds, script.GroupAdd.EvalSha(ctx, p, ks, args...))
+				rest = rest[n:]
+			}
+			return nil
+		})
+		return err
+	}
+	err := send()
+	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		// Redis lost its scripts (a restart): load them and send again,
+		// which groupadd.lua makes safe.
+		if lerr := script.Load(ctx, rdb); lerr != nil {
+			return "", lerr
+		}
+		err = send()
+	}
+	if err != nil {
+		return "", fmt.Errorf("add members to group %s: %w", g, err)
+	}
+	for _, c := range cmds {
+		if st, _ := c.Text(); st != "running" {
+			return st, nil
+		}
+	}
+	return "running", nil
+}
+
+// MemberEnd is one ended member for EndMembers.
+type MemberEnd struct {
+	Member string
+	State  string
+}
+
+// EndMembers counts ended members of g (see groupend.lua). It returns the
+// group's state ("" when unknown) and whether g's home outbox was written.
+func EndMembers(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []MemberEnd) (string, bool, error) {
+	h := g.Home
+	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks()}
+	args := make([]any, 0, 3+2*len(ends))
+	args = append(args, h.Done(), g.String(), g.ID)
+	for _, e := range ends {
+		args = append(args, e.Member, e.State)
+	}
+	v, err := script.GroupEnd.Run(ctx, rdb, ks, args...).Slice()
+	if err != nil {
+		return "", false, fmt.Errorf("count ended members of group %s: %w", g, err)
+	}
+	st, _ := v[0].(string)
+	wrote, _ := v[1].(int64)
+	return st, wrote == 1, nil
+}
+
+// SealGroup marks g complete: it may end from now on, and InvokeAll's first
+// members are released.
+func SealGroup(ctx context.Context, rdb redis.Scripter, g GroupRef) (string, bool, error) {
+	return EndMembers(ctx, rdb, g, []MemberEnd{{Member: OpenMember, State: "succeeded"}})
+}
+
+// AddGroupContinuation registers spec on g, or fires it when g has ended.
+func AddGroupContinuation(ctx context.Context, rdb redis.Scripter, g GroupRef, spec string) (fired bool, err error) {
+	h := g.Home
+	v, err := script.GroupCont.Run(ctx, rdb, []string{h.Group(g.ID), h.GroupConts(g.ID), h.Outbox()}, spec, g.String()).Text()
+	if err != nil {
+		return false, fmt.Errorf("register continuation on %s: %w", g, err)
+	}
+	if v == "unknown" {
+		return false, fmt.Errorf("register continuation on %s: %w", g, ErrUnknownTask)
+	}
+	return v == "fired", nil
+}
+
+// CancelGroup asks g to end cancelled (see groupcancel.lua); it returns the
+// group's state, "" when unknown.
+func CancelGroup(ctx context.Context, rdb redis.Scripter, g GroupRef, reason string) (string, error) {
+	h := g.Home
+	v, err := script.GroupCancel.Run(ctx, rdb, []string{h.Group(g.ID), h.Outbox()}, g.String(), reason).Text()
+	if err != nil {
+		return "", fmt.Errorf("cancel group %s: %w", g, err)
+	}
+	return v, nil
+}
+
+// GroupState is a group's counters.
+type GroupState struct {
+	State     string // running, succeeded, failed, cancelled; "" unknown
+	Members   int
+	Succeeded int
+	Failed    int
+	First     string // the first member that did not succeed
+	Parent    string
+	StartMs   int64
+	EndMs     int64
+}
+
+// ReadGroup reads g's counters in one HMGET.
+func ReadGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef) (GroupState, error) {
+	v, err := rdb.HMGet(ctx, g.Home.Group(g.ID), "st", "n", "ok", "bad", "first", "pg", "at", "fin").Result()
+	if err != nil {
+		return GroupState{}, fmt.Errorf("read group %s: %w", g, err)
+	}
+	str := func(i int) string { s, _ := v[i].(string); return s }
+	num := func(i int) int64 { n, _ := strconv.ParseInt(str(i), 10, 64); return n }
+	return GroupState{
+		State: str(0), Members: int(num(1)), Succeeded: int(num(2)), Failed: int(num(3)),
+		First: str(4), Parent: str(5), StartMs: num(6), EndMs: num(7),
+	}, nil
+}
+
+// GroupMembers returns the names of g's members with submission index in
+// [from, to], in order.
+func GroupMembers(ctx context.Context, rdb redis.Cmdable, g GroupRef, from, to int) ([]string, error) {
+	v, err := rdb.ZRangeByScore(ctx, g.Home.GroupOrder(g.ID), &redis.ZRangeBy{Min: strconv.Itoa(from), Max: strconv.Itoa(to)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read members of group %s: %w", g, err)
+	}
+	return v, nil
+}
+
+// cancelChunk bounds the cancel calls of one pipeline.
+const cancelChunk = 256
+
+// CancelOpenMembers cancels every open member of g (tasks, and nested
+// groups). It returns the queues whose outboxes the cancels wrote.
+func CancelOpenMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, reason string, retainMs int64) ([]keys.Queue, error) {
+	seen := map[string]bool{}
+	var touched []keys.Queue
+	touch := func(q keys.Queue) {
+		if !seen[q.Name] {
+			seen[q.Name] = true
+			touched = append(touched, q)
+		}
+	}
+	var cursor uint64
+	for {
+		ms, next, err := rdb.SScan(ctx, g.Home.GroupOpen(g.ID), cursor, "", cancelChunk).Result()
+		if err != nil {
+			return touched, fmt.Errorf("read open members of group %s: %w", g, err)
+		}
+		type call struct {
+			q   keys.Queue
+			cmd *redis.Cmd
+		}
+		var calls []call
+		for try := 0; ; try++ {
+			calls = calls[:0]
+			_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, m := range ms {
+					if m == OpenMember {
+						continue
+					}
+					if keys.IsGroupID(m) {
+						sub, err := ParseGroupRef(m)
+						if err != nil {
+							continue
+						}
+						sh := sub.Home
+						calls = append(calls, call{sh, script.GroupCancel.EvalSha(ctx, p, []string{sh.Group(sub.ID), sh.Outbox()}, sub.String(), reason)})
+						continue
+					}
+					qn, key, err := keys.SplitTaskID(m)
+					if err != nil {
+						continue
+					}
+					q := keys.ForQueue(qn)
+					ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
+					calls = append(calls, call{q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m)})
+				}
+				return nil
+			})
+			var first error
+			noScript := false
+			for _, c := range calls {
+				err := c.cmd.Err()
+				switch {
+				case err == nil:
+					touch(c.q)
+				case strings.HasPrefix(err.Error(), "NOSCRIPT"):
+					noScript = true
+				case strings.HasPrefix(err.Error(), "NOGROUP"):
+				default:
+					if first == nil {
+						first = err
+					}
+				}
+			}
+			if noScript && try == 0 {
+				// Redis lost its scripts (a restart): load them, send again
+				// (a cancel repeated changes nothing).
+				if err := script.Load(ctx, rdb); err != nil {
+					return touched, err
+				}
+				continue
+			}
+			if first != nil {
+				return touched, fmt.Errorf("cancel open members of group %s: %w", g, first)
+			}
+			break
+		}
+		if next == 0 {
+			return touched, nil
+		}
+		cursor = next
+	}
+}

@@ -1,0 +1,338 @@
+package patterns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/bridge"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/taskctx"
+)
+
+// Option tunes a group.
+type Option func(*options)
+
+type options struct {
+	id        string
+	queue     string
+	failFast  bool
+	retention time.Duration
+}
+
+// WithID names the group (the name rule [A-Za-z0-9._-], at most 100 bytes):
+// starting a group with the same id again adds nothing and returns a handle
+// with Duplicate true, and a call that failed halfway may be made again to
+// complete it. Members' task ids derive from it ("<queue>/<id>.<index>").
+// Defaults to a random id.
+func WithID(id string) Option { return func(o *options) { o.id = id } }
+
+// InQueue sets the group's home queue, whose Redis slot holds the group's
+// state. Defaults to the queue of the first member.
+func InQueue(queue string) Option { return func(o *options) { o.queue = queue } }
+
+// FailFast ends the group at the first member that does not succeed: the
+// group ends GroupFailed at once, its continuations (the join) start, and
+// the members not yet ended are cancelled.
+func FailFast() Option { return func(o *options) { o.failFast = true } }
+
+// WithRetention sets how long the group's state is kept once it ended.
+// Defaults to the client's Config.Retention. Members keep their own
+// retention (EnqueueOpts.Retention).
+func WithRetention(d time.Duration) Option { return func(o *options) { o.retention = d } }
+
+// ForkJoin enqueues every spec as a member of a new group (pipelined) and
+// returns the group's handle. join, when not nil, is a task that runs once
+// every member has ended, exactly once, however the members ended (with
+// FailFast: at the first failure); its handler reads the members' outcomes
+// with JoinOutcomes or JoinResults. A spec made by Sub is a nested group.
+//
+// Every spec is checked before anything is written; EnqueueOpts.ID must be
+// empty (members' ids derive from the group's, see WithID). A member in any
+// queue may end the group: its end is handed to the group's slot in a second,
+// idempotent step. Called from a handler, the members become the handler
+// task's children (cancelling that task cancels them).
+func ForkJoin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, opts ...Option) (*Group, error) {
+	return begin(ctx, c, specs, join, 0, opts)
+}
+
+// InvokeAll is ForkJoin without a join, where at most concurrency members
+// are admitted at a time across every worker and process: the others wait in
+// Redis, outside the queues' streams (so they never hold a worker), and each
+// member that ends releases the next, in submission order. An admitted
+// member holds its slot until it ends, including its retries; one whose
+// worker dies keeps it while its lease runs out and another worker takes it
+// over, so slots never leak. concurrency 0 means ForkJoin; nested groups are
+// not allowed. The group's handle supports ContinueWith.
+func InvokeAll(ctx context.Context, c *client.Client, concurrency int, specs []client.Spec, opts ...Option) (*Group, error) {
+	if concurrency < 0 {
+		return nil, fmt.Errorf("patterns.InvokeAll: concurrency is %d, must be 0 (no limit) or more", concurrency)
+	}
+	return begin(ctx, c, specs, nil, concurrency, opts)
+}
+
+// Sub describes a nested group: used as a spec of ForkJoin, it runs specs as
+// a group of their own (with join, when not nil) and counts as one member
+// of the outer group, ending when its join ends (or, without a join, when
+// the nested group ends). Its members' ids derive from the outer group's id.
+// A Sub spec is only for ForkJoin: enqueueing it otherwise fails.
+func Sub(specs []client.Spec, join *client.Spec, opts ...Option) client.Spec {
+	return client.Spec{Args: &subGroup{specs: specs, join: join, opts: opts}}
+}
+
+type subGroup struct {
+	specs []client.Spec
+	join  *client.Spec
+	opts  []Option
+}
+
+func (*subGroup) Kind() string { return "patterns.Sub" }
+
+// EncodeMsgpack refuses: a nested group is not a task.
+func (*subGroup) EncodeMsgpack(*msgpack.Encoder) error {
+	return errors.New("a patterns.Sub spec is a nested group, only for patterns.ForkJoin")
+}
+
+// plan is a group checked and encoded, not yet written.
+type plan struct {
+	ref      store.GroupRef
+	settings store.GroupSettings
+	members  []store.GroupMember
+	children any    // prepared by bridge.Prepare
+	join     any    // prepared join, or nil
+	joinSpec string // its continuation spec
+	subs     []*plan
+}
+
+func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, limit int, opts []Option) (*Group, error) {
+	what := "patterns.ForkJoin"
+	if limit > 0 {
+		what = "patterns.InvokeAll"
+	}
+	if c == nil {
+		return nil, fmt.Errorf("%s: client is nil", what)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.id == "" {
+		o.id = "g" + randomID()
+	}
+	p, err := makePlan(ctx, c, specs, join, limit, o, link{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	dup, err := run(ctx, c, p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: group %s: %w", what, p.ref, err)
+	}
+	return &Group{c: c, ref: p.ref, dup: dup}, nil
+}
+
+// link ties a nested group to its parent: either the group itself is a
+// member (parent, entry), or its join is (joinGroup).
+type link struct {
+	parent, entry string
+	joinGroup     string
+}
+
+// makePlan checks and encodes a group, recursively; nothing is written.
+func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, limit int, o options, l link) (*plan, error) {
+	if err := keys.ValidateName("group id", o.id); err != nil {
+		return nil, err
+	}
+	if len(o.id) > keys.MaxGroupIDLen {
+		return nil, fmt.Errorf("group id %.40q... is %d bytes, the limit is %d (nested groups add .<index> per level): %w", o.id, len(o.id), keys.MaxGroupIDLen, keys.ErrInvalidName)
+	}
+	home := o.queue
+	if home == "" && len(specs) > 0 {
+		home = queueOf(c, specs[0])
+	}
+	if home == "" {
+		home = bridge.QueueOf(c, nil)
+	}
+	if err := keys.ValidateName("queue", home); err != nil {
+		return nil, fmt.Errorf("home queue: %w", err)
+	}
+	if o.retention < 0 || o.retention > 0 && o.retention < time.Millisecond {
+		return nil, fmt.Errorf("retention is %v, must be 0 (the client's) or at least 1ms", o.retention)
+	}
+	ret := o.retention
+	if ret == 0 {
+		ret = bridge.Retention(c)
+	}
+	p := &plan{
+		ref: store.GroupRef{Home: keys.ForQueue(home), ID: o.id},
+		settings: store.GroupSettings{
+			Members: len(specs), FailFast: o.failFast, Limit: limit, RetainMs: ret.Milliseconds(),
+			Parent: l.parent, ParentEntry: l.entry,
+		},
+		members: make([]store.GroupMember, len(specs)),
+	}
+	gid := p.ref.String()
+	var items []bridge.Item
+	for i, s := range specs {
+		key := o.id + "." + strconv.Itoa(i)
+		sg, nested := s.Args.(*subGroup)
+		if !nested {
+			q := queueOf(c, s)
+			p.members[i] = store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0}
+			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0})
+			continue
+		}
+		if limit > 0 {
+			return nil, fmt.Errorf("spec %d is a nested group (patterns.Sub); InvokeAll takes tasks only", i)
+		}
+		var so options
+		for _, opt := range sg.opts {
+			opt(&so)
+		}
+		if so.id != "" {
+			return nil, fmt.Errorf("spec %d: a nested group's id derives from its parent's; WithID is not for Sub", i)
+		}
+		so.id = key
+		var sub *plan
+		var err error
+		if sg.join != nil {
+			// The nested group's join stands for it in this group.
+			sub, err = makePlan(ctx, c, sg.specs, sg.join, 0, so, link{joinGroup: gid})
+			if err == nil {
+				p.members[i] = store.GroupMember{Index: i, Name: keys.TaskID(queueOf(c, *sg.join), key+".join")}
+			}
+		} else {
+			sub, err = makePlan(ctx, c, sg.specs, nil, 0, so, link{parent: gid})
+			if err == nil {
+				sub.settings.ParentEntry = sub.ref.String()
+				p.members[i] = store.GroupMember{Index: i, Name: sub.ref.String()}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("spec %d (nested group): %w", i, err)
+		}
+		p.subs = append(p.subs, sub)
+	}
+	var err error
+	if p.children, err = bridge.Prepare(ctx, c, items); err != nil {
+		return nil, err
+	}
+	if join != nil {
+		ji := bridge.Item{Args: join.Args, Opts: optsOf(*join), Key: o.id + ".join", Hold: true, Prev: gid, Group: l.joinGroup}
+		if p.join, err = bridge.Prepare(ctx, c, []bridge.Item{ji}); err != nil {
+			return nil, fmt.Errorf("join: %w", err)
+		}
+		p.joinSpec = store.ContSpec(queueOf(c, *join), ji.Key, false)
+	}
+	return p, nil
+}
+
+func queueOf(c *client.Client, s client.Spec) string { return bridge.QueueOf(c, s.Opts) }
+
+// optsOf returns s's options as the bridge carries them (a nil pointer
+// stays an untyped nil).
+func optsOf(s client.Spec) any {
+	if s.Opts == nil {
+		return nil
+	}
+	return s.Opts
+}
+
+// run writes a plan: the group and its members first, then the join and
+// the nested groups, then the members' tasks, and last the seal that lets
+// the group end. It returns true when the group existed complete already.
+func run(ctx context.Context, c *client.Client, p *plan) (bool, error) {
+	rdb := c.Redis()
+	retain := bridge.Retention(c).Milliseconds()
+	st, err := store.NewGroup(ctx, rdb, p.ref, p.settings)
+	if err != nil {
+		return false, err
+	}
+	if st == "sealed" {
+		return true, nil
+	}
+	gst, err := store.AddGroupMembers(ctx, rdb, p.ref, p.members)
+	if err != nil {
+		return false, err
+	}
+	if gst == GroupRunning {
+		if p.join != nil {
+			if _, err := bridge.Send(ctx, c, p.join); err != nil {
+				return false, fmt.Errorf("join: %w", err)
+			}
+			if _, err := store.AddGroupContinuation(ctx, rdb, p.ref, p.joinSpec); err != nil {
+				return false, err
+			}
+		}
+		for _, sub := range p.subs {
+			if _, err := run(ctx, c, sub); err != nil {
+				return false, fmt.Errorf("nested group %s: %w", sub.ref, err)
+			}
+		}
+		if _, err := bridge.Send(ctx, c, p.children); err != nil {
+			return false, err
+		}
+	}
+	gst, _, err = store.SealGroup(ctx, rdb, p.ref)
+	if err != nil {
+		return false, err
+	}
+	if gst == GroupFailed || gst == GroupCancelled {
+		// It ended while members were still being added (fail fast): those
+		// added after the sweep that followed its end are cancelled here.
+		if _, err := store.CancelOpenMembers(ctx, rdb, p.ref, "group "+p.ref.String()+" ended "+gst, retain); err != nil {
+			return false, err
+		}
+	}
+	// Work the group's outbox (a released InvokeAll member, an empty group's
+	// join, cancelled members' notices) now rather than at a worker's next
+	// sweep.
+	return false, store.DrainOutbox(ctx, rdb, p.ref.Home, retain)
+}
+
+// JoinOutcomes returns how every member of the group that the running task
+// continues ended, in submission order: call it from the handler of a join
+// (ForkJoin) or of a group's continuation (Group.ContinueWith). The error
+// joins the members' errors.
+func JoinOutcomes(ctx context.Context) ([]Outcome, error) {
+	in, ok := taskctx.From(ctx)
+	if !ok {
+		return nil, errors.New("patterns.JoinOutcomes: ctx is not a handler's")
+	}
+	if !keys.IsGroupID(in.Prev) {
+		return nil, fmt.Errorf("patterns.JoinOutcomes: task %s does not continue a group", in.ID)
+	}
+	c, _ := in.Client.(*client.Client)
+	if c == nil {
+		return nil, errors.New("patterns.JoinOutcomes: the worker carries no client")
+	}
+	ref, err := store.ParseGroupRef(in.Prev)
+	if err != nil {
+		return nil, err
+	}
+	return readOutcomes(ctx, c, ref)
+}
+
+// JoinResults is JoinOutcomes with every result decoded into a T.
+func JoinResults[T any](ctx context.Context) ([]T, error) {
+	outs, err := JoinOutcomes(ctx)
+	if outs == nil {
+		return nil, err
+	}
+	return decodeAll[T](outs)
+}
+
+// JoinGroup returns the id of the group the running task continues, and
+// whether it continues one.
+func JoinGroup(ctx context.Context) (string, bool) {
+	in, ok := taskctx.From(ctx)
+	if !ok || !keys.IsGroupID(in.Prev) {
+		return "", false
+	}
+	return in.Prev, true
+}

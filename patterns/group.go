@@ -1,0 +1,344 @@
+package patterns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/bridge"
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// Group is a handle on a group of tasks started by ForkJoin or InvokeAll. Its
+// state lives in Redis, so any process may hold a handle (see Open).
+type Group struct {
+	c   *client.Client
+	ref store.GroupRef
+	dup bool
+}
+
+// Open returns a handle on the group with public id id ("group:<queue>/<id>",
+// as Group.ID returns it). It does not check that the group exists.
+func Open(c *client.Client, id string) (*Group, error) {
+	if c == nil {
+		return nil, errors.New("patterns.Open: client is nil")
+	}
+	ref, err := store.ParseGroupRef(id)
+	if err != nil {
+		return nil, fmt.Errorf("patterns.Open: %w", err)
+	}
+	return &Group{c: c, ref: ref}, nil
+}
+
+// ID returns the group's public id, "group:<home queue>/<id>".
+func (g *Group) ID() string { return g.ref.String() }
+
+// Duplicate reports that a group with this id had been started before (see
+// Options.ID): nothing was added.
+func (g *Group) Duplicate() bool { return g.dup }
+
+// Group states.
+const (
+	GroupRunning   = "running"
+	GroupSucceeded = "succeeded" // every member succeeded
+	GroupFailed    = "failed"    // some member did not succeed
+	GroupCancelled = "cancelled" // Cancel was called
+)
+
+// Progress is a group's counters, read in one round trip.
+type Progress struct {
+	State     string // GroupRunning, GroupSucceeded, GroupFailed or GroupCancelled
+	Total     int    // members
+	Succeeded int    // members that succeeded
+	Failed    int    // members that ended without success (dead, cancelled, a failed nested group)
+}
+
+// Done is how many members ended, however they ended.
+func (p Progress) Done() int { return p.Succeeded + p.Failed }
+
+// Ended reports whether the group ended.
+func (p Progress) Ended() bool { return p.State != GroupRunning }
+
+// ErrUnknownGroup is returned for a group that does not exist (never started,
+// or ended longer ago than its retention).
+var ErrUnknownGroup = errors.New("unknown group")
+
+// Progress returns the group's counters without waiting.
+func (g *Group) Progress(ctx context.Context) (Progress, error) {
+	st, err := store.ReadGroup(ctx, g.c.Redis(), g.ref)
+	if err != nil {
+		return Progress{}, err
+	}
+	if st.State == "" {
+		return Progress{}, fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
+	}
+	return Progress{State: st.State, Total: st.Members, Succeeded: st.Succeeded, Failed: st.Failed}, nil
+}
+
+// recheck bounds how long Wait trusts the notification channel alone.
+const recheck = 5 * time.Second
+
+// Wait waits until the group ended, or ctx is done, and returns its final
+// counters. It does not read the members' outcomes (see Outcome).
+func (g *Group) Wait(ctx context.Context) (Progress, error) {
+	// Subscribe first, then read: an end after the read is announced.
+	w, stop, err := bridge.Watch(ctx, g.c, g.ref.Home.Done(), keys.GroupPrefix+g.ref.ID)
+	if err != nil {
+		return Progress{}, fmt.Errorf("wait for group %s: %w", g.ID(), err)
+	}
+	defer stop()
+	t := time.NewTimer(recheck)
+	defer t.Stop()
+	for {
+		p, err := g.Progress(ctx)
+		if err != nil || p.Ended() {
+			return p, err
+		}
+		select {
+		case <-ctx.Done():
+			return p, ctx.Err()
+		case <-w:
+		case <-t.C:
+			t.Reset(recheck)
+		}
+	}
+}
+
+// Outcome is how one member of a group ended.
+type Outcome struct {
+	ID     string       // the member's task id, or a nested group's id
+	State  client.State // its final state; "" if it had not ended (see ErrUnfinished)
+	Result []byte       // msgpack of its result, when it succeeded (see ResultOf)
+	Err    error        // why it did not succeed: a *client.TaskError, a *GroupError, or ErrUnfinished
+}
+
+// ErrUnfinished is a member's error when it had not ended as its group ended
+// (the group failed fast, or was cancelled, while it ran) or its record
+// expired.
+var ErrUnfinished = errors.New("member had not ended")
+
+// GroupError is the error of a nested group that did not succeed.
+type GroupError struct {
+	ID     string
+	State  string // GroupFailed or GroupCancelled
+	Failed int    // members that did not succeed
+	Total  int
+	First  string // the first member that did not succeed
+}
+
+func (e *GroupError) Error() string {
+	return fmt.Sprintf("group %s %s: %d of %d members did not succeed, the first %s", e.ID, e.State, e.Failed, e.Total, e.First)
+}
+
+// ResultOf decodes a member's result into a T; it returns the member's error
+// if it did not succeed.
+func ResultOf[T any](o Outcome) (T, error) {
+	var out T
+	if o.Err != nil {
+		return out, o.Err
+	}
+	if len(o.Result) == 0 {
+		return out, nil
+	}
+	if err := codec.Unmarshal(o.Result, &out); err != nil {
+		return out, fmt.Errorf("decode result of %s into %T: %w", o.ID, out, err)
+	}
+	return out, nil
+}
+
+// Outcome waits until the group ended, then returns how each member ended,
+// in submission order, and the members' errors joined (nil when every member
+// succeeded). With fail fast, a member still running when the group ended
+// shows ErrUnfinished.
+func (g *Group) Outcome(ctx context.Context) ([]Outcome, error) {
+	if _, err := g.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return readOutcomes(ctx, g.c, g.ref)
+}
+
+// Results waits for g and decodes every member's result into a T, in
+// submission order. The error joins the members' errors; members that did
+// not succeed have T's zero value.
+func Results[T any](ctx context.Context, g *Group) ([]T, error) {
+	outs, err := g.Outcome(ctx)
+	if outs == nil {
+		return nil, err
+	}
+	return decodeAll[T](outs)
+}
+
+func decodeAll[T any](outs []Outcome) ([]T, error) {
+	res := make([]T, len(outs))
+	var errs []error
+	for i, o := range outs {
+		v, err := ResultOf[T](o)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res[i] = v
+	}
+	return res, errors.Join(errs...)
+}
+
+// readChunk is how many members one pipeline reads.
+const readChunk = 1000
+
+// readOutcomes reads how every member of an ended group ended.
+func readOutcomes(ctx context.Context, c *client.Client, ref store.GroupRef) ([]Outcome, error) {
+	rdb := c.Redis()
+	gs, err := store.ReadGroup(ctx, rdb, ref)
+	if err != nil {
+		return nil, err
+	}
+	if gs.State == "" {
+		return nil, fmt.Errorf("group %s: %w", ref, ErrUnknownGroup)
+	}
+	out := make([]Outcome, 0, gs.Members)
+	var errs []error
+	for from := 0; from < gs.Members; from += readChunk {
+		names, err := store.GroupMembers(ctx, rdb, ref, from, from+readChunk-1)
+		if err != nil {
+			return nil, err
+		}
+		var tasks []string
+		var at []int
+		base := len(out)
+		for _, m := range names {
+			o := Outcome{ID: m}
+			if keys.IsGroupID(m) {
+				o = nestedOutcome(ctx, c, m)
+			} else {
+				tasks = append(tasks, m)
+				at = append(at, len(out))
+			}
+			out = append(out, o)
+		}
+		sts, err := store.States(ctx, rdb, tasks)
+		if err != nil {
+			return nil, err
+		}
+		for i, ts := range sts {
+			out[at[i]] = taskOutcome(tasks[i], ts)
+		}
+		for _, o := range out[base:] {
+			if o.Err != nil {
+				errs = append(errs, o.Err)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func taskOutcome(id string, ts store.TaskState) Outcome {
+	st := client.State(ts.State)
+	switch {
+	case st == client.StateSucceeded:
+		return Outcome{ID: id, State: st, Result: ts.Result}
+	case st.Final():
+		return Outcome{ID: id, State: st, Err: &client.TaskError{ID: id, State: st, Attempt: ts.Attempt, Message: ts.Error}}
+	default:
+		return Outcome{ID: id, Err: fmt.Errorf("%s (%s): %w", id, orUnknown(ts.State), ErrUnfinished)}
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func nestedOutcome(ctx context.Context, c *client.Client, id string) Outcome {
+	ref, err := store.ParseGroupRef(id)
+	if err != nil {
+		return Outcome{ID: id, Err: err}
+	}
+	gs, err := store.ReadGroup(ctx, c.Redis(), ref)
+	if err != nil {
+		return Outcome{ID: id, Err: err}
+	}
+	switch gs.State {
+	case GroupSucceeded:
+		return Outcome{ID: id, State: client.StateSucceeded}
+	case GroupFailed, GroupCancelled:
+		st := client.StateDead
+		if gs.State == GroupCancelled {
+			st = client.StateCancelled
+		}
+		return Outcome{ID: id, State: st, Err: &GroupError{ID: id, State: gs.State, Failed: gs.Failed, Total: gs.Members, First: gs.First}}
+	default:
+		return Outcome{ID: id, Err: fmt.Errorf("%s (%s): %w", id, orUnknown(gs.State), ErrUnfinished)}
+	}
+}
+
+// Cancel cancels the group: members not started never start, running ones
+// are cancelled (see client.Handle.Cancel), nested groups are cancelled, and
+// the group ends GroupCancelled once every member ended. Cancelling an ended
+// group changes nothing. It returns once the requests are made.
+func (g *Group) Cancel(ctx context.Context) error {
+	st, err := store.CancelGroup(ctx, g.c.Redis(), g.ref, "group "+g.ID()+" cancelled")
+	if err != nil {
+		return err
+	}
+	if st == "" {
+		return fmt.Errorf("cancel group %s: %w", g.ID(), ErrUnknownGroup)
+	}
+	if st != GroupRunning {
+		return nil
+	}
+	return store.DrainOutbox(ctx, g.c.Redis(), g.ref.Home, bridge.Retention(g.c).Milliseconds())
+}
+
+// ContinueWith registers args as a task that runs once the group has ended,
+// exactly once, like client.Handle.ContinueWith; its handler reads the
+// members' outcomes with JoinOutcomes or JoinResults. OnlyOnSuccess runs it
+// only if every member succeeded (the group ended GroupSucceeded).
+func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client.ContinueOpts) (*client.Handle, error) {
+	var o client.ContinueOpts
+	if opts != nil {
+		o = *opts
+	}
+	if o.Queue == "" {
+		o.Queue = g.ref.Home.Name
+	}
+	if o.ID == "" {
+		o.ID = "c-" + randomID()
+	}
+	if _, err := g.Progress(ctx); err != nil {
+		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
+	}
+	eo := o.EnqueueOpts
+	placed, err := bridge.Enqueue(ctx, g.c, []bridge.Item{{Args: args, Opts: &eo, Hold: true, Prev: g.ID()}})
+	if err != nil {
+		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
+	}
+	p := placed[0]
+	h := bridge.Handle(g.c, p.Queue, p.Key, p.Existed).(*client.Handle)
+	if p.Existed {
+		if st, err := h.State(ctx); err != nil || st != client.StateWaiting {
+			return h, err
+		}
+	}
+	fired, err := store.AddGroupContinuation(ctx, g.c.Redis(), g.ref, store.ContSpec(p.Queue, p.Key, o.OnlyOnSuccess))
+	if err != nil {
+		return nil, err
+	}
+	if fired {
+		if err := store.DrainOutbox(ctx, g.c.Redis(), g.ref.Home, bridge.Retention(g.c).Milliseconds()); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func randomID() string {
+	return strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+}

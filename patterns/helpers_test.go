@@ -1,0 +1,107 @@
+package patterns_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/worker"
+)
+
+// Square is a member task: it returns N*N, fails permanently when N < 0, and
+// blocks until cancelled when Block is set.
+type Square struct {
+	N     int
+	Block bool
+}
+
+func (Square) Kind() string { return "square" }
+
+// Sum is a join.
+type Sum struct{ Tag string }
+
+func (Sum) Kind() string { return "sum" }
+
+type bundle struct {
+	env   *asynctest.Env
+	c     *client.Client
+	queue string
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	env := asynctest.Redis(t)
+	c, err := client.New(env.RDB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &bundle{env: env, c: c, queue: asynctest.Queue(t)}
+}
+
+// worker starts a worker on the test's queue (and extra queues), with
+// register adding the handlers.
+func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
+	t.Helper()
+	if cfg == nil {
+		cfg = &worker.Config{}
+	}
+	if cfg.Queues == nil {
+		cfg.Queues = map[string]int{b.queue: 1}
+	}
+	if cfg.BlockTimeout == 0 {
+		cfg.BlockTimeout = 50 * time.Millisecond
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = func(int) time.Duration { return 5 * time.Millisecond }
+	}
+	w, err := worker.New(b.env.RDB, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(w)
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.StopAndCancel(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return w
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func square(ctx context.Context, a Square) (int, error) {
+	if a.Block {
+		<-ctx.Done()
+		return 0, context.Cause(ctx)
+	}
+	if a.N < 0 {
+		return 0, worker.Permanent(errNegative)
+	}
+	return a.N * a.N, nil
+}
+
+type negErr struct{}
+
+func (negErr) Error() string { return "negative" }
+
+var errNegative = negErr{}
+
+func squares(queue string, ns ...int) []client.Spec {
+	specs := make([]client.Spec, len(ns))
+	for i, n := range ns {
+		specs[i] = client.Spec{Args: Square{N: n}, Opts: &client.EnqueueOpts{Queue: queue}}
+	}
+	return specs
+}
