@@ -293,7 +293,10 @@ func TestGroupBadInput(t *testing.T) {
 			_, err := patterns.ForkJoin(ctx, b.c, squares("no spaces", 1), nil)
 			return err
 		}, "queue"},
-		{"bad group id", func() error { _, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID("a/b")); return err }, "group id"},
+		{"bad group id", func() error {
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID("a/b"))
+			return err
+		}, "group id"},
 		{"long group id", func() error {
 			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID(strings.Repeat("a", 101)))
 			return err
