@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/worker"
@@ -45,6 +47,12 @@ func setup(t *testing.T) *bundle {
 // register adding the handlers.
 func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
 	t.Helper()
+	return b.workerOn(t, b.env.RDB, cfg, register)
+}
+
+// workerOn is worker on a Redis client of the test's choosing.
+func (b *bundle) workerOn(t *testing.T, rdb redis.UniversalClient, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
+	t.Helper()
 	if cfg == nil {
 		cfg = &worker.Config{}
 	}
@@ -57,7 +65,7 @@ func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worke
 	if cfg.Backoff == nil {
 		cfg.Backoff = func(int) time.Duration { return 5 * time.Millisecond }
 	}
-	w, err := worker.New(b.env.RDB, cfg)
+	w, err := worker.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,397 @@
+package patterns_test
+
+// Groups across worker processes on real Redis. The test binary re-executes
+// itself with ASYNC_TEST_SUBPROCESS=fleet; the subprocess runs one worker
+// whose "slot" handler records in Redis which members run at once.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+// Slot is a member that records its run: it adds its task id to a running
+// set and keeps the largest size seen, works WorkMs, and removes itself.
+// With Hold set, its first delivery announces itself and blocks (the test
+// kills that process).
+type Slot struct {
+	N      int
+	WorkMs int
+	Hold   bool
+}
+
+func (Slot) Kind() string { return "slot" }
+
+const (
+	envFleetAddr  = "FLEET_REDIS_ADDR"
+	envFleetQueue = "FLEET_QUEUE"
+	envFleetLease = "FLEET_LEASE_MS"
+)
+
+// fleetKeys are the recording keys of a queue's test.
+func fleetKeys(queue string) (running, maxKey, holding string) {
+	p := "fleettest:{q:" + queue + "}:"
+	return p + "running", p + "max", p + "holding"
+}
+
+// enterScript adds a member to the running set and raises the maximum.
+var enterScript = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
+if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end
+return n`)
+
+func init() {
+	asynctest.SetSubprocessMain(fleetMain)
+}
+
+func fleetMain(role string) {
+	if role != "fleet" {
+		fmt.Fprintln(os.Stderr, "unknown role", role)
+		os.Exit(3)
+	}
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(4)
+	}()
+	time.AfterFunc(2*time.Minute, func() { os.Exit(5) })
+	queue := os.Getenv(envFleetQueue)
+	leaseMs, _ := strconv.Atoi(os.Getenv(envFleetLease))
+	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	running, maxKey, holding := fleetKeys(queue)
+	w, err := worker.New(rdb, &worker.Config{
+		Queues:       map[string]int{queue: 1},
+		Concurrency:  8,
+		Lease:        time.Duration(leaseMs) * time.Millisecond,
+		BlockTimeout: 100 * time.Millisecond,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	worker.Handle(w, func(ctx context.Context, a Slot) (int, error) {
+		tk, _ := worker.TaskFromContext(ctx)
+		if err := enterScript.Run(ctx, rdb, []string{running, maxKey}, tk.ID).Err(); err != nil {
+			return 0, err
+		}
+		if a.Hold && tk.Deliveries == 1 {
+			rdb.RPush(ctx, holding, os.Getpid())
+			select {} // the test kills us
+		}
+		if err := work(ctx, time.Duration(a.WorkMs)*time.Millisecond); err != nil {
+			return 0, err
+		}
+		if err := rdb.SRem(ctx, running, tk.ID).Err(); err != nil {
+			return 0, err
+		}
+		return a.N, nil
+	})
+	if err := w.Start(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	select {}
+}
+
+type fleetProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// startFleet starts n worker processes on queue.
+func startFleet(t *testing.T, env *asynctest.Env, queue string, n int, lease time.Duration) map[int]*fleetProc {
+	t.Helper()
+	procs := map[int]*fleetProc{}
+	for i := 0; i < n; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "ASYNC_TEST_SUBPROCESS=fleet",
+			envFleetAddr+"="+env.Addr, envFleetQueue+"="+queue,
+			envFleetLease+"="+strconv.FormatInt(lease.Milliseconds(), 10))
+		var out lockedBuf
+		cmd.Stdout, cmd.Stderr = &out, &out
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		p := &fleetProc{cmd: cmd, exited: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(p.exited) }()
+		procs[cmd.Process.Pid] = p
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			<-p.exited
+			_ = stdin.Close()
+			if t.Failed() {
+				t.Logf("worker process %d:\n%s", cmd.Process.Pid, out.String())
+			}
+		})
+	}
+	return procs
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
+func slots(queue string, n, workMs int) []client.Spec {
+	specs := make([]client.Spec, n)
+	for i := range specs {
+		specs[i] = client.Spec{Args: Slot{N: i, WorkMs: workMs}, Opts: &client.EnqueueOpts{Queue: queue}}
+	}
+	return specs
+}
+
+func cleanFleetKeys(t *testing.T, rdb redis.UniversalClient, queue string) {
+	running, maxKey, holding := fleetKeys(queue)
+	t.Cleanup(func() { _ = rdb.Del(context.Background(), running, maxKey, holding).Err() })
+}
+
+func TestInvokeAllAcrossProcesses(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	cleanFleetKeys(t, b.env.RDB, b.queue)
+	startFleet(t, b.env, b.queue, 3, 5*time.Second)
+	ctx := ctxT(t)
+	g, err := patterns.InvokeAll(ctx, b.c, 4, slots(b.queue, 60, 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := patterns.Results[int](ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range res {
+		if v != i {
+			t.Fatalf("result %d is %d", i, v)
+		}
+	}
+	_, maxKey, _ := fleetKeys(b.queue)
+	m, err := b.env.RDB.Get(ctx, maxKey).Int()
+	if err != nil || m != 4 {
+		t.Errorf("most members running at once across 3 processes: %d (%v), want 4", m, err)
+	}
+}
+
+// A worker process killed while it holds a slot: its member runs again once
+// the lease ended, the limit holds throughout, and the group finishes.
+func TestInvokeAllSlotReturnsAfterKill(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	cleanFleetKeys(t, b.env.RDB, b.queue)
+	lease := time.Second
+	procs := startFleet(t, b.env, b.queue, 3, lease)
+	ctx := ctxT(t)
+	specs := slots(b.queue, 30, 20)
+	specs[2].Args = Slot{N: 2, WorkMs: 20, Hold: true}
+	g, err := patterns.InvokeAll(ctx, b.c, 4, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, maxKey, holding := fleetKeys(b.queue)
+	v, err := b.env.RDB.BLPop(ctx, 20*time.Second, holding).Result()
+	if err != nil {
+		t.Fatalf("no member held its slot: %v", err)
+	}
+	pid, _ := strconv.Atoi(v[1])
+	p := procs[pid]
+	if p == nil {
+		t.Fatalf("holding pid %d is not ours", pid)
+	}
+	killed := time.Now()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	res, err := patterns.Results[int](ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[2] != 2 {
+		t.Errorf("the killed member's result: %d", res[2])
+	}
+	if d := time.Since(killed); d < lease/2 {
+		t.Errorf("group ended %v after the kill, before the lease could end", d)
+	}
+	h, _ := b.c.Task(b.queue + "/" + idOf(g) + ".2")
+	info, err := h.Info(ctx)
+	if err != nil || info.Attempt != 1 {
+		t.Logf("info %+v, %v", info, err)
+	}
+	m, err := b.env.RDB.Get(ctx, maxKey).Int()
+	if err != nil || m > 4 {
+		t.Errorf("most members running at once: %d (%v), want at most 4", m, err)
+	}
+}
+
+// dropHeartbeats fails every heartbeat a worker sends, so its leases lapse
+// as if it were stuck.
+type dropHeartbeats struct{}
+
+func (dropHeartbeats) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (dropHeartbeats) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (dropHeartbeats) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if len(args) > 1 {
+			body, _ := args[1].(string)
+			if body == script.Heartbeat.Hash() || strings.Contains(body, "heartbeat.lua") {
+				err := errors.New("heartbeat dropped by the test")
+				cmd.SetErr(err)
+				return err
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A join runs exactly once when a member is delivered twice: the first
+// attempt outlives its lease (its heartbeats fail), another attempt runs and
+// succeeds, and the stuck one's late success is refused.
+func TestJoinOnceUnderRedelivery(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	js := newJoins()
+	secondDone := make(chan struct{})
+	var firstResult error
+	firstReturned := make(chan struct{})
+	rdb := asynctest.NewClient(b.env.Addr)
+	t.Cleanup(func() { _ = rdb.Close() })
+	rdb.AddHook(dropHeartbeats{})
+	b.workerOn(t, rdb, &worker.Config{Lease: 300 * time.Millisecond, Concurrency: 4}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+			tk, _ := worker.TaskFromContext(ctx)
+			if a.N == 3 && tk.Deliveries == 1 {
+				<-secondDone // stuck past the lease, deaf to ctx
+				defer close(firstReturned)
+				firstResult = context.Cause(ctx)
+				return 9, nil
+			}
+			if a.N == 3 {
+				defer close(secondDone)
+			}
+			return a.N * a.N, nil
+		})
+		worker.Handle(w, js.handler)
+	})
+	ctx := ctxT(t)
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2, 3), &client.Spec{Args: Sum{Tag: "r"}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.wait(t, ctx, "r")
+	<-firstReturned
+	if !errors.Is(firstResult, worker.ErrLeaseLost) {
+		t.Errorf("the stuck attempt's ctx cause: %v", firstResult)
+	}
+	// Let the late completion be tried, then check nothing doubled.
+	h, _ := b.c.Task(b.queue + "/" + idOf(g) + ".2")
+	asynctest.Eventually(t, 5*time.Second, "member settled", func() bool {
+		n, _ := b.env.RDB.XPending(ctx, "async:{q:"+b.queue+"}:stream", "workers").Result()
+		return n != nil && n.Count == 0
+	})
+	if v, err := client.Result[int](ctx, h); err != nil || v != 9 {
+		t.Errorf("member: %d, %v", v, err)
+	}
+	p, _ := g.Progress(ctx)
+	if p.Succeeded != 3 || p.Failed != 0 {
+		t.Errorf("progress %+v", p)
+	}
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if js.runs["r"] != 1 {
+		t.Errorf("join ran %d times", js.runs["r"])
+	}
+}
+
+// Noop is a member that does nothing.
+type Noop struct{}
+
+func (Noop) Kind() string { return "noop" }
+
+func TestForkJoinHundredThousand(t *testing.T) {
+	asynctest.RequireReal(t)
+	b := setup(t)
+	js := newJoins()
+	for i := 0; i < 2; i++ {
+		b.worker(t, &worker.Config{Concurrency: 200}, func(w *worker.Worker) {
+			worker.Handle(w, func(context.Context, Noop) (struct{}, error) { return struct{}{}, nil })
+			worker.Handle(w, func(ctx context.Context, a Sum) (int, error) {
+				outs, err := patterns.JoinOutcomes(ctx)
+				if err != nil {
+					return 0, err
+				}
+				js.mu.Lock()
+				js.runs[a.Tag]++
+				js.mu.Unlock()
+				js.done <- a.Tag
+				return len(outs), nil
+			})
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const n = 100_000
+	specs := make([]client.Spec, n)
+	opts := &client.EnqueueOpts{Queue: b.queue, Retention: 10 * time.Minute}
+	for i := range specs {
+		specs[i] = client.Spec{Args: Noop{}, Opts: opts}
+	}
+	start := time.Now()
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "big"}, Opts: opts}, patterns.WithRetention(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enq := time.Since(start)
+	js.wait(t, ctx, "big")
+	t.Logf("100k members: enqueued in %v, join started after %v", enq, time.Since(start))
+	p, err := g.Progress(ctx)
+	if err != nil || p.Total != n || p.Succeeded != n || p.State != patterns.GroupSucceeded {
+		t.Fatalf("progress %+v, %v", p, err)
+	}
+	jh, _ := b.c.Task(b.queue + "/" + idOf(g) + ".join")
+	if seen, err := client.Result[int](ctx, jh); err != nil || seen != n {
+		t.Errorf("join read %d outcomes, %v", seen, err)
+	}
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if js.runs["big"] != 1 {
+		t.Errorf("join ran %d times", js.runs["big"])
+	}
+}
