@@ -101,7 +101,7 @@ const (
 
 // prepare checks and encodes one task. A ctx of a running handler makes the
 // task its child; prev names the task a continuation continues.
-func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev string) (prepared, error) {
+func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev, group string) (prepared, error) {
 	if args == nil {
 		return prepared{}, errors.New("enqueue: args is nil")
 	}
@@ -213,6 +213,7 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev st
 		TraceState:  opts.TraceState,
 		Parent:      parent,
 		Prev:        prev,
+		Group:       group,
 	})
 	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env}, parent: parent}, nil
 }
@@ -238,7 +239,7 @@ func validTraceParent(s string) bool {
 // Concurrent calls share round trips. If ctx ends before Redis answers, the
 // task may or may not have been added.
 func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Handle, error) {
-	p, err := c.prepare(ctx, args, opts, "")
+	p, err := c.prepare(ctx, args, opts, "", "")
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +262,7 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Ha
 func (c *Client) EnqueueMany(ctx context.Context, specs []Spec) ([]*Handle, error) {
 	ps := make([]prepared, len(specs))
 	for i, s := range specs {
-		p, err := c.prepare(ctx, s.Args, s.Opts, "")
+		p, err := c.prepare(ctx, s.Args, s.Opts, "", "")
 		if err != nil {
 			return nil, fmt.Errorf("spec %d: %w", i, err)
 		}
@@ -307,6 +308,14 @@ type batchCall struct {
 	ks   []string
 	args []any
 	res  *redis.Cmd
+	s    *redis.Script // defaults to enqueue.lua
+}
+
+func (bc *batchCall) script() *redis.Script {
+	if bc.s != nil {
+		return bc.s
+	}
+	return script.Enqueue
 }
 
 // send enqueues ps, grouped per queue into script calls, pipelined in groups.
@@ -406,7 +415,7 @@ func (c *Client) runGroup(ctx context.Context, calls []*batchCall) error {
 	if len(calls) == 1 {
 		// One call needs no pipeline: EVALSHA, falling back to EVAL.
 		bc := calls[0]
-		bc.res = script.Enqueue.Run(ctx, c.rdb, bc.ks, bc.args...)
+		bc.res = bc.script().Run(ctx, c.rdb, bc.ks, bc.args...)
 		if err := bc.res.Err(); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
@@ -415,7 +424,7 @@ func (c *Client) runGroup(ctx context.Context, calls []*batchCall) error {
 	for try := 0; ; try++ {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, bc := range calls {
-				bc.res = script.Enqueue.EvalSha(ctx, p, bc.ks, bc.args...)
+				bc.res = bc.script().EvalSha(ctx, p, bc.ks, bc.args...)
 			}
 			return nil
 		})

@@ -246,8 +246,11 @@ func TestInvokeAllSlotReturnsAfterKill(t *testing.T) {
 	if d := time.Since(killed); d < lease/2 {
 		t.Errorf("group ended %v after the kill, before the lease could end", d)
 	}
-	h, _ := b.c.Task(b.queue + "/" + idOf(g) + ".2")
-	info, err := h.Info(ctx)
+	hs, err := g.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := hs[2].Info(ctx)
 	if err != nil || info.Attempt != 1 {
 		t.Logf("info %+v, %v", info, err)
 	}
@@ -321,7 +324,11 @@ func TestJoinOnceUnderRedelivery(t *testing.T) {
 		t.Errorf("the stuck attempt's ctx cause: %v", firstResult)
 	}
 	// Let the late completion be tried, then check nothing doubled.
-	h, _ := b.c.Task(b.queue + "/" + idOf(g) + ".2")
+	hs, err := g.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hs[2]
 	asynctest.Eventually(t, 5*time.Second, "member settled", func() bool {
 		n, _ := b.env.RDB.XPending(ctx, "async:{q:"+b.queue+"}:stream", "workers").Result()
 		return n != nil && n.Count == 0

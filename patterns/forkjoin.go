@@ -29,7 +29,9 @@ type options struct {
 // WithID names the group (the name rule [A-Za-z0-9._-], at most 100 bytes):
 // starting a group with the same id again adds nothing and returns a handle
 // with Duplicate true, and a call that failed halfway may be made again to
-// complete it. Members' task ids derive from it ("<queue>/<id>.<index>").
+// complete it. Members in other queues than the group's, and InvokeAll's,
+// get task ids derived from it ("<queue>/<id>.<index>"); members in the
+// group's own queue get generated ids (Group.Members lists them all).
 // Defaults to a random id.
 func WithID(id string) Option { return func(o *options) { o.id = id } }
 
@@ -104,7 +106,9 @@ type plan struct {
 	ref      store.GroupRef
 	settings store.GroupSettings
 	members  []store.GroupMember
-	children any    // prepared by bridge.Prepare
+	children any    // prepared by bridge.Prepare: members in other queues, or held
+	fast     any    // prepared members of the home queue, for bridge.SendMembers
+	fastIdx  []int  // their submission indices
 	join     any    // prepared join, or nil
 	joinSpec string // its continuation spec
 	subs     []*plan
@@ -174,17 +178,27 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			Members: len(specs), FailFast: o.failFast, Limit: limit, RetainMs: ret.Milliseconds(),
 			Parent: l.parent, ParentEntry: l.entry,
 		},
-		members: make([]store.GroupMember, len(specs)),
 	}
 	gid := p.ref.String()
-	var items []bridge.Item
+	var items, fast []bridge.Item
+	var members []store.GroupMember
 	for i, s := range specs {
 		key := o.id + "." + strconv.Itoa(i)
+		if s.Opts != nil && s.Opts.ID != "" {
+			return nil, fmt.Errorf("spec %d: EnqueueOpts.ID %q is set, but a group names its members itself (WithID on the group makes the call idempotent)", i, s.Opts.ID)
+		}
 		sg, nested := s.Args.(*subGroup)
 		if !nested {
 			q := queueOf(c, s)
-			p.members[i] = store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0}
-			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0})
+			if limit == 0 && q == home {
+				// Lives where the group does: enqueued and added in one
+				// step, as an auto-keyed task.
+				fast = append(fast, bridge.Item{Args: s.Args, Opts: optsOf(s), Group: gid, Index: i})
+				p.fastIdx = append(p.fastIdx, i)
+				continue
+			}
+			members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0})
+			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0, Index: i})
 			continue
 		}
 		if limit > 0 {
@@ -204,13 +218,13 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			// The nested group's join stands for it in this group.
 			sub, err = makePlan(ctx, c, sg.specs, sg.join, 0, so, link{joinGroup: gid})
 			if err == nil {
-				p.members[i] = store.GroupMember{Index: i, Name: keys.TaskID(queueOf(c, *sg.join), key+".join")}
+				members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(queueOf(c, *sg.join), key+".join")})
 			}
 		} else {
 			sub, err = makePlan(ctx, c, sg.specs, nil, 0, so, link{parent: gid})
 			if err == nil {
 				sub.settings.ParentEntry = sub.ref.String()
-				p.members[i] = store.GroupMember{Index: i, Name: sub.ref.String()}
+				members = append(members, store.GroupMember{Index: i, Name: sub.ref.String()})
 			}
 		}
 		if err != nil {
@@ -218,11 +232,18 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		}
 		p.subs = append(p.subs, sub)
 	}
+	p.members = members
 	var err error
 	if p.children, err = bridge.Prepare(ctx, c, items); err != nil {
 		return nil, err
 	}
+	if p.fast, err = bridge.Prepare(ctx, c, fast); err != nil {
+		return nil, err
+	}
 	if join != nil {
+		if join.Opts != nil && join.Opts.ID != "" {
+			return nil, fmt.Errorf("join: EnqueueOpts.ID %q is set, but the join's id derives from the group's (%s.join)", join.Opts.ID, o.id)
+		}
 		ji := bridge.Item{Args: join.Args, Opts: optsOf(*join), Key: o.id + ".join", Hold: true, Prev: gid, Group: l.joinGroup}
 		if p.join, err = bridge.Prepare(ctx, c, []bridge.Item{ji}); err != nil {
 			return nil, fmt.Errorf("join: %w", err)
@@ -275,6 +296,9 @@ func run(ctx context.Context, c *client.Client, p *plan) (bool, error) {
 			}
 		}
 		if _, err := bridge.Send(ctx, c, p.children); err != nil {
+			return false, err
+		}
+		if _, err := bridge.SendMembers(ctx, c, p.fast, p.ref.String(), p.fastIdx); err != nil && !errors.Is(err, bridge.ErrGroupEnded) {
 			return false, err
 		}
 	}

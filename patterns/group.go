@@ -110,6 +110,34 @@ func (g *Group) Wait(ctx context.Context) (Progress, error) {
 	}
 }
 
+// Members returns handles on the group's members, in submission order. A
+// nested group member has no task handle: its entry is nil (see Outcome for
+// its id, and Open); so has a member never added (the group failed fast
+// while it was being made).
+func (g *Group) Members(ctx context.Context) ([]*client.Handle, error) {
+	st, err := store.ReadGroup(ctx, g.c.Redis(), g.ref)
+	if err != nil {
+		return nil, err
+	}
+	if st.State == "" {
+		return nil, fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
+	}
+	names, err := store.GroupMemberNames(ctx, g.c.Redis(), g.ref, st.Members)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*client.Handle, len(names))
+	for i, m := range names {
+		if m == "" || keys.IsGroupID(m) {
+			continue
+		}
+		if out[i], err = g.c.Task(m); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // Outcome is how one member of a group ended.
 type Outcome struct {
 	ID     string       // the member's task id, or a nested group's id
@@ -201,25 +229,26 @@ func readOutcomes(ctx context.Context, c *client.Client, ref store.GroupRef) ([]
 	if gs.State == "" {
 		return nil, fmt.Errorf("group %s: %w", ref, ErrUnknownGroup)
 	}
-	out := make([]Outcome, 0, gs.Members)
+	names, err := store.GroupMemberNames(ctx, rdb, ref, gs.Members)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Outcome, len(names))
 	var errs []error
-	for from := 0; from < gs.Members; from += readChunk {
-		names, err := store.GroupMembers(ctx, rdb, ref, from, from+readChunk-1)
-		if err != nil {
-			return nil, err
-		}
+	for from := 0; from < len(names); from += readChunk {
+		part := names[from:min(from+readChunk, len(names))]
 		var tasks []string
 		var at []int
-		base := len(out)
-		for _, m := range names {
-			o := Outcome{ID: m}
-			if keys.IsGroupID(m) {
-				o = nestedOutcome(ctx, c, m)
-			} else {
+		for j, m := range part {
+			switch {
+			case m == "":
+				out[from+j] = Outcome{Err: fmt.Errorf("member %d was never added: %w", from+j, ErrUnfinished)}
+			case keys.IsGroupID(m):
+				out[from+j] = nestedOutcome(ctx, c, m)
+			default:
 				tasks = append(tasks, m)
-				at = append(at, len(out))
+				at = append(at, from+j)
 			}
-			out = append(out, o)
 		}
 		sts, err := store.States(ctx, rdb, tasks)
 		if err != nil {
@@ -228,10 +257,10 @@ func readOutcomes(ctx context.Context, c *client.Client, ref store.GroupRef) ([]
 		for i, ts := range sts {
 			out[at[i]] = taskOutcome(tasks[i], ts)
 		}
-		for _, o := range out[base:] {
-			if o.Err != nil {
-				errs = append(errs, o.Err)
-			}
+	}
+	for _, o := range out {
+		if o.Err != nil {
+			errs = append(errs, o.Err)
 		}
 	}
 	return out, errors.Join(errs...)

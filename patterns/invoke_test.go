@@ -182,7 +182,11 @@ func TestGroupCountsEachMemberOnce(t *testing.T) {
 	}
 	js.wait(t, ctx, "once")
 	q := keys.ForQueue(b.queue)
-	m0, m1 := b.queue+"/"+idOf(g)+".0", b.queue+"/"+idOf(g)+".1"
+	hs, err := g.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m0, m1 := hs[0].ID(), hs[1].ID()
 	for i := 0; i < 3; i++ {
 		for _, e := range []struct{ m, st string }{{m0, "succeeded"}, {m1, "dead"}, {m1, "succeeded"}} {
 			if err := b.env.RDB.XAdd(ctx, &redis.XAddArgs{Stream: q.Outbox(), Values: []any{"g", g.ID(), "m", e.m, "st", e.st}}).Err(); err != nil {

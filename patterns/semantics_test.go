@@ -45,11 +45,11 @@ func TestForkJoinFailFast(t *testing.T) {
 	}
 	js.wait(t, ctx, "ff")
 	// The blocked siblings are cancelled.
-	for i := 0; i < 2; i++ {
-		h, err := b.c.Task(b.queue + "/" + idOf(g) + "." + string(rune('0'+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
+	hs, err := g.Members(ctx)
+	if err != nil || len(hs) != 3 {
+		t.Fatalf("members %v, %v", hs, err)
+	}
+	for i, h := range hs[:2] {
 		if _, err := h.Outcome(ctx); !errors.Is(err, client.ErrCancelled) {
 			t.Errorf("sibling %d: %v, want cancelled", i, err)
 		}

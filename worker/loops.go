@@ -605,6 +605,9 @@ func (w *Worker) flush(batch []*outcome) {
 		items := make([]store.Completion, len(os))
 		for i, o := range os {
 			items[i] = o.c
+			if o.j.env != nil {
+				items[i].Group = o.j.env.Group
+			}
 			if o.c.Op == store.OpRetry || o.c.Op == store.OpPark && o.c.A2.(int64) > 0 {
 				scheduled = true
 			}

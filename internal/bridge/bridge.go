@@ -7,6 +7,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -15,10 +16,11 @@ type Item struct {
 	Args interface{ Kind() string }
 	Opts any // *client.EnqueueOpts, or nil
 
-	Key   string // the task's key, derived by the pattern (then Opts.ID must be empty); "" takes Opts.ID
+	Key   string // the task's key, derived by the pattern (then Opts.ID must be empty); "" takes Opts.ID, or none for SendMembers
 	Group string // public id of the group the task is a member of, or ""
 	Hold  bool   // create it waiting, outside the stream, until activated
 	Prev  string // what it continues (a group id for a join), or ""
+	Index int    // its position among the caller's specs, for errors
 }
 
 // Placed is where an Item went.
@@ -27,6 +29,10 @@ type Placed struct {
 	Key     string
 	Existed bool // a task with that key existed: nothing was added
 }
+
+// ErrGroupEnded is returned by SendMembers when the group ended (fail fast)
+// while its members were being added; the rest were not added.
+var ErrGroupEnded = errors.New("group ended")
 
 var (
 	// Enqueue checks every item, then adds them all (pipelined); nothing is
@@ -37,6 +43,11 @@ var (
 	// enqueues what Prepare returned.
 	Prepare func(ctx context.Context, c any, items []Item) (any, error)
 	Send    func(ctx context.Context, c any, prepared any) ([]Placed, error)
+
+	// SendMembers enqueues prepared items, all members of group whose
+	// queue is the group's home (their keys empty), adding each to the group
+	// in the same step; indices are their submission indices.
+	SendMembers func(ctx context.Context, c any, prepared any, group string, indices []int) ([]Placed, error)
 
 	// Watch registers interest in messages equal to key on channel, once
 	// subscribed; the returned channel receives a value whenever one may have

@@ -23,18 +23,23 @@ type Envelope struct {
 	TraceState  string   // W3C tracestate
 	Parent      string   // id of the task whose handler enqueued this one (child tasks)
 	Prev        string   // id of the task this one continues (ContinueWith)
+	Group       string   // public id of the group the task is a member of
 }
 
 const (
 	envelopeFields = 9  // always present
-	envelopeAll    = 15 // with the optional ones
+	envelopeAll    = 16 // with the optional ones
 )
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
 // growing b.
 func AppendEnvelope(b []byte, e *Envelope) []byte {
-	start := len(b)
-	b = append(b, 0x90|envelopeFields)
+	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != ""
+	if full {
+		b = appendArrayLen(b, envelopeAll)
+	} else {
+		b = appendArrayLen(b, envelopeFields)
+	}
 	b = appendStr(b, e.Key)
 	b = appendStr(b, e.Kind)
 	b = appendBin(b, e.Payload)
@@ -44,11 +49,9 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendInt(b, e.RetainMs)
 	b = appendInt(b, int64(e.Parked))
 	b = appendInt(b, int64(e.Lost))
-	if e.DeadlineMs == 0 && len(e.Meta) == 0 && e.TraceParent == "" && e.TraceState == "" && e.Parent == "" && e.Prev == "" {
-		b[start] = 0x90 | envelopeFields
+	if !full {
 		return b
 	}
-	b[start] = 0x90 | envelopeAll
 	b = appendInt(b, e.DeadlineMs)
 	b = appendArrayLen(b, len(e.Meta))
 	for _, m := range e.Meta {
@@ -58,6 +61,7 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendStr(b, e.TraceState)
 	b = appendStr(b, e.Parent)
 	b = appendStr(b, e.Prev)
+	b = appendStr(b, e.Group)
 	return b
 }
 
@@ -83,7 +87,7 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	e.RetainMs = r.int()
 	e.Parked = int(r.int())
 	e.Lost = int(r.int())
-	if n >= envelopeAll {
+	if n >= envelopeAll-1 {
 		e.DeadlineMs = r.int()
 		if m := r.arrayLen(); m > 0 && r.err == nil {
 			if m%2 != 0 || m > len(b) {
@@ -99,6 +103,9 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 		e.TraceState = r.str()
 		e.Parent = r.str()
 		e.Prev = r.str()
+	}
+	if n >= envelopeAll {
+		e.Group = r.str()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)

@@ -12,6 +12,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		{Key: "id-1", Kind: "upload", Payload: make([]byte, 300), Attempt: 3, MaxAttempts: 5, TimeoutMs: -1, RetainMs: 1, Parked: 2, Lost: 9,
 			DeadlineMs: 1795666000000, Meta: []string{"tenant", "a", "user", "b"}, TraceParent: "00-abc-def-01", TraceState: "x=1", Parent: "q/1-0", Prev: "q/2-0"},
 		{Kind: "k", Prev: "q/1-1"},
+		{Kind: "k", Group: "group:q/g1"},
 	} {
 		b := AppendEnvelope([]byte("prefix"), &e)[6:]
 		got, err := DecodeEnvelope(b)

@@ -173,16 +173,20 @@ func SplitGroupID(s string) (home, id string, err error) {
 // ended with and without success), ff (fail fast), lim and free (InvokeAll's
 // limit and free slots), sealed, cx (cancel requested), pg and pm (the group
 // this one is a member of, and its member name there), ret (retention ms),
-// first (the first member that failed), at and fin (Unix ms).
+// first (the first member that failed), at and fin (Unix ms); and per chunk
+// of members enqueued into the home queue, "e:<chunk>" =
+// "<index>,...;<entry id>,..." (where they went, in submission order).
 func (q Queue) Group(id string) string { return q.tag + "g:" + id }
 
 // GroupOpen is the set of a group's members that have not ended, plus the
 // sentinel "~open" until every member is added.
 func (q Queue) GroupOpen(id string) string { return q.tag + "gm:" + id }
 
-// GroupOrder is the sorted set of every member a group ever had, scored by
-// submission index: the order of Outcome, and the proof that a member was
-// added once (re-adding a member that already ended must not reopen it).
+// GroupOrder is the sorted set of the members a group added by name (those
+// in other queues, held ones, nested groups), scored by submission index:
+// with the chunk records of the group hash, the order of Outcome; and the
+// proof that a member was added once (re-adding a member that already ended
+// must not reopen it).
 func (q Queue) GroupOrder(id string) string { return q.tag + "gl:" + id }
 
 // GroupHeld is the sorted set of InvokeAll members waiting for a slot,

@@ -23,6 +23,7 @@ if not st and string.match(key, '^%d+%-%d+$') then
 end
 if not st then return {''} end
 local now = now_ms()
+local grp = nil
 
 if st == 'pending' and eid then
   local p = redis.call('XPENDING', stream, ARGV[1], eid, eid, 1)
@@ -42,6 +43,16 @@ if st == 'pending' and eid then
     -- Delivered and acked, and its record expired: not a task any more.
     return {''}
   end
+  if not known then
+    -- A task without a record (auto-keyed) may be a group's member: its
+    -- entry names the group.
+    local e = redis.call('XRANGE', stream, eid, eid)[1]
+    if e then
+      for j = 1, #e[2], 2 do
+        if e[2][j] == 'g' then grp = e[2][j + 1] end
+      end
+    end
+  end
   if redis.call('XDEL', stream, eid) == 0 and not known then
     -- Neither pending nor in the stream: unknown, or ended and expired.
     return {''}
@@ -55,5 +66,6 @@ if redis.call('HDEL', tk, 'w') == 1 then
   redis.call('PUBLISH', ARGV[3], key)
 end
 fire(KEYS[5], KEYS[6], KEYS[7], ARGV[7], 'cancelled')
+if grp then redis.call('HSET', tk, 'g', grp) end
 member_ended(tk, KEYS[6], ARGV[7], 'cancelled')
 return {'cancelled'}

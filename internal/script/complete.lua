@@ -7,10 +7,17 @@
 -- KEYS[5]  the queue's outbox (continuations whose parent ended)
 -- KEYS[6+3i], KEYS[7+3i], KEYS[8+3i]: task hash, result key and continuation
 --          list of item i (0-based)
+-- KEYS[6+3n+5j .. 10+3n+5j]: hash, open set, order, held set and
+--          continuations of group j (1-based below) whose home is this queue
 -- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel,
 -- ARGV[4]  n, ARGV[5] queue name
--- ARGV[6..] per item 9 values: op, entry id, delivery count, task key, fresh,
---          attempt (the number of the attempt that ended), a1, a2, a3
+-- ARGV[6..] per item 10 values: op, entry id, delivery count, task key, fresh,
+--          attempt (the number of the attempt that ended), a1, a2, a3, and
+--          the public id of the group the task is a member of, or ''. A
+--          group listed below (its home is this queue) counts its members
+--          here, once per group after every item; any other is told
+--          through the outbox.
+-- ARGV[6+10n] the number of groups, then per group: public id, own id
 --   fresh is '1' when the entry is the first of an auto-keyed task: then no
 --   record can exist but one a watcher or a continuation made (each is a
 --   live member of KEYS[4]) or a cancel request (which expires on its own);
@@ -35,6 +42,38 @@ local stream, group, consumer, chan = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
 local qname = ARGV[5]
 local watched = redis.call('ZCOUNT', KEYS[4], now, '+inf') > 0
+local groups, byPub = {}, {}
+local gb = 6 + 10 * n
+for j = 1, tonumber(ARGV[gb]) do
+  local kb = 6 + 3 * n + 5 * (j - 1)
+  groups[j] = {
+    keys = {KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[5], KEYS[4]},
+    pub = ARGV[gb + 2 * j - 1], own = ARGV[gb + 2 * j], ends = {}, item = 0,
+  }
+  byPub[groups[j].pub] = groups[j]
+end
+
+-- ended fires the continuations of task key (item i) that ended in state,
+-- when it has any (f[1], its field k, set by a registration; f is nil for a
+-- task without a record), and tells its group grp; it reports whether the
+-- outbox was written.
+local function ended(f, ck, key, state, grp, i)
+  local wrote = false
+  local id = qname .. '/' .. key
+  if f and f[1] and fire(ck, KEYS[5], KEYS[4], id, state) > 0 then wrote = true end
+  if grp ~= '' then
+    local gr = byPub[grp]
+    if gr then
+      gr.ends[#gr.ends + 1] = id
+      gr.ends[#gr.ends + 1] = state
+      gr.item = i
+    else
+      redis.call('XADD', KEYS[5], '*', 'g', grp, 'm', id, 'st', state)
+      wrote = true
+    end
+  end
+  return wrote
+end
 
 local function holds(eid, dlv)
   local p = redis.call('XPENDING', stream, group, eid, eid, 1)
@@ -52,9 +91,10 @@ end
 local acks = {}
 local res = {}
 for i = 0, n - 1 do
-  local b = 6 + 9 * i
+  local b = 6 + 10 * i
   local op, eid, dlv, key = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local att, a1, a2, a3 = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local grp = ARGV[b + 9]
   local tk, fk, ck = KEYS[6 + 3 * i], KEYS[7 + 3 * i], KEYS[8 + 3 * i]
   local token = eid .. '/' .. consumer .. '/' .. dlv
   if not holds(eid, dlv) then
@@ -77,16 +117,19 @@ for i = 0, n - 1 do
     end
     if op == 's' then
       if not fresh then
-        notify = redis.call('HGET', tk, 'w') ~= false
-        if fire(ck, KEYS[5], KEYS[4], qname .. '/' .. key, 'succeeded') > 0 then res[i + 1] = 2 end
-        if member_ended(tk, KEYS[5], qname .. '/' .. key, 'succeeded') then res[i + 1] = 2 end
+        local f = redis.call('HMGET', tk, 'w', 'k')
+        notify = f[1] ~= false
+        if ended({f[2]}, ck, key, 'succeeded', grp, i + 1) then res[i + 1] = 2 end
         redis.call('DEL', tk)
         fresh = true
+      elseif grp ~= '' then
+        ended(nil, ck, key, 'succeeded', grp, i + 1)
       end
       redis.call('SET', fk, 's\n' .. att .. '\n' .. now .. '\n' .. token .. '\n' .. a1, 'PX', a2)
       if notify then redis.call('PUBLISH', chan, key) end
     elseif op == 'r' then
       redis.call('HSET', tk, 'st', 'retrying', 'm', a1, 'err', a3, 'a', att, 'x', token)
+      if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       if not fresh then
         redis.call('HDEL', tk, 'e')
         redis.call('PERSIST', tk)
@@ -94,6 +137,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[2], now + tonumber(a2), key)
     elseif op == 'd' then
       redis.call('HSET', tk, 'st', 'dead', 'm', a1, 'err', a2, 'a', att, 'fin', now, 'e', eid, 'x', token)
+      if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       if not fresh then
         redis.call('PERSIST', tk)
         redis.call('HDEL', tk, 'cx')
@@ -106,6 +150,7 @@ for i = 0, n - 1 do
       redis.call('PEXPIRE', tk, a1)
       final = 'cancelled'
     elseif op == 'p' then
+      if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       if tonumber(a2) == 0 then
         local id = redis.call('XADD', stream, '*', 'm', a1)
         redis.call('HSET', tk, 'st', 'pending', 'e', id, 'x', token)
@@ -119,13 +164,20 @@ for i = 0, n - 1 do
     else
       return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
     end
-    if final and not fresh then
-      if fire(ck, KEYS[5], KEYS[4], qname .. '/' .. key, final) > 0 then res[i + 1] = 2 end
-      if member_ended(tk, KEYS[5], qname .. '/' .. key, final) then res[i + 1] = 2 end
+    if final and fresh then
+      ended(nil, ck, key, final, grp, i + 1)
+    elseif final then
+      if ended(redis.call('HMGET', tk, 'k'), ck, key, final, grp, i + 1) then res[i + 1] = 2 end
       if redis.call('HDEL', tk, 'w') == 1 then
         redis.call('PUBLISH', chan, key)
       end
     end
+  end
+end
+for _, gr in ipairs(groups) do
+  if #gr.ends > 0 then
+    local _, wrote = group_count(gr.keys, chan, gr.pub, gr.own, gr.ends)
+    if wrote == 1 then res[gr.item] = 2 end
   end
 end
 if #acks > 0 then

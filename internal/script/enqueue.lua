@@ -33,13 +33,16 @@ for i = 0, tonumber(ARGV[3]) - 1 do
       out[#out + 1] = key
       out[#out + 1] = 1
     else
+      local f
       if hold == '1' then
-        redis.call('HSET', tk, 'st', 'waiting', 'm', env)
+        f = {'st', 'waiting', 'm', env}
       else
-        local id = redis.call('XADD', KEYS[1], '*', 'm', env)
-        redis.call('HSET', tk, 'st', 'pending', 'e', id)
+        f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
       end
-      if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
+      if grp ~= '' then
+        f[5], f[6] = 'g', grp
+      end
+      redis.call('HSET', tk, unpack(f))
       out[#out + 1] = key
       out[#out + 1] = 0
     end

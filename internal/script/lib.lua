@@ -57,3 +57,90 @@ local function member_ended(tk, outbox, member, state)
   redis.call('XADD', outbox, '*', 'g', g, 'm', member, 'st', state)
   return true
 end
+
+-- group_count counts members of one group that ended, exactly once each: a
+-- member counts only when SREM removes it from the group's open set. The
+-- group ends in the same call when its open set empties (or at the first
+-- failure, with fail fast): its continuations (the join) go to outbox, the
+-- group it is a member of is told there, and its keys take the retention.
+-- With an InvokeAll limit, each member that held a slot frees it and the
+-- next held members are released (through outbox, to be activated).
+-- Sealing is the removal of the sentinel member "~open".
+-- k: {group hash, open set, order, held set, continuations, home outbox,
+-- home hooks}; chan: home done channel; pub: public group id; own: the
+-- group's own id; ends: flat list of member name, final state.
+-- Returns the group's state ('' when unknown: nothing done) and 1 if
+-- outbox was written, else 0.
+local function group_count(k, chan, pub, own, ends)
+  local g, open, order, held, conts, outbox, hooks = k[1], k[2], k[3], k[4], k[5], k[6], k[7]
+  local h = redis.call('HMGET', g, 'st', 'ff', 'lim', 'free', 'cx', 'sealed', 'bad')
+  local st = h[1]
+  if not st then return '', 0 end
+  local bad = tonumber(h[7]) or 0
+  local lim, free = tonumber(h[3]) or 0, tonumber(h[4]) or 0
+  local sealed = h[6] == '1'
+  local wrote = 0
+  for i = 1, #ends, 2 do
+    local m, s = ends[i], ends[i + 1]
+    if redis.call('SREM', open, m) == 1 then
+      if m == '~open' then
+        redis.call('HSET', g, 'sealed', '1')
+        sealed = true
+      else
+        if s == 'succeeded' then
+          redis.call('HINCRBY', g, 'ok', 1)
+        else
+          bad = redis.call('HINCRBY', g, 'bad', 1)
+          redis.call('HSETNX', g, 'first', m)
+        end
+        if lim > 0 and redis.call('ZREM', held, m) == 0 then
+          -- It had been released, so it held a slot.
+          free = free + 1
+        end
+      end
+    end
+  end
+
+  local function finish(state)
+    local now = now_ms()
+    redis.call('HSET', g, 'st', state, 'fin', now, 'free', free)
+    local ret = redis.call('HGET', g, 'ret')
+    fire(conts, outbox, hooks, pub, state)
+    local pg = redis.call('HGET', g, 'pg')
+    if pg and pg ~= '' then
+      redis.call('XADD', outbox, '*', 'g', pg, 'm', redis.call('HGET', g, 'pm'), 'st', state)
+    end
+    for _, key in ipairs({g, open, order, held, conts}) do
+      redis.call('PEXPIRE', key, ret)
+    end
+    redis.call('PUBLISH', chan, 'group:' .. own)
+    wrote = 1
+    st = state
+  end
+
+  if st == 'running' then
+    if h[2] == '1' and bad > 0 and not h[5] then
+      -- Fail fast: the group ends now; a drain cancels the open members.
+      finish('failed')
+      redis.call('XADD', outbox, '*', 'x', pub, 'why', 'group ' .. pub .. ' failed fast: member ' .. redis.call('HGET', g, 'first') .. ' did not succeed')
+    elseif redis.call('SCARD', open) == 0 then
+      if h[5] then
+        finish('cancelled')
+      elseif bad > 0 then
+        finish('failed')
+      else
+        finish('succeeded')
+      end
+    elseif lim > 0 and sealed and not h[5] then
+      while free > 0 do
+        local p = redis.call('ZPOPMIN', held)
+        if not p[1] then break end
+        redis.call('XADD', outbox, '*', 's', p[1] .. '|0', 'p', pub, 'st', 'released')
+        free = free - 1
+        wrote = 1
+      end
+    end
+  end
+  if lim > 0 then redis.call('HSET', g, 'free', free) end
+  return st, wrote
+end

@@ -51,6 +51,8 @@ var (
 	groupContSrc string
 	//go:embed groupcancel.lua
 	groupCancelSrc string
+	//go:embed groupenq.lua
+	groupEnqSrc string
 )
 
 // The scripts, one per file.
@@ -74,13 +76,14 @@ var (
 	GroupEnd    = newScript(groupEndSrc)
 	GroupCont   = newScript(groupContSrc)
 	GroupCancel = newScript(groupCancelSrc)
+	GroupEnq    = newScript(groupEnqSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
 func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
-	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel}
+	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

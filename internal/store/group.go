@@ -197,14 +197,63 @@ func ReadGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef) (GroupState, 
 	}, nil
 }
 
-// GroupMembers returns the names of g's members with submission index in
-// [from, to], in order.
-func GroupMembers(ctx context.Context, rdb redis.Cmdable, g GroupRef, from, to int) ([]string, error) {
-	v, err := rdb.ZRangeByScore(ctx, g.Home.GroupOrder(g.ID), &redis.ZRangeBy{Min: strconv.Itoa(from), Max: strconv.Itoa(to)}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read members of group %s: %w", g, err)
+// GroupMemberNames returns the names of g's members (task ids, or group
+// ids for nested groups) by submission index; n is the number of members.
+// A member never added (a group ended by fail fast while it was being made)
+// is "".
+func GroupMemberNames(ctx context.Context, rdb redis.Cmdable, g GroupRef, n int) ([]string, error) {
+	out := make([]string, n)
+	const page = 10000
+	for from := 0; from < n; from += page {
+		v, err := rdb.ZRangeByScoreWithScores(ctx, g.Home.GroupOrder(g.ID), &redis.ZRangeBy{Min: strconv.Itoa(from), Max: strconv.Itoa(from + page - 1)}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read members of group %s: %w", g, err)
+		}
+		for _, z := range v {
+			if i := int(z.Score); i >= 0 && i < n {
+				out[i] = z.Member.(string)
+			}
+		}
 	}
-	return v, nil
+	var cursor uint64
+	for {
+		kv, next, err := rdb.HScan(ctx, g.Home.Group(g.ID), cursor, "e:*", 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read members of group %s: %w", g, err)
+		}
+		for i := 1; i < len(kv); i += 2 {
+			if err := ParseChunk(kv[i], g.Home.Name, out); err != nil {
+				return nil, fmt.Errorf("group %s: %w", g, err)
+			}
+		}
+		if next == 0 {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// ParseChunk puts the members of a chunk record ("<index>,...;<entry
+// id>,...", see groupenq.lua) of queue into out by index.
+func ParseChunk(rec, queue string, out []string) error {
+	idx, ids, ok := strings.Cut(rec, ";")
+	if !ok {
+		return fmt.Errorf("chunk record %.40q has no ';'", rec)
+	}
+	is, es := strings.Split(idx, ","), strings.Split(ids, ",")
+	if len(is) != len(es) {
+		return fmt.Errorf("chunk record %.40q: %d indices, %d ids", rec, len(is), len(es))
+	}
+	for j, x := range is {
+		i, err := strconv.Atoi(x)
+		if err != nil {
+			return fmt.Errorf("chunk record %.40q: index %q", rec, x)
+		}
+		if i >= 0 && i < len(out) {
+			out[i] = keys.TaskID(queue, es[j])
+		}
+	}
+	return nil
 }
 
 // cancelChunk bounds the cancel calls of one pipeline.

@@ -145,6 +145,7 @@ type Completion struct {
 	Fresh      bool // the entry is the first of an auto-keyed task
 	Attempt    int  // the number of the attempt that ended (0 when none ran)
 	A1, A2, A3 any
+	Group      string // public id of the task's group, if it is a member
 }
 
 // Applied is complete.lua's answer for one item.
@@ -161,15 +162,31 @@ const (
 func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) ([]Applied, error) {
 	ks := make([]string, 0, 5+3*len(items))
 	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Hooks(), q.Outbox())
-	args := make([]any, 0, 5+9*len(items))
+	args := make([]any, 0, 6+10*len(items))
 	args = append(args, keys.Group, consumer, q.Done(), len(items), q.Name)
+	// Groups whose home is this queue are counted in this same script; a
+	// member of a group elsewhere tells it through the outbox.
+	var groups []GroupRef
+	index := map[string]bool{}
 	for _, c := range items {
 		ks = append(ks, q.Task(c.Key), q.Result(c.Key), q.Conts(c.Key))
 		fresh := "0"
 		if c.Fresh {
 			fresh = "1"
 		}
-		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, fresh, c.Attempt, c.A1, c.A2, c.A3)
+		if c.Group != "" && !index[c.Group] {
+			if g, err := ParseGroupRef(c.Group); err == nil && g.Home.Name == q.Name {
+				groups = append(groups, g)
+				index[c.Group] = true
+			}
+		}
+		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, fresh, c.Attempt, c.A1, c.A2, c.A3, c.Group)
+	}
+	args = append(args, len(groups))
+	for _, g := range groups {
+		h := g.Home
+		ks = append(ks, h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID))
+		args = append(args, g.String(), g.ID)
 	}
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
