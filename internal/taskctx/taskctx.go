@@ -11,7 +11,7 @@ type Info struct {
 	Meta        []string // key, value pairs
 	TraceParent string
 	TraceState  string
-	DeadlineMs  int64 // the task's own deadline, Unix ms in Redis time; 0 = none
+	DeadlineMs  int64  // the task's own deadline, Unix ms in Redis time; 0 = none
 	Prev        string // the task or group this task continues, if any
 
 	// Client is the worker's *client.Client, for package patterns' readers
