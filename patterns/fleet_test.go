@@ -42,6 +42,7 @@ const (
 	envFleetAddr  = "FLEET_REDIS_ADDR"
 	envFleetQueue = "FLEET_QUEUE"
 	envFleetLease = "FLEET_LEASE_MS"
+	envFleetLimit = "FLEET_KIND_LIMIT" // Config.KindLimits["slot"], when set
 )
 
 // fleetKeys are the recording keys of a queue's test.
@@ -75,12 +76,16 @@ func fleetMain(role string) {
 	leaseMs, _ := strconv.Atoi(os.Getenv(envFleetLease))
 	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
 	running, maxKey, holding := fleetKeys(queue)
-	w, err := worker.New(rdb, &worker.Config{
+	cfg := &worker.Config{
 		Queues:       map[string]int{queue: 1},
 		Concurrency:  8,
 		Lease:        time.Duration(leaseMs) * time.Millisecond,
 		BlockTimeout: 100 * time.Millisecond,
-	})
+	}
+	if n, _ := strconv.Atoi(os.Getenv(envFleetLimit)); n > 0 {
+		cfg.KindLimits = map[string]int{"slot": n}
+	}
+	w, err := worker.New(rdb, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -115,7 +120,7 @@ type fleetProc struct {
 }
 
 // startFleet starts n worker processes on queue.
-func startFleet(t *testing.T, env *asynctest.Env, queue string, n int, lease time.Duration) map[int]*fleetProc {
+func startFleet(t *testing.T, env *asynctest.Env, queue string, n int, lease time.Duration, extraEnv ...string) map[int]*fleetProc {
 	t.Helper()
 	procs := map[int]*fleetProc{}
 	for i := 0; i < n; i++ {
@@ -123,6 +128,7 @@ func startFleet(t *testing.T, env *asynctest.Env, queue string, n int, lease tim
 		cmd.Env = append(os.Environ(), "ASYNC_TEST_SUBPROCESS=fleet",
 			envFleetAddr+"="+env.Addr, envFleetQueue+"="+queue,
 			envFleetLease+"="+strconv.FormatInt(lease.Milliseconds(), 10))
+		cmd.Env = append(cmd.Env, extraEnv...)
 		var out lockedBuf
 		cmd.Stdout, cmd.Stderr = &out, &out
 		stdin, err := cmd.StdinPipe()
@@ -280,6 +286,48 @@ func (dropHeartbeats) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			}
 		}
 		return next(ctx, cmd)
+	}
+}
+
+// A fleet-wide kind limit across 3 worker processes: never exceeded, reached,
+// and the slot of a process killed while it held one returns after its
+// lease (its task runs again and every task finishes).
+func TestKindLimitAcrossProcessesSurvivesKill(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	cleanFleetKeys(t, b.env.RDB, b.queue)
+	lease := time.Second
+	procs := startFleet(t, b.env, b.queue, 3, lease, envFleetLimit+"=3")
+	ctx := ctxT(t)
+	specs := slots(b.queue, 40, 20)
+	specs[5].Args = Slot{N: 5, WorkMs: 20, Hold: true}
+	hs, err := b.c.EnqueueMany(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, maxKey, holding := fleetKeys(b.queue)
+	v, err := b.env.RDB.BLPop(ctx, 20*time.Second, holding).Result()
+	if err != nil {
+		t.Fatalf("no task held its slot: %v", err)
+	}
+	pid, _ := strconv.Atoi(v[1])
+	p := procs[pid]
+	if p == nil {
+		t.Fatalf("holding pid %d is not ours", pid)
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	for i, h := range hs {
+		if got, err := client.Result[int](ctx, h); err != nil || got != i {
+			t.Fatalf("task %d: %d, %v", i, got, err)
+		}
+	}
+	m, err := b.env.RDB.Get(ctx, maxKey).Int()
+	if err != nil || m != 3 {
+		t.Errorf("most limited tasks running at once across 3 processes: %d (%v), want 3", m, err)
 	}
 }
 

@@ -38,8 +38,9 @@ type job struct {
 
 	mu        sync.Mutex
 	lost      bool
-	recording bool // its outcome is on the way to Redis
-	slot      bool // holds a slot, given back once by finish
+	recording bool       // its outcome is on the way to Redis
+	slot      bool       // holds a slot, given back once by finish
+	limits    []*limiter // fleet-wide limits whose slots it holds
 }
 
 // nextEnvelope is the envelope of the entry that continues j's task: it
@@ -82,6 +83,8 @@ type outcome struct {
 	j    *job
 	c    store.Completion
 	drop bool
+
+	after func() // runs once the outcome is recorded
 }
 
 // guard is how long before the lease ends a handler is cancelled when
@@ -448,7 +451,26 @@ func (w *Worker) send(o *outcome) {
 // run at once, and Stop waits for them (execs).
 func (w *Worker) exec(j *job) {
 	defer w.execs.Done()
-	w.send(w.run(j))
+	ls := w.limitsFor(j)
+	if len(ls) == 0 {
+		w.send(w.run(j))
+		return
+	}
+	full, err := w.takeSlots(j, ls)
+	if err != nil || full != nil {
+		if err != nil {
+			w.log.Error("take a limit's slot; the task retries after Config.LimitWait", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+			full = nil
+		}
+		w.send(w.limitPark(j, full))
+		return
+	}
+	j.mu.Lock()
+	j.limits = ls
+	j.mu.Unlock()
+	o := w.run(j)
+	w.giveSlots(j)
+	w.send(o)
 }
 
 var (
@@ -643,6 +665,9 @@ func (w *Worker) flush(batch []*outcome) {
 					slog.String("task", keys.TaskID(q.keys.Name, o.j.key)))
 			}
 			fired = fired || err == nil && applied[i] == store.Fired
+			if o.after != nil && err == nil && applied[i] != store.LeaseLost {
+				o.after()
+			}
 			w.finish(o.j)
 		}
 		if fired {
@@ -780,13 +805,16 @@ func (w *Worker) heartbeatLoop() {
 			}
 		}
 		w.inflightMu.Unlock()
+		var all []*job
 		for q, js := range byQueue {
+			all = append(all, js...)
 			for len(js) > 0 {
 				part := js[:min(len(js), 1000)]
 				js = js[len(part):]
 				w.heartbeat(q, part)
 			}
 		}
+		w.renewSlots(all)
 	}
 }
 

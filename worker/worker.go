@@ -77,6 +77,26 @@ type Config struct {
 	// caps their dead-letter stores. Defaults to 30s.
 	HousekeepInterval time.Duration
 
+	// KindLimits caps how many tasks of a kind run at once across the whole
+	// fleet: every worker, in every process, that sets a limit for the kind
+	// (give them all the same number), e.g. {"transcode": 10}. A task that
+	// finds its limit full waits in Redis, not in a worker, and never holds
+	// up other tasks; it is woken as a slot frees (in order), or retries
+	// after LimitWait. A slot is leased like the task (renewed by the
+	// heartbeats): a worker that dies frees it when its lease ends. Defaults
+	// to none.
+	KindLimits map[string]int
+
+	// QueueLimits caps how many tasks of a queue run at once across the
+	// fleet, as KindLimits does for kinds. A task subject to both takes a
+	// slot of each. Defaults to none.
+	QueueLimits map[string]int
+
+	// LimitWait is how long a task parked by a full limit waits at most
+	// before it tries again, should no release wake it (its waker died).
+	// Defaults to Lease.
+	LimitWait time.Duration
+
 	// Logger receives the worker's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -132,6 +152,9 @@ func (c *Config) withDefaults() Config {
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
+	if out.LimitWait == 0 {
+		out.LimitWait = out.Lease
+	}
 	return out
 }
 
@@ -143,6 +166,22 @@ func (c *Config) validate() error {
 		if wt < 1 {
 			return fmt.Errorf("worker: Config.Queues[%q] has weight %d, must be at least 1", q, wt)
 		}
+	}
+	for _, l := range []struct {
+		what string
+		m    map[string]int
+	}{{"KindLimits", c.KindLimits}, {"QueueLimits", c.QueueLimits}} {
+		for name, n := range l.m {
+			if err := keys.ValidateName("limited", name); err != nil {
+				return fmt.Errorf("worker: Config.%s: %w", l.what, err)
+			}
+			if n < 1 {
+				return fmt.Errorf("worker: Config.%s[%q] is %d, must be at least 1", l.what, name, n)
+			}
+		}
+	}
+	if c.LimitWait < time.Millisecond {
+		return fmt.Errorf("worker: Config.LimitWait is %v, must be at least 1ms", c.LimitWait)
 	}
 	if err := keys.ValidateName("worker", c.Name); err != nil {
 		return fmt.Errorf("worker: Config.Name: %w", err)
@@ -196,6 +235,7 @@ type Worker struct {
 
 	queues  []*queue
 	byName  map[string]*queue
+	limits  map[string]*limiter // by scope ("kind:<kind>", "queue:<queue>")
 	slots   chan struct{} // one token per running (or about to run) handler
 	results chan *outcome
 
@@ -254,6 +294,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		quit:          make(chan struct{}),
 		fwdWake:       make(chan struct{}, 1),
 	}
+	w.initLimits()
 	names := make([]string, 0, len(c.Queues))
 	for q := range c.Queues {
 		names = append(names, q)

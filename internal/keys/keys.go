@@ -196,3 +196,22 @@ func (q Queue) GroupHeld(id string) string { return q.tag + "gw:" + id }
 // GroupConts is the list of continuations (the join among them) of a group,
 // in the format of Conts.
 func (q Queue) GroupConts(id string) string { return q.tag + "gc:" + id }
+
+// Limit holds the keys of one fleet-wide concurrency limit, scope being
+// "kind:<kind>" or "queue:<queue>"; its own hash tag puts them in one slot.
+type Limit struct {
+	Scope string
+	tag   string
+}
+
+// ForLimit returns the keys of the limit named scope.
+func ForLimit(scope string) Limit { return Limit{Scope: scope, tag: Prefix + ":{lim:" + scope + "}:"} }
+
+// Holders is the sorted set of the attempts holding a slot of the limit
+// ("<queue>/<entry id>/<consumer>/<delivery>"), scored by when their lease
+// ends (Unix ms); a holder not renewed by then has lost its slot.
+func (l Limit) Holders() string { return l.tag + "h" }
+
+// Waiters is the list of task ids parked because the limit was full, woken
+// in order as slots free.
+func (l Limit) Waiters() string { return l.tag + "w" }

@@ -53,6 +53,14 @@ var (
 	groupCancelSrc string
 	//go:embed groupenq.lua
 	groupEnqSrc string
+	//go:embed limacquire.lua
+	limAcquireSrc string
+	//go:embed limwait.lua
+	limWaitSrc string
+	//go:embed limrelease.lua
+	limReleaseSrc string
+	//go:embed wake.lua
+	wakeSrc string
 )
 
 // The scripts, one per file.
@@ -77,13 +85,19 @@ var (
 	GroupCont   = newScript(groupContSrc)
 	GroupCancel = newScript(groupCancelSrc)
 	GroupEnq    = newScript(groupEnqSrc)
+
+	LimAcquire = newScript(limAcquireSrc)
+	LimWait    = newScript(limWaitSrc)
+	LimRelease = newScript(limReleaseSrc)
+	Wake       = newScript(wakeSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
 func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
-	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq}
+	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
+	LimAcquire, LimWait, LimRelease, Wake}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).
