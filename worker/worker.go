@@ -236,7 +236,7 @@ type Worker struct {
 	queues  []*queue
 	byName  map[string]*queue
 	limits  map[string]*limiter // by scope ("kind:<kind>", "queue:<queue>")
-	slots   chan struct{} // one token per running (or about to run) handler
+	slots   chan struct{}       // one token per running (or about to run) handler
 	results chan *outcome
 
 	inflightMu    sync.Mutex
