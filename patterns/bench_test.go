@@ -112,3 +112,19 @@ func BenchmarkEnqueueOnlyForkJoin10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkInvokeAllRelease measures one member's end to the next one's
+// start at a limit of 1.
+func BenchmarkInvokeAllRelease(b *testing.B) {
+	bu, _, _ := benchSetup(b)
+	ctx := context.Background()
+	specs := noops(bu.queue, b.N)
+	b.ResetTimer()
+	g, err := patterns.InvokeAll(ctx, bu.c, 1, specs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := g.Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -53,6 +53,7 @@ type sizes struct {
 	ContN, ContWarm, ContRate int // continuation latency: samples, warm-up, at most per second
 	CancelN, CancelWarm       int // cancel propagation samples, per worker placement
 	Chain                     int // continuations in the chain
+	Group                     int // members of the fork/join measurement
 }
 
 var full = sizes{
@@ -82,6 +83,7 @@ var full = sizes{
 	CancelN:      500,
 	CancelWarm:   20,
 	Chain:        1000,
+	Group:        10000,
 }
 
 var quick = sizes{
@@ -102,6 +104,7 @@ var quick = sizes{
 	CancelN:      50,
 	CancelWarm:   5,
 	Chain:        100,
+	Group:        2000,
 }
 
 type options struct {
@@ -117,7 +120,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -445,6 +448,16 @@ func run(o options, stdout, progress io.Writer) error {
 	if want("chain") {
 		sem("chain", fmt.Sprintf("Chain of %s continuations", thousands(float64(sz.Chain))),
 			func(prof bool) (*result, error) { return e.chainRun(ctx, sz.Chain, prof) }, "chain")
+	}
+
+	if want("groups") {
+		step(fmt.Sprintf("fork/join of %d against %d plain tasks, %d runs each; InvokeAll utilisation", sz.Group, sz.Group, sz.Reps))
+		gi, err := e.groupsRun(ctx, sz.Group, sz.Reps)
+		if err != nil {
+			fmt.Fprintf(progress, "  groups failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "groups: "+err.Error())
+		}
+		rep.Groups = gi
 	}
 
 	rep.Took = time.Since(rep.Started)

@@ -32,6 +32,8 @@ type report struct {
 	Cancel  []*result // cancel propagation: worker in this process, in a subprocess
 	Chain   *result   // chain of continuations
 	SemErrs []string  // task-semantics phases that failed
+
+	Groups *groupsInfo // fork/join cost, InvokeAll utilisation
 }
 
 const (
@@ -140,6 +142,9 @@ func (r *report) markdown() string {
 	p("All are taken over the measured phase only.\n\n")
 
 	r.semantics(p)
+	if r.Groups != nil {
+		r.Groups.markdown(p)
+	}
 
 	if len(r.Sweep) > 0 {
 		p("### Drain: worker settings tried (one run each)\n\n")
