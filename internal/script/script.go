@@ -61,6 +61,8 @@ var (
 	limReleaseSrc string
 	//go:embed wake.lua
 	wakeSrc string
+	//go:embed ratelimit.lua
+	rateLimitSrc string
 )
 
 // The scripts, one per file.
@@ -90,6 +92,10 @@ var (
 	LimWait    = newScript(limWaitSrc)
 	LimRelease = newScript(limReleaseSrc)
 	Wake       = newScript(wakeSrc)
+
+	// RateLimit does not need lib.lua; it stands alone so that package
+	// ratelimit loads one small script.
+	RateLimit = redis.NewScript(rateLimitSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -97,7 +103,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
-	LimAcquire, LimWait, LimRelease, Wake}
+	LimAcquire, LimWait, LimRelease, Wake, RateLimit}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).
