@@ -76,13 +76,16 @@ func (c *Client) prepareItems(ctx context.Context, items []bridge.Item) ([]prepa
 		if opts == nil {
 			opts = &EnqueueOpts{}
 		}
+		if it.RateKey != "" {
+			opts.RateKey = it.RateKey
+		}
 		if it.Key != "" {
 			opts.ID = it.Key
 		}
 		if opts.ID == "" && (it.Group == "" || it.Hold) {
 			return nil, errors.New("bridge: item without a key")
 		}
-		p, err := c.prepare(ctx, args, opts, it.Prev, it.Group)
+		p, err := c.prepare(ctx, args, opts, extra{prev: it.Prev, group: it.Group, rateN: it.RateN, ratePerUs: it.RatePer.Microseconds()})
 		if err != nil {
 			return nil, fmt.Errorf("spec %d: %w", it.Index, err)
 		}

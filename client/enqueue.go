@@ -17,6 +17,7 @@ import (
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/internal/taskctx"
+	"github.com/taskfleet/async/ratelimit"
 )
 
 // EnqueueOpts are per-task options. A nil *EnqueueOpts means all defaults.
@@ -63,6 +64,15 @@ type EnqueueOpts struct {
 	// handler's when these are empty.
 	TraceParent string
 	TraceState  string
+
+	// RateKey throttles the task: before it runs, a worker takes a token
+	// from the bucket of this key (package ratelimit), under the limit its
+	// Config.RateLimits registers for the key's prefix. A task that must
+	// wait is parked in Redis until its token is due; it holds no worker
+	// meanwhile. Tasks with the same key share one rate across the fleet
+	// (and with ratelimit calls on the same key). 1 to 200 bytes of A-Z a-z
+	// 0-9 . _ - : / (e.g. "s3:bucket-a"). Defaults to none.
+	RateKey string
 }
 
 // Spec is one task for EnqueueMany.
@@ -99,9 +109,17 @@ const (
 	traceParentSize = 55
 )
 
+// extra is what the patterns put in a task's envelope beyond its options.
+type extra struct {
+	prev      string // the task or group a continuation continues
+	group     string // the group the task is a member of
+	rateN     int    // a carried rate limit (patterns.Throttle)
+	ratePerUs int64
+}
+
 // prepare checks and encodes one task. A ctx of a running handler makes the
-// task its child; prev names the task a continuation continues.
-func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev, group string) (prepared, error) {
+// task its child.
+func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra) (prepared, error) {
 	if args == nil {
 		return prepared{}, errors.New("enqueue: args is nil")
 	}
@@ -150,6 +168,11 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev, g
 	}
 	if opts.TraceParent != "" && !validTraceParent(opts.TraceParent) {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.TraceParent %.64q is not a W3C traceparent (version-traceid-parentid-flags in lower-case hex, 55 bytes)", kind, opts.TraceParent)
+	}
+	if opts.RateKey != "" {
+		if err := ratelimit.ValidateKey(opts.RateKey); err != nil {
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.RateKey: %w", kind, err)
+		}
 	}
 	if len(opts.TraceState) > maxTraceState {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.TraceState is %d bytes, limit %d", kind, len(opts.TraceState), maxTraceState)
@@ -212,8 +235,11 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, prev, g
 		TraceParent: opts.TraceParent,
 		TraceState:  opts.TraceState,
 		Parent:      parent,
-		Prev:        prev,
-		Group:       group,
+		Prev:        x.prev,
+		Group:       x.group,
+		RateKey:     opts.RateKey,
+		RateN:       x.rateN,
+		RatePerUs:   x.ratePerUs,
 	})
 	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env}, parent: parent}, nil
 }
@@ -239,7 +265,7 @@ func validTraceParent(s string) bool {
 // Concurrent calls share round trips. If ctx ends before Redis answers, the
 // task may or may not have been added.
 func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Handle, error) {
-	p, err := c.prepare(ctx, args, opts, "", "")
+	p, err := c.prepare(ctx, args, opts, extra{})
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +288,7 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Ha
 func (c *Client) EnqueueMany(ctx context.Context, specs []Spec) ([]*Handle, error) {
 	ps := make([]prepared, len(specs))
 	for i, s := range specs {
-		p, err := c.prepare(ctx, s.Args, s.Opts, "", "")
+		p, err := c.prepare(ctx, s.Args, s.Opts, extra{})
 		if err != nil {
 			return nil, fmt.Errorf("spec %d: %w", i, err)
 		}

@@ -126,7 +126,7 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 	if o.ID == "" {
 		o.ID = "c-" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
 	}
-	p, err := h.c.prepare(ctx, args, &o.EnqueueOpts, h.ID(), "")
+	p, err := h.c.prepare(ctx, args, &o.EnqueueOpts, extra{prev: h.ID()})
 	if err != nil {
 		return nil, err
 	}

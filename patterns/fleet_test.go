@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -34,6 +36,7 @@ type Slot struct {
 	N      int
 	WorkMs int
 	Hold   bool
+	Record bool // append the start time (Unix µs) to the starts list
 }
 
 func (Slot) Kind() string { return "slot" }
@@ -43,6 +46,7 @@ const (
 	envFleetQueue = "FLEET_QUEUE"
 	envFleetLease = "FLEET_LEASE_MS"
 	envFleetLimit = "FLEET_KIND_LIMIT" // Config.KindLimits["slot"], when set
+	envFleetRate  = "FLEET_RATE"       // "<rate per second>,<burst>": Config.RateLimits for keys "acc:..."
 )
 
 // fleetKeys are the recording keys of a queue's test.
@@ -50,6 +54,8 @@ func fleetKeys(queue string) (running, maxKey, holding string) {
 	p := "fleettest:{q:" + queue + "}:"
 	return p + "running", p + "max", p + "holding"
 }
+
+func startsKey(queue string) string { return "fleettest:{q:" + queue + "}:starts" }
 
 // enterScript adds a member to the running set and raises the maximum.
 var enterScript = redis.NewScript(`
@@ -85,6 +91,15 @@ func fleetMain(role string) {
 	if n, _ := strconv.Atoi(os.Getenv(envFleetLimit)); n > 0 {
 		cfg.KindLimits = map[string]int{"slot": n}
 	}
+	if v := os.Getenv(envFleetRate); v != "" {
+		var rate, burst int
+		if _, err := fmt.Sscanf(v, "%d,%d", &rate, &burst); err != nil {
+			fmt.Fprintln(os.Stderr, envFleetRate, err)
+			os.Exit(3)
+		}
+		cfg.RateLimits = []worker.RateLimit{{KeyPrefix: "acc:", Limit: ratelimit.Limit{Rate: rate, Per: time.Second, Burst: burst}}}
+		cfg.Concurrency = 64
+	}
 	w, err := worker.New(rdb, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -92,6 +107,9 @@ func fleetMain(role string) {
 	}
 	worker.Handle(w, func(ctx context.Context, a Slot) (int, error) {
 		tk, _ := worker.TaskFromContext(ctx)
+		if a.Record {
+			return a.N, rdb.RPush(ctx, startsKey(queue), time.Now().UnixMicro()).Err()
+		}
 		if err := enterScript.Run(ctx, rdb, []string{running, maxKey}, tk.ID).Err(); err != nil {
 			return 0, err
 		}
@@ -449,4 +467,63 @@ func TestForkJoinHundredThousand(t *testing.T) {
 	if js.runs["big"] != 1 {
 		t.Errorf("join ran %d times", js.runs["big"])
 	}
+}
+
+// A rate of 200/s (burst 20) over one key, taken by 4 worker processes:
+// over 10 s, the starts are within 2% of 2,000 plus the burst, and no
+// 100 ms window holds more than 20 plus the burst.
+func TestRateLimitAccuracyAcrossProcesses(t *testing.T) {
+	asynctest.RequireReal(t)
+	b := setup(t)
+	const rate, burst = 200, 20
+	sk := startsKey(b.queue)
+	t.Cleanup(func() { _ = b.env.RDB.Del(context.Background(), sk).Err() })
+	startFleet(t, b.env, b.queue, 4, 5*time.Second, fmt.Sprintf("%s=%d,%d", envFleetRate, rate, burst))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = 2300 // 11.4 s of tokens
+	specs := make([]client.Spec, n)
+	for i := range specs {
+		specs[i] = client.Spec{Args: Slot{N: i, Record: true}, Opts: &client.EnqueueOpts{Queue: b.queue, RateKey: "acc:" + b.queue}}
+	}
+	hs, err := b.c.EnqueueMany(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WaitAll(ctx, hs...); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := b.env.RDB.LRange(ctx, sk, 0, -1).Result()
+	if err != nil || len(vals) != n {
+		t.Fatalf("%d starts recorded (%v), want %d", len(vals), err, n)
+	}
+	us := make([]int64, len(vals))
+	for i, v := range vals {
+		us[i], _ = strconv.ParseInt(v, 10, 64)
+	}
+	sort.Slice(us, func(a, b int) bool { return us[a] < us[b] })
+	t0 := us[0]
+	in10 := sort.Search(len(us), func(i int) bool { return us[i] >= t0+10_000_000 })
+	want := 10*rate + burst
+	if d := float64(in10-want) / float64(want); d < -0.02 || d > 0.02 {
+		t.Errorf("starts in the first 10 s: %d, want %d ±2%%", in10, want)
+	}
+	worst, at := 0, 0
+	for i := range us {
+		j := sort.Search(len(us), func(k int) bool { return us[k] >= us[i]+100_000 })
+		if j-i > worst {
+			worst, at = j-i, i
+		}
+	}
+	if worst > rate/10+burst {
+		rel := make([]int64, 0, worst)
+		for _, u := range us[at : at+worst] {
+			rel = append(rel, (u-t0)/1000)
+		}
+		t.Logf("busiest window, ms after the first start: %v", rel)
+	}
+	if worst > rate/10+burst {
+		t.Errorf("a 100 ms window holds %d starts, want at most %d", worst, rate/10+burst)
+	}
+	t.Logf("starts in 10 s: %d (want %d), busiest 100 ms window: %d (bound %d)", in10, want, worst, rate/10+burst)
 }

@@ -8,7 +8,8 @@
 //
 // A bucket is one Redis key, "async:{rl:<key>}", holding one number (the
 // time at which the bucket would be full again, GCRA style); it expires at
-// that time, so an idle key costs nothing. A clock that steps back never
+// that time, so an idle key costs nothing. Take keeps a second number next
+// to it, "async:{rl:<key>}:wake", the next wake-up time it will hand out. A clock that steps back never
 // adds events, and one that jumps forward adds Burst at most.
 package ratelimit
 
@@ -127,7 +128,8 @@ func (l *Limiter) check(key string, n int) error {
 
 func (l *Limiter) run(ctx context.Context, key string, n int, mode string) (taken bool, wait time.Duration, left int, err error) {
 	interval := float64(l.lim.Per) / float64(l.lim.Rate) / float64(time.Microsecond)
-	v, err := script.RateLimit.Run(ctx, l.rdb, []string{BucketKey(key)}, interval, l.lim.burst(), n, mode).Int64Slice()
+	bk := BucketKey(key)
+	v, err := script.RateLimit.Run(ctx, l.rdb, []string{bk, bk + ":wake"}, interval, l.lim.burst(), n, mode).Int64Slice()
 	if err != nil {
 		return false, 0, 0, fmt.Errorf("ratelimit %s: %w", key, err)
 	}
@@ -179,6 +181,23 @@ func (l *Limiter) Wait(ctx context.Context, key string, n int) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Take takes n events from key's bucket if they fit now. When they do not,
+// nothing is taken and wait is the caller's turn: callers refused one after
+// another get wake-up times one interval apart (from when n would fit), so
+// that waiters come back in turn rather than all at once. At its turn the
+// caller calls Take again (the events are taken then, so a caller that
+// comes late or not at all takes nothing from the others).
+func (l *Limiter) Take(ctx context.Context, key string, n int) (taken bool, wait time.Duration, err error) {
+	if err := l.check(key, n); err != nil {
+		return false, 0, err
+	}
+	ok, wait, _, err := l.run(ctx, key, n, "take")
+	if ok {
+		wait = 0
+	}
+	return ok, wait, err
 }
 
 // Reserve takes n events from key's bucket now or in the future, and

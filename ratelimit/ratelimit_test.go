@@ -233,3 +233,37 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 }
+
+// Refused callers of Take get turns one interval apart, and take nothing
+// until they come back.
+func TestTakeHandsOutTurns(t *testing.T) {
+	t.Parallel()
+	env := asynctest.Redis(t)
+	ctx := ctxT(t)
+	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 10, Per: time.Second}) // 100ms apart
+	k := key(t)
+	if ok, _, err := l.Take(ctx, k, 1); err != nil || !ok {
+		t.Fatalf("first take: %v, %v", ok, err)
+	}
+	var last time.Duration
+	for i := 1; i <= 4; i++ {
+		ok, d, err := l.Take(ctx, k, 1)
+		if err != nil || ok {
+			t.Fatalf("take %d: %v, %v", i, ok, err)
+		}
+		want := time.Duration(i) * 100 * time.Millisecond
+		if d < want-30*time.Millisecond || d > want {
+			t.Errorf("turn %d in %v, want about %v", i, d, want)
+		}
+		if d <= last {
+			t.Errorf("turn %d in %v, not after %v", i, d, last)
+		}
+		last = d
+	}
+	// The refusals took nothing: the bucket's next event is still one
+	// interval after the first.
+	r, err := l.Allow(ctx, k, 1)
+	if err != nil || r.Allowed || r.RetryAfter > 100*time.Millisecond {
+		t.Errorf("after refused takes: %+v, %v", r, err)
+	}
+}

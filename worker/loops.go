@@ -451,6 +451,9 @@ func (w *Worker) send(o *outcome) {
 // run at once, and Stop waits for them (execs).
 func (w *Worker) exec(j *job) {
 	defer w.execs.Done()
+	if !w.throttle(j) {
+		return
+	}
 	ls := w.limitsFor(j)
 	if len(ls) == 0 {
 		w.send(w.run(j))

@@ -97,6 +97,14 @@ type Config struct {
 	// Defaults to Lease.
 	LimitWait time.Duration
 
+	// RateLimits throttle tasks fleet-wide, by the RateKey they were
+	// enqueued with (per key prefix), by queue or by kind: a task takes a
+	// token of each bucket that applies before it runs, and one that must
+	// wait is parked in Redis until its token is due, holding no worker (no
+	// head-of-line blocking, no polling). Give every worker the same
+	// limits. Defaults to none.
+	RateLimits []RateLimit
+
 	// Logger receives the worker's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -180,6 +188,9 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+	if err := validateRates(c.RateLimits); err != nil {
+		return err
+	}
 	if c.LimitWait < time.Millisecond {
 		return fmt.Errorf("worker: Config.LimitWait is %v, must be at least 1ms", c.LimitWait)
 	}
@@ -236,7 +247,8 @@ type Worker struct {
 	queues  []*queue
 	byName  map[string]*queue
 	limits  map[string]*limiter // by scope ("kind:<kind>", "queue:<queue>")
-	slots   chan struct{}       // one token per running (or about to run) handler
+	rates   *rates
+	slots   chan struct{} // one token per running (or about to run) handler
 	results chan *outcome
 
 	inflightMu    sync.Mutex
@@ -295,6 +307,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		fwdWake:       make(chan struct{}, 1),
 	}
 	w.initLimits()
+	w.initRates()
 	names := make([]string, 0, len(c.Queues))
 	for q := range c.Queues {
 		names = append(names, q)

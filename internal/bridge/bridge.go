@@ -21,6 +21,12 @@ type Item struct {
 	Hold  bool   // create it waiting, outside the stream, until activated
 	Prev  string // what it continues (a group id for a join), or ""
 	Index int    // its position among the caller's specs, for errors
+
+	// A rate limit the task carries (patterns.Throttle): its bucket and
+	// RateN events per RatePer.
+	RateKey string
+	RateN   int
+	RatePer time.Duration
 }
 
 // Placed is where an Item went.

@@ -24,17 +24,20 @@ type Envelope struct {
 	Parent      string   // id of the task whose handler enqueued this one (child tasks)
 	Prev        string   // id of the task this one continues (ContinueWith)
 	Group       string   // public id of the group the task is a member of
+	RateKey     string   // the token bucket the task takes from before it runs
+	RateN       int      // with RatePerUs: the bucket's limit, carried (patterns.Throttle)
+	RatePerUs   int64
 }
 
 const (
 	envelopeFields = 9  // always present
-	envelopeAll    = 16 // with the optional ones
+	envelopeAll    = 19 // with the optional ones
 )
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
 // growing b.
 func AppendEnvelope(b []byte, e *Envelope) []byte {
-	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != ""
+	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != "" || e.RateKey != ""
 	if full {
 		b = appendArrayLen(b, envelopeAll)
 	} else {
@@ -62,6 +65,9 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendStr(b, e.Parent)
 	b = appendStr(b, e.Prev)
 	b = appendStr(b, e.Group)
+	b = appendStr(b, e.RateKey)
+	b = appendInt(b, int64(e.RateN))
+	b = appendInt(b, e.RatePerUs)
 	return b
 }
 
@@ -87,7 +93,7 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	e.RetainMs = r.int()
 	e.Parked = int(r.int())
 	e.Lost = int(r.int())
-	if n >= envelopeAll-1 {
+	if n >= 15 {
 		e.DeadlineMs = r.int()
 		if m := r.arrayLen(); m > 0 && r.err == nil {
 			if m%2 != 0 || m > len(b) {
@@ -104,8 +110,13 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 		e.Parent = r.str()
 		e.Prev = r.str()
 	}
-	if n >= envelopeAll {
+	if n >= 16 {
 		e.Group = r.str()
+	}
+	if n >= envelopeAll {
+		e.RateKey = r.str()
+		e.RateN = int(r.int())
+		e.RatePerUs = r.int()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)

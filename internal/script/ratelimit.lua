@@ -6,12 +6,17 @@
 -- stays ahead of now) and one that jumps forward refills it to burst at
 -- most, so neither negative nor runaway counts can appear. The key expires
 -- when the bucket would be full again.
--- KEYS[1]  the bucket
+-- KEYS[1]  the bucket, KEYS[2] its wake-up schedule (mode 'take')
 -- ARGV[1]  emission interval in µs (per / rate), ARGV[2] burst, ARGV[3] n,
--- ARGV[4]  mode: 'allow' (take n only if they fit now) or 'reserve' (take n
---          now or in the future: the caller waits the returned delay)
--- Returns: {1 taken / 0 refused, µs to wait (refused: until n would fit;
--- reserve: until the reservation is due), events that still fit now}
+-- ARGV[4]  mode: 'allow' (take n only if they fit now), 'reserve' (take n
+--          now or in the future: the caller waits the returned delay), or
+--          'take' (as allow, and when refused, give the caller a wake-up
+--          time of its own: the schedule hands out times one emission
+--          interval apart, from when n would fit, so waiters wake in turn
+--          instead of all at once; the tokens are taken only at wake-up)
+-- Returns: {1 taken / 0 refused, µs to wait (refused: until n would fit, or
+-- the wake-up time; reserve: until the reservation is due), events that
+-- still fit now}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -20,9 +25,17 @@ if tat < now then tat = now end
 local new = tat + n * interval
 local span = burst * interval
 local over = new - now - span
-if ARGV[4] == 'allow' and over > 0 then
+if ARGV[4] ~= 'reserve' and over > 0 then
   local left = math.floor((span - (tat - now)) / interval)
   if left < 0 then left = 0 end
+  if ARGV[4] == 'take' then
+    local sched = tonumber(redis.call('GET', KEYS[2]) or '0')
+    local wake = now + over
+    if sched > wake then wake = sched end
+    local nxt = wake + n * interval
+    redis.call('SET', KEYS[2], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+    over = wake - now
+  end
   return {0, math.ceil(over), left}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)

@@ -1,0 +1,176 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/ratelimit"
+)
+
+// RateLimit throttles tasks across the fleet with a token bucket (package
+// ratelimit): a worker takes a token before it runs a task the limit
+// applies to. Exactly one of KeyPrefix, Queue and Kind is set.
+type RateLimit struct {
+	// KeyPrefix applies Limit to the tasks whose EnqueueOpts.RateKey starts
+	// with it, one bucket per RateKey (so "s3:" gives every bucket of S3 its
+	// own rate). When several prefixes match, the longest wins.
+	KeyPrefix string
+
+	// Queue applies Limit to every task of the queue, one bucket for all.
+	Queue string
+
+	// Kind applies Limit to every task of the kind, one bucket for all.
+	Kind string
+
+	Limit ratelimit.Limit
+}
+
+// bucket is one token bucket a task takes from.
+type bucket struct {
+	l   *ratelimit.Limiter
+	key string
+}
+
+// rates holds a worker's rate limits.
+type rates struct {
+	prefixes []RateLimit // longest prefix first
+	byPrefix map[string]*ratelimit.Limiter
+	byQueue  map[string]*ratelimit.Limiter
+	byKind   map[string]*ratelimit.Limiter
+
+	carried sync.Map // "n/perUs" → *ratelimit.Limiter, for limits tasks carry
+}
+
+func validateRates(rs []RateLimit) error {
+	for i, r := range rs {
+		set := 0
+		for _, s := range []string{r.KeyPrefix, r.Queue, r.Kind} {
+			if s != "" {
+				set++
+			}
+		}
+		if set != 1 {
+			return fmt.Errorf("worker: Config.RateLimits[%d] sets %d of KeyPrefix, Queue and Kind; set exactly one", i, set)
+		}
+		var err error
+		switch {
+		case r.KeyPrefix != "":
+			err = ratelimit.ValidateKey(r.KeyPrefix)
+		case r.Queue != "":
+			err = keys.ValidateName("queue", r.Queue)
+		default:
+			err = keys.ValidateName("kind", r.Kind)
+		}
+		if err == nil {
+			err = r.Limit.Validate()
+		}
+		if err != nil {
+			return fmt.Errorf("worker: Config.RateLimits[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (w *Worker) initRates() {
+	rs := &rates{byPrefix: map[string]*ratelimit.Limiter{}, byQueue: map[string]*ratelimit.Limiter{}, byKind: map[string]*ratelimit.Limiter{}}
+	for _, r := range w.cfg.RateLimits {
+		l := ratelimit.New(w.rdb, r.Limit)
+		switch {
+		case r.KeyPrefix != "":
+			rs.prefixes = append(rs.prefixes, r)
+			rs.byPrefix[r.KeyPrefix] = l
+		case r.Queue != "":
+			rs.byQueue[r.Queue] = l
+		default:
+			rs.byKind[r.Kind] = l
+		}
+	}
+	sort.SliceStable(rs.prefixes, func(a, b int) bool { return len(rs.prefixes[a].KeyPrefix) > len(rs.prefixes[b].KeyPrefix) })
+	w.rates = rs
+}
+
+// bucketsFor returns the buckets j's task takes a token from: its RateKey's
+// (under the limit it carries, or the longest matching prefix's), its
+// queue's and its kind's.
+func (w *Worker) bucketsFor(j *job) []bucket {
+	env := j.env
+	if env == nil {
+		return nil
+	}
+	rs := w.rates
+	var out []bucket
+	if env.RateKey != "" {
+		switch {
+		case env.RateN > 0 && env.RatePerUs > 0:
+			id := fmt.Sprintf("%d/%d", env.RateN, env.RatePerUs)
+			l, ok := rs.carried.Load(id)
+			if !ok {
+				l, _ = rs.carried.LoadOrStore(id, ratelimit.New(w.rdb, ratelimit.Limit{Rate: env.RateN, Per: time.Duration(env.RatePerUs) * time.Microsecond}))
+			}
+			out = append(out, bucket{l.(*ratelimit.Limiter), env.RateKey})
+		default:
+			for _, p := range rs.prefixes {
+				if strings.HasPrefix(env.RateKey, p.KeyPrefix) {
+					out = append(out, bucket{rs.byPrefix[p.KeyPrefix], env.RateKey})
+					break
+				}
+			}
+		}
+	}
+	if l := rs.byQueue[j.q.keys.Name]; l != nil {
+		out = append(out, bucket{l, "queue:" + j.q.keys.Name})
+	}
+	if l := rs.byKind[env.Kind]; l != nil {
+		out = append(out, bucket{l, "kind:" + env.Kind})
+	}
+	return out
+}
+
+// throttle takes j's tokens. It returns true when j may run now; otherwise
+// j's task was parked in Redis until its turn at the bucket (see
+// ratelimit.Limiter.Take), when it tries again. Tokens are taken when a
+// task starts, so the limit holds for starts however late a parked task
+// comes back.
+func (w *Worker) throttle(j *job) bool {
+	bs := w.bucketsFor(j)
+	if len(bs) == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
+	defer cancel()
+	var wait time.Duration
+	for _, b := range bs {
+		ok, d, err := b.l.Take(ctx, b.key, 1)
+		if err != nil {
+			// Without its token the task may not run: it comes back after
+			// a short wait.
+			w.log.Error("take a rate limit token; the task retries in a second", slog.String("bucket", b.key), slog.Any("err", err))
+			w.send(w.rateParkOutcome(j, time.Second))
+			return false
+		}
+		if !ok {
+			wait = max(wait, d)
+		}
+	}
+	if wait == 0 {
+		return true
+	}
+	w.send(w.rateParkOutcome(j, wait))
+	return false
+}
+
+// rateParkOutcome parks j's task for wait.
+func (w *Worker) rateParkOutcome(j *job, wait time.Duration) *outcome {
+	next := j.nextEnvelope()
+	ms := (wait + time.Millisecond - 1) / time.Millisecond
+	return &outcome{j: j, c: store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
+		A1: codec.AppendEnvelope(nil, &next), A2: int64(ms), A3: "", Attempt: attemptOf(j)}}
+}

@@ -1,0 +1,147 @@
+package worker_test
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/ratelimit"
+	"github.com/taskfleet/async/worker"
+)
+
+type RatedArgs struct{ Key string }
+
+func (RatedArgs) Kind() string { return "rated" }
+
+// starts records handler start times per key.
+type starts struct {
+	mu sync.Mutex
+	at map[string][]time.Time
+}
+
+func (s *starts) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.at[k] = append(s.at[k], time.Now())
+}
+
+func TestRateKeyThrottlesPerKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	st := &starts{at: map[string][]time.Time{}}
+	b.worker(t, &worker.Config{Concurrency: 16, RateLimits: []worker.RateLimit{
+		{KeyPrefix: "dest:", Limit: ratelimit.Limit{Rate: 50, Per: time.Second}},     // one every 20ms per destination
+		{KeyPrefix: "dest:slow:", Limit: ratelimit.Limit{Rate: 20, Per: time.Second}}, // the longer prefix wins
+	}}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a RatedArgs) (string, error) {
+			st.add(a.Key)
+			return a.Key, nil
+		})
+	})
+	ctx := ctxT(t)
+	keys := []string{"dest:a-" + b.queue, "dest:b-" + b.queue, "dest:slow:c-" + b.queue}
+	var specs []client.Spec
+	for i := 0; i < 8; i++ {
+		for _, k := range keys {
+			specs = append(specs, client.Spec{Args: RatedArgs{Key: k}, Opts: &client.EnqueueOpts{Queue: b.queue, RateKey: k}})
+		}
+	}
+	hs, err := b.c.EnqueueMany(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WaitAll(ctx, hs...); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for k, gap := range map[string]time.Duration{keys[0]: 20 * time.Millisecond, keys[1]: 20 * time.Millisecond, keys[2]: 50 * time.Millisecond} {
+		ts := st.at[k]
+		sort.Slice(ts, func(a, b int) bool { return ts[a].Before(ts[b]) })
+		if len(ts) != 8 {
+			t.Fatalf("%s started %d times", k, len(ts))
+		}
+		// 8 starts at one per gap: at least 7 gaps from first to last
+		// (less the slack of a millisecond a start may be early by).
+		if span := ts[7].Sub(ts[0]); span < 7*gap-10*time.Millisecond {
+			t.Errorf("%s: 8 starts within %v, want at least %v", k, span, 7*gap)
+		}
+	}
+	// The destinations run side by side, not one after the other.
+	all := append(append([]time.Time{}, st.at[keys[0]]...), st.at[keys[1]]...)
+	sort.Slice(all, func(a, b int) bool { return all[a].Before(all[b]) })
+	if span := all[len(all)-1].Sub(all[0]); span > 14*20*time.Millisecond {
+		t.Errorf("two destinations of 8 tasks at 50/s each took %v together", span)
+	}
+}
+
+// A throttled key with a long backlog does not delay other tasks of the
+// same worker: they keep their usual latency.
+func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.worker(t, &worker.Config{Concurrency: 4, RateLimits: []worker.RateLimit{
+		{KeyPrefix: "slow:", Limit: ratelimit.Limit{Rate: 5, Per: time.Second}},
+	}}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a RatedArgs) (string, error) { return a.Key, nil })
+	})
+	ctx := ctxT(t)
+	var backlog []client.Spec
+	for i := 0; i < 300; i++ {
+		backlog = append(backlog, client.Spec{Args: RatedArgs{Key: "slow"}, Opts: &client.EnqueueOpts{Queue: b.queue, RateKey: "slow:" + b.queue}})
+	}
+	if _, err := b.c.EnqueueMany(ctx, backlog); err != nil {
+		t.Fatal(err)
+	}
+	// Each throttled task is read once, takes its token (due up to a
+	// minute ahead) and waits in Redis; then the stream is free.
+	sched := "async:{q:" + b.queue + "}:sched"
+	asynctest.Eventually(t, 10*time.Second, "the backlog parked", func() bool {
+		n, err := b.env.RDB.ZCard(ctx, sched).Result()
+		return err == nil && n >= 290
+	})
+	var worst time.Duration
+	for i := 0; i < 30; i++ {
+		start := time.Now()
+		h, err := b.c.Enqueue(ctx, RatedArgs{Key: "free"}, &client.EnqueueOpts{Queue: b.queue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Outcome(ctx); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	if worst > 100*time.Millisecond {
+		t.Errorf("an unthrottled task took %v next to a throttled backlog", worst)
+	}
+}
+
+func TestRateLimitConfigRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	lim := ratelimit.Limit{Rate: 1, Per: time.Second}
+	for _, tc := range []struct {
+		r    worker.RateLimit
+		want string
+	}{
+		{worker.RateLimit{Limit: lim}, "sets 0 of KeyPrefix, Queue and Kind"},
+		{worker.RateLimit{KeyPrefix: "a", Queue: "q", Limit: lim}, "sets 2 of"},
+		{worker.RateLimit{KeyPrefix: "a b", Limit: lim}, "allowed are"},
+		{worker.RateLimit{Queue: "q q", Limit: lim}, "queue name"},
+		{worker.RateLimit{Kind: "k", Limit: ratelimit.Limit{Rate: 1}}, "Limit.Per"},
+	} {
+		_, err := worker.New(b.env.RDB, &worker.Config{RateLimits: []worker.RateLimit{tc.r}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error containing %q", tc.r, err, tc.want)
+		}
+	}
+	if _, err := b.c.Enqueue(ctxT(t), RatedArgs{}, &client.EnqueueOpts{Queue: b.queue, RateKey: "a{b}"}); err == nil || !strings.Contains(err.Error(), "RateKey") {
+		t.Errorf("bad RateKey: %v", err)
+	}
+}
