@@ -35,7 +35,7 @@ func TestRateKeyThrottlesPerKey(t *testing.T) {
 	b := setup(t)
 	st := &starts{at: map[string][]time.Time{}}
 	b.worker(t, &worker.Config{Concurrency: 16, RateLimits: []worker.RateLimit{
-		{KeyPrefix: "dest:", Limit: ratelimit.Limit{Rate: 50, Per: time.Second}},     // one every 20ms per destination
+		{KeyPrefix: "dest:", Limit: ratelimit.Limit{Rate: 50, Per: time.Second}},      // one every 20ms per destination
 		{KeyPrefix: "dest:slow:", Limit: ratelimit.Limit{Rate: 20, Per: time.Second}}, // the longer prefix wins
 	}}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a RatedArgs) (string, error) {
