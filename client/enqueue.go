@@ -70,7 +70,7 @@ type EnqueueOpts struct {
 	// Config.RateLimits registers for the key's prefix. A task that must
 	// wait is parked in Redis until its token is due; it holds no worker
 	// meanwhile. Tasks with the same key share one rate across the fleet
-	// (and with ratelimit calls on the same key). 1 to 200 bytes of A-Z a-z
+	// (and with ratelimit calls on the same key). 1 to 256 bytes of A-Z a-z
 	// 0-9 . _ - : / (e.g. "s3:bucket-a"). Defaults to none.
 	RateKey string
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/internal/taskctx"
+	"github.com/taskfleet/async/ratelimit"
 )
 
 // Option tunes a group.
@@ -24,6 +25,7 @@ type options struct {
 	queue     string
 	failFast  bool
 	retention time.Duration
+	rate      *ratelimit.Limit // Throttle's
 }
 
 // WithID names the group (the name rule [A-Za-z0-9._-], at most 100 bytes):
@@ -79,6 +81,23 @@ func InvokeAll(ctx context.Context, c *client.Client, concurrency int, specs []c
 	return begin(ctx, c, specs, nil, concurrency, opts)
 }
 
+// Throttle is ForkJoin without a join whose members start at most rate per
+// every across the whole fleet (grab/async's Throttle), evenly spaced: one
+// every every/rate. A member waits for its turn in Redis, holding no worker,
+// and takes its token when it starts (see ratelimit.Limiter.Take), so the
+// rate holds however many workers and processes run the group. The group's
+// bucket is "g:<home>/<id>" (package ratelimit). Nested groups are not
+// allowed. The group's handle supports ContinueWith.
+func Throttle(ctx context.Context, c *client.Client, specs []client.Spec, rate int, every time.Duration, opts ...Option) (*Group, error) {
+	lim := ratelimit.Limit{Rate: rate, Per: every}
+	if err := lim.Validate(); err != nil {
+		return nil, fmt.Errorf("patterns.Throttle: rate %d per %v: %w", rate, every, err)
+	}
+	o := append([]Option{}, opts...)
+	o = append(o, func(o *options) { o.rate = &lim })
+	return begin(ctx, c, specs, nil, 0, o)
+}
+
 // Sub describes a nested group: used as a spec of ForkJoin, it runs specs as
 // a group of their own (with join, when not nil) and counts as one member
 // of the outer group, ending when its join ends (or, without a join, when
@@ -119,12 +138,15 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 	if limit > 0 {
 		what = "patterns.InvokeAll"
 	}
-	if c == nil {
-		return nil, fmt.Errorf("%s: client is nil", what)
-	}
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.rate != nil {
+		what = "patterns.Throttle"
+	}
+	if c == nil {
+		return nil, fmt.Errorf("%s: client is nil", what)
 	}
 	if o.id == "" {
 		o.id = "g" + randomID()
@@ -180,6 +202,13 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		},
 	}
 	gid := p.ref.String()
+	// Throttle's members carry their limit and bucket.
+	var rateKey string
+	var rateN int
+	var ratePer time.Duration
+	if o.rate != nil {
+		rateKey, rateN, ratePer = "g:"+home+"/"+o.id, o.rate.Rate, o.rate.Per
+	}
 	var items, fast []bridge.Item
 	var members []store.GroupMember
 	for i, s := range specs {
@@ -193,16 +222,16 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			if limit == 0 && q == home {
 				// Lives where the group does: enqueued and added in one
 				// step, as an auto-keyed task.
-				fast = append(fast, bridge.Item{Args: s.Args, Opts: optsOf(s), Group: gid, Index: i})
+				fast = append(fast, bridge.Item{Args: s.Args, Opts: optsOf(s), Group: gid, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
 				p.fastIdx = append(p.fastIdx, i)
 				continue
 			}
 			members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0})
-			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0, Index: i})
+			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
 			continue
 		}
-		if limit > 0 {
-			return nil, fmt.Errorf("spec %d is a nested group (patterns.Sub); InvokeAll takes tasks only", i)
+		if limit > 0 || o.rate != nil {
+			return nil, fmt.Errorf("spec %d is a nested group (patterns.Sub); only ForkJoin takes those", i)
 		}
 		var so options
 		for _, opt := range sg.opts {

@@ -86,9 +86,9 @@ type Result struct {
 var ErrInvalidKey = errors.New("invalid rate limit key")
 
 // MaxKeyLen bounds a key.
-const MaxKeyLen = 200
+const MaxKeyLen = 256
 
-// ValidateKey checks a key: 1 to 200 bytes of A-Z a-z 0-9 and . _ - : /
+// ValidateKey checks a key: 1 to 256 bytes of A-Z a-z 0-9 and . _ - : /
 // (so "s3:bucket-a" and "api/v2" work).
 func ValidateKey(key string) error {
 	if key == "" {

@@ -220,7 +220,7 @@ func TestBadInput(t *testing.T) {
 		{ratelimit.New(nil, good), "k", 1, "redis client is nil"},
 		{ratelimit.New(env.RDB, good), "", 1, "key is empty"},
 		{ratelimit.New(env.RDB, good), "a{b}", 1, "allowed are"},
-		{ratelimit.New(env.RDB, good), strings.Repeat("k", 201), 1, "limit is 200"},
+		{ratelimit.New(env.RDB, good), strings.Repeat("k", 257), 1, "limit is 256"},
 		{ratelimit.New(env.RDB, good), "k", 0, "n is 0"},
 		{ratelimit.New(env.RDB, good), "k", 3, "more than the burst of 2"},
 	} {
