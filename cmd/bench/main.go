@@ -54,6 +54,8 @@ type sizes struct {
 	CancelN, CancelWarm       int // cancel propagation samples, per worker placement
 	Chain                     int // continuations in the chain
 	Group                     int // members of the fork/join measurement
+	RateCalls                 int // Allow calls per measurement
+	RateDur                   time.Duration
 }
 
 var full = sizes{
@@ -84,6 +86,8 @@ var full = sizes{
 	CancelWarm:   20,
 	Chain:        1000,
 	Group:        10000,
+	RateCalls:    100000,
+	RateDur:      10 * time.Second,
 }
 
 var quick = sizes{
@@ -105,6 +109,8 @@ var quick = sizes{
 	CancelWarm:   5,
 	Chain:        100,
 	Group:        2000,
+	RateCalls:    10000,
+	RateDur:      2 * time.Second,
 }
 
 type options struct {
@@ -120,7 +126,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -458,6 +464,16 @@ func run(o options, stdout, progress io.Writer) error {
 			rep.SemErrs = append(rep.SemErrs, "groups: "+err.Error())
 		}
 		rep.Groups = gi
+	}
+
+	if want("ratelimit") {
+		step(fmt.Sprintf("ratelimit: Allow from 1 and 16 goroutines against redis-benchmark EVALSHA; throttled tasks for %v", sz.RateDur))
+		ri, err := e.ratesRun(ctx, sz.RateCalls, sz.RateDur)
+		if err != nil {
+			fmt.Fprintf(progress, "  ratelimit failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "ratelimit: "+err.Error())
+		}
+		rep.Rates = ri
 	}
 
 	rep.Took = time.Since(rep.Started)

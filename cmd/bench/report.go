@@ -34,6 +34,7 @@ type report struct {
 	SemErrs []string  // task-semantics phases that failed
 
 	Groups *groupsInfo // fork/join cost, InvokeAll utilisation
+	Rates  *ratesInfo  // Allow calls/s, throttle accuracy
 }
 
 const (
@@ -144,6 +145,9 @@ func (r *report) markdown() string {
 	r.semantics(p)
 	if r.Groups != nil {
 		r.Groups.markdown(p)
+	}
+	if r.Rates != nil {
+		r.Rates.markdown(p)
 	}
 
 	if len(r.Sweep) > 0 {

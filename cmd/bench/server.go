@@ -155,21 +155,27 @@ var rpsRe = regexp.MustCompile(`([0-9]+(?:\.[0-9]+)?) requests per second`)
 // runBaseline runs redis-benchmark with an XADD to a key of its own, then
 // deletes that key.
 func runBaseline(ctx context.Context, rdb *redis.Client, addr string, n, clients, pipeline int, label string) baseline {
+	key := "async-bench:baseline:" + randHex(4)
+	return runBaselineCmd(ctx, rdb, addr, n, clients, pipeline, label, []string{"XADD", key, "*", "f", "v"}, "XADD <key> '*' f v", key)
+}
+
+// runBaselineCmd runs redis-benchmark with cmd (shown as shown in the doc),
+// then deletes key.
+func runBaselineCmd(ctx context.Context, rdb *redis.Client, addr string, n, clients, pipeline int, label string, cmd []string, shownCmd, key string) baseline {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return baseline{Label: label, Err: err.Error()}
 	}
-	key := "async-bench:baseline:" + randHex(4)
 	args := []string{"-h", host, "-p", port, "-n", strconv.Itoa(n), "-c", strconv.Itoa(clients)}
 	if pipeline > 1 {
 		args = append(args, "-P", strconv.Itoa(pipeline))
 	}
-	args = append(args, "-q", "XADD", key, "*", "f", "v")
+	args = append(append(args, "-q"), cmd...)
 	shown := "redis-benchmark -h " + host + " -p PORT -n " + strconv.Itoa(n) + " -c " + strconv.Itoa(clients)
 	if pipeline > 1 {
 		shown += " -P " + strconv.Itoa(pipeline)
 	}
-	shown += " -q XADD <key> '*' f v"
+	shown += " -q " + shownCmd
 	b := baseline{Label: label, Command: shown}
 	bin, err := exec.LookPath("redis-benchmark")
 	if err != nil {
