@@ -47,6 +47,7 @@ type rates struct {
 	byKind   map[string]*ratelimit.Limiter
 
 	carried sync.Map // "n/perUs" → *ratelimit.Limiter, for limits tasks carry
+	unknown sync.Map // RateKeys without a limit here, warned about once
 }
 
 func validateRates(rs []RateLimit) error {
@@ -117,11 +118,17 @@ func (w *Worker) bucketsFor(j *job) []bucket {
 			}
 			out = append(out, bucket{l.(*ratelimit.Limiter), env.RateKey})
 		default:
+			found := false
 			for _, p := range rs.prefixes {
 				if strings.HasPrefix(env.RateKey, p.KeyPrefix) {
 					out = append(out, bucket{rs.byPrefix[p.KeyPrefix], env.RateKey})
+					found = true
 					break
 				}
+			}
+			if _, warned := rs.unknown.LoadOrStore(env.RateKey, true); !found && !warned {
+				w.log.Warn("task has a RateKey that no Config.RateLimits prefix of this worker matches; it runs unthrottled",
+					slog.String("rate_key", env.RateKey), slog.String("task", keys.TaskID(j.q.keys.Name, j.key)))
 			}
 		}
 	}
