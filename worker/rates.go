@@ -126,7 +126,10 @@ func (w *Worker) bucketsFor(j *job) []bucket {
 					break
 				}
 			}
-			if _, warned := rs.unknown.LoadOrStore(env.RateKey, true); !found && !warned {
+			if found {
+				break
+			}
+			if _, warned := rs.unknown.LoadOrStore(env.RateKey, true); !warned {
 				w.log.Warn("task has a RateKey that no Config.RateLimits prefix of this worker matches; it runs unthrottled",
 					slog.String("rate_key", env.RateKey), slog.String("task", keys.TaskID(j.q.keys.Name, j.key)))
 			}
