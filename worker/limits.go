@@ -60,7 +60,7 @@ func (w *Worker) takeSlots(j *job, ls []*limiter) (*limiter, error) {
 	defer cancel()
 	h := w.holder(j)
 	for i, l := range ls {
-		ok, err := store.TakeSlot(ctx, w.rdb, l.keys, l.max, h, w.cfg.Lease.Milliseconds())
+		ok, err := store.TakeSlot(ctx, w.rdb, l.keys, l.max, h, keys.TaskID(j.q.keys.Name, j.key), w.cfg.Lease.Milliseconds())
 		if err == nil && ok {
 			continue
 		}
@@ -88,20 +88,37 @@ func (w *Worker) giveSlots(j *job) {
 func (w *Worker) giveSlot(l *limiter, holder string) {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
 	defer cancel()
-	ids, err := store.GiveSlots(ctx, w.rdb, l.keys, l.max, holder)
-	if err != nil {
-		w.log.Error("give back a limit's slot; it frees when its lease ends", slog.String("limit", l.keys.Scope), slog.Any("err", err))
-		return
-	}
-	w.wake(ctx, ids)
-}
-
-func (w *Worker) wake(ctx context.Context, ids []string) {
-	for _, id := range ids {
-		if _, err := store.Wake(ctx, w.rdb, id); err != nil {
-			w.log.Error("wake a task waiting for a limit; it retries after Config.LimitWait", slog.String("task", id), slog.Any("err", err))
+	holders := []string{holder}
+	// A waiter popped for a free slot may no longer wait (it was cancelled,
+	// or came back by itself after LimitWait): then the next one is woken.
+	for range 10 {
+		ids, err := store.GiveSlots(ctx, w.rdb, l.keys, l.max, holders...)
+		if err != nil {
+			w.log.Error("give back a limit's slot; it frees when its lease ends", slog.String("limit", l.keys.Scope), slog.Any("err", err))
+			return
+		}
+		holders = nil
+		if w.wake(ctx, ids) == len(ids) {
+			return
 		}
 	}
+}
+
+// wake wakes the tasks ids; it returns how many were still waiting.
+func (w *Worker) wake(ctx context.Context, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		ok, err := store.Wake(ctx, w.rdb, id)
+		if err != nil {
+			w.log.Error("wake a task waiting for a limit; it retries after Config.LimitWait", slog.String("task", id), slog.Any("err", err))
+			n++ // not known to be gone: do not wake another for it
+			continue
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
 }
 
 // limitPark parks j's task because limit l was full (or, l nil, its slot
@@ -154,8 +171,12 @@ func (w *Worker) renewSlots(js []*job) {
 	}
 	sort.Slice(ls, func(a, b int) bool { return ls[a].keys.Scope < ls[b].keys.Scope })
 	for _, l := range ls {
-		if err := store.RenewSlots(ctx, w.rdb, l.keys, byLimit[l], until); err != nil {
+		n, err := store.RenewSlots(ctx, w.rdb, l.keys, byLimit[l], until)
+		if err != nil {
 			w.log.Error("renew a limit's slots", slog.String("limit", l.keys.Scope), slog.Any("err", err))
+		} else if n < len(byLimit[l]) {
+			w.log.Warn("some running tasks lost their slot of a limit (leases ended unrenewed); the limit may be exceeded until they end",
+				slog.String("limit", l.keys.Scope), slog.Int("lost", len(byLimit[l])-n))
 		}
 	}
 }

@@ -18,6 +18,15 @@ type LimitedArgs struct {
 
 func (LimitedArgs) Kind() string { return "limited" }
 
+// GatedArgs is LimitedArgs under another kind, so that the limits of
+// parallel tests (global per kind) stay apart.
+type GatedArgs struct {
+	N     int
+	Block bool
+}
+
+func (GatedArgs) Kind() string { return "gated" }
+
 // peak tracks how many handlers run at once, and the most seen.
 type peak struct{ cur, max atomic.Int32 }
 
@@ -79,8 +88,8 @@ func TestLimitDoesNotBlockOthers(t *testing.T) {
 	var started atomic.Int32
 	other := b.queue + "-other"
 	b.worker(t, &worker.Config{Concurrency: 4, Queues: map[string]int{b.queue: 1, other: 1},
-		KindLimits: map[string]int{"limited": 1}, QueueLimits: map[string]int{b.queue: 5}, LimitWait: time.Minute}, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a LimitedArgs) (int, error) {
+		KindLimits: map[string]int{"gated": 1}, QueueLimits: map[string]int{b.queue: 5}, LimitWait: time.Minute}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a GatedArgs) (int, error) {
 			started.Add(1)
 			if a.Block {
 				select {
@@ -98,7 +107,7 @@ func TestLimitDoesNotBlockOthers(t *testing.T) {
 	ctx := ctxT(t)
 	var limited []*client.Handle
 	for i := 0; i < 10; i++ {
-		h, err := b.c.Enqueue(ctx, LimitedArgs{N: i, Block: true}, &client.EnqueueOpts{Queue: b.queue})
+		h, err := b.c.Enqueue(ctx, GatedArgs{N: i, Block: true}, &client.EnqueueOpts{Queue: b.queue})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,5 +153,51 @@ func TestLimitConfigRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want one containing %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+type LongArgs struct{ N int }
+
+func (LongArgs) Kind() string { return "limited-long" }
+
+// A slot held much longer than the lease (renewed by heartbeats) keeps the
+// limit: the holders' set must not expire under it. (Real Redis expires
+// keys by itself; miniredis only when told to, so the real pass is the one
+// that would catch it.)
+func TestLimitHeldPastTheLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var pk peak
+	for i := 0; i < 2; i++ {
+		b.worker(t, &worker.Config{Concurrency: 4, Lease: 200 * time.Millisecond,
+			KindLimits: map[string]int{"limited-long": 1}, LimitWait: 100 * time.Millisecond}, func(w *worker.Worker) {
+			worker.Handle(w, func(ctx context.Context, a LongArgs) (int, error) {
+				pk.enter()
+				defer pk.leave()
+				t := time.NewTimer(1200 * time.Millisecond) // six leases
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+				return a.N, nil
+			})
+		})
+	}
+	ctx := ctxT(t)
+	var hs []*client.Handle
+	for i := 0; i < 2; i++ {
+		h, err := b.c.Enqueue(ctx, LongArgs{N: i}, &client.EnqueueOpts{Queue: b.queue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	if err := client.WaitAll(ctx, hs...); err != nil {
+		t.Fatal(err)
+	}
+	if m := pk.max.Load(); m != 1 {
+		t.Errorf("tasks of a kind limited to 1 ran %d at once", m)
 	}
 }

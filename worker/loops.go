@@ -136,6 +136,7 @@ type delivered struct {
 	hasM  bool
 	other map[string]any
 	dlv   int64
+	grp   string // the entry's group field (members of a group's own queue)
 
 	cancelled bool // a taken-over entry whose task has a cancel request
 }
@@ -251,6 +252,7 @@ func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.D
 		for _, m := range s.Messages {
 			d := delivered{q: q, entry: m.ID, dlv: 1}
 			d.raw, d.hasM = m.Values["m"].(string)
+			d.grp, _ = m.Values["g"].(string)
 			if !d.hasM {
 				d.other = m.Values
 			}
@@ -308,7 +310,9 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 
 	dead := func(raw []byte, reason string) {
 		w.log.Warn("dead-lettering task", slog.String("task", keys.TaskID(d.q.keys.Name, j.key)), slog.String("reason", reason))
-		w.send(&outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: raw, A2: reason}})
+		// An entry that cannot be decoded still tells its group (the
+		// entry's field g) that it ended.
+		w.send(&outcome{j: j, c: store.Completion{Op: store.OpDead, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: raw, A2: reason, Group: d.grp}})
 	}
 	if !d.hasM {
 		dead([]byte(fmt.Sprint(d.other)), "malformed entry: no 'm' field; it was not written by this library")
@@ -630,7 +634,7 @@ func (w *Worker) flush(batch []*outcome) {
 		items := make([]store.Completion, len(os))
 		for i, o := range os {
 			items[i] = o.c
-			if o.j.env != nil {
+			if o.j.env != nil && o.j.env.Group != "" {
 				items[i].Group = o.j.env.Group
 			}
 			if o.c.Op == store.OpRetry || o.c.Op == store.OpPark && o.c.A2.(int64) > 0 {

@@ -499,7 +499,9 @@ func (w *Worker) handBackAll() {
 			// is not recorded, the entry is read again after its lease.
 			continue
 		}
-		byQueue[j.q] = append(byQueue[j.q], w.parkCompletion(j, 0))
+		c := w.parkCompletion(j, 0)
+		c.Group = j.env.Group
+		byQueue[j.q] = append(byQueue[j.q], c)
 	}
 	for q, items := range byQueue {
 		if _, err := store.Complete(ctx, w.rdb, q.keys, w.cfg.Name, items); err != nil {

@@ -43,9 +43,9 @@ if st == 'pending' and eid then
     -- Delivered and acked, and its record expired: not a task any more.
     return {''}
   end
-  if not known then
-    -- A task without a record (auto-keyed) may be a group's member: its
-    -- entry names the group.
+  if not (known and redis.call('HEXISTS', tk, 'g') == 1) then
+    -- A task without a record (auto-keyed), or whose record does not name
+    -- a group, may be a group's member: its entry names the group.
     local e = redis.call('XRANGE', stream, eid, eid)[1]
     if e then
       for j = 1, #e[2], 2 do

@@ -55,9 +55,11 @@ end
 
 -- ended fires the continuations of task key (item i) that ended in state,
 -- when it has any (f[1], its field k, set by a registration; f is nil for a
--- task without a record), and tells its group grp; it reports whether the
+-- task without a record), and tells its group grp (or, when the worker did
+-- not know it, the group its record names, f[2]); it reports whether the
 -- outbox was written.
 local function ended(f, ck, key, state, grp, i)
+  if grp == '' and f and f[2] then grp = f[2] end
   local wrote = false
   local id = qname .. '/' .. key
   if f and f[1] and fire(ck, KEYS[5], KEYS[4], id, state) > 0 then wrote = true end
@@ -117,9 +119,9 @@ for i = 0, n - 1 do
     end
     if op == 's' then
       if not fresh then
-        local f = redis.call('HMGET', tk, 'w', 'k')
+        local f = redis.call('HMGET', tk, 'w', 'k', 'g')
         notify = f[1] ~= false
-        if ended({f[2]}, ck, key, 'succeeded', grp, i + 1) then res[i + 1] = 2 end
+        if ended({f[2], f[3]}, ck, key, 'succeeded', grp, i + 1) then res[i + 1] = 2 end
         redis.call('DEL', tk)
         fresh = true
       elseif grp ~= '' then
@@ -152,7 +154,12 @@ for i = 0, n - 1 do
     elseif op == 'p' then
       if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       if tonumber(a2) == 0 then
-        local id = redis.call('XADD', stream, '*', 'm', a1)
+        local id
+        if grp ~= '' then
+          id = redis.call('XADD', stream, '*', 'm', a1, 'g', grp)
+        else
+          id = redis.call('XADD', stream, '*', 'm', a1)
+        end
         redis.call('HSET', tk, 'st', 'pending', 'e', id, 'x', token)
         if not fresh then redis.call('HDEL', tk, 'm') end
       else
@@ -167,7 +174,7 @@ for i = 0, n - 1 do
     if final and fresh then
       ended(nil, ck, key, final, grp, i + 1)
     elseif final then
-      if ended(redis.call('HMGET', tk, 'k'), ck, key, final, grp, i + 1) then res[i + 1] = 2 end
+      if ended(redis.call('HMGET', tk, 'k', 'g'), ck, key, final, grp, i + 1) then res[i + 1] = 2 end
       if redis.call('HDEL', tk, 'w') == 1 then
         redis.call('PUBLISH', chan, key)
       end

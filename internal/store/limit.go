@@ -10,10 +10,10 @@ import (
 	"github.com/taskfleet/async/internal/script"
 )
 
-// TakeSlot takes a slot of limit l (max slots) for holder, with a lease of
-// leaseMs; false when the limit is full.
-func TakeSlot(ctx context.Context, rdb redis.Scripter, l keys.Limit, max int, holder string, leaseMs int64) (bool, error) {
-	n, err := script.LimAcquire.Run(ctx, rdb, []string{l.Holders()}, max, holder, leaseMs).Int64()
+// TakeSlot takes a slot of limit l (max slots) for holder, an attempt of
+// task id, with a lease of leaseMs; false when the limit is full.
+func TakeSlot(ctx context.Context, rdb redis.Scripter, l keys.Limit, max int, holder, id string, leaseMs int64) (bool, error) {
+	n, err := script.LimAcquire.Run(ctx, rdb, []string{l.Holders(), l.Waiters()}, max, holder, leaseMs, id).Int64()
 	if err != nil {
 		return false, fmt.Errorf("take a slot of limit %s: %w", l.Scope, err)
 	}
@@ -45,16 +45,19 @@ func GiveSlots(ctx context.Context, rdb redis.Scripter, l keys.Limit, max int, h
 	return ids, nil
 }
 
-// RenewSlots extends the leases of holders of l that still hold a slot.
-func RenewSlots(ctx context.Context, rdb redis.Cmdable, l keys.Limit, holders []string, untilMs int64) error {
+// RenewSlots extends the leases of holders of l that still hold a slot; it
+// returns how many did (a holder whose lease ended meanwhile is not added
+// back).
+func RenewSlots(ctx context.Context, rdb redis.Cmdable, l keys.Limit, holders []string, untilMs int64) (int, error) {
 	zs := make([]redis.Z, len(holders))
 	for i, h := range holders {
 		zs[i] = redis.Z{Score: float64(untilMs), Member: h}
 	}
-	if err := rdb.ZAddXX(ctx, l.Holders(), zs...).Err(); err != nil {
-		return fmt.Errorf("renew slots of limit %s: %w", l.Scope, err)
+	n, err := rdb.ZAddArgs(ctx, l.Holders(), redis.ZAddArgs{XX: true, Ch: true, Members: zs}).Result()
+	if err != nil {
+		return 0, fmt.Errorf("renew slots of limit %s: %w", l.Scope, err)
 	}
-	return nil
+	return int(n), nil
 }
 
 // Wake moves the scheduled task id into its queue's stream now; false when
