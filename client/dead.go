@@ -86,6 +86,19 @@ func (c *Client) RetryDead(ctx context.Context, id string) (*Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("retry dead task %s: its entry cannot be decoded, purge it instead: %w", id, err)
 	}
+	if env.Group != "" {
+		// A member of an InvokeAll group gave its slot back when it died;
+		// run again while the group runs, it would exceed the limit.
+		if g, err := store.ParseGroupRef(env.Group); err == nil {
+			gs, err := store.ReadGroup(ctx, c.rdb, g)
+			if err != nil {
+				return nil, fmt.Errorf("retry dead task %s: %w", id, err)
+			}
+			if gs.State == "running" && gs.Limit > 0 {
+				return nil, fmt.Errorf("retry dead task %s: it is a member of group %s, which still runs at most %d members at once; retrying it now would exceed that (retry it once the group ended)", id, env.Group, gs.Limit)
+			}
+		}
+	}
 	env.Key, env.Attempt, env.Parked, env.Lost = h.key, 1, 0, 0
 	ok, err := store.RetryDead(ctx, c.rdb, q, h.key, codec.AppendEnvelope(nil, env), newOpID())
 	if err != nil {

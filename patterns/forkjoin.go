@@ -22,6 +22,7 @@ type Option func(*options)
 
 type options struct {
 	id        string
+	nonce     string // the group's incarnation, in its members' derived keys (top-level groups)
 	queue     string
 	failFast  bool
 	retention time.Duration
@@ -130,7 +131,9 @@ type plan struct {
 	fastIdx  []int  // their submission indices
 	join     any    // prepared join, or nil
 	joinSpec string // its continuation spec
+	joinID   string // its task id
 	subs     []*plan
+	nestIdx  int // as a nested group whose join is the member: its index in the parent
 }
 
 func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, limit int, opts []Option) (*Group, error) {
@@ -151,16 +154,47 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 	if o.id == "" {
 		o.id = "g" + randomID()
 	}
+	o.nonce = randomID()[:6]
 	p, err := makePlan(ctx, c, specs, join, limit, o, link{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	dup, err := run(ctx, c, p)
+	st, nonce, err := store.NewGroup(ctx, c.Redis(), p.ref, p.settings, o.nonce)
 	if err != nil {
-		return nil, fmt.Errorf("%s: group %s: %w", what, p.ref, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return &Group{c: c, ref: p.ref, dup: dup}, nil
+	if st == "sealed" {
+		return &Group{c: c, ref: p.ref, dup: true}, nil
+	}
+	if nonce != o.nonce {
+		// A call that failed halfway made the group: complete it under
+		// its keys.
+		o.nonce = nonce
+		if p, err = makePlan(ctx, c, specs, join, limit, o, link{}); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	if err := run(ctx, c, p, true); err != nil {
+		return nil, &IncompleteError{ID: o.id, Group: p.ref.String(), Err: fmt.Errorf("%s: %w", what, err)}
+	}
+	return &Group{c: c, ref: p.ref}, nil
 }
+
+// IncompleteError is returned when a group was created but not every
+// member could be added: call again with WithID(ID) (and the same specs) to
+// complete it, or cancel it (Open(c, Group), then Cancel). A group never
+// completed nor cancelled is deleted after a week.
+type IncompleteError struct {
+	ID    string // the group's own id, for WithID
+	Group string // its public id
+	Err   error
+}
+
+func (e *IncompleteError) Error() string {
+	return fmt.Sprintf("%v (group %s is incomplete: call again with WithID(%q) to complete it)", e.Err, e.Group, e.ID)
+}
+
+func (e *IncompleteError) Unwrap() error { return e.Err }
 
 // link ties a nested group to its parent: either the group itself is a
 // member (parent, entry), or its join is (joinGroup).
@@ -202,6 +236,12 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		},
 	}
 	gid := p.ref.String()
+	// Derived keys carry the group's incarnation, so that an id used again
+	// once the group expired never meets its predecessor's members.
+	base := o.id
+	if o.nonce != "" {
+		base += "." + o.nonce
+	}
 	// Throttle's members carry their limit and bucket.
 	var rateKey string
 	var rateN int
@@ -212,7 +252,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	var items, fast []bridge.Item
 	var members []store.GroupMember
 	for i, s := range specs {
-		key := o.id + "." + strconv.Itoa(i)
+		key := base + "." + strconv.Itoa(i)
 		if s.Opts != nil && s.Opts.ID != "" {
 			return nil, fmt.Errorf("spec %d: EnqueueOpts.ID %q is set, but a group names its members itself (WithID on the group makes the call idempotent)", i, s.Opts.ID)
 		}
@@ -241,12 +281,14 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			return nil, fmt.Errorf("spec %d: a nested group's id derives from its parent's; WithID is not for Sub", i)
 		}
 		so.id = key
+		so.nonce = "" // its id carries its parent's incarnation
 		var sub *plan
 		var err error
 		if sg.join != nil {
 			// The nested group's join stands for it in this group.
 			sub, err = makePlan(ctx, c, sg.specs, sg.join, 0, so, link{joinGroup: gid})
 			if err == nil {
+				sub.nestIdx = i
 				members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(queueOf(c, *sg.join), key+".join")})
 			}
 		} else {
@@ -271,13 +313,14 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	}
 	if join != nil {
 		if join.Opts != nil && join.Opts.ID != "" {
-			return nil, fmt.Errorf("join: EnqueueOpts.ID %q is set, but the join's id derives from the group's (%s.join)", join.Opts.ID, o.id)
+			return nil, fmt.Errorf("join: EnqueueOpts.ID %q is set, but the join's id derives from the group's (%s.join)", join.Opts.ID, base)
 		}
-		ji := bridge.Item{Args: join.Args, Opts: optsOf(*join), Key: o.id + ".join", Hold: true, Prev: gid, Group: l.joinGroup}
+		ji := bridge.Item{Args: join.Args, Opts: optsOf(*join), Key: base + ".join", Hold: true, Prev: gid, Group: l.joinGroup}
 		if p.join, err = bridge.Prepare(ctx, c, []bridge.Item{ji}); err != nil {
 			return nil, fmt.Errorf("join: %w", err)
 		}
 		p.joinSpec = store.ContSpec(queueOf(c, *join), ji.Key, false)
+		p.joinID = keys.TaskID(queueOf(c, *join), ji.Key)
 	}
 	return p, nil
 }
@@ -293,59 +336,83 @@ func optsOf(s client.Spec) any {
 	return s.Opts
 }
 
-// run writes a plan: the group and its members first, then the join and
-// the nested groups, then the members' tasks, and last the seal that lets
-// the group end. It returns true when the group existed complete already.
-func run(ctx context.Context, c *client.Client, p *plan) (bool, error) {
+// run writes a plan: the group (unless created is set: the caller made it)
+// and its members first, then the join and the nested groups, then the
+// members' tasks, and last the seal that lets the group end.
+func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	rdb := c.Redis()
 	retain := bridge.Retention(c).Milliseconds()
-	st, err := store.NewGroup(ctx, rdb, p.ref, p.settings)
-	if err != nil {
-		return false, err
-	}
-	if st == "sealed" {
-		return true, nil
+	if !created {
+		st, _, err := store.NewGroup(ctx, rdb, p.ref, p.settings, "")
+		if err != nil {
+			return err
+		}
+		if st == "sealed" {
+			return nil
+		}
 	}
 	gst, err := store.AddGroupMembers(ctx, rdb, p.ref, p.members)
 	if err != nil {
-		return false, err
+		return err
 	}
-	if gst == GroupRunning {
+	if gst == GroupRunning { // not ended, nor being cancelled
 		if p.join != nil {
 			if _, err := bridge.Send(ctx, c, p.join); err != nil {
-				return false, fmt.Errorf("join: %w", err)
+				return fmt.Errorf("join: %w", err)
+			}
+			if err := store.SetGroupJoin(ctx, rdb, p.ref, p.joinID); err != nil {
+				return err
 			}
 			if _, err := store.AddGroupContinuation(ctx, rdb, p.ref, p.joinSpec); err != nil {
-				return false, err
+				return err
 			}
 		}
 		for _, sub := range p.subs {
-			if _, err := run(ctx, c, sub); err != nil {
-				return false, fmt.Errorf("nested group %s: %w", sub.ref, err)
+			if sub.join != nil && sub.settings.Parent == "" {
+				// Its join is the member: record the group itself so that
+				// cancelling this one reaches it.
+				if err := store.NestGroup(ctx, rdb, p.ref, sub.nestIdx, sub.ref); err != nil {
+					return err
+				}
+			}
+			if err := run(ctx, c, sub, false); err != nil {
+				return fmt.Errorf("nested group %s: %w", sub.ref, err)
 			}
 		}
 		if _, err := bridge.Send(ctx, c, p.children); err != nil {
-			return false, err
+			return err
 		}
 		if _, err := bridge.SendMembers(ctx, c, p.fast, p.ref.String(), p.fastIdx); err != nil && !errors.Is(err, bridge.ErrGroupEnded) {
-			return false, err
+			return err
 		}
 	}
-	gst, _, err = store.SealGroup(ctx, rdb, p.ref)
-	if err != nil {
-		return false, err
+	if _, _, err = store.SealGroup(ctx, rdb, p.ref); err != nil {
+		return err
 	}
-	if gst == GroupFailed || gst == GroupCancelled {
-		// It ended while members were still being added (fail fast): those
-		// added after the sweep that followed its end are cancelled here.
-		if _, err := store.CancelOpenMembers(ctx, rdb, p.ref, "group "+p.ref.String()+" ended "+gst, retain); err != nil {
-			return false, err
+	gs, err := store.ReadGroup(ctx, rdb, p.ref)
+	if err != nil {
+		return err
+	}
+	if gs.State == GroupFailed || gs.State == GroupCancelled || gs.Cancel {
+		// It ended (fail fast) or was cancelled while it was being made:
+		// members created after the sweep that followed are cancelled here.
+		names, err := store.GroupMemberNames(ctx, rdb, p.ref, gs.Members)
+		if err != nil {
+			return err
+		}
+		touched, err := store.CancelMembers(ctx, rdb, p.ref, names, "group "+p.ref.String()+" ended or was cancelled while it was made", retain)
+		if err != nil {
+			return err
+		}
+		for _, q := range touched {
+			_ = store.DrainOutbox(ctx, rdb, q, retain)
 		}
 	}
 	// Work the group's outbox (a released InvokeAll member, an empty group's
 	// join, cancelled members' notices) now rather than at a worker's next
-	// sweep.
-	return false, store.DrainOutbox(ctx, rdb, p.ref.Home, retain)
+	// sweep; the group is complete, so a failure here is left to that sweep.
+	_ = store.DrainOutbox(ctx, rdb, p.ref.Home, retain)
+	return nil
 }
 
 // JoinOutcomes returns how every member of the group that the running task

@@ -89,7 +89,7 @@ func TestForkJoinResultsInOrder(t *testing.T) {
 	if p.State != patterns.GroupSucceeded || p.Total != 10 || p.Succeeded != 10 || p.Failed != 0 || p.Done() != 10 {
 		t.Errorf("progress %+v", p)
 	}
-	jh, err := b.c.Task(b.queue + "/" + idOf(g) + ".join")
+	jh, err := g.Join(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

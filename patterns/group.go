@@ -110,6 +110,24 @@ func (g *Group) Wait(ctx context.Context) (Progress, error) {
 	}
 }
 
+// ErrNoJoin is returned by Join for a group started without one.
+var ErrNoJoin = errors.New("group has no join")
+
+// Join returns a handle on the group's join task (ForkJoin's join).
+func (g *Group) Join(ctx context.Context) (*client.Handle, error) {
+	st, err := store.ReadGroup(ctx, g.c.Redis(), g.ref)
+	if err != nil {
+		return nil, err
+	}
+	if st.State == "" {
+		return nil, fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
+	}
+	if st.Join == "" {
+		return nil, fmt.Errorf("group %s: %w", g.ID(), ErrNoJoin)
+	}
+	return g.c.Task(st.Join)
+}
+
 // Members returns handles on the group's members, in submission order. A
 // nested group member has no task handle: its entry is nil (see Outcome for
 // its id, and Open); so has a member never added (the group failed fast

@@ -93,7 +93,7 @@ func TestForkJoinNested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(outs) != 3 || !strings.HasSuffix(outs[1].ID, ".1.join") || !keys.IsGroupID(outs[2].ID) {
+	if len(outs) != 3 || !strings.HasSuffix(outs[1].ID, ".join") || !keys.IsGroupID(outs[2].ID) {
 		t.Fatalf("outcomes %+v", outs)
 	}
 	if v, _ := patterns.ResultOf[int](outs[0]); v != 9 {

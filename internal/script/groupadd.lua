@@ -3,17 +3,24 @@
 -- reopen a member that ended meanwhile.
 -- KEYS[1]  group hash, KEYS[2] open-member set, KEYS[3] order (every member
 --          ever, scored by index), KEYS[4] held members (InvokeAll)
--- ARGV     per member three values: index, member name (a task id or a
+-- ARGV[1]  how long a group never sealed is kept, ms
+-- ARGV[2..] per member three values: index, member name (a task id or a
 --          group id), '1' if held until a slot frees
 -- Returns: the group's state ('running' unless it ended already, e.g. fail
--- fast; then nothing was added and the caller stops).
-local st = redis.call('HGET', KEYS[1], 'st')
+-- fast, or 'cancelling' once Cancel was called; then nothing was added and
+-- the caller stops adding).
+local h = redis.call('HMGET', KEYS[1], 'st', 'cx')
+local st = h[1]
 if st ~= 'running' then return st or 'unknown' end
-for i = 1, #ARGV, 3 do
+if h[2] then return 'cancelling' end
+for i = 2, #ARGV, 3 do
   local idx, m = ARGV[i], ARGV[i + 1]
   if redis.call('ZADD', KEYS[3], 'NX', idx, m) == 1 then
     redis.call('SADD', KEYS[2], m)
     if ARGV[i + 2] == '1' then redis.call('ZADD', KEYS[4], idx, m) end
   end
+end
+for k = 3, 4 do
+  if redis.call('PTTL', KEYS[k]) == -1 then redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
 end
 return 'running'

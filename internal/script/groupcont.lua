@@ -8,6 +8,9 @@ local st = redis.call('HGET', KEYS[1], 'st')
 if not st then return 'unknown' end
 if st == 'running' then
   redis.call('RPUSH', KEYS[2], ARGV[1])
+  -- A group not sealed yet expires unless completed: so does this list.
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
   return 'registered'
 end
 redis.call('XADD', KEYS[3], '*', 's', ARGV[1], 'p', ARGV[2], 'st', st)

@@ -11,9 +11,11 @@
 -- Returns: the members' entry ids in order; {} when this chunk was
 -- enqueued before (a replay, or a second call completing one that failed
 -- halfway: its record says where they went); {'!<state>'} when the group
--- has ended (nothing was added).
-local st = redis.call('HGET', KEYS[2], 'st')
+-- has ended or is being cancelled (nothing was added).
+local h = redis.call('HMGET', KEYS[2], 'st', 'cx')
+local st = h[1]
 if st ~= 'running' then return {'!' .. (st or 'unknown')} end
+if h[2] then return {'!cancelling'} end
 local field = 'e:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[2], field) == 1 then return {} end
 local ids, idx = {}, {}

@@ -4,16 +4,22 @@
 -- KEYS[1]  group hash, KEYS[2] its open-member set
 -- ARGV[1]  number of members, ARGV[2] '1' fail fast, ARGV[3] InvokeAll limit
 --          (0: none), ARGV[4] retention ms, ARGV[5] public id of the group
---          this one is a member of (''), ARGV[6] its member name there
--- Returns: 'new'; 'open' (it exists and was never sealed: a call that
--- failed halfway, to be completed); 'sealed' (it exists, complete).
-local st = redis.call('HGET', KEYS[1], 'st')
-if st then
-  if redis.call('HGET', KEYS[1], 'sealed') == '1' then return 'sealed' end
-  return 'open'
+--          this one is a member of (''), ARGV[6] its member name there,
+--          ARGV[7] how long a group never sealed is kept, ms (its creator
+--          failed and nobody completed the call), ARGV[8] nonce: the
+--          incarnation its members' derived keys carry
+-- Returns: {'new' | 'open' (it exists and was never sealed: a call that
+-- failed halfway, to be completed) | 'sealed' (it exists, complete), the
+-- group's nonce}.
+local h = redis.call('HMGET', KEYS[1], 'st', 'sealed', 'nc')
+if h[1] then
+  if h[2] == '1' then return {'sealed', h[3] or ''} end
+  return {'open', h[3] or ''}
 end
 redis.call('HSET', KEYS[1], 'st', 'running', 'n', ARGV[1], 'ok', 0, 'bad', 0,
   'ff', ARGV[2], 'lim', ARGV[3], 'free', ARGV[3], 'ret', ARGV[4],
-  'pg', ARGV[5], 'pm', ARGV[6], 'at', now_ms())
+  'pg', ARGV[5], 'pm', ARGV[6], 'at', now_ms(), 'nc', ARGV[8])
 redis.call('SADD', KEYS[2], '~open')
-return 'new'
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return {'new', ARGV[8]}

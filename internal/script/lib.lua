@@ -86,6 +86,10 @@ local function group_count(k, chan, pub, own, ends)
       if m == '~open' then
         redis.call('HSET', g, 'sealed', '1')
         sealed = true
+        -- Complete: kept until it ends (then for its retention).
+        for _, key in ipairs({g, open, order, held, conts}) do
+          redis.call('PERSIST', key)
+        end
       else
         if s == 'succeeded' then
           redis.call('HINCRBY', g, 'ok', 1)

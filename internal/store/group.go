@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -31,6 +32,11 @@ func ParseGroupRef(s string) (GroupRef, error) {
 // String returns the public id.
 func (g GroupRef) String() string { return keys.GroupID(g.Home.Name, g.ID) }
 
+// UnsealedTTL is how long a group that was never sealed is kept: its
+// creator failed and nobody completed the call (sealing keeps a group until
+// it ends).
+const UnsealedTTL = 7 * 24 * time.Hour
+
 // OpenMember is the sentinel that keeps a group from ending until sealed.
 const OpenMember = "~open"
 
@@ -44,19 +50,23 @@ type GroupSettings struct {
 	ParentEntry string // this group's member name there
 }
 
-// NewGroup creates g (see groupnew.lua); it returns "new", "open" (exists,
-// never sealed) or "sealed".
-func NewGroup(ctx context.Context, rdb redis.Scripter, g GroupRef, s GroupSettings) (string, error) {
+// NewGroup creates g (see groupnew.lua) with incarnation nonce; it returns
+// "new", "open" (exists, never sealed) or "sealed", and the nonce the group
+// was made with.
+func NewGroup(ctx context.Context, rdb redis.Scripter, g GroupRef, s GroupSettings, nonce string) (string, string, error) {
 	ff := "0"
 	if s.FailFast {
 		ff = "1"
 	}
 	v, err := script.GroupNew.Run(ctx, rdb, []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID)},
-		s.Members, ff, s.Limit, s.RetainMs, s.Parent, s.ParentEntry).Text()
+		s.Members, ff, s.Limit, s.RetainMs, s.Parent, s.ParentEntry, UnsealedTTL.Milliseconds(), nonce).StringSlice()
 	if err != nil {
-		return "", fmt.Errorf("create group %s: %w", g, err)
+		return "", "", fmt.Errorf("create group %s: %w", g, err)
 	}
-	return v, nil
+	if len(v) != 2 {
+		return "", "", fmt.Errorf("create group %s: unexpected reply %q", g, v)
+	}
+	return v[0], v[1], nil
 }
 
 // GroupMember is one member to add: a task id or a group id.
@@ -81,7 +91,8 @@ func AddGroupMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef,
 		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for len(rest) > 0 {
 				n := min(len(rest), groupAddChunk)
-				args := make([]any, 0, 3*n)
+				args := make([]any, 0, 1+3*n)
+				args = append(args, UnsealedTTL.Milliseconds())
 				for _, m := range rest[:n] {
 					held := "0"
 					if m.Held {
@@ -164,11 +175,28 @@ func AddGroupContinuation(ctx context.Context, rdb redis.Scripter, g GroupRef, s
 // group's state, "" when unknown.
 func CancelGroup(ctx context.Context, rdb redis.Scripter, g GroupRef, reason string) (string, error) {
 	h := g.Home
-	v, err := script.GroupCancel.Run(ctx, rdb, []string{h.Group(g.ID), h.Outbox()}, g.String(), reason).Text()
+	v, err := script.GroupCancel.Run(ctx, rdb, []string{h.Group(g.ID), h.GroupOpen(g.ID), h.Outbox()}, g.String(), reason).Text()
 	if err != nil {
 		return "", fmt.Errorf("cancel group %s: %w", g, err)
 	}
 	return v, nil
+}
+
+// NestGroup records sub, a nested group whose join is a member of g, so
+// that cancelling g reaches it.
+func NestGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef, index int, sub GroupRef) error {
+	if err := rdb.HSet(ctx, g.Home.Group(g.ID), "nest:"+strconv.Itoa(index), sub.String()).Err(); err != nil {
+		return fmt.Errorf("record nested group %s in %s: %w", sub, g, err)
+	}
+	return nil
+}
+
+// SetGroupJoin records the task id of g's join.
+func SetGroupJoin(ctx context.Context, rdb redis.Cmdable, g GroupRef, id string) error {
+	if err := rdb.HSet(ctx, g.Home.Group(g.ID), "join", id).Err(); err != nil {
+		return fmt.Errorf("record the join of %s: %w", g, err)
+	}
+	return nil
 }
 
 // GroupState is a group's counters.
@@ -179,13 +207,16 @@ type GroupState struct {
 	Failed    int
 	First     string // the first member that did not succeed
 	Parent    string
+	Limit     int    // InvokeAll's limit, 0 for none
+	Cancel    bool   // Cancel was called (the group ends cancelled)
+	Join      string // the join's task id, if any
 	StartMs   int64
 	EndMs     int64
 }
 
 // ReadGroup reads g's counters in one HMGET.
 func ReadGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef) (GroupState, error) {
-	v, err := rdb.HMGet(ctx, g.Home.Group(g.ID), "st", "n", "ok", "bad", "first", "pg", "at", "fin").Result()
+	v, err := rdb.HMGet(ctx, g.Home.Group(g.ID), "st", "n", "ok", "bad", "first", "pg", "at", "fin", "lim", "cx", "join").Result()
 	if err != nil {
 		return GroupState{}, fmt.Errorf("read group %s: %w", g, err)
 	}
@@ -194,6 +225,7 @@ func ReadGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef) (GroupState, 
 	return GroupState{
 		State: str(0), Members: int(num(1)), Succeeded: int(num(2)), Failed: int(num(3)),
 		First: str(4), Parent: str(5), StartMs: num(6), EndMs: num(7),
+		Limit: int(num(8)), Cancel: str(9) != "", Join: str(10),
 	}, nil
 }
 
@@ -260,85 +292,171 @@ func ParseChunk(rec, queue string, out []string) error {
 const cancelChunk = 256
 
 // CancelOpenMembers cancels every open member of g (tasks, and nested
-// groups). It returns the queues whose outboxes the cancels wrote.
+// groups), and the nested groups whose join is a member. A member that
+// was never created (its creator failed, or was refused once the group was
+// being cancelled) counts as cancelled. It then lets the group end if no
+// member is open. It returns the queues whose outboxes were written.
 func CancelOpenMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, reason string, retainMs int64) ([]keys.Queue, error) {
-	seen := map[string]bool{}
-	var touched []keys.Queue
-	touch := func(q keys.Queue) {
-		if !seen[q.Name] {
-			seen[q.Name] = true
-			touched = append(touched, q)
-		}
-	}
+	t := newTouched()
 	var cursor uint64
 	for {
 		ms, next, err := rdb.SScan(ctx, g.Home.GroupOpen(g.ID), cursor, "", cancelChunk).Result()
 		if err != nil {
-			return touched, fmt.Errorf("read open members of group %s: %w", g, err)
+			return t.list, fmt.Errorf("read open members of group %s: %w", g, err)
 		}
-		type call struct {
-			q   keys.Queue
-			cmd *redis.Cmd
-		}
-		var calls []call
-		for try := 0; ; try++ {
-			calls = calls[:0]
-			_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for _, m := range ms {
-					if m == OpenMember {
-						continue
-					}
-					if keys.IsGroupID(m) {
-						sub, err := ParseGroupRef(m)
-						if err != nil {
-							continue
-						}
-						sh := sub.Home
-						calls = append(calls, call{sh, script.GroupCancel.EvalSha(ctx, p, []string{sh.Group(sub.ID), sh.Outbox()}, sub.String(), reason)})
-						continue
-					}
-					qn, key, err := keys.SplitTaskID(m)
-					if err != nil {
-						continue
-					}
-					q := keys.ForQueue(qn)
-					ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
-					calls = append(calls, call{q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m)})
-				}
-				return nil
-			})
-			var first error
-			noScript := false
-			for _, c := range calls {
-				err := c.cmd.Err()
-				switch {
-				case err == nil:
-					touch(c.q)
-				case strings.HasPrefix(err.Error(), "NOSCRIPT"):
-					noScript = true
-				case strings.HasPrefix(err.Error(), "NOGROUP"):
-				default:
-					if first == nil {
-						first = err
-					}
-				}
-			}
-			if noScript && try == 0 {
-				// Redis lost its scripts (a restart): load them, send again
-				// (a cancel repeated changes nothing).
-				if err := script.Load(ctx, rdb); err != nil {
-					return touched, err
-				}
-				continue
-			}
-			if first != nil {
-				return touched, fmt.Errorf("cancel open members of group %s: %w", g, first)
-			}
-			break
+		if err := cancelMembers(ctx, rdb, g, ms, reason, retainMs, t); err != nil {
+			return t.list, err
 		}
 		if next == 0 {
-			return touched, nil
+			break
 		}
 		cursor = next
 	}
+	// Nested groups that stand in this one through their join.
+	kv, err := rdb.HGetAll(ctx, g.Home.Group(g.ID)).Result()
+	if err != nil {
+		return t.list, fmt.Errorf("read group %s: %w", g, err)
+	}
+	var nested []string
+	for k, v := range kv {
+		if strings.HasPrefix(k, "nest:") {
+			nested = append(nested, v)
+		}
+	}
+	if err := cancelMembers(ctx, rdb, g, nested, reason, retainMs, t); err != nil {
+		return t.list, err
+	}
+	// The group may have no open member left (its last ones never existed).
+	_, wrote, err := EndMembers(ctx, rdb, g, nil)
+	if err != nil {
+		return t.list, err
+	}
+	if wrote {
+		t.add(g.Home)
+	}
+	return t.list, nil
+}
+
+// CancelMembers cancels the named members of g (whether open or not: an
+// ended one stays as it is), as CancelOpenMembers does.
+func CancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, names []string, reason string, retainMs int64) ([]keys.Queue, error) {
+	t := newTouched()
+	for len(names) > 0 {
+		n := min(len(names), cancelChunk)
+		if err := cancelMembers(ctx, rdb, g, names[:n], reason, retainMs, t); err != nil {
+			return t.list, err
+		}
+		names = names[n:]
+	}
+	return t.list, nil
+}
+
+// touched collects queues, once each.
+type touched struct {
+	seen map[string]bool
+	list []keys.Queue
+}
+
+func newTouched() *touched { return &touched{seen: map[string]bool{}} }
+
+func (t *touched) add(q keys.Queue) {
+	if !t.seen[q.Name] {
+		t.seen[q.Name] = true
+		t.list = append(t.list, q)
+	}
+}
+
+// cancelMembers cancels one pipeline's worth of members of g; those unknown
+// (never created) are counted as cancelled.
+func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, ms []string, reason string, retainMs int64, t *touched) error {
+	type call struct {
+		name string
+		q    keys.Queue
+		cmd  *redis.Cmd
+	}
+	var calls []call
+	for try := 0; ; try++ {
+		calls = calls[:0]
+		_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, m := range ms {
+				if m == "" || m == OpenMember {
+					continue
+				}
+				if keys.IsGroupID(m) {
+					sub, err := ParseGroupRef(m)
+					if err != nil {
+						continue
+					}
+					sh := sub.Home
+					calls = append(calls, call{m, sh, script.GroupCancel.EvalSha(ctx, p, []string{sh.Group(sub.ID), sh.GroupOpen(sub.ID), sh.Outbox()}, sub.String(), reason)})
+					continue
+				}
+				qn, key, err := keys.SplitTaskID(m)
+				if err != nil {
+					continue
+				}
+				q := keys.ForQueue(qn)
+				ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
+				calls = append(calls, call{m, q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m)})
+			}
+			return nil
+		})
+		var first error
+		noScript := false
+		var unknown []MemberEnd
+		for _, c := range calls {
+			v, err := c.cmd.Result()
+			switch {
+			case err == nil:
+				t.add(c.q)
+				if replyState(v) == "" {
+					unknown = append(unknown, MemberEnd{Member: c.name, State: "cancelled"})
+				}
+			case strings.HasPrefix(err.Error(), "NOSCRIPT"):
+				noScript = true
+			case strings.HasPrefix(err.Error(), "NOGROUP"):
+				unknown = append(unknown, MemberEnd{Member: c.name, State: "cancelled"})
+			default:
+				if first == nil {
+					first = err
+				}
+			}
+		}
+		if noScript && try == 0 {
+			// Redis lost its scripts (a restart): load them, send again
+			// (a cancel repeated changes nothing).
+			if err := script.Load(ctx, rdb); err != nil {
+				return err
+			}
+			continue
+		}
+		if first != nil {
+			return fmt.Errorf("cancel members of group %s: %w", g, first)
+		}
+		if len(unknown) > 0 {
+			_, wrote, err := EndMembers(ctx, rdb, g, unknown)
+			if err != nil {
+				return err
+			}
+			if wrote {
+				t.add(g.Home)
+			}
+		}
+		return nil
+	}
+}
+
+// replyState is the state a cancel script answered: cancel.lua's {state} or
+// groupcancel.lua's state.
+func replyState(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []any:
+		if len(x) > 0 {
+			s, _ := x[0].(string)
+			return s
+		}
+	}
+	return ""
 }
