@@ -219,3 +219,24 @@ func TestGroupCountsEachMemberOnce(t *testing.T) {
 		t.Errorf("join ran %d times", js.runs["once"])
 	}
 }
+
+// A limit above 1,000 is released in chunks (no script releases more than
+// 1,000 members at once), and every member still runs.
+func TestInvokeAllLargeLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.worker(t, &worker.Config{Concurrency: 64}, func(w *worker.Worker) { worker.Handle(w, square) })
+	ctx := ctxT(t)
+	ns := make([]int, 1300)
+	for i := range ns {
+		ns[i] = i
+	}
+	g, err := patterns.InvokeAll(ctx, b.c, 1100, squares(b.queue, ns...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.Wait(ctx)
+	if err != nil || p.State != patterns.GroupSucceeded || p.Succeeded != 1300 {
+		t.Fatalf("%+v, %v", p, err)
+	}
+}

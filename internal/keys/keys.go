@@ -193,6 +193,10 @@ func (q Queue) GroupOrder(id string) string { return q.tag + "gl:" + id }
 // scored by submission index.
 func (q Queue) GroupHeld(id string) string { return q.tag + "gw:" + id }
 
+// GroupSweep is held (SET NX with an expiry) by the process that cancels a
+// group's open members, so that one process does the sweep at a time.
+func (q Queue) GroupSweep(id string) string { return q.tag + "gx:" + id }
+
 // GroupConts is the list of continuations (the join among them) of a group,
 // in the format of Conts.
 func (q Queue) GroupConts(id string) string { return q.tag + "gc:" + id }

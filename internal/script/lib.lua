@@ -136,11 +136,19 @@ local function group_count(k, chan, pub, own, ends)
         finish('succeeded')
       end
     elseif lim > 0 and sealed and not h[5] then
+      -- Release at most 1000 per call; a notice for the group in the
+      -- outbox makes the drain come back for the rest.
+      local n = 0
       while free > 0 do
+        if n == 1000 then
+          redis.call('XADD', outbox, '*', 'g', pub, 'm', '~pump', 'st', 'succeeded')
+          break
+        end
         local p = redis.call('ZPOPMIN', held)
         if not p[1] then break end
         redis.call('XADD', outbox, '*', 's', p[1] .. '|0', 'p', pub, 'st', 'released')
         free = free - 1
+        n = n + 1
         wrote = 1
       end
     end

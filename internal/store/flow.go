@@ -93,14 +93,18 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 		cur := todo[0]
 		todo = todo[1:]
 		delete(queued, cur.Name)
+		// Each entry is read once per pass (one left to another process is
+		// skipped, not read again).
+		start := "-"
 		for {
-			entries, err := rdb.XRangeN(ctx, cur.Outbox(), "-", "+", 100).Result()
+			entries, err := rdb.XRangeN(ctx, cur.Outbox(), start, "+", 100).Result()
 			if err != nil {
 				return fmt.Errorf("read outbox of queue %q: %w", cur.Name, err)
 			}
 			if len(entries) == 0 {
 				break
 			}
+			start = "(" + entries[len(entries)-1].ID
 			ids := make([]string, 0, len(entries))
 			ends := map[string][]MemberEnd{}
 			var order []string
@@ -121,7 +125,19 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 					if err != nil {
 						continue // written by nothing of ours
 					}
+					// One process sweeps a group at a time; the others
+					// leave the entry to it (should it die, the claim
+					// expires and a later drain sweeps).
+					claimed, err := rdb.SetNX(ctx, g.Home.GroupSweep(g.ID), "1", sweepClaim).Result()
+					if err != nil {
+						return fmt.Errorf("claim the sweep of group %s: %w", g, err)
+					}
+					if !claimed {
+						ids = ids[:len(ids)-1]
+						continue
+					}
 					touched, err := CancelOpenMembers(ctx, rdb, g, why, retainMs)
+					_ = rdb.Del(ctx, g.Home.GroupSweep(g.ID)).Err()
 					if err != nil {
 						return err
 					}
@@ -151,6 +167,9 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 					push(g.Home)
 				}
 			}
+			if len(ids) == 0 {
+				continue
+			}
 			if err := rdb.XDel(ctx, cur.Outbox(), ids...).Err(); err != nil {
 				return fmt.Errorf("trim outbox of queue %q: %w", cur.Name, err)
 			}
@@ -158,6 +177,10 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 	}
 	return nil
 }
+
+// sweepClaim bounds how long a process may take to cancel a group's open
+// members before another one may try.
+const sweepClaim = time.Minute
 
 // activate runs activate.lua for one outbox entry of kind s; fired reports
 // that it wrote the outbox of queue t.
