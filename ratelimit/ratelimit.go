@@ -17,11 +17,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/taskfleet/async/internal/script"
 )
 
 // Limit is a rate: Rate events per Per, of which up to Burst may happen at
@@ -57,9 +56,12 @@ func (l Limit) burst() int { return max(l.Burst, 1) }
 // Limiter applies one Limit to any number of keys. It is safe for
 // concurrent use.
 type Limiter struct {
-	rdb redis.UniversalClient
-	lim Limit
-	err error // what is wrong with the limit, returned by every call
+	rdb  redis.UniversalClient
+	lim  Limit
+	err  error // what is wrong with the limit, returned by every call
+	comb combiner
+
+	interval string // µs per event, formatted once
 }
 
 // New returns a Limiter of lim on rdb, which it uses but never closes. A bad
@@ -68,6 +70,9 @@ func New(rdb redis.UniversalClient, lim Limit) *Limiter {
 	l := &Limiter{rdb: rdb, lim: lim, err: lim.Validate()}
 	if rdb == nil && l.err == nil {
 		l.err = errors.New("ratelimit: redis client is nil")
+	}
+	if l.err == nil {
+		l.interval = strconv.FormatFloat(float64(lim.Per)/float64(lim.Rate)/float64(time.Microsecond), 'f', -1, 64)
 	}
 	return l
 }
@@ -127,9 +132,9 @@ func (l *Limiter) check(key string, n int) error {
 }
 
 func (l *Limiter) run(ctx context.Context, key string, n int, mode string) (taken bool, wait time.Duration, left int, err error) {
-	interval := float64(l.lim.Per) / float64(l.lim.Rate) / float64(time.Microsecond)
 	bk := BucketKey(key)
-	v, err := script.RateLimit.Run(ctx, l.rdb, []string{bk, bk + ":wake"}, interval, l.lim.burst(), n, mode).Int64Slice()
+	v, err := l.do(ctx, &call{keys: []string{bk, bk + ":wake"}, args: []any{l.interval, l.lim.burst(), n, mode},
+		done: make(chan struct{}), lead: make(chan struct{})})
 	if err != nil {
 		return false, 0, 0, fmt.Errorf("ratelimit %s: %w", key, err)
 	}
