@@ -209,7 +209,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		return nil, err
 	}
 	if len(o.id) > keys.MaxGroupIDLen {
-		return nil, fmt.Errorf("group id %.40q... is %d bytes, the limit is %d (nested groups add .<index> per level): %w", o.id, len(o.id), keys.MaxGroupIDLen, keys.ErrInvalidName)
+		return nil, fmt.Errorf("group id %.40q... is %d bytes, the limit is %d (a nested group's id is its parent's plus .<nonce>.<index>, 8 or more bytes per level): %w", o.id, len(o.id), keys.MaxGroupIDLen, keys.ErrInvalidName)
 	}
 	home := o.queue
 	if home == "" && len(specs) > 0 {
@@ -247,12 +247,15 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	var rateN int
 	var ratePer time.Duration
 	if o.rate != nil {
-		rateKey, rateN, ratePer = "g:"+home+"/"+o.id, o.rate.Rate, o.rate.Per
+		rateKey, rateN, ratePer = "g:"+home+"/"+base, o.rate.Rate, o.rate.Per
 	}
 	var items, fast []bridge.Item
 	var members []store.GroupMember
 	for i, s := range specs {
 		key := base + "." + strconv.Itoa(i)
+		if o.rate != nil && s.Opts != nil && s.Opts.RateKey != "" {
+			return nil, fmt.Errorf("spec %d: EnqueueOpts.RateKey %q is set, but Throttle's members take their tokens from the group's bucket (a task takes from one key)", i, s.Opts.RateKey)
+		}
 		if s.Opts != nil && s.Opts.ID != "" {
 			return nil, fmt.Errorf("spec %d: EnqueueOpts.ID %q is set, but a group names its members itself (WithID on the group makes the call idempotent)", i, s.Opts.ID)
 		}
@@ -400,10 +403,17 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 		if err != nil {
 			return err
 		}
-		touched, err := store.CancelMembers(ctx, rdb, p.ref, names, "group "+p.ref.String()+" ended or was cancelled while it was made", retain)
+		why := "group " + p.ref.String() + " ended or was cancelled while it was made"
+		touched, err := store.CancelMembers(ctx, rdb, p.ref, names, why, retain)
 		if err != nil {
 			return err
 		}
+		// And the nested groups whose join stands for them.
+		more, err := store.CancelOpenMembers(ctx, rdb, p.ref, why, retain)
+		if err != nil {
+			return err
+		}
+		touched = append(touched, more...)
 		for _, q := range touched {
 			_ = store.DrainOutbox(ctx, rdb, q, retain)
 		}

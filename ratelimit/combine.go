@@ -80,23 +80,30 @@ func (l *Limiter) lead(ctx context.Context, batch []*call) {
 		c := batch[0]
 		c.res, c.err = script.RateLimit.Run(sctx, l.rdb, c.keys, c.args...).Int64Slice()
 	} else {
-		for try := 0; ; try++ {
-			cmds := make([]*redis.Cmd, len(batch))
-			_, err := l.rdb.Pipelined(sctx, func(p redis.Pipeliner) error {
-				for i, c := range batch {
+		// Resend only the calls Redis did not run (a node that lost its
+		// scripts, on a cluster, fails only its own); the others ran.
+		todo := batch
+		for try := 0; len(todo) > 0; try++ {
+			cmds := make([]*redis.Cmd, len(todo))
+			_, _ = l.rdb.Pipelined(sctx, func(p redis.Pipeliner) error {
+				for i, c := range todo {
 					cmds[i] = script.RateLimit.EvalSha(sctx, p, c.keys, c.args...)
 				}
 				return nil
 			})
-			if err != nil && try == 0 && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-				if err = script.RateLimit.Load(sctx, l.rdb).Err(); err == nil {
-					continue
+			var again []*call
+			for i, c := range todo {
+				c.res, c.err = cmds[i].Int64Slice()
+				if c.err != nil && try == 0 && strings.HasPrefix(c.err.Error(), "NOSCRIPT") {
+					again = append(again, c)
 				}
 			}
-			for i, c := range batch {
-				c.res, c.err = cmds[i].Int64Slice()
+			if len(again) > 0 {
+				if err := script.RateLimit.Load(sctx, l.rdb).Err(); err != nil {
+					break // their NOSCRIPT errors stand
+				}
 			}
-			break
+			todo = again
 		}
 	}
 	for _, c := range batch {

@@ -9,7 +9,7 @@
 // A bucket is one Redis key, "async:{rl:<key>}", holding one number (the
 // time at which the bucket would be full again, GCRA style); it expires at
 // that time, so an idle key costs nothing. Take keeps a second number next
-// to it, "async:{rl:<key>}:wake", the next wake-up time it will hand out. A clock that steps back never
+// to it, "async:{rl:<key>}:wake", the next turn it will hand out. A clock that steps back never
 // adds events, and one that jumps forward adds Burst at most.
 package ratelimit
 
@@ -131,17 +131,27 @@ func (l *Limiter) check(key string, n int) error {
 	return nil
 }
 
-func (l *Limiter) run(ctx context.Context, key string, n int, mode string) (taken bool, wait time.Duration, left int, err error) {
+func (l *Limiter) run(ctx context.Context, key string, n int, mode string, turn int64) (r reply, err error) {
+	if err := ctx.Err(); err != nil {
+		return reply{}, err // nothing is sent for a call already cancelled
+	}
 	bk := BucketKey(key)
-	v, err := l.do(ctx, &call{keys: []string{bk, bk + ":wake"}, args: []any{l.interval, l.lim.burst(), n, mode},
+	v, err := l.do(ctx, &call{keys: []string{bk, bk + ":wake"}, args: []any{l.interval, l.lim.burst(), n, mode, turn},
 		done: make(chan struct{}), lead: make(chan struct{})})
 	if err != nil {
-		return false, 0, 0, fmt.Errorf("ratelimit %s: %w", key, err)
+		return reply{}, fmt.Errorf("ratelimit %s: %w", key, err)
 	}
-	if len(v) != 3 {
-		return false, 0, 0, fmt.Errorf("ratelimit %s: unexpected reply %v", key, v)
+	if len(v) != 4 {
+		return reply{}, fmt.Errorf("ratelimit %s: unexpected reply %v", key, v)
 	}
-	return v[0] == 1, time.Duration(v[1]) * time.Microsecond, int(v[2]), nil
+	return reply{taken: v[0] == 1, wait: time.Duration(v[1]) * time.Microsecond, left: int(v[2]), turn: v[3]}, nil
+}
+
+type reply struct {
+	taken bool
+	wait  time.Duration
+	left  int
+	turn  int64
 }
 
 // Allow takes n events from key's bucket if they fit now. When they do not,
@@ -150,70 +160,88 @@ func (l *Limiter) Allow(ctx context.Context, key string, n int) (Result, error) 
 	if err := l.check(key, n); err != nil {
 		return Result{}, err
 	}
-	ok, wait, left, err := l.run(ctx, key, n, "allow")
+	r, err := l.run(ctx, key, n, "allow", 0)
 	if err != nil {
 		return Result{}, err
 	}
-	if ok {
-		wait = 0
+	if r.taken {
+		r.wait = 0
 	}
-	return Result{Allowed: ok, RetryAfter: wait, Remaining: left}, nil
+	return Result{Allowed: r.taken, RetryAfter: r.wait, Remaining: r.left}, nil
 }
 
-// Wait takes n events from key's bucket, sleeping (never polling in a
-// loop) for as long as Allow says they need. If ctx ends first it returns
-// ctx.Err() and the bucket is as if Wait had not been called.
+// Wait takes n events from key's bucket, sleeping until they are due: it
+// reserves them in one call (so many waiters are spread out, and none
+// polls), and gives them back if ctx ends first, returning ctx.Err(): the
+// bucket then holds as many events as if Wait had not been called.
 func (l *Limiter) Wait(ctx context.Context, key string, n int) error {
 	if err := l.check(key, n); err != nil {
 		return err
 	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
+	r, err := l.run(ctx, key, n, "reserve", 0)
+	if err != nil {
+		return err
+	}
+	if r.wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(r.wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := l.Refund(rctx, key, n); err != nil {
+			return fmt.Errorf("%w (and the reservation could not be given back: %v)", ctx.Err(), err)
 		}
-		ok, wait, _, err := l.run(ctx, key, n, "allow")
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
+		return ctx.Err()
 	}
 }
 
-// Take takes n events from key's bucket if they fit now. When they do not,
-// nothing is taken and wait is the caller's turn: callers refused one after
-// another get wake-up times one interval apart (from when n would fit), so
-// that waiters come back in turn rather than all at once. At its turn the
-// caller calls Take again (the events are taken then, so a caller that
-// comes late or not at all takes nothing from the others).
-func (l *Limiter) Take(ctx context.Context, key string, n int) (taken bool, wait time.Duration, err error) {
+// Take takes n events from key's bucket if they fit now and no earlier
+// caller waits for them. When it refuses, nothing is taken, and the caller
+// gets a turn: come back after wait and present turn. Callers refused one
+// after another get turns one interval apart, so waiters come back in
+// order rather than all at once, and a newcomer does not take the events a
+// waiter was told to come back for. The events are taken only at the turn,
+// so a caller that comes late or not at all takes nothing from the others
+// (turns nobody used are forgotten once the bucket has been full for an
+// interval). Pass
+// turn 0 on the first call.
+func (l *Limiter) Take(ctx context.Context, key string, n int, turn int64) (taken bool, wait time.Duration, next int64, err error) {
 	if err := l.check(key, n); err != nil {
-		return false, 0, err
+		return false, 0, 0, err
 	}
-	ok, wait, _, err := l.run(ctx, key, n, "take")
-	if ok {
-		wait = 0
+	r, err := l.run(ctx, key, n, "take", turn)
+	if err != nil {
+		return false, 0, 0, err
 	}
-	return ok, wait, err
+	if r.taken {
+		return true, 0, 0, nil
+	}
+	return false, r.wait, r.turn, nil
+}
+
+// Refund gives back n events taken from key's bucket (by a caller that
+// then did not act on them); the bucket never holds more than Burst.
+func (l *Limiter) Refund(ctx context.Context, key string, n int) error {
+	if err := l.check(key, n); err != nil {
+		return err
+	}
+	_, err := l.run(ctx, key, n, "refund", 0)
+	return err
 }
 
 // Reserve takes n events from key's bucket now or in the future, and
 // returns how long the caller must wait before acting on them (0: now).
 // Reservations queue up: each one is due one interval after the one
-// before, so many callers are spread out instead of retrying together. A
-// reservation cannot be handed back.
+// before. Refund gives a reservation back.
 func (l *Limiter) Reserve(ctx context.Context, key string, n int) (time.Duration, error) {
 	if err := l.check(key, n); err != nil {
 		return 0, err
 	}
-	_, wait, _, err := l.run(ctx, key, n, "reserve")
-	return wait, err
+	r, err := l.run(ctx, key, n, "reserve", 0)
+	return r.wait, err
 }

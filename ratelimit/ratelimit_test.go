@@ -242,12 +242,12 @@ func TestTakeHandsOutTurns(t *testing.T) {
 	ctx := ctxT(t)
 	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 10, Per: time.Second}) // 100ms apart
 	k := key(t)
-	if ok, _, err := l.Take(ctx, k, 1); err != nil || !ok {
+	if ok, _, _, err := l.Take(ctx, k, 1, 0); err != nil || !ok {
 		t.Fatalf("first take: %v, %v", ok, err)
 	}
 	var last time.Duration
 	for i := 1; i <= 4; i++ {
-		ok, d, err := l.Take(ctx, k, 1)
+		ok, d, _, err := l.Take(ctx, k, 1, 0)
 		if err != nil || ok {
 			t.Fatalf("take %d: %v, %v", i, ok, err)
 		}

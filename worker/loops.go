@@ -455,7 +455,8 @@ func (w *Worker) send(o *outcome) {
 // run at once, and Stop waits for them (execs).
 func (w *Worker) exec(j *job) {
 	defer w.execs.Done()
-	if !w.throttle(j) {
+	ok, tokens := w.throttle(j)
+	if !ok {
 		return
 	}
 	ls := w.limitsFor(j)
@@ -465,6 +466,7 @@ func (w *Worker) exec(j *job) {
 	}
 	full, err := w.takeSlots(j, ls)
 	if err != nil || full != nil {
+		w.refund(tokens) // it does not run now
 		if err != nil {
 			w.log.Error("take a limit's slot; the task retries after Config.LimitWait", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
 			full = nil
@@ -547,6 +549,7 @@ func (w *Worker) run(j *job) *outcome {
 	}
 	next := j.nextEnvelope()
 	next.Attempt++
+	next.RateTurn = 0 // a new attempt queues for its tokens anew
 	return &outcome{j: j, c: store.Completion{Op: store.OpRetry, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
 		Attempt: j.env.Attempt, A1: codec.AppendEnvelope(nil, &next), A2: max(delay.Milliseconds(), 0), A3: msg}}
 }

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/taskfleet/async/internal/codec"
@@ -46,9 +47,13 @@ type rates struct {
 	byQueue  map[string]*ratelimit.Limiter
 	byKind   map[string]*ratelimit.Limiter
 
-	carried sync.Map // "n/perUs" → *ratelimit.Limiter, for limits tasks carry
-	unknown sync.Map // RateKeys without a limit here, warned about once
+	carried  sync.Map // "n/perUs" → *ratelimit.Limiter, for limits tasks carry
+	unknown  sync.Map // RateKeys without a limit here, warned about once
+	unknownN atomic.Int64
 }
+
+// maxUnknownKeys bounds the RateKeys remembered for their warning.
+const maxUnknownKeys = 1000
 
 func validateRates(rs []RateLimit) error {
 	for i, r := range rs {
@@ -129,7 +134,11 @@ func (w *Worker) bucketsFor(j *job) []bucket {
 			if found {
 				break
 			}
+			if rs.unknownN.Load() >= maxUnknownKeys {
+				break
+			}
 			if _, warned := rs.unknown.LoadOrStore(env.RateKey, true); !warned {
+				rs.unknownN.Add(1)
 				w.log.Warn("task has a RateKey that no Config.RateLimits prefix of this worker matches; it runs unthrottled",
 					slog.String("rate_key", env.RateKey), slog.String("task", keys.TaskID(j.q.keys.Name, j.key)))
 			}
@@ -144,42 +153,58 @@ func (w *Worker) bucketsFor(j *job) []bucket {
 	return out
 }
 
-// throttle takes j's tokens. It returns true when j may run now; otherwise
-// j's task was parked in Redis until its turn at the bucket (see
-// ratelimit.Limiter.Take), when it tries again. Tokens are taken when a
-// task starts, so the limit holds for starts however late a parked task
-// comes back.
-func (w *Worker) throttle(j *job) bool {
+// throttle takes j's tokens, one from each bucket that applies. It returns
+// true, and the buckets it took from, when j may run now. Otherwise j's
+// task was parked in Redis until its turn at the bucket that refused (see
+// ratelimit.Limiter.Take), when it tries again, and the tokens taken from
+// the other buckets were given back. Tokens are taken when a task starts,
+// so the limit holds for starts however late a parked task comes back.
+func (w *Worker) throttle(j *job) (bool, []bucket) {
 	bs := w.bucketsFor(j)
 	if len(bs) == 0 {
-		return true
+		return true, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
 	defer cancel()
-	var wait time.Duration
+	var taken []bucket
 	for _, b := range bs {
-		ok, d, err := b.l.Take(ctx, b.key, 1)
+		ok, wait, turn, err := b.l.Take(ctx, b.key, 1, j.env.RateTurn)
 		if err != nil {
 			// Without its token the task may not run: it comes back after
 			// a short wait.
 			w.log.Error("take a rate limit token; the task retries in a second", slog.String("bucket", b.key), slog.Any("err", err))
-			w.send(w.rateParkOutcome(j, time.Second))
-			return false
+			w.refund(taken)
+			w.send(w.rateParkOutcome(j, time.Second, j.env.RateTurn))
+			return false, nil
 		}
 		if !ok {
-			wait = max(wait, d)
+			w.refund(taken)
+			w.send(w.rateParkOutcome(j, wait, turn))
+			return false, nil
 		}
+		taken = append(taken, b)
 	}
-	if wait == 0 {
-		return true
-	}
-	w.send(w.rateParkOutcome(j, wait))
-	return false
+	return true, taken
 }
 
-// rateParkOutcome parks j's task for wait.
-func (w *Worker) rateParkOutcome(j *job, wait time.Duration) *outcome {
+// refund gives back tokens taken for a task that did not run.
+func (w *Worker) refund(bs []bucket) {
+	if len(bs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
+	defer cancel()
+	for _, b := range bs {
+		if err := b.l.Refund(ctx, b.key, 1); err != nil {
+			w.log.Error("give back a rate limit token", slog.String("bucket", b.key), slog.Any("err", err))
+		}
+	}
+}
+
+// rateParkOutcome parks j's task for wait, to come back with turn.
+func (w *Worker) rateParkOutcome(j *job, wait time.Duration, turn int64) *outcome {
 	next := j.nextEnvelope()
+	next.RateTurn = turn
 	ms := (wait + time.Millisecond - 1) / time.Millisecond
 	return &outcome{j: j, c: store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
 		A1: codec.AppendEnvelope(nil, &next), A2: int64(ms), A3: "", Attempt: attemptOf(j)}}

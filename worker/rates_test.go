@@ -145,3 +145,69 @@ func TestRateLimitConfigRefused(t *testing.T) {
 		t.Errorf("bad RateKey: %v", err)
 	}
 }
+
+type TwoBucketArgs struct{ N int }
+
+func (TwoBucketArgs) Kind() string { return "two-buckets" }
+
+// A task refused by one of its buckets gives back the tokens it took from
+// the others, and so does one that then finds its concurrency limit full.
+func TestRefusedTaskGivesTokensBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	b.worker(t, &worker.Config{Concurrency: 4, QueueLimits: map[string]int{b.queue: 1}, LimitWait: time.Minute,
+		RateLimits: []worker.RateLimit{
+			{KeyPrefix: "tb:", Limit: ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 1}},
+			{Queue: b.queue, Limit: ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 3}},
+		}}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a TwoBucketArgs) (int, error) {
+			if a.N == 1 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+			}
+			return a.N, nil
+		})
+	})
+	ctx := ctxT(t)
+	kx, ky, kz := "tb:x-"+b.queue, "tb:y-"+b.queue, "tb:z-"+b.queue
+	enq := func(n int, key string) *client.Handle {
+		h, err := b.c.Enqueue(ctx, TwoBucketArgs{N: n}, &client.EnqueueOpts{Queue: b.queue, RateKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	scheduled := func(h *client.Handle) func() bool {
+		return func() bool { st, _ := h.State(ctx); return st == client.StateScheduled }
+	}
+	// A runs and holds the queue's one slot (one queue token used).
+	a := enq(1, kx)
+	asynctest.Eventually(t, 5*time.Second, "A running", func() bool { st, _ := a.State(ctx); return st == client.StateRunning })
+	// B: refused by its key's bucket (A took it for an hour); it must not
+	// keep the queue token it may have taken first.
+	bh := enq(2, kx)
+	asynctest.Eventually(t, 5*time.Second, "B parked", scheduled(bh))
+	// C: its key is fresh, but the queue's slot is held by A: parked by the
+	// limit, giving its tokens back.
+	c := enq(3, ky)
+	asynctest.Eventually(t, 5*time.Second, "C parked", scheduled(c))
+	close(release)
+	if _, err := client.Result[int](ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := client.Result[int](ctx, c); err != nil || v != 3 {
+		t.Fatalf("C: %d, %v", v, err)
+	}
+	// Two tasks ran; the queue bucket (burst 3) has one token left, for D.
+	d := enq(4, kz)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if v, err := client.Result[int](wctx, d); err != nil || v != 4 {
+		st, _ := d.State(ctx)
+		t.Fatalf("D did not run although two tasks used the queue's 3 tokens: %d, %v, %s", v, err, st)
+	}
+}

@@ -27,11 +27,12 @@ type Envelope struct {
 	RateKey     string   // the token bucket the task takes from before it runs
 	RateN       int      // with RatePerUs: the bucket's limit, carried (patterns.Throttle)
 	RatePerUs   int64
+	RateTurn    int64 // the turn (Redis µs) the rate limiter gave this task when it refused it
 }
 
 const (
 	envelopeFields = 9  // always present
-	envelopeAll    = 19 // with the optional ones
+	envelopeAll    = 20 // with the optional ones
 )
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
@@ -68,6 +69,7 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendStr(b, e.RateKey)
 	b = appendInt(b, int64(e.RateN))
 	b = appendInt(b, e.RatePerUs)
+	b = appendInt(b, e.RateTurn)
 	return b
 }
 
@@ -113,10 +115,13 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	if n >= 16 {
 		e.Group = r.str()
 	}
-	if n >= envelopeAll {
+	if n >= 19 {
 		e.RateKey = r.str()
 		e.RateN = int(r.int())
 		e.RatePerUs = r.int()
+	}
+	if n >= envelopeAll {
+		e.RateTurn = r.int()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)

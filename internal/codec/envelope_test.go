@@ -13,7 +13,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			DeadlineMs: 1795666000000, Meta: []string{"tenant", "a", "user", "b"}, TraceParent: "00-abc-def-01", TraceState: "x=1", Parent: "q/1-0", Prev: "q/2-0"},
 		{Kind: "k", Prev: "q/1-1"},
 		{Kind: "k", Group: "group:q/g1"},
-		{Kind: "k", RateKey: "s3:b", RateN: 5, RatePerUs: 1000000},
+		{Kind: "k", RateKey: "s3:b", RateN: 5, RatePerUs: 1000000, RateTurn: 1795666000000123},
 	} {
 		b := AppendEnvelope([]byte("prefix"), &e)[6:]
 		got, err := DecodeEnvelope(b)

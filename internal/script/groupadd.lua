@@ -9,7 +9,7 @@
 -- Returns: the group's state ('running' unless it ended already, e.g. fail
 -- fast, or 'cancelling' once Cancel was called; then nothing was added and
 -- the caller stops adding).
-local h = redis.call('HMGET', KEYS[1], 'st', 'cx')
+local h = redis.call('HMGET', KEYS[1], 'st', 'cx', 'sealed')
 local st = h[1]
 if st ~= 'running' then return st or 'unknown' end
 if h[2] then return 'cancelling' end
@@ -20,7 +20,10 @@ for i = 2, #ARGV, 3 do
     if ARGV[i + 2] == '1' then redis.call('ZADD', KEYS[4], idx, m) end
   end
 end
-for k = 3, 4 do
-  if redis.call('PTTL', KEYS[k]) == -1 then redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
+if h[3] ~= '1' then
+  -- Not sealed yet: these go with the group if it never is.
+  for k = 3, 4 do
+    if redis.call('PTTL', KEYS[k]) == -1 then redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
+  end
 end
 return 'running'

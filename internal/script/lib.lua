@@ -86,9 +86,12 @@ local function group_count(k, chan, pub, own, ends)
       if m == '~open' then
         redis.call('HSET', g, 'sealed', '1')
         sealed = true
-        -- Complete: kept until it ends (then for its retention).
-        for _, key in ipairs({g, open, order, held, conts}) do
-          redis.call('PERSIST', key)
+        -- Complete: kept until it ends (then for its retention; one that
+        -- ended already, failing fast while it was made, keeps that).
+        if st == 'running' then
+          for _, key in ipairs({g, open, order, held, conts}) do
+            redis.call('PERSIST', key)
+          end
         end
       else
         if s == 'succeeded' then

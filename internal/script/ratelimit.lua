@@ -2,44 +2,102 @@
 -- as its "theoretical arrival time" (GCRA): the bucket is full when tat <= now,
 -- each event moves tat one emission interval (interval) further, and an
 -- event fits while tat - now stays within burst intervals. Time is Redis'
--- TIME in microseconds; a clock that steps back never refills the bucket (tat
--- stays ahead of now) and one that jumps forward refills it to burst at
--- most, so neither negative nor runaway counts can appear. The key expires
--- when the bucket would be full again.
--- KEYS[1]  the bucket, KEYS[2] its wake-up schedule (mode 'take')
+-- TIME in microseconds. The bucket stores "tat,last" (last: the time of the
+-- call that wrote it): a clock found to have stepped back moves tat back as
+-- much, so waits do not grow by the step, and one that jumps forward refills
+-- the bucket to burst at most; neither negative nor runaway counts appear.
+-- The keys expire when the bucket would be full again.
+-- KEYS[1]  the bucket, KEYS[2] its turn schedule (mode 'take')
 -- ARGV[1]  emission interval in µs (per / rate), ARGV[2] burst, ARGV[3] n,
--- ARGV[4]  mode: 'allow' (take n only if they fit now), 'reserve' (take n
---          now or in the future: the caller waits the returned delay), or
---          'take' (as allow, and when refused, give the caller a wake-up
---          time of its own: the schedule hands out times one emission
---          interval apart, from when n would fit, so waiters wake in turn
---          instead of all at once; the tokens are taken only at wake-up)
+-- ARGV[4]  mode:
+--          'allow'   take n only if they fit now;
+--          'reserve' take n now or in the future (the caller waits the
+--                    returned delay);
+--          'refund'  give back n taken earlier (never past a full bucket);
+--          'take'    as allow, but fair to callers that wait: a refused
+--                    caller gets a turn (a time, returned) and presents it
+--                    when it comes back (ARGV[5]). Turns are handed out one
+--                    interval apart after those outstanding; while turns
+--                    are outstanding a caller without one is queued behind
+--                    them, and a caller with one that is refused (it came
+--                    back early or another took the token) gets the next
+--                    time the tokens are there, not the back of the queue.
+--                    Turns nobody came back for are forgotten once the
+--                    bucket has been full for an interval.
+-- ARGV[5]  the caller's turn in µs ('take'; 0: none)
 -- Returns: {1 taken / 0 refused, µs to wait (refused: until n would fit, or
--- the wake-up time; reserve: until the reservation is due), events that
--- still fit now}
+-- the turn; reserve: until the reservation is due), events that still fit
+-- now, the turn given (µs, 'take' refused; else 0)}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new = tat + n * interval
+local mode = ARGV[4]
 local span = burst * interval
-local over = new - now - span
-if ARGV[4] ~= 'reserve' and over > 0 then
-  local left = math.floor((span - (tat - now)) / interval)
-  if left < 0 then left = 0 end
-  if ARGV[4] == 'take' then
-    local sched = tonumber(redis.call('GET', KEYS[2]) or '0')
-    local wake = now + over
-    if sched > wake then wake = sched end
-    local nxt = wake + n * interval
-    redis.call('SET', KEYS[2], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-    over = wake - now
-  end
-  return {0, math.ceil(over), left}
+
+local function read(key)
+  local raw = redis.call('GET', key)
+  if not raw then return 0 end
+  local v, last = string.match(raw, '^([%d%.]+),([%d%.]+)$')
+  v, last = tonumber(v) or 0, tonumber(last) or now
+  if last > now then v = v - (last - now) end
+  return v
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)
-if over < 0 then over = 0 end
-local left = math.floor((span - (new - now)) / interval)
-if left < 0 then left = 0 end
-return {1, math.ceil(over), left}
+
+local function write(key, v)
+  if v <= now then
+    redis.call('DEL', key)
+    return
+  end
+  redis.call('SET', key, string.format('%.0f,%.0f', v, now), 'PX', math.ceil((v - now) / 1000) + 1)
+end
+
+local function left(v)
+  local l = math.floor((span - (v - now)) / interval)
+  if l < 0 then return 0 end
+  return l
+end
+
+local stored = read(KEYS[1])
+local tat = math.max(stored, now)
+
+if mode == 'refund' then
+  local v = tat - n * interval
+  write(KEYS[1], v)
+  return {1, 0, left(math.max(v, now)), 0}
+end
+
+local new = tat + n * interval
+local over = new - now - span
+if mode == 'reserve' then
+  write(KEYS[1], new)
+  return {1, math.ceil(math.max(over, 0)), left(new), 0}
+end
+if mode == 'allow' then
+  if over > 0 then return {0, math.ceil(over), left(tat), 0} end
+  write(KEYS[1], new)
+  return {1, 0, left(new), 0}
+end
+
+-- take
+local turn = tonumber(ARGV[5]) or 0
+local sched = read(KEYS[2])
+if stored + interval <= now and sched > 0 then
+  -- The bucket has been full for a whole interval: the turns due meanwhile
+  -- went unused, so those still outstanding are forgotten (their holders,
+  -- should they come, present their turns all the same).
+  sched = 0
+  redis.call('DEL', KEYS[2])
+end
+local function queue()
+  local w = math.max(sched, now + math.max(over, 0))
+  write(KEYS[2], w + n * interval)
+  return {0, math.ceil(w - now), left(tat), math.floor(w)}
+end
+if turn == 0 and sched > now then return queue() end
+if over <= 0 then
+  write(KEYS[1], new)
+  return {1, 0, left(new), 0}
+end
+if turn == 0 then return queue() end
+local w = now + over
+return {0, math.ceil(w - now), left(tat), math.floor(w)}

@@ -63,6 +63,8 @@ var (
 	wakeSrc string
 	//go:embed ratelimit.lua
 	rateLimitSrc string
+	//go:embed comparedel.lua
+	compareDelSrc string
 )
 
 // The scripts, one per file.
@@ -96,6 +98,8 @@ var (
 	// RateLimit does not need lib.lua; it stands alone so that package
 	// ratelimit loads one small script.
 	RateLimit = redis.NewScript(rateLimitSrc)
+
+	CompareDel = newScript(compareDelSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -103,7 +107,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
-	LimAcquire, LimWait, LimRelease, Wake, RateLimit}
+	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,7 +130,9 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 					// One process sweeps a group at a time; the others
 					// leave the entry to it (should it die, the claim
 					// expires and a later drain sweeps).
-					claimed, err := rdb.SetNX(ctx, g.Home.GroupSweep(g.ID), "1", sweepClaim).Result()
+					claim := g.Home.GroupSweep(g.ID)
+					token := strconv.FormatUint(rand.Uint64(), 36)
+					claimed, err := rdb.SetNX(ctx, claim, token, sweepClaim).Result()
 					if err != nil {
 						return fmt.Errorf("claim the sweep of group %s: %w", g, err)
 					}
@@ -137,7 +141,12 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 						continue
 					}
 					touched, err := CancelOpenMembers(ctx, rdb, g, why, retainMs)
-					_ = rdb.Del(ctx, g.Home.GroupSweep(g.ID)).Err()
+					// Give the claim back even when ctx ended (or the next
+					// drains would skip the sweep until it expires), and
+					// only if it is still ours.
+					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+					_ = script.CompareDel.Run(rctx, rdb, []string{claim}, token).Err()
+					cancel()
 					if err != nil {
 						return err
 					}
@@ -179,7 +188,9 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 }
 
 // sweepClaim bounds how long a process may take to cancel a group's open
-// members before another one may try.
+// members before another one may try (a sweeper that dies holds the sweep
+// up for that long; one that outlasts it may see another sweep alongside,
+// which is harmless).
 const sweepClaim = time.Minute
 
 // activate runs activate.lua for one outbox entry of kind s; fired reports
