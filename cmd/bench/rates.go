@@ -25,9 +25,9 @@ func (rated) Kind() string { return "bench_rated" }
 // ratesInfo is the rate limiter section of the report.
 type ratesInfo struct {
 	Calls        int
-	Allow        [2]float64  // Allow calls/s from 1 and from 16 goroutines
-	Raw          [2]float64  // go-redis EvalSha of the same script and args, no limiter code
-	CallsBy      [2]int      // calls per measurement
+	Allow        [2]float64 // Allow calls/s from 1 and from 16 goroutines
+	Raw          [2]float64 // go-redis EvalSha of the same script and args, no limiter code
+	CallsBy      [2]int     // calls per measurement
 	BaseAll      [2][]float64
 	AllowAll     [2][]float64
 	Base         [2]baseline // redis-benchmark EVALSHA of the same script, 1 and 16 clients
