@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -154,7 +155,7 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 	if o.id == "" {
 		o.id = "g" + randomID()
 	}
-	o.nonce = randomID()[:6]
+	o.nonce = strconv.FormatUint(rand.Uint64()|1<<62, 36)[:6] // 1<<62: at least 12 digits
 	p, err := makePlan(ctx, c, specs, join, limit, o, link{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)

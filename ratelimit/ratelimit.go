@@ -32,9 +32,6 @@ type Limit struct {
 	Burst int
 }
 
-// Interval is the time one event takes from the bucket: Per / Rate.
-func (l Limit) Interval() time.Duration { return l.Per / time.Duration(max(l.Rate, 1)) }
-
 // Validate reports what is wrong with l, if anything (Burst 0 is allowed and
 // means 1).
 func (l Limit) Validate() error {
