@@ -72,11 +72,11 @@ func TestRateKeyThrottlesPerKey(t *testing.T) {
 			t.Errorf("%s: 8 starts within %v, want at least %v", k, span, 7*gap)
 		}
 	}
-	// The destinations run side by side, not one after the other.
-	all := append(append([]time.Time{}, st.at[keys[0]]...), st.at[keys[1]]...)
-	sort.Slice(all, func(a, b int) bool { return all[a].Before(all[b]) })
-	if span := all[len(all)-1].Sub(all[0]); span > 14*20*time.Millisecond {
-		t.Errorf("two destinations of 8 tasks at 50/s each took %v together", span)
+	// The destinations run side by side, not one after the other: each one's
+	// starts begin before the other's end.
+	a, c := st.at[keys[0]], st.at[keys[1]]
+	if !a[0].Before(c[7]) || !c[0].Before(a[7]) {
+		t.Errorf("destinations ran one after the other: a %v–%v, b %v–%v", a[0], a[7], c[0], c[7])
 	}
 }
 
@@ -105,8 +105,24 @@ func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
 		n, err := b.env.RDB.ZCard(ctx, sched).Result()
 		return err == nil && n >= 290
 	})
-	var worst time.Duration
-	for i := 0; i < 30; i++ {
+	withBacklog := unthrottledLatency(t, ctx, b, 30)
+	// The same worker with the backlog gone: the latency to compare with.
+	if err := b.env.RDB.Del(ctx, sched).Err(); err != nil {
+		t.Fatal(err)
+	}
+	without := unthrottledLatency(t, ctx, b, 30)
+	if withBacklog > 2*without+20*time.Millisecond {
+		t.Errorf("median latency of unthrottled tasks: %v next to a throttled backlog, %v without", withBacklog, without)
+	}
+	t.Logf("median latency of unthrottled tasks: %v next to a throttled backlog, %v without", withBacklog, without)
+}
+
+// unthrottledLatency enqueues n unthrottled tasks one after the other and
+// returns the median enqueue → outcome time.
+func unthrottledLatency(t *testing.T, ctx context.Context, b *bundle, n int) time.Duration {
+	t.Helper()
+	ds := make([]time.Duration, n)
+	for i := range ds {
 		start := time.Now()
 		h, err := b.c.Enqueue(ctx, RatedArgs{Key: "free"}, &client.EnqueueOpts{Queue: b.queue})
 		if err != nil {
@@ -115,11 +131,10 @@ func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
 		if _, err := h.Outcome(ctx); err != nil {
 			t.Fatal(err)
 		}
-		worst = max(worst, time.Since(start))
+		ds[i] = time.Since(start)
 	}
-	if worst > 100*time.Millisecond {
-		t.Errorf("an unthrottled task took %v next to a throttled backlog", worst)
-	}
+	sort.Slice(ds, func(a, b int) bool { return ds[a] < ds[b] })
+	return ds[n/2]
 }
 
 func TestRateLimitConfigRefused(t *testing.T) {
