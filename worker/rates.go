@@ -18,7 +18,10 @@ import (
 
 // RateLimit throttles tasks across the fleet with a token bucket (package
 // ratelimit): a worker takes a token before it runs a task the limit
-// applies to. Exactly one of KeyPrefix, Queue and Kind is set.
+// applies to. Exactly one of KeyPrefix, Queue and Kind is set. The buckets
+// are named by the RateKey, "queue:<queue>" and "kind:<kind>" (and
+// patterns.Throttle's "g:<queue>/<group id>..."): a RateKey or a direct
+// ratelimit call with the same name shares the bucket.
 type RateLimit struct {
 	// KeyPrefix applies Limit to the tasks whose EnqueueOpts.RateKey starts
 	// with it, one bucket per RateKey (so "s3:" gives every bucket of S3 its
