@@ -634,6 +634,7 @@ func TestRedeliveredParentFiresContinuationsOnce(t *testing.T) {
 				// startSubWorker's cleanup kills it, which ends a stopped
 				// process too.
 				a.signal(syscall.SIGSTOP)
+				a.waitStopped()
 				// Released while paused: the handler returns as soon as
 				// the process runs again, long after its lease ended.
 				e.push("release", "go")

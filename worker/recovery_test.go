@@ -120,6 +120,7 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 		t.Fatalf("got started signal %+v; want pid %d, deliveries 1", st, sub.pid())
 	}
 	sub.signal(syscall.SIGSTOP)
+	sub.waitStopped()
 	resumed := false
 	t.Cleanup(func() {
 		if !resumed {

@@ -336,6 +336,23 @@ func (s *subWorker) signal(sig syscall.Signal) {
 	}
 }
 
+// waitStopped waits until the process is stopped (state T in /proc), so
+// that nothing it does can come after the caller's next step: a stop
+// signal takes effect asynchronously, and late under load.
+func (s *subWorker) waitStopped() {
+	s.t.Helper()
+	path := fmt.Sprintf("/proc/%d/stat", s.pid())
+	asynctest.Eventually(s.t, 10*time.Second, "worker subprocess stopped", func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		// The state follows the parenthesised command name.
+		i := bytes.LastIndexByte(b, ')')
+		return i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't')
+	})
+}
+
 // waitExit waits until the process exited and returns its exit code (-1 when
 // a signal ended it).
 func (s *subWorker) waitExit(timeout time.Duration) int {
