@@ -65,6 +65,17 @@ type EnqueueOpts struct {
 	TraceParent string
 	TraceState  string
 
+	// ProcessAt delays the task: it waits in Redis (state scheduled) and
+	// enters its queue when Redis' clock reaches this time (the client's
+	// clock only expresses it). A time in the past means now. Until a
+	// coordinator owns the timing (see the roadmap), workers move due tasks
+	// within a second, sooner when they are awake anyway. Defaults to now.
+	ProcessAt time.Time
+
+	// Delay is ProcessAt as a duration from the enqueue (in Redis' time).
+	// At most one of ProcessAt and Delay may be set.
+	Delay time.Duration
+
 	// RateKey throttles the task: before it runs, a worker takes a token
 	// from the bucket of this key (package ratelimit), under the limit its
 	// Config.RateLimits registers for the key's prefix. A task that must
@@ -169,6 +180,29 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 	if opts.TraceParent != "" && !validTraceParent(opts.TraceParent) {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.TraceParent %.64q is not a W3C traceparent (version-traceid-parentid-flags in lower-case hex, 55 bytes)", kind, opts.TraceParent)
 	}
+	if !opts.ProcessAt.IsZero() && opts.Delay != 0 {
+		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ProcessAt and EnqueueOpts.Delay are both set; set one", kind)
+	}
+	if opts.Delay < 0 {
+		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Delay is %v, must not be negative", kind, opts.Delay)
+	}
+	var dueMs int64
+	if !opts.ProcessAt.IsZero() || opts.Delay > 0 {
+		if x.group != "" || x.prev != "" {
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ProcessAt and Delay are for tasks enqueued on their own, not a group's members, joins or continuations", kind)
+		}
+		c.clock.Refresh(ctx, c.rdb, clockRefresh)
+		at := opts.ProcessAt
+		if at.IsZero() {
+			at = time.Now().Add(opts.Delay)
+		}
+		dueMs = c.clock.ToRedis(at).UnixMilli()
+		if opts.ID == "" {
+			// A delayed task waits in a record of its own: it needs a key
+			// before it has a stream entry.
+			opts.ID = "d-" + newOpID()
+		}
+	}
 	if opts.RateKey != "" {
 		if err := ratelimit.ValidateKey(opts.RateKey); err != nil {
 			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.RateKey: %w", kind, err)
@@ -241,7 +275,7 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 		RateN:       x.rateN,
 		RatePerUs:   x.ratePerUs,
 	})
-	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env}, parent: parent}, nil
+	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs}, parent: parent}, nil
 }
 
 // validTraceParent checks the W3C form version-traceid-parentid-flags.

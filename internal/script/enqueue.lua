@@ -1,16 +1,19 @@
 -- enqueue.lua: adds a batch of tasks to one queue; a replay of the same batch changes nothing.
 -- KEYS[1]  the queue's stream
 -- KEYS[2]  the marker of this batch operation (op id chosen by the client)
--- KEYS[3..] per task that carries a user key, in batch order: its task hash and
+-- KEYS[3]  the queue's scheduled set (delayed tasks)
+-- KEYS[4..] per task that carries a user key, in batch order: its task hash and
 --           its result key
 -- ARGV[1]  consumer group name (unused: the client creates the group once)
 -- ARGV[2]  how long the op marker lives, ms
 -- ARGV[3]  n, the number of tasks
--- ARGV[4..] per task four values: user key ('' for an auto-keyed task),
+-- ARGV[4..] per task five values: user key ('' for an auto-keyed task),
 --           envelope, group ('' or the public id of the group the task is a
 --           member of; only keyed tasks), hold ('1': the task is created
 --           waiting, outside the stream, until activate.lua moves it in;
---           only keyed tasks)
+--           only keyed tasks), due (Unix ms in Redis time; a task due later
+--           than now waits in the scheduled set until forward.lua moves it;
+--           '0' or '': now; only keyed tasks)
 -- Returns: a flat array, per task: task key (the entry id for auto keys), 1 if the
 -- key already named a task (nothing was added) else 0. A replay returns the first
 -- run's answer.
@@ -19,10 +22,14 @@ if prev then
   return cjson.decode(prev)
 end
 local out = {}
-local ki = 3
+local ki = 4
+local now = nil
 for i = 0, tonumber(ARGV[3]) - 1 do
-  local b = 4 + 4 * i
+  local b = 4 + 5 * i
   local key, env, grp, hold = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local due = tonumber(ARGV[b + 4]) or 0
+  if due > 0 and not now then now = now_ms() end
+  if due > 0 and due <= now then due = 0 end
   if key == '' then
     out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'm', env)
     out[#out + 1] = 0
@@ -36,6 +43,9 @@ for i = 0, tonumber(ARGV[3]) - 1 do
       local f
       if hold == '1' then
         f = {'st', 'waiting', 'm', env}
+      elseif due > 0 then
+        f = {'st', 'scheduled', 'm', env}
+        redis.call('ZADD', KEYS[3], due, key)
       else
         f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
       end

@@ -85,6 +85,7 @@ type NewTask struct {
 	Envelope []byte
 	Group    string // public id of the group it is a member of (keyed tasks only)
 	Hold     bool   // created waiting, outside the stream (keyed tasks only)
+	DueMs    int64  // when it is due, Unix ms in Redis time; 0 now (keyed tasks only)
 }
 
 // Enqueued is the answer for one task of a batch.
@@ -95,8 +96,8 @@ type Enqueued struct {
 
 // EnqueueArgs builds the keys and args of enqueue.lua for one batch.
 func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]string, []any) {
-	ks := []string{q.Stream(), q.Op(opID)}
-	args := make([]any, 0, 3+4*len(tasks))
+	ks := []string{q.Stream(), q.Op(opID), q.Scheduled()}
+	args := make([]any, 0, 3+5*len(tasks))
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
 		if t.UserKey != "" {
@@ -106,7 +107,7 @@ func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]s
 		if t.Hold {
 			hold = "1"
 		}
-		args = append(args, t.UserKey, t.Envelope, t.Group, hold)
+		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs)
 	}
 	return ks, args
 }
