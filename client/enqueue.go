@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -408,6 +409,19 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 	}
 	if err := c.runCalls(ctx, calls); err != nil {
 		return nil, err
+	}
+	// Delayed tasks: tell the coordinators (a separate step; should it
+	// fail, the workers still move the tasks within a second).
+	due := map[string]int64{}
+	for _, p := range ps {
+		if d := p.task.DueMs; d > 0 && (due[p.queue] == 0 || d < due[p.queue]) {
+			due[p.queue] = d
+		}
+	}
+	for qn, d := range due {
+		if err := store.MarkDue(ctx, c.rdb, qn, d); err != nil {
+			c.cfg.Logger.Warn("delayed tasks enqueued, but the coordinators were not told; workers move them within a second", slog.Any("err", err))
+		}
 	}
 	out := make([]*Handle, len(ps))
 	for _, bc := range calls {

@@ -219,3 +219,13 @@ func (l Limit) Holders() string { return l.tag + "h" }
 // Waiters is the list of task ids parked because the limit was full, woken
 // in order as slots free.
 func (l Limit) Waiters() string { return l.tag + "w" }
+
+// The coordinators' keys share one slot of their own.
+const (
+	// DueIndex is the sorted set of queues with delayed tasks, scored by
+	// their earliest due time (Unix ms, Redis time).
+	DueIndex = Prefix + ":{coord}:due"
+	// DueWake is the channel on which an enqueue announces a due time
+	// earlier than the index held (message: the due ms).
+	DueWake = Prefix + ":{coord}:wake"
+)

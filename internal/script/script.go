@@ -65,6 +65,10 @@ var (
 	rateLimitSrc string
 	//go:embed comparedel.lua
 	compareDelSrc string
+	//go:embed duemark.lua
+	dueMarkSrc string
+	//go:embed dueupdate.lua
+	dueUpdateSrc string
 )
 
 // The scripts, one per file.
@@ -100,6 +104,8 @@ var (
 	RateLimit = redis.NewScript(rateLimitSrc)
 
 	CompareDel = newScript(compareDelSrc)
+	DueMark    = newScript(dueMarkSrc)
+	DueUpdate  = newScript(dueUpdateSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -107,7 +113,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
-	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel}
+	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

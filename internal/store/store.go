@@ -441,3 +441,27 @@ func PurgeDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, ks []strin
 	}
 	return n, nil
 }
+
+// MarkDue records in the due index that queue has a task due at dueMs, and
+// wakes the coordinators when that is earlier than the index held.
+func MarkDue(ctx context.Context, rdb redis.UniversalClient, queue string, dueMs int64) error {
+	n, err := script.DueMark.Run(ctx, rdb, []string{keys.DueIndex}, queue, dueMs).Int64()
+	if err != nil {
+		return fmt.Errorf("mark queue %q due: %w", queue, err)
+	}
+	if n == 1 {
+		if err := rdb.Publish(ctx, keys.DueWake, dueMs).Err(); err != nil {
+			return fmt.Errorf("wake the coordinators: %w", err)
+		}
+	}
+	return nil
+}
+
+// UpdateDue sets queue's entry in the due index to nextMs (-1: none) if it
+// still holds seenMs.
+func UpdateDue(ctx context.Context, rdb redis.Scripter, queue string, seenMs, nextMs int64) error {
+	if err := script.DueUpdate.Run(ctx, rdb, []string{keys.DueIndex}, queue, seenMs, nextMs).Err(); err != nil {
+		return fmt.Errorf("update due index of queue %q: %w", queue, err)
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package coordinator_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/worker"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, asynctest.LeakOptions()...)
+}
+
+type Timed struct {
+	ID    int
+	DueMs int64 // local clock
+}
+
+func (Timed) Kind() string { return "timed" }
+
+func startCoordinators(t *testing.T, env *asynctest.Env, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		co, err := coordinator.New(env.RDB, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := co.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := co.Stop(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// Delayed tasks start at their due time, not at the workers' next
+// once-a-second look, and each exactly once with five coordinators running.
+func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
+	t.Parallel()
+	env := asynctest.Redis(t)
+	queue := asynctest.Queue(t)
+	startCoordinators(t, env, 5)
+	var mu sync.Mutex
+	runs := map[int]int{}
+	late := map[int]time.Duration{}
+	done := make(chan struct{}, 100)
+	w, err := worker.New(env.RDB, &worker.Config{Queues: map[string]int{queue: 1}, BlockTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.Handle(w, func(ctx context.Context, a Timed) (int, error) {
+		mu.Lock()
+		runs[a.ID]++
+		late[a.ID] = time.Since(time.UnixMilli(a.DueMs))
+		mu.Unlock()
+		done <- struct{}{}
+		return a.ID, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop(context.Background()) }()
+	c, err := client.New(env.RDB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 40
+	for i := 0; i < n; i++ {
+		// Let the workers' own forward loop fall asleep first, so that only
+		// a coordinator can be on time.
+		delay := 150*time.Millisecond + time.Duration(i)*10*time.Millisecond
+		due := time.Now().Add(delay)
+		if _, err := c.Enqueue(ctx, Timed{ID: i, DueMs: due.UnixMilli()}, &client.EnqueueOpts{Queue: queue, ProcessAt: due}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d delayed tasks ran", i, n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	worst := time.Duration(0)
+	for i := 0; i < n; i++ {
+		if runs[i] != 1 {
+			t.Errorf("task %d ran %d times", i, runs[i])
+		}
+		if late[i] < -5*time.Millisecond {
+			t.Errorf("task %d started %v before its due time", i, -late[i])
+		}
+		worst = max(worst, late[i])
+	}
+	// Generous for a loaded CI machine; the benchmark reports the p99.
+	if worst > 300*time.Millisecond {
+		t.Errorf("latest start %v after its due time", worst)
+	}
+	t.Logf("latest start after its due time: %v", worst)
+}
+
+func TestCoordinatorBadConfig(t *testing.T) {
+	t.Parallel()
+	env := asynctest.Redis(t)
+	if _, err := coordinator.New(nil, nil); err == nil {
+		t.Error("nil client accepted")
+	}
+	if _, err := coordinator.New(env.RDB, &coordinator.Config{MaxSleep: time.Microsecond}); err == nil {
+		t.Error("MaxSleep of 1µs accepted")
+	}
+}
