@@ -126,7 +126,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -474,6 +474,16 @@ func run(o options, stdout, progress io.Writer) error {
 			rep.SemErrs = append(rep.SemErrs, "ratelimit: "+err.Error())
 		}
 		rep.Rates = ri
+	}
+
+	if want("delayed") {
+		step("delayed tasks with coordinators")
+		di, err := e.delayedRun(ctx, 500)
+		if err != nil {
+			fmt.Fprintf(progress, "  delayed failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "delayed: "+err.Error())
+		}
+		rep.Delayed = di
 	}
 
 	rep.Took = time.Since(rep.Started)

@@ -35,6 +35,8 @@ type report struct {
 
 	Groups *groupsInfo // fork/join cost, InvokeAll utilisation
 	Rates  *ratesInfo  // Allow calls/s, throttle accuracy
+
+	Delayed *delayedInfo // start after due time
 }
 
 const (
@@ -148,6 +150,9 @@ func (r *report) markdown() string {
 	}
 	if r.Rates != nil {
 		r.Rates.markdown(p)
+	}
+	if r.Delayed != nil {
+		r.Delayed.markdown(p)
 	}
 
 	if len(r.Sweep) > 0 {
