@@ -79,13 +79,16 @@ func (c *Client) prepareItems(ctx context.Context, items []bridge.Item) ([]prepa
 		if it.RateKey != "" {
 			opts.RateKey = it.RateKey
 		}
+		if !it.ProcessAt.IsZero() {
+			opts.ProcessAt, opts.Delay = it.ProcessAt, 0
+		}
 		if it.Key != "" {
 			opts.ID = it.Key
 		}
 		if opts.ID == "" && (it.Group == "" || it.Hold) {
 			return nil, errors.New("bridge: item without a key")
 		}
-		p, err := c.prepare(ctx, args, opts, extra{prev: it.Prev, group: it.Group, rateN: it.RateN, ratePerUs: it.RatePer.Microseconds()})
+		p, err := c.prepare(ctx, args, opts, extra{prev: it.Prev, group: it.Group, spread: !it.ProcessAt.IsZero(), rateN: it.RateN, ratePerUs: it.RatePer.Microseconds()})
 		if err != nil {
 			return nil, fmt.Errorf("spec %d: %w", it.Index, err)
 		}

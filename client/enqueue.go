@@ -125,6 +125,7 @@ const (
 type extra struct {
 	prev      string // the task or group a continuation continues
 	group     string // the group the task is a member of
+	spread    bool   // a member whose due time the pattern chose (Spread)
 	rateN     int    // a carried rate limit (patterns.Throttle)
 	ratePerUs int64
 }
@@ -189,7 +190,7 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 	}
 	var dueMs int64
 	if !opts.ProcessAt.IsZero() || opts.Delay > 0 {
-		if x.group != "" || x.prev != "" {
+		if (x.group != "" && !x.spread) || x.prev != "" {
 			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ProcessAt and Delay are for tasks enqueued on their own, not a group's members, joins or continuations", kind)
 		}
 		c.clock.Refresh(ctx, c.rdb, clockRefresh)

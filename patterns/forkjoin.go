@@ -28,6 +28,8 @@ type options struct {
 	failFast  bool
 	retention time.Duration
 	rate      *ratelimit.Limit // Throttle's
+	spread    time.Duration    // Spread's window
+	start     time.Time        // Spread's start
 }
 
 // WithID names the group (the name rule [A-Za-z0-9._-], at most 100 bytes):
@@ -100,6 +102,24 @@ func Throttle(ctx context.Context, c *client.Client, specs []client.Spec, rate i
 	return begin(ctx, c, specs, nil, 0, o)
 }
 
+// Spread is ForkJoin without a join whose members start evenly over within
+// (grab/async's Spread): member i is due at start + i·within/n, timed by
+// Redis' clock. Each member waits in Redis with its own due time, so a
+// coordinator (package coordinator) or worker that restarts midway leaves
+// the remaining ones on schedule, and nothing bunches up. Run at least one
+// coordinator for starts within milliseconds of their times (workers alone
+// move due tasks within a second). Nested groups are not allowed; the
+// group's handle supports ContinueWith.
+func Spread(ctx context.Context, c *client.Client, within time.Duration, specs []client.Spec, opts ...Option) (*Group, error) {
+	if within <= 0 {
+		return nil, fmt.Errorf("patterns.Spread: within is %v, must be positive", within)
+	}
+	start := time.Now()
+	o := append([]Option{}, opts...)
+	o = append(o, func(o *options) { o.spread, o.start = within, start })
+	return begin(ctx, c, specs, nil, 0, o)
+}
+
 // Sub describes a nested group: used as a spec of ForkJoin, it runs specs as
 // a group of their own (with join, when not nil) and counts as one member
 // of the outer group, ending when its join ends (or, without a join, when
@@ -148,6 +168,9 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 	}
 	if o.rate != nil {
 		what = "patterns.Throttle"
+	}
+	if o.spread > 0 {
+		what = "patterns.Spread"
 	}
 	if c == nil {
 		return nil, fmt.Errorf("%s: client is nil", what)
@@ -263,7 +286,11 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		sg, nested := s.Args.(*subGroup)
 		if !nested {
 			q := queueOf(c, s)
-			if limit == 0 && q == home {
+			var due time.Time
+			if o.spread > 0 {
+				due = o.start.Add(o.spread * time.Duration(i) / time.Duration(len(specs)))
+			}
+			if limit == 0 && q == home && due.IsZero() {
 				// Lives where the group does: enqueued and added in one
 				// step, as an auto-keyed task.
 				fast = append(fast, bridge.Item{Args: s.Args, Opts: optsOf(s), Group: gid, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
@@ -271,10 +298,10 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 				continue
 			}
 			members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0})
-			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
+			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer, ProcessAt: due})
 			continue
 		}
-		if limit > 0 || o.rate != nil {
+		if limit > 0 || o.rate != nil || o.spread > 0 {
 			return nil, fmt.Errorf("spec %d is a nested group (patterns.Sub); only ForkJoin takes those", i)
 		}
 		var so options

@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -26,6 +27,8 @@ type delayedInfo struct {
 	N                  int
 	Coordinators       int
 	P50, P90, P99, Max time.Duration
+
+	Spread *spreadInfo
 }
 
 // delayedGoal is issue 6's bound on how late a due task may start (p99).
@@ -101,4 +104,79 @@ func (di *delayedInfo) markdown(p func(string, ...any)) {
 	p("| Measurement | Goal | Measured | Met |\n|---|--:|--:|:-:|\n")
 	p("| %d tasks due 0.1–2.1 s ahead, %d coordinators, 1 worker: start after the due time, p99 | ≤ %s | %s (p50 %s, p90 %s, max %s) | %s |\n\n",
 		di.N, di.Coordinators, ms(delayedGoal), ms(di.P99), ms(di.P50), ms(di.P90), ms(di.Max), met(di.P99 <= delayedGoal))
+	if sp := di.Spread; sp != nil {
+		p("Spread (goal: one start every %v, ±10 ms p99): %d tasks over %v with one coordinator, |start − slot| p99 %s (p50 %s, max %s): %s.\n\n",
+			sp.Within/time.Duration(sp.N), sp.N, sp.Within, ms(sp.P99), ms(sp.P50), ms(sp.MaxDiff), map[bool]string{true: "met", false: "**not met**"}[sp.P99 <= 10*time.Millisecond])
+	}
+}
+
+// spreadInfo is the Spread row of the delayed-task section.
+type spreadInfo struct {
+	N                 int
+	Within            time.Duration
+	P50, P99, MaxDiff time.Duration // |start − due|
+}
+
+// spreadRun runs patterns.Spread of n no-op tasks over within with one
+// coordinator and one worker, and measures each start against its slot
+// (start of the call + i·within/n).
+func (e *env) spreadRun(ctx context.Context, n int, within time.Duration) (*spreadInfo, error) {
+	c, q, done, err := e.session(ctx, "spread")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	crdb := redis.NewClient(&redis.Options{Addr: e.addr})
+	defer crdb.Close()
+	co, err := coordinator.New(crdb, &coordinator.Config{Logger: e.logger})
+	if err != nil {
+		return nil, err
+	}
+	if err := co.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { _ = co.Stop(context.Background()) }()
+	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
+	defer wrdb.Close()
+	w, err := e.newWorker(wrdb, q, drainCfg{64, 64})
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var starts []time.Time
+	worker.Handle(w, func(ctx context.Context, a noop) (struct{}, error) {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		return struct{}{}, nil
+	})
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer e.stopWorker(w)
+	begin := time.Now()
+	g, err := patterns.Spread(ctx, c, within, noopSpecs(n, q))
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, within+time.Minute)
+	defer cancel()
+	if _, err := g.Wait(wctx); err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sort.Slice(starts, func(a, b int) bool { return starts[a].Before(starts[b]) })
+	diffs := make([]time.Duration, len(starts))
+	for i, s := range starts {
+		d := s.Sub(begin) - time.Duration(i)*within/time.Duration(n)
+		if d < 0 {
+			d = -d
+		}
+		diffs[i] = d
+	}
+	sort.Slice(diffs, func(a, b int) bool { return diffs[a] < diffs[b] })
+	si := &spreadInfo{N: n, Within: within, P50: diffs[len(diffs)/2], P99: diffs[min(len(diffs)-1, len(diffs)*99/100)], MaxDiff: diffs[len(diffs)-1]}
+	fmt.Fprintf(e.progress, "  Spread of %d over %v: |start − slot| p50 %v p99 %v max %v\n", n, within, si.P50, si.P99, si.MaxDiff)
+	return si, nil
 }

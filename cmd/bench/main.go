@@ -483,6 +483,16 @@ func run(o options, stdout, progress io.Writer) error {
 			fmt.Fprintf(progress, "  delayed failed: %v\n", err)
 			rep.SemErrs = append(rep.SemErrs, "delayed: "+err.Error())
 		}
+		if di != nil {
+			within := 10 * time.Second
+			if o.quick {
+				within = 2 * time.Second
+			}
+			if di.Spread, err = e.spreadRun(ctx, 50, within); err != nil {
+				fmt.Fprintf(progress, "  spread failed: %v\n", err)
+				rep.SemErrs = append(rep.SemErrs, "spread: "+err.Error())
+			}
+		}
 		rep.Delayed = di
 	}
 

@@ -27,6 +27,9 @@ type Item struct {
 	RateKey string
 	RateN   int
 	RatePer time.Duration
+
+	// ProcessAt delays the task (patterns.Spread's members; keyed only).
+	ProcessAt time.Time
 }
 
 // Placed is where an Item went.
