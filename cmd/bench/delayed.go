@@ -44,18 +44,11 @@ func (e *env) delayedRun(ctx context.Context, n int) (*delayedInfo, error) {
 	}
 	defer done()
 	const coords = 2
-	for i := 0; i < coords; i++ {
-		rdb := redis.NewClient(&redis.Options{Addr: e.addr})
-		defer rdb.Close()
-		co, err := coordinator.New(rdb, &coordinator.Config{Logger: e.logger})
-		if err != nil {
-			return nil, err
-		}
-		if err := co.Start(ctx); err != nil {
-			return nil, err
-		}
-		defer func() { _ = co.Stop(context.Background()) }()
+	stop, err := e.startCoordinators(ctx, coords)
+	if err != nil {
+		return nil, err
 	}
+	defer stop()
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
 	defer wrdb.Close()
 	w, err := e.newWorker(wrdb, q, drainCfg{256, 256})
@@ -126,16 +119,11 @@ func (e *env) spreadRun(ctx context.Context, n int, within time.Duration) (*spre
 		return nil, err
 	}
 	defer done()
-	crdb := redis.NewClient(&redis.Options{Addr: e.addr})
-	defer crdb.Close()
-	co, err := coordinator.New(crdb, &coordinator.Config{Logger: e.logger})
+	stop, err := e.startCoordinators(ctx, 1)
 	if err != nil {
 		return nil, err
 	}
-	if err := co.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { _ = co.Stop(context.Background()) }()
+	defer stop()
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
 	defer wrdb.Close()
 	w, err := e.newWorker(wrdb, q, drainCfg{64, 64})
@@ -179,4 +167,32 @@ func (e *env) spreadRun(ctx context.Context, n int, within time.Duration) (*spre
 	si := &spreadInfo{N: n, Within: within, P50: diffs[len(diffs)/2], P99: diffs[min(len(diffs)-1, len(diffs)*99/100)], MaxDiff: diffs[len(diffs)-1]}
 	fmt.Fprintf(e.progress, "  Spread of %d over %v: |start − slot| p50 %v p99 %v max %v\n", n, within, si.P50, si.P99, si.MaxDiff)
 	return si, nil
+}
+
+// startCoordinators starts n coordinators, each on its own connection; stop
+// stops them and closes the connections.
+func (e *env) startCoordinators(ctx context.Context, n int) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, f := range stops {
+			f()
+		}
+	}
+	for i := 0; i < n; i++ {
+		rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+		co, err := coordinator.New(rdb, &coordinator.Config{Logger: e.logger})
+		if err == nil {
+			err = co.Start(ctx)
+		}
+		if err != nil {
+			_ = rdb.Close()
+			stop()
+			return nil, err
+		}
+		stops = append(stops, func() {
+			_ = co.Stop(context.Background())
+			_ = rdb.Close()
+		})
+	}
+	return stop, nil
 }
