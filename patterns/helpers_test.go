@@ -35,12 +35,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	env := asynctest.Redis(t)
-	c, err := client.New(env.RDB, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return &bundle{env: env, c: c, queue: asynctest.Queue(t)}
+	return &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
 }
 
 // worker starts a worker on the test's queue (and extra queues), with
@@ -53,34 +48,7 @@ func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worke
 // workerOn is worker on a Redis client of the test's choosing.
 func (b *bundle) workerOn(t *testing.T, rdb redis.UniversalClient, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
 	t.Helper()
-	if cfg == nil {
-		cfg = &worker.Config{}
-	}
-	if cfg.Queues == nil {
-		cfg.Queues = map[string]int{b.queue: 1}
-	}
-	if cfg.BlockTimeout == 0 {
-		cfg.BlockTimeout = 50 * time.Millisecond
-	}
-	if cfg.Backoff == nil {
-		cfg.Backoff = func(int) time.Duration { return 5 * time.Millisecond }
-	}
-	w, err := worker.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(w)
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := w.StopAndCancel(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return w
+	return asynctest.StartWorker(t, rdb, b.queue, cfg, register, true)
 }
 
 func ctxT(t *testing.T) context.Context {
