@@ -41,6 +41,9 @@ func init() {
 	bridge.Handle = func(c any, queue, key string, dup bool) any {
 		return &Handle{c: c.(*Client), queue: queue, key: key, dup: dup}
 	}
+	bridge.Template = func(ctx context.Context, c any, a, o any) (string, []byte, error) {
+		return c.(*Client).template(ctx, a, o)
+	}
 	bridge.Retention = func(c any) time.Duration { return c.(*Client).cfg.Retention }
 	bridge.QueueOf = func(c any, opts any) string {
 		if o, _ := opts.(*EnqueueOpts); o != nil && o.Queue != "" {
@@ -192,3 +195,38 @@ func (c *Client) sendMembers(ctx context.Context, ps []prepared, group string, i
 	}
 	return out, nil
 }
+
+// template encodes a task for patterns.Repeat, detached from any handler
+// whose ctx declared it (the copies are nobody's children and inherit no
+// deadline, metadata or trace).
+func (c *Client) template(ctx context.Context, a, o any) (string, []byte, error) {
+	args, _ := a.(Args)
+	if a != nil && args == nil {
+		return "", nil, fmt.Errorf("%T does not implement client.Args", a)
+	}
+	opts, ok := o.(*EnqueueOpts)
+	if o != nil && !ok {
+		return "", nil, fmt.Errorf("options of type %T", o)
+	}
+	if opts != nil {
+		switch {
+		case opts.ID != "":
+			return "", nil, fmt.Errorf("EnqueueOpts.ID %q is set; each repeated task gets its own id from the schedule's name and slot", opts.ID)
+		case !opts.Deadline.IsZero():
+			return "", nil, errors.New("EnqueueOpts.Deadline is set; a repeated task's deadline would be the same for every slot (use Timeout)")
+		case !opts.ProcessAt.IsZero() || opts.Delay != 0:
+			return "", nil, errors.New("EnqueueOpts.ProcessAt or Delay is set; the schedule decides when its tasks run")
+		}
+	}
+	p, err := c.prepare(detached{ctx}, args, opts, extra{})
+	if err != nil {
+		return "", nil, err
+	}
+	return p.queue, p.task.Envelope, nil
+}
+
+// detached is a ctx without values: a task prepared with it is nobody's
+// child.
+type detached struct{ context.Context }
+
+func (detached) Value(any) any { return nil }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -235,8 +237,10 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 			}
 		}
 	}
-	for k, v := range meta {
-		metaPairs = append(metaPairs, k, v)
+	// In key order, so that the same options encode the same everywhere (a
+	// repeat schedule declared by many processes compares encodings).
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
+		metaPairs = append(metaPairs, k, meta[k])
 	}
 	if len(metaPairs) > 2*maxMetaEntries {
 		return prepared{}, fmt.Errorf("enqueue %s: metadata with the inherited entries has %d entries, limit %d", kind, len(metaPairs)/2, maxMetaEntries)

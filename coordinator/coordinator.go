@@ -1,15 +1,30 @@
-// Package coordinator runs the fleet's timed duties. So far: it moves
-// delayed tasks (client.EnqueueOpts.ProcessAt, Delay) into their queues
-// when they are due, sleeping until the earliest due time in an index that
-// every enqueue of a delayed task keeps, and woken when an earlier one is
-// added. Spread, Repeat and housekeeping come next (see the README's
-// roadmap).
+// Package coordinator runs the fleet's timed duties:
+//
+//   - delayed tasks (client.EnqueueOpts.ProcessAt, Delay; patterns.Spread's
+//     members): moved into their queues when due, within milliseconds;
+//   - repeat schedules (patterns.Repeat, RepeatCron): each slot's task
+//     enqueued once;
+//   - housekeeping of every queue the fleet has used: streams trimmed below
+//     their oldest unacknowledged entry, dead letters capped, consumers of
+//     workers that are gone removed once they hold nothing, continuation
+//     outboxes swept (also of queues no worker serves), due tasks of
+//     every queue forwarded.
+//
+// A coordinator sleeps until the earliest due time in an index that every
+// delayed enqueue and repeat declaration keeps, and is woken (pub/sub) when
+// an earlier one is added; there is no polling interval.
 //
 // Any number of coordinators may run, in their own processes or inside
-// worker processes; they need no leader: moving a task is one script that
-// takes it out of the scheduled set (so it moves once however many try),
-// and the index is updated by compare-and-set. Without a coordinator the
-// workers still move due tasks of their queues, within a second.
+// worker processes. They need no leader, so there is nothing to take over
+// when one dies: moving a task or firing a slot is one script that checks
+// the task is still scheduled, or the schedule still holds the slot it read
+// (compare-and-set), and moves it on in the same step, so each happens once
+// however many coordinators try. Housekeeping runs once per interval across
+// the fleet: a coordinator takes that interval's claim (SET NX with an
+// expiry) before it sweeps; one that dies holding it is replaced at the
+// next interval. Without a coordinator, workers still move due tasks of
+// their own queues within a second, and housekeep their queues; repeat
+// schedules need a coordinator.
 package coordinator
 
 import (
@@ -17,6 +32,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,11 +50,23 @@ type Config struct {
 	// then). Defaults to 1s.
 	MaxSleep time.Duration
 
+	// HousekeepInterval is how often the fleet's coordinators (one of them
+	// each time) keep house. Defaults to 30s.
+	HousekeepInterval time.Duration
+
+	// DeadLetterCap is how many dead tasks each queue keeps; the oldest go
+	// first. Defaults to 100,000.
+	DeadLetterCap int64
+
+	// ConsumerIdle is how long a stream consumer (a worker) that holds no
+	// pending task may be idle before it is removed. Defaults to 10 minutes.
+	ConsumerIdle time.Duration
+
 	// Logger receives the coordinator's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// Coordinator moves delayed tasks when they are due.
+// Coordinator runs the timed duties; see the package docs.
 type Coordinator struct {
 	rdb redis.UniversalClient
 	cfg Config
@@ -49,6 +78,7 @@ type Coordinator struct {
 	done    chan struct{}
 
 	clock store.Clock
+	loops sync.WaitGroup
 }
 
 // New returns a Coordinator on rdb, which it uses but never closes.
@@ -65,6 +95,24 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Coordinator, error) {
 	}
 	if c.MaxSleep < time.Millisecond {
 		return nil, fmt.Errorf("coordinator: Config.MaxSleep is %v, must be at least 1ms", c.MaxSleep)
+	}
+	if c.HousekeepInterval == 0 {
+		c.HousekeepInterval = 30 * time.Second
+	}
+	if c.HousekeepInterval < 10*time.Millisecond {
+		return nil, fmt.Errorf("coordinator: Config.HousekeepInterval is %v, must be at least 10ms", c.HousekeepInterval)
+	}
+	if c.DeadLetterCap == 0 {
+		c.DeadLetterCap = 100000
+	}
+	if c.DeadLetterCap < 1 {
+		return nil, fmt.Errorf("coordinator: Config.DeadLetterCap is %d, must be at least 1", c.DeadLetterCap)
+	}
+	if c.ConsumerIdle == 0 {
+		c.ConsumerIdle = 10 * time.Minute
+	}
+	if c.ConsumerIdle < time.Second {
+		return nil, fmt.Errorf("coordinator: Config.ConsumerIdle is %v, must be at least 1s", c.ConsumerIdle)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -96,7 +144,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	c.started, c.cancel, c.done = true, cancel, make(chan struct{})
+	c.loops.Add(2)
 	go c.loop(lctx, ps)
+	go c.housekeepLoop(lctx)
+	go func() { c.loops.Wait(); close(c.done) }()
 	return nil
 }
 
@@ -119,7 +170,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 }
 
 func (c *Coordinator) loop(ctx context.Context, ps *redis.PubSub) {
-	defer close(c.done)
+	defer c.loops.Done()
 	defer ps.Close()
 	wake := ps.Channel()
 	for {
@@ -128,7 +179,7 @@ func (c *Coordinator) loop(ctx context.Context, ps *redis.PubSub) {
 			return
 		}
 		if err != nil {
-			c.log.Error("move due tasks", slog.Any("err", err))
+			c.log.Error("move due tasks and fire repeats", slog.Any("err", err))
 			wait = min(c.cfg.MaxSleep, 100*time.Millisecond)
 		}
 		if wait <= 0 {
@@ -146,8 +197,32 @@ func (c *Coordinator) loop(ctx context.Context, ps *redis.PubSub) {
 	}
 }
 
-// pass moves the tasks of every queue whose earliest due time has come, and
-// returns how long to sleep until the next one.
+// RunOnce runs every duty once now, housekeeping included (without taking
+// the interval's claim), after measuring Redis' clock afresh. It is for
+// tests that move Redis' clock (miniredis' SetTime) and for operators; a
+// started coordinator does all this by itself.
+func (c *Coordinator) RunOnce(ctx context.Context) error {
+	if err := c.clock.Sync(ctx, c.rdb); err != nil {
+		return fmt.Errorf("coordinator: read redis time: %w", err)
+	}
+	for {
+		wait, err := c.pass(ctx)
+		if err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+		if wait > 0 {
+			break
+		}
+	}
+	if err := c.housekeep(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	return nil
+}
+
+// pass moves the tasks and fires the repeat slots of every queue whose
+// earliest due time has come, and returns how long to sleep until the next
+// one (0: come back at once, more is due).
 func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 	c.clock.Refresh(ctx, c.rdb, time.Minute)
 	now := c.clock.ToRedis(time.Now()).UnixMilli()
@@ -155,24 +230,25 @@ func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read the due index: %w", err)
 	}
+	again := len(due) == 100
 	for _, z := range due {
 		qn, _ := z.Member.(string)
 		if keys.ValidateName("queue", qn) != nil {
 			continue
 		}
-		q := keys.ForQueue(qn)
-		moved, next, _, err := store.Forward(ctx, c.rdb, q, 100)
+		more, next, err := c.serve(ctx, qn, now)
 		if err != nil {
 			return 0, err
 		}
-		if moved == 100 {
-			return 0, nil // more of this queue: come back at once
+		if more {
+			again = true // leave the index entry: it is still due
+			continue
 		}
 		if err := store.UpdateDue(ctx, c.rdb, qn, int64(z.Score), next); err != nil {
 			return 0, err
 		}
 	}
-	if len(due) == 100 {
+	if again {
 		return 0, nil
 	}
 	first, err := c.rdb.ZRangeWithScores(ctx, keys.DueIndex, 0, 0).Result()
@@ -187,3 +263,103 @@ func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 	// reached but Redis' has not yet is retried shortly, not in a spin.
 	return min(max(time.Until(at), time.Millisecond), c.cfg.MaxSleep), nil
 }
+
+// serve moves queue's due tasks and fires its due repeat slots. It returns
+// whether more is due already, else the queue's next due time (-1: none).
+func (c *Coordinator) serve(ctx context.Context, queue string, nowMs int64) (more bool, next int64, err error) {
+	q := keys.ForQueue(queue)
+	moved, nextTask, _, err := store.Forward(ctx, c.rdb, q, 100)
+	if err != nil {
+		return false, 0, err
+	}
+	fired, nextRep, moreRep, bad, err := store.FireRepeats(ctx, c.rdb, q, nowMs)
+	if err != nil {
+		return false, 0, err
+	}
+	if bad != nil {
+		c.log.Error("repeat schedule", slog.String("queue", queue), slog.Any("err", bad))
+	}
+	if len(fired) > 0 {
+		c.log.Debug("repeats fired", slog.String("queue", queue), slog.Any("tasks", fired))
+	}
+	next = nextTask
+	if nextRep >= 0 && (next < 0 || nextRep < next) {
+		next = nextRep
+	}
+	return moved == 100 || moreRep, next, nil
+}
+
+func (c *Coordinator) housekeepLoop(ctx context.Context) {
+	defer c.loops.Done()
+	t := time.NewTicker(c.cfg.HousekeepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// One coordinator of the fleet per interval: the claim expires
+		// a little before the next tick, so the next interval is open to
+		// all again.
+		token := strconv.FormatUint(rand.Uint64(), 36)
+		ok, err := c.rdb.SetNX(ctx, keys.HousekeepClaim, token, c.cfg.HousekeepInterval*9/10).Result()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Error("claim housekeeping", slog.Any("err", err))
+			}
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if err := c.housekeep(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("housekeeping", slog.Any("err", err))
+		}
+	}
+}
+
+// housekeep trims, caps and sweeps every registered queue; an error on one
+// queue does not stop the others.
+func (c *Coordinator) housekeep(ctx context.Context) error {
+	if err := c.clock.Sync(ctx, c.rdb); err != nil {
+		return fmt.Errorf("read redis time: %w", err)
+	}
+	queues, err := c.rdb.SMembers(ctx, keys.Queues).Result()
+	if err != nil {
+		return fmt.Errorf("read the queue registry: %w", err)
+	}
+	var errs []error
+	for _, qn := range queues {
+		if keys.ValidateName("queue", qn) != nil {
+			continue
+		}
+		q := keys.ForQueue(qn)
+		if _, _, err := store.Housekeep(ctx, c.rdb, q, c.cfg.ConsumerIdle.Milliseconds()); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := store.CapDead(ctx, c.rdb, q, c.cfg.DeadLetterCap); err != nil {
+			errs = append(errs, err)
+		}
+		if err := store.DrainOutbox(ctx, c.rdb, q, retainMs); err != nil {
+			errs = append(errs, fmt.Errorf("start continuations of queue %q: %w", qn, err))
+		}
+		// Tasks due without an index entry (retry backoff, parked tasks of
+		// a queue whose workers are gone) and repeats whose entry was lost
+		// with a failed write.
+		now := c.clock.Now().UnixMilli()
+		if _, next, err := c.serve(ctx, qn, now); err != nil {
+			errs = append(errs, err)
+		} else if next >= 0 {
+			if err := store.MarkDue(ctx, c.rdb, qn, next); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// retainMs is how long tasks that end without a run of their own
+// (continuations cancelled because their parent did not succeed) are kept
+// when a coordinator's sweep ends them.
+const retainMs = int64(24 * time.Hour / time.Millisecond)

@@ -3,6 +3,7 @@
 package asynctest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
@@ -54,6 +55,7 @@ type Env struct {
 	RDB  redis.UniversalClient
 	Mini *miniredis.Miniredis // nil on real Redis
 	Addr string
+	DB   int // database number on a real server
 }
 
 // Redis returns a fresh Redis for t: a new miniredis, or a client of the real
@@ -74,6 +76,40 @@ func Redis(t testing.TB) *Env {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return &Env{RDB: rdb, Mini: m, Addr: m.Addr()}
+}
+
+// IsolatedDB is the database number of IsolatedRedis on a real server.
+const IsolatedDB = 9
+
+// IsolatedRedis returns a Redis that no other test uses at the same time,
+// for tests of fleet-wide processes (coordinators serve every queue of
+// their Redis): a new miniredis, or on a real server database IsolatedDB,
+// flushed first (the caller must not run in parallel with other users of
+// it). On a cluster, which has one database, it is a new miniredis.
+func IsolatedRedis(t testing.TB) *Env {
+	t.Helper()
+	addr := os.Getenv(EnvAddr)
+	if addr == "" || os.Getenv(EnvCluster) != "" {
+		m := miniredis.RunT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return &Env{RDB: rdb, Mini: m, Addr: m.Addr()}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: IsolatedDB})
+	t.Cleanup(func() { _ = rdb.Close() })
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return &Env{RDB: rdb, Addr: addr, DB: IsolatedDB}
+}
+
+// NewEnvClient returns another client of env's Redis (its database
+// included).
+func NewEnvClient(env *Env) redis.UniversalClient {
+	if env.DB != 0 {
+		return redis.NewClient(&redis.Options{Addr: env.Addr, DB: env.DB})
+	}
+	return NewClient(env.Addr)
 }
 
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]`)

@@ -105,6 +105,13 @@ func (q Queue) Conts(key string) string { return q.tag + "c:" + key }
 // ended, waiting to be activated in their own queues.
 func (q Queue) Outbox() string { return q.tag + "outbox" }
 
+// Repeats is the sorted set of the repeat schedules whose tasks go to this
+// queue, scored by their next fire time (Unix ms, Redis time).
+func (q Queue) Repeats() string { return q.tag + "reps" }
+
+// Repeat is the hash holding the definition of the repeat schedule name.
+func (q Queue) Repeat(name string) string { return q.tag + "rp:" + name }
+
 // Kids is the set of ids of the child tasks the task with key key enqueued
 // from its handler; cancelling the task cancels them.
 func (q Queue) Kids(key string) string { return q.tag + "k:" + key }
@@ -228,4 +235,13 @@ const (
 	// DueWake is the channel on which an enqueue announces a due time
 	// earlier than the index held (message: the due ms).
 	DueWake = Prefix + ":{coord}:wake"
+	// Queues is the set of every queue name a client, worker or group has
+	// used: the queues the coordinators keep house for.
+	Queues = Prefix + ":{coord}:queues"
+	// RepeatIndex is the hash of repeat schedule names to the queue that
+	// holds each one's definition.
+	RepeatIndex = Prefix + ":{coord}:repeats"
+	// HousekeepClaim is held by the coordinator keeping house this
+	// interval.
+	HousekeepClaim = Prefix + ":{coord}:hk"
 )

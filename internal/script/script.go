@@ -69,6 +69,12 @@ var (
 	dueMarkSrc string
 	//go:embed dueupdate.lua
 	dueUpdateSrc string
+	//go:embed repdeclare.lua
+	repDeclareSrc string
+	//go:embed repfire.lua
+	repFireSrc string
+	//go:embed repremove.lua
+	repRemoveSrc string
 )
 
 // The scripts, one per file.
@@ -106,6 +112,10 @@ var (
 	CompareDel = newScript(compareDelSrc)
 	DueMark    = newScript(dueMarkSrc)
 	DueUpdate  = newScript(dueUpdateSrc)
+
+	RepDeclare = newScript(repDeclareSrc)
+	RepFire    = newScript(repFireSrc)
+	RepRemove  = newScript(repRemoveSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -113,7 +123,8 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
-	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate}
+	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
+	RepDeclare, RepFire, RepRemove}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

@@ -52,8 +52,12 @@ type GroupSettings struct {
 
 // NewGroup creates g (see groupnew.lua) with incarnation nonce; it returns
 // "new", "open" (exists, never sealed) or "sealed", and the nonce the group
-// was made with.
-func NewGroup(ctx context.Context, rdb redis.Scripter, g GroupRef, s GroupSettings, nonce string) (string, string, error) {
+// was made with. It registers the group's home queue first, so that the
+// coordinators sweep its outbox even when no worker serves that queue.
+func NewGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef, s GroupSettings, nonce string) (string, string, error) {
+	if err := RegisterQueue(ctx, rdb, g.Home.Name); err != nil {
+		return "", "", fmt.Errorf("create group %s: %w", g, err)
+	}
 	ff := "0"
 	if s.FailFast {
 		ff = "1"

@@ -70,11 +70,22 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// EnsureGroup creates the queue's stream and consumer group if missing.
+// EnsureGroup creates the queue's stream and consumer group if missing, and
+// registers the queue for the coordinators' housekeeping.
 func EnsureGroup(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
 	err := rdb.XGroupCreateMkStream(ctx, q.Stream(), keys.Group, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return fmt.Errorf("create consumer group of queue %q: %w", q.Name, err)
+	}
+	return RegisterQueue(ctx, rdb, q.Name)
+}
+
+// RegisterQueue records that queue is in use, so that the coordinators trim
+// its stream, cap its dead letters and sweep its outbox even when no worker
+// serves it.
+func RegisterQueue(ctx context.Context, rdb redis.Cmdable, queue string) error {
+	if err := rdb.SAdd(ctx, keys.Queues, queue).Err(); err != nil {
+		return fmt.Errorf("register queue %q: %w", queue, err)
 	}
 	return nil
 }

@@ -1,0 +1,301 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/cron"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
+)
+
+// RepeatDef is a repeat schedule: every Every, or at the times of Cron in
+// time zone TZ, a task with envelope Env (whose key is empty; each slot's
+// task gets its own) is enqueued to Queue.
+type RepeatDef struct {
+	Name  string
+	Queue string
+	Kind  string
+	Every time.Duration
+	Cron  string
+	TZ    string // IANA name; "" is UTC
+	Env   []byte
+}
+
+// Declare outcomes.
+const (
+	RepeatUnchanged = 0
+	RepeatCreated   = 1
+	RepeatUpdated   = 2
+)
+
+// RepeatKey is the task key of the slot at ms of schedule name.
+func RepeatKey(name string, ms int64) string { return "r." + name + "." + strconv.FormatInt(ms, 10) }
+
+// MaxRepeatName bounds schedule names so that slot keys stay within
+// keys.MaxNameLen.
+const MaxRepeatName = keys.MaxNameLen - 24
+
+func (d *RepeatDef) timing() string {
+	return strconv.FormatInt(d.Every.Milliseconds(), 10) + "|" + d.Cron + "|" + d.TZ
+}
+
+func (d *RepeatDef) version() string {
+	h := sha256.New()
+	for _, s := range []string{d.Queue, d.Kind, d.timing(), string(d.Env)} {
+		h.Write([]byte(strconv.Itoa(len(s))))
+		h.Write([]byte{':'})
+		h.Write([]byte(s))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// ParseCron parses a schedule's cron expression in its time zone.
+func ParseCron(expr, tz string) (*cron.Schedule, error) {
+	loc := time.UTC
+	if tz != "" {
+		var err error
+		if loc, err = time.LoadLocation(tz); err != nil {
+			return nil, fmt.Errorf("time zone %q: %w", tz, err)
+		}
+	}
+	return cron.Parse(expr, loc)
+}
+
+// DeclareRepeat creates or updates d; nowMs (Redis time) places the first
+// fire of a cron schedule. It returns what happened and the next fire (Unix
+// ms, Redis time), and wakes the coordinators when that is earlier than
+// what they sleep towards. A schedule of the same name in another queue is
+// moved here.
+func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, nowMs int64) (int, int64, error) {
+	var first int64
+	if d.Cron != "" {
+		s, err := ParseCron(d.Cron, d.TZ)
+		if err != nil {
+			return 0, 0, err
+		}
+		first = s.Next(time.UnixMilli(nowMs)).UnixMilli()
+	}
+	old, err := rdb.HGet(ctx, keys.RepeatIndex, d.Name).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, 0, fmt.Errorf("read repeat index: %w", err)
+	}
+	if err := rdb.HSet(ctx, keys.RepeatIndex, d.Name, d.Queue).Err(); err != nil {
+		return 0, 0, fmt.Errorf("write repeat index: %w", err)
+	}
+	if old != "" && old != d.Queue && keys.ValidateName("queue", old) == nil {
+		oq := keys.ForQueue(old)
+		if err := script.RepRemove.Run(ctx, rdb, []string{oq.Repeats(), oq.Repeat(d.Name)}, d.Name).Err(); err != nil {
+			return 0, 0, fmt.Errorf("move repeat %q from queue %q: %w", d.Name, old, err)
+		}
+	}
+	q := keys.ForQueue(d.Queue)
+	if err := EnsureGroup(ctx, rdb, q); err != nil {
+		return 0, 0, err
+	}
+	res, err := script.RepDeclare.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(d.Name)},
+		d.Name, d.version(), d.Env, d.Every.Milliseconds(), d.Cron, d.TZ, d.Kind, first, d.timing()).Int64Slice()
+	if err != nil {
+		return 0, 0, fmt.Errorf("declare repeat %q: %w", d.Name, err)
+	}
+	if err := MarkDue(ctx, rdb, d.Queue, res[1]); err != nil {
+		return 0, 0, err
+	}
+	return int(res[0]), res[1], nil
+}
+
+// RemoveRepeat removes the schedule name; false when there was none.
+func RemoveRepeat(ctx context.Context, rdb redis.UniversalClient, name string) (bool, error) {
+	queue, err := rdb.HGet(ctx, keys.RepeatIndex, name).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read repeat index: %w", err)
+	}
+	existed := int64(0)
+	if keys.ValidateName("queue", queue) == nil {
+		q := keys.ForQueue(queue)
+		if existed, err = script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name)}, name).Int64(); err != nil {
+			return false, fmt.Errorf("remove repeat %q: %w", name, err)
+		}
+	}
+	if err := rdb.HDel(ctx, keys.RepeatIndex, name).Err(); err != nil {
+		return false, fmt.Errorf("remove repeat %q from the index: %w", name, err)
+	}
+	return existed == 1, nil
+}
+
+// RepeatInfo describes a schedule.
+type RepeatInfo struct {
+	Name, Queue, Kind string
+	Every             time.Duration
+	Cron, TZ          string
+	NextMs            int64  // next fire, Unix ms in Redis time; 0 if unknown
+	Last              string // key of the last task fired, "" if none yet
+	LastMs            int64
+	Fired             int64 // slots fired since the schedule was made
+}
+
+// ListRepeats returns every schedule, by name.
+func ListRepeats(ctx context.Context, rdb redis.UniversalClient) ([]RepeatInfo, error) {
+	idx, err := rdb.HGetAll(ctx, keys.RepeatIndex).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read repeat index: %w", err)
+	}
+	type read struct {
+		def  *redis.MapStringStringCmd
+		next *redis.FloatCmd
+	}
+	reads := map[string]read{}
+	pipe := rdb.Pipeline()
+	for name, queue := range idx {
+		if keys.ValidateName("queue", queue) != nil {
+			continue
+		}
+		q := keys.ForQueue(queue)
+		reads[name] = read{pipe.HGetAll(ctx, q.Repeat(name)), pipe.ZScore(ctx, q.Repeats(), name)}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read repeats: %w", err)
+	}
+	out := make([]RepeatInfo, 0, len(reads))
+	for name, r := range reads {
+		d := r.def.Val()
+		if len(d) == 0 {
+			continue
+		}
+		every, _ := strconv.ParseInt(d["every"], 10, 64)
+		lastMs, _ := strconv.ParseInt(d["lastat"], 10, 64)
+		fired, _ := strconv.ParseInt(d["fired"], 10, 64)
+		out = append(out, RepeatInfo{Name: name, Queue: idx[name], Kind: d["kind"], Every: time.Duration(every) * time.Millisecond,
+			Cron: d["cron"], TZ: d["tz"], NextMs: int64(r.next.Val()), Last: d["last"], LastMs: lastMs, Fired: fired})
+	}
+	slices.SortFunc(out, func(a, b RepeatInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// repeatBatch bounds the schedules one FireRepeats call looks at.
+const repeatBatch = 100
+
+// FireRepeats fires the due slots of q's repeat schedules, nowMs being the
+// caller's estimate of Redis' time. A schedule that was down for several of
+// its slots fires once, for the latest slot; the ones before are skipped.
+// It returns the keys of the tasks enqueued, the earliest next fire left
+// (-1: none), whether more may be due, and the schedules it could not
+// evaluate (their next fire is put off by a minute).
+func FireRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, nowMs int64) (fired []string, next int64, more bool, bad error, err error) {
+	head, err := rdb.ZRangeWithScores(ctx, q.Repeats(), 0, repeatBatch-1).Result()
+	if err != nil {
+		return nil, 0, false, nil, fmt.Errorf("read repeats of queue %q: %w", q.Name, err)
+	}
+	var due []redis.Z
+	for _, z := range head {
+		if int64(z.Score) <= nowMs {
+			due = append(due, z)
+		}
+	}
+	if len(due) == 0 {
+		if len(head) == 0 {
+			return nil, -1, false, nil, nil
+		}
+		return nil, int64(head[0].Score), false, nil, nil
+	}
+	pipe := rdb.Pipeline()
+	defs := make([]*redis.MapStringStringCmd, len(due))
+	for i, z := range due {
+		name, _ := z.Member.(string)
+		defs[i] = pipe.HGetAll(ctx, q.Repeat(name))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, false, nil, fmt.Errorf("read repeats of queue %q: %w", q.Name, err)
+	}
+	ks := []string{q.Repeats(), q.Stream()}
+	args := []any{len(due)}
+	var bads []error
+	for i, z := range due {
+		name, _ := z.Member.(string)
+		seen := int64(z.Score)
+		d := defs[i].Val()
+		key, env, nxt, err := planSlot(name, d, seen, nowMs)
+		if err != nil {
+			bads = append(bads, fmt.Errorf("repeat %q: %w; its next fire is put off by a minute", name, err))
+			key, env, nxt = "", nil, nowMs+time.Minute.Milliseconds()
+		}
+		tk, fk := q.Task("-"), q.Result("-")
+		if key != "" {
+			tk, fk = q.Task(key), q.Result(key)
+		}
+		ks = append(ks, q.Repeat(name), tk, fk)
+		args = append(args, name, d["v"], seen, key, env, nxt)
+	}
+	res, err := script.RepFire.Run(ctx, rdb, ks, args...).StringSlice()
+	if err != nil {
+		return nil, 0, false, nil, fmt.Errorf("fire repeats of queue %q: %w", q.Name, err)
+	}
+	for _, k := range res[:len(res)-1] {
+		if k != "" {
+			fired = append(fired, k)
+		}
+	}
+	next, _ = strconv.ParseInt(res[len(res)-1], 10, 64)
+	return fired, next, len(head) == repeatBatch && len(due) == len(head), errors.Join(bads...), nil
+}
+
+// planSlot picks the slot to fire (the latest one due) and the one after it.
+func planSlot(name string, d map[string]string, seen, nowMs int64) (key string, env []byte, next int64, err error) {
+	if len(d) == 0 {
+		return "", nil, seen, nil // removed: the script drops it
+	}
+	slot := seen
+	if every, _ := strconv.ParseInt(d["every"], 10, 64); every > 0 {
+		anchor, _ := strconv.ParseInt(d["anchor"], 10, 64)
+		if k := (nowMs - anchor) / every; anchor+k*every > slot {
+			slot = anchor + k*every
+		}
+		next = slot + every
+	} else {
+		s, err := ParseCron(d["cron"], d["tz"])
+		if err != nil {
+			return "", nil, 0, err
+		}
+		// Walk to the latest cron time not after now, starting at most a
+		// week back so a long outage costs little.
+		cur := time.UnixMilli(slot)
+		if weekAgo := time.UnixMilli(nowMs).Add(-7 * 24 * time.Hour); cur.Before(weekAgo) {
+			if t := s.Next(weekAgo); !t.IsZero() && t.UnixMilli() <= nowMs {
+				cur = t
+			}
+		}
+		for {
+			t := s.Next(cur)
+			if t.IsZero() || t.UnixMilli() > nowMs {
+				break
+			}
+			cur = t
+		}
+		slot = cur.UnixMilli()
+		nt := s.Next(cur)
+		if nt.IsZero() {
+			return "", nil, 0, errors.New("cron has no time left within five years")
+		}
+		next = nt.UnixMilli()
+	}
+	e, err := codec.DecodeEnvelope([]byte(d["env"]))
+	if err != nil {
+		return "", nil, 0, fmt.Errorf("stored task: %w", err)
+	}
+	key = RepeatKey(name, slot)
+	e.Key = key
+	return key, codec.AppendEnvelope(nil, e), next, nil
+}

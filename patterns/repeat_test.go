@@ -1,0 +1,444 @@
+package patterns_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+// Tick is a repeated task.
+type Tick struct{ V int }
+
+func (Tick) Kind() string { return "tick" }
+
+// startCoordinators starts n coordinators, each on a Redis client of its own
+// (as separate processes would be), stopped at the end of t.
+func startCoordinators(t *testing.T, env *asynctest.Env, n int) []*coordinator.Coordinator {
+	t.Helper()
+	var cos []*coordinator.Coordinator
+	for i := 0; i < n; i++ {
+		rdb := asynctest.NewEnvClient(env)
+		co, err := coordinator.New(rdb, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := co.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := co.Stop(ctx); err != nil {
+				t.Error(err)
+			}
+			_ = rdb.Close()
+		})
+		cos = append(cos, co)
+	}
+	return cos
+}
+
+// tickRecorder is a worker handler that counts the runs of each task id.
+type tickRecorder struct {
+	mu   sync.Mutex
+	runs map[string]int
+	ids  []string
+}
+
+func (r *tickRecorder) handle(ctx context.Context, _ Tick) (int, error) {
+	tk, _ := worker.TaskFromContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs == nil {
+		r.runs = map[string]int{}
+	}
+	if r.runs[tk.ID] == 0 {
+		r.ids = append(r.ids, tk.ID)
+	}
+	r.runs[tk.ID]++
+	return 0, nil
+}
+
+func (r *tickRecorder) distinct() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ids)
+}
+
+// slots returns the slot times (Unix ms) of the runs, in order, and fails t
+// when a task ran more than once.
+func (r *tickRecorder) slots(t *testing.T, queue, name string) []int64 {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int64
+	prefix := queue + "/r." + name + "."
+	for id, n := range r.runs {
+		if n != 1 {
+			t.Errorf("task %s ran %d times", id, n)
+		}
+		ms, err := strconv.ParseInt(strings.TrimPrefix(id, prefix), 10, 64)
+		if !strings.HasPrefix(id, prefix) || err != nil {
+			t.Errorf("task id %q is not %s<slot ms>", id, prefix)
+			continue
+		}
+		out = append(out, ms)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Five coordinators fire every slot of a schedule exactly once, on the
+// interval's grid.
+func TestRepeatFiresEachSlotOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var rec tickRecorder
+	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, rec.handle) })
+	startCoordinators(t, b.env, 5)
+	ctx := ctxT(t)
+	name := "every100-" + b.queue[len(b.queue)-8:]
+	const every = 100 * time.Millisecond
+	s, err := patterns.Repeat(ctx, b.c, name, every, client.Spec{Args: Tick{V: 1}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Created() || s.Name() != name || s.Queue() != b.queue {
+		t.Fatalf("schedule: created %v name %q queue %q", s.Created(), s.Name(), s.Queue())
+	}
+	asynctest.Eventually(t, 20*time.Second, "8 slots", func() bool { return rec.distinct() >= 8 })
+	if err := s.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slots := rec.slots(t, b.queue, name)
+	first := s.Next().UnixMilli()
+	for i, ms := range slots {
+		if (ms-first)%every.Milliseconds() != 0 || ms < first {
+			t.Errorf("slot %d at %d is off the grid from %d every %v", i, ms, first, every)
+		}
+		if i > 0 && ms == slots[i-1] {
+			t.Errorf("slot %d fired twice", ms)
+		}
+	}
+	infos, err := patterns.Repeats(ctx, b.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range infos {
+		if in.Name == name {
+			t.Errorf("schedule still listed after Remove: %+v", in)
+		}
+	}
+}
+
+// Declaring the same schedule from many callers at once makes it once; a
+// change updates it; Remove removes it.
+func TestRepeatDeclareIsIdempotent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	name := "boot-" + b.queue[len(b.queue)-8:]
+	spec := client.Spec{Args: Tick{V: 1}, Opts: &client.EnqueueOpts{Queue: b.queue, Meta: map[string]string{"a": "1", "b": "2", "c": "3"}}}
+	var wg sync.WaitGroup
+	scheds := make([]*patterns.Schedule, 8)
+	errs := make([]error, 8)
+	for i := range scheds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			scheds[i], errs[i] = patterns.Repeat(ctx, b.c, name, time.Hour, spec)
+		}()
+	}
+	wg.Wait()
+	created := 0
+	for i, s := range scheds {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if s.Created() {
+			created++
+		}
+		if s.Updated() {
+			t.Errorf("declaration %d updated an identical schedule", i)
+		}
+		if !s.Next().Equal(scheds[0].Next()) {
+			t.Errorf("declaration %d: next %v, another got %v", i, s.Next(), scheds[0].Next())
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d of 8 identical declarations created the schedule", created)
+	}
+	next := scheds[0].Next()
+
+	// A new task keeps the timing; a new interval restarts it.
+	s, err := patterns.Repeat(ctx, b.c, name, time.Hour, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Updated() || !s.Next().Equal(next) {
+		t.Errorf("new task: updated %v, next %v (was %v)", s.Updated(), s.Next(), next)
+	}
+	s, err = patterns.Repeat(ctx, b.c, name, 2*time.Hour, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Updated() || s.Next().Sub(next) < 50*time.Minute {
+		t.Errorf("new interval: updated %v, next %v (was %v)", s.Updated(), s.Next(), next)
+	}
+	infos, err := patterns.Repeats(ctx, b.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *patterns.RepeatInfo
+	for i := range infos {
+		if infos[i].Name == name {
+			found = &infos[i]
+		}
+	}
+	if found == nil || found.Every != 2*time.Hour || found.Queue != b.queue || found.Kind != "tick" || !found.Next.Equal(s.Next()) {
+		t.Fatalf("listed: %+v", found)
+	}
+
+	// Moving it to another queue leaves nothing in the old one.
+	other := b.queue + "-b"
+	if _, err := patterns.Repeat(ctx, b.c, name, 2*time.Hour, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: other}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.env.RDB.Exists(ctx, keys.ForQueue(b.queue).Repeat(name)).Result(); err != nil || n != 0 {
+		t.Errorf("old queue still holds the definition: %d, %v", n, err)
+	}
+	ok, err := patterns.RemoveRepeat(ctx, b.c, name)
+	if err != nil || !ok {
+		t.Fatalf("RemoveRepeat: %v, %v", ok, err)
+	}
+	if ok, err := patterns.RemoveRepeat(ctx, b.c, name); err != nil || ok {
+		t.Fatalf("second RemoveRepeat: %v, %v", ok, err)
+	}
+}
+
+// Time travel on miniredis: a schedule fires its slots by Redis' clock, and
+// after a long gap only the latest missed slot fires.
+func TestRepeatTimeTravel(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	t0 := time.Date(2026, 1, 1, 10, 20, 0, 0, time.UTC)
+	m.SetTime(t0)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	co, err := coordinator.New(rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if _, err := patterns.Repeat(ctx, c, "minutely", time.Minute, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "tt"}}); err != nil {
+		t.Fatal(err)
+	}
+	hourly, err := patterns.RepeatCron(ctx, c, "hourly", "0 * * * *", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "tt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 1, 1, 11, 0, 0, 0, time.UTC); !hourly.Next().Equal(want) {
+		t.Fatalf("cron next %v, want %v", hourly.Next(), want)
+	}
+	step := func(at time.Time, want ...string) {
+		t.Helper()
+		m.SetTime(at)
+		if err := co.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range want {
+			h, err := c.Task("tt/" + id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, err := h.State(ctx); err != nil || st != client.StatePending {
+				t.Errorf("at %v: task %s is %q (%v), want pending", at.Format("15:04:05"), id, st, err)
+			}
+		}
+	}
+	ms := func(d time.Duration) string { return strconv.FormatInt(t0.Add(d).UnixMilli(), 10) }
+	step(t0.Add(30 * time.Second))
+	step(t0.Add(61*time.Second), "r.minutely."+ms(time.Minute))
+	// Three hours later: one run of each schedule, for its latest slot.
+	step(t0.Add(3*time.Hour+30*time.Second), "r.minutely."+ms(3*time.Hour), "r.hourly."+ms(3*time.Hour-20*time.Minute))
+	infos, err := patterns.Repeats(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 2 {
+		t.Fatalf("%d schedules listed", len(infos))
+	}
+	for _, in := range infos {
+		switch in.Name {
+		case "hourly":
+			if in.Fired != 1 || !in.Next.Equal(t0.Add(4*time.Hour-20*time.Minute)) {
+				t.Errorf("hourly: %+v", in)
+			}
+		case "minutely":
+			if in.Fired != 2 || !in.Next.Equal(t0.Add(3*time.Hour+time.Minute)) || in.Last != "tt/r.minutely."+ms(3*time.Hour) {
+				t.Errorf("minutely: %+v", in)
+			}
+		}
+	}
+	if n, _ := rdb.XLen(ctx, "async:{q:tt}:stream").Result(); n != 3 {
+		t.Errorf("%d tasks enqueued, want 3", n)
+	}
+}
+
+// A schedule outlives every process: after all coordinators stop for
+// several slots, new ones fire the latest missed slot once and go on. On a
+// Redis of its own: a coordinator of another test would serve it.
+func TestRepeatAcrossRestarts(t *testing.T) {
+	env := asynctest.IsolatedRedis(t)
+	b := &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
+	var rec tickRecorder
+	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, rec.handle) })
+	ctx := ctxT(t)
+	name := "restart-" + b.queue[len(b.queue)-8:]
+	const every = 200 * time.Millisecond
+	rdb := asynctest.NewEnvClient(b.env)
+	first, err := coordinator.New(rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := patterns.Repeat(ctx, b.c, name, every, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asynctest.Eventually(t, 20*time.Second, "2 slots", func() bool { return rec.distinct() >= 2 })
+	if err := first.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = rdb.Close()
+	// Let the worker run what the stopped coordinator fired.
+	fired := func() int {
+		infos, err := patterns.Repeats(ctx, b.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range infos {
+			if in.Name == name {
+				return int(in.Fired)
+			}
+		}
+		t.Fatal("schedule not listed")
+		return 0
+	}
+	n := fired()
+	asynctest.Eventually(t, 20*time.Second, "the fired slots to run", func() bool { return rec.distinct() >= n })
+	before := rec.slots(t, b.queue, name)
+	last := before[len(before)-1]
+	// Wait, by Redis' clock, until four more slots have passed unserved,
+	// and on to a quarter into the next, so that the coordinators started
+	// next find the slot just passed the latest due.
+	asynctest.Eventually(t, 20*time.Second, "four slots to pass", func() bool {
+		now, err := b.env.RDB.Time(ctx).Result()
+		in := (now.UnixMilli() - last) % every.Milliseconds()
+		return err == nil && now.UnixMilli() > last+5*every.Milliseconds() && in >= every.Milliseconds()/4 && in < every.Milliseconds()/2
+	})
+	restart, err := b.env.RDB.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startCoordinators(t, b.env, 2)
+	asynctest.Eventually(t, 20*time.Second, "2 slots after the restart", func() bool { return rec.distinct() >= len(before)+2 })
+	if _, err := patterns.RemoveRepeat(ctx, b.c, name); err != nil {
+		t.Fatal(err)
+	}
+	after := rec.slots(t, b.queue, name)[len(before):]
+	// The first slot after the restart is the latest one that had passed:
+	// the ones between were skipped, not caught up.
+	if gap := after[0] - last; gap < 4*every.Milliseconds() {
+		t.Errorf("first slot after the restart %d ms after the last before it: missed slots were caught up", gap)
+	}
+	if after[0] > restart.UnixMilli() {
+		t.Errorf("the missed slot did not fire (first after the restart at %d, restart at %d)", after[0], restart.UnixMilli())
+	}
+	for _, ms := range append(before, after...) {
+		if (ms-s.Next().UnixMilli())%every.Milliseconds() != 0 {
+			t.Errorf("slot %d off the grid", ms)
+		}
+	}
+}
+
+func TestRepeatBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	ok := client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: b.queue}}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"bad name", func() error { _, err := patterns.Repeat(ctx, b.c, "a b", time.Second, ok); return err }, `repeat name "a b"`},
+		{"long name", func() error {
+			_, err := patterns.Repeat(ctx, b.c, strings.Repeat("x", 105), time.Second, ok)
+			return err
+		}, "limit is 104"},
+		{"no interval", func() error { _, err := patterns.Repeat(ctx, b.c, "x", 0, ok); return err }, "interval is 0s"},
+		{"nil args", func() error { _, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{}); return err }, "spec.Args is nil"},
+		{"id", func() error {
+			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{ID: "a"}})
+			return err
+		}, "EnqueueOpts.ID"},
+		{"deadline", func() error {
+			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Deadline: time.Now()}})
+			return err
+		}, "EnqueueOpts.Deadline"},
+		{"delay", func() error {
+			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Delay: time.Second}})
+			return err
+		}, "ProcessAt or Delay"},
+		{"bad queue", func() error {
+			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "a/b"}})
+			return err
+		}, "EnqueueOpts.Queue"},
+		{"bad cron", func() error { _, err := patterns.RepeatCron(ctx, b.c, "x", "61 * * * *", ok); return err }, "minute 61"},
+		{"local zone", func() error {
+			_, err := patterns.RepeatCron(ctx, b.c, "x", "@daily", ok, patterns.InLocation(time.FixedZone("", 3600)))
+			return err
+		}, "IANA name"},
+		{"remove bad name", func() error { _, err := patterns.RemoveRepeat(ctx, b.c, ""); return err }, "repeat name is empty"},
+	} {
+		err := tc.call()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+	}
+	if infos, err := patterns.Repeats(ctx, b.c); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, in := range infos {
+			if in.Name == "x" {
+				t.Errorf("a refused declaration left a schedule: %+v", in)
+			}
+		}
+	}
+}
