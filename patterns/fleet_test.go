@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/coordinator"
 	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/patterns"
@@ -47,6 +48,7 @@ const (
 	envFleetLease = "FLEET_LEASE_MS"
 	envFleetLimit = "FLEET_KIND_LIMIT" // Config.KindLimits["slot"], when set
 	envFleetRate  = "FLEET_RATE"       // "<rate per second>,<burst>": Config.RateLimits for keys "acc:..."
+	envFleetDB    = "FLEET_DB"         // database number (coordinator role)
 )
 
 // fleetKeys are the recording keys of a queue's test.
@@ -69,6 +71,10 @@ func init() {
 }
 
 func fleetMain(role string) {
+	if role == "coordinator" {
+		coordinatorMain()
+		return
+	}
 	if role != "fleet" {
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		os.Exit(3)
@@ -134,6 +140,28 @@ func fleetMain(role string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
+	select {}
+}
+
+// coordinatorMain runs one coordinator until killed.
+func coordinatorMain() {
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(4)
+	}()
+	time.AfterFunc(2*time.Minute, func() { os.Exit(5) })
+	db, _ := strconv.Atoi(os.Getenv(envFleetDB))
+	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(envFleetAddr), DB: db})
+	co, err := coordinator.New(rdb, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	if err := co.Start(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	fmt.Println("coordinating")
 	select {}
 }
 

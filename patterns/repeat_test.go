@@ -309,7 +309,7 @@ func TestRepeatTimeTravel(t *testing.T) {
 // several slots, new ones fire the latest missed slot once and go on. On a
 // Redis of its own: a coordinator of another test would serve it.
 func TestRepeatAcrossRestarts(t *testing.T) {
-	env := asynctest.IsolatedRedis(t)
+	env := asynctest.IsolatedRedis(t, isolatedDB)
 	b := &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
 	var rec tickRecorder
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, rec.handle) })
@@ -442,3 +442,6 @@ func TestRepeatBadInput(t *testing.T) {
 		}
 	}
 }
+
+// isolatedDB is this package's database for asynctest.IsolatedRedis.
+const isolatedDB = 9

@@ -2,12 +2,16 @@ package patterns_test
 
 import (
 	"context"
+	"os"
 	"sort"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -60,6 +64,78 @@ func TestSpreadStartsEvenly(t *testing.T) {
 		due := time.Duration(i) * within / n
 		if d := s.Sub(begin); d < due-5*time.Millisecond || d > due+150*time.Millisecond {
 			t.Errorf("start %d at %v, due at %v", i, d, due)
+		}
+	}
+}
+
+// A coordinator SIGKILLed in the middle of a Spread, and another started:
+// every member starts once, each near its own slot (no bunching of the
+// ones due while no coordinator ran). Real Redis, a Redis database of its
+// own (another test's coordinators would serve this queue).
+func TestSpreadCoordinatorKilled(t *testing.T) {
+	asynctest.RequireReal(t)
+	if os.Getenv(asynctest.EnvCluster) != "" {
+		t.Skip("the coordinator process uses a database of its own; the cluster pass runs the single-server test")
+	}
+	env := asynctest.IsolatedRedis(t, isolatedDB)
+	b := &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
+	startCoord := func() *fleetProc {
+		procs := startFleet(t, env, b.queue, 1, time.Second, "ASYNC_TEST_SUBPROCESS=coordinator", envFleetDB+"="+strconv.Itoa(env.DB))
+		for _, p := range procs {
+			return p
+		}
+		return nil
+	}
+	first := startCoord()
+	var mu sync.Mutex
+	starts := map[int][]time.Time{}
+	started := make(chan int, 100)
+	b.worker(t, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+			mu.Lock()
+			starts[a.N] = append(starts[a.N], time.Now())
+			mu.Unlock()
+			started <- a.N
+			return a.N * a.N, nil
+		})
+	})
+	ctx := ctxT(t)
+	const n, within = 20, 4 * time.Second
+	ns := make([]int, n)
+	for i := range ns {
+		ns[i] = i
+	}
+	begin := time.Now()
+	g, err := patterns.Spread(ctx, b.c, within, squares(b.queue, ns...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("members did not start")
+		}
+	}
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	startCoord()
+	if _, err := patterns.Results[int](ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 0; i < n; i++ {
+		if len(starts[i]) != 1 {
+			t.Errorf("member %d started %d times", i, len(starts[i]))
+			continue
+		}
+		due := time.Duration(i) * within / n
+		// Generous for a loaded CI machine; the benchmark measures p99.
+		if d := starts[i][0].Sub(begin); d < due-5*time.Millisecond || d > due+250*time.Millisecond {
+			t.Errorf("member %d started at %v, due at %v", i, d, due)
 		}
 	}
 }

@@ -78,15 +78,13 @@ func Redis(t testing.TB) *Env {
 	return &Env{RDB: rdb, Mini: m, Addr: m.Addr()}
 }
 
-// IsolatedDB is the database number of IsolatedRedis on a real server.
-const IsolatedDB = 9
-
 // IsolatedRedis returns a Redis that no other test uses at the same time,
 // for tests of fleet-wide processes (coordinators serve every queue of
-// their Redis): a new miniredis, or on a real server database IsolatedDB,
+// their Redis): a new miniredis, or on a real server database db,
 // flushed first (the caller must not run in parallel with other users of
-// it). On a cluster, which has one database, it is a new miniredis.
-func IsolatedRedis(t testing.TB) *Env {
+// it; give each test package its own db). On a cluster, which has one
+// database, it is a new miniredis.
+func IsolatedRedis(t testing.TB, db int) *Env {
 	t.Helper()
 	addr := os.Getenv(EnvAddr)
 	if addr == "" || os.Getenv(EnvCluster) != "" {
@@ -95,12 +93,12 @@ func IsolatedRedis(t testing.TB) *Env {
 		t.Cleanup(func() { _ = rdb.Close() })
 		return &Env{RDB: rdb, Mini: m, Addr: m.Addr()}
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: IsolatedDB})
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db})
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{RDB: rdb, Addr: addr, DB: IsolatedDB}
+	return &Env{RDB: rdb, Addr: addr, DB: db}
 }
 
 // NewEnvClient returns another client of env's Redis (its database
