@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -29,6 +32,7 @@ type delayedInfo struct {
 	P50, P90, P99, Max time.Duration
 
 	Spread *spreadInfo
+	Repeat *repeatInfo
 }
 
 // delayedGoal is issue 6's bound on how late a due task may start (p99).
@@ -101,6 +105,94 @@ func (di *delayedInfo) markdown(p func(string, ...any)) {
 		p("Spread (goal: one start every %v, ±10 ms p99): %d tasks over %v with one coordinator, |start − slot| p99 %s (p50 %s, max %s): %s.\n\n",
 			sp.Within/time.Duration(sp.N), sp.N, sp.Within, ms(sp.P99), ms(sp.P50), ms(sp.MaxDiff), map[bool]string{true: "met", false: "**not met**"}[sp.P99 <= 10*time.Millisecond])
 	}
+	if r := di.Repeat; r != nil {
+		p("Repeat every %v with %d coordinators, %d slots: each fired once: %s; start after the slot time p50 %s, p99 %s, max %s.\n\n",
+			r.Every, r.Coordinators, r.Slots, map[bool]string{true: "yes", false: "**no**"}[r.Once], ms(r.P50), ms(r.P99), ms(r.Max))
+	}
+}
+
+// repeatInfo is the Repeat row of the delayed-task section.
+type repeatInfo struct {
+	Every         time.Duration
+	Coordinators  int
+	Slots         int
+	Once          bool
+	P50, P99, Max time.Duration // start − slot time
+}
+
+// repeatRun declares a Repeat every every, with three coordinators, and
+// measures slots starts against their slot times (from the task ids).
+func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*repeatInfo, error) {
+	c, q, done, err := e.session(ctx, "repeat")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	const coords = 3
+	stop, err := e.startCoordinators(ctx, coords)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
+	defer wrdb.Close()
+	w, err := e.newWorker(wrdb, q, drainCfg{64, 64})
+	if err != nil {
+		return nil, err
+	}
+	var clk store.Clock // slot times are in Redis' clock
+	var mu sync.Mutex
+	runs := map[string]int{}
+	var late []time.Duration
+	all := make(chan struct{})
+	name := "bench-" + q
+	prefix := q + "/r." + name + "."
+	worker.Handle(w, func(ctx context.Context, a noop) (struct{}, error) {
+		now := time.Now()
+		tk, _ := worker.TaskFromContext(ctx)
+		slot, err := strconv.ParseInt(strings.TrimPrefix(tk.ID, prefix), 10, 64)
+		if err != nil {
+			return struct{}{}, worker.Permanent(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		runs[tk.ID]++
+		if runs[tk.ID] == 1 {
+			late = append(late, now.Sub(clk.ToLocal(time.UnixMilli(slot))))
+			if len(late) == slots {
+				close(all)
+			}
+		}
+		return struct{}{}, nil
+	})
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer e.stopWorker(w)
+	if err := clk.Sync(ctx, wrdb); err != nil {
+		return nil, err
+	}
+	if _, err := patterns.Repeat(ctx, c, name, every, client.Spec{Args: noop{}, Opts: &client.EnqueueOpts{Queue: q}}); err != nil {
+		return nil, err
+	}
+	select {
+	case <-all:
+	case <-time.After(time.Duration(slots)*every + time.Minute):
+		return nil, fmt.Errorf("repeat: %d of %d slots ran", len(late), slots)
+	}
+	if _, err := patterns.RemoveRepeat(ctx, c, name); err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	ri := &repeatInfo{Every: every, Coordinators: coords, Slots: slots, Once: true}
+	for _, n := range runs {
+		ri.Once = ri.Once && n == 1
+	}
+	sort.Slice(late, func(a, b int) bool { return late[a] < late[b] })
+	ri.P50, ri.P99, ri.Max = late[len(late)/2], late[min(len(late)-1, len(late)*99/100)], late[len(late)-1]
+	fmt.Fprintf(e.progress, "  Repeat every %v, %d slots: once %v, start after slot p50 %v p99 %v max %v\n", every, slots, ri.Once, ri.P50, ri.P99, ri.Max)
+	return ri, nil
 }
 
 // spreadInfo is the Spread row of the delayed-task section.

@@ -56,6 +56,7 @@ type sizes struct {
 	Group                     int // members of the fork/join measurement
 	RateCalls                 int // Allow calls per measurement
 	RateDur                   time.Duration
+	Soak, SoakRate            int // tasks through the soak, offered per second
 }
 
 var full = sizes{
@@ -88,6 +89,8 @@ var full = sizes{
 	Group:        10000,
 	RateCalls:    100000,
 	RateDur:      10 * time.Second,
+	Soak:         1000000,
+	SoakRate:     25000,
 }
 
 var quick = sizes{
@@ -111,6 +114,8 @@ var quick = sizes{
 	Group:        2000,
 	RateCalls:    10000,
 	RateDur:      2 * time.Second,
+	Soak:         20000,
+	SoakRate:     10000,
 }
 
 type options struct {
@@ -126,7 +131,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "soak"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -493,7 +498,27 @@ func run(o options, stdout, progress io.Writer) error {
 				rep.SemErrs = append(rep.SemErrs, "spread: "+err.Error())
 			}
 		}
+		if di != nil {
+			slots := 50
+			if o.quick {
+				slots = 10
+			}
+			if di.Repeat, err = e.repeatRun(ctx, slots, 100*time.Millisecond); err != nil {
+				fmt.Fprintf(progress, "  repeat failed: %v\n", err)
+				rep.SemErrs = append(rep.SemErrs, "repeat: "+err.Error())
+			}
+		}
 		rep.Delayed = di
+	}
+
+	if want("soak") {
+		step(fmt.Sprintf("soak: %s tasks through one queue at %s/s", thousands(float64(sz.Soak)), thousands(float64(sz.SoakRate))))
+		si, err := e.soakRun(ctx, sz.Soak, sz.SoakRate, 5*time.Second)
+		if err != nil {
+			fmt.Fprintf(progress, "  soak failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "soak: "+err.Error())
+		}
+		rep.Soak = si
 	}
 
 	rep.Took = time.Since(rep.Started)

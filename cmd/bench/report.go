@@ -37,6 +37,7 @@ type report struct {
 	Rates  *ratesInfo  // Allow calls/s, throttle accuracy
 
 	Delayed *delayedInfo // start after due time
+	Soak    *soakInfo    // memory over a long run
 }
 
 const (
@@ -153,6 +154,9 @@ func (r *report) markdown() string {
 	}
 	if r.Delayed != nil {
 		r.Delayed.markdown(p)
+	}
+	if r.Soak != nil {
+		r.Soak.markdown(p)
 	}
 
 	if len(r.Sweep) > 0 {
