@@ -216,6 +216,8 @@ func (c *Client) template(ctx context.Context, a, o any) (string, []byte, error)
 			return "", nil, errors.New("EnqueueOpts.Deadline is set; a repeated task's deadline would be the same for every slot (use Timeout)")
 		case !opts.ProcessAt.IsZero() || opts.Delay != 0:
 			return "", nil, errors.New("EnqueueOpts.ProcessAt or Delay is set; the schedule decides when its tasks run")
+		case opts.PartitionKey != "":
+			return "", nil, errors.New("EnqueueOpts.PartitionKey is set; repeated tasks are not partitioned")
 		}
 	}
 	p, err := c.prepare(detached{ctx}, args, opts, extra{})

@@ -100,7 +100,7 @@ func (c *Client) RetryDead(ctx context.Context, id string) (*Handle, error) {
 		}
 	}
 	env.Key, env.Attempt, env.Parked, env.Lost = h.key, 1, 0, 0
-	ok, err := store.RetryDead(ctx, c.rdb, q, h.key, codec.AppendEnvelope(nil, env), newOpID())
+	ok, err := store.RetryDead(ctx, c.rdb, q, h.key, codec.AppendEnvelope(nil, env), newOpID(), env.Partition)
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,20 @@ type EnqueueOpts struct {
 	// (and with ratelimit calls on the same key). 1 to 256 bytes of A-Z a-z
 	// 0-9 . _ - : / (e.g. "s3:bucket-a"). Defaults to none.
 	RateKey string
+
+	// PartitionKey makes the task one of a partition: the tasks enqueued
+	// with the same key (in the same queue) run one at a time, in enqueue
+	// order, across every worker and process; tasks of different keys run
+	// in parallel. Only the oldest unfinished task of a key is in the
+	// queue's stream (the others wait in Redis, state waiting), so a busy
+	// or stuck key never holds up other keys. A task keeps its key's turn
+	// through retries, and one whose worker died runs again (after its
+	// lease) before the next of its key. The next starts once the task
+	// succeeded, was cancelled or went to the dead-letter store; RetryDead
+	// puts a dead one at the tail of its partition. 1 to 256 bytes of A-Z
+	// a-z 0-9 . _ - : / (e.g. "user:42"). Not for delayed tasks, group
+	// members or continuations. Defaults to none.
+	PartitionKey string
 }
 
 // Spec is one task for EnqueueMany.
@@ -190,6 +204,22 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 	if opts.Delay < 0 {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Delay is %v, must not be negative", kind, opts.Delay)
 	}
+	if opts.PartitionKey != "" {
+		if err := keys.ValidatePartitionKey(opts.PartitionKey); err != nil {
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.PartitionKey: %w", kind, err)
+		}
+		switch {
+		case !opts.ProcessAt.IsZero() || opts.Delay > 0:
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.PartitionKey and ProcessAt/Delay are both set; a partitioned task starts when the tasks of its key before it ended", kind)
+		case x.group != "" || x.prev != "":
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.PartitionKey is for tasks enqueued on their own, not a group's members, joins or continuations", kind)
+		}
+		if opts.ID == "" {
+			// A task waiting behind others of its key needs a record, so
+			// a key, before it has a stream entry.
+			opts.ID = "p-" + newOpID()
+		}
+	}
 	var dueMs int64
 	if !opts.ProcessAt.IsZero() || opts.Delay > 0 {
 		if (x.group != "" && !x.spread) || x.prev != "" {
@@ -280,8 +310,9 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 		RateKey:     opts.RateKey,
 		RateN:       x.rateN,
 		RatePerUs:   x.ratePerUs,
+		Partition:   opts.PartitionKey,
 	})
-	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs}, parent: parent}, nil
+	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent}, nil
 }
 
 // validTraceParent checks the W3C form version-traceid-parentid-flags.

@@ -64,6 +64,8 @@ type Task struct {
 	Attempt     int // 1 for the first attempt
 	MaxAttempts int
 	Deliveries  int // times this attempt's entry was delivered (over 1 after a worker crash)
+	// PartitionKey is the task's client.EnqueueOpts.PartitionKey, or "".
+	PartitionKey string
 }
 
 // taskValue is the worker's part of what a handler's ctx carries (in

@@ -371,6 +371,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 			Task: Task{
 				ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
 				Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+				PartitionKey: env.Partition,
 			},
 			w:    w,
 			prev: env.Prev,

@@ -27,18 +27,19 @@ type Envelope struct {
 	RateKey     string   // the token bucket the task takes from before it runs
 	RateN       int      // with RatePerUs: the bucket's limit, carried (patterns.Throttle)
 	RatePerUs   int64
-	RateTurn    int64 // the turn (Redis µs) the rate limiter gave this task when it refused it
+	RateTurn    int64  // the turn (Redis µs) the rate limiter gave this task when it refused it
+	Partition   string // partition key: tasks of one key run one at a time, in order
 }
 
 const (
 	envelopeFields = 9  // always present
-	envelopeAll    = 20 // with the optional ones
+	envelopeAll    = 21 // with the optional ones
 )
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
 // growing b.
 func AppendEnvelope(b []byte, e *Envelope) []byte {
-	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != "" || e.RateKey != ""
+	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != "" || e.RateKey != "" || e.Partition != ""
 	if full {
 		b = appendArrayLen(b, envelopeAll)
 	} else {
@@ -70,6 +71,7 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendInt(b, int64(e.RateN))
 	b = appendInt(b, e.RatePerUs)
 	b = appendInt(b, e.RateTurn)
+	b = appendStr(b, e.Partition)
 	return b
 }
 
@@ -120,8 +122,11 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 		e.RateN = int(r.int())
 		e.RatePerUs = r.int()
 	}
-	if n >= envelopeAll {
+	if n >= 20 {
 		e.RateTurn = r.int()
+	}
+	if n >= envelopeAll {
+		e.Partition = r.str()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)

@@ -14,6 +14,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		{Kind: "k", Prev: "q/1-1"},
 		{Kind: "k", Group: "group:q/g1"},
 		{Kind: "k", RateKey: "s3:b", RateN: 5, RatePerUs: 1000000, RateTurn: 1795666000000123},
+		{Kind: "k", Partition: "user:42"},
 	} {
 		b := AppendEnvelope([]byte("prefix"), &e)[6:]
 		got, err := DecodeEnvelope(b)

@@ -42,6 +42,28 @@ func ValidateName(what, name string) error {
 	return nil
 }
 
+// MaxPartitionKeyLen bounds partition keys.
+const MaxPartitionKeyLen = 256
+
+// ValidatePartitionKey checks a partition key: 1 to 256 bytes of A-Z a-z
+// 0-9 and . _ - : / (so "user:42" and "s3/bucket-a" work).
+func ValidatePartitionKey(pk string) error {
+	if pk == "" {
+		return fmt.Errorf("partition key is empty: %w", ErrInvalidName)
+	}
+	if len(pk) > MaxPartitionKeyLen {
+		return fmt.Errorf("partition key %.32q... is %d bytes long, the limit is %d: %w", pk, len(pk), MaxPartitionKeyLen, ErrInvalidName)
+	}
+	for i := 0; i < len(pk); i++ {
+		c := pk[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':' || c == '/' {
+			continue
+		}
+		return fmt.Errorf("partition key %q has %q at byte %d; allowed are A-Z a-z 0-9 . _ - : /: %w", pk, c, i, ErrInvalidName)
+	}
+	return nil
+}
+
 // IsEntryID reports whether s has the shape of a Redis stream entry id
 // ("<ms>-<seq>"). Auto-assigned task keys have this shape; user ids must not.
 func IsEntryID(s string) bool {
@@ -111,6 +133,10 @@ func (q Queue) Repeats() string { return q.tag + "reps" }
 
 // Repeat is the hash holding the definition of the repeat schedule name.
 func (q Queue) Repeat(name string) string { return q.tag + "rp:" + name }
+
+// Partition is the list of the keys of the tasks of partition key pk, in
+// enqueue order; its head is the one that may run.
+func (q Queue) Partition(pk string) string { return q.tag + "p:" + pk }
 
 // Kids is the set of ids of the child tasks the task with key key enqueued
 // from its handler; cancelling the task cancels them.

@@ -68,4 +68,9 @@ end
 fire(KEYS[5], KEYS[6], KEYS[7], ARGV[7], 'cancelled')
 if grp then redis.call('HSET', tk, 'g', grp) end
 member_ended(tk, KEYS[6], ARGV[7], 'cancelled')
+local pk = redis.call('HGET', tk, 'pk')
+if pk then
+  -- A partitioned task: the next of its key may start (partstep.lua).
+  redis.call('XADD', KEYS[6], '*', 'pt', pk)
+end
 return {'cancelled'}

@@ -55,14 +55,19 @@ end
 
 -- ended fires the continuations of task key (item i) that ended in state,
 -- when it has any (f[1], its field k, set by a registration; f is nil for a
--- task without a record), and tells its group grp (or, when the worker did
--- not know it, the group its record names, f[2]); it reports whether the
--- outbox was written.
+-- task without a record), tells its group grp (or, when the worker did
+-- not know it, the group its record names, f[2]), and its partition (f[3]);
+-- it reports whether the outbox was written.
 local function ended(f, ck, key, state, grp, i)
   if grp == '' and f and f[2] then grp = f[2] end
   local wrote = false
   local id = qname .. '/' .. key
   if f and f[1] and fire(ck, KEYS[5], KEYS[4], id, state) > 0 then wrote = true end
+  if f and f[3] then
+    -- A partitioned task: the next of its key may start (partstep.lua).
+    redis.call('XADD', KEYS[5], '*', 'pt', f[3])
+    wrote = true
+  end
   if grp ~= '' then
     local gr = byPub[grp]
     if gr then
@@ -119,9 +124,9 @@ for i = 0, n - 1 do
     end
     if op == 's' then
       if not fresh then
-        local f = redis.call('HMGET', tk, 'w', 'k', 'g')
+        local f = redis.call('HMGET', tk, 'w', 'k', 'g', 'pk')
         notify = f[1] ~= false
-        if ended({f[2], f[3]}, ck, key, 'succeeded', grp, i + 1) then res[i + 1] = 2 end
+        if ended({f[2], f[3], f[4]}, ck, key, 'succeeded', grp, i + 1) then res[i + 1] = 2 end
         redis.call('DEL', tk)
         fresh = true
       elseif grp ~= '' then
@@ -174,7 +179,7 @@ for i = 0, n - 1 do
     if final and fresh then
       ended(nil, ck, key, final, grp, i + 1)
     elseif final then
-      if ended(redis.call('HMGET', tk, 'k', 'g'), ck, key, final, grp, i + 1) then res[i + 1] = 2 end
+      if ended(redis.call('HMGET', tk, 'k', 'g', 'pk'), ck, key, final, grp, i + 1) then res[i + 1] = 2 end
       if redis.call('HDEL', tk, 'w') == 1 then
         redis.call('PUBLISH', chan, key)
       end

@@ -3,17 +3,22 @@
 -- KEYS[2]  the marker of this batch operation (op id chosen by the client)
 -- KEYS[3]  the queue's scheduled set (delayed tasks)
 -- KEYS[4..] per task that carries a user key, in batch order: its task hash and
---           its result key
+--           its result key, and for a task with a partition key that
+--           partition's list
 -- ARGV[1]  consumer group name (unused: the client creates the group once)
 -- ARGV[2]  how long the op marker lives, ms
 -- ARGV[3]  n, the number of tasks
--- ARGV[4..] per task five values: user key ('' for an auto-keyed task),
+-- ARGV[4..] per task six values: user key ('' for an auto-keyed task),
 --           envelope, group ('' or the public id of the group the task is a
 --           member of; only keyed tasks), hold ('1': the task is created
 --           waiting, outside the stream, until activate.lua moves it in;
 --           only keyed tasks), due (Unix ms in Redis time; a task due later
 --           than now waits in the scheduled set until forward.lua moves it;
---           '0' or '': now; only keyed tasks)
+--           '0' or '': now; only keyed tasks), partition key ('' for none;
+--           only keyed tasks): the task joins the tail of its partition's
+--           list and enters the stream only at its head (at once when the
+--           partition is idle, else when the tasks before it ended; see
+--           partstep.lua)
 -- Returns: a flat array, per task: task key (the entry id for auto keys), 1 if the
 -- key already named a task (nothing was added) else 0. A replay returns the first
 -- run's answer.
@@ -25,23 +30,35 @@ local out = {}
 local ki = 4
 local now = nil
 for i = 0, tonumber(ARGV[3]) - 1 do
-  local b = 4 + 5 * i
+  local b = 4 + 6 * i
   local key, env, grp, hold = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local due = tonumber(ARGV[b + 4]) or 0
+  local part = ARGV[b + 5]
   if due > 0 and not now then now = now_ms() end
   if due > 0 and due <= now then due = 0 end
   if key == '' then
     out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'm', env)
     out[#out + 1] = 0
   else
-    local tk, fk = KEYS[ki], KEYS[ki + 1]
+    local tk, fk, pl = KEYS[ki], KEYS[ki + 1], nil
     ki = ki + 2
+    if part ~= '' then
+      pl = KEYS[ki]
+      ki = ki + 1
+    end
     if redis.call('EXISTS', tk, fk) > 0 then
       out[#out + 1] = key
       out[#out + 1] = 1
     else
       local f
-      if hold == '1' then
+      if pl then
+        if redis.call('RPUSH', pl, key) == 1 then
+          f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
+        else
+          f = {'st', 'waiting', 'm', env}
+        end
+        f[#f + 1], f[#f + 2] = 'pk', part
+      elseif hold == '1' then
         f = {'st', 'waiting', 'm', env}
       elseif due > 0 then
         f = {'st', 'scheduled', 'm', env}
@@ -50,7 +67,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
         f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
       end
       if grp ~= '' then
-        f[5], f[6] = 'g', grp
+        f[#f + 1], f[#f + 2] = 'g', grp
       end
       redis.call('HSET', tk, unpack(f))
       out[#out + 1] = key

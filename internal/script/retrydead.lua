@@ -1,11 +1,19 @@
--- retrydead.lua: puts one dead task back into its queue's stream.
--- KEYS[1]  dead-letter sorted set, KEYS[2] the queue's stream, KEYS[3] task hash
--- ARGV[1]  task key, ARGV[2] envelope for the new first attempt, ARGV[3] request nonce
+-- retrydead.lua: puts one dead task back into its queue's stream, or, for a
+-- partitioned task, at the tail of its partition (it enters the stream when
+-- the tasks of its key before it ended).
+-- KEYS[1]  dead-letter sorted set, KEYS[2] the queue's stream, KEYS[3] task hash,
+-- KEYS[4]  the partition's list (only with ARGV[4])
+-- ARGV[1]  task key, ARGV[2] envelope for the new first attempt, ARGV[3] request nonce,
+-- ARGV[4]  partition key or ''
 -- Returns: 1 re-enqueued (also for a replay of this request), 0 the task is not dead.
 if redis.call('HGET', KEYS[3], 'rq') == ARGV[3] then return 1 end
 if redis.call('HGET', KEYS[3], 'st') ~= 'dead' then return 0 end
-local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
-redis.call('HSET', KEYS[3], 'st', 'pending', 'e', id, 'rq', ARGV[3])
-redis.call('HDEL', KEYS[3], 'm', 'err', 'fin', 'r', 'a', 'cx')
+redis.call('HDEL', KEYS[3], 'm', 'err', 'fin', 'r', 'a', 'cx', 'e')
+if ARGV[4] ~= '' and redis.call('RPUSH', KEYS[4], ARGV[1]) > 1 then
+  redis.call('HSET', KEYS[3], 'st', 'waiting', 'm', ARGV[2], 'rq', ARGV[3], 'pk', ARGV[4])
+else
+  local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
+  redis.call('HSET', KEYS[3], 'st', 'pending', 'e', id, 'rq', ARGV[3])
+end
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1

@@ -75,6 +75,8 @@ var (
 	repFireSrc string
 	//go:embed repremove.lua
 	repRemoveSrc string
+	//go:embed partstep.lua
+	partStepSrc string
 )
 
 // The scripts, one per file.
@@ -116,6 +118,8 @@ var (
 	RepDeclare = newScript(repDeclareSrc)
 	RepFire    = newScript(repFireSrc)
 	RepRemove  = newScript(repRemoveSrc)
+
+	PartStep = newScript(partStepSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -124,7 +128,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove}
+	RepDeclare, RepFire, RepRemove, PartStep}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

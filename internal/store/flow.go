@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,7 +81,8 @@ func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key,
 //   - s: a continuation (or a released InvokeAll member) to activate in its
 //     own queue, exactly once however many processes drain at the same time;
 //   - g: a group member that ended, counted by the group's slot (again once);
-//   - x: a group whose open members are to be cancelled (fail fast, Cancel).
+//   - x: a group whose open members are to be cancelled (fail fast, Cancel);
+//   - pt: a partitioned task ended: the next of its key may start.
 //
 // retainMs is how long a task cancelled here is kept.
 func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, retainMs int64) error {
@@ -110,8 +113,13 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 			ids := make([]string, 0, len(entries))
 			ends := map[string][]MemberEnd{}
 			var order []string
+			parts := map[string]bool{}
 			for _, e := range entries {
 				ids = append(ids, e.ID)
+				if pk, ok := e.Values["pt"].(string); ok {
+					parts[pk] = true
+					continue
+				}
 				if g, ok := e.Values["g"].(string); ok {
 					m, _ := e.Values["m"].(string)
 					st, _ := e.Values["st"].(string)
@@ -161,6 +169,11 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 				}
 				if fired {
 					push(t)
+				}
+			}
+			if len(parts) > 0 {
+				if err := StepPartitions(ctx, rdb, cur, slices.Collect(maps.Keys(parts))); err != nil {
+					return err
 				}
 			}
 			for _, gid := range order {
@@ -244,3 +257,56 @@ func Kids(ctx context.Context, rdb redis.Cmdable, q keys.Queue, key string) ([]s
 }
 
 const kidsTTL = 7 * 24 * time.Hour
+
+// StepPartitions starts the next task of each partition pks of q whose
+// tasks before it ended (see partstep.lua): one pipelined read and one
+// pipelined script call for all of them, repeated for those that need more.
+func StepPartitions(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, pks []string) error {
+	todo := pks
+	for len(todo) > 0 {
+		pipe := rdb.Pipeline()
+		heads := make([]*redis.StringSliceCmd, len(todo))
+		for i, pk := range todo {
+			heads[i] = pipe.LRange(ctx, q.Partition(pk), 0, 1)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("read partitions of queue %q: %w", q.Name, err)
+		}
+		pipe = rdb.Pipeline()
+		steps := make([]*redis.Cmd, 0, len(todo))
+		var stepped []string
+		for i, pk := range todo {
+			h := heads[i].Val()
+			if len(h) == 0 {
+				continue
+			}
+			second := ""
+			if len(h) > 1 {
+				second = h[1]
+			}
+			steps = append(steps, script.PartStep.Run(ctx, pipe, []string{q.Partition(pk), q.Task(h[0]), q.Task(second), q.Stream()}, h[0], second))
+			stepped = append(stepped, pk)
+		}
+		if len(steps) == 0 {
+			return nil
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			if !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+				return fmt.Errorf("advance partitions of queue %q: %w", q.Name, err)
+			}
+			// The script cache was flushed (a Redis restart): load and
+			// read again (the steps are idempotent).
+			if err := script.Load(ctx, rdb); err != nil {
+				return err
+			}
+			continue
+		}
+		todo = todo[:0:0]
+		for i, c := range steps {
+			if r, _ := c.Text(); r == "again" {
+				todo = append(todo, stepped[i])
+			}
+		}
+	}
+	return nil
+}

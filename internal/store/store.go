@@ -97,6 +97,7 @@ type NewTask struct {
 	Group    string // public id of the group it is a member of (keyed tasks only)
 	Hold     bool   // created waiting, outside the stream (keyed tasks only)
 	DueMs    int64  // when it is due, Unix ms in Redis time; 0 now (keyed tasks only)
+	Part     string // partition key, or "" (keyed tasks only)
 }
 
 // Enqueued is the answer for one task of a batch.
@@ -108,17 +109,20 @@ type Enqueued struct {
 // EnqueueArgs builds the keys and args of enqueue.lua for one batch.
 func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]string, []any) {
 	ks := []string{q.Stream(), q.Op(opID), q.Scheduled()}
-	args := make([]any, 0, 3+5*len(tasks))
+	args := make([]any, 0, 3+6*len(tasks))
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
 		if t.UserKey != "" {
 			ks = append(ks, q.Task(t.UserKey), q.Result(t.UserKey))
+			if t.Part != "" {
+				ks = append(ks, q.Partition(t.Part))
+			}
 		}
 		hold := ""
 		if t.Hold {
 			hold = "1"
 		}
-		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs)
+		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs, t.Part)
 	}
 	return ks, args
 }
@@ -428,8 +432,12 @@ func States(ctx context.Context, rdb redis.UniversalClient, ids []string) ([]Tas
 
 // RetryDead moves a dead task back into the stream with envelope env.
 // It returns false when the task is not dead.
-func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, env []byte, nonce string) (bool, error) {
-	n, err := script.RetryDead.Run(ctx, rdb, []string{q.Dead(), q.Stream(), q.Task(key)}, key, env, nonce).Int64()
+func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, env []byte, nonce, partition string) (bool, error) {
+	ks := []string{q.Dead(), q.Stream(), q.Task(key)}
+	if partition != "" {
+		ks = append(ks, q.Partition(partition))
+	}
+	n, err := script.RetryDead.Run(ctx, rdb, ks, key, env, nonce, partition).Int64()
 	if err != nil {
 		return false, fmt.Errorf("retry dead task %s: %w", keys.TaskID(q.Name, key), err)
 	}

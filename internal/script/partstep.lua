@@ -1,0 +1,37 @@
+-- partstep.lua: advances a partition (the tasks enqueued with one partition
+-- key, listed in enqueue order). Only the head of the list is ever in the
+-- stream, so tasks of one key run one at a time and in order; a task leaves
+-- the head only once it has ended, so a task whose worker died runs again
+-- (after its lease) before the next of its key. Every end of a partitioned
+-- task writes an outbox entry naming its partition, and draining that entry
+-- runs this script until it reports something other than 'again'.
+-- KEYS[1]  the partition's list, KEYS[2] and KEYS[3] the task hashes of the
+--          first two tasks of the list as the caller read it, KEYS[4] the
+--          queue's stream
+-- ARGV[1], ARGV[2]  those two tasks' keys ('' for none)
+-- Returns: 'empty' (no task left), 'busy' (the head has not ended),
+-- 'started' (the head was waiting and is now in the stream), 'again' (the
+-- list changed since the caller read it, or more ended tasks are to be
+-- removed: read the list again and call again).
+local function step(hk, key)
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then return 'empty' end
+  if key == '' or head ~= key then return 'again' end
+  local h = redis.call('HMGET', hk, 'st', 'm')
+  local st = h[1]
+  if st == 'waiting' and h[2] then
+    local id = redis.call('XADD', KEYS[4], '*', 'm', h[2])
+    redis.call('HSET', hk, 'st', 'pending', 'e', id)
+    redis.call('HDEL', hk, 'm')
+    return 'started'
+  end
+  if st and st ~= 'dead' and st ~= 'cancelled' then return 'busy' end
+  -- Ended: dead, cancelled, or succeeded (its record is then gone).
+  redis.call('LPOP', KEYS[1])
+  return 'popped'
+end
+local r = step(KEYS[2], ARGV[1])
+if r ~= 'popped' then return r end
+r = step(KEYS[3], ARGV[2])
+if r == 'popped' then return 'again' end
+return r
