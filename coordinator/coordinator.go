@@ -231,22 +231,35 @@ func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("read the due index: %w", err)
 	}
 	again := len(due) == 100
-	for _, z := range due {
-		qn, _ := z.Member.(string)
+	names := make([]string, len(due))
+	for i, z := range due {
+		names[i], _ = z.Member.(string)
+	}
+	gens, err := store.DueGens(ctx, c.rdb, names)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for i, qn := range names {
 		if keys.ValidateName("queue", qn) != nil {
 			continue
 		}
 		more, next, err := c.serve(ctx, qn, now)
 		if err != nil {
-			return 0, err
+			// One queue's trouble does not hold up the others.
+			errs = append(errs, err)
+			continue
 		}
 		if more {
 			again = true // leave the index entry: it is still due
 			continue
 		}
-		if err := store.UpdateDue(ctx, c.rdb, qn, int64(z.Score), next); err != nil {
-			return 0, err
+		if err := store.UpdateDue(ctx, c.rdb, qn, gens[i], next); err != nil {
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		return 0, errors.Join(errs...)
 	}
 	if again {
 		return 0, nil
@@ -272,9 +285,15 @@ func (c *Coordinator) serve(ctx context.Context, queue string, nowMs int64) (mor
 	if err != nil {
 		return false, 0, err
 	}
-	fired, nextRep, moreRep, bad, err := store.FireRepeats(ctx, c.rdb, q, nowMs)
+	fired, nextRep, moreRep, early, bad, err := store.FireRepeats(ctx, c.rdb, q, nowMs)
 	if err != nil {
 		return false, 0, err
+	}
+	if early {
+		// Our estimate of Redis' clock runs ahead: measure it again.
+		if err := c.clock.Sync(ctx, c.rdb); err != nil {
+			return false, 0, fmt.Errorf("read redis time: %w", err)
+		}
 	}
 	if bad != nil {
 		c.log.Error("repeat schedule", slog.String("queue", queue), slog.Any("err", bad))
@@ -344,10 +363,15 @@ func (c *Coordinator) housekeep(ctx context.Context) error {
 		if err := store.DrainOutbox(ctx, c.rdb, q, retainMs); err != nil {
 			errs = append(errs, fmt.Errorf("start continuations of queue %q: %w", qn, err))
 		}
+		now := c.clock.Now().UnixMilli()
+		if names, err := store.RemoveOrphanRepeats(ctx, c.rdb, q, now); err != nil {
+			errs = append(errs, err)
+		} else if len(names) > 0 {
+			c.log.Warn("removed repeat definitions the repeat index does not name", slog.String("queue", qn), slog.Any("names", names))
+		}
 		// Tasks due without an index entry (retry backoff, parked tasks of
 		// a queue whose workers are gone) and repeats whose entry was lost
 		// with a failed write.
-		now := c.clock.Now().UnixMilli()
 		if _, next, err := c.serve(ctx, qn, now); err != nil {
 			errs = append(errs, err)
 		} else if next >= 0 {

@@ -143,6 +143,8 @@ func fleetMain(role string) {
 	select {}
 }
 
+func coordUpKey(pid int) string { return "fleettest:coordinator-up:" + strconv.Itoa(pid) }
+
 // coordinatorMain runs one coordinator until killed.
 func coordinatorMain() {
 	go func() {
@@ -161,7 +163,11 @@ func coordinatorMain() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	fmt.Println("coordinating")
+	// The test waits for this key to know we are up.
+	if err := rdb.Set(context.Background(), coordUpKey(os.Getpid()), 1, time.Minute).Err(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
 	select {}
 }
 

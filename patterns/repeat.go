@@ -71,9 +71,15 @@ func InLocation(loc *time.Location) RepeatOption {
 // skipped, so a restart brings no burst of catch-up runs.
 //
 // Declaring is idempotent: every process may declare its schedules at boot;
-// the same declaration again changes nothing and keeps the timing. A
+// the same declaration again changes nothing and keeps the timing. (The
+// task is compared by its encoding: args holding maps other than
+// map[string]string, map[string]bool or map[string]any encode in random
+// key order, so such a declaration counts as an update each time; the
+// timing is kept all the same.) A
 // declaration with the same name and a different task, queue or interval
-// updates the schedule (a new interval restarts its timing from now).
+// updates the schedule (a new interval restarts its timing from now; a new
+// queue keeps it). Declarations and removals of one name racing from many
+// processes end in one schedule or none.
 // name follows [A-Za-z0-9._-], at most 104 bytes. spec's options may set
 // the queue, attempts, timeout, retention, metadata, trace and rate key, but
 // not ID, Deadline, ProcessAt or Delay.

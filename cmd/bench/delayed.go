@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -106,7 +107,7 @@ func (di *delayedInfo) markdown(p func(string, ...any)) {
 			sp.Within/time.Duration(sp.N), sp.N, sp.Within, ms(sp.P99), ms(sp.P50), ms(sp.MaxDiff), map[bool]string{true: "met", false: "**not met**"}[sp.P99 <= 10*time.Millisecond])
 	}
 	if r := di.Repeat; r != nil {
-		p("Repeat every %v with %d coordinators, %d slots: each fired once: %s; start after the slot time p50 %s, p99 %s, max %s.\n\n",
+		p("Repeat every %v with %d coordinators, %d slots: each fired once, none skipped: %s; start after the slot time p50 %s, p99 %s, max %s.\n\n",
 			r.Every, r.Coordinators, r.Slots, map[bool]string{true: "yes", false: "**no**"}[r.Once], ms(r.P50), ms(r.P99), ms(r.Max))
 	}
 }
@@ -186,8 +187,19 @@ func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*r
 	mu.Lock()
 	defer mu.Unlock()
 	ri := &repeatInfo{Every: every, Coordinators: coords, Slots: slots, Once: true}
-	for _, n := range runs {
+	var got []int64
+	for id, n := range runs {
 		ri.Once = ri.Once && n == 1
+		ms, _ := strconv.ParseInt(strings.TrimPrefix(id, prefix), 10, 64)
+		got = append(got, ms)
+	}
+	// Once, and none skipped: consecutive slots one interval apart.
+	slices.Sort(got)
+	for i := 1; i < len(got); i++ {
+		if got[i]-got[i-1] != every.Milliseconds() {
+			ri.Once = false
+			fmt.Fprintf(e.progress, "  slots %d and %d are not one interval apart\n", got[i-1], got[i])
+		}
 	}
 	sort.Slice(late, func(a, b int) bool { return late[a] < late[b] })
 	ri.P50, ri.P99, ri.Max = late[len(late)/2], late[min(len(late)-1, len(late)*99/100)], late[len(late)-1]

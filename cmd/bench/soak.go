@@ -123,7 +123,11 @@ func (e *env) soakRun(ctx context.Context, total, rate int, retention time.Durat
 				return
 			case <-tick.C:
 			}
-			batches <- struct{}{}
+			select {
+			case <-pctx.Done():
+				return
+			case batches <- struct{}{}:
+			}
 		}
 	}()
 	specs := noopSpecs(batch, q)

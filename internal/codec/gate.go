@@ -463,13 +463,17 @@ var encoderPool = sync.Pool{
 }
 
 // Marshal returns the msgpack encoding of v, produced with the default
-// settings of msgpack.NewEncoder (the same output as msgpack.Marshal). The
+// settings of msgpack.NewEncoder except that the keys of maps of type
+// map[string]string, map[string]bool and map[string]any are sorted, so the
+// same value encodes the same every time (patterns.Repeat compares
+// declarations by their encoding). The
 // returned slice is freshly allocated and owned by the caller; it never
 // shares memory with the pooled buffers Marshal encodes into.
 func Marshal(v any) ([]byte, error) {
 	p := encoderPool.Get().(*pooledEncoder)
 	p.buf.Reset()
 	p.enc.Reset(&p.buf)
+	p.enc.SetSortMapKeys(true)
 	err := p.enc.Encode(v)
 	var out []byte
 	if err == nil {

@@ -3,9 +3,10 @@
 //
 // Fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or
 // JAN-DEC) and day of week (0-7 or SUN-SAT; 0 and 7 are Sunday). Each is *,
-// a value, a range a-b, a step */n or a-b/n, or a comma list of those. As in
-// Vixie cron, when both day fields are restricted a day matching either
-// fires. The descriptors @yearly (@annually), @monthly, @weekly, @daily
+// a value, a range a-b, a step */n or a-b/n, or a comma list of those. The
+// day fields combine as in Vixie cron: when neither starts with * a day
+// matching either fires ("0 0 1 * MON": the 1st and every Monday); when one
+// does, a day must match both ("0 0 */2 * MON": Mondays with an odd date). The descriptors @yearly (@annually), @monthly, @weekly, @daily
 // (@midnight) and @hourly stand for their usual expressions. A local time
 // that does not exist (skipped by a daylight-saving change) does not fire
 // that day; one that occurs twice fires at its first occurrence.
@@ -66,7 +67,8 @@ func Parse(expr string, loc *time.Location) (*Schedule, error) {
 	if len(fs) != 5 {
 		return nil, fmt.Errorf("cron %q: %d fields, want 5 (minute hour day-of-month month day-of-week)", expr, len(fs))
 	}
-	s := &Schedule{loc: loc, domStar: fs[2] == "*" || fs[2] == "?", dowStar: fs[4] == "*" || fs[4] == "?"}
+	star := func(f string) bool { return strings.HasPrefix(f, "*") || strings.HasPrefix(f, "?") }
+	s := &Schedule{loc: loc, domStar: star(fs[2]), dowStar: star(fs[4])}
 	var err error
 	for i, p := range []struct {
 		f   field
@@ -157,15 +159,15 @@ func (s *Schedule) Next(t time.Time) time.Time {
 	limit := t.Year() + 5
 	for t.Year() <= limit {
 		if s.month&(1<<uint(t.Month())) == 0 {
-			t = time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, s.loc)
+			t = firstOccurrence(time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, s.loc))
 			continue
 		}
 		if !s.dayMatches(t) {
-			t = time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, s.loc)
+			t = firstOccurrence(time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, s.loc))
 			continue
 		}
 		if s.hour&(1<<uint(t.Hour())) == 0 {
-			next := time.Date(t.Year(), t.Month(), t.Day(), t.Hour()+1, 0, 0, 0, s.loc)
+			next := firstOccurrence(time.Date(t.Year(), t.Month(), t.Day(), t.Hour()+1, 0, 0, 0, s.loc))
 			if !next.After(t) { // a repeated hour at a DST change
 				next = t.Truncate(time.Hour).Add(time.Hour)
 			}
@@ -192,14 +194,17 @@ func (s *Schedule) Next(t time.Time) time.Time {
 func (s *Schedule) dayMatches(t time.Time) bool {
 	dom := s.dom&(1<<uint(t.Day())) != 0
 	dow := s.dow&(1<<uint(t.Weekday())) != 0
-	switch {
-	case s.domStar && s.dowStar:
-		return true
-	case s.domStar:
-		return dow
-	case s.dowStar:
-		return dom
-	default:
-		return dom || dow
+	if s.domStar || s.dowStar {
+		return dom && dow
 	}
+	return dom || dow
+}
+
+// firstOccurrence returns the earlier instant when t's wall time occurs
+// twice (a daylight-saving change back): time.Date may pick either.
+func firstOccurrence(t time.Time) time.Time {
+	if p := t.Add(-time.Hour); p.Day() == t.Day() && p.Hour() == t.Hour() && p.Minute() == t.Minute() {
+		return p
+	}
+	return t
 }

@@ -138,6 +138,13 @@ func (q Queue) Repeat(name string) string { return q.tag + "rp:" + name }
 // enqueue order; its head is the one that may run.
 func (q Queue) Partition(pk string) string { return q.tag + "p:" + pk }
 
+// BatchOpen holds the key of the open batch of kind (patterns.Batch): the
+// one appended items join.
+func (q Queue) BatchOpen(kind string) string { return q.tag + "bo:" + kind }
+
+// BatchItems is the list of the item keys of batch bkey.
+func (q Queue) BatchItems(bkey string) string { return q.tag + "bi:" + bkey }
+
 // Kids is the set of ids of the child tasks the task with key key enqueued
 // from its handler; cancelling the task cancels them.
 func (q Queue) Kids(key string) string { return q.tag + "k:" + key }
@@ -258,6 +265,10 @@ const (
 	// DueIndex is the sorted set of queues with delayed tasks, scored by
 	// their earliest due time (Unix ms, Redis time).
 	DueIndex = Prefix + ":{coord}:due"
+	// DueGen is the hash of how many times each queue was marked in the
+	// due index: a coordinator updates an entry only if no mark came
+	// since it read the queue.
+	DueGen = Prefix + ":{coord}:dueg"
 	// DueWake is the channel on which an enqueue announces a due time
 	// earlier than the index held (message: the due ms).
 	DueWake = Prefix + ":{coord}:wake"

@@ -75,8 +75,16 @@ var (
 	repFireSrc string
 	//go:embed repremove.lua
 	repRemoveSrc string
+	//go:embed repindex.lua
+	repIndexSrc string
 	//go:embed partstep.lua
 	partStepSrc string
+	//go:embed batchadd.lua
+	batchAddSrc string
+	//go:embed batchflush.lua
+	batchFlushSrc string
+	//go:embed batchend.lua
+	batchEndSrc string
 )
 
 // The scripts, one per file.
@@ -118,8 +126,13 @@ var (
 	RepDeclare = newScript(repDeclareSrc)
 	RepFire    = newScript(repFireSrc)
 	RepRemove  = newScript(repRemoveSrc)
+	RepIndex   = newScript(repIndexSrc)
 
 	PartStep = newScript(partStepSrc)
+
+	BatchAdd   = newScript(batchAddSrc)
+	BatchFlush = newScript(batchFlushSrc)
+	BatchEnd   = newScript(batchEndSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -128,7 +141,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove, PartStep}
+	RepDeclare, RepFire, RepRemove, RepIndex, PartStep, BatchAdd, BatchFlush, BatchEnd}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

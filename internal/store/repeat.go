@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // cron time zones work on hosts without a zone database
 
 	"github.com/redis/go-redis/v9"
 
@@ -76,7 +78,13 @@ func ParseCron(expr, tz string) (*cron.Schedule, error) {
 // fire of a cron schedule. It returns what happened and the next fire (Unix
 // ms, Redis time), and wakes the coordinators when that is earlier than
 // what they sleep towards. A schedule of the same name in another queue is
-// moved here.
+// moved here, keeping its timing when that did not change.
+//
+// The repeat index (name → "<queue>|<token>") is written by compare-and-set
+// after the definition, and a removal deletes only the definition carrying
+// the token it found, so concurrent declarations and removals end in one
+// schedule or none, never in one the index does not name (a definition
+// orphaned by a crash between the two steps is removed by housekeeping).
 func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, nowMs int64) (int, int64, error) {
 	var first int64
 	if d.Cron != "" {
@@ -86,54 +94,146 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		}
 		first = s.Next(time.UnixMilli(nowMs)).UnixMilli()
 	}
-	old, err := rdb.HGet(ctx, keys.RepeatIndex, d.Name).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, 0, fmt.Errorf("read repeat index: %w", err)
-	}
-	if err := rdb.HSet(ctx, keys.RepeatIndex, d.Name, d.Queue).Err(); err != nil {
-		return 0, 0, fmt.Errorf("write repeat index: %w", err)
-	}
-	if old != "" && old != d.Queue && keys.ValidateName("queue", old) == nil {
-		oq := keys.ForQueue(old)
-		if err := script.RepRemove.Run(ctx, rdb, []string{oq.Repeats(), oq.Repeat(d.Name)}, d.Name).Err(); err != nil {
-			return 0, 0, fmt.Errorf("move repeat %q from queue %q: %w", d.Name, old, err)
-		}
-	}
 	q := keys.ForQueue(d.Queue)
 	if err := EnsureGroup(ctx, rdb, q); err != nil {
 		return 0, 0, err
 	}
-	res, err := script.RepDeclare.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(d.Name)},
-		d.Name, d.version(), d.Env, d.Every.Milliseconds(), d.Cron, d.TZ, d.Kind, first, d.timing()).Int64Slice()
-	if err != nil {
-		return 0, 0, fmt.Errorf("declare repeat %q: %w", d.Name, err)
+	tok := strconv.FormatUint(rand.Uint64(), 36)
+	updated := false // by an earlier round of this call
+	for try := 0; try < 20; try++ {
+		old, err := rdb.HGet(ctx, keys.RepeatIndex, d.Name).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return 0, 0, fmt.Errorf("read repeat index: %w", err)
+		}
+		oq, otok := splitIndex(old)
+		inheritAnchor, inheritNext := "", ""
+		if oq != "" && oq != d.Queue {
+			// Moving: carry the timing over when it stays the same.
+			o := keys.ForQueue(oq)
+			def, err := rdb.HMGet(ctx, o.Repeat(d.Name), "sch", "anchor").Result()
+			if err != nil {
+				return 0, 0, fmt.Errorf("read repeat %q in queue %q: %w", d.Name, oq, err)
+			}
+			if sch, _ := def[0].(string); sch == d.timing() {
+				if nx, err := rdb.ZScore(ctx, o.Repeats(), d.Name).Result(); err == nil {
+					inheritNext = strconv.FormatInt(int64(nx), 10)
+					inheritAnchor, _ = def[1].(string)
+				}
+			}
+		}
+		res, err := script.RepDeclare.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(d.Name)},
+			d.Name, d.version(), d.Env, d.Every.Milliseconds(), d.Cron, d.TZ, d.Kind, first, d.timing(),
+			tok, inheritAnchor, inheritNext).Slice()
+		if err != nil || len(res) != 3 {
+			return 0, 0, fmt.Errorf("declare repeat %q: %v %w", d.Name, res, err)
+		}
+		status, _ := res[0].(int64)
+		next, _ := res[1].(int64)
+		gotTok, _ := res[2].(string)
+		set, err := script.RepIndex.Run(ctx, rdb, []string{keys.RepeatIndex}, d.Name, old, d.Queue+"|"+gotTok).Int64()
+		if err != nil {
+			return 0, 0, fmt.Errorf("write repeat index: %w", err)
+		}
+		updated = updated || status == RepeatUpdated
+		if set == 0 {
+			continue // declared or removed meanwhile: look again
+		}
+		// A round that found its own earlier write reports what that
+		// write did: tok is only ever given to a definition this call
+		// created.
+		switch {
+		case gotTok == tok:
+			status = RepeatCreated
+		case updated:
+			status = RepeatUpdated
+		}
+		if oq != "" && oq != d.Queue && keys.ValidateName("queue", oq) == nil {
+			o := keys.ForQueue(oq)
+			if err := script.RepRemove.Run(ctx, rdb, []string{o.Repeats(), o.Repeat(d.Name)}, d.Name, otok).Err(); err != nil {
+				return 0, 0, fmt.Errorf("move repeat %q from queue %q: %w", d.Name, oq, err)
+			}
+			status = RepeatUpdated
+		}
+		if err := MarkDue(ctx, rdb, d.Queue, next); err != nil {
+			return 0, 0, err
+		}
+		return int(status), next, nil
 	}
-	if err := MarkDue(ctx, rdb, d.Queue, res[1]); err != nil {
-		return 0, 0, err
-	}
-	return int(res[0]), res[1], nil
+	return 0, 0, fmt.Errorf("declare repeat %q: the repeat index kept changing (other processes declaring or removing it at the same time); try again", d.Name)
+}
+
+// splitIndex splits an index value "<queue>|<token>".
+func splitIndex(v string) (queue, tok string) {
+	queue, tok, _ = strings.Cut(v, "|")
+	return queue, tok
 }
 
 // RemoveRepeat removes the schedule name; false when there was none.
 func RemoveRepeat(ctx context.Context, rdb redis.UniversalClient, name string) (bool, error) {
-	queue, err := rdb.HGet(ctx, keys.RepeatIndex, name).Result()
-	if errors.Is(err, redis.Nil) {
-		return false, nil
+	for try := 0; try < 20; try++ {
+		v, err := rdb.HGet(ctx, keys.RepeatIndex, name).Result()
+		if errors.Is(err, redis.Nil) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read repeat index: %w", err)
+		}
+		done, err := script.RepIndex.Run(ctx, rdb, []string{keys.RepeatIndex}, name, v, "").Int64()
+		if err != nil {
+			return false, fmt.Errorf("remove repeat %q from the index: %w", name, err)
+		}
+		if done == 0 {
+			continue
+		}
+		queue, tok := splitIndex(v)
+		if keys.ValidateName("queue", queue) == nil {
+			q := keys.ForQueue(queue)
+			if err := script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name)}, name, tok).Err(); err != nil {
+				return false, fmt.Errorf("remove repeat %q: %w", name, err)
+			}
+		}
+		return true, nil
 	}
+	return false, fmt.Errorf("remove repeat %q: the repeat index kept changing; try again", name)
+}
+
+// orphanGrace is how old a definition the repeat index does not name must
+// be before housekeeping removes it (younger ones may be mid-declaration).
+const orphanGrace = time.Minute
+
+// RemoveOrphanRepeats removes the definitions in q that the repeat index
+// does not name (left by a process that died between writing a definition
+// and the index, or by racing declarations); it returns their names.
+func RemoveOrphanRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, nowMs int64) ([]string, error) {
+	names, err := rdb.ZRange(ctx, q.Repeats(), 0, -1).Result()
+	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	idx, err := rdb.HMGet(ctx, keys.RepeatIndex, names...).Result()
 	if err != nil {
-		return false, fmt.Errorf("read repeat index: %w", err)
+		return nil, fmt.Errorf("read repeat index: %w", err)
 	}
-	existed := int64(0)
-	if keys.ValidateName("queue", queue) == nil {
-		q := keys.ForQueue(queue)
-		if existed, err = script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name)}, name).Int64(); err != nil {
-			return false, fmt.Errorf("remove repeat %q: %w", name, err)
+	var removed []string
+	for i, name := range names {
+		v, _ := idx[i].(string)
+		def, err := rdb.HMGet(ctx, q.Repeat(name), "tok", "at").Result()
+		if err != nil {
+			return removed, fmt.Errorf("read repeat %q: %w", name, err)
+		}
+		tok, _ := def[0].(string)
+		at, _ := strconv.ParseInt(fmt.Sprint(def[1]), 10, 64)
+		if v == q.Name+"|"+tok || nowMs-at < orphanGrace.Milliseconds() {
+			continue
+		}
+		n, err := script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name)}, name, tok).Int64()
+		if err != nil {
+			return removed, fmt.Errorf("remove orphaned repeat %q: %w", name, err)
+		}
+		if n == 1 {
+			removed = append(removed, name)
 		}
 	}
-	if err := rdb.HDel(ctx, keys.RepeatIndex, name).Err(); err != nil {
-		return false, fmt.Errorf("remove repeat %q from the index: %w", name, err)
-	}
-	return existed == 1, nil
+	return removed, nil
 }
 
 // RepeatInfo describes a schedule.
@@ -159,7 +259,8 @@ func ListRepeats(ctx context.Context, rdb redis.UniversalClient) ([]RepeatInfo, 
 	}
 	reads := map[string]read{}
 	pipe := rdb.Pipeline()
-	for name, queue := range idx {
+	for name, v := range idx {
+		queue, _ := splitIndex(v)
 		if keys.ValidateName("queue", queue) != nil {
 			continue
 		}
@@ -178,7 +279,8 @@ func ListRepeats(ctx context.Context, rdb redis.UniversalClient) ([]RepeatInfo, 
 		every, _ := strconv.ParseInt(d["every"], 10, 64)
 		lastMs, _ := strconv.ParseInt(d["lastat"], 10, 64)
 		fired, _ := strconv.ParseInt(d["fired"], 10, 64)
-		out = append(out, RepeatInfo{Name: name, Queue: idx[name], Kind: d["kind"], Every: time.Duration(every) * time.Millisecond,
+		queue, _ := splitIndex(idx[name])
+		out = append(out, RepeatInfo{Name: name, Queue: queue, Kind: d["kind"], Every: time.Duration(every) * time.Millisecond,
 			Cron: d["cron"], TZ: d["tz"], NextMs: int64(r.next.Val()), Last: d["last"], LastMs: lastMs, Fired: fired})
 	}
 	slices.SortFunc(out, func(a, b RepeatInfo) int { return strings.Compare(a.Name, b.Name) })
@@ -192,12 +294,13 @@ const repeatBatch = 100
 // caller's estimate of Redis' time. A schedule that was down for several of
 // its slots fires once, for the latest slot; the ones before are skipped.
 // It returns the keys of the tasks enqueued, the earliest next fire left
-// (-1: none), whether more may be due, and the schedules it could not
-// evaluate (their next fire is put off by a minute).
-func FireRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, nowMs int64) (fired []string, next int64, more bool, bad error, err error) {
+// (-1: none), whether more may be due, whether a slot the estimate took for
+// due was not yet due by Redis' clock (early: resync the clock), and the
+// schedules it could not evaluate (their next fire is put off by a minute).
+func FireRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, nowMs int64) (fired []string, next int64, more, early bool, bad error, err error) {
 	head, err := rdb.ZRangeWithScores(ctx, q.Repeats(), 0, repeatBatch-1).Result()
 	if err != nil {
-		return nil, 0, false, nil, fmt.Errorf("read repeats of queue %q: %w", q.Name, err)
+		return nil, 0, false, false, nil, fmt.Errorf("read repeats of queue %q: %w", q.Name, err)
 	}
 	var due []redis.Z
 	for _, z := range head {
@@ -207,9 +310,9 @@ func FireRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, n
 	}
 	if len(due) == 0 {
 		if len(head) == 0 {
-			return nil, -1, false, nil, nil
+			return nil, -1, false, false, nil, nil
 		}
-		return nil, int64(head[0].Score), false, nil, nil
+		return nil, int64(head[0].Score), false, false, nil, nil
 	}
 	pipe := rdb.Pipeline()
 	defs := make([]*redis.MapStringStringCmd, len(due))
@@ -218,7 +321,7 @@ func FireRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, n
 		defs[i] = pipe.HGetAll(ctx, q.Repeat(name))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, 0, false, nil, fmt.Errorf("read repeats of queue %q: %w", q.Name, err)
+		return nil, 0, false, false, nil, fmt.Errorf("read repeats of queue %q: %w", q.Name, err)
 	}
 	ks := []string{q.Repeats(), q.Stream()}
 	args := []any{len(due)}
@@ -227,35 +330,39 @@ func FireRepeats(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, n
 		name, _ := z.Member.(string)
 		seen := int64(z.Score)
 		d := defs[i].Val()
-		key, env, nxt, err := planSlot(name, d, seen, nowMs)
+		key, env, slot, nxt, err := planSlot(name, d, seen, nowMs)
 		if err != nil {
 			bads = append(bads, fmt.Errorf("repeat %q: %w; its next fire is put off by a minute", name, err))
-			key, env, nxt = "", nil, nowMs+time.Minute.Milliseconds()
+			key, env, slot, nxt = "", nil, seen, nowMs+time.Minute.Milliseconds()
 		}
 		tk, fk := q.Task("-"), q.Result("-")
 		if key != "" {
 			tk, fk = q.Task(key), q.Result(key)
 		}
 		ks = append(ks, q.Repeat(name), tk, fk)
-		args = append(args, name, d["v"], seen, key, env, nxt)
+		args = append(args, name, d["v"], seen, key, env, nxt, slot)
 	}
 	res, err := script.RepFire.Run(ctx, rdb, ks, args...).StringSlice()
 	if err != nil {
-		return nil, 0, false, nil, fmt.Errorf("fire repeats of queue %q: %w", q.Name, err)
+		return nil, 0, false, false, nil, fmt.Errorf("fire repeats of queue %q: %w", q.Name, err)
 	}
 	for _, k := range res[:len(res)-1] {
-		if k != "" {
+		switch k {
+		case "":
+		case "early":
+			early = true
+		default:
 			fired = append(fired, k)
 		}
 	}
 	next, _ = strconv.ParseInt(res[len(res)-1], 10, 64)
-	return fired, next, len(head) == repeatBatch && len(due) == len(head), errors.Join(bads...), nil
+	return fired, next, !early && len(head) == repeatBatch && len(due) == len(head), early, errors.Join(bads...), nil
 }
 
 // planSlot picks the slot to fire (the latest one due) and the one after it.
-func planSlot(name string, d map[string]string, seen, nowMs int64) (key string, env []byte, next int64, err error) {
+func planSlot(name string, d map[string]string, seen, nowMs int64) (key string, env []byte, slotMs, next int64, err error) {
 	if len(d) == 0 {
-		return "", nil, seen, nil // removed: the script drops it
+		return "", nil, seen, seen, nil // removed: the script drops it
 	}
 	slot := seen
 	if every, _ := strconv.ParseInt(d["every"], 10, 64); every > 0 {
@@ -267,7 +374,7 @@ func planSlot(name string, d map[string]string, seen, nowMs int64) (key string, 
 	} else {
 		s, err := ParseCron(d["cron"], d["tz"])
 		if err != nil {
-			return "", nil, 0, err
+			return "", nil, 0, 0, err
 		}
 		// Walk to the latest cron time not after now, starting at most a
 		// week back so a long outage costs little.
@@ -287,15 +394,15 @@ func planSlot(name string, d map[string]string, seen, nowMs int64) (key string, 
 		slot = cur.UnixMilli()
 		nt := s.Next(cur)
 		if nt.IsZero() {
-			return "", nil, 0, errors.New("cron has no time left within five years")
+			return "", nil, 0, 0, errors.New("cron has no time left within five years")
 		}
 		next = nt.UnixMilli()
 	}
 	e, err := codec.DecodeEnvelope([]byte(d["env"]))
 	if err != nil {
-		return "", nil, 0, fmt.Errorf("stored task: %w", err)
+		return "", nil, 0, 0, fmt.Errorf("stored task: %w", err)
 	}
 	key = RepeatKey(name, slot)
 	e.Key = key
-	return key, codec.AppendEnvelope(nil, e), next, nil
+	return key, codec.AppendEnvelope(nil, e), slot, next, nil
 }

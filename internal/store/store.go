@@ -464,7 +464,7 @@ func PurgeDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, ks []strin
 // MarkDue records in the due index that queue has a task due at dueMs, and
 // wakes the coordinators when that is earlier than the index held.
 func MarkDue(ctx context.Context, rdb redis.UniversalClient, queue string, dueMs int64) error {
-	n, err := script.DueMark.Run(ctx, rdb, []string{keys.DueIndex}, queue, dueMs).Int64()
+	n, err := script.DueMark.Run(ctx, rdb, []string{keys.DueIndex, keys.DueGen}, queue, dueMs).Int64()
 	if err != nil {
 		return fmt.Errorf("mark queue %q due: %w", queue, err)
 	}
@@ -476,10 +476,30 @@ func MarkDue(ctx context.Context, rdb redis.UniversalClient, queue string, dueMs
 	return nil
 }
 
-// UpdateDue sets queue's entry in the due index to nextMs (-1: none) if it
-// still holds seenMs.
-func UpdateDue(ctx context.Context, rdb redis.Scripter, queue string, seenMs, nextMs int64) error {
-	if err := script.DueUpdate.Run(ctx, rdb, []string{keys.DueIndex}, queue, seenMs, nextMs).Err(); err != nil {
+// DueGens reads the generations of queues in the due index (see
+// UpdateDue), "0" for one never marked.
+func DueGens(ctx context.Context, rdb redis.Cmdable, queues []string) ([]string, error) {
+	if len(queues) == 0 {
+		return nil, nil
+	}
+	v, err := rdb.HMGet(ctx, keys.DueGen, queues...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read due generations: %w", err)
+	}
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i], _ = x.(string)
+		if out[i] == "" {
+			out[i] = "0"
+		}
+	}
+	return out, nil
+}
+
+// UpdateDue sets queue's entry in the due index to nextMs (-1: none) if no
+// mark came since gen was read (DueGens), before the queue's tasks were.
+func UpdateDue(ctx context.Context, rdb redis.Scripter, queue, gen string, nextMs int64) error {
+	if err := script.DueUpdate.Run(ctx, rdb, []string{keys.DueIndex, keys.DueGen}, queue, gen, nextMs).Err(); err != nil {
 		return fmt.Errorf("update due index of queue %q: %w", queue, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -176,5 +177,42 @@ func TestHousekeepTrimsOnlyAcked(t *testing.T) {
 	// Results survive the trim.
 	if st, _ := store.State(ctx, rdb, q, ids[0], ""); st.State != "succeeded" {
 		t.Fatalf("got %+v after trim", st)
+	}
+}
+
+// A mark that comes after a coordinator read a queue keeps the queue's due
+// entry: the coordinator's update, based on the older read, is refused.
+func TestDueUpdateRefusedAfterMark(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	if err := script.Load(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.MarkDue(ctx, rdb, "q", 100); err != nil {
+		t.Fatal(err)
+	}
+	gens, err := store.DueGens(ctx, rdb, []string{"q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A task due later than the entry: the score stays 100, the
+	// generation moves.
+	if err := store.MarkDue(ctx, rdb, "q", 200); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.UpdateDue(ctx, rdb, "q", gens[0], -1); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := rdb.ZScore(ctx, keys.DueIndex, "q").Result(); err != nil || s != 100 {
+		t.Fatalf("entry %v, %v after a refused update; want 100", s, err)
+	}
+	gens, _ = store.DueGens(ctx, rdb, []string{"q"})
+	if err := store.UpdateDue(ctx, rdb, "q", gens[0], 200); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := rdb.ZScore(ctx, keys.DueIndex, "q").Result(); s != 200 {
+		t.Fatalf("entry %v after an update with the current generation; want 200", s)
 	}
 }
