@@ -41,8 +41,8 @@ func init() {
 	bridge.Handle = func(c any, queue, key string, dup bool) any {
 		return &Handle{c: c.(*Client), queue: queue, key: key, dup: dup}
 	}
-	bridge.Template = func(ctx context.Context, c any, a, o any) (string, []byte, error) {
-		return c.(*Client).template(ctx, a, o)
+	bridge.Template = func(ctx context.Context, c any, a, o any, key string) (string, []byte, error) {
+		return c.(*Client).template(ctx, a, o, key)
 	}
 	bridge.Retention = func(c any) time.Duration { return c.(*Client).cfg.Retention }
 	bridge.QueueOf = func(c any, opts any) string {
@@ -196,10 +196,10 @@ func (c *Client) sendMembers(ctx context.Context, ps []prepared, group string, i
 	return out, nil
 }
 
-// template encodes a task for patterns.Repeat, detached from any handler
-// whose ctx declared it (the copies are nobody's children and inherit no
+// template encodes a task for patterns.Repeat and Batch, detached from any
+// handler whose ctx made it (the tasks are nobody's children and inherit no
 // deadline, metadata or trace).
-func (c *Client) template(ctx context.Context, a, o any) (string, []byte, error) {
+func (c *Client) template(ctx context.Context, a, o any, key string) (string, []byte, error) {
 	args, _ := a.(Args)
 	if a != nil && args == nil {
 		return "", nil, fmt.Errorf("%T does not implement client.Args", a)
@@ -219,6 +219,14 @@ func (c *Client) template(ctx context.Context, a, o any) (string, []byte, error)
 		case opts.PartitionKey != "":
 			return "", nil, errors.New("EnqueueOpts.PartitionKey is set; repeated tasks are not partitioned")
 		}
+	}
+	if key != "" {
+		cp := EnqueueOpts{}
+		if opts != nil {
+			cp = *opts
+		}
+		cp.ID = key
+		opts = &cp
 	}
 	p, err := c.prepare(detached{ctx}, args, opts, extra{})
 	if err != nil {

@@ -121,7 +121,7 @@ func declare(ctx context.Context, c *client.Client, what, name string, every tim
 	if spec.Args == nil {
 		return nil, fmt.Errorf("%s %q: spec.Args is nil", what, name)
 	}
-	queue, env, err := bridge.Template(ctx, c, spec.Args, spec.Opts)
+	queue, env, err := bridge.Template(ctx, c, spec.Args, spec.Opts, "")
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", what, name, err)
 	}

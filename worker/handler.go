@@ -74,6 +74,7 @@ type taskValue struct {
 	Task
 	w    *Worker
 	prev string // id of the task this one continues
+	j    *job   // the attempt (batch handlers record their items' ends with its token)
 }
 
 // TaskFromContext returns the task a handler's ctx belongs to.

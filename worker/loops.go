@@ -375,6 +375,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 			},
 			w:    w,
 			prev: env.Prev,
+			j:    j,
 		},
 	})
 	w.execs.Add(1)
@@ -517,6 +518,8 @@ func (w *Worker) run(j *job) *outcome {
 	res, err := call(ctx, j.handler, j.env.Payload)
 	cause := context.Cause(j.ctx)
 	switch {
+	case errors.Is(err, errRecorded):
+		return &outcome{j: j, drop: true} // a batch handler recorded it all
 	case err == nil:
 		return &outcome{j: j, c: store.Completion{Op: store.OpSucceed, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
 			Fresh: j.env.Key == "", Attempt: j.env.Attempt, A1: res, A2: j.env.RetainMs}}

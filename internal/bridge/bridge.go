@@ -69,11 +69,12 @@ var (
 	// Retention is the client's default result retention.
 	Retention func(c any) time.Duration
 
-	// Template checks and encodes a task to be enqueued later, again and
-	// again (patterns.Repeat): its envelope without a key, not a child of
-	// any handler, and its queue. ID, Deadline, ProcessAt and Delay are
-	// refused: each copy gets its own key and time.
-	Template func(ctx context.Context, c any, args, opts any) (queue string, env []byte, err error)
+	// Template checks and encodes a task that a script enqueues later
+	// (patterns.Repeat's slots, patterns.Batch's items and batches): its
+	// envelope with key (Repeat: "", each copy gets its own), not a child
+	// of any handler, and its queue. ID, Deadline, ProcessAt, Delay and
+	// PartitionKey are refused.
+	Template func(ctx context.Context, c any, args, opts any, key string) (queue string, env []byte, err error)
 
 	// QueueOf is the queue Opts names, or the client's default queue.
 	QueueOf func(c any, opts any) string

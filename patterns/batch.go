@@ -1,0 +1,206 @@
+package patterns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/bridge"
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// BatchOpts configures a Batch.
+type BatchOpts struct {
+	// MaxSize is the most items one batch holds (1 to 10,000). A batch
+	// starts as soon as it has MaxSize items. Required.
+	MaxSize int
+
+	// MaxWait is how long a batch waits for more items after its first
+	// (by Redis' clock; a coordinator starts it on time, workers alone
+	// within a second). Required, at least 1ms.
+	MaxWait time.Duration
+
+	// Queue is the queue batches run in. Defaults to the client's default
+	// queue.
+	Queue string
+
+	// MaxAttempts is how many times a batch runs when its handler fails as
+	// a whole (returns an error that is not a worker.BatchErrors); after
+	// the last, or a permanent error, every item of it is dead-lettered
+	// with that error. Defaults to the client's default.
+	MaxAttempts int
+
+	// Timeout bounds each run of a batch. Defaults to none.
+	Timeout time.Duration
+
+	// Retention is how long each item's result is kept. Defaults to the
+	// client's retention.
+	Retention time.Duration
+}
+
+// maxBatchSize bounds BatchOpts.MaxSize: a batch's items are read and
+// recorded in one script call each.
+const maxBatchSize = 10000
+
+// Batch is grab/async's Batch across the fleet: any process appends items;
+// a worker handler registered with worker.HandleBatch for the batch's kind
+// receives up to MaxSize of them at once (as soon as MaxSize are queued, or
+// MaxWait after the first) and returns one result, or error, per item.
+//
+// Each item is a task of its own (state waiting until its batch ran): its
+// handle's Outcome and client.Result give the item's own result, its
+// ContinueWith registers a continuation of that item alone, and Cancel
+// takes it out before its batch runs. A batch is leased as a whole, like a
+// task: if its worker dies the batch runs again (after the lease) with the
+// same items. An item joins a batch only while the batch waits, in the same
+// script that checks so, so an item is never in two batches and a batch is
+// never split. In must encode with msgpack.
+type Batch[In, Out any] struct {
+	c     *client.Client
+	kind  string
+	opts  BatchOpts
+	queue string
+	env   []byte // a batch's envelope, key to be filled in
+}
+
+// NewBatch returns the Batch of kind (the name the worker side registers
+// with worker.HandleBatch). It checks the options; nothing is written until
+// the first Append.
+func NewBatch[In, Out any](c *client.Client, kind string, opts BatchOpts) (*Batch[In, Out], error) {
+	if c == nil {
+		return nil, errors.New("patterns.NewBatch: client is nil")
+	}
+	if err := keys.ValidateName("kind", kind); err != nil {
+		return nil, fmt.Errorf("patterns.NewBatch: %w", err)
+	}
+	if opts.MaxSize < 1 || opts.MaxSize > maxBatchSize {
+		return nil, fmt.Errorf("patterns.NewBatch %s: BatchOpts.MaxSize is %d, must be 1 to %d", kind, opts.MaxSize, maxBatchSize)
+	}
+	if opts.MaxWait < time.Millisecond {
+		return nil, fmt.Errorf("patterns.NewBatch %s: BatchOpts.MaxWait is %v, must be at least 1ms", kind, opts.MaxWait)
+	}
+	b := &Batch[In, Out]{c: c, kind: kind, opts: opts}
+	queue, env, err := bridge.Template(context.Background(), c, batchArgs{kind: kind}, b.enqueueOpts(), "")
+	if err != nil {
+		return nil, fmt.Errorf("patterns.NewBatch %s: %w", kind, err)
+	}
+	b.queue, b.env = queue, env
+	return b, nil
+}
+
+func (b *Batch[In, Out]) enqueueOpts() *client.EnqueueOpts {
+	return &client.EnqueueOpts{Queue: b.opts.Queue, MaxAttempts: b.opts.MaxAttempts, Timeout: b.opts.Timeout, Retention: b.opts.Retention}
+}
+
+// Kind is the batch's kind.
+func (b *Batch[In, Out]) Kind() string { return b.kind }
+
+// Queue is the queue its batches run in.
+func (b *Batch[In, Out]) Queue() string { return b.queue }
+
+// Append adds item to the open batch (opening one when none waits) and
+// returns the item's handle; its Outcome decodes into an Out with
+// client.Result[Out].
+func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, error) {
+	hs, err := b.AppendMany(ctx, []In{item})
+	if err != nil {
+		return nil, err
+	}
+	return hs[0], nil
+}
+
+// AppendMany adds items in order, as Append does each.
+func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.Handle, error) {
+	what := "patterns.Batch " + b.kind + ": append"
+	recs := make([]store.BatchItem, len(items))
+	for i, it := range items {
+		key := "bi-" + randomKey()
+		_, env, err := bridge.Template(ctx, b.c, batchItem[In]{kind: b.kind, v: it}, b.enqueueOpts(), key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: item %d: %w", what, i, err)
+		}
+		recs[i] = store.BatchItem{Key: key, Env: env}
+	}
+	q := keys.ForQueue(b.queue)
+	if err := store.EnsureGroup(ctx, b.c.Redis(), q); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	hs := make([]*client.Handle, 0, len(items))
+	for len(recs) > 0 {
+		n := min(len(recs), b.opts.MaxSize)
+		bkey := "bt-" + randomKey()
+		env, err := batchEnvelope(b.env, bkey)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		_, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, bkey, env, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), recs[:n])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if due > 0 {
+			// A new batch waits: tell the coordinators when it is due (a
+			// lost wake-up costs at most a second: workers move it too).
+			_ = store.MarkDue(ctx, b.c.Redis(), b.queue, due)
+		}
+		for _, r := range recs[:n] {
+			h, err := b.c.Task(keys.TaskID(b.queue, r.Key))
+			if err != nil {
+				return nil, err
+			}
+			hs = append(hs, h)
+		}
+		recs = recs[n:]
+	}
+	return hs, nil
+}
+
+// Flush starts the open batch now, with the items it has (grab/async's
+// Reduce); false when no batch was open.
+func (b *Batch[In, Out]) Flush(ctx context.Context) (bool, error) {
+	ok, err := store.FlushBatch(ctx, b.c.Redis(), keys.ForQueue(b.queue), b.kind)
+	if err != nil {
+		return false, fmt.Errorf("patterns.Batch %s: flush: %w", b.kind, err)
+	}
+	return ok, nil
+}
+
+func randomKey() string {
+	return strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+}
+
+// batchEnvelope sets key into the batch envelope template.
+func batchEnvelope(tmpl []byte, key string) ([]byte, error) {
+	e, err := codec.DecodeEnvelope(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	e.Key = key
+	return codec.AppendEnvelope(nil, e), nil
+}
+
+// batchArgs stands for a batch task's (empty) args.
+type batchArgs struct{ kind string }
+
+func (a batchArgs) Kind() string { return a.kind }
+
+// EncodeMsgpack encodes nothing: a batch's items are read from Redis.
+func (batchArgs) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.EncodeNil() }
+
+// batchItem is one item's args: the item itself, under the batch's kind.
+type batchItem[In any] struct {
+	kind string
+	v    In
+}
+
+func (a batchItem[In]) Kind() string { return a.kind }
+
+// EncodeMsgpack encodes the item alone.
+func (a batchItem[In]) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(a.v) }

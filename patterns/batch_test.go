@@ -1,0 +1,275 @@
+package patterns_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+// batchLog records the batches a handler received.
+type batchLog struct {
+	mu      sync.Mutex
+	batches [][]int
+	seen    map[int]int // item → batches it was in
+	fail    func(run int, items []int) error
+	runs    int
+}
+
+func (l *batchLog) handle(ctx context.Context, items []int) ([]int, error) {
+	l.mu.Lock()
+	l.runs++
+	run := l.runs
+	l.batches = append(l.batches, append([]int(nil), items...))
+	if l.seen == nil {
+		l.seen = map[int]int{}
+	}
+	for _, it := range items {
+		l.seen[it]++
+	}
+	fail := l.fail
+	l.mu.Unlock()
+	if fail != nil {
+		if err := fail(run, items); err != nil {
+			var be worker.BatchErrors
+			if !errors.As(err, &be) {
+				return nil, err
+			}
+			out := make([]int, len(items))
+			for i, it := range items {
+				out[i] = it * 2
+			}
+			return out, be
+		}
+	}
+	out := make([]int, len(items))
+	for i, it := range items {
+		out[i] = it * 2
+	}
+	return out, nil
+}
+
+func (l *batchLog) sizes() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var s []int
+	for _, b := range l.batches {
+		s = append(s, len(b))
+	}
+	return s
+}
+
+// Items from many goroutines fill batches of MaxSize; the rest starts
+// MaxWait after its first item; each item is in exactly one batch and gets
+// its own result.
+func TestBatchSizeAndWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var log batchLog
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	startCoordinators(t, b.env, 1)
+	ctx := ctxT(t)
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: 300 * time.Millisecond, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 25
+	hs := make([]*client.Handle, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := bt.Append(ctx, i)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			hs[i] = h
+		}()
+	}
+	wg.Wait()
+	for i, h := range hs {
+		v, err := client.Result[int](ctx, h)
+		if err != nil || v != 2*i {
+			t.Fatalf("item %d: %d, %v", i, v, err)
+		}
+	}
+	took := time.Since(start)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	total, full := 0, 0
+	for _, b := range log.batches {
+		total += len(b)
+		if len(b) == 10 {
+			full++
+		}
+		if len(b) > 10 {
+			t.Errorf("a batch of %d items, MaxSize 10", len(b))
+		}
+	}
+	for i := 0; i < n; i++ {
+		if log.seen[i] != 1 {
+			t.Errorf("item %d was in %d batches", i, log.seen[i])
+		}
+	}
+	if total != n || full < 2 {
+		t.Errorf("batches %v: want 25 items with two full batches", log.batches)
+	}
+	if took < 250*time.Millisecond {
+		t.Errorf("the last, partial batch ran after %v, before MaxWait", took)
+	}
+}
+
+// Flush starts the open batch at once; a cancelled item is left out; an
+// item's continuation runs after it; an item error dead-letters that item
+// alone, and RetryDead runs it as a batch of one.
+func TestBatchFlushCancelContinueErrors(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	log := batchLog{fail: func(run int, items []int) error {
+		be := worker.BatchErrors{}
+		for i, it := range items {
+			if it == 3 && run == 1 {
+				be[i] = errors.New("three is bad")
+			}
+		}
+		if len(be) == 0 {
+			return nil
+		}
+		return be
+	}}
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.HandleBatch(w, "double", log.handle)
+		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+			v, err := worker.ParentResult[int](ctx)
+			return v + a.N, err
+		})
+	})
+	ctx := ctxT(t)
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 100, MaxWait: time.Hour, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := bt.AppendMany(ctx, []int{1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := hs[1].Cancel(ctx); err != nil || st != client.StateCancelled {
+		t.Fatalf("cancel item 2: %q %v", st, err)
+	}
+	cont, err := hs[0].ContinueWith(ctx, Square{N: 100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := hs[0].State(ctx); st != client.StateWaiting {
+		t.Fatalf("item before its batch runs: %q, want waiting", st)
+	}
+	ok, err := bt.Flush(ctx)
+	if err != nil || !ok {
+		t.Fatalf("Flush: %v %v", ok, err)
+	}
+	if ok, err := bt.Flush(ctx); err != nil || ok {
+		t.Fatalf("second Flush: %v %v (nothing open)", ok, err)
+	}
+	if v, err := client.Result[int](ctx, cont); err != nil || v != 102 {
+		t.Fatalf("continuation of item 1: %d, %v; want 102", v, err)
+	}
+	if v, err := client.Result[int](ctx, hs[3]); err != nil || v != 8 {
+		t.Fatalf("item 4: %d, %v", v, err)
+	}
+	if _, err := client.Result[int](ctx, hs[2]); !errors.Is(err, client.ErrDead) || !strings.Contains(err.Error(), "three is bad") {
+		t.Fatalf("item 3: %v, want dead with its own error", err)
+	}
+	if _, err := hs[1].Outcome(ctx); !errors.Is(err, client.ErrCancelled) {
+		t.Fatalf("item 2: %v, want cancelled", err)
+	}
+	log.mu.Lock()
+	first := log.batches[0]
+	log.mu.Unlock()
+	if len(first) != 3 {
+		t.Fatalf("batch %v: want items 1, 3, 4 (2 was cancelled)", first)
+	}
+	if _, err := b.c.RetryDead(ctx, hs[2].ID()); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := client.Result[int](ctx, hs[2]); err != nil || v != 6 {
+		t.Fatalf("item 3 retried: %d, %v", v, err)
+	}
+}
+
+// A batch whose handler fails as a whole runs again with the same items; a
+// permanent failure dead-letters every item.
+func TestBatchWholeFailure(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	log := batchLog{fail: func(run int, items []int) error {
+		switch {
+		case items[0] >= 100:
+			return worker.Permanent(errors.New("no hundreds"))
+		case run == 1:
+			return errors.New("transient")
+		}
+		return nil
+	}}
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	ctx := ctxT(t)
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := bt.AppendMany(ctx, []int{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs {
+		if v, err := client.Result[int](ctx, h); err != nil || v != 2*(i+1) {
+			t.Fatalf("item %d: %d, %v", i, v, err)
+		}
+	}
+	if s := log.sizes(); len(s) != 2 || s[0] != 3 || s[1] != 3 {
+		t.Fatalf("batch runs %v, want the same 3 items twice", s)
+	}
+	hs, err = bt.AppendMany(ctx, []int{100, 101, 102})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs {
+		if _, err := h.Outcome(ctx); !errors.Is(err, client.ErrDead) || !strings.Contains(err.Error(), "no hundreds") {
+			t.Fatalf("item %d: %v, want dead", i, err)
+		}
+	}
+	dead, err := b.c.DeadTasks(ctx, b.queue, 0, 10)
+	if err != nil || len(dead) != 3 {
+		t.Fatalf("%d dead letters (%v), want the 3 items", len(dead), err)
+	}
+}
+
+func TestBatchBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, tc := range []struct {
+		kind string
+		opts patterns.BatchOpts
+		want string
+	}{
+		{"a b", patterns.BatchOpts{MaxSize: 1, MaxWait: time.Second}, `kind name "a b"`},
+		{"k", patterns.BatchOpts{MaxSize: 0, MaxWait: time.Second}, "MaxSize is 0"},
+		{"k", patterns.BatchOpts{MaxSize: 10001, MaxWait: time.Second}, "MaxSize is 10001"},
+		{"k", patterns.BatchOpts{MaxSize: 1}, "MaxWait is 0s"},
+		{"k", patterns.BatchOpts{MaxSize: 1, MaxWait: time.Second, Queue: "a/b"}, "EnqueueOpts.Queue"},
+	} {
+		if _, err := patterns.NewBatch[int, int](b.c, tc.kind, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q %+v: %v, want an error containing %q", tc.kind, tc.opts, err, tc.want)
+		}
+	}
+	_ = asynctest.Real
+}
