@@ -75,6 +75,10 @@ func fleetMain(role string) {
 		coordinatorMain()
 		return
 	}
+	if f := batchRoles[role]; f != nil {
+		f()
+		return
+	}
 	if role != "fleet" {
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		os.Exit(3)

@@ -1,0 +1,223 @@
+package patterns_test
+
+// Batch across processes on real Redis: worker processes run batches,
+// producer processes append items (both roles of the fleet subprocess).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+const (
+	envBatchN    = "FLEET_BATCH_N"    // items per producer
+	envBatchBase = "FLEET_BATCH_BASE" // first item value of a producer
+)
+
+var batchRoles = map[string]func(){
+	"batchworker":   batchWorkerMain,
+	"batchproducer": batchProducerMain,
+}
+
+func batchRunsKey(queue string) string { return "fleettest:{q:" + queue + "}:batchruns" }
+func batchIDsKey(queue string) string  { return "fleettest:{q:" + queue + "}:batchids" }
+
+// batchRun is one run of a batch as a worker process saw it.
+type batchRun struct {
+	Pid   int
+	Batch string
+	Items []int
+}
+
+func fleetGuards() {
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(4)
+	}()
+	time.AfterFunc(2*time.Minute, func() { os.Exit(5) })
+}
+
+func batchOpts(queue string) patterns.BatchOpts {
+	return patterns.BatchOpts{MaxSize: 50, MaxWait: 100 * time.Millisecond, Queue: queue}
+}
+
+// batchWorkerMain runs batches of "fleet.double"; the first run of a batch
+// holding item -1 announces itself ("held") and blocks until killed.
+func batchWorkerMain() {
+	fleetGuards()
+	queue := os.Getenv(envFleetQueue)
+	leaseMs, _ := strconv.Atoi(os.Getenv(envFleetLease))
+	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{queue: 1}, Concurrency: 8,
+		Lease: time.Duration(leaseMs) * time.Millisecond, BlockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	worker.HandleBatch(w, "fleet.double", func(ctx context.Context, items []int) ([]int, error) {
+		tk, _ := worker.TaskFromContext(ctx)
+		b, _ := json.Marshal(batchRun{Pid: os.Getpid(), Batch: tk.ID, Items: items})
+		if err := rdb.RPush(ctx, batchRunsKey(queue), b).Err(); err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			if it == -1 {
+				if first, err := rdb.SetNX(ctx, batchRunsKey(queue)+":held", 1, time.Minute).Result(); err == nil && first {
+					rdb.RPush(ctx, batchRunsKey(queue)+":heldby", os.Getpid())
+					select {} // the test kills us
+				}
+			}
+		}
+		out := make([]int, len(items))
+		for i, it := range items {
+			out[i] = 2 * it
+		}
+		return out, nil
+	})
+	if err := w.Start(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	select {}
+}
+
+// batchProducerMain appends FLEET_BATCH_N items from FLEET_BATCH_BASE on,
+// one by one, recording each item's task id, then exits.
+func batchProducerMain() {
+	fleetGuards()
+	queue := os.Getenv(envFleetQueue)
+	n, _ := strconv.Atoi(os.Getenv(envBatchN))
+	base, _ := strconv.Atoi(os.Getenv(envBatchBase))
+	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	bt, err := patterns.NewBatch[int, int](c, "fleet.double", batchOpts(queue))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		v := base + i
+		if base == 0 && i == n/2 {
+			v = -1 // the item whose batch's first run is killed
+		}
+		h, err := bt.Append(ctx, v)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		if err := rdb.HSet(ctx, batchIDsKey(queue), strconv.Itoa(v), h.ID()).Err(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+	}
+	os.Exit(0)
+}
+
+// Two worker processes, three producer processes appending at once, and
+// the worker running one batch SIGKILLed: every item gets its own result,
+// no item is in two batches, no batch exceeds MaxSize, and the killed batch
+// runs again whole on the other worker.
+func TestBatchAcrossProcesses(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	lease := 2 * time.Second
+	workers := startFleet(t, b.env, b.queue, 2, lease, "ASYNC_TEST_SUBPROCESS=batchworker")
+	startCoordinators(t, b.env, 1)
+	const perProducer = 200
+	producers := map[int]*fleetProc{}
+	for p := 0; p < 3; p++ {
+		for pid, proc := range startFleet(t, b.env, b.queue, 1, lease, "ASYNC_TEST_SUBPROCESS=batchproducer",
+			envBatchN+"="+strconv.Itoa(perProducer), envBatchBase+"="+strconv.Itoa(p*1000)) {
+			producers[pid] = proc
+		}
+	}
+	ctx := ctxT(t)
+	for _, p := range producers {
+		select {
+		case <-p.exited:
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("producer exited %d", code)
+			}
+		case <-ctx.Done():
+			t.Fatal("producers did not finish")
+		}
+	}
+	var heldBy int
+	asynctest.Eventually(t, 20*time.Second, "the held batch", func() bool {
+		v, err := b.env.RDB.LIndex(ctx, batchRunsKey(b.queue)+":heldby", 0).Int()
+		heldBy = v
+		return err == nil
+	})
+	if p := workers[heldBy]; p != nil {
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		t.Fatalf("the held batch's process %d is not one of ours", heldBy)
+	}
+	ids, err := b.env.RDB.HGetAll(ctx, batchIDsKey(b.queue)).Result()
+	if err != nil || len(ids) != 3*perProducer {
+		t.Fatalf("%d item ids recorded (%v), want %d", len(ids), err, 3*perProducer)
+	}
+	for v, id := range ids {
+		h, err := b.c.Task(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := client.Result[int](ctx, h)
+		n, _ := strconv.Atoi(v)
+		if err != nil || got != 2*n {
+			t.Fatalf("item %s: %d, %v", v, got, err)
+		}
+	}
+	raw, err := b.env.RDB.LRange(ctx, batchRunsKey(b.queue), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inBatch := map[int]string{}
+	runsOf := map[string]int{}
+	itemsOf := map[string]string{}
+	for _, r := range raw {
+		var run batchRun
+		if err := json.Unmarshal([]byte(r), &run); err != nil {
+			t.Fatal(err)
+		}
+		runsOf[run.Batch]++
+		if prev, ok := itemsOf[run.Batch]; ok && prev != fmt.Sprint(run.Items) {
+			t.Errorf("batch %s ran with items %s, then %v", run.Batch, prev, run.Items)
+		}
+		itemsOf[run.Batch] = fmt.Sprint(run.Items)
+		if len(run.Items) > 50 {
+			t.Errorf("batch %s ran with %d items, MaxSize 50", run.Batch, len(run.Items))
+		}
+		for _, it := range run.Items {
+			if prev, ok := inBatch[it]; ok && prev != run.Batch {
+				t.Errorf("item %d was in batches %s and %s", it, prev, run.Batch)
+			}
+			inBatch[it] = run.Batch
+		}
+	}
+	if len(inBatch) != 3*perProducer {
+		t.Errorf("%d items ran, want %d", len(inBatch), 3*perProducer)
+	}
+	if runsOf[inBatch[-1]] != 2 {
+		t.Errorf("the killed batch ran %d times, want 2 (killed, then again)", runsOf[inBatch[-1]])
+	}
+}
