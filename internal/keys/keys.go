@@ -138,6 +138,17 @@ func (q Queue) Repeat(name string) string { return q.tag + "rp:" + name }
 // enqueue order; its head is the one that may run.
 func (q Queue) Partition(pk string) string { return q.tag + "p:" + pk }
 
+// Partitioner is the list of the items appended to partitioner name
+// (patterns.Partitioner), each with its partition key, until a flush.
+func (q Queue) Partitioner(name string) string { return q.tag + "pp:" + name }
+
+// PartitionerSnap is a flush's snapshot of partitioner name's items.
+func (q Queue) PartitionerSnap(name, snap string) string { return q.tag + "pps:" + name + ":" + snap }
+
+// PartitionerSnaps is the sorted set of partitioner name's snapshots taken
+// and not yet started.
+func (q Queue) PartitionerSnaps(name string) string { return q.tag + "ppz:" + name }
+
 // BatchOpen holds the key of the open batch of kind (patterns.Batch): the
 // one appended items join.
 func (q Queue) BatchOpen(kind string) string { return q.tag + "bo:" + kind }

@@ -79,6 +79,8 @@ var (
 	repIndexSrc string
 	//go:embed partstep.lua
 	partStepSrc string
+	//go:embed parttake.lua
+	partTakeSrc string
 	//go:embed batchadd.lua
 	batchAddSrc string
 	//go:embed batchflush.lua
@@ -129,6 +131,7 @@ var (
 	RepIndex   = newScript(repIndexSrc)
 
 	PartStep = newScript(partStepSrc)
+	PartTake = newScript(partTakeSrc)
 
 	BatchAdd   = newScript(batchAddSrc)
 	BatchFlush = newScript(batchFlushSrc)
@@ -141,7 +144,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove, RepIndex, PartStep, BatchAdd, BatchFlush, BatchEnd}
+	RepDeclare, RepFire, RepRemove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

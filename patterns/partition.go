@@ -1,0 +1,260 @@
+package patterns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/bridge"
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// Partitioned is a group started by Partition or Partitioner.Flush: one
+// member task per partition key.
+type Partitioned struct {
+	*Group
+	keys []string // partition key of each member, in member order
+}
+
+// Keys returns the partition keys, in member order (sorted).
+func (p *Partitioned) Keys() []string { return slices.Clone(p.keys) }
+
+// OutcomeByKey waits until the group ended and returns how each
+// partition's task ended, by partition key.
+func (p *Partitioned) OutcomeByKey(ctx context.Context) (map[string]Outcome, error) {
+	outs, err := p.Outcome(ctx)
+	if err != nil && len(outs) != len(p.keys) {
+		return nil, err
+	}
+	m := make(map[string]Outcome, len(outs))
+	for i, o := range outs {
+		m[p.keys[i]] = o
+	}
+	return m, err
+}
+
+// ResultsByKey waits for p and decodes each partition's result into an R,
+// by partition key; the error joins those of the tasks that did not
+// succeed (their keys are left out).
+func ResultsByKey[R any](ctx context.Context, p *Partitioned) (map[string]R, error) {
+	outs, err := p.Outcome(ctx)
+	if err != nil && len(outs) != len(p.keys) {
+		return nil, err
+	}
+	m := make(map[string]R, len(outs))
+	var errs []error
+	for i, o := range outs {
+		v, err := ResultOf[R](o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("partition %q: %w", p.keys[i], err))
+			continue
+		}
+		m[p.keys[i]] = v
+	}
+	return m, errors.Join(errs...)
+}
+
+// Partition is grab/async's Partitioner in one call: it groups items by
+// keyFunc and starts one task per partition, spec(key, items of that key)
+// in the order the items came, as a ForkJoin group without a join (opts as
+// for ForkJoin), run concurrently across the fleet. A partition's items
+// travel in its task's args, so each partition must fit the client's
+// MaxPayloadBytes.
+func Partition[T any](ctx context.Context, c *client.Client, items []T, keyFunc func(T) string, spec func(key string, items []T) client.Spec, opts ...Option) (*Partitioned, error) {
+	if keyFunc == nil || spec == nil {
+		return nil, errors.New("patterns.Partition: keyFunc and spec must not be nil")
+	}
+	byKey := map[string][]T{}
+	for _, it := range items {
+		k := keyFunc(it)
+		byKey[k] = append(byKey[k], it)
+	}
+	return startPartitions(ctx, c, "patterns.Partition", byKey, spec, opts)
+}
+
+func startPartitions[T any](ctx context.Context, c *client.Client, what string, byKey map[string][]T, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
+	ks := slices.Sorted(func(yield func(string) bool) {
+		for k := range byKey {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	specs := make([]client.Spec, len(ks))
+	for i, k := range ks {
+		specs[i] = spec(k, byKey[k])
+		if specs[i].Args == nil {
+			return nil, fmt.Errorf("%s: spec for partition %q has nil Args", what, k)
+		}
+	}
+	g, err := ForkJoin(ctx, c, specs, nil, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return &Partitioned{Group: g, keys: ks}, nil
+}
+
+// PartitionerOpts configures a Partitioner.
+type PartitionerOpts struct {
+	// Queue holds the accumulated items (and is the default home of the
+	// groups Flush starts). Defaults to the client's default queue.
+	Queue string
+}
+
+// Partitioner is grab/async's Partitioner across processes: any number of
+// producers Append items, which accumulate in Redis under the partitioner's
+// name; Flush takes everything appended so far (atomically: an item
+// appended during a Flush goes to this one or the next, never both, never
+// neither) and starts one task per partition key.
+type Partitioner[T any] struct {
+	c       *client.Client
+	name    string
+	keyFunc func(T) string
+	q       keys.Queue
+}
+
+// NewPartitioner returns the partitioner name (the rule [A-Za-z0-9._-], at
+// most 64 bytes); every process using the same name and queue shares its
+// items.
+func NewPartitioner[T any](c *client.Client, name string, keyFunc func(T) string, opts PartitionerOpts) (*Partitioner[T], error) {
+	if c == nil {
+		return nil, errors.New("patterns.NewPartitioner: client is nil")
+	}
+	if keyFunc == nil {
+		return nil, errors.New("patterns.NewPartitioner: keyFunc is nil")
+	}
+	if err := keys.ValidateName("partitioner", name); err != nil {
+		return nil, fmt.Errorf("patterns.NewPartitioner: %w", err)
+	}
+	if len(name) > 64 {
+		return nil, fmt.Errorf("patterns.NewPartitioner: name %.32q... is %d bytes, the limit is 64: %w", name, len(name), keys.ErrInvalidName)
+	}
+	queue := opts.Queue
+	if queue == "" {
+		queue = defaultQueue(c)
+	} else if err := keys.ValidateName("queue", queue); err != nil {
+		return nil, fmt.Errorf("patterns.NewPartitioner: PartitionerOpts.Queue: %w", err)
+	}
+	return &Partitioner[T]{c: c, name: name, keyFunc: keyFunc, q: keys.ForQueue(queue)}, nil
+}
+
+// appendEntry is one appended item with its key.
+type appendEntry struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      string
+	Item     []byte
+}
+
+// Append adds items; each goes to the partition keyFunc names.
+func (p *Partitioner[T]) Append(ctx context.Context, items ...T) error {
+	if len(items) == 0 {
+		return nil
+	}
+	vals := make([]any, len(items))
+	for i, it := range items {
+		b, err := codec.Marshal(it)
+		if err != nil {
+			return fmt.Errorf("patterns.Partitioner %s: encode item %d: %w", p.name, i, err)
+		}
+		e, err := codec.Marshal(appendEntry{Key: p.keyFunc(it), Item: b})
+		if err != nil {
+			return fmt.Errorf("patterns.Partitioner %s: encode item %d: %w", p.name, i, err)
+		}
+		vals[i] = e
+	}
+	if err := store.RegisterQueue(ctx, p.c.Redis(), p.q.Name); err != nil {
+		return err
+	}
+	if err := p.c.Redis().RPush(ctx, p.q.Partitioner(p.name), vals...).Err(); err != nil {
+		return fmt.Errorf("patterns.Partitioner %s: append: %w", p.name, err)
+	}
+	return nil
+}
+
+// Len is how many items wait for the next Flush.
+func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
+	return p.c.Redis().LLen(ctx, p.q.Partitioner(p.name)).Result()
+}
+
+// Flush takes every item appended so far and starts one task per
+// partition, spec(key, items of that key in append order), as Partition
+// does; opts are ForkJoin's (WithID is set by Flush). It returns nil and no
+// error when there was nothing to flush. A Flush that fails after taking
+// the items leaves them in a snapshot that the next Flush starts first, in
+// a group whose id derives from the snapshot, so nothing is lost or
+// started twice.
+func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items []T) client.Spec, opts ...Option) (*Partitioned, error) {
+	what := "patterns.Partitioner " + p.name + ": flush"
+	if spec == nil {
+		return nil, fmt.Errorf("%s: spec is nil", what)
+	}
+	rdb := p.c.Redis()
+	// Take what was appended into a snapshot of its own, listed as pending.
+	snap := "s" + randomID()
+	if _, err := script.PartTake.Run(ctx, rdb, []string{p.q.Partitioner(p.name), p.q.PartitionerSnap(p.name, snap), p.q.PartitionerSnaps(p.name)},
+		snap, time.Now().UnixMilli()).Result(); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	// Start every pending snapshot, oldest first (a failed Flush's too).
+	pending, err := rdb.ZRange(ctx, p.q.PartitionerSnaps(p.name), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var last *Partitioned
+	for _, s := range pending {
+		g, err := p.startSnapshot(ctx, s, spec, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if g != nil && s == snap {
+			last = g
+		}
+	}
+	return last, nil
+}
+
+func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
+	rdb := p.c.Redis()
+	raw, err := rdb.LRange(ctx, p.q.PartitionerSnap(p.name, snap), 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string][]T{}
+	for i, r := range raw {
+		var e appendEntry
+		if err := codec.Unmarshal([]byte(r), &e); err != nil {
+			return nil, fmt.Errorf("snapshot %s item %d: %w", snap, i, err)
+		}
+		var v T
+		if err := codec.Unmarshal(e.Item, &v); err != nil {
+			return nil, fmt.Errorf("snapshot %s item %d: decode into %T: %w", snap, i, v, err)
+		}
+		byKey[e.Key] = append(byKey[e.Key], v)
+	}
+	var g *Partitioned
+	if len(byKey) > 0 {
+		o := append(append([]Option{}, opts...), WithID("pt."+p.name+"."+snap), InQueue(p.q.Name))
+		if g, err = startPartitions(ctx, p.c, "start partitions", byKey, spec, o); err != nil {
+			return nil, err
+		}
+	}
+	// Started (or empty): the snapshot is done.
+	pipe := rdb.TxPipeline()
+	pipe.ZRem(ctx, p.q.PartitionerSnaps(p.name), snap)
+	pipe.Del(ctx, p.q.PartitionerSnap(p.name, snap))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// defaultQueue is the client's default queue.
+func defaultQueue(c *client.Client) string { return bridge.QueueOf(c, nil) }
