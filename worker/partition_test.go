@@ -397,7 +397,38 @@ const rolePart = "part"
 
 func partStartsKey(queue string) string { return "parttest:{q:" + queue + "}:starts" }
 
-func init() { extraRoles[rolePart] = partMain }
+func init() {
+	extraRoles[rolePart] = partMain
+	extraRoles[rolePartProducer] = partProducerMain
+}
+
+const (
+	rolePartProducer = "part.producer"
+	envPartProducer  = "PART_PRODUCER" // the producer's number
+)
+
+// partProducerMain enqueues 20 tasks for each of the keys k0..k9, Seq
+// counting up from 1000 × its number, and exits.
+func partProducerMain(string) {
+	queue := os.Getenv(envQueue)
+	p, _ := strconv.Atoi(os.Getenv(envPartProducer))
+	rdb := asynctest.NewClient(os.Getenv(envAddr))
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		for k := 0; k < 10; k++ {
+			key := "k" + strconv.Itoa(k)
+			if _, err := c.Enqueue(ctx, PartJob{Key: key, Seq: 1000*p + i}, &client.EnqueueOpts{Queue: queue, PartitionKey: key}); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(3)
+			}
+		}
+	}
+}
 
 // partMain is a worker process for TestPartitionWorkerKilled: it records
 // each start, and the first run of a Hold task signals "held" and blocks.
@@ -416,6 +447,15 @@ func partMain(string) {
 		if err := rdb.RPush(ctx, partStartsKey(queue), j.Key+" "+strconv.Itoa(j.Seq)).Err(); err != nil {
 			return 0, err
 		}
+		// Two runs of one key at once, across the processes, would show
+		// here.
+		running := partStartsKey(queue) + ":running:" + j.Key
+		if n, err := rdb.Incr(ctx, running).Result(); err != nil {
+			return 0, err
+		} else if n > 1 {
+			rdb.RPush(ctx, partStartsKey(queue)+":overlaps", j.Key+" "+strconv.Itoa(j.Seq))
+		}
+		defer rdb.Decr(context.WithoutCancel(ctx), running)
 		if j.Hold {
 			if first, err := rdb.SetNX(ctx, partStartsKey(queue)+":held", 1, time.Minute).Result(); err == nil && first {
 				b, _ := json.Marshal(rcvSignal{Pid: os.Getpid()})
@@ -430,4 +470,50 @@ func partMain(string) {
 		os.Exit(3)
 	}
 	select {}
+}
+
+// Three producer processes and two worker processes: for every key, runs
+// never overlap and each producer's tasks run in the order it enqueued
+// them. Real Redis.
+func TestPartitionAcrossProcesses(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	for i := 0; i < 2; i++ {
+		startSubWorker(t, b, rolePart, subConfig{Lease: 5 * time.Second, Concurrency: 8})
+	}
+	var prods []*subWorker
+	for p := 0; p < 3; p++ {
+		prods = append(prods, startSubWorkerEnv(t, b, rolePartProducer, subConfig{Lease: time.Second}, envPartProducer+"="+strconv.Itoa(p)))
+	}
+	for _, p := range prods {
+		if code := p.waitExit(30 * time.Second); code != 0 {
+			t.Fatalf("producer exited %d", code)
+		}
+	}
+	ctx := ctxT(t)
+	asynctest.Eventually(t, 30*time.Second, "600 starts", func() bool {
+		n, _ := b.env.RDB.LLen(ctx, partStartsKey(b.queue)).Result()
+		return n >= 600
+	})
+	starts, err := b.env.RDB.LRange(ctx, partStartsKey(b.queue), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]int{} // key/producer → last seq
+	for _, s := range starts {
+		key, seqText, _ := strings.Cut(s, " ")
+		seq, _ := strconv.Atoi(seqText)
+		kp := key + "/" + strconv.Itoa(seq/1000)
+		if prev, ok := last[kp]; ok && seq <= prev {
+			t.Errorf("key %s: producer %d's task %d started after its %d", key, seq/1000, seq%1000, prev%1000)
+		}
+		last[kp] = seq
+	}
+	if len(starts) != 600 || len(last) != 30 {
+		t.Errorf("%d starts over %d key/producer pairs, want 600 over 30", len(starts), len(last))
+	}
+	if o, _ := b.env.RDB.LRange(ctx, partStartsKey(b.queue)+":overlaps", 0, -1).Result(); len(o) > 0 {
+		t.Errorf("runs of one key overlapped: %v", o)
+	}
 }

@@ -283,6 +283,12 @@ type subConfig struct {
 // failed.
 func startSubWorker(t *testing.T, b *bundle, role string, cfg subConfig) *subWorker {
 	t.Helper()
+	return startSubWorkerEnv(t, b, role, cfg)
+}
+
+// startSubWorkerEnv is startSubWorker with extra environment variables.
+func startSubWorkerEnv(t *testing.T, b *bundle, role string, cfg subConfig, env ...string) *subWorker {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
 		envRole+"="+role,
@@ -291,6 +297,7 @@ func startSubWorker(t *testing.T, b *bundle, role string, cfg subConfig) *subWor
 		envLease+"="+strconv.FormatInt(cfg.Lease.Milliseconds(), 10),
 		envWork+"="+strconv.FormatInt(cfg.Work.Milliseconds(), 10),
 	)
+	cmd.Env = append(cmd.Env, env...)
 	if cfg.MaxDeliveries > 0 {
 		cmd.Env = append(cmd.Env, envMaxDeliver+"="+strconv.Itoa(cfg.MaxDeliveries))
 	}
