@@ -57,6 +57,8 @@ type sizes struct {
 	RateCalls                 int // Allow calls per measurement
 	RateDur                   time.Duration
 	Soak, SoakRate            int // tasks through the soak, offered per second
+	BatchItems                int // items through Batch and as single tasks
+	PartKeys                  int // partition keys (10 tasks each)
 }
 
 var full = sizes{
@@ -91,6 +93,8 @@ var full = sizes{
 	RateDur:      10 * time.Second,
 	Soak:         1000000,
 	SoakRate:     25000,
+	BatchItems:   100000,
+	PartKeys:     10000,
 }
 
 var quick = sizes{
@@ -116,6 +120,8 @@ var quick = sizes{
 	RateDur:      2 * time.Second,
 	Soak:         20000,
 	SoakRate:     10000,
+	BatchItems:   10000,
+	PartKeys:     1000,
 }
 
 type options struct {
@@ -131,7 +137,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "soak"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -509,6 +515,19 @@ func run(o options, stdout, progress io.Writer) error {
 			}
 		}
 		rep.Delayed = di
+	}
+
+	if want("batch") {
+		step(fmt.Sprintf("batch: %s items through Batch and as single tasks; %s partition keys × 10", thousands(float64(sz.BatchItems)), thousands(float64(sz.PartKeys))))
+		bi, err := e.batchRun(ctx, sz.BatchItems, 100)
+		if err == nil {
+			err = e.partitionRun(ctx, bi, sz.PartKeys, 10)
+		}
+		if err != nil {
+			fmt.Fprintf(progress, "  batch failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "batch: "+err.Error())
+		}
+		rep.Batch = bi
 	}
 
 	if want("soak") {

@@ -38,6 +38,7 @@ type report struct {
 
 	Delayed *delayedInfo // start after due time
 	Soak    *soakInfo    // memory over a long run
+	Batch   *batchInfo   // Batch vs single tasks, partition keys
 }
 
 const (
@@ -154,6 +155,9 @@ func (r *report) markdown() string {
 	}
 	if r.Delayed != nil {
 		r.Delayed.markdown(p)
+	}
+	if r.Batch != nil {
+		r.Batch.markdown(p)
 	}
 	if r.Soak != nil {
 		r.Soak.markdown(p)

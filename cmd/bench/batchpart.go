@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+// batchInfo is the Batch and partition section of the report.
+type batchInfo struct {
+	Items                 int
+	MaxSize               int
+	BatchMany, SingleMany float64 // items/s: AppendMany vs EnqueueMany
+	BatchConc, SingleConc float64 // items/s: Append vs Enqueue from 16 goroutines
+	Runs                  int     // batch handler calls in the AppendMany run
+
+	PartKeys, PartPerKey int
+	PartRate, PlainRate  float64 // tasks/s: partitioned vs the same tasks plain
+}
+
+// batchGoal is issue 7's Batch target: items/s through Batch over the same
+// items as single tasks.
+const batchGoal = 5.0
+
+// batchRun measures n items through patterns.Batch (MaxSize maxSize)
+// against the same items as single tasks, each way appended in bulk and
+// from 16 goroutines one at a time; a run ends when every item's result is
+// recorded.
+func (e *env) batchRun(ctx context.Context, n, maxSize int) (*batchInfo, error) {
+	bi := &batchInfo{Items: n, MaxSize: maxSize}
+	var err error
+	if bi.SingleMany, _, err = e.itemsOnce(ctx, n, maxSize, false, false); err != nil {
+		return nil, err
+	}
+	if bi.BatchMany, bi.Runs, err = e.itemsOnce(ctx, n, maxSize, true, false); err != nil {
+		return nil, err
+	}
+	if bi.SingleConc, _, err = e.itemsOnce(ctx, n/4, maxSize, false, true); err != nil {
+		return nil, err
+	}
+	if bi.BatchConc, _, err = e.itemsOnce(ctx, n/4, maxSize, true, true); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(e.progress, "  bulk: batch %.0f items/s vs single %.0f (%.1f×, %d batches); 16 goroutines: batch %.0f vs single %.0f (%.1f×)\n",
+		bi.BatchMany, bi.SingleMany, bi.BatchMany/bi.SingleMany, bi.Runs, bi.BatchConc, bi.SingleConc, bi.BatchConc/bi.SingleConc)
+	return bi, nil
+}
+
+type benchItem struct {
+	N int `msgpack:"n"`
+}
+
+func (benchItem) Kind() string { return "bench_item" }
+
+func (e *env) itemsOnce(ctx context.Context, n, maxSize int, batched, conc bool) (float64, int, error) {
+	c, q, done, err := e.session(ctx, "items")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
+	e.settle(ctx)
+	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64})
+	defer wrdb.Close()
+	w, err := e.newWorker(wrdb, q, drainCfg{256, 256})
+	if err != nil {
+		return 0, 0, err
+	}
+	var handled, runs atomic.Int64
+	all := make(chan struct{})
+	note := func(k int) {
+		if handled.Add(int64(k)) == int64(n) {
+			close(all)
+		}
+	}
+	if batched {
+		worker.HandleBatch(w, "bench_item", func(ctx context.Context, items []benchItem) ([]int, error) {
+			runs.Add(1)
+			out := make([]int, len(items))
+			for i, it := range items {
+				out[i] = 2 * it.N
+			}
+			note(len(items))
+			return out, nil
+		})
+	} else {
+		worker.Handle(w, func(ctx context.Context, it benchItem) (int, error) {
+			note(1)
+			return 2 * it.N, nil
+		})
+	}
+	if err := w.Start(ctx); err != nil {
+		return 0, 0, err
+	}
+	defer e.stopWorker(w)
+	bt, err := patterns.NewBatch[benchItem, int](c, "bench_item", patterns.BatchOpts{MaxSize: maxSize, MaxWait: 20 * time.Millisecond, Queue: q})
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if conc {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		errs := make(chan error, 16)
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					var err error
+					if batched {
+						_, err = bt.Append(ctx, benchItem{N: i})
+					} else {
+						_, err = c.Enqueue(ctx, benchItem{N: i}, &client.EnqueueOpts{Queue: q})
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return 0, 0, err
+		}
+	} else {
+		for i := 0; i < n; i += 500 {
+			m := min(500, n-i)
+			if batched {
+				items := make([]benchItem, m)
+				for j := range items {
+					items[j] = benchItem{N: i + j}
+				}
+				if _, err := bt.AppendMany(ctx, items); err != nil {
+					return 0, 0, err
+				}
+			} else {
+				specs := make([]client.Spec, m)
+				for j := range specs {
+					specs[j] = client.Spec{Args: benchItem{N: i + j}, Opts: &client.EnqueueOpts{Queue: q}}
+				}
+				if _, err := c.EnqueueMany(ctx, specs); err != nil {
+					return 0, 0, err
+				}
+			}
+		}
+	}
+	if batched {
+		if _, err := bt.Flush(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		return 0, 0, fmt.Errorf("items: %d of %d handled in 5 minutes", handled.Load(), n)
+	}
+	if _, err := e.waitAcked(ctx, q, own{}); err != nil {
+		return 0, 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), int(runs.Load()), nil
+}
+
+// partitionRun enqueues keys × perKey tasks with partition keys (the
+// tasks of a round one per key, rounds in order) and the same tasks
+// without, and measures tasks/s from the first enqueue to the last result.
+func (e *env) partitionRun(ctx context.Context, bi *batchInfo, keysN, perKey int) error {
+	bi.PartKeys, bi.PartPerKey = keysN, perKey
+	for _, parted := range []bool{false, true} {
+		rate, err := e.partitionOnce(ctx, keysN, perKey, parted)
+		if err != nil {
+			return err
+		}
+		if parted {
+			bi.PartRate = rate
+		} else {
+			bi.PlainRate = rate
+		}
+	}
+	fmt.Fprintf(e.progress, "  %d keys × %d: partitioned %.0f tasks/s, plain %.0f tasks/s\n", keysN, perKey, bi.PartRate, bi.PlainRate)
+	return nil
+}
+
+func (e *env) partitionOnce(ctx context.Context, keysN, perKey int, parted bool) (float64, error) {
+	c, q, done, err := e.session(ctx, "partition")
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	e.settle(ctx)
+	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64})
+	defer wrdb.Close()
+	w, err := e.newWorker(wrdb, q, drainCfg{256, 256})
+	if err != nil {
+		return 0, err
+	}
+	n := keysN * perKey
+	var handled atomic.Int64
+	all := make(chan struct{})
+	worker.Handle(w, func(ctx context.Context, a noop) (struct{}, error) {
+		if handled.Add(1) == int64(n) {
+			close(all)
+		}
+		return struct{}{}, nil
+	})
+	if err := w.Start(ctx); err != nil {
+		return 0, err
+	}
+	defer e.stopWorker(w)
+	start := time.Now()
+	for r := 0; r < perKey; r++ {
+		for k := 0; k < keysN; k += 500 {
+			m := min(500, keysN-k)
+			specs := make([]client.Spec, m)
+			for j := range specs {
+				o := &client.EnqueueOpts{Queue: q}
+				if parted {
+					o.PartitionKey = "key" + strconv.Itoa(k+j)
+				}
+				specs[j] = client.Spec{Args: noop{N: r}, Opts: o}
+			}
+			if _, err := c.EnqueueMany(ctx, specs); err != nil {
+				return 0, err
+			}
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("partition: %d of %d handled in 5 minutes", handled.Load(), n)
+	}
+	if _, err := e.waitAcked(ctx, q, own{}); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func (bi *batchInfo) markdown(p func(string, ...any)) {
+	p("### Batch and partition keys\n\n")
+	p("| Measurement | Goal | Measured | Met |\n|---|--:|--:|:-:|\n")
+	p("| %s items through Batch (MaxSize %d, AppendMany in 500s) vs the same items as single tasks (EnqueueMany in 500s), first append → last result | ≥ %.0f× | %.1f× (%s vs %s items/s; %d batches) | %s |\n",
+		thousands(float64(bi.Items)), bi.MaxSize, batchGoal, bi.BatchMany/bi.SingleMany, thousands(bi.BatchMany), thousands(bi.SingleMany), bi.Runs, met(bi.BatchMany/bi.SingleMany >= batchGoal))
+	p("| %s items, one Append vs one Enqueue per call from 16 goroutines | | %.1f× (%s vs %s items/s) | |\n",
+		thousands(float64(bi.Items/4)), bi.BatchConc/bi.SingleConc, thousands(bi.BatchConc), thousands(bi.SingleConc))
+	if bi.PartKeys > 0 {
+		p("| %s partition keys × %d tasks (each key in order), 1 worker of 256 handlers: tasks/s | | %s (the same tasks without keys: %s) | |\n",
+			thousands(float64(bi.PartKeys)), bi.PartPerKey, thousands(bi.PartRate), thousands(bi.PlainRate))
+	}
+	p("\nItems/s count from the first append to the last item's result recorded (the handler doubles each item). ")
+	p("A partitioned task enters the stream only when the one before it of its key ended: each end writes an outbox entry that the worker drains, which starts the next (pipelined across the partitions of a drain).\n\n")
+}
