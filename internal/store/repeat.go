@@ -81,10 +81,12 @@ func ParseCron(expr, tz string) (*cron.Schedule, error) {
 // moved here, keeping its timing when that did not change.
 //
 // The repeat index (name → "<queue>|<token>") is written by compare-and-set
-// after the definition, and a removal deletes only the definition carrying
-// the token it found, so concurrent declarations and removals end in one
-// schedule or none, never in one the index does not name (a definition
-// orphaned by a crash between the two steps is removed by housekeeping).
+// after the definition, and checked to still name a definition afterwards;
+// a removal deletes only the definition carrying the token it found, then
+// the index entry by compare-and-set. So concurrent declarations and
+// removals end in one schedule or none, never in one the index does not
+// name (a definition orphaned by a crash between the two steps is removed by
+// housekeeping).
 func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, nowMs int64) (int, int64, error) {
 	var first int64
 	if d.Cron != "" {
@@ -130,6 +132,16 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		status, _ := res[0].(int64)
 		next, _ := res[1].(int64)
 		gotTok, _ := res[2].(string)
+		moving := oq != "" && oq != d.Queue && keys.ValidateName("queue", oq) == nil
+		if moving {
+			// Remove the old definition before the index moves: removed
+			// after, it could be one a racing declaration into that queue
+			// has made current again meanwhile.
+			o := keys.ForQueue(oq)
+			if err := script.RepRemove.Run(ctx, rdb, []string{o.Repeats(), o.Repeat(d.Name)}, d.Name, otok).Err(); err != nil {
+				return 0, 0, fmt.Errorf("move repeat %q from queue %q: %w", d.Name, oq, err)
+			}
+		}
 		set, err := script.RepIndex.Run(ctx, rdb, []string{keys.RepeatIndex}, d.Name, old, d.Queue+"|"+gotTok).Int64()
 		if err != nil {
 			return 0, 0, fmt.Errorf("write repeat index: %w", err)
@@ -137,6 +149,15 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		updated = updated || status == RepeatUpdated
 		if set == 0 {
 			continue // declared or removed meanwhile: look again
+		}
+		// The definition we found may have been removed between our
+		// script and the index write (by a removal or a move that read the
+		// same index value): then the index names nothing, and the next
+		// round declares afresh, under a new token.
+		if cur, err := rdb.HGet(ctx, q.Repeat(d.Name), "tok").Result(); err != nil && !errors.Is(err, redis.Nil) {
+			return 0, 0, fmt.Errorf("read repeat %q: %w", d.Name, err)
+		} else if cur != gotTok {
+			continue
 		}
 		// A round that found its own earlier write reports what that
 		// write did: tok is only ever given to a definition this call
@@ -147,11 +168,7 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		case updated:
 			status = RepeatUpdated
 		}
-		if oq != "" && oq != d.Queue && keys.ValidateName("queue", oq) == nil {
-			o := keys.ForQueue(oq)
-			if err := script.RepRemove.Run(ctx, rdb, []string{o.Repeats(), o.Repeat(d.Name)}, d.Name, otok).Err(); err != nil {
-				return 0, 0, fmt.Errorf("move repeat %q from queue %q: %w", d.Name, oq, err)
-			}
+		if moving {
 			status = RepeatUpdated
 		}
 		if err := MarkDue(ctx, rdb, d.Queue, next); err != nil {
@@ -178,19 +195,23 @@ func RemoveRepeat(ctx context.Context, rdb redis.UniversalClient, name string) (
 		if err != nil {
 			return false, fmt.Errorf("read repeat index: %w", err)
 		}
-		done, err := script.RepIndex.Run(ctx, rdb, []string{keys.RepeatIndex}, name, v, "").Int64()
-		if err != nil {
-			return false, fmt.Errorf("remove repeat %q from the index: %w", name, err)
-		}
-		if done == 0 {
-			continue
-		}
+		// The definition first, then the index entry if it still names
+		// it: a declaration racing with us either finds no definition (and
+		// makes one under a new token, which stays) or has its index write
+		// undone by ours.
 		queue, tok := splitIndex(v)
 		if keys.ValidateName("queue", queue) == nil {
 			q := keys.ForQueue(queue)
 			if err := script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name)}, name, tok).Err(); err != nil {
 				return false, fmt.Errorf("remove repeat %q: %w", name, err)
 			}
+		}
+		done, err := script.RepIndex.Run(ctx, rdb, []string{keys.RepeatIndex}, name, v, "").Int64()
+		if err != nil {
+			return false, fmt.Errorf("remove repeat %q from the index: %w", name, err)
+		}
+		if done == 0 {
+			continue
 		}
 		return true, nil
 	}
