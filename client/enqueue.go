@@ -172,6 +172,9 @@ func (c *Client) prepare(ctx context.Context, args Args, o *EnqueueOpts, x extra
 		if keys.IsEntryID(opts.ID) {
 			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ID %q has the shape of a generated id (digits-digits): %w", kind, opts.ID, ErrInvalidName)
 		}
+		if strings.HasPrefix(opts.ID, keys.BatchKeyPrefix) {
+			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ID %q starts with %q, which names batches (patterns.Batch): %w", kind, opts.ID, keys.BatchKeyPrefix, ErrInvalidName)
+		}
 	}
 	switch {
 	case opts.MaxAttempts == 0:
@@ -406,6 +409,8 @@ type batchCall struct {
 	args []any
 	res  *redis.Cmd
 	s    *redis.Script // defaults to enqueue.lua
+
+	ordered bool // carries partitioned tasks: must run after the calls before it
 }
 
 func (bc *batchCall) script() *redis.Script {
@@ -439,7 +444,11 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 				tasks[j] = ps[idx[j]].task
 			}
 			ks, args := store.EnqueueArgs(q, newOpID(), opTTL.Milliseconds(), tasks)
-			calls = append(calls, &batchCall{q: q, idx: idx[:n], ks: ks, args: args})
+			bc := &batchCall{q: q, idx: idx[:n], ks: ks, args: args}
+			for _, t := range tasks {
+				bc.ordered = bc.ordered || t.Part != ""
+			}
+			calls = append(calls, bc)
 			idx = idx[n:]
 		}
 	}
@@ -483,6 +492,15 @@ func (c *Client) runCalls(ctx context.Context, calls []*batchCall) error {
 	if len(calls) == 1 {
 		return c.runGroup(ctx, calls)
 	}
+	workers := pipeWorkers
+	for _, bc := range calls {
+		if bc.ordered {
+			// Partitioned tasks join their partitions in the order they
+			// reach Redis: one pipeline after the other keeps call order.
+			workers = 1
+			break
+		}
+	}
 	var groups [][]*batchCall
 	for len(calls) > 0 {
 		n := min(len(calls), pipeDepth)
@@ -495,7 +513,7 @@ func (c *Client) runCalls(ctx context.Context, calls []*batchCall) error {
 		first error
 		next  = make(chan []*batchCall)
 	)
-	for w := 0; w < min(pipeWorkers, len(groups)); w++ {
+	for w := 0; w < min(workers, len(groups)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

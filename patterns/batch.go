@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -55,10 +56,13 @@ const maxBatchSize = 10000
 // receives up to MaxSize of them at once (as soon as MaxSize are queued, or
 // MaxWait after the first) and returns one result, or error, per item.
 //
-// Each item is a task of its own (state waiting until its batch ran): its
-// handle's Outcome and client.Result give the item's own result, its
-// ContinueWith registers a continuation of that item alone, and Cancel
-// takes it out before its batch runs. A batch is leased as a whole, like a
+// Each item is a task of its own, "<queue>/<batch>.<index>" (state waiting
+// until its batch ran): its handle's Outcome and client.Result give the
+// item's own result, its ContinueWith registers a continuation of that item
+// alone, and Cancel takes it out before its batch runs. An item is stored
+// as an entry of its batch, not as a record of its own, until it ends (a
+// result record; a dead item keeps a record in the dead-letter store). Items
+// are kept for the batch's Retention once they succeeded. A batch is leased as a whole, like a
 // task: if its worker dies the batch runs again (after the lease) with the
 // same items. An item joins a batch only while the batch waits, in the same
 // script that checks so, so an item is never in two batches and a batch is
@@ -69,6 +73,8 @@ type Batch[In, Out any] struct {
 	opts  BatchOpts
 	queue string
 	env   []byte // a batch's envelope, key to be filled in
+
+	ensured atomic.Bool // the queue's stream and group exist
 }
 
 // NewBatch returns the Batch of kind (the name the worker side registers
@@ -117,31 +123,37 @@ func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, e
 	return hs[0], nil
 }
 
-// AppendMany adds items in order, as Append does each.
+// AppendMany adds items in order, as Append does each (one round trip per
+// MaxSize items).
 func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.Handle, error) {
 	what := "patterns.Batch " + b.kind + ": append"
-	recs := make([]store.BatchItem, len(items))
+	raw := make([][]byte, len(items))
 	for i, it := range items {
-		key := "bi-" + randomKey()
-		_, env, err := bridge.Template(ctx, b.c, batchItem[In]{kind: b.kind, v: it}, b.enqueueOpts(), key)
+		p, err := codec.Marshal(it)
 		if err != nil {
-			return nil, fmt.Errorf("%s: item %d: %w", what, i, err)
+			return nil, fmt.Errorf("%s: encode item %d (%T): %w", what, i, it, err)
 		}
-		recs[i] = store.BatchItem{Key: key, Env: env}
+		if len(p) > maxItemBytes {
+			return nil, fmt.Errorf("%s: item %d encodes to %d bytes, limit %d", what, i, len(p), maxItemBytes)
+		}
+		raw[i] = p
 	}
 	q := keys.ForQueue(b.queue)
-	if err := store.EnsureGroup(ctx, b.c.Redis(), q); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+	if !b.ensured.Load() {
+		if err := store.EnsureGroup(ctx, b.c.Redis(), q); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		b.ensured.Store(true)
 	}
 	hs := make([]*client.Handle, 0, len(items))
-	for len(recs) > 0 {
-		n := min(len(recs), b.opts.MaxSize)
-		bkey := "bt-" + randomKey()
+	for len(raw) > 0 {
+		n := min(len(raw), b.opts.MaxSize)
+		bkey := keys.BatchKeyPrefix + randomKey()
 		env, err := batchEnvelope(b.env, bkey)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		_, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, bkey, env, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), recs[:n])
+		segs, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, bkey, env, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), raw[:n])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -150,17 +162,22 @@ func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.
 			// lost wake-up costs at most a second: workers move it too).
 			_ = store.MarkDue(ctx, b.c.Redis(), b.queue, due)
 		}
-		for _, r := range recs[:n] {
-			h, err := b.c.Task(keys.TaskID(b.queue, r.Key))
-			if err != nil {
-				return nil, err
+		for _, sg := range segs {
+			for i := 0; i < sg.Count; i++ {
+				h, err := b.c.Task(keys.TaskID(b.queue, sg.Batch+"."+strconv.Itoa(sg.First+i)))
+				if err != nil {
+					return nil, err
+				}
+				hs = append(hs, h)
 			}
-			hs = append(hs, h)
 		}
-		recs = recs[n:]
+		raw = raw[n:]
 	}
 	return hs, nil
 }
+
+// maxItemBytes bounds one item's encoding.
+const maxItemBytes = 1 << 20
 
 // Flush starts the open batch now, with the items it has (grab/async's
 // Reduce); false when no batch was open.
@@ -193,14 +210,3 @@ func (a batchArgs) Kind() string { return a.kind }
 
 // EncodeMsgpack encodes nothing: a batch's items are read from Redis.
 func (batchArgs) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.EncodeNil() }
-
-// batchItem is one item's args: the item itself, under the batch's kind.
-type batchItem[In any] struct {
-	kind string
-	v    In
-}
-
-func (a batchItem[In]) Kind() string { return a.kind }
-
-// EncodeMsgpack encodes the item alone.
-func (a batchItem[In]) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(a.v) }

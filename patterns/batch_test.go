@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -76,7 +79,8 @@ func TestBatchSizeAndWait(t *testing.T) {
 	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
 	startCoordinators(t, b.env, 1)
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: 300 * time.Millisecond, Queue: b.queue})
+	// MaxWait long enough for 25 appends under any CI load.
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: 2 * time.Second, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +128,7 @@ func TestBatchSizeAndWait(t *testing.T) {
 	if total != n || full < 2 {
 		t.Errorf("batches %v: want 25 items with two full batches", log.batches)
 	}
-	if took < 250*time.Millisecond {
+	if took < 1900*time.Millisecond {
 		t.Errorf("the last, partial batch ran after %v, before MaxWait", took)
 	}
 }
@@ -271,5 +275,48 @@ func TestBatchBadInput(t *testing.T) {
 			t.Errorf("%q %+v: %v, want an error containing %q", tc.kind, tc.opts, err, tc.want)
 		}
 	}
-	_ = asynctest.Real
+}
+
+// A batch dead-lettered without a run recording it (a poison entry: its
+// worker died on every delivery) takes its items with it: each ends dead.
+// Real Redis (delivery counts).
+func TestBatchPoisonEndsItems(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := bt.AppendMany(ctx, []int{1, 2, 3}) // full: in the stream
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A consumer that takes the batch and dies.
+	q := keys.ForQueue(b.queue)
+	if err := b.env.RDB.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "ghost", Streams: []string{q.Stream(), ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{}, 1)
+	b.worker(t, &worker.Config{MaxDeliveries: 1, Lease: 300 * time.Millisecond}, func(w *worker.Worker) {
+		worker.HandleBatch(w, "double", func(ctx context.Context, items []int) ([]int, error) {
+			ran <- struct{}{}
+			return items, nil
+		})
+	})
+	for i, h := range hs {
+		if _, err := h.Outcome(ctx); !errors.Is(err, client.ErrDead) {
+			t.Fatalf("item %d: %v, want dead with its batch", i, err)
+		}
+	}
+	select {
+	case <-ran:
+		t.Fatal("the poison batch ran")
+	default:
+	}
+	dead, err := b.c.DeadTasks(ctx, b.queue, 0, 10)
+	if err != nil || len(dead) != 3 {
+		t.Fatalf("%d dead letters (%v), want the 3 items (not the batch)", len(dead), err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -188,9 +189,11 @@ func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
 // partition, spec(key, items of that key in append order), as Partition
 // does; opts are ForkJoin's (WithID is set by Flush). It returns nil and no
 // error when there was nothing to flush. A Flush that fails after taking
-// the items leaves them in a snapshot that the next Flush starts first, in
-// a group whose id derives from the snapshot, so nothing is lost or
-// started twice.
+// the items leaves them in a snapshot, which a Flush at least a minute later
+// starts, in a group whose id derives from the snapshot ("pt.<name>.<snapshot>"),
+// so nothing is lost or started twice; a snapshot that fails to start
+// again (say, a partition over MaxPayloadBytes) stays pending, named in the
+// error, and holds up no other.
 func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items []T) client.Spec, opts ...Option) (*Partitioned, error) {
 	what := "patterns.Partitioner " + p.name + ": flush"
 	if spec == nil {
@@ -199,27 +202,39 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 	rdb := p.c.Redis()
 	// Take what was appended into a snapshot of its own, listed as pending.
 	snap := "s" + randomID()
-	if _, err := script.PartTake.Run(ctx, rdb, []string{p.q.Partitioner(p.name), p.q.PartitionerSnap(p.name, snap), p.q.PartitionerSnaps(p.name)},
-		snap, time.Now().UnixMilli()).Result(); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	// Start every pending snapshot, oldest first (a failed Flush's too).
-	pending, err := rdb.ZRange(ctx, p.q.PartitionerSnaps(p.name), 0, -1).Result()
+	took, err := script.PartTake.Run(ctx, rdb, []string{p.q.Partitioner(p.name), p.q.PartitionerSnap(p.name, snap), p.q.PartitionerSnaps(p.name)},
+		snap, time.Now().UnixMilli()).Int()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	var last *Partitioned
-	for _, s := range pending {
-		g, err := p.startSnapshot(ctx, s, spec, opts)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if g != nil && s == snap {
-			last = g
+	// Start our snapshot, then any a failed Flush left (older than a
+	// minute: younger ones belong to Flushes still at work). One that
+	// fails does not hold up the others; it stays pending.
+	var errs []error
+	var ours *Partitioned
+	if took == 1 {
+		if ours, err = p.startSnapshot(ctx, snap, spec, opts); err != nil {
+			errs = append(errs, fmt.Errorf("snapshot %s: %w", snap, err))
 		}
 	}
-	return last, nil
+	old, err := rdb.ZRangeByScore(ctx, p.q.PartitionerSnaps(p.name), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(time.Now().Add(-leftoverAge).UnixMilli(), 10)}).Result()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range old {
+		if _, err := p.startSnapshot(ctx, s, spec, opts); err != nil {
+			errs = append(errs, fmt.Errorf("snapshot %s left by a failed flush: %w", s, err))
+		}
+	}
+	if len(errs) > 0 {
+		return ours, fmt.Errorf("%s: %w", what, errors.Join(errs...))
+	}
+	return ours, nil
 }
+
+// leftoverAge is how old a pending snapshot must be for a Flush other than
+// the one that took it to start it.
+const leftoverAge = time.Minute
 
 func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
 	rdb := p.c.Redis()

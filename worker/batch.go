@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,9 +44,6 @@ func (e BatchErrors) Error() string {
 // errRecorded tells run that a batch handler recorded its outcome itself.
 var errRecorded = errors.New("recorded by the batch handler")
 
-// batchKeyPrefix starts the key of every batch task (patterns.Batch).
-const batchKeyPrefix = "bt-"
-
 // HandleBatch registers fn as the handler of the batches of kind
 // (patterns.NewBatch with the same kind): fn receives a batch's items in
 // append order and returns one result per item, in the same order.
@@ -69,7 +67,7 @@ func HandleBatch[In, Out any](w *Worker, kind string, fn func(ctx context.Contex
 	}
 	w.register(kind, func(ctx context.Context, payload []byte) ([]byte, error) {
 		t, _ := taskValueOf(ctx)
-		if !strings.HasPrefix(t.j.key, batchKeyPrefix) {
+		if _, _, item := keys.BatchOfItem(t.j.key); item || !strings.HasPrefix(t.j.key, keys.BatchKeyPrefix) {
 			return runBatchOfOne(ctx, kind, fn, payload)
 		}
 		return runBatch(ctx, t, kind, fn)
@@ -106,41 +104,44 @@ func runBatchOfOne[In, Out any](ctx context.Context, kind string, fn func(contex
 func runBatch[In, Out any](ctx context.Context, t *taskValue, kind string, fn func(context.Context, []In) ([]Out, error)) ([]byte, error) {
 	j, w := t.j, t.w
 	q := j.q.keys
-	recs, err := store.BatchItemsOf(ctx, w.rdb, q, j.key)
+	raw, cancelled, err := store.BatchItemsOf(ctx, w.rdb, q, j.key)
 	if err != nil {
 		return nil, err // the batch runs again
 	}
+	// dead is the envelope a dead item keeps: RetryDead runs it alone.
+	dead := func(i int) []byte {
+		e := *j.env
+		e.Key, e.Payload, e.Attempt, e.Parked, e.Lost, e.RateTurn = j.key+"."+strconv.Itoa(i), []byte(raw[i]), 1, 0, 0, 0
+		return codec.AppendEnvelope(nil, &e)
+	}
 	var (
-		ks    []string
-		vals  []In
-		ret   []int64
-		outs  []store.BatchOutcome
-		fault = map[string]string{} // items that cannot be decoded
+		idx  []int // indexes of the items handed to fn
+		vals []In
+		outs []store.BatchOutcome
 	)
-	for _, r := range recs {
-		if r.State != "waiting" {
-			continue // cancelled, or ended by an earlier run
-		}
-		var v In
-		e, err := codec.DecodeEnvelope(r.Env)
-		if err == nil {
-			err = codec.Unmarshal(e.Payload, &v)
-		}
-		if err != nil {
-			fault[r.Key] = fmt.Sprintf("decode %s item into %T: %v", kind, v, err)
-			outs = append(outs, store.BatchOutcome{Key: r.Key, Data: []byte(fault[r.Key])})
+	for i, r := range raw {
+		if cancelled[i] {
 			continue
 		}
-		ks, vals = append(ks, r.Key), append(vals, v)
-		ret = append(ret, e.RetainMs)
+		var v In
+		if err := codec.Unmarshal([]byte(r), &v); err != nil {
+			msg := fmt.Sprintf("decode %s item into %T: %v", kind, v, err)
+			outs = append(outs, store.BatchOutcome{Index: i, Data: []byte(msg), Env: dead(i)})
+			continue
+		}
+		idx, vals = append(idx, i), append(vals, v)
+	}
+	fail := func(msg string) {
+		for _, i := range idx {
+			outs = append(outs, store.BatchOutcome{Index: i, Data: []byte(msg), Env: dead(i)})
+		}
 	}
 	if len(vals) > 0 {
 		results, err := callBatch(ctx, fn, vals)
-		if c := context.Cause(ctx); c != nil && (errors.Is(c, ErrShutdown) || errors.Is(c, ErrLeaseLost) || errors.Is(c, ErrCancelled)) {
-			// The worker decides (hand back, drop, cancel).
-			if err == nil {
-				err = c
-			}
+		if c := context.Cause(ctx); err != nil && c != nil && (errors.Is(c, ErrShutdown) || errors.Is(c, ErrLeaseLost) || errors.Is(c, ErrCancelled)) {
+			// Failed as the worker stops, lost its lease or was cancelled:
+			// the worker decides (hand back, drop, cancel). A run that
+			// succeeded meanwhile is recorded below all the same.
 			return nil, err
 		}
 		var be BatchErrors
@@ -153,41 +154,36 @@ func runBatch[In, Out any](ctx context.Context, t *taskValue, kind string, fn fu
 			if !errors.As(err, &perm) && j.env.Attempt < j.env.MaxAttempts {
 				return nil, err // the whole batch runs again
 			}
-			for i, k := range ks {
-				outs = append(outs, store.BatchOutcome{Key: k, Data: []byte(err.Error()), RetainMs: ret[i]})
-			}
+			fail(err.Error())
 		case len(results) != len(vals) && be == nil:
-			msg := fmt.Sprintf("%s batch handler returned %d results for %d items", kind, len(results), len(vals))
-			for i, k := range ks {
-				outs = append(outs, store.BatchOutcome{Key: k, Data: []byte(msg), RetainMs: ret[i]})
-			}
+			fail(fmt.Sprintf("%s batch handler returned %d results for %d items", kind, len(results), len(vals)))
 		default:
-			for i, k := range ks {
-				if e := be[i]; e != nil {
-					outs = append(outs, store.BatchOutcome{Key: k, Data: []byte(e.Error()), RetainMs: ret[i]})
+			for n, i := range idx {
+				if e := be[n]; e != nil {
+					outs = append(outs, store.BatchOutcome{Index: i, Data: []byte(e.Error()), Env: dead(i)})
 					continue
 				}
-				if i >= len(results) {
-					msg := fmt.Sprintf("%s batch handler returned no result for item %d", kind, i)
-					outs = append(outs, store.BatchOutcome{Key: k, Data: []byte(msg), RetainMs: ret[i]})
+				if n >= len(results) {
+					msg := fmt.Sprintf("%s batch handler returned no result for item %d", kind, n)
+					outs = append(outs, store.BatchOutcome{Index: i, Data: []byte(msg), Env: dead(i)})
 					continue
 				}
-				b, err := codec.Marshal(results[i])
+				b, err := codec.Marshal(results[n])
 				if err != nil {
-					outs = append(outs, store.BatchOutcome{Key: k, Data: []byte(fmt.Sprintf("encode %s result %T: %v", kind, results[i], err)), RetainMs: ret[i]})
+					msg := fmt.Sprintf("encode %s result %T: %v", kind, results[n], err)
+					outs = append(outs, store.BatchOutcome{Index: i, Data: []byte(msg), Env: dead(i)})
 					continue
 				}
-				outs = append(outs, store.BatchOutcome{Key: k, OK: true, Data: b, RetainMs: ret[i]})
+				outs = append(outs, store.BatchOutcome{Index: i, OK: true, Data: b})
 			}
 		}
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	n, err := store.EndBatch(rctx, w.rdb, q, w.cfg.Name, j.entry, j.dlv, j.key, j.env.Attempt, outs)
+	n, err := store.EndBatch(rctx, w.rdb, q, w.cfg.Name, j.entry, j.dlv, j.key, j.env.Attempt, j.env.RetainMs, outs)
 	switch {
 	case err != nil:
-		// Not recorded: the batch runs again after its lease, and items
-		// recorded by neither run are recorded then.
+		// Not recorded: the batch runs again after its lease.
 		w.log.Error("record batch; it runs again after its lease", slog.String("task", keys.TaskID(q.Name, j.key)), slog.Any("err", err))
 	case n == 0:
 		w.log.Warn("lease lost before the batch was recorded; another worker runs it", slog.String("task", keys.TaskID(q.Name, j.key)))

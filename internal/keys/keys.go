@@ -149,6 +149,31 @@ func (q Queue) PartitionerSnap(name, snap string) string { return q.tag + "pps:"
 // and not yet started.
 func (q Queue) PartitionerSnaps(name string) string { return q.tag + "ppz:" + name }
 
+// BatchKeyPrefix starts the key of every batch task (patterns.Batch); an
+// item of batch <key> has the task key "<key>.<index>".
+const BatchKeyPrefix = "bt-"
+
+// BatchOfItem returns the batch key and index of a batch item's task key.
+func BatchOfItem(key string) (batch, index string, ok bool) {
+	if !strings.HasPrefix(key, BatchKeyPrefix) {
+		return "", "", false
+	}
+	dot := strings.LastIndexByte(key, '.')
+	if dot <= len(BatchKeyPrefix) || dot == len(key)-1 {
+		return "", "", false
+	}
+	for i := dot + 1; i < len(key); i++ {
+		if key[i] < '0' || key[i] > '9' {
+			return "", "", false
+		}
+	}
+	return key[:dot], key[dot+1:], true
+}
+
+// BatchCancelled is the set of the indexes of batch bkey's items cancelled
+// before it ran.
+func (q Queue) BatchCancelled(bkey string) string { return q.tag + "bx:" + bkey }
+
 // BatchOpen holds the key of the open batch of kind (patterns.Batch): the
 // one appended items join.
 func (q Queue) BatchOpen(kind string) string { return q.tag + "bo:" + kind }

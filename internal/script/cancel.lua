@@ -3,9 +3,13 @@
 -- end when its handler returns); an ended one is left as it is.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] the queue's stream,
 -- KEYS[4]  scheduled set, KEYS[5] continuations of the task, KEYS[6] outbox,
--- KEYS[7]  the queue's hooks
+-- KEYS[7]  the queue's hooks, KEYS[8] and KEYS[9] for a batch item its
+--          batch's record and set of cancelled items
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
--- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id
+-- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id,
+-- ARGV[8]  for a batch item its index in the batch, else ''
+-- A batch item (patterns.Batch) not yet ended is cancelled at once: its
+-- batch leaves it out, or, running already, does not record it.
 -- Returns: {state}: the final state when it had already ended ('succeeded',
 -- 'dead', 'cancelled'); 'cancelled' when cancelled now; 'cancelling' when it
 -- runs and its worker was told; '' when no such task is known. A replay
@@ -20,6 +24,10 @@ local known = st ~= false
 if not st and string.match(key, '^%d+%-%d+$') then
   eid = key
   st = 'pending'
+end
+if not st and ARGV[8] ~= '' and redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('SADD', KEYS[9], ARGV[8])
+  st, known = 'waiting', true
 end
 if not st then return {''} end
 local now = now_ms()
@@ -68,6 +76,10 @@ end
 fire(KEYS[5], KEYS[6], KEYS[7], ARGV[7], 'cancelled')
 if grp then redis.call('HSET', tk, 'g', grp) end
 member_ended(tk, KEYS[6], ARGV[7], 'cancelled')
+if string.match(key, '^bt%-[^.]+$') then
+  -- A batch (patterns.Batch): its items end cancelled too (batchabort.lua).
+  redis.call('XADD', KEYS[6], '*', 'bd', key, 'st', 'cancelled', 'why', ARGV[6])
+end
 local pk = redis.call('HGET', tk, 'pk')
 if pk then
   -- A partitioned task: the next of its key may start (partstep.lua).

@@ -176,6 +176,12 @@ for i = 0, n - 1 do
     else
       return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
     end
+    if final and string.match(key, '^bt%-[^.]+$') then
+      -- A batch (patterns.Batch) that ended without its run recording its
+      -- items: they end the same way (batchabort.lua, from the outbox).
+      redis.call('XADD', KEYS[5], '*', 'bd', key, 'st', final, 'why', a2)
+      res[i + 1] = 2
+    end
     if final and fresh then
       ended(nil, ck, key, final, grp, i + 1)
     elseif final then

@@ -2,8 +2,10 @@
 -- puts it straight into the outbox. One script decides, so a registration
 -- racing the task's end is neither lost nor doubled.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] continuations of the task,
--- KEYS[4]  outbox, KEYS[5] the queue's hooks, KEYS[6] the queue's stream
--- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] task id
+-- KEYS[4]  outbox, KEYS[5] the queue's hooks, KEYS[6] the queue's stream,
+-- KEYS[7]  for a batch item, its batch's record
+-- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] task id,
+-- ARGV[3]  '1' for a batch item (patterns.Batch), else 
 -- Returns: 'registered', 'fired' (the task had ended; drain the outbox), or
 -- 'unknown' (no such task: nothing registered).
 -- A replay may list the spec twice; activation happens once all the same.
@@ -13,9 +15,9 @@ if st == 'succeeded' or st == 'dead' or st == 'cancelled' then
   redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'p', ARGV[2], 'st', st)
   return 'fired'
 end
-if not st then
+if not st and not (ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1) then
   -- No record: only the first entry of an auto-keyed task, still in the
-  -- stream, is a task here.
+  -- stream, is a task here, and a batch item while its batch exists.
   local key = string.match(ARGV[2], '/(.*)$')
   if not (string.match(key, '^%d+%-%d+$') and redis.call('XRANGE', KEYS[6], key, key)[1]) then
     return 'unknown'

@@ -52,6 +52,11 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     else
       local f
       if pl then
+        if redis.call('LINDEX', pl, 0) == key then
+          -- A task of this key that ended (its record gone) and whose end
+          -- is not drained yet still heads the partition: drop that entry.
+          redis.call('LPOP', pl)
+        end
         if redis.call('RPUSH', pl, key) == 1 then
           f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
         else

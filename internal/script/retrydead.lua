@@ -9,6 +9,11 @@
 if redis.call('HGET', KEYS[3], 'rq') == ARGV[3] then return 1 end
 if redis.call('HGET', KEYS[3], 'st') ~= 'dead' then return 0 end
 redis.call('HDEL', KEYS[3], 'm', 'err', 'fin', 'r', 'a', 'cx', 'e')
+if ARGV[4] ~= '' and redis.call('LINDEX', KEYS[4], 0) == ARGV[1] then
+  -- Its own death is not drained yet (it still heads its partition): take
+  -- that entry out, or the retried task would start ahead of the next.
+  redis.call('LPOP', KEYS[4])
+end
 if ARGV[4] ~= '' and redis.call('RPUSH', KEYS[4], ARGV[1]) > 1 then
   redis.call('HSET', KEYS[3], 'st', 'waiting', 'm', ARGV[2], 'rq', ARGV[3], 'pk', ARGV[4])
 else

@@ -87,6 +87,8 @@ var (
 	batchFlushSrc string
 	//go:embed batchend.lua
 	batchEndSrc string
+	//go:embed batchabort.lua
+	batchAbortSrc string
 )
 
 // The scripts, one per file.
@@ -136,6 +138,7 @@ var (
 	BatchAdd   = newScript(batchAddSrc)
 	BatchFlush = newScript(batchFlushSrc)
 	BatchEnd   = newScript(batchEndSrc)
+	BatchAbort = newScript(batchAbortSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -144,7 +147,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd}
+	RepDeclare, RepFire, RepRemove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

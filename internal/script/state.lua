@@ -1,9 +1,11 @@
 -- state.lua: reads one task's state; optionally marks it watched so that its end
 -- is published on the queue's done channel.
 -- KEYS[1]  task hash, KEYS[2] the queue's stream, KEYS[3] result key
--- KEYS[4]  the queue's hooks
+-- KEYS[4]  the queue's hooks, KEYS[5] for a batch item its batch's record
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] watcher id ('' to only
---          read), ARGV[4] how long the watcher's registration lasts, ms
+--          read), ARGV[4] how long the watcher's registration lasts, ms,
+-- ARGV[5]  '1' for a batch item (patterns.Batch): without a record of its
+--          own it is waiting while its batch exists
 -- With a watcher id, an unfinished task is marked watched (its end is
 -- published) and the watcher registered in the hooks until now + ARGV[4]
 -- (the caller renews it while it waits and removes it when done). A record
@@ -21,6 +23,9 @@ local st, eid, env = h[1], h[2], h[6]
 if not st and string.match(ARGV[2], '^%d+%-%d+$') then
   eid = ARGV[2]
   st = 'pending'
+end
+if not st and ARGV[5] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+  st = 'waiting'
 end
 if not st then return {''} end
 local dlv = 0

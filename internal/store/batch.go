@@ -4,28 +4,34 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 )
 
-// BatchItem is one item to append: its task key and envelope.
-type BatchItem struct {
-	Key string
-	Env []byte
+// BatchSegment is a run of appended items that went to one batch: their
+// task keys are "<Batch>.<First>", "<Batch>.<First+1>"...
+type BatchSegment struct {
+	Batch string
+	First int
+	Count int
 }
 
-// AppendBatch appends items (at most maxSize) to the open batch of kind in
-// q, opening a new one (key newKey, envelope newEnv, due maxWaitMs after
-// now) when none is open. It returns each item's batch key and, when it
-// opened a batch, that batch's due time (Unix ms, Redis time), else 0.
-func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, kind, newKey string, newEnv []byte, maxSize int, maxWaitMs int64, items []BatchItem) ([]string, int64, error) {
+// AppendBatch appends items (msgpack each; at most maxSize) to the open
+// batch of kind in q, opening a new one (key newKey, envelope newEnv, due
+// maxWaitMs after now) when none is open or it fills. It returns where the
+// items went and, when it opened a batch, that batch's due time (Unix ms,
+// Redis time), else 0.
+func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, kind, newKey string, newEnv []byte, maxSize int, maxWaitMs int64, items [][]byte) ([]BatchSegment, int64, error) {
 	if len(items) > maxSize {
 		return nil, 0, fmt.Errorf("append to batch: %d items in one call, at most %d", len(items), maxSize)
 	}
 	ptrKey := q.BatchOpen(kind)
+	op := q.Op("ba." + newKey) // newKey is fresh for each call
 	for try := 0; try < 50; try++ {
 		ptr, err := rdb.Get(ctx, ptrKey).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -33,15 +39,13 @@ func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, k
 		}
 		cur := ptr
 		if cur == "" {
-			cur = "-" // names keys the script does not touch
+			cur = newKey // names keys the script does not touch
 		}
-		ks := make([]string, 0, 7+len(items))
-		ks = append(ks, ptrKey, q.Stream(), q.Scheduled(), q.Task(cur), q.BatchItems(cur), q.Task(newKey), q.BatchItems(newKey))
-		args := make([]any, 0, 6+2*len(items))
-		args = append(args, ptr, newKey, newEnv, maxSize, maxWaitMs, len(items))
+		ks := []string{ptrKey, q.Stream(), q.Scheduled(), q.Task(cur), q.BatchItems(cur), q.Task(newKey), q.BatchItems(newKey), op}
+		args := make([]any, 0, 5+len(items))
+		args = append(args, ptr, newKey, newEnv, maxSize, maxWaitMs)
 		for _, it := range items {
-			ks = append(ks, q.Task(it.Key))
-			args = append(args, it.Key, it.Env)
+			args = append(args, it)
 		}
 		res, err := script.BatchAdd.Run(ctx, rdb, ks, args...).Slice()
 		if err != nil {
@@ -50,12 +54,13 @@ func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, k
 		if s, _ := res[0].(string); s == "again" {
 			continue
 		}
-		opened, _ := res[1].(int64)
-		out := make([]string, len(items))
-		for i := range out {
-			out[i], _ = res[2+i].(string)
+		opened := toInt(res[1])
+		var segs []BatchSegment
+		for i := 2; i+2 < len(res); i += 3 {
+			b, _ := res[i].(string)
+			segs = append(segs, BatchSegment{Batch: b, First: int(toInt(res[i+1])), Count: int(toInt(res[i+2]))})
 		}
-		return out, opened, nil
+		return segs, opened, nil
 	}
 	return nil, 0, fmt.Errorf("append to batch of %s in queue %q: the open batch kept changing; try again", kind, q.Name)
 }
@@ -86,67 +91,107 @@ func FlushBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, ki
 	return false, fmt.Errorf("flush batch of %s in queue %q: the open batch kept changing; try again", kind, q.Name)
 }
 
-// BatchRecord is an item of a batch as stored.
-type BatchRecord struct {
-	Key   string
-	Env   []byte
-	State string // "waiting" while the item has not ended
-}
-
-// BatchItemsOf reads the items of batch bkey in q, in append order.
-func BatchItemsOf(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bkey string) ([]BatchRecord, error) {
-	ks, err := rdb.LRange(ctx, q.BatchItems(bkey), 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
-	}
+// BatchItemsOf reads the items of batch bkey in q (msgpack each, in append
+// order) and whether each was cancelled before the batch ran.
+func BatchItemsOf(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bkey string) (items []string, cancelled map[int]bool, err error) {
 	pipe := rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(ks))
-	for i, k := range ks {
-		cmds[i] = pipe.HMGet(ctx, q.Task(k), "st", "m")
+	l := pipe.LRange(ctx, q.BatchItems(bkey), 0, -1)
+	c := pipe.SMembers(ctx, q.BatchCancelled(bkey))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, nil, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
 	}
-	if len(ks) > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("read items of batch %s: %w", keys.TaskID(q.Name, bkey), err)
+	cancelled = map[int]bool{}
+	for _, s := range c.Val() {
+		i, err := strconv.Atoi(s)
+		if err == nil {
+			cancelled[i] = true
 		}
 	}
-	out := make([]BatchRecord, len(ks))
-	for i, k := range ks {
-		v := cmds[i].Val()
-		st, _ := v[0].(string)
-		env, _ := v[1].(string)
-		out[i] = BatchRecord{Key: k, Env: []byte(env), State: st}
-	}
-	return out, nil
+	return l.Val(), cancelled, nil
 }
 
 // BatchOutcome is how one item of a batch ended.
 type BatchOutcome struct {
-	Key      string
-	OK       bool   // succeeded with Data as its result; else dead with Data as its error
-	Data     []byte // result or error text
-	RetainMs int64
+	Index int
+	OK    bool   // succeeded with Data as its result; else dead with Data as its error
+	Data  []byte // result or error text
+	Env   []byte // for a dead item, its envelope (RetryDead runs it alone)
 }
 
 // EndBatch records the outcomes of a batch's items and acknowledges the
 // batch, fenced by its attempt's token (see batchend.lua). It returns 0 when
 // the lease was lost (nothing written), 1 recorded, 2 recorded and the
 // outbox written.
-func EndBatch(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer, entryID string, deliveries int64, bkey string, attempt int, outs []BatchOutcome) (int, error) {
-	ks := make([]string, 0, 6+3*len(outs))
-	ks = append(ks, q.Stream(), q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey))
-	args := make([]any, 0, 8+4*len(outs))
-	args = append(args, keys.Group, consumer, entryID, deliveries, q.Done(), q.Name, attempt, len(outs))
+func EndBatch(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer, entryID string, deliveries int64, bkey string, attempt int, retainMs int64, outs []BatchOutcome) (int, error) {
+	ks := make([]string, 0, 7+3*len(outs))
+	ks = append(ks, q.Stream(), q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey))
+	args := make([]any, 0, 9+4*len(outs))
+	args = append(args, keys.Group, consumer, entryID, deliveries, q.Done(), q.Name, attempt, retainMs, len(outs))
 	for _, o := range outs {
-		ks = append(ks, q.Task(o.Key), q.Result(o.Key), q.Conts(o.Key))
+		key := bkey + "." + strconv.Itoa(o.Index)
+		ks = append(ks, q.Task(key), q.Result(key), q.Conts(key))
 		op := "d"
 		if o.OK {
 			op = "s"
 		}
-		args = append(args, o.Key, op, o.Data, o.RetainMs)
+		args = append(args, key, op, o.Data, o.Env)
 	}
 	n, err := script.BatchEnd.Run(ctx, rdb, ks, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("record batch %s: %w", keys.TaskID(q.Name, bkey), err)
 	}
 	return n, nil
+}
+
+// AbortBatch ends the items of batch bkey that have not ended, in state
+// ("dead" or "cancelled") with reason why (see batchabort.lua); wrote
+// reports that q's outbox was written.
+func AbortBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bkey, state, why string, retainMs int64) (wrote bool, err error) {
+	pipe := rdb.Pipeline()
+	l := pipe.LLen(ctx, q.BatchItems(bkey))
+	m := pipe.HGet(ctx, q.Task(bkey), "m")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
+	}
+	items, err := rdb.LRange(ctx, q.BatchItems(bkey), 0, l.Val()-1).Result()
+	if err != nil {
+		return false, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
+	}
+	var benv *codec.Envelope
+	if raw := m.Val(); raw != "" {
+		benv, _ = codec.DecodeEnvelope([]byte(raw))
+	}
+	ks := make([]string, 0, 6+3*len(items))
+	ks = append(ks, q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey))
+	args := make([]any, 0, 7+2*len(items))
+	args = append(args, q.Name, q.Done(), state, why, retainMs, bkey, len(items))
+	for i, it := range items {
+		key := bkey + "." + strconv.Itoa(i)
+		ks = append(ks, q.Task(key), q.Result(key), q.Conts(key))
+		var env []byte
+		if benv != nil {
+			e := *benv
+			e.Key, e.Payload, e.Attempt, e.Parked, e.Lost, e.RateTurn = key, []byte(it), 1, 0, 0, 0
+			env = codec.AppendEnvelope(nil, &e)
+		}
+		args = append(args, key, env)
+	}
+	n, err := script.BatchAbort.Run(ctx, rdb, ks, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("end the items of batch %s: %w", keys.TaskID(q.Name, bkey), err)
+	}
+	return n == 2, nil
+}
+
+// toInt reads an integer reply (a replayed answer comes back through cjson
+// and may be a string-free float turned integer by Redis either way).
+func toInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
 }

@@ -20,8 +20,8 @@ import (
 // Cancel cancels the task with key key (see cancel.lua); it returns the state
 // the script reports: a final state, "cancelling", or "" for an unknown task.
 func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, retainMs int64, reason string) (string, error) {
-	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
-	v, err := script.Cancel.Run(ctx, rdb, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, keys.TaskID(q.Name, key)).StringSlice()
+	ks, idx := CancelKeys(q, key)
+	v, err := script.Cancel.Run(ctx, rdb, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, keys.TaskID(q.Name, key), idx).StringSlice()
 	if err != nil {
 		if strings.Contains(err.Error(), "NOGROUP") {
 			return "", nil
@@ -29,6 +29,16 @@ func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, r
 		return "", fmt.Errorf("cancel task %s: %w", keys.TaskID(q.Name, key), err)
 	}
 	return v[0], nil
+}
+
+// CancelKeys are cancel.lua's keys for key, and the item index for a batch
+// item ("" otherwise).
+func CancelKeys(q keys.Queue, key string) ([]string, string) {
+	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
+	if batch, idx, ok := keys.BatchOfItem(key); ok {
+		return append(ks, q.Task(batch), q.BatchCancelled(batch)), idx
+	}
+	return append(ks, q.Task(key), q.Task(key)), ""
 }
 
 // ContSpec names a continuation in an outbox or continuation list.
@@ -65,8 +75,12 @@ var ErrUnknownTask = errors.New("no such task")
 // AddContinuation registers spec on the task with key key of queue q. fired
 // reports that the task had ended: the spec went to q's outbox.
 func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key, spec string) (fired bool, err error) {
-	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream()}
-	v, err := script.ContAdd.Run(ctx, rdb, ks, spec, keys.TaskID(q.Name, key)).Text()
+	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream(), q.Task(key)}
+	item := ""
+	if batch, _, ok := keys.BatchOfItem(key); ok {
+		ks[6], item = q.Task(batch), "1"
+	}
+	v, err := script.ContAdd.Run(ctx, rdb, ks, spec, keys.TaskID(q.Name, key), item).Text()
 	if err != nil {
 		return false, fmt.Errorf("register continuation on %s: %w", keys.TaskID(q.Name, key), err)
 	}
@@ -82,7 +96,8 @@ func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key,
 //     own queue, exactly once however many processes drain at the same time;
 //   - g: a group member that ended, counted by the group's slot (again once);
 //   - x: a group whose open members are to be cancelled (fail fast, Cancel);
-//   - pt: a partitioned task ended: the next of its key may start.
+//   - pt: a partitioned task ended: the next of its key may start;
+//   - bd: a batch ended dead or cancelled: its items end so too.
 //
 // retainMs is how long a task cancelled here is kept.
 func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, retainMs int64) error {
@@ -118,6 +133,18 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 				ids = append(ids, e.ID)
 				if pk, ok := e.Values["pt"].(string); ok {
 					parts[pk] = true
+					continue
+				}
+				if bk, ok := e.Values["bd"].(string); ok {
+					st, _ := e.Values["st"].(string)
+					why, _ := e.Values["why"].(string)
+					wrote, err := AbortBatch(ctx, rdb, cur, bk, st, why, retainMs)
+					if err != nil {
+						return err
+					}
+					if wrote {
+						push(cur)
+					}
 					continue
 				}
 				if g, ok := e.Values["g"].(string); ok {

@@ -400,8 +400,8 @@ func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, m
 					continue
 				}
 				q := keys.ForQueue(qn)
-				ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
-				calls = append(calls, call{m, q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m)})
+				ks, idx := CancelKeys(q, key)
+				calls = append(calls, call{m, q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m, idx)})
 			}
 			return nil
 		})

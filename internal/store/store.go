@@ -362,11 +362,22 @@ const WatchTTL = 10 * time.Minute
 // task watched and registers the watcher (see state.lua); the caller must
 // call Unwatch with the same id when it stops waiting.
 func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, watcher string) (TaskState, error) {
-	v, err := script.State.Run(ctx, rdb, []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks()}, keys.Group, key, watcher, WatchTTL.Milliseconds()).Slice()
+	ks, item := stateKeys(q, key)
+	v, err := script.State.Run(ctx, rdb, ks, keys.Group, key, watcher, WatchTTL.Milliseconds(), item).Slice()
 	if err != nil {
 		return TaskState{}, fmt.Errorf("read state of task %s: %w", keys.TaskID(q.Name, key), err)
 	}
 	return parseState(v), nil
+}
+
+// stateKeys are state.lua's keys for key; item is "1" for a batch item
+// (then KEYS[5] is its batch's record).
+func stateKeys(q keys.Queue, key string) ([]string, string) {
+	batch, _, ok := keys.BatchOfItem(key)
+	if !ok {
+		return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(key)}, ""
+	}
+	return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(batch)}, "1"
 }
 
 func parseState(v []any) TaskState {
@@ -406,7 +417,8 @@ func States(ctx context.Context, rdb redis.UniversalClient, ids []string) ([]Tas
 					return err
 				}
 				q := keys.ForQueue(qn)
-				cmds[i] = script.State.EvalSha(ctx, p, []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks()}, keys.Group, key, "", WatchTTL.Milliseconds())
+				ks, item := stateKeys(q, key)
+				cmds[i] = script.State.EvalSha(ctx, p, ks, keys.Group, key, "", WatchTTL.Milliseconds(), item)
 			}
 			return nil
 		})
