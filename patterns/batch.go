@@ -68,13 +68,15 @@ const maxBatchSize = 10000
 // script that checks so, so an item is never in two batches and a batch is
 // never split. In must encode with msgpack.
 type Batch[In, Out any] struct {
-	c     *client.Client
-	kind  string
-	opts  BatchOpts
-	queue string
-	env   []byte // a batch's envelope, key to be filled in
+	c       *client.Client
+	kind    string
+	opts    BatchOpts
+	queue   string
+	envPre  []byte // a batch's envelope before its key
+	envPost []byte // and after it
 
-	ensured atomic.Bool // the queue's stream and group exist
+	ensured atomic.Bool  // the queue's stream and group exist
+	ptr     atomic.Value // string: the open batch's key, as last seen
 }
 
 // NewBatch returns the Batch of kind (the name the worker side registers
@@ -98,7 +100,16 @@ func NewBatch[In, Out any](c *client.Client, kind string, opts BatchOpts) (*Batc
 	if err != nil {
 		return nil, fmt.Errorf("patterns.NewBatch %s: %w", kind, err)
 	}
-	b.queue, b.env = queue, env
+	// The envelope's key is its second element, after the array header;
+	// the script puts each batch's key there.
+	hdr := 1
+	if env[0] == 0xdc {
+		hdr = 3
+	}
+	if len(env) <= hdr || env[hdr] != 0xa0 {
+		return nil, fmt.Errorf("patterns.NewBatch %s: unexpected envelope layout", kind)
+	}
+	b.queue, b.envPre, b.envPost = queue, env[:hdr], env[hdr+1:]
 	return b, nil
 }
 
@@ -147,16 +158,14 @@ func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.
 	}
 	hs := make([]*client.Handle, 0, len(items))
 	for len(raw) > 0 {
-		n := min(len(raw), b.opts.MaxSize)
-		bkey := keys.BatchKeyPrefix + randomKey()
-		env, err := batchEnvelope(b.env, bkey)
+		n := min(len(raw), store.MaxAppend)
+		guess, _ := b.ptr.Load().(string)
+		newKey := func() string { return keys.BatchKeyPrefix + randomKey() }
+		segs, ptr, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, guess, newKey, b.envPre, b.envPost, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), raw[:n])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		segs, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, bkey, env, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), raw[:n])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
+		b.ptr.Store(ptr)
 		if due > 0 {
 			// A new batch waits: tell the coordinators when it is due (a
 			// lost wake-up costs at most a second: workers move it too).
@@ -164,11 +173,7 @@ func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.
 		}
 		for _, sg := range segs {
 			for i := 0; i < sg.Count; i++ {
-				h, err := b.c.Task(keys.TaskID(b.queue, sg.Batch+"."+strconv.Itoa(sg.First+i)))
-				if err != nil {
-					return nil, err
-				}
-				hs = append(hs, h)
+				hs = append(hs, bridge.Handle(b.c, b.queue, sg.Batch+"."+strconv.Itoa(sg.First+i), false).(*client.Handle))
 			}
 		}
 		raw = raw[n:]
@@ -191,16 +196,6 @@ func (b *Batch[In, Out]) Flush(ctx context.Context) (bool, error) {
 
 func randomKey() string {
 	return strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
-}
-
-// batchEnvelope sets key into the batch envelope template.
-func batchEnvelope(tmpl []byte, key string) ([]byte, error) {
-	e, err := codec.DecodeEnvelope(tmpl)
-	if err != nil {
-		return nil, err
-	}
-	e.Key = key
-	return codec.AppendEnvelope(nil, e), nil
 }
 
 // batchArgs stands for a batch task's (empty) args.

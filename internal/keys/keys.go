@@ -170,6 +170,15 @@ func BatchOfItem(key string) (batch, index string, ok bool) {
 	return key[:dot], key[dot+1:], true
 }
 
+// BatchResults is the hash of the result records of batch bkey's items
+// that succeeded (index → the record a result key holds), kept for the
+// batch's retention.
+func (q Queue) BatchResults(bkey string) string { return q.tag + "br:" + bkey }
+
+// BatchMarked is the set of the indexes of batch bkey's items that have a
+// record of their own before they end (watched, continued, cancelled).
+func (q Queue) BatchMarked(bkey string) string { return q.tag + "bm:" + bkey }
+
 // BatchCancelled is the set of the indexes of batch bkey's items cancelled
 // before it ran.
 func (q Queue) BatchCancelled(bkey string) string { return q.tag + "bx:" + bkey }

@@ -4,20 +4,22 @@
 -- reason; the batch's own record leaves the dead-letter store (its items
 -- stand for it there).
 -- KEYS[1]  dead-letter set, KEYS[2] outbox, KEYS[3] hooks, KEYS[4] the
---          batch's record, KEYS[5] its item list, KEYS[6] its cancelled set
--- KEYS[7+3i..9+3i] per item i: task hash, result key, continuations
+--          batch's record, KEYS[5] its item list, KEYS[6] its cancelled set,
+--          KEYS[7] its results hash, KEYS[8] its marked set
+-- KEYS[9+2i], KEYS[10+2i] per item i: task hash, continuations
 -- ARGV[1]  queue name, ARGV[2] done channel, ARGV[3] 'dead' or 'cancelled',
 -- ARGV[4]  reason, ARGV[5] retention ms (cancelled items), ARGV[6] batch
---          key, ARGV[7] n; per item two values: key, envelope (dead items
+--          key, ARGV[7] n; per item two values: index, envelope (dead items
 --          keep it for RetryDead)
 -- Returns: 1, or 2 when the outbox was written.
 local now = now_ms()
 local wrote = false
 for i = 0, tonumber(ARGV[7]) - 1 do
-  local key, env = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
-  local tk, fk, ck = KEYS[7 + 3 * i], KEYS[8 + 3 * i], KEYS[9 + 3 * i]
+  local idx, env = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
+  local key = ARGV[6] .. '.' .. idx
+  local tk, ck = KEYS[9 + 2 * i], KEYS[10 + 2 * i]
   local f = redis.call('HMGET', tk, 'st', 'w', 'k')
-  if not f[1] and redis.call('EXISTS', fk) == 0 then
+  if not f[1] and redis.call('HEXISTS', KEYS[7], idx) == 0 then
     if ARGV[3] == 'dead' then
       redis.call('HSET', tk, 'st', 'dead', 'err', ARGV[4], 'fin', now, 'm', env)
       redis.call('PERSIST', tk)
@@ -31,7 +33,7 @@ for i = 0, tonumber(ARGV[7]) - 1 do
     if f[2] then redis.call('PUBLISH', ARGV[2], key) end
   end
 end
-redis.call('DEL', KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[8])
 if redis.call('HGET', KEYS[4], 'st') == 'dead' then
   redis.call('ZREM', KEYS[1], ARGV[6])
   redis.call('DEL', KEYS[4])

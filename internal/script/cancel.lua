@@ -3,8 +3,9 @@
 -- end when its handler returns); an ended one is left as it is.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] the queue's stream,
 -- KEYS[4]  scheduled set, KEYS[5] continuations of the task, KEYS[6] outbox,
--- KEYS[7]  the queue's hooks, KEYS[8] and KEYS[9] for a batch item its
---          batch's record and set of cancelled items
+-- KEYS[7]  the queue's hooks, KEYS[8], KEYS[9], KEYS[10], KEYS[11] for a
+--          batch item its batch's record, cancelled set, results hash and
+--          marked set
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
 -- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id,
 -- ARGV[8]  for a batch item its index in the batch, else ''
@@ -17,6 +18,7 @@
 local tk, fk, stream = KEYS[1], KEYS[2], KEYS[3]
 local key = ARGV[2]
 if redis.call('EXISTS', fk) == 1 then return {'succeeded'} end
+if ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[10], ARGV[8]) == 1 then return {'succeeded'} end
 local h = redis.call('HMGET', tk, 'st', 'e')
 local st, eid = h[1], h[2]
 if st == 'dead' or st == 'cancelled' then return {st} end
@@ -27,6 +29,7 @@ if not st and string.match(key, '^%d+%-%d+$') then
 end
 if not st and ARGV[8] ~= '' and redis.call('EXISTS', KEYS[8]) == 1 then
   redis.call('SADD', KEYS[9], ARGV[8])
+  redis.call('SADD', KEYS[11], ARGV[8])
   st, known = 'waiting', true
 end
 if not st then return {''} end

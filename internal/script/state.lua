@@ -1,11 +1,13 @@
 -- state.lua: reads one task's state; optionally marks it watched so that its end
 -- is published on the queue's done channel.
 -- KEYS[1]  task hash, KEYS[2] the queue's stream, KEYS[3] result key
--- KEYS[4]  the queue's hooks, KEYS[5] for a batch item its batch's record
+-- KEYS[4]  the queue's hooks, KEYS[5], KEYS[6], KEYS[7] for a batch item its
+--          batch's record, results hash and marked set
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] watcher id ('' to only
 --          read), ARGV[4] how long the watcher's registration lasts, ms,
--- ARGV[5]  '1' for a batch item (patterns.Batch): without a record of its
---          own it is waiting while its batch exists
+-- ARGV[5]  for a batch item (patterns.Batch) its index, else '': without a
+--          record of its own it succeeded if its batch's results hold it,
+--          and waits while its batch exists
 -- With a watcher id, an unfinished task is marked watched (its end is
 -- published) and the watcher registered in the hooks until now + ARGV[4]
 -- (the caller renews it while it waits and removes it when done). A record
@@ -14,6 +16,7 @@
 -- delivery count}; state is '' when no such task is known (then nothing is marked).
 -- 'running' is reported for a pending task whose entry a worker holds.
 local f = redis.call('GET', KEYS[3])
+if not f and ARGV[5] ~= '' then f = redis.call('HGET', KEYS[6], ARGV[5]) end
 if f then
   local a, fin, eid, res = string.match(f, '^s\n([^\n]*)\n([^\n]*)\n([^/]*)/[^\n]*\n(.*)$')
   return {'succeeded', eid or '', a or '', res or '', '', '', fin or '', 0}
@@ -24,7 +27,7 @@ if not st and string.match(ARGV[2], '^%d+%-%d+$') then
   eid = ARGV[2]
   st = 'pending'
 end
-if not st and ARGV[5] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+if not st and ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
   st = 'waiting'
 end
 if not st then return {''} end
@@ -52,6 +55,7 @@ if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' th
   local now = now_ms()
   local existed = redis.call('EXISTS', KEYS[1]) == 1
   redis.call('HSET', KEYS[1], 'w', '1')
+  if ARGV[5] ~= '' then redis.call('SADD', KEYS[7], ARGV[5]) end
   if not existed or redis.call('PTTL', KEYS[1]) > 0 then
     -- A record made (or kept) only for watching expires with it; one that
     -- holds more (a continuation, a task's state) keeps its lifetime.

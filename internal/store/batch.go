@@ -21,49 +21,66 @@ type BatchSegment struct {
 	Count int
 }
 
-// AppendBatch appends items (msgpack each; at most maxSize) to the open
-// batch of kind in q, opening a new one (key newKey, envelope newEnv, due
-// maxWaitMs after now) when none is open or it fills. It returns where the
-// items went and, when it opened a batch, that batch's due time (Unix ms,
-// Redis time), else 0.
-func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, kind, newKey string, newEnv []byte, maxSize int, maxWaitMs int64, items [][]byte) ([]BatchSegment, int64, error) {
-	if len(items) > maxSize {
-		return nil, 0, fmt.Errorf("append to batch: %d items in one call, at most %d", len(items), maxSize)
+// AppendBatch appends items (msgpack each) to the open batch of kind in q,
+// opening new batches (keys from newKey, with the envelope envPre + the
+// key as a msgpack string + envPost) as they fill. ptr is the caller's
+// guess of the open batch's key ("" none; a wrong guess costs a round
+// trip). It returns where the items went, the open batch's key after the
+// call (the next guess), and, when it opened a batch that still waits, its
+// due time (Unix ms, Redis time), else 0. One call carries at most
+// MaxAppend items.
+func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, kind, ptr string, newKey func() string, envPre, envPost []byte, maxSize int, maxWaitMs int64, items [][]byte) ([]BatchSegment, string, int64, error) {
+	if len(items) > MaxAppend {
+		return nil, "", 0, fmt.Errorf("append to batch: %d items in one call, at most %d", len(items), MaxAppend)
+	}
+	m := (len(items)+maxSize-1)/maxSize + 1 // new batches needed at most
+	nks := make([]string, m)
+	for j := range nks {
+		nks[j] = newKey()
 	}
 	ptrKey := q.BatchOpen(kind)
-	op := q.Op("ba." + newKey) // newKey is fresh for each call
+	op := q.Op("ba." + nks[0]) // fresh for each call
+	args := make([]any, 0, 6+m+len(items))
+	args = append(args, "", maxSize, maxWaitMs, envPre, envPost, m)
+	for _, k := range nks {
+		args = append(args, k)
+	}
+	for _, it := range items {
+		args = append(args, it)
+	}
 	for try := 0; try < 50; try++ {
-		ptr, err := rdb.Get(ctx, ptrKey).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, 0, fmt.Errorf("read open batch of %s in queue %q: %w", kind, q.Name, err)
-		}
 		cur := ptr
 		if cur == "" {
-			cur = newKey // names keys the script does not touch
+			cur = nks[0] // names keys the script does not touch
 		}
-		ks := []string{ptrKey, q.Stream(), q.Scheduled(), q.Task(cur), q.BatchItems(cur), q.Task(newKey), q.BatchItems(newKey), op}
-		args := make([]any, 0, 5+len(items))
-		args = append(args, ptr, newKey, newEnv, maxSize, maxWaitMs)
-		for _, it := range items {
-			args = append(args, it)
+		ks := make([]string, 0, 6+2*m)
+		ks = append(ks, ptrKey, q.Stream(), q.Scheduled(), q.Task(cur), q.BatchItems(cur), op)
+		for _, k := range nks {
+			ks = append(ks, q.Task(k), q.BatchItems(k))
 		}
+		args[0] = ptr
 		res, err := script.BatchAdd.Run(ctx, rdb, ks, args...).Slice()
 		if err != nil {
-			return nil, 0, fmt.Errorf("append to batch of %s in queue %q: %w", kind, q.Name, err)
+			return nil, "", 0, fmt.Errorf("append to batch of %s in queue %q: %w", kind, q.Name, err)
 		}
 		if s, _ := res[0].(string); s == "again" {
+			ptr, _ = res[1].(string)
 			continue
 		}
 		opened := toInt(res[1])
+		now, _ := res[2].(string)
 		var segs []BatchSegment
-		for i := 2; i+2 < len(res); i += 3 {
+		for i := 3; i+2 < len(res); i += 3 {
 			b, _ := res[i].(string)
 			segs = append(segs, BatchSegment{Batch: b, First: int(toInt(res[i+1])), Count: int(toInt(res[i+2]))})
 		}
-		return segs, opened, nil
+		return segs, now, opened, nil
 	}
-	return nil, 0, fmt.Errorf("append to batch of %s in queue %q: the open batch kept changing; try again", kind, q.Name)
+	return nil, "", 0, fmt.Errorf("append to batch of %s in queue %q: the open batch kept changing; try again", kind, q.Name)
 }
+
+// MaxAppend bounds the items of one AppendBatch call.
+const MaxAppend = 2000
 
 // FlushBatch closes the open batch of kind in q now; false when none was
 // open.
@@ -123,18 +140,18 @@ type BatchOutcome struct {
 // the lease was lost (nothing written), 1 recorded, 2 recorded and the
 // outbox written.
 func EndBatch(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer, entryID string, deliveries int64, bkey string, attempt int, retainMs int64, outs []BatchOutcome) (int, error) {
-	ks := make([]string, 0, 7+3*len(outs))
-	ks = append(ks, q.Stream(), q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey))
-	args := make([]any, 0, 9+4*len(outs))
-	args = append(args, keys.Group, consumer, entryID, deliveries, q.Done(), q.Name, attempt, retainMs, len(outs))
+	ks := make([]string, 0, 9+2*len(outs))
+	ks = append(ks, q.Stream(), q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey), q.BatchResults(bkey), q.BatchMarked(bkey))
+	args := make([]any, 0, 10+4*len(outs))
+	args = append(args, keys.Group, consumer, entryID, deliveries, q.Done(), q.Name, attempt, retainMs, len(outs), bkey)
 	for _, o := range outs {
 		key := bkey + "." + strconv.Itoa(o.Index)
-		ks = append(ks, q.Task(key), q.Result(key), q.Conts(key))
+		ks = append(ks, q.Task(key), q.Conts(key))
 		op := "d"
 		if o.OK {
 			op = "s"
 		}
-		args = append(args, key, op, o.Data, o.Env)
+		args = append(args, o.Index, op, o.Data, o.Env)
 	}
 	n, err := script.BatchEnd.Run(ctx, rdb, ks, args...).Int()
 	if err != nil {
@@ -161,20 +178,20 @@ func AbortBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bk
 	if raw := m.Val(); raw != "" {
 		benv, _ = codec.DecodeEnvelope([]byte(raw))
 	}
-	ks := make([]string, 0, 6+3*len(items))
-	ks = append(ks, q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey))
+	ks := make([]string, 0, 8+2*len(items))
+	ks = append(ks, q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey), q.BatchResults(bkey), q.BatchMarked(bkey))
 	args := make([]any, 0, 7+2*len(items))
 	args = append(args, q.Name, q.Done(), state, why, retainMs, bkey, len(items))
 	for i, it := range items {
 		key := bkey + "." + strconv.Itoa(i)
-		ks = append(ks, q.Task(key), q.Result(key), q.Conts(key))
+		ks = append(ks, q.Task(key), q.Conts(key))
 		var env []byte
 		if benv != nil {
 			e := *benv
 			e.Key, e.Payload, e.Attempt, e.Parked, e.Lost, e.RateTurn = key, []byte(it), 1, 0, 0, 0
 			env = codec.AppendEnvelope(nil, &e)
 		}
-		args = append(args, key, env)
+		args = append(args, i, env)
 	}
 	n, err := script.BatchAbort.Run(ctx, rdb, ks, args...).Int()
 	if err != nil {

@@ -36,9 +36,10 @@ func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, r
 func CancelKeys(q keys.Queue, key string) ([]string, string) {
 	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
 	if batch, idx, ok := keys.BatchOfItem(key); ok {
-		return append(ks, q.Task(batch), q.BatchCancelled(batch)), idx
+		return append(ks, q.Task(batch), q.BatchCancelled(batch), q.BatchResults(batch), q.BatchMarked(batch)), idx
 	}
-	return append(ks, q.Task(key), q.Task(key)), ""
+	t := q.Task(key)
+	return append(ks, t, t, t, t), ""
 }
 
 // ContSpec names a continuation in an outbox or continuation list.
@@ -75,10 +76,11 @@ var ErrUnknownTask = errors.New("no such task")
 // AddContinuation registers spec on the task with key key of queue q. fired
 // reports that the task had ended: the spec went to q's outbox.
 func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key, spec string) (fired bool, err error) {
-	ks := []string{q.Task(key), q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream(), q.Task(key)}
+	t := q.Task(key)
+	ks := []string{t, q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream(), t, t, t}
 	item := ""
-	if batch, _, ok := keys.BatchOfItem(key); ok {
-		ks[6], item = q.Task(batch), "1"
+	if batch, idx, ok := keys.BatchOfItem(key); ok {
+		ks[6], ks[7], ks[8], item = q.Task(batch), q.BatchResults(batch), q.BatchMarked(batch), idx
 	}
 	v, err := script.ContAdd.Run(ctx, rdb, ks, spec, keys.TaskID(q.Name, key), item).Text()
 	if err != nil {

@@ -370,14 +370,15 @@ func State(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, wa
 	return parseState(v), nil
 }
 
-// stateKeys are state.lua's keys for key; item is "1" for a batch item
-// (then KEYS[5] is its batch's record).
+// stateKeys are state.lua's keys for key, and for a batch item its index
+// ("" otherwise).
 func stateKeys(q keys.Queue, key string) ([]string, string) {
-	batch, _, ok := keys.BatchOfItem(key)
+	batch, idx, ok := keys.BatchOfItem(key)
 	if !ok {
-		return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(key)}, ""
+		t := q.Task(key)
+		return []string{t, q.Stream(), q.Result(key), q.Hooks(), t, t, t}, ""
 	}
-	return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(batch)}, "1"
+	return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(batch), q.BatchResults(batch), q.BatchMarked(batch)}, idx
 }
 
 func parseState(v []any) TaskState {
