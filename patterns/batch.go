@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +79,10 @@ type Batch[In, Out any] struct {
 
 	ensured atomic.Bool  // the queue's stream and group exist
 	ptr     atomic.Value // string: the open batch's key, as last seen
+
+	mu      sync.Mutex
+	pending []*appendReq // Append calls waiting to be sent
+	sending bool         // one of them sends
 }
 
 // NewBatch returns the Batch of kind (the name the worker side registers
@@ -125,30 +131,112 @@ func (b *Batch[In, Out]) Queue() string { return b.queue }
 
 // Append adds item to the open batch (opening one when none waits) and
 // returns the item's handle; its Outcome decodes into an Out with
-// client.Result[Out].
+// client.Result[Out]. Concurrent Append calls on one Batch share round
+// trips: one of them sends the items of all that arrived meanwhile.
 func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, error) {
-	hs, err := b.AppendMany(ctx, []In{item})
+	p, err := b.encode(0, item)
 	if err != nil {
 		return nil, err
 	}
-	return hs[0], nil
+	r := &appendReq{raw: p, done: make(chan appendRes, 1)}
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	lead := !b.sending
+	b.sending = true
+	b.mu.Unlock()
+	if lead {
+		b.lead(ctx)
+	}
+	select {
+	case res := <-r.done:
+		return res.h, res.err
+	case <-ctx.Done():
+		b.mu.Lock()
+		i := slices.Index(b.pending, r)
+		if i >= 0 {
+			b.pending = slices.Delete(b.pending, i, i+1)
+		}
+		b.mu.Unlock()
+		if i >= 0 {
+			return nil, fmt.Errorf("patterns.Batch %s: append: %w", b.kind, ctx.Err())
+		}
+		// Taken by a sender: its outcome is the truth.
+		res := <-r.done
+		return res.h, res.err
+	}
+}
+
+// appendReq is one Append waiting to be sent.
+type appendReq struct {
+	raw  []byte
+	done chan appendRes
+}
+
+type appendRes struct {
+	h   *client.Handle
+	err error
+}
+
+// lead sends the pending appends, round after round, until none is left.
+func (b *Batch[In, Out]) lead(ctx context.Context) {
+	// The sends outlive a caller whose ctx ends: others wait on them.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for {
+		b.mu.Lock()
+		reqs := b.pending
+		if len(reqs) > store.MaxAppend {
+			reqs = reqs[:store.MaxAppend]
+		}
+		b.pending = b.pending[len(reqs):]
+		if len(reqs) == 0 {
+			b.sending = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		raw := make([][]byte, len(reqs))
+		for i, r := range reqs {
+			raw[i] = r.raw
+		}
+		hs, err := b.appendRaw(sctx, raw)
+		for i, r := range reqs {
+			if err != nil {
+				r.done <- appendRes{err: err}
+			} else {
+				r.done <- appendRes{h: hs[i]}
+			}
+		}
+	}
+}
+
+func (b *Batch[In, Out]) encode(i int, it In) ([]byte, error) {
+	p, err := codec.Marshal(it)
+	if err != nil {
+		return nil, fmt.Errorf("patterns.Batch %s: append: encode item %d (%T): %w", b.kind, i, it, err)
+	}
+	if len(p) > maxItemBytes {
+		return nil, fmt.Errorf("patterns.Batch %s: append: item %d encodes to %d bytes, limit %d", b.kind, i, len(p), maxItemBytes)
+	}
+	return p, nil
 }
 
 // AppendMany adds items in order, as Append does each (one round trip per
-// MaxSize items).
+// 2,000 items).
 func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.Handle, error) {
-	what := "patterns.Batch " + b.kind + ": append"
 	raw := make([][]byte, len(items))
 	for i, it := range items {
-		p, err := codec.Marshal(it)
+		p, err := b.encode(i, it)
 		if err != nil {
-			return nil, fmt.Errorf("%s: encode item %d (%T): %w", what, i, it, err)
-		}
-		if len(p) > maxItemBytes {
-			return nil, fmt.Errorf("%s: item %d encodes to %d bytes, limit %d", what, i, len(p), maxItemBytes)
+			return nil, err
 		}
 		raw[i] = p
 	}
+	return b.appendRaw(ctx, raw)
+}
+
+func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client.Handle, error) {
+	what := "patterns.Batch " + b.kind + ": append"
 	q := keys.ForQueue(b.queue)
 	if !b.ensured.Load() {
 		if err := store.EnsureGroup(ctx, b.c.Redis(), q); err != nil {
@@ -156,7 +244,7 @@ func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.
 		}
 		b.ensured.Store(true)
 	}
-	hs := make([]*client.Handle, 0, len(items))
+	hs := make([]*client.Handle, 0, len(raw))
 	for len(raw) > 0 {
 		n := min(len(raw), store.MaxAppend)
 		guess, _ := b.ptr.Load().(string)
