@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ const (
 var batchRoles = map[string]func(){
 	"batchworker":   batchWorkerMain,
 	"batchproducer": batchProducerMain,
+	"partproducer":  partProducerMain,
 }
 
 func batchRunsKey(queue string) string { return "fleettest:{q:" + queue + "}:batchruns" }
@@ -65,6 +67,7 @@ func batchWorkerMain() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
+	worker.Handle(w, sumPart) // Partitioner tasks (TestPartitionerAcrossProcesses)
 	worker.HandleBatch(w, "fleet.double", func(ctx context.Context, items []int) ([]int, error) {
 		tk, _ := worker.TaskFromContext(ctx)
 		b, _ := json.Marshal(batchRun{Pid: os.Getpid(), Batch: tk.ID, Items: items})
@@ -219,5 +222,106 @@ func TestBatchAcrossProcesses(t *testing.T) {
 	}
 	if runsOf[inBatch[-1]] != 2 {
 		t.Errorf("the killed batch ran %d times, want 2 (killed, then again)", runsOf[inBatch[-1]])
+	}
+}
+
+// partProducerMain appends FLEET_BATCH_N items from FLEET_BATCH_BASE on to
+// the partitioner of the queue, ten at a time, then exits.
+func partProducerMain() {
+	fleetGuards()
+	queue := os.Getenv(envFleetQueue)
+	n, _ := strconv.Atoi(os.Getenv(envBatchN))
+	base, _ := strconv.Atoi(os.Getenv(envBatchBase))
+	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	pt, err := patterns.NewPartitioner[int](c, "fleet", keyOf, patterns.PartitionerOpts{Queue: queue})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	for i := 0; i < n; i += 10 {
+		items := make([]int, 10)
+		for j := range items {
+			items[j] = base + i + j
+		}
+		if err := pt.Append(context.Background(), items...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+	}
+	os.Exit(0)
+}
+
+// Three producer processes append to one Partitioner while this process
+// flushes; two worker processes run the partitions: every item is started
+// exactly once, in the partition of its key. Real Redis.
+func TestPartitionerAcrossProcesses(t *testing.T) {
+	asynctest.RequireReal(t)
+	t.Parallel()
+	b := setup(t)
+	startFleet(t, b.env, b.queue, 2, 5*time.Second, "ASYNC_TEST_SUBPROCESS=batchworker")
+	const perProducer = 300
+	producers := map[int]*fleetProc{}
+	for p := 0; p < 3; p++ {
+		for pid, proc := range startFleet(t, b.env, b.queue, 1, time.Second, "ASYNC_TEST_SUBPROCESS=partproducer",
+			envBatchN+"="+strconv.Itoa(perProducer), envBatchBase+"="+strconv.Itoa(p*perProducer)) {
+			producers[pid] = proc
+		}
+	}
+	ctx := ctxT(t)
+	pt, err := patterns.NewPartitioner[int](b.c, "fleet", keyOf, patterns.PartitionerOpts{Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := func(key string, its []int) client.Spec {
+		return client.Spec{Args: SumPart{Key: key, Items: its}, Opts: &client.EnqueueOpts{Queue: b.queue}}
+	}
+	var groups []*patterns.Partitioned
+	flush := func() {
+		g, err := pt.Flush(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g != nil {
+			groups = append(groups, g)
+		}
+	}
+	for _, p := range producers {
+		for waiting := true; waiting; {
+			select {
+			case <-p.exited:
+				if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+					t.Fatalf("producer exited %d", code)
+				}
+				waiting = false
+			case <-ctx.Done():
+				t.Fatal("producers did not finish")
+			case <-time.After(20 * time.Millisecond):
+				flush()
+			}
+		}
+	}
+	flush()
+	total, sum := 0, 0
+	for _, g := range groups {
+		res, err := patterns.ResultsByKey[partSum](ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, r := range res {
+			total += r.N
+			sum += r.Sum
+			if !strings.HasPrefix(k, "k") {
+				t.Errorf("partition key %q", k)
+			}
+		}
+	}
+	n := 3 * perProducer
+	if total != n || sum != n*(n-1)/2 {
+		t.Fatalf("%d items (sum %d) over %d flushes, want %d (sum %d)", total, sum, len(groups), n, n*(n-1)/2)
 	}
 }

@@ -2,6 +2,7 @@ package patterns_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -29,6 +30,9 @@ type partSum struct{ Sum, N int }
 func sumPart(ctx context.Context, a SumPart) (partSum, error) {
 	s := 0
 	for _, v := range a.Items {
+		if keyOf(v) != a.Key {
+			return partSum{}, worker.Permanent(fmt.Errorf("item %d is in partition %s", v, a.Key))
+		}
 		s += v
 	}
 	return partSum{s, len(a.Items)}, nil
