@@ -235,16 +235,8 @@ func TestRepeatDeclareIsIdempotent(t *testing.T) {
 // after a long gap only the latest missed slot fires.
 func TestRepeatTimeTravel(t *testing.T) {
 	t.Parallel()
-	m := miniredis.RunT(t)
 	t0 := time.Date(2026, 1, 1, 10, 20, 0, 0, time.UTC)
-	m.SetTime(t0)
-	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
-	c, err := client.New(rdb, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	m, rdb, c := clocked(t, t0)
 	co, err := coordinator.New(rdb, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -543,15 +535,7 @@ func TestRepeatDeclareRemoveRaces(t *testing.T) {
 // writes) is removed by housekeeping once it is older than a minute.
 func TestRepeatOrphanRemoved(t *testing.T) {
 	t.Parallel()
-	m := miniredis.RunT(t)
-	m.SetTime(time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC))
-	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
-	c, err := client.New(rdb, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	m, rdb, c := clocked(t, time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC))
 	ctx := ctxT(t)
 	for _, n := range []string{"kept", "orphan"} {
 		if _, err := patterns.Repeat(ctx, c, n, time.Hour, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "q"}}); err != nil {
@@ -582,4 +566,20 @@ func TestRepeatOrphanRemoved(t *testing.T) {
 	if s, _ := rdb.ZScore(ctx, q.Repeats(), "orphan").Result(); s != 0 {
 		t.Error("the orphan is still in the repeat set")
 	}
+}
+
+// clocked returns a miniredis of t's own whose clock stands at at, a Redis
+// client of it and a client.
+func clocked(t *testing.T, at time.Time) (*miniredis.Miniredis, *redis.Client, *client.Client) {
+	t.Helper()
+	m := miniredis.RunT(t)
+	m.SetTime(at)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return m, rdb, c
 }

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/keys"
 )
 
 // Limit is a rate: Rate events per Per, of which up to Burst may happen at
@@ -99,12 +101,8 @@ func ValidateKey(key string) error {
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("ratelimit: key %.32q... is %d bytes, the limit is %d: %w", key, len(key), MaxKeyLen, ErrInvalidKey)
 	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':' || c == '/' {
-			continue
-		}
-		return fmt.Errorf("ratelimit: key %q has %q at byte %d; allowed are A-Z a-z 0-9 . _ - : /: %w", key, c, i, ErrInvalidKey)
+	if i := keys.BadKeyByte(key); i >= 0 {
+		return fmt.Errorf("ratelimit: key %q has %q at byte %d; allowed are A-Z a-z 0-9 . _ - : /: %w", key, key[i], i, ErrInvalidKey)
 	}
 	return nil
 }

@@ -54,14 +54,23 @@ func ValidatePartitionKey(pk string) error {
 	if len(pk) > MaxPartitionKeyLen {
 		return fmt.Errorf("partition key %.32q... is %d bytes long, the limit is %d: %w", pk, len(pk), MaxPartitionKeyLen, ErrInvalidName)
 	}
-	for i := 0; i < len(pk); i++ {
-		c := pk[i]
+	if i := BadKeyByte(pk); i >= 0 {
+		return fmt.Errorf("partition key %q has %q at byte %d; allowed are A-Z a-z 0-9 . _ - : /: %w", pk, pk[i], i, ErrInvalidName)
+	}
+	return nil
+}
+
+// BadKeyByte returns the index of the first byte of s outside A-Z a-z 0-9
+// and . _ - : / (the bytes of partition and rate-limit keys), or -1.
+func BadKeyByte(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':' || c == '/' {
 			continue
 		}
-		return fmt.Errorf("partition key %q has %q at byte %d; allowed are A-Z a-z 0-9 . _ - : /: %w", pk, c, i, ErrInvalidName)
+		return i
 	}
-	return nil
+	return -1
 }
 
 // IsEntryID reports whether s has the shape of a Redis stream entry id
