@@ -1,0 +1,270 @@
+// Command worker is the deployable process of an async fleet: a worker, a
+// coordinator, or both, with the upload handler registered.
+//
+//	worker [flags]
+//
+// Every flag has an environment variable (given in -h); a flag wins over
+// its variable. SIGTERM or SIGINT drains: the worker stops fetching, lets
+// running handlers finish for -drain-timeout, hands back what is left, and
+// the process exits 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/upload"
+	"github.com/taskfleet/async/worker"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// config is the process' configuration.
+type config struct {
+	redisURL     string
+	queues       map[string]int
+	concurrency  int
+	role         string
+	httpAddr     string
+	drainTimeout time.Duration
+	logFormat    string
+	logLevel     slog.Level
+	uploadRoots  []string
+	name         string
+}
+
+// parseConfig reads flags, falling back to environment variables (getenv)
+// and defaults.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	redisURL := fs.String("redis", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis `URL`: redis://[user:password@]host:port/db, or rediss:// for TLS (env REDIS_URL)")
+	queues := fs.String("queues", env("QUEUES", "default=1"), "queues to serve with their weights, `name=weight,...` (env QUEUES)")
+	conc := fs.String("concurrency", env("CONCURRENCY", "100"), "handlers run at once (env CONCURRENCY)")
+	role := fs.String("role", env("ROLE", "both"), "`worker`, `coordinator` or `both` (env ROLE)")
+	httpAddr := fs.String("http", env("HTTP_ADDR", ""), "serve /healthz and /readyz on `ADDR` (env HTTP_ADDR; none when empty)")
+	drain := fs.String("drain-timeout", env("DRAIN_TIMEOUT", "30s"), "how long running handlers may finish after SIGTERM (env DRAIN_TIMEOUT)")
+	logFormat := fs.String("log-format", env("LOG_FORMAT", "json"), "`json` or `text` (env LOG_FORMAT)")
+	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
+	roots := fs.String("upload-roots", env("UPLOAD_ROOTS", ""), "directories uploads may read and write, comma-separated (env UPLOAD_ROOTS)")
+	name := fs.String("name", env("WORKER_NAME", ""), "consumer name, unique per running worker; a stable one (the pod name) reuses its consumer (env WORKER_NAME; default host-pid)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c := &config{redisURL: *redisURL, role: *role, httpAddr: *httpAddr, logFormat: *logFormat, name: *name}
+	var err error
+	if c.queues, err = parseQueues(*queues); err != nil {
+		return nil, err
+	}
+	if c.concurrency, err = strconv.Atoi(*conc); err != nil || c.concurrency < 1 {
+		return nil, fmt.Errorf("-concurrency %q: want a positive number", *conc)
+	}
+	if c.drainTimeout, err = time.ParseDuration(*drain); err != nil || c.drainTimeout < 0 {
+		return nil, fmt.Errorf("-drain-timeout %q: want a duration such as 30s", *drain)
+	}
+	switch c.role {
+	case "worker", "coordinator", "both":
+	default:
+		return nil, fmt.Errorf("-role %q: want worker, coordinator or both", c.role)
+	}
+	switch c.logFormat {
+	case "json", "text":
+	default:
+		return nil, fmt.Errorf("-log-format %q: want json or text", c.logFormat)
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if _, err := redis.ParseURL(c.redisURL); err != nil {
+		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	for _, r := range strings.Split(*roots, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			c.uploadRoots = append(c.uploadRoots, r)
+		}
+	}
+	return c, nil
+}
+
+func parseQueues(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, w, found := strings.Cut(part, "=")
+		weight := 1
+		if found {
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-queues %q: weight %q of %s must be a positive number", s, w, name)
+			}
+			weight = n
+		}
+		out[name] = weight
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-queues %q: no queue", s)
+	}
+	return out, nil
+}
+
+// run runs the process until a signal (or stop, in tests) and returns its
+// exit code.
+func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
+	cfg, err := parseConfig(args, os.Getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	var h slog.Handler = slog.NewJSONHandler(stdout, opts)
+	if cfg.logFormat == "text" {
+		h = slog.NewTextHandler(stdout, opts)
+	}
+	log := slog.New(h)
+	if err := serve(cfg, log, stop); err != nil {
+		log.Error("exiting", slog.Any("err", err))
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
+	ropts, _ := redis.ParseURL(cfg.redisURL)
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	var ready atomic.Bool
+	if cfg.httpAddr != "" {
+		ln, err := net.Listen("tcp", cfg.httpAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.httpAddr, err)
+		}
+		srv := &http.Server{Handler: healthMux(rdb, &ready), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}()
+		log.Info("health endpoints", slog.String("addr", ln.Addr().String()))
+	}
+
+	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var co *coordinator.Coordinator
+	if cfg.role != "worker" {
+		c, err := coordinator.New(rdb, &coordinator.Config{Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := c.Start(startCtx); err != nil {
+			return err
+		}
+		co = c
+		log.Info("coordinator started")
+	}
+	var w *worker.Worker
+	if cfg.role != "coordinator" {
+		ww, err := worker.New(rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := upload.Register(ww, upload.Config{Roots: cfg.uploadRoots}); err != nil {
+			return err
+		}
+		if err := ww.Start(startCtx); err != nil {
+			return err
+		}
+		w = ww
+		log.Info("worker started", slog.Any("queues", cfg.queues), slog.Int("concurrency", cfg.concurrency))
+	}
+	ready.Store(true)
+
+	select {
+	case s := <-sigs:
+		log.Info("draining", slog.String("signal", s.String()), slog.Duration("timeout", cfg.drainTimeout))
+	case <-stop:
+		log.Info("draining", slog.Duration("timeout", cfg.drainTimeout))
+	}
+	ready.Store(false)
+	var errs []error
+	if w != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
+		err := w.Stop(ctx)
+		cancel()
+		if err != nil {
+			// Handlers still running past the timeout: their tasks are
+			// handed back (or taken over after their lease).
+			log.Warn("drain timed out; the tasks still running go back to their queues", slog.Any("err", err))
+		}
+	}
+	if co != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := co.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
+
+// healthMux serves /healthz (the process runs) and /readyz (started, not
+// draining, and Redis answers a PING within a second).
+func healthMux(rdb redis.UniversalClient, ready *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: starting or draining", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "not ready: redis: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return mux
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/upload"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, asynctest.LeakOptions()...) }
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigFromFlagsAndEnvironment(t *testing.T) {
+	c, err := parseConfig([]string{"-concurrency", "7"}, env(map[string]string{
+		"REDIS_URL": "rediss://app:secret@10.0.0.5:6380/2", "QUEUES": "uploads=3, default", "CONCURRENCY": "50", "ROLE": "worker",
+		"UPLOAD_ROOTS": "/data,/out", "LOG_LEVEL": "debug",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.concurrency != 7 || c.role != "worker" || c.queues["uploads"] != 3 || c.queues["default"] != 1 || len(c.uploadRoots) != 2 || c.logLevel.String() != "DEBUG" {
+		t.Fatalf("config %+v", c)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-queues", "a=0"}, "weight"},
+		{[]string{"-queues", " , "}, "no queue"},
+		{[]string{"-role", "boss"}, "-role"},
+		{[]string{"-concurrency", "-1"}, "-concurrency"},
+		{[]string{"-redis", "http://x"}, "-redis"},
+		{[]string{"-drain-timeout", "soon"}, "-drain-timeout"},
+		{[]string{"-log-format", "xml"}, "-log-format"},
+		{[]string{"extra"}, "unexpected arguments"},
+	} {
+		if _, err := parseConfig(tc.args, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// The binary's process end to end: it serves health, runs an upload from a
+// client, and drains on stop.
+func TestWorkerProcessRunsUploads(t *testing.T) {
+	if os.Getenv(asynctest.EnvCluster) != "" {
+		t.Skip("the process takes the redis:// URL of one server; the single-server passes run this test")
+	}
+	e := asynctest.Redis(t)
+	queue := asynctest.Queue(t)
+	root := t.TempDir()
+	src := filepath.Join(root, "in.txt")
+	if err := os.WriteFile(src, []byte("fleet"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := freeAddr(t)
+	var logs syncBuf
+	stop := make(chan struct{})
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"-redis", "redis://" + e.Addr, "-queues", queue, "-http", httpAddr, "-upload-roots", root, "-drain-timeout", "5s"}, &logs, &logs, stop)
+	}()
+	ready := func() int {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	asynctest.Eventually(t, 10*time.Second, "/readyz", func() bool { return ready() == http.StatusOK })
+	c := asynctest.Client(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h, err := c.Enqueue(ctx, upload.Args{Src: src, Dest: filepath.Join(root, "out", "in.txt")}, &client.EnqueueOpts{Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.Result[upload.Result](ctx, h)
+	if err != nil || r.Bytes != 5 {
+		t.Fatalf("upload: %+v, %v\n%s", r, err, logs.String())
+	}
+	close(stop)
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit code %d\n%s", code, logs.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("the process did not drain")
+	}
+	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
+		t.Errorf("no structured stop log:\n%s", logs.String())
+	}
+}
