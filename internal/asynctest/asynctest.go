@@ -104,6 +104,10 @@ func IsolatedRedis(t testing.TB, db int) *Env {
 // NewEnvClient returns another client of env's Redis (its database
 // included).
 func NewEnvClient(env *Env) redis.UniversalClient {
+	if env.Mini != nil {
+		// Its own miniredis (also in the cluster pass, for IsolatedRedis).
+		return redis.NewClient(&redis.Options{Addr: env.Mini.Addr()})
+	}
 	if env.DB != 0 {
 		return redis.NewClient(&redis.Options{Addr: env.Addr, DB: env.DB})
 	}
