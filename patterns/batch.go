@@ -61,7 +61,10 @@ const maxBatchSize = 10000
 // Each item is a task of its own, "<queue>/<batch>.<index>" (state waiting
 // until its batch ran): its handle's Outcome and client.Result give the
 // item's own result, its ContinueWith registers a continuation of that item
-// alone, and Cancel takes it out before its batch runs. An item is stored
+// alone, and Cancel takes it out before its batch runs (an item cancelled
+// while its batch runs ends cancelled at once; the handler may still see
+// it, and its result is dropped). While its batch waits or runs, its state
+// is waiting. An item is stored
 // as an entry of its batch, not as a record of its own, until it ends (a
 // result record; a dead item keeps a record in the dead-letter store). Items
 // are kept for the batch's Retention once they succeeded. A batch is leased as a whole, like a
@@ -132,37 +135,46 @@ func (b *Batch[In, Out]) Queue() string { return b.queue }
 // Append adds item to the open batch (opening one when none waits) and
 // returns the item's handle; its Outcome decodes into an Out with
 // client.Result[Out]. Concurrent Append calls on one Batch share round
-// trips: one of them sends the items of all that arrived meanwhile.
+// trips: one of them sends the items of all that arrived meanwhile, then
+// hands that job to a caller still waiting.
 func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, error) {
 	p, err := b.encode(0, item)
 	if err != nil {
 		return nil, err
 	}
-	r := &appendReq{raw: p, done: make(chan appendRes, 1)}
+	r := &appendReq{raw: p, done: make(chan appendRes, 1), lead: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
-	lead := !b.sending
-	b.sending = true
-	b.mu.Unlock()
-	if lead {
-		b.lead(ctx)
+	if !b.sending {
+		b.sending = true
+		r.lead <- struct{}{}
 	}
-	select {
-	case res := <-r.done:
-		return res.h, res.err
-	case <-ctx.Done():
-		b.mu.Lock()
-		i := slices.Index(b.pending, r)
-		if i >= 0 {
-			b.pending = slices.Delete(b.pending, i, i+1)
+	b.mu.Unlock()
+	for {
+		select {
+		case res := <-r.done:
+			return res.h, res.err
+		case <-r.lead:
+			b.lead(ctx, r)
+		case <-ctx.Done():
+			b.mu.Lock()
+			i := slices.Index(b.pending, r)
+			if i >= 0 {
+				b.pending = slices.Delete(b.pending, i, i+1)
+				select {
+				case <-r.lead:
+					b.passLead() // handed to us as we gave up: pass it on
+				default:
+				}
+			}
+			b.mu.Unlock()
+			if i >= 0 {
+				return nil, fmt.Errorf("patterns.Batch %s: append: %w", b.kind, ctx.Err())
+			}
+			// Taken by a sender: its outcome is the truth.
+			res := <-r.done
+			return res.h, res.err
 		}
-		b.mu.Unlock()
-		if i >= 0 {
-			return nil, fmt.Errorf("patterns.Batch %s: append: %w", b.kind, ctx.Err())
-		}
-		// Taken by a sender: its outcome is the truth.
-		res := <-r.done
-		return res.h, res.err
 	}
 }
 
@@ -170,6 +182,7 @@ func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, e
 type appendReq struct {
 	raw  []byte
 	done chan appendRes
+	lead chan struct{} // a value: this caller sends the next round
 }
 
 type appendRes struct {
@@ -177,11 +190,9 @@ type appendRes struct {
 	err error
 }
 
-// lead sends the pending appends, round after round, until none is left.
-func (b *Batch[In, Out]) lead(ctx context.Context) {
-	// The sends outlive a caller whose ctx ends: others wait on them.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
+// lead sends rounds of pending appends until me's was sent, then passes the
+// job on to the next waiting caller, so no caller serves others for long.
+func (b *Batch[In, Out]) lead(ctx context.Context, me *appendReq) {
 	for {
 		b.mu.Lock()
 		reqs := b.pending
@@ -190,7 +201,7 @@ func (b *Batch[In, Out]) lead(ctx context.Context) {
 		}
 		b.pending = b.pending[len(reqs):]
 		if len(reqs) == 0 {
-			b.sending = false
+			b.passLead()
 			b.mu.Unlock()
 			return
 		}
@@ -199,14 +210,39 @@ func (b *Batch[In, Out]) lead(ctx context.Context) {
 		for i, r := range reqs {
 			raw[i] = r.raw
 		}
+		// Each round has its own bound, apart from the caller's ctx:
+		// the others wait on it.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		hs, err := b.appendRaw(sctx, raw)
+		cancel()
+		mine := false
 		for i, r := range reqs {
+			mine = mine || r == me
 			if err != nil {
 				r.done <- appendRes{err: err}
 			} else {
 				r.done <- appendRes{h: hs[i]}
 			}
 		}
+		if mine {
+			b.mu.Lock()
+			b.passLead()
+			b.mu.Unlock()
+			return
+		}
+	}
+}
+
+// passLead gives the sending job to the first waiting caller, or ends it.
+// b.mu is held.
+func (b *Batch[In, Out]) passLead() {
+	if len(b.pending) == 0 {
+		b.sending = false
+		return
+	}
+	select {
+	case b.pending[0].lead <- struct{}{}:
+	default: // it holds the job already
 	}
 }
 
@@ -246,7 +282,11 @@ func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client
 	}
 	hs := make([]*client.Handle, 0, len(raw))
 	for len(raw) > 0 {
-		n := min(len(raw), store.MaxAppend)
+		n, size := 0, 0
+		for n < len(raw) && n < store.MaxAppend && (n == 0 || size+len(raw[n]) <= maxAppendBytes) {
+			size += len(raw[n])
+			n++
+		}
 		guess, _ := b.ptr.Load().(string)
 		newKey := func() string { return keys.BatchKeyPrefix + randomKey() }
 		segs, ptr, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, guess, newKey, b.envPre, b.envPost, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), raw[:n])
@@ -269,8 +309,12 @@ func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client
 	return hs, nil
 }
 
-// maxItemBytes bounds one item's encoding.
-const maxItemBytes = 1 << 20
+// maxItemBytes bounds one item's encoding; maxAppendBytes the items of one
+// script call (well inside Redis' 1 GB query buffer).
+const (
+	maxItemBytes   = 1 << 20
+	maxAppendBytes = 16 << 20
+)
 
 // Flush starts the open batch now, with the items it has (grab/async's
 // Reduce); false when no batch was open.

@@ -320,3 +320,101 @@ func TestBatchPoisonEndsItems(t *testing.T) {
 		t.Fatalf("%d dead letters (%v), want the 3 items (not the batch)", len(dead), err)
 	}
 }
+
+// A batch of 5,000 items is recorded (its results take several commands),
+// and Append calls from many goroutines, some giving up, each get their own
+// answer.
+func TestBatchLargeAndConcurrentAppends(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var log batchLog
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	ctx := ctxT(t)
+	big, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 5000, MaxWait: time.Hour, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]int, 5000)
+	for i := range items {
+		items[i] = i
+	}
+	hs, err := big.AppendMany(ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2999, 4999} {
+		if v, err := client.Result[int](ctx, hs[i]); err != nil || v != 2*i {
+			t.Fatalf("item %d of the big batch: %d, %v", i, v, err)
+		}
+	}
+	small, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 7, MaxWait: 50 * time.Millisecond, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[int]*client.Handle{}
+	for i := 0; i < 300; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			actx := ctx
+			if i%3 == 0 {
+				var cancel context.CancelFunc
+				actx, cancel = context.WithTimeout(ctx, time.Duration(i%5)*time.Millisecond)
+				defer cancel()
+			}
+			h, err := small.Append(actx, 10000+i)
+			if err != nil {
+				if i%3 != 0 {
+					t.Errorf("append %d: %v", i, err)
+				}
+				return
+			}
+			mu.Lock()
+			got[10000+i] = h
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for v, h := range got {
+		if r, err := client.Result[int](ctx, h); err != nil || r != 2*v {
+			t.Fatalf("item %d: %d, %v", v, r, err)
+		}
+	}
+	if len(got) < 200 {
+		t.Fatalf("%d of 300 appends answered, want at least the 200 without a deadline", len(got))
+	}
+}
+
+// Item ids that are not canonical, or past the end of their batch, are no
+// items: no state, no cancel.
+func TestBatchItemIDsChecked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: time.Hour, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := bt.AppendMany(ctx, []int{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := strings.TrimSuffix(hs[2].ID(), ".2")
+	for _, id := range []string{batch + ".02", batch + ".3", batch + ".999"} {
+		h, err := b.c.Task(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := h.State(ctx); err == nil || st != "" {
+			t.Errorf("%s: state %q, %v; want not found", id, st, err)
+		}
+		if _, err := h.Cancel(ctx); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("cancel %s: %v, want not found", id, err)
+		}
+	}
+	if st, err := hs[2].State(ctx); err != nil || st != client.StateWaiting {
+		t.Fatalf("item 2: %q, %v", st, err)
+	}
+}

@@ -176,6 +176,9 @@ func BatchOfItem(key string) (batch, index string, ok bool) {
 			return "", "", false
 		}
 	}
+	if key[dot+1] == '0' && dot+2 < len(key) {
+		return "", "", false // one spelling per index: no leading zeros
+	}
 	return key[:dot], key[dot+1:], true
 }
 

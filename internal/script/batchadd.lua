@@ -2,7 +2,8 @@
 -- opening new batches as they fill. An open batch is a task in the
 -- scheduled set, due MaxWait after its first item; it closes (enters the
 -- stream) when it is due (forward.lua) or holds MaxSize items, or on a
--- flush. Items join only a batch still scheduled, in this one script, so
+-- flush. Items join only a batch still open (field open, cleared when it
+-- first leaves the scheduled set), in this one script, so
 -- an item is never in two batches and a batch never changes once it runs.
 -- An item is an entry of its batch's list (its msgpack); its task id is
 -- "<batch key>.<index in the list>", and it has no record of its own until
@@ -41,7 +42,7 @@ local function fill(bh, bl, bk)
     redis.call('ZREM', KEYS[3], bk)
     local id = redis.call('XADD', KEYS[2], '*', 'm', redis.call('HGET', bh, 'm'))
     redis.call('HSET', bh, 'st', 'pending', 'e', id)
-    redis.call('HDEL', bh, 'm')
+    redis.call('HDEL', bh, 'm', 'open')
     redis.call('DEL', KEYS[1])
   end
 end
@@ -49,7 +50,7 @@ local function mpstr(s)
   if #s < 32 then return string.char(0xa0 + #s) .. s end
   return string.char(0xd9, #s) .. s
 end
-if cur ~= '' and redis.call('HGET', KEYS[4], 'st') == 'scheduled' then
+if cur ~= '' and redis.call('HGET', KEYS[4], 'open') == '1' then
   fill(KEYS[4], KEYS[5], cur)
 end
 local j = 0
@@ -59,11 +60,11 @@ while i <= n do
   local bk, bh, bl = ARGV[7 + j], KEYS[7 + 2 * j], KEYS[8 + 2 * j]
   j = j + 1
   due = now_ms() + tonumber(ARGV[3])
-  redis.call('HSET', bh, 'st', 'scheduled', 'm', ARGV[4] .. mpstr(bk) .. ARGV[5])
+  redis.call('HSET', bh, 'st', 'scheduled', 'm', ARGV[4] .. mpstr(bk) .. ARGV[5], 'open', '1')
   redis.call('ZADD', KEYS[3], due, bk)
   redis.call('SET', KEYS[1], bk)
   fill(bh, bl, bk)
-  if redis.call('HGET', bh, 'st') ~= 'scheduled' then due = 0 end
+  if redis.call('HGET', bh, 'open') ~= '1' then due = 0 end
 end
 out[2] = due
 out[3] = redis.call('GET', KEYS[1]) or ''

@@ -54,10 +54,11 @@ for i = 0, tonumber(ARGV[9]) - 1 do
     if f and f[2] then redis.call('PUBLISH', ARGV[5], key) end
   end
 end
-if #hs > 0 then
-  redis.call('HSET', KEYS[8], unpack(hs))
-  redis.call('PEXPIRE', KEYS[8], ARGV[8])
+-- In chunks: Lua's unpack takes a few thousand values at most.
+for c = 1, #hs, 1000 do
+  redis.call('HSET', KEYS[8], unpack(hs, c, math.min(c + 999, #hs)))
 end
+if #hs > 0 then redis.call('PEXPIRE', KEYS[8], ARGV[8]) end
 redis.call('XACK', stream, group, eid)
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[9])
 if wrote then return 2 end

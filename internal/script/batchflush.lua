@@ -10,9 +10,9 @@ local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then return 'again' end
 if cur == '' then return 'none' end
 redis.call('DEL', KEYS[1])
-if redis.call('HGET', KEYS[4], 'st') ~= 'scheduled' then return 'none' end
+if redis.call('HGET', KEYS[4], 'open') ~= '1' then return 'none' end
 redis.call('ZREM', KEYS[3], cur)
 local id = redis.call('XADD', KEYS[2], '*', 'm', redis.call('HGET', KEYS[4], 'm'))
 redis.call('HSET', KEYS[4], 'st', 'pending', 'e', id)
-redis.call('HDEL', KEYS[4], 'm')
+redis.call('HDEL', KEYS[4], 'm', 'open')
 return 'flushed'

@@ -3,9 +3,8 @@
 -- end when its handler returns); an ended one is left as it is.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] the queue's stream,
 -- KEYS[4]  scheduled set, KEYS[5] continuations of the task, KEYS[6] outbox,
--- KEYS[7]  the queue's hooks, KEYS[8], KEYS[9], KEYS[10], KEYS[11] for a
---          batch item its batch's record, cancelled set, results hash and
---          marked set
+-- KEYS[7]  the queue's hooks, KEYS[8..12] for a batch item its batch's
+--          record, cancelled set, results hash, marked set and item list
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
 -- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id,
 -- ARGV[8]  for a batch item its index in the batch, else ''
@@ -27,7 +26,7 @@ if not st and string.match(key, '^%d+%-%d+$') then
   eid = key
   st = 'pending'
 end
-if not st and ARGV[8] ~= '' and redis.call('EXISTS', KEYS[8]) == 1 then
+if not st and ARGV[8] ~= '' and redis.call('EXISTS', KEYS[8]) == 1 and tonumber(ARGV[8]) < redis.call('LLEN', KEYS[12]) then
   redis.call('SADD', KEYS[9], ARGV[8])
   redis.call('SADD', KEYS[11], ARGV[8])
   st, known = 'waiting', true

@@ -3,8 +3,8 @@
 -- racing the task's end is neither lost nor doubled.
 -- KEYS[1]  task hash, KEYS[2] result key, KEYS[3] continuations of the task,
 -- KEYS[4]  outbox, KEYS[5] the queue's hooks, KEYS[6] the queue's stream,
--- KEYS[7], KEYS[8], KEYS[9] for a batch item its batch's record, results
---          hash and marked set
+-- KEYS[7..10] for a batch item its batch's record, results hash, marked
+--          set and item list
 -- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] task id,
 -- ARGV[3]  for a batch item (patterns.Batch) its index, else 
 -- Returns: 'registered', 'fired' (the task had ended; drain the outbox), or
@@ -17,7 +17,8 @@ if st == 'succeeded' or st == 'dead' or st == 'cancelled' then
   redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'p', ARGV[2], 'st', st)
   return 'fired'
 end
-if not st and not (ARGV[3] ~= '' and redis.call('EXISTS', KEYS[7]) == 1) then
+local inBatch = not st and ARGV[3] ~= '' and redis.call('EXISTS', KEYS[7]) == 1 and tonumber(ARGV[3]) < redis.call('LLEN', KEYS[10])
+if not st and not inBatch then
   -- No record: only the first entry of an auto-keyed task, still in the
   -- stream, is a task here, and a batch item while its batch exists.
   local key = string.match(ARGV[2], '/(.*)$')
@@ -29,7 +30,7 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 -- The flag makes the record exist, and the hook makes the task's end look
 -- for it, so the continuations fire.
 redis.call('HSET', KEYS[1], 'k', '1')
-if ARGV[3] ~= '' then redis.call('SADD', KEYS[9], ARGV[3]) end
+if inBatch then redis.call('SADD', KEYS[9], ARGV[3]) end
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[5], '+inf', 'c:' .. ARGV[1])
 return 'registered'

@@ -15,7 +15,7 @@ for i = 1, #ARGV do
     if env then
       local id = redis.call('XADD', KEYS[2], '*', 'm', env)
       redis.call('HSET', tk, 'st', 'pending', 'e', id)
-      redis.call('HDEL', tk, 'm')
+      redis.call('HDEL', tk, 'm', 'open') -- open: a batch takes no more items
       moved = moved + 1
     end
     redis.call('ZREM', KEYS[1], key)

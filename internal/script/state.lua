@@ -1,8 +1,8 @@
 -- state.lua: reads one task's state; optionally marks it watched so that its end
 -- is published on the queue's done channel.
 -- KEYS[1]  task hash, KEYS[2] the queue's stream, KEYS[3] result key
--- KEYS[4]  the queue's hooks, KEYS[5], KEYS[6], KEYS[7] for a batch item its
---          batch's record, results hash and marked set
+-- KEYS[4]  the queue's hooks, KEYS[5..8] for a batch item its batch's
+--          record, results hash, marked set and item list
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] watcher id ('' to only
 --          read), ARGV[4] how long the watcher's registration lasts, ms,
 -- ARGV[5]  for a batch item (patterns.Batch) its index, else '': without a
@@ -27,8 +27,9 @@ if not st and string.match(ARGV[2], '^%d+%-%d+$') then
   eid = ARGV[2]
   st = 'pending'
 end
-if not st and ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
-  st = 'waiting'
+local inBatch = false
+if not st and ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 and tonumber(ARGV[5]) < redis.call('LLEN', KEYS[8]) then
+  st, inBatch = 'waiting', true
 end
 if not st then return {''} end
 local dlv = 0
@@ -55,7 +56,7 @@ if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' th
   local now = now_ms()
   local existed = redis.call('EXISTS', KEYS[1]) == 1
   redis.call('HSET', KEYS[1], 'w', '1')
-  if ARGV[5] ~= '' then redis.call('SADD', KEYS[7], ARGV[5]) end
+  if inBatch then redis.call('SADD', KEYS[7], ARGV[5]) end
   if not existed or redis.call('PTTL', KEYS[1]) > 0 then
     -- A record made (or kept) only for watching expires with it; one that
     -- holds more (a continuation, a task's state) keeps its lifetime.

@@ -167,6 +167,7 @@ func AbortBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bk
 	pipe := rdb.Pipeline()
 	l := pipe.LLen(ctx, q.BatchItems(bkey))
 	m := pipe.HGet(ctx, q.Task(bkey), "m")
+	att := pipe.HGet(ctx, q.Task(bkey), "a")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return false, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
 	}
@@ -181,7 +182,11 @@ func AbortBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bk
 	ks := make([]string, 0, 8+2*len(items))
 	ks = append(ks, q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey), q.BatchResults(bkey), q.BatchMarked(bkey))
 	args := make([]any, 0, 7+2*len(items))
-	args = append(args, q.Name, q.Done(), state, why, retainMs, bkey, len(items))
+	a := att.Val()
+	if a == "" {
+		a = "0"
+	}
+	args = append(args, q.Name, q.Done(), state, why, retainMs, bkey, len(items), a)
 	for i, it := range items {
 		key := bkey + "." + strconv.Itoa(i)
 		ks = append(ks, q.Task(key), q.Conts(key))

@@ -36,10 +36,10 @@ func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, r
 func CancelKeys(q keys.Queue, key string) ([]string, string) {
 	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
 	if batch, idx, ok := keys.BatchOfItem(key); ok {
-		return append(ks, q.Task(batch), q.BatchCancelled(batch), q.BatchResults(batch), q.BatchMarked(batch)), idx
+		return append(ks, q.Task(batch), q.BatchCancelled(batch), q.BatchResults(batch), q.BatchMarked(batch), q.BatchItems(batch)), idx
 	}
 	t := q.Task(key)
-	return append(ks, t, t, t, t), ""
+	return append(ks, t, t, t, t, t), ""
 }
 
 // ContSpec names a continuation in an outbox or continuation list.
@@ -77,10 +77,10 @@ var ErrUnknownTask = errors.New("no such task")
 // reports that the task had ended: the spec went to q's outbox.
 func AddContinuation(ctx context.Context, rdb redis.Scripter, q keys.Queue, key, spec string) (fired bool, err error) {
 	t := q.Task(key)
-	ks := []string{t, q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream(), t, t, t}
+	ks := []string{t, q.Result(key), q.Conts(key), q.Outbox(), q.Hooks(), q.Stream(), t, t, t, t}
 	item := ""
 	if batch, idx, ok := keys.BatchOfItem(key); ok {
-		ks[6], ks[7], ks[8], item = q.Task(batch), q.BatchResults(batch), q.BatchMarked(batch), idx
+		ks[6], ks[7], ks[8], ks[9], item = q.Task(batch), q.BatchResults(batch), q.BatchMarked(batch), q.BatchItems(batch), idx
 	}
 	v, err := script.ContAdd.Run(ctx, rdb, ks, spec, keys.TaskID(q.Name, key), item).Text()
 	if err != nil {

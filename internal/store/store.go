@@ -376,9 +376,9 @@ func stateKeys(q keys.Queue, key string) ([]string, string) {
 	batch, idx, ok := keys.BatchOfItem(key)
 	if !ok {
 		t := q.Task(key)
-		return []string{t, q.Stream(), q.Result(key), q.Hooks(), t, t, t}, ""
+		return []string{t, q.Stream(), q.Result(key), q.Hooks(), t, t, t, t}, ""
 	}
-	return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(batch), q.BatchResults(batch), q.BatchMarked(batch)}, idx
+	return []string{q.Task(key), q.Stream(), q.Result(key), q.Hooks(), q.Task(batch), q.BatchResults(batch), q.BatchMarked(batch), q.BatchItems(batch)}, idx
 }
 
 func parseState(v []any) TaskState {
