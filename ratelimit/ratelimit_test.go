@@ -265,3 +265,27 @@ func TestTakeHandsOutTurns(t *testing.T) {
 		t.Errorf("after refused takes: %+v, %v", r, err)
 	}
 }
+
+// Rates whose interval is not a whole number of µs (60/s: 16666.67 µs)
+// admit like any other: an empty bucket takes its burst (a double holds
+// today's µs only to a quarter µs; a regression refused every event).
+func TestFractionalIntervals(t *testing.T) {
+	t.Parallel()
+	env := asynctest.Redis(t)
+	ctx := ctxT(t)
+	for _, rate := range []int{60, 7, 3, 999983} {
+		for _, burst := range []int{1, 5} {
+			l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: rate, Per: time.Second, Burst: burst})
+			k := key(t) + "-" + time.Now().Format("150405.000000")
+			for i := 0; i < burst; i++ {
+				if r, err := l.Allow(ctx, k, 1); err != nil || !r.Allowed {
+					t.Fatalf("rate %d burst %d: event %d of an empty bucket refused: %+v, %v", rate, burst, i, r, err)
+				}
+			}
+			ok, _, _, err := l.Take(ctx, k+"-take", 1, 0)
+			if err != nil || !ok {
+				t.Fatalf("rate %d burst %d: Take from an empty bucket refused (%v)", rate, burst, err)
+			}
+		}
+	}
+}

@@ -67,7 +67,12 @@ if mode == 'refund' then
 end
 
 local new = tat + n * interval
-local over = new - now - span
+-- How far past the burst the n events would reach. Computed from the small
+-- differences, not from new - now: at today's µs (about 1.8e15) a double
+-- is exact only to a quarter µs, and an interval that is not a whole
+-- number of µs (60/s: 16666.67) would leave over a hair above 0 with an
+-- empty bucket, refusing every event.
+local over = (tat - now) + (n - burst) * interval
 if mode == 'reserve' then
   write(KEYS[1], new)
   return {1, math.ceil(math.max(over, 0)), left(new), 0}
