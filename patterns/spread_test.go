@@ -2,7 +2,6 @@ package patterns_test
 
 import (
 	"context"
-	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -74,9 +73,8 @@ func TestSpreadStartsEvenly(t *testing.T) {
 // own (another test's coordinators would serve this queue).
 func TestSpreadCoordinatorKilled(t *testing.T) {
 	asynctest.RequireReal(t)
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		t.Skip("the coordinator process uses a database of its own; the cluster pass runs the single-server test")
-	}
+	// A database of its own on a single server; in the cluster pass a
+	// miniredis of its own (IsolatedRedis).
 	env := asynctest.IsolatedRedis(t, isolatedDB)
 	b := &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
 	// startCoord starts a coordinator process and returns once it runs.

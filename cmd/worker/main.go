@@ -1,7 +1,9 @@
 // Command worker is the deployable process of an async fleet: a worker, a
 // coordinator, or both, with the upload handler registered.
 //
-//	worker [flags]
+//	worker [flags]          run (flags below)
+//	worker demo [flags]     the demo: uploads with ForkJoin, InvokeAll,
+//	                        Throttle and Spread on an embedded Redis
 //
 // Every flag has an environment variable (given in -h); a flag wins over
 // its variable. SIGTERM or SIGINT drains: the worker stops fetching, lets
@@ -140,6 +142,32 @@ func parseQueues(s string) (map[string]int, error) {
 // run runs the process until a signal (or stop, in tests) and returns its
 // exit code.
 func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
+	if len(args) > 0 && args[0] == "demo" {
+		dc, err := parseDemo(args[1:], stderr)
+		if err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintln(stderr, "worker:", err)
+			return 2
+		}
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer cancel()
+		if stop != nil {
+			go func() {
+				select {
+				case <-stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+		}
+		if err := runDemo(ctx, dc, stdout); err != nil {
+			fmt.Fprintln(stderr, "worker demo:", err)
+			return 1
+		}
+		return 0
+	}
 	cfg, err := parseConfig(args, os.Getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

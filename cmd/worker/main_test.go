@@ -74,10 +74,12 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // The binary's process end to end: it serves health, runs an upload from a
 // client, and drains on stop.
 func TestWorkerProcessRunsUploads(t *testing.T) {
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		t.Skip("the process takes the redis:// URL of one server; the single-server passes run this test")
-	}
+	// The process takes the redis:// URL of one server: in the cluster pass
+	// it runs on a miniredis of its own.
 	e := asynctest.Redis(t)
+	if os.Getenv(asynctest.EnvCluster) != "" {
+		e = asynctest.IsolatedRedis(t, 0)
+	}
 	queue := asynctest.Queue(t)
 	root := t.TempDir()
 	src := filepath.Join(root, "in.txt")
@@ -122,5 +124,42 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
 		t.Errorf("no structured stop log:\n%s", logs.String())
+	}
+}
+
+// The README's demo, small: every pattern uploads its files and the table
+// says so.
+func TestDemo(t *testing.T) {
+	dir := t.TempDir()
+	var out syncBuf
+	code := run([]string{"demo", "-n", "12", "-spread", "300ms", "-rate", "60", "-invokeall", "3", "-dir", dir}, &out, &out, nil)
+	if code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, out.String())
+	}
+	for _, p := range []string{"ForkJoin", "InvokeAll", "Throttle", "Spread"} {
+		files, _ := filepath.Glob(filepath.Join(dir, p, "out", "*.txt"))
+		if len(files) != 12 {
+			t.Errorf("%s uploaded %d files, want 12", p, len(files))
+		}
+		found := false
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.Contains(line, p) && strings.Contains(line, " ok") && strings.Contains(line, " 12 ") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no table row for %s:\n%s", p, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "InvokeAll ran at most") {
+		t.Errorf("no summary:\n%s", out.String())
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[0] == "InvokeAll" && f[4] != "1" && f[4] != "2" && f[4] != "3" {
+			t.Errorf("InvokeAll(3) ran %s at once", f[4])
+		}
+	}
+	if code := run([]string{"demo", "-n", "0"}, io.Discard, io.Discard, nil); code != 2 {
+		t.Errorf("demo -n 0: exit code %d, want 2", code)
 	}
 }
