@@ -4,6 +4,8 @@
 //	worker [flags]          run (flags below)
 //	worker demo [flags]     the demo: uploads with ForkJoin, InvokeAll,
 //	                        Throttle and Spread on an embedded Redis
+//	worker queues|task|group|dead|repeats|enqueue ...
+//	                        operator commands (worker queues -h; cliUsage)
 //
 // Every flag has an environment variable (given in -h); a flag wins over
 // its variable. SIGTERM or SIGINT drains: the worker stops fetching, lets
@@ -142,6 +144,9 @@ func parseQueues(s string) (map[string]int, error) {
 // run runs the process until a signal (or stop, in tests) and returns its
 // exit code.
 func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
+	if len(args) > 0 && cliCommands[args[0]] {
+		return runCLI(args, stdout, stderr, os.Getenv)
+	}
 	if len(args) > 0 && args[0] == "demo" {
 		dc, err := parseDemo(args[1:], stderr)
 		if err != nil {
