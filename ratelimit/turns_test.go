@@ -131,3 +131,25 @@ func TestRefund(t *testing.T) {
 		t.Errorf("after refunds %d allowed, want the burst, 2", n)
 	}
 }
+
+// Callers arriving slowly, longer than an interval in all (a flood of tasks
+// parked one by one under load), each get a turn of their own: turns being
+// handed out are not forgotten, or the same times would go out twice and
+// their holders collide at each one.
+func TestTurnsHandedOutSlowlyAreDistinct(t *testing.T) {
+	t.Parallel()
+	l, at := clocked(t, ratelimit.Limit{Rate: 10, Per: time.Second})
+	take(t, l, 0)
+	seen := map[int64]bool{}
+	for i := 0; i < 50; i++ {
+		at(time.Duration(i) * 30 * time.Millisecond) // 1.5 s of arrivals, 100 ms interval
+		ok, tt := take(t, l, 0)
+		if ok {
+			t.Fatalf("caller %d took a token while turns were outstanding", i)
+		}
+		if seen[tt.turn] {
+			t.Fatalf("caller %d got turn %d, already handed out", i, tt.turn)
+		}
+		seen[tt.turn] = true
+	}
+}

@@ -36,11 +36,14 @@ local span = burst * interval
 
 local function read(key)
   local raw = redis.call('GET', key)
-  if not raw then return 0 end
+  if not raw then return 0, 0 end
   local v, last = string.match(raw, '^([%d%.]+),([%d%.]+)$')
   v, last = tonumber(v) or 0, tonumber(last) or now
-  if last > now then v = v - (last - now) end
-  return v
+  if last > now then
+    v = v - (last - now)
+    last = now
+  end
+  return v, last
 end
 
 local function write(key, v)
@@ -85,11 +88,15 @@ end
 
 -- take
 local turn = tonumber(ARGV[5]) or 0
-local sched = read(KEYS[2])
-if stored + interval <= now and sched > 0 then
-  -- The bucket has been full for a whole interval: the turns due meanwhile
-  -- went unused, so those still outstanding are forgotten (their holders,
-  -- should they come, present their turns all the same).
+local sched, handed = read(KEYS[2])
+if stored + interval <= now and sched > 0 and handed + interval <= now then
+  -- The bucket has been full for a whole interval and no turn was handed
+  -- out for as long: the turns due meanwhile went unused, so those still
+  -- outstanding are forgotten (their holders, should they come, present
+  -- their turns all the same). While turns are being handed out (a flood
+  -- of callers, slow under load) they are kept: forgetting them then would
+  -- hand out the same times twice, and the holders would collide at every
+  -- one, each collision a trip through the queue.
   sched = 0
   redis.call('DEL', KEYS[2])
 end
