@@ -152,6 +152,9 @@ func (h *Handler) toFile(src io.Reader, dest string) (Result, error) {
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644) // CreateTemp makes it 0600
+	}
 	if err != nil {
 		return Result{}, err
 	}

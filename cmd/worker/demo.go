@@ -267,7 +267,10 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%v\t%.0f\t%d\t%s\t\n", r.name, c.n, r.took.Round(time.Millisecond), float64(c.n)/r.took.Seconds(), conc, res)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(out, "InvokeAll ran at most %d at once (limit %d); Throttle started %d/s; Spread spread %d starts over %v.\n",
-		runs[1].maxConc, c.limit, c.rate, c.n, c.spread)
+	fmt.Fprintf(out, "Asked for: InvokeAll at most %d at once (it ran at most %d), Throttle %d/s, Spread over %v. The rate column counts from the first enqueue to the last end.\n",
+		c.limit, runs[1].maxConc, c.rate, c.spread)
+	for _, r := range runs {
+		fmt.Fprintf(out, "  %s group: %s (worker group %s)\n", r.name, r.g.ID(), r.g.ID())
+	}
 	return failed
 }

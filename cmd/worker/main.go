@@ -68,19 +68,26 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	redisURL := fs.String("redis", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis `URL`: redis://[user:password@]host:port/db, or rediss:// for TLS (env REDIS_URL)")
 	queues := fs.String("queues", env("QUEUES", "default=1"), "queues to serve with their weights, `name=weight,...` (env QUEUES)")
-	conc := fs.String("concurrency", env("CONCURRENCY", "100"), "handlers run at once (env CONCURRENCY)")
-	role := fs.String("role", env("ROLE", "both"), "`worker`, `coordinator` or `both` (env ROLE)")
+	conc := fs.String("concurrency", env("CONCURRENCY", "100"), "`N` handlers run at once (env CONCURRENCY)")
+	role := fs.String("role", env("ROLE", "both"), "`ROLE`: worker, coordinator or both (env ROLE)")
 	httpAddr := fs.String("http", env("HTTP_ADDR", ""), "serve /healthz and /readyz on `ADDR` (env HTTP_ADDR; none when empty)")
-	drain := fs.String("drain-timeout", env("DRAIN_TIMEOUT", "30s"), "how long running handlers may finish after SIGTERM (env DRAIN_TIMEOUT)")
-	logFormat := fs.String("log-format", env("LOG_FORMAT", "json"), "`json` or `text` (env LOG_FORMAT)")
-	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
-	roots := fs.String("upload-roots", env("UPLOAD_ROOTS", ""), "directories uploads may read and write, comma-separated (env UPLOAD_ROOTS)")
+	drain := fs.String("drain-timeout", env("DRAIN_TIMEOUT", "30s"), "`DURATION` running handlers may take to finish after SIGTERM (env DRAIN_TIMEOUT)")
+	logFormat := fs.String("log-format", env("LOG_FORMAT", "json"), "`FORMAT`: json or text (env LOG_FORMAT)")
+	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "`LEVEL`: debug, info, warn or error (env LOG_LEVEL)")
+	roots := fs.String("upload-roots", env("UPLOAD_ROOTS", ""), "`DIRS` uploads may read and write, comma-separated (env UPLOAD_ROOTS)")
 	name := fs.String("name", env("WORKER_NAME", ""), "consumer name, unique per running worker; a stable one (the pod name) reuses its consumer (env WORKER_NAME; default host-pid)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: worker [flags]          run a worker and/or coordinator\n"+
+			"       worker demo [flags]     the demo on an embedded Redis (worker demo -h)\n"+
+			"       worker COMMAND ...      operator commands, below\n\nflags:\n")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\n"+cliUsage)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments %q (worker -h lists the commands)", fs.Args())
 	}
 	c := &config{redisURL: *redisURL, role: *role, httpAddr: *httpAddr, logFormat: *logFormat, name: *name}
 	var err error
@@ -144,6 +151,9 @@ func parseQueues(s string) (map[string]int, error) {
 // run runs the process until a signal (or stop, in tests) and returns its
 // exit code.
 func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
+	if len(args) > 0 && args[0] == "help" {
+		args = []string{"-h"}
+	}
 	if len(args) > 0 && cliCommands[args[0]] {
 		return runCLI(args, stdout, stderr, os.Getenv)
 	}
@@ -241,6 +251,11 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		}
 		if err := upload.Register(ww, upload.Config{Roots: cfg.uploadRoots}); err != nil {
 			return err
+		}
+		for _, r := range cfg.uploadRoots {
+			if st, err := os.Stat(r); err != nil || !st.IsDir() {
+				log.Warn("upload root is not a directory here; uploads from or to it fail", slog.String("root", r))
+			}
 		}
 		if err := ww.Start(startCtx); err != nil {
 			return err

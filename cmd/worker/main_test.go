@@ -151,11 +151,11 @@ func TestDemo(t *testing.T) {
 			t.Errorf("no table row for %s:\n%s", p, out.String())
 		}
 	}
-	if !strings.Contains(out.String(), "InvokeAll ran at most") {
+	if !strings.Contains(out.String(), "Asked for: InvokeAll at most 3") {
 		t.Errorf("no summary:\n%s", out.String())
 	}
 	for _, line := range strings.Split(out.String(), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[0] == "InvokeAll" && f[4] != "1" && f[4] != "2" && f[4] != "3" {
+		if f := strings.Fields(line); len(f) > 5 && f[0] == "InvokeAll" && f[1] == "12" && f[4] != "1" && f[4] != "2" && f[4] != "3" {
 			t.Errorf("InvokeAll(3) ran %s at once", f[4])
 		}
 	}
