@@ -418,3 +418,63 @@ func TestBatchItemIDsChecked(t *testing.T) {
 		t.Fatalf("item 2: %q, %v", st, err)
 	}
 }
+
+// An item watched and continued while its batch runs (marked after the
+// worker read the batch) still has its watcher told and its continuation
+// fired when the batch is recorded.
+func TestBatchItemMarkedWhileRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.HandleBatch(w, "double", func(ctx context.Context, items []int) ([]int, error) {
+			close(started)
+			<-release
+			out := make([]int, len(items))
+			for i, it := range items {
+				out[i] = 2 * it
+			}
+			return out, nil
+		})
+		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+			v, err := worker.ParentResult[int](ctx)
+			return v + a.N, err
+		})
+	})
+	ctx := ctxT(t)
+	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := bt.AppendMany(ctx, []int{1, 2, 3}) // full: runs at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cont, err := hs[1].ContinueWith(ctx, Square{N: 1000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	go func() {
+		v, _ := client.Result[int](ctx, hs[2])
+		got <- v
+	}()
+	// Let the watcher register before the batch ends.
+	asynctest.Eventually(t, 10*time.Second, "the watcher's mark", func() bool {
+		n, _ := b.env.RDB.SCard(ctx, keys.ForQueue(b.queue).BatchMarked(strings.TrimSuffix(strings.TrimPrefix(hs[2].ID(), b.queue+"/"), ".2"))).Result()
+		return n == 2
+	})
+	close(release)
+	if v, err := client.Result[int](ctx, cont); err != nil || v != 1004 {
+		t.Fatalf("continuation of item 2: %d, %v", v, err)
+	}
+	select {
+	case v := <-got:
+		if v != 6 {
+			t.Fatalf("item 3: %d", v)
+		}
+	case <-ctx.Done():
+		t.Fatal("the watcher of item 3 was not told")
+	}
+}

@@ -104,7 +104,7 @@ func runBatchOfOne[In, Out any](ctx context.Context, kind string, fn func(contex
 func runBatch[In, Out any](ctx context.Context, t *taskValue, kind string, fn func(context.Context, []In) ([]Out, error)) ([]byte, error) {
 	j, w := t.j, t.w
 	q := j.q.keys
-	raw, cancelled, err := store.BatchItemsOf(ctx, w.rdb, q, j.key)
+	raw, cancelled, marked, err := store.BatchItemsOf(ctx, w.rdb, q, j.key)
 	if err != nil {
 		return nil, err // the batch runs again
 	}
@@ -180,7 +180,7 @@ func runBatch[In, Out any](ctx context.Context, t *taskValue, kind string, fn fu
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	n, err := store.EndBatch(rctx, w.rdb, q, w.cfg.Name, j.entry, j.dlv, j.key, j.env.Attempt, j.env.RetainMs, outs)
+	n, err := store.EndBatch(rctx, w.rdb, q, w.cfg.Name, j.entry, j.dlv, j.key, j.env.Attempt, j.env.RetainMs, outs, marked)
 	switch {
 	case err != nil:
 		// Not recorded: the batch runs again after its lease.

@@ -109,22 +109,27 @@ func FlushBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, ki
 }
 
 // BatchItemsOf reads the items of batch bkey in q (msgpack each, in append
-// order) and whether each was cancelled before the batch ran.
-func BatchItemsOf(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bkey string) (items []string, cancelled map[int]bool, err error) {
+// order), which were cancelled before the batch ran, and which have a
+// record of their own (marked).
+func BatchItemsOf(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, bkey string) (items []string, cancelled, marked map[int]bool, err error) {
 	pipe := rdb.Pipeline()
 	l := pipe.LRange(ctx, q.BatchItems(bkey), 0, -1)
 	c := pipe.SMembers(ctx, q.BatchCancelled(bkey))
+	mk := pipe.SMembers(ctx, q.BatchMarked(bkey))
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, nil, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
+		return nil, nil, nil, fmt.Errorf("read batch %s: %w", keys.TaskID(q.Name, bkey), err)
 	}
-	cancelled = map[int]bool{}
-	for _, s := range c.Val() {
-		i, err := strconv.Atoi(s)
-		if err == nil {
-			cancelled[i] = true
+	return l.Val(), intSet(c.Val()), intSet(mk.Val()), nil
+}
+
+func intSet(ss []string) map[int]bool {
+	m := map[int]bool{}
+	for _, s := range ss {
+		if i, err := strconv.Atoi(s); err == nil {
+			m[i] = true
 		}
 	}
-	return l.Val(), cancelled, nil
+	return m
 }
 
 // BatchOutcome is how one item of a batch ended.
@@ -136,28 +141,62 @@ type BatchOutcome struct {
 }
 
 // EndBatch records the outcomes of a batch's items and acknowledges the
-// batch, fenced by its attempt's token (see batchend.lua). It returns 0 when
-// the lease was lost (nothing written), 1 recorded, 2 recorded and the
-// outbox written.
-func EndBatch(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer, entryID string, deliveries int64, bkey string, attempt int, retainMs int64, outs []BatchOutcome) (int, error) {
-	ks := make([]string, 0, 9+2*len(outs))
-	ks = append(ks, q.Stream(), q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey), q.BatchResults(bkey), q.BatchMarked(bkey))
-	args := make([]any, 0, 10+4*len(outs))
-	args = append(args, keys.Group, consumer, entryID, deliveries, q.Done(), q.Name, attempt, retainMs, len(outs), bkey)
+// batch, fenced by its attempt's token (see batchend.lua); marked are the
+// items known to have a record of their own. It returns 0 when the lease
+// was lost (nothing written), 1 recorded, 2 recorded and the outbox
+// written.
+func EndBatch(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer, entryID string, deliveries int64, bkey string, attempt int, retainMs int64, outs []BatchOutcome, marked map[int]bool) (int, error) {
+	decl := map[int]bool{}
+	for i := range marked {
+		decl[i] = true
+	}
+	var succ, dead []BatchOutcome
 	for _, o := range outs {
-		key := bkey + "." + strconv.Itoa(o.Index)
-		ks = append(ks, q.Task(key), q.Conts(key))
-		op := "d"
 		if o.OK {
-			op = "s"
+			succ = append(succ, o)
+		} else {
+			dead = append(dead, o)
+			decl[o.Index] = true
 		}
-		args = append(args, o.Index, op, o.Data, o.Env)
 	}
-	n, err := script.BatchEnd.Run(ctx, rdb, ks, args...).Int()
-	if err != nil {
-		return 0, fmt.Errorf("record batch %s: %w", keys.TaskID(q.Name, bkey), err)
+	for try := 0; try < 10; try++ {
+		idx := make([]int, 0, len(decl))
+		for i := range decl {
+			idx = append(idx, i)
+		}
+		ks := make([]string, 0, 9+2*len(idx))
+		ks = append(ks, q.Stream(), q.Dead(), q.Outbox(), q.Hooks(), q.Task(bkey), q.BatchItems(bkey), q.BatchCancelled(bkey), q.BatchResults(bkey), q.BatchMarked(bkey))
+		args := make([]any, 0, 13+len(idx)+2*len(succ)+3*len(dead))
+		args = append(args, keys.Group, consumer, entryID, deliveries, q.Done(), q.Name, attempt, retainMs, bkey, len(idx))
+		for _, i := range idx {
+			key := bkey + "." + strconv.Itoa(i)
+			ks = append(ks, q.Task(key), q.Conts(key))
+			args = append(args, i)
+		}
+		args = append(args, len(succ))
+		for _, o := range succ {
+			args = append(args, o.Index, o.Data)
+		}
+		args = append(args, len(dead))
+		for _, o := range dead {
+			args = append(args, o.Index, o.Data, o.Env)
+		}
+		res, err := script.BatchEnd.Run(ctx, rdb, ks, args...).Slice()
+		if err != nil {
+			return 0, fmt.Errorf("record batch %s: %w", keys.TaskID(q.Name, bkey), err)
+		}
+		code := toInt(res[0])
+		if code != 3 {
+			return int(code), nil
+		}
+		// Items marked while the batch ran: declare them too.
+		for _, m := range res[1:] {
+			if i := toInt(m); i >= 0 {
+				decl[int(i)] = true
+			}
+		}
 	}
-	return n, nil
+	return 0, fmt.Errorf("record batch %s: its items kept being marked; it runs again after its lease", keys.TaskID(q.Name, bkey))
 }
 
 // AbortBatch ends the items of batch bkey that have not ended, in state
