@@ -144,24 +144,9 @@ func TestBatchAcrossProcesses(t *testing.T) {
 	workers := startFleet(t, b.env, b.queue, 2, lease, "ASYNC_TEST_SUBPROCESS=batchworker")
 	startCoordinators(t, b.env, 1)
 	const perProducer = 200
-	producers := map[int]*fleetProc{}
-	for p := 0; p < 3; p++ {
-		for pid, proc := range startFleet(t, b.env, b.queue, 1, lease, "ASYNC_TEST_SUBPROCESS=batchproducer",
-			envBatchN+"="+strconv.Itoa(perProducer), envBatchBase+"="+strconv.Itoa(p*1000)) {
-			producers[pid] = proc
-		}
-	}
+	producers := startProducers(t, b, "batchproducer", perProducer, 1000)
 	ctx := ctxT(t)
-	for _, p := range producers {
-		select {
-		case <-p.exited:
-			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-				t.Fatalf("producer exited %d", code)
-			}
-		case <-ctx.Done():
-			t.Fatal("producers did not finish")
-		}
-	}
+	waitProducers(t, ctx, producers, nil)
 	var heldBy int
 	asynctest.Eventually(t, 20*time.Second, "the held batch", func() bool {
 		v, err := b.env.RDB.LIndex(ctx, batchRunsKey(b.queue)+":heldby", 0).Int()
@@ -265,13 +250,7 @@ func TestPartitionerAcrossProcesses(t *testing.T) {
 	b := setup(t)
 	startFleet(t, b.env, b.queue, 2, 5*time.Second, "ASYNC_TEST_SUBPROCESS=batchworker")
 	const perProducer = 300
-	producers := map[int]*fleetProc{}
-	for p := 0; p < 3; p++ {
-		for pid, proc := range startFleet(t, b.env, b.queue, 1, time.Second, "ASYNC_TEST_SUBPROCESS=partproducer",
-			envBatchN+"="+strconv.Itoa(perProducer), envBatchBase+"="+strconv.Itoa(p*perProducer)) {
-			producers[pid] = proc
-		}
-	}
+	producers := startProducers(t, b, "partproducer", perProducer, perProducer)
 	ctx := ctxT(t)
 	pt, err := patterns.NewPartitioner[int](b.c, "fleet", keyOf, patterns.PartitionerOpts{Queue: b.queue})
 	if err != nil {
@@ -290,21 +269,7 @@ func TestPartitionerAcrossProcesses(t *testing.T) {
 			groups = append(groups, g)
 		}
 	}
-	for _, p := range producers {
-		for waiting := true; waiting; {
-			select {
-			case <-p.exited:
-				if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-					t.Fatalf("producer exited %d", code)
-				}
-				waiting = false
-			case <-ctx.Done():
-				t.Fatal("producers did not finish")
-			case <-time.After(20 * time.Millisecond):
-				flush()
-			}
-		}
-	}
+	waitProducers(t, ctx, producers, flush)
 	flush()
 	total, sum := 0, 0
 	for _, g := range groups {
@@ -323,5 +288,44 @@ func TestPartitionerAcrossProcesses(t *testing.T) {
 	n := 3 * perProducer
 	if total != n || sum != n*(n-1)/2 {
 		t.Fatalf("%d items (sum %d) over %d flushes, want %d (sum %d)", total, sum, len(groups), n, n*(n-1)/2)
+	}
+}
+
+// startProducers starts three producer processes of role, each appending
+// perProducer items from p·step on.
+func startProducers(t *testing.T, b *bundle, role string, perProducer, step int) map[int]*fleetProc {
+	t.Helper()
+	procs := map[int]*fleetProc{}
+	for p := 0; p < 3; p++ {
+		for pid, proc := range startFleet(t, b.env, b.queue, 1, time.Second, "ASYNC_TEST_SUBPROCESS="+role,
+			envBatchN+"="+strconv.Itoa(perProducer), envBatchBase+"="+strconv.Itoa(p*step)) {
+			procs[pid] = proc
+		}
+	}
+	return procs
+}
+
+// waitProducers waits for the producer processes to exit 0, calling tick
+// every 20 ms meanwhile when it is not nil.
+func waitProducers(t *testing.T, ctx context.Context, procs map[int]*fleetProc, tick func()) {
+	t.Helper()
+	for _, p := range procs {
+		for waiting := true; waiting; {
+			var after <-chan time.Time
+			if tick != nil {
+				after = time.After(20 * time.Millisecond)
+			}
+			select {
+			case <-p.exited:
+				if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+					t.Fatalf("producer exited %d", code)
+				}
+				waiting = false
+			case <-ctx.Done():
+				t.Fatal("producers did not finish")
+			case <-after:
+				tick()
+			}
+		}
 	}
 }
