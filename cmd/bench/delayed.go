@@ -43,23 +43,12 @@ const delayedGoal = 10 * time.Millisecond
 // coordinators and one worker running, and measures each start against its
 // due time.
 func (e *env) delayedRun(ctx context.Context, n int) (*delayedInfo, error) {
-	c, q, done, err := e.session(ctx, "delayed")
+	const coords = 2
+	c, q, w, _, done, err := e.timedSession(ctx, "delayed", coords, drainCfg{256, 256})
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	const coords = 2
-	stop, err := e.startCoordinators(ctx, coords)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
-	defer wrdb.Close()
-	w, err := e.newWorker(wrdb, q, drainCfg{256, 256})
-	if err != nil {
-		return nil, err
-	}
 	var mu sync.Mutex
 	var late []time.Duration
 	all := make(chan struct{})
@@ -124,23 +113,12 @@ type repeatInfo struct {
 // repeatRun declares a Repeat every every, with three coordinators, and
 // measures slots starts against their slot times (from the task ids).
 func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*repeatInfo, error) {
-	c, q, done, err := e.session(ctx, "repeat")
+	const coords = 3
+	c, q, w, wrdb, done, err := e.timedSession(ctx, "repeat", coords, drainCfg{64, 64})
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	const coords = 3
-	stop, err := e.startCoordinators(ctx, coords)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
-	defer wrdb.Close()
-	w, err := e.newWorker(wrdb, q, drainCfg{64, 64})
-	if err != nil {
-		return nil, err
-	}
 	var clk store.Clock // slot times are in Redis' clock
 	var mu sync.Mutex
 	runs := map[string]int{}
@@ -218,22 +196,11 @@ type spreadInfo struct {
 // coordinator and one worker, and measures each start against its slot
 // (start of the call + i·within/n).
 func (e *env) spreadRun(ctx context.Context, n int, within time.Duration) (*spreadInfo, error) {
-	c, q, done, err := e.session(ctx, "spread")
+	c, q, w, _, done, err := e.timedSession(ctx, "spread", 1, drainCfg{64, 64})
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	stop, err := e.startCoordinators(ctx, 1)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
-	defer wrdb.Close()
-	w, err := e.newWorker(wrdb, q, drainCfg{64, 64})
-	if err != nil {
-		return nil, err
-	}
 	var mu sync.Mutex
 	var starts []time.Time
 	worker.Handle(w, func(ctx context.Context, a noop) (struct{}, error) {
@@ -299,4 +266,30 @@ func (e *env) startCoordinators(ctx context.Context, n int) (stop func(), err er
 		})
 	}
 	return stop, nil
+}
+
+// timedSession opens a session for the delayed, Spread and Repeat phases:
+// a client and a fresh queue, coords coordinators, and a worker of the
+// queue (not started) on a Redis connection of its own; done closes it all.
+func (e *env) timedSession(ctx context.Context, name string, coords int, dc drainCfg) (c *client.Client, q string, w *worker.Worker, wrdb *redis.Client, done func(), err error) {
+	c, q, closeSession, err := e.session(ctx, name)
+	if err != nil {
+		return nil, "", nil, nil, nil, err
+	}
+	stop, err := e.startCoordinators(ctx, coords)
+	if err != nil {
+		closeSession()
+		return nil, "", nil, nil, nil, err
+	}
+	wrdb = redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
+	done = func() {
+		_ = wrdb.Close()
+		stop()
+		closeSession()
+	}
+	if w, err = e.newWorker(wrdb, q, dc); err != nil {
+		done()
+		return nil, "", nil, nil, nil, err
+	}
+	return c, q, w, wrdb, done, nil
 }
