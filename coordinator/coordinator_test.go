@@ -29,33 +29,13 @@ type Timed struct {
 
 func (Timed) Kind() string { return "timed" }
 
-func startCoordinators(t *testing.T, env *asynctest.Env, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		co, err := coordinator.New(env.RDB, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := co.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := co.Stop(ctx); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-}
-
 // Delayed tasks start at their due time, not at the workers' next
 // once-a-second look, and each exactly once with five coordinators running.
 func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 	t.Parallel()
 	env := asynctest.Redis(t)
 	queue := asynctest.Queue(t)
-	startCoordinators(t, env, 5)
+	asynctest.StartCoordinators(t, env, 5)
 	var mu sync.Mutex
 	runs := map[int]int{}
 	late := map[int]time.Duration{}

@@ -142,7 +142,7 @@ func TestBatchAcrossProcesses(t *testing.T) {
 	b := setup(t)
 	lease := 2 * time.Second
 	workers := startFleet(t, b.env, b.queue, 2, lease, "ASYNC_TEST_SUBPROCESS=batchworker")
-	startCoordinators(t, b.env, 1)
+	asynctest.StartCoordinators(t, b.env, 1)
 	const perProducer = 200
 	producers := startProducers(t, b, "batchproducer", perProducer, 1000)
 	ctx := ctxT(t)

@@ -77,7 +77,7 @@ func TestBatchSizeAndWait(t *testing.T) {
 	b := setup(t)
 	var log batchLog
 	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
-	startCoordinators(t, b.env, 1)
+	asynctest.StartCoordinators(t, b.env, 1)
 	ctx := ctxT(t)
 	// MaxWait long enough for 25 appends under any CI load.
 	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: 2 * time.Second, Queue: b.queue})

@@ -26,33 +26,6 @@ type Tick struct{ V int }
 
 func (Tick) Kind() string { return "tick" }
 
-// startCoordinators starts n coordinators, each on a Redis client of its own
-// (as separate processes would be), stopped at the end of t.
-func startCoordinators(t *testing.T, env *asynctest.Env, n int) []*coordinator.Coordinator {
-	t.Helper()
-	var cos []*coordinator.Coordinator
-	for i := 0; i < n; i++ {
-		rdb := asynctest.NewEnvClient(env)
-		co, err := coordinator.New(rdb, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := co.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := co.Stop(ctx); err != nil {
-				t.Error(err)
-			}
-			_ = rdb.Close()
-		})
-		cos = append(cos, co)
-	}
-	return cos
-}
-
 // tickRecorder is a worker handler that counts the runs of each task id.
 type tickRecorder struct {
 	mu   sync.Mutex
@@ -110,7 +83,7 @@ func TestRepeatFiresEachSlotOnce(t *testing.T) {
 	b := setup(t)
 	var rec tickRecorder
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, rec.handle) })
-	startCoordinators(t, b.env, 5)
+	asynctest.StartCoordinators(t, b.env, 5)
 	ctx := ctxT(t)
 	name := "every100-" + b.queue[len(b.queue)-8:]
 	const every = 100 * time.Millisecond
@@ -356,7 +329,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startCoordinators(t, b.env, 2)
+	asynctest.StartCoordinators(t, b.env, 2)
 	asynctest.Eventually(t, 20*time.Second, "2 slots after the restart", func() bool { return rec.distinct() >= len(before)+2 })
 	if _, err := patterns.RemoveRepeat(ctx, b.c, name); err != nil {
 		t.Fatal(err)

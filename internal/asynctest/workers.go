@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/coordinator"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -60,4 +61,31 @@ func StartWorker(t testing.TB, rdb redis.UniversalClient, queue string, cfg *wor
 		}
 	})
 	return w
+}
+
+// StartCoordinators starts n coordinators on env's Redis, each on a client
+// of its own (as separate processes would be), stopped at the end of t.
+func StartCoordinators(t testing.TB, env *Env, n int) []*coordinator.Coordinator {
+	t.Helper()
+	var cos []*coordinator.Coordinator
+	for i := 0; i < n; i++ {
+		rdb := NewEnvClient(env)
+		co, err := coordinator.New(rdb, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := co.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := co.Stop(ctx); err != nil {
+				t.Error(err)
+			}
+			_ = rdb.Close()
+		})
+		cos = append(cos, co)
+	}
+	return cos
 }
