@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -82,12 +83,26 @@ func EnsureGroup(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
 
 // RegisterQueue records that queue is in use, so that the coordinators trim
 // its stream, cap its dead letters and sweep its outbox even when no worker
-// serves it.
+// serves it. A process registers a queue once per Redis client (groups,
+// partitioner appends and batches call it on every use).
 func RegisterQueue(ctx context.Context, rdb redis.Cmdable, queue string) error {
+	k := registration{rdb, queue}
+	if _, done := registered.Load(k); done {
+		return nil
+	}
 	if err := rdb.SAdd(ctx, keys.Queues, queue).Err(); err != nil {
 		return fmt.Errorf("register queue %q: %w", queue, err)
 	}
+	registered.Store(k, struct{}{})
 	return nil
+}
+
+// registered holds the queues this process registered, per client.
+var registered sync.Map
+
+type registration struct {
+	rdb   redis.Cmdable
+	queue string
 }
 
 // NewTask is one task of an enqueue batch.
