@@ -100,12 +100,20 @@ type Client struct {
 	groups sync.Map    // queue names whose consumer group this client ensured
 	clock  store.Clock // Redis time, for deadlines
 
+	// markerTTL is how long an enqueue's op marker lives: the longest
+	// time after a first attempt reached Redis that the same call may send
+	// it again (go-redis' resends, and the client's own on LOADING).
+	markerTTL time.Duration
+
 	closeOnce sync.Once
 }
 
 // New returns a Client on rdb, which it uses but never closes. It refuses Redis
-// older than 6.2, warns (in the log) when maxmemory-policy is not noeviction,
-// and loads the Lua scripts.
+// older than 6.2, warns (in the log) when maxmemory-policy is not noeviction
+// or when rdb does not bound socket reads by the ctx deadline
+// (ContextTimeoutEnabled), and loads the Lua scripts. It reads rdb's retry
+// and timeout options once, here: they decide how long an enqueue stays
+// safe to resend (see the package doc).
 func New(rdb redis.UniversalClient, cfg *Config) (*Client, error) {
 	if rdb == nil {
 		return nil, errors.New("client: redis client is nil")
@@ -119,12 +127,36 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Client, error) {
 	if err := store.CheckServer(ctx, rdb, c.Logger); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	cl := &Client{rdb: rdb, cfg: c}
+	warnContextDeadlines(rdb, c.Logger)
+	cl := &Client{rdb: rdb, cfg: c, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
 	if err := cl.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("client: read redis time: %w", err)
 	}
 	cl.hub = newHub(rdb)
 	return cl, nil
+}
+
+// warnedCtx holds the Redis clients whose missing ContextTimeoutEnabled was
+// reported, so that each gets one warning however many clients use it.
+var warnedCtx sync.Map
+
+// warnContextDeadlines warns, once per Redis client, when rdb does not bound
+// its socket reads and writes by the ctx deadline: go-redis then waits for
+// its own ReadTimeout on a dead connection, whatever deadline the caller set.
+func warnContextDeadlines(rdb redis.UniversalClient, log *slog.Logger) {
+	on, known := store.ContextDeadlines(rdb)
+	if on {
+		return
+	}
+	if _, done := warnedCtx.LoadOrStore(rdb, struct{}{}); done {
+		return
+	}
+	if !known {
+		log.Warn("async: cannot read the options of this redis client; unless it has ContextTimeoutEnabled set, a call on a dead connection waits for the client's read timeout, not the ctx deadline",
+			slog.String("type", fmt.Sprintf("%T", rdb)))
+		return
+	}
+	log.Warn("async: the redis client has ContextTimeoutEnabled off, so go-redis ignores ctx deadlines on socket reads and writes: a call on a dead connection waits for ReadTimeout/WriteTimeout instead; set ContextTimeoutEnabled: true in the redis options")
 }
 
 // Close stops the client's background notification listener, which Outcome

@@ -109,11 +109,15 @@ type Spec struct {
 	Opts *EnqueueOpts
 }
 
-// opTTL is how long an enqueue batch remembers that it ran, so that a resend
-// by go-redis after a timeout or broken connection adds nothing. go-redis'
-// default retry window (3 retries, at most 512 ms backoff each, 3 s read
-// timeout) is well inside it.
-const opTTL = 10 * time.Second
+// Redis answers LOADING while it reads its data back after a restart; an
+// enqueue that meets it (after go-redis' own retries) is sent again, with the
+// same op marker, for up to loadingPatience, with a backoff growing from
+// loadingBackoff to loadingMaxBackoff. Client.markerTTL covers that time.
+const (
+	loadingPatience   = 5 * time.Second
+	loadingBackoff    = 50 * time.Millisecond
+	loadingMaxBackoff = time.Second
+)
 
 // chunk is the most tasks one enqueue script call carries.
 const chunk = 500
@@ -336,8 +340,25 @@ func validTraceParent(s string) bool {
 
 // Enqueue adds one task and returns its handle. Bad input (a nil args, an
 // invalid name, a payload over the limit) is refused before Redis is touched.
-// Concurrent calls share round trips. If ctx ends before Redis answers, the
-// task may or may not have been added.
+// Concurrent calls share round trips.
+//
+// When the error is not nil, whether the task was added depends on it:
+//   - not added: bad input (matching ErrInvalidName, ErrPayloadTooLarge,
+//     or any error returned before Redis was reached) and ErrRedisFull
+//     (Redis refused the write);
+//   - added: the handle is not nil as well (the task was added, only its
+//     record as the child of the handler's task that enqueued it failed);
+//   - maybe added: any other error (ctx ended, timeouts, a broken
+//     connection, Redis restarting). The script may have run in Redis and
+//     its reply been lost.
+//
+// Within one call, a lost reply is safe: go-redis resends the command and
+// the client resends it while Redis answers LOADING (for up to 5 s), and an
+// op marker, kept for as long as those resends can come (see the package
+// doc), makes a resend add nothing. Across calls nothing is remembered: to
+// retry after a "maybe added" error, set EnqueueOpts.ID, so that a retry of
+// a task that was added adds nothing and returns its handle with Duplicate
+// true.
 func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Handle, error) {
 	p, err := c.prepare(ctx, args, opts, extra{})
 	if err != nil {
@@ -359,6 +380,11 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts *EnqueueOpts) (*Ha
 // EnqueueMany adds every task of specs in pipelined round trips and returns
 // their handles in the order of specs. All specs are checked before anything is
 // sent; the first bad one fails the call and nothing is added.
+//
+// Errors are read as Enqueue's, except that specs go to Redis in several
+// script calls (one per queue and 500 tasks): after an error from Redis,
+// including ErrRedisFull, the tasks of other calls may have been added. Set
+// EnqueueOpts.ID on every spec to make the retry of the whole slice safe.
 func (c *Client) EnqueueMany(ctx context.Context, specs []Spec) ([]*Handle, error) {
 	ps := make([]prepared, len(specs))
 	for i, s := range specs {
@@ -408,6 +434,7 @@ type batchCall struct {
 	ks   []string
 	args []any
 	res  *redis.Cmd
+	err  error         // the call's own error, once sent
 	s    *redis.Script // defaults to enqueue.lua
 
 	ordered bool // carries partitioned tasks: must run after the calls before it
@@ -443,7 +470,7 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 			for j := 0; j < n; j++ {
 				tasks[j] = ps[idx[j]].task
 			}
-			ks, args := store.EnqueueArgs(q, newOpID(), opTTL.Milliseconds(), tasks)
+			ks, args := store.EnqueueArgs(q, newOpID(), c.markerTTL.Milliseconds(), tasks)
 			bc := &batchCall{q: q, idx: idx[:n], ks: ks, args: args}
 			for _, t := range tasks {
 				bc.ordered = bc.ordered || t.Part != ""
@@ -452,14 +479,32 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 			idx = idx[n:]
 		}
 	}
-	if err := c.runCalls(ctx, calls); err != nil {
-		return nil, err
+	_ = c.runCalls(ctx, calls) // each call's error is in its batchCall
+	out := make([]*Handle, len(ps))
+	var first error
+	for _, bc := range calls {
+		if bc.err != nil {
+			if first == nil {
+				first = enqueueError(bc.q, bc.err)
+			}
+			continue
+		}
+		res, err := store.ParseEnqueued(bc.res.Val(), len(bc.idx))
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		for j, r := range res {
+			out[bc.idx[j]] = &Handle{c: c, queue: bc.q.Name, key: r.Key, dup: r.Existed}
+		}
 	}
 	// Delayed tasks: tell the coordinators (a separate step; should it
 	// fail, the workers still move the tasks within a second).
 	due := map[string]int64{}
-	for _, p := range ps {
-		if d := p.task.DueMs; d > 0 && (due[p.queue] == 0 || d < due[p.queue]) {
+	for i, p := range ps {
+		if d := p.task.DueMs; d > 0 && out[i] != nil && (due[p.queue] == 0 || d < due[p.queue]) {
 			due[p.queue] = d
 		}
 	}
@@ -468,17 +513,16 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 			c.cfg.Logger.Warn("delayed tasks enqueued, but the coordinators were not told; workers move them within a second", slog.Any("err", err))
 		}
 	}
-	out := make([]*Handle, len(ps))
-	for _, bc := range calls {
-		res, err := store.ParseEnqueued(bc.res.Val(), len(bc.idx))
-		if err != nil {
-			return nil, err
-		}
-		for j, r := range res {
-			out[bc.idx[j]] = &Handle{c: c, queue: bc.q.Name, key: r.Key, dup: r.Existed}
-		}
+	return out, first
+}
+
+// enqueueError is the error of an enqueue call to q that failed: an OOM
+// answer becomes ErrRedisFull.
+func enqueueError(q keys.Queue, err error) error {
+	if redis.IsOOMError(err) {
+		return fmt.Errorf("enqueue to queue %q: %w: %w", q.Name, ErrRedisFull, err)
 	}
-	return out, nil
+	return fmt.Errorf("enqueue to queue %q: %w", q.Name, err)
 }
 
 // pipeDepth is how many script calls share one pipeline round trip; two
@@ -536,18 +580,45 @@ func (c *Client) runCalls(ctx context.Context, calls []*batchCall) error {
 	return first
 }
 
-// runGroup sends calls in one pipeline. The scripts are loaded at New; if
-// Redis lost them (a restart), they are loaded again and the calls resent,
-// which their op markers make safe.
+// runGroup sends calls in one pipeline and sets each call's result and
+// error; it returns the first error. The scripts are loaded at New; if Redis
+// lost them (a restart), they are loaded again and the calls resent, and
+// while Redis answers LOADING (reading its data back after a restart) the
+// calls are sent again for up to loadingPatience: their op markers make
+// both safe.
 func (c *Client) runGroup(ctx context.Context, calls []*batchCall) error {
+	return retryLoading(ctx, func() error { return c.sendGroup(ctx, calls) })
+}
+
+// retryLoading runs f, and again while it fails with LOADING, for up to
+// loadingPatience and while ctx lasts; it returns f's last error.
+func retryLoading(ctx context.Context, f func() error) error {
+	start := time.Now()
+	wait := loadingBackoff
+	for {
+		err := f()
+		if err == nil || !redis.IsLoadingError(err) || time.Since(start)+wait > loadingPatience {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, loadingMaxBackoff)
+	}
+}
+
+// sendGroup is one attempt of runGroup.
+func (c *Client) sendGroup(ctx context.Context, calls []*batchCall) error {
 	if len(calls) == 1 {
 		// One call needs no pipeline: EVALSHA, falling back to EVAL.
 		bc := calls[0]
 		bc.res = bc.script().Run(ctx, c.rdb, bc.ks, bc.args...)
-		if err := bc.res.Err(); err != nil {
-			return fmt.Errorf("enqueue: %w", err)
-		}
-		return nil
+		bc.err = bc.res.Err()
+		return bc.err
 	}
 	for try := 0; ; try++ {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -558,14 +629,20 @@ func (c *Client) runGroup(ctx context.Context, calls []*batchCall) error {
 		})
 		if err != nil && try == 0 && strings.Contains(err.Error(), "NOSCRIPT") {
 			if lerr := script.Load(ctx, c.rdb); lerr != nil {
-				return fmt.Errorf("enqueue: %w", lerr)
+				for _, bc := range calls {
+					bc.err = lerr
+				}
+				return lerr
 			}
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("enqueue: %w", err)
+		for _, bc := range calls {
+			bc.err = bc.res.Err()
+			if bc.err == nil && err != nil && bc.res.Val() == nil {
+				bc.err = err // not sent at all
+			}
 		}
-		return nil
+		return err
 	}
 }
 
@@ -645,10 +722,12 @@ func (cb *combiner) lead(ctx context.Context, c *Client, req *enqReq, batch []*e
 	hs, err := c.send(sendCtx, ps)
 	cancel()
 	for i, r := range batch {
-		if err != nil {
-			r.err = err
-		} else {
+		// Each request gets its own call's answer: a batch spanning
+		// queues may fail for one queue and not for another.
+		if i < len(hs) && hs[i] != nil {
 			r.h = hs[i]
+		} else {
+			r.err = err
 		}
 		close(r.done)
 	}
@@ -685,8 +764,8 @@ func (c *Client) ensureGroup(ctx context.Context, q keys.Queue) error {
 	if _, ok := c.groups.Load(q.Name); ok {
 		return nil
 	}
-	if err := store.EnsureGroup(ctx, c.rdb, q); err != nil {
-		return fmt.Errorf("enqueue: %w", err)
+	if err := retryLoading(ctx, func() error { return store.EnsureGroup(ctx, c.rdb, q) }); err != nil {
+		return enqueueError(q, err)
 	}
 	c.groups.Store(q.Name, struct{}{})
 	return nil

@@ -35,6 +35,14 @@ var (
 	// ErrRedisTooOld is returned by New for a Redis server older than 6.2.
 	ErrRedisTooOld = store.ErrRedisTooOld
 
+	// ErrRedisFull is matched (errors.Is) by the error of an enqueue that
+	// Redis refused because its memory is over maxmemory (with the
+	// noeviction policy, Redis refuses writes instead of deleting keys).
+	// The tasks of the refused call were not added; the queue is named in
+	// the error. Workers keep draining the queues, which frees memory;
+	// enqueue again later, or raise maxmemory.
+	ErrRedisFull = errors.New("redis is full: used memory is over maxmemory, writes are refused")
+
 	// ErrClosed is returned by calls made after Close.
 	ErrClosed = errors.New("client closed")
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 
@@ -139,7 +140,7 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 		return nil, err
 	}
 	next := &Handle{c: h.c, queue: p.queue, key: o.ID}
-	created, err := store.CreateWaiting(ctx, h.c.rdb, tq, o.ID, p.task.Envelope)
+	created, err := store.CreateWaiting(ctx, h.c.rdb, tq, o.ID, p.task.Envelope, newOpID())
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +172,13 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 		}
 	}
 	if fired {
+		// The task had ended: start the continuation now rather than at
+		// the next sweep of a worker or coordinator (every second). The
+		// registration stands either way, so a failure here is only
+		// logged: it may name another entry of the outbox.
 		if err := store.DrainOutbox(ctx, h.c.rdb, q, h.c.cfg.Retention.Milliseconds()); err != nil {
-			return nil, err
+			h.c.cfg.Logger.Warn("continuation registered; starting it now failed, the sweeps of workers and coordinators start it",
+				slog.String("task", next.ID()), slog.Any("err", err))
 		}
 	}
 	return next, nil

@@ -6,10 +6,12 @@
 -- KEYS[7..10] for a batch item its batch's record, results hash, marked
 --          set and item list
 -- ARGV[1]  spec "<queue>/<key>|<only on success 1/0>", ARGV[2] task id,
--- ARGV[3]  for a batch item (patterns.Batch) its index, else 
+-- ARGV[3]  for a batch item (patterns.Batch) its index, else ''
 -- Returns: 'registered', 'fired' (the task had ended; drain the outbox), or
 -- 'unknown' (no such task: nothing registered).
--- A replay may list the spec twice; activation happens once all the same.
+-- A replay (or a second registration of the same continuation) lists the
+-- spec once; in the 'fired' case it may add a second outbox entry, which
+-- activate.lua makes a no-op.
 local st = redis.call('HGET', KEYS[1], 'st')
 if redis.call('EXISTS', KEYS[2]) == 1 then st = 'succeeded' end
 if not st and ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[8], ARGV[3]) == 1 then st = 'succeeded' end
@@ -26,7 +28,7 @@ if not st and not inBatch then
     return 'unknown'
   end
 end
-redis.call('RPUSH', KEYS[3], ARGV[1])
+if not redis.call('LPOS', KEYS[3], ARGV[1]) then redis.call('RPUSH', KEYS[3], ARGV[1]) end
 -- The flag makes the record exist, and the hook makes the task's end look
 -- for it, so the continuations fire.
 redis.call('HSET', KEYS[1], 'k', '1')

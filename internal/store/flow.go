@@ -61,9 +61,10 @@ func parseSpec(s string) (queue, key string, onlyOnSuccess bool, err error) {
 }
 
 // CreateWaiting creates a continuation waiting in its own queue; false if a
-// task with that key exists already.
-func CreateWaiting(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, env []byte) (bool, error) {
-	n, err := script.Waiting.Run(ctx, rdb, []string{q.Task(key), q.Result(key)}, env).Int64()
+// task with that key existed before. opID names the call: a resend of the
+// call that created it reports true again.
+func CreateWaiting(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, env []byte, opID string) (bool, error) {
+	n, err := script.Waiting.Run(ctx, rdb, []string{q.Task(key), q.Result(key)}, env, opID).Int64()
 	if err != nil {
 		return false, fmt.Errorf("create continuation %s: %w", keys.TaskID(q.Name, key), err)
 	}
