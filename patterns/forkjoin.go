@@ -188,6 +188,10 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if st == "sealed" {
+		// A call that failed after sealing may not have kept the join.
+		if err := keepJoin(ctx, c, p.ref); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
 		return &Group{c: c, ref: p.ref, dup: true}, nil
 	}
 	if nonce != o.nonce {
@@ -391,6 +395,15 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 			if _, err := bridge.Send(ctx, c, p.join); err != nil {
 				return fmt.Errorf("join: %w", err)
 			}
+			// Until the group is sealed, the join goes with it should
+			// this call never get that far.
+			jq, jkey, err := keys.SplitTaskID(p.joinID)
+			if err != nil {
+				return err
+			}
+			if err := store.ExpireUnsealedJoin(ctx, rdb, keys.ForQueue(jq), jkey); err != nil {
+				return err
+			}
 			if err := store.SetGroupJoin(ctx, rdb, p.ref, p.joinID); err != nil {
 				return err
 			}
@@ -418,6 +431,9 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 		}
 	}
 	if _, _, err = store.SealGroup(ctx, rdb, p.ref); err != nil {
+		return err
+	}
+	if err := keepJoin(ctx, c, p.ref); err != nil {
 		return err
 	}
 	gs, err := store.ReadGroup(ctx, rdb, p.ref)
@@ -451,6 +467,20 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	// sweep; the group is complete, so a failure here is left to that sweep.
 	_ = store.DrainOutbox(ctx, rdb, p.ref.Home, retain)
 	return nil
+}
+
+// keepJoin makes the join of the sealed group ref, if it has one, live until
+// it ends (see store.KeepSealedJoin).
+func keepJoin(ctx context.Context, c *client.Client, ref store.GroupRef) error {
+	gs, err := store.ReadGroup(ctx, c.Redis(), ref)
+	if err != nil || gs.Join == "" {
+		return err
+	}
+	jq, jkey, err := keys.SplitTaskID(gs.Join)
+	if err != nil {
+		return err
+	}
+	return store.KeepSealedJoin(ctx, c.Redis(), keys.ForQueue(jq), jkey)
 }
 
 // JoinOutcomes returns how every member of the group that the running task

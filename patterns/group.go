@@ -375,13 +375,19 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 		}
 	}
 	fired, err := store.AddGroupContinuation(ctx, g.c.Redis(), g.ref, store.ContSpec(p.Queue, p.Key, o.OnlyOnSuccess))
+	if errors.Is(err, store.ErrUnknownTask) {
+		// The group vanished (it expired) since it was looked up: the
+		// waiting continuation would wait for ever; cancel it.
+		_, _ = h.Cancel(ctx)
+		return nil, fmt.Errorf("continue %s: %w", g.ID(), ErrUnknownGroup)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if fired {
-		if err := store.DrainOutbox(ctx, g.c.Redis(), g.ref.Home, bridge.Retention(g.c).Milliseconds()); err != nil {
-			return nil, err
-		}
+		// Start it now rather than at the next sweep; the registration
+		// stands either way, so a failure is left to that sweep.
+		_ = store.DrainOutbox(ctx, g.c.Redis(), g.ref.Home, bridge.Retention(g.c).Milliseconds())
 	}
 	return h, nil
 }
