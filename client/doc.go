@@ -56,6 +56,35 @@
 // share round trips; EnqueueMany sends a slice of Specs in pipelined batches
 // and checks every spec before it sends anything.
 //
+// # Redis client options
+//
+// New reads the go-redis client's options once. The library relies on:
+//   - ContextTimeoutEnabled: true, so that ctx deadlines bound socket reads
+//     and writes. Without it go-redis waits for ReadTimeout on a dead
+//     connection whatever deadline the caller (or the library) set; New
+//     logs a warning, once per Redis client, when it is off or the client's
+//     options cannot be read.
+//   - MaxRetries, MaxRetryBackoff, PoolTimeout, DialTimeout, ReadTimeout and
+//     WriteTimeout (and a cluster client's MaxRedirects): they decide how
+//     long go-redis may resend a command whose reply it did not read (over
+//     two minutes with the defaults). An enqueue's op marker, which makes a
+//     resend add nothing, lives that long plus a margin and the client's own
+//     LOADING retries. A timeout of -1 (none) leaves the window unbounded;
+//     markers then live about an hour.
+//
+// # Errors: added or not
+//
+// An Enqueue error says whether the task was added: not added for bad input
+// (ErrInvalidName, ErrPayloadTooLarge, any error returned before Redis was
+// reached) and for ErrRedisFull (Redis, over its maxmemory, refused the
+// write); added when a handle comes back with the error; maybe added for
+// any other error (ctx ended, timeout, broken connection, Redis restarting),
+// since the script may have run while its reply was lost. Within one call
+// resends are safe, and an answer of LOADING (Redis reading its data back
+// after a restart) is retried for up to 5 s. To retry after a "maybe"
+// error, set EnqueueOpts.ID: a task that was added is returned with
+// Duplicate true and not added again.
+//
 // # Idempotent enqueue
 //
 // With EnqueueOpts.ID set, the task's id is "<queue>/<ID>" and enqueueing the
