@@ -448,7 +448,27 @@ func (bc *batchCall) script() *redis.Script {
 }
 
 // send enqueues ps, grouped per queue into script calls, pipelined in groups.
+// On error, the handles of the tasks whose calls succeeded are set.
 func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
+	out, errs := c.sendEach(ctx, ps)
+	for _, err := range errs {
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// sendEach is send with each task's own outcome: its handle, or the error of
+// its call (a failure before anything was sent is every task's error).
+func (c *Client) sendEach(ctx context.Context, ps []prepared) ([]*Handle, []error) {
+	errs := make([]error, len(ps))
+	fail := func(err error) ([]*Handle, []error) {
+		for i := range errs {
+			errs[i] = err
+		}
+		return make([]*Handle, len(ps)), errs
+	}
 	byQueue := map[string][]int{}
 	var order []string
 	for i, p := range ps {
@@ -461,7 +481,7 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 	for _, qn := range order {
 		q := keys.ForQueue(qn)
 		if err := c.ensureGroup(ctx, q); err != nil {
-			return nil, err
+			return fail(err)
 		}
 		idx := byQueue[qn]
 		for len(idx) > 0 {
@@ -481,23 +501,21 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 	}
 	_ = c.runCalls(ctx, calls) // each call's error is in its batchCall
 	out := make([]*Handle, len(ps))
-	var first error
 	for _, bc := range calls {
-		if bc.err != nil {
-			if first == nil {
-				first = enqueueError(bc.q, bc.err)
-			}
-			continue
-		}
-		res, err := store.ParseEnqueued(bc.res.Val(), len(bc.idx))
+		err := bc.err
 		if err != nil {
-			if first == nil {
-				first = err
+			err = enqueueError(bc.q, err)
+		} else {
+			var res []store.Enqueued
+			if res, err = store.ParseEnqueued(bc.res.Val(), len(bc.idx)); err == nil {
+				for j, r := range res {
+					out[bc.idx[j]] = &Handle{c: c, queue: bc.q.Name, key: r.Key, dup: r.Existed}
+				}
+				continue
 			}
-			continue
 		}
-		for j, r := range res {
-			out[bc.idx[j]] = &Handle{c: c, queue: bc.q.Name, key: r.Key, dup: r.Existed}
+		for _, i := range bc.idx {
+			errs[i] = err
 		}
 	}
 	// Delayed tasks: tell the coordinators (a separate step; should it
@@ -513,7 +531,7 @@ func (c *Client) send(ctx context.Context, ps []prepared) ([]*Handle, error) {
 			c.cfg.Logger.Warn("delayed tasks enqueued, but the coordinators were not told; workers move them within a second", slog.Any("err", err))
 		}
 	}
-	return out, first
+	return out, errs
 }
 
 // enqueueError is the error of an enqueue call to q that failed: an OOM
@@ -719,16 +737,12 @@ func (cb *combiner) lead(ctx context.Context, c *Client, req *enqReq, batch []*e
 	for i, r := range batch {
 		ps[i] = r.p
 	}
-	hs, err := c.send(sendCtx, ps)
+	hs, errs := c.sendEach(sendCtx, ps)
 	cancel()
 	for i, r := range batch {
 		// Each request gets its own call's answer: a batch spanning
 		// queues may fail for one queue and not for another.
-		if i < len(hs) && hs[i] != nil {
-			r.h = hs[i]
-		} else {
-			r.err = err
-		}
+		r.h, r.err = hs[i], errs[i]
 		close(r.done)
 	}
 	cb.mu.Lock()

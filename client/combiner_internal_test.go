@@ -1,0 +1,112 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/keys"
+)
+
+type pingArgs struct{ N int }
+
+func (pingArgs) Kind() string { return "ping" }
+
+// redisErr is an error reply as go-redis reports one.
+type redisErr string
+
+func (e redisErr) Error() string { return string(e) }
+func (redisErr) RedisError()     {}
+
+// oomOn answers OOM, after the fact, to the pipelined script calls whose
+// first key is stream (the test only looks at the answers).
+type oomOn struct{ stream string }
+
+func (h oomOn) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h oomOn) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h oomOn) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, cmd := range cmds {
+			if a := cmd.Args(); len(a) > 3 && a[3] == h.stream {
+				cmd.SetErr(redisErr("OOM command not allowed when used memory > 'maxmemory'."))
+			}
+		}
+		return err
+	}
+}
+
+// Concurrent Enqueue calls coalesced into one batch that spans two queues
+// each get their own call's answer: the call for one queue failing says
+// nothing of the other's task, which was added.
+func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
+	// asynctest imports this package: its harness is rebuilt here.
+	addr := os.Getenv("ASYNC_REDIS_ADDR")
+	if addr == "" {
+		addr = miniredis.RunT(t).Addr()
+	}
+	run := strconv.FormatUint(rand.Uint64(), 36)
+	qa, qb := "coalesced-a-"+run, "coalesced-b-"+run
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	rdb.AddHook(oomOn{stream: keys.ForQueue(qb).Stream()})
+	c, err := New(rdb, &Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	// Every leader slot taken: the next calls queue up behind them.
+	c.comb.mu.Lock()
+	c.comb.leaders = maxLeaders
+	c.comb.mu.Unlock()
+	type answer struct {
+		h   *Handle
+		err error
+	}
+	ans := [2]chan answer{make(chan answer, 1), make(chan answer, 1)}
+	for i, q := range []string{qa, qb} {
+		go func() {
+			h, err := c.Enqueue(ctx, pingArgs{N: i}, &EnqueueOpts{Queue: q})
+			ans[i] <- answer{h, err}
+		}()
+		// Polled as asynctest.Eventually does.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			c.comb.mu.Lock()
+			queued := len(c.comb.pending) == i+1
+			c.comb.mu.Unlock()
+			if queued {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the call did not queue up")
+			}
+		}
+	}
+	// A leader finishing hands the lead to the first queued call, which
+	// sends both.
+	c.comb.mu.Lock()
+	next := c.comb.pending[0]
+	c.comb.pending = c.comb.pending[1:]
+	close(next.lead)
+	c.comb.mu.Unlock()
+	a, b := <-ans[0], <-ans[1]
+	if a.err != nil || a.h == nil {
+		t.Fatalf("queue a: %v, %v; want its task added", a.h, a.err)
+	}
+	if !errors.Is(b.err, ErrRedisFull) || b.h != nil {
+		t.Fatalf("queue b: %v, %v; want ErrRedisFull", b.h, b.err)
+	}
+	if st, err := a.h.State(ctx); err != nil || st != StatePending {
+		t.Fatalf("queue a's task: %q, %v", st, err)
+	}
+}
