@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/internal/asynctest"
@@ -48,13 +49,23 @@ type faultRule struct {
 	hits int
 }
 
-// newFaultProxy starts a proxy of env's Redis, stopped at the end of t. The
-// proxy talks to one server: a cluster pass has no place for it.
+// proxyEnv is the Redis a fault proxy fronts: the test's, or in the cluster
+// pass (the proxy talks to one server) a miniredis of its own.
+func proxyEnv(t *testing.T) *asynctest.Env {
+	t.Helper()
+	if os.Getenv(asynctest.EnvCluster) == "" {
+		return asynctest.Redis(t)
+	}
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return &asynctest.Env{RDB: rdb, Mini: m, Addr: m.Addr()}
+}
+
+// newFaultProxy starts a proxy of env's Redis (see proxyEnv), stopped at
+// the end of t.
 func newFaultProxy(t *testing.T, env *asynctest.Env) *faultProxy {
 	t.Helper()
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		t.Skip("the fault proxy fronts one server, not a cluster")
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func streamLen(t *testing.T, env *asynctest.Env, q string) int64 {
 // miniredis the resend is made to arrive at the window's end (its clock is
 // moved on before the connection is cut).
 func TestEnqueueResentAtWindowEndAddsOnce(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := proxyEnv(t)
 	c, p, rdb := proxied(t, env)
 	window := store.ResendWindow(rdb)
 	if window <= 10*time.Second {
@@ -94,7 +94,7 @@ func TestEnqueueResentAtWindowEndAddsOnce(t *testing.T) {
 // first try that was applied, then resends that all meet LOADING (more of
 // them than go-redis retries), must end in one task and no error.
 func TestEnqueueRetriesLoading(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
 	q := asynctest.Queue(t)
@@ -140,7 +140,7 @@ func TestEnqueueRetriesLoading(t *testing.T) {
 // At maxmemory with noeviction Redis refuses writes with OOM: Enqueue says so
 // with ErrRedisFull, naming the queue, and adds nothing.
 func TestEnqueueRedisFull(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
 	q := asynctest.Queue(t)
@@ -167,7 +167,7 @@ func TestEnqueueRedisFull(t *testing.T) {
 // it fails, the call still returns the continuation's handle, and a later
 // drain (the sweeps of workers and coordinators) starts it.
 func TestContinueWithKeepsHandleWhenDrainFails(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
 	q := asynctest.Queue(t)
@@ -204,7 +204,7 @@ func TestContinueWithKeepsHandleWhenDrainFails(t *testing.T) {
 // handler's task. waiting.lua's reply lost and resent must not make the call
 // take its own new continuation for an old one (and skip that record).
 func TestContinueWithResentWaitingStaysChild(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
 	q := asynctest.Queue(t)
