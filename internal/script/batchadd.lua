@@ -17,7 +17,9 @@
 -- ARGV[1]  the pointer as guessed ('' none), ARGV[2] MaxSize, ARGV[3]
 --          MaxWait ms, ARGV[4] and ARGV[5] a batch envelope's bytes before
 --          and after its key (a msgpack string), ARGV[6] m, the number of
---          new batch keys, ARGV[7..6+m] the new batch keys, then the items
+--          new batch keys, ARGV[7] how long the marker lives (ms: the
+--          client's resend window and a margin), ARGV[8..7+m] the new batch
+--          keys, then the items
 -- Returns: {'again', the pointer} when the pointer is not what the caller
 -- guessed, else {'ok', due ms of a batch opened here and still open or 0,
 -- the pointer now ('' none), then per batch used: its key, the index of
@@ -29,7 +31,7 @@ if cur ~= ARGV[1] then return {'again', cur} end
 local max = tonumber(ARGV[2])
 local m = tonumber(ARGV[6])
 local out = {'ok', 0, ''}
-local i, n = 7 + m, #ARGV
+local i, n = 8 + m, #ARGV
 local function fill(bh, bl, bk)
   local have = redis.call('LLEN', bl)
   local take = math.min(max - have, n - i + 1)
@@ -57,7 +59,7 @@ local j = 0
 local due = 0
 while i <= n do
   if j >= m then return redis.error_reply('batchadd.lua: more items than the new batches hold') end
-  local bk, bh, bl = ARGV[7 + j], KEYS[7 + 2 * j], KEYS[8 + 2 * j]
+  local bk, bh, bl = ARGV[8 + j], KEYS[7 + 2 * j], KEYS[8 + 2 * j]
   j = j + 1
   due = now_ms() + tonumber(ARGV[3])
   redis.call('HSET', bh, 'st', 'scheduled', 'm', ARGV[4] .. mpstr(bk) .. ARGV[5], 'open', '1')
@@ -68,5 +70,5 @@ while i <= n do
 end
 out[2] = due
 out[3] = redis.call('GET', KEYS[1]) or ''
-redis.call('SET', KEYS[6], cjson.encode(out), 'PX', 10000)
+redis.call('SET', KEYS[6], cjson.encode(out), 'PX', ARGV[7])
 return out

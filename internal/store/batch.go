@@ -40,8 +40,8 @@ func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, k
 	}
 	ptrKey := q.BatchOpen(kind)
 	op := q.Op("ba." + nks[0]) // fresh for each call
-	args := make([]any, 0, 6+m+len(items))
-	args = append(args, "", maxSize, maxWaitMs, envPre, envPost, m)
+	args := make([]any, 0, 7+m+len(items))
+	args = append(args, "", maxSize, maxWaitMs, envPre, envPost, m, MarkerTTL(rdb).Milliseconds())
 	for _, k := range nks {
 		args = append(args, k)
 	}
