@@ -5,8 +5,12 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -120,5 +124,56 @@ func TestBatchAddMarkerCoversResendWindow(t *testing.T) {
 	}
 	if w := store.ResendWindow(rdb); ttl < w {
 		t.Fatalf("marker lives %v, the client may resend for %v", ttl, w)
+	}
+}
+
+// twice makes the client it hooks run every call of the script with hash
+// sha twice, as go-redis does when the first reply is lost: the caller
+// reads the second run's reply.
+type twice struct{ sha string }
+
+func (twice) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (twice) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h twice) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); cmd.Name() == "evalsha" && len(a) > 1 && a[1] == h.sha {
+			if err := next(ctx, cmd); err != nil {
+				return err // not run (NOSCRIPT): go-redis falls back to EVAL
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A flush whose reply was lost and that was resent reports the batch it
+// started (the resend finds the pointer gone, which alone would read as
+// "nothing was open").
+func TestBatchFlushResentReportsFlushed(t *testing.T) {
+	t.Parallel()
+	e := asynctest.Redis(t)
+	ctx := context.Background()
+	if err := script.Load(ctx, e.RDB); err != nil {
+		t.Fatal(err)
+	}
+	q := keys.ForQueue(asynctest.Queue(t))
+	if err := store.EnsureGroup(ctx, e.RDB, q); err != nil {
+		t.Fatal(err)
+	}
+	pre, post := batchEnv(t)
+	if _, _, _, err := store.AppendBatch(ctx, e.RDB, q, "bk", "", batchKeys("f"), pre, post, 4, 3_600_000, batchItems(t, 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	rdb := asynctest.NewEnvClient(e)
+	t.Cleanup(func() { _ = rdb.Close() })
+	rdb.AddHook(twice{sha: script.BatchFlush.Hash()})
+	flushed, err := store.FlushBatch(ctx, rdb, q, "bk")
+	if err != nil || !flushed {
+		t.Fatalf("resent flush: %v %v, want true", flushed, err)
+	}
+	if n, err := e.RDB.XLen(ctx, q.Stream()).Result(); err != nil || n != 1 {
+		t.Fatalf("stream holds %d entries (%v), want the one batch", n, err)
 	}
 }
