@@ -3,15 +3,18 @@
 -- scheduled set, due MaxWait after its first item; it closes (enters the
 -- stream) when it is due (forward.lua) or holds MaxSize items, or on a
 -- flush. Items join only a batch still open (field open, cleared when it
--- first leaves the scheduled set), in this one script, so
--- an item is never in two batches and a batch never changes once it runs.
+-- first leaves the scheduled set or is cancelled: cancel.lua), in this one
+-- script, so an item is never in two batches, a batch never changes once it
+-- runs, and a cancelled batch never starts. A call leaves its reply under
+-- its op marker (KEYS[6]) for the client's resend window: a resend returns
+-- that reply and appends nothing.
 -- An item is an entry of its batch's list (its msgpack); its task id is
 -- "<batch key>.<index in the list>", and it has no record of its own until
 -- it ends (or is cancelled, watched or continued).
 -- KEYS[1]  the kind's open-batch pointer, KEYS[2] the queue's stream,
 -- KEYS[3]  scheduled set, KEYS[4] and KEYS[5] the hash and item list of the
 --          batch the pointer named as the caller guessed it, KEYS[6] the
---          marker of this append (a resend returns the first answer)
+--          marker of this append
 -- KEYS[7+2j], KEYS[8+2j] hash and item list of new batch j (0-based),
 --          should that many open
 -- ARGV[1]  the pointer as guessed ('' none), ARGV[2] MaxSize, ARGV[3]
