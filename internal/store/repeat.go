@@ -78,7 +78,9 @@ func ParseCron(expr, tz string) (*cron.Schedule, error) {
 // fire of a cron schedule. It returns what happened and the next fire (Unix
 // ms, Redis time), and wakes the coordinators when that is earlier than
 // what they sleep towards. A schedule of the same name in another queue is
-// moved here, keeping its timing when that did not change.
+// moved here, keeping its timing when that did not change: the old queue
+// stops firing it and hands over its next fire in one step (repmove.lua),
+// so the new queue starts past every slot the old one fired.
 //
 // The repeat index (name → "<queue>|<token>") is written by compare-and-set
 // after the definition, and checked to still name a definition afterwards;
