@@ -202,8 +202,8 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 	rdb := p.c.Redis()
 	// Take what was appended into a snapshot of its own, listed as pending.
 	snap := "s" + randomID()
-	took, err := script.PartTake.Run(ctx, rdb, []string{p.q.Partitioner(p.name), p.q.PartitionerSnap(p.name, snap), p.q.PartitionerSnaps(p.name)},
-		snap, time.Now().UnixMilli()).Int()
+	took, err := script.PartTake.Run(ctx, rdb, []string{p.q.Partitioner(p.name), p.q.PartitionerSnap(p.name, snap), p.q.PartitionerSnaps(p.name), p.q.Op("pt." + p.name + "." + snap)},
+		snap, time.Now().UnixMilli(), store.MarkerTTL(rdb).Milliseconds()).Int()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

@@ -175,7 +175,7 @@ func TestPartitionerLeftoverSnapshot(t *testing.T) {
 	}
 	q := keys.ForQueue(b.queue)
 	// What a Flush does first, and then dies.
-	if err := script.PartTake.Run(ctx, b.env.RDB, []string{q.Partitioner(name), q.PartitionerSnap(name, "dead1"), q.PartitionerSnaps(name)}, "dead1", 1).Err(); err != nil {
+	if err := script.PartTake.Run(ctx, b.env.RDB, []string{q.Partitioner(name), q.PartitionerSnap(name, "dead1"), q.PartitionerSnaps(name), q.Op("pt." + name + ".dead1")}, "dead1", 1, 60000).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := pt.Len(ctx); n != 0 {

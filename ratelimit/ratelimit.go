@@ -11,18 +11,26 @@
 // that time, so an idle key costs nothing. Take keeps a second number next
 // to it, "async:{rl:<key>}:wake", the next turn it will hand out. A clock that steps back never
 // adds events, and one that jumps forward adds Burst at most.
+//
+// Every call is safe to resend: a call that changes the bucket leaves its
+// reply under a marker of its own, "async:{rl:<key>}:op:<id>", for as long
+// as the client may resend it (store.MarkerTTL: a few minutes with
+// go-redis' defaults), and a resend returns that reply and changes nothing.
+// So a call whose reply was lost takes, reserves or refunds once.
 package ratelimit
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
 )
 
 // Limit is a rate: Rate events per Per, of which up to Burst may happen at
@@ -61,6 +69,7 @@ type Limiter struct {
 	comb combiner
 
 	interval string // µs per event, formatted once
+	markerMs int64  // how long a call's op marker lives: rdb's resend window and a margin
 }
 
 // New returns a Limiter of lim on rdb, which it uses but never closes. A bad
@@ -72,6 +81,7 @@ func New(rdb redis.UniversalClient, lim Limit) *Limiter {
 	}
 	if l.err == nil {
 		l.interval = strconv.FormatFloat(float64(lim.Per)/float64(lim.Rate)/float64(time.Microsecond), 'f', -1, 64)
+		l.markerMs = store.MarkerTTL(rdb).Milliseconds()
 	}
 	return l
 }
@@ -131,7 +141,11 @@ func (l *Limiter) run(ctx context.Context, key string, n int, mode string, turn 
 		return reply{}, err // nothing is sent for a call already cancelled
 	}
 	bk := BucketKey(key)
-	v, err := l.do(ctx, &call{keys: []string{bk, bk + ":wake"}, args: []any{l.interval, l.lim.burst(), n, mode, turn},
+	// Each call carries an op id of its own: a resend of it (go-redis
+	// sends a call again when its reply was lost) finds the marker the
+	// first run left and returns that run's reply, taking nothing again.
+	op := bk + ":op:" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+	v, err := l.do(ctx, &call{keys: []string{bk, bk + ":wake", op}, args: []any{l.interval, l.lim.burst(), n, mode, turn, l.markerMs},
 		done: make(chan struct{}), lead: make(chan struct{})})
 	if err != nil {
 		return reply{}, fmt.Errorf("ratelimit %s: %w", key, err)

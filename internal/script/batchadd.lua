@@ -3,21 +3,26 @@
 -- scheduled set, due MaxWait after its first item; it closes (enters the
 -- stream) when it is due (forward.lua) or holds MaxSize items, or on a
 -- flush. Items join only a batch still open (field open, cleared when it
--- first leaves the scheduled set), in this one script, so
--- an item is never in two batches and a batch never changes once it runs.
+-- first leaves the scheduled set or is cancelled: cancel.lua), in this one
+-- script, so an item is never in two batches, a batch never changes once it
+-- runs, and a cancelled batch never starts. A call leaves its reply under
+-- its op marker (KEYS[6]) for the client's resend window: a resend returns
+-- that reply and appends nothing.
 -- An item is an entry of its batch's list (its msgpack); its task id is
 -- "<batch key>.<index in the list>", and it has no record of its own until
 -- it ends (or is cancelled, watched or continued).
 -- KEYS[1]  the kind's open-batch pointer, KEYS[2] the queue's stream,
 -- KEYS[3]  scheduled set, KEYS[4] and KEYS[5] the hash and item list of the
 --          batch the pointer named as the caller guessed it, KEYS[6] the
---          marker of this append (a resend returns the first answer)
+--          marker of this append
 -- KEYS[7+2j], KEYS[8+2j] hash and item list of new batch j (0-based),
 --          should that many open
 -- ARGV[1]  the pointer as guessed ('' none), ARGV[2] MaxSize, ARGV[3]
 --          MaxWait ms, ARGV[4] and ARGV[5] a batch envelope's bytes before
 --          and after its key (a msgpack string), ARGV[6] m, the number of
---          new batch keys, ARGV[7..6+m] the new batch keys, then the items
+--          new batch keys, ARGV[7] how long the marker lives (ms: the
+--          client's resend window and a margin), ARGV[8..7+m] the new batch
+--          keys, then the items
 -- Returns: {'again', the pointer} when the pointer is not what the caller
 -- guessed, else {'ok', due ms of a batch opened here and still open or 0,
 -- the pointer now ('' none), then per batch used: its key, the index of
@@ -29,7 +34,7 @@ if cur ~= ARGV[1] then return {'again', cur} end
 local max = tonumber(ARGV[2])
 local m = tonumber(ARGV[6])
 local out = {'ok', 0, ''}
-local i, n = 7 + m, #ARGV
+local i, n = 8 + m, #ARGV
 local function fill(bh, bl, bk)
   local have = redis.call('LLEN', bl)
   local take = math.min(max - have, n - i + 1)
@@ -57,7 +62,7 @@ local j = 0
 local due = 0
 while i <= n do
   if j >= m then return redis.error_reply('batchadd.lua: more items than the new batches hold') end
-  local bk, bh, bl = ARGV[7 + j], KEYS[7 + 2 * j], KEYS[8 + 2 * j]
+  local bk, bh, bl = ARGV[8 + j], KEYS[7 + 2 * j], KEYS[8 + 2 * j]
   j = j + 1
   due = now_ms() + tonumber(ARGV[3])
   redis.call('HSET', bh, 'st', 'scheduled', 'm', ARGV[4] .. mpstr(bk) .. ARGV[5], 'open', '1')
@@ -68,5 +73,5 @@ while i <= n do
 end
 out[2] = due
 out[3] = redis.call('GET', KEYS[1]) or ''
-redis.call('SET', KEYS[6], cjson.encode(out), 'PX', 10000)
+redis.call('SET', KEYS[6], cjson.encode(out), 'PX', ARGV[7])
 return out

@@ -9,7 +9,9 @@
 -- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id,
 -- ARGV[8]  for a batch item its index in the batch, else ''
 -- A batch item (patterns.Batch) not yet ended is cancelled at once: its
--- batch leaves it out, or, running already, does not record it.
+-- batch leaves it out, or, running already, does not record it. A batch
+-- cancelled while it waits is closed in the same step (field open and its
+-- envelope deleted), so nothing starts it again.
 -- Returns: {state}: the final state when it had already ended ('succeeded',
 -- 'dead', 'cancelled'); 'cancelled' when cancelled now; 'cancelling' when it
 -- runs and its worker was told; '' when no such task is known. A replay
@@ -79,7 +81,10 @@ fire(KEYS[5], KEYS[6], KEYS[7], ARGV[7], 'cancelled')
 if grp then redis.call('HSET', tk, 'g', grp) end
 member_ended(tk, KEYS[6], ARGV[7], 'cancelled')
 if string.match(key, '^bt%-[^.]+$') then
-  -- A batch (patterns.Batch): its items end cancelled too (batchabort.lua).
+  -- A batch (patterns.Batch): it takes no more items and no flush or fill
+  -- starts it (batchadd.lua and batchflush.lua start only an open batch);
+  -- its items end cancelled too (batchabort.lua).
+  redis.call('HDEL', tk, 'open', 'm')
   redis.call('XADD', KEYS[6], '*', 'bd', key, 'st', 'cancelled', 'why', ARGV[6])
 end
 local pk = redis.call('HGET', tk, 'pk')

@@ -11,7 +11,8 @@
 -- ARGV[10] a token for a new definition (the repeat index names a schedule
 --          by queue and token, so a removal never deletes a newer one),
 -- ARGV[11], ARGV[12] anchor and next fire carried over from the queue the
---          schedule moves from ('' when none)
+--          schedule moves from ('' when none), as repmove.lua handed them
+--          over there (the old queue fires no slot from then on)
 -- Returns: {0 unchanged | 1 created | 2 updated, next fire ms, token}
 -- A new schedule, or one whose timing changed, fires first one interval
 -- from now (Redis time) or at the next cron time; an update that keeps the
@@ -26,6 +27,9 @@ if not cur[1] then
 end
 redis.call('HSET', KEYS[2], 'v', ARGV[2], 'env', ARGV[3], 'every', ARGV[4], 'cron', ARGV[5],
   'tz', ARGV[6], 'kind', ARGV[7], 'sch', ARGV[9], 'tok', tok, 'at', now_ms())
+-- Declared here again after a move away was begun (repmove.lua): it lives
+-- here; what the move held is stale.
+redis.call('HDEL', KEYS[2], 'held')
 if cur[2] ~= ARGV[9] or not nxt then
   local every = tonumber(ARGV[4])
   if ARGV[12] ~= '' then

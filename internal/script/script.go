@@ -75,6 +75,8 @@ var (
 	repFireSrc string
 	//go:embed repremove.lua
 	repRemoveSrc string
+	//go:embed repmove.lua
+	repMoveSrc string
 	//go:embed repindex.lua
 	repIndexSrc string
 	//go:embed partstep.lua
@@ -130,6 +132,7 @@ var (
 	RepDeclare = newScript(repDeclareSrc)
 	RepFire    = newScript(repFireSrc)
 	RepRemove  = newScript(repRemoveSrc)
+	RepMove    = newScript(repMoveSrc)
 	RepIndex   = newScript(repIndexSrc)
 
 	PartStep = newScript(partStepSrc)
@@ -147,7 +150,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
+	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -40,8 +41,8 @@ func AppendBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, k
 	}
 	ptrKey := q.BatchOpen(kind)
 	op := q.Op("ba." + nks[0]) // fresh for each call
-	args := make([]any, 0, 6+m+len(items))
-	args = append(args, "", maxSize, maxWaitMs, envPre, envPost, m)
+	args := make([]any, 0, 7+m+len(items))
+	args = append(args, "", maxSize, maxWaitMs, envPre, envPost, m, MarkerTTL(rdb).Milliseconds())
 	for _, k := range nks {
 		args = append(args, k)
 	}
@@ -86,6 +87,8 @@ const MaxAppend = 2000
 // open.
 func FlushBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, kind string) (bool, error) {
 	ptrKey := q.BatchOpen(kind)
+	op := q.Op("bf." + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36))
+	ttl := MarkerTTL(rdb).Milliseconds()
 	for try := 0; try < 50; try++ {
 		ptr, err := rdb.Get(ctx, ptrKey).Result()
 		if errors.Is(err, redis.Nil) {
@@ -94,7 +97,7 @@ func FlushBatch(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, ki
 		if err != nil {
 			return false, fmt.Errorf("read open batch of %s in queue %q: %w", kind, q.Name, err)
 		}
-		r, err := script.BatchFlush.Run(ctx, rdb, []string{ptrKey, q.Stream(), q.Scheduled(), q.Task(ptr)}, ptr).Text()
+		r, err := script.BatchFlush.Run(ctx, rdb, []string{ptrKey, q.Stream(), q.Scheduled(), q.Task(ptr), op}, ptr, ttl).Text()
 		if err != nil {
 			return false, fmt.Errorf("flush batch of %s in queue %q: %w", kind, q.Name, err)
 		}

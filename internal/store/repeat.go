@@ -78,7 +78,9 @@ func ParseCron(expr, tz string) (*cron.Schedule, error) {
 // fire of a cron schedule. It returns what happened and the next fire (Unix
 // ms, Redis time), and wakes the coordinators when that is earlier than
 // what they sleep towards. A schedule of the same name in another queue is
-// moved here, keeping its timing when that did not change.
+// moved here, keeping its timing when that did not change: the old queue
+// stops firing it and hands over its next fire in one step (repmove.lua),
+// so the new queue starts past every slot the old one fired.
 //
 // The repeat index (name → "<queue>|<token>") is written by compare-and-set
 // after the definition, and checked to still name a definition afterwards;
@@ -108,19 +110,24 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 			return 0, 0, fmt.Errorf("read repeat index: %w", err)
 		}
 		oq, otok := splitIndex(old)
+		moving := oq != "" && oq != d.Queue && keys.ValidateName("queue", oq) == nil
 		inheritAnchor, inheritNext := "", ""
-		if oq != "" && oq != d.Queue {
-			// Moving: carry the timing over when it stays the same.
+		if moving {
+			// Stop it in the old queue and take its timing in one step
+			// (repmove.lua): a slot the old queue fired is then behind
+			// the next fire the new queue starts from. The timing carries
+			// over when it stays the same.
 			o := keys.ForQueue(oq)
-			def, err := rdb.HMGet(ctx, o.Repeat(d.Name), "sch", "anchor").Result()
+			h, err := script.RepMove.Run(ctx, rdb, []string{o.Repeats(), o.Repeat(d.Name)}, d.Name, otok).StringSlice()
 			if err != nil {
-				return 0, 0, fmt.Errorf("read repeat %q in queue %q: %w", d.Name, oq, err)
+				return 0, 0, fmt.Errorf("move repeat %q from queue %q: %w", d.Name, oq, err)
 			}
-			if sch, _ := def[0].(string); sch == d.timing() {
-				if nx, err := rdb.ZScore(ctx, o.Repeats(), d.Name).Result(); err == nil {
-					inheritNext = strconv.FormatInt(int64(nx), 10)
-					inheritAnchor, _ = def[1].(string)
+			if len(h) == 3 && h[0] == d.timing() && h[2] != "" {
+				nx, err := strconv.ParseFloat(h[2], 64)
+				if err != nil {
+					return 0, 0, fmt.Errorf("move repeat %q from queue %q: next fire %q: %w", d.Name, oq, h[2], err)
 				}
+				inheritNext, inheritAnchor = strconv.FormatInt(int64(nx), 10), h[1]
 			}
 		}
 		res, err := script.RepDeclare.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(d.Name)},
@@ -132,7 +139,6 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		status, _ := res[0].(int64)
 		next, _ := res[1].(int64)
 		gotTok, _ := res[2].(string)
-		moving := oq != "" && oq != d.Queue && keys.ValidateName("queue", oq) == nil
 		if moving {
 			// Remove the old definition before the index moves: removed
 			// after, it could be one a racing declaration into that queue

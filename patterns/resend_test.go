@@ -1,0 +1,91 @@
+package patterns_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/patterns"
+)
+
+// resendScript makes the client it hooks run every call of one script
+// twice, as go-redis does when the first reply is lost: the first run's
+// reply is dropped, the caller reads the second's.
+type resendScript struct{ sha string }
+
+func (resendScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (resendScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h resendScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); cmd.Name() == "evalsha" && len(a) > 1 && a[1] == h.sha {
+			if err := next(ctx, cmd); err != nil {
+				return err // not run (NOSCRIPT): go-redis falls back to EVAL
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// resendClient is a client of env's Redis whose calls of script s are each
+// run twice.
+func resendClient(t *testing.T, env *asynctest.Env, s *redis.Script) *client.Client {
+	t.Helper()
+	rdb := asynctest.NewEnvClient(env)
+	t.Cleanup(func() { _ = rdb.Close() })
+	if err := script.Load(context.Background(), rdb); err != nil {
+		t.Fatal(err)
+	}
+	rdb.AddHook(resendScript{sha: s.Hash()})
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// A Flush whose take (parttake.lua) is resent starts the items it took: the
+// resend finds them taken by its first run and answers so.
+func TestPartitionerFlushResent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	c := resendClient(t, b.env, script.PartTake)
+	name := "rs" + asynctest.Queue(t)[:8]
+	pt, err := patterns.NewPartitioner[int](c, name, keyOf, patterns.PartitionerOpts{Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := []int{1, 2, 3, 8, 9, 15}
+	if err := pt.Append(ctx, items...); err != nil {
+		t.Fatal(err)
+	}
+	spec := func(key string, its []int) client.Spec {
+		return client.Spec{Args: SumPart{Key: key, Items: its}, Opts: &client.EnqueueOpts{Queue: b.queue}}
+	}
+	p, err := pt.Flush(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p == nil {
+		t.Fatal("Flush found nothing to flush; the items were taken by its first run")
+	}
+	if got := p.Keys(); len(got) != 3 { // k1 (1, 8, 15), k2 (2, 9), k3 (3)
+		t.Fatalf("partitions %v, want k1 k2 k3", got)
+	}
+	q := keys.ForQueue(b.queue)
+	if n, err := b.env.RDB.ZCard(ctx, q.PartitionerSnaps(name)).Result(); err != nil || n != 0 {
+		t.Fatalf("%d snapshots pending after the flush (%v)", n, err)
+	}
+	if n, err := pt.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("%d items wait for a flush (%v)", n, err)
+	}
+}
