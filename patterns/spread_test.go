@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,18 +82,30 @@ func TestSpreadStartsEvenly(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	for i := range n {
+		if runs[i] != 1 {
+			t.Errorf("member %d ran %d times", i, runs[i])
+		}
+	}
+	late := checkSpread(t, b, g, within, dues)
+	t.Logf("latest entry into the stream: %v after its due time", slices.Max(late))
+}
+
+// checkSpread checks a Spread group's members against its promise, by Redis'
+// clock: member i is due within/n·i after member 0 (dues holds the due times
+// the client sent) and entered the stream no earlier than that. It returns
+// how long after its due time each member entered.
+func checkSpread(t *testing.T, b *bundle, g *patterns.Group, within time.Duration, dues *dueLog) []time.Duration {
+	t.Helper()
+	ctx := ctxT(t)
 	members, err := g.Members(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(members) != n {
-		t.Fatalf("%d members, want %d", len(members), n)
-	}
-	var late, first int64
+	n := len(members)
+	var first int64
+	late := make([]time.Duration, n)
 	for i, m := range members {
-		if runs[i] != 1 {
-			t.Errorf("member %d ran %d times", i, runs[i])
-		}
 		key := strings.TrimPrefix(m.ID(), b.queue+"/")
 		st, err := store.State(ctx, b.env.RDB, keys.ForQueue(b.queue), key, "")
 		if err != nil {
@@ -109,17 +122,16 @@ func TestSpreadStartsEvenly(t *testing.T) {
 		if i == 0 {
 			first = due
 		}
-		// Member i is due at the start + i·within/n (each due time is
-		// rounded down to the millisecond on its own).
-		if want := first + (time.Duration(i) * within / n).Milliseconds(); due < want-1 || due > want+1 {
+		// Each due time is rounded down to the millisecond on its own.
+		if want := first + (time.Duration(i) * within / time.Duration(n)).Milliseconds(); due < want-1 || due > want+1 {
 			t.Errorf("member %d is due at %d, %d ms after the first, want %d ms", i, due, due-first, want-first)
 		}
 		if entered < due {
 			t.Errorf("member %d entered the stream at %d, %d ms before its due time", i, entered, due-entered)
 		}
-		late = max(late, entered-due)
+		late[i] = time.Duration(entered-due) * time.Millisecond
 	}
-	t.Logf("latest entry into the stream: %d ms after its due time", late)
+	return late
 }
 
 // dueLog is a go-redis hook that records the due time of each keyed task
@@ -184,7 +196,16 @@ func TestSpreadCoordinatorKilled(t *testing.T) {
 	// A database of its own on a single server; in the cluster pass a
 	// miniredis of its own (IsolatedRedis).
 	env := asynctest.IsolatedRedis(t, isolatedDB)
-	b := &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
+	rdb := asynctest.NewEnvClient(env)
+	t.Cleanup(func() { _ = rdb.Close() })
+	dues := &dueLog{due: map[string]int64{}}
+	rdb.AddHook(dues)
+	c, err := client.New(rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	b := &bundle{env: env, c: c, queue: asynctest.Queue(t)}
 	// startCoord starts a coordinator process and returns once it runs.
 	startCoord := func() *fleetProc {
 		procs := startFleet(t, env, b.queue, 1, time.Second, "ASYNC_TEST_SUBPROCESS=coordinator", envFleetDB+"="+strconv.Itoa(env.DB))
@@ -199,12 +220,12 @@ func TestSpreadCoordinatorKilled(t *testing.T) {
 	}
 	first := startCoord()
 	var mu sync.Mutex
-	starts := map[int][]time.Time{}
+	starts := map[int]int{}
 	started := make(chan int, 100)
 	b.worker(t, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
 			mu.Lock()
-			starts[a.N] = append(starts[a.N], time.Now())
+			starts[a.N]++
 			mu.Unlock()
 			started <- a.N
 			return a.N * a.N, nil
@@ -241,20 +262,14 @@ func TestSpreadCoordinatorKilled(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for i := 0; i < n; i++ {
-		if len(starts[i]) != 1 {
-			t.Errorf("member %d started %d times", i, len(starts[i]))
-			continue
-		}
-		due := time.Duration(i) * within / n
-		// Generous for a loaded CI machine; the benchmark measures p99.
-		// Members due while no coordinator ran may wait for the new one
-		// (or a worker's own forwarding) to come up.
-		late := due + 250*time.Millisecond
-		if at := begin.Add(due); at.After(killed) && at.Before(up) {
-			late = up.Sub(begin) + 250*time.Millisecond
-		}
-		if d := starts[i][0].Sub(begin); d < due-5*time.Millisecond || d > late {
-			t.Errorf("member %d started at %v, due at %v (coordinator killed at %v, the new one up at %v)", i, d, due, killed.Sub(begin), up.Sub(begin))
+		if starts[i] != 1 {
+			t.Errorf("member %d started %d times", i, starts[i])
 		}
 	}
+	// On schedule: the members' due times stand, and none entered the
+	// stream early, the ones due while no coordinator ran included. How late
+	// they entered is reported (the library promises no latency on a busy
+	// machine).
+	late := checkSpread(t, b, g, within, dues)
+	t.Logf("coordinator killed at %v, the new one up at %v; entries after their due times: %v", killed.Sub(begin), up.Sub(begin), late)
 }
