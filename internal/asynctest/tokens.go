@@ -42,6 +42,16 @@ func (l *TokenLog) Takes() []Take {
 	return append([]Take(nil), l.takes...)
 }
 
+// Drain returns the tokens taken (and refunds) since the last Drain, in the
+// order their calls were sent, and forgets them.
+func (l *TokenLog) Drain() []Take {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.takes
+	l.takes = nil
+	return out
+}
+
 // RecordTokens watches every ratelimit.lua call that rdb sends and logs the
 // tokens it took and gave back, each with the time Redis took it.
 //
