@@ -8,26 +8,37 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
 
+// Throttle's members take their tokens one every 50 ms across two workers.
+// The promise is about the tokens, which Redis times: a handler's start, read
+// on the local clock, follows its token by a delay that a busy machine
+// stretches at will, so the test reads the tokens' times in Redis
+// (asynctest.RecordTokens) and holds them to the spacing exactly.
 func TestThrottleSpacesStartsAcrossWorkers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var mu sync.Mutex
-	var starts []time.Time
+	starts := 0
+	var logs []*asynctest.TokenLog
 	for i := 0; i < 2; i++ {
-		b.worker(t, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
+		rdb := asynctest.NewEnvClient(b.env)
+		t.Cleanup(func() { _ = rdb.Close() })
+		logs = append(logs, asynctest.RecordTokens(rdb))
+		b.workerOn(t, rdb, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
 			worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
 				mu.Lock()
-				starts = append(starts, time.Now())
+				starts++
 				mu.Unlock()
 				return a.N * a.N, nil
 			})
 		})
 	}
 	ctx := ctxT(t)
+	const interval = 50 * time.Millisecond
 	g, err := patterns.Throttle(ctx, b.c, squares(b.queue, 0, 1, 2, 3, 4, 5, 6, 7), 20, time.Second) // one every 50ms
 	if err != nil {
 		t.Fatal(err)
@@ -41,13 +52,35 @@ func TestThrottleSpacesStartsAcrossWorkers(t *testing.T) {
 			t.Fatalf("result %d: %d", i, v)
 		}
 	}
+	var takes []asynctest.Take
+	for _, l := range logs {
+		takes = append(takes, l.Takes()...)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	sort.Slice(starts, func(a, b int) bool { return starts[a].Before(starts[b]) })
-	for i := 1; i < len(starts); i++ {
-		// Each start takes a token; tokens come 50ms apart.
-		if d := starts[i].Sub(starts[0]); d < time.Duration(i)*50*time.Millisecond-5*time.Millisecond {
-			t.Errorf("start %d came %v after the first, want at least %v", i, d, time.Duration(i)*50*time.Millisecond)
+	if len(takes) != starts {
+		t.Fatalf("%d handler starts and %d tokens taken or refunded: %+v", starts, len(takes), takes)
+	}
+	for _, tk := range takes {
+		if tk.Err != nil || tk.Refund || tk.N != 1 {
+			t.Fatalf("token %+v: want one token taken, at a known time", tk)
+		}
+	}
+	// Token i was taken between takes[i].Early and takes[i].Late (Redis µs).
+	// Any two tokens must be an interval apart: it is a failure when even
+	// the farthest placement within the readings brings two closer.
+	sort.Slice(takes, func(i, j int) bool { return takes[i].Early < takes[j].Early })
+	us := interval.Microseconds()
+	for i := range takes {
+		for j := i + 1; j < len(takes); j++ {
+			if far := max(takes[j].Late-takes[i].Early, takes[i].Late-takes[j].Early); far < us {
+				t.Errorf("tokens %d and %d were taken at most %v apart by Redis' clock, want at least %v", i, j, time.Duration(far)*time.Microsecond, interval)
+			}
+		}
+	}
+	if n := len(takes); n > 1 {
+		if span := takes[n-1].Late - takes[0].Early; span < int64(n-1)*us {
+			t.Errorf("%d tokens taken within %v by Redis' clock, want at least %v", n, time.Duration(span)*time.Microsecond, time.Duration(n-1)*interval)
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 )
@@ -356,21 +357,26 @@ func cliTaskShow(ctx context.Context, e *cliEnv, c *client.Client, id string) er
 	if !in.FinishedAt.IsZero() {
 		out["finished"] = in.FinishedAt.Format(time.RFC3339Nano)
 	}
-	if len(in.Result) > 0 {
-		var v any
-		if err := msgpack.Unmarshal(in.Result, &v); err == nil {
-			out["result"] = v
-		} else {
-			out["result_bytes"] = len(in.Result)
+	// The result and the args are bytes read from Redis: they go through
+	// the gate, and ones it refuses are shown by size, with the reason, and
+	// make the command fail after it printed the rest.
+	var bad []string
+	show := func(name string, b []byte) {
+		if len(b) == 0 {
+			return
 		}
-	}
-	if len(in.Payload) > 0 {
 		var v any
-		if err := msgpack.Unmarshal(in.Payload, &v); err == nil {
-			out["args"] = v
+		if err := codec.Unmarshal(b, &v); err != nil {
+			out[name+"_bytes"] = len(b)
+			out[name+"_error"] = err.Error()
+			bad = append(bad, fmt.Sprintf("%s (%d bytes): %v", name, len(b), err))
+			return
 		}
+		out[name] = v
 	}
-	return e.emit(out, func(w io.Writer) {
+	show("result", in.Result)
+	show("args", in.Payload)
+	if err := e.emit(out, func(w io.Writer) {
 		ks := make([]string, 0, len(out))
 		for k := range out {
 			ks = append(ks, k)
@@ -383,7 +389,13 @@ func cliTaskShow(ctx context.Context, e *cliEnv, c *client.Client, id string) er
 			}
 			fmt.Fprintf(w, "%s\t%s\n", k, bytes.TrimSpace(b))
 		}
-	})
+	}); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("task %s: cannot decode its %s", h.ID(), strings.Join(bad, "; its "))
+	}
+	return nil
 }
 
 // queueRow is one line of `worker queues`.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -136,4 +140,99 @@ func TestCLI(t *testing.T) {
 	}
 	cmd(2, "enqueue", `{}`)
 	cmd(1, "enqueue", "-kind", "x", "not json")
+}
+
+// `task show` decodes the result and args it reads from Redis through the
+// codec gate: six bytes that announce an array of 2^32-1 elements are
+// reported as undecodable, where a raw msgpack decode tried to allocate the
+// array and the process died of "runtime: out of memory".
+func TestCLITaskShowMalformed(t *testing.T) {
+	e := asynctest.Redis(t)
+	if os.Getenv(asynctest.EnvCluster) != "" {
+		e = asynctest.IsolatedRedis(t, 0) // the commands take one server's URL
+	}
+	queue := asynctest.Queue(t)
+	q := keys.ForQueue(queue)
+	ctx := context.Background()
+	hostile := []byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0}
+	asynctest.StartWorker(t, e.RDB, queue, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Echo) (int, error) { return a.N * 2, nil })
+	}, false)
+	c := asynctest.Client(t, e)
+	show := func(id string) (map[string]any, string) {
+		t.Helper()
+		var out, errb syncBuf
+		if code := runCLI([]string{"task", "show", "-redis", "redis://" + e.Addr, "-json", id}, &out, &errb, func(string) string { return "" }); code != 1 {
+			t.Fatalf("task show %s: exit %d, want 1\nstdout: %s\nstderr: %s", id, code, out.String(), errb.String())
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out.String()), &m); err != nil {
+			t.Fatalf("task show %s: stdout is not JSON: %v\n%s", id, err, out.String())
+		}
+		return m, errb.String()
+	}
+
+	// A succeeded task whose stored result is then replaced by the hostile
+	// bytes (the record's first four lines are kept).
+	h, err := c.Enqueue(ctx, Echo{N: 21}, &client.EnqueueOpts{Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Result[int](ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimPrefix(h.ID(), queue+"/")
+	rec, err := e.RDB.Get(ctx, q.Result(key)).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := rec
+	for range 4 {
+		i := bytes.IndexByte(head, '\n')
+		if i < 0 {
+			t.Fatalf("result record %q has fewer than four lines", rec)
+		}
+		head = head[i+1:]
+	}
+	rec = append(rec[:len(rec)-len(head):len(rec)-len(head)], hostile...)
+	if err := e.RDB.Set(ctx, q.Result(key), rec, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	m, stderr := show(h.ID())
+	if m["state"] != "succeeded" || m["result_bytes"] != float64(len(hostile)) || !strings.Contains(fmt.Sprint(m["result_error"]), "4294967295 elements") {
+		t.Errorf("task show of a malformed result: %v", m)
+	}
+	if _, ok := m["result"]; ok {
+		t.Errorf("task show decoded a malformed result: %v", m["result"])
+	}
+	if want := "cannot decode its result (6 bytes)"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not say %q", stderr, want)
+	}
+
+	// A delayed task whose args are replaced by the same bytes in its
+	// envelope.
+	later, err := c.Enqueue(ctx, Echo{N: 1}, &client.EnqueueOpts{Queue: queue, Delay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := q.Task(strings.TrimPrefix(later.ID(), queue+"/"))
+	raw, err := e.RDB.HGet(ctx, tk, "m").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := codec.DecodeEnvelope(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Payload = hostile
+	if err := e.RDB.HSet(ctx, tk, "m", codec.AppendEnvelope(nil, env)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	m, stderr = show(later.ID())
+	if m["state"] != "scheduled" || m["args_bytes"] != float64(len(hostile)) || !strings.Contains(fmt.Sprint(m["args_error"]), "4294967295 elements") {
+		t.Errorf("task show of malformed args: %v", m)
+	}
+	if want := "cannot decode its args (6 bytes)"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not say %q", stderr, want)
+	}
 }
