@@ -288,10 +288,20 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	if d.hasM {
 		// The bytes alias the string go-redis read: nothing writes to them.
 		if env, decodeErr = codec.DecodeEnvelope(unsafe.Slice(unsafe.StringData(d.raw), len(d.raw))); decodeErr == nil {
+			decodeErr = checkEnvelope(env)
+		}
+		if decodeErr == nil {
 			j.env = env
 			if env.Key != "" {
 				j.key = env.Key
 			}
+		}
+	}
+	if !d.hasM || decodeErr != nil {
+		// Only a group id of the right form reaches the group (or the
+		// outbox) with the entry's dead letter.
+		if _, err := store.ParseGroupRef(d.grp); err != nil {
+			d.grp = ""
 		}
 	}
 	w.inflightMu.Lock()
@@ -320,11 +330,6 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	}
 	if decodeErr != nil {
 		dead([]byte(d.raw), "malformed entry: "+decodeErr.Error())
-		return
-	}
-	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.Kind == "" {
-		dead([]byte(d.raw), fmt.Sprintf("malformed entry: attempt %d, max attempts %d, retention %d ms, kind %q; each must be set",
-			env.Attempt, env.MaxAttempts, env.RetainMs, env.Kind))
 		return
 	}
 	if total := int64(env.Lost) + d.dlv; total > int64(w.cfg.MaxDeliveries) {
@@ -380,6 +385,36 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	})
 	w.execs.Add(1)
 	go w.exec(j)
+}
+
+// checkEnvelope refuses an envelope this library cannot have written: one
+// whose task key, kind, group or partition breaks the name rules (a task
+// must not run, nor be recorded, under an id Client.Task refuses), or whose
+// counts and retention are out of range.
+func checkEnvelope(env *codec.Envelope) error {
+	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.RetainMs > codec.MaxRetainMs {
+		return fmt.Errorf("attempt %d, max attempts %d, retention %d ms; each must be at least 1, the retention at most %d ms",
+			env.Attempt, env.MaxAttempts, env.RetainMs, codec.MaxRetainMs)
+	}
+	if err := keys.ValidateName("kind", env.Kind); err != nil {
+		return err
+	}
+	if env.Key != "" {
+		if err := keys.ValidateName("task key", env.Key); err != nil {
+			return err
+		}
+	}
+	if env.Group != "" {
+		if _, err := store.ParseGroupRef(env.Group); err != nil {
+			return err
+		}
+	}
+	if env.Partition != "" {
+		if err := keys.ValidatePartitionKey(env.Partition); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // crossSlotBlock bounds each blocking read when the queues live in different
