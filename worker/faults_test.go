@@ -41,11 +41,23 @@ type holeProxy struct {
 	counted string         // a sha whose EVALSHAs on open connections are counted
 	count   int            // EVALSHAs of counted passed on since it was set
 	seen    map[string]int // EVALSHAs by sha, on every connection
+	refused string         // a sha whose next EVALSHAs are answered by the proxy
+	refuseN int            // how many more of them
+	answer  string         // the proxy's answer to them (a RESP reply)
 }
 
 type proxyConn struct {
 	c, s  net.Conn
 	holed bool // guarded by the proxy's mu
+
+	wmu sync.Mutex // one writer to c at a time
+}
+
+func (pc *proxyConn) reply(b []byte) error {
+	pc.wmu.Lock()
+	defer pc.wmu.Unlock()
+	_, err := pc.c.Write(b)
+	return err
 }
 
 // startProxy starts a holeProxy to target, closed at the end of t.
@@ -103,7 +115,7 @@ func (p *holeProxy) replies(pc *proxyConn) {
 			holed := pc.holed
 			p.mu.Unlock()
 			if !holed {
-				if _, werr := pc.c.Write(buf[:n]); werr != nil {
+				if werr := pc.reply(buf[:n]); werr != nil {
 					return
 				}
 			}
@@ -132,6 +144,17 @@ func (p *holeProxy) commands(pc *proxyConn) {
 		}
 		if len(args) > 1 && strings.EqualFold(args[0], "evalsha") {
 			p.mu.Lock()
+			if p.refused == args[1] && p.refuseN > 0 {
+				// go-redis sends one command at a time on a connection
+				// outside pipelines: no reply is on its way to it now.
+				p.refuseN--
+				answer := p.answer
+				p.mu.Unlock()
+				if pc.reply([]byte(answer)) != nil {
+					return
+				}
+				continue
+			}
 			p.seen[args[1]]++
 			if p.armed == args[1] && !pc.holed {
 				pc.holed, p.armed = true, ""
@@ -191,6 +214,21 @@ func (p *holeProxy) holeNext(sha string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.armed, p.counted, p.count = sha, sha, 0
+}
+
+// refuse answers the next n EVALSHAs of sha with the error reply msg
+// itself, without passing them on.
+func (p *holeProxy) refuse(sha string, n int, msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refused, p.refuseN, p.answer = sha, n, "-"+msg+"\r\n"
+}
+
+// refusing returns how many refusals are left.
+func (p *holeProxy) refusing() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refuseN
 }
 
 // holeAll black-holes every connection, open or new.

@@ -1,9 +1,11 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +35,7 @@ type faultRig struct {
 	queue string
 }
 
-func newFaultRig(t *testing.T, lease time.Duration, h func(ctx context.Context, a faultArgs) (int, error)) *faultRig {
+func newFaultRig(t *testing.T, cfg *worker.Config, h func(ctx context.Context, a faultArgs) (int, error)) *faultRig {
 	t.Helper()
 	b := setup(t)
 	target := standaloneAddr(t, b.env)
@@ -47,7 +49,7 @@ func newFaultRig(t *testing.T, lease time.Duration, h func(ctx context.Context, 
 	t.Cleanup(func() { _ = c.Close() })
 	viaProxy := redis.NewClient(&redis.Options{Addr: p.addr(), ReadTimeout: 30 * time.Second})
 	t.Cleanup(func() { _ = viaProxy.Close() })
-	asynctest.StartWorker(t, viaProxy, b.queue, &worker.Config{Lease: lease}, func(w *worker.Worker) {
+	asynctest.StartWorker(t, viaProxy, b.queue, cfg, func(w *worker.Worker) {
 		worker.Handle(w, h)
 	}, true)
 	// Heal before the worker stops (cleanups run last first): its calls
@@ -65,7 +67,7 @@ func TestHeartbeatsPassAStuckConnection(t *testing.T) {
 	const lease = time.Second
 	started, release := make(chan struct{}, 1), make(chan struct{})
 	var cancelled atomic.Value // the cause, once cancelled
-	r := newFaultRig(t, lease, func(ctx context.Context, a faultArgs) (int, error) {
+	r := newFaultRig(t, &worker.Config{Lease: lease}, func(ctx context.Context, a faultArgs) (int, error) {
 		started <- struct{}{}
 		select {
 		case <-release:
@@ -113,7 +115,7 @@ func TestLeaseLapsesWhenHeartbeatsBlock(t *testing.T) {
 	}
 	ended := make(chan end, 2)
 	var runs atomic.Int64
-	r := newFaultRig(t, lease, func(ctx context.Context, a faultArgs) (int, error) {
+	r := newFaultRig(t, &worker.Config{Lease: lease}, func(ctx context.Context, a faultArgs) (int, error) {
 		if runs.Add(1) > 1 {
 			return a.N, nil
 		}
@@ -147,6 +149,60 @@ func TestLeaseLapsesWhenHeartbeatsBlock(t *testing.T) {
 	if n, err := client.Result[int](ctx, h); err != nil || n != 3 {
 		t.Fatalf("got %v, %v; want the task run again and succeeded", n, err)
 	}
+}
+
+// Outcomes Redis refuses for lack of memory (OOM) are kept and retried,
+// with backoff, while heartbeats hold the lease: the handler does not run
+// again, and the refusal is logged at error level once per interval.
+func TestOutcomeKeptWhileRedisRefusesForMemory(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	var runs atomic.Int64
+	r := newFaultRig(t, &worker.Config{Lease: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+		func(ctx context.Context, a faultArgs) (int, error) {
+			runs.Add(1)
+			return a.N, nil
+		})
+	const refusals = 8 // more than the tries an ordinary error gets
+	r.p.refuse(script.Complete.Hash(), refusals, "OOM command not allowed when used memory > 'maxmemory'. script: x, on @user_script:1.")
+	ctx := ctxT(t)
+	h, err := r.c.Enqueue(ctx, faultArgs{N: 9}, &client.EnqueueOpts{Queue: r.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := client.Result[int](ctx, h); err != nil || n != 9 {
+		t.Fatalf("got %v, %v; want 9", n, err)
+	}
+	if left := r.p.refusing(); left != 0 {
+		t.Fatalf("%d refusals left; want the outcome recorded after all %d", left, refusals)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times; want once", n)
+	}
+	if in, err := h.Info(ctx); err != nil || in.Attempt != 1 {
+		t.Fatalf("info %+v, %v; want attempt 1", in, err)
+	}
+	if n := strings.Count(logs.String(), "over its maxmemory"); n != 1 {
+		t.Fatalf("logged the refusal %d times; want once (once per interval):\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // A run cancelled because its lease lapsed while Redis stalled (CLIENT

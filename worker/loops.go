@@ -981,7 +981,7 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	sent := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
 	defer cancel()
-	beats, err := store.Heartbeat(ctx, w.rdb, q.keys, w.cfg.Name, leases, tasks)
+	beats, err := store.HeartbeatWithin(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), leases, tasks)
 	if err != nil {
 		w.log.Error("heartbeat failed; handlers are cancelled before their leases end unless one gets through",
 			slog.String("queue", q.keys.Name), slog.Any("err", err))

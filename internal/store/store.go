@@ -272,13 +272,19 @@ const (
 
 // Heartbeat extends the leases of the tasks with keys tasks.
 func Heartbeat(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leases []Lease, tasks []string) ([]Beat, error) {
+	return HeartbeatWithin(ctx, rdb, q, consumer, 0, leases, tasks)
+}
+
+// HeartbeatWithin is Heartbeat that extends no lease whose entry has been
+// idle for leaseMs or more (it lapsed; 0: no bound), reporting it lost.
+func HeartbeatWithin(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leaseMs int64, leases []Lease, tasks []string) ([]Beat, error) {
 	ks := make([]string, 0, 1+len(tasks))
 	ks = append(ks, q.Stream())
 	for _, t := range tasks {
 		ks = append(ks, q.Task(t))
 	}
-	args := make([]any, 0, 2+2*len(leases))
-	args = append(args, keys.Group, consumer)
+	args := make([]any, 0, 3+2*len(leases))
+	args = append(args, keys.Group, consumer, leaseMs)
 	for _, l := range leases {
 		args = append(args, l.EntryID, l.Deliveries)
 	}
