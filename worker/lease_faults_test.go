@@ -213,7 +213,7 @@ func (s *syncBuffer) String() string {
 func TestLapsedLeaseHandedBackAfterStall(t *testing.T) {
 	t.Parallel()
 	addr := privateRedis(t)
-	const lease = time.Second
+	const lease = 2 * time.Second
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	ctl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
@@ -250,7 +250,7 @@ func TestLapsedLeaseHandedBackAfterStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-started
-	const stall = 2 * lease
+	const stall = lease + lease/2
 	if err := ctl.Do(ctx, "CLIENT", "PAUSE", stall.Milliseconds(), "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
