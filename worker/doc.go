@@ -72,9 +72,24 @@
 // task to another worker once the lease ends. Delivery is at least once, so
 // handlers should be idempotent. An attempt delivered more than
 // Config.MaxDeliveries times without an outcome is dead-lettered as poison.
-// A task whose kind has no handler in this worker is handed back to its queue
-// with a growing delay (250ms up to 30s) for a worker that has one; an entry
-// that cannot be decoded is dead-lettered.
+// When no heartbeat gets through for most of the lease (Redis stalled, or the
+// worker's calls did), the handler's ctx is cancelled (cause ErrLeaseLost)
+// before the lease ends, and once it returns its task is handed back to its
+// queue at once. A task whose kind has no handler in this worker is handed
+// back to its queue with a growing delay (250ms up to 30s) for a worker that
+// has one; an entry that cannot be decoded, or whose task key, kind or
+// options break the rules the client enforces, is dead-lettered as
+// malformed.
+//
+// # Redis
+//
+// Give the worker a client with ContextTimeoutEnabled set: without it
+// go-redis reads a reply until its ReadTimeout whatever the ctx says, so one
+// dead pooled connection holds a heartbeat or an outcome that long (New logs
+// a warning). Leases stay safe either way. With maxmemory-policy noeviction,
+// a Redis over its limit still takes outcomes (each frees its task's
+// pending entry); an outcome it refuses for memory is kept, its lease
+// heartbeated, and retried with backoff rather than run again.
 //
 // # Stop
 //

@@ -54,6 +54,17 @@ func (j *job) nextEnvelope() codec.Envelope {
 	return next
 }
 
+// extendLease moves j's lease end to until unless it is later already (a
+// round of heartbeats sent after this one got through first).
+func (j *job) extendLease(until int64) {
+	for {
+		cur := j.leaseEnd.Load()
+		if cur >= until || j.leaseEnd.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
 func (j *job) lease() store.Lease { return store.Lease{EntryID: j.entry, Deliveries: j.dlv} }
 
 // markLost cancels the handler: the lease is gone.
@@ -288,10 +299,20 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	if d.hasM {
 		// The bytes alias the string go-redis read: nothing writes to them.
 		if env, decodeErr = codec.DecodeEnvelope(unsafe.Slice(unsafe.StringData(d.raw), len(d.raw))); decodeErr == nil {
+			decodeErr = checkEnvelope(env)
+		}
+		if decodeErr == nil {
 			j.env = env
 			if env.Key != "" {
 				j.key = env.Key
 			}
+		}
+	}
+	if !d.hasM || decodeErr != nil {
+		// Only a group id of the right form reaches the group (or the
+		// outbox) with the entry's dead letter.
+		if _, err := store.ParseGroupRef(d.grp); err != nil {
+			d.grp = ""
 		}
 	}
 	w.inflightMu.Lock()
@@ -320,11 +341,6 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	}
 	if decodeErr != nil {
 		dead([]byte(d.raw), "malformed entry: "+decodeErr.Error())
-		return
-	}
-	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.Kind == "" {
-		dead([]byte(d.raw), fmt.Sprintf("malformed entry: attempt %d, max attempts %d, retention %d ms, kind %q; each must be set",
-			env.Attempt, env.MaxAttempts, env.RetainMs, env.Kind))
 		return
 	}
 	if total := int64(env.Lost) + d.dlv; total > int64(w.cfg.MaxDeliveries) {
@@ -382,6 +398,36 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	go w.exec(j)
 }
 
+// checkEnvelope refuses an envelope this library cannot have written: one
+// whose task key, kind, group or partition breaks the name rules (a task
+// must not run, nor be recorded, under an id Client.Task refuses), or whose
+// counts and retention are out of range.
+func checkEnvelope(env *codec.Envelope) error {
+	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.RetainMs > codec.MaxRetainMs {
+		return fmt.Errorf("attempt %d, max attempts %d, retention %d ms; each must be at least 1, the retention at most %d ms",
+			env.Attempt, env.MaxAttempts, env.RetainMs, codec.MaxRetainMs)
+	}
+	if err := keys.ValidateName("kind", env.Kind); err != nil {
+		return err
+	}
+	if env.Key != "" {
+		if err := keys.ValidateName("task key", env.Key); err != nil {
+			return err
+		}
+	}
+	if env.Group != "" {
+		if _, err := store.ParseGroupRef(env.Group); err != nil {
+			return err
+		}
+	}
+	if env.Partition != "" {
+		if err := keys.ValidatePartitionKey(env.Partition); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // crossSlotBlock bounds each blocking read when the queues live in different
 // Redis Cluster slots and are read one at a time.
 const crossSlotBlock = 100 * time.Millisecond
@@ -432,6 +478,17 @@ func (w *Worker) parkCompletion(j *job, delay time.Duration) store.Completion {
 		env = codec.AppendEnvelope(nil, &next)
 	}
 	return store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key, A1: env, A2: delay.Milliseconds(), A3: "", Attempt: attemptOf(j)}
+}
+
+// lapsedCompletion hands back j's task, whose lease lapsed here, straight
+// to the stream. The delivery counts as one that ended without an outcome
+// (as it would, taken over after its lease), so a task whose runs keep
+// outliving their leases still meets the poison limit.
+func (w *Worker) lapsedCompletion(j *job) store.Completion {
+	next := j.nextEnvelope()
+	next.Lost++
+	return store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
+		A1: codec.AppendEnvelope(nil, &next), A2: int64(0), A3: "", Attempt: attemptOf(j)}
 }
 
 // attemptOf is the number of j's attempt, 0 when j has no envelope.
@@ -523,9 +580,17 @@ func (w *Worker) run(j *job) *outcome {
 	case err == nil:
 		return &outcome{j: j, c: store.Completion{Op: store.OpSucceed, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
 			Fresh: j.env.Key == "", Attempt: j.env.Attempt, A1: res, A2: j.env.RetainMs}}
-	case errors.Is(cause, ErrLeaseLost) || j.isLost():
+	case j.isLost():
 		w.log.Warn("lease lost; the attempt's outcome is not recorded", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
 		return &outcome{j: j, drop: true}
+	case errors.Is(cause, ErrLeaseLost):
+		// No heartbeat got through in time (Redis stalled, or our calls
+		// did): the lease may still be ours in Redis, and a heartbeat sent
+		// before the stall may yet renew it. Hand the task back now,
+		// fenced by this attempt's token, rather than leave it to wait out
+		// that lease.
+		w.log.Warn("lease lapsed without a heartbeat getting through; handing the task back", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+		return &outcome{j: j, c: w.lapsedCompletion(j)}
 	case errors.Is(cause, ErrShutdown):
 		return &outcome{j: j, c: w.parkCompletion(j, 0)}
 	case errors.Is(cause, ErrCancelled):
@@ -650,12 +715,21 @@ func (w *Worker) flush(batch []*outcome) {
 		}
 		var applied []store.Applied
 		var err error
+		full := 0 // tries refused because Redis was out of memory
 		for try := 0; try < 5; try++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			applied, err = store.Complete(ctx, w.rdb, q.keys, w.cfg.Name, items)
 			cancel()
 			if err == nil {
 				break
+			}
+			if isOOM(err) && w.waitOOM(q, err, full) {
+				// The outcomes are kept (and their leases heartbeated)
+				// until Redis takes them: giving up would run the
+				// handlers again for nothing.
+				full++
+				try--
+				continue
 			}
 			select {
 			case <-w.quit:
@@ -692,6 +766,40 @@ func (w *Worker) flush(batch []*outcome) {
 	}
 	if scheduled {
 		w.wakeForwarder()
+	}
+}
+
+// isOOM reports whether err is Redis refusing a write over its maxmemory.
+func isOOM(err error) bool {
+	return strings.Contains(err.Error(), "OOM command not allowed")
+}
+
+// oomLogEvery is how often a worker logs that Redis refuses its writes for
+// lack of memory.
+const oomLogEvery = 10 * time.Second
+
+// waitOOM backs off before the next try to record outcomes that Redis
+// refused for lack of memory (the try'th refusal in a row), logging it at
+// error level once per oomLogEvery. It reports false, at once, when the
+// worker is stopping: then the usual last try applies.
+func (w *Worker) waitOOM(q *queue, err error, try int) bool {
+	select {
+	case <-w.quit:
+		return false
+	default:
+	}
+	now := time.Now().UnixNano()
+	if last := w.oomLogged.Load(); now-last >= int64(oomLogEvery) && w.oomLogged.CompareAndSwap(last, now) {
+		w.log.Error("redis is over its maxmemory and refuses to record outcomes; they are kept and retried (free memory or raise maxmemory)",
+			slog.String("queue", q.keys.Name), slog.Any("err", err))
+	}
+	t := time.NewTimer(min(50*time.Millisecond<<min(try, 6), w.cfg.Lease/4))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.quit:
+		return false
 	}
 }
 
@@ -801,35 +909,66 @@ func (w *Worker) controlLoop() {
 	}
 }
 
+// beatsInFlight bounds how many rounds of heartbeats may be under way at
+// once.
+const beatsInFlight = 4
+
+// heartbeatLoop starts a round of heartbeats every Lease/4, each on a
+// goroutine of its own: a call stuck on a dead pooled connection (go-redis
+// reads it until its ReadTimeout, whatever the ctx says, unless the client
+// has ContextTimeoutEnabled) does not hold up the next rounds, which take
+// other connections. A lease is only ever extended by a heartbeat that got
+// through (see watchdogLoop).
 func (w *Worker) heartbeatLoop() {
 	defer w.support.Done()
 	t := time.NewTicker(w.cfg.Lease / 4)
 	defer t.Stop()
+	var rounds sync.WaitGroup
+	defer rounds.Wait()
+	inFlight := make(chan struct{}, beatsInFlight)
 	for {
 		select {
 		case <-w.quit:
 			return
 		case <-t.C:
 		}
-		byQueue := map[*queue][]*job{}
-		w.inflightMu.Lock()
-		for _, j := range w.inflight {
-			if !j.isLost() {
-				byQueue[j.q] = append(byQueue[j.q], j)
-			}
+		select {
+		case inFlight <- struct{}{}:
+		default:
+			w.log.Error("heartbeats are stuck in Redis calls; handlers are cancelled before their leases end unless one gets through",
+				slog.Int("rounds", beatsInFlight))
+			continue
 		}
-		w.inflightMu.Unlock()
-		var all []*job
-		for q, js := range byQueue {
-			all = append(all, js...)
-			for len(js) > 0 {
-				part := js[:min(len(js), 1000)]
-				js = js[len(part):]
-				w.heartbeat(q, part)
-			}
-		}
-		w.renewSlots(all)
+		rounds.Add(1)
+		go func() {
+			defer rounds.Done()
+			defer func() { <-inFlight }()
+			w.heartbeatRound()
+		}()
 	}
+}
+
+// heartbeatRound extends the leases, and limits' slots, of every job in
+// flight.
+func (w *Worker) heartbeatRound() {
+	byQueue := map[*queue][]*job{}
+	w.inflightMu.Lock()
+	for _, j := range w.inflight {
+		if !j.isLost() {
+			byQueue[j.q] = append(byQueue[j.q], j)
+		}
+	}
+	w.inflightMu.Unlock()
+	var all []*job
+	for q, js := range byQueue {
+		all = append(all, js...)
+		for len(js) > 0 {
+			part := js[:min(len(js), 1000)]
+			js = js[len(part):]
+			w.heartbeat(q, part)
+		}
+	}
+	w.renewSlots(all)
 }
 
 func (w *Worker) heartbeat(q *queue, js []*job) {
@@ -842,7 +981,7 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	sent := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Lease/4)
 	defer cancel()
-	beats, err := store.Heartbeat(ctx, w.rdb, q.keys, w.cfg.Name, leases, tasks)
+	beats, err := store.HeartbeatWithin(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), leases, tasks)
 	if err != nil {
 		w.log.Error("heartbeat failed; handlers are cancelled before their leases end unless one gets through",
 			slog.String("queue", q.keys.Name), slog.Any("err", err))
@@ -851,7 +990,7 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	until := mono(sent) + int64(w.leaseGuard())
 	for i, j := range js {
 		if beats[i] != store.BeatLost {
-			j.leaseEnd.Store(until)
+			j.extendLease(until)
 			if beats[i] == store.BeatCancelled {
 				j.cancel(ErrCancelled)
 			}

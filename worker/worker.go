@@ -43,9 +43,11 @@ type Config struct {
 
 	// Lease is how long a task stays with this worker without a heartbeat
 	// before another worker may take it over. Heartbeats every Lease/4 keep
-	// it while the handler runs; if they fail, the handler's ctx is cancelled
-	// (cause ErrLeaseLost) Lease/5 before the lease ends. Every worker of a
-	// queue should use the same value. Defaults to 30s.
+	// it while the handler runs; if none gets through, the handler's ctx is
+	// cancelled (cause ErrLeaseLost) Lease/5 before the lease ends, and once
+	// it returns its task is handed back to the queue at once (unless
+	// another worker took it over meanwhile). Every worker of a queue should
+	// use the same value. Defaults to 30s.
 	Lease time.Duration
 
 	// MaxDeliveries is how many times one attempt may be delivered (that is,
@@ -255,6 +257,7 @@ type Worker struct {
 	inflight      map[jobKey]*job
 	recentCancels map[jobKey]time.Time // cancel requests for entries not dispatched yet
 	crossSlot     atomic.Bool          // the queues' streams live in different cluster slots
+	oomLogged     atomic.Int64         // when Redis' OOM refusal was last logged (Unix ns)
 
 	clock   store.Clock    // Redis time, for task deadlines
 	parents *client.Client // reads the outcomes continuations ask for
@@ -331,6 +334,12 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	defer cancel()
 	if err := store.CheckServer(ctx, rdb, c.Logger); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if on, known := store.ContextDeadlines(rdb); known && !on {
+		// Leases stay safe (a handler is cancelled once no heartbeat got
+		// through in time, whatever a call does), but one dead pooled
+		// connection holds a heartbeat or an outcome for the read timeout.
+		w.log.Warn("the redis client has ContextTimeoutEnabled off: a call on a dead connection waits out ReadTimeout instead of the worker's deadline; set ContextTimeoutEnabled: true in its options")
 	}
 	parents, err := client.New(rdb, &client.Config{Logger: c.Logger})
 	if err != nil {

@@ -31,6 +31,12 @@ type Envelope struct {
 	Partition   string // partition key: tasks of one key run one at a time, in order
 }
 
+// MaxRetainMs bounds an envelope's RetainMs: 2^53-1 ms (some 285,000
+// years), well past any time.Duration, and a count Redis' Lua numbers hold
+// exactly. Redis refuses an expiry that overflows its clock, so the scripts
+// that write a retention never pass more.
+const MaxRetainMs = 1<<53 - 1
+
 const (
 	envelopeFields = 9  // always present
 	envelopeAll    = 21 // with the optional ones

@@ -22,6 +22,7 @@
 --   record can exist but one a watcher or a continuation made (each is a
 --   live member of KEYS[4]) or a cancel request (which expires on its own);
 --   while KEYS[4] has no live member, none is looked for.
+--   (retentions are bounded to 1 .. 2^53-1 ms)
 --   op 's' succeeded: a1 result, a2 retention ms. The task hash is
 --                     deleted and the record "s\n<attempt>\n<finished ms>\n<token>\n<result>"
 --                     set at the result key with the retention as its TTL.
@@ -33,6 +34,8 @@
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
 -- Succeeded, dead and cancelled tasks fire their continuations into the
 -- outbox, and, when they are members of a group (field g), tell it there.
+-- It runs at Redis' memory limit too (see below). An unknown op fails the
+-- call before anything is written.
 -- Returns: n integers, 1 applied (also for a replay of this same call), 2
 -- applied and the outbox written (drain it), 0 lease lost (the entry
 -- is no longer pending under this consumer with this delivery count; nothing
@@ -95,6 +98,42 @@ local function recorded(tk, fk, token)
   return f and string.match(f, '^s\n[^\n]*\n[^\n]*\n([^\n]*)\n') == token
 end
 
+-- ttl bounds a retention (ms, as sent) to what SET PX and PEXPIRE accept,
+-- 1 to 2^53-1 (codec.MaxRetainMs): an error there would leave the items
+-- before it written and the rest not.
+local function ttl(ms)
+  local v = tonumber(ms)
+  if not v or v < 1 then return '1' end
+  if v > 9007199254740991 then return '9007199254740991' end
+  return ms
+end
+
+-- Every check comes before the first write: a script that fails halfway is
+-- not rolled back.
+local held, first = {}, nil
+for i = 0, n - 1 do
+  local b = 6 + 10 * i
+  local op = ARGV[b]
+  if op ~= 's' and op ~= 'r' and op ~= 'd' and op ~= 'c' and op ~= 'p' then
+    return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
+  end
+  if holds(ARGV[b + 1], ARGV[b + 2]) then
+    held[i] = true
+    first = first or i
+  end
+end
+-- Redis over its maxmemory (noeviction) refuses a script whose first write
+-- is a command that may grow memory (SET, HSET, XADD, ZADD ...), and lets
+-- the rest of a script run once it wrote. So the first write is one that
+-- is not: the heartbeat's XCLAIM of an entry this call holds (it changes
+-- nothing but the entry's idle time). Outcomes are thus recorded at the
+-- memory limit, each acking its entry and ending its attempt's state; the
+-- acks stay last, so that a call failing halfway leaves its entries to be
+-- taken over rather than acked without an outcome.
+if first then
+  local b = 6 + 10 * first
+  redis.call('XCLAIM', stream, group, consumer, 0, ARGV[b + 1], 'RETRYCOUNT', ARGV[b + 2], 'JUSTID')
+end
 local acks = {}
 local res = {}
 for i = 0, n - 1 do
@@ -104,7 +143,8 @@ for i = 0, n - 1 do
   local grp = ARGV[b + 9]
   local tk, fk, ck = KEYS[6 + 3 * i], KEYS[7 + 3 * i], KEYS[8 + 3 * i]
   local token = eid .. '/' .. consumer .. '/' .. dlv
-  if not holds(eid, dlv) then
+  if op == 's' then a2 = ttl(a2) elseif op == 'c' then a1 = ttl(a1) end
+  if not held[i] then
     if recorded(tk, fk, token) then res[i + 1] = 1 else res[i + 1] = 0 end
   else
     acks[#acks + 1] = eid
@@ -173,8 +213,6 @@ for i = 0, n - 1 do
         redis.call('ZADD', KEYS[2], now + tonumber(a2), key)
       end
       if not fresh then redis.call('PERSIST', tk) end
-    else
-      return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
     end
     if final and string.match(key, '^bt%-[^.]+$') then
       -- A batch (patterns.Batch) that ended without its run recording its

@@ -11,7 +11,8 @@
 -- With a watcher id, an unfinished task is marked watched (its end is
 -- published) and the watcher registered in the hooks until now + ARGV[4]
 -- (the caller renews it while it waits and removes it when done). A record
--- made only for the mark expires with the registration.
+-- made only for the mark expires with the registration. This runs at
+-- Redis' memory limit too (see below).
 -- Returns: {state, entry id, attempt, result, error, envelope, finished ms,
 -- delivery count}; state is '' when no such task is known (then nothing is marked).
 -- 'running' is reported for a pending task whose entry a worker holds.
@@ -55,6 +56,11 @@ end
 if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' then
   local now = now_ms()
   local existed = redis.call('EXISTS', KEYS[1]) == 1
+  -- The first write is one Redis over its maxmemory (noeviction) allows,
+  -- and it frees memory: then the small writes after it run too, and a
+  -- waiter can wait at the memory limit (Redis refuses a script whose
+  -- first write may grow memory, and no later one).
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   redis.call('HSET', KEYS[1], 'w', '1')
   if inBatch then redis.call('SADD', KEYS[7], ARGV[5]) end
   if not existed or redis.call('PTTL', KEYS[1]) > 0 then
@@ -62,7 +68,6 @@ if ARGV[3] ~= '' and st ~= 'succeeded' and st ~= 'dead' and st ~= 'cancelled' th
     -- holds more (a continuation, a task's state) keeps its lifetime.
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), 'w:' .. ARGV[3])
 end
 return {st, eid or '', h[3] or '', h[4] or '', h[5] or '', env or '', h[7] or '', dlv}

@@ -73,12 +73,36 @@ func infoField(info, name string) string {
 
 // EnsureGroup creates the queue's stream and consumer group if missing, and
 // registers the queue for the coordinators' housekeeping.
+//
+// Redis over its maxmemory refuses XGROUP CREATE and SADD even when they
+// would change nothing; then what exists already is accepted, so that a
+// worker starts (and drains a backlog) at the memory limit.
 func EnsureGroup(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
 	err := rdb.XGroupCreateMkStream(ctx, q.Stream(), keys.Group, "0").Err()
+	if err != nil && refusedForMemory(err) {
+		if groups, gerr := rdb.XInfoGroups(ctx, q.Stream()).Result(); gerr == nil {
+			for _, g := range groups {
+				if g.Name == keys.Group {
+					err = nil
+				}
+			}
+		}
+	}
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return fmt.Errorf("create consumer group of queue %q: %w", q.Name, err)
 	}
-	return RegisterQueue(ctx, rdb, q.Name)
+	err = RegisterQueue(ctx, rdb, q.Name)
+	if err != nil && refusedForMemory(err) {
+		if in, merr := rdb.SIsMember(ctx, keys.Queues, q.Name).Result(); merr == nil && in {
+			return nil
+		}
+	}
+	return err
+}
+
+// refusedForMemory reports whether err is Redis refusing a command over its maxmemory.
+func refusedForMemory(err error) bool {
+	return strings.Contains(err.Error(), "OOM command not allowed")
 }
 
 // RegisterQueue records that queue is in use, so that the coordinators trim
@@ -248,13 +272,19 @@ const (
 
 // Heartbeat extends the leases of the tasks with keys tasks.
 func Heartbeat(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leases []Lease, tasks []string) ([]Beat, error) {
+	return HeartbeatWithin(ctx, rdb, q, consumer, 0, leases, tasks)
+}
+
+// HeartbeatWithin is Heartbeat that extends no lease whose entry has been
+// idle for leaseMs or more (it lapsed; 0: no bound), reporting it lost.
+func HeartbeatWithin(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leaseMs int64, leases []Lease, tasks []string) ([]Beat, error) {
 	ks := make([]string, 0, 1+len(tasks))
 	ks = append(ks, q.Stream())
 	for _, t := range tasks {
 		ks = append(ks, q.Task(t))
 	}
-	args := make([]any, 0, 2+2*len(leases))
-	args = append(args, keys.Group, consumer)
+	args := make([]any, 0, 3+2*len(leases))
+	args = append(args, keys.Group, consumer, leaseMs)
 	for _, l := range leases {
 		args = append(args, l.EntryID, l.Deliveries)
 	}
