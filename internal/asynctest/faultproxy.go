@@ -201,15 +201,18 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 	return m
 })
 
-// Fault kinds of a rule.
+// rule is a fault on the commands matching a predicate.
 type rule struct {
-	match  Match
-	skip   int // matching commands let through first
-	times  int // matching commands faulted after those; <0 means all
-	drop   bool
+	match Match
+	skip  int // matching commands let through first
+	drop  bool
+	// For a drop: replies still to drop, and matching commands marked for it
+	// whose reply has not come yet (the commands behind a dropped one in a
+	// pipeline are never answered, so they must not use up the count).
+	drops, marked int
+	// For a delay: commands still to delay (<0: all).
+	delays int
 	delay  time.Duration
-	fired  int
-	passed int
 }
 
 // NewFaultProxy starts a proxy to the Redis at target on 127.0.0.1:0,
@@ -253,7 +256,7 @@ func (p *FaultProxy) NewClient(t testing.TB, env *Env) *redis.Client {
 // of getting the reply. Rules apply in the order they were added; a command
 // takes the first rule that faults it.
 func (p *FaultProxy) DropReply(m Match, nth, times int) {
-	p.addRule(&rule{match: m, skip: nth - 1, times: times, drop: true})
+	p.addRule(&rule{match: m, skip: nth - 1, drops: times, drop: true})
 }
 
 // Delay holds each of the next n commands matching m (all of them when n
@@ -263,7 +266,7 @@ func (p *FaultProxy) Delay(m Match, d time.Duration, n int) {
 	if n <= 0 {
 		n = -1
 	}
-	p.addRule(&rule{match: m, times: n, delay: d})
+	p.addRule(&rule{match: m, delays: n, delay: d})
 }
 
 func (p *FaultProxy) addRule(r *rule) {
@@ -356,34 +359,45 @@ func (p *FaultProxy) accept() {
 	}
 }
 
-// decide records cmd and returns what to do with it.
-func (p *FaultProxy) decide(cmd Command) (drop bool, delay time.Duration) {
+// decide records cmd and returns what to do with it: the rule whose drop it
+// is marked for, if any, and how long to hold it.
+func (p *FaultProxy) decide(cmd Command) (drop *rule, delay time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, cmd)
 	for _, r := range p.rules {
-		if r.times == 0 || !r.match(cmd) {
-			continue
-		}
-		if r.passed < r.skip {
-			r.passed++
-			continue
-		}
-		if r.times > 0 {
-			r.times--
-		}
-		r.fired++
 		if r.drop {
-			drop = true
+			if drop != nil || r.drops-r.marked <= 0 || !r.match(cmd) {
+				continue
+			}
+			if r.skip > 0 {
+				r.skip--
+				continue
+			}
+			r.marked++
+			drop = r
+			continue
 		}
-		if r.delay > delay {
-			delay = r.delay
-		}
-		if drop {
-			break
+		if r.delays != 0 && r.match(cmd) {
+			if r.delays > 0 {
+				r.delays--
+			}
+			delay = max(delay, r.delay)
 		}
 	}
 	return drop, delay
+}
+
+// settle ends a drop mark: dropped tells whether the reply was dropped, or
+// never came (its connection closed first).
+func (p *FaultProxy) settle(r *rule, dropped bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r.marked--
+	if dropped {
+		r.drops--
+		p.dropped++
+	}
 }
 
 // proxyConn is one client connection and its connection to the server.
@@ -394,8 +408,9 @@ type proxyConn struct {
 	done           chan struct{}
 
 	mu      sync.Mutex
-	pending []bool // per reply awaited, in order: drop it
-	plain   bool   // subscribed or monitoring: a plain pipe
+	pending []*rule // per reply awaited, in order: the drop rule it is marked for
+	plain   bool    // subscribed or monitoring: a plain pipe
+	closed  bool
 }
 
 func (c *proxyConn) close() {
@@ -406,6 +421,17 @@ func (c *proxyConn) close() {
 		c.p.mu.Lock()
 		delete(c.p.conns, c)
 		c.p.mu.Unlock()
+		// Replies that will not come: their marks are free again.
+		c.mu.Lock()
+		pending := c.pending
+		c.pending = nil
+		c.closed = true
+		c.mu.Unlock()
+		for _, r := range pending {
+			if r != nil {
+				c.p.settle(r, false)
+			}
+		}
 	})
 }
 
@@ -432,10 +458,18 @@ func (c *proxyConn) requests() {
 		case "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR":
 			c.plain = true
 		}
-		if !c.plain {
+		closed := c.closed
+		unmarked := drop != nil && (closed || c.plain)
+		if !closed && !c.plain {
 			c.pending = append(c.pending, drop)
 		}
 		c.mu.Unlock()
+		if unmarked {
+			c.p.settle(drop, false)
+		}
+		if closed {
+			return
+		}
 		if delay > 0 {
 			select {
 			case <-time.After(delay):
@@ -460,7 +494,7 @@ func (c *proxyConn) replies() {
 		if err != nil {
 			return
 		}
-		drop := false
+		var drop *rule
 		if raw[0] != '>' { // a push frame answers no command
 			c.mu.Lock()
 			if len(c.pending) > 0 {
@@ -469,10 +503,8 @@ func (c *proxyConn) replies() {
 			}
 			c.mu.Unlock()
 		}
-		if drop {
-			c.p.mu.Lock()
-			c.p.dropped++
-			c.p.mu.Unlock()
+		if drop != nil {
+			c.p.settle(drop, true)
 			return
 		}
 		if _, err := c.client.Write(raw); err != nil {

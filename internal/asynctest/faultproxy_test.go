@@ -132,6 +132,28 @@ func TestFaultProxyDropInPipeline(t *testing.T) {
 	}
 }
 
+// A reply dropped twice in a pipeline: the commands behind the dropped one
+// get no reply either, and do not count as drops.
+func TestFaultProxyDropTwiceInPipeline(t *testing.T) {
+	p, rdb, direct, k := proxied(t, 3)
+	ctx := context.Background()
+	p.DropReply(asynctest.MatchName("INCR"), 1, 2)
+	_, err := rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.Incr(ctx, k+"a")
+		pl.Incr(ctx, k+"b")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := direct.Get(ctx, k+"a").Int64(); v != 3 {
+		t.Fatalf("a = %d, want 3 (two dropped runs, then the answered one)", v)
+	}
+	if p.Dropped() != 2 {
+		t.Fatalf("dropped %d, want 2", p.Dropped())
+	}
+}
+
 func TestFaultProxyDelay(t *testing.T) {
 	p, rdb, _, k := proxied(t, 3)
 	ctx := context.Background()
