@@ -1,0 +1,564 @@
+// Package conformance is the resend conformance suite: every public
+// operation that writes, run once cleanly and then again with the reply of
+// each of its writing Redis calls dropped once and twice (go-redis resends
+// the call), must leave the same end state and give its caller the same
+// answer. It has tests only.
+//
+// Each run has names of its own (queues, schedule, limiter key, all ending
+// in the run's suffix) and a proxy of its own. On miniredis each run has a
+// miniredis of its own too; on a real server the runs share this package's
+// database (asynctest.IsolatedRedis, flushed once per table), and a run's
+// state is what carries its suffix. Runs go in parallel. On the cluster
+// pass each run has a miniredis: go-redis' ClusterClient follows the node
+// addresses CLUSTER SLOTS gives and would go round the proxy, which serves
+// one address.
+package conformance
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/ratelimit"
+)
+
+// isolatedDB is this package's database for asynctest.IsolatedRedis.
+const isolatedDB = 11
+
+// Row is one operation of the table.
+type Row struct {
+	Name string
+	// Setup prepares what the operation acts on, through the proxy with no
+	// fault (its calls are not enumerated). May be nil.
+	Setup func(r *Run)
+	// Op runs the operation on r.C (or on r.RDB, through the proxy) and
+	// returns its answer as text: what the caller saw. It may start a
+	// worker or coordinator on r.RDB and wait for it to process; whatever
+	// it starts must be stopped before it returns, or by t's cleanup once
+	// the state is taken (the state is read before t ends).
+	Op func(r *Run) string
+	// Calls, when set, limits the faulted calls to those whose
+	// asynctest.Command.String() it accepts (e.g. a worker row faulting
+	// only its completion); by default every writing call is faulted.
+	Calls func(call string) bool
+}
+
+// Run is one run of a row: a Redis of its own, a proxy in front of it, and
+// clients through the proxy and around it.
+type Run struct {
+	T      *testing.T
+	Ctx    context.Context
+	Env    *asynctest.Env
+	Proxy  *asynctest.FaultProxy
+	RDB    *redis.Client  // through the proxy: resends up to 3 times
+	C      *client.Client // on RDB
+	Direct *client.Client // for probes and set-ups (C: see newRun)
+	Q, Q2  string         // queue names unique to the run
+	U      string         // the run's suffix, in every name it makes
+
+	// What Setup leaves for Op.
+	H []*client.Handle
+	G []*patterns.Group
+	S *patterns.Schedule
+
+	// What the run holds for the end-state probe: the operation's handles,
+	// groups, limiter keys and partitioners (see Track*).
+	handles   []*client.Handle
+	groups    []*patterns.Group
+	limits    []limitProbe
+	lens      []func() (int64, error)
+	statePart []string
+}
+
+type limitProbe struct {
+	lim ratelimit.Limit
+	key string
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newRun starts a run on shared (a real Redis), or on a miniredis of its own
+// when shared is a miniredis.
+func newRun(t *testing.T, shared *asynctest.Env) *Run {
+	t.Helper()
+	env := shared
+	if shared.Mini != nil {
+		env = asynctest.IsolatedRedis(t, isolatedDB)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	p := asynctest.NewFaultProxy(t, env.Addr)
+	rdb := p.NewClient(t, env)
+	// client.New loads every script into the server's cache, so that a
+	// run's calls are EVALSHA on every backend (not EVALSHA, NOSCRIPT, EVAL
+	// on a fresh one).
+	c, err := client.New(rdb, &client.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	u := "u" + hex.EncodeToString(b[:])
+	// Probes go through the proxy too, once its rules are cleared: a second
+	// client would load the scripts again, and the runs are many.
+	return &Run{T: t, Ctx: ctx, Env: env, Proxy: p, RDB: rdb, C: c, Direct: c,
+		Q: "confq-a-" + u, Q2: "confq-b-" + u, U: u}
+}
+
+// Track adds handles to the end-state probe: their ids, states and attempts.
+func (r *Run) Track(hs ...*client.Handle) { r.handles = append(r.handles, hs...) }
+
+// TrackGroup adds a group to the probe: its progress and its members' states.
+func (r *Run) TrackGroup(g *patterns.Group) { r.groups = append(r.groups, g) }
+
+// TrackLimit adds a limiter key to the probe: the events its bucket admits
+// now (taken at the end of the probe, on the Redis itself).
+func (r *Run) TrackLimit(lim ratelimit.Limit, key string) {
+	r.limits = append(r.limits, limitProbe{lim, key})
+}
+
+// TrackLen adds a length (a partitioner's) to the probe.
+func (r *Run) TrackLen(f func() (int64, error)) { r.lens = append(r.lens, f) }
+
+// Must fails the run on err.
+func (r *Run) Must(err error) {
+	r.T.Helper()
+	if err != nil {
+		r.T.Fatal(err)
+	}
+}
+
+// Answer formats an operation's result and error for Row.Op.
+func Answer(v any, err error) string {
+	if err != nil {
+		return fmt.Sprintf("%v error: %v", v, err)
+	}
+	return fmt.Sprint(v)
+}
+
+// HandleText is a handle as a caller sees it.
+func HandleText(h *client.Handle) string {
+	if h == nil {
+		return "<nil handle>"
+	}
+	return fmt.Sprintf("%s dup=%v", h.ID(), h.Duplicate())
+}
+
+// State is the normalized end state: the answer, the public probes, and a
+// dump of every key (name, type, size, TTL or not, and members, fields and
+// entries that are printable text), sorted.
+func (r *Run) State(answer string) string {
+	r.T.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "answer: %s\n", answer)
+	for _, h := range r.handles {
+		if h == nil {
+			fmt.Fprintf(&b, "task: nil handle\n")
+			continue
+		}
+		dh, err := r.Direct.Task(h.ID())
+		r.Must(err)
+		info, err := dh.Info(r.Ctx)
+		if err != nil {
+			fmt.Fprintf(&b, "task %s: %v\n", h.ID(), err)
+			continue
+		}
+		fmt.Fprintf(&b, "task %s: %s attempt %d/%d\n", h.ID(), info.State, info.Attempt, info.MaxAttempts)
+	}
+	for _, g := range r.groups {
+		if g == nil {
+			fmt.Fprintf(&b, "group: nil\n")
+			continue
+		}
+		g, err := patterns.Open(r.Direct, g.ID())
+		r.Must(err)
+		pg, err := g.Progress(r.Ctx)
+		fmt.Fprintf(&b, "group %s: %+v %v\n", g.ID(), pg, err)
+		ms, err := g.Members(r.Ctx)
+		if err != nil {
+			fmt.Fprintf(&b, "  members: %v\n", err)
+		}
+		for _, m := range ms {
+			if m == nil {
+				fmt.Fprintf(&b, "  member: nested group\n")
+				continue
+			}
+			st, err := m.State(r.Ctx)
+			fmt.Fprintf(&b, "  member %s: %s %v\n", m.ID(), st, err)
+		}
+	}
+	for _, q := range []string{r.Q, r.Q2} {
+		dead, err := r.Direct.DeadTasks(r.Ctx, q, 0, 100)
+		r.Must(err)
+		for _, d := range dead {
+			fmt.Fprintf(&b, "dead %s: %s attempt %d\n", d.ID, d.Error, d.Attempt)
+		}
+	}
+	reps, err := patterns.Repeats(r.Ctx, r.Direct)
+	r.Must(err)
+	for _, s := range reps {
+		if !strings.Contains(s.Name, r.U) {
+			continue // another run's
+		}
+		fmt.Fprintf(&b, "repeat %s: queue %s kind %s every %v cron %q last %q fired %d\n", s.Name, s.Queue, s.Kind, s.Every, s.Cron, s.Last, s.Fired)
+	}
+	for i, f := range r.lens {
+		n, err := f()
+		fmt.Fprintf(&b, "len %d: %d %v\n", i, n, err)
+	}
+	for _, part := range r.statePart {
+		b.WriteString(part + "\n")
+	}
+	b.WriteString(r.dump())
+	// Last, as it takes tokens.
+	for _, l := range r.limits {
+		lim := ratelimit.New(r.Env.RDB, l.lim)
+		n := 0
+		for ; n <= l.lim.Burst+l.lim.Rate; n++ {
+			res, err := lim.Allow(r.Ctx, l.key, 1)
+			r.Must(err)
+			if !res.Allowed {
+				break
+			}
+		}
+		fmt.Fprintf(&b, "limit %s admits %d now\n", l.key, n)
+	}
+	return r.normalize(b.String())
+}
+
+// dump lists every key of the run's Redis.
+func (r *Run) dump() string {
+	rdb := r.Env.RDB
+	ctx := r.Ctx
+	var ks []string
+	for _, pat := range []string{"*" + r.U + "*", "async:{coord}:*"} {
+		iter := rdb.Scan(ctx, 0, pat, 1000).Iterator()
+		for iter.Next(ctx) {
+			ks = append(ks, iter.Val())
+		}
+		r.Must(iter.Err())
+	}
+	var lines []string
+	for _, k := range ks {
+		typ, err := rdb.Type(ctx, k).Result()
+		r.Must(err)
+		ttl, err := rdb.PTTL(ctx, k).Result()
+		r.Must(err)
+		line := k + " " + typ
+		if ttl > 0 {
+			line += " ttl"
+		}
+		var elems []string
+		switch typ {
+		case "string":
+		case "hash":
+			m, err := rdb.HGetAll(ctx, k).Result()
+			r.Must(err)
+			for f, v := range m {
+				elems = append(elems, text(f)+"="+text(v))
+			}
+			sort.Strings(elems)
+		case "list":
+			l, err := rdb.LRange(ctx, k, 0, -1).Result()
+			r.Must(err)
+			for _, v := range l {
+				elems = append(elems, text(v))
+			}
+		case "set":
+			l, err := rdb.SMembers(ctx, k).Result()
+			r.Must(err)
+			for _, v := range l {
+				elems = append(elems, text(v))
+			}
+			sort.Strings(elems)
+		case "zset":
+			l, err := rdb.ZRange(ctx, k, 0, -1).Result()
+			r.Must(err)
+			for _, v := range l {
+				elems = append(elems, text(v))
+			}
+			sort.Strings(elems) // scores are times; members in order of them may tie
+		case "stream":
+			xs, err := rdb.XRange(ctx, k, "-", "+").Result()
+			r.Must(err)
+			for _, x := range xs {
+				var fs []string
+				for f, v := range x.Values {
+					fs = append(fs, text(f)+"="+text(fmt.Sprint(v)))
+				}
+				sort.Strings(fs)
+				elems = append(elems, "{"+strings.Join(fs, " ")+"}")
+			}
+			gs, err := rdb.XInfoGroups(ctx, k).Result()
+			if err == nil {
+				for _, g := range gs {
+					elems = append(elems, fmt.Sprintf("group %s consumers %d pending %d", g.Name, g.Consumers, g.Pending))
+				}
+			}
+		}
+		if !strings.Contains(k, r.U) {
+			// A key shared by every queue (the coordinators' index):
+			// only the run's entries.
+			mine := elems[:0]
+			for _, e := range elems {
+				if strings.Contains(e, r.U) {
+					mine = append(mine, e)
+				}
+			}
+			if elems = mine; len(elems) == 0 {
+				continue
+			}
+		}
+		lines = append(lines, r.normalize(line+" "+strconv.Itoa(len(elems))+" ["+strings.Join(elems, " ")+"]"))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// text is v when it is short printable text, else a placeholder: encoded
+// envelopes and results hold random ids and times, and differ run to run
+// in length too.
+func text(v string) string {
+	if len(v) > 64 {
+		return "<blob>"
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return "<blob>"
+		}
+	}
+	return v
+}
+
+var (
+	consumer = regexp.MustCompile(regexp.QuoteMeta(hostname()) + `-\d+-\d+`)
+	fixed    = []struct {
+		re  *regexp.Regexp
+		new string
+	}{
+		{regexp.MustCompile(`\d{10,}-\d+`), "<eid>"}, // stream entry ids
+		{regexp.MustCompile(`\d{10,}`), "<n>"},       // times in ms
+		// Random tokens that may be letters only: a group's nonce (in its
+		// members' ids too), a schedule's token.
+		{regexp.MustCompile(`\bnc=[0-9a-z]{6}\b`), "nc=<nc>"},
+		{regexp.MustCompile(`\.[0-9a-z]{6}\.`), ".<nc>."},
+		{regexp.MustCompile(`\btok=[0-9a-z]+`), "tok=<tok>"},
+		{regexp.MustCompile(`\|[0-9a-z]{8,}\b`), "|<tok>"},
+		{regexp.MustCompile(`[0-9a-z]{8,}\.[0-9a-z]{8,}`), "<op>"}, // operation ids
+	}
+	// Random ids otherwise: a word of 5 or more lower-case letters and
+	// digits with both in it.
+	word = regexp.MustCompile(`\b[0-9a-z]{5,}\b`)
+)
+
+func hostname() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// normalize replaces what differs from run to run by placeholders: entry
+// ids, times, random ids and consumer names.
+func (r *Run) normalize(s string) string {
+	s = strings.ReplaceAll(s, r.Q2, "Q2")
+	s = strings.ReplaceAll(s, r.Q, "Q")
+	s = strings.ReplaceAll(s, r.U, "U")
+	s = consumer.ReplaceAllString(s, "<consumer>")
+	for _, n := range fixed {
+		s = n.re.ReplaceAllString(s, n.new)
+	}
+	return word.ReplaceAllStringFunc(s, func(w string) string {
+		if strings.ContainsAny(w, "0123456789") && strings.ContainsAny(w, "abcdefghijklmnopqrstuvwxyz") {
+			return "<r>"
+		}
+		return w
+	})
+}
+
+// calls returns the writing calls of a clean run, in order, each as its
+// name and its occurrence (from 1).
+type call struct {
+	name string
+	nth  int
+}
+
+func (r *Run) writingCalls(cmds []asynctest.Command, accept func(string) bool) []call {
+	seen := map[string]int{}
+	var out []call
+	for _, c := range cmds {
+		if asynctest.IsSetup(c) || !asynctest.IsWrite(c) {
+			continue
+		}
+		name := r.callName(c)
+		if accept != nil && !accept(name) {
+			continue
+		}
+		seen[name]++
+		out = append(out, call{name, seen[name]})
+	}
+	return out
+}
+
+// callName is c normalized: the same call has the same name in every run.
+func (r *Run) callName(c asynctest.Command) string { return r.normalize(c.String()) }
+
+// maxNth bounds the occurrences of one call that are faulted: the first
+// few and the last.
+const maxNth = 3
+
+// once are calls whose effect does not depend on the operation (a queue's
+// registration, its consumer group, a wake-up): a table faults each in the
+// first row that makes it.
+var once = map[string]bool{
+	"XGROUP create":              true,
+	"SADD async:{coord}:queues":  true,
+	"PUBLISH async:{coord}:wake": true,
+}
+
+// parallel is how many runs go at once: a run waits on round trips more
+// than it computes.
+const parallel = 6
+
+// RunTable runs every row: cleanly twice (the two states must be equal, or
+// the row or the normalization is unsound), then once per writing call of
+// the clean run and drop count (1 and 2), each state compared with the
+// clean one.
+func RunTable(t *testing.T, rows []Row) {
+	shared := asynctest.IsolatedRedis(t, isolatedDB)
+	faulted := map[string]bool{}
+	for _, row := range rows {
+		t.Run(row.Name, func(t *testing.T) {
+			var clean, again string
+			var calls []call
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				t.Run("clean", func(t *testing.T) {
+					r := newRun(t, shared)
+					if row.Setup != nil {
+						row.Setup(r)
+					}
+					r.Proxy.ResetCommands()
+					ans := row.Op(r)
+					calls = r.writingCalls(r.Proxy.Commands(), row.Calls)
+					clean = r.State(ans)
+				})
+			}()
+			go func() {
+				defer wg.Done()
+				t.Run("clean-again", func(t *testing.T) {
+					r := newRun(t, shared)
+					if row.Setup != nil {
+						row.Setup(r)
+					}
+					again = r.State(row.Op(r))
+				})
+			}()
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			if again != clean {
+				t.Fatalf("two clean runs differ:\n%s", diff(clean, again))
+			}
+			if len(calls) == 0 {
+				t.Fatal("the operation made no writing call")
+			}
+			last := map[string]int{}
+			for _, c := range calls {
+				last[c.name] = c.nth
+			}
+			type fault struct {
+				call
+				times int
+			}
+			var faults []fault
+			for _, c := range calls {
+				if c.nth > maxNth && c.nth != last[c.name] {
+					continue
+				}
+				if once[c.name] {
+					if faulted[c.name] {
+						continue
+					}
+					faulted[c.name] = true
+				}
+				faults = append(faults, fault{c, 1}, fault{c, 2})
+			}
+			next := make(chan fault)
+			for range parallel {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for f := range next {
+						t.Run(fmt.Sprintf("%s#%d/x%d", f.name, f.nth, f.times), func(t *testing.T) {
+							r := newRun(t, shared)
+							if row.Setup != nil {
+								row.Setup(r)
+							}
+							r.Proxy.DropReply(func(cmd asynctest.Command) bool { return r.callName(cmd) == f.name }, f.nth, f.times)
+							ans := row.Op(r)
+							if n := r.Proxy.Dropped(); n != f.times {
+								t.Errorf("%d replies dropped, want %d (the call was not made as in the clean run)", n, f.times)
+							}
+							r.Proxy.ClearRules()
+							if got := r.State(ans); got != clean {
+								t.Errorf("end state differs from the clean run's (- clean, + faulted):\n%s", diff(clean, got))
+							}
+						})
+					}
+				}()
+			}
+			for _, f := range faults {
+				next <- f
+			}
+			close(next)
+			wg.Wait()
+		})
+	}
+}
+
+// diff lists the lines only in a and only in b.
+func diff(a, b string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(a, "\n") {
+		count[l]++
+	}
+	for _, l := range strings.Split(b, "\n") {
+		count[l]--
+	}
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if count[l] > 0 {
+			out = append(out, "- "+l)
+			count[l]--
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if count[l] < 0 {
+			out = append(out, "+ "+l)
+			count[l]++
+		}
+	}
+	return strings.Join(out, "\n")
+}
