@@ -4,14 +4,14 @@
 // the call), must leave the same end state and give its caller the same
 // answer. It has tests only.
 //
-// Each run has names of its own (queues, schedule, limiter key, all ending
-// in the run's suffix) and a proxy of its own. On miniredis each run has a
-// miniredis of its own too; on a real server the runs share this package's
-// database (asynctest.IsolatedRedis, flushed once per table), and a run's
-// state is what carries its suffix. Runs go in parallel. On the cluster
-// pass each run has a miniredis: go-redis' ClusterClient follows the node
-// addresses CLUSTER SLOTS gives and would go round the proxy, which serves
-// one address.
+// The runs of a table share one Redis (asynctest.IsolatedRedis: a
+// miniredis, or this package's database of a real server, flushed), and go
+// in parallel, each on a lane of its own while it runs (a proxy and a
+// client through it). Each run has names of its own (queues, schedule,
+// limiter key, all carrying the run's suffix), and its state is what
+// carries its suffix. On the cluster pass the Redis is a miniredis:
+// go-redis' ClusterClient follows the node addresses CLUSTER SLOTS gives
+// and would go round the proxy, which serves one address.
 package conformance
 
 import (
@@ -72,6 +72,8 @@ type Run struct {
 	Q, Q2  string         // queue names unique to the run
 	U      string         // the run's suffix, in every name it makes
 
+	dropped0 int
+
 	// What Setup leaves for Op.
 	H []*client.Handle
 	G []*patterns.Group
@@ -93,16 +95,18 @@ type limitProbe struct {
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// newRun starts a run on shared (a real Redis), or on a miniredis of its own
-// when shared is a miniredis.
-func newRun(t *testing.T, shared *asynctest.Env) *Run {
+// lane is a proxy in front of the table's Redis and a client through it,
+// used by one run at a time: a client loads every script when it is made,
+// which costs more than most runs.
+type lane struct {
+	env   *asynctest.Env
+	proxy *asynctest.FaultProxy
+	rdb   *redis.Client
+	c     *client.Client
+}
+
+func newLane(t *testing.T, env *asynctest.Env) *lane {
 	t.Helper()
-	env := shared
-	if shared.Mini != nil {
-		env = asynctest.IsolatedRedis(t, isolatedDB)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
 	p := asynctest.NewFaultProxy(t, env.Addr)
 	rdb := p.NewClient(t, env)
 	// client.New loads every script into the server's cache, so that a
@@ -113,14 +117,26 @@ func newRun(t *testing.T, shared *asynctest.Env) *Run {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	return &lane{env: env, proxy: p, rdb: rdb, c: c}
+}
+
+// newRun starts a run on l, with names of its own.
+func newRun(t *testing.T, l *lane) *Run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	l.proxy.ClearRules()
+	l.proxy.ResetCommands()
 	var b [4]byte
 	_, _ = crand.Read(b[:])
 	u := "u" + hex.EncodeToString(b[:])
-	// Probes go through the proxy too, once its rules are cleared: a second
-	// client would load the scripts again, and the runs are many.
-	return &Run{T: t, Ctx: ctx, Env: env, Proxy: p, RDB: rdb, C: c, Direct: c,
-		Q: "confq-a-" + u, Q2: "confq-b-" + u, U: u}
+	// Probes go through the proxy too, once its rules are cleared.
+	return &Run{T: t, Ctx: ctx, Env: l.env, Proxy: l.proxy, RDB: l.rdb, C: l.c, Direct: l.c,
+		Q: "confq-a-" + u, Q2: "confq-b-" + u, U: u, dropped0: l.proxy.Dropped()}
 }
+
+// Dropped is the number of replies dropped in this run.
+func (r *Run) Dropped() int { return r.Proxy.Dropped() - r.dropped0 }
 
 // Track adds handles to the end-state probe: their ids, states and attempts.
 func (r *Run) Track(hs ...*client.Handle) { r.handles = append(r.handles, hs...) }
@@ -443,7 +459,17 @@ const parallel = 6
 // the clean run and drop count (1 and 2), each state compared with the
 // clean one.
 func RunTable(t *testing.T, rows []Row) {
-	shared := asynctest.IsolatedRedis(t, isolatedDB)
+	env := asynctest.IsolatedRedis(t, isolatedDB)
+	lanes := make(chan *lane, parallel)
+	for range parallel {
+		lanes <- newLane(t, env)
+	}
+	// inLane runs f as subtest name on a free lane.
+	inLane := func(t *testing.T, name string, f func(t *testing.T, r *Run)) {
+		l := <-lanes
+		defer func() { lanes <- l }()
+		t.Run(name, func(t *testing.T) { f(t, newRun(t, l)) })
+	}
 	faulted := map[string]bool{}
 	for _, row := range rows {
 		t.Run(row.Name, func(t *testing.T) {
@@ -453,8 +479,7 @@ func RunTable(t *testing.T, rows []Row) {
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				t.Run("clean", func(t *testing.T) {
-					r := newRun(t, shared)
+				inLane(t, "clean", func(t *testing.T, r *Run) {
 					if row.Setup != nil {
 						row.Setup(r)
 					}
@@ -466,8 +491,7 @@ func RunTable(t *testing.T, rows []Row) {
 			}()
 			go func() {
 				defer wg.Done()
-				t.Run("clean-again", func(t *testing.T) {
-					r := newRun(t, shared)
+				inLane(t, "clean-again", func(t *testing.T, r *Run) {
 					if row.Setup != nil {
 						row.Setup(r)
 					}
@@ -511,14 +535,13 @@ func RunTable(t *testing.T, rows []Row) {
 				go func() {
 					defer wg.Done()
 					for f := range next {
-						t.Run(fmt.Sprintf("%s#%d/x%d", f.name, f.nth, f.times), func(t *testing.T) {
-							r := newRun(t, shared)
+						inLane(t, fmt.Sprintf("%s#%d/x%d", f.name, f.nth, f.times), func(t *testing.T, r *Run) {
 							if row.Setup != nil {
 								row.Setup(r)
 							}
 							r.Proxy.DropReply(func(cmd asynctest.Command) bool { return r.callName(cmd) == f.name }, f.nth, f.times)
 							ans := row.Op(r)
-							if n := r.Proxy.Dropped(); n != f.times {
+							if n := r.Dropped(); n != f.times {
 								t.Errorf("%d replies dropped, want %d (the call was not made as in the clean run)", n, f.times)
 							}
 							r.Proxy.ClearRules()
