@@ -111,8 +111,10 @@ func MatchName(names ...string) Match {
 	}
 }
 
-// MatchWrite matches every command that may write: scripts, functions and
-// the writing commands of the data types the project uses.
+// MatchWrite matches every command that may write: scripts, functions, the
+// writing commands of the data types the project uses, and EXEC (the
+// commands of a MULTI block only run at its EXEC: a lost reply of one of
+// them is a connection lost before the block ran).
 func MatchWrite() Match { return IsWrite }
 
 // IsWrite reports whether c may write (see MatchWrite).
@@ -129,7 +131,7 @@ func init() {
 		SADD SREM SPOP SMOVE SINTERSTORE SUNIONSTORE SDIFFSTORE
 		ZADD ZREM ZINCRBY ZPOPMIN ZPOPMAX BZPOPMIN BZPOPMAX ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZRANGESTORE ZUNIONSTORE ZINTERSTORE ZMPOP BZMPOP
 		XADD XDEL XTRIM XACK XCLAIM XAUTOCLAIM XGROUP XSETID
-		PUBLISH SPUBLISH FLUSHDB FLUSHALL`) {
+		PUBLISH SPUBLISH FLUSHDB FLUSHALL EXEC`) {
 		writeCommands[n] = true
 	}
 	// XREADGROUP writes too (it delivers entries to a consumer).
