@@ -417,13 +417,8 @@ type proxyConn struct {
 
 func (c *proxyConn) close() {
 	c.once.Do(func() {
-		close(c.done)
-		_ = c.client.Close()
-		_ = c.server.Close()
-		c.p.mu.Lock()
-		delete(c.p.conns, c)
-		c.p.mu.Unlock()
-		// Replies that will not come: their marks are free again.
+		// Replies that will not come: their marks are free again, before
+		// the client sees the connection end (and resends).
 		c.mu.Lock()
 		pending := c.pending
 		c.pending = nil
@@ -434,6 +429,12 @@ func (c *proxyConn) close() {
 				c.p.settle(r, false)
 			}
 		}
+		close(c.done)
+		_ = c.client.Close()
+		_ = c.server.Close()
+		c.p.mu.Lock()
+		delete(c.p.conns, c)
+		c.p.mu.Unlock()
 	})
 }
 

@@ -392,9 +392,9 @@ var (
 		re  *regexp.Regexp
 		new string
 	}{
-		{regexp.MustCompile(`\bnc=[0-9a-z]{6}\b`), "nc=<nc>"},
+		{regexp.MustCompile(`\bnc=(<r>|[0-9a-z]{6}\b)`), "nc=<nc>"},
 		{regexp.MustCompile(`\.[0-9a-z]{6}\.`), ".<nc>."},
-		{regexp.MustCompile(`\btok=[0-9a-z]+`), "tok=<tok>"},
+		{regexp.MustCompile(`\btok=(<r>|[0-9a-z]+)`), "tok=<tok>"},
 		{regexp.MustCompile(`\|[0-9a-z]{8,}\b`), "|<tok>"},
 		{regexp.MustCompile(`[0-9a-z]{8,}\.[0-9a-z]{8,}`), "<op>"}, // operation ids
 		// The member a group records as its first to fail: of members
