@@ -37,6 +37,7 @@ import (
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/ratelimit"
+	"github.com/taskfleet/async/worker"
 )
 
 // isolatedDB is this package's database for asynctest.IsolatedRedis.
@@ -50,10 +51,14 @@ type Row struct {
 	Setup func(r *Run)
 	// Op runs the operation on r.C (or on r.RDB, through the proxy) and
 	// returns its answer as text: what the caller saw. It may start a
-	// worker or coordinator on r.RDB and wait for it to process; whatever
-	// it starts must be stopped before it returns, or by t's cleanup once
-	// the state is taken (the state is read before t ends).
+	// worker (Run.StartWorker) or a coordinator on r.RDB and wait for it to
+	// process; it must stop what it started before it returns, as the end
+	// state is read then.
 	Op func(r *Run) string
+	// Serial runs the row's runs one at a time: for a row that starts a
+	// coordinator, which serves every queue of its Redis (the runs of a
+	// table share one; rows go one at a time).
+	Serial bool
 	// Normalize, when set, rewrites the normalized state of every run of
 	// the row: for what the row cannot make deterministic (say so there).
 	Normalize func(state string) string
@@ -137,6 +142,41 @@ func newRun(t *testing.T, l *lane) *Run {
 	// Probes go through the proxy too, once its rules are cleared.
 	return &Run{T: t, Ctx: ctx, Env: l.env, Proxy: l.proxy, RDB: l.rdb, C: l.c, Direct: l.c,
 		Q: "confq-a-" + u, Q2: "confq-b-" + u, U: u, dropped0: l.proxy.Dropped()}
+}
+
+// StartWorker starts a worker on r.RDB (through the proxy) serving r.Q and
+// r.Q2, with register adding its handlers, and returns its Stop (also
+// called, if it was not, when the run ends).
+func (r *Run) StartWorker(cfg *worker.Config, register func(w *worker.Worker)) (stop func()) {
+	r.T.Helper()
+	if cfg == nil {
+		cfg = &worker.Config{}
+	}
+	if cfg.Queues == nil {
+		cfg.Queues = map[string]int{r.Q: 1, r.Q2: 1}
+	}
+	if cfg.BlockTimeout == 0 {
+		cfg.BlockTimeout = 50 * time.Millisecond
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = func(int) time.Duration { return 5 * time.Millisecond }
+	}
+	w, err := worker.New(r.RDB, cfg)
+	r.Must(err)
+	register(w)
+	r.Must(w.Start(r.Ctx))
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := w.Stop(ctx); err != nil {
+				r.T.Errorf("stop the worker: %v", err)
+			}
+		})
+	}
+	r.T.Cleanup(stop)
+	return stop
 }
 
 // Dropped is the number of replies dropped in this run.
@@ -566,7 +606,11 @@ func RunTable(t *testing.T, rows []Row) {
 				faults = append(faults, fault{c, 1}, fault{c, 2})
 			}
 			next := make(chan fault)
-			for range parallel {
+			n := parallel
+			if row.Serial {
+				n = 1
+			}
+			for range n {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
