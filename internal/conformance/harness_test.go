@@ -9,7 +9,8 @@
 // in parallel, each on a lane of its own while it runs (a proxy and a
 // client through it). Each run has names of its own (queues, schedule,
 // limiter key, all carrying the run's suffix), and its state is what
-// carries its suffix. On the cluster pass the Redis is a miniredis:
+// carries its suffix. Tables run one at a time (each flushes the
+// database). On the cluster pass the Redis is a miniredis:
 // go-redis' ClusterClient follows the node addresses CLUSTER SLOTS gives
 // and would go round the proxy, which serves one address.
 package conformance
@@ -62,14 +63,16 @@ type Row struct {
 	// Normalize, when set, rewrites the normalized state of every run of
 	// the row: for what the row cannot make deterministic (say so there).
 	Normalize func(state string) string
-	// Calls, when set, limits the faulted calls to those whose
-	// asynctest.Command.String() it accepts (e.g. a worker row faulting
-	// only its completion); by default every writing call is faulted.
+	// Calls, when set, limits the faulted calls to those whose name it
+	// accepts (e.g. a worker row faulting only "EVALSHA complete"); a name
+	// is asynctest.Command.String() normalized (Run.callName: the run's
+	// names and random ids replaced, as in the subtests' names). By
+	// default every writing call is faulted.
 	Calls func(call string) bool
 }
 
-// Run is one run of a row: a Redis of its own, a proxy in front of it, and
-// clients through the proxy and around it.
+// Run is one run of a row: names of its own, and a lane (a proxy and a
+// client through it) to itself while it runs.
 type Run struct {
 	T      *testing.T
 	Ctx    context.Context
@@ -77,7 +80,7 @@ type Run struct {
 	Proxy  *asynctest.FaultProxy
 	RDB    *redis.Client  // through the proxy: resends up to 3 times
 	C      *client.Client // on RDB
-	Direct *client.Client // for probes and set-ups (C: see newRun)
+	Direct *client.Client // for probes and set-ups: C, read once the rules are cleared
 	Q, Q2  string         // queue names unique to the run
 	U      string         // the run's suffix, in every name it makes
 
@@ -192,6 +195,11 @@ func (r *Run) TrackGroup(g *patterns.Group) { r.groups = append(r.groups, g) }
 // now (taken at the end of the probe, on the Redis itself).
 func (r *Run) TrackLimit(lim ratelimit.Limit, key string) {
 	r.limits = append(r.limits, limitProbe{lim, key})
+}
+
+// Note adds a line to the end state (a row's own public probe).
+func (r *Run) Note(format string, args ...any) {
+	r.statePart = append(r.statePart, fmt.Sprintf(format, args...))
 }
 
 // TrackLen adds a length (a partitioner's) to the probe.
