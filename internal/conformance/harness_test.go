@@ -143,8 +143,50 @@ func newRun(t *testing.T, l *lane) *Run {
 	_, _ = crand.Read(b[:])
 	u := "u" + hex.EncodeToString(b[:])
 	// Probes go through the proxy too, once its rules are cleared.
-	return &Run{T: t, Ctx: ctx, Env: l.env, Proxy: l.proxy, RDB: l.rdb, C: l.c, Direct: l.c,
+	r := &Run{T: t, Ctx: ctx, Env: l.env, Proxy: l.proxy, RDB: l.rdb, C: l.c, Direct: l.c,
 		Q: "confq-a-" + u, Q2: "confq-b-" + u, U: u, dropped0: l.proxy.Dropped()}
+	t.Cleanup(r.removeKeys)
+	return r
+}
+
+// removeKeys deletes what the run wrote once it is over (after what it
+// started stopped), so that the table's Redis stays small: every run scans
+// it for its own keys.
+func (r *Run) removeKeys() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rdb := r.Env.RDB
+	for _, pat := range []string{"*" + r.U + "*", "async:{coord}:*"} {
+		iter := rdb.Scan(ctx, 0, pat, 1000).Iterator()
+		for iter.Next(ctx) {
+			k := iter.Val()
+			if strings.Contains(k, r.U) {
+				_ = rdb.Del(ctx, k).Err()
+				continue
+			}
+			// A key every queue shares: the run's entries only.
+			switch rdb.Type(ctx, k).Val() {
+			case "hash":
+				for _, f := range rdb.HKeys(ctx, k).Val() {
+					if strings.Contains(f, r.U) {
+						_ = rdb.HDel(ctx, k, f).Err()
+					}
+				}
+			case "set":
+				for _, m := range rdb.SMembers(ctx, k).Val() {
+					if strings.Contains(m, r.U) {
+						_ = rdb.SRem(ctx, k, m).Err()
+					}
+				}
+			case "zset":
+				for _, m := range rdb.ZRange(ctx, k, 0, -1).Val() {
+					if strings.Contains(m, r.U) {
+						_ = rdb.ZRem(ctx, k, m).Err()
+					}
+				}
+			}
+		}
+	}
 }
 
 // StartWorker starts a worker on r.RDB (through the proxy) serving r.Q and
