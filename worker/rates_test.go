@@ -109,7 +109,7 @@ func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
 	// Each throttled task is read once, finds no token and waits in Redis
 	// for its turn (one every 200 ms for a minute); then the stream is free.
 	sched := "async:{q:" + b.queue + "}:sched"
-	asynctest.Eventually(t, 10*time.Second, "the backlog parked", func() bool {
+	asynctest.Eventually(t, time.Minute, "the backlog parked", func() bool {
 		n, err := b.env.RDB.ZCard(ctx, sched).Result()
 		return err == nil && n >= 290
 	})
