@@ -562,8 +562,10 @@ func (c *Client) sendEach(ctx context.Context, ps []prepared) ([]*Handle, []erro
 	out := make([]*Handle, len(ps))
 	for _, bc := range calls {
 		if bc.err == nil {
-			// Its reply was read: it is not sent again, and it shortened
-			// the markers it carried.
+			// Its reply was read and the go-redis call that sent it is
+			// over (a pipeline's resend may repeat a call whose reply was
+			// read, but only within that call): it is not sent again, and
+			// it shortened the markers it carried.
 			c.read.add(bc.q.Name, bc.op)
 		} else {
 			// Perhaps it never ran: a later call carries them.

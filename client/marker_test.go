@@ -98,6 +98,23 @@ func TestEnqueueMarkersShortenedOnceRead(t *testing.T) {
 	if got := streamLen(t, env, q2); got != n {
 		t.Fatalf("%d stream entries, want %d", got, n)
 	}
+
+	// EnqueueMany of more than one script call's worth (500 tasks),
+	// pipelined: the first call of the next EnqueueMany carries them all,
+	// so only the last EnqueueMany's three calls stay long.
+	q3 := asynctest.Queue(t)
+	specs := make([]client.Spec, 1200)
+	for i := range specs {
+		specs[i] = client.Spec{Args: PingArgs{}, Opts: &client.EnqueueOpts{Queue: q3}}
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := c.EnqueueMany(ctx, specs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if long, _ := longMarkers(t, env.RDB, q3); long > 3 {
+		t.Fatalf("after 5 EnqueueMany calls of 1200 tasks %d op markers still live longer than %v, want at most the last one's 3", long, store.MarkerGrace)
+	}
 }
 
 // A call whose reply the client did not read keeps its long marker: the
