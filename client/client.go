@@ -104,6 +104,9 @@ type Client struct {
 	// time after a first attempt reached Redis that the same call may send
 	// it again (go-redis' resends, and the client's own on LOADING).
 	markerTTL time.Duration
+	// read holds the op ids of enqueue calls whose replies were read, for
+	// the next call to the same queue to shorten their markers.
+	read readOps
 
 	closeOnce sync.Once
 }

@@ -438,6 +438,64 @@ type batchCall struct {
 	s    *redis.Script // defaults to enqueue.lua
 
 	ordered bool // carries partitioned tasks: must run after the calls before it
+
+	op   string   // enqueue.lua: the call's op id
+	done []string // enqueue.lua: op ids of earlier calls whose markers it shortens
+}
+
+// maxReadOps is how many op ids of calls whose replies were read the client
+// keeps per queue; the markers of older ones just live out their TTL.
+const maxReadOps = 64
+
+// readOps holds, per queue, the op ids of the enqueue calls whose replies
+// the client read, oldest first. Such a call is not sent again, so its
+// marker is only needed for a try already on its way: the next call to the
+// queue sets it to expire after store.MarkerGrace. The markers that live
+// their whole TTL (markerTTL, minutes) are then those of calls in flight,
+// failed, or last to a queue, whatever the rate of enqueues.
+type readOps struct {
+	mu sync.Mutex
+	q  map[string][]string
+}
+
+// take removes and returns the op ids kept for queue.
+func (r *readOps) take(queue string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := r.q[queue]
+	delete(r.q, queue)
+	return ids
+}
+
+// add keeps the op id of a call to queue whose reply was read.
+func (r *readOps) add(queue, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		r.q = map[string][]string{}
+	}
+	r.q[queue] = keepNewest(append(r.q[queue], id))
+}
+
+// putBack returns ids taken by a call that failed, ahead of those kept since.
+func (r *readOps) putBack(queue string, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		r.q = map[string][]string{}
+	}
+	r.q[queue] = keepNewest(append(slices.Clip(ids), r.q[queue]...))
+}
+
+// keepNewest drops the oldest ids beyond maxReadOps.
+func keepNewest(ids []string) []string {
+	if len(ids) > maxReadOps {
+		return slices.Clone(ids[len(ids)-maxReadOps:])
+	}
+	return ids
 }
 
 func (bc *batchCall) script() *redis.Script {
@@ -490,8 +548,9 @@ func (c *Client) sendEach(ctx context.Context, ps []prepared) ([]*Handle, []erro
 			for j := 0; j < n; j++ {
 				tasks[j] = ps[idx[j]].task
 			}
-			ks, args := store.EnqueueArgs(q, newOpID(), c.markerTTL.Milliseconds(), tasks)
-			bc := &batchCall{q: q, idx: idx[:n], ks: ks, args: args}
+			op, done := newOpID(), c.read.take(qn)
+			ks, args := store.EnqueueArgs(q, op, c.markerTTL.Milliseconds(), tasks, done...)
+			bc := &batchCall{q: q, idx: idx[:n], ks: ks, args: args, op: op, done: done}
 			for _, t := range tasks {
 				bc.ordered = bc.ordered || t.Part != ""
 			}
@@ -502,6 +561,16 @@ func (c *Client) sendEach(ctx context.Context, ps []prepared) ([]*Handle, []erro
 	_ = c.runCalls(ctx, calls) // each call's error is in its batchCall
 	out := make([]*Handle, len(ps))
 	for _, bc := range calls {
+		if bc.err == nil {
+			// Its reply was read and the go-redis call that sent it is
+			// over (a pipeline's resend may repeat a call whose reply was
+			// read, but only within that call): it is not sent again, and
+			// it shortened the markers it carried.
+			c.read.add(bc.q.Name, bc.op)
+		} else {
+			// Perhaps it never ran: a later call carries them.
+			c.read.putBack(bc.q.Name, bc.done)
+		}
 		err := bc.err
 		if err != nil {
 			err = enqueueError(bc.q, err)

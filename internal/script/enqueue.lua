@@ -5,6 +5,8 @@
 -- KEYS[4..] per task that carries a user key, in batch order: its task hash and
 --           its result key, and for a task with a partition key that
 --           partition's list
+-- KEYS[#KEYS-m+1..] the last m keys: markers of earlier calls of the client
+--           to this queue whose replies it read (so it sends them no more)
 -- ARGV[1]  consumer group name (unused: the client creates the group once)
 -- ARGV[2]  how long the op marker lives, ms
 -- ARGV[3]  n, the number of tasks
@@ -19,6 +21,10 @@
 --           list and enters the stream only at its head (at once when the
 --           partition is idle, else when the tasks before it ended; see
 --           partstep.lua)
+-- ARGV[4+6n] m, the number of earlier markers carried at the end of KEYS
+--           (absent: 0)
+-- ARGV[5+6n] the grace, ms: each carried marker is set to expire after it
+--           (a try of its call still in flight may still need it that long)
 -- Returns: a flat array, per task: task key (the entry id for auto keys), 1 if the
 -- key already named a task (nothing was added) else 0. A replay returns the first
 -- run's answer.
@@ -81,4 +87,14 @@ for i = 0, tonumber(ARGV[3]) - 1 do
   end
 end
 redis.call('SET', KEYS[2], cjson.encode(out), 'PX', ARGV[2])
+-- After the writes above, not before: a first write that is not refused at
+-- maxmemory would let the deny-oom ones through, and an enqueue must be
+-- refused there. PEXPIRE again is harmless, on a missing key a no-op.
+local m = tonumber(ARGV[4 + 6 * tonumber(ARGV[3])]) or 0
+if m > 0 then
+  local grace = ARGV[5 + 6 * tonumber(ARGV[3])]
+  for i = #KEYS - m + 1, #KEYS do
+    redis.call('PEXPIRE', KEYS[i], grace)
+  end
+end
 return out

@@ -145,10 +145,18 @@ type Enqueued struct {
 	Existed bool
 }
 
-// EnqueueArgs builds the keys and args of enqueue.lua for one batch.
-func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]string, []any) {
+// MarkerGrace is how long the op marker of an enqueue call lives once the
+// client read the call's reply: go-redis sends that call no more, and only a
+// try already on its way (in a closed connection's buffer, behind a busy
+// Redis) may still arrive.
+const MarkerGrace = 2 * time.Second
+
+// EnqueueArgs builds the keys and args of enqueue.lua for one batch. done
+// are the op ids of earlier calls to q whose replies were read: the call
+// shortens their markers to MarkerGrace.
+func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask, done ...string) ([]string, []any) {
 	ks := []string{q.Stream(), q.Op(opID), q.Scheduled()}
-	args := make([]any, 0, 3+6*len(tasks))
+	args := make([]any, 0, 5+6*len(tasks))
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
 		if t.UserKey != "" {
@@ -162,6 +170,12 @@ func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask) ([]s
 			hold = "1"
 		}
 		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs, t.Part)
+	}
+	if len(done) > 0 {
+		for _, id := range done {
+			ks = append(ks, q.Op(id))
+		}
+		args = append(args, len(done), MarkerGrace.Milliseconds())
 	}
 	return ks, args
 }
