@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -233,35 +232,52 @@ func singleNode(t *testing.T) string {
 	return asynctest.Redis(t).Addr
 }
 
-// slowProxy forwards TCP connections to a Redis, holding every chunk a
-// client sends for a fixed delay before passing it on: each round trip
-// (a command or a pipeline) takes that much longer.
-type slowProxy struct {
+// faultProxy forwards TCP connections to a Redis, holding every chunk a
+// client sends for a fixed delay before passing it on (each round trip, a
+// command or a pipeline, takes that much longer), and, when drop is set,
+// losing the reply to the first sending of each distinct chunk that
+// contains drop: the server applies it, the client's connection is cut
+// before the reply, and go-redis sends it again.
+type faultProxy struct {
 	ln     net.Listener
 	target string
 	delay  time.Duration
+	drop   string
 
 	mu    sync.Mutex
 	conns []net.Conn
+	seen  map[string]bool
+	lost  int // replies lost
 	wg    sync.WaitGroup
 }
 
-func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
+func startSlowProxy(t *testing.T, target string, delay time.Duration) *faultProxy {
+	return startFaultProxy(t, target, delay, "")
+}
+
+func startFaultProxy(t *testing.T, target string, delay time.Duration, drop string) *faultProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &slowProxy{ln: ln, target: target, delay: delay}
+	p := &faultProxy{ln: ln, target: target, delay: delay, drop: drop, seen: map[string]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
 	return p
 }
 
-func (p *slowProxy) addr() string { return p.ln.Addr().String() }
+func (p *faultProxy) addr() string { return p.ln.Addr().String() }
 
-func (p *slowProxy) close() {
+// repliesLost is how many replies the proxy lost so far.
+func (p *faultProxy) repliesLost() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
+}
+
+func (p *faultProxy) close() {
 	_ = p.ln.Close()
 	p.mu.Lock()
 	for _, c := range p.conns {
@@ -271,13 +287,29 @@ func (p *slowProxy) close() {
 	p.wg.Wait()
 }
 
-func (p *slowProxy) track(c net.Conn) {
+func (p *faultProxy) track(c net.Conn) {
 	p.mu.Lock()
 	p.conns = append(p.conns, c)
 	p.mu.Unlock()
 }
 
-func (p *slowProxy) accept() {
+// firstSending reports whether b is to lose its reply: it contains the
+// drop marker and was not sent before.
+func (p *faultProxy) firstSending(b []byte) bool {
+	if p.drop == "" || !strings.Contains(string(b), p.drop) {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen[string(b)] {
+		return false
+	}
+	p.seen[string(b)] = true
+	p.lost++
+	return true
+}
+
+func (p *faultProxy) accept() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
@@ -296,6 +328,7 @@ func (p *slowProxy) accept() {
 			b  []byte
 		}
 		chunks := make(chan chunk, 1024)
+		var cut atomic.Bool // the next reply is lost
 		p.wg.Add(3)
 		go func() { // client to proxy
 			defer p.wg.Done()
@@ -316,6 +349,9 @@ func (p *slowProxy) accept() {
 			defer s.Close()
 			for ch := range chunks {
 				time.Sleep(time.Until(ch.at.Add(p.delay))) // the injected latency
+				if p.firstSending(ch.b) {
+					cut.Store(true)
+				}
 				if _, err := s.Write(ch.b); err != nil {
 					return
 				}
@@ -324,7 +360,22 @@ func (p *slowProxy) accept() {
 		go func() { // server to client
 			defer p.wg.Done()
 			defer c.Close()
-			_, _ = io.Copy(c, s)
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := s.Read(buf)
+				if n > 0 && cut.Load() {
+					_ = s.Close()
+					return
+				}
+				if n > 0 {
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
 		}()
 	}
 }

@@ -401,9 +401,9 @@ func (a pendingActivation) run(ctx context.Context, retainMs int64) func(p redis
 // others leave the entry to it (should it die, the claim expires and a
 // later drain sweeps). swept is false when the entry was left so.
 func sweepGroup(ctx context.Context, rdb redis.UniversalClient, g GroupRef, why string, retainMs int64) (swept bool, touched []keys.Queue, err error) {
-	claim := g.Home.GroupSweep(g.ID)
+	key := g.Home.GroupSweep(g.ID)
 	token := strconv.FormatUint(rand.Uint64(), 36)
-	claimed, err := rdb.SetNX(ctx, claim, token, sweepClaim).Result()
+	claimed, err := claim(ctx, rdb, key, token, sweepClaim)
 	if err != nil {
 		return false, nil, fmt.Errorf("claim the sweep of group %s: %w", g, err)
 	}
@@ -414,7 +414,7 @@ func sweepGroup(ctx context.Context, rdb redis.UniversalClient, g GroupRef, why 
 	// Give the claim back even when ctx ended (or the next drains would
 	// skip the sweep until it expires), and only if it is still ours.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	_ = script.CompareDel.Run(rctx, rdb, []string{claim}, token).Err()
+	_ = script.CompareDel.Run(rctx, rdb, []string{key}, token).Err()
 	cancel()
 	if err != nil {
 		return false, nil, err
