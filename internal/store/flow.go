@@ -160,6 +160,11 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 				errs = append(errs, err)
 			}
 			last = time.Since(began)
+			if len(entries) < outboxRound {
+				// The outbox is read to its end (what this drain wrote to
+				// it put it back on todo).
+				break
+			}
 		}
 	}
 	return errors.Join(errs...)
