@@ -314,9 +314,9 @@ func ForLimit(scope string) Limit { return Limit{Scope: scope, tag: Prefix + ":{
 func (l Limit) Holders() string { return l.tag + "h" }
 
 // Waiters is the sorted set of task ids parked because the limit was full,
-// scored by when they parked (Unix ms, Redis time), woken in that order as
-// slots free. (Versions before it kept a list under "w", scanned whole by
-// every park; that key expires by itself.)
+// scored by when they parked (Unix ms, Redis time; ties in id order), woken
+// in that order as slots free. (Versions before it kept a list under "w",
+// scanned whole by every park; that key expires by itself.)
 func (l Limit) Waiters() string { return l.tag + "wz" }
 
 // The coordinators' keys share one slot of their own.
