@@ -41,7 +41,9 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 	p := startDropProxy(t, env.Addr, keys.HousekeepClaim)
 	rdb := redis.NewClient(&redis.Options{Addr: p.addr(), DB: env.DB})
 	t.Cleanup(func() { _ = rdb.Close() })
-	co, err := coordinator.New(rdb, &coordinator.Config{HousekeepInterval: 100 * time.Millisecond})
+	// A claim lives 9/10 of the interval: long past go-redis' resend (a
+	// shorter one could expire before the resend came, and let it through).
+	co, err := coordinator.New(rdb, &coordinator.Config{HousekeepInterval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +51,7 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = co.Stop(context.Background()) }()
-	asynctest.Eventually(t, 10*time.Second, "housekeeping to activate the continuation", func() bool {
+	asynctest.Eventually(t, 15*time.Second, "housekeeping to activate the continuation", func() bool {
 		st, _ := env.RDB.HGet(ctx, q.Task("c"), "st").Result()
 		return st == "pending"
 	})
