@@ -103,8 +103,8 @@ func TestLimitWaitersOrderResendAndTake(t *testing.T) {
 
 // Parking n tasks behind a full limit costs O(n log n) in all, not O(n²):
 // the limit scripts run no command that walks the whole waiting line (on
-// a list of n waiters, LREM and its kin read all n). Counted in Redis'
-// own command statistics, which miniredis lacks.
+// a list of n waiters, LREM or LPOS reads all n to find one). Counted in
+// Redis' own command statistics, which miniredis lacks.
 func TestLimitParkScansNoLine(t *testing.T) {
 	asynctest.RequireReal(t)
 	rdb, _ := env(t)
@@ -113,7 +113,10 @@ func TestLimitParkScansNoLine(t *testing.T) {
 	if !mustTake(t, rdb, l, "h1", "q/run") {
 		t.Fatal("the free slot was not taken")
 	}
-	scans := []string{"lrem", "lpos", "lrange", "lindex", "linsert", "lset", "zrange", "zrangebyscore", "zrank", "smembers", "sscan", "zscan"}
+	// The commands that find a member of a list by reading it: nothing
+	// else of ours runs them, so other tests on the server (the
+	// statistics are the server's) do not count here.
+	scans := []string{"lrem", "lpos"}
 	before := commandCalls(t, rdb, l.Waiters())
 	const n = 2000
 	for from := 0; from < n; from += 100 {
