@@ -332,7 +332,17 @@ func drainRound(ctx context.Context, rdb redis.UniversalClient, cur keys.Queue, 
 			}
 		}
 	}
-	return applied, touched, errors.Join(errs...)
+	return applied, touched, firstErrors(errs)
+}
+
+// firstErrors joins the first few of errs and counts the rest: a round whose
+// connection broke fails every entry alike.
+func firstErrors(errs []error) error {
+	const shown = 3
+	if len(errs) <= shown {
+		return errors.Join(errs...)
+	}
+	return fmt.Errorf("%w\n(and %d more entries failed)", errors.Join(errs[:shown]...), len(errs)-shown)
 }
 
 // runScripts runs calls, script calls of any slots, in one pipeline and
