@@ -379,3 +379,41 @@ func (p *faultProxy) accept() {
 		}()
 	}
 }
+
+// Continuations of other queues (other slots, on a cluster other nodes)
+// are activated from one outbox in the same pipelined rounds.
+func TestDrainOutboxAcrossQueues(t *testing.T) {
+	t.Parallel()
+	rdb, q := env(t)
+	ctx := context.Background()
+	var others []keys.Queue
+	for i := range 3 {
+		o := keys.ForQueue(fmt.Sprintf("%s-%d", q.Name, i))
+		if err := store.EnsureGroup(ctx, rdb, o); err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, o)
+	}
+	const n = 150
+	for i := range n {
+		o, key := others[i%len(others)], fmt.Sprintf("x%04d", i)
+		if _, err := store.CreateWaiting(ctx, rdb, o, key, envelope(key)); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: q.Outbox(), Values: []any{"s", store.ContSpec(o.Name, key, false), "p", q.Name + "/parent", "st", "failed"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.DrainOutbox(ctx, rdb, q, 60000); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(n / len(others))
+	for _, o := range others {
+		if l := rdb.XLen(ctx, o.Stream()).Val(); l != want {
+			t.Errorf("stream of %s holds %d entries; want %d (each continuation once)", o.Name, l, want)
+		}
+	}
+	if l := rdb.XLen(ctx, q.Outbox()).Val(); l != 0 {
+		t.Errorf("outbox holds %d entries after the drain; want 0", l)
+	}
+}
