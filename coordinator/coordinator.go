@@ -21,8 +21,8 @@
 // (compare-and-set), and moves it on in the same step, so each happens once
 // however many coordinators try. Housekeeping runs once per interval across
 // the fleet: a coordinator takes that interval's claim (SET NX with an
-// expiry) before it sweeps; one that dies holding it is replaced at the
-// next interval. Without a coordinator, workers still move due tasks of
+// expiry, under a token of its own that a resent take recognises) before
+// it sweeps; one that dies holding it is replaced at the next interval. Without a coordinator, workers still move due tasks of
 // their own queues within a second, and housekeep their queues; repeat
 // schedules need a coordinator.
 package coordinator
@@ -322,10 +322,10 @@ func (c *Coordinator) housekeepLoop(ctx context.Context) {
 		// a little before the next tick, so the next interval is open to
 		// all again.
 		token := strconv.FormatUint(rand.Uint64(), 36)
-		ok, err := c.rdb.SetNX(ctx, keys.HousekeepClaim, token, c.cfg.HousekeepInterval*9/10).Result()
+		ok, err := store.ClaimHousekeeping(ctx, c.rdb, token, c.cfg.HousekeepInterval*9/10)
 		if err != nil {
 			if ctx.Err() == nil {
-				c.log.Error("claim housekeeping", slog.Any("err", err))
+				c.log.Error("housekeeping", slog.Any("err", err))
 			}
 			continue
 		}

@@ -313,9 +313,11 @@ func ForLimit(scope string) Limit { return Limit{Scope: scope, tag: Prefix + ":{
 // ends (Unix ms); a holder not renewed by then has lost its slot.
 func (l Limit) Holders() string { return l.tag + "h" }
 
-// Waiters is the list of task ids parked because the limit was full, woken
-// in order as slots free.
-func (l Limit) Waiters() string { return l.tag + "w" }
+// Waiters is the sorted set of task ids parked because the limit was full,
+// scored by when they parked (Unix ms, Redis time; ties in id order), woken
+// in that order as slots free. (Versions before it kept a list under "w",
+// scanned whole by every park; that key expires by itself.)
+func (l Limit) Waiters() string { return l.tag + "wz" }
 
 // The coordinators' keys share one slot of their own.
 const (

@@ -65,6 +65,8 @@ var (
 	rateLimitSrc string
 	//go:embed comparedel.lua
 	compareDelSrc string
+	//go:embed claim.lua
+	claimSrc string
 	//go:embed duemark.lua
 	dueMarkSrc string
 	//go:embed dueupdate.lua
@@ -126,6 +128,7 @@ var (
 	RateLimit = redis.NewScript(rateLimitSrc)
 
 	CompareDel = newScript(compareDelSrc)
+	Claim      = newScript(claimSrc)
 	DueMark    = newScript(dueMarkSrc)
 	DueUpdate  = newScript(dueUpdateSrc)
 
@@ -149,7 +152,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
-	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, DueMark, DueUpdate,
+	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
 	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
 
 // Load loads every script into the server's script cache, so that EVALSHA

@@ -141,6 +141,17 @@ type MemberEnd struct {
 // EndMembers counts ended members of g (see groupend.lua). It returns the
 // group's state ("" when unknown) and whether g's home outbox was written.
 func EndMembers(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []MemberEnd) (string, bool, error) {
+	v, err := endMembersCmd(ctx, rdb, g, ends).Slice()
+	if err != nil {
+		return "", false, fmt.Errorf("count ended members of group %s: %w", g, err)
+	}
+	st, _ := v[0].(string)
+	wrote, _ := v[1].(int64)
+	return st, wrote == 1, nil
+}
+
+// endMembersCmd runs groupend.lua for ends of g (queues it, on a pipeline).
+func endMembersCmd(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []MemberEnd) *redis.Cmd {
 	h := g.Home
 	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks()}
 	args := make([]any, 0, 3+2*len(ends))
@@ -148,13 +159,7 @@ func EndMembers(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []Memb
 	for _, e := range ends {
 		args = append(args, e.Member, e.State)
 	}
-	v, err := script.GroupEnd.Run(ctx, rdb, ks, args...).Slice()
-	if err != nil {
-		return "", false, fmt.Errorf("count ended members of group %s: %w", g, err)
-	}
-	st, _ := v[0].(string)
-	wrote, _ := v[1].(int64)
-	return st, wrote == 1, nil
+	return script.GroupEnd.Run(ctx, rdb, ks, args...)
 }
 
 // SealGroup marks g complete: it may end from now on, and InvokeAll's first
