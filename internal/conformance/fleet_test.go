@@ -439,13 +439,14 @@ const (
 	callHeartbeat = "EVALSHA heartbeat"
 	callReclaim   = "EVALSHA reclaim"
 	callForward   = "EVALSHA forward"
+	callActivate  = "EVALSHA activate"
 	callRepFire   = "EVALSHA repfire"
 )
 
 // workerRows are the worker's writes: each outcome its completion records
-// (success, failure and retry, dead letter, cancel, park of a kind it has
-// no handler for, hand-back at shutdown), its heartbeats and its takeover
-// of an expired lease.
+// (success, failure and retry, dead letter, a continuation and a join
+// started, cancel, park of a kind it has no handler for, hand-back at
+// shutdown), its heartbeats and its takeover of an expired lease.
 func workerRows() []fleetRow {
 	ran := func(st client.State, cfg worker.Config) func(f *fleetRun) string {
 		return func(f *fleetRun) string {
@@ -465,6 +466,23 @@ func workerRows() []fleetRow {
 			Fault: only(maxNth, callComplete)},
 		{Name: "complete/dead-letter", Setup: enq(modePermanent), Op: ran(client.StateDead, worker.Config{}),
 			Fault: only(maxNth, callComplete)},
+		{Name: "complete/continuation", Setup: func(f *fleetRun) {
+			h := f.enqueueJob(FleetJob{Mode: modeOK}, nil)
+			next, err := h.ContinueWith(f.Ctx, FleetJob{Mode: modeOK}, &client.ContinueOpts{EnqueueOpts: client.EnqueueOpts{Queue: f.Q}})
+			f.Must(err)
+			f.Track(next)
+			f.H = append(f.H, next)
+		}, Op: ran(client.StateSucceeded, worker.Config{}), Fault: only(maxNth, callComplete, callActivate)},
+		{Name: "complete/fork-join", Setup: func(f *fleetRun) {
+			g, err := patterns.ForkJoin(f.Ctx, f.C, f.specsOf(2), &client.Spec{Args: FleetJob{Mode: modeOK}, Opts: &client.EnqueueOpts{Queue: f.Q}})
+			f.Must(err)
+			f.TrackGroup(g)
+			join, err := g.Join(f.Ctx)
+			f.Must(err)
+			f.Track(join)
+			f.H = append(f.H, join)
+		}, Op: ran(client.StateSucceeded, worker.Config{Concurrency: 1}), // one outcome per call
+			Fault: only(maxNth, callComplete, callActivate)},
 		{Name: "complete/cancel", Setup: enq(modeBlock), Op: func(f *fleetRun) string {
 			w := f.startWorker(worker.Config{})
 			f.waitStarted()
