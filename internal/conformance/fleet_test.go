@@ -517,10 +517,10 @@ func workerRows() []fleetRow {
 			return ""
 		}, Fault: only(1, callComplete)},
 		{Name: "heartbeat", Setup: enq(modeHold), Op: func(f *fleetRun) string {
-			// A lease of 4s: a heartbeat every second, the handler
-			// cancelled 3.2s after the last one that got through. It runs
+			// A lease of 3s: a heartbeat every 750 ms, the handler
+			// cancelled 2.4s after the last one that got through. It runs
 			// until the faulted heartbeats and one more went through.
-			w := f.startWorker(worker.Config{Lease: 4 * time.Second})
+			w := f.startWorker(worker.Config{Lease: 3 * time.Second})
 			f.waitStarted()
 			asynctest.Eventually(f.T, 30*time.Second, "heartbeats", func() bool { return f.count(callHeartbeat) >= 5 })
 			close(f.release)
@@ -566,7 +566,9 @@ func coordinatorRows() []fleetRow {
 			f.Must(err)
 			f.TrackGroup(g)
 			f.waitDue()
-		}, Op: func(f *fleetRun) string { return f.runOnce(coordinator.Config{}) }},
+		}, Op: func(f *fleetRun) string { return f.runOnce(coordinator.Config{}) },
+			// Its other calls are those of coordinator/delayed.
+			Fault: only(maxNth, callForward)},
 		{Name: "coordinator/repeat-fire", Own: true, Setup: func(f *fleetRun) {
 			// Its first slot 3s from now: the run fires that one slot,
 			// well before the next.
@@ -598,7 +600,7 @@ func coordinatorRows() []fleetRow {
 			})
 		}, Op: func(f *fleetRun) string {
 			return f.runOnce(coordinator.Config{DeadLetterCap: 1, ConsumerIdle: time.Second})
-		}},
+		}, Fault: only(maxNth, "EVALSHA housekeep", "EVALSHA purgedead")}, // the others: coordinator/delayed
 		{Name: "coordinator/housekeep-claim", Own: true, Op: func(f *fleetRun) string {
 			// The loop's first interval: its claim taken, then its
 			// housekeeping (a sweep of every queue, none here), seen as
