@@ -266,23 +266,46 @@ func (f *fleetRun) state(answer string) string {
 
 var splitID = regexp.MustCompile(`[0-9a-z]*(?:(?:<r>|<n>)[0-9a-z]*)+`)
 
-// fleetLanes hands out lanes: shared ones for worker rows, and for
-// coordinator rows a Redis of the run's own.
+// fleetLane is a lane and a client of its Redis that goes round the proxy,
+// for waits: no fault touches it.
+type fleetLane struct {
+	*lane
+	direct *client.Client
+}
+
+func newFleetLane(t *testing.T, env *asynctest.Env) *fleetLane {
+	t.Helper()
+	direct, err := client.New(env.RDB, &client.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = direct.Close() })
+	return &fleetLane{lane: newLane(t, env), direct: direct}
+}
+
+// fleetLanes hands out lanes: lanes on one Redis for worker rows, and for
+// coordinator rows lanes each on a Redis of its own, flushed before each
+// run (its scripts stay loaded: loading them costs more than a run).
 type fleetLanes struct {
-	shared chan *lane
-	own    chan *lane // real server: lanes on databases of their own, flushed per run
+	shared chan *fleetLane
+	own    chan *fleetLane
 }
 
 func newFleetLanes(t *testing.T) *fleetLanes {
 	env := asynctest.IsolatedRedis(t, fleetDB)
-	ls := &fleetLanes{shared: make(chan *lane, parallel)}
+	ls := &fleetLanes{shared: make(chan *fleetLane, parallel), own: make(chan *fleetLane, parallel)}
 	for range parallel {
-		ls.shared <- newLane(t, env)
+		ls.shared <- newFleetLane(t, env)
 	}
 	if ownDBs() {
-		ls.own = make(chan *lane, 2)
+		// Databases of the real server.
 		for _, db := range []int{fleetOwn1, fleetOwn2} {
-			ls.own <- newLane(t, asynctest.IsolatedRedis(t, db))
+			ls.own <- newFleetLane(t, asynctest.IsolatedRedis(t, db))
+		}
+	} else {
+		// A miniredis each (also on the cluster pass).
+		for range parallel {
+			ls.own <- newFleetLane(t, asynctest.IsolatedRedis(t, 0))
 		}
 	}
 	return ls
@@ -294,41 +317,21 @@ func ownDBs() bool {
 	return os.Getenv(asynctest.EnvAddr) != "" && os.Getenv(asynctest.EnvCluster) == ""
 }
 
-// in runs f as subtest name on a lane fit for row.
+// in runs fn as subtest name on a lane fit for row.
 func (ls *fleetLanes) in(t *testing.T, row fleetRow, name string, fn func(f *fleetRun)) {
-	run := func(l *lane) {
-		t.Run(name, func(t *testing.T) {
-			r := newRun(t, l)
-			if row.Own && ls.own != nil {
-				r.Must(l.env.RDB.FlushDB(r.Ctx).Err())
-			}
-			direct, err := client.New(l.env.RDB, &client.Config{Logger: quiet})
-			r.Must(err)
-			t.Cleanup(func() { _ = direct.Close() })
-			fn(&fleetRun{Run: r, direct: direct, started: make(chan struct{}), release: make(chan struct{})})
-		})
+	pool := ls.shared
+	if row.Own {
+		pool = ls.own
 	}
-	switch {
-	case !row.Own:
-		l := <-ls.shared
-		defer func() { ls.shared <- l }()
-		run(l)
-	case ls.own != nil:
-		l := <-ls.own
-		defer func() { ls.own <- l }()
-		run(l)
-	default:
-		// A miniredis of the run's own, and a lane on it.
-		var l *lane
-		t.Run(name, func(t *testing.T) {
-			l = newLane(t, asynctest.IsolatedRedis(t, 0))
-			r := newRun(t, l)
-			direct, err := client.New(l.env.RDB, &client.Config{Logger: quiet})
-			r.Must(err)
-			t.Cleanup(func() { _ = direct.Close() })
-			fn(&fleetRun{Run: r, direct: direct, started: make(chan struct{}), release: make(chan struct{})})
-		})
-	}
+	l := <-pool
+	defer func() { pool <- l }()
+	t.Run(name, func(t *testing.T) {
+		r := newRun(t, l.lane)
+		if row.Own {
+			r.Must(l.env.RDB.FlushDB(r.Ctx).Err())
+		}
+		fn(&fleetRun{Run: r, direct: l.direct, started: make(chan struct{}), release: make(chan struct{})})
+	})
 }
 
 // runFleet runs the rows as RunTable does: cleanly twice (the two states
@@ -511,16 +514,18 @@ func workerRows() []fleetRow {
 			return ""
 		}, Fault: only(1, callComplete)},
 		{Name: "complete/hand-back-at-stop", Setup: enq(modeBlock), Op: func(f *fleetRun) string {
-			w := f.startWorker(worker.Config{})
+			// One slot, held by the handler: no read is in flight as the
+			// worker stops, to take the handed-back task again.
+			w := f.startWorker(worker.Config{Concurrency: 1})
 			f.waitStarted()
 			f.stopWorker(w, true)
 			return ""
 		}, Fault: only(1, callComplete)},
 		{Name: "heartbeat", Setup: enq(modeHold), Op: func(f *fleetRun) string {
-			// A lease of 3s: a heartbeat every 750 ms, the handler
-			// cancelled 2.4s after the last one that got through. It runs
+			// A lease of 4s: a heartbeat every second, the handler
+			// cancelled 3.2s after the last one that got through. It runs
 			// until the faulted heartbeats and one more went through.
-			w := f.startWorker(worker.Config{Lease: 3 * time.Second})
+			w := f.startWorker(worker.Config{Lease: 4 * time.Second, Concurrency: 1})
 			f.waitStarted()
 			asynctest.Eventually(f.T, 30*time.Second, "heartbeats", func() bool { return f.count(callHeartbeat) >= 5 })
 			close(f.release)
