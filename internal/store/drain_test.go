@@ -397,7 +397,7 @@ func TestDrainOutboxAcrossQueues(t *testing.T) {
 	const n = 150
 	for i := range n {
 		o, key := others[i%len(others)], fmt.Sprintf("x%04d", i)
-		if _, err := store.CreateWaiting(ctx, rdb, o, key, envelope(key)); err != nil {
+		if _, err := store.CreateWaiting(ctx, rdb, o, key, envelope(key), "op-"+key); err != nil {
 			t.Fatal(err)
 		}
 		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: q.Outbox(), Values: []any{"s", store.ContSpec(o.Name, key, false), "p", q.Name + "/parent", "st", "failed"}}).Err(); err != nil {
