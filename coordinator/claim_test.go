@@ -31,7 +31,7 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 	if err := store.RegisterQueue(ctx, env.RDB, q.Name); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.CreateWaiting(ctx, env.RDB, q, "c", []byte("x")); err != nil {
+	if _, err := store.CreateWaiting(ctx, env.RDB, q, "c", []byte("x"), "op-claim"); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.RDB.XAdd(ctx, &redis.XAddArgs{Stream: q.Outbox(), Values: []any{"s", store.ContSpec(q.Name, "c", false), "p", q.Name + "/p", "st", "succeeded"}}).Err(); err != nil {
