@@ -2,12 +2,14 @@ package patterns_test
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -126,5 +128,40 @@ func BenchmarkInvokeAllRelease(b *testing.B) {
 	}
 	if _, err := g.Wait(ctx); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// One Partitioner.Append of one item and of 100: the producers' hot path.
+func BenchmarkPartitionerAppend(b *testing.B) {
+	if !asynctest.Real() {
+		b.Skip("set ASYNC_REDIS_ADDR: benchmarks measure real Redis")
+	}
+	env := asynctest.Redis(b)
+	c, err := client.New(env.RDB, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	queue := asynctest.Queue(b)
+	for _, n := range []int{1, 100} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			pt, err := patterns.NewPartitioner[int](c, "bench"+strconv.Itoa(n), func(v int) string { return strconv.Itoa(v % 7) }, patterns.PartitionerOpts{Queue: queue})
+			if err != nil {
+				b.Fatal(err)
+			}
+			items := make([]int, n)
+			for i := range items {
+				items[i] = i
+			}
+			ctx := context.Background()
+			for b.Loop() {
+				if err := pt.Append(ctx, items...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			q := keys.ForQueue(queue)
+			_ = env.RDB.Del(ctx, q.Partitioner("bench"+strconv.Itoa(n))).Err()
+		})
 	}
 }

@@ -5,16 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/bridge"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
-	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -159,7 +155,7 @@ func (p *Partitioner[T]) Append(ctx context.Context, items ...T) error {
 	if len(items) == 0 {
 		return nil
 	}
-	vals := make([]any, len(items))
+	vals := make([][]byte, len(items))
 	for i, it := range items {
 		b, err := codec.Marshal(it)
 		if err != nil {
@@ -174,15 +170,15 @@ func (p *Partitioner[T]) Append(ctx context.Context, items ...T) error {
 	if err := store.RegisterQueue(ctx, p.c.Redis(), p.q.Name); err != nil {
 		return err
 	}
-	if err := p.c.Redis().RPush(ctx, p.q.Partitioner(p.name), vals...).Err(); err != nil {
-		return fmt.Errorf("patterns.Partitioner %s: append: %w", p.name, err)
+	if err := store.AppendPartitioner(ctx, p.c.Redis(), p.q, p.name, vals); err != nil {
+		return fmt.Errorf("patterns.Partitioner %s: %w", p.name, err)
 	}
 	return nil
 }
 
 // Len is how many items wait for the next Flush.
 func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
-	return p.c.Redis().LLen(ctx, p.q.Partitioner(p.name)).Result()
+	return store.PartitionerLen(ctx, p.c.Redis(), p.q, p.name)
 }
 
 // Flush takes every item appended so far and starts one task per
@@ -193,7 +189,8 @@ func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
 // starts, in a group whose id derives from the snapshot ("pt.<name>.<snapshot>"),
 // so nothing is lost or started twice; a snapshot that fails to start
 // again (say, a partition over MaxPayloadBytes) stays pending, named in the
-// error, and holds up no other.
+// error, and holds up no other. A Flush whose group started but whose
+// snapshot could not be dropped returns that group with the error.
 func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items []T) client.Spec, opts ...Option) (*Partitioned, error) {
 	what := "patterns.Partitioner " + p.name + ": flush"
 	if spec == nil {
@@ -202,8 +199,7 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 	rdb := p.c.Redis()
 	// Take what was appended into a snapshot of its own, listed as pending.
 	snap := "s" + randomID()
-	took, err := script.PartTake.Run(ctx, rdb, []string{p.q.Partitioner(p.name), p.q.PartitionerSnap(p.name, snap), p.q.PartitionerSnaps(p.name), p.q.Op("pt." + p.name + "." + snap)},
-		snap, time.Now().UnixMilli(), store.MarkerTTL(rdb).Milliseconds()).Int()
+	took, err := store.TakePartitioner(ctx, rdb, p.q, p.name, snap, time.Now().UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -212,12 +208,12 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 	// fails does not hold up the others; it stays pending.
 	var errs []error
 	var ours *Partitioned
-	if took == 1 {
+	if took {
 		if ours, err = p.startSnapshot(ctx, snap, spec, opts); err != nil {
 			errs = append(errs, fmt.Errorf("snapshot %s: %w", snap, err))
 		}
 	}
-	old, err := rdb.ZRangeByScore(ctx, p.q.PartitionerSnaps(p.name), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(time.Now().Add(-leftoverAge).UnixMilli(), 10)}).Result()
+	old, err := store.PendingSnapshots(ctx, rdb, p.q, p.name, time.Now().Add(-leftoverAge).UnixMilli())
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -238,7 +234,7 @@ const leftoverAge = time.Minute
 
 func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
 	rdb := p.c.Redis()
-	raw, err := rdb.LRange(ctx, p.q.PartitionerSnap(p.name, snap), 0, -1).Result()
+	raw, err := store.SnapshotItems(ctx, rdb, p.q, p.name, snap)
 	if err != nil {
 		return nil, err
 	}
@@ -261,12 +257,11 @@ func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec fu
 			return nil, err
 		}
 	}
-	// Started (or empty): the snapshot is done.
-	pipe := rdb.TxPipeline()
-	pipe.ZRem(ctx, p.q.PartitionerSnaps(p.name), snap)
-	pipe.Del(ctx, p.q.PartitionerSnap(p.name, snap))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, err
+	// Started (or empty): the snapshot is done. Should that fail, the
+	// groups did start: the caller gets them with the error, and the
+	// snapshot, still listed, starts again as the same groups.
+	if err := store.SnapshotDone(ctx, rdb, p.q, p.name, snap); err != nil {
+		return g, fmt.Errorf("drop the started snapshot: %w", err)
 	}
 	return g, nil
 }

@@ -193,6 +193,8 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"repindex":    script.RepIndex,
 		"partstep":    script.PartStep,
 		"parttake":    script.PartTake,
+		"partappend":  script.PartAppend,
+		"partdone":    script.PartDone,
 		"batchadd":    script.BatchAdd,
 		"batchflush":  script.BatchFlush,
 		"batchend":    script.BatchEnd,

@@ -85,6 +85,10 @@ var (
 	partStepSrc string
 	//go:embed parttake.lua
 	partTakeSrc string
+	//go:embed partappend.lua
+	partAppendSrc string
+	//go:embed partdone.lua
+	partDoneSrc string
 	//go:embed batchadd.lua
 	batchAddSrc string
 	//go:embed batchflush.lua
@@ -138,8 +142,10 @@ var (
 	RepMove    = newScript(repMoveSrc)
 	RepIndex   = newScript(repIndexSrc)
 
-	PartStep = newScript(partStepSrc)
-	PartTake = newScript(partTakeSrc)
+	PartStep   = newScript(partStepSrc)
+	PartTake   = newScript(partTakeSrc)
+	PartAppend = newScript(partAppendSrc)
+	PartDone   = newScript(partDoneSrc)
 
 	BatchAdd   = newScript(batchAddSrc)
 	BatchFlush = newScript(batchFlushSrc)
@@ -153,7 +159,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
+	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, PartAppend, PartDone, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).
