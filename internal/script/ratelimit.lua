@@ -54,9 +54,6 @@ local done = tonumber(ARGV[7]) or 0
 if math.max(#KEYS - 3, 0) ~= done then
   return redis.error_reply('ERR ratelimit.lua: ARGV[7] names ' .. done .. ' earlier markers, KEYS holds ' .. (#KEYS - 3))
 end
-for i = 4, #KEYS do
-  redis.call('PEXPIRE', KEYS[i], ARGV[8])
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -148,6 +145,12 @@ local function call()
 end
 
 local res = call()
+-- After the call's own writes: at maxmemory Redis refuses a script whose
+-- first write is one that may grow memory (SET), and PEXPIRE first would
+-- let every later write through.
+for i = 4, #KEYS do
+  redis.call('PEXPIRE', KEYS[i], ARGV[8])
+end
 res[5] = 0
 if KEYS[3] and wrote then
   res[5] = 1
