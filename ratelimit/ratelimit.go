@@ -16,7 +16,11 @@
 // reply under a marker of its own, "async:{rl:<key>}:op:<id>", for as long
 // as the client may resend it (store.MarkerTTL: a few minutes with
 // go-redis' defaults), and a resend returns that reply and changes nothing.
-// So a call whose reply was lost takes, reserves or refunds once.
+// So a call whose reply was lost takes, reserves or refunds once. Once the
+// Limiter has read a call's reply, go-redis sends it no more: the next call
+// on the same bucket cuts that marker to a grace of 2 seconds (for a try
+// still on its way), so a busy bucket holds the markers of its calls of the
+// last 2 seconds, not of the last minutes.
 package ratelimit
 
 import (
@@ -68,8 +72,11 @@ type Limiter struct {
 	err  error // what is wrong with the limit, returned by every call
 	comb combiner
 
-	interval string // µs per event, formatted once
-	markerMs int64  // how long a call's op marker lives: rdb's resend window and a margin
+	interval string        // µs per event, formatted once
+	markerMs int64         // how long a call's op marker lives: rdb's resend window and a margin
+	marker   time.Duration // the same
+	graceMs  int64         // how long it lives once its reply was read (markerGrace at most)
+	marks    marks         // markers of calls whose replies were read, to cut
 }
 
 // New returns a Limiter of lim on rdb, which it uses but never closes. A bad
@@ -81,7 +88,9 @@ func New(rdb redis.UniversalClient, lim Limit) *Limiter {
 	}
 	if l.err == nil {
 		l.interval = strconv.FormatFloat(float64(lim.Per)/float64(lim.Rate)/float64(time.Microsecond), 'f', -1, 64)
-		l.markerMs = store.MarkerTTL(rdb).Milliseconds()
+		l.marker = store.MarkerTTL(rdb)
+		l.markerMs = l.marker.Milliseconds()
+		l.graceMs = min(markerGrace, l.marker).Milliseconds()
 	}
 	return l
 }
@@ -144,14 +153,29 @@ func (l *Limiter) run(ctx context.Context, key string, n int, mode string, turn 
 	// Each call carries an op id of its own: a resend of it (go-redis
 	// sends a call again when its reply was lost) finds the marker the
 	// first run left and returns that run's reply, taking nothing again.
-	op := bk + ":op:" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
-	v, err := l.do(ctx, &call{keys: []string{bk, bk + ":wake", op}, args: []any{l.interval, l.lim.burst(), n, mode, turn, l.markerMs},
+	// It also carries the ids of earlier calls on the bucket whose replies
+	// were read: go-redis sends those no more, and their markers are cut
+	// to a short grace instead of living the whole resend window.
+	op := opID{rand.Uint64(), rand.Uint64()}
+	done := l.marks.take(bk, l.marker)
+	ks := make([]string, 3, 3+len(done))
+	ks[0], ks[1], ks[2] = bk, bk+":wake", op.key(bk)
+	for _, id := range done {
+		ks = append(ks, id.key(bk))
+	}
+	v, err := l.do(ctx, &call{keys: ks, args: []any{l.interval, l.lim.burst(), n, mode, turn, l.markerMs, len(done), l.graceMs},
 		done: make(chan struct{}), lead: make(chan struct{})})
+	if err == nil && len(v) != 5 {
+		err = fmt.Errorf("unexpected reply %v", v)
+	}
 	if err != nil {
+		// Perhaps not run: the next call cuts those markers. This call's
+		// own keeps its full lifetime.
+		l.marks.put(bk, l.marker, done...)
 		return reply{}, fmt.Errorf("ratelimit %s: %w", key, err)
 	}
-	if len(v) != 4 {
-		return reply{}, fmt.Errorf("ratelimit %s: unexpected reply %v", key, v)
+	if v[4] == 1 {
+		l.marks.put(bk, l.marker, op)
 	}
 	return reply{taken: v[0] == 1, wait: time.Duration(v[1]) * time.Microsecond, left: int(v[2]), turn: v[3]}, nil
 }

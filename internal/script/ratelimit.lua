@@ -11,8 +11,13 @@
 -- given), for as long as the caller's client may resend it: a resend finds
 -- the marker and returns that reply, changing nothing, so a call whose reply
 -- was lost takes, reserves, queues or refunds once however often it is sent.
+-- Once the caller has read a call's reply its client sends that call no
+-- more, so the caller hands the markers of such calls to its next call on
+-- the bucket (KEYS[4..]), which cuts them to a short grace (ARGV[8]) for a
+-- try still on its way; PEXPIRE is idempotent, and a no-op on a marker gone.
 -- KEYS[1]  the bucket, KEYS[2] its turn schedule (mode 'take'), KEYS[3]
---          optional: the call's op marker
+--          optional: the call's op marker, KEYS[4..] optional: ARGV[7] op
+--          markers of earlier calls whose replies the caller read
 -- ARGV[1]  emission interval in µs (per / rate), ARGV[2] burst, ARGV[3] n,
 -- ARGV[4]  mode:
 --          'allow'   take n only if they fit now;
@@ -30,10 +35,13 @@
 --                    Turns nobody came back for are forgotten once the
 --                    bucket has been full for an interval.
 -- ARGV[5]  the caller's turn in µs ('take'; 0: none), ARGV[6] how long the
---          op marker lives (ms; with KEYS[3])
+--          op marker lives (ms; with KEYS[3]), ARGV[7] how many earlier
+--          markers follow KEYS[3] (absent: 0), ARGV[8] the grace they are
+--          cut to (ms)
 -- Returns: {1 taken / 0 refused, µs to wait (refused: until n would fit, or
 -- the turn; reserve: until the reservation is due), events that still fit
--- now, the turn given (µs, 'take' refused; else 0)}
+-- now, the turn given (µs, 'take' refused; else 0), 1 if the call left its
+-- op marker / 0 if it wrote nothing and left none}
 if KEYS[3] then
   local prev = redis.call('GET', KEYS[3])
   if prev then
@@ -41,6 +49,10 @@ if KEYS[3] then
     for v in string.gmatch(prev, '[^,]+') do r[#r + 1] = tonumber(v) end
     return r
   end
+end
+local done = tonumber(ARGV[7]) or 0
+if math.max(#KEYS - 3, 0) ~= done then
+  return redis.error_reply('ERR ratelimit.lua: ARGV[7] names ' .. done .. ' earlier markers, KEYS holds ' .. (#KEYS - 3))
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -133,7 +145,15 @@ local function call()
 end
 
 local res = call()
+-- After the call's own writes: at maxmemory Redis refuses a script whose
+-- first write is one that may grow memory (SET), and PEXPIRE first would
+-- let every later write through.
+for i = 4, #KEYS do
+  redis.call('PEXPIRE', KEYS[i], ARGV[8])
+end
+res[5] = 0
 if KEYS[3] and wrote then
+  res[5] = 1
   local f = {}
   for j, v in ipairs(res) do f[j] = string.format('%.0f', v) end
   redis.call('SET', KEYS[3], table.concat(f, ','), 'PX', ARGV[6])
