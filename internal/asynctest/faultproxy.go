@@ -179,6 +179,8 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"groupcont":   script.GroupCont,
 		"groupcancel": script.GroupCancel,
 		"groupenq":    script.GroupEnq,
+		"jointtl":     script.JoinTTL,
+		"kidsadd":     script.KidsAdd,
 		"limacquire":  script.LimAcquire,
 		"limwait":     script.LimWait,
 		"limrelease":  script.LimRelease,

@@ -53,6 +53,10 @@ var (
 	groupCancelSrc string
 	//go:embed groupenq.lua
 	groupEnqSrc string
+	//go:embed jointtl.lua
+	joinTTLSrc string
+	//go:embed kidsadd.lua
+	kidsAddSrc string
 	//go:embed limacquire.lua
 	limAcquireSrc string
 	//go:embed limwait.lua
@@ -121,6 +125,8 @@ var (
 	GroupCont   = newScript(groupContSrc)
 	GroupCancel = newScript(groupCancelSrc)
 	GroupEnq    = newScript(groupEnqSrc)
+	JoinTTL     = newScript(joinTTLSrc)
+	KidsAdd     = newScript(kidsAddSrc)
 
 	LimAcquire = newScript(limAcquireSrc)
 	LimWait    = newScript(limWaitSrc)
@@ -158,6 +164,7 @@ func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n"
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
+	JoinTTL, KidsAdd,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
 	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, PartAppend, PartDone, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
 

@@ -445,21 +445,18 @@ func sweepGroup(ctx context.Context, rdb redis.UniversalClient, g GroupRef, why 
 const sweepClaim = time.Minute
 
 // AddKids records child task ids under their parent's kids set, kept 7 days
-// after the last addition.
-func AddKids(ctx context.Context, rdb redis.Cmdable, q keys.Queue, parentKey string, ids []string) error {
+// after the last addition (see kidsadd.lua: one script rather than a
+// transaction, which go-redis does not resend after a lost reply).
+func AddKids(ctx context.Context, rdb redis.Scripter, q keys.Queue, parentKey string, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	ms := make([]any, len(ids))
-	for i, id := range ids {
-		ms[i] = id
+	args := make([]any, 0, 1+len(ids))
+	args = append(args, kidsTTL.Milliseconds())
+	for _, id := range ids {
+		args = append(args, id)
 	}
-	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, q.Kids(parentKey), ms...)
-		p.PExpire(ctx, q.Kids(parentKey), kidsTTL)
-		return nil
-	})
-	if err != nil {
+	if err := script.KidsAdd.Run(ctx, rdb, []string{q.Kids(parentKey)}, args...).Err(); err != nil {
 		return fmt.Errorf("record children of %s: %w", keys.TaskID(q.Name, parentKey), err)
 	}
 	return nil

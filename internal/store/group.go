@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -477,17 +476,14 @@ func replyState(v any) string {
 // lifetime, so that it goes too rather than wait for ever, and
 // KeepSealedJoin takes it back once the group is sealed (the group then
 // lives until it ends, and fires the join). Either leaves a record that is
-// gone or past the state it looks for alone.
+// gone or past the state it looks for alone. Both are one script
+// (jointtl.lua), which go-redis may resend after a lost reply, where a
+// WATCH/MULTI/EXEC transaction it does not resend.
 
 // ExpireUnsealedJoin sets the lifetime of the join with key key in q to
 // UnsealedTTL while it is waiting.
-func ExpireUnsealedJoin(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, key string) error {
-	err := withState(ctx, rdb, q.Task(key), func(st string, p redis.Pipeliner) {
-		if st == "waiting" {
-			p.PExpire(ctx, q.Task(key), UnsealedTTL)
-		}
-	})
-	if err != nil {
+func ExpireUnsealedJoin(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string) error {
+	if err := script.JoinTTL.Run(ctx, rdb, []string{q.Task(key)}, "expire", UnsealedTTL.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("bound the join %s to its unsealed group: %w", keys.TaskID(q.Name, key), err)
 	}
 	return nil
@@ -495,41 +491,9 @@ func ExpireUnsealedJoin(ctx context.Context, rdb redis.UniversalClient, q keys.Q
 
 // KeepSealedJoin removes the lifetime ExpireUnsealedJoin set, unless the join
 // ended (its record then keeps its retention).
-func KeepSealedJoin(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, key string) error {
-	err := withState(ctx, rdb, q.Task(key), func(st string, p redis.Pipeliner) {
-		switch st {
-		case "succeeded", "dead", "cancelled":
-		default:
-			p.Persist(ctx, q.Task(key))
-		}
-	})
-	if err != nil {
+func KeepSealedJoin(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string) error {
+	if err := script.JoinTTL.Run(ctx, rdb, []string{q.Task(key)}, "keep", "").Err(); err != nil {
 		return fmt.Errorf("keep the join %s of a sealed group: %w", keys.TaskID(q.Name, key), err)
 	}
 	return nil
-}
-
-// withState runs the commands act queues for the state of the task record
-// at key, in a transaction that fails if the record changed since it was
-// read (then it reads again); a missing record is left alone.
-func withState(ctx context.Context, rdb redis.UniversalClient, key string, act func(st string, p redis.Pipeliner)) error {
-	for {
-		err := rdb.Watch(ctx, func(tx *redis.Tx) error {
-			st, err := tx.HGet(ctx, key, "st").Result()
-			if errors.Is(err, redis.Nil) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				act(st, p)
-				return nil
-			})
-			return err
-		}, key)
-		if !errors.Is(err, redis.TxFailedErr) {
-			return err
-		}
-	}
 }
