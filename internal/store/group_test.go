@@ -47,7 +47,7 @@ func TestGroupContinuationRegisteredTwiceListedOnce(t *testing.T) {
 }
 
 // isolatedDB is this package's database for asynctest.IsolatedRedis.
-const isolatedDB = 13
+const isolatedDB = 8
 
 // proxied returns a client of a Redis of the test's own through a fault
 // proxy, the proxy, a client of the Redis itself, and a queue; the scripts
