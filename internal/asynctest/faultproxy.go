@@ -179,6 +179,8 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"groupcont":   script.GroupCont,
 		"groupcancel": script.GroupCancel,
 		"groupenq":    script.GroupEnq,
+		"claim":       script.Claim,
+		"repmove":     script.RepMove,
 		"jointtl":     script.JoinTTL,
 		"kidsadd":     script.KidsAdd,
 		"limacquire":  script.LimAcquire,

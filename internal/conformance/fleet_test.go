@@ -631,8 +631,9 @@ func coordinatorRows() []fleetRow {
 					if c.Name == "SMEMBERS" && c.Arg(0) == keys.Queues {
 						return len(tokens), true
 					}
-					if c.Name == "SET" && c.Arg(0) == keys.HousekeepClaim {
-						tokens[c.Arg(1)] = true
+					// claim.lua: sha, 1 key (the claim), token, ms.
+					if c.String() == "EVALSHA claim" && c.Arg(2) == keys.HousekeepClaim {
+						tokens[c.Arg(3)] = true
 					}
 				}
 				return len(tokens), false
@@ -646,7 +647,7 @@ func coordinatorRows() []fleetRow {
 			f.Must(co.Stop(ctx))
 			n, swept := progress()
 			return fmt.Sprintf("intervals claimed: %d, housekeeping ran: %v", n, swept)
-		}, Fault: only(1, "SET "+keys.HousekeepClaim)},
+		}, Fault: only(1, "EVALSHA claim")},
 	}
 }
 
