@@ -88,7 +88,10 @@ func ParseCron(expr, tz string) (*cron.Schedule, error) {
 // the index entry by compare-and-set. So concurrent declarations and
 // removals end in one schedule or none, never in one the index does not
 // name (a definition orphaned by a crash between the two steps is removed by
-// housekeeping).
+// housekeeping). Each step answers a resend as it answered the first run
+// (repdeclare.lua keeps the call's op id and answer with the definition it
+// wrote; repindex.lua takes an entry already holding the new value for
+// set), so a lost reply does not change what the call reports.
 func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, nowMs int64) (int, int64, error) {
 	var first int64
 	if d.Cron != "" {
