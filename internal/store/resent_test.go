@@ -273,3 +273,43 @@ func TestDeclareRepeatResentReportsWhatItDid(t *testing.T) {
 		})
 	}
 }
+
+// Of removals of one schedule racing, one reports it removed.
+func TestRemoveRepeatRacingOneReportsRemoved(t *testing.T) {
+	t.Parallel()
+	e := asynctest.Redis(t)
+	ctx := context.Background()
+	if err := script.Load(ctx, e.RDB); err != nil {
+		t.Fatal(err)
+	}
+	def := repeatDef(t, asynctest.Queue(t), time.Hour)
+	for round := 0; round < 20; round++ {
+		if _, _, err := store.DeclareRepeat(ctx, e.RDB, def, 0); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		answers := make(chan bool, 4)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				removed, err := store.RemoveRepeat(ctx, e.RDB, def.Name)
+				if err != nil {
+					t.Error(err)
+				}
+				answers <- removed
+			}()
+		}
+		wg.Wait()
+		close(answers)
+		n := 0
+		for a := range answers {
+			if a {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("round %d: %d of 4 racing removals report the schedule removed, want 1", round, n)
+		}
+	}
+}
