@@ -88,7 +88,10 @@ func ParseCron(expr, tz string) (*cron.Schedule, error) {
 // the index entry by compare-and-set. So concurrent declarations and
 // removals end in one schedule or none, never in one the index does not
 // name (a definition orphaned by a crash between the two steps is removed by
-// housekeeping).
+// housekeeping). Each step answers a resend as it answered the first run
+// (repdeclare.lua keeps the call's op id and answer with the definition it
+// wrote; repindex.lua takes an entry already holding the new value for
+// set), so a lost reply does not change what the call reports.
 func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, nowMs int64) (int, int64, error) {
 	var first int64
 	if d.Cron != "" {
@@ -103,6 +106,7 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		return 0, 0, err
 	}
 	tok := strconv.FormatUint(rand.Uint64(), 36)
+	op := newOpID()  // every round's repdeclare.lua: what it did is kept with the definition
 	updated := false // by an earlier round of this call
 	for try := 0; try < 20; try++ {
 		old, err := rdb.HGet(ctx, keys.RepeatIndex, d.Name).Result()
@@ -132,7 +136,7 @@ func DeclareRepeat(ctx context.Context, rdb redis.UniversalClient, d RepeatDef, 
 		}
 		res, err := script.RepDeclare.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(d.Name)},
 			d.Name, d.version(), d.Env, d.Every.Milliseconds(), d.Cron, d.TZ, d.Kind, first, d.timing(),
-			tok, inheritAnchor, inheritNext).Slice()
+			tok, inheritAnchor, inheritNext, op).Slice()
 		if err != nil || len(res) != 3 {
 			return 0, 0, fmt.Errorf("declare repeat %q: %v %w", d.Name, res, err)
 		}
@@ -191,8 +195,16 @@ func splitIndex(v string) (queue, tok string) {
 	return queue, tok
 }
 
-// RemoveRepeat removes the schedule name; false when there was none.
+// RemoveRepeat removes the schedule name; false when there was none (no
+// entry in the repeat index, or one naming no definition: Repeats lists
+// neither).
+//
+// The answer is whether this call removed the definition the index named:
+// of removals racing, one does. repremove.lua leaves a marker when it
+// removes one, so a resend of it answers the same; repindex.lua takes an
+// entry already gone for deleted.
 func RemoveRepeat(ctx context.Context, rdb redis.UniversalClient, name string) (bool, error) {
+	ttl := MarkerTTL(rdb).Milliseconds()
 	for try := 0; try < 20; try++ {
 		v, err := rdb.HGet(ctx, keys.RepeatIndex, name).Result()
 		if errors.Is(err, redis.Nil) {
@@ -206,20 +218,28 @@ func RemoveRepeat(ctx context.Context, rdb redis.UniversalClient, name string) (
 		// makes one under a new token, which stays) or has its index write
 		// undone by ours.
 		queue, tok := splitIndex(v)
+		removed := false
 		if keys.ValidateName("queue", queue) == nil {
 			q := keys.ForQueue(queue)
-			if err := script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name)}, name, tok).Err(); err != nil {
+			n, err := script.RepRemove.Run(ctx, rdb, []string{q.Repeats(), q.Repeat(name), q.Op("rr." + newOpID())}, name, tok, ttl).Int64()
+			if err != nil {
 				return false, fmt.Errorf("remove repeat %q: %w", name, err)
 			}
+			removed = n == 1
 		}
 		done, err := script.RepIndex.Run(ctx, rdb, []string{keys.RepeatIndex}, name, v, "").Int64()
 		if err != nil {
 			return false, fmt.Errorf("remove repeat %q from the index: %w", name, err)
 		}
-		if done == 0 {
-			continue
+		if removed {
+			// Whatever the index holds now is not the definition we
+			// removed: a newer declaration's, which stays.
+			return true, nil
 		}
-		return true, nil
+		if done == 0 {
+			continue // a newer declaration: remove that
+		}
+		return false, nil
 	}
 	return false, fmt.Errorf("remove repeat %q: the repeat index kept changing; try again", name)
 }

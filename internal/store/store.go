@@ -517,14 +517,16 @@ func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string
 }
 
 // PurgeDead deletes the dead tasks with keys ks that are still dead; it
-// returns how many it deleted.
-func PurgeDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, ks []string) (int, error) {
-	allKeys := make([]string, 0, 1+len(ks))
-	allKeys = append(allKeys, q.Dead())
-	args := make([]any, len(ks))
+// returns how many it deleted (a resend of the call, under its op marker,
+// answers the same).
+func PurgeDead(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, ks []string) (int, error) {
+	allKeys := make([]string, 0, 2+len(ks))
+	allKeys = append(allKeys, q.Dead(), q.Op("pd."+newOpID()))
+	args := make([]any, 1+len(ks))
+	args[0] = MarkerTTL(rdb).Milliseconds()
 	for i, k := range ks {
 		allKeys = append(allKeys, q.Task(k))
-		args[i] = k
+		args[1+i] = k
 	}
 	n, err := script.PurgeDead.Run(ctx, rdb, allKeys, args...).Int()
 	if err != nil {
@@ -534,9 +536,10 @@ func PurgeDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, ks []strin
 }
 
 // MarkDue records in the due index that queue has a task due at dueMs, and
-// wakes the coordinators when that is earlier than the index held.
+// wakes the coordinators when that is earlier than the index held. The
+// mark's op id makes a resend of it answer as its first run did.
 func MarkDue(ctx context.Context, rdb redis.UniversalClient, queue string, dueMs int64) error {
-	n, err := script.DueMark.Run(ctx, rdb, []string{keys.DueIndex, keys.DueGen}, queue, dueMs).Int64()
+	n, err := script.DueMark.Run(ctx, rdb, []string{keys.DueIndex, keys.DueGen}, queue, dueMs, newOpID()).Int64()
 	if err != nil {
 		return fmt.Errorf("mark queue %q due: %w", queue, err)
 	}
