@@ -324,9 +324,11 @@ const (
 	// DueIndex is the sorted set of queues with delayed tasks, scored by
 	// their earliest due time (Unix ms, Redis time).
 	DueIndex = Prefix + ":{coord}:due"
-	// DueGen is the hash of how many times each queue was marked in the
-	// due index: a coordinator updates an entry only if no mark came
-	// since it read the queue.
+	// DueGen is the hash of each queue's mark generation in the due
+	// index, "<count>|<op id>|<answer>" (the op id and answer of the last
+	// mark, so that a resent mark answers as its first run did): a
+	// coordinator updates an entry only if no mark came since it read
+	// the queue.
 	DueGen = Prefix + ":{coord}:dueg"
 	// DueWake is the channel on which an enqueue announces a due time
 	// earlier than the index held (message: the due ms).
