@@ -69,8 +69,10 @@
 //     long go-redis may resend a command whose reply it did not read (over
 //     two minutes with the defaults). An enqueue's op marker, which makes a
 //     resend add nothing, lives that long plus a margin and the client's own
-//     LOADING retries. A timeout of -1 (none) leaves the window unbounded;
-//     markers then live about an hour.
+//     LOADING retries, until the client read its reply: the next call to the
+//     same queue cuts it to a 2 s grace. A timeout of -1 (none) leaves the
+//     window unbounded; a marker whose reply was never read then lives about
+//     an hour.
 //
 // # Errors: added or not
 //
