@@ -53,7 +53,7 @@ func fillOutbox(t *testing.T, rdb redis.UniversalClient, q keys.Queue, n int) []
 		pipe := rdb.Pipeline()
 		for i := from; i < min(from+50, n); i++ {
 			ks[i] = fmt.Sprintf("c%05d", i)
-			script.Waiting.Run(ctx, pipe, []string{q.Task(ks[i]), q.Result(ks[i])}, envelope(ks[i]))
+			script.Waiting.Run(ctx, pipe, []string{q.Task(ks[i]), q.Result(ks[i])}, envelope(ks[i]), "op-"+ks[i])
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: q.Outbox(), ID: fmt.Sprintf("1-%d", i+1),
 				Values: []any{"s", store.ContSpec(q.Name, ks[i], true), "p", q.Name + "/parent", "st", "succeeded"}})
 		}
@@ -138,7 +138,7 @@ func TestDrainOutboxSkipsFailingEntry(t *testing.T) {
 	if err := rdb.Del(ctx, q.Task(ks[0])).Err(); err != nil {
 		t.Fatal(err)
 	}
-	script.Waiting.Run(ctx, rdb, []string{q.Task(ks[0]), q.Result(ks[0])}, envelope(ks[0]))
+	script.Waiting.Run(ctx, rdb, []string{q.Task(ks[0]), q.Result(ks[0])}, envelope(ks[0]), "op-"+ks[0])
 	if err := store.DrainOutbox(ctx, rdb, q, 60000); err != nil {
 		t.Fatal(err)
 	}
