@@ -23,6 +23,8 @@ var (
 	heartbeatSrc string
 	//go:embed reclaim.lua
 	reclaimSrc string
+	//go:embed adopt.lua
+	adoptSrc string
 	//go:embed forward.lua
 	forwardSrc string
 	//go:embed housekeep.lua
@@ -101,6 +103,7 @@ var (
 	Complete  = newScript(completeSrc)
 	Heartbeat = newScript(heartbeatSrc)
 	Reclaim   = newScript(reclaimSrc)
+	Adopt     = newScript(adoptSrc)
 	Forward   = newScript(forwardSrc)
 	Housekeep = newScript(housekeepSrc)
 	State     = newScript(stateSrc)
@@ -150,7 +153,7 @@ var (
 // newScript puts the shared helpers of lib.lua in front of a script's body.
 func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
 
-var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
+var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
 	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
