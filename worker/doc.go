@@ -80,9 +80,9 @@
 // taken up at the next takeover round, under the same delivery, rather than
 // left to wait out its lease. A task whose kind has no handler in this
 // worker is handed back to its queue with a growing delay (250ms up to 30s)
-// for a worker that has one; an entry that cannot be decoded, or whose task key, kind or
-// options break the rules the client enforces, is dead-lettered as
-// malformed.
+// for a worker that has one; an entry that cannot be decoded, or whose task
+// key, kind or options break the rules the client enforces, is
+// dead-lettered as malformed.
 //
 // # Redis
 //
