@@ -75,11 +75,14 @@
 // When no heartbeat gets through for most of the lease (Redis stalled, or the
 // worker's calls did), the handler's ctx is cancelled (cause ErrLeaseLost)
 // before the lease ends, and once it returns its task is handed back to its
-// queue at once. A task whose kind has no handler in this worker is handed
-// back to its queue with a growing delay (250ms up to 30s) for a worker that
-// has one; an entry that cannot be decoded, or whose task key, kind or
-// options break the rules the client enforces, is dead-lettered as
-// malformed.
+// queue at once. A task delivered to this worker by a read or takeover
+// whose reply was lost on the way (go-redis' resend does not return it) is
+// taken up at the next takeover round, under the same delivery, rather than
+// left to wait out its lease. A task whose kind has no handler in this
+// worker is handed back to its queue with a growing delay (250ms up to 30s)
+// for a worker that has one; an entry that cannot be decoded, or whose task
+// key, kind or options break the rules the client enforces, is
+// dead-lettered as malformed.
 //
 // # Redis
 //

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,7 @@ type job struct {
 	mu        sync.Mutex
 	lost      bool
 	recording bool       // its outcome is on the way to Redis
+	acked     bool       // its outcome is recorded (the entry acked)
 	slot      bool       // holds a slot, given back once by finish
 	limits    []*limiter // fleet-wide limits whose slots it holds
 }
@@ -633,19 +636,24 @@ func call(ctx context.Context, h handlerFunc, payload []byte) (res []byte, err e
 	return h(ctx, payload)
 }
 
-// finish forgets j and frees its slot.
+// finish forgets j and frees its slot. A run whose outcome was not recorded
+// is remembered for a while: its entry may still be pending here, and is
+// not adopted (see adopt).
 func (w *Worker) finish(j *job) {
 	j.cancel(nil)
 	k := jobKey{j.q.keys.Name, j.entry}
+	j.mu.Lock()
+	slot, acked := j.slot, j.acked
+	j.slot = false
+	j.mu.Unlock()
 	w.inflightMu.Lock()
 	if w.inflight[k] == j {
 		delete(w.inflight, k)
 	}
+	if !acked {
+		w.ended[k] = endedRun{dlv: j.dlv, at: time.Now()}
+	}
 	w.inflightMu.Unlock()
-	j.mu.Lock()
-	slot := j.slot
-	j.slot = false
-	j.mu.Unlock()
 	if slot {
 		w.release(1)
 	}
@@ -753,6 +761,11 @@ func (w *Worker) flush(batch []*outcome) {
 					slog.String("task", keys.TaskID(q.keys.Name, o.j.key)))
 			}
 			fired = fired || err == nil && applied[i] == store.Fired
+			if err == nil && applied[i] != store.LeaseLost {
+				o.j.mu.Lock()
+				o.j.acked = true
+				o.j.mu.Unlock()
+			}
 			if o.after != nil && err == nil && applied[i] != store.LeaseLost {
 				o.after()
 			}
@@ -1001,14 +1014,20 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 	}
 }
 
-// reclaim takes over up to n entries whose lease ended, across the queues,
-// and dispatches them. It returns how many of the n slots it used.
+// reclaim takes up entries stranded under this worker's own consumer (see
+// adopt), then takes over entries whose lease ended, up to n in all, across
+// the queues, and dispatches them. It returns how many of the n slots it
+// used.
 func (w *Worker) reclaim(ctx context.Context, n int) int {
 	used := 0
 	for _, q := range w.queues {
+		if used < n {
+			used += w.adopt(ctx, q, n-used)
+		}
 		for pass := 0; pass < 10 && used < n; pass++ {
 			sent := time.Now()
-			next, claimed, err := store.Reclaim(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), q.cursor, n-used)
+			next, claimed, err := store.Reclaim(ctx, w.rdb, q.keys, w.cfg.Name, w.cfg.Lease.Milliseconds(), q.cursor, n-used,
+				newOpID(), w.markers)
 			if err != nil {
 				if ctx.Err() == nil {
 					w.log.Error("reclaim expired leases", slog.String("queue", q.keys.Name), slog.Any("err", err))
@@ -1032,6 +1051,95 @@ func (w *Worker) reclaim(ctx context.Context, n int) int {
 		}
 	}
 	return used
+}
+
+// endedRun is a run that ended here without its outcome recorded.
+type endedRun struct {
+	dlv int64
+	at  time.Time
+}
+
+// adoptIdle is how long an entry must have been idle under this worker's
+// consumer, unknown to it, before it takes the entry up (see adopt): past
+// the moments between a read's reply and the dispatch of what it returned.
+func (w *Worker) adoptIdle() time.Duration {
+	return min(max(w.cfg.Lease/10, 20*time.Millisecond), time.Second)
+}
+
+// adopt takes up, in q, up to n entries pending under this worker's own
+// consumer that it does not run: the reply of the read or reclaim that
+// delivered them was lost, and go-redis' resend did not return them (a
+// read of new entries returns newer ones; a reclaim finds them idle no
+// more). Left alone, such an entry would wait out a whole lease, then be
+// taken over with one more delivery counted toward MaxDeliveries. Only
+// entries delivered since Start are adopted (a restarted worker of the
+// same name leaves those of its previous life to their lease), and none
+// that ran here under the same token and ended without an outcome
+// recorded; adopt.lua fences each by its token and keeps it. It returns
+// how many of the n slots it used.
+func (w *Worker) adopt(ctx context.Context, q *queue, n int) int {
+	sent := time.Now()
+	since := sent.Sub(w.started)
+	idle := w.adoptIdle()
+	if since <= idle {
+		return 0
+	}
+	ps, err := store.OwnPending(ctx, w.rdb, q.keys, w.cfg.Name, idle.Milliseconds(), w.cfg.Concurrency+100)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("list own pending entries", slog.String("queue", q.keys.Name), slog.Any("err", err))
+		}
+		return 0
+	}
+	var leases []store.Lease
+	w.inflightMu.Lock()
+	for k, e := range w.ended {
+		if sent.Sub(e.at) > 2*w.cfg.Lease {
+			delete(w.ended, k) // idle past its lease by now: adopt.lua skips it
+		}
+	}
+	for _, p := range ps {
+		k := jobKey{q.keys.Name, p.EntryID}
+		e, ended := w.ended[k]
+		// The entry's idle time is Redis' since its delivery; since is
+		// this process' since Start, read before XPENDING ran: an entry
+		// delivered before Start is idle longer.
+		if w.inflight[k] != nil || ended && e.dlv == p.Deliveries || time.Duration(p.IdleMs)*time.Millisecond >= since {
+			continue
+		}
+		leases = append(leases, store.Lease{EntryID: p.EntryID, Deliveries: p.Deliveries})
+		if len(leases) == n {
+			break
+		}
+	}
+	w.inflightMu.Unlock()
+	if len(leases) == 0 {
+		return 0
+	}
+	sent = time.Now()
+	adopted, err := store.Adopt(ctx, w.rdb, q.keys, w.cfg.Name, idle.Milliseconds(), w.cfg.Lease.Milliseconds(), leases)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("take up own pending entries", slog.String("queue", q.keys.Name), slog.Any("err", err))
+		}
+		return 0
+	}
+	got := make([]delivered, len(adopted))
+	for i, c := range adopted {
+		got[i] = delivered{q: q, entry: c.EntryID, raw: string(c.Envelope), hasM: len(c.Envelope) > 0, dlv: c.Deliveries,
+			other: map[string]any{"entry": c.EntryID}}
+	}
+	if len(got) == 0 {
+		return 0
+	}
+	w.log.Warn("took up tasks delivered here whose delivery was lost on the way", slog.String("queue", q.keys.Name), slog.Int("count", len(got)))
+	w.markCancelled(ctx, q, got)
+	return w.dispatchAll(ctx, got, n, sent)
+}
+
+// newOpID returns 128 random bits, to name one resend-safe call.
+func newOpID() string {
+	return strconv.FormatUint(rand.Uint64(), 36) + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
 
 func (w *Worker) forwardLoop(ctx context.Context) {

@@ -256,10 +256,13 @@ type Worker struct {
 	inflightMu    sync.Mutex
 	inflight      map[jobKey]*job
 	recentCancels map[jobKey]time.Time // cancel requests for entries not dispatched yet
+	ended         map[jobKey]endedRun  // runs that ended here without their entry acked
 	crossSlot     atomic.Bool          // the queues' streams live in different cluster slots
 	oomLogged     atomic.Int64         // when Redis' OOM refusal was last logged (Unix ns)
 
 	clock   store.Clock    // Redis time, for task deadlines
+	started time.Time      // when Start ran: entries delivered since are this run's
+	markers time.Duration  // how long a resend-safe call's op marker lives
 	parents *client.Client // reads the outcomes continuations ask for
 	ctl     *redis.PubSub  // cancel requests for running tasks
 	byCtl   map[string]*queue
@@ -305,6 +308,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		inflight: map[jobKey]*job{},
 
 		recentCancels: map[jobKey]time.Time{},
+		ended:         map[jobKey]endedRun{},
+		markers:       store.MarkerTTL(rdb),
 		stopped:       make(chan struct{}),
 		quit:          make(chan struct{}),
 		fwdWake:       make(chan struct{}, 1),
@@ -387,6 +392,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("worker: subscribe to control channels: %w", err)
 		}
 	}
+	w.started = time.Now()
 	w.slots = make(chan struct{}, w.cfg.Concurrency)
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}

@@ -23,6 +23,8 @@ var (
 	heartbeatSrc string
 	//go:embed reclaim.lua
 	reclaimSrc string
+	//go:embed adopt.lua
+	adoptSrc string
 	//go:embed forward.lua
 	forwardSrc string
 	//go:embed housekeep.lua
@@ -109,6 +111,7 @@ var (
 	Complete  = newScript(completeSrc)
 	Heartbeat = newScript(heartbeatSrc)
 	Reclaim   = newScript(reclaimSrc)
+	Adopt     = newScript(adoptSrc)
 	Forward   = newScript(forwardSrc)
 	Housekeep = newScript(housekeepSrc)
 	State     = newScript(stateSrc)
@@ -162,7 +165,7 @@ var (
 // newScript puts the shared helpers of lib.lua in front of a script's body.
 func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
 
-var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
+var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	JoinTTL, KidsAdd,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,

@@ -321,9 +321,12 @@ type Claimed struct {
 }
 
 // Reclaim runs XAUTOCLAIM from cursor for up to count entries idle for at
-// least leaseMs. It returns the next cursor ("0-0" after a full pass).
-func Reclaim(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leaseMs int64, cursor string, count int) (next string, claimed []Claimed, err error) {
-	v, err := script.Reclaim.Run(ctx, rdb, []string{q.Stream()}, keys.Group, consumer, leaseMs, cursor, count).Slice()
+// least leaseMs. It returns the next cursor ("0-0" after a full pass). opID
+// names this call (fresh for each call): a resend of it reports what the
+// first run took, from a marker that lives markerTTL (MarkerTTL of the
+// client).
+func Reclaim(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, leaseMs int64, cursor string, count int, opID string, markerTTL time.Duration) (next string, claimed []Claimed, err error) {
+	v, err := script.Reclaim.Run(ctx, rdb, []string{q.Stream(), q.Op(opID)}, keys.Group, consumer, leaseMs, cursor, count, markerTTL.Milliseconds()).Slice()
 	if err != nil {
 		if strings.Contains(err.Error(), "NOGROUP") {
 			return "0-0", nil, nil
@@ -331,7 +334,12 @@ func Reclaim(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer str
 		return cursor, nil, fmt.Errorf("reclaim in queue %q: %w", q.Name, err)
 	}
 	next, _ = v[0].(string)
-	rows, _ := v[1].([]any)
+	return next, parseClaimed(v[1]), nil
+}
+
+func parseClaimed(v any) []Claimed {
+	var claimed []Claimed
+	rows, _ := v.([]any)
 	for _, r := range rows {
 		f, _ := r.([]any)
 		if len(f) != 3 {
@@ -342,7 +350,50 @@ func Reclaim(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer str
 		dlv, _ := f[2].(int64)
 		claimed = append(claimed, Claimed{EntryID: id, Envelope: []byte(env), Deliveries: dlv})
 	}
-	return next, claimed, nil
+	return claimed
+}
+
+// OwnPending lists up to count entries pending under consumer in q, idle for
+// at least minIdleMs, with their tokens and idle times: deliveries to this
+// consumer whose reply may have been lost on the way (see Adopt).
+func OwnPending(ctx context.Context, rdb redis.Cmdable, q keys.Queue, consumer string, minIdleMs int64, count int) ([]Pending, error) {
+	ps, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.Stream(), Group: keys.Group,
+		Idle: time.Duration(minIdleMs) * time.Millisecond, Start: "-", End: "+", Count: int64(count), Consumer: consumer}).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "NOGROUP") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("pending entries in queue %q: %w", q.Name, err)
+	}
+	out := make([]Pending, len(ps))
+	for i, p := range ps {
+		out[i] = Pending{EntryID: p.ID, Deliveries: p.RetryCount, IdleMs: p.Idle.Milliseconds()}
+	}
+	return out, nil
+}
+
+// Pending is an entry pending under a consumer.
+type Pending struct {
+	EntryID    string
+	Deliveries int64
+	IdleMs     int64
+}
+
+// Adopt takes up again entries pending under consumer that it holds under
+// the given tokens, idle for at least minIdleMs and less than leaseMs: it
+// resets their idle time (their lease starts now) and keeps their delivery
+// counts. It reports those it took, with their envelopes.
+func Adopt(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, minIdleMs, leaseMs int64, leases []Lease) ([]Claimed, error) {
+	args := make([]any, 0, 4+2*len(leases))
+	args = append(args, keys.Group, consumer, minIdleMs, leaseMs)
+	for _, l := range leases {
+		args = append(args, l.EntryID, l.Deliveries)
+	}
+	v, err := script.Adopt.Run(ctx, rdb, []string{q.Stream()}, args...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("adopt entries in queue %q: %w", q.Name, err)
+	}
+	return parseClaimed(v), nil
 }
 
 // Forward moves due scheduled tasks of the queue into its stream. It returns
