@@ -179,6 +179,7 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"groupcont":   script.GroupCont,
 		"groupcancel": script.GroupCancel,
 		"groupenq":    script.GroupEnq,
+		"adopt":       script.Adopt,
 		"claim":       script.Claim,
 		"repmove":     script.RepMove,
 		"jointtl":     script.JoinTTL,
