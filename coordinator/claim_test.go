@@ -3,8 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"math"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +36,7 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 	}
 
 	p := asynctest.NewFaultProxy(t, env.Addr)
-	p.DropReply(firstSending(keys.HousekeepClaim), 1, math.MaxInt)
+	p.DropReply(asynctest.FirstSending(asynctest.MatchArg(keys.HousekeepClaim)), 1, math.MaxInt)
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: env.DB})
 	t.Cleanup(func() { _ = rdb.Close() })
 	// A claim lives 9/10 of the interval: long past go-redis' resend (a
@@ -57,22 +55,5 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 	})
 	if p.Dropped() == 0 {
 		t.Fatal("no claim reply was lost: the test tests nothing")
-	}
-}
-
-// firstSending matches the first sending of each distinct command with an
-// argument containing s: a resend of it (the same arguments) goes through.
-func firstSending(s string) asynctest.Match {
-	seen := map[string]bool{}
-	return func(c asynctest.Command) bool {
-		if !slices.ContainsFunc(c.Args, func(a string) bool { return strings.Contains(a, s) }) {
-			return false
-		}
-		k := c.Name + "\x00" + strings.Join(c.Args, "\x00")
-		if seen[k] {
-			return false
-		}
-		seen[k] = true
-		return true
 	}
 }
