@@ -2,10 +2,7 @@ package coordinator_test
 
 import (
 	"context"
-	"net"
-	"strings"
-	"sync"
-	"sync/atomic"
+	"math"
 	"testing"
 	"time"
 
@@ -38,8 +35,9 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := startDropProxy(t, env.Addr, keys.HousekeepClaim)
-	rdb := redis.NewClient(&redis.Options{Addr: p.addr(), DB: env.DB})
+	p := asynctest.NewFaultProxy(t, env.Addr)
+	p.DropReply(asynctest.FirstSending(asynctest.MatchArg(keys.HousekeepClaim)), 1, math.MaxInt)
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: env.DB})
 	t.Cleanup(func() { _ = rdb.Close() })
 	// A claim lives 9/10 of the interval: long past go-redis' resend (a
 	// shorter one could expire before the resend came, and let it through).
@@ -55,127 +53,7 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 		st, _ := env.RDB.HGet(ctx, q.Task("c"), "st").Result()
 		return st == "pending"
 	})
-	if p.repliesLost() == 0 {
+	if p.Dropped() == 0 {
 		t.Fatal("no claim reply was lost: the test tests nothing")
-	}
-}
-
-// dropProxy forwards TCP connections to a Redis and loses the reply to the
-// first sending of each distinct chunk that contains drop: the server
-// applies it, the client's connection is cut before the reply, and
-// go-redis sends it again.
-type dropProxy struct {
-	ln     net.Listener
-	target string
-	drop   string
-
-	mu    sync.Mutex
-	conns []net.Conn
-	seen  map[string]bool
-	lost  int
-	wg    sync.WaitGroup
-}
-
-func startDropProxy(t *testing.T, target, drop string) *dropProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &dropProxy{ln: ln, target: target, drop: drop, seen: map[string]bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *dropProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *dropProxy) repliesLost() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lost
-}
-
-func (p *dropProxy) close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *dropProxy) firstSending(b []byte) bool {
-	if !strings.Contains(string(b), p.drop) {
-		return false
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.seen[string(b)] {
-		return false
-	}
-	p.seen[string(b)] = true
-	p.lost++
-	return true
-}
-
-func (p *dropProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		var cut atomic.Bool // the next reply is lost
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			defer s.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if p.firstSending(buf[:n]) {
-						cut.Store(true)
-					}
-					if _, err := s.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-		go func() {
-			defer p.wg.Done()
-			defer c.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := s.Read(buf)
-				if n > 0 && cut.Load() {
-					_ = s.Close()
-					return
-				}
-				if n > 0 {
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
 	}
 }

@@ -111,6 +111,38 @@ func MatchName(names ...string) Match {
 	}
 }
 
+// MatchArg matches commands with an argument that contains s (a key, a
+// marker).
+func MatchArg(s string) Match {
+	return func(c Command) bool {
+		for _, a := range c.Args {
+			if strings.Contains(a, s) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// FirstSending matches the first sending of each distinct command matching
+// m: a resend of it (the same name and arguments) does not match again. Used
+// with DropReply, it loses the first reply of every such command, however
+// many there are, and lets each resend through.
+func FirstSending(m Match) Match {
+	seen := map[string]bool{}
+	return func(c Command) bool {
+		if !m(c) {
+			return false
+		}
+		k := c.Name + "\x00" + strings.Join(c.Args, "\x00")
+		if seen[k] {
+			return false
+		}
+		seen[k] = true
+		return true
+	}
+}
+
 // MatchWrite matches every command that may write: scripts, functions, the
 // writing commands of the data types the project uses, and EXEC (the
 // commands of a MULTI block only run at its EXEC: a lost reply of one of
@@ -222,6 +254,8 @@ type rule struct {
 	// For a delay: commands still to delay (<0: all).
 	delays int
 	delay  time.Duration
+	// For a latency: how long after it reached the proxy a command goes on.
+	latency time.Duration
 }
 
 // NewFaultProxy starts a proxy to the Redis at target on 127.0.0.1:0,
@@ -276,6 +310,14 @@ func (p *FaultProxy) Delay(m Match, d time.Duration, n int) {
 		n = -1
 	}
 	p.addRule(&rule{match: m, delays: n, delay: d})
+}
+
+// Latency forwards each command matching m no earlier than d after it
+// reached the proxy: the commands a client sends together (a pipeline) wait
+// d together, so each round trip takes d longer, where Delay holds each
+// command in turn.
+func (p *FaultProxy) Latency(m Match, d time.Duration) {
+	p.addRule(&rule{match: m, latency: d})
 }
 
 func (p *FaultProxy) addRule(r *rule) {
@@ -370,7 +412,7 @@ func (p *FaultProxy) accept() {
 
 // decide records cmd and returns what to do with it: the rule whose drop it
 // is marked for, if any, and how long to hold it.
-func (p *FaultProxy) decide(cmd Command) (drop *rule, delay time.Duration) {
+func (p *FaultProxy) decide(cmd Command) (drop *rule, delay, latency time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, cmd)
@@ -387,6 +429,12 @@ func (p *FaultProxy) decide(cmd Command) (drop *rule, delay time.Duration) {
 			drop = r
 			continue
 		}
+		if r.latency > 0 {
+			if r.match(cmd) {
+				latency = max(latency, r.latency)
+			}
+			continue
+		}
 		if r.delays != 0 && r.match(cmd) {
 			if r.delays > 0 {
 				r.delays--
@@ -394,7 +442,7 @@ func (p *FaultProxy) decide(cmd Command) (drop *rule, delay time.Duration) {
 			delay = max(delay, r.delay)
 		}
 	}
-	return drop, delay
+	return drop, delay, latency
 }
 
 // settle ends a drop mark: dropped tells whether the reply was dropped, or
@@ -450,8 +498,13 @@ func (c *proxyConn) requests() {
 	defer c.p.wg.Done()
 	defer c.close()
 	r := bufio.NewReader(c.client)
+	var arrived time.Time // when the bytes of the command read last came
 	for {
+		fresh := r.Buffered() == 0
 		raw, args, err := readRESP(r, true)
+		if fresh {
+			arrived = time.Now()
+		}
 		if err != nil {
 			return
 		}
@@ -462,7 +515,7 @@ func (c *proxyConn) requests() {
 			continue
 		}
 		cmd := Command{Name: strings.ToUpper(args[0]), Args: args[1:]}
-		drop, delay := c.p.decide(cmd)
+		drop, delay, latency := c.p.decide(cmd)
 		c.mu.Lock()
 		switch cmd.Name {
 		case "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR":
@@ -479,6 +532,13 @@ func (c *proxyConn) requests() {
 		}
 		if closed {
 			return
+		}
+		if wait := time.Until(arrived.Add(latency)); latency > 0 && wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-c.done:
+				return
+			}
 		}
 		if delay > 0 {
 			select {

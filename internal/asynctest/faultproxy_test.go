@@ -3,6 +3,7 @@ package asynctest_test
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +170,60 @@ func TestFaultProxyDelay(t *testing.T) {
 	p.ClearRules()
 	if err := rdb.Get(ctx, k+"x").Err(); !errors.Is(err, redis.Nil) {
 		t.Fatal(err)
+	}
+}
+
+// FirstSending with DropReply loses the first reply of each distinct
+// command and lets its resend through.
+func TestFaultProxyDropFirstSendings(t *testing.T) {
+	p, rdb, _, k := proxied(t, 3)
+	ctx := context.Background()
+	p.DropReply(asynctest.FirstSending(asynctest.MatchArg(k+"n")), 1, math.MaxInt)
+	for _, c := range []struct{ by, want int64 }{{1, 2}, {2, 6}, {1, 7}} {
+		// Each first sending runs twice (it and its resend); a command
+		// sent before runs once.
+		n, err := rdb.IncrBy(ctx, k+"n", c.by).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != c.want {
+			t.Fatalf("INCRBY %d gave %d, want %d", c.by, n, c.want)
+		}
+	}
+	if p.Dropped() != 2 {
+		t.Fatalf("dropped %d replies, want 2 (one per distinct command)", p.Dropped())
+	}
+}
+
+// Latency holds the commands of a pipeline together: the round trip takes
+// d longer, not d per command as Delay does.
+func TestFaultProxyLatency(t *testing.T) {
+	p, rdb, _, k := proxied(t, 3)
+	ctx := context.Background()
+	const d, n = 100 * time.Millisecond, 50
+	p.Latency(asynctest.MatchName("GET"), d)
+	start := time.Now()
+	if err := rdb.Get(ctx, k+"x").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < d {
+		t.Fatalf("GET answered after %v, want at least %v", el, d)
+	}
+	start = time.Now()
+	if _, err := rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for range n {
+			pl.Get(ctx, k+"x")
+		}
+		return nil
+	}); !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	if el < d {
+		t.Fatalf("a pipeline of %d GETs answered after %v, want at least %v", n, el, d)
+	}
+	if el >= n*d {
+		t.Fatalf("a pipeline of %d GETs answered after %v: held %v each in turn, not together", n, el, d)
 	}
 }
 

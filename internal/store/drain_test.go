@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,8 +166,9 @@ func TestDrainOutboxUnderLatencyKeepsProgress(t *testing.T) {
 
 	// 25ms added to each round trip: a drain of 25 rounds of a few round
 	// trips each takes about two seconds, twice the deadline.
-	p := startSlowProxy(t, addr, 25*time.Millisecond)
-	slow := redis.NewClient(&redis.Options{Addr: p.addr()})
+	p := asynctest.NewFaultProxy(t, addr)
+	p.Latency(func(asynctest.Command) bool { return true }, 25*time.Millisecond)
+	slow := redis.NewClient(&redis.Options{Addr: p.Addr()})
 	t.Cleanup(func() { _ = slow.Close() })
 	var rt roundTrips
 	slow.AddHook(&rt)
@@ -230,154 +229,6 @@ func singleNode(t *testing.T) string {
 		return miniredis.RunT(t).Addr()
 	}
 	return asynctest.Redis(t).Addr
-}
-
-// faultProxy forwards TCP connections to a Redis, holding every chunk a
-// client sends for a fixed delay before passing it on (each round trip, a
-// command or a pipeline, takes that much longer), and, when drop is set,
-// losing the reply to the first sending of each distinct chunk that
-// contains drop: the server applies it, the client's connection is cut
-// before the reply, and go-redis sends it again.
-type faultProxy struct {
-	ln     net.Listener
-	target string
-	delay  time.Duration
-	drop   string
-
-	mu    sync.Mutex
-	conns []net.Conn
-	seen  map[string]bool
-	lost  int // replies lost
-	wg    sync.WaitGroup
-}
-
-func startSlowProxy(t *testing.T, target string, delay time.Duration) *faultProxy {
-	return startFaultProxy(t, target, delay, "")
-}
-
-func startFaultProxy(t *testing.T, target string, delay time.Duration, drop string) *faultProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &faultProxy{ln: ln, target: target, delay: delay, drop: drop, seen: map[string]bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *faultProxy) addr() string { return p.ln.Addr().String() }
-
-// repliesLost is how many replies the proxy lost so far.
-func (p *faultProxy) repliesLost() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lost
-}
-
-func (p *faultProxy) close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *faultProxy) track(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
-}
-
-// firstSending reports whether b is to lose its reply: it contains the
-// drop marker and was not sent before.
-func (p *faultProxy) firstSending(b []byte) bool {
-	if p.drop == "" || !strings.Contains(string(b), p.drop) {
-		return false
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.seen[string(b)] {
-		return false
-	}
-	p.seen[string(b)] = true
-	p.lost++
-	return true
-}
-
-func (p *faultProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.track(c)
-		p.track(s)
-		type chunk struct {
-			at time.Time
-			b  []byte
-		}
-		chunks := make(chan chunk, 1024)
-		var cut atomic.Bool // the next reply is lost
-		p.wg.Add(3)
-		go func() { // client to proxy
-			defer p.wg.Done()
-			defer close(chunks)
-			for {
-				buf := make([]byte, 64<<10)
-				n, err := c.Read(buf)
-				if n > 0 {
-					chunks <- chunk{at: time.Now(), b: buf[:n]}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-		go func() { // proxy to server, each chunk delayed
-			defer p.wg.Done()
-			defer s.Close()
-			for ch := range chunks {
-				time.Sleep(time.Until(ch.at.Add(p.delay))) // the injected latency
-				if p.firstSending(ch.b) {
-					cut.Store(true)
-				}
-				if _, err := s.Write(ch.b); err != nil {
-					return
-				}
-			}
-		}()
-		go func() { // server to client
-			defer p.wg.Done()
-			defer c.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := s.Read(buf)
-				if n > 0 && cut.Load() {
-					_ = s.Close()
-					return
-				}
-				if n > 0 {
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
 }
 
 // Continuations of other queues (other slots, on a cluster other nodes)
