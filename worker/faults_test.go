@@ -12,12 +12,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -271,41 +269,10 @@ func standaloneAddr(t *testing.T, env *asynctest.Env) string {
 	return env.Addr
 }
 
-// privateRedis starts a redis-server of t's own on a free loopback port,
-// for faults that would disturb the other tests of a shared server, and
-// stops it at the end of t. Only on a real-Redis run (redis-server is
-// installed there).
+// privateRedis is asynctest.PrivateRedis.
 func privateRedis(t *testing.T, args ...string) string {
 	t.Helper()
-	asynctest.RequireReal(t)
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found for a private server: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no"}, args...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer rdb.Close()
-	asynctest.Eventually(t, 10*time.Second, "the private redis-server to answer PING", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		return rdb.Ping(ctx).Err() == nil
-	})
-	return addr
+	return asynctest.PrivateRedis(t, args...)
 }
 
 // redisMs reads Redis' clock in Unix ms.
