@@ -90,6 +90,7 @@ func (e *cliEnv) connect() (*client.Client, redis.UniversalClient, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("-redis: %w", err)
 	}
+	opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 	rdb := redis.NewClient(opts)
 	c, err := client.New(rdb, nil)
 	if err != nil {

@@ -86,13 +86,14 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 			return err
 		}
 		defer m.Close()
-		rdb = redis.NewClient(&redis.Options{Addr: m.Addr()})
+		rdb = redis.NewClient(&redis.Options{Addr: m.Addr(), ContextTimeoutEnabled: true})
 		fmt.Fprintf(out, "embedded Redis (miniredis) on %s\n", m.Addr())
 	} else {
 		opts, err := redis.ParseURL(c.redisURL)
 		if err != nil {
 			return fmt.Errorf("demo: -redis: %w", err)
 		}
+		opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 		rdb = redis.NewClient(opts)
 	}
 	defer rdb.Close()

@@ -206,6 +206,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 
 func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	ropts, _ := redis.ParseURL(cfg.redisURL)
+	ropts.ContextTimeoutEnabled = true // deadlines bound socket reads
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 

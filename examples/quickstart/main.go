@@ -85,7 +85,7 @@ func run(ctx context.Context, addr string) error {
 	} else {
 		fmt.Printf("Redis: %s\n", addr)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 
 	// The worker: one queue, eight handlers at once, and a short backoff so

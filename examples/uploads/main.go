@@ -48,6 +48,7 @@ func run(redisURL, queue string, n int, src, dest string, timeout time.Duration)
 	if err != nil {
 		return err
 	}
+	opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	c, err := client.New(rdb, nil)
