@@ -47,4 +47,3 @@ func PrivateRedis(t testing.TB, args ...string) string {
 	})
 	return addr
 }
-
