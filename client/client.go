@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
-	"github.com/taskfleet/async/internal/store"
 )
 
 // Args is implemented by every task argument type. Kind returns a stable name
@@ -43,13 +42,6 @@ type Config struct {
 	MaxPayloadBytes int
 }
 
-const (
-	defaultQueue       = "default"
-	defaultMaxAttempts = 25
-	defaultRetention   = 24 * time.Hour
-	defaultMaxPayload  = 1 << 20
-)
-
 func (c *Config) withDefaults() Config {
 	var out Config
 	if c != nil {
@@ -59,16 +51,16 @@ func (c *Config) withDefaults() Config {
 		out.Logger = slog.Default()
 	}
 	if out.DefaultQueue == "" {
-		out.DefaultQueue = defaultQueue
+		out.DefaultQueue = engine.DefaultQueue
 	}
 	if out.DefaultMaxAttempts == 0 {
-		out.DefaultMaxAttempts = defaultMaxAttempts
+		out.DefaultMaxAttempts = engine.DefaultMaxAttempts
 	}
 	if out.Retention == 0 {
-		out.Retention = defaultRetention
+		out.Retention = engine.DefaultRetention
 	}
 	if out.MaxPayloadBytes == 0 {
-		out.MaxPayloadBytes = defaultMaxPayload
+		out.MaxPayloadBytes = engine.DefaultMaxPayload
 	}
 	return out
 }
@@ -92,32 +84,22 @@ func (c *Config) validate() error {
 // Client enqueues tasks and looks them up. It is safe for concurrent use.
 // Concurrent Enqueue calls are coalesced into shared round trips.
 type Client struct {
-	rdb  redis.UniversalClient
-	cfg  Config
-	comb combiner
-	hub  *hub
-
-	groups sync.Map    // queue names whose consumer group this client ensured
-	clock  store.Clock // Redis time, for deadlines
-
-	// markerTTL is how long an enqueue's op marker lives: the longest
-	// time after a first attempt reached Redis that the same call may send
-	// it again (go-redis' resends, and the client's own on LOADING).
-	markerTTL time.Duration
-	// read holds the op ids of enqueue calls whose replies were read, for
-	// the next call to the same queue to shorten their markers.
-	read readOps
-
-	closeOnce sync.Once
+	// anchor lets packages worker and patterns reach eng, typed, without a
+	// public method (see internal/engine.Of).
+	anchor
+	eng *engine.Engine
 }
 
-// New returns a Client on rdb, which it uses but never closes. It refuses Redis
-// older than 6.2, warns (in the log) when maxmemory-policy is not noeviction
-// or when rdb does not bound socket reads by the ctx deadline
-// (ContextTimeoutEnabled), and loads the Lua scripts. It reads rdb's retry
-// and timeout options once, here: they decide how long an enqueue stays
-// safe to resend (see the package doc).
-func New(rdb redis.UniversalClient, cfg *Config) (*Client, error) {
+type anchor = engine.Anchor[*Handle]
+
+// New returns a Client on rdb, which it uses but never closes. Within ctx it
+// checks the server: it refuses Redis older than 6.2 (ErrRedisTooOld), warns
+// in the log when maxmemory-policy is not noeviction or when rdb does not
+// bound socket reads by the ctx deadline (ContextTimeoutEnabled), loads the
+// Lua scripts and measures Redis' clock. It reads rdb's retry and timeout
+// options once, here: they decide how long an enqueue stays safe to resend
+// (see the package doc).
+func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Client, error) {
 	if rdb == nil {
 		return nil, errors.New("client: redis client is nil")
 	}
@@ -125,50 +107,36 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Client, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := store.CheckServer(ctx, rdb, c.Logger); err != nil {
+	eng, err := engine.New(ctx, rdb, engine.Config{
+		Logger:             c.Logger,
+		DefaultQueue:       c.DefaultQueue,
+		DefaultMaxAttempts: c.DefaultMaxAttempts,
+		Retention:          c.Retention,
+		MaxPayloadBytes:    c.MaxPayloadBytes,
+	})
+	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	warnContextDeadlines(rdb, c.Logger)
-	cl := &Client{rdb: rdb, cfg: c, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
-	if err := cl.clock.Sync(ctx, rdb); err != nil {
-		return nil, fmt.Errorf("client: read redis time: %w", err)
-	}
-	cl.hub = newHub(rdb)
+	cl := &Client{eng: eng}
+	cl.anchor = engine.NewAnchor(eng, cl.handle)
 	return cl, nil
 }
 
-// warnedCtx holds the Redis clients whose missing ContextTimeoutEnabled was
-// reported, so that each gets one warning however many clients use it.
-var warnedCtx sync.Map
+// handle returns the handle of the task r names.
+func (c *Client) handle(r engine.Ref) *Handle { return &Handle{c: c, ref: r} }
 
-// warnContextDeadlines warns, once per Redis client, when rdb does not bound
-// its socket reads and writes by the ctx deadline: go-redis then waits for
-// its own ReadTimeout on a dead connection, whatever deadline the caller set.
-func warnContextDeadlines(rdb redis.UniversalClient, log *slog.Logger) {
-	on, known := store.ContextDeadlines(rdb)
-	if on {
-		return
+// handleOrNil is handle, or nil for the zero Ref (nothing was placed).
+func (c *Client) handleOrNil(r engine.Ref) *Handle {
+	if r.Key == "" {
+		return nil
 	}
-	if _, done := warnedCtx.LoadOrStore(rdb, struct{}{}); done {
-		return
-	}
-	if !known {
-		log.Warn("async: cannot read the options of this redis client; unless it has ContextTimeoutEnabled set, a call on a dead connection waits for the client's read timeout, not the ctx deadline",
-			slog.String("type", fmt.Sprintf("%T", rdb)))
-		return
-	}
-	log.Warn("async: the redis client has ContextTimeoutEnabled off, so go-redis ignores ctx deadlines on socket reads and writes: a call on a dead connection waits for ReadTimeout/WriteTimeout instead; set ContextTimeoutEnabled: true in the redis options")
+	return c.handle(r)
 }
 
 // Close stops the client's background notification listener, which Outcome
 // starts on first use. It does not close the Redis client. Calls in flight
 // return errors; Close is idempotent.
 func (c *Client) Close() error {
-	c.closeOnce.Do(c.hub.close)
+	c.eng.Close()
 	return nil
 }
-
-// Redis returns the Redis client c was built on.
-func (c *Client) Redis() redis.UniversalClient { return c.rdb }

@@ -27,7 +27,7 @@ func (badKind) Kind() string { return "bad:kind" }
 func newClient(t *testing.T, cfg *client.Config) (*client.Client, *asynctest.Env) {
 	t.Helper()
 	env := asynctest.Redis(t)
-	c, err := client.New(env.RDB, cfg)
+	c, err := client.New(context.Background(), env.RDB, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestBadInputRefusedBeforeRedis(t *testing.T) {
 	if n, _ := env.RDB.Exists(ctx, keys.ForQueue(q).Stream()).Result(); n != 0 {
 		t.Errorf("bad input reached Redis: stream exists")
 	}
-	if _, err := client.New(env.RDB, &client.Config{DefaultQueue: "no spaces"}); !errors.Is(err, client.ErrInvalidName) {
+	if _, err := client.New(context.Background(), env.RDB, &client.Config{DefaultQueue: "no spaces"}); !errors.Is(err, client.ErrInvalidName) {
 		t.Errorf("got %v; want invalid default queue refused", err)
 	}
 	if _, err := c.Task("noslash"); !errors.Is(err, client.ErrInvalidName) {

@@ -5,22 +5,22 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/store"
 )
 
 var (
 	// ErrNotFound means no task with that id is known: it never existed, or it
 	// finished longer ago than its retention.
-	ErrNotFound = errors.New("task not found")
+	ErrNotFound = engine.ErrNotFound
 
 	// ErrPayloadTooLarge is returned by Enqueue when a task's encoded args exceed
 	// Config.MaxPayloadBytes. Nothing was enqueued.
-	ErrPayloadTooLarge = errors.New("task payload too large")
+	ErrPayloadTooLarge = engine.ErrPayloadTooLarge
 
 	// ErrInvalidName is wrapped by the error for a queue, kind or task id that
 	// breaks the naming rule [A-Za-z0-9._-]{1,128}.
-	ErrInvalidName = keys.ErrInvalidName
+	ErrInvalidName = engine.ErrInvalidName
 
 	// ErrDead is matched (errors.Is) by the error Outcome returns for a task
 	// that failed for good and sits in the dead-letter store.
@@ -41,10 +41,10 @@ var (
 	// The tasks of the refused call were not added; the queue is named in
 	// the error. Workers keep draining the queues, which frees memory;
 	// enqueue again later, or raise maxmemory.
-	ErrRedisFull = errors.New("redis is full: used memory is over maxmemory, writes are refused")
+	ErrRedisFull = engine.ErrRedisFull
 
 	// ErrClosed is returned by calls made after Close.
-	ErrClosed = errors.New("client closed")
+	ErrClosed = engine.ErrClosed
 )
 
 // TaskError is the error Outcome returns for a task that ended without a
@@ -72,16 +72,10 @@ func (e *TaskError) Is(target error) bool {
 		if target == ErrCancelled {
 			return true
 		}
-		if e.Message == reasonDeadline {
+		if e.Message == engine.ReasonDeadline {
 			return target == context.DeadlineExceeded
 		}
 		return target == context.Canceled
 	}
 	return false
 }
-
-// Reasons recorded for cancelled tasks.
-const (
-	reasonCancelled = "cancelled"
-	reasonDeadline  = "deadline exceeded"
-)

@@ -43,7 +43,7 @@ func ExampleClient_Enqueue() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	w, err := worker.New(rdb, &worker.Config{
+	w, err := worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{"images": 1},
 		BlockTimeout: 50 * time.Millisecond, // quick Stop
 	})
@@ -64,7 +64,7 @@ func ExampleClient_Enqueue() {
 		}
 	}()
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func ExampleEnqueueOpts_idempotent() {
 	defer rdb.Close()
 
 	var sent atomic.Int32
-	w, err := worker.New(rdb, &worker.Config{BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), rdb, &worker.Config{BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func ExampleEnqueueOpts_idempotent() {
 		}
 	}()
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -85,7 +86,7 @@ func TestNewRefusesOldRedis(t *testing.T) {
 	t.Parallel()
 	rdb := redis.NewClient(&redis.Options{Addr: fakeOldRedis(t), Protocol: 2, DisableIdentity: true})
 	defer rdb.Close()
-	_, err := client.New(rdb, nil)
+	_, err := client.New(context.Background(), rdb, nil)
 	if !errors.Is(err, client.ErrRedisTooOld) || !strings.Contains(err.Error(), "5.0.7") || !strings.Contains(err.Error(), "6.2") {
 		t.Fatalf("got %v; want a clear refusal naming 5.0.7 and 6.2", err)
 	}

@@ -16,10 +16,10 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
-	"github.com/taskfleet/async/internal/taskctx"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -30,7 +30,7 @@ func proxied(t *testing.T, env *asynctest.Env) (*client.Client, *faultProxy, *re
 	t.Helper()
 	p := newFaultProxy(t, env)
 	rdb := p.client(t, env)
-	c, err := client.New(rdb, &client.Config{Logger: quietLog()})
+	c, err := client.New(context.Background(), rdb, &client.Config{Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestContinueWithResentWaitingStaysChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	cut := p.add(&faultRule{match: evalOf(script.Waiting), times: 1, cut: true})
-	hctx := taskctx.With(ctx, &taskctx.Info{ID: running.ID()})
+	hctx := engine.WithInfo(ctx, &engine.TaskInfo{ID: running.ID()})
 	next, err := parent.ContinueWith(hctx, PingArgs{Msg: "next"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func TestNewWarnsWithoutContextDeadlines(t *testing.T) {
 	rdb := asynctest.NewEnvClient(env)
 	defer rdb.Close()
 	for i := 0; i < 2; i++ {
-		c, err := client.New(rdb, &client.Config{Logger: log})
+		c, err := client.New(context.Background(), rdb, &client.Config{Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +296,7 @@ func TestNewWarnsWithoutContextDeadlines(t *testing.T) {
 			return // the plain client above does not reach a cluster
 		}
 	}
-	c, err := client.New(on, &client.Config{Logger: log})
+	c, err := client.New(context.Background(), on, &client.Config{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func TestWarnsWhenEvictionPossible(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = setPolicy(old["maxmemory-policy"]) })
 	var buf bytes.Buffer
-	c, err := client.New(env.RDB, &client.Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	c, err := client.New(context.Background(), env.RDB, &client.Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

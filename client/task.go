@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/internal/codec"
-	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -45,32 +45,30 @@ func (s State) Final() bool {
 // Handle refers to one task. It holds no connection; any process can make one
 // from the task's id with Client.Task.
 type Handle struct {
-	c     *Client
-	queue string
-	key   string
-	dup   bool
+	c   *Client
+	ref engine.Ref
 }
 
 // Task returns the handle of the task with id (as returned by Handle.ID). It
 // checks the id's form only; State reports ErrNotFound for an unknown task.
 func (c *Client) Task(id string) (*Handle, error) {
-	q, k, err := keys.SplitTaskID(id)
+	r, err := engine.RefOf(id)
 	if err != nil {
 		return nil, err
 	}
-	return &Handle{c: c, queue: q, key: k}, nil
+	return c.handle(r), nil
 }
 
 // ID returns the task's id, "<queue>/<key>", where key is EnqueueOpts.ID or a
 // generated one.
-func (h *Handle) ID() string { return keys.TaskID(h.queue, h.key) }
+func (h *Handle) ID() string { return h.ref.ID() }
 
 // Queue returns the task's queue.
-func (h *Handle) Queue() string { return h.queue }
+func (h *Handle) Queue() string { return h.ref.Queue }
 
 // Duplicate reports whether the Enqueue that returned h found a task with the
 // same EnqueueOpts.ID and added nothing.
-func (h *Handle) Duplicate() bool { return h.dup }
+func (h *Handle) Duplicate() bool { return h.ref.Dup }
 
 // Info is a snapshot of a task.
 type Info struct {
@@ -88,7 +86,7 @@ type Info struct {
 
 // Info returns a snapshot of the task, or ErrNotFound.
 func (h *Handle) Info(ctx context.Context) (*Info, error) {
-	ts, err := store.State(ctx, h.c.rdb, keys.ForQueue(h.queue), h.key, "")
+	ts, err := h.c.eng.Read(ctx, h.ref)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +97,7 @@ func (h *Handle) info(ts store.TaskState) (*Info, error) {
 	if ts.State == "" {
 		return nil, fmt.Errorf("task %s: %w", h.ID(), ErrNotFound)
 	}
-	in := &Info{ID: h.ID(), Queue: h.queue, State: State(ts.State), Attempt: ts.Attempt, LastError: ts.Error, Result: ts.Result}
+	in := &Info{ID: h.ID(), Queue: h.ref.Queue, State: State(ts.State), Attempt: ts.Attempt, LastError: ts.Error, Result: ts.Result}
 	if ts.FinishedMs > 0 {
 		in.FinishedAt = time.UnixMilli(ts.FinishedMs)
 	}
@@ -134,45 +132,14 @@ func (h *Handle) State(ctx context.Context) (State, error) {
 // state again only after its subscription reconnected and when it renews its
 // registration (every 5 minutes).
 func (h *Handle) Outcome(ctx context.Context) ([]byte, error) {
-	q := keys.ForQueue(h.queue)
-	w, err := h.c.hub.watch(ctx, q.Done(), h.key)
+	ts, err := h.c.eng.Outcome(ctx, h.ref)
 	if err != nil {
 		return nil, err
 	}
-	defer h.c.hub.unwatch(q.Done(), h.key, w)
-	watcher := newOpID()
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = store.Unwatch(uctx, h.c.rdb, q, watcher)
-	}()
-	renew := time.NewTicker(store.WatchTTL / 2)
-	defer renew.Stop()
-	for {
-		ts, err := store.State(ctx, h.c.rdb, q, h.key, watcher)
-		if err != nil {
-			return nil, err
-		}
-		if ts.State == "" {
-			return nil, fmt.Errorf("task %s: %w", h.ID(), ErrNotFound)
-		}
-		st := State(ts.State)
-		if st == StateSucceeded {
-			return ts.Result, nil
-		}
-		if st.Final() {
-			return nil, &TaskError{ID: h.ID(), State: st, Attempt: ts.Attempt, Message: ts.Error}
-		}
-		select {
-		case <-w:
-		case <-renew.C:
-			// Read again, which renews the registration before it lapses.
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-h.c.hub.done:
-			return nil, ErrClosed
-		}
+	if st := State(ts.State); st != StateSucceeded {
+		return nil, &TaskError{ID: h.ID(), State: st, Attempt: ts.Attempt, Message: ts.Error}
 	}
+	return ts.Result, nil
 }
 
 // Result waits for the task's outcome like Outcome and decodes a succeeded

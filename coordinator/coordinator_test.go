@@ -62,7 +62,7 @@ func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	c, err := client.New(env.RDB, nil)
+	c, err := client.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 	var mu sync.Mutex
 	runs := map[int]int{}
 	done := make(chan struct{}, n)
-	w, err := worker.New(env.RDB, &worker.Config{Queues: map[string]int{queue: 1}, BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), env.RDB, &worker.Config{Queues: map[string]int{queue: 1}, BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/bridge"
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -105,7 +105,7 @@ func NewBatch[In, Out any](c *client.Client, kind string, opts BatchOpts) (*Batc
 		return nil, fmt.Errorf("patterns.NewBatch %s: BatchOpts.MaxWait is %v, must be at least 1ms", kind, opts.MaxWait)
 	}
 	b := &Batch[In, Out]{c: c, kind: kind, opts: opts}
-	queue, env, err := bridge.Template(context.Background(), c, batchArgs{kind: kind}, b.enqueueOpts(), "")
+	queue, env, err := engineOf(c).Template(context.Background(), batchArgs{kind: kind}, optsOf(b.enqueueOpts()), "")
 	if err != nil {
 		return nil, fmt.Errorf("patterns.NewBatch %s: %w", kind, err)
 	}
@@ -275,7 +275,7 @@ func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client
 	what := "patterns.Batch " + b.kind + ": append"
 	q := keys.ForQueue(b.queue)
 	if !b.ensured.Load() {
-		if err := store.EnsureGroup(ctx, b.c.Redis(), q); err != nil {
+		if err := store.EnsureGroup(ctx, engineOf(b.c).Redis(), q); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		b.ensured.Store(true)
@@ -289,7 +289,7 @@ func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client
 		}
 		guess, _ := b.ptr.Load().(string)
 		newKey := func() string { return keys.BatchKeyPrefix + randomKey() }
-		segs, ptr, due, err := store.AppendBatch(ctx, b.c.Redis(), q, b.kind, guess, newKey, b.envPre, b.envPost, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), raw[:n])
+		segs, ptr, due, err := store.AppendBatch(ctx, engineOf(b.c).Redis(), q, b.kind, guess, newKey, b.envPre, b.envPost, b.opts.MaxSize, b.opts.MaxWait.Milliseconds(), raw[:n])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -297,11 +297,11 @@ func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client
 		if due > 0 {
 			// A new batch waits: tell the coordinators when it is due (a
 			// lost wake-up costs at most a second: workers move it too).
-			_ = store.MarkDue(ctx, b.c.Redis(), b.queue, due)
+			_ = store.MarkDue(ctx, engineOf(b.c).Redis(), b.queue, due)
 		}
 		for _, sg := range segs {
 			for i := 0; i < sg.Count; i++ {
-				hs = append(hs, bridge.Handle(b.c, b.queue, sg.Batch+"."+strconv.Itoa(sg.First+i), false).(*client.Handle))
+				hs = append(hs, handleOf(b.c, engine.Ref{Queue: b.queue, Key: sg.Batch + "." + strconv.Itoa(sg.First+i)}))
 			}
 		}
 		raw = raw[n:]
@@ -319,7 +319,7 @@ const (
 // Flush starts the open batch now, with the items it has (grab/async's
 // Reduce); false when no batch was open.
 func (b *Batch[In, Out]) Flush(ctx context.Context) (bool, error) {
-	ok, err := store.FlushBatch(ctx, b.c.Redis(), keys.ForQueue(b.queue), b.kind)
+	ok, err := store.FlushBatch(ctx, engineOf(b.c).Redis(), keys.ForQueue(b.queue), b.kind)
 	if err != nil {
 		return false, fmt.Errorf("patterns.Batch %s: flush: %w", b.kind, err)
 	}

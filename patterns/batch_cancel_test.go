@@ -85,7 +85,7 @@ func TestCancelledBatchNeverRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdb.AddHook(cutDrain{outbox: keys.ForQueue(b.queue).Outbox()})
-	canceller, err := client.New(rdb, nil)
+	canceller, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

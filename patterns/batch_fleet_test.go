@@ -61,7 +61,7 @@ func batchWorkerMain() {
 	queue := os.Getenv(envFleetQueue)
 	leaseMs, _ := strconv.Atoi(os.Getenv(envFleetLease))
 	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
-	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{queue: 1}, Concurrency: 8,
+	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{queue: 1}, Concurrency: 8,
 		Lease: time.Duration(leaseMs) * time.Millisecond, BlockTimeout: 100 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -103,7 +103,7 @@ func batchProducerMain() {
 	n, _ := strconv.Atoi(os.Getenv(envBatchN))
 	base, _ := strconv.Atoi(os.Getenv(envBatchBase))
 	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -218,7 +218,7 @@ func partProducerMain() {
 	n, _ := strconv.Atoi(os.Getenv(envBatchN))
 	base, _ := strconv.Atoi(os.Getenv(envBatchBase))
 	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)

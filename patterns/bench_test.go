@@ -25,7 +25,7 @@ func benchSetup(b *testing.B) (*bundle, *atomic.Int64, chan struct{}) {
 	t := &testing.T{}
 	_ = t
 	env := asynctest.Redis(b)
-	c, err := client.New(env.RDB, nil)
+	c, err := client.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func benchSetup(b *testing.B) (*bundle, *atomic.Int64, chan struct{}) {
 	bu := &bundle{env: env, c: c, queue: asynctest.Queue(b)}
 	var done atomic.Int64
 	joined := make(chan struct{}, 1)
-	w, err := worker.New(env.RDB, &worker.Config{Queues: map[string]int{bu.queue: 1}, Concurrency: 200})
+	w, err := worker.New(context.Background(), env.RDB, &worker.Config{Queues: map[string]int{bu.queue: 1}, Concurrency: 200})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func BenchmarkForkJoin10k(b *testing.B) {
 
 func BenchmarkEnqueueOnlyPlain10k(b *testing.B) {
 	env := asynctest.Redis(b)
-	c, _ := client.New(env.RDB, nil)
+	c, _ := client.New(context.Background(), env.RDB, nil)
 	defer c.Close()
 	specs := noops(asynctest.Queue(b), benchN)
 	b.ResetTimer()
@@ -104,7 +104,7 @@ func BenchmarkEnqueueOnlyPlain10k(b *testing.B) {
 
 func BenchmarkEnqueueOnlyForkJoin10k(b *testing.B) {
 	env := asynctest.Redis(b)
-	c, _ := client.New(env.RDB, nil)
+	c, _ := client.New(context.Background(), env.RDB, nil)
 	defer c.Close()
 	specs := noops(asynctest.Queue(b), benchN)
 	b.ResetTimer()
@@ -137,7 +137,7 @@ func BenchmarkPartitionerAppend(b *testing.B) {
 		b.Skip("set ASYNC_REDIS_ADDR: benchmarks measure real Redis")
 	}
 	env := asynctest.Redis(b)
-	c, err := client.New(env.RDB, nil)
+	c, err := client.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

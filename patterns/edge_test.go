@@ -54,7 +54,7 @@ func hooked(t *testing.T, env *asynctest.Env, h redis.Hook) *client.Client {
 	rdb := asynctest.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	rdb.AddHook(h)
-	c, err := client.New(rdb, &client.Config{Logger: quietLog()})
+	c, err := client.New(context.Background(), rdb, &client.Config{Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func ExampleForkJoin() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{"uploads": 1}, BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{"uploads": 1}, BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func ExampleForkJoin() {
 	}
 	defer w.Stop(ctx)
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func ExampleInvokeAll() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{"uploads": 1}, BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{"uploads": 1}, BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func ExampleInvokeAll() {
 	}
 	defer w.Stop(ctx)
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -112,7 +112,7 @@ func fleetMain(role string) {
 		cfg.Concurrency = 64
 		tokens = asynctest.RecordTokens(rdb)
 	}
-	w, err := worker.New(rdb, cfg)
+	w, err := worker.New(context.Background(), rdb, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)

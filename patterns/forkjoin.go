@@ -11,10 +11,9 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/bridge"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
-	"github.com/taskfleet/async/internal/taskctx"
 	"github.com/taskfleet/async/ratelimit"
 )
 
@@ -147,12 +146,12 @@ type plan struct {
 	ref      store.GroupRef
 	settings store.GroupSettings
 	members  []store.GroupMember
-	children any    // prepared by bridge.Prepare: members in other queues, or held
-	fast     any    // prepared members of the home queue, for bridge.SendMembers
-	fastIdx  []int  // their submission indices
-	join     any    // prepared join, or nil
-	joinSpec string // its continuation spec
-	joinID   string // its task id
+	children engine.Prepared  // members in other queues, or held
+	fast     engine.Prepared  // members of the home queue, for SendMembers
+	fastIdx  []int            // their submission indices
+	join     *engine.Prepared // prepared join, or nil
+	joinSpec string           // its continuation spec
+	joinID   string           // its task id
 	subs     []*plan
 	nestIdx  int // as a nested group whose join is the member: its index in the parent
 }
@@ -183,7 +182,7 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	st, nonce, err := store.NewGroup(ctx, c.Redis(), p.ref, p.settings, o.nonce)
+	st, nonce, err := store.NewGroup(ctx, engineOf(c).Redis(), p.ref, p.settings, o.nonce)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -244,7 +243,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		home = queueOf(c, specs[0])
 	}
 	if home == "" {
-		home = bridge.QueueOf(c, nil)
+		home = engineOf(c).QueueOf(nil)
 	}
 	if err := keys.ValidateName("queue", home); err != nil {
 		return nil, fmt.Errorf("home queue: %w", err)
@@ -254,7 +253,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	}
 	ret := o.retention
 	if ret == 0 {
-		ret = bridge.Retention(c)
+		ret = engineOf(c).Retention()
 	}
 	p := &plan{
 		ref: store.GroupRef{Home: keys.ForQueue(home), ID: o.id},
@@ -277,7 +276,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	if o.rate != nil {
 		rateKey, rateN, ratePer = "g:"+home+"/"+base, o.rate.Rate, o.rate.Per
 	}
-	var items, fast []bridge.Item
+	var items, fast []engine.Item
 	var members []store.GroupMember
 	for i, s := range specs {
 		key := base + "." + strconv.Itoa(i)
@@ -297,12 +296,12 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			if limit == 0 && q == home && due.IsZero() {
 				// Lives where the group does: enqueued and added in one
 				// step, as an auto-keyed task.
-				fast = append(fast, bridge.Item{Args: s.Args, Opts: optsOf(s), Group: gid, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
+				fast = append(fast, engine.Item{Args: s.Args, Opts: optsOf(s.Opts), Group: gid, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
 				p.fastIdx = append(p.fastIdx, i)
 				continue
 			}
 			members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0})
-			items = append(items, bridge.Item{Args: s.Args, Opts: optsOf(s), Key: key, Group: gid, Hold: limit > 0, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer, ProcessAt: due})
+			items = append(items, engine.Item{Args: s.Args, Opts: optsOf(s.Opts), Key: key, Group: gid, Hold: limit > 0, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer, ProcessAt: due})
 			continue
 		}
 		if limit > 0 || o.rate != nil || o.spread > 0 {
@@ -340,43 +339,36 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	}
 	p.members = members
 	var err error
-	if p.children, err = bridge.Prepare(ctx, c, items); err != nil {
+	if p.children, err = engineOf(c).PrepareItems(ctx, items); err != nil {
 		return nil, err
 	}
-	if p.fast, err = bridge.Prepare(ctx, c, fast); err != nil {
+	if p.fast, err = engineOf(c).PrepareItems(ctx, fast); err != nil {
 		return nil, err
 	}
 	if join != nil {
 		if join.Opts != nil && join.Opts.ID != "" {
 			return nil, fmt.Errorf("join: EnqueueOpts.ID %q is set, but the join's id derives from the group's (%s.join)", join.Opts.ID, base)
 		}
-		ji := bridge.Item{Args: join.Args, Opts: optsOf(*join), Key: base + ".join", Hold: true, Prev: gid, Group: l.joinGroup}
-		if p.join, err = bridge.Prepare(ctx, c, []bridge.Item{ji}); err != nil {
+		ji := engine.Item{Args: join.Args, Opts: optsOf(join.Opts), Key: base + ".join", Hold: true, Prev: gid, Group: l.joinGroup}
+		jp, err := engineOf(c).PrepareItems(ctx, []engine.Item{ji})
+		if err != nil {
 			return nil, fmt.Errorf("join: %w", err)
 		}
+		p.join = &jp
 		p.joinSpec = store.ContSpec(queueOf(c, *join), ji.Key, false)
 		p.joinID = keys.TaskID(queueOf(c, *join), ji.Key)
 	}
 	return p, nil
 }
 
-func queueOf(c *client.Client, s client.Spec) string { return bridge.QueueOf(c, s.Opts) }
-
-// optsOf returns s's options as the bridge carries them (a nil pointer
-// stays an untyped nil).
-func optsOf(s client.Spec) any {
-	if s.Opts == nil {
-		return nil
-	}
-	return s.Opts
-}
+func queueOf(c *client.Client, s client.Spec) string { return engineOf(c).QueueOf(optsOf(s.Opts)) }
 
 // run writes a plan: the group (unless created is set: the caller made it)
 // and its members first, then the join and the nested groups, then the
 // members' tasks, and last the seal that lets the group end.
 func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
-	rdb := c.Redis()
-	retain := bridge.Retention(c).Milliseconds()
+	rdb := engineOf(c).Redis()
+	retain := engineOf(c).Retention().Milliseconds()
 	if !created {
 		st, _, err := store.NewGroup(ctx, rdb, p.ref, p.settings, "")
 		if err != nil {
@@ -392,7 +384,7 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	}
 	if gst == GroupRunning { // not ended, nor being cancelled
 		if p.join != nil {
-			if _, err := bridge.Send(ctx, c, p.join); err != nil {
+			if _, err := engineOf(c).Send(ctx, *p.join); err != nil {
 				return fmt.Errorf("join: %w", err)
 			}
 			// Until the group is sealed, the join goes with it should
@@ -423,10 +415,10 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 				return fmt.Errorf("nested group %s: %w", sub.ref, err)
 			}
 		}
-		if _, err := bridge.Send(ctx, c, p.children); err != nil {
+		if _, err := engineOf(c).Send(ctx, p.children); err != nil {
 			return err
 		}
-		if _, err := bridge.SendMembers(ctx, c, p.fast, p.ref.String(), p.fastIdx); err != nil && !errors.Is(err, bridge.ErrGroupEnded) {
+		if _, err := engineOf(c).SendMembers(ctx, p.fast, p.ref.String(), p.fastIdx); err != nil && !errors.Is(err, engine.ErrGroupEnded) {
 			return err
 		}
 	}
@@ -472,7 +464,7 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 // keepJoin makes the join of the sealed group ref, if it has one, live until
 // it ends (see store.KeepSealedJoin).
 func keepJoin(ctx context.Context, c *client.Client, ref store.GroupRef) error {
-	gs, err := store.ReadGroup(ctx, c.Redis(), ref)
+	gs, err := store.ReadGroup(ctx, engineOf(c).Redis(), ref)
 	if err != nil || gs.Join == "" {
 		return err
 	}
@@ -480,7 +472,7 @@ func keepJoin(ctx context.Context, c *client.Client, ref store.GroupRef) error {
 	if err != nil {
 		return err
 	}
-	return store.KeepSealedJoin(ctx, c.Redis(), keys.ForQueue(jq), jkey)
+	return store.KeepSealedJoin(ctx, engineOf(c).Redis(), keys.ForQueue(jq), jkey)
 }
 
 // JoinOutcomes returns how every member of the group that the running task
@@ -488,22 +480,21 @@ func keepJoin(ctx context.Context, c *client.Client, ref store.GroupRef) error {
 // (ForkJoin) or of a group's continuation (Group.ContinueWith). The error
 // joins the members' errors.
 func JoinOutcomes(ctx context.Context) ([]Outcome, error) {
-	in, ok := taskctx.From(ctx)
+	in, ok := engine.TaskOf(ctx)
 	if !ok {
 		return nil, errors.New("patterns.JoinOutcomes: ctx is not a handler's")
 	}
 	if !keys.IsGroupID(in.Prev) {
 		return nil, fmt.Errorf("patterns.JoinOutcomes: task %s does not continue a group", in.ID)
 	}
-	c, _ := in.Client.(*client.Client)
-	if c == nil {
-		return nil, errors.New("patterns.JoinOutcomes: the worker carries no client")
+	if in.Engine == nil {
+		return nil, errors.New("patterns.JoinOutcomes: the worker carries no engine")
 	}
 	ref, err := store.ParseGroupRef(in.Prev)
 	if err != nil {
 		return nil, err
 	}
-	return readOutcomes(ctx, c, ref)
+	return readOutcomes(ctx, in.Engine, ref)
 }
 
 // JoinResults is JoinOutcomes with every result decoded into a T.
@@ -518,7 +509,7 @@ func JoinResults[T any](ctx context.Context) ([]T, error) {
 // JoinGroup returns the id of the group the running task continues, and
 // whether it continues one.
 func JoinGroup(ctx context.Context) (string, bool) {
-	in, ok := taskctx.From(ctx)
+	in, ok := engine.TaskOf(ctx)
 	if !ok || !keys.IsGroupID(in.Prev) {
 		return "", false
 	}

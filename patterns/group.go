@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/bridge"
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -71,7 +71,7 @@ var ErrUnknownGroup = errors.New("unknown group")
 
 // Progress returns the group's counters without waiting.
 func (g *Group) Progress(ctx context.Context) (Progress, error) {
-	st, err := store.ReadGroup(ctx, g.c.Redis(), g.ref)
+	st, err := store.ReadGroup(ctx, engineOf(g.c).Redis(), g.ref)
 	if err != nil {
 		return Progress{}, err
 	}
@@ -88,7 +88,7 @@ const recheck = 5 * time.Second
 // counters. It does not read the members' outcomes (see Outcome).
 func (g *Group) Wait(ctx context.Context) (Progress, error) {
 	// Subscribe first, then read: an end after the read is announced.
-	w, stop, err := bridge.Watch(ctx, g.c, g.ref.Home.Done(), keys.GroupPrefix+g.ref.ID)
+	w, stop, err := engineOf(g.c).Watch(ctx, g.ref.Home.Done(), keys.GroupPrefix+g.ref.ID)
 	if err != nil {
 		return Progress{}, fmt.Errorf("wait for group %s: %w", g.ID(), err)
 	}
@@ -115,7 +115,7 @@ var ErrNoJoin = errors.New("group has no join")
 
 // Join returns a handle on the group's join task (ForkJoin's join).
 func (g *Group) Join(ctx context.Context) (*client.Handle, error) {
-	st, err := store.ReadGroup(ctx, g.c.Redis(), g.ref)
+	st, err := store.ReadGroup(ctx, engineOf(g.c).Redis(), g.ref)
 	if err != nil {
 		return nil, err
 	}
@@ -133,14 +133,14 @@ func (g *Group) Join(ctx context.Context) (*client.Handle, error) {
 // its id, and Open); so has a member never added (the group failed fast
 // while it was being made).
 func (g *Group) Members(ctx context.Context) ([]*client.Handle, error) {
-	st, err := store.ReadGroup(ctx, g.c.Redis(), g.ref)
+	st, err := store.ReadGroup(ctx, engineOf(g.c).Redis(), g.ref)
 	if err != nil {
 		return nil, err
 	}
 	if st.State == "" {
 		return nil, fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
 	}
-	names, err := store.GroupMemberNames(ctx, g.c.Redis(), g.ref, st.Members)
+	names, err := store.GroupMemberNames(ctx, engineOf(g.c).Redis(), g.ref, st.Members)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func (g *Group) Outcome(ctx context.Context) ([]Outcome, error) {
 	if _, err := g.Wait(ctx); err != nil {
 		return nil, err
 	}
-	return readOutcomes(ctx, g.c, g.ref)
+	return readOutcomes(ctx, engineOf(g.c), g.ref)
 }
 
 // Results waits for g and decodes every member's result into a T, in
@@ -238,8 +238,8 @@ func decodeAll[T any](outs []Outcome) ([]T, error) {
 const readChunk = 1000
 
 // readOutcomes reads how every member of an ended group ended.
-func readOutcomes(ctx context.Context, c *client.Client, ref store.GroupRef) ([]Outcome, error) {
-	rdb := c.Redis()
+func readOutcomes(ctx context.Context, e *engine.Engine, ref store.GroupRef) ([]Outcome, error) {
+	rdb := e.Redis()
 	gs, err := store.ReadGroup(ctx, rdb, ref)
 	if err != nil {
 		return nil, err
@@ -262,7 +262,7 @@ func readOutcomes(ctx context.Context, c *client.Client, ref store.GroupRef) ([]
 			case m == "":
 				out[from+j] = Outcome{Err: fmt.Errorf("member %d was never added: %w", from+j, ErrUnfinished)}
 			case keys.IsGroupID(m):
-				out[from+j] = nestedOutcome(ctx, c, m)
+				out[from+j] = nestedOutcome(ctx, e, m)
 			default:
 				tasks = append(tasks, m)
 				at = append(at, from+j)
@@ -303,12 +303,12 @@ func orUnknown(s string) string {
 	return s
 }
 
-func nestedOutcome(ctx context.Context, c *client.Client, id string) Outcome {
+func nestedOutcome(ctx context.Context, e *engine.Engine, id string) Outcome {
 	ref, err := store.ParseGroupRef(id)
 	if err != nil {
 		return Outcome{ID: id, Err: err}
 	}
-	gs, err := store.ReadGroup(ctx, c.Redis(), ref)
+	gs, err := store.ReadGroup(ctx, e.Redis(), ref)
 	if err != nil {
 		return Outcome{ID: id, Err: err}
 	}
@@ -331,7 +331,7 @@ func nestedOutcome(ctx context.Context, c *client.Client, id string) Outcome {
 // the group ends GroupCancelled once every member ended. Cancelling an ended
 // group changes nothing. It returns once the requests are made.
 func (g *Group) Cancel(ctx context.Context) error {
-	st, err := store.CancelGroup(ctx, g.c.Redis(), g.ref, "group "+g.ID()+" cancelled")
+	st, err := store.CancelGroup(ctx, engineOf(g.c).Redis(), g.ref, "group "+g.ID()+" cancelled")
 	if err != nil {
 		return err
 	}
@@ -341,7 +341,7 @@ func (g *Group) Cancel(ctx context.Context) error {
 	if st != GroupRunning {
 		return nil
 	}
-	return store.DrainOutbox(ctx, g.c.Redis(), g.ref.Home, bridge.Retention(g.c).Milliseconds())
+	return store.DrainOutbox(ctx, engineOf(g.c).Redis(), g.ref.Home, engineOf(g.c).Retention().Milliseconds())
 }
 
 // ContinueWith registers args as a task that runs once the group has ended,
@@ -363,18 +363,18 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
 	}
 	eo := o.EnqueueOpts
-	placed, err := bridge.Enqueue(ctx, g.c, []bridge.Item{{Args: args, Opts: &eo, Hold: true, Prev: g.ID()}})
+	placed, err := engineOf(g.c).EnqueueItems(ctx, []engine.Item{{Args: args, Opts: optsOf(&eo), Hold: true, Prev: g.ID()}})
 	if err != nil {
 		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
 	}
 	p := placed[0]
-	h := bridge.Handle(g.c, p.Queue, p.Key, p.Existed).(*client.Handle)
-	if p.Existed {
+	h := handleOf(g.c, p)
+	if p.Dup {
 		if st, err := h.State(ctx); err != nil || st != client.StateWaiting {
 			return h, err
 		}
 	}
-	fired, err := store.AddGroupContinuation(ctx, g.c.Redis(), g.ref, store.ContSpec(p.Queue, p.Key, o.OnlyOnSuccess))
+	fired, err := store.AddGroupContinuation(ctx, engineOf(g.c).Redis(), g.ref, store.ContSpec(p.Queue, p.Key, o.OnlyOnSuccess))
 	if errors.Is(err, store.ErrUnknownTask) {
 		// The group vanished (it expired) since it was looked up: the
 		// waiting continuation would wait for ever; cancel it.
@@ -387,7 +387,7 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 	if fired {
 		// Start it now rather than at the next sweep; the registration
 		// stands either way, so a failure is left to that sweep.
-		_ = store.DrainOutbox(ctx, g.c.Redis(), g.ref.Home, bridge.Retention(g.c).Milliseconds())
+		_ = store.DrainOutbox(ctx, engineOf(g.c).Redis(), g.ref.Home, engineOf(g.c).Retention().Milliseconds())
 	}
 	return h, nil
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/bridge"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
@@ -167,10 +166,10 @@ func (p *Partitioner[T]) Append(ctx context.Context, items ...T) error {
 		}
 		vals[i] = e
 	}
-	if err := store.RegisterQueue(ctx, p.c.Redis(), p.q.Name); err != nil {
+	if err := store.RegisterQueue(ctx, engineOf(p.c).Redis(), p.q.Name); err != nil {
 		return err
 	}
-	if err := store.AppendPartitioner(ctx, p.c.Redis(), p.q, p.name, vals); err != nil {
+	if err := store.AppendPartitioner(ctx, engineOf(p.c).Redis(), p.q, p.name, vals); err != nil {
 		return fmt.Errorf("patterns.Partitioner %s: %w", p.name, err)
 	}
 	return nil
@@ -178,7 +177,7 @@ func (p *Partitioner[T]) Append(ctx context.Context, items ...T) error {
 
 // Len is how many items wait for the next Flush.
 func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
-	return store.PartitionerLen(ctx, p.c.Redis(), p.q, p.name)
+	return store.PartitionerLen(ctx, engineOf(p.c).Redis(), p.q, p.name)
 }
 
 // Flush takes every item appended so far and starts one task per
@@ -196,7 +195,7 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 	if spec == nil {
 		return nil, fmt.Errorf("%s: spec is nil", what)
 	}
-	rdb := p.c.Redis()
+	rdb := engineOf(p.c).Redis()
 	// Take what was appended into a snapshot of its own, listed as pending.
 	snap := "s" + randomID()
 	took, err := store.TakePartitioner(ctx, rdb, p.q, p.name, snap, time.Now().UnixMilli())
@@ -233,7 +232,7 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 const leftoverAge = time.Minute
 
 func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
-	rdb := p.c.Redis()
+	rdb := engineOf(p.c).Redis()
 	raw, err := store.SnapshotItems(ctx, rdb, p.q, p.name, snap)
 	if err != nil {
 		return nil, err
@@ -267,4 +266,4 @@ func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec fu
 }
 
 // defaultQueue is the client's default queue.
-func defaultQueue(c *client.Client) string { return bridge.QueueOf(c, nil) }
+func defaultQueue(c *client.Client) string { return engineOf(c).QueueOf(nil) }

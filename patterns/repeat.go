@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/bridge"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -121,20 +120,20 @@ func declare(ctx context.Context, c *client.Client, what, name string, every tim
 	if spec.Args == nil {
 		return nil, fmt.Errorf("%s %q: spec.Args is nil", what, name)
 	}
-	queue, env, err := bridge.Template(ctx, c, spec.Args, spec.Opts, "")
+	queue, env, err := engineOf(c).Template(ctx, spec.Args, optsOf(spec.Opts), "")
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", what, name, err)
 	}
 	var nowMs int64
 	if expr != "" {
-		now, err := c.Redis().Time(ctx).Result()
+		now, err := engineOf(c).Redis().Time(ctx).Result()
 		if err != nil {
 			return nil, fmt.Errorf("%s %q: read redis time: %w", what, name, err)
 		}
 		nowMs = now.UnixMilli()
 	}
 	d := store.RepeatDef{Name: name, Queue: queue, Kind: spec.Args.Kind(), Every: every, Cron: expr, TZ: tz, Env: env}
-	status, next, err := store.DeclareRepeat(ctx, c.Redis(), d, nowMs)
+	status, next, err := store.DeclareRepeat(ctx, engineOf(c).Redis(), d, nowMs)
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", what, name, err)
 	}
@@ -160,7 +159,7 @@ func RemoveRepeat(ctx context.Context, c *client.Client, name string) (bool, err
 	if err := checkRepeatName(name); err != nil {
 		return false, fmt.Errorf("patterns.RemoveRepeat: %w", err)
 	}
-	ok, err := store.RemoveRepeat(ctx, c.Redis(), name)
+	ok, err := store.RemoveRepeat(ctx, engineOf(c).Redis(), name)
 	if err != nil {
 		return false, fmt.Errorf("patterns.RemoveRepeat: %w", err)
 	}
@@ -186,7 +185,7 @@ func Repeats(ctx context.Context, c *client.Client) ([]RepeatInfo, error) {
 	if c == nil {
 		return nil, errors.New("patterns.Repeats: client is nil")
 	}
-	rs, err := store.ListRepeats(ctx, c.Redis())
+	rs, err := store.ListRepeats(ctx, engineOf(c).Redis())
 	if err != nil {
 		return nil, fmt.Errorf("patterns.Repeats: %w", err)
 	}

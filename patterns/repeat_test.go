@@ -613,7 +613,7 @@ func clocked(t *testing.T, at time.Time) (*miniredis.Miniredis, *redis.Client, *
 	m.SetTime(at)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

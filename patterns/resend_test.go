@@ -47,7 +47,7 @@ func resendClient(t *testing.T, env *asynctest.Env, s *redis.Script) *client.Cli
 		t.Fatal(err)
 	}
 	rdb.AddHook(resendScript{sha: s.Hash()})
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func proxiedClient(t *testing.T) (*client.Client, *asynctest.FaultProxy, redis.U
 	opt.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

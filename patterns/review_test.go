@@ -27,7 +27,7 @@ func TestHandedBackMemberStillEndsItsGroup(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	started, release := make(chan struct{}, 1), make(chan struct{})
-	w, err := worker.New(b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, Concurrency: 2, BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, Concurrency: 2, BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestHalfMadeGroupCancelledOrCompleted(t *testing.T) {
 	rdb := asynctest.NewClient(b.env.Addr)
 	rdb.AddHook(&f)
 	t.Cleanup(func() { _ = rdb.Close() })
-	c2, err := client.New(rdb, nil)
+	c2, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestCancelWhileBeingMade(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	h := &cancelAfterAdd{c: b.c, group: keys.GroupID(b.queue, "midway")}
 	rdb.AddHook(h)
-	c2, err := client.New(rdb, nil)
+	c2, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

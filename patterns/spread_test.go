@@ -38,7 +38,7 @@ func TestSpreadStartsEvenly(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	dues := &dueLog{due: map[string]int64{}}
 	rdb.AddHook(dues)
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestSpreadCoordinatorKilled(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	dues := &dueLog{due: map[string]int64{}}
 	rdb.AddHook(dues)
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,7 +162,7 @@ func (s *xpSub) worker() *worker.Worker {
 	if err != nil || leaseMs <= 0 {
 		s.fail("bad %s=%q", envLease, os.Getenv(envLease))
 	}
-	w, err := worker.New(s.rdb, &worker.Config{
+	w, err := worker.New(context.Background(), s.rdb, &worker.Config{
 		Queues:       map[string]int{s.queue: 1},
 		Lease:        time.Duration(leaseMs) * time.Millisecond,
 		Concurrency:  1,
@@ -245,7 +245,7 @@ func xpParentMain(role string) {
 
 func xpRegisterMain(role string) {
 	s := newXPSub(role)
-	c, err := client.New(s.rdb, &client.Config{Logger: s.log})
+	c, err := client.New(context.Background(), s.rdb, &client.Config{Logger: s.log})
 	if err != nil {
 		s.fail("new client: %v", err)
 	}

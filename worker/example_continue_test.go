@@ -31,7 +31,7 @@ func ExampleParentResult() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	w, err := worker.New(rdb, &worker.Config{
+	w, err := worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{"images": 1, "notify": 1},
 		BlockTimeout: 50 * time.Millisecond,
 	})
@@ -49,7 +49,7 @@ func ExampleParentResult() {
 		return fmt.Sprintf("told %s about %s", a.To, resized.Path), nil
 	})
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

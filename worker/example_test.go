@@ -42,7 +42,7 @@ func ExampleHandle() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	w, err := worker.New(rdb, &worker.Config{
+	w, err := worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{"images": 1},
 		Concurrency:  4,
 		Backoff:      func(attempt int) time.Duration { return 10 * time.Millisecond },
@@ -70,7 +70,7 @@ func ExampleHandle() {
 		}
 	}()
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func ExamplePermanent() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	w, err := worker.New(rdb, &worker.Config{BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), rdb, &worker.Config{BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func ExamplePermanent() {
 		}
 	}()
 
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
-	"github.com/taskfleet/async/internal/taskctx"
 )
 
 // handlerFunc runs one attempt on a msgpack payload and returns the msgpack
@@ -68,9 +68,10 @@ type Task struct {
 	PartitionKey string
 }
 
-// taskValue is the worker's part of what a handler's ctx carries (in
-// taskctx.Info.Ext).
+// taskValue is what a handler's ctx carries (engine.WithTask): the part
+// that children inherit, and the worker's own view.
 type taskValue struct {
+	info engine.TaskInfo
 	Task
 	w    *Worker
 	prev string // id of the task this one continues
@@ -89,7 +90,7 @@ func TaskFromContext(ctx context.Context) (Task, bool) {
 // Meta returns a copy of the metadata the task was enqueued with (merged
 // over its parent's, for a child task), or nil.
 func Meta(ctx context.Context) map[string]string {
-	in, ok := taskctx.From(ctx)
+	in, ok := engine.TaskOf(ctx)
 	if !ok || len(in.Meta) == 0 {
 		return nil
 	}
@@ -103,7 +104,7 @@ func Meta(ctx context.Context) map[string]string {
 // TraceContext returns the W3C trace context (traceparent, tracestate) the
 // task was enqueued with, or inherited from its parent; empty when none.
 func TraceContext(ctx context.Context) (traceparent, tracestate string) {
-	in, ok := taskctx.From(ctx)
+	in, ok := engine.TaskOf(ctx)
 	if !ok {
 		return "", ""
 	}
@@ -122,8 +123,16 @@ func Parent(ctx context.Context) (p *client.ParentOutcome, ok bool, err error) {
 	if keys.IsGroupID(t.prev) {
 		return nil, true, fmt.Errorf("worker.Parent: the task continues group %s; read how its members ended with patterns.JoinOutcomes", t.prev)
 	}
-	out, err := t.w.parents.EndedOutcome(ctx, t.prev)
-	return out, true, err
+	ts, err := t.w.eng.Ended(ctx, t.prev)
+	if err != nil {
+		return nil, true, err
+	}
+	st := client.State(ts.State)
+	out := &client.ParentOutcome{ID: t.prev, State: st, Result: ts.Result}
+	if st != client.StateSucceeded {
+		out.Err = &client.TaskError{ID: t.prev, State: st, Attempt: ts.Attempt, Message: ts.Error}
+	}
+	return out, true, nil
 }
 
 // ParentResult decodes the result of the task a continuation continues into
@@ -150,11 +159,14 @@ func ParentResult[R any](ctx context.Context) (R, error) {
 	return out, nil
 }
 
+// TaskInfo is what the task's children inherit.
+func (t *taskValue) TaskInfo() *engine.TaskInfo { return &t.info }
+
 func taskValueOf(ctx context.Context) (*taskValue, bool) {
-	in, ok := taskctx.From(ctx)
+	r, ok := engine.RunningOf(ctx)
 	if !ok {
 		return nil, false
 	}
-	t, ok := in.Ext.(*taskValue)
+	t, ok := r.(*taskValue)
 	return t, ok
 }

@@ -42,7 +42,7 @@ func newFaultRig(t *testing.T, cfg *worker.Config, h func(ctx context.Context, a
 	p := startProxy(t, target)
 	direct := redis.NewClient(&redis.Options{Addr: target})
 	t.Cleanup(func() { _ = direct.Close() })
-	c, err := client.New(direct, nil)
+	c, err := client.New(context.Background(), direct, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestLapsedLeaseHandedBackAfterStall(t *testing.T) {
 	defer rdb.Close()
 	ctl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	defer ctl.Close()
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestBacklogDrainsAtMaxmemory(t *testing.T) {
 	addr := privateRedis(t, "--maxmemory-policy", "noeviction")
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,11 +28,11 @@ func TestConfigValidation(t *testing.T) {
 		{worker.Config{Name: "has space"}, "Config.Name"},
 	}
 	for _, tt := range tests {
-		if _, err := worker.New(env.RDB, &tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := worker.New(context.Background(), env.RDB, &tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("got %v; want an error naming %s", err, tt.want)
 		}
 	}
-	w, err := worker.New(env.RDB, nil)
+	w, err := worker.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestStopDrains(t *testing.T) {
 	b := setup(t)
 	started := make(chan struct{})
 	release := make(chan struct{})
-	w, err := worker.New(b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, BlockTimeout: 50 * time.Millisecond})
+	w, err := worker.New(context.Background(), b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestStopHandsBackUnfinished(t *testing.T) {
 	started := make(chan struct{})
 	stuck := make(chan struct{})
 	defer close(stuck)
-	w1, err := worker.New(b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, BlockTimeout: 50 * time.Millisecond, Lease: time.Hour})
+	w1, err := worker.New(context.Background(), b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, BlockTimeout: 50 * time.Millisecond, Lease: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestStopAndCancel(t *testing.T) {
 	b := setup(t)
 	started := make(chan struct{})
 	var cause atomic.Value
-	w1, err := worker.New(b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, BlockTimeout: 50 * time.Millisecond})
+	w1, err := worker.New(context.Background(), b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, BlockTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func TestLimitConfigRefused(t *testing.T) {
 		{worker.Config{QueueLimits: map[string]int{"q": -2}}, `Config.QueueLimits["q"] is -2`},
 		{worker.Config{LimitWait: -time.Second}, "Config.LimitWait"},
 	} {
-		_, err := worker.New(b.env.RDB, &tc.cfg)
+		_, err := worker.New(context.Background(), b.env.RDB, &tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want one containing %q", tc.cfg, err, tc.want)
 		}

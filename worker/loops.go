@@ -17,9 +17,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
-	"github.com/taskfleet/async/internal/taskctx"
 )
 
 // job is one delivered entry from the moment it is read until its outcome is
@@ -383,19 +383,19 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	}
 	j.handler = h
 	id := keys.TaskID(d.q.keys.Name, j.key)
-	j.ctx = taskctx.With(jctx, &taskctx.Info{
-		ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState, DeadlineMs: env.DeadlineMs,
-		Prev: env.Prev, Client: w.parents,
-		Ext: &taskValue{
-			Task: Task{
-				ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
-				Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
-				PartitionKey: env.Partition,
-			},
-			w:    w,
-			prev: env.Prev,
-			j:    j,
+	j.ctx = engine.WithTask(jctx, &taskValue{
+		info: engine.TaskInfo{
+			ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState, DeadlineMs: env.DeadlineMs,
+			Prev: env.Prev, Engine: w.eng,
 		},
+		Task: Task{
+			ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
+			Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+			PartitionKey: env.Partition,
+		},
+		w:    w,
+		prev: env.Prev,
+		j:    j,
 	})
 	w.execs.Add(1)
 	go w.exec(j)

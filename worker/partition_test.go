@@ -426,7 +426,7 @@ func partProducerMain(string) {
 	queue := os.Getenv(envQueue)
 	p, _ := strconv.Atoi(os.Getenv(envPartProducer))
 	rdb := asynctest.NewClient(os.Getenv(envAddr))
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -450,7 +450,7 @@ func partMain(string) {
 	leaseMs, _ := strconv.Atoi(os.Getenv(envLease))
 	conc, _ := strconv.Atoi(os.Getenv(envConcurrency))
 	rdb := asynctest.NewClient(os.Getenv(envAddr))
-	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{queue: 1}, Lease: time.Duration(leaseMs) * time.Millisecond,
+	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{queue: 1}, Lease: time.Duration(leaseMs) * time.Millisecond,
 		Concurrency: conc, BlockTimeout: 100 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -164,7 +164,7 @@ func TestRateLimitConfigRefused(t *testing.T) {
 		{worker.RateLimit{Queue: "q q", Limit: lim}, "queue name"},
 		{worker.RateLimit{Kind: "k", Limit: ratelimit.Limit{Rate: 1}}, "Limit.Per"},
 	} {
-		_, err := worker.New(b.env.RDB, &worker.Config{RateLimits: []worker.RateLimit{tc.r}})
+		_, err := worker.New(context.Background(), b.env.RDB, &worker.Config{RateLimits: []worker.RateLimit{tc.r}})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want an error containing %q", tc.r, err, tc.want)
 		}

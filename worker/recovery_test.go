@@ -322,7 +322,7 @@ func TestHeartbeatFailureCancelsBeforeLeaseEnds(t *testing.T) {
 	cfg := leaseCfg(lease)
 	cfg.Queues = map[string]int{b.queue: 1}
 	cfg.BlockTimeout = 50 * time.Millisecond
-	w, err := worker.New(rdb, cfg)
+	w, err := worker.New(context.Background(), rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func TestOutcomeSurvivesLostNotification(t *testing.T) {
 	name := "outcome-" + b.queue
 	crdb := asynctest.NewNamedClient(b.env.Addr, name)
 	defer crdb.Close()
-	c, err := client.New(crdb, nil)
+	c, err := client.New(context.Background(), crdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

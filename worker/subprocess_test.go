@@ -174,7 +174,7 @@ func subprocessMain(role string) {
 
 	// One task at a time by default: a crashing worker takes nothing but
 	// the poison task down with it.
-	w, err := worker.New(rdb, &worker.Config{
+	w, err := worker.New(context.Background(), rdb, &worker.Config{
 		Queues:        map[string]int{queue: 1},
 		Lease:         lease,
 		MaxDeliveries: atoi(envMaxDeliver, 10),

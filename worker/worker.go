@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -263,7 +263,7 @@ type Worker struct {
 	clock   store.Clock    // Redis time, for task deadlines
 	started time.Time      // when Start ran: entries delivered since are this run's
 	markers time.Duration  // how long a resend-safe call's op marker lives
-	parents *client.Client // reads the outcomes continuations ask for
+	eng     *engine.Engine // reads the outcomes continuations and joins ask for
 	ctl     *redis.PubSub  // cancel requests for running tasks
 	byCtl   map[string]*queue
 
@@ -289,9 +289,11 @@ type queue struct {
 
 type jobKey struct{ queue, entry string }
 
-// New returns a Worker on rdb, which it uses but never closes. Register
-// handlers with Handle, then call Start.
-func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
+// New returns a Worker on rdb, which it uses but never closes. Within ctx it
+// checks the server (as client.New does: Redis 6.2 or newer, the Lua
+// scripts loaded, warnings in the log about the eviction policy and
+// ContextTimeoutEnabled). Register handlers with Handle, then call Start.
+func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	if rdb == nil {
 		return nil, errors.New("worker: redis client is nil")
 	}
@@ -335,9 +337,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	for _, q := range w.queues {
 		w.byCtl[q.keys.Ctl()] = q
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := store.CheckServer(ctx, rdb, c.Logger); err != nil {
+	eng, err := engine.New(ctx, rdb, engine.Config{Logger: c.Logger})
+	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	if on, known := store.ContextDeadlines(rdb); known && !on {
@@ -346,11 +347,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		// connection holds a heartbeat or an outcome for the read timeout.
 		w.log.Warn("the redis client has ContextTimeoutEnabled off: a call on a dead connection waits out ReadTimeout instead of the worker's deadline; set ContextTimeoutEnabled: true in its options")
 	}
-	parents, err := client.New(rdb, &client.Config{Logger: c.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	}
-	w.parents = parents
+	w.eng = eng
 	return w, nil
 }
 
@@ -443,7 +440,7 @@ func (w *Worker) stop(ctx context.Context, cancelNow bool) error {
 	if st != stateRunning {
 		if st == stateNew {
 			w.stopOnce.Do(func() {
-				_ = w.parents.Close()
+				w.eng.Close()
 				close(w.stopped)
 			})
 		}
@@ -482,7 +479,7 @@ func (w *Worker) shutdown(ctx context.Context, cancelNow bool) error {
 	close(w.quit)
 	_ = w.ctl.Close()
 	w.support.Wait()
-	_ = w.parents.Close()
+	w.eng.Close()
 	return err
 }
 

@@ -452,7 +452,7 @@ const blockTimeout = 250 * time.Millisecond
 func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*result, error) {
 	prdb := e.newRedis()
 	defer prdb.Close()
-	c, err := client.New(prdb, &client.Config{Logger: e.logger})
+	c, err := client.New(context.Background(), prdb, &client.Config{Logger: e.logger})
 	if err != nil {
 		return nil, err
 	}
@@ -526,7 +526,7 @@ func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*re
 func (e *env) latencyRun(ctx context.Context, rate int, dur, warm time.Duration, dc drainCfg) (*result, error) {
 	prdb := e.newRedis()
 	defer prdb.Close()
-	c, err := client.New(prdb, &client.Config{Logger: e.logger})
+	c, err := client.New(context.Background(), prdb, &client.Config{Logger: e.logger})
 	if err != nil {
 		return nil, err
 	}
@@ -697,7 +697,7 @@ func (e *env) waitAcked(ctx context.Context, q string, mine own) (own, error) {
 // keys.
 func (e *env) session(ctx context.Context, name string) (c *client.Client, q string, done func(), err error) {
 	rdb := e.newRedis()
-	c, err = client.New(rdb, &client.Config{Logger: e.logger})
+	c, err = client.New(context.Background(), rdb, &client.Config{Logger: e.logger})
 	if err != nil {
 		_ = rdb.Close()
 		return nil, "", nil, err
@@ -712,7 +712,7 @@ func (e *env) session(ctx context.Context, name string) (c *client.Client, q str
 
 // newWorker returns a worker of queue q with the settings dc.
 func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg) (*worker.Worker, error) {
-	return worker.New(rdb, &worker.Config{
+	return worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{q: 1},
 		Concurrency:  dc.Concurrency,
 		FetchBatch:   dc.FetchBatch,

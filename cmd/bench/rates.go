@@ -145,7 +145,7 @@ func (e *env) rateAccuracy(ctx context.Context, ri *ratesInfo, rate, burst int, 
 	for i := 0; i < workers; i++ {
 		wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
 		defer wrdb.Close()
-		w, err := worker.New(wrdb, &worker.Config{
+		w, err := worker.New(context.Background(), wrdb, &worker.Config{
 			Queues: map[string]int{q: 1}, Concurrency: 64, BlockTimeout: blockTimeout, Logger: e.logger,
 			RateLimits: []worker.RateLimit{{KeyPrefix: "acc:", Limit: ratelimit.Limit{Rate: rate, Per: time.Second, Burst: burst}}},
 		})

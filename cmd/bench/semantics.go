@@ -126,7 +126,7 @@ func recv[T any](ctx context.Context, ch <-chan T, d time.Duration) (T, error) {
 func (e *env) contRun(ctx context.Context, n, warm, rate int, profiled bool) (*result, error) {
 	rdb := e.newRedis()
 	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger})
+	c, err := client.New(context.Background(), rdb, &client.Config{Logger: e.logger})
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (e *env) contRun(ctx context.Context, n, warm, rate int, profiled bool) (*r
 
 	wrdb := e.newRedis()
 	defer wrdb.Close()
-	w, err := worker.New(wrdb, &worker.Config{
+	w, err := worker.New(context.Background(), wrdb, &worker.Config{
 		Queues:       map[string]int{qp: 1, qc: 1},
 		BlockTimeout: blockTimeout,
 		Logger:       e.logger,
@@ -284,7 +284,7 @@ type cancelTarget struct {
 // blocker handler.
 func (e *env) localCancelWorker(ctx context.Context, q string) (*cancelTarget, error) {
 	wrdb := e.newRedis()
-	w, err := worker.New(wrdb, &worker.Config{Queues: map[string]int{q: 1}, BlockTimeout: blockTimeout, Logger: e.logger})
+	w, err := worker.New(context.Background(), wrdb, &worker.Config{Queues: map[string]int{q: 1}, BlockTimeout: blockTimeout, Logger: e.logger})
 	if err != nil {
 		wrdb.Close()
 		return nil, err
@@ -393,7 +393,7 @@ func runCancelWorker(addr, queue string) int {
 	e := &env{addr: addr, progress: os.Stderr}
 	rdb := e.newRedis()
 	defer rdb.Close()
-	w, err := worker.New(rdb, &worker.Config{Queues: map[string]int{queue: 1}, BlockTimeout: blockTimeout})
+	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{queue: 1}, BlockTimeout: blockTimeout})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench worker:", err)
 		return 1
@@ -579,7 +579,7 @@ func (e *env) chainRun(ctx context.Context, n int, profiled bool) (*result, erro
 
 	wrdb := e.newRedis()
 	defer wrdb.Close()
-	w, err := worker.New(wrdb, &worker.Config{Queues: map[string]int{q: 1}, BlockTimeout: blockTimeout, Logger: e.logger})
+	w, err := worker.New(context.Background(), wrdb, &worker.Config{Queues: map[string]int{q: 1}, BlockTimeout: blockTimeout, Logger: e.logger})
 	if err != nil {
 		return nil, err
 	}

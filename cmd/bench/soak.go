@@ -47,7 +47,7 @@ type soakSample struct {
 func (e *env) soakRun(ctx context.Context, total, rate int, retention time.Duration) (*soakInfo, error) {
 	rdb := e.newRedis()
 	defer rdb.Close()
-	c, err := client.New(rdb, &client.Config{Logger: e.logger, Retention: retention})
+	c, err := client.New(context.Background(), rdb, &client.Config{Logger: e.logger, Retention: retention})
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func (e *env) soakRun(ctx context.Context, total, rate int, retention time.Durat
 	defer func() { _ = co.Stop(context.Background()) }()
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64})
 	defer wrdb.Close()
-	w, err := worker.New(wrdb, &worker.Config{
+	w, err := worker.New(context.Background(), wrdb, &worker.Config{
 		Queues: map[string]int{q: 1}, Concurrency: 256, FetchBatch: 256,
 		BlockTimeout: blockTimeout, HousekeepInterval: time.Hour, Logger: e.logger,
 	})

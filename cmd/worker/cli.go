@@ -92,7 +92,7 @@ func (e *cliEnv) connect() (*client.Client, redis.UniversalClient, error) {
 	}
 	opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 	rdb := redis.NewClient(opts)
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, nil, err

@@ -147,7 +147,7 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		return up.Run(ctx, a)
 	}
 	for i := 0; i < c.workers; i++ {
-		w, err := worker.New(rdb, &worker.Config{Queues: queues, Concurrency: 16, Logger: log,
+		w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: queues, Concurrency: 16, Logger: log,
 			Name: fmt.Sprintf("demo-%s-%d", stamp, i), BlockTimeout: 100 * time.Millisecond})
 		if err != nil {
 			return err
@@ -162,7 +162,7 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 			_ = w.Stop(sctx)
 		}()
 	}
-	cl, err := client.New(rdb, &client.Config{Logger: log})
+	cl, err := client.New(context.Background(), rdb, &client.Config{Logger: log})
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,7 @@ func run(ctx context.Context, addr string) error {
 
 	// The worker: one queue, eight handlers at once, and a short backoff so
 	// the retry below happens within the demo.
-	w, err := worker.New(rdb, &worker.Config{
+	w, err := worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{queue: 1},
 		Concurrency:  8,
 		Backoff:      func(attempt int) time.Duration { return 200 * time.Millisecond },
@@ -122,7 +122,7 @@ func run(ctx context.Context, addr string) error {
 		fmt.Printf("worker stopped in %v\n", time.Since(start).Round(time.Millisecond))
 	}()
 
-	c, err := client.New(rdb, &client.Config{DefaultQueue: queue, Logger: logger})
+	c, err := client.New(context.Background(), rdb, &client.Config{DefaultQueue: queue, Logger: logger})
 	if err != nil {
 		return err
 	}

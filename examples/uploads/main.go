@@ -51,7 +51,7 @@ func run(redisURL, queue string, n int, src, dest string, timeout time.Duration)
 	opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
-	c, err := client.New(rdb, nil)
+	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 // Client returns a client on env's Redis, closed at the end of t.
 func Client(t testing.TB, env *Env) *client.Client {
 	t.Helper()
-	c, err := client.New(env.RDB, nil)
+	c, err := client.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func StartWorker(t testing.TB, rdb redis.UniversalClient, queue string, cfg *wor
 	if cfg.Backoff == nil {
 		cfg.Backoff = func(int) time.Duration { return 5 * time.Millisecond }
 	}
-	w, err := worker.New(rdb, cfg)
+	w, err := worker.New(context.Background(), rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

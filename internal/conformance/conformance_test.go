@@ -47,7 +47,7 @@ func (r *Run) enqueue(n int, opts *client.EnqueueOpts) *client.Handle {
 func (r *Run) deadTask() *client.Handle {
 	r.T.Helper()
 	h := r.enqueue(-1, &client.EnqueueOpts{MaxAttempts: 1})
-	w, err := worker.New(r.Env.RDB, &worker.Config{Queues: map[string]int{r.Q: 1},
+	w, err := worker.New(context.Background(), r.Env.RDB, &worker.Config{Queues: map[string]int{r.Q: 1},
 		BlockTimeout: 50 * time.Millisecond, Backoff: func(int) time.Duration { return 5 * time.Millisecond }})
 	r.Must(err)
 	worker.Handle(w, runJob)

@@ -147,7 +147,7 @@ func (f *fleetRun) startWorker(cfg worker.Config) *worker.Worker {
 	cfg.BlockTimeout = 20 * time.Millisecond
 	cfg.Backoff = func(int) time.Duration { return time.Millisecond }
 	cfg.Logger = quiet
-	w, err := worker.New(f.RDB, &cfg)
+	w, err := worker.New(context.Background(), f.RDB, &cfg)
 	f.Must(err)
 	worker.Handle(w, f.handle)
 	f.Must(w.Start(f.Ctx))
@@ -275,7 +275,7 @@ type fleetLane struct {
 
 func newFleetLane(t *testing.T, env *asynctest.Env) *fleetLane {
 	t.Helper()
-	direct, err := client.New(env.RDB, &client.Config{Logger: quiet})
+	direct, err := client.New(context.Background(), env.RDB, &client.Config{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -596,7 +596,7 @@ func coordinatorRows() []fleetRow {
 			// Ended tasks (stream history to trim), two dead letters (one
 			// over the cap: the older one goes), and a worker's consumer
 			// idle past ConsumerIdle, holding nothing.
-			w, err := worker.New(f.Env.RDB, &worker.Config{Queues: map[string]int{f.Q: 1}, BlockTimeout: 20 * time.Millisecond, Logger: quiet})
+			w, err := worker.New(context.Background(), f.Env.RDB, &worker.Config{Queues: map[string]int{f.Q: 1}, BlockTimeout: 20 * time.Millisecond, Logger: quiet})
 			f.Must(err)
 			worker.Handle(w, f.handle)
 			f.Must(w.Start(f.Ctx))

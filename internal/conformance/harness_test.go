@@ -124,7 +124,7 @@ func newLane(t *testing.T, env *asynctest.Env) *lane {
 	// client.New loads every script into the server's cache, so that a
 	// run's calls are EVALSHA on every backend (not EVALSHA, NOSCRIPT, EVAL
 	// on a fresh one).
-	c, err := client.New(rdb, &client.Config{Logger: quiet})
+	c, err := client.New(context.Background(), rdb, &client.Config{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func (r *Run) StartWorker(cfg *worker.Config, register func(w *worker.Worker)) (
 	if cfg.Backoff == nil {
 		cfg.Backoff = func(int) time.Duration { return 5 * time.Millisecond }
 	}
-	w, err := worker.New(r.RDB, cfg)
+	w, err := worker.New(context.Background(), r.RDB, cfg)
 	r.Must(err)
 	register(w)
 	r.Must(w.Start(r.Ctx))

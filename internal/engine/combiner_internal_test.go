@@ -1,4 +1,4 @@
-package client
+package engine
 
 import (
 	"context"
@@ -49,7 +49,8 @@ func (h oomOn) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 // each get their own call's answer: the call for one queue failing says
 // nothing of the other's task, which was added.
 func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
-	// asynctest imports this package: its harness is rebuilt here.
+	// asynctest imports package client, which imports this one: its
+	// harness is rebuilt here.
 	addr := os.Getenv("ASYNC_REDIS_ADDR")
 	if addr == "" {
 		addr = miniredis.RunT(t).Addr()
@@ -59,7 +60,7 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	rdb.AddHook(oomOn{stream: keys.ForQueue(qb).Stream()})
-	c, err := New(rdb, &Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := New(context.Background(), rdb, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +71,13 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 	c.comb.leaders = maxLeaders
 	c.comb.mu.Unlock()
 	type answer struct {
-		h   *Handle
+		h   Ref
 		err error
 	}
 	ans := [2]chan answer{make(chan answer, 1), make(chan answer, 1)}
 	for i, q := range []string{qa, qb} {
 		go func() {
-			h, err := c.Enqueue(ctx, pingArgs{N: i}, &EnqueueOpts{Queue: q})
+			h, err := c.Enqueue(ctx, pingArgs{N: i}, &Opts{Queue: q})
 			ans[i] <- answer{h, err}
 		}()
 		// Polled as asynctest.Eventually does.
@@ -100,13 +101,13 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 	close(next.lead)
 	c.comb.mu.Unlock()
 	a, b := <-ans[0], <-ans[1]
-	if a.err != nil || a.h == nil {
+	if a.err != nil || a.h.Key == "" {
 		t.Fatalf("queue a: %v, %v; want its task added", a.h, a.err)
 	}
-	if !errors.Is(b.err, ErrRedisFull) || b.h != nil {
+	if !errors.Is(b.err, ErrRedisFull) || b.h.Key != "" {
 		t.Fatalf("queue b: %v, %v; want ErrRedisFull", b.h, b.err)
 	}
-	if st, err := a.h.State(ctx); err != nil || st != StatePending {
-		t.Fatalf("queue a's task: %q, %v", st, err)
+	if ts, err := c.Read(ctx, a.h); err != nil || ts.State != "pending" {
+		t.Fatalf("queue a's task: %q, %v", ts.State, err)
 	}
 }

@@ -1,0 +1,231 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// Item is one task a pattern enqueues.
+type Item struct {
+	Args Args
+	Opts *Opts // or nil
+
+	Key   string // the task's key, derived by the pattern (then Opts.ID must be empty); "" takes Opts.ID, or none for SendMembers
+	Group string // public id of the group the task is a member of, or ""
+	Hold  bool   // create it waiting, outside the stream, until activated
+	Prev  string // what it continues (a group id for a join), or ""
+	Index int    // its position among the caller's specs, for errors
+
+	// A rate limit the task carries (patterns.Throttle): its bucket and
+	// RateN events per RatePer.
+	RateKey string
+	RateN   int
+	RatePer time.Duration
+
+	// ProcessAt delays the task (patterns.Spread's members; keyed only).
+	ProcessAt time.Time
+}
+
+// Prepared is a list of tasks checked and encoded by PrepareItems, ready for
+// Send or SendMembers.
+type Prepared struct {
+	ps []prepared
+}
+
+// Len is the number of tasks in p.
+func (p Prepared) Len() int { return len(p.ps) }
+
+// EnqueueItems checks every item, then adds them all (pipelined); nothing is
+// added when one is bad.
+func (e *Engine) EnqueueItems(ctx context.Context, items []Item) ([]Ref, error) {
+	p, err := e.PrepareItems(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	return e.Send(ctx, p)
+}
+
+// Watch registers interest in messages equal to key on channel, once
+// subscribed; the returned channel receives a value whenever one may have
+// arrived (also after a reconnect). stop unregisters.
+func (e *Engine) Watch(ctx context.Context, channel, key string) (<-chan struct{}, func(), error) {
+	w, err := e.hub.watch(ctx, channel, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, func() { e.hub.unwatch(channel, key, w) }, nil
+}
+
+// PrepareItems checks and encodes items without sending anything: keys
+// chosen by the caller, tasks that are group members or held waiting.
+func (e *Engine) PrepareItems(ctx context.Context, items []Item) (Prepared, error) {
+	ps := make([]prepared, len(items))
+	for i, it := range items {
+		var opts *Opts
+		if o := it.Opts; o != nil {
+			if o.ID != "" && it.Key != "" {
+				return Prepared{}, fmt.Errorf("spec %d: EnqueueOpts.ID %q is set, but a group derives its members' ids from the group's id (set that to make the call idempotent)", it.Index, o.ID)
+			}
+			cp := *o
+			opts = &cp
+		}
+		if opts == nil {
+			opts = &Opts{}
+		}
+		if it.RateKey != "" {
+			opts.RateKey = it.RateKey
+		}
+		if !it.ProcessAt.IsZero() {
+			opts.ProcessAt, opts.Delay = it.ProcessAt, 0
+		}
+		if it.Key != "" {
+			opts.ID = it.Key
+		}
+		if opts.ID == "" && (it.Group == "" || it.Hold) {
+			return Prepared{}, errors.New("engine: item without a key")
+		}
+		p, err := e.prepare(ctx, it.Args, opts, extra{prev: it.Prev, group: it.Group, spread: !it.ProcessAt.IsZero(), rateN: it.RateN, ratePerUs: it.RatePer.Microseconds()})
+		if err != nil {
+			return Prepared{}, fmt.Errorf("spec %d: %w", it.Index, err)
+		}
+		p.task.Group = it.Group
+		p.task.Hold = it.Hold
+		ps[i] = p
+	}
+	return Prepared{ps: ps}, nil
+}
+
+// Send enqueues what PrepareItems made.
+func (e *Engine) Send(ctx context.Context, p Prepared) ([]Ref, error) {
+	ps := p.ps
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	hs, err := e.send(ctx, ps)
+	if err != nil {
+		return nil, err
+	}
+	if len(ps) > 0 && ps[0].parent != "" {
+		if err := e.addKids(ctx, ps, hs); err != nil {
+			return nil, err
+		}
+	}
+	return hs, nil
+}
+
+// SendMembers enqueues members of group into the group's home queue, each
+// added to the group in the same script (groupenq.lua); indices are their
+// submission indices. Chunks are numbered in order, so a second call with
+// the same members (completing one that failed) skips those done.
+func (e *Engine) SendMembers(ctx context.Context, p Prepared, group string, indices []int) ([]Ref, error) {
+	ps := p.ps
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	ref, err := store.ParseGroupRef(group)
+	if err != nil {
+		return nil, err
+	}
+	q := ref.Home
+	if err := e.ensureGroup(ctx, q); err != nil {
+		return nil, err
+	}
+	ks := []string{q.Stream(), q.Group(ref.ID), q.GroupOpen(ref.ID)}
+	var calls []*batchCall
+	for start, n := 0, 0; start < len(ps); start, n = start+chunk, n+1 {
+		end := min(start+chunk, len(ps))
+		args := make([]any, 0, 3+2*(end-start))
+		args = append(args, n, group, q.Name)
+		idx := make([]int, 0, end-start)
+		for i := start; i < end; i++ {
+			args = append(args, indices[i], ps[i].task.Envelope)
+			idx = append(idx, i)
+		}
+		calls = append(calls, &batchCall{q: q, idx: idx, ks: ks, args: args, s: script.GroupEnq})
+	}
+	if err := e.runCalls(ctx, calls); err != nil {
+		return nil, err
+	}
+	out := make([]Ref, len(ps))
+	for _, bc := range calls {
+		ids, err := bc.res.StringSlice()
+		if err != nil {
+			return nil, fmt.Errorf("enqueue members of %s: %w", group, err)
+		}
+		if len(ids) == 1 && strings.HasPrefix(ids[0], "!") {
+			return nil, fmt.Errorf("enqueue members of %s: it ended %s: %w", group, ids[0][1:], ErrGroupEnded)
+		}
+		if len(ids) == 0 {
+			// Enqueued by an earlier call: its record says where.
+			rec, err := e.rdb.HGet(ctx, q.Group(ref.ID), "e:"+fmt.Sprint(bc.args[0])).Result()
+			if err != nil {
+				return nil, fmt.Errorf("enqueue members of %s: read chunk record: %w", group, err)
+			}
+			names := make([]string, indices[bc.idx[len(bc.idx)-1]]+1)
+			if err := store.ParseChunk(rec, q.Name, names); err != nil {
+				return nil, err
+			}
+			for _, i := range bc.idx {
+				_, key, _ := keys.SplitTaskID(names[indices[i]])
+				out[i] = Ref{Queue: q.Name, Key: key, Dup: true}
+			}
+			continue
+		}
+		for j, i := range bc.idx {
+			out[i] = Ref{Queue: q.Name, Key: ids[j]}
+		}
+	}
+	if ps[0].parent != "" {
+		if err := e.addKids(ctx, ps, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Template checks and encodes a task that a script enqueues later
+// (patterns.Repeat's slots, patterns.Batch's items and batches): its
+// envelope with key (Repeat: "", each copy gets its own), and its queue. It
+// is detached from any handler whose ctx made it (the tasks are nobody's
+// children and inherit no deadline, metadata or trace). ID, Deadline,
+// ProcessAt, Delay and PartitionKey are refused.
+func (e *Engine) Template(ctx context.Context, args Args, opts *Opts, key string) (string, []byte, error) {
+	if opts != nil {
+		switch {
+		case opts.ID != "":
+			return "", nil, fmt.Errorf("EnqueueOpts.ID %q is set; each repeated task gets its own id from the schedule's name and slot", opts.ID)
+		case !opts.Deadline.IsZero():
+			return "", nil, errors.New("EnqueueOpts.Deadline is set; a repeated task's deadline would be the same for every slot (use Timeout)")
+		case !opts.ProcessAt.IsZero() || opts.Delay != 0:
+			return "", nil, errors.New("EnqueueOpts.ProcessAt or Delay is set; the schedule decides when its tasks run")
+		case opts.PartitionKey != "":
+			return "", nil, errors.New("EnqueueOpts.PartitionKey is set; repeated tasks are not partitioned")
+		}
+	}
+	if key != "" {
+		cp := Opts{}
+		if opts != nil {
+			cp = *opts
+		}
+		cp.ID = key
+		opts = &cp
+	}
+	p, err := e.prepare(detached{ctx}, args, opts, extra{})
+	if err != nil {
+		return "", nil, err
+	}
+	return p.queue, p.task.Envelope, nil
+}
+
+// detached is a ctx without values: a task prepared with it is nobody's
+// child.
+type detached struct{ context.Context }
+
+func (detached) Value(any) any { return nil }

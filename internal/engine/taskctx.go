@@ -1,0 +1,58 @@
+package engine
+
+import "context"
+
+// TaskInfo is the part of a running task that its children inherit, carried
+// by its handler's ctx: a task enqueued with that ctx becomes the task's
+// child (it inherits metadata, trace context and the remaining deadline).
+type TaskInfo struct {
+	ID          string
+	Meta        []string // key, value pairs
+	TraceParent string
+	TraceState  string
+	DeadlineMs  int64  // the task's own deadline, Unix ms in Redis time; 0 = none
+	Prev        string // the task or group this task continues, if any
+
+	// Engine is the worker's, for package patterns' readers of a join's
+	// group and for package worker's readers of a parent's outcome.
+	Engine *Engine
+}
+
+// Running is what a handler's ctx carries: the worker's view of the task,
+// which knows its TaskInfo.
+type Running interface {
+	TaskInfo() *TaskInfo
+}
+
+type taskKey struct{}
+
+// WithTask returns ctx carrying r.
+func WithTask(ctx context.Context, r Running) context.Context {
+	return context.WithValue(ctx, taskKey{}, r)
+}
+
+// RunningOf returns what ctx carries about its task, if it is a handler's.
+func RunningOf(ctx context.Context) (Running, bool) {
+	r, ok := ctx.Value(taskKey{}).(Running)
+	return r, ok
+}
+
+// TaskOf returns the task whose handler ctx belongs to, if any.
+func TaskOf(ctx context.Context) (*TaskInfo, bool) {
+	r, ok := RunningOf(ctx)
+	if !ok {
+		return nil, false
+	}
+	return r.TaskInfo(), true
+}
+
+// infoOnly is a Running that is nothing but its TaskInfo.
+type infoOnly struct{ in *TaskInfo }
+
+func (i infoOnly) TaskInfo() *TaskInfo { return i.in }
+
+// WithInfo returns ctx carrying in alone, as a handler's ctx carries its
+// task (for tests and tools that stand in for a worker).
+func WithInfo(ctx context.Context, in *TaskInfo) context.Context {
+	return WithTask(ctx, infoOnly{in})
+}
