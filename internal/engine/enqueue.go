@@ -13,11 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
-	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/ratelimit"
 )
@@ -342,15 +339,13 @@ func (e *Engine) addKids(ctx context.Context, ps []prepared, hs []Ref) error {
 	return nil
 }
 
-// batchCall is one enqueue.lua call: up to chunk tasks of one queue.
+// batchCall is one script call: up to chunk tasks of one queue
+// (enqueue.lua), or of a group's members (groupenq.lua).
 type batchCall struct {
 	q    keys.Queue
 	idx  []int // positions in the caller's slice
-	ks   []string
-	args []any
-	res  *redis.Cmd
-	err  error         // the call's own error, once sent
-	s    *redis.Script // defaults to enqueue.lua
+	call *store.Call
+	n    int // groupenq.lua: the chunk's number
 
 	ordered bool // carries partitioned tasks: must run after the calls before it
 
@@ -413,13 +408,6 @@ func keepNewest(ids []string) []string {
 	return ids
 }
 
-func (bc *batchCall) script() *redis.Script {
-	if bc.s != nil {
-		return bc.s
-	}
-	return script.Enqueue
-}
-
 // send enqueues ps, grouped per queue into script calls, pipelined in groups.
 // On error, the handles of the tasks whose calls succeeded are set.
 func (e *Engine) send(ctx context.Context, ps []prepared) ([]Ref, error) {
@@ -464,8 +452,7 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 				tasks[j] = ps[idx[j]].task
 			}
 			op, done := newOpID(), e.read.take(qn)
-			ks, args := store.EnqueueArgs(q, op, e.markerTTL.Milliseconds(), tasks, done...)
-			bc := &batchCall{q: q, idx: idx[:n], ks: ks, args: args, op: op, done: done}
+			bc := &batchCall{q: q, idx: idx[:n], call: store.EnqueueCall(q, op, e.markerTTL.Milliseconds(), tasks, done...), op: op, done: done}
 			for _, t := range tasks {
 				bc.ordered = bc.ordered || t.Part != ""
 			}
@@ -476,7 +463,7 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 	_ = e.runCalls(ctx, calls) // each call's error is in its batchCall
 	out := make([]Ref, len(ps))
 	for _, bc := range calls {
-		if bc.err == nil {
+		if bc.call.Err() == nil {
 			// Its reply was read and the go-redis call that sent it is
 			// over (a pipeline's resend may repeat a call whose reply was
 			// read, but only within that call): it is not sent again, and
@@ -486,12 +473,12 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 			// Perhaps it never ran: a later call carries them.
 			e.read.putBack(bc.q.Name, bc.done)
 		}
-		err := bc.err
+		err := bc.call.Err()
 		if err != nil {
 			err = enqueueError(bc.q, err)
 		} else {
 			var res []store.Enqueued
-			if res, err = store.ParseEnqueued(bc.res.Val(), len(bc.idx)); err == nil {
+			if res, err = bc.call.Enqueued(len(bc.idx)); err == nil {
 				for j, r := range res {
 					out[bc.idx[j]] = Ref{Queue: bc.q.Name, Key: r.Key, Dup: r.Existed}
 				}
@@ -521,7 +508,7 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 // enqueueError is the error of an enqueue call to q that failed: an OOM
 // answer becomes ErrRedisFull.
 func enqueueError(q keys.Queue, err error) error {
-	if redis.IsOOMError(err) {
+	if store.IsOOM(err) {
 		return fmt.Errorf("enqueue to queue %q: %w: %w", q.Name, ErrRedisFull, err)
 	}
 	return fmt.Errorf("enqueue to queue %q: %w", q.Name, err)
@@ -599,7 +586,7 @@ func retryLoading(ctx context.Context, f func() error) error {
 	wait := loadingBackoff
 	for {
 		err := f()
-		if err == nil || !redis.IsLoadingError(err) || time.Since(start)+wait > loadingPatience {
+		if err == nil || !store.IsLoading(err) || time.Since(start)+wait > loadingPatience {
 			return err
 		}
 		t := time.NewTimer(wait)
@@ -615,37 +602,11 @@ func retryLoading(ctx context.Context, f func() error) error {
 
 // sendGroup is one attempt of runGroup.
 func (e *Engine) sendGroup(ctx context.Context, calls []*batchCall) error {
-	if len(calls) == 1 {
-		// One call needs no pipeline: EVALSHA, falling back to EVAL.
-		bc := calls[0]
-		bc.res = bc.script().Run(ctx, e.rdb, bc.ks, bc.args...)
-		bc.err = bc.res.Err()
-		return bc.err
+	cs := make([]*store.Call, len(calls))
+	for i, bc := range calls {
+		cs[i] = bc.call
 	}
-	for try := 0; ; try++ {
-		_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, bc := range calls {
-				bc.res = bc.script().EvalSha(ctx, p, bc.ks, bc.args...)
-			}
-			return nil
-		})
-		if err != nil && try == 0 && strings.Contains(err.Error(), "NOSCRIPT") {
-			if lerr := script.Load(ctx, e.rdb); lerr != nil {
-				for _, bc := range calls {
-					bc.err = lerr
-				}
-				return lerr
-			}
-			continue
-		}
-		for _, bc := range calls {
-			bc.err = bc.res.Err()
-			if bc.err == nil && err != nil && bc.res.Val() == nil {
-				bc.err = err // not sent at all
-			}
-		}
-		return err
-	}
+	return store.RunCalls(ctx, e.rdb, cs)
 }
 
 // newOpID returns 128 random bits. math/rand/v2's global source is ChaCha8

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/taskfleet/async/internal/keys"
-	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -137,34 +135,32 @@ func (e *Engine) SendMembers(ctx context.Context, p Prepared, group string, indi
 	if err := e.ensureGroup(ctx, q); err != nil {
 		return nil, err
 	}
-	ks := []string{q.Stream(), q.Group(ref.ID), q.GroupOpen(ref.ID)}
 	var calls []*batchCall
 	for start, n := 0, 0; start < len(ps); start, n = start+chunk, n+1 {
 		end := min(start+chunk, len(ps))
-		args := make([]any, 0, 3+2*(end-start))
-		args = append(args, n, group, q.Name)
+		envs := make([][]byte, 0, end-start)
 		idx := make([]int, 0, end-start)
 		for i := start; i < end; i++ {
-			args = append(args, indices[i], ps[i].task.Envelope)
+			envs = append(envs, ps[i].task.Envelope)
 			idx = append(idx, i)
 		}
-		calls = append(calls, &batchCall{q: q, idx: idx, ks: ks, args: args, s: script.GroupEnq})
+		calls = append(calls, &batchCall{q: q, idx: idx, n: n, call: store.MembersCall(ref, n, indices[start:end], envs)})
 	}
 	if err := e.runCalls(ctx, calls); err != nil {
 		return nil, err
 	}
 	out := make([]Ref, len(ps))
 	for _, bc := range calls {
-		ids, err := bc.res.StringSlice()
+		ids, ended, err := bc.call.Members()
 		if err != nil {
 			return nil, fmt.Errorf("enqueue members of %s: %w", group, err)
 		}
-		if len(ids) == 1 && strings.HasPrefix(ids[0], "!") {
-			return nil, fmt.Errorf("enqueue members of %s: it ended %s: %w", group, ids[0][1:], ErrGroupEnded)
+		if ended != "" {
+			return nil, fmt.Errorf("enqueue members of %s: it ended %s: %w", group, ended, ErrGroupEnded)
 		}
 		if len(ids) == 0 {
 			// Enqueued by an earlier call: its record says where.
-			rec, err := e.rdb.HGet(ctx, q.Group(ref.ID), "e:"+fmt.Sprint(bc.args[0])).Result()
+			rec, err := store.ChunkRecord(ctx, e.rdb, ref, bc.n)
 			if err != nil {
 				return nil, fmt.Errorf("enqueue members of %s: read chunk record: %w", group, err)
 			}
