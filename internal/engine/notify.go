@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/store"
 )
 
 // hub multiplexes one pub/sub connection among every Outcome call of a
@@ -18,7 +20,7 @@ type hub struct {
 	rdb redis.UniversalClient
 
 	mu      sync.Mutex
-	ps      *redis.PubSub
+	ps      *store.Sub
 	chans   map[string]*hubChan
 	started bool
 	closed  bool
@@ -48,7 +50,7 @@ func (h *hub) watch(ctx context.Context, channel, key string) (chan struct{}, er
 	}
 	if !h.started {
 		h.started = true
-		h.ps = h.rdb.Subscribe(context.Background())
+		h.ps = store.Subscribe(context.Background(), h.rdb)
 		lctx, cancel := context.WithCancel(context.Background())
 		h.cancel = cancel
 		go h.loop(lctx)
@@ -100,7 +102,7 @@ func (h *hub) unwatch(channel, key string, w chan struct{}) {
 func (h *hub) loop(ctx context.Context) {
 	defer close(h.exited)
 	for {
-		msg, err := h.ps.Receive(ctx)
+		n, err := h.ps.Receive(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -114,13 +116,9 @@ func (h *hub) loop(ctx context.Context) {
 			}
 			continue
 		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind != "subscribe" {
-				continue
-			}
-			h.mu.Lock()
-			if hc := h.chans[m.Channel]; hc != nil {
+		h.mu.Lock()
+		if hc := h.chans[n.Channel]; hc != nil {
+			if n.Subscribed {
 				if !hc.isReady {
 					hc.isReady = true
 					close(hc.ready)
@@ -130,17 +128,13 @@ func (h *hub) loop(ctx context.Context) {
 						wake(w)
 					}
 				}
-			}
-			h.mu.Unlock()
-		case *redis.Message:
-			h.mu.Lock()
-			if hc := h.chans[m.Channel]; hc != nil {
-				for w := range hc.waiters[m.Payload] {
+			} else {
+				for w := range hc.waiters[n.Payload] {
 					wake(w)
 				}
 			}
-			h.mu.Unlock()
 		}
+		h.mu.Unlock()
 	}
 }
 
