@@ -126,7 +126,7 @@ func declare(ctx context.Context, c *client.Client, what, name string, every tim
 	}
 	var nowMs int64
 	if expr != "" {
-		now, err := engineOf(c).Redis().Time(ctx).Result()
+		now, err := store.Time(ctx, engineOf(c).Redis())
 		if err != nil {
 			return nil, fmt.Errorf("%s %q: read redis time: %w", what, name, err)
 		}

@@ -47,3 +47,8 @@ func (c *Clock) ToRedis(t time.Time) time.Time { return t.Add(time.Duration(c.of
 
 // ToLocal converts a Redis time to local time.
 func (c *Clock) ToLocal(t time.Time) time.Time { return t.Add(-time.Duration(c.offset.Load())) }
+
+// Time reads Redis' clock once.
+func Time(ctx context.Context, rdb redis.Cmdable) (time.Time, error) {
+	return rdb.Time(ctx).Result()
+}
