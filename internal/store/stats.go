@@ -43,9 +43,10 @@ type QueueCounts struct {
 	// running ones, and those already ended that housekeeping has not
 	// trimmed yet.
 	Length int64
-	// Read is the number of entries the group has read since it was
-	// created, or -1 when Redis cannot tell (Redis 6.2, miniredis, a group
-	// not read from yet, entries deleted ahead of the readers).
+	// Read is the group's entries-read counter: the number of entries
+	// added to the stream up to the last one the group read, deleted ones
+	// included; -1 when Redis cannot tell (Redis 6.2, miniredis, a group not
+	// read from yet, entries deleted ahead of the readers).
 	Read int64
 }
 
