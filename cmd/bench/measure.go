@@ -210,7 +210,7 @@ type env struct {
 	addr    string
 	admin   *redis.Client      // snapshots
 	in      *inspect.Inspector // queue counts, cleanup
-	flush   bool          // FLUSHALL between phases allowed
+	flush   bool               // FLUSHALL between phases allowed
 	logger  *slog.Logger
 	profDir string
 
