@@ -122,12 +122,13 @@ func (i *Inspector) Running(ctx context.Context, name string) (int64, error) {
 }
 
 // DeleteQueue deletes the queue name: every task, result, schedule and dead
-// letter in it, and its registration, so that Queues no longer lists it.
-// Unless force is set, a queue with waiting, running, scheduled or dead
-// tasks is refused with ErrQueueNotEmpty. It scans the keys of the server
-// (SCAN, on every master of a cluster): O(keys), for cleanups rather than
-// hot paths. A worker still serving the queue sets it up again; stop those
-// first.
+// letter in it. Unless force is set, a queue with waiting, running,
+// scheduled or dead tasks is refused with ErrQueueNotEmpty. It scans the
+// keys of the server (SCAN, on every master of a cluster): O(keys), for
+// cleanups rather than hot paths. A worker still serving the queue sets it
+// up again; stop those first. The queue stays registered (Queues lists it,
+// with zero counts), so that the coordinators keep house for it if a
+// process that used it before uses it again.
 func (i *Inspector) DeleteQueue(ctx context.Context, name string, force bool) error {
 	if err := keys.ValidateName("queue", name); err != nil {
 		return err

@@ -126,12 +126,16 @@ func RunningCount(ctx context.Context, rdb redis.Cmdable, q keys.Queue) (int64, 
 }
 
 // DeleteQueue deletes every key of queue q (its stream, tasks, results,
-// schedules, dead letters, partitions, groups and batches homed there) and
-// removes it from the registry, with SCAN and UNLINK: O(keys of the server)
-// for the scan. The tasks it held are lost; a worker still serving q
-// recreates the stream and registers it again. Keys in other slots that
-// name q's tasks (limit waiters, the coordinators' due index) are left to
-// expire or be dropped as stale by their owners.
+// schedules, dead letters, partitions, groups and batches homed there), with
+// SCAN and UNLINK: O(keys of the server) for the scan. The tasks it held are
+// lost; a worker still serving q recreates the stream. Keys in other slots
+// that name q's tasks (limit waiters, the coordinators' due index) are left
+// to expire or be dropped as stale by their owners.
+//
+// q stays registered: a process registers a queue once (RegisterQueue) and
+// would not register it again if it used q after the delete, so taking it
+// out of the registry could leave a queue in use that no coordinator keeps
+// house for.
 func DeleteQueue(ctx context.Context, rdb redis.UniversalClient, q keys.Queue) error {
 	// Every key of the queue starts with the prefix of its stream's name.
 	match := strings.TrimSuffix(q.Stream(), "stream") + "*"
@@ -160,9 +164,6 @@ func DeleteQueue(ctx context.Context, rdb redis.UniversalClient, q keys.Queue) e
 		err = unlinkAll(ctx, rdb)
 	}
 	if err != nil {
-		return fmt.Errorf("delete queue %q: %w", q.Name, err)
-	}
-	if err := rdb.SRem(ctx, keys.Queues, q.Name).Err(); err != nil {
 		return fmt.Errorf("delete queue %q: %w", q.Name, err)
 	}
 	return nil
