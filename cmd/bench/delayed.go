@@ -8,13 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -119,7 +119,7 @@ func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*r
 		return nil, err
 	}
 	defer done()
-	var clk store.Clock // slot times are in Redis' clock
+	var clk redisClock // slot times are in Redis' clock
 	var mu sync.Mutex
 	runs := map[string]int{}
 	var late []time.Duration
@@ -137,7 +137,7 @@ func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*r
 		defer mu.Unlock()
 		runs[tk.ID]++
 		if runs[tk.ID] == 1 {
-			late = append(late, now.Sub(clk.ToLocal(time.UnixMilli(slot))))
+			late = append(late, now.Sub(clk.toLocal(time.UnixMilli(slot))))
 			if len(late) == slots {
 				close(all)
 			}
@@ -148,7 +148,7 @@ func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*r
 		return nil, err
 	}
 	defer e.stopWorker(w)
-	if err := clk.Sync(ctx, wrdb); err != nil {
+	if err := clk.sync(ctx, wrdb); err != nil {
 		return nil, err
 	}
 	if _, err := patterns.Repeat(ctx, c, name, every, client.Spec{Args: noop{}, Opts: &client.EnqueueOpts{Queue: q}}); err != nil {
@@ -293,3 +293,24 @@ func (e *env) timedSession(ctx context.Context, name string, coords int, dc drai
 	}
 	return c, q, w, wrdb, done, nil
 }
+
+// redisClock converts Redis times to local ones, with the offset of the two
+// clocks measured by sync: TIME, taken at the midpoint of its round trip (as
+// the library's own clock does).
+type redisClock struct {
+	offset atomic.Int64 // Redis time minus local time, ns
+}
+
+func (c *redisClock) sync(ctx context.Context, rdb redis.Cmdable) error {
+	before := time.Now()
+	t, err := rdb.Time(ctx).Result()
+	if err != nil {
+		return err
+	}
+	after := time.Now()
+	c.offset.Store(int64(t.Sub(before.Add(after.Sub(before) / 2))))
+	return nil
+}
+
+// toLocal converts a Redis time to local time.
+func (c *redisClock) toLocal(t time.Time) time.Time { return t.Add(-time.Duration(c.offset.Load())) }

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/inspect"
 )
 
 // sizes are the workloads of one run.
@@ -241,6 +243,7 @@ func run(o options, stdout, progress io.Writer) error {
 	e := &env{
 		addr:    addr,
 		admin:   admin,
+		in:      inspect.New(admin),
 		flush:   flush,
 		logger:  slog.New(slog.NewTextHandler(progress, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		profDir: o.profDir,

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -207,8 +208,9 @@ func finish(name string, tasks int, before, after snap, mine own) *result {
 // env is what every phase works with.
 type env struct {
 	addr    string
-	admin   *redis.Client // snapshots, cleanup
-	flush   bool          // FLUSHALL between phases allowed
+	admin   *redis.Client      // snapshots
+	in      *inspect.Inspector // queue counts, cleanup
+	flush   bool               // FLUSHALL between phases allowed
 	logger  *slog.Logger
 	profDir string
 
@@ -268,7 +270,7 @@ func (e *env) reset(ctx context.Context, queue string) error {
 	if e.flush {
 		return e.admin.FlushAll(ctx).Err()
 	}
-	return cleanQueue(ctx, e.admin, queue)
+	return e.in.DeleteQueue(ctx, queue, true)
 }
 
 // measure runs body between two snapshots. With a profile name (and
@@ -347,8 +349,8 @@ func (e *env) enqueueMany(ctx context.Context, n, calls int, profiled bool) (*re
 	if err != nil {
 		return nil, err
 	}
-	if got, err := e.admin.XLen(ctx, streamKey(q)).Result(); err != nil || got != int64(n*calls+500) {
-		return nil, fmt.Errorf("EnqueueMany: stream holds %d entries, want %d (%v)", got, n*calls+500, err)
+	if got, err := e.in.Queue(ctx, q); err != nil || got.StreamLength != int64(n*calls+500) {
+		return nil, fmt.Errorf("EnqueueMany: stream holds %d entries, want %d (%v)", got.StreamLength, n*calls+500, err)
 	}
 	r.Settings = fmt.Sprintf("one call of %d tasks", n)
 	if calls > 1 {
@@ -356,8 +358,6 @@ func (e *env) enqueueMany(ctx context.Context, n, calls int, profiled bool) (*re
 	}
 	return r, nil
 }
-
-func streamKey(queue string) string { return "async:{q:" + queue + "}:stream" }
 
 // enqueueSeq measures n Enqueue calls from one goroutine.
 func (e *env) enqueueSeq(ctx context.Context, n int, profiled bool) (*result, error) {
@@ -502,17 +502,12 @@ func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*re
 	}
 	// Check the end state: every entry read by the group, none pending,
 	// nothing retried or dead.
-	groups, err := e.admin.XInfoGroups(ctx, streamKey(q)).Result()
+	end, err := e.in.Queue(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	if len(groups) != 1 || groups[0].EntriesRead != int64(n) || groups[0].Pending != 0 || groups[0].Lag != 0 {
-		return nil, fmt.Errorf("drain end state: groups %+v, want entries-read %d, pending 0, lag 0", groups, n)
-	}
-	for _, k := range []string{"sched", "dead"} {
-		if m, err := e.admin.ZCard(ctx, "async:{q:"+q+"}:"+k).Result(); err != nil || m != 0 {
-			return nil, fmt.Errorf("drain end state: %s holds %d (%v)", k, m, err)
-		}
+	if end.Read != int64(n) || end.Running != 0 || end.Waiting != 0 || end.Scheduled != 0 || end.Dead != 0 {
+		return nil, fmt.Errorf("drain end state: %+v, want read %d, running 0, waiting 0, scheduled 0, dead 0", end, n)
 	}
 	if got := handled.Load(); got != int64(n) {
 		return nil, fmt.Errorf("handler ran %d times for %d tasks", got, n)
@@ -673,20 +668,20 @@ func waitCount(ctx context.Context, c *atomic.Int64, want int64) error {
 }
 
 // waitAcked polls the group's pending count until it is 0, counting its own
-// commands in mine.
+// commands in mine (Inspector.Running sends one XPENDING).
 func (e *env) waitAcked(ctx context.Context, q string, mine own) (own, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mine["xpending"]++
-		p, err := e.admin.XPending(ctx, streamKey(q), "workers").Result()
+		running, err := e.in.Running(ctx, q)
 		if err != nil {
 			return nil, err
 		}
-		if p.Count == 0 {
+		if running == 0 {
 			return mine, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d entries still pending after 30 s", p.Count)
+			return nil, fmt.Errorf("%d entries still pending after 30 s", running)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}

@@ -220,25 +220,3 @@ func redisInfoField(ctx context.Context, rdb *redis.Client, section, field strin
 	}
 	return ""
 }
-
-// cleanQueue deletes every key of a queue on a shared server (SCAN + UNLINK),
-// used instead of FLUSHALL when the server is not the bench's own.
-func cleanQueue(ctx context.Context, rdb *redis.Client, queue string) error {
-	pattern := "async:{q:" + queue + "}:*"
-	var cursor uint64
-	for {
-		ks, next, err := rdb.Scan(ctx, cursor, pattern, 1000).Result()
-		if err != nil {
-			return err
-		}
-		if len(ks) > 0 {
-			if err := rdb.Unlink(ctx, ks...).Err(); err != nil {
-				return err
-			}
-		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
-	}
-}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -95,7 +94,10 @@ func (e *env) soakRun(ctx context.Context, total, rate int, retention time.Durat
 			return err
 		}
 		n, _ := e.admin.DBSize(ctx).Result()
-		sl, _ := e.admin.XLen(ctx, keys.ForQueue(q).Stream()).Result()
+		var sl int64
+		if qi, err := e.in.Queue(ctx, q); err == nil {
+			sl = qi.StreamLength
+		}
 		s := soakSample{At: time.Since(start), Enqueued: enq.Load(), Done: doneN.Load(), UsedBytes: used, Keys: n, StreamLen: sl}
 		si.Samples = append(si.Samples, s)
 		si.Peak = max(si.Peak, used)

@@ -21,8 +21,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/codec"
-	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/patterns"
 )
 
@@ -175,7 +174,7 @@ func cli(args []string, stdout, stderr io.Writer, getenv func(string) string) er
 		if err := want(0, "no arguments"); err != nil {
 			return err
 		}
-		return cliQueues(ctx, e, rdb, *rate)
+		return cliQueues(ctx, e, inspect.New(rdb), *rate)
 	case "task show":
 		if err := want(1, "a task id"); err != nil {
 			return err
@@ -366,8 +365,8 @@ func cliTaskShow(ctx context.Context, e *cliEnv, c *client.Client, id string) er
 		if len(b) == 0 {
 			return
 		}
-		var v any
-		if err := codec.Unmarshal(b, &v); err != nil {
+		v, err := inspect.Decode(b)
+		if err != nil {
 			out[name+"_bytes"] = len(b)
 			out[name+"_error"] = err.Error()
 			bad = append(bad, fmt.Sprintf("%s (%d bytes): %v", name, len(b), err))
@@ -409,38 +408,23 @@ type queueRow struct {
 	Rate      *float64 `json:"rate,omitempty"` // tasks/s read by workers over the sample
 }
 
-func cliQueues(ctx context.Context, e *cliEnv, rdb redis.UniversalClient, rate bool) error {
-	names, err := rdb.SMembers(ctx, keys.Queues).Result()
-	if err != nil {
-		return err
-	}
-	slices.Sort(names)
-	read := func() (map[string]queueRow, map[string]int64, error) {
-		rows := map[string]queueRow{}
+func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate bool) error {
+	read := func() ([]queueRow, map[string]int64, error) {
+		qs, err := in.Queues(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows := make([]queueRow, len(qs))
 		reads := map[string]int64{}
-		for _, qn := range names {
-			if keys.ValidateName("queue", qn) != nil {
-				continue
+		for i, q := range qs {
+			rows[i] = queueRow{Queue: q.Queue, Waiting: q.Waiting, Running: q.Running, Scheduled: q.Scheduled, Dead: q.Dead}
+			if q.Read >= 0 {
+				reads[q.Queue] = q.Read
 			}
-			q := keys.ForQueue(qn)
-			r := queueRow{Queue: qn}
-			gs, err := rdb.XInfoGroups(ctx, q.Stream()).Result()
-			if err != nil && !strings.Contains(err.Error(), "no such key") {
-				return nil, nil, err
-			}
-			for _, g := range gs {
-				if g.Name == keys.Group {
-					r.Waiting, r.Running = g.Lag, g.Pending
-					reads[qn] = g.EntriesRead
-				}
-			}
-			r.Scheduled, _ = rdb.ZCard(ctx, q.Scheduled()).Result()
-			r.Dead, _ = rdb.ZCard(ctx, q.Dead()).Result()
-			rows[qn] = r
 		}
 		return rows, reads, nil
 	}
-	rows, before, err := read()
+	list, before, err := read()
 	if err != nil {
 		return err
 	}
@@ -448,19 +432,18 @@ func cliQueues(ctx context.Context, e *cliEnv, rdb redis.UniversalClient, rate b
 		t0 := time.Now()
 		time.Sleep(time.Second) // the sample: not a wait for a condition
 		var after map[string]int64
-		if rows, after, err = read(); err != nil {
+		if list, after, err = read(); err != nil {
 			return err
 		}
-		for qn, r := range rows {
-			v := float64(after[qn]-before[qn]) / time.Since(t0).Seconds()
-			r.Rate = &v
-			rows[qn] = r
-		}
-	}
-	list := make([]queueRow, 0, len(rows))
-	for _, qn := range names {
-		if r, ok := rows[qn]; ok {
-			list = append(list, r)
+		// A queue whose read counter Redis cannot give at either end of the
+		// sample has no rate.
+		for i, r := range list {
+			b, ok1 := before[r.Queue]
+			a, ok2 := after[r.Queue]
+			if ok1 && ok2 {
+				v := float64(a-b) / time.Since(t0).Seconds()
+				list[i].Rate = &v
+			}
 		}
 	}
 	return e.emit(list, func(w io.Writer) {
@@ -473,6 +456,8 @@ func cliQueues(ctx context.Context, e *cliEnv, rdb redis.UniversalClient, rate b
 			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d", r.Queue, r.Waiting, r.Running, r.Scheduled, r.Dead)
 			if r.Rate != nil {
 				fmt.Fprintf(w, "\t%.1f", *r.Rate)
+			} else if rate {
+				fmt.Fprint(w, "\t-")
 			}
 			fmt.Fprintln(w)
 		}

@@ -1,0 +1,161 @@
+// Package inspect reads the state of the queues on one Redis, for operators,
+// dashboards and tests: which queues exist and how many tasks each holds in
+// each state. It reads what workers, clients and coordinators keep in Redis,
+// through the same typed store they use; it needs no client or worker of
+// its own, and holds nothing but the Redis client it is given.
+//
+// Counts are exact at the moment they are read, never negative, and cost
+// O(1) per queue (a few commands in one round trip), except Waiting in the
+// case QueueInfo.Waiting describes.
+//
+// Task, group and repeat views have their own APIs: client.Client.Task and
+// DeadTasks, patterns.Open and patterns.Repeats.
+package inspect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// ErrQueueNotEmpty is returned by DeleteQueue, unless forced, for a queue
+// that holds tasks.
+var ErrQueueNotEmpty = errors.New("queue is not empty")
+
+// Inspector reads the queues of one Redis. It is safe for concurrent use.
+type Inspector struct {
+	rdb redis.UniversalClient
+}
+
+// New returns an Inspector on rdb, which it uses but never closes. It does
+// no I/O.
+func New(rdb redis.UniversalClient) *Inspector {
+	return &Inspector{rdb: rdb}
+}
+
+// QueueInfo is the state of one queue, read at one moment.
+type QueueInfo struct {
+	Queue string `json:"queue"`
+	// Waiting counts the tasks in the queue's stream that no worker has
+	// read yet. It comes from the consumer group's lag, O(1); when Redis
+	// cannot give the lag (Redis 6.2; or after a task waiting in the
+	// stream was cancelled, until the workers read past it) it is counted
+	// from the stream instead: exact, but O(waiting).
+	Waiting int64 `json:"waiting"`
+	// Running counts the tasks a worker has read and holds the lease of,
+	// whose attempt has no outcome yet.
+	Running int64 `json:"running"`
+	// Scheduled counts the tasks waiting for a due time: delayed, waiting
+	// out a retry backoff, or parked by a concurrency limit or a rate.
+	Scheduled int64 `json:"scheduled"`
+	// Dead counts the dead tasks kept (see client.Client.DeadTasks).
+	Dead int64 `json:"dead"`
+	// StreamLength is the number of entries in the queue's stream: waiting
+	// and running tasks, and ended ones that the coordinators' housekeeping
+	// has not trimmed yet.
+	StreamLength int64 `json:"stream_length"`
+	// Read is the consumer group's read counter: how many entries had been
+	// added to the stream up to the last one a worker read, those deleted
+	// unread (cancelled while waiting) included; or -1 when Redis cannot
+	// tell (Redis 6.2, miniredis, before the first read, or while a
+	// cancelled entry lies ahead of the readers). Two readings a second
+	// apart give the rate at which workers take tasks.
+	Read int64 `json:"read"`
+}
+
+// Queues returns every queue a client, worker or group has used on this
+// Redis, sorted by name, with its counts: one SMEMBERS, then one pipeline
+// of four O(1) commands per queue.
+func (i *Inspector) Queues(ctx context.Context) ([]QueueInfo, error) {
+	names, err := store.QueueNames(ctx, i.rdb)
+	if err != nil {
+		return nil, err
+	}
+	return i.stats(ctx, names)
+}
+
+// Queue returns the counts of the queue name. A queue nobody has used reads
+// as all zeros. A bad name is an error that matches client.ErrInvalidName.
+func (i *Inspector) Queue(ctx context.Context, name string) (QueueInfo, error) {
+	if err := keys.ValidateName("queue", name); err != nil {
+		return QueueInfo{}, err
+	}
+	qs, err := i.stats(ctx, []string{name})
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	return qs[0], nil
+}
+
+func (i *Inspector) stats(ctx context.Context, names []string) ([]QueueInfo, error) {
+	qs := make([]keys.Queue, len(names))
+	for j, n := range names {
+		qs[j] = keys.ForQueue(n)
+	}
+	cs, err := store.QueueStats(ctx, i.rdb, qs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]QueueInfo, len(cs))
+	for j, c := range cs {
+		out[j] = QueueInfo{Queue: c.Queue, Waiting: c.Waiting, Running: c.Running, Scheduled: c.Scheduled,
+			Dead: c.Dead, StreamLength: c.Length, Read: c.Read}
+	}
+	return out, nil
+}
+
+// Running returns QueueInfo.Running of the queue name alone, with one O(1)
+// command (XPENDING in its summary form): cheap enough to poll until a
+// queue's workers hold no task. It fails for a queue no worker or client
+// has set up yet.
+func (i *Inspector) Running(ctx context.Context, name string) (int64, error) {
+	if err := keys.ValidateName("queue", name); err != nil {
+		return 0, err
+	}
+	return store.RunningCount(ctx, i.rdb, keys.ForQueue(name))
+}
+
+// DeleteQueue deletes the queue name: every task, result, schedule and dead
+// letter in it. Unless force is set, a queue with waiting, running,
+// scheduled or dead tasks is refused with ErrQueueNotEmpty. It scans the
+// keys of the server (SCAN, on every master of a cluster): O(keys), for
+// cleanups rather than hot paths. A worker still serving the queue sets it
+// up again; stop those first. The queue stays registered (Queues lists it,
+// with zero counts), so that the coordinators keep house for it if a
+// process that used it before uses it again.
+func (i *Inspector) DeleteQueue(ctx context.Context, name string, force bool) error {
+	if err := keys.ValidateName("queue", name); err != nil {
+		return err
+	}
+	if !force {
+		q, err := i.Queue(ctx, name)
+		if err != nil {
+			return err
+		}
+		if n := q.Waiting + q.Running + q.Scheduled + q.Dead; n > 0 {
+			return fmt.Errorf("delete queue %q: it holds %d task(s) (%d waiting, %d running, %d scheduled, %d dead): %w",
+				name, n, q.Waiting, q.Running, q.Scheduled, q.Dead, ErrQueueNotEmpty)
+		}
+	}
+	return store.DeleteQueue(ctx, i.rdb, keys.ForQueue(name))
+}
+
+// Decode decodes the bytes of a task's args or result, as read from Redis
+// (client.Info.Payload and Result, client.DeadTask.Payload), into plain Go
+// values: maps, slices, strings, numbers, bools, nil. Decoding goes through
+// the project's checked decoder, so bytes that are malformed or hostile (a
+// length beyond the bytes given, nesting too deep) give an error rather
+// than a crash or a huge allocation.
+func Decode(b []byte) (any, error) {
+	var v any
+	if err := codec.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
