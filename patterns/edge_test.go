@@ -68,7 +68,7 @@ func hooked(t *testing.T, env *asynctest.Env, h redis.Hook) *client.Client {
 func TestGroupContinueWithVanishedGroupLeavesNothing(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), nil)
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestForkJoinUnsealedJoinExpiresWithGroup(t *testing.T) {
 		do:    func(context.Context, []any) error { return errors.New("creator died before sealing") }})
 	specs := squares(b.queue, 1, 2)
 	join := &client.Spec{Args: Sum{}, Opts: &client.EnqueueOpts{Queue: b.queue}}
-	_, err := patterns.ForkJoin(ctx, dies, specs, join, patterns.WithID("unsealed"))
+	_, err := patterns.ForkJoin(ctx, dies, specs, join, &patterns.GroupOpts{ID: "unsealed"})
 	var inc *patterns.IncompleteError
 	if !errors.As(err, &inc) {
 		t.Fatalf("got %v; want an IncompleteError", err)
@@ -129,7 +129,7 @@ func TestForkJoinUnsealedJoinExpiresWithGroup(t *testing.T) {
 		t.Fatalf("join's record TTL %v (group's %v); want it to expire, not before the group", jttl, gttl)
 	}
 	// Completed by a second call: sealed, and the join kept.
-	if _, err := patterns.ForkJoin(ctx, b.c, specs, join, patterns.WithID("unsealed")); err != nil {
+	if _, err := patterns.ForkJoin(ctx, b.c, specs, join, &patterns.GroupOpts{ID: "unsealed"}); err != nil {
 		t.Fatal(err)
 	}
 	if ttl := b.env.RDB.PTTL(ctx, q.Task(jkey)).Val(); ttl != -1 {

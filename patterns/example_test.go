@@ -77,7 +77,7 @@ func ExampleForkJoin() {
 	}
 	g, err := patterns.ForkJoin(ctx, c, specs,
 		&client.Spec{Args: UploadReport{Batch: "b1"}, Opts: &client.EnqueueOpts{Queue: "uploads"}},
-		patterns.WithID("b1"))
+		&patterns.GroupOpts{ID: "b1"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func ExampleInvokeAll() {
 	for i := 0; i < 5; i++ {
 		specs = append(specs, client.Spec{Args: UploadFile{Size: i}, Opts: &client.EnqueueOpts{Queue: "uploads"}})
 	}
-	g, err := patterns.InvokeAll(ctx, c, 2, specs)
+	g, err := patterns.InvokeAll(ctx, c, specs, 2, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func TestInvokeAllBoundsConcurrency(t *testing.T) {
 	for i := range ns {
 		ns[i] = i
 	}
-	g, err := patterns.InvokeAll(ctx, b.c, 3, squares(b.queue, ns...))
+	g, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, ns...), 3, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestInvokeAllHeldOutsideTheStream(t *testing.T) {
 	for i := range specs {
 		specs[i] = client.Spec{Args: Square{N: i, Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	g, err := patterns.InvokeAll(ctx, b.c, 1, specs)
+	g, err := patterns.InvokeAll(ctx, b.c, specs, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestInvokeAllZeroIsForkJoin(t *testing.T) {
 	b := setup(t)
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, square) })
 	ctx := ctxT(t)
-	g, err := patterns.InvokeAll(ctx, b.c, 0, squares(b.queue, 1, 2, 3))
+	g, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, 1, 2, 3), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestGroupCountsEachMemberOnce(t *testing.T) {
 		worker.Handle(w, js.handler)
 	})
 	ctx := ctxT(t)
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, -1), &client.Spec{Args: Sum{Tag: "once"}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, -1), &client.Spec{Args: Sum{Tag: "once"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestInvokeAllLargeLimit(t *testing.T) {
 	for i := range ns {
 		ns[i] = i
 	}
-	g, err := patterns.InvokeAll(ctx, b.c, 1100, squares(b.queue, ns...))
+	g, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, ns...), 1100, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

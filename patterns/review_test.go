@@ -40,7 +40,7 @@ func TestHandedBackMemberStillEndsItsGroup(t *testing.T) {
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil)
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestHalfMadeGroupCancelledOrCompleted(t *testing.T) {
 	for _, cancelIt := range []bool{true, false} {
 		id := "half-" + map[bool]string{true: "cancelled", false: "completed"}[cancelIt]
 		specs := squares(b.queue+"-m", 1, 2, 3) // members in another queue: keyed, created by enqueue.lua
-		_, err := patterns.InvokeAll(ctx, c2, 1, specs, patterns.WithID(id), patterns.InQueue(b.queue))
+		_, err := patterns.InvokeAll(ctx, c2, specs, 1, &patterns.GroupOpts{ID: id, Queue: b.queue})
 		var inc *patterns.IncompleteError
 		if !errors.As(err, &inc) || inc.ID != id {
 			t.Fatalf("first call: %v, want an IncompleteError naming %s", err, id)
@@ -118,7 +118,7 @@ func TestHalfMadeGroupCancelledOrCompleted(t *testing.T) {
 			}
 			continue
 		}
-		g2, err := patterns.InvokeAll(ctx, b.c, 1, specs, patterns.WithID(id), patterns.InQueue(b.queue))
+		g2, err := patterns.InvokeAll(ctx, b.c, specs, 1, &patterns.GroupOpts{ID: id, Queue: b.queue})
 		if err != nil || g2.ID() != g.ID() {
 			t.Fatalf("completing call: %v", err)
 		}
@@ -154,7 +154,7 @@ func TestCancelWhileBeingMade(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c2.Close() })
 	specs := append(squares(b.queue+"-m", 1, 2), squares(b.queue, 3, 4)...)
-	g, err := patterns.ForkJoin(ctx, c2, specs, nil, patterns.WithID("midway"), patterns.InQueue(b.queue))
+	g, err := patterns.ForkJoin(ctx, c2, specs, nil, &patterns.GroupOpts{ID: "midway", Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,8 +216,8 @@ func TestFailFastCancelsNestedGroupWithJoin(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	inner := patterns.Sub([]client.Spec{{Args: Square{Block: true}, Opts: q}}, &client.Spec{Args: Sum{Tag: "inner"}, Opts: q})
-	g, err := patterns.ForkJoin(ctx, b.c, []client.Spec{inner, {Args: Square{N: -1}, Opts: q}}, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q}, patterns.FailFast())
+	inner := patterns.Sub([]client.Spec{{Args: Square{Block: true}, Opts: q}}, &client.Spec{Args: Sum{Tag: "inner"}, Opts: q}, nil)
+	g, err := patterns.ForkJoin(ctx, b.c, []client.Spec{inner, {Args: Square{N: -1}, Opts: q}}, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q}, &patterns.GroupOpts{FailFast: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestRetryDeadInvokeAllMember(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	specs := []client.Spec{{Args: Square{N: -1}, Opts: &client.EnqueueOpts{Queue: b.queue}}, {Args: Square{N: 2, Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}}
-	g, err := patterns.InvokeAll(ctx, b.c, 1, specs)
+	g, err := patterns.InvokeAll(ctx, b.c, specs, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestGroupIDReusedAfterExpiry(t *testing.T) {
 	specs := squares(other, -1, 2)
 	start := func() *patterns.Group {
 		g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Square{N: 5}, Opts: &client.EnqueueOpts{Queue: other}},
-			patterns.WithID("daily"), patterns.InQueue(b.queue), patterns.WithRetention(50*time.Millisecond))
+			&patterns.GroupOpts{ID: "daily", Queue: b.queue, Retention: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -35,7 +35,7 @@ func TestForkJoinFailFast(t *testing.T) {
 		{Args: Square{Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}},
 		{Args: Square{N: -1}, Opts: &client.EnqueueOpts{Queue: b.queue}},
 	}
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "ff"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, patterns.FailFast())
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "ff"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, &patterns.GroupOpts{FailFast: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +79,14 @@ func TestForkJoinNested(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	inner := patterns.Sub(squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "inner"}, Opts: q})
+	inner := patterns.Sub(squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "inner"}, Opts: q}, nil)
 	deeper := patterns.Sub([]client.Spec{
 		{Args: Square{N: 5}, Opts: q},
-		patterns.Sub(squares(b.queue, 6), nil),
-	}, nil)
+		patterns.Sub(squares(b.queue, 6), nil, nil),
+	}, nil, nil)
+
 	specs := []client.Spec{{Args: Square{N: 3}, Opts: q}, inner, deeper}
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q})
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestForkJoinAcrossQueues(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	specs := append(squares(qa, 1, 2, 3), squares(qb, 4, 5)...)
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "x"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, patterns.InQueue(home))
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "x"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, &patterns.GroupOpts{Queue: home})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestGroupContinueWith(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), nil)
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestGroupContinueWith(t *testing.T) {
 		}
 	}
 	// OnlyOnSuccess on a failed group: cancelled, never run.
-	bad, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, -1), nil)
+	bad, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, -1), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestGroupCancel(t *testing.T) {
 	for i := range specs {
 		specs[i] = client.Spec{Args: Square{Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	g, err := patterns.ForkJoin(ctx, b.c, specs, nil)
+	g, err := patterns.ForkJoin(ctx, b.c, specs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func TestForkJoinEmptyAndDuplicate(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	g, err := patterns.ForkJoin(ctx, b.c, nil, &client.Spec{Args: Sum{Tag: "empty"}, Opts: q}, patterns.InQueue(b.queue))
+	g, err := patterns.ForkJoin(ctx, b.c, nil, &client.Spec{Args: Sum{Tag: "empty"}, Opts: q}, &patterns.GroupOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,11 +251,11 @@ func TestForkJoinEmptyAndDuplicate(t *testing.T) {
 		t.Errorf("empty group %+v", p)
 	}
 
-	g1, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, patterns.WithID("batch-7"))
+	g1, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, &patterns.GroupOpts{ID: "batch-7"})
 	if err != nil || g1.Duplicate() {
 		t.Fatal(err, g1.Duplicate())
 	}
-	g2, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, patterns.WithID("batch-7"))
+	g2, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, &patterns.GroupOpts{ID: "batch-7"})
 	if err != nil || !g2.Duplicate() || g2.ID() != g1.ID() {
 		t.Fatalf("second start: %v, duplicate %v, %s vs %s", err, g2.Duplicate(), g2.ID(), g1.ID())
 	}
@@ -283,32 +284,35 @@ func TestGroupBadInput(t *testing.T) {
 		run  func() error
 		want string
 	}{
-		{"nil client", func() error { _, err := patterns.ForkJoin(ctx, nil, squares(b.queue, 1), nil); return err }, "client is nil"},
+		{"nil client", func() error { _, err := patterns.ForkJoin(ctx, nil, squares(b.queue, 1), nil, nil); return err }, "client is nil"},
 		{"member id", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Args: Square{}, Opts: &client.EnqueueOpts{Queue: b.queue, ID: "x"}}}, nil)
+			_, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Args: Square{}, Opts: &client.EnqueueOpts{Queue: b.queue, ID: "x"}}}, nil, nil)
 			return err
 		}, "EnqueueOpts.ID"},
-		{"nil args", func() error { _, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Opts: q}}, nil); return err }, "args is nil"},
+		{"nil args", func() error { _, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Opts: q}}, nil, nil); return err }, "args is nil"},
 		{"bad queue", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, squares("no spaces", 1), nil)
+			_, err := patterns.ForkJoin(ctx, b.c, squares("no spaces", 1), nil, nil)
 			return err
 		}, "queue"},
 		{"bad group id", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID("a/b"))
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, &patterns.GroupOpts{ID: "a/b"})
 			return err
 		}, "group id"},
 		{"long group id", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID(strings.Repeat("a", 101)))
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, &patterns.GroupOpts{ID: strings.Repeat("a", 101)})
 			return err
 		}, "limit is 100"},
-		{"bad join", func() error { _, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), &client.Spec{}); return err }, "join"},
-		{"negative concurrency", func() error { _, err := patterns.InvokeAll(ctx, b.c, -1, squares(b.queue, 1)); return err }, "concurrency"},
+		{"bad join", func() error {
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), &client.Spec{}, nil)
+			return err
+		}, "join"},
+		{"negative concurrency", func() error { _, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, 1), -1, nil); return err }, "concurrency"},
 		{"nested in InvokeAll", func() error {
-			_, err := patterns.InvokeAll(ctx, b.c, 2, []client.Spec{patterns.Sub(squares(b.queue, 1), nil)})
+			_, err := patterns.InvokeAll(ctx, b.c, []client.Spec{patterns.Sub(squares(b.queue, 1), nil, nil)}, 2, nil)
 			return err
 		}, "nested"},
 		{"sub enqueued alone", func() error {
-			_, err := b.c.Enqueue(ctx, patterns.Sub(squares(b.queue, 1), nil).Args, q)
+			_, err := b.c.Enqueue(ctx, patterns.Sub(squares(b.queue, 1), nil, nil).Args, q)
 			return err
 		}, "only for patterns.ForkJoin"},
 		{"open bad id", func() error { _, err := patterns.Open(b.c, b.queue+"/x"); return err }, "group:"},
