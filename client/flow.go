@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -33,7 +34,7 @@ const maxCancelDepth = 64
 
 func (h *Handle) cancel(ctx context.Context, depth int) (State, error) {
 	q := keys.ForQueue(h.queue)
-	st, err := store.Cancel(ctx, h.c.rdb, q, h.key, h.c.cfg.Retention.Milliseconds(), reasonCancelled)
+	st, err := store.Cancel(ctx, h.c.rdb, q, h.key, h.c.cfg.Retention.Milliseconds(), codec.ReasonCancelled)
 	if err != nil {
 		return "", err
 	}
@@ -158,7 +159,7 @@ func (h *Handle) ContinueWith(ctx context.Context, args Args, opts *ContinueOpts
 	if errors.Is(err, store.ErrUnknownTask) {
 		// The task vanished (its record expired) since it was looked up:
 		// the waiting continuation would wait forever; cancel it.
-		_, _ = store.Cancel(ctx, h.c.rdb, tq, o.ID, h.c.cfg.Retention.Milliseconds(), reasonCancelled)
+		_, _ = store.Cancel(ctx, h.c.rdb, tq, o.ID, h.c.cfg.Retention.Milliseconds(), codec.ReasonCancelled)
 		return nil, fmt.Errorf("continue %s: %w", h.ID(), ErrNotFound)
 	}
 	if err != nil {
