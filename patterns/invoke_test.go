@@ -3,6 +3,7 @@ package patterns_test
 import (
 	"context"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -238,5 +239,50 @@ func TestInvokeAllLargeLimit(t *testing.T) {
 	p, err := g.Wait(ctx)
 	if err != nil || p.State != patterns.GroupSucceeded || p.Succeeded != 1300 {
 		t.Fatalf("%+v, %v", p, err)
+	}
+}
+
+// A dead member of a running InvokeAll cannot be retried into the group
+// (its slot went back when it died); once the group ended it can.
+func TestRetryDeadInvokeAllMember(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	b.worker(t, &worker.Config{Concurrency: 4}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+			if a.Block {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+				return a.N * a.N, nil
+			}
+			return square(ctx, a)
+		})
+	})
+	ctx := ctxT(t)
+	specs := []client.Spec{{Args: Square{N: -1}, Opts: &client.EnqueueOpts{Queue: b.queue}}, {Args: Square{N: 2, Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}}
+	g, err := patterns.InvokeAll(ctx, b.c, specs, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := g.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asynctest.Eventually(t, 5*time.Second, "member 0 dead", func() bool {
+		st, _ := hs[0].State(ctx)
+		return st == client.StateDead
+	})
+	if _, err := b.c.RetryDead(ctx, hs[0].ID()); err == nil || !strings.Contains(err.Error(), "still runs at most 1") {
+		t.Errorf("RetryDead while the group runs: %v", err)
+	}
+	close(release)
+	if _, err := g.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.c.RetryDead(ctx, hs[0].ID()); err != nil {
+		t.Errorf("RetryDead once the group ended: %v", err)
 	}
 }

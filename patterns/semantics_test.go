@@ -335,3 +335,118 @@ func TestGroupBadInput(t *testing.T) {
 		t.Errorf("progress of an unknown group: %v", err)
 	}
 }
+
+// A member handed back by a Stop that timed out, then cancelled, still
+// ends its group.
+func TestHandedBackMemberStillEndsItsGroup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	w, err := worker.New(b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, Concurrency: 2, BlockTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+		started <- struct{}{}
+		<-release // deaf to the shutdown for a while
+		return 0, context.Cause(ctx)
+	})
+	ctx := ctxT(t)
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_ = w.Stop(sctx) // times out: the task is handed back to the queue
+	cancel()
+	close(release)
+	<-w.Stopped()
+	if err := g.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.Wait(ctx)
+	if err != nil || p.State != patterns.GroupCancelled {
+		t.Fatalf("group %+v, %v", p, err)
+	}
+}
+
+// FailFast reaches a nested group whose join stands for it.
+func TestFailFastCancelsNestedGroupWithJoin(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	js := newJoins()
+	b.worker(t, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
+		worker.Handle(w, square)
+		worker.Handle(w, js.handler)
+	})
+	ctx := ctxT(t)
+	q := &client.EnqueueOpts{Queue: b.queue}
+	inner := patterns.Sub([]client.Spec{{Args: Square{Block: true}, Opts: q}}, &client.Spec{Args: Sum{Tag: "inner"}, Opts: q}, nil)
+	g, err := patterns.ForkJoin(ctx, b.c, []client.Spec{inner, {Args: Square{N: -1}, Opts: q}}, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q}, &patterns.GroupOpts{FailFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := g.Wait(ctx); err != nil || p.State != patterns.GroupFailed {
+		t.Fatalf("outer: %+v, %v", p, err)
+	}
+	js.wait(t, ctx, "outer")
+	outs, _ := g.Outcome(ctx)
+	// The nested group: its id is the join's minus ".join".
+	sub, err := patterns.Open(b.c, "group:"+b.queue+"/"+strings.TrimSuffix(outs[0].ID[len(b.queue)+1:], ".join"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sub.Wait(ctx)
+	if err != nil || p.State != patterns.GroupCancelled {
+		t.Errorf("nested group after its parent failed fast: %+v, %v", p, err)
+	}
+}
+
+// A group id used again after the group expired starts a fresh group: its
+// members never meet the old group's records.
+func TestGroupIDReusedAfterExpiry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	other := b.queue + "-m"
+	b.worker(t, &worker.Config{Concurrency: 4, Queues: map[string]int{b.queue: 1, other: 1}}, func(w *worker.Worker) { worker.Handle(w, square) })
+	ctx := ctxT(t)
+	specs := squares(other, -1, 2)
+	start := func() *patterns.Group {
+		g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Square{N: 5}, Opts: &client.EnqueueOpts{Queue: other}},
+			&patterns.GroupOpts{ID: "daily", Queue: b.queue, Retention: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := start()
+	if p, err := g.Wait(ctx); err != nil || p.State != patterns.GroupFailed {
+		t.Fatalf("%+v %v", p, err)
+	}
+	asynctest.Eventually(t, 5*time.Second, "the group expired", func() bool {
+		if b.env.Mini != nil {
+			b.env.Mini.FastForward(100 * time.Millisecond)
+		}
+		_, err := g.Progress(ctx)
+		return errors.Is(err, patterns.ErrUnknownGroup)
+	})
+	g2 := start()
+	if g2.Duplicate() {
+		t.Fatal("a group started after its predecessor expired is a duplicate")
+	}
+	p, err := g2.Wait(ctx)
+	if err != nil || p.State != patterns.GroupFailed || p.Done() != 2 {
+		t.Fatalf("second group: %+v, %v", p, err)
+	}
+	jh, err := g2.Join(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := client.Result[int](ctx, jh); err != nil || v != 25 {
+		t.Errorf("the second group's join: %d, %v", v, err)
+	}
+}
