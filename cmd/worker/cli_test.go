@@ -121,7 +121,7 @@ func TestCLI(t *testing.T) {
 	if _, err := g.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if m := jsonOf(cmd(0, "group", g.ID(), "-json")); m["state"] != patterns.GroupSucceeded || m["succeeded"] != float64(2) {
+	if m := jsonOf(cmd(0, "group", g.ID(), "-json")); m["state"] != string(patterns.GroupSucceeded) || m["succeeded"] != float64(2) {
 		t.Errorf("group: %v", m)
 	}
 	if _, err := patterns.Repeat(ctx, c, "cli-"+queue[len(queue)-8:], client.Spec{Args: Echo{}, Opts: &client.EnqueueOpts{Queue: queue}}, time.Hour); err != nil {
