@@ -62,9 +62,9 @@ func ResultsByKey[R any](ctx context.Context, p *Partitioned) (map[string]R, err
 // Partition is grab/async's Partitioner in one call: it groups items by
 // keyFunc and starts one task per partition, spec(key, items of that key)
 // in the order the items came, as a ForkJoin group without a join (opts, nil
-// or not, as for ForkJoin), run concurrently across the fleet. A partition's items
-// travel in its task's args, so each partition must fit the client's
-// MaxPayloadBytes.
+// or not, as for ForkJoin), run concurrently across the fleet. A
+// partition's items travel in its task's args, so each partition must fit
+// the client's MaxPayloadBytes.
 func Partition[T any](ctx context.Context, c *client.Client, items []T, keyFunc func(T) string, spec func(key string, items []T) client.Spec, opts *GroupOpts) (*Partitioned, error) {
 	if keyFunc == nil || spec == nil {
 		return nil, errors.New("patterns.Partition: keyFunc and spec must not be nil")
@@ -187,8 +187,8 @@ func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
 
 // Flush takes every item appended so far and starts one task per
 // partition, spec(key, items of that key in append order), as Partition
-// does; opts are ForkJoin's, nil or not (Flush sets their ID and Queue). It returns nil and no
-// error when there was nothing to flush. A Flush that fails after taking
+// does; opts are ForkJoin's, nil or not (Flush sets their ID and Queue).
+// It returns nil and no error when there was nothing to flush. A Flush that fails after taking
 // the items leaves them in a snapshot, which a Flush at least a minute later
 // starts, in a group whose id derives from the snapshot ("pt.<name>.<snapshot>"),
 // so nothing is lost or started twice; a snapshot that fails to start
