@@ -110,8 +110,9 @@
 // # Dead letters
 //
 // A task that used up its attempts, returned worker.Permanent, crashed its
-// workers too often, or could not be decoded sits in its queue's dead-letter
-// store. DeadTasks lists them newest first; RetryDead puts one back with a
+// workers too often, could not be decoded, or carried a payload over its
+// worker's limit (its Outcome then matches ErrPayloadTooLarge, as an enqueue
+// over the client's limit does) sits in its queue's dead-letter store. DeadTasks lists them newest first; RetryDead puts one back with a
 // fresh count of attempts under the same id; PurgeDead deletes one.
 //
 // # Cancel, deadlines and context

@@ -54,9 +54,10 @@ type EnqueueOpts struct {
 
 	// ProcessAt delays the task: it waits in Redis (state scheduled) and
 	// enters its queue when Redis' clock reaches this time (the client's
-	// clock only expresses it). A time in the past means now. Until a
-	// coordinator owns the timing (see the roadmap), workers move due tasks
-	// within a second, sooner when they are awake anyway. Defaults to now.
+	// clock only expresses it). A time in the past means now. A running
+	// coordinator (package coordinator) moves it within milliseconds of its
+	// time; workers also move their queues' due tasks, within a second.
+	// Defaults to now.
 	ProcessAt time.Time
 
 	// Delay is ProcessAt as a duration from the enqueue (in Redis' time).

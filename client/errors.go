@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -14,8 +16,11 @@ var (
 	// finished longer ago than its retention.
 	ErrNotFound = engine.ErrNotFound
 
-	// ErrPayloadTooLarge is returned by Enqueue when a task's encoded args exceed
-	// Config.MaxPayloadBytes. Nothing was enqueued.
+	// ErrPayloadTooLarge is matched (errors.Is) by the error of an enqueue
+	// whose task's encoded args exceed Config.MaxPayloadBytes (nothing was
+	// enqueued), and by the error Outcome returns for a task a worker
+	// dead-lettered because its payload exceeded the worker's
+	// Config.MaxPayloadBytes. worker.ErrPayloadTooLarge is this same value.
 	ErrPayloadTooLarge = engine.ErrPayloadTooLarge
 
 	// ErrInvalidName is wrapped by the error for a queue, kind or task id that
@@ -61,18 +66,19 @@ func (e *TaskError) Error() string {
 }
 
 // Is reports whether target is the sentinel of e's state: ErrDead for a dead
-// task; ErrCancelled and context.Canceled for a cancelled one, or
-// context.DeadlineExceeded instead of context.Canceled when its deadline
-// passed.
+// task, and ErrPayloadTooLarge too when its last error ends with that
+// sentinel's text (a worker refused its payload); ErrCancelled and
+// context.Canceled for a cancelled one, or context.DeadlineExceeded instead
+// of context.Canceled when its deadline passed.
 func (e *TaskError) Is(target error) bool {
 	switch e.State {
 	case StateDead:
-		return target == ErrDead
+		return target == ErrDead || target == ErrPayloadTooLarge && strings.HasSuffix(e.Message, ": "+ErrPayloadTooLarge.Error())
 	case StateCancelled:
 		if target == ErrCancelled {
 			return true
 		}
-		if e.Message == engine.ReasonDeadline {
+		if e.Message == codec.ReasonDeadline {
 			return target == context.DeadlineExceeded
 		}
 		return target == context.Canceled

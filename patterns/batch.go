@@ -20,7 +20,8 @@ import (
 	"github.com/taskfleet/async/internal/store"
 )
 
-// BatchOpts configures a Batch.
+// BatchOpts configures a Batch. MaxSize and MaxWait have no defaults: a nil
+// *BatchOpts is refused.
 type BatchOpts struct {
 	// MaxSize is the most items one batch holds (1 to 10,000). A batch
 	// starts as soon as it has MaxSize items. Required.
@@ -56,7 +57,9 @@ const maxBatchSize = 10000
 // Batch is grab/async's Batch across the fleet: any process appends items;
 // a worker handler registered with worker.HandleBatch for the batch's kind
 // receives up to MaxSize of them at once (as soon as MaxSize are queued, or
-// MaxWait after the first) and returns one result, or error, per item.
+// MaxWait after the first) and returns one result, or error, per item. The
+// batch's kind is In's: In implements client.Args, and its Kind names the
+// batches (on its zero value).
 //
 // Each item is a task of its own, "<queue>/<batch>.<index>" (state waiting
 // until its batch ran): its handle's Outcome and client.Result give the
@@ -72,7 +75,7 @@ const maxBatchSize = 10000
 // same items. An item joins a batch only while the batch waits, in the same
 // script that checks so, so an item is never in two batches and a batch is
 // never split. In must encode with msgpack.
-type Batch[In, Out any] struct {
+type Batch[In client.Args, Out any] struct {
 	c       *client.Client
 	kind    string
 	opts    BatchOpts
@@ -88,15 +91,20 @@ type Batch[In, Out any] struct {
 	sending bool         // one of them sends
 }
 
-// NewBatch returns the Batch of kind (the name the worker side registers
-// with worker.HandleBatch). It checks the options; nothing is written until
-// the first Append.
-func NewBatch[In, Out any](c *client.Client, kind string, opts BatchOpts) (*Batch[In, Out], error) {
+// NewBatch returns the Batch of In's kind (In's Kind, the name the worker
+// side registers with worker.HandleBatch). It checks the options; nothing is
+// written until the first Append.
+func NewBatch[In client.Args, Out any](c *client.Client, opts *BatchOpts) (*Batch[In, Out], error) {
 	if c == nil {
 		return nil, errors.New("patterns.NewBatch: client is nil")
 	}
+	var zero In
+	kind := zero.Kind()
 	if err := keys.ValidateName("kind", kind); err != nil {
 		return nil, fmt.Errorf("patterns.NewBatch: %w", err)
+	}
+	if opts == nil {
+		opts = &BatchOpts{}
 	}
 	if opts.MaxSize < 1 || opts.MaxSize > maxBatchSize {
 		return nil, fmt.Errorf("patterns.NewBatch %s: BatchOpts.MaxSize is %d, must be 1 to %d", kind, opts.MaxSize, maxBatchSize)
@@ -104,7 +112,7 @@ func NewBatch[In, Out any](c *client.Client, kind string, opts BatchOpts) (*Batc
 	if opts.MaxWait < time.Millisecond {
 		return nil, fmt.Errorf("patterns.NewBatch %s: BatchOpts.MaxWait is %v, must be at least 1ms", kind, opts.MaxWait)
 	}
-	b := &Batch[In, Out]{c: c, kind: kind, opts: opts}
+	b := &Batch[In, Out]{c: c, kind: kind, opts: *opts}
 	queue, env, err := engineOf(c).Template(context.Background(), batchArgs{kind: kind}, optsOf(b.enqueueOpts()), "")
 	if err != nil {
 		return nil, fmt.Errorf("patterns.NewBatch %s: %w", kind, err)

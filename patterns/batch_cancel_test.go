@@ -69,11 +69,11 @@ func TestCancelledBatchNeverRuns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: time.Hour, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 10, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := bt.AppendMany(ctx, []int{1, 2, 3})
+	hs, err := bt.AppendMany(ctx, []Double{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}

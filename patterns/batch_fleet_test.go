@@ -50,8 +50,13 @@ func fleetGuards() {
 	time.AfterFunc(2*time.Minute, func() { os.Exit(5) })
 }
 
-func batchOpts(queue string) patterns.BatchOpts {
-	return patterns.BatchOpts{MaxSize: 50, MaxWait: 100 * time.Millisecond, Queue: queue}
+// fleetDouble is an item of the "fleet.double" batches.
+type fleetDouble int
+
+func (fleetDouble) Kind() string { return "fleet.double" }
+
+func batchOpts(queue string) *patterns.BatchOpts {
+	return &patterns.BatchOpts{MaxSize: 50, MaxWait: 100 * time.Millisecond, Queue: queue}
 }
 
 // batchWorkerMain runs batches of "fleet.double"; the first run of a batch
@@ -108,7 +113,7 @@ func batchProducerMain() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	bt, err := patterns.NewBatch[int, int](c, "fleet.double", batchOpts(queue))
+	bt, err := patterns.NewBatch[fleetDouble, int](c, batchOpts(queue))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -119,7 +124,7 @@ func batchProducerMain() {
 		if base == 0 && i == n/2 {
 			v = -1 // the item whose batch's first run is killed
 		}
-		h, err := bt.Append(ctx, v)
+		h, err := bt.Append(ctx, fleetDouble(v))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
@@ -223,7 +228,7 @@ func partProducerMain() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	pt, err := patterns.NewPartitioner[int](c, "fleet", keyOf, patterns.PartitionerOpts{Queue: queue})
+	pt, err := patterns.NewPartitioner[int](c, "fleet", keyOf, &patterns.PartitionerOpts{Queue: queue})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -252,7 +257,7 @@ func TestPartitionerAcrossProcesses(t *testing.T) {
 	const perProducer = 300
 	producers := startProducers(t, b, "partproducer", perProducer, perProducer)
 	ctx := ctxT(t)
-	pt, err := patterns.NewPartitioner[int](b.c, "fleet", keyOf, patterns.PartitionerOpts{Queue: b.queue})
+	pt, err := patterns.NewPartitioner[int](b.c, "fleet", keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +266,7 @@ func TestPartitionerAcrossProcesses(t *testing.T) {
 	}
 	var groups []*patterns.Partitioned
 	flush := func() {
-		g, err := pt.Flush(ctx, spec)
+		g, err := pt.Flush(ctx, spec, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,17 @@ import (
 	"github.com/taskfleet/async/worker"
 )
 
+// Double is an item of the "double" batches, which the worker side reads as
+// ints (the same msgpack).
+type Double int
+
+func (Double) Kind() string { return "double" }
+
+// spacedKind is an item type whose kind is not a valid name.
+type spacedKind int
+
+func (spacedKind) Kind() string { return "a b" }
+
 // batchLog records the batches a handler received.
 type batchLog struct {
 	mu      sync.Mutex
@@ -80,7 +91,7 @@ func TestBatchSizeAndWait(t *testing.T) {
 	asynctest.StartCoordinators(t, b.env, 1)
 	ctx := ctxT(t)
 	// MaxWait long enough for 25 appends under any CI load.
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: 2 * time.Second, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 10, MaxWait: 2 * time.Second, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +103,7 @@ func TestBatchSizeAndWait(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h, err := bt.Append(ctx, i)
+			h, err := bt.Append(ctx, Double(i))
 			if err != nil {
 				t.Error(err)
 				return
@@ -159,11 +170,11 @@ func TestBatchFlushCancelContinueErrors(t *testing.T) {
 		})
 	})
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 100, MaxWait: time.Hour, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 100, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := bt.AppendMany(ctx, []int{1, 2, 3, 4})
+	hs, err := bt.AppendMany(ctx, []Double{1, 2, 3, 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,11 +237,11 @@ func TestBatchWholeFailure(t *testing.T) {
 	}}
 	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := bt.AppendMany(ctx, []int{1, 2, 3})
+	hs, err := bt.AppendMany(ctx, []Double{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +253,7 @@ func TestBatchWholeFailure(t *testing.T) {
 	if s := log.sizes(); len(s) != 2 || s[0] != 3 || s[1] != 3 {
 		t.Fatalf("batch runs %v, want the same 3 items twice", s)
 	}
-	hs, err = bt.AppendMany(ctx, []int{100, 101, 102})
+	hs, err = bt.AppendMany(ctx, []Double{100, 101, 102})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,18 +271,24 @@ func TestBatchWholeFailure(t *testing.T) {
 func TestBatchBadInput(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	// The kind is the item type's: one type per kind.
+	newBatch := map[string]func(*patterns.BatchOpts) error{
+		"a b": func(o *patterns.BatchOpts) error { _, err := patterns.NewBatch[spacedKind, int](b.c, o); return err },
+		"k":   func(o *patterns.BatchOpts) error { _, err := patterns.NewBatch[Double, int](b.c, o); return err },
+	}
 	for _, tc := range []struct {
 		kind string
-		opts patterns.BatchOpts
+		opts *patterns.BatchOpts
 		want string
 	}{
-		{"a b", patterns.BatchOpts{MaxSize: 1, MaxWait: time.Second}, `kind name "a b"`},
-		{"k", patterns.BatchOpts{MaxSize: 0, MaxWait: time.Second}, "MaxSize is 0"},
-		{"k", patterns.BatchOpts{MaxSize: 10001, MaxWait: time.Second}, "MaxSize is 10001"},
-		{"k", patterns.BatchOpts{MaxSize: 1}, "MaxWait is 0s"},
-		{"k", patterns.BatchOpts{MaxSize: 1, MaxWait: time.Second, Queue: "a/b"}, "EnqueueOpts.Queue"},
+		{"a b", &patterns.BatchOpts{MaxSize: 1, MaxWait: time.Second}, `kind name "a b"`},
+		{"k", &patterns.BatchOpts{MaxSize: 0, MaxWait: time.Second}, "MaxSize is 0"},
+		{"k", &patterns.BatchOpts{MaxSize: 10001, MaxWait: time.Second}, "MaxSize is 10001"},
+		{"k", &patterns.BatchOpts{MaxSize: 1}, "MaxWait is 0s"},
+		{"k", &patterns.BatchOpts{MaxSize: 1, MaxWait: time.Second, Queue: "a/b"}, "EnqueueOpts.Queue"},
+		{"k", nil, "MaxSize is 0"}, // MaxSize and MaxWait have no defaults
 	} {
-		if _, err := patterns.NewBatch[int, int](b.c, tc.kind, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := newBatch[tc.kind](tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q %+v: %v, want an error containing %q", tc.kind, tc.opts, err, tc.want)
 		}
 	}
@@ -285,11 +302,11 @@ func TestBatchPoisonEndsItems(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := bt.AppendMany(ctx, []int{1, 2, 3}) // full: in the stream
+	hs, err := bt.AppendMany(ctx, []Double{1, 2, 3}) // full: in the stream
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,13 +347,13 @@ func TestBatchLargeAndConcurrentAppends(t *testing.T) {
 	var log batchLog
 	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
 	ctx := ctxT(t)
-	big, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 5000, MaxWait: time.Hour, Queue: b.queue})
+	big, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 5000, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	items := make([]int, 5000)
+	items := make([]Double, 5000)
 	for i := range items {
-		items[i] = i
+		items[i] = Double(i)
 	}
 	hs, err := big.AppendMany(ctx, items)
 	if err != nil {
@@ -347,7 +364,7 @@ func TestBatchLargeAndConcurrentAppends(t *testing.T) {
 			t.Fatalf("item %d of the big batch: %d, %v", i, v, err)
 		}
 	}
-	small, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 7, MaxWait: 50 * time.Millisecond, Queue: b.queue})
+	small, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 7, MaxWait: 50 * time.Millisecond, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +381,7 @@ func TestBatchLargeAndConcurrentAppends(t *testing.T) {
 				actx, cancel = context.WithTimeout(ctx, time.Duration(i%5)*time.Millisecond)
 				defer cancel()
 			}
-			h, err := small.Append(actx, 10000+i)
+			h, err := small.Append(actx, Double(10000+i))
 			if err != nil {
 				if i%3 != 0 {
 					t.Errorf("append %d: %v", i, err)
@@ -393,11 +410,11 @@ func TestBatchItemIDsChecked(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 10, MaxWait: time.Hour, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 10, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := bt.AppendMany(ctx, []int{1, 2, 3})
+	hs, err := bt.AppendMany(ctx, []Double{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,11 +459,11 @@ func TestBatchItemMarkedWhileRunning(t *testing.T) {
 		})
 	})
 	ctx := ctxT(t)
-	bt, err := patterns.NewBatch[int, int](b.c, "double", patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
+	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := bt.AppendMany(ctx, []int{1, 2, 3}) // full: runs at once
+	hs, err := bt.AppendMany(ctx, []Double{1, 2, 3}) // full: runs at once
 	if err != nil {
 		t.Fatal(err)
 	}

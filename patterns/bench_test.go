@@ -82,7 +82,7 @@ func BenchmarkForkJoin10k(b *testing.B) {
 	join := &client.Spec{Args: Sum{}, Opts: &client.EnqueueOpts{Queue: bu.queue}}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := patterns.ForkJoin(ctx, bu.c, specs, join); err != nil {
+		if _, err := patterns.ForkJoin(ctx, bu.c, specs, join, nil); err != nil {
 			b.Fatal(err)
 		}
 		<-joined
@@ -109,7 +109,7 @@ func BenchmarkEnqueueOnlyForkJoin10k(b *testing.B) {
 	specs := noops(asynctest.Queue(b), benchN)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := patterns.ForkJoin(context.Background(), c, specs, nil); err != nil {
+		if _, err := patterns.ForkJoin(context.Background(), c, specs, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -122,7 +122,7 @@ func BenchmarkInvokeAllRelease(b *testing.B) {
 	ctx := context.Background()
 	specs := noops(bu.queue, b.N)
 	b.ResetTimer()
-	g, err := patterns.InvokeAll(ctx, bu.c, 1, specs)
+	g, err := patterns.InvokeAll(ctx, bu.c, specs, 1, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func BenchmarkPartitionerAppend(b *testing.B) {
 	queue := asynctest.Queue(b)
 	for _, n := range []int{1, 100} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			pt, err := patterns.NewPartitioner[int](c, "bench"+strconv.Itoa(n), func(v int) string { return strconv.Itoa(v % 7) }, patterns.PartitionerOpts{Queue: queue})
+			pt, err := patterns.NewPartitioner[int](c, "bench"+strconv.Itoa(n), func(v int) string { return strconv.Itoa(v % 7) }, &patterns.PartitionerOpts{Queue: queue})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -287,7 +287,7 @@ func TestInvokeAllAcrossProcesses(t *testing.T) {
 	cleanFleetKeys(t, b.env.RDB, b.queue)
 	startFleet(t, b.env, b.queue, 3, 5*time.Second)
 	ctx := ctxT(t)
-	g, err := patterns.InvokeAll(ctx, b.c, 4, slots(b.queue, 60, 20))
+	g, err := patterns.InvokeAll(ctx, b.c, slots(b.queue, 60, 20), 4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestInvokeAllSlotReturnsAfterKill(t *testing.T) {
 	ctx := ctxT(t)
 	specs := slots(b.queue, 30, 20)
 	specs[2].Args = Slot{N: 2, WorkMs: 20, Hold: true}
-	g, err := patterns.InvokeAll(ctx, b.c, 4, specs)
+	g, err := patterns.InvokeAll(ctx, b.c, specs, 4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,7 +462,7 @@ func TestJoinOnceUnderRedelivery(t *testing.T) {
 		worker.Handle(w, js.handler)
 	})
 	ctx := ctxT(t)
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2, 3), &client.Spec{Args: Sum{Tag: "r"}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2, 3), &client.Spec{Args: Sum{Tag: "r"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +529,7 @@ func TestForkJoinHundredThousand(t *testing.T) {
 		specs[i] = client.Spec{Args: Noop{}, Opts: opts}
 	}
 	start := time.Now()
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "big"}, Opts: opts}, patterns.WithRetention(10*time.Minute))
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "big"}, Opts: opts}, &patterns.GroupOpts{Retention: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

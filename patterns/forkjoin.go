@@ -17,9 +17,36 @@ import (
 	"github.com/taskfleet/async/ratelimit"
 )
 
-// Option tunes a group.
-type Option func(*options)
+// GroupOpts configures a group: ForkJoin, InvokeAll, Throttle, Spread, Sub,
+// Partition and Partitioner.Flush take one. A nil *GroupOpts means every
+// default.
+type GroupOpts struct {
+	// ID names the group (the name rule [A-Za-z0-9._-], at most 100
+	// bytes): starting a group with the same ID again adds nothing and
+	// returns a handle with Duplicate true, and a call that failed halfway
+	// may be made again to complete it. Members in other queues than the
+	// group's, and InvokeAll's, get task ids derived from it
+	// ("<queue>/<id>.<index>"); members in the group's own queue get
+	// generated ids (Group.Members lists them all). Defaults to a random
+	// id. Not for Sub: a nested group's id derives from its parent's.
+	ID string
 
+	// Queue is the group's home queue, whose Redis slot holds the group's
+	// state. Defaults to the queue of the first member.
+	Queue string
+
+	// FailFast ends the group at the first member that does not succeed:
+	// the group ends GroupFailed at once, its continuations (the join)
+	// start, and the members not yet ended are cancelled.
+	FailFast bool
+
+	// Retention is how long the group's state is kept once it ended.
+	// Defaults to the client's Config.Retention. Members keep their own
+	// retention (EnqueueOpts.Retention).
+	Retention time.Duration
+}
+
+// options is a group's settings: its GroupOpts and what the pattern adds.
 type options struct {
 	id        string
 	nonce     string // the group's incarnation, in its members' derived keys (top-level groups)
@@ -31,42 +58,27 @@ type options struct {
 	start     time.Time        // Spread's start
 }
 
-// WithID names the group (the name rule [A-Za-z0-9._-], at most 100 bytes):
-// starting a group with the same id again adds nothing and returns a handle
-// with Duplicate true, and a call that failed halfway may be made again to
-// complete it. Members in other queues than the group's, and InvokeAll's,
-// get task ids derived from it ("<queue>/<id>.<index>"); members in the
-// group's own queue get generated ids (Group.Members lists them all).
-// Defaults to a random id.
-func WithID(id string) Option { return func(o *options) { o.id = id } }
-
-// InQueue sets the group's home queue, whose Redis slot holds the group's
-// state. Defaults to the queue of the first member.
-func InQueue(queue string) Option { return func(o *options) { o.queue = queue } }
-
-// FailFast ends the group at the first member that does not succeed: the
-// group ends GroupFailed at once, its continuations (the join) start, and
-// the members not yet ended are cancelled.
-func FailFast() Option { return func(o *options) { o.failFast = true } }
-
-// WithRetention sets how long the group's state is kept once it ended.
-// Defaults to the client's Config.Retention. Members keep their own
-// retention (EnqueueOpts.Retention).
-func WithRetention(d time.Duration) Option { return func(o *options) { o.retention = d } }
+func optionsOf(g *GroupOpts) options {
+	if g == nil {
+		return options{}
+	}
+	return options{id: g.ID, queue: g.Queue, failFast: g.FailFast, retention: g.Retention}
+}
 
 // ForkJoin enqueues every spec as a member of a new group (pipelined) and
 // returns the group's handle. join, when not nil, is a task that runs once
 // every member has ended, exactly once, however the members ended (with
-// FailFast: at the first failure); its handler reads the members' outcomes
-// with JoinOutcomes or JoinResults. A spec made by Sub is a nested group.
+// GroupOpts.FailFast: at the first failure); its handler reads the members'
+// outcomes with JoinOutcomes or JoinResults. A spec made by Sub is a nested
+// group. opts may be nil.
 //
 // Every spec is checked before anything is written; EnqueueOpts.ID must be
-// empty (members' ids derive from the group's, see WithID). A member in any
-// queue may end the group: its end is handed to the group's slot in a second,
-// idempotent step. Called from a handler, the members become the handler
-// task's children (cancelling that task cancels them).
-func ForkJoin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, opts ...Option) (*Group, error) {
-	return begin(ctx, c, specs, join, 0, opts)
+// empty (members' ids derive from the group's, see GroupOpts.ID). A member
+// in any queue may end the group: its end is handed to the group's slot in a
+// second, idempotent step. Called from a handler, the members become the
+// handler task's children (cancelling that task cancels them).
+func ForkJoin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, opts *GroupOpts) (*Group, error) {
+	return begin(ctx, c, specs, join, 0, optionsOf(opts))
 }
 
 // InvokeAll is ForkJoin without a join, where at most concurrency members
@@ -77,11 +89,11 @@ func ForkJoin(ctx context.Context, c *client.Client, specs []client.Spec, join *
 // worker dies keeps it while its lease runs out and another worker takes it
 // over, so slots never leak. concurrency 0 means ForkJoin; nested groups are
 // not allowed. The group's handle supports ContinueWith.
-func InvokeAll(ctx context.Context, c *client.Client, concurrency int, specs []client.Spec, opts ...Option) (*Group, error) {
+func InvokeAll(ctx context.Context, c *client.Client, specs []client.Spec, concurrency int, opts *GroupOpts) (*Group, error) {
 	if concurrency < 0 {
 		return nil, fmt.Errorf("patterns.InvokeAll: concurrency is %d, must be 0 (no limit) or more", concurrency)
 	}
-	return begin(ctx, c, specs, nil, concurrency, opts)
+	return begin(ctx, c, specs, nil, concurrency, optionsOf(opts))
 }
 
 // Throttle is ForkJoin without a join whose members start at most rate per
@@ -91,13 +103,13 @@ func InvokeAll(ctx context.Context, c *client.Client, concurrency int, specs []c
 // rate holds however many workers and processes run the group. The group's
 // bucket is "g:<home>/<id>" (package ratelimit). Nested groups are not
 // allowed. The group's handle supports ContinueWith.
-func Throttle(ctx context.Context, c *client.Client, specs []client.Spec, rate int, every time.Duration, opts ...Option) (*Group, error) {
+func Throttle(ctx context.Context, c *client.Client, specs []client.Spec, rate int, every time.Duration, opts *GroupOpts) (*Group, error) {
 	lim := ratelimit.Limit{Rate: rate, Per: every}
 	if err := lim.Validate(); err != nil {
 		return nil, fmt.Errorf("patterns.Throttle: rate %d per %v: %w", rate, every, err)
 	}
-	o := append([]Option{}, opts...)
-	o = append(o, func(o *options) { o.rate = &lim })
+	o := optionsOf(opts)
+	o.rate = &lim
 	return begin(ctx, c, specs, nil, 0, o)
 }
 
@@ -109,29 +121,29 @@ func Throttle(ctx context.Context, c *client.Client, specs []client.Spec, rate i
 // coordinator for starts within milliseconds of their times (workers alone
 // move due tasks within a second). Nested groups are not allowed; the
 // group's handle supports ContinueWith.
-func Spread(ctx context.Context, c *client.Client, within time.Duration, specs []client.Spec, opts ...Option) (*Group, error) {
+func Spread(ctx context.Context, c *client.Client, specs []client.Spec, within time.Duration, opts *GroupOpts) (*Group, error) {
 	if within <= 0 {
 		return nil, fmt.Errorf("patterns.Spread: within is %v, must be positive", within)
 	}
-	start := time.Now()
-	o := append([]Option{}, opts...)
-	o = append(o, func(o *options) { o.spread, o.start = within, start })
+	o := optionsOf(opts)
+	o.spread, o.start = within, time.Now()
 	return begin(ctx, c, specs, nil, 0, o)
 }
 
 // Sub describes a nested group: used as a spec of ForkJoin, it runs specs as
 // a group of their own (with join, when not nil) and counts as one member
 // of the outer group, ending when its join ends (or, without a join, when
-// the nested group ends). Its members' ids derive from the outer group's id.
-// A Sub spec is only for ForkJoin: enqueueing it otherwise fails.
-func Sub(specs []client.Spec, join *client.Spec, opts ...Option) client.Spec {
-	return client.Spec{Args: &subGroup{specs: specs, join: join, opts: opts}}
+// the nested group ends). Its members' ids derive from the outer group's id,
+// so opts.ID must be empty; opts may be nil. A Sub spec is only for
+// ForkJoin: enqueueing it otherwise fails.
+func Sub(specs []client.Spec, join *client.Spec, opts *GroupOpts) client.Spec {
+	return client.Spec{Args: &subGroup{specs: specs, join: join, opts: optionsOf(opts)}}
 }
 
 type subGroup struct {
 	specs []client.Spec
 	join  *client.Spec
-	opts  []Option
+	opts  options
 }
 
 func (*subGroup) Kind() string { return "patterns.Sub" }
@@ -156,14 +168,10 @@ type plan struct {
 	nestIdx  int // as a nested group whose join is the member: its index in the parent
 }
 
-func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, limit int, opts []Option) (*Group, error) {
+func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *client.Spec, limit int, o options) (*Group, error) {
 	what := "patterns.ForkJoin"
 	if limit > 0 {
 		what = "patterns.InvokeAll"
-	}
-	var o options
-	for _, opt := range opts {
-		opt(&o)
 	}
 	if o.rate != nil {
 		what = "patterns.Throttle"
@@ -208,17 +216,18 @@ func begin(ctx context.Context, c *client.Client, specs []client.Spec, join *cli
 }
 
 // IncompleteError is returned when a group was created but not every
-// member could be added: call again with WithID(ID) (and the same specs) to
+// member could be added: call again with GroupOpts.ID set to ID (and the
+// same specs) to
 // complete it, or cancel it (Open(c, Group), then Cancel). A group never
 // completed nor cancelled is deleted after a week.
 type IncompleteError struct {
-	ID    string // the group's own id, for WithID
+	ID    string // the group's own id, for GroupOpts.ID
 	Group string // its public id
 	Err   error
 }
 
 func (e *IncompleteError) Error() string {
-	return fmt.Sprintf("%v (group %s is incomplete: call again with WithID(%q) to complete it)", e.Err, e.Group, e.ID)
+	return fmt.Sprintf("%v (group %s is incomplete: call again with GroupOpts.ID %q to complete it)", e.Err, e.Group, e.ID)
 }
 
 func (e *IncompleteError) Unwrap() error { return e.Err }
@@ -284,7 +293,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			return nil, fmt.Errorf("spec %d: EnqueueOpts.RateKey %q is set, but Throttle's members take their tokens from the group's bucket (a task takes from one key)", i, s.Opts.RateKey)
 		}
 		if s.Opts != nil && s.Opts.ID != "" {
-			return nil, fmt.Errorf("spec %d: EnqueueOpts.ID %q is set, but a group names its members itself (WithID on the group makes the call idempotent)", i, s.Opts.ID)
+			return nil, fmt.Errorf("spec %d: EnqueueOpts.ID %q is set, but a group names its members itself (GroupOpts.ID on the group makes the call idempotent)", i, s.Opts.ID)
 		}
 		sg, nested := s.Args.(*subGroup)
 		if !nested {
@@ -307,12 +316,9 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		if limit > 0 || o.rate != nil || o.spread > 0 {
 			return nil, fmt.Errorf("spec %d is a nested group (patterns.Sub); only ForkJoin takes those", i)
 		}
-		var so options
-		for _, opt := range sg.opts {
-			opt(&so)
-		}
+		so := sg.opts
 		if so.id != "" {
-			return nil, fmt.Errorf("spec %d: a nested group's id derives from its parent's; WithID is not for Sub", i)
+			return nil, fmt.Errorf("spec %d: a nested group's id derives from its parent's; GroupOpts.ID is not for Sub", i)
 		}
 		so.id = key
 		so.nonce = "" // its id carries its parent's incarnation
@@ -382,7 +388,7 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	if err != nil {
 		return err
 	}
-	if gst == GroupRunning { // not ended, nor being cancelled
+	if GroupState(gst) == GroupRunning { // not ended, nor being cancelled
 		if p.join != nil {
 			if _, err := engineOf(c).Send(ctx, *p.join); err != nil {
 				return fmt.Errorf("join: %w", err)
@@ -432,7 +438,7 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	if err != nil {
 		return err
 	}
-	if gs.State == GroupFailed || gs.State == GroupCancelled || gs.Cancel {
+	if st := GroupState(gs.State); st == GroupFailed || st == GroupCancelled || gs.Cancel {
 		// It ended (fail fast) or was cancelled while it was being made:
 		// members created after the sweep that followed are cancelled here.
 		names, err := store.GroupMemberNames(ctx, rdb, p.ref, gs.Members)

@@ -64,7 +64,7 @@ func TestForkJoinResultsInOrder(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	ns := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, ns...), &client.Spec{Args: Sum{Tag: "a"}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, ns...), &client.Spec{Args: Sum{Tag: "a"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestForkJoinFailureStillJoins(t *testing.T) {
 		worker.Handle(w, js.handler)
 	})
 	ctx := ctxT(t)
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 2, -1, 3), &client.Spec{Args: Sum{Tag: "f"}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 2, -1, 3), &client.Spec{Args: Sum{Tag: "f"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

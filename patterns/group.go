@@ -15,7 +15,8 @@ import (
 	"github.com/taskfleet/async/internal/store"
 )
 
-// Group is a handle on a group of tasks started by ForkJoin or InvokeAll. Its
+// Group is a handle on a group of tasks started by ForkJoin, InvokeAll,
+// Throttle, Spread or Partition. Its
 // state lives in Redis, so any process may hold a handle (see Open).
 type Group struct {
 	c   *client.Client
@@ -40,23 +41,31 @@ func Open(c *client.Client, id string) (*Group, error) {
 func (g *Group) ID() string { return g.ref.String() }
 
 // Duplicate reports that a group with this id had been started before (see
-// Options.ID): nothing was added.
+// GroupOpts.ID): nothing was added.
 func (g *Group) Duplicate() bool { return g.dup }
 
-// Group states.
+// GroupState is the state of a group.
+type GroupState string
+
+// The states of a group. Succeeded, failed and cancelled are final.
 const (
-	GroupRunning   = "running"
-	GroupSucceeded = "succeeded" // every member succeeded
-	GroupFailed    = "failed"    // some member did not succeed
-	GroupCancelled = "cancelled" // Cancel was called
+	GroupRunning   GroupState = "running"
+	GroupSucceeded GroupState = "succeeded" // every member succeeded
+	GroupFailed    GroupState = "failed"    // some member did not succeed
+	GroupCancelled GroupState = "cancelled" // Cancel was called
 )
+
+// Final reports whether s is a final state: the group ended.
+func (s GroupState) Final() bool {
+	return s == GroupSucceeded || s == GroupFailed || s == GroupCancelled
+}
 
 // Progress is a group's counters, read in one round trip.
 type Progress struct {
-	State     string // GroupRunning, GroupSucceeded, GroupFailed or GroupCancelled
-	Total     int    // members
-	Succeeded int    // members that succeeded
-	Failed    int    // members that ended without success (dead, cancelled, a failed nested group)
+	State     GroupState // GroupRunning, GroupSucceeded, GroupFailed or GroupCancelled
+	Total     int        // members
+	Succeeded int        // members that succeeded
+	Failed    int        // members that ended without success (dead, cancelled, a failed nested group)
 }
 
 // Done is how many members ended, however they ended.
@@ -78,7 +87,7 @@ func (g *Group) Progress(ctx context.Context) (Progress, error) {
 	if st.State == "" {
 		return Progress{}, fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
 	}
-	return Progress{State: st.State, Total: st.Members, Succeeded: st.Succeeded, Failed: st.Failed}, nil
+	return Progress{State: GroupState(st.State), Total: st.Members, Succeeded: st.Succeeded, Failed: st.Failed}, nil
 }
 
 // recheck bounds how long Wait trusts the notification channel alone.
@@ -172,8 +181,8 @@ var ErrUnfinished = errors.New("member had not ended")
 // GroupError is the error of a nested group that did not succeed.
 type GroupError struct {
 	ID     string
-	State  string // GroupFailed or GroupCancelled
-	Failed int    // members that did not succeed
+	State  GroupState // GroupFailed or GroupCancelled
+	Failed int        // members that did not succeed
 	Total  int
 	First  string // the first member that did not succeed
 }
@@ -312,15 +321,15 @@ func nestedOutcome(ctx context.Context, e *engine.Engine, id string) Outcome {
 	if err != nil {
 		return Outcome{ID: id, Err: err}
 	}
-	switch gs.State {
+	switch GroupState(gs.State) {
 	case GroupSucceeded:
 		return Outcome{ID: id, State: client.StateSucceeded}
 	case GroupFailed, GroupCancelled:
 		st := client.StateDead
-		if gs.State == GroupCancelled {
+		if GroupState(gs.State) == GroupCancelled {
 			st = client.StateCancelled
 		}
-		return Outcome{ID: id, State: st, Err: &GroupError{ID: id, State: gs.State, Failed: gs.Failed, Total: gs.Members, First: gs.First}}
+		return Outcome{ID: id, State: st, Err: &GroupError{ID: id, State: GroupState(gs.State), Failed: gs.Failed, Total: gs.Members, First: gs.First}}
 	default:
 		return Outcome{ID: id, Err: fmt.Errorf("%s (%s): %w", id, orUnknown(gs.State), ErrUnfinished)}
 	}
@@ -338,7 +347,7 @@ func (g *Group) Cancel(ctx context.Context) error {
 	if st == "" {
 		return fmt.Errorf("cancel group %s: %w", g.ID(), ErrUnknownGroup)
 	}
-	if st != GroupRunning {
+	if GroupState(st) != GroupRunning {
 		return nil
 	}
 	return store.DrainOutbox(ctx, engineOf(g.c).Redis(), g.ref.Home, engineOf(g.c).Retention().Milliseconds())

@@ -3,6 +3,7 @@ package patterns_test
 import (
 	"context"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,7 +74,7 @@ func TestInvokeAllBoundsConcurrency(t *testing.T) {
 	for i := range ns {
 		ns[i] = i
 	}
-	g, err := patterns.InvokeAll(ctx, b.c, 3, squares(b.queue, ns...))
+	g, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, ns...), 3, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestInvokeAllHeldOutsideTheStream(t *testing.T) {
 	for i := range specs {
 		specs[i] = client.Spec{Args: Square{N: i, Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	g, err := patterns.InvokeAll(ctx, b.c, 1, specs)
+	g, err := patterns.InvokeAll(ctx, b.c, specs, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestInvokeAllZeroIsForkJoin(t *testing.T) {
 	b := setup(t)
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, square) })
 	ctx := ctxT(t)
-	g, err := patterns.InvokeAll(ctx, b.c, 0, squares(b.queue, 1, 2, 3))
+	g, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, 1, 2, 3), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestGroupCountsEachMemberOnce(t *testing.T) {
 		worker.Handle(w, js.handler)
 	})
 	ctx := ctxT(t)
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, -1), &client.Spec{Args: Sum{Tag: "once"}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, -1), &client.Spec{Args: Sum{Tag: "once"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +232,57 @@ func TestInvokeAllLargeLimit(t *testing.T) {
 	for i := range ns {
 		ns[i] = i
 	}
-	g, err := patterns.InvokeAll(ctx, b.c, 1100, squares(b.queue, ns...))
+	g, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, ns...), 1100, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := g.Wait(ctx)
 	if err != nil || p.State != patterns.GroupSucceeded || p.Succeeded != 1300 {
 		t.Fatalf("%+v, %v", p, err)
+	}
+}
+
+// A dead member of a running InvokeAll cannot be retried into the group
+// (its slot went back when it died); once the group ended it can.
+func TestRetryDeadInvokeAllMember(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	b.worker(t, &worker.Config{Concurrency: 4}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+			if a.Block {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+				return a.N * a.N, nil
+			}
+			return square(ctx, a)
+		})
+	})
+	ctx := ctxT(t)
+	specs := []client.Spec{{Args: Square{N: -1}, Opts: &client.EnqueueOpts{Queue: b.queue}}, {Args: Square{N: 2, Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}}
+	g, err := patterns.InvokeAll(ctx, b.c, specs, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := g.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asynctest.Eventually(t, 5*time.Second, "member 0 dead", func() bool {
+		st, _ := hs[0].State(ctx)
+		return st == client.StateDead
+	})
+	if _, err := b.c.RetryDead(ctx, hs[0].ID()); err == nil || !strings.Contains(err.Error(), "still runs at most 1") {
+		t.Errorf("RetryDead while the group runs: %v", err)
+	}
+	close(release)
+	if _, err := g.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.c.RetryDead(ctx, hs[0].ID()); err != nil {
+		t.Errorf("RetryDead once the group ended: %v", err)
 	}
 }

@@ -60,11 +60,11 @@ func ResultsByKey[R any](ctx context.Context, p *Partitioned) (map[string]R, err
 
 // Partition is grab/async's Partitioner in one call: it groups items by
 // keyFunc and starts one task per partition, spec(key, items of that key)
-// in the order the items came, as a ForkJoin group without a join (opts as
-// for ForkJoin), run concurrently across the fleet. A partition's items
-// travel in its task's args, so each partition must fit the client's
-// MaxPayloadBytes.
-func Partition[T any](ctx context.Context, c *client.Client, items []T, keyFunc func(T) string, spec func(key string, items []T) client.Spec, opts ...Option) (*Partitioned, error) {
+// in the order the items came, as a ForkJoin group without a join (opts, nil
+// or not, as for ForkJoin), run concurrently across the fleet. A
+// partition's items travel in its task's args, so each partition must fit
+// the client's MaxPayloadBytes.
+func Partition[T any](ctx context.Context, c *client.Client, items []T, keyFunc func(T) string, spec func(key string, items []T) client.Spec, opts *GroupOpts) (*Partitioned, error) {
 	if keyFunc == nil || spec == nil {
 		return nil, errors.New("patterns.Partition: keyFunc and spec must not be nil")
 	}
@@ -76,7 +76,7 @@ func Partition[T any](ctx context.Context, c *client.Client, items []T, keyFunc 
 	return startPartitions(ctx, c, "patterns.Partition", byKey, spec, opts)
 }
 
-func startPartitions[T any](ctx context.Context, c *client.Client, what string, byKey map[string][]T, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
+func startPartitions[T any](ctx context.Context, c *client.Client, what string, byKey map[string][]T, spec func(string, []T) client.Spec, opts *GroupOpts) (*Partitioned, error) {
 	ks := slices.Sorted(func(yield func(string) bool) {
 		for k := range byKey {
 			if !yield(k) {
@@ -91,14 +91,15 @@ func startPartitions[T any](ctx context.Context, c *client.Client, what string, 
 			return nil, fmt.Errorf("%s: spec for partition %q has nil Args", what, k)
 		}
 	}
-	g, err := ForkJoin(ctx, c, specs, nil, opts...)
+	g, err := ForkJoin(ctx, c, specs, nil, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return &Partitioned{Group: g, keys: ks}, nil
 }
 
-// PartitionerOpts configures a Partitioner.
+// PartitionerOpts configures a Partitioner; a nil *PartitionerOpts means
+// every default.
 type PartitionerOpts struct {
 	// Queue holds the accumulated items (and is the default home of the
 	// groups Flush starts). Defaults to the client's default queue.
@@ -119,8 +120,8 @@ type Partitioner[T any] struct {
 
 // NewPartitioner returns the partitioner name (the rule [A-Za-z0-9._-], at
 // most 64 bytes); every process using the same name and queue shares its
-// items.
-func NewPartitioner[T any](c *client.Client, name string, keyFunc func(T) string, opts PartitionerOpts) (*Partitioner[T], error) {
+// items. opts may be nil.
+func NewPartitioner[T any](c *client.Client, name string, keyFunc func(T) string, opts *PartitionerOpts) (*Partitioner[T], error) {
 	if c == nil {
 		return nil, errors.New("patterns.NewPartitioner: client is nil")
 	}
@@ -133,7 +134,10 @@ func NewPartitioner[T any](c *client.Client, name string, keyFunc func(T) string
 	if len(name) > 64 {
 		return nil, fmt.Errorf("patterns.NewPartitioner: name %.32q... is %d bytes, the limit is 64: %w", name, len(name), keys.ErrInvalidName)
 	}
-	queue := opts.Queue
+	var queue string
+	if opts != nil {
+		queue = opts.Queue
+	}
 	if queue == "" {
 		queue = defaultQueue(c)
 	} else if err := keys.ValidateName("queue", queue); err != nil {
@@ -182,15 +186,15 @@ func (p *Partitioner[T]) Len(ctx context.Context) (int64, error) {
 
 // Flush takes every item appended so far and starts one task per
 // partition, spec(key, items of that key in append order), as Partition
-// does; opts are ForkJoin's (WithID is set by Flush). It returns nil and no
-// error when there was nothing to flush. A Flush that fails after taking
+// does; opts are ForkJoin's, nil or not (Flush sets their ID and Queue).
+// It returns nil and no error when there was nothing to flush. A Flush that fails after taking
 // the items leaves them in a snapshot, which a Flush at least a minute later
 // starts, in a group whose id derives from the snapshot ("pt.<name>.<snapshot>"),
 // so nothing is lost or started twice; a snapshot that fails to start
 // again (say, a partition over MaxPayloadBytes) stays pending, named in the
 // error, and holds up no other. A Flush whose group started but whose
 // snapshot could not be dropped returns that group with the error.
-func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items []T) client.Spec, opts ...Option) (*Partitioned, error) {
+func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items []T) client.Spec, opts *GroupOpts) (*Partitioned, error) {
 	what := "patterns.Partitioner " + p.name + ": flush"
 	if spec == nil {
 		return nil, fmt.Errorf("%s: spec is nil", what)
@@ -231,7 +235,7 @@ func (p *Partitioner[T]) Flush(ctx context.Context, spec func(key string, items 
 // the one that took it to start it.
 const leftoverAge = time.Minute
 
-func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec func(string, []T) client.Spec, opts []Option) (*Partitioned, error) {
+func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec func(string, []T) client.Spec, opts *GroupOpts) (*Partitioned, error) {
 	rdb := engineOf(p.c).Redis()
 	raw, err := store.SnapshotItems(ctx, rdb, p.q, p.name, snap)
 	if err != nil {
@@ -251,8 +255,12 @@ func (p *Partitioner[T]) startSnapshot(ctx context.Context, snap string, spec fu
 	}
 	var g *Partitioned
 	if len(byKey) > 0 {
-		o := append(append([]Option{}, opts...), WithID("pt."+p.name+"."+snap), InQueue(p.q.Name))
-		if g, err = startPartitions(ctx, p.c, "start partitions", byKey, spec, o); err != nil {
+		var o GroupOpts
+		if opts != nil {
+			o = *opts
+		}
+		o.ID, o.Queue = "pt."+p.name+"."+snap, p.q.Name
+		if g, err = startPartitions(ctx, p.c, "start partitions", byKey, spec, &o); err != nil {
 			return nil, err
 		}
 	}

@@ -55,7 +55,7 @@ func TestPartitionPattern(t *testing.T) {
 	spec := func(key string, its []int) client.Spec {
 		return client.Spec{Args: SumPart{Key: key, Items: its}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	p, err := patterns.Partition(ctx, b.c, items, keyOf, spec)
+	p, err := patterns.Partition(ctx, b.c, items, keyOf, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPartitionerAppendAndFlush(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			c := asynctest.Client(t, b.env)
-			pt, err := patterns.NewPartitioner[int](c, name, keyOf, patterns.PartitionerOpts{Queue: b.queue})
+			pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 			if err != nil {
 				t.Error(err)
 				return
@@ -112,7 +112,7 @@ func TestPartitionerAppendAndFlush(t *testing.T) {
 			}
 		}()
 	}
-	pt, err := patterns.NewPartitioner[int](b.c, name, keyOf, patterns.PartitionerOpts{Queue: b.queue})
+	pt, err := patterns.NewPartitioner[int](b.c, name, keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestPartitionerAppendAndFlush(t *testing.T) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	flush := func() {
-		g, err := pt.Flush(ctx, spec)
+		g, err := pt.Flush(ctx, spec, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func TestPartitionerAppendAndFlush(t *testing.T) {
 		flush()
 	}
 	flush()
-	if g, err := pt.Flush(ctx, spec); err != nil || g != nil {
+	if g, err := pt.Flush(ctx, spec, nil); err != nil || g != nil {
 		t.Fatalf("flush with nothing appended: %v, %v", g, err)
 	}
 	total, sum := 0, 0
@@ -166,7 +166,7 @@ func TestPartitionerLeftoverSnapshot(t *testing.T) {
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, sumPart) })
 	ctx := ctxT(t)
 	name := "left-" + b.queue[len(b.queue)-8:]
-	pt, err := patterns.NewPartitioner[int](b.c, name, keyOf, patterns.PartitionerOpts{Queue: b.queue})
+	pt, err := patterns.NewPartitioner[int](b.c, name, keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestPartitionerLeftoverSnapshot(t *testing.T) {
 	spec := func(key string, its []int) client.Spec {
 		return client.Spec{Args: SumPart{Key: key, Items: its}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	if g, err := pt.Flush(ctx, spec); err != nil || g != nil {
+	if g, err := pt.Flush(ctx, spec, nil); err != nil || g != nil {
 		t.Fatalf("Flush: %v, %v (nothing new was appended; the leftover starts in its own group)", g, err)
 	}
 	g, err := patterns.Open(b.c, keys.GroupID(b.queue, "pt."+name+".dead1"))

@@ -43,18 +43,13 @@ func (s *Schedule) Remove(ctx context.Context) error {
 	return err
 }
 
-// RepeatOption configures RepeatCron.
-type RepeatOption func(*repeatOptions)
-
-type repeatOptions struct {
-	loc *time.Location
-}
-
-// InLocation evaluates a cron expression in loc's wall time (by its IANA
-// name, so every coordinator must have the time zone database). Defaults
-// to UTC.
-func InLocation(loc *time.Location) RepeatOption {
-	return func(o *repeatOptions) { o.loc = loc }
+// CronOpts configures RepeatCron; a nil *CronOpts means every default.
+type CronOpts struct {
+	// Location is the time zone whose wall time the expression is
+	// evaluated in, by its IANA name (load it with time.LoadLocation;
+	// every coordinator must have the time zone database). Defaults to
+	// UTC.
+	Location *time.Location
 }
 
 // Repeat is grab/async's Repeat across the fleet: it declares the schedule
@@ -82,26 +77,27 @@ func InLocation(loc *time.Location) RepeatOption {
 // name follows [A-Za-z0-9._-], at most 104 bytes. spec's options may set
 // the queue, attempts, timeout, retention, metadata, trace and rate key, but
 // not ID, Deadline, ProcessAt or Delay.
-func Repeat(ctx context.Context, c *client.Client, name string, interval time.Duration, spec client.Spec) (*Schedule, error) {
+func Repeat(ctx context.Context, c *client.Client, name string, spec client.Spec, interval time.Duration) (*Schedule, error) {
 	if interval < time.Millisecond {
 		return nil, fmt.Errorf("patterns.Repeat %q: interval is %v, must be at least 1ms", name, interval)
 	}
 	return declare(ctx, c, "patterns.Repeat", name, interval, "", "", spec)
 }
 
-// RepeatCron is Repeat on the times of a cron expression (minute hour
-// day-of-month month day-of-week, or @hourly, @daily, ...; see the package
-// docs), evaluated in UTC unless InLocation says otherwise.
-func RepeatCron(ctx context.Context, c *client.Client, name, expr string, spec client.Spec, opts ...RepeatOption) (*Schedule, error) {
-	var o repeatOptions
-	for _, opt := range opts {
-		opt(&o)
+// RepeatCron is Repeat on the times of the cron expression expr (five
+// fields, minute hour day-of-month month day-of-week, or a descriptor such
+// as @daily; the syntax is under "Cron expressions" in the package docs),
+// evaluated in UTC unless opts.Location says otherwise. opts may be nil.
+func RepeatCron(ctx context.Context, c *client.Client, name string, spec client.Spec, expr string, opts *CronOpts) (*Schedule, error) {
+	var loc *time.Location
+	if opts != nil {
+		loc = opts.Location
 	}
 	tz := ""
-	if o.loc != nil && o.loc != time.UTC {
-		tz = o.loc.String()
+	if loc != nil && loc != time.UTC {
+		tz = loc.String()
 		if tz == "" || tz == "Local" {
-			return nil, fmt.Errorf("patterns.RepeatCron %q: InLocation needs a location loaded by IANA name (time.LoadLocation), not %q", name, tz)
+			return nil, fmt.Errorf("patterns.RepeatCron %q: CronOpts.Location needs a location loaded by IANA name (time.LoadLocation), not %q", name, tz)
 		}
 	}
 	if _, err := store.ParseCron(expr, tz); err != nil {

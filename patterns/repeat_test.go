@@ -88,7 +88,7 @@ func TestRepeatFiresEachSlotOnce(t *testing.T) {
 	ctx := ctxT(t)
 	name := "every100-" + b.queue[len(b.queue)-8:]
 	const every = 100 * time.Millisecond
-	s, err := patterns.Repeat(ctx, b.c, name, every, client.Spec{Args: Tick{V: 1}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	s, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{V: 1}, Opts: &client.EnqueueOpts{Queue: b.queue}}, every)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestRepeatDeclareIsIdempotent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			scheds[i], errs[i] = patterns.Repeat(ctx, b.c, name, time.Hour, spec)
+			scheds[i], errs[i] = patterns.Repeat(ctx, b.c, name, spec, time.Hour)
 		}()
 	}
 	wg.Wait()
@@ -160,14 +160,14 @@ func TestRepeatDeclareIsIdempotent(t *testing.T) {
 	next := scheds[0].Next()
 
 	// A new task keeps the timing; a new interval restarts it.
-	s, err := patterns.Repeat(ctx, b.c, name, time.Hour, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	s, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: b.queue}}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !s.Updated() || !s.Next().Equal(next) {
 		t.Errorf("new task: updated %v, next %v (was %v)", s.Updated(), s.Next(), next)
 	}
-	s, err = patterns.Repeat(ctx, b.c, name, 2*time.Hour, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	s, err = patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: b.queue}}, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestRepeatDeclareIsIdempotent(t *testing.T) {
 
 	// Moving it to another queue leaves nothing in the old one.
 	other := b.queue + "-b"
-	if _, err := patterns.Repeat(ctx, b.c, name, 2*time.Hour, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: other}}); err != nil {
+	if _, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{V: 2}, Opts: &client.EnqueueOpts{Queue: other}}, 2*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := b.env.RDB.Exists(ctx, keys.ForQueue(b.queue).Repeat(name)).Result(); err != nil || n != 0 {
@@ -216,10 +216,10 @@ func TestRepeatTimeTravel(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	if _, err := patterns.Repeat(ctx, c, "minutely", time.Minute, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "tt"}}); err != nil {
+	if _, err := patterns.Repeat(ctx, c, "minutely", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "tt"}}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	hourly, err := patterns.RepeatCron(ctx, c, "hourly", "0 * * * *", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "tt"}})
+	hourly, err := patterns.RepeatCron(ctx, c, "hourly", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "tt"}}, "0 * * * *", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 
 	cos := newCoordinators(1)
 	run(cos, true)
-	s, err := patterns.Repeat(ctx, b.c, name, every, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+	s, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: b.queue}}, every)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,32 +424,32 @@ func TestRepeatBadInput(t *testing.T) {
 		call func() error
 		want string
 	}{
-		{"bad name", func() error { _, err := patterns.Repeat(ctx, b.c, "a b", time.Second, ok); return err }, `repeat name "a b"`},
+		{"bad name", func() error { _, err := patterns.Repeat(ctx, b.c, "a b", ok, time.Second); return err }, `repeat name "a b"`},
 		{"long name", func() error {
-			_, err := patterns.Repeat(ctx, b.c, strings.Repeat("x", 105), time.Second, ok)
+			_, err := patterns.Repeat(ctx, b.c, strings.Repeat("x", 105), ok, time.Second)
 			return err
 		}, "limit is 104"},
-		{"no interval", func() error { _, err := patterns.Repeat(ctx, b.c, "x", 0, ok); return err }, "interval is 0s"},
-		{"nil args", func() error { _, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{}); return err }, "spec.Args is nil"},
+		{"no interval", func() error { _, err := patterns.Repeat(ctx, b.c, "x", ok, 0); return err }, "interval is 0s"},
+		{"nil args", func() error { _, err := patterns.Repeat(ctx, b.c, "x", client.Spec{}, time.Second); return err }, "spec.Args is nil"},
 		{"id", func() error {
-			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{ID: "a"}})
+			_, err := patterns.Repeat(ctx, b.c, "x", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{ID: "a"}}, time.Second)
 			return err
 		}, "EnqueueOpts.ID"},
 		{"deadline", func() error {
-			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Deadline: time.Now()}})
+			_, err := patterns.Repeat(ctx, b.c, "x", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Deadline: time.Now()}}, time.Second)
 			return err
 		}, "EnqueueOpts.Deadline"},
 		{"delay", func() error {
-			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Delay: time.Second}})
+			_, err := patterns.Repeat(ctx, b.c, "x", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Delay: time.Second}}, time.Second)
 			return err
 		}, "ProcessAt or Delay"},
 		{"bad queue", func() error {
-			_, err := patterns.Repeat(ctx, b.c, "x", time.Second, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "a/b"}})
+			_, err := patterns.Repeat(ctx, b.c, "x", client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "a/b"}}, time.Second)
 			return err
 		}, "EnqueueOpts.Queue"},
-		{"bad cron", func() error { _, err := patterns.RepeatCron(ctx, b.c, "x", "61 * * * *", ok); return err }, "minute 61"},
+		{"bad cron", func() error { _, err := patterns.RepeatCron(ctx, b.c, "x", ok, "61 * * * *", nil); return err }, "minute 61"},
 		{"local zone", func() error {
-			_, err := patterns.RepeatCron(ctx, b.c, "x", "@daily", ok, patterns.InLocation(time.FixedZone("", 3600)))
+			_, err := patterns.RepeatCron(ctx, b.c, "x", ok, "@daily", &patterns.CronOpts{Location: time.FixedZone("", 3600)})
 			return err
 		}, "IANA name"},
 		{"remove bad name", func() error { _, err := patterns.RemoveRepeat(ctx, b.c, ""); return err }, "repeat name is empty"},
@@ -492,7 +492,7 @@ func TestRepeatDeclareWithMapArgs(t *testing.T) {
 		m["k"+strconv.Itoa(i)] = strconv.Itoa(i)
 	}
 	for i := 0; i < 10; i++ {
-		s, err := patterns.Repeat(ctx, b.c, name, time.Hour, client.Spec{Args: MapTick{M: m}, Opts: &client.EnqueueOpts{Queue: b.queue}})
+		s, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: MapTick{M: m}, Opts: &client.EnqueueOpts{Queue: b.queue}}, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -517,11 +517,11 @@ func TestRepeatDeclareRemoveRaces(t *testing.T) {
 		var wg sync.WaitGroup
 		for _, f := range []func() error{
 			func() error {
-				_, err := patterns.Repeat(ctx, b.c, name, time.Hour, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: qa}})
+				_, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: qa}}, time.Hour)
 				return err
 			},
 			func() error {
-				_, err := patterns.Repeat(ctx, b.c, name, time.Hour, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: qb}})
+				_, err := patterns.Repeat(ctx, b.c, name, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: qb}}, time.Hour)
 				return err
 			},
 			func() error {
@@ -575,7 +575,7 @@ func TestRepeatOrphanRemoved(t *testing.T) {
 	m, rdb, c := clocked(t, time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC))
 	ctx := ctxT(t)
 	for _, n := range []string{"kept", "orphan"} {
-		if _, err := patterns.Repeat(ctx, c, n, time.Hour, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "q"}}); err != nil {
+		if _, err := patterns.Repeat(ctx, c, n, client.Spec{Args: Tick{}, Opts: &client.EnqueueOpts{Queue: "q"}}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}

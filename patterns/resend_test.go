@@ -63,7 +63,7 @@ func TestPartitionerFlushResent(t *testing.T) {
 	ctx := ctxT(t)
 	c := resendClient(t, b.env, script.PartTake)
 	name := "rs" + asynctest.Queue(t)[:8]
-	pt, err := patterns.NewPartitioner[int](c, name, keyOf, patterns.PartitionerOpts{Queue: b.queue})
+	pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestPartitionerFlushResent(t *testing.T) {
 	spec := func(key string, its []int) client.Spec {
 		return client.Spec{Args: SumPart{Key: key, Items: its}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	p, err := pt.Flush(ctx, spec)
+	p, err := pt.Flush(ctx, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestPartitionerAppendResent(t *testing.T) {
 			ctx := ctxT(t)
 			queue := asynctest.Queue(t)
 			name := "ra" + queue[len(queue)-8:]
-			pt, err := patterns.NewPartitioner[int](c, name, keyOf, patterns.PartitionerOpts{Queue: queue})
+			pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: queue})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,7 +163,7 @@ func TestPartitionerFlushDoneResent(t *testing.T) {
 			ctx := ctxT(t)
 			queue := asynctest.Queue(t)
 			name := "rf" + queue[len(queue)-8:]
-			pt, err := patterns.NewPartitioner[int](c, name, keyOf, patterns.PartitionerOpts{Queue: queue})
+			pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: queue})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestPartitionerFlushDoneResent(t *testing.T) {
 			spec := func(key string, its []int) client.Spec {
 				return client.Spec{Args: SumPart{Key: key, Items: its}, Opts: &client.EnqueueOpts{Queue: queue}}
 			}
-			g, err := pt.Flush(ctx, spec)
+			g, err := pt.Flush(ctx, spec, nil)
 			if got := p.Dropped(); got != drops {
 				t.Fatalf("%d replies dropped, want %d", got, drops)
 			}

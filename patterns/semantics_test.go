@@ -35,7 +35,7 @@ func TestForkJoinFailFast(t *testing.T) {
 		{Args: Square{Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}},
 		{Args: Square{N: -1}, Opts: &client.EnqueueOpts{Queue: b.queue}},
 	}
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "ff"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, patterns.FailFast())
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "ff"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, &patterns.GroupOpts{FailFast: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +79,14 @@ func TestForkJoinNested(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	inner := patterns.Sub(squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "inner"}, Opts: q})
+	inner := patterns.Sub(squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "inner"}, Opts: q}, nil)
 	deeper := patterns.Sub([]client.Spec{
 		{Args: Square{N: 5}, Opts: q},
-		patterns.Sub(squares(b.queue, 6), nil),
-	}, nil)
+		patterns.Sub(squares(b.queue, 6), nil, nil),
+	}, nil, nil)
+
 	specs := []client.Spec{{Args: Square{N: 3}, Opts: q}, inner, deeper}
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q})
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestForkJoinAcrossQueues(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	specs := append(squares(qa, 1, 2, 3), squares(qb, 4, 5)...)
-	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "x"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, patterns.InQueue(home))
+	g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Sum{Tag: "x"}, Opts: &client.EnqueueOpts{Queue: b.queue}}, &patterns.GroupOpts{Queue: home})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestGroupContinueWith(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), nil)
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestGroupContinueWith(t *testing.T) {
 		}
 	}
 	// OnlyOnSuccess on a failed group: cancelled, never run.
-	bad, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, -1), nil)
+	bad, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, -1), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestGroupCancel(t *testing.T) {
 	for i := range specs {
 		specs[i] = client.Spec{Args: Square{Block: true}, Opts: &client.EnqueueOpts{Queue: b.queue}}
 	}
-	g, err := patterns.ForkJoin(ctx, b.c, specs, nil)
+	g, err := patterns.ForkJoin(ctx, b.c, specs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func TestForkJoinEmptyAndDuplicate(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	q := &client.EnqueueOpts{Queue: b.queue}
-	g, err := patterns.ForkJoin(ctx, b.c, nil, &client.Spec{Args: Sum{Tag: "empty"}, Opts: q}, patterns.InQueue(b.queue))
+	g, err := patterns.ForkJoin(ctx, b.c, nil, &client.Spec{Args: Sum{Tag: "empty"}, Opts: q}, &patterns.GroupOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,11 +251,11 @@ func TestForkJoinEmptyAndDuplicate(t *testing.T) {
 		t.Errorf("empty group %+v", p)
 	}
 
-	g1, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, patterns.WithID("batch-7"))
+	g1, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, &patterns.GroupOpts{ID: "batch-7"})
 	if err != nil || g1.Duplicate() {
 		t.Fatal(err, g1.Duplicate())
 	}
-	g2, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, patterns.WithID("batch-7"))
+	g2, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1, 2), &client.Spec{Args: Sum{Tag: "dup"}, Opts: q}, &patterns.GroupOpts{ID: "batch-7"})
 	if err != nil || !g2.Duplicate() || g2.ID() != g1.ID() {
 		t.Fatalf("second start: %v, duplicate %v, %s vs %s", err, g2.Duplicate(), g2.ID(), g1.ID())
 	}
@@ -283,32 +284,35 @@ func TestGroupBadInput(t *testing.T) {
 		run  func() error
 		want string
 	}{
-		{"nil client", func() error { _, err := patterns.ForkJoin(ctx, nil, squares(b.queue, 1), nil); return err }, "client is nil"},
+		{"nil client", func() error { _, err := patterns.ForkJoin(ctx, nil, squares(b.queue, 1), nil, nil); return err }, "client is nil"},
 		{"member id", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Args: Square{}, Opts: &client.EnqueueOpts{Queue: b.queue, ID: "x"}}}, nil)
+			_, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Args: Square{}, Opts: &client.EnqueueOpts{Queue: b.queue, ID: "x"}}}, nil, nil)
 			return err
 		}, "EnqueueOpts.ID"},
-		{"nil args", func() error { _, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Opts: q}}, nil); return err }, "args is nil"},
+		{"nil args", func() error { _, err := patterns.ForkJoin(ctx, b.c, []client.Spec{{Opts: q}}, nil, nil); return err }, "args is nil"},
 		{"bad queue", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, squares("no spaces", 1), nil)
+			_, err := patterns.ForkJoin(ctx, b.c, squares("no spaces", 1), nil, nil)
 			return err
 		}, "queue"},
 		{"bad group id", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID("a/b"))
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, &patterns.GroupOpts{ID: "a/b"})
 			return err
 		}, "group id"},
 		{"long group id", func() error {
-			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, patterns.WithID(strings.Repeat("a", 101)))
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, &patterns.GroupOpts{ID: strings.Repeat("a", 101)})
 			return err
 		}, "limit is 100"},
-		{"bad join", func() error { _, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), &client.Spec{}); return err }, "join"},
-		{"negative concurrency", func() error { _, err := patterns.InvokeAll(ctx, b.c, -1, squares(b.queue, 1)); return err }, "concurrency"},
+		{"bad join", func() error {
+			_, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), &client.Spec{}, nil)
+			return err
+		}, "join"},
+		{"negative concurrency", func() error { _, err := patterns.InvokeAll(ctx, b.c, squares(b.queue, 1), -1, nil); return err }, "concurrency"},
 		{"nested in InvokeAll", func() error {
-			_, err := patterns.InvokeAll(ctx, b.c, 2, []client.Spec{patterns.Sub(squares(b.queue, 1), nil)})
+			_, err := patterns.InvokeAll(ctx, b.c, []client.Spec{patterns.Sub(squares(b.queue, 1), nil, nil)}, 2, nil)
 			return err
 		}, "nested"},
 		{"sub enqueued alone", func() error {
-			_, err := b.c.Enqueue(ctx, patterns.Sub(squares(b.queue, 1), nil).Args, q)
+			_, err := b.c.Enqueue(ctx, patterns.Sub(squares(b.queue, 1), nil, nil).Args, q)
 			return err
 		}, "only for patterns.ForkJoin"},
 		{"open bad id", func() error { _, err := patterns.Open(b.c, b.queue+"/x"); return err }, "group:"},
@@ -329,5 +333,120 @@ func TestGroupBadInput(t *testing.T) {
 	}
 	if _, err := g.Progress(ctx); !errors.Is(err, patterns.ErrUnknownGroup) {
 		t.Errorf("progress of an unknown group: %v", err)
+	}
+}
+
+// A member handed back by a Stop that timed out, then cancelled, still
+// ends its group.
+func TestHandedBackMemberStillEndsItsGroup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	w, err := worker.New(context.Background(), b.env.RDB, &worker.Config{Queues: map[string]int{b.queue: 1}, Concurrency: 2, BlockTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
+		started <- struct{}{}
+		<-release // deaf to the shutdown for a while
+		return 0, context.Cause(ctx)
+	})
+	ctx := ctxT(t)
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, err := patterns.ForkJoin(ctx, b.c, squares(b.queue, 1), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_ = w.Stop(sctx) // times out: the task is handed back to the queue
+	cancel()
+	close(release)
+	<-w.Stopped()
+	if err := g.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.Wait(ctx)
+	if err != nil || p.State != patterns.GroupCancelled {
+		t.Fatalf("group %+v, %v", p, err)
+	}
+}
+
+// FailFast reaches a nested group whose join stands for it.
+func TestFailFastCancelsNestedGroupWithJoin(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	js := newJoins()
+	b.worker(t, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
+		worker.Handle(w, square)
+		worker.Handle(w, js.handler)
+	})
+	ctx := ctxT(t)
+	q := &client.EnqueueOpts{Queue: b.queue}
+	inner := patterns.Sub([]client.Spec{{Args: Square{Block: true}, Opts: q}}, &client.Spec{Args: Sum{Tag: "inner"}, Opts: q}, nil)
+	g, err := patterns.ForkJoin(ctx, b.c, []client.Spec{inner, {Args: Square{N: -1}, Opts: q}}, &client.Spec{Args: Sum{Tag: "outer"}, Opts: q}, &patterns.GroupOpts{FailFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := g.Wait(ctx); err != nil || p.State != patterns.GroupFailed {
+		t.Fatalf("outer: %+v, %v", p, err)
+	}
+	js.wait(t, ctx, "outer")
+	outs, _ := g.Outcome(ctx)
+	// The nested group: its id is the join's minus ".join".
+	sub, err := patterns.Open(b.c, "group:"+b.queue+"/"+strings.TrimSuffix(outs[0].ID[len(b.queue)+1:], ".join"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sub.Wait(ctx)
+	if err != nil || p.State != patterns.GroupCancelled {
+		t.Errorf("nested group after its parent failed fast: %+v, %v", p, err)
+	}
+}
+
+// A group id used again after the group expired starts a fresh group: its
+// members never meet the old group's records.
+func TestGroupIDReusedAfterExpiry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	other := b.queue + "-m"
+	b.worker(t, &worker.Config{Concurrency: 4, Queues: map[string]int{b.queue: 1, other: 1}}, func(w *worker.Worker) { worker.Handle(w, square) })
+	ctx := ctxT(t)
+	specs := squares(other, -1, 2)
+	start := func() *patterns.Group {
+		g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Square{N: 5}, Opts: &client.EnqueueOpts{Queue: other}},
+			&patterns.GroupOpts{ID: "daily", Queue: b.queue, Retention: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := start()
+	if p, err := g.Wait(ctx); err != nil || p.State != patterns.GroupFailed {
+		t.Fatalf("%+v %v", p, err)
+	}
+	asynctest.Eventually(t, 5*time.Second, "the group expired", func() bool {
+		if b.env.Mini != nil {
+			b.env.Mini.FastForward(100 * time.Millisecond)
+		}
+		_, err := g.Progress(ctx)
+		return errors.Is(err, patterns.ErrUnknownGroup)
+	})
+	g2 := start()
+	if g2.Duplicate() {
+		t.Fatal("a group started after its predecessor expired is a duplicate")
+	}
+	p, err := g2.Wait(ctx)
+	if err != nil || p.State != patterns.GroupFailed || p.Done() != 2 {
+		t.Fatalf("second group: %+v, %v", p, err)
+	}
+	jh, err := g2.Join(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := client.Result[int](ctx, jh); err != nil || v != 25 {
+		t.Errorf("the second group's join: %d, %v", v, err)
 	}
 }

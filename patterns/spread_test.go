@@ -67,7 +67,7 @@ func TestSpreadStartsEvenly(t *testing.T) {
 	for i := range ns {
 		ns[i] = i
 	}
-	g, err := patterns.Spread(ctx, c, within, squares(b.queue, ns...))
+	g, err := patterns.Spread(ctx, c, squares(b.queue, ns...), within, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestSpreadCoordinatorKilled(t *testing.T) {
 		ns[i] = i
 	}
 	begin := time.Now()
-	g, err := patterns.Spread(ctx, b.c, within, squares(b.queue, ns...))
+	g, err := patterns.Spread(ctx, b.c, squares(b.queue, ns...), within, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

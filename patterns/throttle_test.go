@@ -39,7 +39,7 @@ func TestThrottleSpacesStartsAcrossWorkers(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	const interval = 50 * time.Millisecond
-	g, err := patterns.Throttle(ctx, b.c, squares(b.queue, 0, 1, 2, 3, 4, 5, 6, 7), 20, time.Second) // one every 50ms
+	g, err := patterns.Throttle(ctx, b.c, squares(b.queue, 0, 1, 2, 3, 4, 5, 6, 7), 20, time.Second, nil) // one every 50ms
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,10 +89,10 @@ func TestThrottleBadInput(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := ctxT(t)
-	if _, err := patterns.Throttle(ctx, b.c, squares(b.queue, 1), 0, time.Second); err == nil || !strings.Contains(err.Error(), "Limit.Rate is 0") {
+	if _, err := patterns.Throttle(ctx, b.c, squares(b.queue, 1), 0, time.Second, nil); err == nil || !strings.Contains(err.Error(), "Limit.Rate is 0") {
 		t.Errorf("rate 0: %v", err)
 	}
-	if _, err := patterns.Throttle(ctx, b.c, squares(b.queue, 1), 1, 0); err == nil || !strings.Contains(err.Error(), "Limit.Per") {
+	if _, err := patterns.Throttle(ctx, b.c, squares(b.queue, 1), 1, 0, nil); err == nil || !strings.Contains(err.Error(), "Limit.Per") {
 		t.Errorf("every 0: %v", err)
 	}
 }

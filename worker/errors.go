@@ -29,8 +29,10 @@ var (
 
 	// ErrPayloadTooLarge is the reason recorded for a task whose payload
 	// exceeds Config.MaxPayloadBytes when it is read; such a task is
-	// dead-lettered.
-	ErrPayloadTooLarge = errors.New("task payload too large")
+	// dead-lettered, and the error its Outcome returns matches
+	// ErrPayloadTooLarge (errors.Is). It is client.ErrPayloadTooLarge, which
+	// an enqueue over the client's limit matches too.
+	ErrPayloadTooLarge = client.ErrPayloadTooLarge
 
 	// ErrRedisTooOld is returned by New for a Redis server older than 6.2.
 	ErrRedisTooOld = store.ErrRedisTooOld

@@ -552,8 +552,8 @@ var (
 // Reasons recorded for cancelled tasks; the client maps them to
 // context.Canceled and context.DeadlineExceeded.
 const (
-	reasonCancelled = "cancelled"
-	reasonDeadline  = "deadline exceeded"
+	reasonCancelled = codec.ReasonCancelled
+	reasonDeadline  = codec.ReasonDeadline
 )
 
 // cancelled ends j's task as cancelled, without retry.

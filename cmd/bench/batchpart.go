@@ -129,7 +129,7 @@ func (e *env) itemsOnce(ctx context.Context, n, maxSize int, batched, conc bool)
 		return 0, 0, err
 	}
 	defer e.stopWorker(w)
-	bt, err := patterns.NewBatch[benchItem, int](c, "bench_item", patterns.BatchOpts{MaxSize: maxSize, MaxWait: 20 * time.Millisecond, Queue: q})
+	bt, err := patterns.NewBatch[benchItem, int](c, &patterns.BatchOpts{MaxSize: maxSize, MaxWait: 20 * time.Millisecond, Queue: q})
 	if err != nil {
 		return 0, 0, err
 	}

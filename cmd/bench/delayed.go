@@ -151,7 +151,7 @@ func (e *env) repeatRun(ctx context.Context, slots int, every time.Duration) (*r
 	if err := clk.sync(ctx, wrdb); err != nil {
 		return nil, err
 	}
-	if _, err := patterns.Repeat(ctx, c, name, every, client.Spec{Args: noop{}, Opts: &client.EnqueueOpts{Queue: q}}); err != nil {
+	if _, err := patterns.Repeat(ctx, c, name, client.Spec{Args: noop{}, Opts: &client.EnqueueOpts{Queue: q}}, every); err != nil {
 		return nil, err
 	}
 	select {
@@ -214,7 +214,7 @@ func (e *env) spreadRun(ctx context.Context, n int, within time.Duration) (*spre
 	}
 	defer e.stopWorker(w)
 	begin := time.Now()
-	g, err := patterns.Spread(ctx, c, within, noopSpecs(n, q))
+	g, err := patterns.Spread(ctx, c, noopSpecs(n, q), within, nil)
 	if err != nil {
 		return nil, err
 	}

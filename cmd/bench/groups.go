@@ -111,7 +111,7 @@ func (e *env) groupOnce(ctx context.Context, n int, fork bool) (*result, error) 
 	}
 	return e.measure(ctx, label, n, "", func() (own, error) {
 		if fork {
-			if _, err := patterns.ForkJoin(ctx, c, specs, &client.Spec{Args: benchJoin{}, Opts: &client.EnqueueOpts{Queue: q}}); err != nil {
+			if _, err := patterns.ForkJoin(ctx, c, specs, &client.Spec{Args: benchJoin{}, Opts: &client.EnqueueOpts{Queue: q}}, nil); err != nil {
 				return nil, err
 			}
 		} else if _, err := c.EnqueueMany(ctx, specs); err != nil {
@@ -176,7 +176,7 @@ func (e *env) invokeAllRun(ctx context.Context, gi *groupsInfo, limit, members, 
 	for i := range specs {
 		specs[i] = client.Spec{Args: benchWork{Ms: workMs}, Opts: &client.EnqueueOpts{Queue: q}}
 	}
-	g, err := patterns.InvokeAll(ctx, c, limit, specs)
+	g, err := patterns.InvokeAll(ctx, c, specs, limit, nil)
 	if err != nil {
 		return err
 	}

@@ -114,17 +114,17 @@ func TestCLI(t *testing.T) {
 
 	c := asynctest.Client(t, e)
 	ctx := context.Background()
-	g, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Echo{N: 1}, Opts: &client.EnqueueOpts{Queue: queue}}, {Args: Echo{N: 2}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil)
+	g, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Echo{N: 1}, Opts: &client.EnqueueOpts{Queue: queue}}, {Args: Echo{N: 2}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := g.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if m := jsonOf(cmd(0, "group", g.ID(), "-json")); m["state"] != patterns.GroupSucceeded || m["succeeded"] != float64(2) {
+	if m := jsonOf(cmd(0, "group", g.ID(), "-json")); m["state"] != string(patterns.GroupSucceeded) || m["succeeded"] != float64(2) {
 		t.Errorf("group: %v", m)
 	}
-	if _, err := patterns.Repeat(ctx, c, "cli-"+queue[len(queue)-8:], time.Hour, client.Spec{Args: Echo{}, Opts: &client.EnqueueOpts{Queue: queue}}); err != nil {
+	if _, err := patterns.Repeat(ctx, c, "cli-"+queue[len(queue)-8:], client.Spec{Args: Echo{}, Opts: &client.EnqueueOpts{Queue: queue}}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if out := cmd(0, "repeats", "list"); !strings.Contains(out, "cli-"+queue[len(queue)-8:]) {

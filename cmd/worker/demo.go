@@ -192,13 +192,13 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		r.start = time.Now()
 		switch r.name {
 		case "ForkJoin":
-			r.g, r.err = patterns.ForkJoin(ctx, cl, specs[r.name], nil)
+			r.g, r.err = patterns.ForkJoin(ctx, cl, specs[r.name], nil, nil)
 		case "InvokeAll":
-			r.g, r.err = patterns.InvokeAll(ctx, cl, c.limit, specs[r.name])
+			r.g, r.err = patterns.InvokeAll(ctx, cl, specs[r.name], c.limit, nil)
 		case "Throttle":
-			r.g, r.err = patterns.Throttle(ctx, cl, specs[r.name], c.rate, time.Second)
+			r.g, r.err = patterns.Throttle(ctx, cl, specs[r.name], c.rate, time.Second, nil)
 		case "Spread":
-			r.g, r.err = patterns.Spread(ctx, cl, c.spread, specs[r.name])
+			r.g, r.err = patterns.Spread(ctx, cl, specs[r.name], c.spread, nil)
 		}
 		if r.err != nil {
 			return fmt.Errorf("demo: %s: %w", r.name, r.err)

@@ -75,7 +75,7 @@ func run(redisURL, queue string, n int, src, dest string, timeout time.Duration)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	g, err := patterns.ForkJoin(ctx, c, specs, nil)
+	g, err := patterns.ForkJoin(ctx, c, specs, nil, nil)
 	if err != nil {
 		return err
 	}

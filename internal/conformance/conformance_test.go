@@ -213,7 +213,7 @@ func clientRows() []Row {
 
 func groupRows() []Row {
 	forkJoin := func(r *Run) (*patterns.Group, error) {
-		return patterns.ForkJoin(r.Ctx, r.C, r.specs(r.Q, 1, 2), &client.Spec{Args: Job{N: 9}, Opts: &client.EnqueueOpts{Queue: r.Q}})
+		return patterns.ForkJoin(r.Ctx, r.C, r.specs(r.Q, 1, 2), &client.Spec{Args: Job{N: 9}, Opts: &client.EnqueueOpts{Queue: r.Q}}, nil)
 	}
 	created := func(make func(r *Run) (*patterns.Group, error)) func(r *Run) string {
 		return func(r *Run) string {
@@ -241,7 +241,7 @@ func groupRows() []Row {
 		return g
 	}
 	invokeAll := func(r *Run) (*patterns.Group, error) {
-		return patterns.InvokeAll(r.Ctx, r.C, 1, r.specs(r.Q, 1, 2, 3))
+		return patterns.InvokeAll(r.Ctx, r.C, r.specs(r.Q, 1, 2, 3), 1, nil)
 	}
 	groupCont := func(r *Run) string {
 		next, err := openGroup(r).ContinueWith(r.Ctx, Job{N: 7}, &client.ContinueOpts{EnqueueOpts: client.EnqueueOpts{Queue: r.Q2}})
@@ -252,24 +252,24 @@ func groupRows() []Row {
 		{Name: "ForkJoin", Op: created(forkJoin)},
 		{Name: "ForkJoin/WithID-two-queues", Op: created(func(r *Run) (*patterns.Group, error) {
 			specs := append(r.specs(r.Q, 1), r.specs(r.Q2, 2)...)
-			return patterns.ForkJoin(r.Ctx, r.C, specs, &client.Spec{Args: Job{N: 9}, Opts: &client.EnqueueOpts{Queue: r.Q2}}, patterns.WithID("fj"), patterns.InQueue(r.Q))
+			return patterns.ForkJoin(r.Ctx, r.C, specs, &client.Spec{Args: Job{N: 9}, Opts: &client.EnqueueOpts{Queue: r.Q2}}, &patterns.GroupOpts{ID: "fj", Queue: r.Q})
 		})},
 		{Name: "ForkJoin/Sub", Op: created(func(r *Run) (*patterns.Group, error) {
-			specs := append(r.specs(r.Q, 1), patterns.Sub(r.specs(r.Q, 2, 3), &client.Spec{Args: Job{N: 8}, Opts: &client.EnqueueOpts{Queue: r.Q}}))
-			return patterns.ForkJoin(r.Ctx, r.C, specs, &client.Spec{Args: Job{N: 9}, Opts: &client.EnqueueOpts{Queue: r.Q}})
+			specs := append(r.specs(r.Q, 1), patterns.Sub(r.specs(r.Q, 2, 3), &client.Spec{Args: Job{N: 8}, Opts: &client.EnqueueOpts{Queue: r.Q}}, nil))
+			return patterns.ForkJoin(r.Ctx, r.C, specs, &client.Spec{Args: Job{N: 9}, Opts: &client.EnqueueOpts{Queue: r.Q}}, nil)
 		})},
 		{Name: "InvokeAll", Op: created(invokeAll)},
 		{Name: "Throttle", Op: created(func(r *Run) (*patterns.Group, error) {
-			return patterns.Throttle(r.Ctx, r.C, r.specs(r.Q, 1, 2, 3), 2, time.Second)
+			return patterns.Throttle(r.Ctx, r.C, r.specs(r.Q, 1, 2, 3), 2, time.Second, nil)
 		})},
 		{Name: "Spread", Op: created(func(r *Run) (*patterns.Group, error) {
-			return patterns.Spread(r.Ctx, r.C, 10*time.Second, r.specs(r.Q, 1, 2, 3))
+			return patterns.Spread(r.Ctx, r.C, r.specs(r.Q, 1, 2, 3), 10*time.Second, nil)
 		}), Normalize: spreadFirst},
 		{Name: "Group.Cancel/ForkJoin", Setup: setupGroup(forkJoin, false),
 			Op: func(r *Run) string { return Answer("", openGroup(r).Cancel(r.Ctx)) }},
 		{Name: "Group.Cancel/Sub", Setup: setupGroup(func(r *Run) (*patterns.Group, error) {
-			specs := append(r.specs(r.Q, 1), patterns.Sub(r.specs(r.Q, 2, 3), nil))
-			return patterns.ForkJoin(r.Ctx, r.C, specs, nil)
+			specs := append(r.specs(r.Q, 1), patterns.Sub(r.specs(r.Q, 2, 3), nil, nil))
+			return patterns.ForkJoin(r.Ctx, r.C, specs, nil, nil)
 		}, false),
 			Op: func(r *Run) string { return Answer("", openGroup(r).Cancel(r.Ctx)) }},
 		{Name: "Group.Cancel/InvokeAll", Setup: setupGroup(invokeAll, false),
@@ -300,7 +300,7 @@ func spreadFirst(s string) string {
 func repeatRows() []Row {
 	declare := func(q func(r *Run) string, every time.Duration) func(r *Run) string {
 		return func(r *Run) string {
-			s, err := patterns.Repeat(r.Ctx, r.C, "rep-"+r.U, every, client.Spec{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: q(r)}})
+			s, err := patterns.Repeat(r.Ctx, r.C, "rep-"+r.U, client.Spec{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: q(r)}}, every)
 			if s == nil {
 				return Answer("<nil schedule>", err)
 			}
@@ -310,7 +310,7 @@ func repeatRows() []Row {
 	q1 := func(r *Run) string { return r.Q }
 	q2 := func(r *Run) string { return r.Q2 }
 	setupDeclare := func(r *Run) {
-		s, err := patterns.Repeat(r.Ctx, r.C, "rep-"+r.U, time.Hour, client.Spec{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: r.Q}})
+		s, err := patterns.Repeat(r.Ctx, r.C, "rep-"+r.U, client.Spec{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: r.Q}}, time.Hour)
 		r.Must(err)
 		r.S = s
 	}
@@ -320,7 +320,7 @@ func repeatRows() []Row {
 		{Name: "Repeat/new-interval", Setup: setupDeclare, Op: declare(q1, 2*time.Hour)},
 		{Name: "Repeat/move", Setup: setupDeclare, Op: declare(q2, time.Hour)},
 		{Name: "RepeatCron/declare", Op: func(r *Run) string {
-			s, err := patterns.RepeatCron(r.Ctx, r.C, "cron-"+r.U, "0 2 * * *", client.Spec{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: r.Q}})
+			s, err := patterns.RepeatCron(r.Ctx, r.C, "cron-"+r.U, client.Spec{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: r.Q}}, "0 2 * * *", nil)
 			if s == nil {
 				return Answer("<nil schedule>", err)
 			}
@@ -354,7 +354,7 @@ func partitionedText(p *patterns.Partitioned) string {
 
 func partitionRows() []Row {
 	newPt := func(r *Run, c *client.Client) *patterns.Partitioner[string] {
-		pt, err := patterns.NewPartitioner[string](c, "pt-"+r.U, byFirst, patterns.PartitionerOpts{Queue: r.Q})
+		pt, err := patterns.NewPartitioner[string](c, "pt-"+r.U, byFirst, &patterns.PartitionerOpts{Queue: r.Q})
 		r.Must(err)
 		return pt
 	}
@@ -364,7 +364,7 @@ func partitionRows() []Row {
 	}
 	return []Row{
 		{Name: "Partition", Op: func(r *Run) string {
-			p, err := patterns.Partition(r.Ctx, r.C, []string{"a1", "b1", "a2"}, byFirst, itemSpec(r.Q))
+			p, err := patterns.Partition(r.Ctx, r.C, []string{"a1", "b1", "a2"}, byFirst, itemSpec(r.Q), nil)
 			if p != nil {
 				r.TrackGroup(p.Group)
 			}
@@ -379,7 +379,7 @@ func partitionRows() []Row {
 				r.Must(newPt(r, r.C).Append(r.Ctx, "a1", "b1", "a2"))
 			},
 			Op: func(r *Run) string {
-				p, err := newPt(r, r.C).Flush(r.Ctx, itemSpec(r.Q2))
+				p, err := newPt(r, r.C).Flush(r.Ctx, itemSpec(r.Q2), nil)
 				if p != nil {
 					r.TrackGroup(p.Group)
 				}
@@ -388,9 +388,14 @@ func partitionRows() []Row {
 	}
 }
 
+// bkItem is an item of the "bk" batches (a batch's kind is its item type's).
+type bkItem int
+
+func (bkItem) Kind() string { return "bk" }
+
 func batchRows() []Row {
-	newBatch := func(r *Run, max int) *patterns.Batch[int, int] {
-		b, err := patterns.NewBatch[int, int](r.C, "bk", patterns.BatchOpts{MaxSize: max, MaxWait: time.Hour, Queue: r.Q})
+	newBatch := func(r *Run, max int) *patterns.Batch[bkItem, int] {
+		b, err := patterns.NewBatch[bkItem, int](r.C, &patterns.BatchOpts{MaxSize: max, MaxWait: time.Hour, Queue: r.Q})
 		r.Must(err)
 		return b
 	}
@@ -405,7 +410,7 @@ func batchRows() []Row {
 		return func(r *Run) {
 			b := newBatch(r, max)
 			for i := 0; i < n; i++ {
-				h, err := b.Append(r.Ctx, i)
+				h, err := b.Append(r.Ctx, bkItem(i))
 				r.Must(err)
 				r.Track(h)
 				r.H = append(r.H, h)
@@ -417,7 +422,7 @@ func batchRows() []Row {
 		{Name: "Batch.Append/join", Setup: setupItems(1, 3), Op: appendOne(3)},
 		{Name: "Batch.Append/fill", Setup: setupItems(2, 3), Op: appendOne(3)},
 		{Name: "Batch.AppendMany", Setup: setupItems(1, 3), Op: func(r *Run) string {
-			hs, err := newBatch(r, 3).AppendMany(r.Ctx, []int{5, 6, 7})
+			hs, err := newBatch(r, 3).AppendMany(r.Ctx, []bkItem{5, 6, 7})
 			r.Track(hs...)
 			return Answer(handlesText(hs), err)
 		}},

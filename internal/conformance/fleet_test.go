@@ -486,7 +486,7 @@ func workerRows() []fleetRow {
 			f.H = append(f.H, next)
 		}, Op: ran(client.StateSucceeded, worker.Config{}), Fault: completeAndActivate},
 		{Name: "complete/fork-join", Setup: func(f *fleetRun) {
-			g, err := patterns.ForkJoin(f.Ctx, f.C, f.specsOf(2), &client.Spec{Args: FleetJob{Mode: modeOK}, Opts: &client.EnqueueOpts{Queue: f.Q}})
+			g, err := patterns.ForkJoin(f.Ctx, f.C, f.specsOf(2), &client.Spec{Args: FleetJob{Mode: modeOK}, Opts: &client.EnqueueOpts{Queue: f.Q}}, nil)
 			f.Must(err)
 			f.TrackGroup(g)
 			join, err := g.Join(f.Ctx)
@@ -576,7 +576,7 @@ func coordinatorRows() []fleetRow {
 			f.waitDue()
 		}, Op: func(f *fleetRun) string { return f.runOnce(coordinator.Config{}) }},
 		{Name: "coordinator/spread", Own: true, Setup: func(f *fleetRun) {
-			g, err := patterns.Spread(f.Ctx, f.C, 900*time.Millisecond, f.specsOf(3))
+			g, err := patterns.Spread(f.Ctx, f.C, f.specsOf(3), 900*time.Millisecond, nil)
 			f.Must(err)
 			f.TrackGroup(g)
 			f.waitDue()
@@ -586,7 +586,7 @@ func coordinatorRows() []fleetRow {
 		{Name: "coordinator/repeat-fire", Own: true, Setup: func(f *fleetRun) {
 			// Its first slot 3s from now: the run fires that one slot,
 			// well before the next.
-			_, err := patterns.Repeat(f.Ctx, f.C, "rep-"+f.U, 3*time.Second, client.Spec{Args: FleetJob{Mode: modeOK}, Opts: &client.EnqueueOpts{Queue: f.Q}})
+			_, err := patterns.Repeat(f.Ctx, f.C, "rep-"+f.U, client.Spec{Args: FleetJob{Mode: modeOK}, Opts: &client.EnqueueOpts{Queue: f.Q}}, 3*time.Second)
 			f.Must(err)
 			f.waitDue()
 		}, Op: func(f *fleetRun) string { return f.runOnce(coordinator.Config{}) },

@@ -19,9 +19,3 @@ var (
 	// fast) while its members were being added; the rest were not added.
 	ErrGroupEnded = errors.New("group ended")
 )
-
-// Reasons recorded for cancelled tasks.
-const (
-	ReasonCancelled = "cancelled"
-	ReasonDeadline  = "deadline exceeded"
-)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -26,7 +27,7 @@ func (e *Engine) Cancel(ctx context.Context, r Ref) (string, error) {
 func (e *Engine) cancel(ctx context.Context, r Ref, depth int) (string, error) {
 	q := keys.ForQueue(r.Queue)
 	retain := e.cfg.Retention.Milliseconds()
-	st, err := store.Cancel(ctx, e.rdb, q, r.Key, retain, ReasonCancelled)
+	st, err := store.Cancel(ctx, e.rdb, q, r.Key, retain, codec.ReasonCancelled)
 	if err != nil {
 		return "", err
 	}
@@ -113,7 +114,7 @@ func (e *Engine) ContinueWith(ctx context.Context, r Ref, args Args, opts *Opts,
 	if errors.Is(err, store.ErrUnknownTask) {
 		// The task vanished (its record expired) since it was looked up:
 		// the waiting continuation would wait forever; cancel it.
-		_, _ = store.Cancel(ctx, e.rdb, tq, o.ID, retain, ReasonCancelled)
+		_, _ = store.Cancel(ctx, e.rdb, tq, o.ID, retain, codec.ReasonCancelled)
 		return Ref{}, fmt.Errorf("continue %s: %w", r.ID(), ErrNotFound)
 	}
 	if err != nil {
