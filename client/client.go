@@ -92,8 +92,8 @@ type Client struct {
 
 type anchor = engine.Anchor[*Handle]
 
-// New returns a Client on rdb, which it uses but never closes. Within ctx it
-// checks the server: it refuses Redis older than 6.2 (ErrRedisTooOld), warns
+// New returns a Client on rdb, which it uses but never closes. Within ctx
+// (New sets no time limit of its own: give ctx one) it checks the server: it refuses Redis older than 6.2 (ErrRedisTooOld), warns
 // in the log when maxmemory-policy is not noeviction or when rdb does not
 // bound socket reads by the ctx deadline (ContextTimeoutEnabled), loads the
 // Lua scripts and measures Redis' clock. It reads rdb's retry and timeout

@@ -149,9 +149,12 @@ func TestEnqueueRedisFull(t *testing.T) {
 	}
 	p.add(&faultRule{match: evalOf(script.Enqueue), times: 2,
 		reply: "-OOM command not allowed when used memory > 'maxmemory'. script: 1234, on @user_script:40.\r\n"})
-	_, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q})
+	h, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q})
 	if !errors.Is(err, client.ErrRedisFull) || !strings.Contains(err.Error(), q) || !strings.Contains(err.Error(), "maxmemory") {
 		t.Fatalf("got %v; want ErrRedisFull naming the queue and maxmemory", err)
+	}
+	if h != nil {
+		t.Fatalf("got handle %s with ErrRedisFull; want none: nothing was added", h.ID())
 	}
 	_, err = c.EnqueueMany(ctx, []client.Spec{{Args: PingArgs{}, Opts: &client.EnqueueOpts{Queue: q}}})
 	if !errors.Is(err, client.ErrRedisFull) {

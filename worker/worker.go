@@ -289,8 +289,8 @@ type queue struct {
 
 type jobKey struct{ queue, entry string }
 
-// New returns a Worker on rdb, which it uses but never closes. Within ctx it
-// checks the server (as client.New does: Redis 6.2 or newer, the Lua
+// New returns a Worker on rdb, which it uses but never closes. Within ctx
+// (New sets no time limit of its own: give ctx one) it checks the server (as client.New does: Redis 6.2 or newer, the Lua
 // scripts loaded, warnings in the log about the eviction policy and
 // ContextTimeoutEnabled). Register handlers with Handle, then call Start.
 func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Worker, error) {

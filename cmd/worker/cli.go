@@ -91,7 +91,9 @@ func (e *cliEnv) connect() (*client.Client, redis.UniversalClient, error) {
 	}
 	opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 	rdb := redis.NewClient(opts)
-	c, err := client.New(context.Background(), rdb, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, rdb, nil)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, nil, err

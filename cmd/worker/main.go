@@ -246,7 +246,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	}
 	var w *worker.Worker
 	if cfg.role != "coordinator" {
-		ww, err := worker.New(context.Background(), rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log})
+		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log})
 		if err != nil {
 			return err
 		}
