@@ -30,7 +30,7 @@
 //
 // Workers usually run in their own processes; see package worker. In short:
 //
-//	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{"uploads": 1}})
+//	w, err := worker.New(ctx, rdb, &worker.Config{Queues: map[string]int{"uploads": 1}})
 //	worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
 //		return UploadResult{Bytes: 42}, nil
 //	})
@@ -42,7 +42,7 @@
 // Redis older than 6.2 and loads the Lua scripts.
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-//	c, err := client.New(context.Background(), rdb, nil)
+//	c, err := client.New(ctx, rdb, nil)
 //	defer c.Close()
 //
 //	h, err := c.Enqueue(ctx, UploadArgs{Path: "a.png"}, &client.EnqueueOpts{

@@ -28,7 +28,7 @@
 // parameters. The handler receives decoded args; its result is encoded with
 // msgpack and kept as the task's result (use struct{} for none):
 //
-//	w, err := worker.New(context.Background(), rdb, &worker.Config{
+//	w, err := worker.New(ctx, rdb, &worker.Config{
 //		Queues:      map[string]int{"uploads": 3, "default": 1},
 //		Concurrency: 20,
 //	})
