@@ -189,6 +189,9 @@ func ParseEnqueued(v any, n int) ([]Enqueued, error) {
 	out := make([]Enqueued, n)
 	for i := range out {
 		key, _ := arr[2*i].(string)
+		if key == "" {
+			return nil, fmt.Errorf("enqueue.lua: task %d of the reply has no key (%T)", i, arr[2*i])
+		}
 		ex, _ := arr[2*i+1].(int64)
 		out[i] = Enqueued{Key: key, Existed: ex == 1}
 	}
