@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/combine"
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
@@ -86,9 +85,7 @@ type Batch[In client.Args, Out any] struct {
 	ensured atomic.Bool  // the queue's stream and group exist
 	ptr     atomic.Value // string: the open batch's key, as last seen
 
-	mu      sync.Mutex
-	pending []*appendReq // Append calls waiting to be sent
-	sending bool         // one of them sends
+	comb *combine.Combiner[[]byte, *client.Handle] // Append calls, combined
 }
 
 // NewBatch returns the Batch of In's kind (In's Kind, the name the worker
@@ -113,6 +110,7 @@ func NewBatch[In client.Args, Out any](c *client.Client, opts *BatchOpts) (*Batc
 		return nil, fmt.Errorf("patterns.NewBatch %s: BatchOpts.MaxWait is %v, must be at least 1ms", kind, opts.MaxWait)
 	}
 	b := &Batch[In, Out]{c: c, kind: kind, opts: *opts}
+	b.comb = combine.New(combine.Config{MaxLeaders: 1, MaxBatch: store.MaxAppend, Timeout: 30 * time.Second}, b.sendAppends)
 	queue, env, err := engineOf(c).Template(context.Background(), batchArgs{kind: kind}, optsOf(b.enqueueOpts()), "")
 	if err != nil {
 		return nil, fmt.Errorf("patterns.NewBatch %s: %w", kind, err)
@@ -150,108 +148,34 @@ func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, e
 	if err != nil {
 		return nil, err
 	}
-	r := &appendReq{raw: p, done: make(chan appendRes, 1), lead: make(chan struct{}, 1)}
-	b.mu.Lock()
-	b.pending = append(b.pending, r)
-	if !b.sending {
-		b.sending = true
-		r.lead <- struct{}{}
+	h, err := b.comb.Do(ctx, p)
+	if err != nil && err == ctx.Err() {
+		// Withdrawn before it was sent (a round's own errors say what
+		// failed).
+		return nil, fmt.Errorf("patterns.Batch %s: append: %w", b.kind, err)
 	}
-	b.mu.Unlock()
-	for {
-		select {
-		case res := <-r.done:
-			return res.h, res.err
-		case <-r.lead:
-			b.lead(ctx, r)
-		case <-ctx.Done():
-			b.mu.Lock()
-			i := slices.Index(b.pending, r)
-			if i >= 0 {
-				b.pending = slices.Delete(b.pending, i, i+1)
-				select {
-				case <-r.lead:
-					b.passLead() // handed to us as we gave up: pass it on
-				default:
-				}
-			}
-			b.mu.Unlock()
-			if i >= 0 {
-				return nil, fmt.Errorf("patterns.Batch %s: append: %w", b.kind, ctx.Err())
-			}
-			// Taken by a sender: its outcome is the truth.
-			res := <-r.done
-			return res.h, res.err
-		}
-	}
+	return h, err
 }
 
-// appendReq is one Append waiting to be sent.
-type appendReq struct {
-	raw  []byte
-	done chan appendRes
-	lead chan struct{} // a value: this caller sends the next round
-}
-
-type appendRes struct {
-	h   *client.Handle
-	err error
-}
-
-// lead sends rounds of pending appends until me's was sent, then passes the
-// job on to the next waiting caller, so no caller serves others for long.
-func (b *Batch[In, Out]) lead(ctx context.Context, me *appendReq) {
-	for {
-		b.mu.Lock()
-		reqs := b.pending
-		if len(reqs) > store.MaxAppend {
-			reqs = reqs[:store.MaxAppend]
-		}
-		b.pending = b.pending[len(reqs):]
-		if len(reqs) == 0 {
-			b.passLead()
-			b.mu.Unlock()
-			return
-		}
-		b.mu.Unlock()
-		raw := make([][]byte, len(reqs))
-		for i, r := range reqs {
-			raw[i] = r.raw
-		}
-		// Each round has its own bound, apart from the caller's ctx:
-		// the others wait on it.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		hs, err := b.appendRaw(sctx, raw)
-		cancel()
-		mine := false
-		for i, r := range reqs {
-			mine = mine || r == me
-			if err != nil {
-				r.done <- appendRes{err: err}
-			} else {
-				r.done <- appendRes{h: hs[i]}
-			}
-		}
-		if mine {
-			b.mu.Lock()
-			b.passLead()
-			b.mu.Unlock()
-			return
-		}
+// sendAppends sends one round of Append calls (see internal/combine): one
+// caller at a time sends the items of the calls that arrived meanwhile, up
+// to store.MaxAppend, then hands that job to the oldest caller still
+// waiting, so no caller serves others for long. A caller whose ctx ends
+// while it waits is withdrawn; once its item is being sent, the round's
+// outcome is its answer.
+func (b *Batch[In, Out]) sendAppends(ctx context.Context, round []*combine.Call[[]byte, *client.Handle]) error {
+	raw := make([][]byte, len(round))
+	for i, r := range round {
+		raw[i] = r.Req
 	}
-}
-
-// passLead gives the sending job to the first waiting caller, or ends it.
-// b.mu is held.
-func (b *Batch[In, Out]) passLead() {
-	if len(b.pending) == 0 {
-		b.sending = false
-		return
+	hs, err := b.appendRaw(ctx, raw)
+	if err != nil {
+		return err
 	}
-	select {
-	case b.pending[0].lead <- struct{}{}:
-	default: // it holds the job already
+	for i, r := range round {
+		r.Res = hs[i]
 	}
+	return nil
 }
 
 func (b *Batch[In, Out]) encode(i int, it In) ([]byte, error) {

@@ -70,7 +70,7 @@ type Limiter struct {
 	rdb  redis.UniversalClient
 	lim  Limit
 	err  error // what is wrong with the limit, returned by every call
-	comb combiner
+	comb *combiner
 
 	interval string        // µs per event, formatted once
 	markerMs int64         // how long a call's op marker lives: rdb's resend window and a margin
@@ -83,6 +83,7 @@ type Limiter struct {
 // lim (see Limit.Validate) is reported by every call, as is a nil rdb.
 func New(rdb redis.UniversalClient, lim Limit) *Limiter {
 	l := &Limiter{rdb: rdb, lim: lim, err: lim.Validate()}
+	l.comb = l.newCombiner()
 	if rdb == nil && l.err == nil {
 		l.err = errors.New("ratelimit: redis client is nil")
 	}
@@ -158,26 +159,25 @@ func (l *Limiter) run(ctx context.Context, key string, n int, mode string, turn 
 	// to a short grace instead of living the whole resend window.
 	op := opID{rand.Uint64(), rand.Uint64()}
 	done := l.marks.take(bk, l.marker)
-	ks := make([]string, 3, 3+len(done))
-	ks[0], ks[1], ks[2] = bk, bk+":wake", op.key(bk)
-	for _, id := range done {
-		ks = append(ks, id.key(bk))
+	var cut []string
+	if len(done) > 0 {
+		cut = make([]string, len(done))
+		for i, id := range done {
+			cut[i] = id.key(bk)
+		}
 	}
-	v, err := l.do(ctx, &call{keys: ks, args: []any{l.interval, l.lim.burst(), n, mode, turn, l.markerMs, len(done), l.graceMs},
-		done: make(chan struct{}), lead: make(chan struct{})})
-	if err == nil && len(v) != 5 {
-		err = fmt.Errorf("unexpected reply %v", v)
-	}
+	v, err := l.comb.Do(ctx, store.RateCall{Bucket: bk, Wake: bk + ":wake", Marker: op.key(bk), Cut: cut,
+		Interval: l.interval, Burst: l.lim.burst(), N: n, Mode: mode, Turn: turn, MarkerMs: l.markerMs, GraceMs: l.graceMs})
 	if err != nil {
 		// Perhaps not run: the next call cuts those markers. This call's
 		// own keeps its full lifetime.
 		l.marks.put(bk, l.marker, done...)
 		return reply{}, fmt.Errorf("ratelimit %s: %w", key, err)
 	}
-	if v[4] == 1 {
+	if v.Marked {
 		l.marks.put(bk, l.marker, op)
 	}
-	return reply{taken: v[0] == 1, wait: time.Duration(v[1]) * time.Microsecond, left: int(v[2]), turn: v[3]}, nil
+	return reply{taken: v.Taken, wait: time.Duration(v.WaitUs) * time.Microsecond, left: v.Left, turn: v.Turn}, nil
 }
 
 type reply struct {

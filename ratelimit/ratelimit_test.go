@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,48 @@ func TestConcurrentAllowNeverOverAdmits(t *testing.T) {
 	wg.Wait()
 	if n := ok.Load(); n != 25 {
 		t.Errorf("%d of 160 allowed, want the burst, 25", n)
+	}
+}
+
+// Concurrent calls whose ctx ends at any moment (while queued behind
+// others, as their batch is sent): a call that returns an error took
+// nothing, and every event taken was reported to its caller, so the events
+// admitted plus those left make exactly the burst.
+func TestConcurrentAllowCancelledTakesOnlyWhatItReports(t *testing.T) {
+	t.Parallel()
+	env := asynctest.Redis(t)
+	lim := ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 100}
+	l := ratelimit.New(env.RDB, lim)
+	k := key(t)
+	var ok, failed atomic.Int32
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				ctx, cancel := context.WithTimeout(ctxT(t), time.Duration(rand.IntN(2000))*time.Microsecond)
+				r, err := l.Allow(ctx, k, 1)
+				cancel()
+				switch {
+				case errors.Is(err, context.DeadlineExceeded):
+					failed.Add(1)
+				case err != nil:
+					t.Error(err)
+				case r.Allowed:
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// One more event, by another limiter: what is left is what the
+	// reported ones did not take (the bucket refills one an hour).
+	r, err := ratelimit.New(env.RDB, lim).Allow(ctxT(t), k, 1)
+	taken := int(ok.Load())
+	t.Logf("%d allowed, %d cut short", taken, failed.Load())
+	if err != nil || !r.Allowed || r.Remaining != lim.Burst-taken-1 {
+		t.Errorf("%d allowed (%d cut short) of 80, burst 100; then %+v, %v; want allowed, %d remaining", taken, failed.Load(), r, err, lim.Burst-taken-1)
 	}
 }
 

@@ -67,9 +67,22 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	// Every leader slot taken: the next calls queue up behind them.
-	c.comb.mu.Lock()
-	c.comb.leaders = maxLeaders
-	c.comb.mu.Unlock()
+	var release []func()
+	for {
+		r, ok := c.comb.Hold()
+		if !ok {
+			break
+		}
+		release = append(release, r)
+	}
+	if len(release) != maxLeaders {
+		t.Fatalf("held %d leader slots, want %d", len(release), maxLeaders)
+	}
+	defer func() {
+		for _, r := range release {
+			r()
+		}
+	}()
 	type answer struct {
 		h   Ref
 		err error
@@ -81,13 +94,7 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 			ans[i] <- answer{h, err}
 		}()
 		// Polled as asynctest.Eventually does.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			c.comb.mu.Lock()
-			queued := len(c.comb.pending) == i+1
-			c.comb.mu.Unlock()
-			if queued {
-				break
-			}
+		for deadline := time.Now().Add(10 * time.Second); c.comb.Queued() != i+1; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatal("the call did not queue up")
 			}
@@ -95,11 +102,7 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 	}
 	// A leader finishing hands the lead to the first queued call, which
 	// sends both.
-	c.comb.mu.Lock()
-	next := c.comb.pending[0]
-	c.comb.pending = c.comb.pending[1:]
-	close(next.lead)
-	c.comb.mu.Unlock()
+	release[0]()
 	a, b := <-ans[0], <-ans[1]
 	if a.err != nil || a.h.Key == "" {
 		t.Fatalf("queue a: %v, %v; want its task added", a.h, a.err)

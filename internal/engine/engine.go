@@ -73,7 +73,7 @@ func (c Config) WithDefaults() Config {
 type Engine struct {
 	rdb  redis.UniversalClient
 	cfg  Config
-	comb combiner
+	comb *combiner
 	hub  *hub
 
 	groups sync.Map    // queue names whose consumer group this engine ensured
@@ -105,6 +105,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	}
 	warnContextDeadlines(rdb, cfg.Logger)
 	e := &Engine{rdb: rdb, cfg: cfg, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
+	e.comb = e.newCombiner()
 	if err := e.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("read redis time: %w", err)
 	}

@@ -13,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/combine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/ratelimit"
@@ -274,8 +277,7 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (Ref, error
 	if err != nil {
 		return Ref{}, err
 	}
-	req := &enqReq{p: p, done: make(chan struct{}), lead: make(chan struct{})}
-	h, err := e.comb.submit(ctx, e, req)
+	h, err := e.comb.Do(ctx, p)
 	if err != nil {
 		return Ref{}, err
 	}
@@ -521,52 +523,33 @@ const (
 	pipeWorkers = 2
 )
 
+// runCalls sends calls in pipelines of pipeDepth, pipeWorkers at once (one
+// after the other when the order matters); each call's error is in its
+// batchCall, and the first is returned.
 func (e *Engine) runCalls(ctx context.Context, calls []*batchCall) error {
-	if len(calls) == 1 {
+	switch {
+	case len(calls) == 0:
+		return nil
+	case len(calls) <= pipeDepth:
 		return e.runGroup(ctx, calls)
 	}
-	workers := pipeWorkers
+	var g errgroup.Group
+	g.SetLimit(pipeWorkers)
 	for _, bc := range calls {
 		if bc.ordered {
 			// Partitioned tasks join their partitions in the order they
 			// reach Redis: one pipeline after the other keeps call order.
-			workers = 1
+			g.SetLimit(1)
 			break
 		}
 	}
-	var groups [][]*batchCall
 	for len(calls) > 0 {
 		n := min(len(calls), pipeDepth)
-		groups = append(groups, calls[:n])
+		group := calls[:n]
+		g.Go(func() error { return e.runGroup(ctx, group) })
 		calls = calls[n:]
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		next  = make(chan []*batchCall)
-	)
-	for w := 0; w < min(workers, len(groups)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for g := range next {
-				if err := e.runGroup(ctx, g); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, g := range groups {
-		next <- g
-	}
-	close(next)
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // runGroup sends calls in one pipeline and sets each call's result and
@@ -616,105 +599,34 @@ func newOpID() string {
 	return strconv.FormatUint(rand.Uint64(), 36) + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// enqReq is one Enqueue call waiting to be sent.
-type enqReq struct {
-	p    prepared
-	h    Ref
-	err  error
-	done chan struct{} // closed when h/err are set
-	lead chan struct{} // closed when this request's caller must lead the next batch
-}
-
-// combiner coalesces concurrent Enqueue calls: the first caller leads and
-// sends every request queued so far in one round trip; callers arriving
-// meanwhile queue up, and the leader hands the lead to one of them when its
-// own request is answered, so that no caller serves others indefinitely.
-type combiner struct {
-	mu      sync.Mutex
-	pending []*enqReq
-	leaders int // batches in flight
-}
+// combiner coalesces concurrent Enqueue calls (see internal/combine): a
+// caller leads a batch of the calls queued meanwhile and sends them in
+// shared round trips, up to maxLeaders batches at once. A caller whose ctx
+// ends while its task is being sent returns at once, its task maybe added,
+// as Enqueue documents; the op marker keeps the resends of the batch safe.
+type combiner = combine.Combiner[prepared, Ref]
 
 // maxLeaders is how many coalesced batches may be in flight at once, so that
 // Redis works on one while the next is encoded and sent.
 const maxLeaders = 4
 
-func (cb *combiner) submit(ctx context.Context, e *Engine, req *enqReq) (Ref, error) {
-	cb.mu.Lock()
-	if cb.leaders < maxLeaders {
-		cb.leaders++
-		batch := append(cb.pending, req)
-		cb.pending = nil
-		cb.mu.Unlock()
-		return cb.lead(ctx, e, req, batch)
-	}
-	cb.pending = append(cb.pending, req)
-	cb.mu.Unlock()
-	select {
-	case <-req.done:
-		return req.h, req.err
-	case <-req.lead:
-	case <-ctx.Done():
-		if cb.withdraw(req) {
-			return Ref{}, ctx.Err()
-		}
-		select {
-		case <-req.lead:
-			// The lead was handed to this request just now: it must lead
-			// all the same, or the queue behind it would stall.
-		default:
-			// Another leader is sending it; its answer is dropped.
-			return Ref{}, ctx.Err()
-		}
-	}
-	cb.mu.Lock()
-	batch := append([]*enqReq{req}, cb.pending...)
-	cb.pending = nil
-	cb.mu.Unlock()
-	return cb.lead(ctx, e, req, batch)
+func (e *Engine) newCombiner() *combiner {
+	return combine.New(combine.Config{MaxLeaders: maxLeaders, Timeout: 30 * time.Second, DropInFlight: true}, e.sendCombined)
 }
 
-// lead sends batch (which holds req), answers every request of it, then
-// hands the lead to the next queued request, if any.
-func (cb *combiner) lead(ctx context.Context, e *Engine, req *enqReq, batch []*enqReq) (Ref, error) {
-	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+// sendCombined sends a batch of Enqueue calls. Each gets its own call's
+// answer: a batch spanning queues may fail for one queue and not for
+// another.
+func (e *Engine) sendCombined(ctx context.Context, batch []*combine.Call[prepared, Ref]) error {
 	ps := make([]prepared, len(batch))
 	for i, r := range batch {
-		ps[i] = r.p
+		ps[i] = r.Req
 	}
-	hs, errs := e.sendEach(sendCtx, ps)
-	cancel()
+	hs, errs := e.sendEach(ctx, ps)
 	for i, r := range batch {
-		// Each request gets its own call's answer: a batch spanning
-		// queues may fail for one queue and not for another.
-		r.h, r.err = hs[i], errs[i]
-		close(r.done)
+		r.Res, r.Err = hs[i], errs[i]
 	}
-	cb.mu.Lock()
-	if len(cb.pending) > 0 {
-		// The lead passes on; the number of leaders stays.
-		next := cb.pending[0]
-		cb.pending = append(cb.pending[:0:0], cb.pending[1:]...)
-		close(next.lead)
-	} else {
-		cb.leaders--
-	}
-	cb.mu.Unlock()
-	return req.h, req.err
-}
-
-// withdraw removes req from the queue if it is still there (no leader took
-// it, and the lead was not handed to it); it reports whether it did.
-func (cb *combiner) withdraw(req *enqReq) bool {
-	cb.mu.Lock()
-	defer cb.mu.Unlock()
-	for i, r := range cb.pending {
-		if r == req {
-			cb.pending = append(cb.pending[:i], cb.pending[i+1:]...)
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // ensureGroup creates the queue's stream and consumer group the first time
