@@ -12,8 +12,8 @@ import (
 	"github.com/taskfleet/async/internal/keys"
 )
 
-// Entry is a stream entry read for a consumer.
-type Entry struct {
+// ReadEntry is a stream entry read for a consumer (see ReadNew).
+type ReadEntry struct {
 	Queue    int    // index in the queues given to ReadNew
 	ID       string // entry id
 	Envelope string // field m, the encoded envelope
@@ -33,7 +33,7 @@ var ErrNoGroup = errors.New("no consumer group")
 // ReadNew reads up to count new entries of each of queues qs for consumer,
 // waiting up to block for one to come (a negative block does not wait). It
 // returns no entries, and no error, when none came.
-func ReadNew(ctx context.Context, rdb redis.Cmdable, qs []keys.Queue, consumer string, count int, block time.Duration) ([]Entry, error) {
+func ReadNew(ctx context.Context, rdb redis.Cmdable, qs []keys.Queue, consumer string, count int, block time.Duration) ([]ReadEntry, error) {
 	streams := make([]string, 0, 2*len(qs))
 	for _, q := range qs {
 		streams = append(streams, q.Stream())
@@ -60,7 +60,7 @@ func ReadNew(ctx context.Context, rdb redis.Cmdable, qs []keys.Queue, consumer s
 		}
 		return nil, err
 	}
-	var out []Entry
+	var out []ReadEntry
 	for _, s := range res {
 		qi := -1
 		for i, q := range qs {
@@ -73,7 +73,7 @@ func ReadNew(ctx context.Context, rdb redis.Cmdable, qs []keys.Queue, consumer s
 			return nil, fmt.Errorf("read from unknown stream %q", s.Stream)
 		}
 		for _, m := range s.Messages {
-			e := Entry{Queue: qi, ID: m.ID}
+			e := ReadEntry{Queue: qi, ID: m.ID}
 			e.Envelope, e.HasM = m.Values["m"].(string)
 			e.Group, _ = m.Values["g"].(string)
 			if !e.HasM {
