@@ -27,6 +27,7 @@ func TestConfigValidation(t *testing.T) {
 		{worker.Config{Concurrency: -1}, "Config.Concurrency"},
 		{worker.Config{Lease: time.Millisecond}, "Config.Lease"},
 		{worker.Config{Name: "has space"}, "Config.Name"},
+		{worker.Config{Retention: time.Microsecond}, "Config.Retention"},
 	}
 	for _, tt := range tests {
 		if _, err := worker.New(env.RDB, &tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {

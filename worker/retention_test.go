@@ -184,3 +184,33 @@ func TestOutcomeGivesNoLifetimeToContinuationRecord(t *testing.T) {
 	}
 	<-ran
 }
+
+// A continuation a worker ends without a run (its parent did not succeed)
+// is kept for the worker's Config.Retention.
+func TestSweptContinuationKeptForWorkerRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	q := keys.ForQueue(b.queue)
+	h, err := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := h.ContinueWith(ctx, NoteArgs{Msg: "after"}, &client.ContinueOpts{OnlyOnSuccess: true, EnqueueOpts: client.EnqueueOpts{Queue: b.queue, ID: "next"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const retention = time.Hour
+	b.worker(t, &worker.Config{Retention: retention}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			return UploadResult{}, worker.Permanent(errors.New("no"))
+		})
+		worker.Handle(w, func(ctx context.Context, a NoteArgs) (struct{}, error) { return struct{}{}, nil })
+	})
+	if _, err := next.Outcome(ctx); !errors.Is(err, client.ErrCancelled) {
+		t.Fatalf("continuation of a dead parent: %v; want cancelled", err)
+	}
+	if ttl := b.env.RDB.PTTL(ctx, q.Task("next")).Val(); ttl <= 0 || ttl > retention {
+		t.Fatalf("cancelled continuation kept for %v; want the worker's retention, %v", ttl, retention)
+	}
+}
