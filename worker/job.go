@@ -69,8 +69,9 @@ func (j *job) isLost() bool {
 	return j.lost
 }
 
-// guard is how long before the lease ends a handler is cancelled when
-// heartbeats do not get through.
+// leaseGuard is how long after a heartbeat was sent its handler is
+// cancelled should no later one get through: a fifth of the lease before
+// it ends.
 func (w *Worker) leaseGuard() time.Duration { return w.cfg.Lease - w.cfg.Lease/5 }
 
 // procStart anchors mono.
@@ -102,8 +103,8 @@ func (j *job) ends(o store.Outcome) *outcome {
 // next encodes the envelope of the entry that continues j's task, after
 // edit (if any) changed it: it names the task's key and carries the
 // deliveries of this entry that ended without an outcome into Lost, so
-// that hand-backs and retries never reset the poison count. Every envelope
-// a worker writes back is encoded here.
+// that hand-backs and retries never reset the poison count. Every entry
+// that continues a task (a retry, a hand-back) is encoded here.
 func (j *job) next(edit func(*codec.Envelope)) []byte {
 	next := *j.env
 	next.Key = j.key
