@@ -41,7 +41,7 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	// A claim lives 9/10 of the interval: long past go-redis' resend (a
 	// shorter one could expire before the resend came, and let it through).
-	co, err := coordinator.New(rdb, &coordinator.Config{HousekeepInterval: time.Second})
+	co, err := coordinator.New(context.Background(), rdb, &coordinator.Config{HousekeepInterval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/maintain"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -55,12 +56,21 @@ type Config struct {
 	HousekeepInterval time.Duration
 
 	// DeadLetterCap is how many dead tasks each queue keeps; the oldest go
-	// first. Defaults to 100,000.
+	// first. Workers cap their own queues too, at worker.Config's
+	// DeadLetterCap (the same default): the smallest cap configured for a
+	// queue is the one that holds, so give them the same value. Defaults
+	// to 100,000.
 	DeadLetterCap int64
 
 	// ConsumerIdle is how long a stream consumer (a worker) that holds no
 	// pending task may be idle before it is removed. Defaults to 10 minutes.
 	ConsumerIdle time.Duration
+
+	// Retention is how long a task that housekeeping ends (a continuation
+	// cancelled because its parent did not succeed) is kept; give it the
+	// clients' Config.Retention. Defaults to 24 hours, the clients'
+	// default.
+	Retention time.Duration
 
 	// Logger receives the coordinator's logs. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -72,6 +82,8 @@ type Coordinator struct {
 	cfg Config
 	log *slog.Logger
 
+	keep *maintain.Keeper // forwarding and housekeeping of each queue
+
 	mu      sync.Mutex
 	started bool
 	cancel  context.CancelFunc
@@ -81,8 +93,11 @@ type Coordinator struct {
 	loops sync.WaitGroup
 }
 
-// New returns a Coordinator on rdb, which it uses but never closes.
-func New(rdb redis.UniversalClient, cfg *Config) (*Coordinator, error) {
+// New returns a Coordinator on rdb, which it uses but never closes. Within
+// ctx (New sets no time limit of its own: give ctx one) it checks the server
+// as client.New does (Redis 6.2 or newer, the Lua scripts loaded, a warning
+// about the eviction policy) and measures Redis' clock.
+func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Coordinator, error) {
 	if rdb == nil {
 		return nil, errors.New("coordinator: redis client is nil")
 	}
@@ -97,32 +112,37 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: Config.MaxSleep is %v, must be at least 1ms", c.MaxSleep)
 	}
 	if c.HousekeepInterval == 0 {
-		c.HousekeepInterval = 30 * time.Second
+		c.HousekeepInterval = maintain.DefaultHousekeepInterval
 	}
 	if c.HousekeepInterval < 10*time.Millisecond {
 		return nil, fmt.Errorf("coordinator: Config.HousekeepInterval is %v, must be at least 10ms", c.HousekeepInterval)
 	}
 	if c.DeadLetterCap == 0 {
-		c.DeadLetterCap = 100000
+		c.DeadLetterCap = maintain.DefaultDeadLetterCap
 	}
 	if c.DeadLetterCap < 1 {
 		return nil, fmt.Errorf("coordinator: Config.DeadLetterCap is %d, must be at least 1", c.DeadLetterCap)
 	}
 	if c.ConsumerIdle == 0 {
-		c.ConsumerIdle = 10 * time.Minute
+		c.ConsumerIdle = maintain.DefaultConsumerIdle
 	}
 	if c.ConsumerIdle < time.Second {
 		return nil, fmt.Errorf("coordinator: Config.ConsumerIdle is %v, must be at least 1s", c.ConsumerIdle)
 	}
+	if c.Retention == 0 {
+		c.Retention = maintain.DefaultRetention
+	}
+	if c.Retention < time.Millisecond {
+		return nil, fmt.Errorf("coordinator: Config.Retention is %v, must be at least 1ms", c.Retention)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if err := store.CheckServer(ctx, rdb, c.Logger); err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	co := &Coordinator{rdb: rdb, cfg: c, log: c.Logger.With(slog.String("component", "coordinator"))}
+	co := &Coordinator{rdb: rdb, cfg: c, log: c.Logger.With(slog.String("component", "coordinator")),
+		keep: maintain.New(rdb, maintain.Settings{DeadLetterCap: c.DeadLetterCap, ConsumerIdle: c.ConsumerIdle, Retention: c.Retention})}
 	if err := co.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("coordinator: read redis time: %w", err)
 	}
@@ -137,10 +157,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.started {
 		return errors.New("coordinator: already started")
 	}
-	ps := c.rdb.Subscribe(ctx, keys.DueWake)
-	if _, err := ps.Receive(ctx); err != nil {
-		_ = ps.Close()
-		return fmt.Errorf("coordinator: subscribe to wake-ups: %w", err)
+	ps, err := store.SubscribeDueWake(ctx, c.rdb)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	c.started, c.cancel, c.done = true, cancel, make(chan struct{})
@@ -226,15 +245,11 @@ func (c *Coordinator) RunOnce(ctx context.Context) error {
 func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 	c.clock.Refresh(ctx, c.rdb, time.Minute)
 	now := c.clock.ToRedis(time.Now()).UnixMilli()
-	due, err := c.rdb.ZRangeByScoreWithScores(ctx, keys.DueIndex, &redis.ZRangeBy{Min: "-inf", Max: fmt.Sprint(now), Count: 100}).Result()
+	names, err := store.DueQueues(ctx, c.rdb, now, 100)
 	if err != nil {
-		return 0, fmt.Errorf("read the due index: %w", err)
+		return 0, err
 	}
-	again := len(due) == 100
-	names := make([]string, len(due))
-	for i, z := range due {
-		names[i], _ = z.Member.(string)
-	}
+	again := len(names) == 100
 	gens, err := store.DueGens(ctx, c.rdb, names)
 	if err != nil {
 		return 0, err
@@ -264,14 +279,14 @@ func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 	if again {
 		return 0, nil
 	}
-	first, err := c.rdb.ZRangeWithScores(ctx, keys.DueIndex, 0, 0).Result()
+	first, ok, err := store.NextDue(ctx, c.rdb)
 	if err != nil {
-		return 0, fmt.Errorf("read the due index: %w", err)
+		return 0, err
 	}
-	if len(first) == 0 {
+	if !ok {
 		return c.cfg.MaxSleep, nil
 	}
-	at := c.clock.ToLocal(time.UnixMilli(int64(first[0].Score)))
+	at := c.clock.ToLocal(time.UnixMilli(first))
 	// At least a millisecond: a due time our estimate of Redis' clock has
 	// reached but Redis' has not yet is retried shortly, not in a spin.
 	return min(max(time.Until(at), time.Millisecond), c.cfg.MaxSleep), nil
@@ -281,7 +296,7 @@ func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 // whether more is due already, else the queue's next due time (-1: none).
 func (c *Coordinator) serve(ctx context.Context, queue string, nowMs int64) (more bool, next int64, err error) {
 	q := keys.ForQueue(queue)
-	moved, nextTask, _, err := store.Forward(ctx, c.rdb, q, 100)
+	due, err := c.keep.ForwardDue(ctx, q)
 	if err != nil {
 		return false, 0, err
 	}
@@ -301,11 +316,11 @@ func (c *Coordinator) serve(ctx context.Context, queue string, nowMs int64) (mor
 	if len(fired) > 0 {
 		c.log.Debug("repeats fired", slog.String("queue", queue), slog.Any("tasks", fired))
 	}
-	next = nextTask
+	next = due.NextMs
 	if nextRep >= 0 && (next < 0 || nextRep < next) {
 		next = nextRep
 	}
-	return moved == 100 || moreRep, next, nil
+	return due.More || moreRep, next, nil
 }
 
 func (c *Coordinator) housekeepLoop(ctx context.Context) {
@@ -344,9 +359,9 @@ func (c *Coordinator) housekeep(ctx context.Context) error {
 	if err := c.clock.Sync(ctx, c.rdb); err != nil {
 		return fmt.Errorf("read redis time: %w", err)
 	}
-	queues, err := c.rdb.SMembers(ctx, keys.Queues).Result()
+	queues, err := store.RegisteredQueues(ctx, c.rdb)
 	if err != nil {
-		return fmt.Errorf("read the queue registry: %w", err)
+		return err
 	}
 	var errs []error
 	for _, qn := range queues {
@@ -354,13 +369,10 @@ func (c *Coordinator) housekeep(ctx context.Context) error {
 			continue
 		}
 		q := keys.ForQueue(qn)
-		if _, _, err := store.Housekeep(ctx, c.rdb, q, c.cfg.ConsumerIdle.Milliseconds()); err != nil {
+		if err := c.keep.Housekeep(ctx, q); err != nil {
 			errs = append(errs, err)
 		}
-		if _, err := store.CapDead(ctx, c.rdb, q, c.cfg.DeadLetterCap); err != nil {
-			errs = append(errs, err)
-		}
-		if err := store.DrainOutbox(ctx, c.rdb, q, retainMs); err != nil {
+		if err := c.keep.DrainOutbox(ctx, q); err != nil {
 			errs = append(errs, fmt.Errorf("start continuations of queue %q: %w", qn, err))
 		}
 		now := c.clock.Now().UnixMilli()
@@ -382,8 +394,3 @@ func (c *Coordinator) housekeep(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
-// retainMs is how long tasks that end without a run of their own
-// (continuations cancelled because their parent did not succeed) are kept
-// when a coordinator's sweep ends them.
-const retainMs = int64(24 * time.Hour / time.Millisecond)

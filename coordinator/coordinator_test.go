@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/taskfleet/async/client"
@@ -44,7 +45,7 @@ func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 	const maxSleep = time.Minute
 	for i := 0; i < 5; i++ {
 		rdb := asynctest.NewEnvClient(env)
-		co, err := coordinator.New(rdb, &coordinator.Config{MaxSleep: maxSleep})
+		co, err := coordinator.New(context.Background(), rdb, &coordinator.Config{MaxSleep: maxSleep})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,11 +149,14 @@ func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 func TestCoordinatorBadConfig(t *testing.T) {
 	t.Parallel()
 	env := asynctest.Redis(t)
-	if _, err := coordinator.New(nil, nil); err == nil {
+	if _, err := coordinator.New(context.Background(), nil, nil); err == nil {
 		t.Error("nil client accepted")
 	}
-	if _, err := coordinator.New(env.RDB, &coordinator.Config{MaxSleep: time.Microsecond}); err == nil {
+	if _, err := coordinator.New(context.Background(), env.RDB, &coordinator.Config{MaxSleep: time.Microsecond}); err == nil {
 		t.Error("MaxSleep of 1µs accepted")
+	}
+	if _, err := coordinator.New(context.Background(), env.RDB, &coordinator.Config{Retention: time.Microsecond}); err == nil || !strings.Contains(err.Error(), "Config.Retention") {
+		t.Errorf("Retention of 1µs: %v; want refused", err)
 	}
 }
 
@@ -215,7 +219,7 @@ func TestCoordinatorKeepsHouse(t *testing.T) {
 		t.Fatalf("stream holds %d entries before housekeeping", n)
 	}
 
-	co, err := coordinator.New(env.RDB, &coordinator.Config{DeadLetterCap: 2})
+	co, err := coordinator.New(context.Background(), env.RDB, &coordinator.Config{DeadLetterCap: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,3 +247,35 @@ func TestCoordinatorKeepsHouse(t *testing.T) {
 
 // isolatedDB is this package's database for asynctest.IsolatedRedis.
 const isolatedDB = 10
+
+// A continuation housekeeping ends without a run (its parent did not
+// succeed) is kept for the coordinator's Config.Retention.
+func TestSweptContinuationKeptForCoordinatorRetention(t *testing.T) {
+	env := asynctest.IsolatedRedis(t, isolatedDB)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q := keys.ForQueue(asynctest.Queue(t))
+	if err := store.RegisterQueue(ctx, env.RDB, q.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateWaiting(ctx, env.RDB, q, "c", []byte("x"), "op-retain"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.RDB.XAdd(ctx, &redis.XAddArgs{Stream: q.Outbox(), Values: []any{"s", store.ContSpec(q.Name, "c", true), "p", q.Name + "/p", "st", "dead"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const retention = time.Hour
+	co, err := coordinator.New(context.Background(), env.RDB, &coordinator.Config{Retention: retention})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := co.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := env.RDB.HGet(ctx, q.Task("c"), "st").Result(); err != nil || st != "cancelled" {
+		t.Fatalf("continuation of a dead parent: state %q, %v; want cancelled", st, err)
+	}
+	if ttl := env.RDB.PTTL(ctx, q.Task("c")).Val(); ttl <= 0 || ttl > retention {
+		t.Fatalf("cancelled continuation kept for %v; want the coordinator's retention, %v", ttl, retention)
+	}
+}

@@ -34,7 +34,7 @@ func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
 	defer rdb.Close()
 
-	co, err := coordinator.New(rdb, nil)
+	co, err := coordinator.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -162,7 +162,7 @@ func exampleFleet(register func(w *worker.Worker), coord bool) (c *client.Client
 	}
 	var co *coordinator.Coordinator
 	if coord {
-		if co, err = coordinator.New(rdb, nil); err != nil {
+		if co, err = coordinator.New(context.Background(), rdb, nil); err != nil {
 			log.Fatal(err)
 		}
 		if err := co.Start(ctx); err != nil {

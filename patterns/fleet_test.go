@@ -175,7 +175,7 @@ func coordinatorMain() {
 	time.AfterFunc(2*time.Minute, func() { os.Exit(5) })
 	db, _ := strconv.Atoi(os.Getenv(envFleetDB))
 	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(envFleetAddr), DB: db})
-	co, err := coordinator.New(rdb, nil)
+	co, err := coordinator.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)

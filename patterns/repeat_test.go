@@ -211,7 +211,7 @@ func TestRepeatTimeTravel(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 10, 20, 0, 0, time.UTC)
 	m, rdb, c := clocked(t, t0)
-	co, err := coordinator.New(rdb, nil)
+	co, err := coordinator.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 		var cos []*coordinator.Coordinator
 		for range n {
 			rdb := asynctest.NewEnvClient(b.env)
-			co, err := coordinator.New(rdb, nil)
+			co, err := coordinator.New(context.Background(), rdb, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -582,7 +582,7 @@ func TestRepeatOrphanRemoved(t *testing.T) {
 	if err := rdb.HDel(ctx, keys.RepeatIndex, "orphan").Err(); err != nil {
 		t.Fatal(err)
 	}
-	co, err := coordinator.New(rdb, nil)
+	co, err := coordinator.New(context.Background(), rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func TestSpreadStartsEvenly(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	co, err := coordinator.New(b.env.RDB, nil)
+	co, err := coordinator.New(context.Background(), b.env.RDB, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

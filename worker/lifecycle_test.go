@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -26,6 +27,7 @@ func TestConfigValidation(t *testing.T) {
 		{worker.Config{Concurrency: -1}, "Config.Concurrency"},
 		{worker.Config{Lease: time.Millisecond}, "Config.Lease"},
 		{worker.Config{Name: "has space"}, "Config.Name"},
+		{worker.Config{Retention: time.Microsecond}, "Config.Retention"},
 	}
 	for _, tt := range tests {
 		if _, err := worker.New(context.Background(), env.RDB, &tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -214,5 +216,33 @@ func TestStrictPriority(t *testing.T) {
 		if n < 100 {
 			t.Fatalf("low-priority task ran at position %d before the high queue was empty: %v", i, order)
 		}
+	}
+}
+
+// A cancel request whose control message was missed ends the task when it
+// is handed back, instead of letting it run again elsewhere.
+func TestHandBackKeepsMissedCancel(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	q := keys.ForQueue(b.queue)
+	started := make(chan struct{}, 1)
+	w1 := b.worker(t, &worker.Config{Lease: 20 * time.Second}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			started <- struct{}{}
+			<-ctx.Done()
+			return UploadResult{}, ctx.Err()
+		})
+	})
+	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue, ID: "t1"})
+	<-started
+	// what cancel.lua writes; its PUBLISH did not reach w1 (reconnecting)
+	b.env.RDB.HSet(ctx, q.Task("t1"), "cx", "cancelled")
+	_ = w1.StopAndCancel(ctx)
+	t.Logf("after hand-back: cx=%q", b.env.RDB.HGet(ctx, q.Task("t1"), "cx").Val())
+	b.worker(t, &worker.Config{Lease: 20 * time.Second}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) { return UploadResult{Size: 1}, nil })
+	})
+	if _, err := h.Outcome(ctx); err == nil {
+		t.Errorf("task with a pending cancel request was handed back and then succeeded")
 	}
 }

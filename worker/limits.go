@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -125,10 +124,7 @@ func (w *Worker) wake(ctx context.Context, ids []string) int {
 // could not be taken): it waits in the scheduled set for LimitWait, and once
 // parked registers as a waiter, to be woken as soon as a slot frees.
 func (w *Worker) limitPark(j *job, l *limiter) *outcome {
-	next := j.nextEnvelope()
-	c := store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-		A1: codec.AppendEnvelope(nil, &next), A2: w.cfg.LimitWait.Milliseconds(), A3: "", Attempt: attemptOf(j)}
-	o := &outcome{j: j, c: c}
+	o := j.handBack(w.cfg.LimitWait, nil)
 	if l != nil {
 		id := keys.TaskID(j.q.keys.Name, j.key)
 		o.after = func() {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
-	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/ratelimit"
 )
 
@@ -206,9 +205,6 @@ func (w *Worker) refund(bs []bucket) {
 
 // rateParkOutcome parks j's task for wait, to come back with turn.
 func (w *Worker) rateParkOutcome(j *job, wait time.Duration, turn int64) *outcome {
-	next := j.nextEnvelope()
-	next.RateTurn = turn
-	ms := (wait + time.Millisecond - 1) / time.Millisecond
-	return &outcome{j: j, c: store.Completion{Op: store.OpPark, EntryID: j.entry, Deliveries: j.dlv, Key: j.key,
-		A1: codec.AppendEnvelope(nil, &next), A2: int64(ms), A3: "", Attempt: attemptOf(j)}}
+	ms := (wait + time.Millisecond - 1) / time.Millisecond // whole ms, rounded up
+	return j.handBack(ms*time.Millisecond, func(e *codec.Envelope) { e.RateTurn = turn })
 }

@@ -701,3 +701,31 @@ func TestIdleWorkerReclaims(t *testing.T) {
 		t.Fatalf("got result %+v; want delivery 2", res)
 	}
 }
+
+// A cancel sent to a worker that died is honoured by the worker that takes
+// the task over, before its handler starts.
+func TestTakeoverHonoursCancelSentToDeadWorker(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	q := keys.ForQueue(b.queue)
+	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue})
+	// a worker that read it and died
+	if err := b.env.RDB.XReadGroup(ctx, &redis.XReadGroupArgs{Group: keys.Group, Consumer: "ghost", Streams: []string{q.Stream(), ">"}, Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.Cancel(ctx)
+	t.Logf("cancel: %s %v", st, err)
+	var ran bool
+	b.worker(t, &worker.Config{Lease: 200 * time.Millisecond}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			ran = true
+			return UploadResult{Size: 1}, nil
+		})
+	})
+	_, err = h.Outcome(ctx)
+	if err == nil {
+		t.Errorf("cancelled task ran (%v) and succeeded", ran)
+	} else {
+		t.Log(err)
+	}
+}

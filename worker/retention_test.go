@@ -151,3 +151,66 @@ func TestOutcomeSurvivesLostNotification(t *testing.T) {
 		t.Fatal("Outcome still waiting 10s after the task ended; the end announced during the reconnect was lost")
 	}
 }
+
+// An Outcome call that gives up does not give a lifetime to the record that
+// carries a task's continuations (it once did, and the continuation was lost).
+func TestOutcomeGivesNoLifetimeToContinuationRecord(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	q := keys.ForQueue(b.queue)
+	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue})
+	next, err := h.ContinueWith(ctx, NoteArgs{Msg: "after"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	octx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, _ = h.Outcome(octx)
+	cancel()
+	key := h.ID()[len(b.queue)+1:]
+	// The record carries the continuation flag: watching must not give it
+	// a lifetime.
+	if ttl := b.env.RDB.PTTL(ctx, q.Task(key)).Val(); ttl >= 0 {
+		t.Fatalf("got TTL %v on the record of a task with a continuation; want none", ttl)
+	}
+	ran := make(chan struct{}, 1)
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) { return UploadResult{}, nil })
+		worker.Handle(w, func(ctx context.Context, a NoteArgs) (struct{}, error) { ran <- struct{}{}; return struct{}{}, nil })
+	})
+	if _, err := next.Outcome(ctx); err != nil {
+		st, _ := next.State(ctx)
+		hooks := b.env.RDB.ZRangeWithScores(ctx, q.Hooks(), 0, -1).Val()
+		t.Fatalf("continuation: %v; state %s; hooks %v; conts %v", err, st, hooks, b.env.RDB.LRange(ctx, q.Conts(key), 0, -1).Val())
+	}
+	<-ran
+}
+
+// A continuation a worker ends without a run (its parent did not succeed)
+// is kept for the worker's Config.Retention.
+func TestSweptContinuationKeptForWorkerRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	q := keys.ForQueue(b.queue)
+	h, err := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := h.ContinueWith(ctx, NoteArgs{Msg: "after"}, &client.ContinueOpts{OnlyOnSuccess: true, EnqueueOpts: client.EnqueueOpts{Queue: b.queue, ID: "next"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const retention = time.Hour
+	b.worker(t, &worker.Config{Retention: retention}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			return UploadResult{}, worker.Permanent(errors.New("no"))
+		})
+		worker.Handle(w, func(ctx context.Context, a NoteArgs) (struct{}, error) { return struct{}{}, nil })
+	})
+	if _, err := next.Outcome(ctx); !errors.Is(err, client.ErrCancelled) {
+		t.Fatalf("continuation of a dead parent: %v; want cancelled", err)
+	}
+	if ttl := b.env.RDB.PTTL(ctx, q.Task("next")).Val(); ttl <= 0 || ttl > retention {
+		t.Fatalf("cancelled continuation kept for %v; want the worker's retention, %v", ttl, retention)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -448,5 +449,83 @@ func TestContinueWithSameIDTwice(t *testing.T) {
 	}
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("continuation ran %d times; want 1", n)
+	}
+}
+
+// A retry that would start past the task's deadline is not scheduled: the
+// task ends with DeadlineExceeded at once.
+func TestRetryPastDeadlineEndsTask(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: b.queue, Deadline: time.Now().Add(500 * time.Millisecond)})
+	b.worker(t, &worker.Config{Backoff: func(int) time.Duration { return time.Hour }}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			return UploadResult{}, errors.New("boom")
+		})
+	})
+	// Outcome returns soon after the deadline, not after the hour of backoff.
+	if _, err := h.Outcome(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v; want DeadlineExceeded", err)
+	}
+}
+
+// Cancelling a parent whose queue no worker serves still starts its
+// continuation in another queue.
+func TestCancelStartsContinuationOfUnservedQueue(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	pq := b.queue + "-p"
+	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "x"}, &client.EnqueueOpts{Queue: pq, ID: "par"})
+	next, err := h.ContinueWith(ctx, NoteArgs{}, &client.ContinueOpts{EnqueueOpts: client.EnqueueOpts{Queue: b.queue}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a NoteArgs) (struct{}, error) { return struct{}{}, nil })
+	})
+	if _, err := h.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// No worker serves the parent's queue: Cancel itself starts the
+	// continuation.
+	if _, err := next.Outcome(ctx); err != nil {
+		t.Fatalf("continuation: %v", err)
+	}
+	if n := b.env.RDB.XLen(ctx, keys.ForQueue(pq).Outbox()).Val(); n != 0 {
+		t.Fatalf("parent outbox holds %d entries; want 0", n)
+	}
+}
+
+// A handler whose task was cancelled cannot enqueue children that would
+// escape the cancellation.
+func TestCancelledHandlerEnqueuesNoEscapingChild(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	started := make(chan struct{})
+	kid := make(chan *client.Handle, 1)
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(hctx context.Context, a UploadArgs) (UploadResult, error) {
+			if a.Path == "child" {
+				return UploadResult{Size: 7}, nil
+			}
+			close(started)
+			<-hctx.Done()
+			k, err := b.c.Enqueue(hctx, UploadArgs{Path: "child"}, &client.EnqueueOpts{Queue: b.queue})
+			t.Logf("enqueue after cancel: %v", err)
+			kid <- k
+			return UploadResult{}, hctx.Err()
+		})
+	})
+	h, _ := b.c.Enqueue(ctx, UploadArgs{Path: "parent"}, &client.EnqueueOpts{Queue: b.queue})
+	<-started
+	if _, err := h.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k := <-kid
+	if k == nil {
+		return
+	}
+	if _, err := k.Outcome(ctx); err == nil {
+		t.Errorf("child of a cancelled task ran and succeeded")
 	}
 }

@@ -251,7 +251,7 @@ func (e *env) startCoordinators(ctx context.Context, n int) (stop func(), err er
 	}
 	for i := 0; i < n; i++ {
 		rdb := redis.NewClient(&redis.Options{Addr: e.addr})
-		co, err := coordinator.New(rdb, &coordinator.Config{Logger: e.logger})
+		co, err := coordinator.New(context.Background(), rdb, &coordinator.Config{Logger: e.logger})
 		if err == nil {
 			err = co.Start(ctx)
 		}

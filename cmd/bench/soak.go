@@ -56,7 +56,7 @@ func (e *env) soakRun(ctx context.Context, total, rate int, retention time.Durat
 	const housekeep = 2 * time.Second
 	crdb := redis.NewClient(&redis.Options{Addr: e.addr})
 	defer crdb.Close()
-	co, err := coordinator.New(crdb, &coordinator.Config{Logger: e.logger, HousekeepInterval: housekeep})
+	co, err := coordinator.New(context.Background(), crdb, &coordinator.Config{Logger: e.logger, HousekeepInterval: housekeep})
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		dir = d
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	co, err := coordinator.New(rdb, &coordinator.Config{Logger: log})
+	co, err := coordinator.New(context.Background(), rdb, &coordinator.Config{Logger: log})
 	if err != nil {
 		return err
 	}

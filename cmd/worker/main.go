@@ -234,7 +234,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	defer cancel()
 	var co *coordinator.Coordinator
 	if cfg.role != "worker" {
-		c, err := coordinator.New(rdb, &coordinator.Config{Logger: log})
+		c, err := coordinator.New(startCtx, rdb, &coordinator.Config{Logger: log})
 		if err != nil {
 			return err
 		}

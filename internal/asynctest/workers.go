@@ -70,7 +70,7 @@ func StartCoordinators(t testing.TB, env *Env, n int) []*coordinator.Coordinator
 	var cos []*coordinator.Coordinator
 	for i := 0; i < n; i++ {
 		rdb := NewEnvClient(env)
-		co, err := coordinator.New(rdb, nil)
+		co, err := coordinator.New(context.Background(), rdb, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -234,7 +234,7 @@ func (f *fleetRun) waitDue() {
 func (f *fleetRun) coordinator(cfg coordinator.Config) *coordinator.Coordinator {
 	f.T.Helper()
 	cfg.Logger = quiet
-	co, err := coordinator.New(f.RDB, &cfg)
+	co, err := coordinator.New(context.Background(), f.RDB, &cfg)
 	f.Must(err)
 	return co
 }

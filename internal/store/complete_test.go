@@ -27,7 +27,7 @@ func TestCompleteBoundsRetention(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		items = append(items, store.Completion{Op: store.OpSucceed, EntryID: id, Deliveries: 1, Key: key, Attempt: 1, A1: "r", A2: ret})
+		items = append(items, store.Completion{EntryID: id, Deliveries: 1, Key: key, Attempt: 1, Outcome: store.Succeed([]byte("r"), ret)})
 	}
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: keys.Group, Consumer: "c1", Streams: []string{q.Stream(), ">"}, Count: 10}).Err(); err != nil {
 		t.Fatal(err)

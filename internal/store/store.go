@@ -198,26 +198,78 @@ func ParseEnqueued(v any, n int) ([]Enqueued, error) {
 	return out, nil
 }
 
-// Op codes of complete.lua.
-const (
-	OpSucceed = "s"
-	OpRetry   = "r"
-	OpDead    = "d"
-	OpPark    = "p"
-	OpCancel  = "c"
-)
-
 // Completion is one attempt's outcome, fenced by (EntryID, Deliveries) under
-// the consumer that sends it.
+// the consumer that sends it. Outcome says what happened, built by Succeed,
+// Retry, Dead, Park or Cancelled.
 type Completion struct {
-	Op         string
 	EntryID    string
 	Deliveries int64
 	Key        string
-	Fresh      bool // the entry is the first of an auto-keyed task
-	Attempt    int  // the number of the attempt that ended (0 when none ran)
-	A1, A2, A3 any
+	Fresh      bool   // the entry is the first of an auto-keyed task
+	Attempt    int    // the number of the attempt that ended (0 when none ran)
 	Group      string // public id of the task's group, if it is a member
+	Outcome    Outcome
+}
+
+// Outcome is what complete.lua does with an attempt's task. Its zero value
+// is no outcome: Complete refuses it.
+type Outcome struct {
+	op   string // complete.lua's op code
+	data []byte // result (s), next envelope (r, p), envelope or raw entry (d)
+	ms   int64  // retention (s, c), delay (r, p)
+	text string // error text (r, d), reason (c)
+}
+
+// Succeed ends the task as succeeded with result, kept for retainMs.
+func Succeed(result []byte, retainMs int64) Outcome {
+	return Outcome{op: "s", data: result, ms: retainMs}
+}
+
+// Retry schedules the task's next attempt, whose envelope is next, after
+// delay (a negative one counts as 0); msg is the error of the attempt that
+// ended.
+func Retry(next []byte, delay time.Duration, msg string) Outcome {
+	return Outcome{op: "r", data: next, ms: max(delay.Milliseconds(), 0), text: msg}
+}
+
+// Dead moves the task to the dead-letter store with its envelope (or, for
+// an entry that cannot be decoded, the raw entry) and error text msg.
+func Dead(env []byte, msg string) Outcome {
+	return Outcome{op: "d", data: env, text: msg}
+}
+
+// Park hands the task back with envelope next, into the stream now (delay
+// 0) or into the scheduled set for delay. It does not end the attempt.
+func Park(next []byte, delay time.Duration) Outcome {
+	return Outcome{op: "p", data: next, ms: delay.Milliseconds()}
+}
+
+// Cancelled ends the task as cancelled for reason, its record kept for
+// retainMs.
+func Cancelled(retainMs int64, reason string) Outcome {
+	return Outcome{op: "c", ms: retainMs, text: reason}
+}
+
+// Scheduled reports whether o puts the task in the scheduled set (a retry,
+// or a park with a delay), for a forwarder to move when due.
+func (o Outcome) Scheduled() bool {
+	return o.op == "r" || o.op == "p" && o.ms > 0
+}
+
+// args are o's a1, a2 and a3 in complete.lua's argument list (see its
+// header).
+func (o Outcome) args() (a1, a2, a3 any) {
+	switch o.op {
+	case "s", "p":
+		return o.data, o.ms, ""
+	case "r":
+		return o.data, o.ms, o.text
+	case "d":
+		return o.data, o.text, ""
+	case "c":
+		return o.ms, o.text, ""
+	}
+	return nil, nil, nil
 }
 
 // Applied is complete.lua's answer for one item.
@@ -240,7 +292,10 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 	// member of a group elsewhere tells it through the outbox.
 	var groups []GroupRef
 	index := map[string]bool{}
-	for _, c := range items {
+	for i, c := range items {
+		if c.Outcome.op == "" {
+			return nil, fmt.Errorf("record outcomes in queue %q: item %d (task %s) has no outcome", q.Name, i, c.Key)
+		}
 		ks = append(ks, q.Task(c.Key), q.Result(c.Key), q.Conts(c.Key))
 		fresh := "0"
 		if c.Fresh {
@@ -252,7 +307,8 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 				index[c.Group] = true
 			}
 		}
-		args = append(args, c.Op, c.EntryID, c.Deliveries, c.Key, fresh, c.Attempt, c.A1, c.A2, c.A3, c.Group)
+		a1, a2, a3 := c.Outcome.args()
+		args = append(args, c.Outcome.op, c.EntryID, c.Deliveries, c.Key, fresh, c.Attempt, a1, a2, a3, c.Group)
 	}
 	args = append(args, len(groups))
 	for _, g := range groups {

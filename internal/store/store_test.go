@@ -102,9 +102,9 @@ func TestCompleteFencedAndReplaySafe(t *testing.T) {
 	e1 := deliver(t, rdb, q, "w1")
 	e2 := deliver(t, rdb, q, "w1")
 
-	ok := store.Completion{Op: store.OpSucceed, EntryID: e1, Deliveries: 1, Key: e1, A1: "res", A2: 60000, Attempt: 1}
-	wrongConsumer := store.Completion{Op: store.OpSucceed, EntryID: e2, Deliveries: 1, Key: e2, A1: "x", A2: 60000, Attempt: 1}
-	staleCount := store.Completion{Op: store.OpSucceed, EntryID: e2, Deliveries: 2, Key: e2, A1: "x", A2: 60000, Attempt: 1}
+	ok := store.Completion{EntryID: e1, Deliveries: 1, Key: e1, Attempt: 1, Outcome: store.Succeed([]byte("res"), 60000)}
+	wrongConsumer := store.Completion{EntryID: e2, Deliveries: 1, Key: e2, Attempt: 1, Outcome: store.Succeed([]byte("x"), 60000)}
+	staleCount := store.Completion{EntryID: e2, Deliveries: 2, Key: e2, Attempt: 1, Outcome: store.Succeed([]byte("x"), 60000)}
 
 	got, err := store.Complete(ctx, rdb, q, "w1", []store.Completion{ok})
 	if err != nil || got[0] != store.Recorded {
@@ -151,7 +151,7 @@ func TestHousekeepTrimsOnlyAcked(t *testing.T) {
 	}
 	// Ack 1st, 2nd and 4th; the 3rd stays pending, the 5th and 6th unread.
 	for _, i := range []int{0, 1, 3} {
-		c := store.Completion{Op: store.OpSucceed, EntryID: ids[i], Deliveries: 1, Key: ids[i], A1: "", A2: 60000, Attempt: 1}
+		c := store.Completion{EntryID: ids[i], Deliveries: 1, Key: ids[i], Attempt: 1, Outcome: store.Succeed([]byte(""), 60000)}
 		if _, err := store.Complete(ctx, rdb, q, "w1", []store.Completion{c}); err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +164,7 @@ func TestHousekeepTrimsOnlyAcked(t *testing.T) {
 		t.Fatalf("trimmed %d, %d left; want 2 trimmed, 4 left", trimmed, rdb.XLen(ctx, q.Stream()).Val())
 	}
 	// Ack the 3rd: now everything delivered is acked; unread entries stay.
-	c := store.Completion{Op: store.OpSucceed, EntryID: ids[2], Deliveries: 1, Key: ids[2], A1: "", A2: 60000, Attempt: 1}
+	c := store.Completion{EntryID: ids[2], Deliveries: 1, Key: ids[2], Attempt: 1, Outcome: store.Succeed([]byte(""), 60000)}
 	if _, err := store.Complete(ctx, rdb, q, "w1", []store.Completion{c}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,124 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// exec runs one job on its own goroutine; the slot j holds bounds how many
+// run at once, and Stop waits for them (execs).
+func (w *Worker) exec(j *job) {
+	defer w.execs.Done()
+	ok, tokens := w.throttle(j)
+	if !ok {
+		return
+	}
+	ls := w.limitsFor(j)
+	if len(ls) == 0 {
+		w.send(w.run(j))
+		return
+	}
+	full, err := w.takeSlots(j, ls)
+	if err != nil || full != nil {
+		w.refund(tokens) // it does not run now
+		if err != nil {
+			w.log.Error("take a limit's slot; the task retries after Config.LimitWait", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+			full = nil
+		}
+		w.send(w.limitPark(j, full))
+		return
+	}
+	j.mu.Lock()
+	j.limits = ls
+	j.mu.Unlock()
+	o := w.run(j)
+	w.giveSlots(j)
+	w.send(o)
+}
+
+var (
+	errAttemptTimeout = errors.New("attempt timed out")
+	errTaskDeadline   = errors.New("task deadline exceeded")
+)
+
+func (w *Worker) run(j *job) *outcome {
+	ctx := j.ctx
+	if j.env.DeadlineMs > 0 {
+		var cancel context.CancelFunc
+		local := w.clock.ToLocal(time.UnixMilli(j.env.DeadlineMs))
+		ctx, cancel = context.WithDeadlineCause(ctx, local, errTaskDeadline)
+		defer cancel()
+	}
+	if j.env.TimeoutMs > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(j.env.TimeoutMs)*time.Millisecond, errAttemptTimeout)
+		defer cancel()
+	}
+	res, err := call(ctx, j.handler, j.env.Payload)
+	cause := context.Cause(j.ctx)
+	switch {
+	case errors.Is(err, errRecorded):
+		return &outcome{j: j, drop: true} // a batch handler recorded it all
+	case err == nil:
+		o := j.ends(store.Succeed(res, j.env.RetainMs))
+		o.c.Fresh = j.env.Key == ""
+		return o
+	case j.isLost():
+		w.log.Warn("lease lost; the attempt's outcome is not recorded", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+		return &outcome{j: j, drop: true}
+	case errors.Is(cause, ErrLeaseLost):
+		// No heartbeat got through in time (Redis stalled, or our calls
+		// did): the lease may still be ours in Redis, and a heartbeat sent
+		// before the stall may yet renew it. Hand the task back now,
+		// fenced by this attempt's token, rather than leave it to wait out
+		// that lease.
+		w.log.Warn("lease lapsed without a heartbeat getting through; handing the task back", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+		return j.lapsed()
+	case errors.Is(cause, ErrShutdown):
+		return j.park(0)
+	case errors.Is(cause, ErrCancelled):
+		return j.cancelled(codec.ReasonCancelled)
+	case errors.Is(context.Cause(ctx), errTaskDeadline):
+		return j.cancelled(codec.ReasonDeadline)
+	}
+	if errors.Is(context.Cause(ctx), errAttemptTimeout) && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("attempt timed out after %v: %w", time.Duration(j.env.TimeoutMs)*time.Millisecond, err)
+	}
+	msg := err.Error()
+	var perm *PermanentError
+	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
+		return j.ends(store.Dead(codec.AppendEnvelope(nil, j.env), msg))
+	}
+	delay := w.cfg.Backoff(j.env.Attempt)
+	var ra *RetryAfterError
+	if errors.As(err, &ra) {
+		delay = ra.Delay
+	}
+	if j.env.DeadlineMs > 0 && !w.clock.Now().Add(delay).Before(time.UnixMilli(j.env.DeadlineMs)) {
+		// The next attempt would start past the deadline: end it now.
+		return j.cancelled(codec.ReasonDeadline)
+	}
+	next := j.next(func(e *codec.Envelope) {
+		e.Attempt++
+		e.RateTurn = 0 // a new attempt queues for its tokens anew
+	})
+	return j.ends(store.Retry(next, delay, msg))
+}
+
+// call runs h, turning a panic into a *PanicError with the stack.
+func call(ctx context.Context, h handlerFunc, payload []byte) (res []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: string(debug.Stack())}
+		}
+	}()
+	return h(ctx, payload)
+}

@@ -1,0 +1,358 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+	"unsafe"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+type delivered struct {
+	q     *queue
+	entry string
+	raw   string
+	hasM  bool
+	other string // the entry's fields, as text, when it has no 'm' field
+	dlv   int64
+	grp   string // the entry's group field (members of a group's own queue)
+
+	cancelled bool // a taken-over entry whose task has a cancel request
+}
+
+// fetchLoop (intake) owns slot acquisition: it reads new entries and, every Lease/4,
+// first takes over entries whose lease ended (XAUTOCLAIM), so that a busy or
+// idle fetcher never starves recovery of slots.
+func (w *Worker) fetchLoop(ctx context.Context) {
+	reclaimEvery := max(w.cfg.Lease/4, 10*time.Millisecond)
+	block := min(w.cfg.BlockTimeout, reclaimEvery)
+	nextReclaim := time.Now()
+	for {
+		n := w.acquire(ctx, w.cfg.FetchBatch)
+		if n == 0 {
+			return
+		}
+		if !time.Now().Before(nextReclaim) {
+			n -= w.reclaim(ctx, n)
+			nextReclaim = time.Now().Add(reclaimEvery)
+			if n == 0 {
+				continue
+			}
+		}
+		sent := time.Now()
+		got, err := w.read(ctx, n, block)
+		if err != nil {
+			w.release(n)
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.Error("read tasks", slog.Any("err", err))
+			if !pause(ctx, 200*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		used := w.dispatchAll(ctx, got, n, sent)
+		w.release(n - used)
+	}
+}
+
+// acquire takes up to n slots: it waits for the first (or ctx), then takes
+// what is free without waiting.
+func (w *Worker) acquire(ctx context.Context, n int) int {
+	select {
+	case <-w.slots:
+	case <-ctx.Done():
+		return 0
+	}
+	got := 1
+	for got < n {
+		select {
+		case <-w.slots:
+			got++
+		default:
+			return got
+		}
+	}
+	return got
+}
+
+func (w *Worker) release(n int) {
+	for i := 0; i < n; i++ {
+		w.slots <- struct{}{}
+	}
+}
+
+// pause waits d or until ctx ends; it reports whether ctx is still alive.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (w *Worker) read(ctx context.Context, n int, block time.Duration) ([]delivered, error) {
+	if len(w.queues) > 1 {
+		order := w.order()
+		for _, q := range order {
+			got, err := w.readGroup(ctx, []*queue{q}, n, -1)
+			if err != nil || len(got) > 0 {
+				return got, err
+			}
+		}
+		if w.crossSlot.Load() {
+			// Redis Cluster: one blocking read cannot span the queues'
+			// slots. Block on one queue at a time, briefly, in turn.
+			return w.readGroup(ctx, order[:1], n, min(block, crossSlotBlock))
+		}
+	}
+	return w.readGroup(ctx, w.queues, n, block)
+}
+
+// crossSlotBlock bounds each blocking read when the queues live in different
+// Redis Cluster slots and are read one at a time.
+const crossSlotBlock = 100 * time.Millisecond
+
+// order returns the queues in the order one fetch tries them.
+func (w *Worker) order() []*queue {
+	if len(w.queues) == 1 || w.cfg.StrictPriority {
+		return w.queues
+	}
+	rest := append([]*queue(nil), w.queues...)
+	out := make([]*queue, 0, len(rest))
+	for len(rest) > 0 {
+		total := 0
+		for _, q := range rest {
+			total += q.weight
+		}
+		r := rand.IntN(total)
+		for i, q := range rest {
+			if r < q.weight {
+				out = append(out, q)
+				rest = append(rest[:i], rest[i+1:]...)
+				break
+			}
+			r -= q.weight
+		}
+	}
+	return out
+}
+
+func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.Duration) ([]delivered, error) {
+	ks := make([]keys.Queue, len(qs))
+	for i, q := range qs {
+		ks[i] = q.keys
+	}
+	res, err := store.ReadNew(ctx, w.rdb, ks, w.cfg.Name, n, block)
+	switch {
+	case errors.Is(err, store.ErrCrossSlot):
+		w.crossSlot.Store(true)
+		return nil, nil
+	case errors.Is(err, store.ErrNoGroup):
+		for _, q := range qs {
+			if gerr := store.EnsureGroup(ctx, w.rdb, q.keys); gerr != nil {
+				return nil, gerr
+			}
+		}
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	out := make([]delivered, len(res))
+	for i, e := range res {
+		out[i] = delivered{q: qs[e.Queue], entry: e.ID, raw: e.Envelope, hasM: e.HasM, other: e.Fields, grp: e.Group, dlv: 1}
+	}
+	return out, nil
+}
+
+// dispatchAll dispatches entries holding n slots already. An entry beyond
+// those (a read over several queues returns up to n per queue) takes a free
+// slot if there is one, else goes straight back to its queue. Entries read
+// after ctx ended (a blocking read outlives its ctx) are handed back too. It
+// returns how many of the n slots it used.
+func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent time.Time) int {
+	used := 0
+	for _, d := range got {
+		handBack, holds := ctx.Err() != nil, true
+		if used < n {
+			used++
+		} else {
+			select {
+			case <-w.slots:
+			default:
+				handBack, holds = true, false
+			}
+		}
+		w.dispatch(d, sent, handBack, holds)
+	}
+	return used
+}
+
+// dispatch turns one delivered entry into a running job, or straight into
+// an outcome when it cannot run here.
+// holds tells whether the entry took a slot (given back when its outcome is
+// recorded).
+func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
+	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry}
+	var jctx context.Context
+	jctx, j.cancel = context.WithCancelCause(context.Background())
+	j.ctx = jctx
+	j.leaseEnd.Store(mono(sent) + int64(w.leaseGuard()))
+	j.slot = holds
+	// Decode first: the heartbeat reads the task key once the job is listed.
+	var env *codec.Envelope
+	var decodeErr error
+	if d.hasM {
+		// The bytes alias the string go-redis read: nothing writes to them.
+		if env, decodeErr = codec.DecodeEnvelope(unsafe.Slice(unsafe.StringData(d.raw), len(d.raw))); decodeErr == nil {
+			decodeErr = checkEnvelope(env)
+		}
+		if decodeErr == nil {
+			j.env = env
+			if env.Key != "" {
+				j.key = env.Key
+			}
+		}
+	}
+	if !d.hasM || decodeErr != nil {
+		// Only a group id of the right form reaches the group (or the
+		// outbox) with the entry's dead letter.
+		if _, err := store.ParseGroupRef(d.grp); err != nil {
+			d.grp = ""
+		}
+	}
+	w.inflightMu.Lock()
+	if old := w.inflight[jobKey{d.q.keys.Name, d.entry}]; old != nil {
+		// This worker took back its own entry (its lease lapsed while Redis
+		// was out of reach): the older run has lost the lease.
+		old.markLost()
+	}
+	w.inflight[jobKey{d.q.keys.Name, d.entry}] = j
+	_, cancelled := w.recentCancels[jobKey{d.q.keys.Name, d.entry}]
+	delete(w.recentCancels, jobKey{d.q.keys.Name, d.entry})
+	w.inflightMu.Unlock()
+	if cancelled {
+		j.cancel(ErrCancelled)
+	}
+
+	dead := func(raw []byte, reason string) {
+		w.log.Warn("dead-lettering task", slog.String("task", keys.TaskID(d.q.keys.Name, j.key)), slog.String("reason", reason))
+		// An entry that cannot be decoded still tells its group (the
+		// entry's field g) that it ended.
+		o := j.ends(store.Dead(raw, reason))
+		o.c.Attempt = 0 // none ran
+		if o.c.Group == "" {
+			o.c.Group = d.grp
+		}
+		w.send(o)
+	}
+	if !d.hasM {
+		dead([]byte(d.other), "malformed entry: no 'm' field; it was not written by this library")
+		return
+	}
+	if decodeErr != nil {
+		dead([]byte(d.raw), "malformed entry: "+decodeErr.Error())
+		return
+	}
+	if total := int64(env.Lost) + d.dlv; total > int64(w.cfg.MaxDeliveries) {
+		dead([]byte(d.raw), fmt.Sprintf("poison: delivered %d times without an outcome (its workers died or lost the lease each time); limit %d",
+			total, w.cfg.MaxDeliveries))
+		return
+	}
+	if len(env.Payload) > w.cfg.MaxPayloadBytes {
+		dead([]byte(d.raw), fmt.Sprintf("payload of %d bytes exceeds the worker's limit of %d: %v", len(env.Payload), w.cfg.MaxPayloadBytes, ErrPayloadTooLarge))
+		return
+	}
+	if handBack {
+		w.send(j.park(0))
+		return
+	}
+	w.mu.Lock()
+	h := w.handlers[env.Kind]
+	w.mu.Unlock()
+	if h == nil {
+		w.log.Debug("no handler for kind here; handing the task back", slog.String("kind", env.Kind), slog.String("task", keys.TaskID(d.q.keys.Name, j.key)))
+		w.send(j.park(parkDelay(env.Parked)))
+		return
+	}
+	if d.cancelled {
+		// Taken over from a worker that died: a cancel request sent to it
+		// reached nobody.
+		w.send(j.cancelled(codec.ReasonCancelled))
+		return
+	}
+	if env.DeadlineMs > 0 && !w.clock.Now().Before(time.UnixMilli(env.DeadlineMs)) {
+		// Past its deadline before it started: it never starts, and this
+		// attempt does not count.
+		o := j.cancelled(codec.ReasonDeadline)
+		o.c.Attempt = j.env.Attempt - 1
+		w.send(o)
+		return
+	}
+	j.handler = h
+	id := keys.TaskID(d.q.keys.Name, j.key)
+	j.ctx = engine.WithTask(jctx, &taskValue{
+		info: engine.TaskInfo{
+			ID: id, Meta: env.Meta, TraceParent: env.TraceParent, TraceState: env.TraceState, DeadlineMs: env.DeadlineMs,
+			Prev: env.Prev, Engine: w.eng,
+		},
+		Task: Task{
+			ID: id, Queue: d.q.keys.Name, Kind: env.Kind,
+			Attempt: env.Attempt, MaxAttempts: env.MaxAttempts, Deliveries: int(d.dlv),
+			PartitionKey: env.Partition,
+		},
+		w:    w,
+		prev: env.Prev,
+		j:    j,
+	})
+	w.execs.Add(1)
+	go w.exec(j)
+}
+
+// checkEnvelope refuses an envelope this library cannot have written: one
+// whose task key, kind, group or partition breaks the name rules (a task
+// must not run, nor be recorded, under an id Client.Task refuses), or whose
+// counts and retention are out of range.
+func checkEnvelope(env *codec.Envelope) error {
+	if env.Attempt < 1 || env.MaxAttempts < 1 || env.RetainMs < 1 || env.RetainMs > codec.MaxRetainMs {
+		return fmt.Errorf("attempt %d, max attempts %d, retention %d ms; each must be at least 1, the retention at most %d ms",
+			env.Attempt, env.MaxAttempts, env.RetainMs, codec.MaxRetainMs)
+	}
+	if err := keys.ValidateName("kind", env.Kind); err != nil {
+		return err
+	}
+	if env.Key != "" {
+		if err := keys.ValidateName("task key", env.Key); err != nil {
+			return err
+		}
+	}
+	if env.Group != "" {
+		if _, err := store.ParseGroupRef(env.Group); err != nil {
+			return err
+		}
+	}
+	if env.Partition != "" {
+		if err := keys.ValidatePartitionKey(env.Partition); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parkDelay is the wait before a task no worker here can run is offered
+// again: 250ms, doubling per hand-back, at most 30s.
+func parkDelay(parked int) time.Duration {
+	d := 250 * time.Millisecond << min(parked, 7)
+	return min(d, 30*time.Second)
+}
