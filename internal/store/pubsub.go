@@ -6,8 +6,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Sub is one pub/sub connection on the project's channels (a queue's done
-// channel, its control channel, the coordinators' wake-up). go-redis
+// Sub is one pub/sub connection on the queues' done channels, for the
+// engine's notification hub (SubscribeControl and SubscribeDueWake open
+// the workers' and coordinators' connections). go-redis
 // reconnects it and subscribes again after a broken connection; the new
 // confirmation comes through Receive, so that a listener knows messages may
 // have been missed.
