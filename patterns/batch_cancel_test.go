@@ -101,7 +101,7 @@ func TestCancelledBatchNeverRuns(t *testing.T) {
 		t.Fatalf("Flush after the batch was cancelled: %v %v; want false (no open batch)", ok, err)
 	}
 	var log batchLog
-	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, doubles(log.handle)) })
 	for i, h := range hs {
 		if _, err := h.Outcome(ctx); !errors.Is(err, client.ErrCancelled) {
 			t.Errorf("item %d: %v, want cancelled", i, err)

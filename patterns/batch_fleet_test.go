@@ -73,7 +73,11 @@ func batchWorkerMain() {
 		os.Exit(3)
 	}
 	worker.Handle(w, sumPart) // Partitioner tasks (TestPartitionerAcrossProcesses)
-	worker.HandleBatch(w, "fleet.double", func(ctx context.Context, items []int) ([]int, error) {
+	worker.HandleBatch(w, func(ctx context.Context, ds []fleetDouble) ([]int, error) {
+		items := make([]int, len(ds))
+		for i, d := range ds {
+			items[i] = int(d)
+		}
 		tk, _ := worker.TaskFromContext(ctx)
 		b, _ := json.Marshal(batchRun{Pid: os.Getpid(), Batch: tk.ID, Items: items})
 		if err := rdb.RPush(ctx, batchRunsKey(queue), b).Err(); err != nil {

@@ -23,6 +23,17 @@ type Double int
 
 func (Double) Kind() string { return "double" }
 
+// doubles adapts a handler of the "double" batches' items read as ints.
+func doubles(fn func(ctx context.Context, items []int) ([]int, error)) func(context.Context, []Double) ([]int, error) {
+	return func(ctx context.Context, ds []Double) ([]int, error) {
+		items := make([]int, len(ds))
+		for i, d := range ds {
+			items[i] = int(d)
+		}
+		return fn(ctx, items)
+	}
+}
+
 // spacedKind is an item type whose kind is not a valid name.
 type spacedKind int
 
@@ -87,7 +98,7 @@ func TestBatchSizeAndWait(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var log batchLog
-	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, doubles(log.handle)) })
 	asynctest.StartCoordinators(t, b.env, 1)
 	ctx := ctxT(t)
 	// MaxWait long enough for 25 appends under any CI load.
@@ -163,7 +174,7 @@ func TestBatchFlushCancelContinueErrors(t *testing.T) {
 		return be
 	}}
 	b.worker(t, nil, func(w *worker.Worker) {
-		worker.HandleBatch(w, "double", log.handle)
+		worker.HandleBatch(w, doubles(log.handle))
 		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
 			v, err := worker.ParentResult[int](ctx)
 			return v + a.N, err
@@ -235,7 +246,7 @@ func TestBatchWholeFailure(t *testing.T) {
 		}
 		return nil
 	}}
-	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, doubles(log.handle)) })
 	ctx := ctxT(t)
 	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
@@ -317,10 +328,10 @@ func TestBatchPoisonEndsItems(t *testing.T) {
 	}
 	ran := make(chan struct{}, 1)
 	b.worker(t, &worker.Config{MaxDeliveries: 1, Lease: 300 * time.Millisecond}, func(w *worker.Worker) {
-		worker.HandleBatch(w, "double", func(ctx context.Context, items []int) ([]int, error) {
+		worker.HandleBatch(w, doubles(func(ctx context.Context, items []int) ([]int, error) {
 			ran <- struct{}{}
 			return items, nil
-		})
+		}))
 	})
 	for i, h := range hs {
 		if _, err := h.Outcome(ctx); !errors.Is(err, client.ErrDead) {
@@ -345,7 +356,7 @@ func TestBatchLargeAndConcurrentAppends(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var log batchLog
-	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, "double", log.handle) })
+	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, doubles(log.handle)) })
 	ctx := ctxT(t)
 	big, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 5000, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
@@ -444,7 +455,7 @@ func TestBatchItemMarkedWhileRunning(t *testing.T) {
 	b := setup(t)
 	started, release := make(chan struct{}), make(chan struct{})
 	b.worker(t, nil, func(w *worker.Worker) {
-		worker.HandleBatch(w, "double", func(ctx context.Context, items []int) ([]int, error) {
+		worker.HandleBatch(w, doubles(func(ctx context.Context, items []int) ([]int, error) {
 			close(started)
 			<-release
 			out := make([]int, len(items))
@@ -452,7 +463,7 @@ func TestBatchItemMarkedWhileRunning(t *testing.T) {
 				out[i] = 2 * it
 			}
 			return out, nil
-		})
+		}))
 		worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
 			v, err := worker.ParentResult[int](ctx)
 			return v + a.N, err

@@ -419,7 +419,7 @@ func ExampleBatch() {
 	ctx := context.Background()
 	calls := make(chan int, 10)
 	c, stop := exampleFleet(func(w *worker.Worker) {
-		worker.HandleBatch(w, Row{}.Kind(), func(ctx context.Context, rows []Row) ([]int, error) {
+		worker.HandleBatch(w, func(ctx context.Context, rows []Row) ([]int, error) {
 			calls <- len(rows)
 			ids := make([]int, len(rows))
 			for i, r := range rows {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/taskfleet/async/client"
 	"log/slog"
 	"runtime/debug"
 	"sort"
@@ -44,8 +45,9 @@ func (e BatchErrors) Error() string {
 // errRecorded tells run that a batch handler recorded its outcome itself.
 var errRecorded = errors.New("recorded by the batch handler")
 
-// HandleBatch registers fn as the handler of the batches of kind
-// (patterns.NewBatch with the same kind): fn receives a batch's items in
+// HandleBatch registers fn as the handler of the batches of In's kind (the
+// Kind of In's zero value, as patterns.NewBatch[In, Out] names its
+// batches): fn receives a batch's items in
 // append order and returns one result per item, in the same order.
 //
 //   - nil error: every item succeeded; len(results) must equal len(items).
@@ -61,7 +63,9 @@ var errRecorded = errors.New("recorded by the batch handler")
 // run on its own (client.RetryDead of a dead item) comes as a batch of one.
 // HandleBatch panics on a bad kind, a kind registered twice or a started
 // worker, like Handle.
-func HandleBatch[In, Out any](w *Worker, kind string, fn func(ctx context.Context, items []In) ([]Out, error)) {
+func HandleBatch[In client.Args, Out any](w *Worker, fn func(ctx context.Context, items []In) ([]Out, error)) {
+	var zero In
+	kind := zero.Kind()
 	if err := keys.ValidateName("kind", kind); err != nil {
 		panic(fmt.Sprintf("worker.HandleBatch: %v", err))
 	}

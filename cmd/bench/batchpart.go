@@ -110,7 +110,7 @@ func (e *env) itemsOnce(ctx context.Context, n, maxSize int, batched, conc bool)
 		}
 	}
 	if batched {
-		worker.HandleBatch(w, "bench_item", func(ctx context.Context, items []benchItem) ([]int, error) {
+		worker.HandleBatch(w, func(ctx context.Context, items []benchItem) ([]int, error) {
 			runs.Add(1)
 			out := make([]int, len(items))
 			for i, it := range items {
