@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
@@ -125,6 +126,16 @@ func clientRows() []Row {
 		{Name: "Enqueue/partition-behind",
 			Setup: func(r *Run) { r.enqueue(0, &client.EnqueueOpts{PartitionKey: "k"}) },
 			Op:    enq(func(r *Run) *client.EnqueueOpts { return &client.EnqueueOpts{Queue: r.Q, PartitionKey: "k"} })},
+		// Enqueued from a handler's ctx: the task, then its record under
+		// its parent (kidsadd.lua), each resent.
+		{Name: "Enqueue/child",
+			Setup: func(r *Run) { r.H = []*client.Handle{r.enqueue(1, nil)} },
+			Op: func(r *Run) string {
+				hctx := engine.WithInfo(r.Ctx, &engine.TaskInfo{ID: r.H[0].ID()})
+				h, err := r.C.Enqueue(hctx, Job{N: 2}, &client.EnqueueOpts{Queue: r.Q})
+				r.Track(h)
+				return Answer(HandleText(h), err)
+			}},
 		{Name: "EnqueueMany", Op: func(r *Run) string {
 			specs := []client.Spec{
 				{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: r.Q}},
