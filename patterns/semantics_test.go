@@ -417,7 +417,7 @@ func TestGroupIDReusedAfterExpiry(t *testing.T) {
 	specs := squares(other, -1, 2)
 	start := func() *patterns.Group {
 		g, err := patterns.ForkJoin(ctx, b.c, specs, &client.Spec{Args: Square{N: 5}, Opts: &client.EnqueueOpts{Queue: other}},
-			&patterns.GroupOpts{ID: "daily", Queue: b.queue, Retention: 50 * time.Millisecond})
+			&patterns.GroupOpts{ID: "daily", Queue: b.queue, Retention: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -429,7 +429,7 @@ func TestGroupIDReusedAfterExpiry(t *testing.T) {
 	}
 	asynctest.Eventually(t, 5*time.Second, "the group expired", func() bool {
 		if b.env.Mini != nil {
-			b.env.Mini.FastForward(100 * time.Millisecond)
+			b.env.Mini.FastForward(time.Second)
 		}
 		_, err := g.Progress(ctx)
 		return errors.Is(err, patterns.ErrUnknownGroup)
