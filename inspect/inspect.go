@@ -56,6 +56,25 @@ type QueueInfo struct {
 	Scheduled int64 `json:"scheduled"`
 	// Dead counts the dead tasks kept (see client.Client.DeadTasks).
 	Dead int64 `json:"dead"`
+	// Retrying counts the tasks waiting out a retry backoff (issue 15:
+	// taken out of Scheduled, which then counts delayed tasks only).
+	Retrying int64 `json:"retrying"`
+	// Held counts the tasks parked by a limit or a rate, waiting in a
+	// partition, or held by an InvokeAll (issue 15).
+	Held int64 `json:"held"`
+	// Paused is set while the queue is paused (Pause).
+	Paused bool `json:"paused"`
+	// Processed, Succeeded and Failed are fleet-wide totals of attempts
+	// that ended with an outcome, kept in Redis by the completion scripts:
+	// Processed = Succeeded + Failed (a failed attempt counts whether it
+	// retries or dies).
+	Processed int64 `json:"processed"`
+	Succeeded int64 `json:"succeeded"`
+	Failed    int64 `json:"failed"`
+	// ProcessedLastMinute and FailedLastMinute count the attempts that
+	// ended in the last 60 s of Redis time.
+	ProcessedLastMinute int64 `json:"processed_last_minute"`
+	FailedLastMinute    int64 `json:"failed_last_minute"`
 	// StreamLength is the number of entries in the queue's stream: waiting
 	// and running tasks, and ended ones that the coordinators' housekeeping
 	// has not trimmed yet.

@@ -112,6 +112,10 @@ type Config struct {
 
 	// Logger receives the worker's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// Observers receive the worker's task events (see Event), in order.
+	// Defaults to none.
+	Observers []Observer
 }
 
 var workerSeq atomic.Int64

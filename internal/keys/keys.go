@@ -210,6 +210,10 @@ func (q Queue) Kids(key string) string { return q.tag + "k:" + key }
 // running the task (message: "<entry id>").
 func (q Queue) Ctl() string { return q.tag + "ctl" }
 
+// Paused is the queue's pause flag: while it exists, workers do not fetch
+// from the queue (inspect.Pause, Resume).
+func (q Queue) Paused() string { return q.tag + "paused" }
+
 // Done is the pub/sub channel on which watched tasks of the queue announce
 // that they ended.
 func (q Queue) Done() string { return q.tag + "done" }
