@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -217,4 +218,48 @@ func countAfter(ctx context.Context, rdb redis.Cmdable, stream, id string) (int6
 		}
 		id = es[len(es)-1].ID
 	}
+}
+
+// MinuteCount is what ended in one queue in one minute of Redis time.
+type MinuteCount struct {
+	Minute            int64 // Unix minutes
+	Processed, Failed int64
+}
+
+// HistoryMinutes is how far back QueueHistory reaches: the minutes of the
+// ring the history hash keeps (keys.Queue.StatsHistory).
+const HistoryMinutes = 24 * 60
+
+// QueueHistory returns the counts of q's last n minutes of Redis time
+// (1 ≤ n ≤ HistoryMinutes), oldest first, the current minute last, zeros
+// included: TIME and one HGETALL of the history hash (at most 1,500 small
+// fields), in one pipeline.
+func QueueHistory(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, n int) ([]MinuteCount, error) {
+	if n < 1 || n > HistoryMinutes {
+		return nil, fmt.Errorf("history of queue %q: %d minutes asked, want 1 to %d", q.Name, n, HistoryMinutes)
+	}
+	var now *redis.TimeCmd
+	var all *redis.MapStringStringCmd
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		now = p.Time(ctx)
+		all = p.HGetAll(ctx, q.StatsHistory())
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("history of queue %q: %w", q.Name, err)
+	}
+	cur := now.Val().Unix() / 60
+	out := make([]MinuteCount, n)
+	for i := range out {
+		m := cur - int64(n-1-i)
+		out[i].Minute = m
+		v, ok := all.Val()["m"+strconv.FormatInt(m%HistoryMinutes, 10)]
+		if !ok {
+			continue
+		}
+		var stamp, p, f int64
+		if _, err := fmt.Sscanf(v, "%d:%d:%d", &stamp, &p, &f); err == nil && stamp == m && p >= 0 && f >= 0 {
+			out[i].Processed, out[i].Failed = p, f
+		}
+	}
+	return out, nil
 }
