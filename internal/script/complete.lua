@@ -175,10 +175,6 @@ for i = 0, n - 1 do
     end
     if op == 's' then
       ok = ok + 1
-    elseif op == 'r' or op == 'd' then
-      failed = failed + 1
-    end
-    if op == 's' then
       if not fresh then
         local f = redis.call('HMGET', tk, 'w', 'k', 'g', 'pk')
         notify = f[1] ~= false
@@ -191,6 +187,7 @@ for i = 0, n - 1 do
       redis.call('SET', fk, 's\n' .. att .. '\n' .. now .. '\n' .. token .. '\n' .. a1, 'PX', a2)
       if notify then redis.call('PUBLISH', chan, key) end
     elseif op == 'r' then
+      failed = failed + 1
       redis.call('HSET', tk, 'st', 'retrying', 'm', a1, 'err', a3, 'a', att, 'x', token)
       if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       if not fresh then
@@ -201,6 +198,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', retrying, now + tonumber(a2), key)
       redis.call('ZREM', heldx, key)
     elseif op == 'd' then
+      failed = failed + 1
       redis.call('HSET', tk, 'st', 'dead', 'm', a1, 'err', a2, 'a', att, 'fin', now, 'e', eid, 'x', token)
       if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
       if not fresh then

@@ -15,15 +15,17 @@ local h = redis.call('HMGET', KEYS[1], 'st', 'cx', 'sealed')
 local st = h[1]
 if st ~= 'running' then return st or 'unknown' end
 if h[2] then return 'cancelling' end
+local held = 0
 for i = 2, #ARGV, 3 do
   local idx, m = ARGV[i], ARGV[i + 1]
   if redis.call('ZADD', KEYS[3], 'NX', idx, m) == 1 then
     redis.call('SADD', KEYS[2], m)
-    if ARGV[i + 2] == '1' and redis.call('ZADD', KEYS[4], idx, m) == 1 then
-      redis.call('HINCRBY', KEYS[5], 'ia', 1)
-      redis.call('HSET', KEYS[1], 'ic', '1')
-    end
+    if ARGV[i + 2] == '1' then held = held + redis.call('ZADD', KEYS[4], idx, m) end
   end
+end
+if held > 0 then
+  redis.call('HINCRBY', KEYS[5], 'ia', held)
+  redis.call('HSET', KEYS[1], 'ic', '1')
 end
 if h[3] ~= '1' then
   -- Not sealed yet: these go with the group if it never is.
