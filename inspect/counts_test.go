@@ -306,3 +306,57 @@ func TestTotalsAndHistory(t *testing.T) {
 		}
 	}
 }
+
+// Held tasks leave the count however they leave: InvokeAll members held
+// when their group is cancelled, a task waiting behind its partition's head
+// when it is cancelled. In a queue no worker serves, so nothing else moves.
+func TestHeldCountsAfterCancels(t *testing.T) {
+	t.Parallel()
+	e := asynctest.Redis(t)
+	ctx := context.Background()
+	queue := asynctest.Queue(t)
+	c := asynctest.Client(t, e)
+	in := inspect.New(e.RDB)
+	members := make([]client.Spec, 4)
+	for i := range members {
+		members[i] = client.Spec{Args: Job{N: i}, Opts: &client.EnqueueOpts{Queue: queue}}
+	}
+	g, err := patterns.InvokeAll(ctx, c, members, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []*client.Handle
+	for i := range 3 {
+		h, err := c.Enqueue(ctx, Job{N: 10 + i}, &client.EnqueueOpts{Queue: queue, PartitionKey: "p1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, h)
+	}
+	// One member admitted (in the stream), three held; the partition's
+	// head in the stream, two behind it.
+	var got inspect.QueueInfo
+	asynctest.Eventually(t, 10*time.Second, "the first member admitted", func() bool {
+		got = queueOf(t, in, queue)
+		return got.Waiting == 2
+	})
+	if got.Waiting != 2 || got.Held != 5 || got.Running != 0 || got.Scheduled != 0 || got.Retrying != 0 {
+		t.Errorf("InvokeAll of 4 (limit 1) and a partition of 3: %+v, want 2 waiting, 5 held", got)
+	}
+	if st, err := ps[2].Cancel(ctx); err != nil || st != client.StateCancelled {
+		t.Fatalf("cancel the last of the partition: %v, %v", st, err)
+	}
+	if got = queueOf(t, in, queue); got.Waiting != 2 || got.Held != 4 {
+		t.Errorf("the last of the partition cancelled: %+v, want 2 waiting, 4 held", got)
+	}
+	if err := g.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	asynctest.Eventually(t, 10*time.Second, "the group's members cancelled", func() bool {
+		got = queueOf(t, in, queue)
+		return got.Held == 1 && got.Waiting == 1
+	})
+	if got.Waiting != 1 || got.Held != 1 || got.Running != 0 {
+		t.Errorf("group cancelled: %+v, want the partition's head waiting and one behind it held", got)
+	}
+}
