@@ -140,6 +140,8 @@ type options struct {
 	only      map[string]bool // phases to run; nil: all
 	settle    time.Duration
 	command   string // the command line, for the report
+
+	metricsPairs int // --metrics-pairs; 0: the sizes' own
 }
 
 // phases are the parts of a run, for --only.
@@ -157,6 +159,7 @@ func main() {
 	flag.StringVar(&o.profDir, "cpuprofile", "", "after each throughput measurement, run it once more under the CPU profiler into `DIR`/{enqueuemany,enqueue-seq,enqueue-concurrent,drain}.pprof")
 	flag.StringVar(&o.sweep, "drain-sweep", "", "worker settings the drain tries, as `CxB,...` (Concurrency x FetchBatch); default: a built-in list")
 	flag.DurationVar(&o.settle, "settle", 20*time.Second, "before each measured run, wait up to `D` for other processes to use under 0.3 cores (0: never wait; --quick never waits)")
+	flag.IntVar(&o.metricsPairs, "metrics-pairs", 0, "pairs of drains (metrics off, on) in the metrics phase; default 10 (1 with --quick)")
 	only := flag.String("only", "", "run only these comma-separated `PHASES` of "+strings.Join(phases, ",")+" (not with --out)")
 	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
 	flag.Parse()
@@ -234,6 +237,9 @@ func run(o options, stdout, progress io.Writer) error {
 	sz := full
 	if o.quick {
 		sz = quick
+	}
+	if o.metricsPairs > 0 {
+		sz.MetricsPairs = o.metricsPairs
 	}
 	if o.sweep != "" {
 		cfgs, err := parseSweep(o.sweep)

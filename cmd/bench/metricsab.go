@@ -209,7 +209,7 @@ func (mi *metricsInfo) markdown(p func(string, ...any)) {
 		}
 	}
 	p("| Measurement | Goal | Metrics off | Metrics on | On ÷ off | Met |\n|---|--:|--:|--:|--:|:-:|\n")
-	p("| Drain of %s tasks, median of %d runs each | ≥ 0.95 | %s/s | %s/s | %.3f | %s |\n",
+	p("| Drain of %s tasks, median of %d run(s) each | ≥ 0.95 | %s/s | %s/s | %.3f | %s |\n",
 		thousands(float64(mi.Off[0].Tasks)), len(mi.Off), thousands(medianRate(mi.Off)), thousands(medianRate(mi.On)), pooled, met(pooled >= 0.95))
 	p("| … median of the %d pairs' ratios | ≥ 0.95 | | | %.3f (%d below 1) | %s |\n", len(ratios), paired, below, met(paired >= 0.95))
 	p("| Go CPU µs/task (median) | | %.2f | %.2f | %.3f | |\n", medianOf(goOff), medianOf(goOn), medianOf(goOn)/medianOf(goOff))
