@@ -450,11 +450,12 @@ const blockTimeout = 250 * time.Millisecond
 // the group's pending count is back to 0 (complete.lua records the outcome and
 // acks in one step, so nothing is pending once every outcome is written).
 func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*result, error) {
-	return e.drainWith(ctx, n, dc, profiled, nil)
+	return e.drainWith(ctx, n, dc, profName(profiled, "drain"), nil)
 }
 
-// drainWith is drain with a worker that reports its events to observers.
-func (e *env) drainWith(ctx context.Context, n int, dc drainCfg, profiled bool, observers []worker.Observer) (*result, error) {
+// drainWith is drain with a worker that reports its events to observers,
+// profiled into DIR/profile.pprof when profile is set (and --cpuprofile).
+func (e *env) drainWith(ctx context.Context, n int, dc drainCfg, profile string, observers []worker.Observer) (*result, error) {
 	prdb := e.newRedis()
 	defer prdb.Close()
 	c, err := client.New(context.Background(), prdb, &client.Config{Logger: e.logger})
@@ -489,7 +490,7 @@ func (e *env) drainWith(ctx context.Context, n int, dc drainCfg, profiled bool, 
 		defer cancel()
 		_ = w.Stop(sctx)
 	}()
-	r, err := e.measure(ctx, "End-to-end drain", n, profName(profiled, "drain"), func() (own, error) {
+	r, err := e.measure(ctx, "End-to-end drain", n, profile, func() (own, error) {
 		if err := w.Start(ctx); err != nil {
 			return nil, err
 		}
