@@ -391,7 +391,7 @@ var (
 		"1 while the queue is paused fleet-wide, else 0, from the last snapshot.",
 		[]string{"queue"}, nil)
 	descProcessed = prometheus.NewDesc("async_queue_processed_total",
-		"Attempts of the queue that ended with an outcome, fleet-wide, as counted in Redis by the completion scripts, from the last snapshot.",
+		"Attempts of the queue that succeeded or failed, fleet-wide, as counted in Redis by the completion scripts, from the last snapshot.",
 		[]string{"queue"}, nil)
 	descFailed = prometheus.NewDesc("async_queue_failed_total",
 		"Attempts of the queue that failed (retried or dead), fleet-wide, as counted in Redis, from the last snapshot.",

@@ -13,6 +13,7 @@ import (
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/metrics"
 )
 
@@ -96,6 +97,17 @@ func TestSnapshotGauges(t *testing.T) {
 	check(5, 1)
 	if got := value(t, reg, "async_queue_snapshot_errors_total"); got != 0 {
 		t.Errorf("async_queue_snapshot_errors_total = %v, want 0", got)
+	}
+
+	// Paused fleet-wide (the flag Inspector.Pause sets).
+	if err := env.RDB.Set(ctx, keys.ForQueue(q).Paused(), "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := value(t, reg, "async_queue_paused", "queue", q); got != 1 {
+		t.Errorf("async_queue_paused of a paused queue = %v, want 1", got)
 	}
 }
 

@@ -199,7 +199,19 @@ func TestWorkloadMetrics(t *testing.T) {
 	if err := m.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	checkDepth(t, reg, q, map[string]float64{"waiting": 0, "running": 0, "dead": nBad})
+	// Held: the throttled task, parked for an hour. Processed: the
+	// attempts that succeeded (nOK, nFlaky, 2 limited, 1 rated) or failed
+	// (nFlaky retried, nBad dead), as the completion scripts count them.
+	checkDepth(t, reg, q, map[string]float64{"waiting": 0, "running": 0, "scheduled": 0, "retrying": 0, "held": 1, "dead": nBad})
+	for name, want := range map[string]float64{
+		"async_queue_paused":          0,
+		"async_queue_processed_total": nOK + 2*nFlaky + 2 + 1 + nBad,
+		"async_queue_failed_total":    nFlaky + nBad,
+	} {
+		if got := value(t, reg, name, "queue", q); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
 }
 
 // checkDepth compares the async_queue_tasks series of queue q with want,
