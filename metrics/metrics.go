@@ -365,10 +365,13 @@ func (m *Metrics) loop(ctx context.Context) {
 	}
 }
 
-// Close stops the snapshot's goroutine and waits for it (a reading in
-// flight is abandoned). The metrics stay registered: the event counters
-// keep counting, the queue gauges keep the last reading and its age grows.
-// Close is idempotent.
+// Close stops the snapshot's goroutine and waits for it. A reading in
+// flight is cancelled, but a socket read ends only at its deadline (the
+// reading's, max(Refresh, 5 s), with ContextTimeoutEnabled on the client)
+// or the client's ReadTimeout, so Close may wait that long when Redis
+// hangs. The metrics stay registered: the event counters keep counting,
+// the queue gauges keep the last reading and its age grows. Close is
+// idempotent.
 func (m *Metrics) Close() {
 	if m.stop == nil {
 		return

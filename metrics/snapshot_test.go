@@ -208,3 +208,34 @@ func TestRefreshWithoutInspector(t *testing.T) {
 	m.Close()
 	m.Close() // idempotent
 }
+
+// Close returns while Redis hangs: the reading in flight ends at the
+// client's ReadTimeout and the goroutine is gone (goleak checks it).
+func TestCloseWhileRedisHangs(t *testing.T) {
+	var env *asynctest.Env
+	if os.Getenv(asynctest.EnvCluster) != "" {
+		env = asynctest.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
+	} else {
+		env = asynctest.Redis(t)
+	}
+	p := asynctest.NewFaultProxy(t, env.Addr)
+	p.Delay(func(asynctest.Command) bool { return true }, time.Hour, 0)
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: env.DB, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.Opts{Registerer: reg, Inspector: inspect.New(rdb), Refresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asynctest.Eventually(t, 10*time.Second, "the first reading to reach the proxy", func() bool { return len(p.Commands()) > 0 })
+	closed := make(chan struct{})
+	go func() { m.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return within 30s of a 100ms ReadTimeout")
+	}
+	if got := snapshotAge(t, reg); !math.IsInf(got, 1) {
+		t.Errorf("age with no reading ever = %v, want +Inf", got)
+	}
+}
