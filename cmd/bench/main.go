@@ -1,6 +1,7 @@
 // Command bench reproduces the benchmark table of docs/benchmarks.md in one
 // run: redis-benchmark baselines, enqueue throughput (EnqueueMany, sequential
-// and concurrent Enqueue), end-to-end drain throughput of one worker,
+// and concurrent Enqueue), end-to-end drain throughput of one worker (and
+// its cost with Prometheus metrics on against off, same run),
 // enqueue→handler latency at a steady rate, and the task semantics:
 // parent end → continuation start latency, cancel propagation to a running
 // handler (worker in this process and in a subprocess), and a chain of
@@ -61,6 +62,7 @@ type sizes struct {
 	Soak, SoakRate            int // tasks through the soak, offered per second
 	BatchItems                int // items through Batch and as single tasks
 	PartKeys                  int // partition keys (10 tasks each)
+	MetricsPairs              int // drains with metrics off and on, alternating
 }
 
 var full = sizes{
@@ -97,6 +99,7 @@ var full = sizes{
 	SoakRate:     25000,
 	BatchItems:   100000,
 	PartKeys:     10000,
+	MetricsPairs: 10,
 }
 
 var quick = sizes{
@@ -124,6 +127,7 @@ var quick = sizes{
 	SoakRate:     10000,
 	BatchItems:   10000,
 	PartKeys:     1000,
+	MetricsPairs: 1,
 }
 
 type options struct {
@@ -136,10 +140,12 @@ type options struct {
 	only      map[string]bool // phases to run; nil: all
 	settle    time.Duration
 	command   string // the command line, for the report
+
+	metricsPairs int // --metrics-pairs; 0: the sizes' own
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -153,6 +159,7 @@ func main() {
 	flag.StringVar(&o.profDir, "cpuprofile", "", "after each throughput measurement, run it once more under the CPU profiler into `DIR`/{enqueuemany,enqueue-seq,enqueue-concurrent,drain}.pprof")
 	flag.StringVar(&o.sweep, "drain-sweep", "", "worker settings the drain tries, as `CxB,...` (Concurrency x FetchBatch); default: a built-in list")
 	flag.DurationVar(&o.settle, "settle", 20*time.Second, "before each measured run, wait up to `D` for other processes to use under 0.3 cores (0: never wait; --quick never waits)")
+	flag.IntVar(&o.metricsPairs, "metrics-pairs", 0, "pairs of drains (metrics off, on) in the metrics phase; default 10 (1 with --quick)")
 	only := flag.String("only", "", "run only these comma-separated `PHASES` of "+strings.Join(phases, ",")+" (not with --out)")
 	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
 	flag.Parse()
@@ -230,6 +237,9 @@ func run(o options, stdout, progress io.Writer) error {
 	sz := full
 	if o.quick {
 		sz = quick
+	}
+	if o.metricsPairs > 0 {
+		sz.MetricsPairs = o.metricsPairs
 	}
 	if o.sweep != "" {
 		cfgs, err := parseSweep(o.sweep)
@@ -374,6 +384,12 @@ func run(o options, stdout, progress io.Writer) error {
 		return err
 	}
 
+	// The drain's setting for the metrics phase: the sweep's best when the
+	// drain phase ran, else the best of the last full runs.
+	drainBest := drainCfg{4096, 1024}
+	if len(sz.DrainCfgs) == 1 {
+		drainBest = sz.DrainCfgs[0]
+	}
 	if want("drain") {
 		// One run per setting, then the best setting again for the table.
 		best := sz.DrainCfgs[0]
@@ -401,6 +417,16 @@ func run(o options, stdout, progress io.Writer) error {
 			}); err != nil {
 			return err
 		}
+		drainBest = best
+	}
+
+	if want("metrics") {
+		step(fmt.Sprintf("drain with metrics off and on, %d pairs, %s", sz.MetricsPairs, drainBest))
+		mi, err := e.metricsRun(ctx, sz.Drain, sz.MetricsPairs, drainBest, clean)
+		if err != nil {
+			return err
+		}
+		rep.Metrics = mi
 	}
 
 	if want("latency") {

@@ -450,6 +450,12 @@ const blockTimeout = 250 * time.Millisecond
 // the group's pending count is back to 0 (complete.lua records the outcome and
 // acks in one step, so nothing is pending once every outcome is written).
 func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*result, error) {
+	return e.drainWith(ctx, n, dc, profName(profiled, "drain"), nil)
+}
+
+// drainWith is drain with a worker that reports its events to observers,
+// profiled into DIR/profile.pprof when profile is set (and --cpuprofile).
+func (e *env) drainWith(ctx context.Context, n int, dc drainCfg, profile string, observers []worker.Observer) (*result, error) {
 	prdb := e.newRedis()
 	defer prdb.Close()
 	c, err := client.New(context.Background(), prdb, &client.Config{Logger: e.logger})
@@ -467,7 +473,7 @@ func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*re
 
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
 	defer wrdb.Close()
-	w, err := e.newWorker(wrdb, q, dc)
+	w, err := e.newWorker(wrdb, q, dc, observers...)
 	if err != nil {
 		return nil, err
 	}
@@ -484,7 +490,7 @@ func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*re
 		defer cancel()
 		_ = w.Stop(sctx)
 	}()
-	r, err := e.measure(ctx, "End-to-end drain", n, profName(profiled, "drain"), func() (own, error) {
+	r, err := e.measure(ctx, "End-to-end drain", n, profile, func() (own, error) {
 		if err := w.Start(ctx); err != nil {
 			return nil, err
 		}
@@ -705,13 +711,15 @@ func (e *env) session(ctx context.Context, name string) (c *client.Client, q str
 	}, nil
 }
 
-// newWorker returns a worker of queue q with the settings dc.
-func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg) (*worker.Worker, error) {
+// newWorker returns a worker of queue q with the settings dc, reporting its
+// events to observers.
+func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg, observers ...worker.Observer) (*worker.Worker, error) {
 	return worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{q: 1},
 		Concurrency:  dc.Concurrency,
 		FetchBatch:   dc.FetchBatch,
 		BlockTimeout: blockTimeout,
 		Logger:       e.logger,
+		Observers:    observers,
 	})
 }
