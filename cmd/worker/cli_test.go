@@ -176,7 +176,7 @@ var hostile = []byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0}
 // Raw is args (or a result) whose msgpack is given bytes, as they are.
 type Raw struct{ b []byte }
 
-func (Raw) Kind() string                                 { return "cli.raw" }
+func (Raw) Kind() string                               { return "cli.raw" }
 func (r Raw) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(msgpack.RawMessage(r.b)) }
 
 // `task show` decodes the result and args it reads from Redis through the
