@@ -153,6 +153,7 @@ func (w *Worker) flush(batch []*outcome) {
 			if err == nil && applied[i] == store.LeaseLost {
 				w.log.Warn("lease lost before the outcome was recorded; another worker runs the task",
 					slog.String("task", keys.TaskID(q.keys.Name, o.j.key)))
+				w.fire(o.j, EventLeaseLost, 0, ErrLeaseLost)
 			}
 			fired = fired || err == nil && applied[i] == store.Fired
 			if err == nil && applied[i] != store.LeaseLost {

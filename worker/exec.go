@@ -33,6 +33,7 @@ func (w *Worker) exec(j *job) {
 			w.log.Error("take a limit's slot; the task retries after Config.LimitWait", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
 			full = nil
 		}
+		w.fire(j, EventLimitParked, w.cfg.LimitWait, err)
 		w.send(w.limitPark(j, full))
 		return
 	}
@@ -62,17 +63,23 @@ func (w *Worker) run(j *job) *outcome {
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(j.env.TimeoutMs)*time.Millisecond, errAttemptTimeout)
 		defer cancel()
 	}
+	w.reportStart(j)
+	start := time.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
+	took := time.Since(start)
 	cause := context.Cause(j.ctx)
 	switch {
 	case errors.Is(err, errRecorded):
-		return &outcome{j: j, drop: true} // a batch handler recorded it all
+		// A batch handler recorded it all.
+		w.report(j, EventSucceeded, took, 0, nil)
+		return &outcome{j: j, drop: true}
 	case err == nil:
+		w.report(j, EventSucceeded, took, 0, nil)
 		o := j.ends(store.Succeed(res, j.env.RetainMs))
 		o.c.Fresh = j.env.Key == ""
 		return o
 	case j.isLost():
-		w.log.Warn("lease lost; the attempt's outcome is not recorded", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+		w.report(j, EventLeaseLost, took, 0, err)
 		return &outcome{j: j, drop: true}
 	case errors.Is(cause, ErrLeaseLost):
 		// No heartbeat got through in time (Redis stalled, or our calls
@@ -81,12 +88,15 @@ func (w *Worker) run(j *job) *outcome {
 		// fenced by this attempt's token, rather than leave it to wait out
 		// that lease.
 		w.log.Warn("lease lapsed without a heartbeat getting through; handing the task back", slog.String("task", keys.TaskID(j.q.keys.Name, j.key)), slog.Any("err", err))
+		w.report(j, EventLeaseLost, took, 0, err)
 		return j.lapsed()
 	case errors.Is(cause, ErrShutdown):
 		return j.park(0)
 	case errors.Is(cause, ErrCancelled):
+		w.report(j, EventCancelled, took, 0, ErrCancelled)
 		return j.cancelled(codec.ReasonCancelled)
 	case errors.Is(context.Cause(ctx), errTaskDeadline):
+		w.report(j, EventCancelled, took, 0, errTaskDeadline)
 		return j.cancelled(codec.ReasonDeadline)
 	}
 	if errors.Is(context.Cause(ctx), errAttemptTimeout) && errors.Is(err, context.DeadlineExceeded) {
@@ -95,6 +105,7 @@ func (w *Worker) run(j *job) *outcome {
 	msg := err.Error()
 	var perm *PermanentError
 	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
+		w.report(j, EventDead, took, 0, err)
 		return j.ends(store.Dead(codec.AppendEnvelope(nil, j.env), msg))
 	}
 	delay := w.cfg.Backoff(j.env.Attempt)
@@ -104,12 +115,14 @@ func (w *Worker) run(j *job) *outcome {
 	}
 	if j.env.DeadlineMs > 0 && !w.clock.Now().Add(delay).Before(time.UnixMilli(j.env.DeadlineMs)) {
 		// The next attempt would start past the deadline: end it now.
+		w.report(j, EventCancelled, took, 0, errTaskDeadline)
 		return j.cancelled(codec.ReasonDeadline)
 	}
 	next := j.next(func(e *codec.Envelope) {
 		e.Attempt++
 		e.RateTurn = 0 // a new attempt queues for its tokens anew
 	})
+	w.report(j, EventRetried, took, delay, err)
 	return j.ends(store.Retry(next, delay, msg))
 }
 

@@ -247,7 +247,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	}
 
 	dead := func(raw []byte, reason string) {
-		w.log.Warn("dead-lettering task", slog.String("task", keys.TaskID(d.q.keys.Name, j.key)), slog.String("reason", reason))
+		w.deadLettered(j, reason)
 		// An entry that cannot be decoded still tells its group (the
 		// entry's field g) that it ended.
 		o := j.ends(store.Dead(raw, reason))
@@ -289,12 +289,14 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	if d.cancelled {
 		// Taken over from a worker that died: a cancel request sent to it
 		// reached nobody.
+		w.report(j, EventCancelled, 0, 0, ErrCancelled)
 		w.send(j.cancelled(codec.ReasonCancelled))
 		return
 	}
 	if env.DeadlineMs > 0 && !w.clock.Now().Before(time.UnixMilli(env.DeadlineMs)) {
 		// Past its deadline before it started: it never starts, and this
 		// attempt does not count.
+		w.report(j, EventCancelled, 0, 0, errTaskDeadline)
 		o := j.cancelled(codec.ReasonDeadline)
 		o.c.Attempt = j.env.Attempt - 1
 		w.send(o)

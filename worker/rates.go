@@ -176,11 +176,13 @@ func (w *Worker) throttle(j *job) (bool, []bucket) {
 			// a short wait.
 			w.log.Error("take a rate limit token; the task retries in a second", slog.String("bucket", b.key), slog.Any("err", err))
 			w.refund(taken)
+			w.fire(j, EventThrottled, time.Second, err)
 			w.send(w.rateParkOutcome(j, time.Second, j.env.RateTurn))
 			return false, nil
 		}
 		if !ok {
 			w.refund(taken)
+			w.fire(j, EventThrottled, wait, nil)
 			w.send(w.rateParkOutcome(j, wait, turn))
 			return false, nil
 		}

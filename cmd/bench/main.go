@@ -1,6 +1,7 @@
 // Command bench reproduces the benchmark table of docs/benchmarks.md in one
 // run: redis-benchmark baselines, enqueue throughput (EnqueueMany, sequential
-// and concurrent Enqueue), end-to-end drain throughput of one worker,
+// and concurrent Enqueue), end-to-end drain throughput of one worker (and
+// its cost with Prometheus metrics on against off, same run),
 // enqueue→handler latency at a steady rate, and the task semantics:
 // parent end → continuation start latency, cancel propagation to a running
 // handler (worker in this process and in a subprocess), and a chain of
@@ -61,6 +62,7 @@ type sizes struct {
 	Soak, SoakRate            int // tasks through the soak, offered per second
 	BatchItems                int // items through Batch and as single tasks
 	PartKeys                  int // partition keys (10 tasks each)
+	MetricsPairs              int // drains with metrics off and on, alternating
 }
 
 var full = sizes{
@@ -97,6 +99,7 @@ var full = sizes{
 	SoakRate:     25000,
 	BatchItems:   100000,
 	PartKeys:     10000,
+	MetricsPairs: 10,
 }
 
 var quick = sizes{
@@ -124,6 +127,7 @@ var quick = sizes{
 	SoakRate:     10000,
 	BatchItems:   10000,
 	PartKeys:     1000,
+	MetricsPairs: 1,
 }
 
 type options struct {
@@ -139,7 +143,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -374,6 +378,12 @@ func run(o options, stdout, progress io.Writer) error {
 		return err
 	}
 
+	// The drain's setting for the metrics phase: the sweep's best when the
+	// drain phase ran, else the best of the last full runs.
+	drainBest := drainCfg{4096, 1024}
+	if len(sz.DrainCfgs) == 1 {
+		drainBest = sz.DrainCfgs[0]
+	}
 	if want("drain") {
 		// One run per setting, then the best setting again for the table.
 		best := sz.DrainCfgs[0]
@@ -401,6 +411,16 @@ func run(o options, stdout, progress io.Writer) error {
 			}); err != nil {
 			return err
 		}
+		drainBest = best
+	}
+
+	if want("metrics") {
+		step(fmt.Sprintf("drain with metrics off and on, %d pairs, %s", sz.MetricsPairs, drainBest))
+		mi, err := e.metricsRun(ctx, sz.Drain, sz.MetricsPairs, drainBest, clean)
+		if err != nil {
+			return err
+		}
+		rep.Metrics = mi
 	}
 
 	if want("latency") {

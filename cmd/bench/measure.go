@@ -450,6 +450,11 @@ const blockTimeout = 250 * time.Millisecond
 // the group's pending count is back to 0 (complete.lua records the outcome and
 // acks in one step, so nothing is pending once every outcome is written).
 func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*result, error) {
+	return e.drainWith(ctx, n, dc, profiled, nil)
+}
+
+// drainWith is drain with a worker that reports its events to observers.
+func (e *env) drainWith(ctx context.Context, n int, dc drainCfg, profiled bool, observers []worker.Observer) (*result, error) {
 	prdb := e.newRedis()
 	defer prdb.Close()
 	c, err := client.New(context.Background(), prdb, &client.Config{Logger: e.logger})
@@ -467,7 +472,7 @@ func (e *env) drain(ctx context.Context, n int, dc drainCfg, profiled bool) (*re
 
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
 	defer wrdb.Close()
-	w, err := e.newWorker(wrdb, q, dc)
+	w, err := e.newWorker(wrdb, q, dc, observers...)
 	if err != nil {
 		return nil, err
 	}
@@ -705,13 +710,15 @@ func (e *env) session(ctx context.Context, name string) (c *client.Client, q str
 	}, nil
 }
 
-// newWorker returns a worker of queue q with the settings dc.
-func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg) (*worker.Worker, error) {
+// newWorker returns a worker of queue q with the settings dc, reporting its
+// events to observers.
+func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg, observers ...worker.Observer) (*worker.Worker, error) {
 	return worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{q: 1},
 		Concurrency:  dc.Concurrency,
 		FetchBatch:   dc.FetchBatch,
 		BlockTimeout: blockTimeout,
 		Logger:       e.logger,
+		Observers:    observers,
 	})
 }

@@ -27,6 +27,7 @@ type report struct {
 	Rows      []*result
 	Sweep     []*result
 	Latency   *result
+	Metrics   *metricsInfo // drain with metrics on against off
 
 	Cont    *result   // parent end → continuation start
 	Cancel  []*result // cancel propagation: worker in this process, in a subprocess
@@ -146,6 +147,9 @@ func (r *report) markdown() string {
 	p("before each run the bench waits (up to `--settle`, default 20 s) for it to fall below %.1f. ", settleCores)
 	p("All are taken over the measured phase only.\n\n")
 
+	if r.Metrics != nil {
+		r.Metrics.markdown(p)
+	}
 	r.semantics(p)
 	if r.Groups != nil {
 		r.Groups.markdown(p)
