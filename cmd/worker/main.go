@@ -36,9 +36,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/metrics"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
 )
@@ -230,19 +235,32 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	defer signal.Stop(sigs)
 
 	var ready atomic.Bool
+	var observers []worker.Observer
 	if cfg.httpAddr != "" {
+		// /metrics: this process' task events (as a worker) and the
+		// queues' depths, read by the metrics' own background snapshot.
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m, err := metrics.New(metrics.Opts{Registerer: reg, Inspector: inspect.New(rdb)})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		observers = append(observers, m)
 		ln, err := net.Listen("tcp", cfg.httpAddr)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", cfg.httpAddr, err)
 		}
-		srv := &http.Server{Handler: healthMux(rdb, &ready), ReadHeaderTimeout: 5 * time.Second}
+		mux := healthMux(rdb, &ready)
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_ = srv.Shutdown(ctx)
 		}()
-		log.Info("health endpoints", slog.String("addr", ln.Addr().String()))
+		log.Info("health and metrics endpoints", slog.String("addr", ln.Addr().String()))
 	}
 
 	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -261,7 +279,8 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	}
 	var w *worker.Worker
 	if cfg.role != "coordinator" {
-		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log})
+		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log,
+			Observers: observers})
 		if err != nil {
 			return err
 		}
