@@ -37,7 +37,9 @@ the loopback interface: ":8080" and "0.0.0.0:8080" are asked at 127.0.0.1:8080.`
 			if err != nil {
 				return err
 			}
-			resp, err := http.DefaultTransport.RoundTrip(req)
+			// No proxy from the environment, no connection kept.
+			hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := hc.Do(req)
 			if err != nil {
 				return fmt.Errorf("healthcheck: %w", err)
 			}

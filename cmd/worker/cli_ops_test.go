@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -687,4 +690,52 @@ func TestRedisConnection(t *testing.T) {
 		}
 	}
 	t.Errorf("queues on the cluster client does not show %s waiting", id)
+}
+
+// The commands reach a master through Sentinel: a redis-server and a
+// Sentinel monitoring it, started for the test; the database comes from
+// REDIS_URL.
+func TestCLISentinel(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if asynctest.Real() {
+			t.Fatal("redis-server is not on PATH")
+		}
+		t.Skip("needs redis-server on PATH")
+	}
+	start := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	master := freeAddr(t)
+	host, port, _ := net.SplitHostPort(master)
+	start("--port", port, "--bind", host, "--save", "", "--appendonly", "no")
+	sentinel := freeAddr(t)
+	_, sport, _ := net.SplitHostPort(sentinel)
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	if err := os.WriteFile(conf, []byte("port "+sport+"\nbind "+host+"\nsentinel monitor cli "+host+" "+port+" 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start(conf, "--sentinel")
+	srdb := redis.NewSentinelClient(&redis.Options{Addr: sentinel})
+	defer srdb.Close()
+	asynctest.Eventually(t, 10*time.Second, "the Sentinel to know the master", func() bool {
+		a, err := srdb.GetMasterAddrByName(context.Background(), "cli").Result()
+		return err == nil && len(a) == 2 && a[1] == port
+	})
+	tg := &target{env: map[string]string{"REDIS_SENTINEL_ADDRS": sentinel, "REDIS_SENTINEL_MASTER": "cli", "REDIS_URL": "redis://ignored:1/4"}}
+	queue := asynctest.Queue(t)
+	id := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"n": 1}`)
+	rdb := redis.NewClient(&redis.Options{Addr: master, DB: 4})
+	defer rdb.Close()
+	if n, err := rdb.XLen(context.Background(), "async:{q:"+queue+"}:stream").Result(); err != nil || n != 1 {
+		t.Errorf("the master's database 4 holds %d entries of %s's stream (%v), want 1 (%s)", n, queue, err, id)
+	}
+	if out := tg.cmd(t, 0, "queues"); !strings.Contains(out, queue) {
+		t.Errorf("queues through Sentinel:\n%s", out)
+	}
 }

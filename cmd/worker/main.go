@@ -171,6 +171,9 @@ func runEnv(args []string, getenv func(string) string, stdout, stderr io.Writer,
 		args = []string{"-h"}
 	}
 	if len(args) > 0 && isCommand(args[0]) {
+		// go-redis' own log lines (dial retries, Sentinel's choice of
+		// master) are noise around a command's output and its error.
+		redis.SetLogger(quietRedis{})
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer cancel()
 		return runCLIContext(ctx, args, os.Stdin, stdout, stderr, getenv)
@@ -351,3 +354,8 @@ func healthMux(rdb redis.UniversalClient, ready *atomic.Bool) *http.ServeMux {
 	})
 	return mux
 }
+
+// quietRedis drops go-redis' internal log lines.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
