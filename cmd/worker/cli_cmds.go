@@ -126,7 +126,7 @@ func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, watc
 		fmt.Fprintf(e.stdout, "%s\n", time.Now().UTC().Format(time.RFC3339))
 	}
 	err = e.emit(list, func(w io.Writer) {
-		fmt.Fprint(w, "QUEUE\tWAITING\tRUNNING\tSCHEDULED\tRETRYING\tHELD\tDEAD\tPROCESSED\tFAILED\tPROCESSED/MIN\tFAILED/MIN\tPAUSED")
+		fmt.Fprint(w, "QUEUE\tWAITING\tRUNNING\tSCHEDULED\tRETRYING\tHELD\tDEAD\tPROCESSED\tSUCCEEDED\tFAILED\tPROCESSED/MIN\tFAILED/MIN\tPAUSED")
 		if rate {
 			fmt.Fprint(w, "\tRATE/S")
 		}
@@ -136,8 +136,8 @@ func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, watc
 			if r.Paused {
 				paused = "yes"
 			}
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s", r.Queue, r.Waiting, r.Running, r.Scheduled,
-				r.Retrying, r.Held, r.Dead, r.Processed, r.Failed, r.ProcessedLastMinute, r.FailedLastMinute, paused)
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s", r.Queue, r.Waiting, r.Running, r.Scheduled,
+				r.Retrying, r.Held, r.Dead, r.Processed, r.Succeeded, r.Failed, r.ProcessedLastMinute, r.FailedLastMinute, paused)
 			if r.Rate != nil {
 				fmt.Fprintf(w, "\t%.1f", *r.Rate)
 			} else if rate {

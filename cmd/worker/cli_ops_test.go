@@ -160,6 +160,12 @@ func TestCLIRedactsPasswords(t *testing.T) {
 		check("the worker's output", logs.String())
 	}
 
+	var demo syncBuf
+	if code := runEnv([]string{"demo", "-n", "1", "-redis", "redis://app:" + pass + "@[::1/0"}, env(nil), &demo, &demo, nil); code != 1 {
+		t.Errorf("demo on a bad URL: exit %d, want 1", code)
+	}
+	check("the demo's error", demo.String())
+
 	// The worker's logs, while it runs on that server.
 	var logs syncBuf
 	stop := make(chan struct{})
