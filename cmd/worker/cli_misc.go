@@ -100,8 +100,9 @@ type version struct {
 	Go       string `json:"go"`
 }
 
-func buildVersion() version {
-	bi, ok := debug.ReadBuildInfo()
+func buildVersion() version { return versionOf(debug.ReadBuildInfo()) }
+
+func versionOf(bi *debug.BuildInfo, ok bool) version {
 	if !ok {
 		return version{Module: "github.com/taskfleet/async", Version: "unknown"}
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -651,6 +652,13 @@ func TestCLIVersion(t *testing.T) {
 	v := jsonOf[map[string]any](t, out.String())
 	if v["module"] != "github.com/taskfleet/async" || !strings.HasPrefix(fmt.Sprint(v["go"]), "go1.") || v["version"] == "" {
 		t.Errorf("version -json: %v", v)
+	}
+	// A binary built from a checkout (go build stamps the VCS settings).
+	bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "github.com/taskfleet/async", Version: "v1.4.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0aaec837e4658dcc"}, {Key: "vcs.time", Value: "2026-12-05T10:30:41Z"}, {Key: "vcs.modified", Value: "true"}}}
+	want := version{Module: "github.com/taskfleet/async", Version: "v1.4.0", Revision: "0aaec837e4658dcc", Time: "2026-12-05T10:30:41Z", Modified: true, Go: "go1.26.8"}
+	if got := versionOf(bi, true); got != want {
+		t.Errorf("versionOf: %+v, want %+v", got, want)
 	}
 }
 
