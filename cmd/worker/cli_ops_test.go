@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -746,8 +747,8 @@ func TestCLISentinel(t *testing.T) {
 	id := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"n": 1}`)
 	rdb := redis.NewClient(&redis.Options{Addr: master, DB: 4})
 	defer rdb.Close()
-	if n, err := rdb.XLen(context.Background(), "async:{q:"+queue+"}:stream").Result(); err != nil || n != 1 {
-		t.Errorf("the master's database 4 holds %d entries of %s's stream (%v), want 1 (%s)", n, queue, err, id)
+	if q, err := inspect.New(rdb).Queue(context.Background(), queue); err != nil || q.Waiting != 1 {
+		t.Errorf("the master's database 4 has %d task(s) waiting in %s (%v), want 1 (%s)", q.Waiting, queue, err, id)
 	}
 	if out := tg.cmd(t, 0, "queues"); !strings.Contains(out, queue) {
 		t.Errorf("queues through Sentinel:\n%s", out)
