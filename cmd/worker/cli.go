@@ -75,7 +75,7 @@ func findCommand(name string) *command {
 // cliUsage lists the operator commands, for `worker -h`.
 func cliUsage() string {
 	var b strings.Builder
-	b.WriteString("operator commands (worker COMMAND -h lists a command's flags; the Redis flags above apply to each):\n")
+	b.WriteString("operator commands (worker COMMAND -h lists a command's flags; those that use Redis take the -redis flags above):\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, c := range commands {
 		fmt.Fprintf(tw, "  worker %s\t%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
