@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/asynctest"
-	"github.com/taskfleet/async/internal/codec"
-	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -28,16 +27,63 @@ type Echo struct {
 
 func (Echo) Kind() string { return "cli.echo" }
 
+// target is the Redis the commands of a test talk to, and the environment
+// that names it: REDIS_URL of one server, or REDIS_CLUSTER_ADDRS in the
+// cluster pass (so that the commands run on a cluster as well).
+type target struct {
+	*asynctest.Env
+	env map[string]string
+}
+
+func cliTarget(t *testing.T) *target {
+	t.Helper()
+	e := asynctest.Redis(t)
+	if c := os.Getenv(asynctest.EnvCluster); c != "" {
+		return &target{Env: e, env: map[string]string{"REDIS_CLUSTER_ADDRS": c}}
+	}
+	return &target{Env: e, env: map[string]string{"REDIS_URL": "redis://" + e.Addr}}
+}
+
+func (tg *target) getenv(k string) string { return tg.env[k] }
+
+// run runs the command args with stdin and returns its exit code, stdout
+// and stderr.
+func (tg *target) run(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb syncBuf
+	var in io.Reader
+	if stdin != "" {
+		in = strings.NewReader(stdin)
+	}
+	code := runCLIContext(context.Background(), args, in, &out, &errb, tg.getenv)
+	return code, out.String(), errb.String()
+}
+
+// cmd runs args, wants exit code want, and returns stdout, trimmed.
+func (tg *target) cmd(t *testing.T, want int, args ...string) string {
+	t.Helper()
+	code, out, errs := tg.run(t, "", args...)
+	if code != want {
+		t.Fatalf("worker %v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, out, errs)
+	}
+	return strings.TrimSpace(out)
+}
+
+func jsonOf[T any](t *testing.T, s string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, s)
+	}
+	return v
+}
+
 // The operator commands end to end: enqueue from JSON, inspect, cancel,
 // retry and purge a dead task, list queues, repeats and a group.
 func TestCLI(t *testing.T) {
-	e := asynctest.Redis(t)
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		e = asynctest.IsolatedRedis(t, 0) // the commands take one server's URL
-	}
+	tg := cliTarget(t)
 	queue := asynctest.Queue(t)
-	url := "redis://" + e.Addr
-	asynctest.StartWorker(t, e.RDB, queue, nil, func(w *worker.Worker) {
+	asynctest.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Echo) (int, error) {
 			if a.Fail {
 				return 0, worker.Permanent(errors.New("asked to fail"))
@@ -45,65 +91,43 @@ func TestCLI(t *testing.T) {
 			return a.N * 2, nil
 		})
 	}, false)
-	cmd := func(want int, args ...string) string {
-		t.Helper()
-		var out, errb syncBuf
-		n := 1
-		if args[0] == "task" || args[0] == "dead" || args[0] == "repeats" {
-			n = min(2, len(args)) // the subcommand goes before the flags
-		}
-		args = append(append(append([]string{}, args[:n]...), "-redis", url), args[n:]...)
-		if code := runCLI(args, &out, &errb, func(string) string { return "" }); code != want {
-			t.Fatalf("worker %v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, out.String(), errb.String())
-		}
-		return strings.TrimSpace(out.String())
-	}
-	jsonOf := func(s string) map[string]any {
-		t.Helper()
-		var m map[string]any
-		if err := json.Unmarshal([]byte(s), &m); err != nil {
-			t.Fatalf("not JSON: %v\n%s", err, s)
-		}
-		return m
-	}
 	waitState := func(id, want string) map[string]any {
 		t.Helper()
 		var m map[string]any
 		asynctest.Eventually(t, 10*time.Second, id+" "+want, func() bool {
-			m = jsonOf(cmd(0, "task", "show", id, "-json"))
+			m = jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", id, "-json"))
 			return m["state"] == want
 		})
 		return m
 	}
 
-	id := cmd(0, "enqueue", "-kind", "cli.echo", "-queue", queue, `{"n": 21}`)
+	id := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"n": 21}`)
 	if m := waitState(id, "succeeded"); m["result"] != float64(42) {
 		t.Errorf("result %v, want 42", m["result"])
 	}
 
-	later := cmd(0, "enqueue", "-kind", "cli.echo", "-queue", queue, "-delay", "1h", `{"n": 1}`)
-	if m := jsonOf(cmd(0, "task", "cancel", later, "-json")); m["state"] != "cancelled" {
+	later := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-delay", "1h", "-args", `{"n": 1}`)
+	if m := jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "cancel", later, "-json")); m["state"] != "cancelled" {
 		t.Errorf("cancel: %v", m)
 	}
 
-	bad := cmd(0, "enqueue", "-kind", "cli.echo", "-queue", queue, "-id", "bad-1", `{"n": 1, "fail": true}`)
+	bad := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-id", "bad-1", "-args", `{"n": 1, "fail": true}`)
 	waitState(bad, "dead")
-	var dead []map[string]any
-	if err := json.Unmarshal([]byte(cmd(0, "dead", "list", queue, "-json")), &dead); err != nil || len(dead) != 1 || dead[0]["ID"] != bad {
-		t.Fatalf("dead list: %v, %v", dead, err)
+	dead := jsonOf[struct {
+		Tasks []map[string]any `json:"tasks"`
+	}](t, tg.cmd(t, 0, "dead", "list", queue, "-json"))
+	if len(dead.Tasks) != 1 || dead.Tasks[0]["id"] != bad {
+		t.Fatalf("dead list: %v", dead)
 	}
-	cmd(0, "dead", "retry", bad)
+	tg.cmd(t, 0, "dead", "retry", bad)
 	asynctest.Eventually(t, 10*time.Second, "the retried task to die again", func() bool {
-		m := jsonOf(cmd(0, "task", "show", bad, "-json"))
+		m := jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", bad, "-json"))
 		return m["state"] == "dead"
 	})
-	cmd(0, "dead", "purge", bad)
-	cmd(1, "task", "show", bad)
+	tg.cmd(t, 0, "dead", "purge", bad)
+	tg.cmd(t, 1, "task", "show", bad)
 
-	var qs []map[string]any
-	if err := json.Unmarshal([]byte(cmd(0, "queues", "-json")), &qs); err != nil {
-		t.Fatal(err)
-	}
+	qs := jsonOf[[]map[string]any](t, tg.cmd(t, 0, "queues", "-json"))
 	found := false
 	for _, q := range qs {
 		found = found || q["queue"] == queue
@@ -112,7 +136,7 @@ func TestCLI(t *testing.T) {
 		t.Errorf("queues does not list %s", queue)
 	}
 
-	c := asynctest.Client(t, e)
+	c := asynctest.Client(t, tg.Env)
 	ctx := context.Background()
 	g, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Echo{N: 1}, Opts: &client.EnqueueOpts{Queue: queue}}, {Args: Echo{N: 2}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil, nil)
 	if err != nil {
@@ -121,81 +145,67 @@ func TestCLI(t *testing.T) {
 	if _, err := g.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if m := jsonOf(cmd(0, "group", g.ID(), "-json")); m["state"] != string(patterns.GroupSucceeded) || m["succeeded"] != float64(2) {
+	if m := jsonOf[map[string]any](t, tg.cmd(t, 0, "group", g.ID(), "-json")); m["state"] != string(patterns.GroupSucceeded) || m["succeeded"] != float64(2) {
 		t.Errorf("group: %v", m)
 	}
-	if _, err := patterns.Repeat(ctx, c, "cli-"+queue[len(queue)-8:], client.Spec{Args: Echo{}, Opts: &client.EnqueueOpts{Queue: queue}}, time.Hour); err != nil {
+	name := "cli-" + queue[len(queue)-8:]
+	if _, err := patterns.Repeat(ctx, c, name, client.Spec{Args: Echo{}, Opts: &client.EnqueueOpts{Queue: queue}}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if out := cmd(0, "repeats", "list"); !strings.Contains(out, "cli-"+queue[len(queue)-8:]) {
-		t.Errorf("repeats list:\n%s", out)
+	for _, args := range [][]string{{"repeats", "list"}, {"repeats"}} {
+		if out := tg.cmd(t, 0, args...); !strings.Contains(out, name) {
+			t.Errorf("%v:\n%s", args, out)
+		}
 	}
-	cmd(0, "repeats", "remove", "cli-"+queue[len(queue)-8:])
-	cmd(1, "repeats", "remove", "cli-"+queue[len(queue)-8:])
+	tg.cmd(t, 0, "repeats", "remove", name)
+	tg.cmd(t, 1, "repeats", "remove", name)
 
-	for _, args := range [][]string{{"task"}, {"task", "explode"}, {"dead", "list"}} {
-		if code := runCLI(args, io.Discard, io.Discard, func(string) string { return "" }); code != 2 {
+	for _, args := range [][]string{{"task"}, {"task", "explode"}, {"dead", "list"}, {"nosuch"}, {"tasks", queue},
+		{"tasks", queue, "-state", "gone"}, {"queues", "extra"}, {"enqueue", queue}, {"queues", "-nosuchflag"}} {
+		if code, _, _ := tg.run(t, "", args...); code != 2 {
 			t.Errorf("worker %v: exit %d, want 2 (usage)", args, code)
 		}
 	}
-	cmd(2, "enqueue", `{}`)
-	cmd(1, "enqueue", "-kind", "x", "not json")
+	tg.cmd(t, 1, "enqueue", queue, "x", "-args", "not json")
 }
+
+// hostile is six bytes of msgpack that announce an array of 2^32-1
+// elements.
+var hostile = []byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0}
+
+// Raw is args (or a result) whose msgpack is given bytes, as they are.
+type Raw struct{ b []byte }
+
+func (Raw) Kind() string                               { return "cli.raw" }
+func (r Raw) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(msgpack.RawMessage(r.b)) }
 
 // `task show` decodes the result and args it reads from Redis through the
 // codec gate: six bytes that announce an array of 2^32-1 elements are
 // reported as undecodable, where a raw msgpack decode tried to allocate the
 // array and the process died of "runtime: out of memory".
 func TestCLITaskShowMalformed(t *testing.T) {
-	e := asynctest.Redis(t)
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		e = asynctest.IsolatedRedis(t, 0) // the commands take one server's URL
-	}
+	tg := cliTarget(t)
 	queue := asynctest.Queue(t)
-	q := keys.ForQueue(queue)
 	ctx := context.Background()
-	hostile := []byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0}
-	asynctest.StartWorker(t, e.RDB, queue, nil, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a Echo) (int, error) { return a.N * 2, nil })
+	asynctest.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Echo) (Raw, error) { return Raw{hostile}, nil })
 	}, false)
-	c := asynctest.Client(t, e)
+	c := asynctest.Client(t, tg.Env)
 	show := func(id string) (map[string]any, string) {
 		t.Helper()
-		var out, errb syncBuf
-		if code := runCLI([]string{"task", "show", "-redis", "redis://" + e.Addr, "-json", id}, &out, &errb, func(string) string { return "" }); code != 1 {
-			t.Fatalf("task show %s: exit %d, want 1\nstdout: %s\nstderr: %s", id, code, out.String(), errb.String())
+		code, out, errs := tg.run(t, "", "task", "show", "-json", id)
+		if code != 1 {
+			t.Fatalf("task show %s: exit %d, want 1\nstdout: %s\nstderr: %s", id, code, out, errs)
 		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(out.String()), &m); err != nil {
-			t.Fatalf("task show %s: stdout is not JSON: %v\n%s", id, err, out.String())
-		}
-		return m, errb.String()
+		return jsonOf[map[string]any](t, out), errs
 	}
 
-	// A succeeded task whose stored result is then replaced by the hostile
-	// bytes (the record's first four lines are kept).
+	// A succeeded task whose handler's result is the hostile bytes.
 	h, err := c.Enqueue(ctx, Echo{N: 21}, &client.EnqueueOpts{Queue: queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.Result[int](ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	key := strings.TrimPrefix(h.ID(), queue+"/")
-	rec, err := e.RDB.Get(ctx, q.Result(key)).Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	head := rec
-	for range 4 {
-		i := bytes.IndexByte(head, '\n')
-		if i < 0 {
-			t.Fatalf("result record %q has fewer than four lines", rec)
-		}
-		head = head[i+1:]
-	}
-	rec = append(rec[:len(rec)-len(head):len(rec)-len(head)], hostile...)
-	if err := e.RDB.Set(ctx, q.Result(key), rec, time.Hour).Err(); err != nil {
+	if _, err := h.Outcome(ctx); err != nil {
 		t.Fatal(err)
 	}
 	m, stderr := show(h.ID())
@@ -209,23 +219,9 @@ func TestCLITaskShowMalformed(t *testing.T) {
 		t.Errorf("stderr %q does not say %q", stderr, want)
 	}
 
-	// A delayed task whose args are replaced by the same bytes in its
-	// envelope.
-	later, err := c.Enqueue(ctx, Echo{N: 1}, &client.EnqueueOpts{Queue: queue, Delay: time.Hour})
+	// A delayed task whose args are the same bytes.
+	later, err := c.Enqueue(ctx, Raw{hostile}, &client.EnqueueOpts{Queue: queue, Delay: time.Hour})
 	if err != nil {
-		t.Fatal(err)
-	}
-	tk := q.Task(strings.TrimPrefix(later.ID(), queue+"/"))
-	raw, err := e.RDB.HGet(ctx, tk, "m").Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := codec.DecodeEnvelope(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Payload = hostile
-	if err := e.RDB.HSet(ctx, tk, "m", codec.AppendEnvelope(nil, env)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	m, stderr = show(later.ID())

@@ -91,7 +91,8 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 	} else {
 		opts, err := redis.ParseURL(c.redisURL)
 		if err != nil {
-			return fmt.Errorf("demo: -redis: %w", err)
+			conn := &redisConn{url: secretURL(c.redisURL)}
+			return fmt.Errorf("demo: -redis %s: %w", conn.url.String(), conn.scrub(err))
 		}
 		opts.ContextTimeoutEnabled = true // deadlines bound socket reads
 		rdb = redis.NewClient(opts)

@@ -1,16 +1,22 @@
 // Command worker is the deployable process of an async fleet: a worker, a
-// coordinator, or both, with the upload handler registered.
+// coordinator, or both, with the upload handler registered; and the
+// operator's command line.
 //
 //	worker [flags]          run (flags below)
 //	worker demo [flags]     the demo: uploads with ForkJoin, InvokeAll,
 //	                        Throttle and Spread on an embedded Redis
-//	worker queues|task|group|dead|repeats|enqueue ...
-//	                        operator commands (worker queues -h; cliUsage)
+//	worker COMMAND ...      operator commands: queues, tasks, task, queue,
+//	                        dead, workers, groups, group, repeats, enqueue,
+//	                        healthcheck, version (worker -h lists them;
+//	                        worker COMMAND -h gives a command's flags)
 //
 // Every flag has an environment variable (given in -h); a flag wins over
-// its variable. SIGTERM or SIGINT drains: the worker stops fetching, lets
-// running handlers finish for -drain-timeout, hands back what is left, and
-// the process exits 0.
+// its variable. Redis is one server (REDIS_URL), a Redis Cluster
+// (REDIS_CLUSTER_ADDRS) or a master behind Sentinel (REDIS_SENTINEL_ADDRS,
+// REDIS_SENTINEL_MASTER); passwords never appear in -h, errors or logs.
+// SIGTERM or SIGINT drains: the worker stops fetching, lets running
+// handlers finish for -drain-timeout, hands back what is left, and the
+// process exits 0.
 package main
 
 import (
@@ -30,9 +36,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/coordinator"
+	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/metrics"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
 )
@@ -43,7 +54,7 @@ func main() {
 
 // config is the process' configuration.
 type config struct {
-	redisURL     string
+	redis        *redisConn
 	queues       map[string]int
 	concurrency  int
 	role         string
@@ -66,11 +77,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		return def
 	}
-	redisURL := fs.String("redis", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis `URL`: redis://[user:password@]host:port/db, or rediss:// for TLS (env REDIS_URL)")
+	conn := redisFlags(fs, getenv)
 	queues := fs.String("queues", env("QUEUES", "default=1"), "queues to serve with their weights, `name=weight,...` (env QUEUES)")
 	conc := fs.String("concurrency", env("CONCURRENCY", "100"), "`N` handlers run at once (env CONCURRENCY)")
 	role := fs.String("role", env("ROLE", "both"), "`ROLE`: worker, coordinator or both (env ROLE)")
-	httpAddr := fs.String("http", env("HTTP_ADDR", ""), "serve /healthz and /readyz on `ADDR` (env HTTP_ADDR; none when empty)")
+	httpAddr := fs.String("http", env("HTTP_ADDR", ""), "serve /healthz, /readyz and /metrics on `ADDR` (env HTTP_ADDR; none when empty)")
 	drain := fs.String("drain-timeout", env("DRAIN_TIMEOUT", "30s"), "`DURATION` running handlers may take to finish after SIGTERM (env DRAIN_TIMEOUT)")
 	logFormat := fs.String("log-format", env("LOG_FORMAT", "json"), "`FORMAT`: json or text (env LOG_FORMAT)")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "`LEVEL`: debug, info, warn or error (env LOG_LEVEL)")
@@ -81,7 +92,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			"       worker demo [flags]     the demo on an embedded Redis (worker demo -h)\n"+
 			"       worker COMMAND ...      operator commands, below\n\nflags:\n")
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\n"+cliUsage)
+		fmt.Fprint(fs.Output(), "\n"+cliUsage())
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -89,7 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (worker -h lists the commands)", fs.Args())
 	}
-	c := &config{redisURL: *redisURL, role: *role, httpAddr: *httpAddr, logFormat: *logFormat, name: *name}
+	c := &config{redis: conn, role: *role, httpAddr: *httpAddr, logFormat: *logFormat, name: *name}
 	var err error
 	if c.queues, err = parseQueues(*queues); err != nil {
 		return nil, err
@@ -113,8 +124,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
 	}
-	if _, err := redis.ParseURL(c.redisURL); err != nil {
-		return nil, fmt.Errorf("-redis: %w", err)
+	if _, err := c.redis.options(); err != nil {
+		return nil, err
 	}
 	for _, r := range strings.Split(*roots, ",") {
 		if r = strings.TrimSpace(r); r != "" {
@@ -151,11 +162,21 @@ func parseQueues(s string) (map[string]int, error) {
 // run runs the process until a signal (or stop, in tests) and returns its
 // exit code.
 func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
+	return runEnv(args, os.Getenv, stdout, stderr, stop)
+}
+
+// runEnv is run with the environment read through getenv.
+func runEnv(args []string, getenv func(string) string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	if len(args) > 0 && args[0] == "help" {
 		args = []string{"-h"}
 	}
-	if len(args) > 0 && cliCommands[args[0]] {
-		return runCLI(args, stdout, stderr, os.Getenv)
+	if len(args) > 0 && isCommand(args[0]) {
+		// go-redis' own log lines (dial retries, Sentinel's choice of
+		// master) are noise around a command's output and its error.
+		redis.SetLogger(quietRedis{})
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer cancel()
+		return runCLIContext(ctx, args, os.Stdin, stdout, stderr, getenv)
 	}
 	if len(args) > 0 && args[0] == "demo" {
 		dc, err := parseDemo(args[1:], stderr)
@@ -183,7 +204,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		}
 		return 0
 	}
-	cfg, err := parseConfig(args, os.Getenv, stderr)
+	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -198,36 +219,51 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	}
 	log := slog.New(h)
 	if err := serve(cfg, log, stop); err != nil {
-		log.Error("exiting", slog.Any("err", err))
+		log.Error("exiting", slog.String("err", cfg.redis.scrub(err).Error()))
 		return 1
 	}
 	return 0
 }
 
 func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
-	ropts, _ := redis.ParseURL(cfg.redisURL)
-	ropts.ContextTimeoutEnabled = true // deadlines bound socket reads
-	rdb := redis.NewClient(ropts)
+	rdb, err := cfg.redis.client()
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
+	log.Info("redis", slog.String("target", cfg.redis.String()))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
 	var ready atomic.Bool
+	var observers []worker.Observer
 	if cfg.httpAddr != "" {
+		// /metrics: this process' task events (as a worker) and the
+		// queues' depths, read by the metrics' own background snapshot.
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m, err := metrics.New(metrics.Opts{Registerer: reg, Inspector: inspect.New(rdb)})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		observers = append(observers, m)
 		ln, err := net.Listen("tcp", cfg.httpAddr)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", cfg.httpAddr, err)
 		}
-		srv := &http.Server{Handler: healthMux(rdb, &ready), ReadHeaderTimeout: 5 * time.Second}
+		mux := healthMux(rdb, &ready)
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_ = srv.Shutdown(ctx)
 		}()
-		log.Info("health endpoints", slog.String("addr", ln.Addr().String()))
+		log.Info("health and metrics endpoints", slog.String("addr", ln.Addr().String()))
 	}
 
 	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -246,7 +282,8 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	}
 	var w *worker.Worker
 	if cfg.role != "coordinator" {
-		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log})
+		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log,
+			Observers: observers})
 		if err != nil {
 			return err
 		}
@@ -317,3 +354,8 @@ func healthMux(rdb redis.UniversalClient, ready *atomic.Bool) *http.ServeMux {
 	})
 	return mux
 }
+
+// quietRedis drops go-redis' internal log lines.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

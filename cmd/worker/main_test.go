@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -113,6 +114,31 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 	if err != nil || r.Bytes != 5 {
 		t.Fatalf("upload: %+v, %v\n%s", r, err, logs.String())
 	}
+	// /metrics counts the upload (the worker's own event counters) and
+	// shows the queue (the inspector's snapshot).
+	want := fmt.Sprintf(`async_tasks_total{kind="upload",outcome="succeeded",queue=%q} 1`, queue)
+	var body string
+	asynctest.Eventually(t, 10*time.Second, "/metrics to count the upload", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK && strings.Contains(body, want) &&
+			strings.Contains(body, fmt.Sprintf(`async_queue_tasks{queue=%q,state="waiting"} 0`, queue))
+	})
+	if !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics has no Go runtime metrics:\n%s", body)
+	}
+	// The container's health check, while the process runs and after.
+	health := func() int {
+		return runCLIContext(context.Background(), []string{"healthcheck", "-http", httpAddr}, nil, io.Discard, io.Discard, env(nil))
+	}
+	if code := health(); code != 0 {
+		t.Errorf("healthcheck of the running worker: exit %d", code)
+	}
 	close(stop)
 	select {
 	case code := <-done:
@@ -121,6 +147,9 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the process did not drain")
+	}
+	if code := health(); code != 1 {
+		t.Errorf("healthcheck of the stopped worker: exit %d, want 1", code)
 	}
 	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
 		t.Errorf("no structured stop log:\n%s", logs.String())
