@@ -77,6 +77,9 @@ type Worker struct {
 	keep    *maintain.Keeper // forwarding and housekeeping of the queues
 	fwdWake chan struct{}
 
+	pause pauseState // the queues paused now (pause.go)
+	reg   registry   // the worker's registration (registry.go)
+
 	intake   loops          // fetch, forwarding, housekeeping
 	execs    sync.WaitGroup // running handlers
 	support  loops          // completers, heartbeats, watchdog, control
@@ -231,6 +234,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.ctl = ctl
 	w.started = time.Now()
+	if err := w.initPause(ctx); err != nil {
+		_ = ctl.Close()
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.initRegistry(ctx)
 	w.slots = make(chan struct{}, w.cfg.Concurrency)
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}
@@ -243,6 +251,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.support.run(w.heartbeatLoop)
 	w.support.run(w.watchdogLoop)
 	w.support.run(w.controlLoop)
+	w.support.run(w.registryLoop)
+	w.intake.run(w.pauseLoop)
 	w.intake.run(w.fetchLoop)
 	w.intake.run(w.forwardLoop)
 	w.intake.run(w.housekeepLoop)
@@ -318,6 +328,7 @@ func (w *Worker) shutdown(ctx context.Context, cancelNow bool) error {
 	w.support.cancel()
 	_ = w.ctl.Close() // ends controlLoop's Receive
 	w.support.wait()
+	w.unregister()
 	w.eng.Close()
 	return err
 }

@@ -103,6 +103,8 @@ var (
 	batchEndSrc string
 	//go:embed batchabort.lua
 	batchAbortSrc string
+	//go:embed workerreg.lua
+	workerRegSrc string
 )
 
 // The scripts, one per file.
@@ -160,6 +162,8 @@ var (
 	BatchFlush = newScript(batchFlushSrc)
 	BatchEnd   = newScript(batchEndSrc)
 	BatchAbort = newScript(batchAbortSrc)
+
+	WorkerReg = newScript(workerRegSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -169,7 +173,8 @@ var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
 	JoinTTL, KidsAdd,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
-	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, PartAppend, PartDone, BatchAdd, BatchFlush, BatchEnd, BatchAbort}
+	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, PartAppend, PartDone, BatchAdd, BatchFlush, BatchEnd, BatchAbort,
+	WorkerReg}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).
