@@ -153,10 +153,14 @@ func (i *Inspector) Task(ctx context.Context, id string) (TaskInfo, error) {
 
 // Pause stops every worker fetching from queue within 1 s; enqueue is
 // still accepted and running tasks finish.
-func (i *Inspector) Pause(ctx context.Context, queue string) error { return i.setPaused(ctx, queue, true) }
+func (i *Inspector) Pause(ctx context.Context, queue string) error {
+	return i.setPaused(ctx, queue, true)
+}
 
 // Resume undoes Pause.
-func (i *Inspector) Resume(ctx context.Context, queue string) error { return i.setPaused(ctx, queue, false) }
+func (i *Inspector) Resume(ctx context.Context, queue string) error {
+	return i.setPaused(ctx, queue, false)
+}
 
 // RetryDead moves queue's dead tasks (of kind, or all when kind is "") back
 // into the queue; it returns how many it moved.

@@ -5,7 +5,9 @@ import "context"
 func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
 	return TaskPage{}, errNotYet
 }
-func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) { return TaskInfo{}, errNotYet }
+func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
+	return TaskInfo{}, errNotYet
+}
 func (i *Inspector) retryDead(ctx context.Context, queue, kind string) (int, error) {
 	return 0, errNotYet
 }

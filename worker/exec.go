@@ -62,6 +62,7 @@ func (w *Worker) run(j *job) *outcome {
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(j.env.TimeoutMs)*time.Millisecond, errAttemptTimeout)
 		defer cancel()
 	}
+	started := w.clock.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
 	cause := context.Cause(j.ctx)
 	switch {
@@ -93,6 +94,7 @@ func (w *Worker) run(j *job) *outcome {
 		err = fmt.Errorf("attempt timed out after %v: %w", time.Duration(j.env.TimeoutMs)*time.Millisecond, err)
 	}
 	msg := err.Error()
+	w.keepAttempt(j, started, msg)
 	var perm *PermanentError
 	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
 		return j.ends(store.Dead(codec.AppendEnvelope(nil, j.env), msg))
