@@ -84,6 +84,20 @@ type TaskInfo struct {
 	Why string `json:"why,omitempty"`
 	// History is the task's earlier attempts, oldest first, where kept.
 	History []AttemptInfo `json:"history,omitempty"`
+
+	// Worker is the consumer name of the worker that holds a running task.
+	Worker string `json:"worker,omitempty"`
+	// Deliveries counts the deliveries of a running task's current entry
+	// (more than 1: taken over after a worker died or lost the lease).
+	Deliveries int `json:"deliveries,omitempty"`
+	// LeasedAt is when a running task's lease was last taken or renewed:
+	// its delivery, or its worker's last heartbeat (Redis keeps no other
+	// start time of a running entry, so StartedAt stays zero for it).
+	LeasedAt time.Time `json:"leased_at,omitzero"`
+
+	rateTurn int64 // the envelope's rate turn (held by a rate)
+	parked   int    // the envelope's hand-backs for want of a handler
+	prev     string // the task or group a continuation continues
 }
 
 // AttemptInfo is one ended attempt of a task.

@@ -15,9 +15,10 @@ import (
 // change, and deleted by Stop. A worker that dies drops out within its
 // lease.
 type registry struct {
-	host string
-	pid  int
-	poke chan struct{}
+	host  string
+	pid   int
+	kinds []string // fixed once started (Handle refuses after Start)
+	poke  chan struct{}
 }
 
 // registration is what the worker registers now.
@@ -27,14 +28,17 @@ func (w *Worker) registration() store.WorkerReg {
 	w.inflightMu.Unlock()
 	return store.WorkerReg{
 		Name: w.cfg.Name, Host: w.reg.host, PID: w.reg.pid, Queues: w.cfg.Queues,
-		Concurrency: w.cfg.Concurrency, Running: running, Paused: w.pausedNames(),
+		Concurrency: w.cfg.Concurrency, Running: running, Paused: w.pausedNames(), Kinds: w.reg.kinds,
 		StartedMs: w.clock.ToRedis(w.started).UnixMilli(),
 	}
 }
 
-// initRegistry registers the worker for the first time (Start); an error is
-// logged, and registryLoop tries again.
+// initRegistry registers the worker for the first time (Start, w.mu held);
+// an error is logged, and registryLoop tries again.
 func (w *Worker) initRegistry(ctx context.Context) {
+	for k := range w.handlers {
+		w.reg.kinds = append(w.reg.kinds, k)
+	}
 	w.reg.host, _ = os.Hostname()
 	w.reg.pid = os.Getpid()
 	w.reg.poke = make(chan struct{}, 1)

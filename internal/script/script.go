@@ -105,6 +105,8 @@ var (
 	batchAbortSrc string
 	//go:embed workerreg.lua
 	workerRegSrc string
+	//go:embed groupprune.lua
+	groupPruneSrc string
 )
 
 // The scripts, one per file.
@@ -163,7 +165,8 @@ var (
 	BatchEnd   = newScript(batchEndSrc)
 	BatchAbort = newScript(batchAbortSrc)
 
-	WorkerReg = newScript(workerRegSrc)
+	WorkerReg  = newScript(workerRegSrc)
+	GroupPrune = newScript(groupPruneSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -174,7 +177,7 @@ var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward,
 	JoinTTL, KidsAdd,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
 	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, PartAppend, PartDone, BatchAdd, BatchFlush, BatchEnd, BatchAbort,
-	WorkerReg}
+	WorkerReg, GroupPrune}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

@@ -24,6 +24,7 @@ type WorkerReg struct {
 	Concurrency int
 	Running     int
 	Paused      []string // its queues it does not fetch from now
+	Kinds       []string // the kinds it has handlers for
 	StartedMs   int64    // Unix ms, Redis time
 	HeartbeatMs int64    // Unix ms, Redis time (set by Register)
 }
@@ -41,9 +42,11 @@ func Register(ctx context.Context, rdb redis.Scripter, w WorkerReg, ttl time.Dur
 	slices.Sort(qs)
 	paused := slices.Clone(w.Paused)
 	slices.Sort(paused)
+	kinds := slices.Clone(w.Kinds)
+	slices.Sort(kinds)
 	now, err := script.WorkerReg.Run(ctx, rdb, []string{keys.Worker(w.Name), keys.WorkerIndex}, w.Name, ttl.Milliseconds(),
 		"name", w.Name, "host", w.Host, "pid", w.PID, "queues", strings.Join(qs, ","), "conc", w.Concurrency,
-		"run", w.Running, "paused", strings.Join(paused, ","), "st", w.StartedMs).Int64()
+		"run", w.Running, "paused", strings.Join(paused, ","), "kinds", strings.Join(kinds, ","), "st", w.StartedMs).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("register worker %q: %w", w.Name, err)
 	}
@@ -113,6 +116,11 @@ func parseWorker(h map[string]string) WorkerReg {
 			continue
 		}
 		w.Queues[q] = n
+	}
+	for _, k := range strings.Split(str("kinds"), ",") {
+		if keys.ValidateName("kind", k) == nil {
+			w.Kinds = append(w.Kinds, k)
+		}
 	}
 	for _, q := range strings.Split(str("paused"), ",") {
 		if keys.ValidateName("queue", q) == nil {

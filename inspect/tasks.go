@@ -1,0 +1,464 @@
+package inspect
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// Page sizes of Tasks.
+const (
+	defaultLimit = 50
+	maxLimit     = 1000
+)
+
+// ErrBadCursor is returned by Tasks for a cursor it did not hand out.
+var ErrBadCursor = errors.New("inspect: bad cursor")
+
+// tasks lists one page of queue's tasks in opts.State (Tasks). Where each
+// state is read:
+//
+//   - waiting: the stream's entries after the workers' group's last read
+//     one, oldest first (the cursor is the last entry id shown);
+//   - running: the group's pending entries (XPENDING), oldest first, with
+//     their entries;
+//   - scheduled, retrying, held: the queue's scheduled set, soonest due
+//     first, each member classified by its record (the cursor is a rank in
+//     the set, so a page can come short of Limit: the members of the other
+//     two states are read and left out). Held lists the tasks parked by a
+//     limit or a rate; tasks waiting behind others of their partition key
+//     or held by an InvokeAll are not in the scheduled set and are not
+//     listed (Task shows them one by one);
+//   - dead: the dead-letter set, the oldest first.
+func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
+	if err := keys.ValidateName("queue", queue); err != nil {
+		return TaskPage{}, err
+	}
+	limit := opts.Limit
+	switch {
+	case limit == 0:
+		limit = defaultLimit
+	case limit < 0 || limit > maxLimit:
+		return TaskPage{}, fmt.Errorf("inspect: ListOpts.Limit is %d; want 0 (%d) to %d", limit, defaultLimit, maxLimit)
+	}
+	q := keys.ForQueue(queue)
+	v := &view{i: i, q: q}
+	var page TaskPage
+	var err error
+	switch opts.State {
+	case StateWaiting:
+		page, err = v.waiting(ctx, opts.Cursor, limit)
+	case StateRunning:
+		page, err = v.running(ctx, opts.Cursor, limit)
+	case StateScheduled, StateRetrying, StateHeld:
+		page, err = v.scheduled(ctx, opts.State, opts.Cursor, limit)
+	case StateDead:
+		page, err = v.dead(ctx, opts.Cursor, limit)
+	default:
+		return TaskPage{}, fmt.Errorf("inspect: tasks in state %q cannot be listed; want waiting, running, scheduled, retrying, held or dead", opts.State)
+	}
+	if err != nil {
+		return TaskPage{}, err
+	}
+	if opts.Kind != "" {
+		page.Tasks = slices.DeleteFunc(page.Tasks, func(t TaskInfo) bool { return t.Kind != opts.Kind })
+	}
+	if page.Tasks == nil {
+		page.Tasks = []TaskInfo{}
+	}
+	return page, nil
+}
+
+// view reads one queue's tasks, and once what the fleet serves.
+type view struct {
+	i *Inspector
+	q keys.Queue
+
+	fleetRead bool
+	serving   bool            // a live worker serves the queue
+	kinds     map[string]bool // the kinds its live workers handle
+	paused    bool
+}
+
+// fleet reads which live workers serve the queue, for Why.
+func (v *view) fleet(ctx context.Context) {
+	if v.fleetRead {
+		return
+	}
+	v.fleetRead = true
+	v.kinds = map[string]bool{}
+	ws, err := store.Workers(ctx, v.i.rdb)
+	if err != nil {
+		return
+	}
+	for _, w := range ws {
+		if _, ok := w.Queues[v.q.Name]; ok {
+			v.serving = true
+			for _, k := range w.Kinds {
+				v.kinds[k] = true
+			}
+		}
+	}
+	if fs, err := store.PausedFlags(ctx, v.i.rdb, []keys.Queue{v.q}); err == nil {
+		v.paused = fs[0]
+	}
+}
+
+// whyWaits says why a task of kind that waits to be read is not taken.
+func (v *view) whyWaits(ctx context.Context, kind string) string {
+	v.fleet(ctx)
+	switch {
+	case v.paused:
+		return "queue " + v.q.Name + " is paused"
+	case !v.serving:
+		return "no worker serves queue " + v.q.Name
+	case kind != "" && !v.kinds[kind]:
+		return "no worker serves kind " + kind
+	}
+	return ""
+}
+
+func (v *view) waiting(ctx context.Context, cursor string, limit int) (TaskPage, error) {
+	after, err := store.LastDelivered(ctx, v.i.rdb, v.q)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	if cursor != "" {
+		if !keys.IsEntryID(cursor) {
+			return TaskPage{}, fmt.Errorf("%w: %q", ErrBadCursor, cursor)
+		}
+		if cmpID(cursor, after) > 0 {
+			after = cursor
+		}
+	}
+	es, err := store.StreamAfter(ctx, v.i.rdb, v.q, after, limit)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	var page TaskPage
+	for _, e := range es {
+		t := v.fromEntry(e, StateWaiting)
+		t.Why = v.whyWaits(ctx, t.Kind)
+		page.Tasks = append(page.Tasks, t)
+	}
+	if len(es) == limit {
+		page.Next = es[len(es)-1].EntryID
+	}
+	return page, nil
+}
+
+func (v *view) running(ctx context.Context, cursor string, limit int) (TaskPage, error) {
+	if cursor != "" && !keys.IsEntryID(cursor) {
+		return TaskPage{}, fmt.Errorf("%w: %q", ErrBadCursor, cursor)
+	}
+	now, err := store.Time(ctx, v.i.rdb)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	ps, err := store.PendingAfter(ctx, v.i.rdb, v.q, cursor, limit)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	var page TaskPage
+	for _, p := range ps {
+		t := v.fromEntry(p.StreamTask, StateRunning)
+		t.Worker = p.Consumer
+		t.Deliveries = int(p.Deliveries)
+		t.LeasedAt = now.Add(-time.Duration(p.IdleMs) * time.Millisecond)
+		if !p.Found {
+			t.Why = "its entry is gone from the stream (trimmed or deleted while leased)"
+		}
+		page.Tasks = append(page.Tasks, t)
+	}
+	if len(ps) == limit {
+		page.Next = ps[len(ps)-1].EntryID
+	}
+	return page, nil
+}
+
+// offsetCursor parses a cursor that is a rank.
+func offsetCursor(cursor string) (int, error) {
+	if cursor == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(cursor)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: %q", ErrBadCursor, cursor)
+	}
+	return n, nil
+}
+
+func (v *view) scheduled(ctx context.Context, state State, cursor string, limit int) (TaskPage, error) {
+	off, err := offsetCursor(cursor)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	zs, err := store.ZPage(ctx, v.i.rdb, v.q.Scheduled(), off, limit, false)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	ks := make([]string, len(zs))
+	for j, z := range zs {
+		ks[j] = z.Member
+	}
+	rs, err := store.TaskRecords(ctx, v.i.rdb, v.q, ks)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	var page TaskPage
+	for j, r := range rs {
+		t := v.fromRecord(r)
+		t.NextRunAt = time.UnixMilli(zs[j].Score)
+		if err := v.classify(ctx, &t, r); err != nil {
+			return TaskPage{}, err
+		}
+		if t.State == state {
+			page.Tasks = append(page.Tasks, t)
+		}
+	}
+	if len(zs) == limit {
+		page.Next = strconv.Itoa(off + limit)
+	}
+	return page, nil
+}
+
+// classify sets the state and Why of a task in the scheduled set: retrying
+// (its record says so), held (put back by a worker and waiting for a
+// limit's slot or a rate's turn) or scheduled (delayed, or put back because
+// the worker that read it had no handler for its kind).
+func (v *view) classify(ctx context.Context, t *TaskInfo, r store.TaskRecord) error {
+	switch {
+	case r.State == "retrying":
+		t.State = StateRetrying
+		return nil
+	case !r.Parked:
+		t.State = StateScheduled
+		return nil
+	}
+	if t.RateKey != "" && t.rateTurn > 0 {
+		t.State, t.Why = StateHeld, "waiting for its turn at rate key "+t.RateKey
+		return nil
+	}
+	scopes := []string{"queue:" + v.q.Name}
+	if t.Kind != "" {
+		scopes = append(scopes, "kind:"+t.Kind)
+	}
+	in, err := store.LimitWaiting(ctx, v.i.rdb, scopes, t.ID)
+	if err != nil {
+		return err
+	}
+	for j, ok := range in {
+		if ok {
+			t.State, t.Why = StateHeld, "parked by limit "+scopes[j]
+			return nil
+		}
+	}
+	t.State = StateScheduled
+	if w := v.whyWaits(ctx, t.Kind); w != "" {
+		t.Why = w
+	} else if t.parked > 0 {
+		t.Why = "handed back: the worker that read it had no handler for kind " + t.Kind
+	}
+	return nil
+}
+
+func (v *view) dead(ctx context.Context, cursor string, limit int) (TaskPage, error) {
+	off, err := offsetCursor(cursor)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	zs, err := store.ZPage(ctx, v.i.rdb, v.q.Dead(), off, limit, false)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	ks := make([]string, len(zs))
+	for j, z := range zs {
+		ks[j] = z.Member
+	}
+	rs, err := store.TaskRecords(ctx, v.i.rdb, v.q, ks)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	var page TaskPage
+	for j, r := range rs {
+		t := v.fromRecord(r)
+		t.State = StateDead
+		if t.FinishedAt.IsZero() {
+			t.FinishedAt = time.UnixMilli(zs[j].Score)
+		}
+		page.Tasks = append(page.Tasks, t)
+	}
+	if len(zs) == limit {
+		page.Next = strconv.Itoa(off + limit)
+	}
+	return page, nil
+}
+
+// fromEntry is a task as its stream entry shows it.
+func (v *view) fromEntry(e store.StreamTask, state State) TaskInfo {
+	t := TaskInfo{Queue: v.q.Name, State: state}
+	key := e.EntryID
+	if e.Envelope == nil {
+		t.Why = "malformed entry: no 'm' field"
+	} else if env, err := codec.DecodeEnvelope(e.Envelope); err != nil {
+		t.Why = "malformed entry: " + err.Error()
+	} else {
+		fill(&t, env)
+		if env.Key != "" {
+			key = env.Key
+		}
+	}
+	t.ID = keys.TaskID(v.q.Name, key)
+	if t.EnqueuedAt.IsZero() {
+		t.EnqueuedAt = idTime(e.EntryID)
+	}
+	if t.Group == "" {
+		t.Group = e.Group
+	}
+	return t
+}
+
+// fromRecord is a task as its record shows it.
+func (v *view) fromRecord(r store.TaskRecord) TaskInfo {
+	t := TaskInfo{ID: keys.TaskID(v.q.Name, r.Key), Queue: v.q.Name, Attempt: r.Attempt, LastError: r.Error}
+	if r.FinMs > 0 {
+		t.FinishedAt = time.UnixMilli(r.FinMs)
+	}
+	if r.Envelope != nil {
+		if env, err := codec.DecodeEnvelope(r.Envelope); err == nil {
+			a := t.Attempt
+			fill(&t, env)
+			if a > 0 && r.State != "retrying" {
+				t.Attempt = a // the attempt that ended it
+			}
+		} else {
+			t.Why = "malformed envelope: " + err.Error()
+		}
+	}
+	if t.EnqueuedAt.IsZero() {
+		if keys.IsEntryID(r.Key) {
+			t.EnqueuedAt = idTime(r.Key)
+		} else if r.Entry != "" {
+			t.EnqueuedAt = idTime(r.Entry)
+		}
+	}
+	if t.Partition == "" {
+		t.Partition = r.Part
+	}
+	return t
+}
+
+// fill copies what an envelope tells into t.
+func fill(t *TaskInfo, env *codec.Envelope) {
+	t.Kind, t.Attempt, t.MaxAttempts = env.Kind, env.Attempt, env.MaxAttempts
+	t.Group, t.Parent, t.Partition, t.RateKey = env.Group, env.Parent, env.Partition, env.RateKey
+	t.rateTurn, t.parked, t.prev = env.RateTurn, env.Parked, env.Prev
+	if env.EnqueuedMs > 0 {
+		t.EnqueuedAt = time.UnixMilli(env.EnqueuedMs)
+	} else if keys.IsEntryID(env.Key) {
+		t.EnqueuedAt = idTime(env.Key)
+	}
+	if len(env.Meta) > 0 {
+		t.Meta = make(map[string]string, len(env.Meta)/2)
+		for j := 0; j+1 < len(env.Meta); j += 2 {
+			t.Meta[env.Meta[j]] = env.Meta[j+1]
+		}
+	}
+	for _, a := range env.History {
+		t.History = append(t.History, AttemptInfo{Attempt: a.Attempt, StartedAt: msTime(a.StartedMs), FinishedAt: msTime(a.FinishedMs),
+			Error: a.Error, Worker: a.Worker})
+	}
+	if len(t.History) > 0 && t.LastError == "" {
+		t.LastError = t.History[len(t.History)-1].Error
+	}
+	if len(env.Payload) > 0 {
+		t.Args = toJSON(env.Payload)
+	}
+}
+
+// toJSON decodes msgpack bytes through the codec gate into JSON; bytes that
+// do not decode come out as a JSON string saying so.
+func toJSON(b []byte) json.RawMessage {
+	v, err := Decode(b)
+	if err != nil {
+		out, _ := json.Marshal("undecodable: " + err.Error())
+		return out
+	}
+	out, err := json.Marshal(jsonable(v))
+	if err != nil {
+		out, _ = json.Marshal("not representable as JSON: " + err.Error())
+	}
+	return out
+}
+
+// jsonable turns what msgpack decodes into values encoding/json takes: maps
+// with keys of any type get string keys, bytes become base64 strings.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonable(e)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[fmt.Sprint(k)] = jsonable(e)
+		}
+		return m
+	case []any:
+		for j, e := range x {
+			x[j] = jsonable(e)
+		}
+		return x
+	case []byte:
+		return base64.StdEncoding.EncodeToString(x)
+	}
+	return v
+}
+
+// idTime is the time in an entry id ("<ms>-<seq>"), zero if none.
+func idTime(id string) time.Time {
+	ms, _, ok := strings.Cut(id, "-")
+	if !ok || !keys.IsEntryID(id) {
+		return time.Time{}
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return msTime(n)
+}
+
+// cmpID compares two entry ids.
+func cmpID(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	an, _ := strconv.ParseUint(am, 10, 64)
+	bn, _ := strconv.ParseUint(bm, 10, 64)
+	if an != bn {
+		if an < bn {
+			return -1
+		}
+		return 1
+	}
+	asq, _ := strconv.ParseUint(as, 10, 64)
+	bsq, _ := strconv.ParseUint(bs, 10, 64)
+	switch {
+	case asq < bsq:
+		return -1
+	case asq > bsq:
+		return 1
+	}
+	return 0
+}
