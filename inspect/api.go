@@ -95,7 +95,7 @@ type TaskInfo struct {
 	// start time of a running entry, so StartedAt stays zero for it).
 	LeasedAt time.Time `json:"leased_at,omitzero"`
 
-	rateTurn int64 // the envelope's rate turn (held by a rate)
+	rateTurn int64  // the envelope's rate turn (held by a rate)
 	parked   int    // the envelope's hand-backs for want of a handler
 	prev     string // the task or group a continuation continues
 }
