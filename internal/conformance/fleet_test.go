@@ -673,5 +673,5 @@ func (f *fleetRun) specsOf(n int) []client.Spec {
 // lost is resent, and must leave the state a clean run leaves; a handler
 // runs no more often than without the fault, a lease is kept.
 func TestResendConformanceFleet(t *testing.T) {
-	runFleet(t, append(workerRows(), coordinatorRows()...))
+	runFleet(t, append(append(workerRows(), coordinatorRows()...), registryRows()...))
 }
