@@ -314,3 +314,86 @@ func TestGroupsAndRepeats(t *testing.T) {
 		t.Fatalf("repeat %s not listed in %+v", name, rs)
 	}
 }
+
+// TestHeldAndWhy: a task parked by a full kind limit is listed as held with
+// the limit; one waiting behind its partition key, a continuation and a
+// task of a kind no worker serves say why they wait.
+func TestHeldAndWhy(t *testing.T) {
+	t.Parallel()
+	e := asynctest.Redis(t)
+	ctx := context.Background()
+	queue := asynctest.Queue(t)
+	c := asynctest.Client(t, e)
+	in := inspect.New(e.RDB)
+
+	// Partitions and continuations, before any worker.
+	for _, id := range []string{"p1", "p2"} {
+		if _, err := c.Enqueue(ctx, Job{N: 1}, &client.EnqueueOpts{Queue: queue, ID: id, PartitionKey: "user:1", Delay: 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := in.Task(ctx, queue+"/p2")
+	if err != nil || got.State != inspect.StateHeld || got.Partition != "user:1" || !strings.Contains(got.Why, "partition key user:1") {
+		t.Fatalf("Task(behind its partition key): %+v, %v", got, err)
+	}
+	parent, err := c.Enqueue(ctx, Job{N: 2}, &client.EnqueueOpts{Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := parent.ContinueWith(ctx, Job{N: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = in.Task(ctx, next.ID())
+	if err != nil || got.State != inspect.StateWaiting || got.Why != "starts once "+parent.ID()+" ended" {
+		t.Fatalf("Task(continuation): %+v, %v", got, err)
+	}
+
+	// A worker with a kind limit of 1 and no handler for Other.
+	release := make(chan struct{})
+	asynctest.StartWorker(t, e.RDB, queue, &worker.Config{KindLimits: map[string]int{"inspect.slow": 1}, LimitWait: time.Hour}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, j Job) (Job, error) { return j, nil })
+		worker.Handle(w, func(ctx context.Context, s Slow) (struct{}, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return struct{}{}, nil
+		})
+	}, true)
+	defer close(release)
+	var slow []*client.Handle
+	for range 2 {
+		h, err := c.Enqueue(ctx, Slow{}, &client.EnqueueOpts{Queue: queue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow = append(slow, h)
+	}
+	asynctest.Eventually(t, 10*time.Second, "one slow task held by the limit", func() bool {
+		return len(list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})) == 1
+	})
+	h := list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})[0]
+	if h.Kind != "inspect.slow" || h.Why != "parked by limit kind:inspect.slow" || h.NextRunAt.IsZero() {
+		t.Fatalf("held: %+v", h)
+	}
+	if got := list(t, in, queue, inspect.ListOpts{State: inspect.StateScheduled}); len(got) != 0 {
+		t.Fatalf("scheduled holds %+v", got)
+	}
+	other, err := c.Enqueue(ctx, Other{}, &client.EnqueueOpts{Queue: queue, ID: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asynctest.Eventually(t, 10*time.Second, "the task no worker serves to say so", func() bool {
+		got, err := in.Task(ctx, other.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Why == "no worker serves kind inspect.other"
+	})
+}
+
+// Other is a kind no worker of these tests serves.
+type Other struct{}
+
+func (Other) Kind() string { return "inspect.other" }
