@@ -36,9 +36,10 @@ var ErrBadCursor = errors.New("inspect: bad cursor")
 //     first, each member classified by its record (the cursor is a rank in
 //     the set, so a page can come short of Limit: the members of the other
 //     two states are read and left out). Held lists the tasks parked by a
-//     limit or a rate; tasks waiting behind others of their partition key
-//     or held by an InvokeAll are not in the scheduled set and are not
-//     listed (Task shows them one by one);
+//     limit or a rate, then (cursors "g<rank>") the InvokeAll members held
+//     in the groups homed in the queue (its index of groups); tasks
+//     waiting behind others of their partition key are not listed (nothing
+//     indexes a queue's partition keys; Task shows them one by one);
 //   - dead: the dead-letter set, the oldest first.
 func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
 	if err := keys.ValidateName("queue", queue); err != nil {
@@ -199,6 +200,9 @@ func offsetCursor(cursor string) (int, error) {
 }
 
 func (v *view) scheduled(ctx context.Context, state State, cursor string, limit int) (TaskPage, error) {
+	if state == StateHeld && strings.HasPrefix(cursor, "g") {
+		return v.heldInGroups(ctx, cursor[1:], limit)
+	}
 	off, err := offsetCursor(cursor)
 	if err != nil {
 		return TaskPage{}, err
@@ -226,8 +230,52 @@ func (v *view) scheduled(ctx context.Context, state State, cursor string, limit 
 			page.Tasks = append(page.Tasks, t)
 		}
 	}
-	if len(zs) == limit {
+	switch {
+	case len(zs) == limit:
 		page.Next = strconv.Itoa(off + limit)
+	case state == StateHeld:
+		// On to the InvokeAll members held in the queue's groups.
+		page.Next = "g0"
+	}
+	return page, nil
+}
+
+// heldInGroups lists the InvokeAll members held in the groups homed in the
+// queue that are tasks of the queue (members in other queues are listed
+// with theirs only if their group is homed there). cursor is a rank among
+// the held members of those groups.
+func (v *view) heldInGroups(ctx context.Context, cursor string, limit int) (TaskPage, error) {
+	off, err := offsetCursor(cursor)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	ms, more, err := store.HeldMembers(ctx, v.i.rdb, v.q, off, limit)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	var ks []string
+	var groups []string
+	for _, m := range ms {
+		if qn, key, err := keys.SplitTaskID(m.ID); err == nil && qn == v.q.Name {
+			ks = append(ks, key)
+			groups = append(groups, m.Group.String())
+		}
+	}
+	rs, err := store.TaskRecords(ctx, v.i.rdb, v.q, ks)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	var page TaskPage
+	for j, r := range rs {
+		if r.State != "waiting" {
+			continue // released meanwhile
+		}
+		t := v.fromRecord(r)
+		t.State, t.Why = StateHeld, "held by "+groups[j]+" until it has a free slot"
+		page.Tasks = append(page.Tasks, t)
+	}
+	if more {
+		page.Next = "g" + strconv.Itoa(off+len(ms))
 	}
 	return page, nil
 }

@@ -397,3 +397,51 @@ func TestHeldAndWhy(t *testing.T) {
 type Other struct{}
 
 func (Other) Kind() string { return "inspect.other" }
+
+// TestHeldInvokeAll lists the members an InvokeAll holds, page by page.
+func TestHeldInvokeAll(t *testing.T) {
+	t.Parallel()
+	e := asynctest.Redis(t)
+	ctx := context.Background()
+	queue := asynctest.Queue(t)
+	c := asynctest.Client(t, e)
+	in := inspect.New(e.RDB)
+	var specs []client.Spec
+	for n := range 4 {
+		specs = append(specs, client.Spec{Args: Job{N: n}, Opts: &client.EnqueueOpts{Queue: queue}})
+	}
+	g, err := patterns.InvokeAll(ctx, c, specs, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []inspect.TaskInfo
+	pages := 0
+	opts := inspect.ListOpts{State: inspect.StateHeld, Limit: 2}
+	for {
+		p, err := in.Tasks(ctx, queue, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		held = append(held, p.Tasks...)
+		if p.Next == "" {
+			break
+		}
+		opts.Cursor = p.Next
+	}
+	if len(held) != 3 || pages != 3 {
+		t.Fatalf("held: %d tasks in %d pages, want 3 in 3 (one of the scheduled set, two of the group's)", len(held), pages)
+	}
+	for j, h := range held {
+		var args map[string]any
+		if err := json.Unmarshal(h.Args, &args); err != nil || args["n"] != float64(j+1) {
+			t.Fatalf("held %d args %s", j, h.Args)
+		}
+		if h.State != inspect.StateHeld || h.Why != "held by "+g.ID()+" until it has a free slot" || h.EnqueuedAt.IsZero() {
+			t.Fatalf("held %d: %+v", j, h)
+		}
+	}
+	if w := list(t, in, queue, inspect.ListOpts{State: inspect.StateWaiting}); len(w) != 1 {
+		t.Fatalf("waiting: %+v", w)
+	}
+}

@@ -103,3 +103,53 @@ func PruneGroups(ctx context.Context, rdb redis.Scripter, q keys.Queue, ids []st
 	}
 	return nil
 }
+
+// HeldMember is an InvokeAll member held in its group (not released yet).
+type HeldMember struct {
+	Group GroupRef
+	ID    string // the member's task id
+}
+
+// HeldMembers reads up to count of the held members of the groups homed in
+// q (its index of groups, newest first; each group's held set in
+// submission order), skipping the first offset. more is false once the
+// last was read.
+func HeldMembers(ctx context.Context, rdb redis.Cmdable, q keys.Queue, offset, count int) (out []HeldMember, more bool, err error) {
+	ids, err := rdb.ZRevRange(ctx, q.Groups(), 0, -1).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("list the groups of queue %q: %w", q.Name, err)
+	}
+	sizes := make([]*redis.IntCmd, len(ids))
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			sizes[i] = p.ZCard(ctx, q.GroupHeld(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("read the held members of queue %q: %w", q.Name, err)
+	}
+	for i, id := range ids {
+		n := int(sizes[i].Val())
+		if offset >= n {
+			offset -= n
+			continue
+		}
+		if len(out) >= count {
+			return out, true, nil
+		}
+		start := offset
+		ms, err := rdb.ZRange(ctx, q.GroupHeld(id), int64(start), int64(start+count-len(out)-1)).Result()
+		if err != nil {
+			return nil, false, fmt.Errorf("read the held members of group %s: %w", GroupRef{Home: q, ID: id}, err)
+		}
+		offset = 0
+		for _, m := range ms {
+			out = append(out, HeldMember{Group: GroupRef{Home: q, ID: id}, ID: m})
+		}
+		if len(out) >= count && (start+len(ms) < n || i < len(ids)-1) {
+			return out, true, nil
+		}
+	}
+	return out, false, nil
+}
