@@ -6,14 +6,15 @@ package worker
 //   - intake (a loops, started by Start, stopped first by shutdown):
 //     fetchLoop, which reads new entries, takes over expired and lost ones
 //     (reclaim, adopt) and dispatches them; forwardLoop and housekeepLoop
-//     (maintain.go). Its ctx ends when the worker stops.
+//     (maintain.go); pauseLoop (pause.go). Its ctx ends when the worker
+//     stops.
 //   - execs: one goroutine per job that runs a handler (exec), started by
 //     dispatch; shutdown waits for them, or, its ctx ended first, cancels
 //     them and hands their tasks back.
 //   - support (a loops, started by Start, stopped by shutdown once no
 //     handler runs, so that every outcome was handed to it): the
 //     completers, heartbeatLoop (which owns and waits for its rounds'
-//     goroutines), watchdogLoop and controlLoop. Its ctx ending (quit) tells
+//     goroutines), watchdogLoop, controlLoop and registryLoop. Its ctx ending (quit) tells
 //     them to record what is queued and return.
 //
 // No other goroutine outlives the call that starts it.
