@@ -426,8 +426,15 @@ func fill(t *TaskInfo, env *codec.Envelope) {
 		t.History = append(t.History, AttemptInfo{Attempt: a.Attempt, StartedAt: msTime(a.StartedMs), FinishedAt: msTime(a.FinishedMs),
 			Error: a.Error, Worker: a.Worker})
 	}
-	if len(t.History) > 0 && t.LastError == "" {
-		t.LastError = t.History[len(t.History)-1].Error
+	if n := len(t.History); n > 0 {
+		last := t.History[n-1]
+		if t.LastError == "" {
+			t.LastError = last.Error
+		}
+		if last.Attempt == env.Attempt {
+			// The attempt that ended it (a dead task's last).
+			t.StartedAt = last.StartedAt
+		}
 	}
 	if len(env.Payload) > 0 {
 		t.Args = toJSON(env.Payload)

@@ -156,7 +156,8 @@ func TestTasksByState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State != inspect.StateDead || got.Kind != "inspect.job" || got.Attempt != 1 || len(got.History) != 1 || got.History[0].Worker != w.Name() {
+	if got.State != inspect.StateDead || got.Kind != "inspect.job" || got.Attempt != 1 || len(got.History) != 1 || got.History[0].Worker != w.Name() ||
+		!got.StartedAt.Equal(got.History[0].StartedAt) || got.StartedAt.IsZero() {
 		t.Fatalf("Task(dead): %+v", got)
 	}
 	close(release)
