@@ -148,13 +148,6 @@ type WorkerInfo struct {
 	LastHeartbeat time.Time      `json:"last_heartbeat"`
 }
 
-// History returns the per-minute processed and failed counts of queue over
-// the last minutes (at most 24*60), oldest first, one entry per minute
-// (zeros included).
-func (i *Inspector) History(ctx context.Context, queue string, minutes int) ([]MinuteStat, error) {
-	return nil, errNotYet
-}
-
 // Tasks lists one page of queue's tasks in opts.State.
 func (i *Inspector) Tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
 	return i.tasks(ctx, queue, opts)

@@ -4,9 +4,10 @@
 // through the same typed store they use; it needs no client or worker of
 // its own, and holds nothing but the Redis client it is given.
 //
-// Counts are exact at the moment they are read, never negative, and cost
-// O(1) per queue (a few commands in one round trip), except Waiting in the
-// case QueueInfo.Waiting describes.
+// Counts are exact at the moment they are read (one script per queue reads
+// them all at once), never negative, and cost O(1) per queue, all queues in
+// one round trip; except Waiting of a queue set up by an earlier version, in
+// the case QueueInfo.WaitingFallback describes.
 //
 // Task, group and repeat views have their own APIs: client.Client.Task and
 // DeadTasks, patterns.Open and patterns.Repeats.
@@ -43,36 +44,53 @@ func New(rdb redis.UniversalClient) *Inspector {
 type QueueInfo struct {
 	Queue string `json:"queue"`
 	// Waiting counts the tasks in the queue's stream that no worker has
-	// read yet. It comes from the consumer group's lag, O(1); when Redis
-	// cannot give the lag (Redis 6.2; or after a task waiting in the
-	// stream was cancelled, until the workers read past it) it is counted
-	// from the stream instead: exact, but O(waiting).
+	// read yet: the stream's length, less its entries pending, less the
+	// entries read and acknowledged that housekeeping has not trimmed yet
+	// (counted by the scripts that acknowledge, trim and delete entries).
 	Waiting int64 `json:"waiting"`
+	// WaitingFallback is set when the queue's consumer group was made by a
+	// version before that count was kept, and housekeeping has not
+	// established it yet (it does at its first pass that finds nothing
+	// pending, or at most 1000 entries from the oldest pending to the last
+	// read). Waiting then comes from the group's lag, O(1), or when Redis
+	// cannot give a lag it vouches for (Redis 6.2, miniredis, a task
+	// cancelled while it waited) from counting the stream: exact, but
+	// O(waiting).
+	WaitingFallback bool `json:"waiting_fallback,omitempty"`
 	// Running counts the tasks a worker has read and holds the lease of,
 	// whose attempt has no outcome yet.
 	Running int64 `json:"running"`
-	// Scheduled counts the tasks waiting for a due time: delayed, waiting
-	// out a retry backoff, or parked by a concurrency limit or a rate.
+	// Scheduled counts the tasks delayed to a due time (EnqueueOpts.Delay,
+	// ProcessAt; an open batch). Tasks that went into the queue's
+	// scheduled set to retry or parked before an upgrade to this version
+	// count here, not in Retrying or Held, until they leave it.
 	Scheduled int64 `json:"scheduled"`
 	// Dead counts the dead tasks kept (see client.Client.DeadTasks).
 	Dead int64 `json:"dead"`
-	// Retrying counts the tasks waiting out a retry backoff (issue 15:
-	// taken out of Scheduled, which then counts delayed tasks only).
+	// Retrying counts the tasks waiting out a retry backoff.
 	Retrying int64 `json:"retrying"`
-	// Held counts the tasks parked by a limit or a rate, waiting in a
-	// partition, or held by an InvokeAll (issue 15).
+	// Held counts the tasks parked because a concurrency limit or a rate
+	// was full (or no worker had their kind's handler), those waiting in a
+	// partition behind the task of their key that runs, and the members of
+	// InvokeAll groups homed in this queue that wait for a slot (counted in
+	// the home queue, wherever the member runs).
 	Held int64 `json:"held"`
 	// Paused is set while the queue is paused (Pause).
 	Paused bool `json:"paused"`
 	// Processed, Succeeded and Failed are fleet-wide totals of attempts
 	// that ended with an outcome, kept in Redis by the completion scripts:
 	// Processed = Succeeded + Failed (a failed attempt counts whether it
-	// retries or dies).
+	// retries or dies; an entry dead-lettered unrun, malformed or poison,
+	// counts as failed). An item of a patterns.Batch counts on its own
+	// when the batch's run records it; a batch's run that fails as a whole
+	// counts once. Cancels and hand-backs are not outcomes and count in
+	// neither. The totals are as old as the queue (DeleteQueue resets
+	// them).
 	Processed int64 `json:"processed"`
 	Succeeded int64 `json:"succeeded"`
 	Failed    int64 `json:"failed"`
 	// ProcessedLastMinute and FailedLastMinute count the attempts that
-	// ended in the last 60 s of Redis time.
+	// ended in the last 60 whole seconds of Redis time, this one included.
 	ProcessedLastMinute int64 `json:"processed_last_minute"`
 	FailedLastMinute    int64 `json:"failed_last_minute"`
 	// StreamLength is the number of entries in the queue's stream: waiting
@@ -90,7 +108,7 @@ type QueueInfo struct {
 
 // Queues returns every queue a client, worker or group has used on this
 // Redis, sorted by name, with its counts: one SMEMBERS, then one pipeline
-// of four O(1) commands per queue.
+// of one read-only script per queue.
 func (i *Inspector) Queues(ctx context.Context) ([]QueueInfo, error) {
 	names, err := store.QueueNames(ctx, i.rdb)
 	if err != nil {
@@ -123,8 +141,12 @@ func (i *Inspector) stats(ctx context.Context, names []string) ([]QueueInfo, err
 	}
 	out := make([]QueueInfo, len(cs))
 	for j, c := range cs {
-		out[j] = QueueInfo{Queue: c.Queue, Waiting: c.Waiting, Running: c.Running, Scheduled: c.Scheduled,
-			Dead: c.Dead, StreamLength: c.Length, Read: c.Read}
+		out[j] = QueueInfo{Queue: c.Queue, Waiting: c.Waiting, WaitingFallback: c.WaitingFallback,
+			Running: c.Running, Scheduled: c.Scheduled, Retrying: c.Retrying,
+			Held: c.Parked + c.PartitionWaiting + c.InvokeAllHeld, Dead: c.Dead, Paused: c.Paused,
+			Processed: c.Processed, Succeeded: c.Processed - c.Failed, Failed: c.Failed,
+			ProcessedLastMinute: c.ProcessedLastMinute, FailedLastMinute: c.FailedLastMinute,
+			StreamLength: c.Length, Read: c.Read}
 	}
 	return out, nil
 }
@@ -142,7 +164,8 @@ func (i *Inspector) Running(ctx context.Context, name string) (int64, error) {
 
 // DeleteQueue deletes the queue name: every task, result, schedule and dead
 // letter in it. Unless force is set, a queue with waiting, running,
-// scheduled or dead tasks is refused with ErrQueueNotEmpty. It scans the
+// scheduled, retrying, held or dead tasks is refused with ErrQueueNotEmpty
+// (its counters go with it). It scans the
 // keys of the server (SCAN, on every master of a cluster): O(keys), for
 // cleanups rather than hot paths. A worker still serving the queue sets it
 // up again; stop those first. The queue stays registered (Queues lists it,
@@ -157,9 +180,9 @@ func (i *Inspector) DeleteQueue(ctx context.Context, name string, force bool) er
 		if err != nil {
 			return err
 		}
-		if n := q.Waiting + q.Running + q.Scheduled + q.Dead; n > 0 {
-			return fmt.Errorf("delete queue %q: it holds %d task(s) (%d waiting, %d running, %d scheduled, %d dead): %w",
-				name, n, q.Waiting, q.Running, q.Scheduled, q.Dead, ErrQueueNotEmpty)
+		if n := q.Waiting + q.Running + q.Scheduled + q.Retrying + q.Held + q.Dead; n > 0 {
+			return fmt.Errorf("delete queue %q: it holds %d task(s) (%d waiting, %d running, %d scheduled, %d retrying, %d held, %d dead): %w",
+				name, n, q.Waiting, q.Running, q.Scheduled, q.Retrying, q.Held, q.Dead, ErrQueueNotEmpty)
 		}
 	}
 	return store.DeleteQueue(ctx, i.rdb, keys.ForQueue(name))

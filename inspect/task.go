@@ -77,10 +77,6 @@ func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
 		t.State = StateWaiting
 		t.Why = v.whyWaits(ctx, t.Kind)
 	case "scheduled", "retrying":
-		rs, err := store.TaskRecords(ctx, i.rdb, q, []string{key})
-		if err != nil {
-			return TaskInfo{}, err
-		}
 		due, ok, err := store.ScheduledAt(ctx, i.rdb, q, key)
 		if err != nil {
 			return TaskInfo{}, err
@@ -88,7 +84,7 @@ func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
 		if ok {
 			t.NextRunAt = time.UnixMilli(due)
 		}
-		if err := v.classify(ctx, &t, rs[0]); err != nil {
+		if err := v.classify(ctx, &t, key); err != nil {
 			return TaskInfo{}, err
 		}
 	case "waiting":

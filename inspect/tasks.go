@@ -32,14 +32,15 @@ var ErrBadCursor = errors.New("inspect: bad cursor")
 //     one, oldest first (the cursor is the last entry id shown);
 //   - running: the group's pending entries (XPENDING), oldest first, with
 //     their entries;
-//   - scheduled, retrying, held: the queue's scheduled set, soonest due
-//     first, each member classified by its record (the cursor is a rank in
-//     the set, so a page can come short of Limit: the members of the other
-//     two states are read and left out). Held lists the tasks parked by a
-//     limit or a rate, then (cursors "g<rank>") the InvokeAll members held
-//     in the groups homed in the queue (its index of groups); tasks
-//     waiting behind others of their partition key are not listed (nothing
+//   - retrying and held: the indexes of the scheduled set that the
+//     scripts keep for them (sched:r, sched:h), soonest due first, the
+//     cursor a rank; held goes on (cursors "g<rank>") to the InvokeAll
+//     members held in the groups homed in the queue, wherever they run,
+//     through its index of groups. Tasks waiting behind others of their
+//     partition key are counted in QueueInfo.Held but not listed (nothing
 //     indexes a queue's partition keys; Task shows them one by one);
+//   - scheduled: the scheduled set less the members of those two indexes
+//     (a page can come short of Limit: they are read and left out);
 //   - dead: the dead-letter set, the oldest first.
 func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
 	if err := keys.ValidateName("queue", queue); err != nil {
@@ -207,7 +208,17 @@ func (v *view) scheduled(ctx context.Context, state State, cursor string, limit 
 	if err != nil {
 		return TaskPage{}, err
 	}
-	zs, err := store.ZPage(ctx, v.i.rdb, v.q.Scheduled(), off, limit, false)
+	// Retrying and held tasks have indexes of their own (the members of
+	// the scheduled set that wait out a backoff, or were parked); the
+	// scheduled ones are the rest of the set.
+	set := v.q.Scheduled()
+	switch state {
+	case StateRetrying:
+		set = v.q.SchedRetrying()
+	case StateHeld:
+		set = v.q.SchedHeld()
+	}
+	zs, err := store.ZPage(ctx, v.i.rdb, set, off, limit, false)
 	if err != nil {
 		return TaskPage{}, err
 	}
@@ -215,20 +226,30 @@ func (v *view) scheduled(ctx context.Context, state State, cursor string, limit 
 	for j, z := range zs {
 		ks[j] = z.Member
 	}
+	var indexed [][]bool
+	if state == StateScheduled {
+		if indexed, err = store.InSets(ctx, v.i.rdb, []string{v.q.SchedRetrying(), v.q.SchedHeld()}, ks); err != nil {
+			return TaskPage{}, err
+		}
+	}
 	rs, err := store.TaskRecords(ctx, v.i.rdb, v.q, ks)
 	if err != nil {
 		return TaskPage{}, err
 	}
 	var page TaskPage
 	for j, r := range rs {
+		if indexed != nil && (indexed[0][j] || indexed[1][j]) {
+			continue // listed as retrying or held
+		}
 		t := v.fromRecord(r)
 		t.NextRunAt = time.UnixMilli(zs[j].Score)
-		if err := v.classify(ctx, &t, r); err != nil {
-			return TaskPage{}, err
+		t.State = state
+		if state == StateHeld {
+			if err := v.whyHeld(ctx, &t); err != nil {
+				return TaskPage{}, err
+			}
 		}
-		if t.State == state {
-			page.Tasks = append(page.Tasks, t)
-		}
+		page.Tasks = append(page.Tasks, t)
 	}
 	switch {
 	case len(zs) == limit:
@@ -241,9 +262,8 @@ func (v *view) scheduled(ctx context.Context, state State, cursor string, limit 
 }
 
 // heldInGroups lists the InvokeAll members held in the groups homed in the
-// queue that are tasks of the queue (members in other queues are listed
-// with theirs only if their group is homed there). cursor is a rank among
-// the held members of those groups.
+// queue, wherever they run (as QueueInfo.Held counts them). cursor is a
+// rank among the held members of those groups.
 func (v *view) heldInGroups(ctx context.Context, cursor string, limit int) (TaskPage, error) {
 	off, err := offsetCursor(cursor)
 	if err != nil {
@@ -253,25 +273,32 @@ func (v *view) heldInGroups(ctx context.Context, cursor string, limit int) (Task
 	if err != nil {
 		return TaskPage{}, err
 	}
-	var ks []string
-	var groups []string
+	// The members' records, one pipeline per queue they are in.
+	byQueue := map[string][]string{}
 	for _, m := range ms {
-		if qn, key, err := keys.SplitTaskID(m.ID); err == nil && qn == v.q.Name {
-			ks = append(ks, key)
-			groups = append(groups, m.Group.String())
+		if qn, key, err := keys.SplitTaskID(m.ID); err == nil {
+			byQueue[qn] = append(byQueue[qn], key)
 		}
 	}
-	rs, err := store.TaskRecords(ctx, v.i.rdb, v.q, ks)
-	if err != nil {
-		return TaskPage{}, err
+	recs := map[string]store.TaskRecord{}
+	for qn, ks := range byQueue {
+		rs, err := store.TaskRecords(ctx, v.i.rdb, keys.ForQueue(qn), ks)
+		if err != nil {
+			return TaskPage{}, err
+		}
+		for _, r := range rs {
+			recs[keys.TaskID(qn, r.Key)] = r
+		}
 	}
 	var page TaskPage
-	for j, r := range rs {
-		if r.State != "waiting" {
+	for _, m := range ms {
+		r, ok := recs[m.ID]
+		if !ok || r.State != "waiting" {
 			continue // released meanwhile
 		}
-		t := v.fromRecord(r)
-		t.State, t.Why = StateHeld, "held by "+groups[j]+" until it has a free slot"
+		qn, _, _ := keys.SplitTaskID(m.ID)
+		t := (&view{i: v.i, q: keys.ForQueue(qn)}).fromRecord(r)
+		t.State, t.Why = StateHeld, "held by "+m.Group.String()+" until it has a free slot"
 		page.Tasks = append(page.Tasks, t)
 	}
 	if more {
@@ -280,21 +307,11 @@ func (v *view) heldInGroups(ctx context.Context, cursor string, limit int) (Task
 	return page, nil
 }
 
-// classify sets the state and Why of a task in the scheduled set: retrying
-// (its record says so), held (put back by a worker and waiting for a
-// limit's slot or a rate's turn) or scheduled (delayed, or put back because
-// the worker that read it had no handler for its kind).
-func (v *view) classify(ctx context.Context, t *TaskInfo, r store.TaskRecord) error {
-	switch {
-	case r.State == "retrying":
-		t.State = StateRetrying
-		return nil
-	case !r.Parked:
-		t.State = StateScheduled
-		return nil
-	}
+// whyHeld says why a parked task waits: its turn at a rate key, a
+// limit's slot (its waiters list it), or a worker with its kind's handler.
+func (v *view) whyHeld(ctx context.Context, t *TaskInfo) error {
 	if t.RateKey != "" && t.rateTurn > 0 {
-		t.State, t.Why = StateHeld, "waiting for its turn at rate key "+t.RateKey
+		t.Why = "waiting for its turn at rate key " + t.RateKey
 		return nil
 	}
 	scopes := []string{"queue:" + v.q.Name}
@@ -307,15 +324,34 @@ func (v *view) classify(ctx context.Context, t *TaskInfo, r store.TaskRecord) er
 	}
 	for j, ok := range in {
 		if ok {
-			t.State, t.Why = StateHeld, "parked by limit "+scopes[j]
+			t.Why = "parked by limit " + scopes[j]
 			return nil
 		}
 	}
-	t.State = StateScheduled
 	if w := v.whyWaits(ctx, t.Kind); w != "" {
 		t.Why = w
 	} else if t.parked > 0 {
 		t.Why = "handed back: the worker that read it had no handler for kind " + t.Kind
+	}
+	return nil
+}
+
+// classify sets the state and Why of one task of the scheduled set
+// (Task): retrying or held when the index of either lists it, else
+// scheduled.
+func (v *view) classify(ctx context.Context, t *TaskInfo, key string) error {
+	in, err := store.InSets(ctx, v.i.rdb, []string{v.q.SchedRetrying(), v.q.SchedHeld()}, []string{key})
+	if err != nil {
+		return err
+	}
+	switch {
+	case in[0][0]:
+		t.State = StateRetrying
+	case in[1][0]:
+		t.State = StateHeld
+		return v.whyHeld(ctx, t)
+	default:
+		t.State = StateScheduled
 	}
 	return nil
 }

@@ -144,6 +144,9 @@ func TestTasksByState(t *testing.T) {
 		r.History[0].StartedAt.After(r.History[0].FinishedAt) || r.NextRunAt.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("retrying: %+v", r)
 	}
+	if qi := queueOf(t, in, queue); qi.Retrying != 1 || qi.Running != 1 || qi.Dead != 1 || qi.Scheduled != 1 {
+		t.Fatalf("counts %+v, against the lists: 1 retrying, 1 running, 1 dead, 1 scheduled", qi)
+	}
 	run := list(t, in, queue, inspect.ListOpts{State: inspect.StateRunning})[0]
 	if run.ID != slow.ID() || run.Kind != "inspect.slow" || run.Worker != w.Name() || run.Deliveries != 1 || run.LeasedAt.IsZero() {
 		t.Fatalf("running: %+v", run)
@@ -441,6 +444,9 @@ func TestHeldInvokeAll(t *testing.T) {
 		if h.State != inspect.StateHeld || h.Why != "held by "+g.ID()+" until it has a free slot" || h.EnqueuedAt.IsZero() {
 			t.Fatalf("held %d: %+v", j, h)
 		}
+	}
+	if qi := queueOf(t, in, queue); qi.Held != int64(len(held)) {
+		t.Fatalf("Held counts %d, the list has %d", qi.Held, len(held))
 	}
 	if w := list(t, in, queue, inspect.ListOpts{State: inspect.StateWaiting}); len(w) != 1 {
 		t.Fatalf("waiting: %+v", w)

@@ -238,6 +238,8 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"batchabort":  script.BatchAbort,
 		"workerreg":   script.WorkerReg,
 		"groupprune":  script.GroupPrune,
+		"groupmk":     script.GroupMk,
+		"qstats":      script.QStats,
 	} {
 		m[s.Hash()] = name
 	}

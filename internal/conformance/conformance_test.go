@@ -11,6 +11,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/engine"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
@@ -161,6 +163,16 @@ func clientRows() []Row {
 				r.enqueue(2, &client.EnqueueOpts{PartitionKey: "k"})
 			},
 			Op: cancel},
+		{Name: "Cancel/partition-behind",
+			Setup: func(r *Run) {
+				r.enqueue(1, &client.EnqueueOpts{PartitionKey: "k"})
+				r.H = []*client.Handle{r.enqueue(2, &client.EnqueueOpts{PartitionKey: "k"})}
+			},
+			Op: cancel},
+		// The queue's group made with its exact waiting count (groupmk.lua).
+		{Name: "EnsureGroup", Op: func(r *Run) string {
+			return Answer("", store.EnsureGroup(r.Ctx, r.RDB, keys.ForQueue(r.Q+"-new")))
+		}},
 		{Name: "Cancel/with-continuation",
 			Setup: func(r *Run) {
 				h := r.enqueue(1, nil)

@@ -72,6 +72,9 @@ type fleetRow struct {
 	// Run.callName gives it, occurrence from 1); nil: every writing call,
 	// its first maxNth occurrences and its last.
 	Fault func(name string, nth int) bool
+	// OwnDrops is how many replies Op drops itself, in every run, besides
+	// the faulted call's.
+	OwnDrops int
 }
 
 // fleetRun is a run of a fleet row: the harness' Run and what its handlers
@@ -405,8 +408,8 @@ func runFleet(t *testing.T, rows []fleetRow) {
 							f.Proxy.ResetCommands()
 							f.Proxy.DropReply(func(cmd asynctest.Command) bool { return f.callName(cmd) == fl.name }, fl.nth, fl.times)
 							ans := row.Op(f)
-							if n := f.Dropped(); n != fl.times {
-								f.T.Errorf("%d replies dropped, want %d: the call was not made as in the clean run, or go-redis did not resend it (answer: %s)", n, fl.times, f.normalize(ans))
+							if n := f.Dropped(); n != fl.times+row.OwnDrops {
+								f.T.Errorf("%d replies dropped, want %d: the call was not made as in the clean run, or go-redis did not resend it (answer: %s)", n, fl.times+row.OwnDrops, f.normalize(ans))
 							}
 							f.Proxy.ClearRules()
 							if got := f.state(ans); got != clean {
@@ -673,5 +676,86 @@ func (f *fleetRun) specsOf(n int) []client.Spec {
 // lost is resent, and must leave the state a clean run leaves; a handler
 // runs no more often than without the fault, a lease is kept.
 func TestResendConformanceFleet(t *testing.T) {
-	runFleet(t, append(append(workerRows(), coordinatorRows()...), registryRows()...))
+	runFleet(t, append(append(append(append(workerRows(), limitFleetRows()...), fetchRows()...), coordinatorRows()...), registryRows()...))
+}
+
+const (
+	callLimAcquire = "EVALSHA limacquire"
+	callLimWait    = "EVALSHA limwait"
+	callLimRelease = "EVALSHA limrelease"
+	callWake       = "EVALSHA wake"
+	callRead       = "XREADGROUP group"
+	callAdopt      = "EVALSHA adopt"
+)
+
+// limitFleetRows are the writes of a fleet-wide limit (worker.Config's
+// QueueLimits and KindLimits): taking a slot and giving it back, and a task that finds the
+// limit full parked as a waiter, then woken by the release of the slot.
+func limitFleetRows() []fleetRow {
+	limited := func(f *fleetRun, cfg worker.Config) worker.Config {
+		// A queue's limit, not the kind's: the runs of a row go at once
+		// on one Redis, each in a queue of its own.
+		cfg.QueueLimits = map[string]int{f.Q: 1}
+		// A waiter whose wake-up is lost (a resent limrelease pops it
+		// again and returns nothing) tries again after this.
+		cfg.LimitWait = 2 * time.Second
+		return cfg
+	}
+	return []fleetRow{
+		{Name: "limit/acquire-release", Setup: func(f *fleetRun) {
+			f.H = append(f.H, f.enqueueJob(FleetJob{Mode: modeOK}, nil))
+		}, Op: func(f *fleetRun) string {
+			w := f.startWorker(limited(f, worker.Config{}))
+			f.waitState(f.H[0], client.StateSucceeded)
+			f.stopWorker(w, false)
+			return ""
+		}, Fault: only(maxNth, callLimAcquire, callLimRelease)},
+		{Name: "limit/park-wake", Setup: func(f *fleetRun) {
+			f.H = append(f.H, f.enqueueJob(FleetJob{Mode: modeHold}, nil))
+		}, Op: func(f *fleetRun) string {
+			// The holding task takes the one slot; the second, enqueued
+			// then, finds the limit full and waits in Redis until the
+			// first ends and its release wakes it.
+			w := f.startWorker(limited(f, worker.Config{Concurrency: 2}))
+			f.waitStarted()
+			h, err := f.C.Enqueue(f.Ctx, FleetJob{Mode: modeOK}, &client.EnqueueOpts{Queue: f.Q})
+			f.Must(err)
+			f.Track(h)
+			f.waitState(h, client.StateScheduled)
+			asynctest.Eventually(f.T, 20*time.Second, "the parked task to wait on the limit", func() bool { return f.count(callLimWait) > 0 })
+			close(f.release)
+			f.waitState(f.H[0], client.StateSucceeded)
+			f.waitState(h, client.StateSucceeded)
+			f.stopWorker(w, false)
+			return ""
+		}, Fault: only(maxNth, callLimWait, callLimRelease, callWake)},
+	}
+}
+
+// fetchRows are the worker's reads, which write too (XREADGROUP delivers
+// entries to its consumer): a read whose reply is lost leaves its entries
+// pending under the worker's consumer, where adopt.lua takes them up.
+func fetchRows() []fleetRow {
+	return []fleetRow{
+		{Name: "fetch/lost-read", Setup: func(f *fleetRun) {
+			f.H = append(f.H, f.enqueueJob(FleetJob{Mode: modeOK}, nil))
+		}, Op: func(f *fleetRun) string {
+			w := f.startWorker(worker.Config{})
+			f.waitState(f.H[0], client.StateSucceeded)
+			f.stopWorker(w, false)
+			return ""
+		}, Fault: only(1, callRead)},
+		{Name: "fetch/adopt", Setup: func(f *fleetRun) {
+			f.H = append(f.H, f.enqueueJob(FleetJob{Mode: modeOK}, nil))
+		}, Op: func(f *fleetRun) string {
+			// The first read's reply is lost in every run (and go-redis'
+			// resend reads nothing new): the worker takes its entry up
+			// with adopt.lua, whose reply the faulted runs drop.
+			f.Proxy.DropReply(func(c asynctest.Command) bool { return f.callName(c) == callRead }, 1, 1)
+			w := f.startWorker(worker.Config{Lease: 2 * time.Second})
+			f.waitState(f.H[0], client.StateSucceeded)
+			f.stopWorker(w, false)
+			return ""
+		}, OwnDrops: 1, Fault: only(maxNth, callAdopt)},
+	}
 }

@@ -397,6 +397,13 @@ func (r *Run) dump() string {
 		case "hash":
 			m, err := rdb.HGetAll(ctx, k).Result()
 			r.Must(err)
+			if strings.HasSuffix(k, ":hist") {
+				// A queue's recent counts: fields named by the second
+				// and the minute they fell in. Their sums are what a
+				// resend must not change.
+				elems = histSums(m)
+				break
+			}
 			for f, v := range m {
 				if k == keys.DueGen {
 					// The due index's generations count marks: a
@@ -463,6 +470,26 @@ func (r *Run) dump() string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// histSums sums the counts of a queue's history hash (keys.Queue.StatsHistory)
+// by ring: "s" (seconds) and "m" (minutes), each "<ended>:<failed>".
+func histSums(m map[string]string) []string {
+	var out []string
+	for _, ring := range []string{"m", "s"} {
+		var n, f int
+		for k, v := range m {
+			if !strings.HasPrefix(k, ring) {
+				continue
+			}
+			var stamp, a, b int
+			if _, err := fmt.Sscanf(v, "%d:%d:%d", &stamp, &a, &b); err == nil {
+				n, f = n+a, f+b
+			}
+		}
+		out = append(out, fmt.Sprintf("%s=%d:%d", ring, n, f))
+	}
+	return out
 }
 
 // text is v normalized when that is short printable text, else a

@@ -214,6 +214,33 @@ func (q Queue) Ctl() string { return q.tag + "ctl" }
 // from the queue (inspect.Pause, Resume).
 func (q Queue) Paused() string { return q.tag + "paused" }
 
+// Stats is the hash of the queue's counters, kept by the scripts that move
+// its tasks: "ack" (entries of the stream the group read and acknowledged
+// that housekeeping has not trimmed yet), "ax" ("1" while ack is exact: the
+// group was created by a version that counts it, or housekeeping
+// established it), "pw" (tasks waiting in a partition behind its head),
+// "ia" (members of InvokeAll groups homed here that are held), "n" and "f"
+// (attempts that ended with an outcome, and those of them that failed).
+func (q Queue) Stats() string { return q.tag + "stats" }
+
+// StatsHistory is the hash of the queue's recent counts, two rings of
+// fields "<stamp>:<ended>:<failed>": "s<i>" for the second i of a minute
+// (stamp: Unix seconds) and "m<i>" for the minute i of a day (stamp: Unix
+// minutes, Redis time). A field whose stamp is not the one asked for is
+// stale and reads as zero. It expires a day (and a margin) after its last
+// write, when every field would be stale.
+func (q Queue) StatsHistory() string { return q.tag + "hist" }
+
+// SchedRetrying is the sorted set of the members of Scheduled that wait
+// out a retry backoff, with the same scores: an index, so that they are
+// counted apart from delayed tasks.
+func (q Queue) SchedRetrying() string { return q.tag + "sched:r" }
+
+// SchedHeld is the sorted set of the members of Scheduled that were parked
+// (a concurrency limit or a rate was full, or no worker had the kind's
+// handler), with the same scores.
+func (q Queue) SchedHeld() string { return q.tag + "sched:h" }
+
 // Done is the pub/sub channel on which watched tasks of the queue announce
 // that they ended.
 func (q Queue) Done() string { return q.tag + "done" }

@@ -14,12 +14,16 @@
 --          its cancelled set, KEYS[8] its results hash, KEYS[9] its marked set
 -- KEYS[10+2j], KEYS[11+2j] per declared item j (0-based): task hash,
 --          continuations
+-- KEYS[10+2d], KEYS[11+2d] the queue's stats and history hashes
 -- ARGV[1]  consumer group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4]
 --          delivery count, ARGV[5] done channel, ARGV[6] queue name,
 -- ARGV[7]  attempt of the batch, ARGV[8] retention ms, ARGV[9] the batch's
 --          key, ARGV[10] d, then d declared item indexes (KEYS order), then
 --          s, then s pairs (index, result) of succeeded items, then x, then
 --          x triples (index, error, envelope) of dead items (each declared)
+-- Each item recorded counts as an attempt that ended (a dead one as a
+-- failed one) in the queue's totals and history, and the acknowledged entry
+-- in the count of those still in the stream.
 -- Returns: {0} lease lost (nothing written), {1} recorded, {2} recorded
 -- and the outbox written (drain it), or {3, index...}: marked items not
 -- declared (nothing written; call again declaring them).
@@ -33,6 +37,7 @@ local decl = {}
 for j = 0, tonumber(ARGV[a]) - 1 do
   decl[ARGV[a + 1 + j]] = j
 end
+local stats, hist = KEYS[10 + 2 * tonumber(ARGV[a])], KEYS[11 + 2 * tonumber(ARGV[a])]
 a = a + 1 + tonumber(ARGV[a])
 local missing = {3}
 local marked = {}
@@ -54,6 +59,7 @@ local function ended(idx, f, state)
   if f[2] then redis.call('PUBLISH', ARGV[5], key) end
 end
 local hs = {}
+local ndead = 0
 local s = tonumber(ARGV[a])
 a = a + 1
 for i = 0, s - 1 do
@@ -80,6 +86,7 @@ for i = 0, tonumber(ARGV[a]) - 1 do
     redis.call('HDEL', tk, 'w')
     redis.call('PERSIST', tk)
     redis.call('ZADD', KEYS[2], now, bkey .. '.' .. idx)
+    ndead = ndead + 1
     ended(idx, f, 'dead')
   end
 end
@@ -88,7 +95,8 @@ for c = 1, #hs, 1000 do
   redis.call('HSET', KEYS[8], unpack(hs, c, math.min(c + 999, #hs)))
 end
 if #hs > 0 then redis.call('PEXPIRE', KEYS[8], ARGV[8]) end
-redis.call('XACK', stream, group, eid)
+count_ended(stats, hist, #hs / 2 + ndead, ndead, now)
+redis.call('HINCRBY', stats, 'ack', redis.call('XACK', stream, group, eid))
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[9])
 if wrote then return {2} end
 return {1}

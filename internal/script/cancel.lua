@@ -5,6 +5,9 @@
 -- KEYS[4]  scheduled set, KEYS[5] continuations of the task, KEYS[6] outbox,
 -- KEYS[7]  the queue's hooks, KEYS[8..12] for a batch item its batch's
 --          record, cancelled set, results hash, marked set and item list
+--          (for any other task, five times its hash)
+-- KEYS[13] the queue's stats hash, KEYS[14] and KEYS[15] the scheduled
+--          set's retrying and held indexes
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
 -- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id,
 -- ARGV[8]  for a batch item its index in the batch, else ''
@@ -12,6 +15,10 @@
 -- batch leaves it out, or, running already, does not record it. A batch
 -- cancelled while it waits is closed in the same step (field open and its
 -- envelope deleted), so nothing starts it again.
+-- The queue's counters follow: a task cancelled while it waited in a
+-- partition leaves the count of those (pw), and deleting an entry the group
+-- had read and acknowledged (not one waiting) lowers the count of those
+-- (ack), so that the waiting count stays exact.
 -- Returns: {state}: the final state when it had already ended ('succeeded',
 -- 'dead', 'cancelled'); 'cancelled' when cancelled now; 'cancelling' when it
 -- runs and its worker was told; '' when no such task is known. A replay
@@ -65,12 +72,24 @@ if st == 'pending' and eid then
       end
     end
   end
-  if redis.call('XDEL', stream, eid) == 0 and not known then
-    -- Neither pending nor in the stream: unknown, or ended and expired.
-    return {''}
+  if redis.call('XDEL', stream, eid) == 0 then
+    if not known then
+      -- Neither pending nor in the stream: unknown, or ended and expired.
+      return {''}
+    end
+  elseif known and delivered(stream, ARGV[1], eid) then
+    -- Read and acknowledged (not pending, checked above), yet still in
+    -- the stream: it was not waiting.
+    redis.call('HINCRBY', KEYS[13], 'ack', -1)
   end
 end
+if h[1] == 'waiting' and redis.call('HDEL', tk, 'pc') == 1 then
+  -- It was counted among the tasks waiting in a partition.
+  redis.call('HINCRBY', KEYS[13], 'pw', -1)
+end
 redis.call('ZREM', KEYS[4], key)
+redis.call('ZREM', KEYS[14], key)
+redis.call('ZREM', KEYS[15], key)
 redis.call('HSET', tk, 'st', 'cancelled', 'err', ARGV[6], 'fin', now)
 redis.call('HDEL', tk, 'e', 'cx')
 redis.call('PEXPIRE', tk, ARGV[5])

@@ -9,6 +9,10 @@
 --          list of item i (0-based)
 -- KEYS[6+3n+5j .. 10+3n+5j]: hash, open set, order, held set and
 --          continuations of group j (1-based below) whose home is this queue
+-- then, after the g groups' keys (KEYS[6+3n+5g ..]): the queue's stats hash,
+--          its history hash, and the retrying and held indexes of the
+--          scheduled set (keys.Queue.Stats, StatsHistory, SchedRetrying,
+--          SchedHeld)
 -- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel,
 -- ARGV[4]  n, ARGV[5] queue name
 -- ARGV[6..] per item 10 values: op, entry id, delivery count, task key, fresh,
@@ -34,6 +38,10 @@
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
 -- Succeeded, dead and cancelled tasks fire their continuations into the
 -- outbox, and, when they are members of a group (field g), tell it there.
+-- The queue's counters follow: the acknowledged entries still in the stream
+-- (by XACK's answer), and the attempts that ended succeeded ('s') or failed
+-- ('r', 'd'), counted once per call; a retry or a park with a delay is
+-- indexed as retrying or held beside the scheduled set.
 -- It runs at Redis' memory limit too (see below). An unknown op fails the
 -- call before anything is written.
 -- Returns: n integers, 1 applied (also for a replay of this same call), 2
@@ -47,10 +55,12 @@ local qname = ARGV[5]
 local watched = redis.call('ZCOUNT', KEYS[4], now, '+inf') > 0
 local groups, byPub = {}, {}
 local gb = 6 + 10 * n
+local kx = 6 + 3 * n + 5 * tonumber(ARGV[gb])
+local stats, hist, retrying, heldx = KEYS[kx], KEYS[kx + 1], KEYS[kx + 2], KEYS[kx + 3]
 for j = 1, tonumber(ARGV[gb]) do
   local kb = 6 + 3 * n + 5 * (j - 1)
   groups[j] = {
-    keys = {KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[5], KEYS[4]},
+    keys = {KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[5], KEYS[4], stats},
     pub = ARGV[gb + 2 * j - 1], own = ARGV[gb + 2 * j], ends = {}, item = 0,
   }
   byPub[groups[j].pub] = groups[j]
@@ -136,6 +146,7 @@ if first then
 end
 local acks = {}
 local res = {}
+local ok, failed = 0, 0
 for i = 0, n - 1 do
   local b = 6 + 10 * i
   local op, eid, dlv, key = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
@@ -163,6 +174,11 @@ for i = 0, n - 1 do
       end
     end
     if op == 's' then
+      ok = ok + 1
+    elseif op == 'r' or op == 'd' then
+      failed = failed + 1
+    end
+    if op == 's' then
       if not fresh then
         local f = redis.call('HMGET', tk, 'w', 'k', 'g', 'pk')
         notify = f[1] ~= false
@@ -182,6 +198,8 @@ for i = 0, n - 1 do
         redis.call('PERSIST', tk)
       end
       redis.call('ZADD', KEYS[2], now + tonumber(a2), key)
+      redis.call('ZADD', retrying, now + tonumber(a2), key)
+      redis.call('ZREM', heldx, key)
     elseif op == 'd' then
       redis.call('HSET', tk, 'st', 'dead', 'm', a1, 'err', a2, 'a', att, 'fin', now, 'e', eid, 'x', token)
       if grp ~= '' then redis.call('HSET', tk, 'g', grp) end
@@ -211,6 +229,8 @@ for i = 0, n - 1 do
         redis.call('HSET', tk, 'st', 'scheduled', 'm', a1, 'x', token)
         if not fresh then redis.call('HDEL', tk, 'e') end
         redis.call('ZADD', KEYS[2], now + tonumber(a2), key)
+        redis.call('ZADD', heldx, now + tonumber(a2), key)
+        redis.call('ZREM', retrying, key)
       end
       if not fresh then redis.call('PERSIST', tk) end
     end
@@ -236,7 +256,9 @@ for _, gr in ipairs(groups) do
     if wrote == 1 then res[gr.item] = 2 end
   end
 end
+count_ended(stats, hist, ok + failed, failed, now)
 if #acks > 0 then
-  redis.call('XACK', stream, group, unpack(acks))
+  -- Entries acknowledged stay in the stream until housekeeping trims them.
+  redis.call('HINCRBY', stats, 'ack', redis.call('XACK', stream, group, unpack(acks)))
 end
 return res

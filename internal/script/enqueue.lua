@@ -2,7 +2,10 @@
 -- KEYS[1]  the queue's stream
 -- KEYS[2]  the marker of this batch operation (op id chosen by the client)
 -- KEYS[3]  the queue's scheduled set (delayed tasks)
--- KEYS[4..] per task that carries a user key, in batch order: its task hash and
+-- KEYS[4]  the queue's stats hash (field pw counts the tasks waiting in a
+--          partition behind its head; such a task's hash gets pc = 1, so
+--          that only tasks counted there leave the count)
+-- KEYS[5..] per task that carries a user key, in batch order: its task hash and
 --           its result key, and for a task with a partition key that
 --           partition's list
 -- KEYS[#KEYS-m+1..] the last m keys: markers of earlier calls of the client
@@ -33,7 +36,7 @@ if prev then
   return cjson.decode(prev)
 end
 local out = {}
-local ki = 4
+local ki = 5
 local now = nil
 for i = 0, tonumber(ARGV[3]) - 1 do
   local b = 4 + 6 * i
@@ -66,7 +69,8 @@ for i = 0, tonumber(ARGV[3]) - 1 do
         if redis.call('RPUSH', pl, key) == 1 then
           f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
         else
-          f = {'st', 'waiting', 'm', env}
+          f = {'st', 'waiting', 'm', env, 'pc', '1'}
+          redis.call('HINCRBY', KEYS[4], 'pw', 1)
         end
         f[#f + 1], f[#f + 2] = 'pk', part
       elseif hold == '1' then

@@ -2,7 +2,9 @@
 -- a replay, or a second call completing one that failed halfway, does not
 -- reopen a member that ended meanwhile.
 -- KEYS[1]  group hash, KEYS[2] open-member set, KEYS[3] order (every member
---          ever, scored by index), KEYS[4] held members (InvokeAll)
+--          ever, scored by index), KEYS[4] held members (InvokeAll),
+-- KEYS[5]  the home queue's stats hash (field ia counts the held members;
+--          the group hash gets ic = 1, so that its members leave the count)
 -- ARGV[1]  how long a group never sealed is kept, ms
 -- ARGV[2..] per member three values: index, member name (a task id or a
 --          group id), '1' if held until a slot frees
@@ -17,7 +19,10 @@ for i = 2, #ARGV, 3 do
   local idx, m = ARGV[i], ARGV[i + 1]
   if redis.call('ZADD', KEYS[3], 'NX', idx, m) == 1 then
     redis.call('SADD', KEYS[2], m)
-    if ARGV[i + 2] == '1' then redis.call('ZADD', KEYS[4], idx, m) end
+    if ARGV[i + 2] == '1' and redis.call('ZADD', KEYS[4], idx, m) == 1 then
+      redis.call('HINCRBY', KEYS[5], 'ia', 1)
+      redis.call('HSET', KEYS[1], 'ic', '1')
+    end
   end
 end
 if h[3] ~= '1' then

@@ -67,13 +67,17 @@ end
 -- next held members are released (through outbox, to be activated).
 -- Sealing is the removal of the sentinel member "~open".
 -- k: {group hash, open set, order, held set, continuations, home outbox,
--- home hooks}; chan: home done channel; pub: public group id; own: the
+-- home hooks, home stats (its field ia counts the held members)}; chan:
+-- home done channel; pub: public group id; own: the
 -- group's own id; ends: flat list of member name, final state.
 -- Returns the group's state ('' when unknown: nothing done) and 1 if
 -- outbox was written, else 0.
 local function group_count(k, chan, pub, own, ends)
-  local g, open, order, held, conts, outbox, hooks = k[1], k[2], k[3], k[4], k[5], k[6], k[7]
-  local h = redis.call('HMGET', g, 'st', 'ff', 'lim', 'free', 'cx', 'sealed', 'bad')
+  local g, open, order, held, conts, outbox, hooks, stats = k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+  local h = redis.call('HMGET', g, 'st', 'ff', 'lim', 'free', 'cx', 'sealed', 'bad', 'ic')
+  -- ic: its held members are counted in stats (groups made before the
+  -- count was kept are not, so they must not lower it).
+  local counted = h[8] == '1'
   local st = h[1]
   if not st then return '', 0 end
   local bad = tonumber(h[7]) or 0
@@ -100,9 +104,13 @@ local function group_count(k, chan, pub, own, ends)
           bad = redis.call('HINCRBY', g, 'bad', 1)
           redis.call('HSETNX', g, 'first', m)
         end
-        if lim > 0 and redis.call('ZREM', held, m) == 0 then
-          -- It had been released, so it held a slot.
-          free = free + 1
+        if lim > 0 then
+          if redis.call('ZREM', held, m) == 0 then
+            -- It had been released, so it held a slot.
+            free = free + 1
+          elseif counted then
+            redis.call('HINCRBY', stats, 'ia', -1)
+          end
         end
       end
     end
@@ -150,6 +158,7 @@ local function group_count(k, chan, pub, own, ends)
         local p = redis.call('ZPOPMIN', held)
         if not p[1] then break end
         redis.call('XADD', outbox, '*', 's', p[1] .. '|0', 'p', pub, 'st', 'released')
+        if counted then redis.call('HINCRBY', stats, 'ia', -1) end
         free = free - 1
         n = n + 1
         wrote = 1
@@ -158,4 +167,31 @@ local function group_count(k, chan, pub, own, ends)
   end
   if lim > 0 then redis.call('HSET', g, 'free', free) end
   return st, wrote
+end
+
+-- count_ended adds n attempts that ended with an outcome, f of them failed,
+-- to a queue's totals (stats: fields n and f) and to its recent history
+-- (hist, keys.Queue.StatsHistory: the slot of this second and of this minute
+-- of Redis time, now in ms). Callers count a batch at once, and only on the
+-- run that recorded the outcomes (a resend records nothing, so counts
+-- nothing).
+local function count_ended(stats, hist, n, f, now)
+  if n == 0 then return end
+  redis.call('HINCRBY', stats, 'n', n)
+  if f > 0 then redis.call('HINCRBY', stats, 'f', f) end
+  local sec = math.floor(now / 1000)
+  local min = math.floor(sec / 60)
+  local fs, fm = 's' .. string.format('%d', sec % 60), 'm' .. string.format('%d', min % 1440)
+  local cur = redis.call('HMGET', hist, fs, fm)
+  local function add(v, stamp)
+    local a, b = 0, 0
+    if v then
+      local s, x, y = string.match(v, '^(%d+):(%d+):(%d+)$')
+      if tonumber(s) == stamp then a, b = tonumber(x), tonumber(y) end
+    end
+    return string.format('%d:%d:%d', stamp, a + n, b + f)
+  end
+  redis.call('HSET', hist, fs, add(cur[1], sec), fm, add(cur[2], min))
+  -- A day and ten minutes: by then every slot is stale.
+  redis.call('PEXPIRE', hist, 87000000)
 end

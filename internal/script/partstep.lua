@@ -7,7 +7,9 @@
 -- runs this script until it reports something other than 'again'.
 -- KEYS[1]  the partition's list, KEYS[2] and KEYS[3] the task hashes of the
 --          first two tasks of the list as the caller read it, KEYS[4] the
---          queue's stream
+--          queue's stream, KEYS[5] its stats hash (field pw counts the tasks
+--          waiting in a partition behind its head: a task counted there,
+--          pc = 1 in its hash, leaves the count as it starts)
 -- ARGV[1], ARGV[2]  those two tasks' keys ('' for none)
 -- Returns: 'empty' (no task left), 'busy' (the head has not ended),
 -- 'started' (the head was waiting and is now in the stream), 'again' (the
@@ -17,12 +19,17 @@ local function step(hk, key)
   local head = redis.call('LINDEX', KEYS[1], 0)
   if not head then return 'empty' end
   if key == '' or head ~= key then return 'again' end
-  local h = redis.call('HMGET', hk, 'st', 'm')
+  local h = redis.call('HMGET', hk, 'st', 'm', 'pc')
   local st = h[1]
   if st == 'waiting' and h[2] then
     local id = redis.call('XADD', KEYS[4], '*', 'm', h[2])
     redis.call('HSET', hk, 'st', 'pending', 'e', id)
-    redis.call('HDEL', hk, 'm')
+    if h[3] then
+      redis.call('HDEL', hk, 'm', 'pc')
+      redis.call('HINCRBY', KEYS[5], 'pw', -1)
+    else
+      redis.call('HDEL', hk, 'm')
+    end
     return 'started'
   end
   if st and st ~= 'dead' and st ~= 'cancelled' then return 'busy' end

@@ -184,6 +184,7 @@ func EndBatch(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer, e
 		for _, o := range dead {
 			args = append(args, o.Index, o.Data, o.Env)
 		}
+		ks = append(ks, q.Stats(), q.StatsHistory())
 		res, err := script.BatchEnd.Run(ctx, rdb, ks, args...).Slice()
 		if err != nil {
 			return 0, fmt.Errorf("record batch %s: %w", keys.TaskID(q.Name, bkey), err)

@@ -35,11 +35,14 @@ func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, r
 // item ("" otherwise).
 func CancelKeys(q keys.Queue, key string) ([]string, string) {
 	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
-	if batch, idx, ok := keys.BatchOfItem(key); ok {
-		return append(ks, q.Task(batch), q.BatchCancelled(batch), q.BatchResults(batch), q.BatchMarked(batch), q.BatchItems(batch)), idx
+	idx := ""
+	if batch, i, ok := keys.BatchOfItem(key); ok {
+		ks, idx = append(ks, q.Task(batch), q.BatchCancelled(batch), q.BatchResults(batch), q.BatchMarked(batch), q.BatchItems(batch)), i
+	} else {
+		t := q.Task(key)
+		ks = append(ks, t, t, t, t, t)
 	}
-	t := q.Task(key)
-	return append(ks, t, t, t, t, t), ""
+	return append(ks, q.Stats(), q.SchedRetrying(), q.SchedHeld()), idx
 }
 
 // ContSpec names a continuation in an outbox or continuation list.
@@ -495,7 +498,7 @@ func StepPartitions(ctx context.Context, rdb redis.UniversalClient, q keys.Queue
 			if len(h) > 1 {
 				second = h[1]
 			}
-			steps = append(steps, script.PartStep.Run(ctx, pipe, []string{q.Partition(pk), q.Task(h[0]), q.Task(second), q.Stream()}, h[0], second))
+			steps = append(steps, script.PartStep.Run(ctx, pipe, []string{q.Partition(pk), q.Task(h[0]), q.Task(second), q.Stream(), q.Stats()}, h[0], second))
 			stepped = append(stepped, pk)
 		}
 		if len(steps) == 0 {

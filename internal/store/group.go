@@ -87,7 +87,7 @@ const groupAddChunk = 1000
 // state: "running", or the state it ended in meanwhile (then not every
 // chunk may have been added).
 func AddGroupMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, ms []GroupMember) (string, error) {
-	ks := []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID), g.Home.GroupOrder(g.ID), g.Home.GroupHeld(g.ID)}
+	ks := []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID), g.Home.GroupOrder(g.ID), g.Home.GroupHeld(g.ID), g.Home.Stats()}
 	var cmds []*redis.Cmd
 	send := func() error {
 		cmds = cmds[:0]
@@ -152,7 +152,7 @@ func EndMembers(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []Memb
 // endMembersCmd runs groupend.lua for ends of g (queues it, on a pipeline).
 func endMembersCmd(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []MemberEnd) *redis.Cmd {
 	h := g.Home
-	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks()}
+	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks(), h.Stats()}
 	args := make([]any, 0, 3+2*len(ends))
 	args = append(args, h.Done(), g.String(), g.ID)
 	for _, e := range ends {

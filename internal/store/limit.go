@@ -68,7 +68,7 @@ func Wake(ctx context.Context, rdb redis.Scripter, id string) (bool, error) {
 		return false, err
 	}
 	q := keys.ForQueue(qn)
-	n, err := script.Wake.Run(ctx, rdb, []string{q.Scheduled(), q.Stream(), q.Task(key)}, key).Int64()
+	n, err := script.Wake.Run(ctx, rdb, []string{q.Scheduled(), q.Stream(), q.Task(key), q.SchedHeld(), q.SchedRetrying()}, key).Int64()
 	if err != nil {
 		return false, fmt.Errorf("wake task %s: %w", id, err)
 	}

@@ -2,14 +2,15 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
 )
 
 // QueueNames returns the names of the registered queues (keys.Queues),
@@ -25,20 +26,40 @@ func QueueNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
 }
 
 // QueueCounts are the counts of one queue, read at one moment (one
-// pipeline); none is negative.
+// script); none is negative.
 type QueueCounts struct {
 	Queue string
 	// Waiting is the number of entries of the stream the workers' group
 	// has not read yet.
 	Waiting int64
+	// WaitingFallback is set when Waiting could not be worked out from the
+	// queue's counters (a queue whose group an earlier version made, until
+	// housekeeping establishes them) and came from the group's lag or, when
+	// Redis gave none it could vouch for, from counting the stream.
+	WaitingFallback bool
 	// Running is the number of entries read by a worker and not yet
 	// acknowledged: tasks leased, whose attempt has no outcome yet.
 	Running int64
-	// Scheduled is the number of tasks waiting for a due time: delayed,
-	// retrying after a backoff, parked by a limit.
+	// Scheduled is the number of delayed tasks waiting for their due time.
 	Scheduled int64
+	// Retrying is the number of tasks waiting out a retry backoff.
+	Retrying int64
+	// Parked is the number of tasks parked in the scheduled set because a
+	// concurrency limit or a rate was full (or no worker had the kind's
+	// handler); PartitionWaiting those waiting in a partition behind its
+	// head; InvokeAllHeld the members of InvokeAll groups homed in the
+	// queue that wait for a slot.
+	Parked, PartitionWaiting, InvokeAllHeld int64
 	// Dead is the number of dead tasks kept.
 	Dead int64
+	// Paused is set while the queue's pause flag exists.
+	Paused bool
+	// Processed and Failed count the attempts that ended with an outcome
+	// (succeeded, or failed: retried or dead), fleet-wide, since the
+	// queue's first; the LastMinute ones those that ended in the last 60
+	// whole seconds of Redis time.
+	Processed, Failed                     int64
+	ProcessedLastMinute, FailedLastMinute int64
 	// Length is the number of entries in the stream: the waiting and
 	// running ones, and those already ended that housekeeping has not
 	// trimmed yet.
@@ -50,59 +71,49 @@ type QueueCounts struct {
 	Read int64
 }
 
-// QueueStats reads the counts of each queue of qs, in their order. Each
-// queue costs XLEN, XINFO GROUPS and two ZCARDs, all O(1), sent in one
-// pipeline.
+// QueueStats reads the counts of each queue of qs, in their order: one
+// qstats.lua per queue, all in one pipeline. Each reads its queue at one
+// moment with O(1) commands (and one HMGET of 60 fields).
 //
-// Waiting comes from the group's lag when Redis reports one it can vouch
-// for. It cannot after an entry ahead of the readers was deleted (a task
-// cancelled while it waited): XINFO GROUPS then answers no lag until the
-// workers read past the deleted entry. Nor on Redis 6.2 (no lag at all) or
-// miniredis (whose lag ignores reads). Then Waiting is counted by reading the
-// ids after the group's last delivered one (XRANGE, 1000 a call): still
-// exact, but O(waiting).
+// Waiting is the stream's length less its pending entries and less the
+// entries read and acknowledged that housekeeping has not trimmed yet,
+// which the scripts that acknowledge, trim and delete count in the queue's
+// stats hash. A queue whose group was made by an earlier version has no
+// such count until housekeeping establishes it; its Waiting comes, as
+// before, from the group's lag when Redis reports one it can vouch for, and
+// otherwise from reading the ids after the group's last delivered one
+// (XRANGE, 1000 a call): exact, but O(waiting). WaitingFallback tells.
 func QueueStats(ctx context.Context, rdb redis.UniversalClient, qs []keys.Queue) ([]QueueCounts, error) {
-	type cmds struct {
-		xlen, dead, sched *redis.IntCmd
-		groups            *redis.Cmd
+	calls := make([]*Call, len(qs))
+	for i, q := range qs {
+		calls[i] = &Call{s: script.QStats, keys: []string{q.Stream(), q.Stats(), q.StatsHistory(), q.Scheduled(),
+			q.SchedRetrying(), q.SchedHeld(), q.Dead(), q.Paused()}, args: []any{keys.Group}}
 	}
-	cs := make([]cmds, len(qs))
-	// The pipeline's error is its first command's; each is checked below.
-	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, q := range qs {
-			cs[i].xlen = p.XLen(ctx, q.Stream())
-			groups := redis.NewCmd(ctx, "xinfo", "groups", q.Stream())
-			groups.SetFirstKeyPos(2)
-			_ = p.Process(ctx, groups)
-			cs[i].groups = groups
-			cs[i].sched = p.ZCard(ctx, q.Scheduled())
-			cs[i].dead = p.ZCard(ctx, q.Dead())
-		}
-		return nil
-	})
+	if len(calls) > 0 {
+		// The first error is also the failing call's own, checked below.
+		_ = RunCalls(ctx, rdb, calls)
+	}
 	out := make([]QueueCounts, len(qs))
 	for i, q := range qs {
-		c := QueueCounts{Queue: q.Name, Read: -1}
-		var err error
-		if c.Length, err = cs[i].xlen.Result(); err != nil {
-			return nil, fmt.Errorf("queue %q stats: %w", q.Name, err)
+		if calls[i].err != nil {
+			return nil, fmt.Errorf("queue %q stats: %w", q.Name, calls[i].err)
 		}
-		if c.Scheduled, err = cs[i].sched.Result(); err != nil {
-			return nil, fmt.Errorf("queue %q stats: %w", q.Name, err)
+		v, err := calls[i].res.Slice()
+		if err != nil || len(v) != 18 {
+			return nil, fmt.Errorf("queue %q stats: qstats.lua answered %v (%v)", q.Name, v, err)
 		}
-		if c.Dead, err = cs[i].dead.Result(); err != nil {
-			return nil, fmt.Errorf("queue %q stats: %w", q.Name, err)
+		n := func(j int) int64 { x, _ := v[j].(int64); return x }
+		c := QueueCounts{Queue: q.Name, Length: n(0), Running: n(2), Read: n(4), Waiting: n(6),
+			Scheduled: n(7), Retrying: n(8), Parked: n(9), PartitionWaiting: n(10), InvokeAllHeld: n(11),
+			Dead: n(12), Paused: n(13) == 1, Processed: n(14), Failed: n(15),
+			ProcessedLastMinute: n(16), FailedLastMinute: n(17)}
+		if n(1) == 0 {
+			c.Read = 0
 		}
-		g, found, err := groupInfo(cs[i].groups)
-		if err != nil {
-			return nil, fmt.Errorf("queue %q stats: %w", q.Name, err)
-		}
-		switch {
-		case !found:
-			// No stream, or no group yet: nothing read, every entry waits.
-			c.Waiting, c.Read = c.Length, 0
-		default:
-			c.Running, c.Read = g.pending, g.entriesRead
+		if c.Waiting < 0 {
+			last, _ := v[3].(string)
+			g := cgInfo{pending: c.Running, lastID: last, entriesRead: c.Read, lag: n(5)}
+			c.WaitingFallback = true
 			if w, ok := g.waiting(); ok {
 				c.Waiting = w
 			} else if c.Waiting, err = countAfter(ctx, rdb, q.Stream(), g.lastID); err != nil {
@@ -193,60 +204,6 @@ func (g cgInfo) waiting() (int64, bool) {
 	return 0, false
 }
 
-// groupInfo finds the workers' group in an XINFO GROUPS reply (RESP2: a
-// list of flat field/value lists; RESP3: a list of maps). found is false
-// when the stream or the group does not exist.
-func groupInfo(cmd *redis.Cmd) (g cgInfo, found bool, err error) {
-	v, err := cmd.Result()
-	if isNoSuchKey(err) {
-		return g, false, nil
-	}
-	if err != nil {
-		return g, false, err
-	}
-	list, ok := v.([]any)
-	if !ok {
-		return g, false, fmt.Errorf("XINFO GROUPS answered %T", v)
-	}
-	for _, item := range list {
-		fields := map[string]any{}
-		switch t := item.(type) {
-		case map[any]any:
-			for k, v := range t {
-				if s, ok := k.(string); ok {
-					fields[s] = v
-				}
-			}
-		case []any:
-			for j := 0; j+1 < len(t); j += 2 {
-				if s, ok := t[j].(string); ok {
-					fields[s] = t[j+1]
-				}
-			}
-		default:
-			return g, false, fmt.Errorf("XINFO GROUPS answered a group as %T", item)
-		}
-		if fields["name"] != keys.Group {
-			continue
-		}
-		g = cgInfo{entriesRead: -1, lag: -1}
-		g.lastID, _ = fields["last-delivered-id"].(string)
-		p, ok := fields["pending"].(int64)
-		if !ok || p < 0 || g.lastID == "" {
-			return g, false, fmt.Errorf("XINFO GROUPS: group %q without pending count or last id: %v", keys.Group, fields)
-		}
-		g.pending = p
-		if n, ok := fields["entries-read"].(int64); ok && n >= 0 {
-			g.entriesRead = n
-		}
-		if n, ok := fields["lag"].(int64); ok && n >= 0 {
-			g.lag = n
-		}
-		return g, true, nil
-	}
-	return g, false, nil
-}
-
 // countAfter counts the entries of stream after id, 1000 per XRANGE.
 func countAfter(ctx context.Context, rdb redis.Cmdable, stream, id string) (int64, error) {
 	var n int64
@@ -263,7 +220,46 @@ func countAfter(ctx context.Context, rdb redis.Cmdable, stream, id string) (int6
 	}
 }
 
-// isNoSuchKey reports the error XINFO answers for a missing stream.
-func isNoSuchKey(err error) bool {
-	return err != nil && !errors.Is(err, redis.Nil) && strings.Contains(err.Error(), "no such key")
+// MinuteCount is what ended in one queue in one minute of Redis time.
+type MinuteCount struct {
+	Minute            int64 // Unix minutes
+	Processed, Failed int64
+}
+
+// HistoryMinutes is how far back QueueHistory reaches: the minutes of the
+// ring the history hash keeps (keys.Queue.StatsHistory).
+const HistoryMinutes = 24 * 60
+
+// QueueHistory returns the counts of q's last n minutes of Redis time
+// (1 ≤ n ≤ HistoryMinutes), oldest first, the current minute last, zeros
+// included: TIME and one HGETALL of the history hash (at most 1,500 small
+// fields), in one pipeline.
+func QueueHistory(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, n int) ([]MinuteCount, error) {
+	if n < 1 || n > HistoryMinutes {
+		return nil, fmt.Errorf("history of queue %q: %d minutes asked, want 1 to %d", q.Name, n, HistoryMinutes)
+	}
+	var now *redis.TimeCmd
+	var all *redis.MapStringStringCmd
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		now = p.Time(ctx)
+		all = p.HGetAll(ctx, q.StatsHistory())
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("history of queue %q: %w", q.Name, err)
+	}
+	cur := now.Val().Unix() / 60
+	out := make([]MinuteCount, n)
+	for i := range out {
+		m := cur - int64(n-1-i)
+		out[i].Minute = m
+		v, ok := all.Val()["m"+strconv.FormatInt(m%HistoryMinutes, 10)]
+		if !ok {
+			continue
+		}
+		var stamp, p, f int64
+		if _, err := fmt.Sscanf(v, "%d:%d:%d", &stamp, &p, &f); err == nil && stamp == m && p >= 0 && f >= 0 {
+			out[i].Processed, out[i].Failed = p, f
+		}
+	}
+	return out, nil
 }

@@ -71,14 +71,15 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// EnsureGroup creates the queue's stream and consumer group if missing, and
+// EnsureGroup creates the queue's stream and consumer group if missing
+// (groupmk.lua, which starts the queue's exact waiting count with it), and
 // registers the queue for the coordinators' housekeeping.
 //
 // Redis over its maxmemory refuses XGROUP CREATE and SADD even when they
 // would change nothing; then what exists already is accepted, so that a
 // worker starts (and drains a backlog) at the memory limit.
 func EnsureGroup(ctx context.Context, rdb redis.Cmdable, q keys.Queue) error {
-	err := rdb.XGroupCreateMkStream(ctx, q.Stream(), keys.Group, "0").Err()
+	err := script.GroupMk.Run(ctx, rdb, []string{q.Stream(), q.Stats()}, keys.Group).Err()
 	if err != nil && refusedForMemory(err) {
 		if groups, gerr := rdb.XInfoGroups(ctx, q.Stream()).Result(); gerr == nil {
 			for _, g := range groups {
@@ -155,7 +156,7 @@ const MarkerGrace = 2 * time.Second
 // are the op ids of earlier calls to q whose replies were read: the call
 // shortens their markers to MarkerGrace.
 func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask, done ...string) ([]string, []any) {
-	ks := []string{q.Stream(), q.Op(opID), q.Scheduled()}
+	ks := []string{q.Stream(), q.Op(opID), q.Scheduled(), q.Stats()}
 	args := make([]any, 0, 5+6*len(tasks))
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
@@ -284,7 +285,7 @@ const (
 
 // Complete records a batch of outcomes of one queue.
 func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) ([]Applied, error) {
-	ks := make([]string, 0, 5+3*len(items))
+	ks := make([]string, 0, 9+3*len(items))
 	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Hooks(), q.Outbox())
 	args := make([]any, 0, 6+10*len(items))
 	args = append(args, keys.Group, consumer, q.Done(), len(items), q.Name)
@@ -316,6 +317,7 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 		ks = append(ks, h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID))
 		args = append(args, g.String(), g.ID)
 	}
+	ks = append(ks, q.Stats(), q.StatsHistory(), q.SchedRetrying(), q.SchedHeld())
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("record outcomes in queue %q: %w", q.Name, err)
@@ -462,8 +464,8 @@ func Forward(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, batch
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("read scheduled tasks of queue %q: %w", q.Name, err)
 	}
-	ks := make([]string, 0, 2+len(cands))
-	ks = append(ks, q.Scheduled(), q.Stream())
+	ks := make([]string, 0, 4+len(cands))
+	ks = append(ks, q.Scheduled(), q.Stream(), q.SchedRetrying(), q.SchedHeld())
 	args := make([]any, len(cands))
 	for i, c := range cands {
 		ks = append(ks, q.Task(c))
@@ -479,7 +481,7 @@ func Forward(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, batch
 // Housekeep trims acknowledged stream history and removes empty consumers
 // idle for longer than consumerIdleMs.
 func Housekeep(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumerIdleMs int64) (trimmed, removed int64, err error) {
-	res, err := script.Housekeep.Run(ctx, rdb, []string{q.Stream()}, keys.Group, consumerIdleMs).Int64Slice()
+	res, err := script.Housekeep.Run(ctx, rdb, []string{q.Stream(), q.Stats()}, keys.Group, consumerIdleMs).Int64Slice()
 	if err != nil {
 		if strings.Contains(err.Error(), "NOGROUP") {
 			return 0, 0, nil
@@ -615,7 +617,7 @@ func States(ctx context.Context, rdb redis.UniversalClient, ids []string) ([]Tas
 // RetryDead moves a dead task back into the stream with envelope env.
 // It returns false when the task is not dead.
 func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, env []byte, nonce, partition string) (bool, error) {
-	ks := []string{q.Dead(), q.Stream(), q.Task(key)}
+	ks := []string{q.Dead(), q.Stream(), q.Task(key), q.Stats()}
 	if partition != "" {
 		ks = append(ks, q.Partition(partition))
 	}

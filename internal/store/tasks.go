@@ -28,7 +28,7 @@ type StreamTask struct {
 func LastDelivered(ctx context.Context, rdb redis.Cmdable, q keys.Queue) (string, error) {
 	gs, err := rdb.XInfoGroups(ctx, q.Stream()).Result()
 	if err != nil {
-		if isNoSuchKey(err) || strings.Contains(err.Error(), "no such key") {
+		if noSuchKey(err) {
 			return "0-0", nil
 		}
 		return "", fmt.Errorf("read the group of queue %q: %w", q.Name, err)
@@ -83,7 +83,7 @@ func PendingAfter(ctx context.Context, rdb redis.Cmdable, q keys.Queue, after st
 	}
 	ps, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.Stream(), Group: keys.Group, Start: start, End: "+", Count: int64(count)}).Result()
 	if err != nil {
-		if strings.Contains(err.Error(), "NOGROUP") || isNoSuchKey(err) {
+		if strings.Contains(err.Error(), "NOGROUP") || noSuchKey(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("read the running tasks of queue %q: %w", q.Name, err)
@@ -223,7 +223,7 @@ func ScheduledAt(ctx context.Context, rdb redis.Cmdable, q keys.Queue, key strin
 func PendingEntry(ctx context.Context, rdb redis.Cmdable, q keys.Queue, id string) (p PendingTask, ok bool, err error) {
 	ps, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.Stream(), Group: keys.Group, Start: id, End: id, Count: 1}).Result()
 	if err != nil {
-		if strings.Contains(err.Error(), "NOGROUP") || isNoSuchKey(err) {
+		if strings.Contains(err.Error(), "NOGROUP") || noSuchKey(err) {
 			return PendingTask{}, false, nil
 		}
 		return PendingTask{}, false, fmt.Errorf("read the lease of %s: %w", keys.TaskID(q.Name, id), err)
@@ -242,4 +242,34 @@ func ZMembers(ctx context.Context, rdb redis.Cmdable, key string) ([]string, err
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	}
 	return ms, nil
+}
+
+// noSuchKey reports Redis' answer to a stream command on a key that does
+// not exist.
+func noSuchKey(err error) bool { return err != nil && strings.Contains(err.Error(), "no such key") }
+
+// InSets reports, in one pipeline, which of members are in each of the
+// sorted sets sets (out[i][j]: member j in set i).
+func InSets(ctx context.Context, rdb redis.Cmdable, sets []string, members []string) ([][]bool, error) {
+	cmds := make([][]*redis.FloatCmd, len(sets))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range sets {
+			cmds[i] = make([]*redis.FloatCmd, len(members))
+			for j, m := range members {
+				cmds[i][j] = p.ZScore(ctx, s, m)
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read sorted sets: %w", err)
+	}
+	out := make([][]bool, len(sets))
+	for i := range sets {
+		out[i] = make([]bool, len(members))
+		for j, c := range cmds[i] {
+			out[i][j] = c.Err() == nil
+		}
+	}
+	return out, nil
 }
