@@ -84,6 +84,20 @@ type TaskInfo struct {
 	Why string `json:"why,omitempty"`
 	// History is the task's earlier attempts, oldest first, where kept.
 	History []AttemptInfo `json:"history,omitempty"`
+
+	// Worker is the consumer name of the worker that holds a running task.
+	Worker string `json:"worker,omitempty"`
+	// Deliveries counts the deliveries of a running task's current entry
+	// (more than 1: taken over after a worker died or lost the lease).
+	Deliveries int `json:"deliveries,omitempty"`
+	// LeasedAt is when a running task's lease was last taken or renewed:
+	// its delivery, or its worker's last heartbeat (Redis keeps no other
+	// start time of a running entry, so StartedAt stays zero for it).
+	LeasedAt time.Time `json:"leased_at,omitzero"`
+
+	rateTurn int64  // the envelope's rate turn (held by a rate)
+	parked   int    // the envelope's hand-backs for want of a handler
+	prev     string // the task or group a continuation continues
 }
 
 // AttemptInfo is one ended attempt of a task.
@@ -136,47 +150,51 @@ type WorkerInfo struct {
 
 // Tasks lists one page of queue's tasks in opts.State.
 func (i *Inspector) Tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
-	return TaskPage{}, errNotYet
+	return i.tasks(ctx, queue, opts)
 }
 
 // Task returns one task, by id (<queue>/<key>), with its history.
 func (i *Inspector) Task(ctx context.Context, id string) (TaskInfo, error) {
-	return TaskInfo{}, errNotYet
+	return i.task(ctx, id)
 }
 
 // Pause stops every worker fetching from queue within 1 s; enqueue is
 // still accepted and running tasks finish.
-func (i *Inspector) Pause(ctx context.Context, queue string) error { return errNotYet }
+func (i *Inspector) Pause(ctx context.Context, queue string) error {
+	return i.setPaused(ctx, queue, true)
+}
 
 // Resume undoes Pause.
-func (i *Inspector) Resume(ctx context.Context, queue string) error { return errNotYet }
+func (i *Inspector) Resume(ctx context.Context, queue string) error {
+	return i.setPaused(ctx, queue, false)
+}
 
 // RetryDead moves queue's dead tasks (of kind, or all when kind is "") back
 // into the queue; it returns how many it moved.
 func (i *Inspector) RetryDead(ctx context.Context, queue, kind string) (int, error) {
-	return 0, errNotYet
+	return i.retryDead(ctx, queue, kind)
 }
 
 // PurgeDead deletes queue's dead tasks (of kind, or all when kind is "");
 // it returns how many it deleted.
 func (i *Inspector) PurgeDead(ctx context.Context, queue, kind string) (int, error) {
-	return 0, errNotYet
+	return i.purgeDead(ctx, queue, kind)
 }
 
 // CancelAll cancels every task of queue in state (waiting, scheduled,
 // retrying, held or running); it returns how many it cancelled.
 func (i *Inspector) CancelAll(ctx context.Context, queue string, state State) (int, error) {
-	return 0, errNotYet
+	return i.cancelAll(ctx, queue, state)
 }
 
 // Groups lists the groups homed in queue ("" for every queue), newest
 // first.
 func (i *Inspector) Groups(ctx context.Context, queue string) ([]GroupInfo, error) {
-	return nil, errNotYet
+	return i.groups(ctx, queue)
 }
 
 // Repeats lists every Repeat schedule.
-func (i *Inspector) Repeats(ctx context.Context) ([]RepeatInfo, error) { return nil, errNotYet }
+func (i *Inspector) Repeats(ctx context.Context) ([]RepeatInfo, error) { return i.repeats(ctx) }
 
 // Workers lists the live workers; one that died drops out within its lease.
-func (i *Inspector) Workers(ctx context.Context) ([]WorkerInfo, error) { return nil, errNotYet }
+func (i *Inspector) Workers(ctx context.Context) ([]WorkerInfo, error) { return i.workers(ctx) }

@@ -65,6 +65,7 @@ func (w *Worker) run(j *job) *outcome {
 	}
 	w.reportStart(j)
 	start := time.Now()
+	started := w.clock.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
 	took := time.Since(start)
 	cause := context.Cause(j.ctx)
@@ -103,6 +104,7 @@ func (w *Worker) run(j *job) *outcome {
 		err = fmt.Errorf("attempt timed out after %v: %w", time.Duration(j.env.TimeoutMs)*time.Millisecond, err)
 	}
 	msg := err.Error()
+	w.keepAttempt(j, started, msg)
 	var perm *PermanentError
 	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
 		w.report(j, EventDead, took, 0, err)

@@ -46,8 +46,17 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 				continue
 			}
 		}
+		qs := w.activeQueues()
+		if len(qs) == 0 {
+			// Every queue is paused: wait for a change.
+			w.release(n)
+			if !w.waitResume(ctx) {
+				return
+			}
+			continue
+		}
 		sent := time.Now()
-		got, err := w.read(ctx, n, block)
+		got, err := w.read(ctx, qs, n, block)
 		if err != nil {
 			w.release(n)
 			if ctx.Err() != nil {
@@ -102,9 +111,10 @@ func pause(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (w *Worker) read(ctx context.Context, n int, block time.Duration) ([]delivered, error) {
-	if len(w.queues) > 1 {
-		order := w.order()
+// read reads new entries of qs (the queues not paused).
+func (w *Worker) read(ctx context.Context, qs []*queue, n int, block time.Duration) ([]delivered, error) {
+	if len(qs) > 1 {
+		order := w.order(qs)
 		for _, q := range order {
 			got, err := w.readGroup(ctx, []*queue{q}, n, -1)
 			if err != nil || len(got) > 0 {
@@ -117,19 +127,19 @@ func (w *Worker) read(ctx context.Context, n int, block time.Duration) ([]delive
 			return w.readGroup(ctx, order[:1], n, min(block, crossSlotBlock))
 		}
 	}
-	return w.readGroup(ctx, w.queues, n, block)
+	return w.readGroup(ctx, qs, n, block)
 }
 
 // crossSlotBlock bounds each blocking read when the queues live in different
 // Redis Cluster slots and are read one at a time.
 const crossSlotBlock = 100 * time.Millisecond
 
-// order returns the queues in the order one fetch tries them.
-func (w *Worker) order() []*queue {
-	if len(w.queues) == 1 || w.cfg.StrictPriority {
-		return w.queues
+// order returns the queues qs in the order one fetch tries them.
+func (w *Worker) order(qs []*queue) []*queue {
+	if len(qs) == 1 || w.cfg.StrictPriority {
+		return qs
 	}
-	rest := append([]*queue(nil), w.queues...)
+	rest := append([]*queue(nil), qs...)
 	out := make([]*queue, 0, len(rest))
 	for len(rest) > 0 {
 		total := 0
@@ -179,12 +189,16 @@ func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.D
 // dispatchAll dispatches entries holding n slots already. An entry beyond
 // those (a read over several queues returns up to n per queue) takes a free
 // slot if there is one, else goes straight back to its queue. Entries read
-// after ctx ended (a blocking read outlives its ctx) are handed back too. It
-// returns how many of the n slots it used.
+// after ctx ended (a blocking read outlives its ctx) are handed back too,
+// and so are entries of a queue paused since the read was sent (or taken
+// over from a dead worker while it is paused): straight back into the
+// stream, fenced by their tokens, so that no task of a paused queue starts
+// once this worker knows of the pause. It returns how many of the n slots
+// it used.
 func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent time.Time) int {
 	used := 0
 	for _, d := range got {
-		handBack, holds := ctx.Err() != nil, true
+		handBack, holds := ctx.Err() != nil || w.isPaused(d.q), true
 		if used < n {
 			used++
 		} else {

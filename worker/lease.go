@@ -64,6 +64,10 @@ func (w *Worker) controlLoop(ctx context.Context) {
 		if q == nil {
 			continue
 		}
+		if m.Payload == keys.PauseNotice {
+			w.pauseNotice()
+			continue
+		}
 		k := jobKey{q.keys.Name, m.Payload}
 		w.inflightMu.Lock()
 		j := w.inflight[k]

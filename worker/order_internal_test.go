@@ -15,7 +15,7 @@ func TestOrderFollowsWeights(t *testing.T) {
 	first := map[string]int{}
 	const n = 7000
 	for i := 0; i < n; i++ {
-		o := w.order()
+		o := w.order(w.queues)
 		if len(o) != 2 || o[0] == o[1] {
 			t.Fatalf("got order %v; want both queues once", o)
 		}
@@ -27,7 +27,7 @@ func TestOrderFollowsWeights(t *testing.T) {
 	}
 	w.cfg.StrictPriority = true
 	w.queues[0], w.queues[1] = w.queues[1], w.queues[0]
-	if o := w.order(); o[0] != w.queues[0] {
+	if o := w.order(w.queues); o[0] != w.queues[0] {
 		t.Fatal("strict priority must keep the configured order")
 	}
 }

@@ -6,14 +6,15 @@ package worker
 //   - intake (a loops, started by Start, stopped first by shutdown):
 //     fetchLoop, which reads new entries, takes over expired and lost ones
 //     (reclaim, adopt) and dispatches them; forwardLoop and housekeepLoop
-//     (maintain.go). Its ctx ends when the worker stops.
+//     (maintain.go); pauseLoop (pause.go). Its ctx ends when the worker
+//     stops.
 //   - execs: one goroutine per job that runs a handler (exec), started by
 //     dispatch; shutdown waits for them, or, its ctx ended first, cancels
 //     them and hands their tasks back.
 //   - support (a loops, started by Start, stopped by shutdown once no
 //     handler runs, so that every outcome was handed to it): the
 //     completers, heartbeatLoop (which owns and waits for its rounds'
-//     goroutines), watchdogLoop and controlLoop. Its ctx ending (quit) tells
+//     goroutines), watchdogLoop, controlLoop and registryLoop. Its ctx ending (quit) tells
 //     them to record what is queued and return.
 //
 // No other goroutine outlives the call that starts it.
@@ -76,6 +77,9 @@ type Worker struct {
 
 	keep    *maintain.Keeper // forwarding and housekeeping of the queues
 	fwdWake chan struct{}
+
+	pause pauseState // the queues paused now (pause.go)
+	reg   registry   // the worker's registration (registry.go)
 
 	intake   loops          // fetch, forwarding, housekeeping
 	execs    sync.WaitGroup // running handlers
@@ -231,6 +235,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.ctl = ctl
 	w.started = time.Now()
+	if err := w.initPause(ctx); err != nil {
+		_ = ctl.Close()
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.initRegistry(ctx)
 	w.slots = make(chan struct{}, w.cfg.Concurrency)
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}
@@ -243,6 +252,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.support.run(w.heartbeatLoop)
 	w.support.run(w.watchdogLoop)
 	w.support.run(w.controlLoop)
+	w.support.run(w.registryLoop)
+	w.intake.run(w.pauseLoop)
 	w.intake.run(w.fetchLoop)
 	w.intake.run(w.forwardLoop)
 	w.intake.run(w.housekeepLoop)
@@ -318,6 +329,7 @@ func (w *Worker) shutdown(ctx context.Context, cancelNow bool) error {
 	w.support.cancel()
 	_ = w.ctl.Close() // ends controlLoop's Receive
 	w.support.wait()
+	w.unregister()
 	w.eng.Close()
 	return err
 }

@@ -236,6 +236,8 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"batchflush":  script.BatchFlush,
 		"batchend":    script.BatchEnd,
 		"batchabort":  script.BatchAbort,
+		"workerreg":   script.WorkerReg,
+		"groupprune":  script.GroupPrune,
 		"groupmk":     script.GroupMk,
 		"qstats":      script.QStats,
 	} {

@@ -29,6 +29,55 @@ type Envelope struct {
 	RatePerUs   int64
 	RateTurn    int64  // the turn (Redis µs) the rate limiter gave this task when it refused it
 	Partition   string // partition key: tasks of one key run one at a time, in order
+	// EnqueuedMs is when the task was enqueued, Unix ms in Redis time; 0
+	// when not kept: an auto-keyed task's key is its first entry id, which
+	// tells.
+	EnqueuedMs int64
+	// History is the task's attempts that failed, oldest first: the last
+	// MaxHistory of them (AppendAttempt).
+	History []Attempt
+}
+
+// Attempt is one ended attempt of a task, as its envelope keeps it.
+type Attempt struct {
+	Attempt    int
+	StartedMs  int64 // Unix ms, Redis time (the worker's estimate)
+	FinishedMs int64
+	Error      string // at most MaxHistoryError bytes
+	Worker     string // the worker's name
+}
+
+// Bounds of an envelope's History.
+const (
+	MaxHistory      = 10   // attempts kept
+	MaxHistoryError = 1024 // bytes of each attempt's error kept
+	maxHistoryName  = 256  // bytes of each attempt's worker name kept
+)
+
+// AppendAttempt adds a to e's History, dropping the oldest attempts past
+// MaxHistory and cutting a's error and worker name to their bounds (at a
+// UTF-8 boundary).
+func (e *Envelope) AppendAttempt(a Attempt) {
+	a.Error = cut(a.Error, MaxHistoryError)
+	a.Worker = cut(a.Worker, maxHistoryName)
+	h := make([]Attempt, 0, min(len(e.History)+1, MaxHistory))
+	if len(e.History) >= MaxHistory {
+		h = append(h, e.History[len(e.History)-MaxHistory+1:]...)
+	} else {
+		h = append(h, e.History...)
+	}
+	e.History = append(h, a)
+}
+
+// cut returns s cut to at most n bytes, not splitting a UTF-8 sequence.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	return s[:n]
 }
 
 // MaxRetainMs bounds an envelope's RetainMs: 2^53-1 ms (some 285,000
@@ -39,13 +88,15 @@ const MaxRetainMs = 1<<53 - 1
 
 const (
 	envelopeFields = 9  // always present
-	envelopeAll    = 21 // with the optional ones
+	envelopeAll    = 23 // with the optional ones
+	attemptFields  = 5  // of each History entry
 )
 
 // AppendEnvelope appends the encoding of e to b. It does not allocate beyond
 // growing b.
 func AppendEnvelope(b []byte, e *Envelope) []byte {
-	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != "" || e.RateKey != "" || e.Partition != ""
+	full := e.DeadlineMs != 0 || len(e.Meta) > 0 || e.TraceParent != "" || e.TraceState != "" || e.Parent != "" || e.Prev != "" || e.Group != "" || e.RateKey != "" || e.Partition != "" ||
+		e.EnqueuedMs != 0 || len(e.History) > 0
 	if full {
 		b = appendArrayLen(b, envelopeAll)
 	} else {
@@ -78,6 +129,16 @@ func AppendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendInt(b, e.RatePerUs)
 	b = appendInt(b, e.RateTurn)
 	b = appendStr(b, e.Partition)
+	b = appendInt(b, e.EnqueuedMs)
+	b = appendArrayLen(b, len(e.History))
+	for _, a := range e.History {
+		b = appendArrayLen(b, attemptFields)
+		b = appendInt(b, int64(a.Attempt))
+		b = appendInt(b, a.StartedMs)
+		b = appendInt(b, a.FinishedMs)
+		b = appendStr(b, a.Error)
+		b = appendStr(b, a.Worker)
+	}
 	return b
 }
 
@@ -131,13 +192,46 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	if n >= 20 {
 		e.RateTurn = r.int()
 	}
-	if n >= envelopeAll {
+	if n >= 21 {
 		e.Partition = r.str()
+	}
+	if n >= 22 {
+		e.EnqueuedMs = r.int()
+	}
+	if n >= envelopeAll {
+		if m := r.arrayLen(); m > 0 && r.err == nil {
+			if m > MaxHistory {
+				r.fail(fmt.Sprintf("a history of at most %d attempts", MaxHistory))
+			} else {
+				e.History = make([]Attempt, m)
+				for i := range e.History {
+					e.History[i] = r.attempt()
+				}
+			}
+		}
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("envelope: %v: %w", r.err, ErrMalformed)
 	}
 	return e, nil
+}
+
+// attempt decodes one History entry: an array of at least attemptFields
+// values (fields past them, from a newer writer, are skipped).
+func (r *reader) attempt() Attempt {
+	n := r.arrayLen()
+	if r.err != nil {
+		return Attempt{}
+	}
+	if n < attemptFields {
+		r.fail(fmt.Sprintf("an attempt of at least %d fields", attemptFields))
+		return Attempt{}
+	}
+	a := Attempt{Attempt: int(r.int()), StartedMs: r.int(), FinishedMs: r.int(), Error: r.str(), Worker: r.str()}
+	for i := attemptFields; i < n && r.err == nil; i++ {
+		r.skip()
+	}
+	return a
 }
 
 // reader decodes the few msgpack types an envelope uses, from input the gate
@@ -312,5 +406,79 @@ func appendInt(b []byte, v int64) []byte {
 	default:
 		u := uint64(v)
 		return append(b, 0xd3, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	}
+}
+
+// skip passes over one value of any type, from input the gate has already
+// checked (so its nesting is bounded).
+func (r *reader) skip() {
+	c := r.byte()
+	if r.err != nil {
+		return
+	}
+	switch {
+	case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+	case c&0xf0 == 0x80:
+		for i := 0; i < 2*int(c&0x0f) && r.err == nil; i++ {
+			r.skip()
+		}
+	case c&0xf0 == 0x90:
+		for i := 0; i < int(c&0x0f) && r.err == nil; i++ {
+			r.skip()
+		}
+	case c&0xe0 == 0xa0:
+		r.raw(int(c & 0x1f))
+	case c == 0xcc || c == 0xd0:
+		r.raw(1)
+	case c == 0xcd || c == 0xd1:
+		r.raw(2)
+	case c == 0xce || c == 0xd2 || c == 0xca:
+		r.raw(4)
+	case c == 0xcf || c == 0xd3 || c == 0xcb:
+		r.raw(8)
+	case c == 0xd4:
+		r.raw(2)
+	case c == 0xd5:
+		r.raw(3)
+	case c == 0xd6:
+		r.raw(5)
+	case c == 0xd7:
+		r.raw(9)
+	case c == 0xd8:
+		r.raw(17)
+	case c == 0xc4 || c == 0xd9:
+		r.raw(int(r.uint(1)))
+	case c == 0xc5 || c == 0xda:
+		r.raw(int(r.uint(2)))
+	case c == 0xc6 || c == 0xdb:
+		r.raw(int(r.uint(4)))
+	case c == 0xc7:
+		r.raw(int(r.uint(1)) + 1)
+	case c == 0xc8:
+		r.raw(int(r.uint(2)) + 1)
+	case c == 0xc9:
+		r.raw(int(r.uint(4)) + 1)
+	case c == 0xdc || c == 0xdd:
+		var n int
+		if c == 0xdc {
+			n = int(r.uint(2))
+		} else {
+			n = int(r.uint(4))
+		}
+		for i := 0; i < n && r.err == nil; i++ {
+			r.skip()
+		}
+	case c == 0xde || c == 0xdf:
+		var n int
+		if c == 0xde {
+			n = int(r.uint(2))
+		} else {
+			n = int(r.uint(4))
+		}
+		for i := 0; i < 2*n && r.err == nil; i++ {
+			r.skip()
+		}
+	default:
+		r.fail("a msgpack value")
 	}
 }

@@ -535,5 +535,6 @@ func TestResendConformance(t *testing.T) {
 	rows = append(rows, partitionRows()...)
 	rows = append(rows, batchRows()...)
 	rows = append(rows, limitRows()...)
+	rows = append(rows, inspectRows()...)
 	RunTable(t, rows)
 }

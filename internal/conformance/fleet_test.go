@@ -676,7 +676,7 @@ func (f *fleetRun) specsOf(n int) []client.Spec {
 // lost is resent, and must leave the state a clean run leaves; a handler
 // runs no more often than without the fault, a lease is kept.
 func TestResendConformanceFleet(t *testing.T) {
-	runFleet(t, append(append(append(workerRows(), limitFleetRows()...), fetchRows()...), coordinatorRows()...))
+	runFleet(t, append(append(append(append(workerRows(), limitFleetRows()...), fetchRows()...), coordinatorRows()...), registryRows()...))
 }
 
 const (

@@ -80,6 +80,7 @@ type extra struct {
 	spread    bool   // a member whose due time the pattern chose (Spread)
 	rateN     int    // a carried rate limit (patterns.Throttle)
 	ratePerUs int64
+	template  bool // a template scripts copy later (Template): not stamped
 }
 
 // prepare checks and encodes one task. A ctx of a running handler makes the
@@ -231,6 +232,12 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	if len(payload) > e.cfg.MaxPayloadBytes {
 		return prepared{}, fmt.Errorf("enqueue %s: args encode to %d bytes, limit %d: %w", kind, len(payload), e.cfg.MaxPayloadBytes, ErrPayloadTooLarge)
 	}
+	var enqueuedMs int64
+	if opts.ID != "" && !x.template {
+		// A keyed task's entry id does not tell when it was enqueued.
+		e.clock.Refresh(ctx, e.rdb, clockRefresh)
+		enqueuedMs = e.clock.Now().UnixMilli()
+	}
 	env := codec.AppendEnvelope(make([]byte, 0, len(payload)+len(kind)+len(opts.ID)+48), &codec.Envelope{
 		Key:         opts.ID,
 		Kind:        kind,
@@ -250,6 +257,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 		RateN:       x.rateN,
 		RatePerUs:   x.ratePerUs,
 		Partition:   opts.PartitionKey,
+		EnqueuedMs:  enqueuedMs,
 	})
 	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent}, nil
 }

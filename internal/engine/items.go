@@ -213,7 +213,7 @@ func (e *Engine) Template(ctx context.Context, args Args, opts *Opts, key string
 		cp.ID = key
 		opts = &cp
 	}
-	p, err := e.prepare(detached{ctx}, args, opts, extra{})
+	p, err := e.prepare(detached{ctx}, args, opts, extra{template: true})
 	if err != nil {
 		return "", nil, err
 	}

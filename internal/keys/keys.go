@@ -374,3 +374,25 @@ const (
 	// interval.
 	HousekeepClaim = Prefix + ":{coord}:hk"
 )
+
+// Issue 15: the inspector's tasks, control and fleet views.
+
+// Groups is the sorted set of the ids of the groups homed in the queue
+// (their own ids, not the public ones), scored by when each was created
+// (Unix ms, Redis time). groupnew.lua adds a group; a reader drops the ids
+// whose group hash is gone (it expired with its retention).
+func (q Queue) Groups() string { return q.tag + "groups" }
+
+// PauseNotice is the message published on a queue's control channel when
+// its pause flag was set or deleted: workers read the flag again at once
+// instead of at their next poll. No entry id has this form.
+const PauseNotice = "~pause"
+
+// WorkerIndex is the sorted set of the names of the registered workers,
+// scored by when each one's registration expires (Unix ms, Redis time).
+const WorkerIndex = Prefix + ":{coord}:workers"
+
+// Worker is the hash in which the worker named name registers itself
+// (name, host, pid, queues, concurrency, running, paused, started, last
+// heartbeat); it expires unless the worker refreshes it.
+func Worker(name string) string { return Prefix + ":{coord}:w:" + name }

@@ -1,13 +1,16 @@
 -- groupnew.lua: creates a group (fork/join, InvokeAll) in its home queue's
 -- slot, open (the sentinel member "~open" keeps it from ending) until
 -- groupend.lua seals it once every member was added and enqueued.
--- KEYS[1]  group hash, KEYS[2] its open-member set
+-- KEYS[1]  group hash, KEYS[2] its open-member set, KEYS[3] the home
+--          queue's index of groups (inspect.Groups)
 -- ARGV[1]  number of members, ARGV[2] '1' fail fast, ARGV[3] InvokeAll limit
 --          (0: none), ARGV[4] retention ms, ARGV[5] public id of the group
 --          this one is a member of (''), ARGV[6] its member name there,
 --          ARGV[7] how long a group never sealed is kept, ms (its creator
 --          failed and nobody completed the call), ARGV[8] nonce: the
---          incarnation its members' derived keys carry
+--          incarnation its members' derived keys carry, ARGV[9] the
+--          group's own id, ARGV[10] how many groups the index keeps (the
+--          newest; readers drop the ids of groups that expired)
 -- Returns: {'new' | 'open' (it exists and was never sealed: a call that
 -- failed halfway, to be completed) | 'sealed' (it exists, complete), the
 -- group's nonce}.
@@ -20,6 +23,8 @@ redis.call('HSET', KEYS[1], 'st', 'running', 'n', ARGV[1], 'ok', 0, 'bad', 0,
   'ff', ARGV[2], 'lim', ARGV[3], 'free', ARGV[3], 'ret', ARGV[4],
   'pg', ARGV[5], 'pm', ARGV[6], 'at', now_ms(), 'nc', ARGV[8])
 redis.call('SADD', KEYS[2], '~open')
+redis.call('ZADD', KEYS[3], now_ms(), ARGV[9])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[10]) - 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 return {'new', ARGV[8]}

@@ -103,6 +103,10 @@ var (
 	batchEndSrc string
 	//go:embed batchabort.lua
 	batchAbortSrc string
+	//go:embed workerreg.lua
+	workerRegSrc string
+	//go:embed groupprune.lua
+	groupPruneSrc string
 	//go:embed groupmk.lua
 	groupMkSrc string
 	//go:embed qstats.lua
@@ -165,8 +169,10 @@ var (
 	BatchEnd   = newScript(batchEndSrc)
 	BatchAbort = newScript(batchAbortSrc)
 
-	GroupMk = newScript(groupMkSrc)
-	QStats  = newScript(qStatsSrc)
+	WorkerReg  = newScript(workerRegSrc)
+	GroupPrune = newScript(groupPruneSrc)
+	GroupMk    = newScript(groupMkSrc)
+	QStats     = newScript(qStatsSrc)
 )
 
 // newScript puts the shared helpers of lib.lua in front of a script's body.
@@ -177,7 +183,7 @@ var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward,
 	JoinTTL, KidsAdd,
 	LimAcquire, LimWait, LimRelease, Wake, RateLimit, CompareDel, Claim, DueMark, DueUpdate,
 	RepDeclare, RepFire, RepRemove, RepMove, RepIndex, PartStep, PartTake, PartAppend, PartDone, BatchAdd, BatchFlush, BatchEnd, BatchAbort,
-	GroupMk, QStats}
+	WorkerReg, GroupPrune, GroupMk, QStats}
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).

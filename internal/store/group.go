@@ -62,8 +62,8 @@ func NewGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef, s GroupSetting
 	if s.FailFast {
 		ff = "1"
 	}
-	v, err := script.GroupNew.Run(ctx, rdb, []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID)},
-		s.Members, ff, s.Limit, s.RetainMs, s.Parent, s.ParentEntry, UnsealedTTL.Milliseconds(), nonce).StringSlice()
+	v, err := script.GroupNew.Run(ctx, rdb, []string{g.Home.Group(g.ID), g.Home.GroupOpen(g.ID), g.Home.Groups()},
+		s.Members, ff, s.Limit, s.RetainMs, s.Parent, s.ParentEntry, UnsealedTTL.Milliseconds(), nonce, g.ID, GroupIndexCap).StringSlice()
 	if err != nil {
 		return "", "", fmt.Errorf("create group %s: %w", g, err)
 	}

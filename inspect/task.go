@@ -1,0 +1,110 @@
+package inspect
+
+import (
+	"context"
+	"time"
+
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// task reads one task in whatever state it is (Task): its state as the
+// client's Task handle reads it (state.lua, read only), then what its
+// state needs besides: the lease of a running task, the due time and the
+// reason of a scheduled one.
+func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
+	qn, key, err := keys.SplitTaskID(id)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	q := keys.ForQueue(qn)
+	v := &view{i: i, q: q}
+	ts, err := store.State(ctx, i.rdb, q, key, "")
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	t := TaskInfo{ID: id, Queue: qn, Attempt: ts.Attempt, LastError: ts.Error}
+	if ts.Envelope != nil {
+		if env, err := codec.DecodeEnvelope(ts.Envelope); err == nil {
+			a := t.Attempt
+			fill(&t, env)
+			if a > 0 && ts.State != "retrying" {
+				t.Attempt = a
+			}
+		} else {
+			t.Why = "malformed envelope: " + err.Error()
+		}
+	}
+	if ts.FinishedMs > 0 {
+		t.FinishedAt = time.UnixMilli(ts.FinishedMs)
+	}
+	if t.EnqueuedAt.IsZero() {
+		if keys.IsEntryID(key) {
+			t.EnqueuedAt = idTime(key)
+		} else if ts.EntryID != "" {
+			t.EnqueuedAt = idTime(ts.EntryID)
+		}
+	}
+	switch ts.State {
+	case "":
+		t.State = StateUnknown
+	case "succeeded":
+		t.State = StateSucceeded
+		if len(ts.Result) > 0 {
+			t.Result = toJSON(ts.Result)
+		}
+	case "cancelled":
+		t.State = StateCancelled
+	case "dead":
+		t.State = StateDead
+	case "running":
+		t.State = StateRunning
+		t.Deliveries = int(ts.Deliveries)
+		p, ok, err := store.PendingEntry(ctx, i.rdb, q, ts.EntryID)
+		if err != nil {
+			return TaskInfo{}, err
+		}
+		if ok {
+			now, err := store.Time(ctx, i.rdb)
+			if err != nil {
+				return TaskInfo{}, err
+			}
+			t.Worker = p.Consumer
+			t.LeasedAt = now.Add(-time.Duration(p.IdleMs) * time.Millisecond)
+		}
+	case "pending":
+		t.State = StateWaiting
+		t.Why = v.whyWaits(ctx, t.Kind)
+	case "scheduled", "retrying":
+		due, ok, err := store.ScheduledAt(ctx, i.rdb, q, key)
+		if err != nil {
+			return TaskInfo{}, err
+		}
+		if ok {
+			t.NextRunAt = time.UnixMilli(due)
+		}
+		if err := v.classify(ctx, &t, key); err != nil {
+			return TaskInfo{}, err
+		}
+	case "waiting":
+		rs, err := store.TaskRecords(ctx, i.rdb, q, []string{key})
+		if err != nil {
+			return TaskInfo{}, err
+		}
+		switch {
+		case rs[0].Part != "":
+			t.State, t.Partition = StateHeld, rs[0].Part
+			t.Why = "waiting for the tasks before it of partition key " + rs[0].Part
+		case t.prev != "":
+			t.State, t.Why = StateWaiting, "starts once "+t.prev+" ended"
+		case t.Group != "":
+			t.State, t.Why = StateHeld, "held by "+t.Group+" until it has a free slot"
+		default:
+			t.State = StateWaiting
+		}
+	default:
+		t.State = State(ts.State)
+	}
+	return t, nil
+}
