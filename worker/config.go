@@ -116,6 +116,10 @@ type Config struct {
 	// Observers receive the worker's task events (see Event), in order.
 	// Defaults to none.
 	Observers []Observer
+
+	// Middleware wraps every handler (see Middleware), the first
+	// outermost; Worker.Use adds more inside them. Defaults to none.
+	Middleware []Middleware
 }
 
 var workerSeq atomic.Int64
@@ -194,6 +198,11 @@ func (c *Config) validate() error {
 			if n < 1 {
 				return fmt.Errorf("worker: Config.%s[%q] is %d, must be at least 1", l.what, name, n)
 			}
+		}
+	}
+	for i, m := range c.Middleware {
+		if m == nil {
+			return fmt.Errorf("worker: Config.Middleware[%d] is nil", i)
 		}
 	}
 	if err := validateRates(c.RateLimits); err != nil {

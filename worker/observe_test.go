@@ -296,7 +296,7 @@ func TestObserverParks(t *testing.T) {
 	// for the next token, about an hour.
 	var rated []*client.Handle
 	for range 2 {
-		h, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue, RateKey: "obs:x"})
+		h, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue, RateKey: "obs:" + b.queue})
 		if err != nil {
 			t.Fatal(err)
 		}

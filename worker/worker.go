@@ -52,6 +52,7 @@ type Worker struct {
 	mu       sync.Mutex
 	state    int
 	handlers map[string]handlerFunc
+	mws      []Middleware // added by Use
 
 	queues  []*queue
 	byName  map[string]*queue
@@ -211,6 +212,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	if len(w.handlers) == 0 {
 		return errors.New("worker: no handlers registered; call worker.Handle before Start")
 	}
+	handlers, err := w.wrapHandlers()
+	if err != nil {
+		return err
+	}
 	for _, q := range w.queues {
 		if err := store.EnsureGroup(ctx, w.rdb, q.keys); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -236,6 +241,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.slots <- struct{}{}
 	}
 	w.results = make(chan *outcome, w.cfg.Concurrency)
+	w.handlers = handlers
 
 	for i := 0; i < completers; i++ {
 		w.support.run(w.completeLoop)
