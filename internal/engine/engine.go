@@ -38,6 +38,11 @@ type Config struct {
 	DefaultMaxAttempts int
 	Retention          time.Duration
 	MaxPayloadBytes    int
+
+	// Hook, if set, sees each task before it is checked: o is a copy of its
+	// options (Queue set, Meta a map of its own) that it may change; an
+	// error refuses the task (client.Config.EnqueueHooks).
+	Hook func(ctx context.Context, args Args, o *Opts) error
 }
 
 // Defaults of Config, applied by client.Config and by the workers' engine.

@@ -96,6 +96,15 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	if err := keys.ValidateName("kind", kind); err != nil {
 		return prepared{}, fmt.Errorf("enqueue %T: %w", args, err)
 	}
+	if e.cfg.Hook != nil {
+		if opts.Queue == "" {
+			opts.Queue = e.cfg.DefaultQueue
+		}
+		opts.Meta = maps.Clone(opts.Meta)
+		if err := e.cfg.Hook(ctx, args, &opts); err != nil {
+			return prepared{}, fmt.Errorf("enqueue %s: refused by the enqueue hook: %w", kind, err)
+		}
+	}
 	if opts.Queue == "" {
 		opts.Queue = e.cfg.DefaultQueue
 	} else if err := keys.ValidateName("queue", opts.Queue); err != nil {
