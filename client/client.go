@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
@@ -50,6 +51,13 @@ type Config struct {
 	// tasks), as bad input does: errors.Is finds the hook's error.
 	// Defaults to none.
 	EnqueueHooks []EnqueueHook
+
+	// TracerProvider makes the OpenTelemetry producer span of each Enqueue
+	// and EnqueueMany call ("send <queue>"), whose trace context the tasks
+	// carry to their workers' consumer spans (see the package doc).
+	// Defaults to otel.GetTracerProvider(): no spans until an SDK is
+	// installed.
+	TracerProvider trace.TracerProvider
 }
 
 // EnqueueHook sees a task on its way to Redis (see Config.EnqueueHooks). It
@@ -167,6 +175,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Client, 
 		Retention:          c.Retention,
 		MaxPayloadBytes:    c.MaxPayloadBytes,
 		Hook:               enqueueHook(c.EnqueueHooks),
+		TracerProvider:     c.TracerProvider,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)

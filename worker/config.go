@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/maintain"
 )
@@ -120,6 +122,12 @@ type Config struct {
 	// Middleware wraps every handler (see Middleware), the first
 	// outermost; Worker.Use adds more inside them. Defaults to none.
 	Middleware []Middleware
+
+	// TracerProvider makes the OpenTelemetry consumer span around each
+	// attempt ("process <queue>"), a child of the producer span of the
+	// task's enqueue, linked to it; the handler's ctx carries it. Defaults
+	// to otel.GetTracerProvider(): no spans until an SDK is installed.
+	TracerProvider trace.TracerProvider
 }
 
 var workerSeq atomic.Int64

@@ -64,9 +64,11 @@ func (w *Worker) run(j *job) *outcome {
 		defer cancel()
 	}
 	w.reportStart(j)
+	ctx, span := w.startProcess(ctx, j)
 	start := time.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
 	took := time.Since(start)
+	endProcess(span, err)
 	cause := context.Cause(j.ctx)
 	switch {
 	case errors.Is(err, errRecorded):
