@@ -23,6 +23,10 @@ const (
 // enqueue, when one recorded), linked to it. The returned ctx carries the
 // span, so that the tasks the handler enqueues continue its trace.
 func (w *Worker) startProcess(ctx context.Context, j *job) (context.Context, trace.Span) {
+	tr, ok := w.tracers.Get()
+	if !ok {
+		return ctx, nil // no SDK: the task's context passes on as it came
+	}
 	pctx := ctx
 	var link trace.Link
 	if j.env.TraceParent != "" {
@@ -34,9 +38,9 @@ func (w *Worker) startProcess(ctx context.Context, j *job) (context.Context, tra
 	var sctx context.Context
 	var span trace.Span
 	if link.SpanContext.IsValid() {
-		sctx, span = w.tracer.Start(pctx, "process", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(link))
+		sctx, span = tr.Start(pctx, "process", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(link))
 	} else {
-		sctx, span = w.tracer.Start(pctx, "process", trace.WithSpanKind(trace.SpanKindConsumer))
+		sctx, span = tr.Start(pctx, "process", trace.WithSpanKind(trace.SpanKindConsumer))
 	}
 	if span.IsRecording() {
 		t := j.task()
@@ -55,8 +59,11 @@ func (w *Worker) startProcess(ctx context.Context, j *job) (context.Context, tra
 }
 
 // endProcess ends the consumer span of an attempt whose handler returned
-// err, recording it as the span's error.
+// err, recording it as the span's error; span nil is none.
 func endProcess(span trace.Span, err error) {
+	if span == nil {
+		return
+	}
 	if err != nil && !errors.Is(err, errRecorded) && span.IsRecording() {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

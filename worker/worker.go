@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
@@ -54,7 +53,7 @@ type Worker struct {
 	state    int
 	handlers map[string]handlerFunc
 	mws      []Middleware // added by Use
-	tracer   trace.Tracer
+	tracers  *engine.Tracers
 
 	queues  []*queue
 	byName  map[string]*queue
@@ -162,7 +161,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Worker, 
 			Retention:    c.Retention,
 		}),
 	}
-	w.tracer = engine.Tracer(c.TracerProvider)
+	w.tracers = engine.NewTracers(c.TracerProvider)
 	w.initLimits()
 	w.initRates()
 	names := make([]string, 0, len(c.Queues))

@@ -85,7 +85,7 @@ type Engine struct {
 	cfg    Config
 	comb   *combiner
 	hub    *hub
-	tracer trace.Tracer
+	tracers *Tracers
 
 	groups sync.Map    // queue names whose consumer group this engine ensured
 	clock  store.Clock // Redis time, for deadlines
@@ -117,7 +117,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	warnContextDeadlines(rdb, cfg.Logger)
 	e := &Engine{rdb: rdb, cfg: cfg, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
 	e.comb = e.newCombiner()
-	e.tracer = Tracer(cfg.TracerProvider)
+	e.tracers = NewTracers(cfg.TracerProvider)
 	if err := e.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("read redis time: %w", err)
 	}

@@ -292,12 +292,14 @@ func validTraceParent(s string) bool {
 func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, err error) {
 	ctx, span := e.startSend(ctx, opts)
 	var queues []string
-	defer func() { span.end(queues, []Ref{ref}, err) }()
+	defer func() { span.end(queues, ref, err) }()
 	p, err := e.prepare(ctx, args, opts, extra{send: span})
 	if err != nil {
 		return Ref{}, err
 	}
-	queues = []string{p.queue}
+	if span.records() {
+		queues = []string{p.queue}
+	}
 	h, err := e.comb.Do(ctx, p)
 	if err != nil {
 		return Ref{}, err
@@ -327,7 +329,13 @@ func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err
 	}
 	ctx, span := e.startSend(ctx, first)
 	var queues []string
-	defer func() { span.end(queues, refs, err) }()
+	defer func() {
+		var one Ref
+		if len(refs) == 1 {
+			one = refs[0]
+		}
+		span.end(queues, one, err)
+	}()
 	ps := make([]prepared, len(specs))
 	for i, s := range specs {
 		p, err := e.prepare(ctx, s.Args, s.Opts, extra{send: span})
@@ -336,9 +344,11 @@ func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err
 		}
 		ps[i] = p
 	}
-	queues = make([]string, len(ps))
-	for i, p := range ps {
-		queues[i] = p.queue
+	if span.records() {
+		queues = make([]string, len(ps))
+		for i, p := range ps {
+			queues[i] = p.queue
+		}
 	}
 	hs, err := e.send(ctx, ps)
 	if err != nil {

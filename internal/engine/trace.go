@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"reflect"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -25,13 +27,56 @@ const TracerName = "github.com/taskfleet/async"
 // MessagingSystem is the messaging.system attribute of the library's spans.
 const MessagingSystem = "async"
 
-// Tracer returns the library's tracer from tp, the global provider's when
-// tp is nil.
-func Tracer(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
+// Tracers picks the tracer of the library's spans: the configured
+// provider's, else the global provider's, or none while the global
+// provider is still the one otel starts with (no SDK installed), so that
+// the spans cost nothing until one is; one installed later is picked up.
+type Tracers struct {
+	fixed trace.Tracer
+	cur   atomic.Pointer[globalTracer]
+}
+
+type globalTracer struct {
+	tp trace.TracerProvider
+	t  trace.Tracer
+}
+
+// startProvider is the global provider otel starts with, nil if one was
+// installed before this package's init.
+var startProvider = func() trace.TracerProvider {
+	tp := otel.GetTracerProvider()
+	if reflect.TypeOf(tp).String() != "*global.tracerProvider" {
+		return nil
 	}
-	return tp.Tracer(TracerName)
+	return tp
+}()
+
+// NewTracers returns the Tracers of tp, or of the global provider when tp
+// is nil.
+func NewTracers(tp trace.TracerProvider) *Tracers {
+	t := &Tracers{}
+	if tp != nil {
+		t.fixed = tp.Tracer(TracerName)
+	}
+	return t
+}
+
+// Get returns the tracer to start a span with; ok is false when there is
+// none (no SDK installed).
+func (t *Tracers) Get() (tr trace.Tracer, ok bool) {
+	if t.fixed != nil {
+		return t.fixed, true
+	}
+	tp := otel.GetTracerProvider()
+	if tp == startProvider {
+		return nil, false
+	}
+	g := t.cur.Load()
+	if g == nil || g.tp != tp {
+		g = &globalTracer{tp: tp, t: tp.Tracer(TracerName)}
+		t.cur.Store(g)
+	}
+	return g.t, true
 }
 
 // FormatTraceParent returns sc as a W3C traceparent.
@@ -134,14 +179,21 @@ type sendSpan struct {
 }
 
 // startSend starts the producer span of an enqueue call whose first task
-// has opts. The returned ctx carries it.
+// has opts. The returned ctx carries it. With no tracer it starts none.
 func (e *Engine) startSend(ctx context.Context, opts *Opts) (context.Context, sendSpan) {
+	if _, ok := e.tracers.Get(); !ok {
+		return ctx, sendSpan{}
+	}
 	parent := traceParentOf(ctx, opts)
 	pctx := ctx
 	if parent.IsValid() && !parent.Equal(trace.SpanContextFromContext(ctx)) {
 		pctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 	}
-	sctx, span := e.tracer.Start(pctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
+	tr, ok := e.tracers.Get()
+	if !ok {
+		return ctx, sendSpan{}
+	}
+	sctx, span := tr.Start(pctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
 	s := sendSpan{span: span, parent: parent}
 	if sc := span.SpanContext(); sc.IsValid() && sc.SpanID() != parent.SpanID() {
 		s.sc = sc
@@ -150,10 +202,17 @@ func (e *Engine) startSend(ctx context.Context, opts *Opts) (context.Context, se
 	return ctx, s
 }
 
+// records reports whether the span records: only then does end need its
+// queues.
+func (s sendSpan) records() bool { return s.span != nil && s.span.IsRecording() }
+
 // end ends the span of a call that enqueued to queues (one per task, in
-// order; nil when it failed before they were known) the tasks refs, with
-// err.
-func (s sendSpan) end(queues []string, refs []Ref, err error) {
+// order; nil when it failed before they were known), with err; ref is
+// where its one task went, if it had one.
+func (s sendSpan) end(queues []string, ref Ref, err error) {
+	if s.span == nil {
+		return
+	}
 	if s.span.IsRecording() {
 		attrs := []attribute.KeyValue{
 			semconv.MessagingSystemKey.String(MessagingSystem),
@@ -165,8 +224,8 @@ func (s sendSpan) end(queues []string, refs []Ref, err error) {
 			attrs = append(attrs, semconv.MessagingDestinationName(q))
 			name = "send " + q
 		}
-		if len(queues) == 1 && len(refs) == 1 && refs[0].Key != "" {
-			attrs = append(attrs, semconv.MessagingMessageID(refs[0].ID()))
+		if len(queues) == 1 && ref.Key != "" {
+			attrs = append(attrs, semconv.MessagingMessageID(ref.ID()))
 		}
 		if len(queues) > 1 {
 			attrs = append(attrs, semconv.MessagingBatchMessageCount(len(queues)))
