@@ -81,11 +81,12 @@ func (c Config) WithDefaults() Config {
 // Engine prepares, sends, watches and reads tasks. It is safe for concurrent
 // use.
 type Engine struct {
-	rdb    redis.UniversalClient
-	cfg    Config
-	comb   *combiner
-	hub    *hub
-	tracers *Tracers
+	rdb  redis.UniversalClient
+	cfg  Config
+	comb *combiner
+	hub  *hub
+
+	tracers *Tracers // of the producer spans (trace.go)
 
 	groups sync.Map    // queue names whose consumer group this engine ensured
 	clock  store.Clock // Redis time, for deadlines
