@@ -98,7 +98,7 @@ func (w *Worker) run(j *job) *outcome {
 		w.report(j, EventCancelled, took, 0, ErrCancelled)
 		return j.cancelled(codec.ReasonCancelled)
 	case errors.Is(context.Cause(ctx), errTaskDeadline):
-		w.report(j, EventCancelled, took, 0, errTaskDeadline)
+		w.report(j, EventCancelled, took, 0, deadlineEnded{})
 		return j.cancelled(codec.ReasonDeadline)
 	}
 	if errors.Is(context.Cause(ctx), errAttemptTimeout) && errors.Is(err, context.DeadlineExceeded) {
@@ -117,7 +117,7 @@ func (w *Worker) run(j *job) *outcome {
 	}
 	if j.env.DeadlineMs > 0 && !w.clock.Now().Add(delay).Before(time.UnixMilli(j.env.DeadlineMs)) {
 		// The next attempt would start past the deadline: end it now.
-		w.report(j, EventCancelled, took, 0, errTaskDeadline)
+		w.report(j, EventCancelled, took, 0, deadlineEnded{})
 		return j.cancelled(codec.ReasonDeadline)
 	}
 	next := j.next(func(e *codec.Envelope) {
