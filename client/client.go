@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
@@ -40,6 +41,44 @@ type Config struct {
 	// one with ErrPayloadTooLarge. Workers apply their own limit again when they
 	// read a task. Defaults to 1 MiB.
 	MaxPayloadBytes int
+
+	// EnqueueHooks see each task the client is about to enqueue, in order,
+	// before it is checked and sent: by Enqueue, EnqueueMany, and the
+	// patterns (group members, continuations, batches...) that enqueue
+	// through the client. A hook may change the task's options (add
+	// metadata, say: a tenant, a request id); one that returns an error
+	// refuses the task, and so the call (EnqueueMany adds none of its
+	// tasks), as bad input does: errors.Is finds the hook's error.
+	// Defaults to none.
+	EnqueueHooks []EnqueueHook
+
+	// TracerProvider makes the OpenTelemetry producer span of each Enqueue
+	// and EnqueueMany call ("send <queue>"), whose trace context the tasks
+	// carry to their workers' consumer spans (see the package doc).
+	// Defaults to otel.GetTracerProvider(): no spans until an SDK is
+	// installed.
+	TracerProvider trace.TracerProvider
+}
+
+// EnqueueHook sees a task on its way to Redis (see Config.EnqueueHooks). It
+// is called on the goroutine that enqueues, with its ctx, and must be safe
+// for concurrent use.
+type EnqueueHook func(ctx context.Context, t *Enqueuing) error
+
+// Enqueuing is a task an EnqueueHook sees.
+type Enqueuing struct {
+	// Kind is the task's kind (Args.Kind()).
+	Kind string
+	// Args are the task's args, not encoded yet, to read (replacing them
+	// changes nothing).
+	Args Args
+	// Opts are the task's options, with Queue set (Config.DefaultQueue
+	// when the caller left it empty), and never nil. They are the task's
+	// own copy (Meta too): a hook may change them, and they are checked
+	// after the hooks ran; the caller's are left alone. A task enqueued
+	// from a handler inherits its metadata later, under the entries set
+	// here.
+	Opts *EnqueueOpts
 }
 
 func (c *Config) withDefaults() Config {
@@ -78,7 +117,29 @@ func (c *Config) validate() error {
 	if c.MaxPayloadBytes < 1 {
 		return fmt.Errorf("client: Config.MaxPayloadBytes is %d, must be positive", c.MaxPayloadBytes)
 	}
+	for i, h := range c.EnqueueHooks {
+		if h == nil {
+			return fmt.Errorf("client: Config.EnqueueHooks[%d] is nil", i)
+		}
+	}
 	return nil
+}
+
+// enqueueHook runs hooks in order, as the engine's hook; nil for none.
+func enqueueHook(hooks []EnqueueHook) func(context.Context, engine.Args, *engine.Opts) error {
+	if len(hooks) == 0 {
+		return nil
+	}
+	hooks = append([]EnqueueHook(nil), hooks...)
+	return func(ctx context.Context, args engine.Args, o *engine.Opts) error {
+		t := &Enqueuing{Kind: args.Kind(), Args: args, Opts: (*EnqueueOpts)(o)}
+		for _, h := range hooks {
+			if err := h(ctx, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // Client enqueues tasks and looks them up. It is safe for concurrent use.
@@ -113,6 +174,8 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Client, 
 		DefaultMaxAttempts: c.DefaultMaxAttempts,
 		Retention:          c.Retention,
 		MaxPayloadBytes:    c.MaxPayloadBytes,
+		Hook:               enqueueHook(c.EnqueueHooks),
+		TracerProvider:     c.TracerProvider,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)

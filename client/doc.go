@@ -129,6 +129,17 @@
 // the remaining deadline, and cancelling the parent cancels it. WaitAll and
 // CancelAll act on many handles.
 //
+// # Hooks and tracing
+//
+// Config.EnqueueHooks see each task before it is checked and sent (its
+// kind, args and options): they may add metadata (a tenant, a request id)
+// or refuse it, and so the call, before anything is added. With an
+// OpenTelemetry SDK installed (or Config.TracerProvider), each Enqueue and
+// EnqueueMany call is a producer span "send <queue>" with the messaging
+// attributes; the tasks carry its context (as their TraceParent and
+// TraceState) to the workers' consumer spans. Without one, a span in the
+// ctx still reaches the handlers as their trace context.
+//
 // # Continuations
 //
 // Handle.ContinueWith registers a task that runs once the handle's task ended

@@ -47,8 +47,11 @@ type EnqueueOpts struct {
 	Meta map[string]string
 
 	// TraceParent and TraceState carry a W3C trace context to the handler
-	// (worker.TraceContext). A task enqueued from a handler inherits the
-	// handler's when these are empty.
+	// (worker.TraceContext). When these are empty, the task carries the
+	// context of the span in the enqueuing ctx, else (enqueued from a
+	// handler) the handler's task's. When the call's producer span records
+	// (Config.TracerProvider), the task carries that span's context, a
+	// child of the one it would carry otherwise.
 	TraceParent string
 	TraceState  string
 

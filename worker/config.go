@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/maintain"
 )
@@ -116,6 +118,16 @@ type Config struct {
 	// Observers receive the worker's task events (see Event), in order.
 	// Defaults to none.
 	Observers []Observer
+
+	// Middleware wraps every handler (see Middleware), the first
+	// outermost; Worker.Use adds more inside them. Defaults to none.
+	Middleware []Middleware
+
+	// TracerProvider makes the OpenTelemetry consumer span around each
+	// attempt ("process <queue>"), a child of the producer span of the
+	// task's enqueue, linked to it; the handler's ctx carries it. Defaults
+	// to otel.GetTracerProvider(): no spans until an SDK is installed.
+	TracerProvider trace.TracerProvider
 }
 
 var workerSeq atomic.Int64
@@ -194,6 +206,11 @@ func (c *Config) validate() error {
 			if n < 1 {
 				return fmt.Errorf("worker: Config.%s[%q] is %d, must be at least 1", l.what, name, n)
 			}
+		}
+	}
+	for i, m := range c.Middleware {
+		if m == nil {
+			return fmt.Errorf("worker: Config.Middleware[%d] is nil", i)
 		}
 	}
 	if err := validateRates(c.RateLimits); err != nil {

@@ -84,6 +84,40 @@
 // key, kind or options break the rules the client enforces, is
 // dead-lettered as malformed.
 //
+// # Watch and wrap
+//
+// Config.Observers receive an Event for each thing that happens to a task
+// here: started (with how long it queued, in Redis time), succeeded,
+// retried, dead, cancelled (with the handler's run time), lease_lost,
+// throttled and limit_parked; package metrics builds Prometheus metrics on
+// them. Config.Logger gets one line per step of each task, with its id,
+// kind, queue, attempt and duration: debug on start and success, warn on a
+// failure that retries, error on death, info on cancel and on a lost
+// lease.
+//
+// Middleware wraps every handler as net/http's does: a Handler gets the
+// attempt (its Task, metadata and args) and returns the encoded result or
+// an error.
+//
+//	tenancy := func(next worker.Handler) worker.Handler {
+//		return worker.HandlerFunc(func(ctx context.Context, a *worker.Attempt) ([]byte, error) {
+//			if a.Meta["tenant"] == "" {
+//				return nil, worker.Permanent(errors.New("no tenant"))
+//			}
+//			return next.Handle(withTenant(ctx, a.Meta["tenant"]), a)
+//		})
+//	}
+//	w, err := worker.New(ctx, rdb, &worker.Config{Middleware: []worker.Middleware{tenancy}})
+//
+// Config.Middleware runs first outermost, then those added with Use; the
+// worker's own panic recovery stays outside them all.
+//
+// With an OpenTelemetry SDK installed (or Config.TracerProvider), each
+// attempt is a consumer span "process <queue>", a child of the producer
+// span of the task's enqueue and linked to it, with the messaging
+// attributes and the handler's error; the handler's ctx carries it, so the
+// tasks it enqueues continue the trace.
+//
 // # Redis
 //
 // Give the worker a client with ContextTimeoutEnabled set: without it

@@ -141,6 +141,13 @@ func (w *Worker) deadLettered(j *job, reason string) {
 	w.report(j, EventDead, 0, 0, errors.New(reason))
 }
 
+// deadlineEnded is the Err of a task cancelled by its deadline: it
+// matches context.DeadlineExceeded, as the task's Outcome does.
+type deadlineEnded struct{}
+
+func (deadlineEnded) Error() string        { return "task deadline exceeded" }
+func (deadlineEnded) Is(target error) bool { return target == context.DeadlineExceeded }
+
 func errText(err error) string {
 	if err == nil {
 		return ""

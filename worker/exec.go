@@ -64,10 +64,12 @@ func (w *Worker) run(j *job) *outcome {
 		defer cancel()
 	}
 	w.reportStart(j)
+	ctx, span := w.startProcess(ctx, j)
 	start := time.Now()
 	started := w.clock.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
 	took := time.Since(start)
+	endProcess(span, err)
 	cause := context.Cause(j.ctx)
 	switch {
 	case errors.Is(err, errRecorded):
@@ -97,7 +99,7 @@ func (w *Worker) run(j *job) *outcome {
 		w.report(j, EventCancelled, took, 0, ErrCancelled)
 		return j.cancelled(codec.ReasonCancelled)
 	case errors.Is(context.Cause(ctx), errTaskDeadline):
-		w.report(j, EventCancelled, took, 0, errTaskDeadline)
+		w.report(j, EventCancelled, took, 0, deadlineEnded{})
 		return j.cancelled(codec.ReasonDeadline)
 	}
 	if errors.Is(context.Cause(ctx), errAttemptTimeout) && errors.Is(err, context.DeadlineExceeded) {
@@ -117,7 +119,7 @@ func (w *Worker) run(j *job) *outcome {
 	}
 	if j.env.DeadlineMs > 0 && !w.clock.Now().Add(delay).Before(time.UnixMilli(j.env.DeadlineMs)) {
 		// The next attempt would start past the deadline: end it now.
-		w.report(j, EventCancelled, took, 0, errTaskDeadline)
+		w.report(j, EventCancelled, took, 0, deadlineEnded{})
 		return j.cancelled(codec.ReasonDeadline)
 	}
 	next := j.next(func(e *codec.Envelope) {

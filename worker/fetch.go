@@ -310,7 +310,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	if env.DeadlineMs > 0 && !w.clock.Now().Before(time.UnixMilli(env.DeadlineMs)) {
 		// Past its deadline before it started: it never starts, and this
 		// attempt does not count.
-		w.report(j, EventCancelled, 0, 0, errTaskDeadline)
+		w.report(j, EventCancelled, 0, 0, deadlineEnded{})
 		o := j.cancelled(codec.ReasonDeadline)
 		o.c.Attempt = j.env.Attempt - 1
 		w.send(o)

@@ -296,7 +296,7 @@ func TestObserverParks(t *testing.T) {
 	// for the next token, about an hour.
 	var rated []*client.Handle
 	for range 2 {
-		h, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue, RateKey: "obs:x"})
+		h, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue, RateKey: "obs:" + b.queue})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,5 +373,66 @@ func TestObserverLeaseLost(t *testing.T) {
 	}
 	if e := evs[1]; !errors.Is(e.Err, context.Canceled) || e.Duration <= 0 {
 		t.Fatalf("lease_lost event %+v; want the handler's error and its run time", e)
+	}
+}
+
+// A task whose deadline passes reports cancelled with an error matching
+// context.DeadlineExceeded: while it runs (with its run time), or before
+// it starts (no run).
+func TestObserverDeadline(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	rec := &recorder{}
+	b.worker(t, &worker.Config{Observers: []worker.Observer{rec}}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a obsArgs) (int, error) {
+			<-ctx.Done()
+			return 0, ctx.Err()
+		})
+	})
+	running, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue, Deadline: time.Now().Add(300 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.Outcome(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v; want the deadline", err)
+	}
+	evs := rec.of(running.ID())
+	if got := types(evs); got != "started,cancelled" {
+		t.Fatalf("running task: events %s; want started,cancelled", got)
+	}
+	if e := evs[1]; !errors.Is(e.Err, context.DeadlineExceeded) || e.Duration <= 0 {
+		t.Fatalf("cancelled event %+v; want DeadlineExceeded and a run time", e)
+	}
+	// Its deadline passes while it waits in its stream: the worker sees it
+	// only after that (the test holds the worker's queue: a worker of a
+	// queue that no task reaches before the deadline).
+	late := b.queue + "-late"
+	h, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: late, Deadline: time.Now().Add(50 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enqueued, err := b.env.RDB.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client put the deadline in Redis' time through its measured
+	// offset; 200 ms more leaves that estimate room.
+	asynctest.Eventually(t, 10*time.Second, "the deadline passed in Redis' time", func() bool {
+		now, err := b.env.RDB.Time(ctx).Result()
+		return err == nil && now.Sub(enqueued) > 250*time.Millisecond
+	})
+	asynctest.StartWorker(t, b.env.RDB, late, &worker.Config{Observers: []worker.Observer{rec}}, func(w *worker.Worker) {
+		worker.Handle(w, obsHandler(nil, nil))
+	}, false)
+	if _, err := h.Outcome(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v; want the deadline", err)
+	}
+	evs = rec.of(h.ID())
+	if got := types(evs); got != "cancelled" {
+		t.Fatalf("late task: events %s; want cancelled alone", got)
+	}
+	if e := evs[0]; !errors.Is(e.Err, context.DeadlineExceeded) || e.Duration != 0 {
+		t.Fatalf("cancelled event %+v; want DeadlineExceeded and no run", e)
 	}
 }

@@ -53,6 +53,8 @@ type Worker struct {
 	mu       sync.Mutex
 	state    int
 	handlers map[string]handlerFunc
+	mws      []Middleware // added by Use
+	tracers  *engine.Tracers
 
 	queues  []*queue
 	byName  map[string]*queue
@@ -163,6 +165,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Worker, 
 			Retention:    c.Retention,
 		}),
 	}
+	w.tracers = engine.NewTracers(c.TracerProvider)
 	w.initLimits()
 	w.initRates()
 	names := make([]string, 0, len(c.Queues))
@@ -215,6 +218,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	if len(w.handlers) == 0 {
 		return errors.New("worker: no handlers registered; call worker.Handle before Start")
 	}
+	handlers, err := w.wrapHandlers()
+	if err != nil {
+		return err
+	}
 	for _, q := range w.queues {
 		if err := store.EnsureGroup(ctx, w.rdb, q.keys); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -245,6 +252,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.slots <- struct{}{}
 	}
 	w.results = make(chan *outcome, w.cfg.Concurrency)
+	w.handlers = handlers
 
 	for i := 0; i < completers; i++ {
 		w.support.run(w.completeLoop)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
@@ -38,6 +39,15 @@ type Config struct {
 	DefaultMaxAttempts int
 	Retention          time.Duration
 	MaxPayloadBytes    int
+
+	// Hook, if set, sees each task before it is checked: o is a copy of its
+	// options (Queue set, Meta a map of its own) that it may change; an
+	// error refuses the task (client.Config.EnqueueHooks).
+	Hook func(ctx context.Context, args Args, o *Opts) error
+
+	// TracerProvider makes the tracer of the producer spans (see
+	// trace.go); nil means the global one (otel.GetTracerProvider()).
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of Config, applied by client.Config and by the workers' engine.
@@ -76,6 +86,8 @@ type Engine struct {
 	comb *combiner
 	hub  *hub
 
+	tracers *Tracers // of the producer spans (trace.go)
+
 	groups sync.Map    // queue names whose consumer group this engine ensured
 	clock  store.Clock // Redis time, for deadlines
 
@@ -106,6 +118,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	warnContextDeadlines(rdb, cfg.Logger)
 	e := &Engine{rdb: rdb, cfg: cfg, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
 	e.comb = e.newCombiner()
+	e.tracers = NewTracers(cfg.TracerProvider)
 	if err := e.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("read redis time: %w", err)
 	}

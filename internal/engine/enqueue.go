@@ -81,6 +81,8 @@ type extra struct {
 	rateN     int    // a carried rate limit (patterns.Throttle)
 	ratePerUs int64
 	template  bool // a template scripts copy later (Template): not stamped
+
+	send sendSpan // the producer span of the call
 }
 
 // prepare checks and encodes one task. A ctx of a running handler makes the
@@ -96,6 +98,19 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	kind := args.Kind()
 	if err := keys.ValidateName("kind", kind); err != nil {
 		return prepared{}, fmt.Errorf("enqueue %T: %w", args, err)
+	}
+	if e.cfg.Hook != nil {
+		if opts.Queue == "" {
+			opts.Queue = e.cfg.DefaultQueue
+		}
+		opts.Meta = maps.Clone(opts.Meta)
+		hctx := ctx
+		if d, ok := ctx.(detached); ok {
+			hctx = d.Context // the hook sees the caller's values
+		}
+		if err := e.cfg.Hook(hctx, args, &opts); err != nil {
+			return prepared{}, fmt.Errorf("enqueue %s: refused by the enqueue hook: %w", kind, err)
+		}
 	}
 	if opts.Queue == "" {
 		opts.Queue = e.cfg.DefaultQueue
@@ -135,6 +150,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Meta entry %.40q: keys must be 1 to %d bytes, values at most %d", kind, k, maxMetaKey, maxMetaValue)
 		}
 	}
+	explicitTrace := opts.TraceParent != ""
 	if opts.TraceParent != "" && !validTraceParent(opts.TraceParent) {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.TraceParent %.64q is not a W3C traceparent (version-traceid-parentid-flags in lower-case hex, 55 bytes)", kind, opts.TraceParent)
 	}
@@ -225,6 +241,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	if parentDeadlineMs > 0 && (deadlineMs == 0 || parentDeadlineMs < deadlineMs) {
 		deadlineMs = parentDeadlineMs
 	}
+	opts.TraceParent, opts.TraceState = taskTrace(ctx, &opts, explicitTrace, x.send)
 	payload, err := codec.Marshal(args)
 	if err != nil {
 		return prepared{}, fmt.Errorf("enqueue %s: encode args: %w", kind, err)
@@ -280,10 +297,16 @@ func validTraceParent(s string) bool {
 
 // Enqueue adds one task and returns where it went; client.Client.Enqueue
 // documents what its errors mean. Concurrent calls share round trips.
-func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (Ref, error) {
-	p, err := e.prepare(ctx, args, opts, extra{})
+func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, err error) {
+	ctx, span := e.startSend(ctx, opts)
+	var queues []string
+	defer func() { span.end(queues, ref, err) }()
+	p, err := e.prepare(ctx, args, opts, extra{send: span})
 	if err != nil {
 		return Ref{}, err
+	}
+	if span.records() {
+		queues = []string{p.queue}
 	}
 	h, err := e.comb.Do(ctx, p)
 	if err != nil {
@@ -307,14 +330,33 @@ type Spec struct {
 // where each went, in the order of specs (client.Client.EnqueueMany
 // documents its errors). All specs are checked before anything is sent; the
 // first bad one fails the call and nothing is added.
-func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) ([]Ref, error) {
+func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err error) {
+	var first *Opts
+	if len(specs) > 0 {
+		first = specs[0].Opts
+	}
+	ctx, span := e.startSend(ctx, first)
+	var queues []string
+	defer func() {
+		var one Ref
+		if len(refs) == 1 {
+			one = refs[0]
+		}
+		span.end(queues, one, err)
+	}()
 	ps := make([]prepared, len(specs))
 	for i, s := range specs {
-		p, err := e.prepare(ctx, s.Args, s.Opts, extra{})
+		p, err := e.prepare(ctx, s.Args, s.Opts, extra{send: span})
 		if err != nil {
 			return nil, fmt.Errorf("spec %d: %w", i, err)
 		}
 		ps[i] = p
+	}
+	if span.records() {
+		queues = make([]string, len(ps))
+		for i, p := range ps {
+			queues[i] = p.queue
+		}
 	}
 	hs, err := e.send(ctx, ps)
 	if err != nil {
