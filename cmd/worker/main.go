@@ -218,6 +218,20 @@ func runEnv(args []string, getenv func(string) string, stdout, stderr io.Writer,
 		h = slog.NewTextHandler(stdout, opts)
 	}
 	log := slog.New(h)
+	// Spans go to stderr (OTEL_TRACES_EXPORTER=console): stdout carries
+	// the log lines.
+	shutdownTracing, err := setupTracing(getenv, stderr)
+	if err != nil {
+		log.Error("exiting", slog.String("err", err.Error()))
+		return 1
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
+			log.Warn("flush the last spans", slog.Any("err", err))
+		}
+	}()
 	if err := serve(cfg, log, stop); err != nil {
 		log.Error("exiting", slog.String("err", cfg.redis.scrub(err).Error()))
 		return 1
