@@ -1,16 +1,23 @@
-// Package inspect reads the state of the queues on one Redis, for operators,
-// dashboards and tests: which queues exist and how many tasks each holds in
-// each state. It reads what workers, clients and coordinators keep in Redis,
-// through the same typed store they use; it needs no client or worker of
-// its own, and holds nothing but the Redis client it is given.
+// Package inspect is the public read and control surface of a fleet on one
+// Redis, for operators, dashboards, alerts and tests. It reads what workers,
+// clients and coordinators keep in Redis, through the same typed store they
+// use; it needs no client or worker of its own, and holds nothing but the
+// Redis client it is given.
+//
+//   - Queues, Queue and History: each queue's counts by state, paused or
+//     not, and the fleet-wide processed and failed totals, per minute over
+//     the last day.
+//   - Tasks and Task: a queue's tasks by state, a page at a time; one task
+//     in any state, with its earlier attempts.
+//   - Pause, Resume, DeleteQueue, RetryDead, PurgeDead and CancelAll: steer
+//     a queue fleet-wide.
+//   - Groups, Repeats and Workers: groups with their progress, repeat
+//     schedules with their next and last fires, the live workers.
 //
 // Counts are exact at the moment they are read (one script per queue reads
 // them all at once), never negative, and cost O(1) per queue, all queues in
 // one round trip; except Waiting of a queue set up by an earlier version, in
 // the case QueueInfo.WaitingFallback describes.
-//
-// Task, group and repeat views have their own APIs: client.Client.Task and
-// DeadTasks, patterns.Open and patterns.Repeats.
 package inspect
 
 import (
