@@ -75,6 +75,8 @@ func findCommand(name string) *command {
 // cliUsage lists the operator commands, for `worker -h`.
 func cliUsage() string {
 	var b strings.Builder
+	b.WriteString("tracing: OTEL_TRACES_EXPORTER=console writes each task's spans to stderr as JSON (none: the default);\n")
+	b.WriteString("the OpenTelemetry SDK reads OTEL_SERVICE_NAME and the other standard variables\n\n")
 	b.WriteString("operator commands (worker COMMAND -h lists a command's flags; those that use Redis take the -redis flags above):\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, c := range commands {
