@@ -61,24 +61,38 @@ type TaskPage struct {
 // TaskInfo is one task as an operator sees it. Times are Redis time, zero
 // when not known.
 type TaskInfo struct {
-	ID          string            `json:"id"`
-	Queue       string            `json:"queue"`
-	Kind        string            `json:"kind"`
-	State       State             `json:"state"`
-	Attempt     int               `json:"attempt"`
-	MaxAttempts int               `json:"max_attempts"`
-	EnqueuedAt  time.Time         `json:"enqueued_at,omitzero"`
-	StartedAt   time.Time         `json:"started_at,omitzero"`
-	FinishedAt  time.Time         `json:"finished_at,omitzero"`
-	NextRunAt   time.Time         `json:"next_run_at,omitzero"` // scheduled, retrying, held: when it is due
-	LastError   string            `json:"last_error,omitempty"`
-	Args        json.RawMessage   `json:"args,omitempty"`   // decoded through the codec gate into JSON
-	Result      json.RawMessage   `json:"result,omitempty"` // succeeded (Task only)
-	Meta        map[string]string `json:"meta,omitempty"`
-	Group       string            `json:"group,omitempty"`
-	Parent      string            `json:"parent,omitempty"`
-	Partition   string            `json:"partition_key,omitempty"`
-	RateKey     string            `json:"rate_key,omitempty"`
+	ID          string `json:"id"`
+	Queue       string `json:"queue"`
+	Kind        string `json:"kind"`
+	State       State  `json:"state"`
+	Attempt     int    `json:"attempt"`
+	MaxAttempts int    `json:"max_attempts"`
+	// EnqueuedAt is when the task was enqueued (its envelope's time, or
+	// else its first entry's), in every state.
+	EnqueuedAt time.Time `json:"enqueued_at,omitzero"`
+	// StartedAt is, for a retrying task, when its last attempt (the one
+	// that failed) started; for a dead one, when the attempt that ended it
+	// started, if a handler ran it (zero for a task dead-lettered before
+	// any run: malformed, poison, too large). Both come from History, in
+	// the clock of the worker that ran the attempt (its estimate of Redis
+	// time). A running task has none: Redis keeps no start of a running
+	// attempt, only its lease (see LeasedAt). Zero for every other state.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// FinishedAt is, for a succeeded, dead or cancelled task, when it
+	// ended; for a retrying one, when its last attempt failed (from
+	// History, as StartedAt). Zero for a waiting, scheduled, held or
+	// running task.
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// NextRunAt is when a scheduled, retrying or held task is due.
+	NextRunAt time.Time         `json:"next_run_at,omitzero"`
+	LastError string            `json:"last_error,omitempty"`
+	Args      json.RawMessage   `json:"args,omitempty"`   // decoded through the codec gate into JSON
+	Result    json.RawMessage   `json:"result,omitempty"` // succeeded (Task only)
+	Meta      map[string]string `json:"meta,omitempty"`
+	Group     string            `json:"group,omitempty"`
+	Parent    string            `json:"parent,omitempty"`
+	Partition string            `json:"partition_key,omitempty"`
+	RateKey   string            `json:"rate_key,omitempty"`
 	// Why says why a task waits when that is not plain: "no worker serves
 	// kind X", "parked by limit kind:transcode", "waiting for partition p".
 	Why string `json:"why,omitempty"`

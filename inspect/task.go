@@ -106,5 +106,6 @@ func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
 	default:
 		t.State = State(ts.State)
 	}
+	t.lastAttemptTimes()
 	return t, nil
 }

@@ -72,6 +72,9 @@ func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (Tas
 	if err != nil {
 		return TaskPage{}, err
 	}
+	for j := range page.Tasks {
+		page.Tasks[j].lastAttemptTimes()
+	}
 	if opts.Kind != "" {
 		page.Tasks = slices.DeleteFunc(page.Tasks, func(t TaskInfo) bool { return t.Kind != opts.Kind })
 	}
@@ -474,6 +477,18 @@ func fill(t *TaskInfo, env *codec.Envelope) {
 	}
 	if len(env.Payload) > 0 {
 		t.Args = toJSON(env.Payload)
+	}
+}
+
+// lastAttemptTimes gives a retrying task the start and end of its last
+// attempt, the one that failed (its History's last, when kept): the task
+// record keeps no times of its own between attempts.
+func (t *TaskInfo) lastAttemptTimes() {
+	if t.State != StateRetrying || len(t.History) == 0 {
+		return
+	}
+	if last := t.History[len(t.History)-1]; last.Attempt == t.Attempt-1 {
+		t.StartedAt, t.FinishedAt = last.StartedAt, last.FinishedAt
 	}
 }
 

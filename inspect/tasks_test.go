@@ -144,12 +144,27 @@ func TestTasksByState(t *testing.T) {
 		r.History[0].StartedAt.After(r.History[0].FinishedAt) || r.NextRunAt.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("retrying: %+v", r)
 	}
+	// A retrying task's times are those of its last attempt, listed or
+	// read alone; a running one has no start (only its lease).
+	one, err := in.Task(ctx, retry.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []inspect.TaskInfo{r, one} {
+		if x.State != inspect.StateRetrying || len(x.History) != 1 || x.StartedAt.IsZero() ||
+			!x.StartedAt.Equal(x.History[0].StartedAt) || !x.FinishedAt.Equal(x.History[0].FinishedAt) {
+			t.Fatalf("retrying task's times: started %v finished %v; want its last attempt's: %+v", x.StartedAt, x.FinishedAt, x.History)
+		}
+	}
 	if qi := queueOf(t, in, queue); qi.Retrying != 1 || qi.Running != 1 || qi.Dead != 1 || qi.Scheduled != 1 {
 		t.Fatalf("counts %+v, against the lists: 1 retrying, 1 running, 1 dead, 1 scheduled", qi)
 	}
 	run := list(t, in, queue, inspect.ListOpts{State: inspect.StateRunning})[0]
 	if run.ID != slow.ID() || run.Kind != "inspect.slow" || run.Worker != w.Name() || run.Deliveries != 1 || run.LeasedAt.IsZero() {
 		t.Fatalf("running: %+v", run)
+	}
+	if !run.StartedAt.IsZero() || !run.FinishedAt.IsZero() {
+		t.Fatalf("running task: started %v finished %v; want neither (LeasedAt %v)", run.StartedAt, run.FinishedAt, run.LeasedAt)
 	}
 	ds := list(t, in, queue, inspect.ListOpts{State: inspect.StateDead})
 	if len(ds) != 1 || ds[0].ID != dead.ID() || ds[0].LastError != "no luck xxxxxx" || len(ds[0].History) != 1 || ds[0].FinishedAt.IsZero() {

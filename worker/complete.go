@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -151,9 +150,9 @@ func (w *Worker) flush(batch []*outcome) {
 		fired := false
 		for i, o := range os {
 			if err == nil && applied[i] == store.LeaseLost {
-				w.log.Warn("lease lost before the outcome was recorded; another worker runs the task",
-					slog.String("task", keys.TaskID(q.keys.Name, o.j.key)))
-				w.fire(o.j, EventLeaseLost, 0, ErrLeaseLost)
+				// Another worker runs the task (or ran it): this outcome
+				// is not recorded.
+				w.report(o.j, EventLeaseLost, o.j.took, 0, ErrLeaseLost)
 			}
 			fired = fired || err == nil && applied[i] == store.Fired
 			if err == nil && applied[i] != store.LeaseLost {

@@ -127,8 +127,7 @@ func (w *Worker) report(j *job, typ EventType, took, delay time.Duration, err er
 
 // fire hands an event about j to the observers, without a log line: a park
 // (EventThrottled, EventLimitParked: delay is how long at most, err the
-// failure that forced it, nil when a limit refused the task), or a lease
-// found lost as the outcome was recorded (the completer logs that).
+// failure that forced it, nil when a limit refused the task).
 func (w *Worker) fire(j *job, typ EventType, delay time.Duration, err error) {
 	if len(w.cfg.Observers) > 0 {
 		w.observe(Event{Type: typ, Task: j.task(), Delay: delay, Err: err})

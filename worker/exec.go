@@ -69,6 +69,7 @@ func (w *Worker) run(j *job) *outcome {
 	started := w.clock.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
 	took := time.Since(start)
+	j.took = took
 	endProcess(span, err)
 	cause := context.Cause(j.ctx)
 	switch {

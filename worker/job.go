@@ -32,6 +32,11 @@ type job struct {
 	acked     bool       // its outcome is recorded (the entry acked)
 	slot      bool       // holds a slot, given back once by finish
 	limits    []*limiter // fleet-wide limits whose slots it holds
+
+	// took is how long its handler ran (0 when none ran), set before
+	// its outcome is sent to the completer, which reports it when the
+	// lease turns out lost.
+	took time.Duration
 }
 
 // extendLease moves j's lease end to until unless it is later already (a

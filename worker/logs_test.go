@@ -5,12 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -182,5 +190,106 @@ func TestPerTaskLogLinesQuietAtInfo(t *testing.T) {
 	}
 	if lines := logs.of(t, h.ID()); len(lines) != 0 {
 		t.Fatalf("lines at info for a task that succeeded: %v", lines)
+	}
+}
+
+// stealAtComplete is a go-redis hook that, once armed, hands the queue's
+// pending entry to another consumer just before the worker's next call of
+// the completion script: that call answers lease lost, while the handler
+// has already returned (so no heartbeat cancels it first).
+type stealAtComplete struct {
+	armed atomic.Bool
+	steal func(ctx context.Context) error
+	err   atomic.Value // the steal's error, if any
+}
+
+func isComplete(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 2 {
+		return false
+	}
+	body, _ := args[1].(string)
+	switch strings.ToLower(cmd.Name()) {
+	case "evalsha":
+		return body == script.Complete.Hash()
+	case "eval":
+		return strings.Contains(body, "complete.lua")
+	}
+	return false
+}
+
+func (s *stealAtComplete) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (s *stealAtComplete) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (s *stealAtComplete) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isComplete(cmd) && s.armed.CompareAndSwap(true, false) {
+			if err := s.steal(ctx); err != nil {
+				s.err.Store(err)
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A task whose lease is found lost as its outcome is recorded logs one line
+// at info, with the attributes of every per-task line, the handler's run
+// time and the reason; its observers get the event with the run time. The
+// worker then takes the task over after its lease and runs it again.
+func TestPerTaskLogLineLeaseLost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	var logs logLines
+	rec := &recorder{}
+	stream := keys.ForQueue(b.queue).Stream()
+	hook := &stealAtComplete{steal: func(ctx context.Context) error {
+		p, err := b.env.RDB.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: keys.Group, Start: "-", End: "+", Count: 10}).Result()
+		if err != nil {
+			return err
+		}
+		if len(p) != 1 {
+			return fmt.Errorf("%d entries pending; want 1", len(p))
+		}
+		return b.env.RDB.XClaim(ctx, &redis.XClaimArgs{Stream: stream, Group: keys.Group, Consumer: "thief", Messages: []string{p[0].ID}}).Err()
+	}}
+	hook.armed.Store(true)
+	rdb := asynctest.NewClient(b.env.Addr)
+	rdb.AddHook(hook)
+	t.Cleanup(func() { _ = rdb.Close() })
+	cfg := &worker.Config{Logger: debugLogger(&logs), Observers: []worker.Observer{rec}, Lease: time.Second}
+	w := b.workerOn(t, rdb, cfg, func(w *worker.Worker) { worker.Handle(w, obsHandler(nil, nil)) })
+
+	h, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Outcome(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := hook.err.Load().(error); err != nil || hook.armed.Load() {
+		t.Fatalf("steal: armed %v, err %v; want done", hook.armed.Load(), err)
+	}
+	tk := &lineTask{ID: h.ID(), Kind: "obs", Queue: b.queue, Worker: w.Name()}
+	lines := logs.of(t, h.ID())
+	if len(lines) != 5 {
+		t.Fatalf("%d lines about the task; want 5: %v", len(lines), lines)
+	}
+	wantLine(t, lines[0], "DEBUG", "task started", tk, 1, map[string]time.Duration{"queued": 0}, nil)
+	wantLine(t, lines[1], "DEBUG", "task succeeded", tk, 1, map[string]time.Duration{"duration": obsWork}, nil)
+	wantLine(t, lines[2], "INFO", "task lease lost; its outcome is not recorded here", tk, 1, map[string]time.Duration{"duration": obsWork},
+		map[string]any{"err": worker.ErrLeaseLost.Error()})
+	wantLine(t, lines[3], "DEBUG", "task started", tk, 1, map[string]time.Duration{"queued": 0}, nil)
+	wantLine(t, lines[4], "DEBUG", "task succeeded", tk, 1, map[string]time.Duration{"duration": obsWork}, nil)
+
+	evs := rec.of(h.ID())
+	if got := types(evs); got != "started,succeeded,lease_lost,started,succeeded" {
+		t.Fatalf("events %s; want started,succeeded,lease_lost,started,succeeded", got)
+	}
+	if e := evs[2]; !errors.Is(e.Err, worker.ErrLeaseLost) || e.Duration < obsWork {
+		t.Fatalf("lease_lost event %+v; want ErrLeaseLost and the handler's run time (at least %v)", e, obsWork)
 	}
 }

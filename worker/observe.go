@@ -41,8 +41,8 @@ type Event struct {
 	// Queued is set on EventStarted: from the entry entering its stream
 	// (enqueue, due time, retry) to the start, in Redis time.
 	Queued time.Duration
-	// Duration is set on the ends (succeeded, retried, dead, cancelled):
-	// how long the handler ran.
+	// Duration is set on the ends (succeeded, retried, dead, cancelled) and
+	// on EventLeaseLost: how long the handler ran (0 when none ran).
 	Duration time.Duration
 	// Delay is set on EventRetried (the backoff), EventThrottled and
 	// EventLimitParked (how long the task is parked at most).

@@ -6,6 +6,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/asynctest"
@@ -22,19 +25,28 @@ import (
 	"github.com/taskfleet/async/worker"
 )
 
-type pzJob struct{ N int }
+type pzJob struct {
+	N     int
+	Block bool // wait for pzRelease(queue, N) (or the ctx)
+}
 
 func (pzJob) Kind() string { return "pz.job" }
 
 // rolePZ: a worker (4 handlers, 1 s blocking reads, as by default) whose
-// pz.job handler pushes "<Redis ms at its start>|<N>" to pzStarts, until
-// the test ends the process.
+// pz.job handler pushes "<Redis ms at its start>|<N>|<pid>" to pzStarts
+// (and then, for a blocking job, waits for its release), until the test
+// ends the process.
 const rolePZ = "pz.worker"
 
 func init() { extraRoles[rolePZ] = pzMain }
 
 // pzStarts is the list the pz.job handlers of queue report their starts to.
 func pzStarts(queue string) string { return "pztest:{q:" + queue + "}:starts" }
+
+// pzRelease is the list a blocking pz.job N of queue waits on.
+func pzRelease(queue string, n int) string {
+	return "pztest:{q:" + queue + "}:release:" + strconv.Itoa(n)
+}
 
 func pzMain(string) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -59,7 +71,22 @@ func pzMain(string) {
 		if err != nil {
 			return struct{}{}, err
 		}
-		return struct{}{}, rdb.RPush(ctx, pzStarts(queue), fmt.Sprintf("%d|%d", now.UnixMilli(), a.N)).Err()
+		if err := rdb.RPush(ctx, pzStarts(queue), fmt.Sprintf("%d|%d|%d", now.UnixMilli(), a.N, os.Getpid())).Err(); err != nil {
+			return struct{}{}, err
+		}
+		for a.Block {
+			// BLPOP's own timeout lets the loop see the ctx end.
+			_, err := rdb.BLPop(ctx, time.Second, pzRelease(queue, a.N)).Result()
+			switch {
+			case err == nil:
+				a.Block = false
+			case ctx.Err() != nil:
+				return struct{}{}, ctx.Err()
+			case !errors.Is(err, redis.Nil):
+				return struct{}{}, err
+			}
+		}
+		return struct{}{}, nil
 	})
 	if err := w.Start(context.Background()); err != nil {
 		fail("start worker: %v", err)
@@ -71,20 +98,34 @@ func pzMain(string) {
 	select {} // until the test kills us or closes stdin
 }
 
-// pzStarted returns the Redis ms of each start reported, by task N.
-func pzStarted(t *testing.T, b *bundle) map[int]int64 {
+// pzStart is one start a pz.job handler reported: when (Redis ms), and in
+// which process.
+type pzStart struct {
+	At  int64
+	Pid int
+}
+
+// pzStarted returns the first start reported of each task, by task N.
+func pzStarted(t *testing.T, b *bundle) map[int]pzStart {
 	t.Helper()
 	vs, err := b.env.RDB.LRange(context.Background(), pzStarts(b.queue), 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int]int64{}
+	out := map[int]pzStart{}
 	for _, v := range vs {
-		ms, n, _ := strings.Cut(v, "|")
-		at, _ := strconv.ParseInt(ms, 10, 64)
-		i, _ := strconv.Atoi(n)
+		f := strings.Split(v, "|")
+		if len(f) != 3 {
+			t.Fatalf("start %q; want ms|N|pid", v)
+		}
+		at, err1 := strconv.ParseInt(f[0], 10, 64)
+		i, err2 := strconv.Atoi(f[1])
+		pid, err3 := strconv.Atoi(f[2])
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatalf("start %q: %v", v, err)
+		}
 		if _, seen := out[i]; !seen {
-			out[i] = at
+			out[i] = pzStart{At: at, Pid: pid}
 		}
 	}
 	return out
@@ -101,12 +142,20 @@ func redisNowMs(t *testing.T, b *bundle) int64 {
 
 // TestPauseStopsFetchingAcrossProcesses pauses a queue that two worker
 // processes serve while tasks keep coming: no task starts later than 1 s
-// (Redis time) after Pause was called, enqueues are accepted meanwhile,
-// both workers report the queue paused, and once resumed every task runs.
+// (Redis time) after Pause was called, enqueues are accepted meanwhile, a
+// task running when Pause was called finishes, the queue and both workers
+// report it paused, and once resumed every task runs.
 func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	b := setup(t)
 	cleanSignals(t, b)
-	t.Cleanup(func() { _ = b.env.RDB.Del(context.Background(), pzStarts(b.queue)).Err() })
+	const held = 7 // the task still running when the queue is paused
+	t.Cleanup(func() {
+		ks := []string{pzStarts(b.queue)}
+		for i := 0; i <= held; i++ {
+			ks = append(ks, pzRelease(b.queue, i))
+		}
+		_ = b.env.RDB.Del(context.Background(), ks...).Err()
+	})
 	ctx := ctxT(t)
 	ins := inspect.New(b.env.RDB)
 	lease := 5 * time.Second
@@ -115,18 +164,45 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 		waitSignal(t, b, evReady, 30*time.Second)
 	}
 	n := 0
-	enqueue := func() {
+	var hs []*client.Handle
+	enqueue := func(block bool) {
 		t.Helper()
-		if _, err := b.c.Enqueue(ctx, pzJob{N: n}, &client.EnqueueOpts{Queue: b.queue}); err != nil {
+		h, err := b.c.Enqueue(ctx, pzJob{N: n, Block: block}, &client.EnqueueOpts{Queue: b.queue})
+		if err != nil {
 			t.Fatal(err)
 		}
+		hs = append(hs, h)
 		n++
 	}
-	// The fleet runs tasks.
-	for range 8 {
-		enqueue()
+	release := func(i int) {
+		t.Helper()
+		if err := b.env.RDB.RPush(ctx, pzRelease(b.queue, i), "go").Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	asynctest.Eventually(t, 20*time.Second, "the first tasks started", func() bool { return len(pzStarted(t, b)) == 8 })
+	// The fleet runs tasks: eight that block, so that each process (four
+	// handlers) runs four of them at once.
+	for range held + 1 {
+		enqueue(true)
+	}
+	asynctest.Eventually(t, 20*time.Second, "the first tasks started", func() bool { return len(pzStarted(t, b)) == held+1 })
+	ran := map[int]int{} // tasks started, by pid
+	for _, st := range pzStarted(t, b) {
+		ran[st.Pid]++
+	}
+	for _, s := range subs {
+		if ran[s.pid()] == 0 {
+			t.Fatalf("process %d ran no task before the pause (starts by pid: %v)", s.pid(), ran)
+		}
+	}
+	for i := range held {
+		release(i)
+	}
+	for _, h := range hs[:held] {
+		if _, err := h.Outcome(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	t0 := redisNowMs(t, b)
 	if err := ins.Pause(ctx, b.queue); err != nil {
@@ -137,7 +213,7 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for redisNowMs(t, b) < t0+2000 {
-		enqueue()
+		enqueue(false)
 		<-tick.C
 	}
 	// Give any worker that would still fetch a second of Redis time to do
@@ -145,9 +221,9 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	last := redisNowMs(t, b)
 	asynctest.Eventually(t, 20*time.Second, "a second of Redis time to pass", func() bool { return redisNowMs(t, b) >= last+1000 })
 	started := pzStarted(t, b)
-	for i, at := range started {
-		if at > t0+1000 {
-			t.Errorf("task %d started at %d, %d ms after Pause was called; the promise is 1 s", i, at, at-t0)
+	for i, st := range started {
+		if st.At > t0+1000 {
+			t.Errorf("task %d started at %d, %d ms after Pause was called; the promise is 1 s", i, st.At, st.At-t0)
 		}
 	}
 	if len(started) >= n {
@@ -157,10 +233,15 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !q.Paused && q.Waiting == 0 {
-		t.Logf("queue info: %+v", q)
+	if !q.Paused {
+		t.Fatalf("queue info %+v; want it paused", q)
 	}
-	// Both workers say so in their registrations.
+	// The task that ran when the queue was paused finishes.
+	release(held)
+	if _, err := hs[held].Outcome(ctx); err != nil {
+		t.Fatalf("the task running when the queue was paused: %v", err)
+	}
+	// Both workers report the queue paused in their registrations.
 	asynctest.Eventually(t, 10*time.Second, "both workers to report the queue paused", func() bool {
 		ws, err := ins.Workers(ctx)
 		if err != nil {
@@ -181,6 +262,11 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	asynctest.Eventually(t, 30*time.Second, "every task to run after Resume", func() bool { return len(pzStarted(t, b)) == n })
+	for _, h := range hs {
+		if _, err := h.Outcome(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestPausePolledWithoutNotice sets a queue's pause flag without the notice

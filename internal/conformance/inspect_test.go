@@ -6,6 +6,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -83,14 +84,14 @@ func registryRows() []fleetRow {
 			at := listed(f, w.Name())
 			f.Must(inspect.New(f.Env.RDB).Pause(f.Ctx, f.Q))
 			paused := false
-			deadline := time.Now().Add(10 * time.Second)
-			for !paused && time.Now().Before(deadline) {
+			asynctest.Eventually(f.T, 10*time.Second, "the worker to list the queue paused", func() bool {
 				ws, err := inspect.New(f.Env.RDB).Workers(f.Ctx)
 				f.Must(err)
 				for _, x := range ws {
 					paused = paused || x.Name == w.Name() && len(x.Paused) == 1
 				}
-			}
+				return paused
+			})
 			f.stopWorker(w, false)
 			return fmt.Sprintf("listed at start: %v, paused listed: %v, listed after stop: %v", at, paused, listed(f, w.Name()))
 		}, Fault: func(name string, nth int) bool {
