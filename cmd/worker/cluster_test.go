@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/upload"
 )
 
 // The commands reach a Redis Cluster named by -redis-cluster alone (the
@@ -26,7 +30,7 @@ func TestCLIClusterFlag(t *testing.T) {
 	if addrs == "" {
 		addrs = miniredis.RunT(t).Addr()
 	}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), ContextTimeoutEnabled: true})
 	defer rdb.Close()
 	in := inspect.New(rdb)
 	ctx := context.Background()
@@ -108,5 +112,57 @@ func TestCLIClusterFlag(t *testing.T) {
 	}
 	if ti, err := in.Task(ctx, id); err != nil || ti.State != inspect.StateUnknown {
 		t.Errorf("after queue delete -force, task %s is %+v (%v), want unknown", id, ti, err)
+	}
+}
+
+// The process itself on -redis-cluster alone: a worker (no coordinator: in
+// the cluster pass the cluster is shared with other packages' tests) runs
+// an upload enqueued on the cluster, and drains on stop.
+func TestWorkerProcessClusterFlag(t *testing.T) {
+	addrs := os.Getenv(asynctest.EnvCluster)
+	if addrs == "" {
+		addrs = miniredis.RunT(t).Addr()
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	queue := asynctest.Queue(t)
+	root := t.TempDir()
+	src := filepath.Join(root, "in.txt")
+	if err := os.WriteFile(src, []byte("cluster"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	stop := make(chan struct{})
+	done := make(chan int, 1)
+	go func() {
+		done <- runEnv([]string{"-redis-cluster", addrs, "-role", "worker", "-queues", queue, "-upload-roots", root, "-drain-timeout", "5s"},
+			env(nil), &logs, &logs, stop)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, rdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h, err := c.Enqueue(ctx, upload.Args{Src: src, Dest: filepath.Join(root, "out", "in.txt")}, &client.EnqueueOpts{Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.Result[upload.Result](ctx, h)
+	if err != nil || r.Bytes != 7 {
+		t.Errorf("upload: %+v, %v\n%s", r, err, logs.String())
+	}
+	close(stop)
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit code %d\n%s", code, logs.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("the process did not drain")
+	}
+	if !strings.Contains(logs.String(), `"target":"cluster `+addrs+`"`) {
+		t.Errorf("the process does not say it uses the cluster:\n%s", logs.String())
 	}
 }
