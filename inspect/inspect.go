@@ -178,6 +178,13 @@ func (i *Inspector) Running(ctx context.Context, name string) (int64, error) {
 // up again; stop those first. The queue stays registered (Queues lists it,
 // with zero counts), so that the coordinators keep house for it if a
 // process that used it before uses it again.
+//
+// The check without force is not atomic with the deletion: it reads the
+// counts, then deletes, and a task enqueued in between (by a producer, a
+// repeat schedule, a continuation or group of another queue's task) is
+// deleted with the rest, without an error. Before deleting a queue that may
+// still be in use, stop its producers, Pause it (enqueue is still accepted
+// while paused) and let its running tasks end.
 func (i *Inspector) DeleteQueue(ctx context.Context, name string, force bool) error {
 	if err := keys.ValidateName("queue", name); err != nil {
 		return err

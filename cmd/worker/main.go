@@ -319,9 +319,9 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 
 	select {
 	case s := <-sigs:
-		log.Info("draining", slog.String("signal", s.String()), slog.Duration("timeout", cfg.drainTimeout))
+		log.Info("draining", slog.String("signal", s.String()), slog.String("timeout", cfg.drainTimeout.String()))
 	case <-stop:
-		log.Info("draining", slog.Duration("timeout", cfg.drainTimeout))
+		log.Info("draining", slog.String("timeout", cfg.drainTimeout.String()))
 	}
 	ready.Store(false)
 	var errs []error

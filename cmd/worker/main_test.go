@@ -154,6 +154,10 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
 		t.Errorf("no structured stop log:\n%s", logs.String())
 	}
+	// Durations are logged as strings, not nanoseconds.
+	if !strings.Contains(logs.String(), `"msg":"draining","timeout":"5s"`) {
+		t.Errorf("no draining line with the timeout as a string:\n%s", logs.String())
+	}
 }
 
 // The README's demo, small: every pattern uploads its files and the table
