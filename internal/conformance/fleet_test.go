@@ -184,6 +184,17 @@ func (f *fleetRun) waitState(h *client.Handle, st client.State) {
 	})
 }
 
+// waitOutboxEmpty waits until the drains deleted every outbox entry of
+// r.Q (read on the Redis itself).
+func (f *fleetRun) waitOutboxEmpty() {
+	f.T.Helper()
+	q := keys.ForQueue(f.Q)
+	asynctest.Eventually(f.T, 20*time.Second, "the outbox drained", func() bool {
+		n, err := f.Env.RDB.XLen(f.Ctx, q.Outbox()).Result()
+		return err == nil && n == 0
+	})
+}
+
 // waitStarted waits until a blocking handler runs.
 func (f *fleetRun) waitStarted() {
 	f.T.Helper()
@@ -467,6 +478,11 @@ func workerRows() []fleetRow {
 		return func(f *fleetRun) string {
 			w := f.startWorker(cfg)
 			f.waitState(f.H[0], st)
+			// A drain deletes the outbox entries it applied at the end of
+			// its round: a continuation it started may end before that
+			// (seen on a loaded machine), and the end state is read once
+			// the round is over.
+			f.waitOutboxEmpty()
 			f.stopWorker(w, false)
 			return ""
 		}
