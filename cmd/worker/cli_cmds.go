@@ -188,7 +188,7 @@ func listTasks(ctx context.Context, e *cliEnv, queue string, state inspect.State
 		when := "NEXT"
 		switch state {
 		case inspect.StateRunning:
-			when = "STARTED"
+			when = "LEASED" // delivered or last heartbeat: Redis keeps no start
 		case inspect.StateDead:
 			when = "DIED"
 		case inspect.StateWaiting:
@@ -199,7 +199,7 @@ func listTasks(ctx context.Context, e *cliEnv, queue string, state inspect.State
 			at := t.NextRunAt
 			switch state {
 			case inspect.StateRunning:
-				at = t.StartedAt
+				at = t.LeasedAt
 			case inspect.StateDead:
 				at = t.FinishedAt
 			case inspect.StateWaiting:
