@@ -83,6 +83,11 @@ type fleetRun struct {
 	*Run
 	direct *client.Client // on the Redis itself, for waits: no fault touches it
 
+	// fault and faultTimes name the call whose reply a faulted run drops,
+	// and how many times ("" in a clean run).
+	fault      string
+	faultTimes int
+
 	runs    atomic.Int32
 	mu      sync.Mutex
 	notes   []string
@@ -418,6 +423,7 @@ func runFleet(t *testing.T, rows []fleetRow) {
 							}
 							f.Proxy.ResetCommands()
 							f.Proxy.DropReply(func(cmd asynctest.Command) bool { return f.callName(cmd) == fl.name }, fl.nth, fl.times)
+							f.fault, f.faultTimes = fl.name, fl.times
 							ans := row.Op(f)
 							if n := f.Dropped(); n != fl.times+row.OwnDrops {
 								f.T.Errorf("%d replies dropped, want %d: the call was not made as in the clean run, or go-redis did not resend it (answer: %s)", n, fl.times+row.OwnDrops, f.normalize(ans))

@@ -55,13 +55,14 @@ func Register(ctx context.Context, rdb redis.Scripter, w WorkerReg, ttl time.Dur
 
 // Unregister deletes the registration of the worker name. Running it twice
 // leaves the same state.
+//
+// Two commands, one after the other: each is idempotent, and go-redis
+// resends each on its own when its reply is lost.
 func Unregister(ctx context.Context, rdb redis.Cmdable, name string) error {
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, keys.Worker(name))
-		p.ZRem(ctx, keys.WorkerIndex, name)
-		return nil
-	})
-	if err != nil {
+	if err := rdb.Del(ctx, keys.Worker(name)).Err(); err != nil {
+		return fmt.Errorf("unregister worker %q: %w", name, err)
+	}
+	if err := rdb.ZRem(ctx, keys.WorkerIndex, name).Err(); err != nil {
 		return fmt.Errorf("unregister worker %q: %w", name, err)
 	}
 	return nil
