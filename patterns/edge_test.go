@@ -123,8 +123,11 @@ func TestForkJoinUnsealedJoinExpiresWithGroup(t *testing.T) {
 	}
 	q := keys.ForQueue(b.queue)
 	_, jkey, _ := keys.SplitTaskID(jh.ID())
-	gttl := b.env.RDB.PTTL(ctx, q.Group("unsealed")).Val()
+	// The join's TTL first: read later, the group's can only have gone
+	// down (read the other way round, a millisecond between the two reads
+	// made the join's look shorter).
 	jttl := b.env.RDB.PTTL(ctx, q.Task(jkey)).Val()
+	gttl := b.env.RDB.PTTL(ctx, q.Group("unsealed")).Val()
 	if gttl <= 0 {
 		t.Fatalf("unsealed group's TTL %v; want it to expire", gttl)
 	}
