@@ -414,34 +414,46 @@ var cmdDeadPurge = &command{
 	},
 }
 
+// printList reads one list from the inspector within callTimeout and prints it:
+// with -json as a JSON array ([] when empty), else as a table of header
+// and a line per item, written by row.
+func printList[T any](ctx context.Context, e *cliEnv, fetch func(*inspect.Inspector, context.Context) ([]T, error),
+	header string, row func(w io.Writer, item T)) error {
+	in, err := e.inspector()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	items, err := fetch(in, ctx)
+	if err != nil {
+		return err
+	}
+	if items == nil {
+		items = []T{}
+	}
+	return e.emit(items, func(w io.Writer) {
+		fmt.Fprintln(w, header)
+		for _, it := range items {
+			row(w, it)
+		}
+	})
+}
+
 var cmdWorkers = &command{
 	name: "workers", summary: "the live workers: host, pid, queues, concurrency, running now, heartbeat",
 	setup: func(e *cliEnv) func(context.Context, []string) error {
 		return func(ctx context.Context, _ []string) error {
-			in, err := e.inspector()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(ctx, callTimeout)
-			defer cancel()
-			ws, err := in.Workers(ctx)
-			if err != nil {
-				return err
-			}
-			if ws == nil {
-				ws = []inspect.WorkerInfo{}
-			}
-			return e.emit(ws, func(w io.Writer) {
-				fmt.Fprintln(w, "NAME\tHOST\tPID\tQUEUES\tCONCURRENCY\tRUNNING\tPAUSED\tSTARTED\tHEARTBEAT")
-				for _, wi := range ws {
+			return printList(ctx, e, (*inspect.Inspector).Workers,
+				"NAME\tHOST\tPID\tQUEUES\tCONCURRENCY\tRUNNING\tPAUSED\tSTARTED\tHEARTBEAT",
+				func(w io.Writer, wi inspect.WorkerInfo) {
 					qs := make([]string, 0, len(wi.Queues))
 					for _, q := range sortedKeys(wi.Queues) {
 						qs = append(qs, fmt.Sprintf("%s=%d", q, wi.Queues[q]))
 					}
 					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s\n", wi.Name, wi.Host, wi.PID, strings.Join(qs, ","),
 						wi.Concurrency, wi.Running, orDash(strings.Join(wi.Paused, ",")), fmtTime(wi.Started), fmtTime(wi.LastHeartbeat))
-				}
-			})
+				})
 		}
 	},
 }
@@ -451,26 +463,14 @@ var cmdGroups = &command{
 	setup: func(e *cliEnv) func(context.Context, []string) error {
 		queue := e.fs.String("queue", "", "only the groups homed in `QUEUE`")
 		return func(ctx context.Context, _ []string) error {
-			in, err := e.inspector()
-			if err != nil {
-				return err
+			groups := func(in *inspect.Inspector, ctx context.Context) ([]inspect.GroupInfo, error) {
+				return in.Groups(ctx, *queue)
 			}
-			ctx, cancel := context.WithTimeout(ctx, callTimeout)
-			defer cancel()
-			gs, err := in.Groups(ctx, *queue)
-			if err != nil {
-				return err
-			}
-			if gs == nil {
-				gs = []inspect.GroupInfo{}
-			}
-			return e.emit(gs, func(w io.Writer) {
-				fmt.Fprintln(w, "ID\tSTATE\tMEMBERS\tSUCCEEDED\tFAILED\tCANCELLED\tRUNNING\tHELD\tCREATED")
-				for _, g := range gs {
+			return printList(ctx, e, groups, "ID\tSTATE\tMEMBERS\tSUCCEEDED\tFAILED\tCANCELLED\tRUNNING\tHELD\tCREATED",
+				func(w io.Writer, g inspect.GroupInfo) {
 					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", g.ID, g.State, g.Members, g.Succeeded, g.Failed,
 						g.Cancelled, g.Running, g.Held, fmtTime(g.Created))
-				}
-			})
+				})
 		}
 	},
 }
@@ -539,26 +539,11 @@ func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch
 
 func repeatsList(e *cliEnv) func(context.Context, []string) error {
 	return func(ctx context.Context, _ []string) error {
-		in, err := e.inspector()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, callTimeout)
-		defer cancel()
-		rs, err := in.Repeats(ctx)
-		if err != nil {
-			return err
-		}
-		if rs == nil {
-			rs = []inspect.RepeatInfo{}
-		}
-		return e.emit(rs, func(w io.Writer) {
-			fmt.Fprintln(w, "NAME\tQUEUE\tKIND\tSCHEDULE\tNEXT\tLAST\tLAST TASK")
-			for _, r := range rs {
+		return printList(ctx, e, (*inspect.Inspector).Repeats, "NAME\tQUEUE\tKIND\tSCHEDULE\tNEXT\tLAST\tLAST TASK",
+			func(w io.Writer, r inspect.RepeatInfo) {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Queue, r.Kind, r.Schedule, fmtTime(r.NextFire),
 					fmtTime(r.LastFire), orDash(r.LastTask))
-			}
-		})
+			})
 	}
 }
 
