@@ -158,6 +158,16 @@ func (f *fleetRun) startWorker(cfg worker.Config) *worker.Worker {
 	w, err := worker.New(context.Background(), f.RDB, &cfg)
 	f.Must(err)
 	worker.Handle(w, f.handle)
+	// A batch of the client table's items (bkItem): each doubled.
+	worker.HandleBatch(w, func(ctx context.Context, items []bkItem) ([]int, error) {
+		f.runs.Add(1)
+		out := make([]int, len(items))
+		for i, it := range items {
+			out[i] = 2 * int(it)
+		}
+		f.note(fmt.Sprintf("batch of %d items", len(items)))
+		return out, nil
+	})
 	f.Must(w.Start(f.Ctx))
 	// Stop is idempotent: this only stops a worker a failed run left.
 	f.T.Cleanup(func() { f.stopWorker(w, true) })
@@ -520,6 +530,25 @@ func workerRows() []fleetRow {
 			f.H = append(f.H, join)
 		}, Op: ran(client.StateSucceeded, worker.Config{Concurrency: 1}), // one outcome per call
 			Fault: completeAndActivate},
+		{Name: "complete/batch", Setup: func(f *fleetRun) {
+			// A full batch of two items: its task waits in the stream.
+			b, err := patterns.NewBatch[bkItem, int](f.C, &patterns.BatchOpts{MaxSize: 2, MaxWait: time.Hour, Queue: f.Q})
+			f.Must(err)
+			for i := range 2 {
+				h, err := b.Append(f.Ctx, bkItem(i+1))
+				f.Must(err)
+				f.Track(h)
+				f.H = append(f.H, h)
+			}
+		}, Op: func(f *fleetRun) string {
+			w := f.startWorker(worker.Config{})
+			for _, h := range f.H {
+				f.waitState(h, client.StateSucceeded)
+			}
+			f.waitOutboxEmpty()
+			f.stopWorker(w, false)
+			return ""
+		}, Fault: only(maxNth, "EVALSHA batchend")},
 		{Name: "complete/cancel", Setup: enq(modeBlock), Op: func(f *fleetRun) string {
 			w := f.startWorker(worker.Config{})
 			f.waitStarted()
