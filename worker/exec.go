@@ -66,7 +66,6 @@ func (w *Worker) run(j *job) *outcome {
 	w.reportStart(j)
 	ctx, span := w.startProcess(ctx, j)
 	start := time.Now()
-	started := w.clock.Now()
 	res, err := call(ctx, j.handler, j.env.Payload)
 	took := time.Since(start)
 	j.took = took
@@ -107,7 +106,7 @@ func (w *Worker) run(j *job) *outcome {
 		err = fmt.Errorf("attempt timed out after %v: %w", time.Duration(j.env.TimeoutMs)*time.Millisecond, err)
 	}
 	msg := err.Error()
-	w.keepAttempt(j, started, msg)
+	w.keepAttempt(j, w.clock.ToRedis(start), msg)
 	var perm *PermanentError
 	if errors.As(err, &perm) || j.env.Attempt >= j.env.MaxAttempts {
 		w.report(j, EventDead, took, 0, err)
