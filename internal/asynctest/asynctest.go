@@ -83,11 +83,13 @@ func Redis(t testing.TB) *Env {
 // their Redis): a new miniredis, or on a real server database db,
 // flushed first (the caller must not run in parallel with other users of
 // it; give each test package its own db). On a cluster, which has one
-// database, it is a new miniredis.
+// database, it is a new miniredis. Database 0 is the one every package's
+// tests share on a real server, so db 0 always means a new miniredis:
+// flushing it would wipe what tests running at the same time wrote.
 func IsolatedRedis(t testing.TB, db int) *Env {
 	t.Helper()
 	addr := os.Getenv(EnvAddr)
-	if addr == "" || os.Getenv(EnvCluster) != "" {
+	if addr == "" || os.Getenv(EnvCluster) != "" || db == 0 {
 		m := miniredis.RunT(t)
 		rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 		t.Cleanup(func() { _ = rdb.Close() })
