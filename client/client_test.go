@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 type PingArgs struct {
@@ -24,9 +24,9 @@ type badKind struct{}
 
 func (badKind) Kind() string { return "bad:kind" }
 
-func newClient(t *testing.T, cfg *client.Config) (*client.Client, *asynctest.Env) {
+func newClient(t *testing.T, cfg *client.Config) (*client.Client, *testenv.Env) {
 	t.Helper()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	c, err := client.New(context.Background(), env.RDB, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestBadInputRefusedBeforeRedis(t *testing.T) {
 	t.Parallel()
 	c, env := newClient(t, &client.Config{MaxPayloadBytes: 100})
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	tests := []struct {
 		name string
 		args client.Args
@@ -87,7 +87,7 @@ func TestIdempotentID(t *testing.T) {
 	t.Parallel()
 	c, env := newClient(t, nil)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	h1, err := c.Enqueue(ctx, PingArgs{Msg: "1"}, &client.EnqueueOpts{Queue: q, ID: "file-1"})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestEnqueueManyOrderAndQueues(t *testing.T) {
 	t.Parallel()
 	c, env := newClient(t, nil)
 	ctx := context.Background()
-	qa, qb := asynctest.Queue(t)+"a", asynctest.Queue(t)+"b"
+	qa, qb := testenv.Queue(t)+"a", testenv.Queue(t)+"b"
 	var specs []client.Spec
 	for i := 0; i < 1203; i++ {
 		q := qa
@@ -159,7 +159,7 @@ func TestEnqueueManyOrderAndQueues(t *testing.T) {
 func TestConcurrentEnqueueCoalesced(t *testing.T) {
 	t.Parallel()
 	c, env := newClient(t, nil)
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	var wg sync.WaitGroup
 	ids := make(chan string, 1600)
 	for g := 0; g < 16; g++ {
@@ -196,13 +196,13 @@ func TestEnqueueCallerCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	// A cancelled ctx either fails the call or lets it through; it never hangs.
-	_, _ = c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: asynctest.Queue(t)})
+	_, _ = c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: testenv.Queue(t)})
 }
 
 func TestOutcomeNotFoundAndCtx(t *testing.T) {
 	t.Parallel()
 	c, _ := newClient(t, nil)
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	h, err := c.Task(q + "/nothing-here")
 	if err != nil {
 		t.Fatal(err)

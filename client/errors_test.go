@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -22,8 +22,8 @@ func TestPayloadTooLargeMatchesEndToEnd(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	env := asynctest.Redis(t)
-	q := asynctest.Queue(t)
+	env := testenv.Redis(t)
+	q := testenv.Queue(t)
 
 	// Refused by the client.
 	small, err := client.New(context.Background(), env.RDB, &client.Config{MaxPayloadBytes: 100})
@@ -37,8 +37,8 @@ func TestPayloadTooLargeMatchesEndToEnd(t *testing.T) {
 	}
 
 	// Accepted by a client with the default limit, refused by the worker.
-	c := asynctest.Client(t, env)
-	asynctest.StartWorker(t, env.RDB, q, &worker.Config{MaxPayloadBytes: 64}, func(w *worker.Worker) {
+	c := testenv.Client(t, env)
+	testenv.StartWorker(t, env.RDB, q, &worker.Config{MaxPayloadBytes: 64}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a PingArgs) (string, error) {
 			if a.Msg == "fail" {
 				return "", worker.Permanent(errors.New("some other reason"))

@@ -15,7 +15,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // faultProxy stands between a go-redis client and a Redis server and changes
@@ -51,20 +51,20 @@ type faultRule struct {
 
 // proxyEnv is the Redis a fault proxy fronts: the test's, or in the cluster
 // pass (the proxy talks to one server) a miniredis of its own.
-func proxyEnv(t *testing.T) *asynctest.Env {
+func proxyEnv(t *testing.T) *testenv.Env {
 	t.Helper()
-	if os.Getenv(asynctest.EnvCluster) == "" {
-		return asynctest.Redis(t)
+	if os.Getenv(testenv.EnvCluster) == "" {
+		return testenv.Redis(t)
 	}
 	m := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	return &asynctest.Env{RDB: rdb, Mini: m, Addr: m.Addr()}
+	return &testenv.Env{RDB: rdb, Mini: m, Addr: m.Addr()}
 }
 
 // newFaultProxy starts a proxy of env's Redis (see proxyEnv), stopped at
 // the end of t.
-func newFaultProxy(t *testing.T, env *asynctest.Env) *faultProxy {
+func newFaultProxy(t *testing.T, env *testenv.Env) *faultProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,7 +87,7 @@ func newFaultProxy(t *testing.T, env *asynctest.Env) *faultProxy {
 
 // client returns a go-redis client with default options through the proxy,
 // on env's database.
-func (p *faultProxy) client(t *testing.T, env *asynctest.Env) *redis.Client {
+func (p *faultProxy) client(t *testing.T, env *testenv.Env) *redis.Client {
 	rdb := redis.NewClient(&redis.Options{Addr: p.ln.Addr().String(), DB: env.DB})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -51,10 +51,10 @@ func TestEnqueueHookAddsMetadata(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	c, env := newClient(t, &client.Config{DefaultQueue: q, EnqueueHooks: []client.EnqueueHook{tenancyHook(&seen, &mu), second}})
 	metas := make(chan map[string]string, 4)
-	asynctest.StartWorker(t, env.RDB, q, nil, func(w *worker.Worker) {
+	testenv.StartWorker(t, env.RDB, q, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a PingArgs) (string, error) {
 			metas <- worker.Meta(ctx)
 			return a.Msg, nil
@@ -105,7 +105,7 @@ func TestEnqueueHookRefuses(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var seen []string
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	refuseB := func(ctx context.Context, t *client.Enqueuing) error {
 		if p, ok := t.Args.(PingArgs); ok && p.Msg == "b" {
 			return errors.New("b is banned")

@@ -5,11 +5,11 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // TestMain fails the package when a test or an example leaves a goroutine
 // behind: every Example stops the worker, client and miniredis it starts.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, asynctest.LeakOptions()...)
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }

@@ -8,10 +8,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // longMarkers returns the op markers of queue q whose time to live is still
@@ -48,11 +48,11 @@ func longMarkers(t *testing.T, rdb redis.UniversalClient, q string) (long, all i
 // queue took, the markers still above the grace are those of the last
 // calls only.
 func TestEnqueueMarkersShortenedOnceRead(t *testing.T) {
-	env := asynctest.Redis(t)
-	c := asynctest.Client(t, env)
+	env := testenv.Redis(t)
+	c := testenv.Client(t, env)
 	ctx := context.Background()
 
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	const n = 200
 	for i := 0; i < n; i++ {
 		if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
@@ -72,7 +72,7 @@ func TestEnqueueMarkersShortenedOnceRead(t *testing.T) {
 	// answered before it started, so only those answered after the last
 	// call started stay long, at most the calls in flight at once (the
 	// combiner's 4 leaders, one script call each for these small batches).
-	q2 := asynctest.Queue(t)
+	q2 := testenv.Queue(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := 0; g < 8; g++ {
@@ -102,7 +102,7 @@ func TestEnqueueMarkersShortenedOnceRead(t *testing.T) {
 	// EnqueueMany of more than one script call's worth (500 tasks),
 	// pipelined: the first call of the next EnqueueMany carries them all,
 	// so only the last EnqueueMany's three calls stay long.
-	q3 := asynctest.Queue(t)
+	q3 := testenv.Queue(t)
 	specs := make([]client.Spec, 1200)
 	for i := range specs {
 		specs[i] = client.Spec{Args: PingArgs{}, Opts: &client.EnqueueOpts{Queue: q3}}
@@ -124,7 +124,7 @@ func TestEnqueueUnreadReplyKeepsMarker(t *testing.T) {
 	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	var mu sync.Mutex
 	var ops []string // marker keys, in call order
 	p.add(&faultRule{match: evalOf(script.Enqueue), times: 1000, forward: true, after: func(args []string) {

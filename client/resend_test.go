@@ -15,18 +15,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // proxied returns a client (default go-redis options) whose connections go
 // through a fault proxy, and the proxy.
-func proxied(t *testing.T, env *asynctest.Env) (*client.Client, *faultProxy, *redis.Client) {
+func proxied(t *testing.T, env *testenv.Env) (*client.Client, *faultProxy, *redis.Client) {
 	t.Helper()
 	p := newFaultProxy(t, env)
 	rdb := p.client(t, env)
@@ -39,7 +39,7 @@ func proxied(t *testing.T, env *asynctest.Env) (*client.Client, *faultProxy, *re
 }
 
 // streamLen is the number of entries in q's stream, read past the proxy.
-func streamLen(t *testing.T, env *asynctest.Env, q string) int64 {
+func streamLen(t *testing.T, env *testenv.Env, q string) int64 {
 	t.Helper()
 	n, err := env.RDB.XLen(context.Background(), keys.ForQueue(q).Stream()).Result()
 	if err != nil {
@@ -64,7 +64,7 @@ func TestEnqueueResentAtWindowEndAddsOnce(t *testing.T) {
 		t.Fatalf("go-redis' default resend window is %v; this test is about windows longer than 10s", window)
 	}
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	var ttl atomic.Int64
 	cut := p.add(&faultRule{match: evalOf(script.Enqueue), times: 1, cut: true, after: func(args []string) {
 		ttl.Store(int64(env.RDB.PTTL(ctx, scriptKeys(args)[1]).Val()))
@@ -97,7 +97,7 @@ func TestEnqueueRetriesLoading(t *testing.T) {
 	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	loading := p.add(&faultRule{match: evalOf(script.Enqueue), times: 6, forward: true,
 		reply: "-LOADING Redis is loading the dataset in memory\r\n"})
 	h, err := c.Enqueue(ctx, PingArgs{Msg: "restart"}, &client.EnqueueOpts{Queue: q})
@@ -143,7 +143,7 @@ func TestEnqueueRedisFull(t *testing.T) {
 	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestContinueWithKeepsHandleWhenDrainFails(t *testing.T) {
 	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	parent, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, ID: "parent"})
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestContinueWithResentWaitingStaysChild(t *testing.T) {
 	env := proxyEnv(t)
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	running, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, ID: "running"})
 	if err != nil {
 		t.Fatal(err)
@@ -249,10 +249,10 @@ func TestContinueWithResentWaitingStaysChild(t *testing.T) {
 // contadd.lua run twice with the same arguments (what a resend does) lists
 // the continuation once.
 func TestContAddResentListsOnce(t *testing.T) {
-	env := asynctest.Redis(t)
-	c := asynctest.Client(t, env)
+	env := testenv.Redis(t)
+	c := testenv.Client(t, env)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, ID: "parent"}); err != nil {
 		t.Fatal(err)
 	}
@@ -276,10 +276,10 @@ func TestContAddResentListsOnce(t *testing.T) {
 // New warns, once per Redis client, when that client does not bound socket
 // reads by the ctx deadline, and names the option.
 func TestNewWarnsWithoutContextDeadlines(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
-	rdb := asynctest.NewEnvClient(env)
+	rdb := testenv.NewEnvClient(env)
 	defer rdb.Close()
 	for i := 0; i < 2; i++ {
 		c, err := client.New(context.Background(), rdb, &client.Config{Logger: log})
@@ -294,7 +294,7 @@ func TestNewWarnsWithoutContextDeadlines(t *testing.T) {
 	buf.Reset()
 	on := redis.NewClient(&redis.Options{Addr: env.Addr, DB: env.DB, ContextTimeoutEnabled: true})
 	defer on.Close()
-	if asynctest.Real() && env.Mini == nil {
+	if testenv.Real() && env.Mini == nil {
 		if _, ok := env.RDB.(*redis.ClusterClient); ok {
 			return // the plain client above does not reach a cluster
 		}

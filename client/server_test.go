@@ -10,13 +10,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // A Redis that may evict keys gets a warning in the log at New.
 func TestWarnsWhenEvictionPossible(t *testing.T) {
-	asynctest.RequireReal(t)
-	env := asynctest.Redis(t)
+	testenv.RequireReal(t)
+	env := testenv.Redis(t)
 	ctx := context.Background()
 	old, err := env.RDB.ConfigGet(ctx, "maxmemory-policy").Result()
 	if err != nil {

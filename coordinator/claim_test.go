@@ -9,9 +9,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // A coordinator whose housekeeping claim reply is lost keeps house that
@@ -19,12 +19,12 @@ import (
 // token. Every claim here loses its first reply, so a claim that does not
 // recognise its own token never keeps house.
 func TestHousekeepClaimSurvivesResend(t *testing.T) {
-	env := asynctest.IsolatedRedis(t, isolatedDB)
+	env := testenv.IsolatedRedis(t, isolatedDB)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A continuation of a queue no worker serves, its parent ended: only
 	// housekeeping activates it.
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	if err := store.RegisterQueue(ctx, env.RDB, q.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -35,8 +35,8 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := asynctest.NewFaultProxy(t, env.Addr)
-	p.DropReply(asynctest.FirstSending(asynctest.MatchArg(keys.HousekeepClaim)), 1, math.MaxInt)
+	p := testenv.NewFaultProxy(t, env.Addr)
+	p.DropReply(testenv.FirstSending(testenv.MatchArg(keys.HousekeepClaim)), 1, math.MaxInt)
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: env.DB})
 	t.Cleanup(func() { _ = rdb.Close() })
 	// A claim lives 9/10 of the interval: long past go-redis' resend (a
@@ -49,7 +49,7 @@ func TestHousekeepClaimSurvivesResend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = co.Stop(context.Background()) }()
-	asynctest.Eventually(t, 15*time.Second, "housekeeping to activate the continuation", func() bool {
+	testenv.Eventually(t, 15*time.Second, "housekeeping to activate the continuation", func() bool {
 		st, _ := env.RDB.HGet(ctx, q.Task("c"), "st").Result()
 		return st == "pending"
 	})

@@ -15,14 +15,14 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, asynctest.LeakOptions()...)
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }
 
 type Timed struct {
@@ -40,11 +40,11 @@ func (Timed) Kind() string { return "timed" }
 // a task's entry id is the Redis time it entered the stream.
 func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
-	queue := asynctest.Queue(t)
+	env := testenv.Redis(t)
+	queue := testenv.Queue(t)
 	const maxSleep = time.Minute
 	for i := 0; i < 5; i++ {
-		rdb := asynctest.NewEnvClient(env)
+		rdb := testenv.NewEnvClient(env)
 		co, err := coordinator.New(context.Background(), rdb, &coordinator.Config{MaxSleep: maxSleep})
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 		}
 	}
 	q := keys.ForQueue(queue)
-	asynctest.Eventually(t, 40*time.Second, "every delayed task moved into the stream", func() bool {
+	testenv.Eventually(t, 40*time.Second, "every delayed task moved into the stream", func() bool {
 		n, err := env.RDB.ZCard(ctx, q.Scheduled()).Result()
 		return err == nil && n == 0
 	})
@@ -148,7 +148,7 @@ func TestCoordinatorsMoveDelayedTasksOnTime(t *testing.T) {
 
 func TestCoordinatorBadConfig(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	if _, err := coordinator.New(context.Background(), nil, nil); err == nil {
 		t.Error("nil client accepted")
 	}
@@ -169,10 +169,10 @@ func (Job) Kind() string { return "job" }
 // covers every queue, and its small cap would purge other tests' dead
 // letters.
 func TestCoordinatorKeepsHouse(t *testing.T) {
-	env := asynctest.IsolatedRedis(t, isolatedDB)
-	served, unserved := asynctest.Queue(t), asynctest.Queue(t)+"-u"
-	c := asynctest.Client(t, env)
-	asynctest.StartWorker(t, env.RDB, served, nil, func(w *worker.Worker) {
+	env := testenv.IsolatedRedis(t, isolatedDB)
+	served, unserved := testenv.Queue(t), testenv.Queue(t)+"-u"
+	c := testenv.Client(t, env)
+	testenv.StartWorker(t, env.RDB, served, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (int, error) {
 			if j.Fail {
 				return 0, worker.Permanent(errors.New("no"))
@@ -245,16 +245,16 @@ func TestCoordinatorKeepsHouse(t *testing.T) {
 	}
 }
 
-// isolatedDB is this package's database for asynctest.IsolatedRedis.
+// isolatedDB is this package's database for testenv.IsolatedRedis.
 const isolatedDB = 10
 
 // A continuation housekeeping ends without a run (its parent did not
 // succeed) is kept for the coordinator's Config.Retention.
 func TestSweptContinuationKeptForCoordinatorRetention(t *testing.T) {
-	env := asynctest.IsolatedRedis(t, isolatedDB)
+	env := testenv.IsolatedRedis(t, isolatedDB)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	if err := store.RegisterQueue(ctx, env.RDB, q.Name); err != nil {
 		t.Fatal(err)
 	}

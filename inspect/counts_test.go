@@ -11,8 +11,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -67,10 +67,10 @@ func (l *cmdLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // reading the stream: one round trip of O(1) work, however many wait.
 func TestQueueCountsAfterCancelNoScan(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	specs := make([]client.Spec, 2500)
 	for i := range specs {
 		specs[i] = client.Spec{Args: Job{N: i}, Opts: &client.EnqueueOpts{Queue: queue}}
@@ -89,7 +89,7 @@ func TestQueueCountsAfterCancelNoScan(t *testing.T) {
 		t.Fatalf("cancel: %v, %v", st, err)
 	}
 
-	rdb := asynctest.NewEnvClient(e)
+	rdb := testenv.NewEnvClient(e)
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := &cmdLog{}
 	rdb.AddHook(log)
@@ -129,10 +129,10 @@ func (Limited) Kind() string { return "inspect.limited" }
 // totals follow.
 func TestQueueCountsKnownWorkload(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	qa, qb := asynctest.Queue(t)+"-a", asynctest.Queue(t)+"-b"
-	c := asynctest.Client(t, e)
+	qa, qb := testenv.Queue(t)+"-a", testenv.Queue(t)+"-b"
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	enqueue := func(args client.Args, opts *client.EnqueueOpts) *client.Handle {
 		t.Helper()
@@ -169,7 +169,7 @@ func TestQueueCountsKnownWorkload(t *testing.T) {
 			return ctx.Err()
 		}
 	}
-	asynctest.StartWorker(t, e.RDB, qa, &worker.Config{Concurrency: 8, KindLimits: map[string]int{Limited{}.Kind(): 1},
+	testenv.StartWorker(t, e.RDB, qa, &worker.Config{Concurrency: 8, KindLimits: map[string]int{Limited{}.Kind(): 1},
 		LimitWait: time.Hour, Backoff: func(int) time.Duration { return time.Hour }}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, b Block) (int, error) { return b.N, block(ctx) })
 		worker.Handle(w, func(ctx context.Context, l Limited) (int, error) { return l.N, block(ctx) })
@@ -194,7 +194,7 @@ func TestQueueCountsKnownWorkload(t *testing.T) {
 	enqueue(Block{N: 30}, &client.EnqueueOpts{Queue: qa, Delay: time.Hour})
 
 	var got inspect.QueueInfo
-	asynctest.Eventually(t, 15*time.Second, "the workload settled", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the workload settled", func() bool {
 		got = queueOf(t, in, qa)
 		return got.Running == 4 && got.Held == 5 && got.Retrying == 1 && got.Dead == 1
 	})
@@ -206,7 +206,7 @@ func TestQueueCountsKnownWorkload(t *testing.T) {
 	}
 
 	close(release)
-	asynctest.Eventually(t, 15*time.Second, "the blocked tasks done", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the blocked tasks done", func() bool {
 		got = queueOf(t, in, qa)
 		return got.Processed == 11
 	})
@@ -222,10 +222,10 @@ func TestQueueCountsKnownWorkload(t *testing.T) {
 // their sums the totals.
 func TestTotalsAndHistory(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	start, err := e.RDB.Time(ctx).Result()
 	if err != nil {
@@ -240,7 +240,7 @@ func TestTotalsAndHistory(t *testing.T) {
 		}
 		hs = append(hs, h)
 	}
-	asynctest.StartWorker(t, e.RDB, queue, &worker.Config{Concurrency: 4}, func(w *worker.Worker) {
+	testenv.StartWorker(t, e.RDB, queue, &worker.Config{Concurrency: 4}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (int, error) {
 			if j.Fail {
 				return 0, errors.New("asked to fail")
@@ -312,10 +312,10 @@ func TestTotalsAndHistory(t *testing.T) {
 // when it is cancelled. In a queue no worker serves, so nothing else moves.
 func TestHeldCountsAfterCancels(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	members := make([]client.Spec, 4)
 	for i := range members {
@@ -336,7 +336,7 @@ func TestHeldCountsAfterCancels(t *testing.T) {
 	// One member admitted (in the stream), three held; the partition's
 	// head in the stream, two behind it.
 	var got inspect.QueueInfo
-	asynctest.Eventually(t, 10*time.Second, "the first member admitted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the first member admitted", func() bool {
 		got = queueOf(t, in, queue)
 		return got.Waiting == 2
 	})
@@ -352,7 +352,7 @@ func TestHeldCountsAfterCancels(t *testing.T) {
 	if err := g.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the group's members cancelled", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the group's members cancelled", func() bool {
 		got = queueOf(t, in, queue)
 		return got.Held == 1 && got.Waiting == 1
 	})

@@ -10,7 +10,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -37,10 +37,10 @@ func queueOf(t *testing.T, in *inspect.Inspector, name string) inspect.QueueInfo
 // worker takes them, one at a time, one of them to the dead letters.
 func TestQueueCounts(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	var hs []*client.Handle
 	for _, j := range []Job{{N: 1}, {N: 2}, {N: 3, Fail: true}} {
@@ -76,7 +76,7 @@ func TestQueueCounts(t *testing.T) {
 
 	release := make(chan struct{})
 	started := make(chan int, 2)
-	asynctest.StartWorker(t, e.RDB, queue, &worker.Config{Concurrency: 1, FetchBatch: 1}, func(w *worker.Worker) {
+	testenv.StartWorker(t, e.RDB, queue, &worker.Config{Concurrency: 1, FetchBatch: 1}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (int, error) {
 			started <- j.N
 			<-release
@@ -87,7 +87,7 @@ func TestQueueCounts(t *testing.T) {
 		})
 	}, false)
 	<-started
-	asynctest.Eventually(t, 10*time.Second, "one task running", func() bool {
+	testenv.Eventually(t, 10*time.Second, "one task running", func() bool {
 		n, err := in.Running(ctx, queue)
 		return err == nil && n == 1
 	})
@@ -100,7 +100,7 @@ func TestQueueCounts(t *testing.T) {
 		_, _ = h.Outcome(wctx) // one succeeds, one dies
 		cancel()
 	}
-	asynctest.Eventually(t, 10*time.Second, "the queue drained", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the queue drained", func() bool {
 		q := queueOf(t, in, queue)
 		return q.Waiting == 0 && q.Running == 0
 	})
@@ -117,10 +117,10 @@ func TestQueueCounts(t *testing.T) {
 // queue reads as empty, and is still listed.
 func TestDeleteQueue(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	if _, err := c.Enqueue(ctx, Job{N: 1}, &client.EnqueueOpts{Queue: queue, Delay: time.Hour}); err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestDeleteQueue(t *testing.T) {
 // Bad queue names are refused before anything is sent.
 func TestBadQueueName(t *testing.T) {
 	t.Parallel()
-	in := inspect.New(asynctest.Redis(t).RDB)
+	in := inspect.New(testenv.Redis(t).RDB)
 	ctx := context.Background()
 	_, err1 := in.Queue(ctx, "a b")
 	_, err2 := in.Running(ctx, "")

@@ -10,8 +10,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -42,10 +42,10 @@ func list(t *testing.T, in *inspect.Inspector, queue string, opts inspect.ListOp
 // state with its history of attempts.
 func TestTasksByState(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	before := time.Now().Add(-time.Second)
 
@@ -104,7 +104,7 @@ func TestTasksByState(t *testing.T) {
 	// blocks until released.
 	release := make(chan struct{})
 	var w *worker.Worker
-	w = asynctest.StartWorker(t, e.RDB, queue, &worker.Config{Backoff: func(int) time.Duration { return time.Hour }}, func(w *worker.Worker) {
+	w = testenv.StartWorker(t, e.RDB, queue, &worker.Config{Backoff: func(int) time.Duration { return time.Hour }}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (Job, error) {
 			if j.Fail {
 				return j, errors.New("no luck " + strings.Repeat("x", j.N))
@@ -134,7 +134,7 @@ func TestTasksByState(t *testing.T) {
 	if _, err := dead.Outcome(ctx); err == nil {
 		t.Fatal("the task that dies succeeded")
 	}
-	asynctest.Eventually(t, 10*time.Second, "a retrying task and a running one", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a retrying task and a running one", func() bool {
 		return len(list(t, in, queue, inspect.ListOpts{State: inspect.StateRetrying})) == 1 &&
 			len(list(t, in, queue, inspect.ListOpts{State: inspect.StateRunning})) == 1
 	})
@@ -201,7 +201,7 @@ func TestTasksByState(t *testing.T) {
 	if n, err := in.RetryDead(ctx, queue, "inspect.job"); err != nil || n != 1 {
 		t.Fatalf("RetryDead: %d, %v", n, err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the retried task to die again", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the retried task to die again", func() bool {
 		return len(list(t, in, queue, inspect.ListOpts{State: inspect.StateDead})) == 1
 	})
 	got, err = in.Task(ctx, dead.ID())
@@ -229,9 +229,9 @@ func TestTasksByState(t *testing.T) {
 // DeleteQueue clears it.
 func TestPauseResumeFlag(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	in := inspect.New(e.RDB)
 	flag := keys.ForQueue(queue).Paused()
 	if err := in.Pause(ctx, queue); err != nil {
@@ -264,10 +264,10 @@ func TestPauseResumeFlag(t *testing.T) {
 // from the index once it expired, and lists a repeat schedule.
 func TestGroupsAndRepeats(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	g, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: queue}}, {Args: Job{N: 2}, Opts: &client.EnqueueOpts{Queue: queue}}},
 		nil, &patterns.GroupOpts{ID: "g1"})
@@ -281,7 +281,7 @@ func TestGroupsAndRepeats(t *testing.T) {
 	if len(gs) != 1 || gs[0].ID != g.ID() || gs[0].Home != queue || gs[0].State != "open" || gs[0].Members != 2 || gs[0].Running != 2 || gs[0].Created.IsZero() {
 		t.Fatalf("groups: %+v", gs)
 	}
-	asynctest.StartWorker(t, e.RDB, queue, nil, func(w *worker.Worker) {
+	testenv.StartWorker(t, e.RDB, queue, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (Job, error) { return j, nil })
 	}, false)
 	if _, err := g.Wait(ctx); err != nil {
@@ -339,10 +339,10 @@ func TestGroupsAndRepeats(t *testing.T) {
 // task of a kind no worker serves say why they wait.
 func TestHeldAndWhy(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 
 	// Partitions and continuations, before any worker.
@@ -370,7 +370,7 @@ func TestHeldAndWhy(t *testing.T) {
 
 	// A worker with a kind limit of 1 and no handler for Other.
 	release := make(chan struct{})
-	asynctest.StartWorker(t, e.RDB, queue, &worker.Config{KindLimits: map[string]int{"inspect.slow": 1}, LimitWait: time.Hour}, func(w *worker.Worker) {
+	testenv.StartWorker(t, e.RDB, queue, &worker.Config{KindLimits: map[string]int{"inspect.slow": 1}, LimitWait: time.Hour}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (Job, error) { return j, nil })
 		worker.Handle(w, func(ctx context.Context, s Slow) (struct{}, error) {
 			select {
@@ -389,7 +389,7 @@ func TestHeldAndWhy(t *testing.T) {
 		}
 		slow = append(slow, h)
 	}
-	asynctest.Eventually(t, 10*time.Second, "one slow task held by the limit", func() bool {
+	testenv.Eventually(t, 10*time.Second, "one slow task held by the limit", func() bool {
 		return len(list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})) == 1
 	})
 	h := list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})[0]
@@ -403,7 +403,7 @@ func TestHeldAndWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the task no worker serves to say so", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the task no worker serves to say so", func() bool {
 		got, err := in.Task(ctx, other.ID())
 		if err != nil {
 			t.Fatal(err)
@@ -420,10 +420,10 @@ func (Other) Kind() string { return "inspect.other" }
 // TestHeldInvokeAll lists the members an InvokeAll holds, page by page.
 func TestHeldInvokeAll(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, e)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
 	var specs []client.Spec
 	for n := range 4 {

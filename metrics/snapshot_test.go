@@ -12,8 +12,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/metrics"
 )
 
@@ -51,7 +51,7 @@ func snapshotAge(t testing.TB, g prometheus.Gatherer) float64 {
 // waitSnapshot waits for the first reading of the background refresh.
 func waitSnapshot(t testing.TB, g prometheus.Gatherer) {
 	t.Helper()
-	asynctest.Eventually(t, 10*time.Second, "the first queue snapshot", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the first queue snapshot", func() bool {
 		return !math.IsInf(snapshotAge(t, g), 1)
 	})
 }
@@ -59,9 +59,9 @@ func waitSnapshot(t testing.TB, g prometheus.Gatherer) {
 // The queue gauges show the inspector's counts as of the last reading; a
 // reading replaces them, and the age says how old they are.
 func TestSnapshotGauges(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	c := newClient(t, env.RDB)
 	enqueue(t, c, q, 2, 0)
 	enqueue(t, c, q, 1, time.Hour)
@@ -116,17 +116,17 @@ func TestSnapshotGauges(t *testing.T) {
 // is closed, it shows the last good values, their growing age, and the
 // failed readings.
 func TestScrapeWithoutRedis(t *testing.T) {
-	var env *asynctest.Env
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		env = asynctest.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
+	var env *testenv.Env
+	if os.Getenv(testenv.EnvCluster) != "" {
+		env = testenv.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
 	} else {
-		env = asynctest.Redis(t)
+		env = testenv.Redis(t)
 	}
 	ctx := context.Background()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	enqueue(t, newClient(t, env.RDB), q, 2, 0)
 
-	p := asynctest.NewFaultProxy(t, env.Addr)
+	p := testenv.NewFaultProxy(t, env.Addr)
 	// No resend, no read deadline: a command the proxy holds keeps its
 	// caller waiting until the connection is cut.
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: env.DB, MaxRetries: -1, ReadTimeout: -1})
@@ -136,11 +136,11 @@ func TestScrapeWithoutRedis(t *testing.T) {
 	good := time.Now() // the last good reading ended before this
 
 	// Redis stops answering: a reading goes out and hangs.
-	p.Delay(func(asynctest.Command) bool { return true }, time.Hour, 0)
+	p.Delay(func(testenv.Command) bool { return true }, time.Hour, 0)
 	sent := len(p.Commands())
 	refreshed := make(chan error, 1)
 	go func() { refreshed <- m.Refresh(ctx) }()
-	asynctest.Eventually(t, 10*time.Second, "the reading to reach the proxy", func() bool { return len(p.Commands()) > sent })
+	testenv.Eventually(t, 10*time.Second, "the reading to reach the proxy", func() bool { return len(p.Commands()) > sent })
 	sent = len(p.Commands())
 
 	scrape := time.Now()
@@ -188,13 +188,13 @@ func TestScrapeWithoutRedis(t *testing.T) {
 // The background goroutine reads again every Refresh, and Close stops it
 // (goleak checks that it is gone).
 func TestSnapshotRefreshesInBackground(t *testing.T) {
-	env := asynctest.Redis(t)
-	q := asynctest.Queue(t)
+	env := testenv.Redis(t)
+	q := testenv.Queue(t)
 	c := newClient(t, env.RDB)
 	_, reg := newMetrics(t, metrics.Opts{Inspector: inspect.New(env.RDB), Refresh: 50 * time.Millisecond})
 	waitSnapshot(t, reg)
 	enqueue(t, c, q, 4, 0)
-	asynctest.Eventually(t, 10*time.Second, "a later reading to show 4 waiting", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a later reading to show 4 waiting", func() bool {
 		s, ok := find(t, reg, "async_queue_tasks", "queue", q, "state", "waiting")
 		return ok && s.Value == 4
 	})
@@ -212,14 +212,14 @@ func TestRefreshWithoutInspector(t *testing.T) {
 // Close returns while Redis hangs: the reading in flight ends at the
 // client's ReadTimeout and the goroutine is gone (goleak checks it).
 func TestCloseWhileRedisHangs(t *testing.T) {
-	var env *asynctest.Env
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		env = asynctest.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
+	var env *testenv.Env
+	if os.Getenv(testenv.EnvCluster) != "" {
+		env = testenv.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
 	} else {
-		env = asynctest.Redis(t)
+		env = testenv.Redis(t)
 	}
-	p := asynctest.NewFaultProxy(t, env.Addr)
-	p.Delay(func(asynctest.Command) bool { return true }, time.Hour, 0)
+	p := testenv.NewFaultProxy(t, env.Addr)
+	p.Delay(func(testenv.Command) bool { return true }, time.Hour, 0)
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: env.DB, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := prometheus.NewRegistry()
@@ -227,7 +227,7 @@ func TestCloseWhileRedisHangs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the first reading to reach the proxy", func() bool { return len(p.Commands()) > 0 })
+	testenv.Eventually(t, 10*time.Second, "the first reading to reach the proxy", func() bool { return len(p.Commands()) > 0 })
 	closed := make(chan struct{})
 	go func() { m.Close(); close(closed) }()
 	select {

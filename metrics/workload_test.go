@@ -16,8 +16,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/metrics"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
@@ -70,10 +70,10 @@ var errBad = errors.New("bad input")
 func TestWorkloadMetrics(t *testing.T) {
 	const nOK, nFlaky, nBad = 5, 2, 3
 	const delay = 2 * time.Second
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	q := asynctest.Queue(t)
+	q := testenv.Queue(t)
 	c := newClient(t, env.RDB)
 	var rk [4]byte
 	_, _ = rand.Read(rk[:])
@@ -83,7 +83,7 @@ func TestWorkloadMetrics(t *testing.T) {
 	release := make(chan struct{})
 	delayedAt := make(chan time.Time, 1) // Redis' clock when mt-delayed's handler ran
 	var stolenRuns atomic.Int32
-	asynctest.StartWorker(t, env.RDB, q, &worker.Config{
+	testenv.StartWorker(t, env.RDB, q, &worker.Config{
 		Observers:   []worker.Observer{m},
 		Logger:      slog.New(slog.DiscardHandler), // the failures are on purpose
 		Concurrency: 8,
@@ -167,7 +167,7 @@ func TestWorkloadMetrics(t *testing.T) {
 	// that run succeeds. It is the queue's only task yet, so the only
 	// entry pending.
 	stolen := put(stolenJob{}, opts)
-	asynctest.Eventually(t, 10*time.Second, "the task to be stolen to start", func() bool { return counter("async_tasks_started_total", "mt-stolen") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the task to be stolen to start", func() bool { return counter("async_tasks_started_total", "mt-stolen") == 1 })
 	stream := keys.ForQueue(q).Stream()
 	pending, err := env.RDB.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: keys.Group, Start: "-", End: "+", Count: 10}).Result()
 	if err != nil || len(pending) != 1 {
@@ -201,16 +201,16 @@ func TestWorkloadMetrics(t *testing.T) {
 
 	// One cancelled while it runs.
 	blocked := put(blockJob{}, opts)
-	asynctest.Eventually(t, 10*time.Second, "the blocking task to start", func() bool { return counter("async_tasks_started_total", "mt-block") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the blocking task to start", func() bool { return counter("async_tasks_started_total", "mt-block") == 1 })
 	if _, err := blocked.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
 
 	// One parked by the kind's limit while the first holds the slot.
 	first := put(limitedJob{Block: true}, opts)
-	asynctest.Eventually(t, 10*time.Second, "the first limited task to start", func() bool { return counter("async_tasks_started_total", "mt-limited") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first limited task to start", func() bool { return counter("async_tasks_started_total", "mt-limited") == 1 })
 	second := put(limitedJob{}, opts)
-	asynctest.Eventually(t, 10*time.Second, "the second limited task to park", func() bool { return counter("async_task_limit_parks_total", "mt-limited") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the second limited task to park", func() bool { return counter("async_task_limit_parks_total", "mt-limited") == 1 })
 	close(release)
 	handles = append(handles, first, second)
 
@@ -218,7 +218,7 @@ func TestWorkloadMetrics(t *testing.T) {
 	ro := &client.EnqueueOpts{Queue: q, RateKey: rateKey + "x"}
 	put(ratedJob{}, ro)
 	put(ratedJob{}, ro)
-	asynctest.Eventually(t, 10*time.Second, "one rated task to succeed and one to be throttled", func() bool {
+	testenv.Eventually(t, 10*time.Second, "one rated task to succeed and one to be throttled", func() bool {
 		return counter("async_tasks_total", "mt-rated", "outcome", "succeeded") == 1 && counter("async_task_throttle_waits_total", "mt-rated") == 1
 	})
 
@@ -237,7 +237,7 @@ func TestWorkloadMetrics(t *testing.T) {
 	}
 	// The stolen task's second run may end before its first one returns
 	// from its cancel and reports the loss.
-	asynctest.Eventually(t, 10*time.Second, "the lost lease to be reported", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the lost lease to be reported", func() bool {
 		return counter("async_task_lease_losses_total", "mt-stolen") == 1
 	})
 

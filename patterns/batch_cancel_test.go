@@ -10,9 +10,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -79,7 +79,7 @@ func TestCancelledBatchNeverRuns(t *testing.T) {
 	}
 	batchID, _, _ := strings.Cut(hs[0].ID(), ".")
 
-	rdb := asynctest.NewEnvClient(b.env)
+	rdb := testenv.NewEnvClient(b.env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := script.Load(ctx, rdb); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -65,7 +65,7 @@ func batchWorkerMain() {
 	fleetGuards()
 	queue := os.Getenv(envFleetQueue)
 	leaseMs, _ := strconv.Atoi(os.Getenv(envFleetLease))
-	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	rdb := testenv.NewClient(os.Getenv(envFleetAddr))
 	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{queue: 1}, Concurrency: 8,
 		Lease: time.Duration(leaseMs) * time.Millisecond, BlockTimeout: 100 * time.Millisecond})
 	if err != nil {
@@ -111,7 +111,7 @@ func batchProducerMain() {
 	queue := os.Getenv(envFleetQueue)
 	n, _ := strconv.Atoi(os.Getenv(envBatchN))
 	base, _ := strconv.Atoi(os.Getenv(envBatchBase))
-	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	rdb := testenv.NewClient(os.Getenv(envFleetAddr))
 	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -146,18 +146,18 @@ func batchProducerMain() {
 // no item is in two batches, no batch exceeds MaxSize, and the killed batch
 // runs again whole on the other worker.
 func TestBatchAcrossProcesses(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	lease := 2 * time.Second
 	workers := startFleet(t, b.env, b.queue, 2, lease, "ASYNC_TEST_SUBPROCESS=batchworker")
-	asynctest.StartCoordinators(t, b.env, 1)
+	testenv.StartCoordinators(t, b.env, 1)
 	const perProducer = 200
 	producers := startProducers(t, b, "batchproducer", perProducer, 1000)
 	ctx := ctxT(t)
 	waitProducers(t, ctx, producers, nil)
 	var heldBy int
-	asynctest.Eventually(t, 20*time.Second, "the held batch", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the held batch", func() bool {
 		v, err := b.env.RDB.LIndex(ctx, batchRunsKey(b.queue)+":heldby", 0).Int()
 		heldBy = v
 		return err == nil
@@ -226,7 +226,7 @@ func partProducerMain() {
 	queue := os.Getenv(envFleetQueue)
 	n, _ := strconv.Atoi(os.Getenv(envBatchN))
 	base, _ := strconv.Atoi(os.Getenv(envBatchBase))
-	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	rdb := testenv.NewClient(os.Getenv(envFleetAddr))
 	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -254,7 +254,7 @@ func partProducerMain() {
 // flushes; two worker processes run the partitions: every item is started
 // exactly once, in the partition of its key. Real Redis.
 func TestPartitionerAcrossProcesses(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	startFleet(t, b.env, b.queue, 2, 5*time.Second, "ASYNC_TEST_SUBPROCESS=batchworker")

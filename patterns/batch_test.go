@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -99,7 +99,7 @@ func TestBatchSizeAndWait(t *testing.T) {
 	b := setup(t)
 	var log batchLog
 	b.worker(t, nil, func(w *worker.Worker) { worker.HandleBatch(w, doubles(log.handle)) })
-	asynctest.StartCoordinators(t, b.env, 1)
+	testenv.StartCoordinators(t, b.env, 1)
 	ctx := ctxT(t)
 	// MaxWait long enough for 25 appends under any CI load.
 	bt, err := patterns.NewBatch[Double, int](b.c, &patterns.BatchOpts{MaxSize: 10, MaxWait: 2 * time.Second, Queue: b.queue})
@@ -309,7 +309,7 @@ func TestBatchBadInput(t *testing.T) {
 // worker died on every delivery) takes its items with it: each ends dead.
 // Real Redis (delivery counts).
 func TestBatchPoisonEndsItems(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	ctx := ctxT(t)
@@ -489,7 +489,7 @@ func TestBatchItemMarkedWhileRunning(t *testing.T) {
 		got <- v
 	}()
 	// Let the watcher register before the batch ends.
-	asynctest.Eventually(t, 10*time.Second, "the watcher's mark", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the watcher's mark", func() bool {
 		n, _ := b.env.RDB.SCard(ctx, keys.ForQueue(b.queue).BatchMarked(strings.TrimSuffix(strings.TrimPrefix(hs[2].ID(), b.queue+"/"), ".2"))).Result()
 		return n == 2
 	})

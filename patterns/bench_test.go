@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -19,18 +19,18 @@ import (
 const benchN = 10_000
 
 func benchSetup(b *testing.B) (*bundle, *atomic.Int64, chan struct{}) {
-	if !asynctest.Real() {
+	if !testenv.Real() {
 		b.Skip("set ASYNC_REDIS_ADDR: benchmarks measure real Redis")
 	}
 	t := &testing.T{}
 	_ = t
-	env := asynctest.Redis(b)
+	env := testenv.Redis(b)
 	c, err := client.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = c.Close() })
-	bu := &bundle{env: env, c: c, queue: asynctest.Queue(b)}
+	bu := &bundle{env: env, c: c, queue: testenv.Queue(b)}
 	var done atomic.Int64
 	joined := make(chan struct{}, 1)
 	w, err := worker.New(context.Background(), env.RDB, &worker.Config{Queues: map[string]int{bu.queue: 1}, Concurrency: 200})
@@ -90,10 +90,10 @@ func BenchmarkForkJoin10k(b *testing.B) {
 }
 
 func BenchmarkEnqueueOnlyPlain10k(b *testing.B) {
-	env := asynctest.Redis(b)
+	env := testenv.Redis(b)
 	c, _ := client.New(context.Background(), env.RDB, nil)
 	defer c.Close()
-	specs := noops(asynctest.Queue(b), benchN)
+	specs := noops(testenv.Queue(b), benchN)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := c.EnqueueMany(context.Background(), specs); err != nil {
@@ -103,10 +103,10 @@ func BenchmarkEnqueueOnlyPlain10k(b *testing.B) {
 }
 
 func BenchmarkEnqueueOnlyForkJoin10k(b *testing.B) {
-	env := asynctest.Redis(b)
+	env := testenv.Redis(b)
 	c, _ := client.New(context.Background(), env.RDB, nil)
 	defer c.Close()
-	specs := noops(asynctest.Queue(b), benchN)
+	specs := noops(testenv.Queue(b), benchN)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := patterns.ForkJoin(context.Background(), c, specs, nil, nil); err != nil {
@@ -133,16 +133,16 @@ func BenchmarkInvokeAllRelease(b *testing.B) {
 
 // One Partitioner.Append of one item and of 100: the producers' hot path.
 func BenchmarkPartitionerAppend(b *testing.B) {
-	if !asynctest.Real() {
+	if !testenv.Real() {
 		b.Skip("set ASYNC_REDIS_ADDR: benchmarks measure real Redis")
 	}
-	env := asynctest.Redis(b)
+	env := testenv.Redis(b)
 	c, err := client.New(context.Background(), env.RDB, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = c.Close() })
-	queue := asynctest.Queue(b)
+	queue := testenv.Queue(b)
 	for _, n := range []int{1, 100} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			pt, err := patterns.NewPartitioner[int](c, "bench"+strconv.Itoa(n), func(v int) string { return strconv.Itoa(v % 7) }, &patterns.PartitionerOpts{Queue: queue})

@@ -13,10 +13,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -52,9 +52,9 @@ func (h beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // hooked returns a client of env's Redis with h on its Redis client.
-func hooked(t *testing.T, env *asynctest.Env, h redis.Hook) *client.Client {
+func hooked(t *testing.T, env *testenv.Env, h redis.Hook) *client.Client {
 	t.Helper()
-	rdb := asynctest.NewEnvClient(env)
+	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	rdb.AddHook(h)
 	c, err := client.New(context.Background(), rdb, &client.Config{Logger: quietLog()})
@@ -178,7 +178,7 @@ func TestHalfMadeGroupCancelledOrCompleted(t *testing.T) {
 	ctx := ctxT(t)
 	var f failEnqueue
 	f.on.Store(true)
-	rdb := asynctest.NewClient(b.env.Addr)
+	rdb := testenv.NewClient(b.env.Addr)
 	rdb.AddHook(&f)
 	t.Cleanup(func() { _ = rdb.Close() })
 	c2, err := client.New(context.Background(), rdb, nil)
@@ -233,7 +233,7 @@ func TestCancelWhileBeingMade(t *testing.T) {
 	ctx := ctxT(t)
 	// Cancel the group from a hook, right after its members were added and
 	// before any was enqueued.
-	rdb := asynctest.NewClient(b.env.Addr)
+	rdb := testenv.NewClient(b.env.Addr)
 	t.Cleanup(func() { _ = rdb.Close() })
 	h := &cancelAfterAdd{c: b.c, group: keys.GroupID(b.queue, "midway")}
 	rdb.AddHook(h)

@@ -22,8 +22,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
@@ -67,7 +67,7 @@ if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2
 return n`)
 
 func init() {
-	asynctest.SetSubprocessMain(fleetMain)
+	testenv.SetSubprocessMain(fleetMain)
 }
 
 func fleetMain(role string) {
@@ -90,9 +90,9 @@ func fleetMain(role string) {
 	time.AfterFunc(2*time.Minute, func() { os.Exit(5) })
 	queue := os.Getenv(envFleetQueue)
 	leaseMs, _ := strconv.Atoi(os.Getenv(envFleetLease))
-	rdb := asynctest.NewClient(os.Getenv(envFleetAddr))
+	rdb := testenv.NewClient(os.Getenv(envFleetAddr))
 	running, maxKey, holding := fleetKeys(queue)
-	var tokens *asynctest.TokenLog
+	var tokens *testenv.TokenLog
 	cfg := &worker.Config{
 		Queues:       map[string]int{queue: 1},
 		Concurrency:  8,
@@ -110,7 +110,7 @@ func fleetMain(role string) {
 		}
 		cfg.RateLimits = []worker.RateLimit{{KeyPrefix: "acc:", Limit: ratelimit.Limit{Rate: rate, Per: time.Second, Burst: burst}}}
 		cfg.Concurrency = 64
-		tokens = asynctest.RecordTokens(rdb)
+		tokens = testenv.RecordTokens(rdb)
 	}
 	w, err := worker.New(context.Background(), rdb, cfg)
 	if err != nil {
@@ -198,7 +198,7 @@ type fleetProc struct {
 }
 
 // startFleet starts n worker processes on queue.
-func startFleet(t *testing.T, env *asynctest.Env, queue string, n int, lease time.Duration, extraEnv ...string) map[int]*fleetProc {
+func startFleet(t *testing.T, env *testenv.Env, queue string, n int, lease time.Duration, extraEnv ...string) map[int]*fleetProc {
 	t.Helper()
 	procs := map[int]*fleetProc{}
 	for i := 0; i < n; i++ {
@@ -281,7 +281,7 @@ func cleanFleetKeys(t *testing.T, rdb redis.UniversalClient, queue string) {
 }
 
 func TestInvokeAllAcrossProcesses(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	cleanFleetKeys(t, b.env.RDB, b.queue)
@@ -310,7 +310,7 @@ func TestInvokeAllAcrossProcesses(t *testing.T) {
 // A worker process killed while it holds a slot: its member runs again once
 // the lease ended, the limit holds throughout, and the group finishes.
 func TestInvokeAllSlotReturnsAfterKill(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	cleanFleetKeys(t, b.env.RDB, b.queue)
@@ -391,7 +391,7 @@ func (dropHeartbeats) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // and the slot of a process killed while it held one returns after its
 // lease (its task runs again and every task finishes).
 func TestKindLimitAcrossProcessesSurvivesKill(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	cleanFleetKeys(t, b.env.RDB, b.queue)
@@ -435,14 +435,14 @@ func TestKindLimitAcrossProcessesSurvivesKill(t *testing.T) {
 // attempt outlives its lease (its heartbeats fail), another attempt runs and
 // succeeds, and the stuck one's late success is refused.
 func TestJoinOnceUnderRedelivery(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	js := newJoins()
 	secondDone := make(chan struct{})
 	var firstResult error
 	firstReturned := make(chan struct{})
-	rdb := asynctest.NewClient(b.env.Addr)
+	rdb := testenv.NewClient(b.env.Addr)
 	t.Cleanup(func() { _ = rdb.Close() })
 	rdb.AddHook(dropHeartbeats{})
 	b.workerOn(t, rdb, &worker.Config{Lease: 300 * time.Millisecond, Concurrency: 4}, func(w *worker.Worker) {
@@ -477,7 +477,7 @@ func TestJoinOnceUnderRedelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := hs[2]
-	asynctest.Eventually(t, 5*time.Second, "member settled", func() bool {
+	testenv.Eventually(t, 5*time.Second, "member settled", func() bool {
 		n, _ := b.env.RDB.XPending(ctx, "async:{q:"+b.queue+"}:stream", "workers").Result()
 		return n != nil && n.Count == 0
 	})
@@ -501,7 +501,7 @@ type Noop struct{}
 func (Noop) Kind() string { return "noop" }
 
 func TestForkJoinHundredThousand(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	js := newJoins()
 	for i := 0; i < 2; i++ {
@@ -558,12 +558,12 @@ func TestForkJoinHundredThousand(t *testing.T) {
 // 100 ms holds more than 20 plus the burst, nor the first 10 s more than
 // 2,000 plus the burst. The times are the tokens', by Redis' clock: each
 // worker process logs its ratelimit calls bracketed by two readings of
-// Redis' clock (asynctest.RecordTokens), and a window counts the tokens
+// Redis' clock (testenv.RecordTokens), and a window counts the tokens
 // certainly inside it. How many tokens the first 10 s held is reported: the
 // limiter promises at most the rate, and how close a fleet comes to it
 // depends on how fast its processes ask, which a busy machine slows.
 func TestRateLimitAccuracyAcrossProcesses(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	const rate, burst = 200, 20
 	sk := startsKey(b.queue)

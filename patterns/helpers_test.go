@@ -8,7 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -27,15 +27,15 @@ type Sum struct{ Tag string }
 func (Sum) Kind() string { return "sum" }
 
 type bundle struct {
-	env   *asynctest.Env
+	env   *testenv.Env
 	c     *client.Client
 	queue string
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	env := asynctest.Redis(t)
-	return &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
+	env := testenv.Redis(t)
+	return &bundle{env: env, c: testenv.Client(t, env), queue: testenv.Queue(t)}
 }
 
 // worker starts a worker on the test's queue (and extra queues), with
@@ -48,7 +48,7 @@ func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worke
 // workerOn is worker on a Redis client of the test's choosing.
 func (b *bundle) workerOn(t *testing.T, rdb redis.UniversalClient, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
 	t.Helper()
-	return asynctest.StartWorker(t, rdb, b.queue, cfg, register, true)
+	return testenv.StartWorker(t, rdb, b.queue, cfg, register, true)
 }
 
 func ctxT(t *testing.T) context.Context {

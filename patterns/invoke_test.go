@@ -12,9 +12,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -203,7 +203,7 @@ func TestGroupCountsEachMemberOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h, _ := b.c.Task(m1)
-	asynctest.Eventually(t, 5*time.Second, "retried member dead again", func() bool {
+	testenv.Eventually(t, 5*time.Second, "retried member dead again", func() bool {
 		st, err := h.State(ctx)
 		return err == nil && st == client.StateDead
 	})
@@ -271,7 +271,7 @@ func TestRetryDeadInvokeAllMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 5*time.Second, "member 0 dead", func() bool {
+	testenv.Eventually(t, 5*time.Second, "member 0 dead", func() bool {
 		st, _ := hs[0].State(ctx)
 		return st == client.StateDead
 	})

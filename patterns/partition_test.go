@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -94,7 +94,7 @@ func TestPartitionerAppendAndFlush(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := asynctest.Client(t, b.env)
+			c := testenv.Client(t, b.env)
 			pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 			if err != nil {
 				t.Error(err)

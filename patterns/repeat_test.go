@@ -15,9 +15,9 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -84,7 +84,7 @@ func TestRepeatFiresEachSlotOnce(t *testing.T) {
 	b := setup(t)
 	var rec tickRecorder
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, rec.handle) })
-	asynctest.StartCoordinators(t, b.env, 5)
+	testenv.StartCoordinators(t, b.env, 5)
 	ctx := ctxT(t)
 	name := "every100-" + b.queue[len(b.queue)-8:]
 	const every = 100 * time.Millisecond
@@ -95,7 +95,7 @@ func TestRepeatFiresEachSlotOnce(t *testing.T) {
 	if !s.Created() || s.Name() != name || s.Queue() != b.queue {
 		t.Fatalf("schedule: created %v name %q queue %q", s.Created(), s.Name(), s.Queue())
 	}
-	asynctest.Eventually(t, 20*time.Second, "8 slots", func() bool { return rec.distinct() >= 8 })
+	testenv.Eventually(t, 20*time.Second, "8 slots", func() bool { return rec.distinct() >= 8 })
 	if err := s.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -275,8 +275,8 @@ func TestRepeatTimeTravel(t *testing.T) {
 // several slots, new ones fire the latest missed slot once and go on. On a
 // Redis of its own: a coordinator of another test would serve it.
 func TestRepeatAcrossRestarts(t *testing.T) {
-	env := asynctest.IsolatedRedis(t, isolatedDB)
-	b := &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
+	env := testenv.IsolatedRedis(t, isolatedDB)
+	b := &bundle{env: env, c: testenv.Client(t, env), queue: testenv.Queue(t)}
 	var rec tickRecorder
 	b.worker(t, nil, func(w *worker.Worker) { worker.Handle(w, rec.handle) })
 	ctx := ctxT(t)
@@ -289,7 +289,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 	newCoordinators := func(n int) []*coordinator.Coordinator {
 		var cos []*coordinator.Coordinator
 		for range n {
-			rdb := asynctest.NewEnvClient(b.env)
+			rdb := testenv.NewEnvClient(b.env)
 			co, err := coordinator.New(context.Background(), rdb, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -346,7 +346,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 20*time.Second, "2 slots", func() bool { return rec.distinct() >= 2 })
+	testenv.Eventually(t, 20*time.Second, "2 slots", func() bool { return rec.distinct() >= 2 })
 
 	// An outage of over four slots, then two coordinators start. The slot
 	// that had passed last when they started fires; the ones before it are
@@ -358,14 +358,14 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 		run(cos, false)
 		// Let the worker run what the stopped coordinators fired.
 		n := fired()
-		asynctest.Eventually(t, 20*time.Second, "the fired slots to run", func() bool { return rec.distinct() >= n })
+		testenv.Eventually(t, 20*time.Second, "the fired slots to run", func() bool { return rec.distinct() >= n })
 		before := rec.slots(t, b.queue, name)
 		last := before[len(before)-1]
 		cos = newCoordinators(2)
 		// Wait, by Redis' clock, until four more slots have passed unserved,
 		// and on to an eighth into the next, so that the slot just passed
 		// is the latest due when the coordinators start.
-		asynctest.Eventually(t, 20*time.Second, "four slots to pass", func() bool {
+		testenv.Eventually(t, 20*time.Second, "four slots to pass", func() bool {
 			now := redisMs()
 			in := (now - last) % ms
 			return now > last+5*ms && in >= ms/8 && in < ms/4
@@ -373,7 +373,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 		restart := redisMs()
 		missed := restart - (restart-last)%ms // the latest slot passed at the restart
 		run(cos, true)
-		asynctest.Eventually(t, 20*time.Second, "a slot after the restart", func() bool { return rec.distinct() > len(before) })
+		testenv.Eventually(t, 20*time.Second, "a slot after the restart", func() bool { return rec.distinct() > len(before) })
 		first := rec.slots(t, b.queue, name)[len(before)]
 		// The Redis time it fired at: its stream entry's.
 		st, err := store.State(ctx, b.env.RDB, keys.ForQueue(b.queue), "r."+name+"."+strconv.FormatInt(first, 10), "")
@@ -403,7 +403,7 @@ func TestRepeatAcrossRestarts(t *testing.T) {
 	}
 	// And the schedule goes on.
 	more := rec.distinct() + 1
-	asynctest.Eventually(t, 20*time.Second, "a slot more", func() bool { return rec.distinct() >= more })
+	testenv.Eventually(t, 20*time.Second, "a slot more", func() bool { return rec.distinct() >= more })
 	if _, err := patterns.RemoveRepeat(ctx, b.c, name); err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +473,7 @@ func TestRepeatBadInput(t *testing.T) {
 	}
 }
 
-// isolatedDB is this package's database for asynctest.IsolatedRedis.
+// isolatedDB is this package's database for testenv.IsolatedRedis.
 const isolatedDB = 9
 
 // MapTick has a map in its args: it must encode the same every time for a

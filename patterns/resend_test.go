@@ -10,9 +10,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 )
 
@@ -39,9 +39,9 @@ func (h resendScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 // resendClient is a client of env's Redis whose calls of script s are each
 // run twice.
-func resendClient(t *testing.T, env *asynctest.Env, s *redis.Script) *client.Client {
+func resendClient(t *testing.T, env *testenv.Env, s *redis.Script) *client.Client {
 	t.Helper()
-	rdb := asynctest.NewEnvClient(env)
+	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := script.Load(context.Background(), rdb); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestPartitionerFlushResent(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
 	c := resendClient(t, b.env, script.PartTake)
-	name := "rs" + asynctest.Queue(t)[:8]
+	name := "rs" + testenv.Queue(t)[:8]
 	pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
@@ -96,13 +96,13 @@ func TestPartitionerFlushResent(t *testing.T) {
 // proxiedClient returns a client through a fault proxy in front of a
 // Redis for t (on the cluster pass a miniredis of its own: the proxy
 // serves one address), and the proxy.
-func proxiedClient(t *testing.T) (*client.Client, *asynctest.FaultProxy, redis.UniversalClient) {
+func proxiedClient(t *testing.T) (*client.Client, *testenv.FaultProxy, redis.UniversalClient) {
 	t.Helper()
-	env := asynctest.Redis(t)
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		env = asynctest.IsolatedRedis(t, isolatedDB) // not flushed there
+	env := testenv.Redis(t)
+	if os.Getenv(testenv.EnvCluster) != "" {
+		env = testenv.IsolatedRedis(t, isolatedDB) // not flushed there
 	}
-	p := asynctest.NewFaultProxy(t, env.Addr)
+	p := testenv.NewFaultProxy(t, env.Addr)
 	opt := p.Options(env)
 	opt.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opt)
@@ -117,8 +117,8 @@ func proxiedClient(t *testing.T) (*client.Client, *asynctest.FaultProxy, redis.U
 
 // naming matches the writing commands that name key (a script's keys
 // included).
-func naming(key string) asynctest.Match {
-	return func(c asynctest.Command) bool { return asynctest.IsWrite(c) && slices.Contains(c.Args, key) }
+func naming(key string) testenv.Match {
+	return func(c testenv.Command) bool { return testenv.IsWrite(c) && slices.Contains(c.Args, key) }
 }
 
 // An Append whose reply was lost, once or twice, and that go-redis resent
@@ -130,7 +130,7 @@ func TestPartitionerAppendResent(t *testing.T) {
 			t.Parallel()
 			c, p, _ := proxiedClient(t)
 			ctx := ctxT(t)
-			queue := asynctest.Queue(t)
+			queue := testenv.Queue(t)
 			name := "ra" + queue[len(queue)-8:]
 			pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: queue})
 			if err != nil {
@@ -161,7 +161,7 @@ func TestPartitionerFlushDoneResent(t *testing.T) {
 			t.Parallel()
 			c, p, direct := proxiedClient(t)
 			ctx := ctxT(t)
-			queue := asynctest.Queue(t)
+			queue := testenv.Queue(t)
 			name := "rf" + queue[len(queue)-8:]
 			pt, err := patterns.NewPartitioner[int](c, name, keyOf, &patterns.PartitionerOpts{Queue: queue})
 			if err != nil {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -54,7 +54,7 @@ func TestForkJoinFailFast(t *testing.T) {
 			t.Errorf("sibling %d: %v, want cancelled", i, err)
 		}
 	}
-	asynctest.Eventually(t, 5*time.Second, "every member counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, "every member counted", func() bool {
 		p, err := g.Progress(ctx)
 		return err == nil && p.Done() == 3
 	})
@@ -427,7 +427,7 @@ func TestGroupIDReusedAfterExpiry(t *testing.T) {
 	if p, err := g.Wait(ctx); err != nil || p.State != patterns.GroupFailed {
 		t.Fatalf("%+v %v", p, err)
 	}
-	asynctest.Eventually(t, 5*time.Second, "the group expired", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the group expired", func() bool {
 		if b.env.Mini != nil {
 			b.env.Mini.FastForward(time.Second)
 		}

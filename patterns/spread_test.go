@@ -16,10 +16,10 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -34,7 +34,7 @@ import (
 func TestSpreadStartsEvenly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	rdb := asynctest.NewEnvClient(b.env)
+	rdb := testenv.NewEnvClient(b.env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	dues := &dueLog{due: map[string]int64{}}
 	rdb.AddHook(dues)
@@ -192,11 +192,11 @@ func (l *dueLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // ones due while no coordinator ran). Real Redis, a Redis database of its
 // own (another test's coordinators would serve this queue).
 func TestSpreadCoordinatorKilled(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	// A database of its own on a single server; in the cluster pass a
 	// miniredis of its own (IsolatedRedis).
-	env := asynctest.IsolatedRedis(t, isolatedDB)
-	rdb := asynctest.NewEnvClient(env)
+	env := testenv.IsolatedRedis(t, isolatedDB)
+	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	dues := &dueLog{due: map[string]int64{}}
 	rdb.AddHook(dues)
@@ -205,12 +205,12 @@ func TestSpreadCoordinatorKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	b := &bundle{env: env, c: c, queue: asynctest.Queue(t)}
+	b := &bundle{env: env, c: c, queue: testenv.Queue(t)}
 	// startCoord starts a coordinator process and returns once it runs.
 	startCoord := func() *fleetProc {
 		procs := startFleet(t, env, b.queue, 1, time.Second, "ASYNC_TEST_SUBPROCESS=coordinator", envFleetDB+"="+strconv.Itoa(env.DB))
 		for pid, p := range procs {
-			asynctest.Eventually(t, 20*time.Second, "the coordinator process to start", func() bool {
+			testenv.Eventually(t, 20*time.Second, "the coordinator process to start", func() bool {
 				n, err := env.RDB.Exists(context.Background(), coordUpKey(pid)).Result()
 				return err == nil && n == 1
 			})

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -17,17 +17,17 @@ import (
 // The promise is about the tokens, which Redis times: a handler's start, read
 // on the local clock, follows its token by a delay that a busy machine
 // stretches at will, so the test reads the tokens' times in Redis
-// (asynctest.RecordTokens) and holds them to the spacing exactly.
+// (testenv.RecordTokens) and holds them to the spacing exactly.
 func TestThrottleSpacesStartsAcrossWorkers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var mu sync.Mutex
 	starts := 0
-	var logs []*asynctest.TokenLog
+	var logs []*testenv.TokenLog
 	for i := 0; i < 2; i++ {
-		rdb := asynctest.NewEnvClient(b.env)
+		rdb := testenv.NewEnvClient(b.env)
 		t.Cleanup(func() { _ = rdb.Close() })
-		logs = append(logs, asynctest.RecordTokens(rdb))
+		logs = append(logs, testenv.RecordTokens(rdb))
 		b.workerOn(t, rdb, &worker.Config{Concurrency: 8}, func(w *worker.Worker) {
 			worker.Handle(w, func(ctx context.Context, a Square) (int, error) {
 				mu.Lock()
@@ -52,7 +52,7 @@ func TestThrottleSpacesStartsAcrossWorkers(t *testing.T) {
 			t.Fatalf("result %d: %d", i, v)
 		}
 	}
-	var takes []asynctest.Take
+	var takes []testenv.Take
 	for _, l := range logs {
 		takes = append(takes, l.Takes()...)
 	}

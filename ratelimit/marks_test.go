@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/ratelimit"
 )
 
@@ -62,7 +62,7 @@ func longMarkers(t *testing.T, rdb redis.UniversalClient, k string) int {
 // kept its marker for minutes: a hot bucket held millions.)
 func TestMarkersOfReadRepliesAreCut(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 1000})
 	k := key(t)
@@ -105,7 +105,7 @@ func TestMarkersOfReadRepliesAreCut(t *testing.T) {
 // one more call cuts those.
 func TestConcurrentCallsCutMarkers(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 100000, Per: time.Second, Burst: 100000})
 	k := key(t)
@@ -161,9 +161,9 @@ func (lost) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPip
 // resend window; the markers it was to cut are cut by the next call.
 func TestLostReplyKeepsItsMarker(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
-	rdb := asynctest.NewEnvClient(env)
+	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	var armed atomic.Bool
 	rdb.AddHook(lost{armed: &armed})

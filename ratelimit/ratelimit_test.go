@@ -13,7 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/ratelimit"
 )
 
@@ -23,11 +23,11 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func key(t *testing.T) string { return "test:" + asynctest.Queue(t) }
+func key(t *testing.T) string { return "test:" + testenv.Queue(t) }
 
 func TestBurstThenRefused(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	// One event every 6 minutes: no token comes back while the test runs,
 	// however slowly a busy machine runs it.
@@ -61,7 +61,7 @@ func TestBurstThenRefused(t *testing.T) {
 
 func TestWaitSleepsRetryAfter(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 50, Per: time.Second}) // 20ms apart
 	k := key(t)
@@ -80,7 +80,7 @@ func TestWaitSleepsRetryAfter(t *testing.T) {
 // A Wait whose ctx ends leaves the bucket as it was.
 func TestWaitCancelledTakesNothing(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 2})
 	k := key(t)
@@ -101,7 +101,7 @@ func TestWaitCancelledTakesNothing(t *testing.T) {
 // Many goroutines share one bucket: exactly Burst get through at once.
 func TestConcurrentAllowNeverOverAdmits(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	l := ratelimit.New(env.RDB, ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 25})
 	k := key(t)
@@ -135,7 +135,7 @@ func TestConcurrentAllowNeverOverAdmits(t *testing.T) {
 // admitted plus those left make exactly the burst.
 func TestConcurrentAllowCancelledTakesOnlyWhatItReports(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	lim := ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 100}
 	l := ratelimit.New(env.RDB, lim)
 	k := key(t)
@@ -249,7 +249,7 @@ func TestReserveSpreads(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	good := ratelimit.Limit{Rate: 1, Per: time.Second, Burst: 2}
 	for _, tc := range []struct {
@@ -317,7 +317,7 @@ func TestTakeHandsOutTurns(t *testing.T) {
 // today's µs only to a quarter µs; a regression refused every event).
 func TestFractionalIntervals(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := ctxT(t)
 	for _, rate := range []int{60, 7, 3, 999983} {
 		for _, burst := range []int{1, 5} {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/ratelimit"
 )
 
@@ -54,8 +54,8 @@ func (resent) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessP
 // run twice; plain is one on an ordinary client, to look at the bucket.
 func resendingLimiter(t *testing.T, lim ratelimit.Limit) (resending, plain *ratelimit.Limiter) {
 	t.Helper()
-	env := asynctest.Redis(t)
-	rdb := asynctest.NewEnvClient(env)
+	env := testenv.Redis(t)
+	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := script.RateLimit.Load(context.Background(), rdb).Err(); err != nil {
 		t.Fatal(err)

@@ -10,9 +10,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -29,12 +29,12 @@ import (
 func TestLostReadReplyTaskRunsWithinLease(t *testing.T) {
 	t.Parallel()
 	const lease = 4 * time.Second
-	env := asynctest.Redis(t)
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		env = asynctest.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
+	env := testenv.Redis(t)
+	if os.Getenv(testenv.EnvCluster) != "" {
+		env = testenv.IsolatedRedis(t, 0) // a new miniredis: the proxy serves one address
 	}
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, env)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, env)
 	ctx := ctxT(t)
 
 	// The task waits in the stream: the worker's first read delivers it.
@@ -42,8 +42,8 @@ func TestLostReadReplyTaskRunsWithinLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := asynctest.NewFaultProxy(t, env.Addr)
-	p.DropReply(asynctest.MatchName("XREADGROUP"), 1, 1)
+	p := testenv.NewFaultProxy(t, env.Addr)
+	p.DropReply(testenv.MatchName("XREADGROUP"), 1, 1)
 
 	type run struct {
 		deliveries int
@@ -55,7 +55,7 @@ func TestLostReadReplyTaskRunsWithinLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.StartWorker(t, p.NewClient(t, env), queue, &worker.Config{Lease: lease}, func(w *worker.Worker) {
+	testenv.StartWorker(t, p.NewClient(t, env), queue, &worker.Config{Lease: lease}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a faultArgs) (int, error) {
 			tk, _ := worker.TaskFromContext(ctx)
 			now, err := env.RDB.Time(ctx).Result()

@@ -31,9 +31,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -136,7 +136,7 @@ func newXPSub(role string) *xpSub {
 	if s.queue == "" || os.Getenv(envAddr) == "" {
 		s.fail("bad environment: %s=%q %s=%q", envQueue, s.queue, envAddr, os.Getenv(envAddr))
 	}
-	s.rdb = asynctest.NewClient(os.Getenv(envAddr))
+	s.rdb = testenv.NewClient(os.Getenv(envAddr))
 	return s
 }
 
@@ -410,7 +410,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 
 func TestCancelRunningTaskInAnotherProcess(t *testing.T) {
 	t.Parallel()
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	e := newXPEnv(t, b)
 	ctx := ctxFor(t, 60*time.Second)
@@ -496,7 +496,7 @@ func TestCancelRunningTaskInAnotherProcess(t *testing.T) {
 
 func TestContinuationRegisteredFromThirdProcessWhileParentCompletes(t *testing.T) {
 	t.Parallel()
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	e := newXPEnv(t, b)
 	ctx := ctxFor(t, 90*time.Second)
@@ -579,7 +579,7 @@ func TestContinuationRegisteredFromThirdProcessWhileParentCompletes(t *testing.T
 	}
 
 	// Nothing ran twice later, nothing waits in an outbox, and nothing else ran.
-	asynctest.Eventually(t, 5*time.Second, "empty outboxes", func() bool {
+	testenv.Eventually(t, 5*time.Second, "empty outboxes", func() bool {
 		return e.outboxLen(ctx, b.queue) == 0 && e.outboxLen(ctx, contQ) == 0
 	})
 	counts, err := b.env.RDB.HGetAll(ctx, e.key("count")).Result()
@@ -598,7 +598,7 @@ func TestContinuationRegisteredFromThirdProcessWhileParentCompletes(t *testing.T
 
 func TestRedeliveredParentFiresContinuationsOnce(t *testing.T) {
 	t.Parallel()
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	for _, mode := range []string{"kill", "pause"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
@@ -675,7 +675,7 @@ func TestRedeliveredParentFiresContinuationsOnce(t *testing.T) {
 				t.Logf("the paused handler returned with ctx cause %q", rt.Cause)
 			}
 
-			asynctest.Eventually(t, 5*time.Second, "empty outboxes", func() bool {
+			testenv.Eventually(t, 5*time.Second, "empty outboxes", func() bool {
 				return e.outboxLen(ctx, b.queue) == 0 && e.outboxLen(ctx, contQ) == 0
 			})
 			if res, err := client.Result[xpParentResult](ctx, h); err != nil || res != want {
@@ -823,7 +823,7 @@ func cancelBeforeFirstRecord(t *testing.T, b *bundle, id string, register func(w
 		}
 		got <- st
 	}}
-	wrdb := asynctest.NewClient(b.env.Addr)
+	wrdb := testenv.NewClient(b.env.Addr)
 	wrdb.AddHook(hook)
 	t.Cleanup(func() { _ = wrdb.Close() })
 	b.workerOn(t, wrdb, &worker.Config{Lease: 400 * time.Millisecond}, register)

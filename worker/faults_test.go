@@ -20,7 +20,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // holeProxy forwards TCP connections to a Redis and can black-hole the
@@ -262,17 +262,17 @@ func (p *holeProxy) heal() {
 // standaloneAddr is the address of a standalone Redis for t: the real one
 // of the suite, or in the cluster pass (whose nodes answer MOVED for keys
 // of other slots) a miniredis of t's own.
-func standaloneAddr(t *testing.T, env *asynctest.Env) string {
-	if os.Getenv(asynctest.EnvCluster) != "" {
+func standaloneAddr(t *testing.T, env *testenv.Env) string {
+	if os.Getenv(testenv.EnvCluster) != "" {
 		return miniredis.RunT(t).Addr()
 	}
 	return env.Addr
 }
 
-// privateRedis is asynctest.PrivateRedis.
+// privateRedis is testenv.PrivateRedis.
 func privateRedis(t *testing.T, args ...string) string {
 	t.Helper()
-	return asynctest.PrivateRedis(t, args...)
+	return testenv.PrivateRedis(t, args...)
 }
 
 // redisMs reads Redis' clock in Unix ms.

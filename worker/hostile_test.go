@@ -11,9 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -55,7 +55,7 @@ func TestHostileEntriesDeadLettered(t *testing.T) {
 		want[keys.TaskID(b.queue, id)] = name
 	}
 	var dead []client.DeadTask
-	asynctest.Eventually(t, 10*time.Second, "every hostile entry dead-lettered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "every hostile entry dead-lettered", func() bool {
 		var err error
 		dead, err = b.c.DeadTasks(ctx, b.queue, 0, 100)
 		if err != nil {

@@ -11,9 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -90,7 +90,7 @@ func TestLostDeliveriesTravelWithTheTask(t *testing.T) {
 		})
 	})
 	h, _ := b.c.Task(b.queue + "/crashy")
-	asynctest.Eventually(t, 10*time.Second, "the task to be dead", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the task to be dead", func() bool {
 		in, err := h.Info(ctx)
 		return err == nil && in.State == client.StateDead
 	})

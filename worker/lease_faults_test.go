@@ -15,9 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -49,7 +49,7 @@ func newFaultRig(t *testing.T, cfg *worker.Config, h func(ctx context.Context, a
 	t.Cleanup(func() { _ = c.Close() })
 	viaProxy := redis.NewClient(&redis.Options{Addr: p.addr(), ReadTimeout: 30 * time.Second})
 	t.Cleanup(func() { _ = viaProxy.Close() })
-	asynctest.StartWorker(t, viaProxy, b.queue, cfg, func(w *worker.Worker) {
+	testenv.StartWorker(t, viaProxy, b.queue, cfg, func(w *worker.Worker) {
 		worker.Handle(w, h)
 	}, true)
 	// Heal before the worker stops (cleanups run last first): its calls
@@ -86,7 +86,7 @@ func TestHeartbeatsPassAStuckConnection(t *testing.T) {
 	r.p.holeNext(script.Heartbeat.Hash())
 	// Six heartbeats passed on after the stuck one: 1.5 leases without an
 	// answer on that connection.
-	asynctest.Eventually(t, 10*time.Second, "a heartbeat stuck and six more sent", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a heartbeat stuck and six more sent", func() bool {
 		holed, beats := r.p.stats()
 		return holed == 1 && beats >= 6 || cancelled.Load() != nil
 	})
@@ -223,13 +223,13 @@ func TestLapsedLeaseHandedBackAfterStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	started := make(chan struct{}, 1)
 	again := make(chan int64, 1) // Redis ms at the start of the second run
 	var runs atomic.Int64
 	wrdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer wrdb.Close()
-	asynctest.StartWorker(t, wrdb, queue, &worker.Config{Lease: lease}, func(w *worker.Worker) {
+	testenv.StartWorker(t, wrdb, queue, &worker.Config{Lease: lease}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a faultArgs) (int, error) {
 			if runs.Add(1) > 1 {
 				ms, err := redisMs(ctx, ctl)
@@ -289,7 +289,7 @@ func TestBacklogDrainsAtMaxmemory(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	const n = 300
 	pad := strings.Repeat("p", 1000)
 	var hs []*client.Handle
@@ -323,7 +323,7 @@ func TestBacklogDrainsAtMaxmemory(t *testing.T) {
 	}
 	var mu sync.Mutex
 	ran := map[int]int{}
-	asynctest.StartWorker(t, rdb, queue, &worker.Config{Lease: 2 * time.Second}, func(w *worker.Worker) {
+	testenv.StartWorker(t, rdb, queue, &worker.Config{Lease: 2 * time.Second}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a faultPad) (int, error) {
 			mu.Lock()
 			ran[a.N]++

@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
 func TestConfigValidation(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	tests := []struct {
 		cfg  worker.Config
 		want string

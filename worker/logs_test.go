@@ -16,9 +16,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -257,7 +257,7 @@ func TestPerTaskLogLineLeaseLost(t *testing.T) {
 		return b.env.RDB.XClaim(ctx, &redis.XClaimArgs{Stream: stream, Group: keys.Group, Consumer: "thief", Messages: []string{p[0].ID}}).Err()
 	}}
 	hook.armed.Store(true)
-	rdb := asynctest.NewClient(b.env.Addr)
+	rdb := testenv.NewClient(b.env.Addr)
 	rdb.AddHook(hook)
 	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := &worker.Config{Logger: debugLogger(&logs), Observers: []worker.Observer{rec}, Lease: time.Second}

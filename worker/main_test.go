@@ -5,12 +5,12 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
-	if asynctest.RunSubprocess() {
+	if testenv.RunSubprocess() {
 		return
 	}
-	goleak.VerifyTestMain(m, asynctest.LeakOptions()...)
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -318,7 +318,7 @@ func TestMiddlewareAroundBatch(t *testing.T) {
 			return out, nil
 		})
 	})
-	asynctest.StartCoordinators(t, b.env, 1)
+	testenv.StartCoordinators(t, b.env, 1)
 	bt, err := patterns.NewBatch[mwItem, int](b.c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Hour, Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
 )
@@ -183,7 +183,7 @@ func TestObserverQueued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "redis' clock moved past the hold", func() bool {
+	testenv.Eventually(t, 10*time.Second, "redis' clock moved past the hold", func() bool {
 		now, err := b.env.RDB.Time(ctx).Result()
 		return err == nil && now.Sub(after) >= hold
 	})
@@ -263,7 +263,7 @@ func TestObserverParks(t *testing.T) {
 	ctx := ctxT(t)
 	rec := &recorder{}
 	release := make(chan struct{})
-	asynctest.StartWorker(t, b.env.RDB, b.queue, &worker.Config{Observers: []worker.Observer{rec}, Concurrency: 4,
+	testenv.StartWorker(t, b.env.RDB, b.queue, &worker.Config{Observers: []worker.Observer{rec}, Concurrency: 4,
 		KindLimits: map[string]int{"obs": 1}, LimitWait: time.Minute,
 		RateLimits: []worker.RateLimit{{KeyPrefix: "obs:", Limit: ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 1}}}},
 		func(w *worker.Worker) { worker.Handle(w, obsHandler(release, nil)) }, true)
@@ -271,12 +271,12 @@ func TestObserverParks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the first task started", func() bool { return len(rec.of(first.ID())) > 0 })
+	testenv.Eventually(t, 10*time.Second, "the first task started", func() bool { return len(rec.of(first.ID())) > 0 })
 	limited, err := b.c.Enqueue(ctx, obsArgs{}, &client.EnqueueOpts{Queue: b.queue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the second task parked by the limit", func() bool { return len(rec.of(limited.ID())) > 0 })
+	testenv.Eventually(t, 10*time.Second, "the second task parked by the limit", func() bool { return len(rec.of(limited.ID())) > 0 })
 	close(release)
 	if _, err := first.Outcome(ctx); err != nil {
 		t.Fatal(err)
@@ -302,7 +302,7 @@ func TestObserverParks(t *testing.T) {
 		}
 		rated = append(rated, h)
 	}
-	asynctest.Eventually(t, 10*time.Second, "one rated task ran, the other throttled", func() bool {
+	testenv.Eventually(t, 10*time.Second, "one rated task ran, the other throttled", func() bool {
 		a, b := types(rec.of(rated[0].ID())), types(rec.of(rated[1].ID()))
 		return a == "started,succeeded" && b == "throttled" || a == "throttled" && b == "started,succeeded"
 	})
@@ -330,7 +330,7 @@ func TestObserverMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := keys.TaskID(b.queue, id)
-	asynctest.Eventually(t, 10*time.Second, "the malformed entry reported", func() bool { return len(rec.of(tid)) > 0 })
+	testenv.Eventually(t, 10*time.Second, "the malformed entry reported", func() bool { return len(rec.of(tid)) > 0 })
 	evs := rec.of(tid)
 	if got := types(evs); got != "dead" {
 		t.Fatalf("events %s; want dead", got)
@@ -362,7 +362,7 @@ func TestObserverLeaseLost(t *testing.T) {
 	}
 	<-started
 	r.p.holeAll()
-	asynctest.Eventually(t, 10*time.Second, "lease_lost reported", func() bool { return len(rec.of(h.ID())) >= 2 })
+	testenv.Eventually(t, 10*time.Second, "lease_lost reported", func() bool { return len(rec.of(h.ID())) >= 2 })
 	r.p.heal()
 	if n, err := client.Result[int](ctx, h); err != nil || n != 3 {
 		t.Fatalf("got %v, %v; want the task run again and succeeded", n, err)
@@ -418,11 +418,11 @@ func TestObserverDeadline(t *testing.T) {
 	}
 	// The client put the deadline in Redis' time through its measured
 	// offset; 200 ms more leaves that estimate room.
-	asynctest.Eventually(t, 10*time.Second, "the deadline passed in Redis' time", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the deadline passed in Redis' time", func() bool {
 		now, err := b.env.RDB.Time(ctx).Result()
 		return err == nil && now.Sub(enqueued) > 250*time.Millisecond
 	})
-	asynctest.StartWorker(t, b.env.RDB, late, &worker.Config{Observers: []worker.Observer{rec}}, func(w *worker.Worker) {
+	testenv.StartWorker(t, b.env.RDB, late, &worker.Config{Observers: []worker.Observer{rec}}, func(w *worker.Worker) {
 		worker.Handle(w, obsHandler(nil, nil))
 	}, false)
 	if _, err := h.Outcome(ctx); !errors.Is(err, context.DeadlineExceeded) {

@@ -16,8 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -260,7 +260,7 @@ func TestPartitionCancelDeadRetry(t *testing.T) {
 	if err := client.WaitAll(ctx, hold); err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the retried task to run", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the retried task to run", func() bool {
 		st, _ := h0.State(ctx)
 		return st == client.StateDead && len(log.orderOf(key)) == 5
 	})
@@ -304,7 +304,7 @@ func TestPartitionBadInput(t *testing.T) {
 func TestPartitionManyKeys(t *testing.T) {
 	b := setup(t)
 	keysN, perKey := 10000, 10
-	if !asynctest.Real() {
+	if !testenv.Real() {
 		keysN = 300 // miniredis under -race is slow; the real-Redis pass runs all
 	}
 	log := newPartLog()
@@ -338,7 +338,7 @@ func TestPartitionManyKeys(t *testing.T) {
 // lease the task runs again, on the other worker, before the next of its
 // key; other keys go on meanwhile. Real Redis (leases, subprocesses).
 func TestPartitionWorkerKilled(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	lease := 2 * time.Second
@@ -425,7 +425,7 @@ const (
 func partProducerMain(string) {
 	queue := os.Getenv(envQueue)
 	p, _ := strconv.Atoi(os.Getenv(envPartProducer))
-	rdb := asynctest.NewClient(os.Getenv(envAddr))
+	rdb := testenv.NewClient(os.Getenv(envAddr))
 	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -449,7 +449,7 @@ func partMain(string) {
 	queue := os.Getenv(envQueue)
 	leaseMs, _ := strconv.Atoi(os.Getenv(envLease))
 	conc, _ := strconv.Atoi(os.Getenv(envConcurrency))
-	rdb := asynctest.NewClient(os.Getenv(envAddr))
+	rdb := testenv.NewClient(os.Getenv(envAddr))
 	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{queue: 1}, Lease: time.Duration(leaseMs) * time.Millisecond,
 		Concurrency: conc, BlockTimeout: 100 * time.Millisecond})
 	if err != nil {
@@ -489,7 +489,7 @@ func partMain(string) {
 // never overlap and each producer's tasks run in the order it enqueued
 // them. Real Redis.
 func TestPartitionAcrossProcesses(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	for i := 0; i < 2; i++ {
@@ -505,7 +505,7 @@ func TestPartitionAcrossProcesses(t *testing.T) {
 		}
 	}
 	ctx := ctxT(t)
-	asynctest.Eventually(t, 30*time.Second, "600 starts", func() bool {
+	testenv.Eventually(t, 30*time.Second, "600 starts", func() bool {
 		n, _ := b.env.RDB.LLen(ctx, partStartsKey(b.queue)).Result()
 		return n >= 600
 	})

@@ -20,8 +20,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -52,7 +52,7 @@ func pzMain(string) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	queue := os.Getenv(envQueue)
 	leaseMs, _ := strconv.Atoi(os.Getenv(envLease))
-	rdb := asynctest.NewClient(os.Getenv(envAddr))
+	rdb := testenv.NewClient(os.Getenv(envAddr))
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "subprocess pz: "+format+"\n", args...)
 		os.Exit(3)
@@ -185,7 +185,7 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	for range held + 1 {
 		enqueue(true)
 	}
-	asynctest.Eventually(t, 20*time.Second, "the first tasks started", func() bool { return len(pzStarted(t, b)) == held+1 })
+	testenv.Eventually(t, 20*time.Second, "the first tasks started", func() bool { return len(pzStarted(t, b)) == held+1 })
 	ran := map[int]int{} // tasks started, by pid
 	for _, st := range pzStarted(t, b) {
 		ran[st.Pid]++
@@ -219,7 +219,7 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	// Give any worker that would still fetch a second of Redis time to do
 	// so (its blocking read returns as soon as an entry comes).
 	last := redisNowMs(t, b)
-	asynctest.Eventually(t, 20*time.Second, "a second of Redis time to pass", func() bool { return redisNowMs(t, b) >= last+1000 })
+	testenv.Eventually(t, 20*time.Second, "a second of Redis time to pass", func() bool { return redisNowMs(t, b) >= last+1000 })
 	started := pzStarted(t, b)
 	for i, st := range started {
 		if st.At > t0+1000 {
@@ -242,7 +242,7 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 		t.Fatalf("the task running when the queue was paused: %v", err)
 	}
 	// Both workers report the queue paused in their registrations.
-	asynctest.Eventually(t, 10*time.Second, "both workers to report the queue paused", func() bool {
+	testenv.Eventually(t, 10*time.Second, "both workers to report the queue paused", func() bool {
 		ws, err := ins.Workers(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -261,7 +261,7 @@ func TestPauseStopsFetchingAcrossProcesses(t *testing.T) {
 	if err := ins.Resume(ctx, b.queue); err != nil {
 		t.Fatal(err)
 	}
-	asynctest.Eventually(t, 30*time.Second, "every task to run after Resume", func() bool { return len(pzStarted(t, b)) == n })
+	testenv.Eventually(t, 30*time.Second, "every task to run after Resume", func() bool { return len(pzStarted(t, b)) == n })
 	for _, h := range hs {
 		if _, err := h.Outcome(ctx); err != nil {
 			t.Fatal(err)
@@ -310,7 +310,7 @@ func TestPausePolledWithoutNotice(t *testing.T) {
 		<-tick.C
 	}
 	end := redisNowMs(t, b)
-	asynctest.Eventually(t, 20*time.Second, "a second of Redis time to pass", func() bool { return redisNowMs(t, b) >= end+1000 })
+	testenv.Eventually(t, 20*time.Second, "a second of Redis time to pass", func() bool { return redisNowMs(t, b) >= end+1000 })
 	if at := last.Load(); at > t0+1000 {
 		t.Fatalf("a task started at %d, %d ms after the flag was set; the promise is 1 s", at, at-t0)
 	}
@@ -405,7 +405,7 @@ func TestKilledWorkerDropsOut(t *testing.T) {
 		// miniredis expires keys only when told time passed.
 		b.env.Mini.FastForward(lease)
 	}
-	asynctest.Eventually(t, 3*lease, "the killed worker to drop out", func() bool {
+	testenv.Eventually(t, 3*lease, "the killed worker to drop out", func() bool {
 		now := redisNowMs(t, b)
 		if !listed() {
 			return true

@@ -10,7 +10,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
 )
@@ -113,7 +113,7 @@ func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
 	// once timed out on a loaded machine: reading and parking 300 tasks
 	// took longer than the first turns, whose tasks leave the set.)
 	in := inspect.New(b.env.RDB)
-	asynctest.Eventually(t, time.Minute, "the backlog read and parked", func() bool {
+	testenv.Eventually(t, time.Minute, "the backlog read and parked", func() bool {
 		q, err := in.Queue(ctx, b.queue)
 		return err == nil && q.Waiting == 0 && q.Held+q.Succeeded >= 290
 	})
@@ -223,11 +223,11 @@ func TestRefusedTaskGivesTokensBack(t *testing.T) {
 	// B: refused by its key's bucket (A took it for an hour); it must not
 	// keep the queue token it may have taken first.
 	bh := enq(2, kx)
-	asynctest.Eventually(t, 5*time.Second, "B parked", scheduled(bh))
+	testenv.Eventually(t, 5*time.Second, "B parked", scheduled(bh))
 	// C: its key is fresh, but the queue's slot is held by A: parked by the
 	// limit, giving its tokens back.
 	c := enq(3, ky)
-	asynctest.Eventually(t, 5*time.Second, "C parked", scheduled(c))
+	testenv.Eventually(t, 5*time.Second, "C parked", scheduled(c))
 	close(release)
 	if _, err := client.Result[int](ctx, a); err != nil {
 		t.Fatal(err)

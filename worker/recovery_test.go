@@ -3,7 +3,7 @@ package worker_test
 // Reliability tests: crashed, paused and partitioned workers, poison and
 // malformed entries, kinds no running worker can handle. The tests that need
 // worker processes or Redis' own idle-time bookkeeping call
-// asynctest.RequireReal; see subprocess_test.go for the worker subprocesses.
+// testenv.RequireReal; see subprocess_test.go for the worker subprocesses.
 
 import (
 	"context"
@@ -19,9 +19,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -54,7 +54,7 @@ func checkSucceeded(t *testing.T, ctx context.Context, h *client.Handle, attempt
 
 func TestKillWorkerMidTaskLosesNothing(t *testing.T) {
 	t.Parallel()
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	cleanSignals(t, b)
 	ctx := ctxT(t)
@@ -105,7 +105,7 @@ func TestKillWorkerMidTaskLosesNothing(t *testing.T) {
 
 func TestPausedWorkerIsFenced(t *testing.T) {
 	t.Parallel()
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	cleanSignals(t, b)
 	ctx := ctxT(t)
@@ -306,7 +306,7 @@ func TestHeartbeatFailureCancelsBeforeLeaseEnds(t *testing.T) {
 	const lease = time.Second
 
 	hook := &failHeartbeats{}
-	rdb := asynctest.NewClient(b.env.Addr)
+	rdb := testenv.NewClient(b.env.Addr)
 	rdb.AddHook(hook)
 	t.Cleanup(func() { _ = rdb.Close() })
 
@@ -366,7 +366,7 @@ func TestHeartbeatFailureCancelsBeforeLeaseEnds(t *testing.T) {
 		t.Fatal("the handler did not start")
 	}
 	// Let one heartbeat through while the handler runs, then fail them all.
-	asynctest.Eventually(t, 5*time.Second, "a heartbeat while the handler runs", func() bool {
+	testenv.Eventually(t, 5*time.Second, "a heartbeat while the handler runs", func() bool {
 		n, _ := hook.okCount()
 		return n >= 1
 	})
@@ -419,7 +419,7 @@ func TestHeartbeatFailureCancelsBeforeLeaseEnds(t *testing.T) {
 
 func TestPoisonTaskDeadLettered(t *testing.T) {
 	t.Parallel()
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	b := setup(t)
 	cleanSignals(t, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -481,7 +481,7 @@ func TestPoisonTaskDeadLettered(t *testing.T) {
 		}
 		enqueueNormals(5)
 		crashed := false
-		asynctest.Eventually(t, 10*time.Second, "a crash or the poison task dead", func() bool {
+		testenv.Eventually(t, 10*time.Second, "a crash or the poison task dead", func() bool {
 			select {
 			case <-sub.exited:
 				crashed = true
@@ -563,7 +563,7 @@ func TestMalformedEntryDeadLettered(t *testing.T) {
 
 	want := map[string]bool{keys.TaskID(b.queue, garbage): true, keys.TaskID(b.queue, noM): true}
 	var dead []client.DeadTask
-	asynctest.Eventually(t, 10*time.Second, "two dead letters", func() bool {
+	testenv.Eventually(t, 10*time.Second, "two dead letters", func() bool {
 		dead, err = b.c.DeadTasks(ctx, b.queue, 0, 10)
 		if err != nil {
 			t.Fatal(err)
@@ -620,7 +620,7 @@ func TestUnknownKindLeftForCapableWorker(t *testing.T) {
 	// too short to poll for). It never fails, and no attempt is counted.
 	stream := keys.ForQueue(b.queue).Stream()
 	seen := map[client.State]bool{}
-	asynctest.Eventually(t, 10*time.Second, "two hand-backs by worker A", func() bool {
+	testenv.Eventually(t, 10*time.Second, "two hand-backs by worker A", func() bool {
 		entries, err := b.env.RDB.XLen(ctx, stream).Result()
 		if err != nil {
 			t.Fatal(err)

@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -31,7 +31,7 @@ func TestResultRetention(t *testing.T) {
 	if b.env.Mini != nil {
 		b.env.Mini.FastForward(time.Second)
 	}
-	asynctest.Eventually(t, 5*time.Second, "the result to expire", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the result to expire", func() bool {
 		_, err := h.State(ctx)
 		return errors.Is(err, client.ErrNotFound)
 	})
@@ -57,7 +57,7 @@ func TestOutcomeWokenByCompletion(t *testing.T) {
 		got <- res{r, err}
 	}()
 	watching := keys.ForQueue(b.queue).Hooks()
-	asynctest.Eventually(t, 5*time.Second, "the waiter to be counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the waiter to be counted", func() bool {
 		return b.env.RDB.ZCard(ctx, watching).Val() == 1
 	})
 	b.worker(t, nil, func(w *worker.Worker) {
@@ -77,13 +77,13 @@ func TestOutcomeWokenByCompletion(t *testing.T) {
 // Outcome does not hang when the end is announced while its subscription is
 // down: after the reconnect every waiter reads the state again.
 func TestOutcomeSurvivesLostNotification(t *testing.T) {
-	asynctest.RequireReal(t)
+	testenv.RequireReal(t)
 	t.Parallel()
 	b := setup(t)
 	ctx := ctxT(t)
 	// A client of its own, named, so that only its connections are cut.
 	name := "outcome-" + b.queue
-	crdb := asynctest.NewNamedClient(b.env.Addr, name)
+	crdb := testenv.NewNamedClient(b.env.Addr, name)
 	defer crdb.Close()
 	c, err := client.New(context.Background(), crdb, nil)
 	if err != nil {
@@ -104,7 +104,7 @@ func TestOutcomeSurvivesLostNotification(t *testing.T) {
 		got <- err
 	}()
 	hooks := keys.ForQueue(b.queue).Hooks()
-	asynctest.Eventually(t, 5*time.Second, "the waiter to register", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the waiter to register", func() bool {
 		return b.env.RDB.ZCard(ctx, hooks).Val() == 1
 	})
 	// Drop the client's pub/sub connection, then let the task end at once,

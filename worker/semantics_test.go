@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -408,7 +408,7 @@ func TestWaitAllCancelAll(t *testing.T) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	never, _ := b.c.Enqueue(ctx, UploadArgs{}, &client.EnqueueOpts{Queue: asynctest.Queue(t) + "-nobody"})
+	never, _ := b.c.Enqueue(ctx, UploadArgs{}, &client.EnqueueOpts{Queue: testenv.Queue(t) + "-nobody"})
 	if err := client.WaitAll(tctx, never); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v; want ctx's error", err)
 	}

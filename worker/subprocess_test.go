@@ -3,7 +3,7 @@ package worker_test
 // Worker subprocesses for the reliability tests in recovery_test.go.
 //
 // The test binary re-executes itself with ASYNC_TEST_SUBPROCESS=<role>;
-// TestMain (main_test.go) then calls asynctest.RunSubprocess, which runs
+// TestMain (main_test.go) then calls testenv.RunSubprocess, which runs
 // subprocessMain below instead of the tests. The subprocess runs one
 // worker.Worker whose handlers behave as the role says, and tells the test
 // what happens through Redis lists (RPUSH here, BLPOP in the test).
@@ -26,7 +26,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -113,7 +113,7 @@ var extraRoles = map[string]func(role string){
 }
 
 func init() {
-	asynctest.SetSubprocessMain(subprocessMain)
+	testenv.SetSubprocessMain(subprocessMain)
 }
 
 func subprocessMain(role string) {
@@ -156,7 +156,7 @@ func subprocessMain(role string) {
 	lease := time.Duration(leaseMs) * time.Millisecond
 	work := time.Duration(atoi(envWork, 0)) * time.Millisecond
 
-	rdb := asynctest.NewClient(os.Getenv(envAddr))
+	rdb := testenv.NewClient(os.Getenv(envAddr))
 	pid := os.Getpid()
 	signal := func(event string, s rcvSignal) {
 		s.Pid = pid
@@ -349,7 +349,7 @@ func (s *subWorker) signal(sig syscall.Signal) {
 func (s *subWorker) waitStopped() {
 	s.t.Helper()
 	path := fmt.Sprintf("/proc/%d/stat", s.pid())
-	asynctest.Eventually(s.t, 10*time.Second, "worker subprocess stopped", func() bool {
+	testenv.Eventually(s.t, 10*time.Second, "worker subprocess stopped", func() bool {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return false

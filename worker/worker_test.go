@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -32,15 +32,15 @@ type OtherArgs struct{ N int }
 func (OtherArgs) Kind() string { return "other" }
 
 type bundle struct {
-	env   *asynctest.Env
+	env   *testenv.Env
 	c     *client.Client
 	queue string
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	env := asynctest.Redis(t)
-	return &bundle{env: env, c: asynctest.Client(t, env), queue: asynctest.Queue(t)}
+	env := testenv.Redis(t)
+	return &bundle{env: env, c: testenv.Client(t, env), queue: testenv.Queue(t)}
 }
 
 func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
@@ -52,7 +52,7 @@ func (b *bundle) worker(t *testing.T, cfg *worker.Config, register func(w *worke
 // fault-injecting hook, say).
 func (b *bundle) workerOn(t *testing.T, rdb redis.UniversalClient, cfg *worker.Config, register func(w *worker.Worker)) *worker.Worker {
 	t.Helper()
-	return asynctest.StartWorker(t, rdb, b.queue, cfg, register, false)
+	return testenv.StartWorker(t, rdb, b.queue, cfg, register, false)
 }
 
 func ctxT(t *testing.T) context.Context {

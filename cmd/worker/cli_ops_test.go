@@ -24,7 +24,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -173,9 +173,9 @@ func TestCLIRedactsPasswords(t *testing.T) {
 	stop := make(chan struct{})
 	done := make(chan int, 1)
 	go func() {
-		done <- runEnv([]string{"-queues", asynctest.Queue(t), "-log-level", "debug"}, env(good), &logs, &logs, stop)
+		done <- runEnv([]string{"-queues", testenv.Queue(t), "-log-level", "debug"}, env(good), &logs, &logs, stop)
 	}()
-	asynctest.Eventually(t, 10*time.Second, "the worker to start", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the worker to start", func() bool {
 		return strings.Contains(logs.String(), "worker started")
 	})
 	close(stop)
@@ -192,8 +192,8 @@ func TestCLIRedactsPasswords(t *testing.T) {
 // except inside what users wrote: args, results, meta, queue names.
 func TestCLIJSONKeys(t *testing.T) {
 	tg := cliTarget(t)
-	queue := asynctest.Queue(t)
-	asynctest.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
+	queue := testenv.Queue(t)
+	testenv.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Echo) (map[string]int, error) {
 			if a.Fail {
 				return nil, worker.Permanent(errors.New("asked to fail"))
@@ -204,12 +204,12 @@ func TestCLIJSONKeys(t *testing.T) {
 	ok := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"n": 2, "CamelArg": 1}`, "-meta", "Team=A")
 	dead := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"fail": true}`)
 	later := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-delay", "1h", "-meta", "Team=A")
-	asynctest.Eventually(t, 10*time.Second, "the tasks to end", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the tasks to end", func() bool {
 		a := jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", ok, "-json"))
 		b := jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", dead, "-json"))
 		return a["state"] == "succeeded" && b["state"] == "dead"
 	})
-	c := asynctest.Client(t, tg.Env)
+	c := testenv.Client(t, tg.Env)
 	ctx := context.Background()
 	g, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Echo{N: 1}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil, nil)
 	if err != nil {
@@ -276,7 +276,7 @@ func (tg *target) cmdIn(t *testing.T, want int, stdin string, args ...string) st
 // checked before any is sent.
 func TestCLIEnqueue(t *testing.T) {
 	tg := cliTarget(t)
-	queue, other := asynctest.Queue(t), asynctest.Queue(t)
+	queue, other := testenv.Queue(t), testenv.Queue(t)
 	type seen struct {
 		meta     map[string]string
 		deadline time.Time
@@ -284,7 +284,7 @@ func TestCLIEnqueue(t *testing.T) {
 	}
 	var mu sync.Mutex
 	got := map[int]seen{}
-	asynctest.StartWorker(t, tg.RDB, queue, &worker.Config{Queues: map[string]int{queue: 1, other: 1}}, func(w *worker.Worker) {
+	testenv.StartWorker(t, tg.RDB, queue, &worker.Config{Queues: map[string]int{queue: 1, other: 1}}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Echo) (int, error) {
 			dl, _ := ctx.Deadline()
 			mu.Lock()
@@ -293,7 +293,7 @@ func TestCLIEnqueue(t *testing.T) {
 			return a.N, nil
 		})
 	}, false)
-	c := asynctest.Client(t, tg.Env)
+	c := testenv.Client(t, tg.Env)
 	ctx := context.Background()
 	waitFor := func(id string) {
 		t.Helper()
@@ -411,7 +411,7 @@ func TestCLIEnqueue(t *testing.T) {
 // answers 200, 1 otherwise, also when nothing listens; never 2 (Docker
 // reserves it).
 func TestCLIHealthcheck(t *testing.T) {
-	e := asynctest.IsolatedRedis(t, 0)
+	e := testenv.IsolatedRedis(t, 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -452,8 +452,8 @@ func TestCLIHealthcheck(t *testing.T) {
 // with -json one object per line.
 func TestCLIQueuesWatch(t *testing.T) {
 	tg := cliTarget(t)
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, tg.Env)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, tg.Env)
 	if _, err := c.Enqueue(context.Background(), Echo{}, &client.EnqueueOpts{Queue: queue}); err != nil {
 		t.Fatal(err)
 	}
@@ -519,8 +519,8 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 // workers, groups.
 func TestCLIControl(t *testing.T) {
 	tg := cliTarget(t)
-	idle, served := asynctest.Queue(t), asynctest.Queue(t)
-	c := asynctest.Client(t, tg.Env)
+	idle, served := testenv.Queue(t), testenv.Queue(t)
+	c := testenv.Client(t, tg.Env)
 	ctx := context.Background()
 
 	// Paging through an idle queue's waiting tasks.
@@ -587,7 +587,7 @@ func TestCLIControl(t *testing.T) {
 	}
 
 	// Dead tasks of two kinds; retry-all and purge-all by kind.
-	asynctest.StartWorker(t, tg.RDB, served, nil, func(w *worker.Worker) {
+	testenv.StartWorker(t, tg.RDB, served, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Echo) (int, error) { return 0, worker.Permanent(errors.New("no")) })
 		worker.Handle(w, func(ctx context.Context, a Other) (int, error) { return 0, worker.Permanent(errors.New("no")) })
 	}, false)
@@ -603,11 +603,11 @@ func TestCLIControl(t *testing.T) {
 		}
 		return len(jsonOf[page](t, tg.cmd(t, 0, args...)).Tasks)
 	}
-	asynctest.Eventually(t, 10*time.Second, "three dead tasks", func() bool { return deadOf("") == 3 })
+	testenv.Eventually(t, 10*time.Second, "three dead tasks", func() bool { return deadOf("") == 3 })
 	if m := jsonOf[map[string]any](t, tg.cmd(t, 0, "dead", "retry-all", served, "-kind", "cli.other", "-json")); m["retried"] != float64(1) {
 		t.Errorf("retry-all -kind cli.other: %v", m)
 	}
-	asynctest.Eventually(t, 10*time.Second, "the retried task to die again", func() bool { return deadOf("cli.other") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the retried task to die again", func() bool { return deadOf("cli.other") == 1 })
 	if m := jsonOf[map[string]any](t, tg.cmd(t, 0, "dead", "purge-all", served, "-kind", "cli.echo", "-json")); m["purged"] != float64(2) {
 		t.Errorf("purge-all -kind cli.echo: %v", m)
 	}
@@ -621,7 +621,7 @@ func TestCLIControl(t *testing.T) {
 
 	// The worker serving it, and a group.
 	var ws []map[string]any
-	asynctest.Eventually(t, 10*time.Second, "the worker listed", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the worker listed", func() bool {
 		ws = jsonOf[[]map[string]any](t, tg.cmd(t, 0, "workers", "-json"))
 		for _, w := range ws {
 			if qs, _ := w["queues"].(map[string]any); qs[served] != nil {
@@ -696,8 +696,8 @@ func TestRedisConnection(t *testing.T) {
 	}
 
 	m := miniredis.RunT(t)
-	tg := &target{Env: &asynctest.Env{Addr: m.Addr()}, env: map[string]string{"REDIS_CLUSTER_ADDRS": m.Addr()}}
-	queue := asynctest.Queue(t)
+	tg := &target{Env: &testenv.Env{Addr: m.Addr()}, env: map[string]string{"REDIS_CLUSTER_ADDRS": m.Addr()}}
+	queue := testenv.Queue(t)
 	id := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"n": 1}`)
 	for _, r := range jsonOf[[]queueRow](t, tg.cmd(t, 0, "queues", "-json")) {
 		if r.Queue == queue && r.Waiting == 1 {
@@ -713,7 +713,7 @@ func TestRedisConnection(t *testing.T) {
 func TestCLISentinel(t *testing.T) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if asynctest.Real() {
+		if testenv.Real() {
 			t.Fatal("redis-server is not on PATH")
 		}
 		t.Skip("needs redis-server on PATH")
@@ -738,12 +738,12 @@ func TestCLISentinel(t *testing.T) {
 	start(conf, "--sentinel")
 	srdb := redis.NewSentinelClient(&redis.Options{Addr: sentinel})
 	defer srdb.Close()
-	asynctest.Eventually(t, 10*time.Second, "the Sentinel to know the master", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the Sentinel to know the master", func() bool {
 		a, err := srdb.GetMasterAddrByName(context.Background(), "cli").Result()
 		return err == nil && len(a) == 2 && a[1] == port
 	})
 	tg := &target{env: map[string]string{"REDIS_SENTINEL_ADDRS": sentinel, "REDIS_SENTINEL_MASTER": "cli", "REDIS_URL": "redis://ignored:1/4"}}
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	id := tg.cmd(t, 0, "enqueue", queue, "cli.echo", "-args", `{"n": 1}`)
 	rdb := redis.NewClient(&redis.Options{Addr: master, DB: 4})
 	defer rdb.Close()

@@ -14,7 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -31,14 +31,14 @@ func (Echo) Kind() string { return "cli.echo" }
 // that names it: REDIS_URL of one server, or REDIS_CLUSTER_ADDRS in the
 // cluster pass (so that the commands run on a cluster as well).
 type target struct {
-	*asynctest.Env
+	*testenv.Env
 	env map[string]string
 }
 
 func cliTarget(t *testing.T) *target {
 	t.Helper()
-	e := asynctest.Redis(t)
-	if c := os.Getenv(asynctest.EnvCluster); c != "" {
+	e := testenv.Redis(t)
+	if c := os.Getenv(testenv.EnvCluster); c != "" {
 		return &target{Env: e, env: map[string]string{"REDIS_CLUSTER_ADDRS": c}}
 	}
 	return &target{Env: e, env: map[string]string{"REDIS_URL": "redis://" + e.Addr}}
@@ -82,8 +82,8 @@ func jsonOf[T any](t *testing.T, s string) T {
 // retry and purge a dead task, list queues, repeats and a group.
 func TestCLI(t *testing.T) {
 	tg := cliTarget(t)
-	queue := asynctest.Queue(t)
-	asynctest.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
+	queue := testenv.Queue(t)
+	testenv.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Echo) (int, error) {
 			if a.Fail {
 				return 0, worker.Permanent(errors.New("asked to fail"))
@@ -94,7 +94,7 @@ func TestCLI(t *testing.T) {
 	waitState := func(id, want string) map[string]any {
 		t.Helper()
 		var m map[string]any
-		asynctest.Eventually(t, 10*time.Second, id+" "+want, func() bool {
+		testenv.Eventually(t, 10*time.Second, id+" "+want, func() bool {
 			m = jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", id, "-json"))
 			return m["state"] == want
 		})
@@ -120,7 +120,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("dead list: %v", dead)
 	}
 	tg.cmd(t, 0, "dead", "retry", bad)
-	asynctest.Eventually(t, 10*time.Second, "the retried task to die again", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the retried task to die again", func() bool {
 		m := jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", bad, "-json"))
 		return m["state"] == "dead"
 	})
@@ -136,7 +136,7 @@ func TestCLI(t *testing.T) {
 		t.Errorf("queues does not list %s", queue)
 	}
 
-	c := asynctest.Client(t, tg.Env)
+	c := testenv.Client(t, tg.Env)
 	ctx := context.Background()
 	g, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Echo{N: 1}, Opts: &client.EnqueueOpts{Queue: queue}}, {Args: Echo{N: 2}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil, nil)
 	if err != nil {
@@ -185,12 +185,12 @@ func (r Raw) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(msgpa
 // array and the process died of "runtime: out of memory".
 func TestCLITaskShowMalformed(t *testing.T) {
 	tg := cliTarget(t)
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	ctx := context.Background()
-	asynctest.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
+	testenv.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Echo) (Raw, error) { return Raw{hostile}, nil })
 	}, false)
-	c := asynctest.Client(t, tg.Env)
+	c := testenv.Client(t, tg.Env)
 	show := func(id string) (map[string]any, string) {
 		t.Helper()
 		code, out, errs := tg.run(t, "", "task", "show", "-json", id)

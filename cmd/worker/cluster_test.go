@@ -15,7 +15,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/upload"
 )
 
@@ -26,7 +26,7 @@ import (
 // and queue delete, each checked against what a cluster client of the
 // test reads.
 func TestCLIClusterFlag(t *testing.T) {
-	addrs := os.Getenv(asynctest.EnvCluster)
+	addrs := os.Getenv(testenv.EnvCluster)
 	if addrs == "" {
 		addrs = miniredis.RunT(t).Addr()
 	}
@@ -39,7 +39,7 @@ func TestCLIClusterFlag(t *testing.T) {
 		t.Helper()
 		return tg.cmd(t, 0, append(append(append([]string(nil), name...), "-redis-cluster", addrs), args...)...)
 	}
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 
 	enq := jsonOf[map[string]any](t, run([]string{"enqueue"}, "-json", queue, "cli.echo", "-args", `{"n": 7}`))
 	id, _ := enq["id"].(string)
@@ -119,13 +119,13 @@ func TestCLIClusterFlag(t *testing.T) {
 // the cluster pass the cluster is shared with other packages' tests) runs
 // an upload enqueued on the cluster, and drains on stop.
 func TestWorkerProcessClusterFlag(t *testing.T) {
-	addrs := os.Getenv(asynctest.EnvCluster)
+	addrs := os.Getenv(testenv.EnvCluster)
 	if addrs == "" {
 		addrs = miniredis.RunT(t).Addr()
 	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	root := t.TempDir()
 	src := filepath.Join(root, "in.txt")
 	if err := os.WriteFile(src, []byte("cluster"), 0o644); err != nil {

@@ -17,11 +17,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/upload"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, asynctest.LeakOptions()...) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.LeakOptions()...) }
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
@@ -77,11 +77,11 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 func TestWorkerProcessRunsUploads(t *testing.T) {
 	// The process takes the redis:// URL of one server: in the cluster pass
 	// it runs on a miniredis of its own.
-	e := asynctest.Redis(t)
-	if os.Getenv(asynctest.EnvCluster) != "" {
-		e = asynctest.IsolatedRedis(t, 0)
+	e := testenv.Redis(t)
+	if os.Getenv(testenv.EnvCluster) != "" {
+		e = testenv.IsolatedRedis(t, 0)
 	}
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	root := t.TempDir()
 	src := filepath.Join(root, "in.txt")
 	if err := os.WriteFile(src, []byte("fleet"), 0o644); err != nil {
@@ -102,8 +102,8 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	asynctest.Eventually(t, 10*time.Second, "/readyz", func() bool { return ready() == http.StatusOK })
-	c := asynctest.Client(t, e)
+	testenv.Eventually(t, 10*time.Second, "/readyz", func() bool { return ready() == http.StatusOK })
+	c := testenv.Client(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	h, err := c.Enqueue(ctx, upload.Args{Src: src, Dest: filepath.Join(root, "out", "in.txt")}, &client.EnqueueOpts{Queue: queue})
@@ -118,7 +118,7 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 	// shows the queue (the inspector's snapshot).
 	want := fmt.Sprintf(`async_tasks_total{kind="upload",outcome="succeeded",queue=%q} 1`, queue)
 	var body string
-	asynctest.Eventually(t, 10*time.Second, "/metrics to count the upload", func() bool {
+	testenv.Eventually(t, 10*time.Second, "/metrics to count the upload", func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/metrics")
 		if err != nil {
 			return false

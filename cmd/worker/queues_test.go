@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // `worker queues` counts exactly in a queue no worker serves after a
@@ -14,8 +14,8 @@ import (
 // -1 waiting (on real Redis; miniredis' lag ignores deletes and reads).
 func TestCLIQueuesAfterCancel(t *testing.T) {
 	tg := cliTarget(t)
-	queue := asynctest.Queue(t)
-	c := asynctest.Client(t, tg.Env)
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, tg.Env)
 	ctx := context.Background()
 	var hs []*client.Handle
 	for i := range 3 {

@@ -57,7 +57,7 @@ func (l *log) got() [][]int {
 	return slices.Clone(l.batches)
 }
 
-// eventually polls cond as asynctest.Eventually does (asynctest imports a
+// eventually polls cond as testenv.Eventually does (testenv imports a
 // user of this package: it cannot be imported here).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()

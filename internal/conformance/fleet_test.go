@@ -17,9 +17,9 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/coordinator"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -193,7 +193,7 @@ func (f *fleetRun) waitState(h *client.Handle, st client.State) {
 	f.T.Helper()
 	dh, err := f.direct.Task(h.ID())
 	f.Must(err)
-	asynctest.Eventually(f.T, 20*time.Second, fmt.Sprintf("task %s to be %s", h.ID(), st), func() bool {
+	testenv.Eventually(f.T, 20*time.Second, fmt.Sprintf("task %s to be %s", h.ID(), st), func() bool {
 		got, _ := dh.State(f.Ctx)
 		return got == st
 	})
@@ -204,7 +204,7 @@ func (f *fleetRun) waitState(h *client.Handle, st client.State) {
 func (f *fleetRun) waitOutboxEmpty() {
 	f.T.Helper()
 	q := keys.ForQueue(f.Q)
-	asynctest.Eventually(f.T, 20*time.Second, "the outbox drained", func() bool {
+	testenv.Eventually(f.T, 20*time.Second, "the outbox drained", func() bool {
 		n, err := f.Env.RDB.XLen(f.Ctx, q.Outbox()).Result()
 		return err == nil && n == 0
 	})
@@ -256,7 +256,7 @@ func (f *fleetRun) waitDue() {
 	if last == 0 {
 		f.T.Fatal("nothing is scheduled")
 	}
-	asynctest.Eventually(f.T, 20*time.Second, "the scheduled tasks to come due", func() bool { return f.redisNow() >= last })
+	testenv.Eventually(f.T, 20*time.Second, "the scheduled tasks to come due", func() bool { return f.redisNow() >= last })
 }
 
 // coordinator returns a coordinator of the run's Redis through the proxy.
@@ -302,7 +302,7 @@ type fleetLane struct {
 	direct *client.Client
 }
 
-func newFleetLane(t *testing.T, env *asynctest.Env) *fleetLane {
+func newFleetLane(t *testing.T, env *testenv.Env) *fleetLane {
 	t.Helper()
 	direct, err := client.New(context.Background(), env.RDB, &client.Config{Logger: quiet})
 	if err != nil {
@@ -321,7 +321,7 @@ type fleetLanes struct {
 }
 
 func newFleetLanes(t *testing.T) *fleetLanes {
-	env := asynctest.IsolatedRedis(t, fleetDB)
+	env := testenv.IsolatedRedis(t, fleetDB)
 	ls := &fleetLanes{shared: make(chan *fleetLane, parallel), own: make(chan *fleetLane, parallel)}
 	for range parallel {
 		ls.shared <- newFleetLane(t, env)
@@ -329,12 +329,12 @@ func newFleetLanes(t *testing.T) *fleetLanes {
 	if ownDBs() {
 		// Databases of the real server.
 		for _, db := range []int{fleetOwn1, fleetOwn2} {
-			ls.own <- newFleetLane(t, asynctest.IsolatedRedis(t, db))
+			ls.own <- newFleetLane(t, testenv.IsolatedRedis(t, db))
 		}
 	} else {
 		// A miniredis each (also on the cluster pass).
 		for range parallel {
-			ls.own <- newFleetLane(t, asynctest.IsolatedRedis(t, 0))
+			ls.own <- newFleetLane(t, testenv.IsolatedRedis(t, 0))
 		}
 	}
 	return ls
@@ -343,7 +343,7 @@ func newFleetLanes(t *testing.T) *fleetLanes {
 // ownDBs reports whether IsolatedRedis gives databases of a real server
 // (else a new miniredis each time).
 func ownDBs() bool {
-	return os.Getenv(asynctest.EnvAddr) != "" && os.Getenv(asynctest.EnvCluster) == ""
+	return os.Getenv(testenv.EnvAddr) != "" && os.Getenv(testenv.EnvCluster) == ""
 }
 
 // in runs fn as subtest name on a lane fit for row.
@@ -432,7 +432,7 @@ func runFleet(t *testing.T, rows []fleetRow) {
 								row.Setup(f)
 							}
 							f.Proxy.ResetCommands()
-							f.Proxy.DropReply(func(cmd asynctest.Command) bool { return f.callName(cmd) == fl.name }, fl.nth, fl.times)
+							f.Proxy.DropReply(func(cmd testenv.Command) bool { return f.callName(cmd) == fl.name }, fl.nth, fl.times)
 							f.fault, f.faultTimes = fl.name, fl.times
 							ans := row.Op(f)
 							if n := f.Dropped(); n != fl.times+row.OwnDrops {
@@ -590,7 +590,7 @@ func workerRows() []fleetRow {
 			// until the faulted heartbeats and one more went through.
 			w := f.startWorker(worker.Config{Lease: 4 * time.Second, Concurrency: 1})
 			f.waitStarted()
-			asynctest.Eventually(f.T, 30*time.Second, "heartbeats", func() bool { return f.count(callHeartbeat) >= 5 })
+			testenv.Eventually(f.T, 30*time.Second, "heartbeats", func() bool { return f.count(callHeartbeat) >= 5 })
 			close(f.release)
 			f.waitState(f.H[0], client.StateSucceeded)
 			f.stopWorker(w, false)
@@ -661,7 +661,7 @@ func coordinatorRows() []fleetRow {
 			if f.Env.Mini != nil {
 				return // miniredis keeps no idle time for a consumer
 			}
-			asynctest.Eventually(f.T, 20*time.Second, "the worker's consumer to be idle for 1s", func() bool {
+			testenv.Eventually(f.T, 20*time.Second, "the worker's consumer to be idle for 1s", func() bool {
 				cs, err := f.Env.RDB.XInfoConsumers(f.Ctx, keys.ForQueue(f.Q).Stream(), keys.Group).Result()
 				f.Must(err)
 				return len(cs) == 1 && cs[0].Idle > 1100*time.Millisecond
@@ -700,7 +700,7 @@ func coordinatorRows() []fleetRow {
 				}
 				return len(tokens), false
 			}
-			asynctest.Eventually(f.T, 20*time.Second, "housekeeping", func() bool {
+			testenv.Eventually(f.T, 20*time.Second, "housekeeping", func() bool {
 				n, swept := progress()
 				return swept || n >= 3
 			})
@@ -773,7 +773,7 @@ func limitFleetRows() []fleetRow {
 			f.Must(err)
 			f.Track(h)
 			f.waitState(h, client.StateScheduled)
-			asynctest.Eventually(f.T, 20*time.Second, "the parked task to wait on the limit", func() bool { return f.count(callLimWait) > 0 })
+			testenv.Eventually(f.T, 20*time.Second, "the parked task to wait on the limit", func() bool { return f.count(callLimWait) > 0 })
 			close(f.release)
 			f.waitState(f.H[0], client.StateSucceeded)
 			f.waitState(h, client.StateSucceeded)
@@ -802,7 +802,7 @@ func fetchRows() []fleetRow {
 			// The first read's reply is lost in every run (and go-redis'
 			// resend reads nothing new): the worker takes its entry up
 			// with adopt.lua, whose reply the faulted runs drop.
-			f.Proxy.DropReply(func(c asynctest.Command) bool { return f.callName(c) == callRead }, 1, 1)
+			f.Proxy.DropReply(func(c testenv.Command) bool { return f.callName(c) == callRead }, 1, 1)
 			w := f.startWorker(worker.Config{Lease: 2 * time.Second})
 			f.waitState(f.H[0], client.StateSucceeded)
 			f.stopWorker(w, false)

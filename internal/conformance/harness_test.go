@@ -4,7 +4,7 @@
 // the call), must leave the same end state and give its caller the same
 // answer. It has tests only.
 //
-// The runs of a table share one Redis (asynctest.IsolatedRedis: a
+// The runs of a table share one Redis (testenv.IsolatedRedis: a
 // miniredis, or this package's database of a real server, flushed), and go
 // in parallel, each on a lane of its own while it runs (a proxy and a
 // client through it). Each run has names of its own (queues, schedule,
@@ -34,14 +34,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
 )
 
-// isolatedDB is this package's database for asynctest.IsolatedRedis.
+// isolatedDB is this package's database for testenv.IsolatedRedis.
 const isolatedDB = 11
 
 // Row is one operation of the table.
@@ -65,7 +65,7 @@ type Row struct {
 	Normalize func(state string) string
 	// Calls, when set, limits the faulted calls to those whose name it
 	// accepts (e.g. a worker row faulting only "EVALSHA complete"); a name
-	// is asynctest.Command.String() normalized (Run.callName: the run's
+	// is testenv.Command.String() normalized (Run.callName: the run's
 	// names and random ids replaced, as in the subtests' names). By
 	// default every writing call is faulted.
 	Calls func(call string) bool
@@ -76,8 +76,8 @@ type Row struct {
 type Run struct {
 	T      *testing.T
 	Ctx    context.Context
-	Env    *asynctest.Env
-	Proxy  *asynctest.FaultProxy
+	Env    *testenv.Env
+	Proxy  *testenv.FaultProxy
 	RDB    *redis.Client  // through the proxy: resends up to 3 times
 	C      *client.Client // on RDB
 	Direct *client.Client // for probes and set-ups: C, read once the rules are cleared
@@ -111,15 +111,15 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // used by one run at a time: a client loads every script when it is made,
 // which costs more than most runs.
 type lane struct {
-	env   *asynctest.Env
-	proxy *asynctest.FaultProxy
+	env   *testenv.Env
+	proxy *testenv.FaultProxy
 	rdb   *redis.Client
 	c     *client.Client
 }
 
-func newLane(t *testing.T, env *asynctest.Env) *lane {
+func newLane(t *testing.T, env *testenv.Env) *lane {
 	t.Helper()
-	p := asynctest.NewFaultProxy(t, env.Addr)
+	p := testenv.NewFaultProxy(t, env.Addr)
 	rdb := p.NewClient(t, env)
 	// client.New loads every script into the server's cache, so that a
 	// run's calls are EVALSHA on every backend (not EVALSHA, NOSCRIPT, EVAL
@@ -576,11 +576,11 @@ type call struct {
 }
 
 // writingCalls returns the writing calls among cmds, in order.
-func (r *Run) writingCalls(cmds []asynctest.Command, accept func(string) bool) []call {
+func (r *Run) writingCalls(cmds []testenv.Command, accept func(string) bool) []call {
 	seen := map[string]int{}
 	var out []call
 	for _, c := range cmds {
-		if asynctest.IsSetup(c) || !asynctest.IsWrite(c) {
+		if testenv.IsSetup(c) || !testenv.IsWrite(c) {
 			continue
 		}
 		name := r.callName(c)
@@ -594,7 +594,7 @@ func (r *Run) writingCalls(cmds []asynctest.Command, accept func(string) bool) [
 }
 
 // callName is c normalized: the same call has the same name in every run.
-func (r *Run) callName(c asynctest.Command) string { return r.normalize(c.String()) }
+func (r *Run) callName(c testenv.Command) string { return r.normalize(c.String()) }
 
 // maxNth bounds the occurrences of one call that are faulted: the first
 // few and the last.
@@ -618,7 +618,7 @@ const parallel = 6
 // the clean run and drop count (1 and 2), each state compared with the
 // clean one.
 func RunTable(t *testing.T, rows []Row) {
-	env := asynctest.IsolatedRedis(t, isolatedDB)
+	env := testenv.IsolatedRedis(t, isolatedDB)
 	lanes := make(chan *lane, parallel)
 	for range parallel {
 		lanes <- newLane(t, env)
@@ -704,7 +704,7 @@ func RunTable(t *testing.T, rows []Row) {
 								row.Setup(r)
 							}
 							r.Proxy.ResetCommands()
-							r.Proxy.DropReply(func(cmd asynctest.Command) bool { return r.callName(cmd) == f.name }, f.nth, f.times)
+							r.Proxy.DropReply(func(cmd testenv.Command) bool { return r.callName(cmd) == f.name }, f.nth, f.times)
 							ans := row.Op(r)
 							if n := r.Dropped(); n != f.times {
 								t.Errorf("%d replies dropped, want %d: the call was not made as in the clean run, or go-redis did not resend it (answer: %s)", n, f.times, r.normalize(ans))

@@ -6,8 +6,8 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -84,7 +84,7 @@ func registryRows() []fleetRow {
 			at := listed(f, w.Name())
 			f.Must(inspect.New(f.Env.RDB).Pause(f.Ctx, f.Q))
 			paused := false
-			asynctest.Eventually(f.T, 10*time.Second, "the worker to list the queue paused", func() bool {
+			testenv.Eventually(f.T, 10*time.Second, "the worker to list the queue paused", func() bool {
 				ws, err := inspect.New(f.Env.RDB).Workers(f.Ctx)
 				f.Must(err)
 				for _, x := range ws {
@@ -96,7 +96,7 @@ func registryRows() []fleetRow {
 				// The refresh wrote before its reply was lost: let
 				// go-redis' resends go through before the stop cancels
 				// them.
-				asynctest.Eventually(f.T, 10*time.Second, "the faulted registrations resent", func() bool {
+				testenv.Eventually(f.T, 10*time.Second, "the faulted registrations resent", func() bool {
 					return f.Dropped() >= f.faultTimes
 				})
 			}

@@ -49,7 +49,7 @@ func (h oomOn) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 // each get their own call's answer: the call for one queue failing says
 // nothing of the other's task, which was added.
 func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
-	// asynctest imports package client, which imports this one: its
+	// testenv imports package client, which imports this one: its
 	// harness is rebuilt here.
 	addr := os.Getenv("ASYNC_REDIS_ADDR")
 	if addr == "" {
@@ -93,7 +93,7 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 			h, err := c.Enqueue(ctx, pingArgs{N: i}, &Opts{Queue: q})
 			ans[i] <- answer{h, err}
 		}()
-		// Polled as asynctest.Eventually does.
+		// Polled as testenv.Eventually does.
 		for deadline := time.Now().Add(10 * time.Second); c.comb.Queued() != i+1; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatal("the call did not queue up")

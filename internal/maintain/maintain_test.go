@@ -8,13 +8,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/maintain"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, asynctest.LeakOptions()...)
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }
 
 // A zero setting takes its default; a set one is kept.
@@ -29,9 +29,9 @@ func TestSettingsDefaults(t *testing.T) {
 // Redis' time; Housekeep caps the dead letters at the Keeper's setting,
 // keeping the newest.
 func TestForwardAndHousekeep(t *testing.T) {
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := context.Background()
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	k := maintain.New(env.RDB, maintain.Settings{DeadLetterCap: 2})
 
 	due, err := k.ForwardDue(ctx, q)

@@ -7,11 +7,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // batchEnv splits a batch envelope around its (empty) key, as
@@ -153,12 +153,12 @@ func (h twice) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // "nothing was open").
 func TestBatchFlushResentReportsFlushed(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
 	if err := script.Load(ctx, e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	if err := store.EnsureGroup(ctx, e.RDB, q); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestBatchFlushResentReportsFlushed(t *testing.T) {
 	if _, _, _, err := store.AppendBatch(ctx, e.RDB, q, "bk", "", batchKeys("f"), pre, post, 4, 3_600_000, batchItems(t, 0, 2)); err != nil {
 		t.Fatal(err)
 	}
-	rdb := asynctest.NewEnvClient(e)
+	rdb := testenv.NewEnvClient(e)
 	t.Cleanup(func() { _ = rdb.Close() })
 	rdb.AddHook(twice{sha: script.BatchFlush.Hash()})
 	flushed, err := store.FlushBatch(ctx, rdb, q, "bk")

@@ -7,10 +7,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // A drain that takes a group's sweep claim, and whose claim reply is lost,
@@ -19,10 +19,10 @@ func TestGroupSweepClaimSurvivesResend(t *testing.T) {
 	t.Parallel()
 	addr := singleNode(t)
 	ctx := context.Background()
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	g := store.GroupRef{Home: q, ID: "g1"}
-	p := asynctest.NewFaultProxy(t, addr)
-	p.DropReply(asynctest.FirstSending(asynctest.MatchArg(q.GroupSweep(g.ID))), 1, math.MaxInt)
+	p := testenv.NewFaultProxy(t, addr)
+	p.DropReply(testenv.FirstSending(testenv.MatchArg(q.GroupSweep(g.ID))), 1, math.MaxInt)
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := script.Load(ctx, rdb); err != nil {

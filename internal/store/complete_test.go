@@ -8,9 +8,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // A retention Redis cannot set (near int64 max, or not positive) does not
@@ -74,7 +74,7 @@ func TestHeartbeatAfterLeaseLapsedRenewsNothing(t *testing.T) {
 		}
 		return p[0].Idle
 	}
-	asynctest.Eventually(t, 5*time.Second, "the entry idle past the lease", func() bool { return idle() >= leaseMs*time.Millisecond })
+	testenv.Eventually(t, 5*time.Second, "the entry idle past the lease", func() bool { return idle() >= leaseMs*time.Millisecond })
 	leases := []store.Lease{{EntryID: id, Deliveries: 1}}
 	beats, err := store.HeartbeatWithin(ctx, rdb, q, "c1", leaseMs, leases, []string{"hb"})
 	if err != nil || len(beats) != 1 || beats[0] != store.BeatLost {

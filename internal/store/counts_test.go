@@ -7,10 +7,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // enqueueTasks adds tasks to q through enqueue.lua and returns their keys.
@@ -121,7 +121,7 @@ func TestWaitingFallbackBeforeUpgrade(t *testing.T) {
 	for _, pending := range []bool{false, true} {
 		rdb, _ := env(t)
 		ctx := context.Background()
-		q := keys.ForQueue(asynctest.Queue(t) + map[bool]string{false: "-idle", true: "-busy"}[pending])
+		q := keys.ForQueue(testenv.Queue(t) + map[bool]string{false: "-idle", true: "-busy"}[pending])
 		// As an earlier version did: XGROUP CREATE, and acks not counted.
 		if err := rdb.XGroupCreateMkStream(ctx, q.Stream(), keys.Group, "0").Err(); err != nil {
 			t.Fatal(err)

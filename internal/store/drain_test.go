@@ -13,10 +13,10 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // roundTrips counts the round trips a client makes: one per command, one per
@@ -157,7 +157,7 @@ func TestDrainOutboxUnderLatencyKeepsProgress(t *testing.T) {
 	if err := script.Load(ctx, direct); err != nil {
 		t.Fatal(err)
 	}
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	if err := store.EnsureGroup(ctx, direct, q); err != nil {
 		t.Fatal(err)
 	}
@@ -166,8 +166,8 @@ func TestDrainOutboxUnderLatencyKeepsProgress(t *testing.T) {
 
 	// 25ms added to each round trip: a drain of 25 rounds of a few round
 	// trips each takes about two seconds, twice the deadline.
-	p := asynctest.NewFaultProxy(t, addr)
-	p.Latency(func(asynctest.Command) bool { return true }, 25*time.Millisecond)
+	p := testenv.NewFaultProxy(t, addr)
+	p.Latency(func(testenv.Command) bool { return true }, 25*time.Millisecond)
 	slow := redis.NewClient(&redis.Options{Addr: p.Addr()})
 	t.Cleanup(func() { _ = slow.Close() })
 	var rt roundTrips
@@ -225,10 +225,10 @@ func TestDrainOutboxUnderLatencyKeepsProgress(t *testing.T) {
 // proxy fronts one node).
 func singleNode(t *testing.T) string {
 	t.Helper()
-	if os.Getenv(asynctest.EnvCluster) != "" {
+	if os.Getenv(testenv.EnvCluster) != "" {
 		return miniredis.RunT(t).Addr()
 	}
-	return asynctest.Redis(t).Addr
+	return testenv.Redis(t).Addr
 }
 
 // Continuations of other queues (other slots, on a cluster other nodes)

@@ -9,10 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // groupcont.lua run twice on a running group (a resend, or the same
@@ -46,25 +46,25 @@ func TestGroupContinuationRegisteredTwiceListedOnce(t *testing.T) {
 	}
 }
 
-// isolatedDB is this package's database for asynctest.IsolatedRedis.
+// isolatedDB is this package's database for testenv.IsolatedRedis.
 const isolatedDB = 8
 
 // proxied returns a client of a Redis of the test's own through a fault
 // proxy, the proxy, a client of the Redis itself, and a queue; the scripts
 // are loaded, so that a faulted call is the EVALSHA itself.
-func proxied(t *testing.T) (redis.UniversalClient, *asynctest.FaultProxy, redis.UniversalClient, keys.Queue) {
+func proxied(t *testing.T) (redis.UniversalClient, *testenv.FaultProxy, redis.UniversalClient, keys.Queue) {
 	t.Helper()
-	e := asynctest.IsolatedRedis(t, isolatedDB)
+	e := testenv.IsolatedRedis(t, isolatedDB)
 	if err := script.Load(context.Background(), e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	p := asynctest.NewFaultProxy(t, e.Addr)
-	return p.NewClient(t, e), p, e.RDB, keys.ForQueue(asynctest.Queue(t))
+	p := testenv.NewFaultProxy(t, e.Addr)
+	return p.NewClient(t, e), p, e.RDB, keys.ForQueue(testenv.Queue(t))
 }
 
 // applying matches the call that applies a change: a script, or the EXEC
 // of a transaction.
-var applying = asynctest.MatchName("EVALSHA", "EVAL", "EXEC")
+var applying = testenv.MatchName("EVALSHA", "EVAL", "EXEC")
 
 // A ForkJoin's join is bound to its unsealed group, and kept once it is
 // sealed, although the reply of the call that does it is lost once or twice

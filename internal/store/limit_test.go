@@ -11,10 +11,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // BenchmarkParkWaiters parks n tasks on a full limit (limwait.lua, in
@@ -24,14 +24,14 @@ import (
 func BenchmarkParkWaiters(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			e := asynctest.Redis(b)
+			e := testenv.Redis(b)
 			ctx := context.Background()
 			if err := script.Load(ctx, e.RDB); err != nil {
 				b.Fatal(err)
 			}
 			var spent time.Duration
 			for it := range b.N {
-				l := keys.ForLimit(fmt.Sprintf("bench-%s-%d", asynctest.Queue(b), it))
+				l := keys.ForLimit(fmt.Sprintf("bench-%s-%d", testenv.Queue(b), it))
 				if ok, err := store.TakeSlot(ctx, e.RDB, l, 1, "holder", "q/running", 600000); err != nil || !ok {
 					b.Fatalf("take the only slot: %v %v", ok, err)
 				}
@@ -59,7 +59,7 @@ func TestLimitWaitersOrderResendAndTake(t *testing.T) {
 	t.Parallel()
 	rdb, _ := env(t)
 	ctx := context.Background()
-	l := keys.ForLimit("test-" + asynctest.Queue(t))
+	l := keys.ForLimit("test-" + testenv.Queue(t))
 	take := func(holder, id string) bool {
 		t.Helper()
 		ok, err := store.TakeSlot(ctx, rdb, l, 1, holder, id, 600000)
@@ -107,14 +107,14 @@ func TestLimitWaitersOrderResendAndTake(t *testing.T) {
 // Redis' own command statistics, which miniredis lacks, on a redis-server
 // of the test's own (other tests' scripts run LPOS on a shared one).
 func TestLimitParkScansNoLine(t *testing.T) {
-	addr := asynctest.PrivateRedis(t)
+	addr := testenv.PrivateRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
 	if err := script.Load(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	l := keys.ForLimit("test-" + asynctest.Queue(t))
+	l := keys.ForLimit("test-" + testenv.Queue(t))
 	if !mustTake(t, rdb, l, "h1", "q/run") {
 		t.Fatal("the free slot was not taken")
 	}

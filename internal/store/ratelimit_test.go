@@ -9,9 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // lostScripts answers NOSCRIPT, without sending them, to the rate limiter
@@ -64,15 +64,15 @@ func rateCall(bucket, op string) *store.RateCall {
 // loaded, and only they: each call takes its event once.
 func TestRateLimitPipelinedResendsOnlyNoscript(t *testing.T) {
 	t.Parallel()
-	env := asynctest.Redis(t)
+	env := testenv.Redis(t)
 	ctx := context.Background()
 	if err := script.RateLimit.Load(ctx, env.RDB).Err(); err != nil {
 		t.Fatal(err)
 	}
-	bucket := "async:{rl:" + asynctest.Queue(t) + "}"
+	bucket := "async:{rl:" + testenv.Queue(t) + "}"
 	calls := []*store.RateCall{rateCall(bucket, "a"), rateCall(bucket, "b"), rateCall(bucket, "c")}
 	h := &lostScripts{lost: map[string]bool{calls[1].Marker: true}, tries: map[string]int{}}
-	rdb := asynctest.NewEnvClient(env)
+	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
 	rdb.AddHook(h)
 	replies, errs := store.RateLimitPipelined(ctx, rdb, calls)

@@ -8,11 +8,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // beforeScript runs f once, just before the first EVALSHA of the script
@@ -46,14 +46,14 @@ func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // past that slot (or fires nothing itself).
 func TestRepeatMoveWhileSlotFires(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
 	rdb := e.RDB
 	if err := script.Load(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	name := "mv-" + asynctest.Queue(t)
-	q1, q2 := keys.ForQueue(asynctest.Queue(t)), keys.ForQueue(asynctest.Queue(t))
+	name := "mv-" + testenv.Queue(t)
+	q1, q2 := keys.ForQueue(testenv.Queue(t)), keys.ForQueue(testenv.Queue(t))
 	env := codec.AppendEnvelope(nil, &codec.Envelope{Kind: "tick", Attempt: 1, MaxAttempts: 3, RetainMs: 60000})
 	def := store.RepeatDef{Name: name, Queue: q1.Name, Kind: "tick", Every: time.Hour, Env: env}
 	t.Cleanup(func() { _, _ = store.RemoveRepeat(context.Background(), rdb, name) })
@@ -88,7 +88,7 @@ func TestRepeatMoveWhileSlotFires(t *testing.T) {
 	// The move's declaration in q2 waits until q1's coordinator fired.
 	var firedOld []string
 	hook := &beforeScript{sha: script.RepDeclare.Hash(), f: func() { firedOld = fire(q1) }}
-	mover := asynctest.NewEnvClient(e)
+	mover := testenv.NewEnvClient(e)
 	t.Cleanup(func() { _ = mover.Close() })
 	mover.AddHook(hook)
 	def.Queue = q2.Name

@@ -8,11 +8,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // Each test here runs one script of an operation twice with the same
@@ -47,9 +47,9 @@ func (h rerun) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // resending returns a client of e that runs every call of s twice.
-func resending(t *testing.T, e *asynctest.Env, s *redis.Script) redis.UniversalClient {
+func resending(t *testing.T, e *testenv.Env, s *redis.Script) redis.UniversalClient {
 	t.Helper()
-	rdb := asynctest.NewEnvClient(e)
+	rdb := testenv.NewEnvClient(e)
 	t.Cleanup(func() { _ = rdb.Close() })
 	rdb.AddHook(rerun{sha: s.Hash()})
 	return rdb
@@ -94,12 +94,12 @@ func (p *published) count(channel string) int {
 // put it, which alone would read as "nothing earlier, no wake-up".
 func TestMarkDueResentWakesCoordinators(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
 	if err := script.Load(ctx, e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	queue := asynctest.Queue(t)
+	queue := testenv.Queue(t)
 	t.Cleanup(func() {
 		e.RDB.ZRem(context.Background(), keys.DueIndex, queue)
 		e.RDB.HDel(context.Background(), keys.DueGen, queue)
@@ -127,7 +127,7 @@ func TestMarkDueResentWakesCoordinators(t *testing.T) {
 	// a coordinator that read the generation between the two runs is not
 	// refused its update for a mark it saw.
 	var between []string
-	rdb2 := asynctest.NewEnvClient(e)
+	rdb2 := testenv.NewEnvClient(e)
 	t.Cleanup(func() { _ = rdb2.Close() })
 	rdb2.AddHook(rerun{sha: script.DueMark.Hash(), between: func() {
 		between, _ = store.DueGens(ctx, e.RDB, []string{queue})
@@ -144,12 +144,12 @@ func TestMarkDueResentWakesCoordinators(t *testing.T) {
 // A purge whose reply was lost reports the task it purged.
 func TestPurgeDeadResentCountsPurged(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
 	if err := script.Load(ctx, e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	for _, k := range []string{"a", "b"} {
 		if err := e.RDB.HSet(ctx, q.Task(k), "st", "dead").Err(); err != nil {
 			t.Fatal(err)
@@ -177,7 +177,7 @@ func TestPurgeDeadResentCountsPurged(t *testing.T) {
 
 func repeatDef(t *testing.T, queue string, every time.Duration) store.RepeatDef {
 	env := codec.AppendEnvelope(nil, &codec.Envelope{Kind: "tick", Attempt: 1, MaxAttempts: 3, RetainMs: 60000})
-	return store.RepeatDef{Name: "rs-" + asynctest.Queue(t), Queue: queue, Kind: "tick", Every: every, Env: env}
+	return store.RepeatDef{Name: "rs-" + testenv.Queue(t), Queue: queue, Kind: "tick", Every: every, Env: env}
 }
 
 // A removal whose script's reply was lost reports the schedule it removed.
@@ -189,12 +189,12 @@ func TestRemoveRepeatResentReportsRemoved(t *testing.T) {
 	}{{"definition", script.RepRemove}, {"index", script.RepIndex}} {
 		t.Run(s.name, func(t *testing.T) {
 			t.Parallel()
-			e := asynctest.Redis(t)
+			e := testenv.Redis(t)
 			ctx := context.Background()
 			if err := script.Load(ctx, e.RDB); err != nil {
 				t.Fatal(err)
 			}
-			def := repeatDef(t, asynctest.Queue(t), time.Hour)
+			def := repeatDef(t, testenv.Queue(t), time.Hour)
 			t.Cleanup(func() { _, _ = store.RemoveRepeat(context.Background(), e.RDB, def.Name) })
 			if _, _, err := store.DeclareRepeat(ctx, e.RDB, def, 0); err != nil {
 				t.Fatal(err)
@@ -240,12 +240,12 @@ func TestDeclareRepeatResentReportsWhatItDid(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := asynctest.Redis(t)
+			e := testenv.Redis(t)
 			ctx := context.Background()
 			if err := script.Load(ctx, e.RDB); err != nil {
 				t.Fatal(err)
 			}
-			queues := map[string]string{q1: asynctest.Queue(t), q2: asynctest.Queue(t)}
+			queues := map[string]string{q1: testenv.Queue(t), q2: testenv.Queue(t)}
 			def := repeatDef(t, queues[q1], time.Hour)
 			t.Cleanup(func() { _, _ = store.RemoveRepeat(context.Background(), e.RDB, def.Name) })
 			if tc.setup {
@@ -277,12 +277,12 @@ func TestDeclareRepeatResentReportsWhatItDid(t *testing.T) {
 // Of removals of one schedule racing, one reports it removed.
 func TestRemoveRepeatRacingOneReportsRemoved(t *testing.T) {
 	t.Parallel()
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	ctx := context.Background()
 	if err := script.Load(ctx, e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	def := repeatDef(t, asynctest.Queue(t), time.Hour)
+	def := repeatDef(t, testenv.Queue(t), time.Hour)
 	for round := 0; round < 20; round++ {
 		if _, _, err := store.DeclareRepeat(ctx, e.RDB, def, 0); err != nil {
 			t.Fatal(err)

@@ -9,15 +9,15 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/internal/store"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, asynctest.LeakOptions()...)
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }
 
 func TestCheckVersion(t *testing.T) {
@@ -40,11 +40,11 @@ func TestCheckVersion(t *testing.T) {
 }
 
 func env(t *testing.T) (redis.UniversalClient, keys.Queue) {
-	e := asynctest.Redis(t)
+	e := testenv.Redis(t)
 	if err := script.Load(context.Background(), e.RDB); err != nil {
 		t.Fatal(err)
 	}
-	q := keys.ForQueue(asynctest.Queue(t))
+	q := keys.ForQueue(testenv.Queue(t))
 	if err := store.EnsureGroup(context.Background(), e.RDB, q); err != nil {
 		t.Fatal(err)
 	}

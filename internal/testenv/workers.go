@@ -1,4 +1,4 @@
-package asynctest
+package testenv
 
 import (
 	"context"

@@ -1,6 +1,6 @@
-// Package asynctest is the shared test harness: one suite runs on miniredis by
+// Package testenv is the shared test harness: one suite runs on miniredis by
 // default and on a real Redis when ASYNC_REDIS_ADDR is set.
-package asynctest
+package testenv
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package asynctest_test
+package testenv_test
 
 import (
 	"context"
@@ -10,25 +10,25 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/taskfleet/async/internal/asynctest"
 	"github.com/taskfleet/async/internal/script"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // proxied returns a proxy in front of a Redis of the test's own, a client
 // through it that resends up to retries times, a client of the Redis itself,
 // and a key prefix unique to the test.
-func proxied(t *testing.T, retries int) (*asynctest.FaultProxy, redis.UniversalClient, redis.UniversalClient, string) {
+func proxied(t *testing.T, retries int) (*testenv.FaultProxy, redis.UniversalClient, redis.UniversalClient, string) {
 	t.Helper()
-	env := asynctest.IsolatedRedis(t, isolatedDB)
-	p := asynctest.NewFaultProxy(t, env.Addr)
+	env := testenv.IsolatedRedis(t, isolatedDB)
+	p := testenv.NewFaultProxy(t, env.Addr)
 	opt := p.Options(env)
 	opt.MaxRetries = retries
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	return p, rdb, env.RDB, "{" + asynctest.Queue(t) + "}:"
+	return p, rdb, env.RDB, "{" + testenv.Queue(t) + "}:"
 }
 
-// isolatedDB is this package's database for asynctest.IsolatedRedis.
+// isolatedDB is this package's database for testenv.IsolatedRedis.
 const isolatedDB = 12
 
 func TestFaultProxyForwardsCommandsAndPipelines(t *testing.T) {
@@ -56,7 +56,7 @@ func TestFaultProxyForwardsCommandsAndPipelines(t *testing.T) {
 	}
 	var names []string
 	for _, c := range p.Commands() {
-		if !asynctest.IsSetup(c) {
+		if !testenv.IsSetup(c) {
 			names = append(names, c.Name)
 		}
 	}
@@ -73,7 +73,7 @@ func TestFaultProxyDropReplyResends(t *testing.T) {
 	for _, times := range []int{1, 2} {
 		p, rdb, direct, k := proxied(t, 3)
 		ctx := context.Background()
-		p.DropReply(asynctest.MatchCommand("INCR "+k+"n"), 1, times)
+		p.DropReply(testenv.MatchCommand("INCR "+k+"n"), 1, times)
 		n, err := rdb.Incr(ctx, k+"n").Result()
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +98,7 @@ func TestFaultProxyDropReplyResends(t *testing.T) {
 func TestFaultProxyDropNthAndWithoutRetries(t *testing.T) {
 	p, rdb, direct, k := proxied(t, -1) // go-redis: -1 disables retries
 	ctx := context.Background()
-	p.DropReply(asynctest.MatchName("incr"), 2, 1)
+	p.DropReply(testenv.MatchName("incr"), 2, 1)
 	for i, wantErr := range []bool{false, true, false} {
 		err := rdb.Incr(ctx, k+"n").Err()
 		if (err != nil) != wantErr {
@@ -113,7 +113,7 @@ func TestFaultProxyDropNthAndWithoutRetries(t *testing.T) {
 func TestFaultProxyDropInPipeline(t *testing.T) {
 	p, rdb, direct, k := proxied(t, 3)
 	ctx := context.Background()
-	p.DropReply(asynctest.MatchCommand("INCR "+k+"b"), 1, 1)
+	p.DropReply(testenv.MatchCommand("INCR "+k+"b"), 1, 1)
 	_, err := rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.Incr(ctx, k+"a")
 		pl.Incr(ctx, k+"b")
@@ -138,7 +138,7 @@ func TestFaultProxyDropInPipeline(t *testing.T) {
 func TestFaultProxyDropTwiceInPipeline(t *testing.T) {
 	p, rdb, direct, k := proxied(t, 3)
 	ctx := context.Background()
-	p.DropReply(asynctest.MatchName("INCR"), 1, 2)
+	p.DropReply(testenv.MatchName("INCR"), 1, 2)
 	_, err := rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.Incr(ctx, k+"a")
 		pl.Incr(ctx, k+"b")
@@ -159,7 +159,7 @@ func TestFaultProxyDelay(t *testing.T) {
 	p, rdb, _, k := proxied(t, 3)
 	ctx := context.Background()
 	const d = 100 * time.Millisecond
-	p.Delay(asynctest.MatchName("GET"), d, 1)
+	p.Delay(testenv.MatchName("GET"), d, 1)
 	start := time.Now()
 	if err := rdb.Get(ctx, k+"x").Err(); !errors.Is(err, redis.Nil) {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestFaultProxyDelay(t *testing.T) {
 func TestFaultProxyDropFirstSendings(t *testing.T) {
 	p, rdb, _, k := proxied(t, 3)
 	ctx := context.Background()
-	p.DropReply(asynctest.FirstSending(asynctest.MatchArg(k+"n")), 1, math.MaxInt)
+	p.DropReply(testenv.FirstSending(testenv.MatchArg(k+"n")), 1, math.MaxInt)
 	for _, c := range []struct{ by, want int64 }{{1, 2}, {2, 6}, {1, 7}} {
 		// Each first sending runs twice (it and its resend); a command
 		// sent before runs once.
@@ -201,7 +201,7 @@ func TestFaultProxyLatency(t *testing.T) {
 	p, rdb, _, k := proxied(t, 3)
 	ctx := context.Background()
 	const d, n = 100 * time.Millisecond, 50
-	p.Latency(asynctest.MatchName("GET"), d)
+	p.Latency(testenv.MatchName("GET"), d)
 	start := time.Now()
 	if err := rdb.Get(ctx, k+"x").Err(); !errors.Is(err, redis.Nil) {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestFaultProxyCutAll(t *testing.T) {
 	ctx := context.Background()
 	errc := make(chan error, 1)
 	go func() { errc <- rdb.BLPop(ctx, 10*time.Second, k+"never").Err() }()
-	asynctest.Eventually(t, 5*time.Second, "the BLPOP to reach the proxy", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the BLPOP to reach the proxy", func() bool {
 		for _, c := range p.Commands() {
 			if c.Name == "BLPOP" {
 				return true
@@ -262,7 +262,7 @@ func TestFaultProxyPubSubPassesThrough(t *testing.T) {
 	p, rdb, direct, k := proxied(t, 3)
 	ctx := context.Background()
 	// A rule on every command must not touch a subscribed connection.
-	p.DropReply(asynctest.MatchName("PING"), 1, 100)
+	p.DropReply(testenv.MatchName("PING"), 1, 100)
 	sub := rdb.Subscribe(ctx, k+"ch")
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
@@ -285,14 +285,14 @@ func TestFaultProxyPubSubPassesThrough(t *testing.T) {
 func TestFaultProxyNamesScripts(t *testing.T) {
 	p, rdb, _, k := proxied(t, 3)
 	ctx := context.Background()
-	if got := asynctest.ScriptName(script.Enqueue.Hash()); got != "enqueue" {
+	if got := testenv.ScriptName(script.Enqueue.Hash()); got != "enqueue" {
 		t.Fatalf("ScriptName(enqueue's sha) = %q", got)
 	}
 	// A script new to the server (its cache outlives FLUSHDB).
 	s := redis.NewScript("return redis.call('INCR', KEYS[1]) -- " + k)
 	// The first EVALSHA answers NOSCRIPT and go-redis falls back to EVAL;
 	// both match the script's name.
-	p.DropReply(asynctest.MatchCommand("EVALSHA "+s.Hash()), 2, 1)
+	p.DropReply(testenv.MatchCommand("EVALSHA "+s.Hash()), 2, 1)
 	n, err := s.Run(ctx, rdb, []string{k + "n"}).Int64()
 	if err != nil {
 		t.Fatal(err)

@@ -1,24 +1,24 @@
-package asynctest_test
+package testenv_test
 
 import (
 	"context"
 	"testing"
 
-	"github.com/taskfleet/async/internal/asynctest"
+	"github.com/taskfleet/async/internal/testenv"
 )
 
 // Database 0 is shared by every package's tests on a real server: an
 // isolated Redis asked for db 0 must leave it alone (a flush there once
 // wiped a stream another package's test had just written).
 func TestIsolatedRedisLeavesSharedDatabase(t *testing.T) {
-	shared := asynctest.Redis(t)
+	shared := testenv.Redis(t)
 	ctx := context.Background()
-	key := "{" + asynctest.Queue(t) + "}:canary"
+	key := "{" + testenv.Queue(t) + "}:canary"
 	if err := shared.RDB.Set(ctx, key, "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = shared.RDB.Del(context.Background(), key).Err() })
-	iso := asynctest.IsolatedRedis(t, 0)
+	iso := testenv.IsolatedRedis(t, 0)
 	if iso.Mini == nil {
 		t.Fatal("IsolatedRedis(t, 0) gave a real server's database; want a miniredis of its own")
 	}
