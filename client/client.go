@@ -52,6 +52,17 @@ type Config struct {
 	// Defaults to none.
 	EnqueueHooks []EnqueueHook
 
+	// EnqueuedHooks are told of each task the client added to Redis, or
+	// found there already (a duplicate id), once Redis confirmed it: by
+	// Enqueue, EnqueueMany, and the patterns that enqueue through the
+	// client (group members and joins, continuations as they are
+	// registered, batch items, repeat templates). A task of a call that
+	// failed is not reported, nor one the call did not add. They run in
+	// order on the goroutine that enqueued, with its ctx, after the call's
+	// write; they must be quick and safe for concurrent use. Package
+	// asynctest records what a test enqueued with one. Defaults to none.
+	EnqueuedHooks []EnqueuedHook
+
 	// TracerProvider makes the OpenTelemetry producer span of each Enqueue
 	// and EnqueueMany call ("send <queue>"), whose trace context the tasks
 	// carry to their workers' consumer spans (see the package doc).
@@ -79,6 +90,37 @@ type Enqueuing struct {
 	// from a handler inherits its metadata later, under the entries set
 	// here.
 	Opts *EnqueueOpts
+}
+
+// EnqueuedHook is told of a task the client enqueued (see
+// Config.EnqueuedHooks).
+type EnqueuedHook func(ctx context.Context, t *Enqueued)
+
+// Enqueued is a task an EnqueuedHook is told of.
+type Enqueued struct {
+	// ID is the task's id (Handle.ID); for a continuation or a join, the
+	// id it will run under.
+	ID string
+	// Kind is the task's kind (Args.Kind()).
+	Kind string
+	// Queue is the queue the task went to.
+	Queue string
+	// Args are the task's args as the caller gave them (not a copy).
+	Args Args
+	// Opts are the task's options as they were sent (Queue set, after the
+	// EnqueueHooks ran): a copy of their own, never nil.
+	Opts *EnqueueOpts
+	// Duplicate is set when a task with the same ID was already there,
+	// and this call added nothing (Handle.Duplicate).
+	Duplicate bool
+	// Parent is the id of the task whose handler's ctx enqueued this one
+	// (it is that task's child), or "".
+	Parent string
+	// Continues is the id of the task or group this task continues (a
+	// continuation, or a group's join), or "".
+	Continues string
+	// Group is the id of the group this task is a member of, or "".
+	Group string
 }
 
 func (c *Config) withDefaults() Config {

@@ -45,6 +45,11 @@ type Config struct {
 	// error refuses the task (client.Config.EnqueueHooks).
 	Hook func(ctx context.Context, args Args, o *Opts) error
 
+	// Enqueued, if set, is told of each task once Redis confirmed it was
+	// added or found (client.Config.EnqueuedHooks), in the order of the
+	// call's tasks, on the goroutine that enqueued.
+	Enqueued func(ctx context.Context, t EnqueuedTask)
+
 	// TracerProvider makes the tracer of the producer spans (see
 	// trace.go); nil means the global one (otel.GetTracerProvider()).
 	TracerProvider trace.TracerProvider
@@ -217,4 +222,16 @@ type Owner[H any] interface {
 func Of[H any](o Owner[H]) (*Engine, func(Ref) H) {
 	a := o.anchor()
 	return a.e, a.wrap
+}
+
+// EnqueuedTask is a task an enqueue added to Redis or found there
+// (Config.Enqueued).
+type EnqueuedTask struct {
+	Ref       Ref
+	Kind      string
+	Args      Args
+	Opts      *Opts  // as sent: Queue set, the hooks' changes applied; a copy
+	Parent    string // the task whose handler's ctx enqueued it, or ""
+	Continues string // the task or group it continues, or ""
+	Group     string // the group it is a member of, or ""
 }
