@@ -108,9 +108,9 @@ func (w *Want) differs(e client.Enqueued) string {
 	case w.Delay != 0 && w.Delay != o.Delay:
 		return fmt.Sprintf("Delay is %v, want %v", o.Delay, w.Delay)
 	case !w.ProcessAt.IsZero() && !w.ProcessAt.Equal(o.ProcessAt):
-		return fmt.Sprintf("ProcessAt is %v, want %v", o.ProcessAt, w.ProcessAt)
+		return fmt.Sprintf("ProcessAt is %s, want %v", timeOrUnset(o.ProcessAt), w.ProcessAt)
 	case !w.Deadline.IsZero() && !w.Deadline.Equal(o.Deadline):
-		return fmt.Sprintf("Deadline is %v, want %v", o.Deadline, w.Deadline)
+		return fmt.Sprintf("Deadline is %s, want %v", timeOrUnset(o.Deadline), w.Deadline)
 	case w.Timeout != 0 && w.Timeout != o.Timeout:
 		return fmt.Sprintf("Timeout is %v, want %v", o.Timeout, w.Timeout)
 	}
@@ -124,6 +124,13 @@ func (w *Want) differs(e client.Enqueued) string {
 		}
 	}
 	return ""
+}
+
+func timeOrUnset(t time.Time) string {
+	if t.IsZero() {
+		return "unset"
+	}
+	return t.String()
 }
 
 func sortedKeys(m map[string]string) []string {
