@@ -68,8 +68,8 @@ type Config struct {
 	// the tasks its successful writes added: they exist and will run.
 	// A repeat schedule's template (patterns.Repeat) is not a task: the
 	// tasks of its slots are made later by a coordinator's script, in no
-	// client's call, and are not told of (the inspector and the
-	// schedule's own listing show them).
+	// client's call, and are not told of: patterns.Repeats (a schedule's
+	// Last task and Fired count) and package inspect show them.
 	//
 	// The hooks run in order, on the goroutine that enqueued, with its ctx,
 	// after the call's write and in the order of the call's tasks; they
