@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -158,6 +159,44 @@ func TestEnqueuedHookNothingOnFailure(t *testing.T) {
 	}
 	if got := r.take(); len(got) != 0 {
 		t.Fatalf("told of %q after failed writes", msgs(got))
+	}
+}
+
+// EnqueueMany across queues whose script call fails for one queue tells
+// exactly of the tasks the other queue's call added.
+func TestEnqueuedHookPartialEnqueueMany(t *testing.T) {
+	t.Parallel()
+	q := testenv.Queue(t)
+	q2 := q + "-broken"
+	c, env, r := newToldClient(t, q)
+	ctx := context.Background()
+	if _, err := c.Enqueue(ctx, PingArgs{Msg: "warm"}, &client.EnqueueOpts{Queue: q2}); err != nil {
+		t.Fatal(err)
+	}
+	r.take()
+	// The client made q2's stream and group already: it will not again.
+	// A string in the stream's place fails q2's script call.
+	if err := env.RDB.Set(ctx, keys.ForQueue(q2).Stream(), "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := c.EnqueueMany(ctx, []client.Spec{
+		{Args: PingArgs{Msg: "a"}},
+		{Args: PingArgs{Msg: "lost"}, Opts: &client.EnqueueOpts{Queue: q2}},
+		{Args: PingArgs{Msg: "b"}},
+	})
+	if err == nil {
+		t.Fatal("EnqueueMany with a broken queue succeeded")
+	}
+	if hs != nil {
+		t.Fatalf("EnqueueMany returned handles %v with its error", hs)
+	}
+	got := r.take()
+	if msgs(got) != "a b" || got[0].Queue != q || got[1].Queue != q {
+		t.Fatalf("told %q (%+v); want a and b, the tasks of %s", msgs(got), got, q)
+	}
+	n, err := env.RDB.XLen(ctx, keys.ForQueue(q).Stream()).Result()
+	if err != nil || n != 2 {
+		t.Fatalf("%s holds %d tasks (%v); want the 2 told of", q, n, err)
 	}
 }
 
