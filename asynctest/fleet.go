@@ -1,6 +1,15 @@
 package asynctest
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +24,35 @@ import (
 
 // EnvRedisURL names the environment variable that points the kit at a real
 // Redis (redis://host:port/db) instead of an embedded miniredis.
+//
+// A fleet owns the database it names for its whole life: it takes a lock
+// key there (a fleet of another test, or of another package's test
+// process, waits for it, up to a minute), empties the database and, at
+// cleanup, releases it. So give the kit a database of its own: a database
+// holding keys the kit did not write (no marker key of the kit's) is
+// refused, never flushed. Tests that run fleets in parallel run one at a
+// time on a real Redis.
 const EnvRedisURL = "ASYNCTEST_REDIS_URL"
+
+// The kit's test timings, for the fields of Options.Worker and
+// Options.Coordinator left zero (see the package doc).
+const (
+	// TestBlockTimeout is the workers' BlockTimeout: how long a read waits
+	// for new tasks, which bounds how long stopping a worker takes.
+	TestBlockTimeout = 10 * time.Millisecond
+	// TestLease is the workers' Lease: a task of a lost worker is taken
+	// over by another within TestLease/4 plus a read (LoseWorker), or
+	// TestLease after its last heartbeat otherwise.
+	TestLease = 2 * time.Second
+	// TestMaxSleep is the coordinator's MaxSleep.
+	TestMaxSleep = 100 * time.Millisecond
+)
+
+// TestBackoff is the workers' Backoff: no delay. A failed attempt's retry
+// is scheduled for now, and the worker that recorded the failure moves it
+// into its stream at once (it wakes its own forwarder): the next attempt
+// runs within a read, on any worker of the queue.
+func TestBackoff(int) time.Duration { return 0 }
 
 // Options shape a Fleet. The zero value (or nil) gives one worker serving
 // "default", one coordinator and one client, with the kit's test timings.
@@ -24,20 +61,31 @@ type Options struct {
 	// to register. Defaults to 1.
 	Workers int
 	// Worker is the template of every worker's configuration; fields left
-	// zero get the kit's test timings (see the package doc).
+	// zero get the kit's test timings (see the package doc). Name is set
+	// by the fleet ("asynctest-1", "asynctest-2"... in the order they
+	// start); the kit's middleware (FailNext, LoseWorker) is put in front
+	// of Middleware, outermost.
 	Worker worker.Config
 	// Client is the configuration of the fleet's client (Fleet.Client).
+	// The recorder of Fleet.Enqueued is added to its EnqueuedHooks.
 	Client client.Config
 	// Coordinator is the configuration of the fleet's coordinator.
+	// MaxSleep defaults to TestMaxSleep.
 	Coordinator coordinator.Config
 	// NoCoordinator leaves the coordinator out.
 	NoCoordinator bool
 	// Clock, when set, stops Redis' clock at Clock: it then moves only
-	// with Fleet.Advance (miniredis only).
+	// with Fleet.Advance (miniredis only: on a real Redis, NewFleet skips
+	// the test).
 	Clock time.Time
 	// WaitTimeout bounds every wait of the kit (WaitTask, WaitGroup...).
 	// Defaults to 10s.
 	WaitTimeout time.Duration
+
+	// For the kit's own tests: the Redis URL instead of EnvRedisURL, and
+	// a hook told when the database's lock is held by another fleet.
+	redisURL   string
+	onLockWait func(holder string)
 }
 
 // Fleet is a whole async fleet inside one test. Its methods call t.Fatal
@@ -53,20 +101,198 @@ type Fleet struct {
 	co      *coordinator.Coordinator
 	workers []*worker.Worker
 	faults  *faults
+
+	id     string         // the value of the fleet's pprof label
+	ropts  *redis.Options // how each of the fleet's processes reaches Redis
+	own    *ownership     // the database, on a real Redis
+	logger *slog.Logger   // for the components the user gave none
+
+	mu      sync.Mutex
+	procs   []*proc // the workers, in order
+	clients []*client.Client
+	rdbs    []redis.UniversalClient // closed last
+	ticker  *coordinator.Coordinator
+
+	logMu  sync.Mutex
+	closed bool // the cleanup ended: logs are dropped
 }
+
+// proc is one worker of the fleet, with its own Redis client, which
+// LoseWorker can cut off.
+type proc struct {
+	w    *worker.Worker
+	cfg  worker.Config
+	rdb  *redis.Client
+	line *line
+}
+
+// fleetSeq numbers the fleets of the process, for their labels.
+var fleetSeq atomic.Int64
+
+// LabelKey is the pprof label every goroutine of a fleet carries (its
+// value names the fleet): the fleet's leak check at cleanup looks for
+// goroutines that still carry it.
+const LabelKey = "asynctest"
 
 // NewFleet starts a fleet for t, stopped at t's cleanup: a Redis (an
 // embedded miniredis, or the one EnvRedisURL names), a client, a
 // coordinator and, when register is not nil, Options.Workers workers on
 // which register registers the handlers.
+//
+// At cleanup the fleet stops its workers (letting running handlers
+// finish), its coordinator and its clients, and then fails the test if a
+// goroutine it started (a handler's, a middleware's too) is still running
+// after 5s, listing their stacks: the check is the fleet's own, so tests
+// running in parallel do not disturb it.
 func NewFleet(t testing.TB, register func(w *worker.Worker), opts *Options) *Fleet {
-	panic("asynctest: not yet")
+	t.Helper()
+	f := &Fleet{t: t, rec: &recorder{}, faults: &faults{},
+		id: fmt.Sprintf("%d:%s", fleetSeq.Add(1), t.Name())}
+	if opts != nil {
+		f.opts = *opts
+	}
+	if f.opts.Workers <= 0 {
+		f.opts.Workers = 1
+	}
+	if f.opts.WaitTimeout <= 0 {
+		f.opts.WaitTimeout = 10 * time.Second
+	}
+	f.logger = slog.New(slog.NewTextHandler(logWriter{f}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	t.Cleanup(f.cleanup)
+	f.labeled(func(ctx context.Context) { f.start(ctx) })
+	if register != nil {
+		f.StartWorkers(f.opts.Workers, register)
+	}
+	return f
+}
+
+// labeled runs fn with the fleet's pprof label: the goroutines it starts
+// (and theirs, in turn) carry it.
+func (f *Fleet) labeled(fn func(ctx context.Context)) {
+	pprof.Do(context.Background(), pprof.Labels(LabelKey, f.id), fn)
+}
+
+func (f *Fleet) start(ctx context.Context) {
+	t := f.t
+	t.Helper()
+	url := f.opts.redisURL
+	if url == "" {
+		url = os.Getenv(EnvRedisURL)
+	}
+	if url != "" {
+		if !f.opts.Clock.IsZero() {
+			t.Skip("asynctest: Options.Clock needs the embedded miniredis: a real Redis' clock cannot be stopped (" + EnvRedisURL + " is set)")
+		}
+		o, err := redis.ParseURL(url)
+		if err != nil {
+			t.Fatalf("asynctest: %s: %v", EnvRedisURL, err)
+		}
+		o.ContextTimeoutEnabled = true
+		f.ropts = o
+		f.own = f.ownDB(ctx)
+	} else {
+		m := miniredis.NewMiniRedis()
+		if err := m.Start(); err != nil {
+			t.Fatalf("asynctest: start miniredis: %v", err)
+		}
+		f.mini = m
+		if !f.opts.Clock.IsZero() {
+			m.SetTime(f.opts.Clock)
+		}
+		f.ropts = &redis.Options{Addr: m.Addr(), ContextTimeoutEnabled: true}
+	}
+	f.rdb = f.newRDB(nil)
+	f.client = f.NewClient(&f.opts.Client)
+	f.insp = inspect.New(f.rdb)
+	if !f.opts.NoCoordinator {
+		cfg := f.opts.Coordinator
+		if cfg.MaxSleep == 0 {
+			cfg.MaxSleep = TestMaxSleep
+		}
+		if cfg.Logger == nil {
+			cfg.Logger = f.logger
+		}
+		co, err := coordinator.New(ctx, f.newRDB(nil), &cfg)
+		if err != nil {
+			t.Fatalf("asynctest: %v", err)
+		}
+		if err := co.Start(ctx); err != nil {
+			t.Fatalf("asynctest: %v", err)
+		}
+		f.co = co
+	}
+}
+
+// newRDB returns a new client of the fleet's Redis (closed at cleanup),
+// cut off by l when l is not nil.
+func (f *Fleet) newRDB(l *line) *redis.Client {
+	o := *f.ropts
+	rdb := redis.NewClient(&o)
+	if l != nil {
+		rdb.AddHook(l)
+	}
+	f.mu.Lock()
+	f.rdbs = append(f.rdbs, rdb)
+	f.mu.Unlock()
+	return rdb
 }
 
 // StartWorkers starts n more workers, each with the handlers register
-// registers, stopped at t's cleanup.
+// registers, stopped at t's cleanup. Each has a Redis client of its own,
+// as a worker process has.
 func (f *Fleet) StartWorkers(n int, register func(w *worker.Worker)) []*worker.Worker {
-	panic("asynctest: not yet")
+	f.t.Helper()
+	var out []*worker.Worker
+	f.labeled(func(ctx context.Context) {
+		for i := 0; i < n; i++ {
+			out = append(out, f.startWorker(ctx, register))
+		}
+	})
+	return out
+}
+
+func (f *Fleet) startWorker(ctx context.Context, register func(w *worker.Worker)) *worker.Worker {
+	f.t.Helper()
+	cfg := f.opts.Worker
+	cfg.Queues = maps.Clone(cfg.Queues)
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = map[string]int{"default": 1}
+	}
+	if cfg.BlockTimeout == 0 {
+		cfg.BlockTimeout = TestBlockTimeout
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = TestLease
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = TestBackoff
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = f.logger
+	}
+	p := &proc{line: &line{}}
+	f.mu.Lock()
+	cfg.Name = fmt.Sprintf("asynctest-%d", len(f.procs)+1)
+	f.mu.Unlock()
+	cfg.Middleware = append([]worker.Middleware{f.middleware(p)}, cfg.Middleware...)
+	p.cfg = cfg
+	p.rdb = f.newRDB(p.line)
+	w, err := worker.New(ctx, p.rdb, &cfg)
+	if err != nil {
+		f.t.Fatalf("asynctest: %v", err)
+	}
+	p.w = w
+	if register != nil {
+		register(w)
+	}
+	if err := w.Start(ctx); err != nil {
+		f.t.Fatalf("asynctest: %v", err)
+	}
+	f.mu.Lock()
+	f.procs = append(f.procs, p)
+	f.workers = append(f.workers, w)
+	f.mu.Unlock()
+	return w
 }
 
 // Client returns the fleet's client; what it enqueues is recorded.
@@ -75,7 +301,31 @@ func (f *Fleet) Client() *client.Client { return f.client }
 // NewClient returns another client of the fleet's Redis, closed at t's
 // cleanup; what it enqueues is recorded too.
 func (f *Fleet) NewClient(cfg *client.Config) *client.Client {
-	panic("asynctest: not yet")
+	f.t.Helper()
+	var c client.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.EnqueuedHooks = append(append([]client.EnqueuedHook(nil), c.EnqueuedHooks...), f.rec.hook)
+	if c.Logger == nil {
+		c.Logger = f.logger
+	}
+	var cl *client.Client
+	var err error
+	f.labeled(func(ctx context.Context) {
+		rdb := f.rdb
+		if rdb == nil {
+			rdb = f.newRDB(nil)
+		}
+		cl, err = client.New(ctx, rdb, &c)
+	})
+	if err != nil {
+		f.t.Fatalf("asynctest: %v", err)
+	}
+	f.mu.Lock()
+	f.clients = append(f.clients, cl)
+	f.mu.Unlock()
+	return cl
 }
 
 // Redis returns a client of the fleet's Redis.
@@ -88,10 +338,82 @@ func (f *Fleet) Miniredis() *miniredis.Miniredis { return f.mini }
 func (f *Fleet) Real() bool { return f.mini == nil }
 
 // Workers returns the fleet's workers, in the order they started.
-func (f *Fleet) Workers() []*worker.Worker { return append([]*worker.Worker(nil), f.workers...) }
+func (f *Fleet) Workers() []*worker.Worker {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*worker.Worker(nil), f.workers...)
+}
 
 // Coordinator returns the fleet's coordinator, or nil (NoCoordinator).
 func (f *Fleet) Coordinator() *coordinator.Coordinator { return f.co }
 
 // Inspector returns an inspector of the fleet's Redis.
 func (f *Fleet) Inspector() *inspect.Inspector { return f.insp }
+
+// stopBound bounds the stop of each component at cleanup.
+const stopBound = 10 * time.Second
+
+// cleanup stops the fleet in order, then checks it left no goroutine.
+func (f *Fleet) cleanup() {
+	f.mu.Lock()
+	procs := append([]*proc(nil), f.procs...)
+	clients := append([]*client.Client(nil), f.clients...)
+	rdbs := append([]redis.UniversalClient(nil), f.rdbs...)
+	f.mu.Unlock()
+	// Workers first, together: a lost worker is connected again so that
+	// it stops cleanly (its late writes are fenced by their tokens).
+	var wg sync.WaitGroup
+	errs := make([]error, len(procs))
+	for i, p := range procs {
+		p.line.restore()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), stopBound)
+			defer cancel()
+			errs[i] = p.w.Stop(ctx)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			f.t.Errorf("asynctest: stop worker %s: %v (a handler still runs?)", procs[i].cfg.Name, err)
+		}
+	}
+	if f.co != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), stopBound)
+		if err := f.co.Stop(ctx); err != nil {
+			f.t.Errorf("asynctest: stop the coordinator: %v", err)
+		}
+		cancel()
+	}
+	for _, c := range clients {
+		_ = c.Close()
+	}
+	if f.own != nil {
+		f.own.release(f)
+	}
+	for _, r := range rdbs {
+		_ = r.Close()
+	}
+	if f.mini != nil {
+		f.mini.Close()
+	}
+	f.checkLeaks()
+	f.logMu.Lock()
+	f.closed = true
+	f.logMu.Unlock()
+}
+
+// logWriter writes the fleet's components' logs (warnings and errors) to
+// the test's log while the fleet lives.
+type logWriter struct{ f *Fleet }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.f.logMu.Lock()
+	defer w.f.logMu.Unlock()
+	if !w.f.closed {
+		w.f.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}

@@ -396,3 +396,16 @@ const WorkerIndex = Prefix + ":{coord}:workers"
 // (name, host, pid, queues, concurrency, running, paused, started, last
 // heartbeat); it expires unless the worker refreshes it.
 func Worker(name string) string { return Prefix + ":{coord}:w:" + name }
+
+// The public test kit (package asynctest) owns a whole database of a real
+// Redis while a fleet of it runs there: these two keys (in a slot of their
+// own) say so.
+
+// TestKitMarker marks a database as the test kit's: the kit flushes a
+// database only when it holds this key or no key at all, never someone's
+// data.
+const TestKitMarker = Prefix + ":{testkit}:marker"
+
+// TestKitLock is held (its value names the holder) by the one fleet that
+// owns the database; it expires unless the fleet renews it.
+const TestKitLock = Prefix + ":{testkit}:lock"
