@@ -400,15 +400,22 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
 	}
 	eo := o.EnqueueOpts
-	placed, err := engineOf(g.c).EnqueueItems(ctx, []engine.Item{{Args: args, Opts: optsOf(&eo), Hold: true, Prev: g.ID()}})
+	// The continuation is a task once registered: the enqueued hooks are
+	// told of it then.
+	placed, prep, err := engineOf(g.c).EnqueueItemsQuiet(ctx, []engine.Item{{Args: args, Opts: optsOf(&eo), Hold: true, Prev: g.ID()}})
 	if err != nil {
 		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
 	}
 	p := placed[0]
 	h := handleOf(g.c, p)
 	if p.Dup {
-		if st, err := h.State(ctx); err != nil || st != client.StateWaiting {
+		st, err := h.State(ctx)
+		if err != nil {
 			return h, err
+		}
+		if st != client.StateWaiting {
+			engineOf(g.c).Tell(ctx, prep, placed)
+			return h, nil
 		}
 	}
 	fired, err := store.AddGroupContinuation(ctx, engineOf(g.c).Redis(), g.ref, store.ContSpec(p.Queue, p.Key, o.OnlyOnSuccess))
@@ -421,6 +428,7 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 	if err != nil {
 		return nil, err
 	}
+	engineOf(g.c).Tell(ctx, prep, placed)
 	if fired {
 		// Start it now rather than at the next sweep; the registration
 		// stands either way, so a failure is left to that sweep.
