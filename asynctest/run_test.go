@@ -1,0 +1,811 @@
+package asynctest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+// runFleet is a Fleet with only what Run needs: t, a client whose
+// enqueues are recorded, and the recorder. On a real Redis its default
+// queue is the test's own.
+func runFleet(t testing.TB, cfg *client.Config) *Fleet {
+	t.Helper()
+	env := testenv.Redis(t)
+	rec := &recorder{}
+	var c client.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.EnqueuedHooks = append(c.EnqueuedHooks, rec.hook)
+	if c.DefaultQueue == "" {
+		c.DefaultQueue = testenv.Queue(t)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := client.New(ctx, env.RDB, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return &Fleet{t: t, rdb: env.RDB, mini: env.Mini, client: cl, rec: rec}
+}
+
+func engineOf(f *Fleet) *engine.Engine {
+	e, _ := engine.Of[*client.Handle](f.client)
+	return e
+}
+
+type Greet struct {
+	Name   string
+	hidden string // unexported: the msgpack round trip drops it
+	Skip   string `msgpack:"-"`
+}
+
+func (Greet) Kind() string { return "greet" }
+
+// seen is what a handler saw in its ctx.
+type seen struct {
+	task      worker.Task
+	ok        bool
+	meta      map[string]string
+	tp, ts    string
+	deadline  time.Time
+	hasDl     bool
+	args      Greet
+	joinGroup string
+	isJoin    bool
+	parentOK  bool
+}
+
+func look(ctx context.Context, a Greet) seen {
+	var s seen
+	s.task, s.ok = worker.TaskFromContext(ctx)
+	s.meta = worker.Meta(ctx)
+	s.tp, s.ts = worker.TraceContext(ctx)
+	s.deadline, s.hasDl = ctx.Deadline()
+	s.args = a
+	s.joinGroup, s.isJoin = patterns.JoinGroup(ctx)
+	_, s.parentOK, _ = worker.Parent(ctx)
+	return s
+}
+
+const (
+	traceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	traceState  = "vendor=abc"
+)
+
+func TestRunGivesTheHandlerItsTask(t *testing.T) {
+	f := runFleet(t, nil)
+	var s seen
+	opts := &RunOpts{
+		ID:           "reports/task-7",
+		Attempt:      3,
+		MaxAttempts:  5,
+		Deliveries:   2,
+		PartitionKey: "tenant-9",
+		Meta:         map[string]string{"tenant": "acme", "user": "u1"},
+		TraceParent:  traceParent,
+		TraceState:   traceState,
+	}
+	res := Run(f, func(ctx context.Context, a Greet) (string, error) {
+		s = look(ctx, a)
+		return "hello " + a.Name, nil
+	}, Greet{Name: "ada", hidden: "h", Skip: "s"}, opts)
+	if res.Err != nil || res.Value != "hello ada" {
+		t.Fatalf("Run = %q, %v; want %q, nil", res.Value, res.Err, "hello ada")
+	}
+	want := worker.Task{ID: "reports/task-7", Queue: "reports", Kind: "greet", Attempt: 3, MaxAttempts: 5, Deliveries: 2, PartitionKey: "tenant-9"}
+	if !s.ok || s.task != want {
+		t.Fatalf("TaskFromContext = %+v, %v; want %+v", s.task, s.ok, want)
+	}
+	if res.Task != want {
+		t.Fatalf("RunResult.Task = %+v; want %+v", res.Task, want)
+	}
+	if !maps.Equal(s.meta, opts.Meta) {
+		t.Fatalf("Meta = %v; want %v", s.meta, opts.Meta)
+	}
+	if s.tp != traceParent || s.ts != traceState {
+		t.Fatalf("TraceContext = %q, %q; want %q, %q", s.tp, s.ts, traceParent, traceState)
+	}
+	if s.hasDl {
+		t.Fatalf("ctx has a deadline %v; none was given", s.deadline)
+	}
+	if s.isJoin || s.parentOK {
+		t.Fatalf("JoinGroup %v, Parent ok %v: the task continues nothing", s.isJoin, s.parentOK)
+	}
+	// The args made the round trip a task's make.
+	if s.args != (Greet{Name: "ada"}) {
+		t.Fatalf("args = %+v; want the fields msgpack drops empty: %+v", s.args, Greet{Name: "ada"})
+	}
+}
+
+func TestRunDefaults(t *testing.T) {
+	f := runFleet(t, &client.Config{DefaultMaxAttempts: 7})
+	var s seen
+	res := Run(f, func(ctx context.Context, a Greet) (struct{}, error) {
+		s = look(ctx, a)
+		return struct{}{}, nil
+	}, Greet{}, nil)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	q, key, err := keys.SplitTaskID(s.task.ID)
+	if err != nil {
+		t.Fatalf("task id %q: %v", s.task.ID, err)
+	}
+	queue := engineOf(f).QueueOf(nil)
+	if q != queue || s.task.Queue != queue || key == "" {
+		t.Fatalf("task %+v; want a fresh id in the default queue %q", s.task, queue)
+	}
+	if s.task.Attempt != 1 || s.task.MaxAttempts != 7 || s.task.Deliveries != 1 || s.task.Kind != "greet" {
+		t.Fatalf("task %+v; want attempt 1 of the client's 7, delivered once, kind greet", s.task)
+	}
+	if s.meta != nil || s.tp != "" {
+		t.Fatalf("Meta %v, TraceContext %q; want none", s.meta, s.tp)
+	}
+	again := Run(f, func(ctx context.Context, a Greet) (struct{}, error) { return struct{}{}, nil }, Greet{}, nil)
+	if again.Task.ID == s.task.ID {
+		t.Fatalf("two runs share the id %q", s.task.ID)
+	}
+	// The queue alone: an id in it.
+	inQ := Run(f, func(ctx context.Context, a Greet) (struct{}, error) { return struct{}{}, nil }, Greet{}, &RunOpts{Queue: "mail"})
+	if !strings.HasPrefix(inQ.Task.ID, "mail/") || inQ.Task.Queue != "mail" {
+		t.Fatalf("task %+v; want one in queue mail", inQ.Task)
+	}
+}
+
+func TestRunDeadlineAndTimeout(t *testing.T) {
+	f := runFleet(t, nil)
+	type got struct {
+		dl    time.Time
+		ok    bool
+		ms    int64
+		err   error
+		cause error
+	}
+	probe := func(opts *RunOpts, wait bool) (got, *RunResult[struct{}]) {
+		var g got
+		res := Run(f, func(ctx context.Context, a Greet) (struct{}, error) {
+			g.dl, g.ok = ctx.Deadline()
+			in, _ := engine.TaskOf(ctx)
+			g.ms = in.DeadlineMs
+			if wait {
+				<-ctx.Done()
+				g.err, g.cause = ctx.Err(), context.Cause(ctx)
+				return struct{}{}, ctx.Err()
+			}
+			return struct{}{}, nil
+		}, Greet{}, opts)
+		return g, res
+	}
+
+	// The task's deadline: the ctx ends then, and children inherit it in
+	// Redis time, as an enqueue converts it.
+	dl := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	g, _ := probe(&RunOpts{Deadline: dl}, false)
+	if !g.ok || !g.dl.Equal(dl) {
+		t.Fatalf("ctx deadline %v (%v); want the task's %v", g.dl, g.ok, dl)
+	}
+	if want := engineOf(f).RedisMs(context.Background(), dl); g.ms != want {
+		t.Fatalf("TaskInfo.DeadlineMs %d; want %d (the deadline in Redis time)", g.ms, want)
+	}
+
+	// A deadline that passes: the cause a worker tells as the task's end.
+	g, res := probe(&RunOpts{Deadline: time.Now().Add(20 * time.Millisecond)}, true)
+	if !errors.Is(g.err, context.DeadlineExceeded) || g.cause == nil || g.cause.Error() != "task deadline exceeded" {
+		t.Fatalf("ctx ended with %v, cause %v; want DeadlineExceeded, cause task deadline exceeded", g.err, g.cause)
+	}
+	if !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Fatalf("Run error %v; want the handler's", res.Err)
+	}
+
+	// The attempt's timeout: the ctx ends after it; children do not
+	// inherit it.
+	before := time.Now()
+	g, _ = probe(&RunOpts{Timeout: 20 * time.Millisecond}, true)
+	after := time.Now()
+	if !g.ok || g.dl.Before(before.Add(20*time.Millisecond)) || g.dl.After(after.Add(20*time.Millisecond)) {
+		t.Fatalf("ctx deadline %v; want 20ms after the run's start, in [%v, %v]", g.dl, before.Add(20*time.Millisecond), after.Add(20*time.Millisecond))
+	}
+	if g.ms != 0 {
+		t.Fatalf("TaskInfo.DeadlineMs %d; a timeout is not the task's deadline", g.ms)
+	}
+	if g.cause == nil || g.cause.Error() != "attempt timed out" {
+		t.Fatalf("ctx cause %v; want the worker's attempt timed out", g.cause)
+	}
+
+	// Both: the earlier ends the ctx.
+	dl = time.Now().Add(time.Hour)
+	g, _ = probe(&RunOpts{Deadline: dl, Timeout: time.Minute}, false)
+	if !g.dl.Before(dl) {
+		t.Fatalf("ctx deadline %v; want the timeout's, before the task's %v", g.dl, dl)
+	}
+
+	// A ctx the test gives ends the handler's.
+	parent, cancel := context.WithCancel(context.Background())
+	cancel()
+	g, _ = probe(&RunOpts{Context: parent}, true)
+	if !errors.Is(g.err, context.Canceled) {
+		t.Fatalf("ctx ended with %v; want the given ctx's Canceled", g.err)
+	}
+}
+
+type Sum struct{ Tag string }
+
+func (Sum) Kind() string { return "sum" }
+
+type Total struct{ N int }
+
+func TestRunParent(t *testing.T) {
+	f := runFleet(t, nil)
+	type got struct {
+		p   *client.ParentOutcome
+		ok  bool
+		err error
+		res Total
+		rer error
+	}
+	run := func(end End) got {
+		var g got
+		Run(f, func(ctx context.Context, a Sum) (struct{}, error) {
+			g.p, g.ok, g.err = worker.Parent(ctx)
+			g.res, g.rer = worker.ParentResult[Total](ctx)
+			return struct{}{}, nil
+		}, Sum{}, &RunOpts{Parent: &end})
+		return g
+	}
+
+	g := run(Succeeded(Total{N: 42}))
+	if !g.ok || g.err != nil || g.p.State != client.StateSucceeded || g.p.Err != nil {
+		t.Fatalf("Parent = %+v, %v, %v; want a succeeded parent", g.p, g.ok, g.err)
+	}
+	if _, _, err := keys.SplitTaskID(g.p.ID); err != nil {
+		t.Fatalf("parent id %q: %v", g.p.ID, err)
+	}
+	if g.rer != nil || g.res.N != 42 {
+		t.Fatalf("ParentResult = %+v, %v; want {42}", g.res, g.rer)
+	}
+	var back Total
+	if err := codec.Unmarshal(g.p.Result, &back); err != nil || back.N != 42 {
+		t.Fatalf("ParentOutcome.Result decodes to %+v, %v", back, err)
+	}
+
+	end := Dead("boom")
+	end.ID, end.Attempt = "billing/charge-1", 3
+	g = run(end)
+	var te *client.TaskError
+	if !g.ok || g.err != nil || g.p.ID != "billing/charge-1" || g.p.State != client.StateDead || !errors.As(g.p.Err, &te) {
+		t.Fatalf("Parent = %+v, %v, %v; want the dead billing/charge-1", g.p, g.ok, g.err)
+	}
+	if want := (client.TaskError{ID: "billing/charge-1", State: client.StateDead, Attempt: 3, Message: "boom"}); *te != want {
+		t.Fatalf("TaskError %+v; want %+v", *te, want)
+	}
+	if !errors.Is(g.rer, client.ErrDead) || !errors.As(g.rer, &te) || te.Message != "boom" {
+		t.Fatalf("ParentResult error %v; want the parent's, errors.Is ErrDead", g.rer)
+	}
+
+	g = run(Cancelled())
+	if g.p.State != client.StateCancelled || !errors.Is(g.p.Err, client.ErrCancelled) || !errors.Is(g.rer, client.ErrCancelled) {
+		t.Fatalf("Parent %+v, ParentResult error %v; want cancelled, errors.Is ErrCancelled", g.p, g.rer)
+	}
+
+	// A result that does not decode into ParentResult's type: its error.
+	g = run(Succeeded("not a struct"))
+	if g.rer == nil || !strings.Contains(g.rer.Error(), "decode result of") {
+		t.Fatalf("ParentResult[Total] of a string: %v; want a decode error", g.rer)
+	}
+}
+
+// A join's member results.
+func TestRunJoin(t *testing.T) {
+	f := runFleet(t, nil)
+	var (
+		outs    []patterns.Outcome
+		err     error
+		results []int
+		rerr    error
+		gid     string
+		isJoin  bool
+		perr    error
+	)
+	res := Run(f, func(ctx context.Context, a Sum) (int, error) {
+		outs, err = patterns.JoinOutcomes(ctx)
+		results, rerr = patterns.JoinResults[int](ctx)
+		gid, isJoin = patterns.JoinGroup(ctx)
+		_, _, perr = worker.Parent(ctx)
+		sum := 0
+		for _, r := range results {
+			sum += r
+		}
+		return sum, nil
+	}, Sum{}, &RunOpts{
+		Queue: "math",
+		Join: []End{
+			Succeeded(3),
+			Dead("negative"),
+			Cancelled(),
+			GroupEnded(client.StateDead, GroupEnd{Failed: 1, Total: 2, First: "math/x.1"}),
+			GroupEnded(client.StateSucceeded, GroupEnd{Total: 2}),
+			Succeeded(4),
+		},
+	})
+	if res.Err != nil || res.Value != 7 {
+		t.Fatalf("Run = %d, %v; want 7", res.Value, res.Err)
+	}
+	if !isJoin || !keys.IsGroupID(gid) || !strings.HasPrefix(gid, "group:math/") {
+		t.Fatalf("JoinGroup = %q, %v; want a group id in math", gid, isJoin)
+	}
+	if perr == nil || !strings.Contains(perr.Error(), "patterns.JoinOutcomes") {
+		t.Fatalf("worker.Parent in a join: %v; want the pointer to JoinOutcomes", perr)
+	}
+	if len(outs) != 6 {
+		t.Fatalf("JoinOutcomes gave %d outcomes; want 6", len(outs))
+	}
+	_, own, _ := keys.SplitGroupID(gid)
+	for i, o := range outs {
+		want := keys.TaskID("math", fmt.Sprintf("%s.%d", own, i))
+		if i == 3 || i == 4 {
+			want = keys.GroupID("math", fmt.Sprintf("%s.%d", own, i))
+		}
+		if o.ID != want {
+			t.Fatalf("member %d id %q; want %q", i, o.ID, want)
+		}
+	}
+	states := []client.State{client.StateSucceeded, client.StateDead, client.StateCancelled, client.StateDead, client.StateSucceeded, client.StateSucceeded}
+	for i, o := range outs {
+		if o.State != states[i] {
+			t.Fatalf("member %d state %q; want %q", i, o.State, states[i])
+		}
+	}
+	if v, err := patterns.ResultOf[int](outs[0]); err != nil || v != 3 {
+		t.Fatalf("ResultOf member 0 = %d, %v; want 3", v, err)
+	}
+	if _, err := patterns.ResultOf[int](outs[1]); !errors.Is(err, client.ErrDead) {
+		t.Fatalf("ResultOf member 1: %v; want errors.Is ErrDead", err)
+	}
+	if _, err := patterns.ResultOf[int](outs[2]); !errors.Is(err, client.ErrCancelled) {
+		t.Fatalf("ResultOf member 2: %v; want errors.Is ErrCancelled", err)
+	}
+	var ge *patterns.GroupError
+	if !errors.As(outs[3].Err, &ge) || *ge != (patterns.GroupError{ID: outs[3].ID, State: patterns.GroupFailed, Failed: 1, Total: 2, First: "math/x.1"}) {
+		t.Fatalf("member 3 error %v; want its GroupError", outs[3].Err)
+	}
+	if outs[4].Err != nil {
+		t.Fatalf("member 4 (a group that succeeded) error %v", outs[4].Err)
+	}
+	// The error joins the members'.
+	for _, i := range []int{1, 2, 3} {
+		if !errors.Is(err, outs[i].Err) {
+			t.Fatalf("JoinOutcomes error %v; want member %d's joined", err, i)
+		}
+	}
+	if !errors.Is(rerr, client.ErrDead) || !errors.Is(rerr, client.ErrCancelled) || !errors.As(rerr, &ge) {
+		t.Fatalf("JoinResults error %v; want the members' joined", rerr)
+	}
+	if want := []int{3, 0, 0, 0, 0, 4}; fmt.Sprint(results) != fmt.Sprint(want) {
+		t.Fatalf("JoinResults = %v; want %v", results, want)
+	}
+
+	// An empty group's join, and a given group id.
+	res2 := Run(f, func(ctx context.Context, a Sum) (int, error) {
+		outs, err = patterns.JoinOutcomes(ctx)
+		gid, _ = patterns.JoinGroup(ctx)
+		return len(outs), err
+	}, Sum{}, &RunOpts{Join: []End{}, JoinID: "group:math/g1"})
+	if res2.Err != nil || res2.Value != 0 || outs == nil || gid != "group:math/g1" {
+		t.Fatalf("empty join: %d outcomes (%v), %v, group %q", res2.Value, outs, res2.Err, gid)
+	}
+}
+
+// Picky's args never decode, as a type changed between the enqueue and the
+// worker's build.
+type Picky struct{ N int }
+
+func (Picky) Kind() string { return "picky" }
+
+func (p *Picky) DecodeMsgpack(*msgpack.Decoder) error { return errors.New("picky refuses") }
+
+// Opaque never encodes.
+type Opaque struct{}
+
+func (Opaque) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("opaque refuses") }
+
+func TestRunErrorsAsAWorkersHandler(t *testing.T) {
+	f := runFleet(t, nil)
+	called := false
+	res := Run(f, func(ctx context.Context, a Picky) (int, error) {
+		called = true
+		return 1, nil
+	}, Picky{N: 1}, nil)
+	var perm *worker.PermanentError
+	if called || !errors.As(res.Err, &perm) || !strings.Contains(res.Err.Error(), "decode picky args into asynctest.Picky: ") || !strings.Contains(res.Err.Error(), "picky refuses") {
+		t.Fatalf("args that do not decode: called %v, error %v; want the worker's permanent decode error, the handler not called", called, res.Err)
+	}
+
+	res2 := Run(f, func(ctx context.Context, a Greet) (Opaque, error) { return Opaque{}, nil }, Greet{}, nil)
+	if !errors.As(res2.Err, &perm) || !strings.Contains(res2.Err.Error(), "encode greet result asynctest.Opaque: ") {
+		t.Fatalf("a result that does not encode: %v; want the worker's permanent encode error", res2.Err)
+	}
+
+	res3 := Run(f, func(ctx context.Context, a Greet) (int, error) { panic("oops") }, Greet{}, nil)
+	var pe *worker.PanicError
+	if !errors.As(res3.Err, &pe) || pe.Value != "oops" || !strings.Contains(pe.Stack, "run_test.go") {
+		t.Fatalf("a panic: %v; want a *worker.PanicError with its value and stack", res3.Err)
+	}
+
+	boom := errors.New("boom")
+	res4 := Run(f, func(ctx context.Context, a Greet) (int, error) { return 5, boom }, Greet{}, nil)
+	if res4.Err != boom || res4.Value != 0 {
+		t.Fatalf("an error: %d, %v; want the handler's error itself and no value", res4.Value, res4.Err)
+	}
+
+	// The result makes the round trip a caller's client.Result makes.
+	type out struct {
+		Keep string
+		drop string
+	}
+	res5 := Run(f, func(ctx context.Context, a Greet) (out, error) { return out{Keep: "k", drop: "d"}, nil }, Greet{}, nil)
+	if res5.Err != nil || res5.Value != (out{Keep: "k"}) {
+		t.Fatalf("result %+v, %v; want the unexported field dropped", res5.Value, res5.Err)
+	}
+}
+
+type Line struct{ N int }
+
+func (Line) Kind() string { return "line" }
+
+func TestRunBatch(t *testing.T) {
+	f := runFleet(t, nil)
+	double := func(ctx context.Context, items []Line) ([]int, error) {
+		out := make([]int, len(items))
+		for i, it := range items {
+			out[i] = 2 * it.N
+		}
+		return out, nil
+	}
+	var task worker.Task
+	res := RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) {
+		task, _ = worker.TaskFromContext(ctx)
+		return double(ctx, items)
+	}, []Line{{1}, {2}, {3}}, &RunOpts{Queue: "lines"})
+	if res.Err != nil || res.Failed != nil || fmt.Sprint(res.Results) != "[2 4 6]" {
+		t.Fatalf("all succeed: %v, failed %v, %v", res.Results, res.Failed, res.Err)
+	}
+	if task != res.Task || task.Kind != "line" || task.Queue != "lines" || !strings.HasPrefix(task.ID, "lines/"+keys.BatchKeyPrefix) {
+		t.Fatalf("batch task %+v (RunResult %+v); want a batch of kind line in lines", task, res.Task)
+	}
+
+	bad := errors.New("bad line")
+	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) {
+		out, _ := double(ctx, items)
+		return out, worker.BatchErrors{1: bad}
+	}, []Line{{1}, {2}, {3}}, nil)
+	if res.Err != nil || len(res.Failed) != 1 || res.Failed[1] != bad || fmt.Sprint(res.Results) != "[2 0 6]" {
+		t.Fatalf("BatchErrors: %v, failed %v, %v; want item 1 failed", res.Results, res.Failed, res.Err)
+	}
+
+	// BatchErrors with too few results: the items without one fail.
+	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) {
+		return []int{2}, worker.BatchErrors{1: bad}
+	}, []Line{{1}, {2}, {3}}, nil)
+	if res.Err != nil || len(res.Failed) != 2 || res.Failed[1] != bad || res.Failed[2] == nil ||
+		res.Failed[2].Error() != "line batch handler returned no result for item 2" || fmt.Sprint(res.Results) != "[2 0 0]" {
+		t.Fatalf("BatchErrors and a missing result: %v, failed %v, %v", res.Results, res.Failed, res.Err)
+	}
+
+	whole := errors.New("database down")
+	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) { return nil, whole }, []Line{{1}, {2}}, nil)
+	if res.Err != whole || res.Results != nil || res.Failed != nil {
+		t.Fatalf("a whole-batch error: %v, failed %v, %v; want the error alone", res.Results, res.Failed, res.Err)
+	}
+
+	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) { return []int{1}, nil }, []Line{{1}, {2}}, nil)
+	if res.Err == nil || res.Err.Error() != "line batch handler returned 1 results for 2 items" || res.Results != nil {
+		t.Fatalf("a wrong count: %v, %v; want the worker's error", res.Results, res.Err)
+	}
+
+	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) { panic("batch oops") }, []Line{{1}}, nil)
+	var pe *worker.PanicError
+	if !errors.As(res.Err, &pe) || pe.Value != "batch oops" {
+		t.Fatalf("a panic: %v; want a *worker.PanicError", res.Err)
+	}
+
+	// An item that does not decode is left out of fn's slice and fails.
+	var got int
+	resP := RunBatch(f, func(ctx context.Context, items []Picky) ([]int, error) {
+		got = len(items)
+		return nil, nil
+	}, []Picky{{1}}, nil)
+	if got != 0 || resP.Failed[0] == nil || !strings.Contains(resP.Failed[0].Error(), "decode picky item into asynctest.Picky") {
+		t.Fatalf("an item that does not decode: fn got %d items, failed %v", got, resP.Failed)
+	}
+
+	// A result that does not encode fails its item.
+	resO := RunBatch(f, func(ctx context.Context, items []Line) ([]Opaque, error) {
+		return make([]Opaque, len(items)), nil
+	}, []Line{{1}}, nil)
+	if resO.Err != nil || resO.Failed[0] == nil || !strings.Contains(resO.Failed[0].Error(), "encode line result asynctest.Opaque") {
+		t.Fatalf("a result that does not encode: failed %v, %v", resO.Failed, resO.Err)
+	}
+}
+
+type Mail struct{ To string }
+
+func (Mail) Kind() string { return "mail" }
+
+// envelopeOf reads the envelope of the pending task id from Redis.
+func envelopeOf(t *testing.T, f *Fleet, id string) *codec.Envelope {
+	t.Helper()
+	r, err := engine.RefOf(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := engineOf(f).Read(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts.Envelope) == 0 {
+		t.Fatalf("task %s (%s) has no envelope in Redis", id, ts.State)
+	}
+	env, err := codec.DecodeEnvelope(ts.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func TestRunChildren(t *testing.T) {
+	f := runFleet(t, nil)
+	dl := time.Now().Add(time.Hour)
+	var deadlineMs int64
+	// The same calls, from the handler and (below) from a test.
+	enqueue := func(ctx context.Context, c *client.Client) error {
+		if _, err := c.Enqueue(ctx, Mail{To: "a"}, &client.EnqueueOpts{ID: "mail-a", Meta: map[string]string{"user": "u2"}}); err != nil {
+			return err
+		}
+		if _, err := c.EnqueueMany(ctx, []client.Spec{{Args: Mail{To: "b"}, Opts: &client.EnqueueOpts{ID: "mail-b", Queue: "outbox"}}}); err != nil {
+			return err
+		}
+		// Not from the handler's ctx: not a child.
+		_, err := c.Enqueue(context.Background(), Mail{To: "c"}, nil)
+		return err
+	}
+	res := Run(f, func(ctx context.Context, a Greet) (int, error) {
+		in, _ := engine.TaskOf(ctx)
+		deadlineMs = in.DeadlineMs
+		return 2, enqueue(ctx, f.Client())
+	}, Greet{}, &RunOpts{Meta: map[string]string{"tenant": "acme", "user": "u1"}, TraceParent: traceParent, Deadline: dl})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if len(res.Children) != 2 {
+		t.Fatalf("Children = %+v; want the 2 tasks enqueued with the handler's ctx", res.Children)
+	}
+	wantQ := []string{res.Task.Queue, "outbox"}
+	for i, c := range res.Children {
+		if c.Parent != res.Task.ID || c.Kind != "mail" || c.Queue != wantQ[i] || c.ID != keys.TaskID(wantQ[i], "mail-"+string(rune('a'+i))) {
+			t.Fatalf("child %d = %+v; want mail-%c in %s, child of %s", i, c, 'a'+i, wantQ[i], res.Task.ID)
+		}
+	}
+	if a, ok := res.Children[0].Args.(Mail); !ok || a.To != "a" {
+		t.Fatalf("child 0 args %#v", res.Children[0].Args)
+	}
+	if len(f.Enqueued()) != 3 {
+		t.Fatalf("the fleet recorded %d tasks; want 3", len(f.Enqueued()))
+	}
+
+	// In Redis, as a worker's handler makes them: the children name their
+	// parent and inherit its metadata (under their own), trace and deadline.
+	for i, c := range res.Children {
+		env := envelopeOf(t, f, c.ID)
+		if env.Parent != res.Task.ID || env.DeadlineMs != deadlineMs || deadlineMs == 0 {
+			t.Fatalf("child %d envelope: parent %q, deadline %d; want %q, %d", i, env.Parent, env.DeadlineMs, res.Task.ID, deadlineMs)
+		}
+		want := map[string]string{"tenant": "acme", "user": "u1"}
+		if i == 0 {
+			want["user"] = "u2"
+		}
+		got := map[string]string{}
+		for j := 0; j+1 < len(env.Meta); j += 2 {
+			got[env.Meta[j]] = env.Meta[j+1]
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("child %d metadata %v; want %v", i, got, want)
+		}
+		if len(env.TraceParent) != len(traceParent) || env.TraceParent[3:35] != traceParent[3:35] {
+			t.Fatalf("child %d traceparent %q; want the trace of %q", i, env.TraceParent, traceParent)
+		}
+	}
+
+	// What the run leaves besides its children: their parent's set of
+	// kids (for Cancel), which lives 7 days after its last addition as a
+	// real task's does; nothing without a TTL.
+	q, key, _ := keys.SplitTaskID(res.Task.ID)
+	kids := keys.ForQueue(q).Kids(key)
+	ctx := context.Background()
+	ids, err := f.rdb.SMembers(ctx, kids).Result()
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("kids set %s = %v, %v; want the 2 children", kids, ids, err)
+	}
+	ttl, err := f.rdb.PTTL(ctx, kids).Result()
+	if err != nil || ttl <= 0 || ttl > 7*24*time.Hour {
+		t.Fatalf("kids set %s TTL %v, %v; want at most 7 days", kids, ttl, err)
+	}
+	if f.Real() {
+		return
+	}
+	// On miniredis the whole database is the test's: every key without a
+	// TTL is one a plain enqueue of the same tasks writes too.
+	noTTL := func() map[string]bool {
+		out := map[string]bool{}
+		for _, k := range f.mini.Keys() {
+			if f.mini.TTL(k) == 0 {
+				out[k] = true
+			}
+		}
+		return out
+	}
+	before := noTTL()
+	f.mini.FlushAll()
+	// New clients, as the fleet's were when the run began (a process
+	// registers a queue once per Redis client).
+	rdb := redis.NewClient(&redis.Options{Addr: f.mini.Addr()})
+	defer rdb.Close()
+	plainClient, err := client.New(ctx, rdb, &client.Config{DefaultQueue: res.Task.Queue, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainClient.Close()
+	if err := enqueue(ctx, plainClient); err != nil {
+		t.Fatal(err)
+	}
+	plain := noTTL()
+	for k := range before {
+		if !plain[k] {
+			t.Fatalf("the run left %s without a TTL; a plain enqueue of the same tasks does not (plain: %v)", k, plain)
+		}
+	}
+}
+
+// misuse runs fn with a test double that catches Fatalf, and returns the
+// message ("" when fn did not fail).
+func misuse(t *testing.T, f *Fleet, fn func(f *Fleet)) string {
+	t.Helper()
+	ft := &fatalT{TB: t}
+	old := f.t
+	f.t = ft
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(f)
+	}()
+	<-done
+	f.t = old
+	return ft.msg
+}
+
+// fatalT is a testing.TB whose Fatalf records the message and stops the
+// goroutine, as testing's does.
+type fatalT struct {
+	testing.TB
+	mu  sync.Mutex
+	msg string
+}
+
+func (f *fatalT) Helper() {}
+
+func (f *fatalT) Fatalf(format string, args ...any) {
+	f.mu.Lock()
+	f.msg = fmt.Sprintf(format, args...)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (f *fatalT) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
+
+func (f *fatalT) Errorf(format string, args ...any) { f.Fatalf(format, args...) }
+
+func TestRunMisuse(t *testing.T) {
+	f := runFleet(t, nil)
+	nop := func(ctx context.Context, a Greet) (int, error) { return 0, nil }
+	end := func(e End) *End { return &e }
+	for _, c := range []struct {
+		name string
+		opts *RunOpts
+		want string
+	}{
+		{"unknown state", &RunOpts{Parent: &End{State: client.StateRunning}}, `asynctest.Run greet: RunOpts.Parent.State is "running": an End is succeeded, dead or cancelled`},
+		{"both", &RunOpts{Parent: end(Succeeded(1)), Join: []End{Succeeded(1)}}, "RunOpts.Parent and RunOpts.Join are both set"},
+		{"meta key", &RunOpts{Meta: map[string]string{"": "v"}}, `asynctest.Run greet: RunOpts.Meta entry "": keys must be 1 to 128 bytes`},
+		{"trace", &RunOpts{TraceParent: "00-xyz"}, `RunOpts.TraceParent "00-xyz" is not a W3C traceparent`},
+		{"id", &RunOpts{ID: "no-queue"}, `RunOpts.ID: task id "no-queue" has no queue part`},
+		{"id queue", &RunOpts{ID: "a/b", Queue: "c"}, `RunOpts.ID "a/b" is not in RunOpts.Queue "c"`},
+		{"queue", &RunOpts{Queue: "bad queue"}, "RunOpts.Queue: queue name"},
+		{"attempt", &RunOpts{Attempt: 4, MaxAttempts: 3}, "RunOpts.Attempt is 4, must be 1 to MaxAttempts (3)"},
+		{"max attempts", &RunOpts{MaxAttempts: -1}, "RunOpts.MaxAttempts is -1"},
+		{"timeout", &RunOpts{Timeout: time.Microsecond}, "RunOpts.Timeout is 1µs"},
+		{"partition", &RunOpts{PartitionKey: strings.Repeat("p", 300)}, "RunOpts.PartitionKey: "},
+		{"result on dead", &RunOpts{Join: []End{{State: client.StateDead, Result: 1}}}, "RunOpts.Join[0].Result is set on a dead end"},
+		{"err on succeeded", &RunOpts{Parent: &End{State: client.StateSucceeded, Err: "x"}}, "RunOpts.Parent.Err is set on a succeeded end"},
+		{"parent group", &RunOpts{Parent: end(GroupEnded(client.StateSucceeded, GroupEnd{}))}, "RunOpts.Parent.Group is set"},
+		{"parent id", &RunOpts{Parent: &End{ID: "group:q/g", State: client.StateDead}}, "RunOpts.Parent.ID: task id"},
+		{"group id", &RunOpts{Join: []End{{ID: "q/t", State: client.StateDead, Group: &GroupEnd{}}}}, `RunOpts.Join[0].ID "q/t" is not a group id`},
+		{"group counts", &RunOpts{Join: []End{GroupEnded(client.StateDead, GroupEnd{Failed: 3, Total: 2})}}, "RunOpts.Join[0].Group: Failed 3 of Total 2"},
+		{"group succeeded failed", &RunOpts{Join: []End{GroupEnded(client.StateSucceeded, GroupEnd{Failed: 1, Total: 2})}}, "RunOpts.Join[0].Group.Failed is 1 on a group that succeeded"},
+		{"join id", &RunOpts{JoinID: "group:q/g"}, "RunOpts.JoinID is set without RunOpts.Join"},
+		{"join id form", &RunOpts{Join: []End{}, JoinID: "q/g"}, "RunOpts.JoinID: group id"},
+		{"attempt end", &RunOpts{Parent: &End{State: client.StateDead, Attempt: -2}}, "RunOpts.Parent.Attempt is -2"},
+		{"result encode", &RunOpts{Parent: end(Succeeded(Opaque{}))}, "RunOpts.Parent.Result: "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			called := false
+			msg := misuse(t, f, func(f *Fleet) {
+				Run(f, func(ctx context.Context, a Greet) (int, error) {
+					called = true
+					return nop(ctx, a)
+				}, Greet{}, c.opts)
+			})
+			if !strings.Contains(msg, c.want) || called {
+				t.Fatalf("Fatalf %q (handler called: %v); want one with %q, the handler not called", msg, called, c.want)
+			}
+		})
+	}
+
+	// Args that a client refuses to enqueue.
+	msg := misuse(t, f, func(f *Fleet) {
+		Run(f, func(ctx context.Context, a Unsendable) (int, error) { return 0, nil }, Unsendable{}, nil)
+	})
+	if !strings.Contains(msg, "asynctest.Run unsendable: args: ") {
+		t.Fatalf("Fatalf %q; want the args named", msg)
+	}
+
+	// RunBatch's own.
+	line := func(ctx context.Context, items []Line) ([]int, error) { return nil, nil }
+	for _, c := range []struct {
+		items []Line
+		opts  *RunOpts
+		want  string
+	}{
+		{nil, nil, "asynctest.RunBatch line: no items"},
+		{[]Line{{1}}, &RunOpts{Parent: &End{State: client.StateDead}}, "RunOpts.Parent and RunOpts.Join are for tasks, not batches"},
+		{[]Line{{1}}, &RunOpts{Meta: map[string]string{"k": strings.Repeat("v", 5000)}}, "asynctest.RunBatch line: RunOpts.Meta entry"},
+	} {
+		if msg := misuse(t, f, func(f *Fleet) { RunBatch(f, line, c.items, c.opts) }); !strings.Contains(msg, c.want) {
+			t.Fatalf("RunBatch Fatalf %q; want %q", msg, c.want)
+		}
+	}
+	if msg := misuse(t, f, func(f *Fleet) {
+		RunBatch(f, func(ctx context.Context, items []Unsendable) ([]int, error) { return nil, nil }, []Unsendable{{}}, nil)
+	}); !strings.Contains(msg, "asynctest.RunBatch unsendable: items[0]: ") {
+		t.Fatalf("RunBatch Fatalf %q; want the item named", msg)
+	}
+}
+
+// Unsendable's args never encode.
+type Unsendable struct{}
+
+func (Unsendable) Kind() string { return "unsendable" }
+
+func (Unsendable) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("unsendable") }
