@@ -578,6 +578,7 @@ func envelopeOf(t *testing.T, f *Fleet, id string) *codec.Envelope {
 
 func TestRunChildren(t *testing.T) {
 	f := runFleet(t, nil)
+	outbox := testenv.Queue(t) + "-out"
 	dl := time.Now().Add(time.Hour)
 	var deadlineMs int64
 	// The same calls, from the handler and (below) from a test.
@@ -585,7 +586,7 @@ func TestRunChildren(t *testing.T) {
 		if _, err := c.Enqueue(ctx, Mail{To: "a"}, &client.EnqueueOpts{ID: "mail-a", Meta: map[string]string{"user": "u2"}}); err != nil {
 			return err
 		}
-		if _, err := c.EnqueueMany(ctx, []client.Spec{{Args: Mail{To: "b"}, Opts: &client.EnqueueOpts{ID: "mail-b", Queue: "outbox"}}}); err != nil {
+		if _, err := c.EnqueueMany(ctx, []client.Spec{{Args: Mail{To: "b"}, Opts: &client.EnqueueOpts{ID: "mail-b", Queue: outbox}}}); err != nil {
 			return err
 		}
 		// Not from the handler's ctx: not a child.
@@ -603,7 +604,7 @@ func TestRunChildren(t *testing.T) {
 	if len(res.Children) != 2 {
 		t.Fatalf("Children = %+v; want the 2 tasks enqueued with the handler's ctx", res.Children)
 	}
-	wantQ := []string{res.Task.Queue, "outbox"}
+	wantQ := []string{res.Task.Queue, outbox}
 	for i, c := range res.Children {
 		if c.Parent != res.Task.ID || c.Kind != "mail" || c.Queue != wantQ[i] || c.ID != keys.TaskID(wantQ[i], "mail-"+string(rune('a'+i))) {
 			t.Fatalf("child %d = %+v; want mail-%c in %s, child of %s", i, c, 'a'+i, wantQ[i], res.Task.ID)
