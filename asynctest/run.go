@@ -73,7 +73,9 @@ type End struct {
 	State  client.State // StateSucceeded, StateDead or StateCancelled
 	Result any          // a succeeded task's result, encoded as a handler's is
 	Err    string       // a task's error, when it did not succeed
-	// Attempt is the attempt the task ended in. Defaults to 1.
+	// Attempt is the attempt the task ended in (client.TaskError.Attempt).
+	// Defaults to 1, except for a cancelled task: 0, as Redis records a
+	// task cancelled before it ran (set it for one cancelled while it ran).
 	Attempt int
 	// Group, set, makes this the end of a nested group (a member of a
 	// join's group that is a group itself): State StateSucceeded is a
@@ -456,7 +458,7 @@ func (f *Fleet) endState(fatal func(string, ...any), field string, e End) store.
 		fatal("%s.State is %q: an End is %s, %s or %s", field, e.State, client.StateSucceeded, client.StateDead, client.StateCancelled)
 	}
 	switch {
-	case e.Attempt == 0:
+	case e.Attempt == 0 && e.State != client.StateCancelled:
 		e.Attempt = 1
 	case e.Attempt < 0:
 		fatal("%s.Attempt is %d, must be positive", field, e.Attempt)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -810,3 +811,164 @@ type Unsendable struct{}
 func (Unsendable) Kind() string { return "unsendable" }
 
 func (Unsendable) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("unsendable") }
+
+// Calc is a task a worker runs for the comparisons below: Total{N}, or a
+// permanent failure "boom" when N < 0.
+type Calc struct{ N int }
+
+func (Calc) Kind() string { return "calc" }
+
+func calc(ctx context.Context, a Calc) (Total, error) {
+	if a.N < 0 {
+		return Total{}, worker.Permanent(errors.New("boom"))
+	}
+	return Total{N: a.N}, nil
+}
+
+// continued is what a continuation's or a join's handler reads of what it
+// continues.
+type continued struct {
+	parent    *client.ParentOutcome
+	parentOK  bool
+	parentErr error
+	resultErr string
+	outs      []patterns.Outcome
+	outsErr   string
+	group     string
+}
+
+func readContinued(ctx context.Context) continued {
+	var c continued
+	c.parent, c.parentOK, c.parentErr = worker.Parent(ctx)
+	if _, err := worker.ParentResult[Total](ctx); err != nil {
+		c.resultErr = err.Error()
+	}
+	if g, ok := patterns.JoinGroup(ctx); ok {
+		c.group = g
+		var err error
+		c.outs, err = patterns.JoinOutcomes(ctx)
+		if err != nil {
+			c.outsErr = err.Error()
+		}
+		c.parentErr = nil // it points at JoinOutcomes either way
+	}
+	return c
+}
+
+// A continuation and a join run alone see what they see in a worker, given
+// the same ends.
+func TestRunMatchesAWorker(t *testing.T) {
+	f := runFleet(t, nil)
+	queue := engineOf(f).QueueOf(nil)
+	var mu sync.Mutex
+	seenBy := map[string]chan continued{}
+	wait := func(tag string) chan continued {
+		mu.Lock()
+		defer mu.Unlock()
+		if seenBy[tag] == nil {
+			seenBy[tag] = make(chan continued, 1)
+		}
+		return seenBy[tag]
+	}
+	testenv.StartWorker(t, f.rdb, queue, &worker.Config{Logger: slog.New(slog.DiscardHandler)}, func(w *worker.Worker) {
+		worker.Handle(w, calc)
+		worker.Handle(w, func(ctx context.Context, a Sum) (struct{}, error) {
+			wait(a.Tag) <- readContinued(ctx)
+			return struct{}{}, nil
+		})
+	}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inWorker := func(tag string) continued {
+		t.Helper()
+		select {
+		case c := <-wait(tag):
+			return c
+		case <-ctx.Done():
+			t.Fatalf("the worker did not run %s", tag)
+			return continued{}
+		}
+	}
+	alone := func(opts *RunOpts) continued {
+		var c continued
+		res := Run(f, func(ctx context.Context, a Sum) (struct{}, error) {
+			c = readContinued(ctx)
+			return struct{}{}, nil
+		}, Sum{}, opts)
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		return c
+	}
+	same := func(what string, w, a continued) {
+		t.Helper()
+		if fmt.Sprintf("%#v", w.parentErr) != fmt.Sprintf("%#v", a.parentErr) {
+			t.Fatalf("%s: Parent error in a worker %v, alone %v", what, w.parentErr, a.parentErr)
+		}
+		w.parentErr, a.parentErr = nil, nil
+		if !reflectEqual(w, a) {
+			t.Fatalf("%s: in a worker\n%+v\nalone\n%+v", what, describe(w), describe(a))
+		}
+	}
+
+	// Continuations of a task that succeeded, died, was cancelled.
+	for _, c := range []struct {
+		tag  string
+		n    int
+		end  End
+		stop bool
+	}{
+		{"ok", 4, Succeeded(Total{N: 4}), false},
+		{"dead", -1, Dead("permanent: boom"), false},
+		{"cancelled", 1, Cancelled(), true},
+	} {
+		opts := &client.EnqueueOpts{}
+		if c.stop {
+			opts.Delay = time.Hour
+		}
+		h, err := f.Client().Enqueue(ctx, Calc{N: c.n}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.ContinueWith(ctx, Sum{Tag: c.tag}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if c.stop {
+			if _, err := h.Cancel(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := inWorker(c.tag)
+		end := c.end
+		end.ID = h.ID()
+		same("continuation of a task "+c.tag, w, alone(&RunOpts{Parent: &end}))
+	}
+
+	// A join of members that succeeded and died.
+	_, err := patterns.ForkJoin(ctx, f.Client(), []client.Spec{{Args: Calc{N: 2}}, {Args: Calc{N: -1}}, {Args: Calc{N: 3}}}, &client.Spec{Args: Sum{Tag: "join"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := inWorker("join")
+	if len(w.outs) != 3 {
+		t.Fatalf("the worker's join saw %d members", len(w.outs))
+	}
+	ends := []End{Succeeded(Total{N: 2}), Dead("permanent: boom"), Succeeded(Total{N: 3})}
+	for i := range ends {
+		ends[i].ID = w.outs[i].ID
+	}
+	same("join", w, alone(&RunOpts{Join: ends, JoinID: w.group}))
+}
+
+func reflectEqual(a, b continued) bool { return reflect.DeepEqual(a, b) }
+
+func describe(c continued) string {
+	s := fmt.Sprintf("parent %+v ok %v result error %q group %q outcomes error %q", c.parent, c.parentOK, c.resultErr, c.group, c.outsErr)
+	if c.parent != nil && c.parent.Err != nil {
+		s += fmt.Sprintf(" parent error %#v", c.parent.Err)
+	}
+	for i, o := range c.outs {
+		s += fmt.Sprintf("\n  [%d] %s %s %x %#v", i, o.ID, o.State, o.Result, o.Err)
+	}
+	return s
+}
