@@ -53,35 +53,35 @@ func runFleet(t testing.TB, cfg *client.Config) *Fleet {
 	return &Fleet{t: t, rdb: env.RDB, mini: env.Mini, client: cl, rec: rec}
 }
 
-func engineOf(f *Fleet) *engine.Engine {
+func runEngine(f *Fleet) *engine.Engine {
 	e, _ := engine.Of[*client.Handle](f.client)
 	return e
 }
 
-type Greet struct {
+type runGreet struct {
 	Name   string
 	hidden string // unexported: the msgpack round trip drops it
 	Skip   string `msgpack:"-"`
 }
 
-func (Greet) Kind() string { return "greet" }
+func (runGreet) Kind() string { return "greet" }
 
-// seen is what a handler saw in its ctx.
-type seen struct {
+// runSeen is what a handler saw in its ctx.
+type runSeen struct {
 	task      worker.Task
 	ok        bool
 	meta      map[string]string
 	tp, ts    string
 	deadline  time.Time
 	hasDl     bool
-	args      Greet
+	args      runGreet
 	joinGroup string
 	isJoin    bool
 	parentOK  bool
 }
 
-func look(ctx context.Context, a Greet) seen {
-	var s seen
+func runLook(ctx context.Context, a runGreet) runSeen {
+	var s runSeen
 	s.task, s.ok = worker.TaskFromContext(ctx)
 	s.meta = worker.Meta(ctx)
 	s.tp, s.ts = worker.TraceContext(ctx)
@@ -93,13 +93,13 @@ func look(ctx context.Context, a Greet) seen {
 }
 
 const (
-	traceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-	traceState  = "vendor=abc"
+	runTraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	runTraceState  = "vendor=abc"
 )
 
 func TestRunGivesTheHandlerItsTask(t *testing.T) {
 	f := runFleet(t, nil)
-	var s seen
+	var s runSeen
 	opts := &RunOpts{
 		ID:           "reports/task-7",
 		Attempt:      3,
@@ -107,13 +107,13 @@ func TestRunGivesTheHandlerItsTask(t *testing.T) {
 		Deliveries:   2,
 		PartitionKey: "tenant-9",
 		Meta:         map[string]string{"tenant": "acme", "user": "u1"},
-		TraceParent:  traceParent,
-		TraceState:   traceState,
+		TraceParent:  runTraceParent,
+		TraceState:   runTraceState,
 	}
-	res := Run(f, func(ctx context.Context, a Greet) (string, error) {
-		s = look(ctx, a)
+	res := Run(f, func(ctx context.Context, a runGreet) (string, error) {
+		s = runLook(ctx, a)
 		return "hello " + a.Name, nil
-	}, Greet{Name: "ada", hidden: "h", Skip: "s"}, opts)
+	}, runGreet{Name: "ada", hidden: "h", Skip: "s"}, opts)
 	if res.Err != nil || res.Value != "hello ada" {
 		t.Fatalf("Run = %q, %v; want %q, nil", res.Value, res.Err, "hello ada")
 	}
@@ -127,8 +127,8 @@ func TestRunGivesTheHandlerItsTask(t *testing.T) {
 	if !maps.Equal(s.meta, opts.Meta) {
 		t.Fatalf("Meta = %v; want %v", s.meta, opts.Meta)
 	}
-	if s.tp != traceParent || s.ts != traceState {
-		t.Fatalf("TraceContext = %q, %q; want %q, %q", s.tp, s.ts, traceParent, traceState)
+	if s.tp != runTraceParent || s.ts != runTraceState {
+		t.Fatalf("TraceContext = %q, %q; want %q, %q", s.tp, s.ts, runTraceParent, runTraceState)
 	}
 	if s.hasDl {
 		t.Fatalf("ctx has a deadline %v; none was given", s.deadline)
@@ -137,18 +137,18 @@ func TestRunGivesTheHandlerItsTask(t *testing.T) {
 		t.Fatalf("JoinGroup %v, Parent ok %v: the task continues nothing", s.isJoin, s.parentOK)
 	}
 	// The args made the round trip a task's make.
-	if s.args != (Greet{Name: "ada"}) {
-		t.Fatalf("args = %+v; want the fields msgpack drops empty: %+v", s.args, Greet{Name: "ada"})
+	if s.args != (runGreet{Name: "ada"}) {
+		t.Fatalf("args = %+v; want the fields msgpack drops empty: %+v", s.args, runGreet{Name: "ada"})
 	}
 }
 
 func TestRunDefaults(t *testing.T) {
 	f := runFleet(t, &client.Config{DefaultMaxAttempts: 7})
-	var s seen
-	res := Run(f, func(ctx context.Context, a Greet) (struct{}, error) {
-		s = look(ctx, a)
+	var s runSeen
+	res := Run(f, func(ctx context.Context, a runGreet) (struct{}, error) {
+		s = runLook(ctx, a)
 		return struct{}{}, nil
-	}, Greet{}, nil)
+	}, runGreet{}, nil)
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -156,7 +156,7 @@ func TestRunDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("task id %q: %v", s.task.ID, err)
 	}
-	queue := engineOf(f).QueueOf(nil)
+	queue := runEngine(f).QueueOf(nil)
 	if q != queue || s.task.Queue != queue || key == "" {
 		t.Fatalf("task %+v; want a fresh id in the default queue %q", s.task, queue)
 	}
@@ -166,12 +166,12 @@ func TestRunDefaults(t *testing.T) {
 	if s.meta != nil || s.tp != "" {
 		t.Fatalf("Meta %v, TraceContext %q; want none", s.meta, s.tp)
 	}
-	again := Run(f, func(ctx context.Context, a Greet) (struct{}, error) { return struct{}{}, nil }, Greet{}, nil)
+	again := Run(f, func(ctx context.Context, a runGreet) (struct{}, error) { return struct{}{}, nil }, runGreet{}, nil)
 	if again.Task.ID == s.task.ID {
 		t.Fatalf("two runs share the id %q", s.task.ID)
 	}
 	// The queue alone: an id in it.
-	inQ := Run(f, func(ctx context.Context, a Greet) (struct{}, error) { return struct{}{}, nil }, Greet{}, &RunOpts{Queue: "mail"})
+	inQ := Run(f, func(ctx context.Context, a runGreet) (struct{}, error) { return struct{}{}, nil }, runGreet{}, &RunOpts{Queue: "mail"})
 	if !strings.HasPrefix(inQ.Task.ID, "mail/") || inQ.Task.Queue != "mail" {
 		t.Fatalf("task %+v; want one in queue mail", inQ.Task)
 	}
@@ -188,7 +188,7 @@ func TestRunDeadlineAndTimeout(t *testing.T) {
 	}
 	probe := func(opts *RunOpts, wait bool) (got, *RunResult[struct{}]) {
 		var g got
-		res := Run(f, func(ctx context.Context, a Greet) (struct{}, error) {
+		res := Run(f, func(ctx context.Context, a runGreet) (struct{}, error) {
 			g.dl, g.ok = ctx.Deadline()
 			in, _ := engine.TaskOf(ctx)
 			g.ms = in.DeadlineMs
@@ -198,7 +198,7 @@ func TestRunDeadlineAndTimeout(t *testing.T) {
 				return struct{}{}, ctx.Err()
 			}
 			return struct{}{}, nil
-		}, Greet{}, opts)
+		}, runGreet{}, opts)
 		return g, res
 	}
 
@@ -209,7 +209,7 @@ func TestRunDeadlineAndTimeout(t *testing.T) {
 	if !g.ok || !g.dl.Equal(dl) {
 		t.Fatalf("ctx deadline %v (%v); want the task's %v", g.dl, g.ok, dl)
 	}
-	if want := engineOf(f).RedisMs(context.Background(), dl); g.ms != want {
+	if want := runEngine(f).RedisMs(context.Background(), dl); g.ms != want {
 		t.Fatalf("TaskInfo.DeadlineMs %d; want %d (the deadline in Redis time)", g.ms, want)
 	}
 
@@ -253,11 +253,11 @@ func TestRunDeadlineAndTimeout(t *testing.T) {
 	}
 }
 
-type Sum struct{ Tag string }
+type runSum struct{ Tag string }
 
-func (Sum) Kind() string { return "sum" }
+func (runSum) Kind() string { return "sum" }
 
-type Total struct{ N int }
+type runTotal struct{ N int }
 
 func TestRunParent(t *testing.T) {
 	f := runFleet(t, nil)
@@ -265,20 +265,20 @@ func TestRunParent(t *testing.T) {
 		p   *client.ParentOutcome
 		ok  bool
 		err error
-		res Total
+		res runTotal
 		rer error
 	}
 	run := func(end End) got {
 		var g got
-		Run(f, func(ctx context.Context, a Sum) (struct{}, error) {
+		Run(f, func(ctx context.Context, a runSum) (struct{}, error) {
 			g.p, g.ok, g.err = worker.Parent(ctx)
-			g.res, g.rer = worker.ParentResult[Total](ctx)
+			g.res, g.rer = worker.ParentResult[runTotal](ctx)
 			return struct{}{}, nil
-		}, Sum{}, &RunOpts{Parent: &end})
+		}, runSum{}, &RunOpts{Parent: &end})
 		return g
 	}
 
-	g := run(Succeeded(Total{N: 42}))
+	g := run(Succeeded(runTotal{N: 42}))
 	if !g.ok || g.err != nil || g.p.State != client.StateSucceeded || g.p.Err != nil {
 		t.Fatalf("Parent = %+v, %v, %v; want a succeeded parent", g.p, g.ok, g.err)
 	}
@@ -288,7 +288,7 @@ func TestRunParent(t *testing.T) {
 	if g.rer != nil || g.res.N != 42 {
 		t.Fatalf("ParentResult = %+v, %v; want {42}", g.res, g.rer)
 	}
-	var back Total
+	var back runTotal
 	if err := codec.Unmarshal(g.p.Result, &back); err != nil || back.N != 42 {
 		t.Fatalf("ParentOutcome.Result decodes to %+v, %v", back, err)
 	}
@@ -315,7 +315,7 @@ func TestRunParent(t *testing.T) {
 	// A result that does not decode into ParentResult's type: its error.
 	g = run(Succeeded("not a struct"))
 	if g.rer == nil || !strings.Contains(g.rer.Error(), "decode result of") {
-		t.Fatalf("ParentResult[Total] of a string: %v; want a decode error", g.rer)
+		t.Fatalf("ParentResult[runTotal] of a string: %v; want a decode error", g.rer)
 	}
 }
 
@@ -331,7 +331,7 @@ func TestRunJoin(t *testing.T) {
 		isJoin  bool
 		perr    error
 	)
-	res := Run(f, func(ctx context.Context, a Sum) (int, error) {
+	res := Run(f, func(ctx context.Context, a runSum) (int, error) {
 		outs, err = patterns.JoinOutcomes(ctx)
 		results, rerr = patterns.JoinResults[int](ctx)
 		gid, isJoin = patterns.JoinGroup(ctx)
@@ -341,7 +341,7 @@ func TestRunJoin(t *testing.T) {
 			sum += r
 		}
 		return sum, nil
-	}, Sum{}, &RunOpts{
+	}, runSum{}, &RunOpts{
 		Queue: "math",
 		Join: []End{
 			Succeeded(3),
@@ -410,54 +410,54 @@ func TestRunJoin(t *testing.T) {
 	}
 
 	// An empty group's join, and a given group id.
-	res2 := Run(f, func(ctx context.Context, a Sum) (int, error) {
+	res2 := Run(f, func(ctx context.Context, a runSum) (int, error) {
 		outs, err = patterns.JoinOutcomes(ctx)
 		gid, _ = patterns.JoinGroup(ctx)
 		return len(outs), err
-	}, Sum{}, &RunOpts{Join: []End{}, JoinID: "group:math/g1"})
+	}, runSum{}, &RunOpts{Join: []End{}, JoinID: "group:math/g1"})
 	if res2.Err != nil || res2.Value != 0 || outs == nil || gid != "group:math/g1" {
 		t.Fatalf("empty join: %d outcomes (%v), %v, group %q", res2.Value, outs, res2.Err, gid)
 	}
 }
 
-// Picky's args never decode, as a type changed between the enqueue and the
+// runPicky's args never decode, as a type changed between the enqueue and the
 // worker's build.
-type Picky struct{ N int }
+type runPicky struct{ N int }
 
-func (Picky) Kind() string { return "picky" }
+func (runPicky) Kind() string { return "picky" }
 
-func (p *Picky) DecodeMsgpack(*msgpack.Decoder) error { return errors.New("picky refuses") }
+func (p *runPicky) DecodeMsgpack(*msgpack.Decoder) error { return errors.New("picky refuses") }
 
-// Opaque never encodes.
-type Opaque struct{}
+// runOpaque never encodes.
+type runOpaque struct{}
 
-func (Opaque) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("opaque refuses") }
+func (runOpaque) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("opaque refuses") }
 
 func TestRunErrorsAsAWorkersHandler(t *testing.T) {
 	f := runFleet(t, nil)
 	called := false
-	res := Run(f, func(ctx context.Context, a Picky) (int, error) {
+	res := Run(f, func(ctx context.Context, a runPicky) (int, error) {
 		called = true
 		return 1, nil
-	}, Picky{N: 1}, nil)
+	}, runPicky{N: 1}, nil)
 	var perm *worker.PermanentError
-	if called || !errors.As(res.Err, &perm) || !strings.Contains(res.Err.Error(), "decode picky args into asynctest.Picky: ") || !strings.Contains(res.Err.Error(), "picky refuses") {
+	if called || !errors.As(res.Err, &perm) || !strings.Contains(res.Err.Error(), "decode picky args into asynctest.runPicky: ") || !strings.Contains(res.Err.Error(), "picky refuses") {
 		t.Fatalf("args that do not decode: called %v, error %v; want the worker's permanent decode error, the handler not called", called, res.Err)
 	}
 
-	res2 := Run(f, func(ctx context.Context, a Greet) (Opaque, error) { return Opaque{}, nil }, Greet{}, nil)
-	if !errors.As(res2.Err, &perm) || !strings.Contains(res2.Err.Error(), "encode greet result asynctest.Opaque: ") {
+	res2 := Run(f, func(ctx context.Context, a runGreet) (runOpaque, error) { return runOpaque{}, nil }, runGreet{}, nil)
+	if !errors.As(res2.Err, &perm) || !strings.Contains(res2.Err.Error(), "encode greet result asynctest.runOpaque: ") {
 		t.Fatalf("a result that does not encode: %v; want the worker's permanent encode error", res2.Err)
 	}
 
-	res3 := Run(f, func(ctx context.Context, a Greet) (int, error) { panic("oops") }, Greet{}, nil)
+	res3 := Run(f, func(ctx context.Context, a runGreet) (int, error) { panic("oops") }, runGreet{}, nil)
 	var pe *worker.PanicError
 	if !errors.As(res3.Err, &pe) || pe.Value != "oops" || !strings.Contains(pe.Stack, "run_test.go") {
 		t.Fatalf("a panic: %v; want a *worker.PanicError with its value and stack", res3.Err)
 	}
 
 	boom := errors.New("boom")
-	res4 := Run(f, func(ctx context.Context, a Greet) (int, error) { return 5, boom }, Greet{}, nil)
+	res4 := Run(f, func(ctx context.Context, a runGreet) (int, error) { return 5, boom }, runGreet{}, nil)
 	if res4.Err != boom || res4.Value != 0 {
 		t.Fatalf("an error: %d, %v; want the handler's error itself and no value", res4.Value, res4.Err)
 	}
@@ -467,19 +467,19 @@ func TestRunErrorsAsAWorkersHandler(t *testing.T) {
 		Keep string
 		drop string
 	}
-	res5 := Run(f, func(ctx context.Context, a Greet) (out, error) { return out{Keep: "k", drop: "d"}, nil }, Greet{}, nil)
+	res5 := Run(f, func(ctx context.Context, a runGreet) (out, error) { return out{Keep: "k", drop: "d"}, nil }, runGreet{}, nil)
 	if res5.Err != nil || res5.Value != (out{Keep: "k"}) {
 		t.Fatalf("result %+v, %v; want the unexported field dropped", res5.Value, res5.Err)
 	}
 }
 
-type Line struct{ N int }
+type runLine struct{ N int }
 
-func (Line) Kind() string { return "line" }
+func (runLine) Kind() string { return "line" }
 
 func TestRunBatch(t *testing.T) {
 	f := runFleet(t, nil)
-	double := func(ctx context.Context, items []Line) ([]int, error) {
+	double := func(ctx context.Context, items []runLine) ([]int, error) {
 		out := make([]int, len(items))
 		for i, it := range items {
 			out[i] = 2 * it.N
@@ -487,10 +487,10 @@ func TestRunBatch(t *testing.T) {
 		return out, nil
 	}
 	var task worker.Task
-	res := RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) {
+	res := RunBatch(f, func(ctx context.Context, items []runLine) ([]int, error) {
 		task, _ = worker.TaskFromContext(ctx)
 		return double(ctx, items)
-	}, []Line{{1}, {2}, {3}}, &RunOpts{Queue: "lines"})
+	}, []runLine{{1}, {2}, {3}}, &RunOpts{Queue: "lines"})
 	if res.Err != nil || res.Failed != nil || fmt.Sprint(res.Results) != "[2 4 6]" {
 		t.Fatalf("all succeed: %v, failed %v, %v", res.Results, res.Failed, res.Err)
 	}
@@ -499,35 +499,35 @@ func TestRunBatch(t *testing.T) {
 	}
 
 	bad := errors.New("bad line")
-	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) {
+	res = RunBatch(f, func(ctx context.Context, items []runLine) ([]int, error) {
 		out, _ := double(ctx, items)
 		return out, worker.BatchErrors{1: bad}
-	}, []Line{{1}, {2}, {3}}, nil)
+	}, []runLine{{1}, {2}, {3}}, nil)
 	if res.Err != nil || len(res.Failed) != 1 || res.Failed[1] != bad || fmt.Sprint(res.Results) != "[2 0 6]" {
 		t.Fatalf("BatchErrors: %v, failed %v, %v; want item 1 failed", res.Results, res.Failed, res.Err)
 	}
 
 	// BatchErrors with too few results: the items without one fail.
-	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) {
+	res = RunBatch(f, func(ctx context.Context, items []runLine) ([]int, error) {
 		return []int{2}, worker.BatchErrors{1: bad}
-	}, []Line{{1}, {2}, {3}}, nil)
+	}, []runLine{{1}, {2}, {3}}, nil)
 	if res.Err != nil || len(res.Failed) != 2 || res.Failed[1] != bad || res.Failed[2] == nil ||
 		res.Failed[2].Error() != "line batch handler returned no result for item 2" || fmt.Sprint(res.Results) != "[2 0 0]" {
 		t.Fatalf("BatchErrors and a missing result: %v, failed %v, %v", res.Results, res.Failed, res.Err)
 	}
 
 	whole := errors.New("database down")
-	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) { return nil, whole }, []Line{{1}, {2}}, nil)
+	res = RunBatch(f, func(ctx context.Context, items []runLine) ([]int, error) { return nil, whole }, []runLine{{1}, {2}}, nil)
 	if res.Err != whole || res.Results != nil || res.Failed != nil {
 		t.Fatalf("a whole-batch error: %v, failed %v, %v; want the error alone", res.Results, res.Failed, res.Err)
 	}
 
-	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) { return []int{1}, nil }, []Line{{1}, {2}}, nil)
+	res = RunBatch(f, func(ctx context.Context, items []runLine) ([]int, error) { return []int{1}, nil }, []runLine{{1}, {2}}, nil)
 	if res.Err == nil || res.Err.Error() != "line batch handler returned 1 results for 2 items" || res.Results != nil {
 		t.Fatalf("a wrong count: %v, %v; want the worker's error", res.Results, res.Err)
 	}
 
-	res = RunBatch(f, func(ctx context.Context, items []Line) ([]int, error) { panic("batch oops") }, []Line{{1}}, nil)
+	res = RunBatch(f, func(ctx context.Context, items []runLine) ([]int, error) { panic("batch oops") }, []runLine{{1}}, nil)
 	var pe *worker.PanicError
 	if !errors.As(res.Err, &pe) || pe.Value != "batch oops" {
 		t.Fatalf("a panic: %v; want a *worker.PanicError", res.Err)
@@ -535,35 +535,35 @@ func TestRunBatch(t *testing.T) {
 
 	// An item that does not decode is left out of fn's slice and fails.
 	var got int
-	resP := RunBatch(f, func(ctx context.Context, items []Picky) ([]int, error) {
+	resP := RunBatch(f, func(ctx context.Context, items []runPicky) ([]int, error) {
 		got = len(items)
 		return nil, nil
-	}, []Picky{{1}}, nil)
-	if got != 0 || resP.Failed[0] == nil || !strings.Contains(resP.Failed[0].Error(), "decode picky item into asynctest.Picky") {
+	}, []runPicky{{1}}, nil)
+	if got != 0 || resP.Failed[0] == nil || !strings.Contains(resP.Failed[0].Error(), "decode picky item into asynctest.runPicky") {
 		t.Fatalf("an item that does not decode: fn got %d items, failed %v", got, resP.Failed)
 	}
 
 	// A result that does not encode fails its item.
-	resO := RunBatch(f, func(ctx context.Context, items []Line) ([]Opaque, error) {
-		return make([]Opaque, len(items)), nil
-	}, []Line{{1}}, nil)
-	if resO.Err != nil || resO.Failed[0] == nil || !strings.Contains(resO.Failed[0].Error(), "encode line result asynctest.Opaque") {
+	resO := RunBatch(f, func(ctx context.Context, items []runLine) ([]runOpaque, error) {
+		return make([]runOpaque, len(items)), nil
+	}, []runLine{{1}}, nil)
+	if resO.Err != nil || resO.Failed[0] == nil || !strings.Contains(resO.Failed[0].Error(), "encode line result asynctest.runOpaque") {
 		t.Fatalf("a result that does not encode: failed %v, %v", resO.Failed, resO.Err)
 	}
 }
 
-type Mail struct{ To string }
+type runMail struct{ To string }
 
-func (Mail) Kind() string { return "mail" }
+func (runMail) Kind() string { return "mail" }
 
-// envelopeOf reads the envelope of the pending task id from Redis.
-func envelopeOf(t *testing.T, f *Fleet, id string) *codec.Envelope {
+// runEnvelope reads the envelope of the pending task id from Redis.
+func runEnvelope(t *testing.T, f *Fleet, id string) *codec.Envelope {
 	t.Helper()
 	r, err := engine.RefOf(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, err := engineOf(f).Read(context.Background(), r)
+	ts, err := runEngine(f).Read(context.Background(), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,21 +584,21 @@ func TestRunChildren(t *testing.T) {
 	var deadlineMs int64
 	// The same calls, from the handler and (below) from a test.
 	enqueue := func(ctx context.Context, c *client.Client) error {
-		if _, err := c.Enqueue(ctx, Mail{To: "a"}, &client.EnqueueOpts{ID: "mail-a", Meta: map[string]string{"user": "u2"}}); err != nil {
+		if _, err := c.Enqueue(ctx, runMail{To: "a"}, &client.EnqueueOpts{ID: "mail-a", Meta: map[string]string{"user": "u2"}}); err != nil {
 			return err
 		}
-		if _, err := c.EnqueueMany(ctx, []client.Spec{{Args: Mail{To: "b"}, Opts: &client.EnqueueOpts{ID: "mail-b", Queue: outbox}}}); err != nil {
+		if _, err := c.EnqueueMany(ctx, []client.Spec{{Args: runMail{To: "b"}, Opts: &client.EnqueueOpts{ID: "mail-b", Queue: outbox}}}); err != nil {
 			return err
 		}
 		// Not from the handler's ctx: not a child.
-		_, err := c.Enqueue(context.Background(), Mail{To: "c"}, nil)
+		_, err := c.Enqueue(context.Background(), runMail{To: "c"}, nil)
 		return err
 	}
-	res := Run(f, func(ctx context.Context, a Greet) (int, error) {
+	res := Run(f, func(ctx context.Context, a runGreet) (int, error) {
 		in, _ := engine.TaskOf(ctx)
 		deadlineMs = in.DeadlineMs
 		return 2, enqueue(ctx, f.Client())
-	}, Greet{}, &RunOpts{Meta: map[string]string{"tenant": "acme", "user": "u1"}, TraceParent: traceParent, Deadline: dl})
+	}, runGreet{}, &RunOpts{Meta: map[string]string{"tenant": "acme", "user": "u1"}, TraceParent: runTraceParent, Deadline: dl})
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -611,7 +611,7 @@ func TestRunChildren(t *testing.T) {
 			t.Fatalf("child %d = %+v; want mail-%c in %s, child of %s", i, c, 'a'+i, wantQ[i], res.Task.ID)
 		}
 	}
-	if a, ok := res.Children[0].Args.(Mail); !ok || a.To != "a" {
+	if a, ok := res.Children[0].Args.(runMail); !ok || a.To != "a" {
 		t.Fatalf("child 0 args %#v", res.Children[0].Args)
 	}
 	if len(f.Enqueued()) != 3 {
@@ -621,7 +621,7 @@ func TestRunChildren(t *testing.T) {
 	// In Redis, as a worker's handler makes them: the children name their
 	// parent and inherit its metadata (under their own), trace and deadline.
 	for i, c := range res.Children {
-		env := envelopeOf(t, f, c.ID)
+		env := runEnvelope(t, f, c.ID)
 		if env.Parent != res.Task.ID || env.DeadlineMs != deadlineMs || deadlineMs == 0 {
 			t.Fatalf("child %d envelope: parent %q, deadline %d; want %q, %d", i, env.Parent, env.DeadlineMs, res.Task.ID, deadlineMs)
 		}
@@ -636,8 +636,8 @@ func TestRunChildren(t *testing.T) {
 		if !maps.Equal(got, want) {
 			t.Fatalf("child %d metadata %v; want %v", i, got, want)
 		}
-		if len(env.TraceParent) != len(traceParent) || env.TraceParent[3:35] != traceParent[3:35] {
-			t.Fatalf("child %d traceparent %q; want the trace of %q", i, env.TraceParent, traceParent)
+		if len(env.TraceParent) != len(runTraceParent) || env.TraceParent[3:35] != runTraceParent[3:35] {
+			t.Fatalf("child %d traceparent %q; want the trace of %q", i, env.TraceParent, runTraceParent)
 		}
 	}
 
@@ -691,11 +691,11 @@ func TestRunChildren(t *testing.T) {
 	}
 }
 
-// misuse runs fn with a test double that catches Fatalf, and returns the
+// runMisuse runs fn with a test double that catches Fatalf, and returns the
 // message ("" when fn did not fail).
-func misuse(t *testing.T, f *Fleet, fn func(f *Fleet)) string {
+func runMisuse(t *testing.T, f *Fleet, fn func(f *Fleet)) string {
 	t.Helper()
-	ft := &fatalT{TB: t}
+	ft := &runFatalT{TB: t}
 	old := f.t
 	f.t = ft
 	done := make(chan struct{})
@@ -708,30 +708,30 @@ func misuse(t *testing.T, f *Fleet, fn func(f *Fleet)) string {
 	return ft.msg
 }
 
-// fatalT is a testing.TB whose Fatalf records the message and stops the
+// runFatalT is a testing.TB whose Fatalf records the message and stops the
 // goroutine, as testing's does.
-type fatalT struct {
+type runFatalT struct {
 	testing.TB
 	mu  sync.Mutex
 	msg string
 }
 
-func (f *fatalT) Helper() {}
+func (f *runFatalT) Helper() {}
 
-func (f *fatalT) Fatalf(format string, args ...any) {
+func (f *runFatalT) Fatalf(format string, args ...any) {
 	f.mu.Lock()
 	f.msg = fmt.Sprintf(format, args...)
 	f.mu.Unlock()
 	runtime.Goexit()
 }
 
-func (f *fatalT) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
+func (f *runFatalT) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
 
-func (f *fatalT) Errorf(format string, args ...any) { f.Fatalf(format, args...) }
+func (f *runFatalT) Errorf(format string, args ...any) { f.Fatalf(format, args...) }
 
 func TestRunMisuse(t *testing.T) {
 	f := runFleet(t, nil)
-	nop := func(ctx context.Context, a Greet) (int, error) { return 0, nil }
+	nop := func(ctx context.Context, a runGreet) (int, error) { return 0, nil }
 	end := func(e End) *End { return &e }
 	for _, c := range []struct {
 		name string
@@ -759,15 +759,15 @@ func TestRunMisuse(t *testing.T) {
 		{"join id", &RunOpts{JoinID: "group:q/g"}, "RunOpts.JoinID is set without RunOpts.Join"},
 		{"join id form", &RunOpts{Join: []End{}, JoinID: "q/g"}, "RunOpts.JoinID: group id"},
 		{"attempt end", &RunOpts{Parent: &End{State: client.StateDead, Attempt: -2}}, "RunOpts.Parent.Attempt is -2"},
-		{"result encode", &RunOpts{Parent: end(Succeeded(Opaque{}))}, "RunOpts.Parent.Result: "},
+		{"result encode", &RunOpts{Parent: end(Succeeded(runOpaque{}))}, "RunOpts.Parent.Result: "},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			called := false
-			msg := misuse(t, f, func(f *Fleet) {
-				Run(f, func(ctx context.Context, a Greet) (int, error) {
+			msg := runMisuse(t, f, func(f *Fleet) {
+				Run(f, func(ctx context.Context, a runGreet) (int, error) {
 					called = true
 					return nop(ctx, a)
-				}, Greet{}, c.opts)
+				}, runGreet{}, c.opts)
 			})
 			if !strings.Contains(msg, c.want) || called {
 				t.Fatalf("Fatalf %q (handler called: %v); want one with %q, the handler not called", msg, called, c.want)
@@ -776,58 +776,58 @@ func TestRunMisuse(t *testing.T) {
 	}
 
 	// Args that a client refuses to enqueue.
-	msg := misuse(t, f, func(f *Fleet) {
-		Run(f, func(ctx context.Context, a Unsendable) (int, error) { return 0, nil }, Unsendable{}, nil)
+	msg := runMisuse(t, f, func(f *Fleet) {
+		Run(f, func(ctx context.Context, a runUnsendable) (int, error) { return 0, nil }, runUnsendable{}, nil)
 	})
 	if !strings.Contains(msg, "asynctest.Run unsendable: args: ") {
 		t.Fatalf("Fatalf %q; want the args named", msg)
 	}
 
 	// RunBatch's own.
-	line := func(ctx context.Context, items []Line) ([]int, error) { return nil, nil }
+	line := func(ctx context.Context, items []runLine) ([]int, error) { return nil, nil }
 	for _, c := range []struct {
-		items []Line
+		items []runLine
 		opts  *RunOpts
 		want  string
 	}{
 		{nil, nil, "asynctest.RunBatch line: no items"},
-		{[]Line{{1}}, &RunOpts{Parent: &End{State: client.StateDead}}, "RunOpts.Parent and RunOpts.Join are for tasks, not batches"},
-		{[]Line{{1}}, &RunOpts{Meta: map[string]string{"k": strings.Repeat("v", 5000)}}, "asynctest.RunBatch line: RunOpts.Meta entry"},
+		{[]runLine{{1}}, &RunOpts{Parent: &End{State: client.StateDead}}, "RunOpts.Parent and RunOpts.Join are for tasks, not batches"},
+		{[]runLine{{1}}, &RunOpts{Meta: map[string]string{"k": strings.Repeat("v", 5000)}}, "asynctest.RunBatch line: RunOpts.Meta entry"},
 	} {
-		if msg := misuse(t, f, func(f *Fleet) { RunBatch(f, line, c.items, c.opts) }); !strings.Contains(msg, c.want) {
+		if msg := runMisuse(t, f, func(f *Fleet) { RunBatch(f, line, c.items, c.opts) }); !strings.Contains(msg, c.want) {
 			t.Fatalf("RunBatch Fatalf %q; want %q", msg, c.want)
 		}
 	}
-	if msg := misuse(t, f, func(f *Fleet) {
-		RunBatch(f, func(ctx context.Context, items []Unsendable) ([]int, error) { return nil, nil }, []Unsendable{{}}, nil)
+	if msg := runMisuse(t, f, func(f *Fleet) {
+		RunBatch(f, func(ctx context.Context, items []runUnsendable) ([]int, error) { return nil, nil }, []runUnsendable{{}}, nil)
 	}); !strings.Contains(msg, "asynctest.RunBatch unsendable: items[0]: ") {
 		t.Fatalf("RunBatch Fatalf %q; want the item named", msg)
 	}
 }
 
-// Unsendable's args never encode.
-type Unsendable struct{}
+// runUnsendable's args never encode.
+type runUnsendable struct{}
 
-func (Unsendable) Kind() string { return "unsendable" }
+func (runUnsendable) Kind() string { return "unsendable" }
 
-func (Unsendable) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("unsendable") }
+func (runUnsendable) EncodeMsgpack(*msgpack.Encoder) error { return errors.New("unsendable") }
 
-// Calc is a task a worker runs for the comparisons below: Total{N}, or a
+// runCalc is a task a worker runs for the comparisons below: runTotal{N}, or a
 // permanent failure "boom" when N < 0.
-type Calc struct{ N int }
+type runCalc struct{ N int }
 
-func (Calc) Kind() string { return "calc" }
+func (runCalc) Kind() string { return "calc" }
 
-func calc(ctx context.Context, a Calc) (Total, error) {
+func runCalcHandler(ctx context.Context, a runCalc) (runTotal, error) {
 	if a.N < 0 {
-		return Total{}, worker.Permanent(errors.New("boom"))
+		return runTotal{}, worker.Permanent(errors.New("boom"))
 	}
-	return Total{N: a.N}, nil
+	return runTotal{N: a.N}, nil
 }
 
-// continued is what a continuation's or a join's handler reads of what it
+// runContinued is what a continuation's or a join's handler reads of what it
 // continues.
-type continued struct {
+type runContinued struct {
 	parent    *client.ParentOutcome
 	parentOK  bool
 	parentErr error
@@ -837,10 +837,10 @@ type continued struct {
 	group     string
 }
 
-func readContinued(ctx context.Context) continued {
-	var c continued
+func readRunContinued(ctx context.Context) runContinued {
+	var c runContinued
 	c.parent, c.parentOK, c.parentErr = worker.Parent(ctx)
-	if _, err := worker.ParentResult[Total](ctx); err != nil {
+	if _, err := worker.ParentResult[runTotal](ctx); err != nil {
 		c.resultErr = err.Error()
 	}
 	if g, ok := patterns.JoinGroup(ctx); ok {
@@ -859,55 +859,55 @@ func readContinued(ctx context.Context) continued {
 // the same ends.
 func TestRunMatchesAWorker(t *testing.T) {
 	f := runFleet(t, nil)
-	queue := engineOf(f).QueueOf(nil)
+	queue := runEngine(f).QueueOf(nil)
 	var mu sync.Mutex
-	seenBy := map[string]chan continued{}
-	wait := func(tag string) chan continued {
+	seenBy := map[string]chan runContinued{}
+	wait := func(tag string) chan runContinued {
 		mu.Lock()
 		defer mu.Unlock()
 		if seenBy[tag] == nil {
-			seenBy[tag] = make(chan continued, 1)
+			seenBy[tag] = make(chan runContinued, 1)
 		}
 		return seenBy[tag]
 	}
 	testenv.StartWorker(t, f.rdb, queue, &worker.Config{Logger: slog.New(slog.DiscardHandler)}, func(w *worker.Worker) {
-		worker.Handle(w, calc)
-		worker.Handle(w, func(ctx context.Context, a Sum) (struct{}, error) {
-			wait(a.Tag) <- readContinued(ctx)
+		worker.Handle(w, runCalcHandler)
+		worker.Handle(w, func(ctx context.Context, a runSum) (struct{}, error) {
+			wait(a.Tag) <- readRunContinued(ctx)
 			return struct{}{}, nil
 		})
 	}, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	inWorker := func(tag string) continued {
+	inWorker := func(tag string) runContinued {
 		t.Helper()
 		select {
 		case c := <-wait(tag):
 			return c
 		case <-ctx.Done():
 			t.Fatalf("the worker did not run %s", tag)
-			return continued{}
+			return runContinued{}
 		}
 	}
-	alone := func(opts *RunOpts) continued {
-		var c continued
-		res := Run(f, func(ctx context.Context, a Sum) (struct{}, error) {
-			c = readContinued(ctx)
+	alone := func(opts *RunOpts) runContinued {
+		var c runContinued
+		res := Run(f, func(ctx context.Context, a runSum) (struct{}, error) {
+			c = readRunContinued(ctx)
 			return struct{}{}, nil
-		}, Sum{}, opts)
+		}, runSum{}, opts)
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}
 		return c
 	}
-	same := func(what string, w, a continued) {
+	same := func(what string, w, a runContinued) {
 		t.Helper()
 		if fmt.Sprintf("%#v", w.parentErr) != fmt.Sprintf("%#v", a.parentErr) {
 			t.Fatalf("%s: Parent error in a worker %v, alone %v", what, w.parentErr, a.parentErr)
 		}
 		w.parentErr, a.parentErr = nil, nil
-		if !reflectEqual(w, a) {
-			t.Fatalf("%s: in a worker\n%+v\nalone\n%+v", what, describe(w), describe(a))
+		if !runEqual(w, a) {
+			t.Fatalf("%s: in a worker\n%+v\nalone\n%+v", what, describeRun(w), describeRun(a))
 		}
 	}
 
@@ -918,7 +918,7 @@ func TestRunMatchesAWorker(t *testing.T) {
 		end  End
 		stop bool
 	}{
-		{"ok", 4, Succeeded(Total{N: 4}), false},
+		{"ok", 4, Succeeded(runTotal{N: 4}), false},
 		{"dead", -1, Dead("permanent: boom"), false},
 		{"cancelled", 1, Cancelled(), true},
 	} {
@@ -926,11 +926,11 @@ func TestRunMatchesAWorker(t *testing.T) {
 		if c.stop {
 			opts.Delay = time.Hour
 		}
-		h, err := f.Client().Enqueue(ctx, Calc{N: c.n}, opts)
+		h, err := f.Client().Enqueue(ctx, runCalc{N: c.n}, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.ContinueWith(ctx, Sum{Tag: c.tag}, nil); err != nil {
+		if _, err := h.ContinueWith(ctx, runSum{Tag: c.tag}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if c.stop {
@@ -945,7 +945,7 @@ func TestRunMatchesAWorker(t *testing.T) {
 	}
 
 	// A join of members that succeeded and died.
-	_, err := patterns.ForkJoin(ctx, f.Client(), []client.Spec{{Args: Calc{N: 2}}, {Args: Calc{N: -1}}, {Args: Calc{N: 3}}}, &client.Spec{Args: Sum{Tag: "join"}}, nil)
+	_, err := patterns.ForkJoin(ctx, f.Client(), []client.Spec{{Args: runCalc{N: 2}}, {Args: runCalc{N: -1}}, {Args: runCalc{N: 3}}}, &client.Spec{Args: runSum{Tag: "join"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -953,16 +953,16 @@ func TestRunMatchesAWorker(t *testing.T) {
 	if len(w.outs) != 3 {
 		t.Fatalf("the worker's join saw %d members", len(w.outs))
 	}
-	ends := []End{Succeeded(Total{N: 2}), Dead("permanent: boom"), Succeeded(Total{N: 3})}
+	ends := []End{Succeeded(runTotal{N: 2}), Dead("permanent: boom"), Succeeded(runTotal{N: 3})}
 	for i := range ends {
 		ends[i].ID = w.outs[i].ID
 	}
 	same("join", w, alone(&RunOpts{Join: ends, JoinID: w.group}))
 }
 
-func reflectEqual(a, b continued) bool { return reflect.DeepEqual(a, b) }
+func runEqual(a, b runContinued) bool { return reflect.DeepEqual(a, b) }
 
-func describe(c continued) string {
+func describeRun(c runContinued) string {
 	s := fmt.Sprintf("parent %+v ok %v result error %q group %q outcomes error %q", c.parent, c.parentOK, c.resultErr, c.group, c.outsErr)
 	if c.parent != nil && c.parent.Err != nil {
 		s += fmt.Sprintf(" parent error %#v", c.parent.Err)
