@@ -99,7 +99,8 @@ func Succeeded(result any) End { return End{State: client.StateSucceeded, Result
 // Dead is the end of a task that failed for good with message msg.
 func Dead(msg string) End { return End{State: client.StateDead, Err: msg} }
 
-// Cancelled is the end of a task that was cancelled.
+// Cancelled is the end of a task that was cancelled before it ran
+// (attempt 0); set Attempt for one cancelled while it ran.
 func Cancelled() End { return End{State: client.StateCancelled, Err: "cancelled"} }
 
 // GroupEnded is the end of a nested group, in state (StateSucceeded,
@@ -121,7 +122,8 @@ type RunResult[R any] struct {
 	// Task is the task the handler's ctx carried.
 	Task worker.Task
 	// Children are the tasks the handler enqueued with its ctx, in order,
-	// as the fleet's clients recorded them (see Fleet.Enqueued).
+	// as the fleet's clients recorded them (see Fleet.Enqueued; a client
+	// the fleet did not make records nothing).
 	Children []client.Enqueued
 }
 
@@ -141,6 +143,9 @@ type RunResult[R any] struct {
 // behind the ctx: no lease nor heartbeats, no cancellation from
 // client.Handle.Cancel, no worker events, logs, middleware or spans; a
 // handler registered with worker.HandleBatch is run with RunBatch.
+//
+// Opts a client or a worker would refuse fail the test (t.Fatalf, naming
+// the field): call Run from the test's goroutine.
 func Run[A client.Args, R any](f *Fleet, fn func(ctx context.Context, args A) (R, error), args A, opts *RunOpts) *RunResult[R] {
 	f.t.Helper()
 	var zero A
@@ -174,7 +179,7 @@ func Run[A client.Args, R any](f *Fleet, fn func(ctx context.Context, args A) (R
 			res.Err = fmt.Errorf("decode %s result into %T: %w", kind, res.Value, derr)
 		}
 	}
-	res.Children = f.rec.childrenOf(rc.task.ID)
+	res.Children = f.children(rc.task.ID)
 	return res
 }
 
@@ -281,8 +286,16 @@ func RunBatch[In client.Args, Out any](f *Fleet, fn func(ctx context.Context, it
 			}
 		}
 	}
-	res.Children = f.rec.childrenOf(rc.task.ID)
+	res.Children = f.children(rc.task.ID)
 	return res
+}
+
+// children are the tasks recorded as enqueued with the ctx of task id.
+func (f *Fleet) children(id string) []client.Enqueued {
+	if f.rec == nil {
+		return nil
+	}
+	return f.rec.childrenOf(id)
 }
 
 // callAlone runs h, turning a panic into a *worker.PanicError with the
