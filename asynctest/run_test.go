@@ -944,16 +944,33 @@ func TestRunMatchesAWorker(t *testing.T) {
 		same("continuation of a task "+c.tag, w, alone(&RunOpts{Parent: &end}))
 	}
 
-	// A join of members that succeeded and died.
-	_, err := patterns.ForkJoin(ctx, f.Client(), []client.Spec{{Args: runCalc{N: 2}}, {Args: runCalc{N: -1}}, {Args: runCalc{N: 3}}}, &client.Spec{Args: runSum{Tag: "join"}}, nil)
+	// A join of members that succeeded and died, and of nested groups
+	// that failed and succeeded.
+	_, err := patterns.ForkJoin(ctx, f.Client(), []client.Spec{
+		{Args: runCalc{N: 2}},
+		{Args: runCalc{N: -1}},
+		patterns.Sub([]client.Spec{{Args: runCalc{N: 5}}, {Args: runCalc{N: -2}}}, nil, nil),
+		patterns.Sub([]client.Spec{{Args: runCalc{N: 6}}}, nil, nil),
+		{Args: runCalc{N: 3}},
+	}, &client.Spec{Args: runSum{Tag: "join"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := inWorker("join")
-	if len(w.outs) != 3 {
+	if len(w.outs) != 5 {
 		t.Fatalf("the worker's join saw %d members", len(w.outs))
 	}
-	ends := []End{Succeeded(runTotal{N: 2}), Dead("permanent: boom"), Succeeded(runTotal{N: 3})}
+	var ge *patterns.GroupError
+	if !errors.As(w.outs[2].Err, &ge) {
+		t.Fatalf("the worker's join saw nested group %s end with %v", w.outs[2].ID, w.outs[2].Err)
+	}
+	ends := []End{
+		Succeeded(runTotal{N: 2}),
+		Dead("permanent: boom"),
+		GroupEnded(client.StateDead, GroupEnd{Failed: 1, Total: 2, First: ge.First}),
+		GroupEnded(client.StateSucceeded, GroupEnd{Total: 1}),
+		Succeeded(runTotal{N: 3}),
+	}
 	for i := range ends {
 		ends[i].ID = w.outs[i].ID
 	}
