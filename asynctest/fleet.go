@@ -86,6 +86,7 @@ type Options struct {
 	// a hook told when the database's lock is held by another fleet.
 	redisURL   string
 	onLockWait func(holder string)
+	leakBound  time.Duration // defaults to leakBound
 }
 
 // Fleet is a whole async fleet inside one test. Its methods call t.Fatal
