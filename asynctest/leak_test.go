@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/taskfleet/async/worker"
 )
 
@@ -55,6 +57,8 @@ func TestFleetLeakCheckIsPerFleet(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	other := newFakeTB(t, "other")
+	// On a miniredis of its own: on a real Redis, two fleets take turns.
+	otherURL := "redis://" + miniredis.RunT(t).Addr() + "/0"
 	started := make(chan *Fleet)
 	done := make(chan struct{})
 	go func() {
@@ -62,7 +66,7 @@ func TestFleetLeakCheckIsPerFleet(t *testing.T) {
 		other.run(func(tb testing.TB) {
 			f := NewFleet(tb, func(w *worker.Worker) {
 				worker.Handle(w, func(ctx context.Context, _ Leaky) (int, error) { return 1, nil })
-			}, nil)
+			}, &Options{redisURL: otherURL})
 			started <- f
 			<-release // the other fleet lives on while the first stops
 		})
