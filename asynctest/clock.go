@@ -34,6 +34,15 @@ func (f *Fleet) Now() time.Time {
 // a task running across a jump past its lease looks as if its worker died
 // (another worker may take it over, as LoseWorker does). Advance does not
 // wait for the tasks it made due to run: wait for them (WaitTask...).
+//
+// What Redis decides is exact: retries' backoffs and repeat slots fall due
+// at the jump that reaches them. A client, though, counts a Delay from its
+// estimate of Redis' time, which moves on with the real clock while Redis'
+// stands still: a task enqueued with Delay d is due some milliseconds
+// after an Advance(d) reaches, so advance a little past it (d +
+// time.Second). EnqueueOpts.ProcessAt and Deadline are times of the
+// caller's clock, converted to Redis' by the client's measured offset:
+// with Options.Clock far from the real time, express them as delays.
 func (f *Fleet) Advance(d time.Duration) time.Time {
 	f.t.Helper()
 	if f.mini == nil {

@@ -86,6 +86,7 @@ type Options struct {
 	// a hook told when the database's lock is held by another fleet.
 	redisURL   string
 	onLockWait func(holder string)
+	leakBound  time.Duration // defaults to leakBound
 }
 
 // Fleet is a whole async fleet inside one test. Its methods call t.Fatal
@@ -157,13 +158,19 @@ func NewFleet(t testing.TB, register func(w *worker.Worker), opts *Options) *Fle
 	if f.opts.WaitTimeout <= 0 {
 		f.opts.WaitTimeout = 10 * time.Second
 	}
-	f.logger = slog.New(slog.NewTextHandler(logWriter{f}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	f.logger = f.newLogger(nil)
 	t.Cleanup(f.cleanup)
 	f.labeled(func(ctx context.Context) { f.start(ctx) })
 	if register != nil {
 		f.StartWorkers(f.opts.Workers, register)
 	}
 	return f
+}
+
+// newLogger returns the logger of the fleet's components (of a worker on
+// line l), which writes warnings and errors to the test's log.
+func (f *Fleet) newLogger(l *line) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logWriter{f, l}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // labeled runs fn with the fleet's pprof label: the goroutines it starts
@@ -267,10 +274,10 @@ func (f *Fleet) startWorker(ctx context.Context, register func(w *worker.Worker)
 	if cfg.Backoff == nil {
 		cfg.Backoff = TestBackoff
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = f.logger
-	}
 	p := &proc{line: &line{}}
+	if cfg.Logger == nil {
+		cfg.Logger = f.newLogger(p.line)
+	}
 	f.mu.Lock()
 	cfg.Name = fmt.Sprintf("asynctest-%d", len(f.procs)+1)
 	f.mu.Unlock()
@@ -406,10 +413,17 @@ func (f *Fleet) cleanup() {
 }
 
 // logWriter writes the fleet's components' logs (warnings and errors) to
-// the test's log while the fleet lives.
-type logWriter struct{ f *Fleet }
+// the test's log while the fleet lives; a worker's (l not nil) are dropped
+// while LoseWorker holds it cut off.
+type logWriter struct {
+	f *Fleet
+	l *line
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
+	if w.l != nil && w.l.isOff() {
+		return len(p), nil
+	}
 	w.f.logMu.Lock()
 	defer w.f.logMu.Unlock()
 	if !w.f.closed {

@@ -20,7 +20,11 @@ const leakBound = 5 * time.Second
 // runtime's timers, labeled or not: those are short-lived, and waited
 // for like the others.)
 func (f *Fleet) checkLeaks() {
-	deadline := time.Now().Add(leakBound)
+	bound := leakBound
+	if f.opts.leakBound > 0 {
+		bound = f.opts.leakBound
+	}
+	deadline := time.Now().Add(bound)
 	for {
 		left := labeledGoroutines(f.id)
 		if len(left) == 0 {
@@ -28,7 +32,7 @@ func (f *Fleet) checkLeaks() {
 		}
 		if time.Now().After(deadline) {
 			f.t.Errorf("asynctest: %d goroutine(s) of the fleet still run %v after it stopped (a handler that does not return, or starts a goroutine it does not end?):\n\n%s",
-				len(left), leakBound, strings.Join(left, "\n\n"))
+				len(left), bound, strings.Join(left, "\n\n"))
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -19,7 +19,7 @@ const (
 	lockTTL   = 10 * time.Second // the lock outlives a fleet that died by this much
 	lockRenew = 2 * time.Second
 	// lockWait bounds how long a fleet waits for the database's lock.
-	lockWait = time.Minute
+	lockWait = 2 * time.Minute
 )
 
 // ownership is a fleet's hold on its database.
