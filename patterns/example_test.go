@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/asynctest"
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/coordinator"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
@@ -98,88 +99,36 @@ func ExampleForkJoin() {
 // At most two of the group's tasks run at once across every worker; the
 // others wait in Redis.
 func ExampleInvokeAll() {
-	ctx := context.Background()
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer rdb.Close()
-
-	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{"uploads": 1}, BlockTimeout: 50 * time.Millisecond})
-	if err != nil {
-		log.Fatal(err)
-	}
-	worker.Handle(w, func(ctx context.Context, a UploadFile) (int, error) { return a.Size, nil })
-	if err := w.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	defer w.Stop(ctx)
-
-	c, err := client.New(context.Background(), rdb, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-	var specs []client.Spec
-	for i := 0; i < 5; i++ {
-		specs = append(specs, client.Spec{Args: UploadFile{Size: i}, Opts: &client.EnqueueOpts{Queue: "uploads"}})
-	}
-	g, err := patterns.InvokeAll(ctx, c, specs, 2, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if _, err := g.Wait(ctx); err != nil {
-		log.Fatal(err)
-	}
-	p, err := g.Progress(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(p.State, p.Succeeded, "of", p.Total)
+	exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, func(ctx context.Context, c *client.Client) {
+		g, err := patterns.InvokeAll(ctx, c, uploads(0, 1, 2, 3, 4), 2, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := g.Wait(ctx); err != nil {
+			log.Fatal(err)
+		}
+		p, err := g.Progress(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(p.State, p.Succeeded, "of", p.Total)
+	})
 	// Output: succeeded 5 of 5
 }
 
-// exampleFleet starts what the examples below need, as ExampleForkJoin does
-// by hand: an embedded Redis (use your server's address instead), a worker on
-// the queue "uploads" with the handlers register adds, a coordinator when
-// coord is set (for timed starts), and a client. stop stops them all.
-func exampleFleet(register func(w *worker.Worker), coord bool) (c *client.Client, stop func()) {
-	ctx := context.Background()
-	mr, err := miniredis.Run()
+// exampleFleet runs fn with a fleet of the test kit (package asynctest):
+// an embedded Redis (or the one ASYNCTEST_REDIS_URL names), a coordinator
+// (for timed starts), a worker on the queue "uploads" with the handlers
+// register adds, and a client, all stopped once fn returned
+// (ExampleForkJoin builds the same by hand, as a program does). In a test,
+// call asynctest.NewFleet with the test's t.
+func exampleFleet(register func(w *worker.Worker), fn func(ctx context.Context, c *client.Client)) {
+	err := asynctest.Standalone("example", func(t testing.TB) {
+		f := asynctest.NewFleet(t, register, &asynctest.Options{Worker: worker.Config{Queues: map[string]int{"uploads": 1}}})
+		fn(context.Background(), f.Client())
+	})
 	if err != nil {
 		log.Fatal(err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	w, err := worker.New(context.Background(), rdb, &worker.Config{Queues: map[string]int{"uploads": 1}, BlockTimeout: 50 * time.Millisecond})
-	if err != nil {
-		log.Fatal(err)
-	}
-	register(w)
-	if err := w.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	var co *coordinator.Coordinator
-	if coord {
-		if co, err = coordinator.New(context.Background(), rdb, nil); err != nil {
-			log.Fatal(err)
-		}
-		if err := co.Start(ctx); err != nil {
-			log.Fatal(err)
-		}
-	}
-	if c, err = client.New(context.Background(), rdb, nil); err != nil {
-		log.Fatal(err)
-	}
-	return c, func() {
-		_ = c.Close()
-		if co != nil {
-			_ = co.Stop(ctx)
-		}
-		_ = w.Stop(ctx)
-		_ = rdb.Close()
-		mr.Close()
 	}
 }
 
@@ -218,38 +167,34 @@ func report(ctx context.Context, a UploadReport) (int, error) {
 // At most 50 uploads start per second, evenly spaced, however many workers
 // and processes run them; a member waits for its turn in Redis.
 func ExampleThrottle() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, false)
-	defer stop()
-
-	g, err := patterns.Throttle(ctx, c, uploads(10, 20, 30, 40), 50, time.Second, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	sizes, err := patterns.Results[int](ctx, g)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(sizes)
+	exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, func(ctx context.Context, c *client.Client) {
+		g, err := patterns.Throttle(ctx, c, uploads(10, 20, 30, 40), 50, time.Second, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		sizes, err := patterns.Results[int](ctx, g)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(sizes)
+	})
 	// Output: [10 20 30 40]
 }
 
 // The uploads start evenly over 300 ms (one every 100 ms), timed by Redis'
 // clock; a coordinator starts each on time.
 func ExampleSpread() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, true)
-	defer stop()
-
-	g, err := patterns.Spread(ctx, c, uploads(10, 20, 30), 300*time.Millisecond, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	sizes, err := patterns.Results[int](ctx, g)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(sizes)
+	exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, func(ctx context.Context, c *client.Client) {
+		g, err := patterns.Spread(ctx, c, uploads(10, 20, 30), 300*time.Millisecond, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		sizes, err := patterns.Results[int](ctx, g)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(sizes)
+	})
 	// Output: [10 20 30]
 }
 
@@ -261,31 +206,29 @@ func (Sync) Kind() string { return "example.sync" }
 // A schedule declared in Redis enqueues a Sync every 50 ms, through any
 // coordinator, until it is removed; every process may declare it at boot.
 func ExampleRepeat() {
-	ctx := context.Background()
 	synced := make(chan string, 100)
-	c, stop := exampleFleet(func(w *worker.Worker) {
+	exampleFleet(func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, _ Sync) (struct{}, error) {
 			t, _ := worker.TaskFromContext(ctx)
 			synced <- t.ID
 			return struct{}{}, nil
 		})
-	}, true)
-	defer stop()
-
-	s, err := patterns.Repeat(ctx, c, "sync-catalog", client.Spec{Args: Sync{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}, 50*time.Millisecond)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(s.Name(), "created:", s.Created())
-	for i := 0; i < 2; i++ {
-		id := <-synced // "uploads/r.sync-catalog.<slot Unix ms>"
-		fmt.Println("ran", strings.HasPrefix(id, "uploads/r.sync-catalog."))
-	}
-	removed, err := patterns.RemoveRepeat(ctx, c, s.Name())
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println("removed:", removed)
+	}, func(ctx context.Context, c *client.Client) {
+		s, err := patterns.Repeat(ctx, c, "sync-catalog", client.Spec{Args: Sync{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}, 50*time.Millisecond)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(s.Name(), "created:", s.Created())
+		for i := 0; i < 2; i++ {
+			id := <-synced // "uploads/r.sync-catalog.<slot Unix ms>"
+			fmt.Println("ran", strings.HasPrefix(id, "uploads/r.sync-catalog."))
+		}
+		removed, err := patterns.RemoveRepeat(ctx, c, s.Name())
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("removed:", removed)
+	})
 	// Output:
 	// sync-catalog created: true
 	// ran true
@@ -297,32 +240,30 @@ func ExampleRepeat() {
 // expressions" in the package docs for the syntax). Declaring it again
 // changes nothing.
 func ExampleRepeatCron() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) {
+	exampleFleet(func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, _ Sync) (struct{}, error) { return struct{}{}, nil })
-	}, false)
-	defer stop()
-
-	berlin, err := time.LoadLocation("Europe/Berlin")
-	if err != nil {
-		log.Fatal(err)
-	}
-	spec := client.Spec{Args: Sync{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}
-	for i := 0; i < 2; i++ {
-		s, err := patterns.RepeatCron(ctx, c, "nightly-sync", spec, "30 2 * * MON-FRI", &patterns.CronOpts{Location: berlin})
+	}, func(ctx context.Context, c *client.Client) {
+		berlin, err := time.LoadLocation("Europe/Berlin")
 		if err != nil {
 			log.Fatal(err)
 		}
-		next := s.Next().In(berlin)
-		fmt.Println("created:", s.Created(), "updated:", s.Updated(), "next:", next.Weekday() != time.Saturday && next.Weekday() != time.Sunday, next.Format("15:04"))
-	}
-	infos, err := patterns.Repeats(ctx, c)
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, in := range infos {
-		fmt.Println(in.Name, in.Queue, in.Kind, in.Cron, in.TZ)
-	}
+		spec := client.Spec{Args: Sync{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}
+		for i := 0; i < 2; i++ {
+			s, err := patterns.RepeatCron(ctx, c, "nightly-sync", spec, "30 2 * * MON-FRI", &patterns.CronOpts{Location: berlin})
+			if err != nil {
+				log.Fatal(err)
+			}
+			next := s.Next().In(berlin)
+			fmt.Println("created:", s.Created(), "updated:", s.Updated(), "next:", next.Weekday() != time.Saturday && next.Weekday() != time.Sunday, next.Format("15:04"))
+		}
+		infos, err := patterns.Repeats(ctx, c)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, in := range infos {
+			fmt.Println(in.Name, in.Queue, in.Kind, in.Cron, in.TZ)
+		}
+	})
 	// Output:
 	// created: true updated: false next: true 02:30
 	// created: false updated: false next: true 02:30
@@ -354,55 +295,51 @@ func uploadSpec(bucket string, files []UploadFile) client.Spec {
 // One task per bucket, with that bucket's files in the order they came; the
 // buckets' tasks run concurrently across the fleet.
 func ExamplePartition() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) { worker.Handle(w, uploadAll) }, false)
-	defer stop()
-
-	files := []UploadFile{{"a/1.png", 100}, {"b/2.png", 80}, {"a/3.png", 20}}
-	p, err := patterns.Partition(ctx, c, files, bucketOf, uploadSpec, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	totals, err := patterns.ResultsByKey[int](ctx, p)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(p.Keys(), totals)
+	exampleFleet(func(w *worker.Worker) { worker.Handle(w, uploadAll) }, func(ctx context.Context, c *client.Client) {
+		files := []UploadFile{{"a/1.png", 100}, {"b/2.png", 80}, {"a/3.png", 20}}
+		p, err := patterns.Partition(ctx, c, files, bucketOf, uploadSpec, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		totals, err := patterns.ResultsByKey[int](ctx, p)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(p.Keys(), totals)
+	})
 	// Output: [a b] map[a:120 b:80]
 }
 
 // Producers in any process append files, which accumulate in Redis; a Flush
 // takes everything appended so far and starts one task per bucket.
 func ExamplePartitioner() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) { worker.Handle(w, uploadAll) }, false)
-	defer stop()
-
-	pt, err := patterns.NewPartitioner(c, "uploads", bucketOf, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := pt.Append(ctx, UploadFile{"a/1.png", 100}, UploadFile{"b/2.png", 80}); err != nil {
-		log.Fatal(err)
-	}
-	if err := pt.Append(ctx, UploadFile{"a/3.png", 20}); err != nil { // another producer
-		log.Fatal(err)
-	}
-	n, err := pt.Len(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	p, err := pt.Flush(ctx, uploadSpec, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	totals, err := patterns.ResultsByKey[int](ctx, p)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(n, "items:", totals)
-	again, err := pt.Flush(ctx, uploadSpec, nil)
-	fmt.Println("nothing left:", again == nil, err)
+	exampleFleet(func(w *worker.Worker) { worker.Handle(w, uploadAll) }, func(ctx context.Context, c *client.Client) {
+		pt, err := patterns.NewPartitioner(c, "uploads", bucketOf, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pt.Append(ctx, UploadFile{"a/1.png", 100}, UploadFile{"b/2.png", 80}); err != nil {
+			log.Fatal(err)
+		}
+		if err := pt.Append(ctx, UploadFile{"a/3.png", 20}); err != nil { // another producer
+			log.Fatal(err)
+		}
+		n, err := pt.Len(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		p, err := pt.Flush(ctx, uploadSpec, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		totals, err := patterns.ResultsByKey[int](ctx, p)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(n, "items:", totals)
+		again, err := pt.Flush(ctx, uploadSpec, nil)
+		fmt.Println("nothing left:", again == nil, err)
+	})
 	// Output:
 	// 3 items: map[a:120 b:80]
 	// nothing left: true <nil>
@@ -416,9 +353,8 @@ func (Row) Kind() string { return "example.rows" }
 // Items appended from any process are handled up to MaxSize at a time, by
 // one handler call per batch; each item has a handle of its own.
 func ExampleBatch() {
-	ctx := context.Background()
 	calls := make(chan int, 10)
-	c, stop := exampleFleet(func(w *worker.Worker) {
+	exampleFleet(func(w *worker.Worker) {
 		worker.HandleBatch(w, func(ctx context.Context, rows []Row) ([]int, error) {
 			calls <- len(rows)
 			ids := make([]int, len(rows))
@@ -427,26 +363,25 @@ func ExampleBatch() {
 			}
 			return ids, nil
 		})
-	}, false)
-	defer stop()
-
-	b, err := patterns.NewBatch[Row, int](c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Second, Queue: "uploads"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	// Three items fill the batch: it starts at once.
-	hs, err := b.AppendMany(ctx, []Row{{"ann"}, {"bob"}, {"carla"}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, h := range hs {
-		n, err := client.Result[int](ctx, h)
+	}, func(ctx context.Context, c *client.Client) {
+		b, err := patterns.NewBatch[Row, int](c, &patterns.BatchOpts{MaxSize: 3, MaxWait: time.Second, Queue: "uploads"})
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Print(n, " ")
-	}
-	fmt.Println("in one batch of", <-calls)
+		// Three items fill the batch: it starts at once.
+		hs, err := b.AppendMany(ctx, []Row{{"ann"}, {"bob"}, {"carla"}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, h := range hs {
+			n, err := client.Result[int](ctx, h)
+			if err != nil {
+				log.Fatal(err)
+			}
+			fmt.Print(n, " ")
+		}
+		fmt.Println("in one batch of", <-calls)
+	})
 	// Output: 3 3 5 in one batch of 3
 }
 
@@ -454,89 +389,83 @@ func ExampleBatch() {
 // whether it was registered before or after the end; it reads the
 // members' results.
 func ExampleGroup_ContinueWith() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) {
+	exampleFleet(func(w *worker.Worker) {
 		worker.Handle(w, upload)
 		worker.Handle(w, report)
-	}, false)
-	defer stop()
-
-	g, err := patterns.InvokeAll(ctx, c, uploads(120, 300, 80), 2, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	h, err := g.ContinueWith(ctx, UploadReport{Batch: "b2"}, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	total, err := client.Result[int](ctx, h)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(total)
+	}, func(ctx context.Context, c *client.Client) {
+		g, err := patterns.InvokeAll(ctx, c, uploads(120, 300, 80), 2, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		h, err := g.ContinueWith(ctx, UploadReport{Batch: "b2"}, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		total, err := client.Result[int](ctx, h)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(total)
+	})
 	// Output: 500
 }
 
 // A nested group counts as one member of the outer group: here its join,
 // which sums the nested uploads, is that member.
 func ExampleSub() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) {
+	exampleFleet(func(w *worker.Worker) {
 		worker.Handle(w, upload)
 		worker.Handle(w, report)
-	}, false)
-	defer stop()
-
-	join := &client.Spec{Args: UploadReport{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}
-	specs := append(uploads(120), patterns.Sub(uploads(300, 80), join, nil))
-	g, err := patterns.ForkJoin(ctx, c, specs, join, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	sizes, err := patterns.Results[int](ctx, g)
-	if err != nil {
-		log.Fatal(err)
-	}
-	outer, err := g.Join(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	total, err := client.Result[int](ctx, outer)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(sizes, total)
+	}, func(ctx context.Context, c *client.Client) {
+		join := &client.Spec{Args: UploadReport{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}
+		specs := append(uploads(120), patterns.Sub(uploads(300, 80), join, nil))
+		g, err := patterns.ForkJoin(ctx, c, specs, join, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		sizes, err := patterns.Results[int](ctx, g)
+		if err != nil {
+			log.Fatal(err)
+		}
+		outer, err := g.Join(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		total, err := client.Result[int](ctx, outer)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(sizes, total)
+	})
 	// Output: [120 380] 500
 }
 
 // With FailFast, the first member that fails ends the group: it ends
 // GroupFailed at once, and the members still running are cancelled.
 func ExampleGroupOpts_failFast() {
-	ctx := context.Background()
-	c, stop := exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, false)
-	defer stop()
-
-	specs := []client.Spec{
-		{Args: UploadFile{Path: "slow", Size: 1}, Opts: &client.EnqueueOpts{Queue: "uploads"}},
-		{Args: UploadFile{Path: "broken", Size: -1}, Opts: &client.EnqueueOpts{Queue: "uploads"}},
-	}
-	g, err := patterns.ForkJoin(ctx, c, specs, nil, &patterns.GroupOpts{FailFast: true})
-	if err != nil {
-		log.Fatal(err)
-	}
-	p, err := g.Wait(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(p.State)
-	members, err := g.Members(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	_, err = members[0].Outcome(ctx)
-	fmt.Println("slow:", errors.Is(err, client.ErrCancelled))
-	_, err = members[1].Outcome(ctx)
-	fmt.Println("broken:", errors.Is(err, client.ErrDead))
+	exampleFleet(func(w *worker.Worker) { worker.Handle(w, upload) }, func(ctx context.Context, c *client.Client) {
+		specs := []client.Spec{
+			{Args: UploadFile{Path: "slow", Size: 1}, Opts: &client.EnqueueOpts{Queue: "uploads"}},
+			{Args: UploadFile{Path: "broken", Size: -1}, Opts: &client.EnqueueOpts{Queue: "uploads"}},
+		}
+		g, err := patterns.ForkJoin(ctx, c, specs, nil, &patterns.GroupOpts{FailFast: true})
+		if err != nil {
+			log.Fatal(err)
+		}
+		p, err := g.Wait(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(p.State)
+		members, err := g.Members(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		_, err = members[0].Outcome(ctx)
+		fmt.Println("slow:", errors.Is(err, client.ErrCancelled))
+		_, err = members[1].Outcome(ctx)
+		fmt.Println("broken:", errors.Is(err, client.ErrDead))
+	})
 	// Output:
 	// failed
 	// slow: true
