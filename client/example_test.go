@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/asynctest"
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/worker"
 )
@@ -97,61 +99,41 @@ func (InvoiceArgs) Kind() string { return "invoice" }
 // EnqueueOpts.ID makes an enqueue idempotent: the second call finds the task
 // the first one added, adds nothing, and reports it with Duplicate.
 func ExampleEnqueueOpts_idempotent() {
-	ctx := context.Background()
-
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-
+	// A fleet of the test kit (asynctest) for the example: an embedded
+	// Redis, a worker and a client, stopped once the function returned.
 	var sent atomic.Int32
-	w, err := worker.New(context.Background(), rdb, &worker.Config{BlockTimeout: 50 * time.Millisecond})
-	if err != nil {
-		log.Fatal(err)
-	}
-	worker.Handle(w, func(ctx context.Context, a InvoiceArgs) (struct{}, error) {
-		sent.Add(1)
-		return struct{}{}, nil
+	err := asynctest.Standalone("idempotent", func(t testing.TB) {
+		f := asynctest.NewFleet(t, func(w *worker.Worker) {
+			worker.Handle(w, func(ctx context.Context, a InvoiceArgs) (struct{}, error) {
+				sent.Add(1)
+				return struct{}{}, nil
+			})
+		}, nil)
+		ctx, c := context.Background(), f.Client()
+
+		opts := &client.EnqueueOpts{ID: "invoice-1001"}
+		first, err := c.Enqueue(ctx, InvoiceArgs{Number: 1001}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := c.Enqueue(ctx, InvoiceArgs{Number: 1001}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println(first.ID(), "duplicate:", first.Duplicate())
+		fmt.Println(again.ID(), "duplicate:", again.Duplicate())
+
+		// Both handles name the same task.
+		for _, h := range []*client.Handle{first, again} {
+			if _, err := client.Result[struct{}](ctx, h); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Println("invoices sent:", sent.Load())
 	})
-	if err := w.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := w.Stop(stopCtx); err != nil {
-			log.Print(err)
-		}
-	}()
-
-	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer c.Close()
-
-	opts := &client.EnqueueOpts{ID: "invoice-1001"}
-	first, err := c.Enqueue(ctx, InvoiceArgs{Number: 1001}, opts)
-	if err != nil {
-		log.Fatal(err)
-	}
-	again, err := c.Enqueue(ctx, InvoiceArgs{Number: 1001}, opts)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(first.ID(), "duplicate:", first.Duplicate())
-	fmt.Println(again.ID(), "duplicate:", again.Duplicate())
-
-	// Both handles name the same task.
-	for _, h := range []*client.Handle{first, again} {
-		if _, err := client.Result[struct{}](ctx, h); err != nil {
-			log.Fatal(err)
-		}
-	}
-	fmt.Println("invoices sent:", sent.Load())
 	// Output:
 	// default/invoice-1001 duplicate: false
 	// default/invoice-1001 duplicate: true

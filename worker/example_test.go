@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/asynctest"
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/worker"
 )
@@ -106,63 +108,43 @@ func (SendEmailArgs) Kind() string { return "send_email" }
 // straight to the dead-letter store, where the client can list, retry or
 // purge it.
 func ExamplePermanent() {
-	ctx := context.Background()
+	// A fleet of the test kit (asynctest) for the example: an embedded
+	// Redis, a worker and a client, stopped once the function returned.
+	err := asynctest.Standalone("permanent", func(t testing.TB) {
+		f := asynctest.NewFleet(t, func(w *worker.Worker) {
+			worker.Handle(w, func(ctx context.Context, a SendEmailArgs) (struct{}, error) {
+				if !strings.Contains(a.To, "@") {
+					return struct{}{}, worker.Permanent(fmt.Errorf("no such address %q", a.To))
+				}
+				return struct{}{}, nil
+			})
+		}, nil)
+		ctx, c := context.Background(), f.Client()
 
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-
-	w, err := worker.New(context.Background(), rdb, &worker.Config{BlockTimeout: 50 * time.Millisecond})
-	if err != nil {
-		log.Fatal(err)
-	}
-	worker.Handle(w, func(ctx context.Context, a SendEmailArgs) (struct{}, error) {
-		if !strings.Contains(a.To, "@") {
-			return struct{}{}, worker.Permanent(fmt.Errorf("no such address %q", a.To))
+		h, err := c.Enqueue(ctx, SendEmailArgs{To: "nobody"}, &client.EnqueueOpts{ID: "welcome-nobody", MaxAttempts: 10})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return struct{}{}, nil
+		_, err = h.Outcome(ctx)
+		var te *client.TaskError
+		if errors.As(err, &te) {
+			fmt.Println("dead:", errors.Is(err, client.ErrDead))
+			fmt.Println("state:", te.State, "after attempt", te.Attempt, "of 10")
+			fmt.Println("error:", te.Message)
+		}
+
+		dead, err := c.DeadTasks(ctx, "default", 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range dead {
+			fmt.Println("dead letter:", d.ID, d.Kind)
+		}
+		if err := c.PurgeDead(ctx, h.ID()); err != nil {
+			t.Fatal(err)
+		}
 	})
-	if err := w.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := w.Stop(stopCtx); err != nil {
-			log.Print(err)
-		}
-	}()
-
-	c, err := client.New(context.Background(), rdb, nil)
 	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-
-	h, err := c.Enqueue(ctx, SendEmailArgs{To: "nobody"}, &client.EnqueueOpts{ID: "welcome-nobody", MaxAttempts: 10})
-	if err != nil {
-		log.Fatal(err)
-	}
-	_, err = h.Outcome(ctx)
-	var te *client.TaskError
-	if errors.As(err, &te) {
-		fmt.Println("dead:", errors.Is(err, client.ErrDead))
-		fmt.Println("state:", te.State, "after attempt", te.Attempt, "of 10")
-		fmt.Println("error:", te.Message)
-	}
-
-	dead, err := c.DeadTasks(ctx, "default", 0, 10)
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, d := range dead {
-		fmt.Println("dead letter:", d.ID, d.Kind)
-	}
-	if err := c.PurgeDead(ctx, h.ID()); err != nil {
 		log.Fatal(err)
 	}
 	// Output:
