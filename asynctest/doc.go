@@ -22,7 +22,7 @@
 //	total := asynctest.WaitResult[int](f, h)
 //
 // A ForkJoin with a join and a chain of three continuations takes about
-// 67ms on miniredis, from NewFleet to the end of the cleanup
+// 70ms on miniredis, from NewFleet to the end of the cleanup
 // (BenchmarkFleetForkJoinChain). Options set the number of workers, their
 // configuration (queues, concurrency, middleware...), the client's and the
 // coordinator's; StartWorkers adds workers later, for instance once the
