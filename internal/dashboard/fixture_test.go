@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -73,7 +74,13 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	env := testenv.Redis(t)
 	ctx := context.Background()
-	f := &fixture{env: env, c: testenv.Client(t, env), in: inspect.New(env.RDB),
+	quiet := slog.New(slog.DiscardHandler)
+	c, err := client.New(ctx, env.RDB, &client.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	f := &fixture{env: env, c: c, in: inspect.New(env.RDB),
 		Waiting: testenv.Queue(t) + "-w", Dead: testenv.Queue(t) + "-d"}
 	for n := 1; n <= 2; n++ {
 		if _, err := f.c.Enqueue(ctx, Job{N: n}, &client.EnqueueOpts{Queue: f.Waiting}); err != nil {
@@ -99,7 +106,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 
-	testenv.StartWorker(t, env.RDB, f.Dead, nil, func(w *worker.Worker) {
+	testenv.StartWorker(t, env.RDB, f.Dead, &worker.Config{Logger: quiet}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (Job, error) {
 			if j.Fail {
 				return j, worker.Permanent(errors.New(j.Msg))

@@ -251,18 +251,57 @@ func pretty(raw json.RawMessage, limit int) (out string, cut bool) {
 		b.Reset()
 		b.Write(raw)
 	}
-	s := valid(b.String())
+	s := valid(unescapeHTML(b.String()))
 	if limit > 0 && len(s) > limit {
 		return strings.ToValidUTF8(s[:limit], "") + "\n…", true
 	}
 	return s, false
 }
 
+// unescapeHTML undoes encoding/json's escapes of <, > and & (\u003c,
+// \u003e, \u0026) in JSON text, so that they show as themselves (the
+// template escapes them for HTML). Other escapes are left as they are.
+func unescapeHTML(s string) string {
+	if !strings.Contains(s, `\u00`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if s[i+1] == 'u' && i+6 <= len(s) {
+			switch s[i+2 : i+6] {
+			case "003c":
+				b.WriteByte('<')
+				i += 5
+				continue
+			case "003e":
+				b.WriteByte('>')
+				i += 5
+				continue
+			case "0026":
+				b.WriteByte('&')
+				i += 5
+				continue
+			}
+		}
+		b.WriteString(s[i : i+2]) // an escape pair, kept
+		i++
+	}
+	return b.String()
+}
+
 var funcs = template.FuncMap{
 	"short": func(s string) string { return short(shortLen, s) },
 	"valid": valid,
 	"args": func(raw json.RawMessage) string {
-		return short(argsLen, string(raw))
+		if len(raw) > argsLen*8 {
+			raw = raw[:argsLen*8]
+		}
+		return short(argsLen, unescapeHTML(string(raw)))
 	},
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
