@@ -90,7 +90,7 @@ type pageFunc func(w http.ResponseWriter, r *http.Request) (result, error)
 // page serves a page's HTML.
 func (s *server) page(f pageFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v := s.newView(w, r)
+		v := s.newView(w, r, true)
 		res, err := f(w, r)
 		if err != nil {
 			s.fail(w, r, err)
@@ -133,7 +133,7 @@ type liveJSON struct {
 // api serves a page's JSON twin.
 func (s *server) api(f pageFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v := s.newView(w, r)
+		v := s.newView(w, r, false)
 		res, err := f(w, r)
 		if err != nil {
 			s.failJSON(w, err)
@@ -162,7 +162,9 @@ func (s *server) api(f pageFunc) http.HandlerFunc {
 	}
 }
 
-func (s *server) newView(w http.ResponseWriter, r *http.Request) *view {
+// newView is what every template of the request gets. A page (flash set)
+// takes the flash message, once; a JSON twin leaves it for the page.
+func (s *server) newView(w http.ResponseWriter, r *http.Request, flash bool) *view {
 	// The page's own address, for the actions' way back (its JSON twin
 	// renders the same forms).
 	self := r.URL.Path
@@ -177,7 +179,7 @@ func (s *server) newView(w http.ResponseWriter, r *http.Request) *view {
 	}
 	v := &view{Base: s.base, ReadOnly: s.opts.ReadOnly, Target: s.opts.Target, Now: s.now(), CSRF: s.csrfToken(w, r),
 		Self: s.base + self}
-	if c, err := r.Cookie(flashCookie); err == nil {
+	if c, err := r.Cookie(flashCookie); err == nil && flash {
 		if msg, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
 			m := string(msg)
 			v.FlashErr = strings.HasPrefix(m, "!")
