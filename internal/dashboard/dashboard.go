@@ -149,6 +149,8 @@ func (s *server) routes() {
 	m.HandleFunc("GET /api/task", s.api(s.task))
 	m.HandleFunc("GET /groups", s.page(s.groups))
 	m.HandleFunc("GET /api/groups", s.api(s.groups))
+	m.HandleFunc("GET /group", s.page(s.group))
+	m.HandleFunc("GET /api/group", s.api(s.group))
 	m.HandleFunc("GET /repeats", s.page(s.repeats))
 	m.HandleFunc("GET /api/repeats", s.api(s.repeats))
 	m.HandleFunc("GET /workers", s.page(s.workers))

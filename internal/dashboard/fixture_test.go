@@ -18,6 +18,7 @@ import (
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/testenv"
+	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -47,6 +48,7 @@ var (
 //   - queue Waiting holds 3 waiting tasks (no worker serves it), one of
 //     them with hostile args nested deep, one scheduled an hour later, and
 //     a raw entry with a hostile kind and key;
+//   - a ForkJoin group of 3 members and a join waits in queue Waiting;
 //   - queue Dead is served by a worker whose handler fails: task Hostile
 //     died with a hostile error, task Plain died with "boom".
 type fixture struct {
@@ -59,6 +61,7 @@ type fixture struct {
 	Plain   string // a dead task with a plain error
 	Later   string // the scheduled task
 	Deep    string // the waiting task with hostile args
+	Group   string // a ForkJoin of 3 members and a join, in queue Waiting
 	RawKind string // the kind of the raw entry
 }
 
@@ -98,6 +101,15 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.Later = h.ID()
+	specs := make([]client.Spec, 3)
+	for j := range specs {
+		specs[j] = client.Spec{Args: Job{N: 10 + j}, Opts: &client.EnqueueOpts{Queue: f.Waiting}}
+	}
+	g, err := patterns.ForkJoin(ctx, c, specs, &client.Spec{Args: Job{N: 20}, Opts: &client.EnqueueOpts{Queue: f.Waiting}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Group = g.ID()
 	// A raw entry, as a producer that skips the client's checks could
 	// write: its kind and key are hostile.
 	f.RawKind = hostileScript + hostileAttr + hostileInvalid

@@ -38,7 +38,9 @@ func TestPages(t *testing.T) {
 		{"/queues/" + f.Dead + "?state=dead&kind=dash.job", "boom"},
 		{"/task?id=" + url.QueryEscape(f.Plain), "boom"},
 		{"/task?id=" + url.QueryEscape(f.Deep), "Args"},
-		{"/groups", "Groups"},
+		{"/groups", f.Group},
+		{"/groups?queue=" + f.Waiting, f.Group},
+		{"/group?id=" + url.QueryEscape(f.Group), "pending 3"},
 		{"/repeats", "Repeats"},
 		{"/workers", f.Dead},
 		{"/throttles", "Rate buckets"},
@@ -62,7 +64,7 @@ func TestPages(t *testing.T) {
 		}
 	}
 	// Errors: a bad state, a bad cursor, a bad id.
-	for _, p := range []string{"/queues/" + f.Waiting + "?state=nope", "/queues/" + f.Waiting + "?state=dead&cursor=x", "/task?id=nope", "/queues/bad%20name"} {
+	for _, p := range []string{"/queues/" + f.Waiting + "?state=nope", "/queues/" + f.Waiting + "?state=dead&cursor=x", "/task?id=nope", "/queues/bad%20name", "/group?id=nope"} {
 		if code, _ := get(t, hc, srv.URL+p); code != http.StatusBadRequest {
 			t.Errorf("GET %s: %d, want 400", p, code)
 		}

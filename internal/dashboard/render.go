@@ -37,6 +37,7 @@ var pages = []pageDef{
 	{"queue", []string{"counts", "tasks"}},
 	{"task", []string{"task"}},
 	{"groups", []string{"groups"}},
+	{"group", []string{"group"}},
 	{"repeats", []string{"repeats"}},
 	{"workers", []string{"workers"}},
 	{"throttles", []string{"throttles"}},
@@ -324,8 +325,9 @@ var funcs = template.FuncMap{
 		}
 		return int(part * 100 / whole)
 	},
-	"add": func(a, b int64) int64 { return a + b },
-	"num": func(n int64) string { return group3(n) },
+	"add":   func(a, b int64) int64 { return a + b },
+	"int64": func(n int) int64 { return int64(n) },
+	"num":   func(n int64) string { return group3(n) },
 	"dur": func(d time.Duration) string {
 		if d <= 0 {
 			return "0"
