@@ -235,6 +235,40 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// Without authentication, a request whose Host is not loopback (a page of
+// another site resolved to 127.0.0.1: DNS rebinding) is refused.
+func TestLoopbackHostOnly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	srv, hc := f.server(t, Options{})
+	for host, want := range map[string]int{"evil.example:80": http.StatusForbidden, "evil.example": http.StatusForbidden,
+		"10.0.0.1:8080": http.StatusForbidden, "localhost:8080": http.StatusOK, "127.0.0.1:1": http.StatusOK, "[::1]:8080": http.StatusOK} {
+		req, _ := http.NewRequest("GET", srv.URL+"/workers", nil)
+		req.Host = host
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	// With a token, the Host does not matter (the token does).
+	srv2, _ := f.server(t, Options{Token: "tk"})
+	req, _ := http.NewRequest("GET", srv2.URL+"/workers", nil)
+	req.Host = "dash.example.com"
+	req.Header.Set("Authorization", "Bearer tk")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("with a token and another Host: %d", resp.StatusCode)
+	}
+}
+
 // Mounted under a base path, every link and form stays under it.
 func TestBasePath(t *testing.T) {
 	t.Parallel()
