@@ -44,7 +44,7 @@ func TestFleetRefusesForeignDatabase(t *testing.T) {
 	rdb := rawClient(t, url)
 	ctx := context.Background()
 	const holder = "TestFleetRefusesForeignDatabase"
-	if ok, other, err := store.TakeTestKitLock(ctx, rdb, holder, lockTTL); err != nil || !ok {
+	if ok, other, err := store.TakeTestKitLock(ctx, rdb, keys.TestKitLock, holder, lockTTL); err != nil || !ok {
 		t.Fatalf("take the lock: %v %v (held by %s)", ok, err, other)
 	}
 	if err := rdb.Del(ctx, keys.TestKitMarker).Err(); err != nil {
@@ -53,7 +53,7 @@ func TestFleetRefusesForeignDatabase(t *testing.T) {
 	if err := rdb.Set(ctx, "someone:data", "precious", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.ReleaseTestKitLock(ctx, rdb, holder); err != nil {
+	if err := store.ReleaseTestKitLock(ctx, rdb, keys.TestKitLock, holder); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
