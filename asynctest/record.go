@@ -49,5 +49,17 @@ func (r *recorder) childrenOf(id string) []client.Enqueued {
 }
 
 // Enqueued returns every task the fleet's clients enqueued (or found as
-// duplicates), in order.
+// duplicates), in the order Redis confirmed them.
+//
+// What is recorded: every task added through Fleet.Client or a client of
+// Fleet.NewClient, by any path (see client.Config.EnqueuedHooks): Enqueue,
+// EnqueueMany, continuations (once registered), group members and joins,
+// Partition's tasks, patterns.Batch items, and the tasks handlers enqueue
+// through those clients (with their Parent). Each is recorded once Redis
+// confirmed it, so a call that failed records nothing it did not add.
+// Not recorded: tasks enqueued through a client the fleet did not make,
+// and the tasks of repeat schedules (patterns.Repeat), which a coordinator
+// makes from the schedule's template at each slot, in no client's call:
+// find those with patterns.Repeats (a schedule's Last task id, to give to
+// WaitTask, and its Fired count) or Fleet.Inspector().
 func (f *Fleet) Enqueued() []client.Enqueued { return f.rec.snapshot() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,13 +55,27 @@ type Config struct {
 
 	// EnqueuedHooks are told of each task the client added to Redis, or
 	// found there already (a duplicate id), once Redis confirmed it: by
-	// Enqueue, EnqueueMany, and the patterns that enqueue through the
-	// client (group members and joins, continuations as they are
-	// registered, batch items, repeat templates). A task of a call that
-	// failed is not reported, nor one the call did not add. They run in
-	// order on the goroutine that enqueued, with its ctx, after the call's
-	// write; they must be quick and safe for concurrent use. Package
-	// asynctest records what a test enqueued with one. Defaults to none.
+	// Enqueue, EnqueueMany, Handle.ContinueWith, and the patterns that
+	// enqueue through the client (group members and joins, nested groups'
+	// members, a group's continuations, the tasks of Partition and
+	// Partitioner.Flush, patterns.Batch items). A continuation is told of
+	// once it is registered, as a task that waits.
+	//
+	// Only tasks Redis holds are told of: not those of a call refused
+	// (bad input, an EnqueueHook's error) or whose write failed. A call
+	// made of several writes that failed part way (EnqueueMany across
+	// queues or past 500 tasks, a group whose later step failed) reports
+	// the tasks its successful writes added: they exist and will run.
+	// A repeat schedule's template (patterns.Repeat) is not a task: the
+	// tasks of its slots are made later by a coordinator's script, in no
+	// client's call, and are not told of: patterns.Repeats (a schedule's
+	// Last task and Fired count) and package inspect show them.
+	//
+	// The hooks run in order, on the goroutine that enqueued, with its ctx,
+	// after the call's write and in the order of the call's tasks; they
+	// must be quick and safe for concurrent use. Package asynctest records
+	// what a test enqueued with one. With none set, an enqueue pays one nil
+	// check for them. Defaults to none.
 	EnqueuedHooks []EnqueuedHook
 
 	// TracerProvider makes the OpenTelemetry producer span of each Enqueue
@@ -164,6 +179,11 @@ func (c *Config) validate() error {
 			return fmt.Errorf("client: Config.EnqueueHooks[%d] is nil", i)
 		}
 	}
+	for i, h := range c.EnqueuedHooks {
+		if h == nil {
+			return fmt.Errorf("client: Config.EnqueuedHooks[%d] is nil", i)
+		}
+	}
 	return nil
 }
 
@@ -181,6 +201,30 @@ func enqueueHook(hooks []EnqueueHook) func(context.Context, engine.Args, *engine
 			}
 		}
 		return nil
+	}
+}
+
+// enqueuedHook tells hooks, in order, of a task the engine enqueued; nil
+// for none.
+func enqueuedHook(hooks []EnqueuedHook) func(context.Context, engine.EnqueuedTask) {
+	if len(hooks) == 0 {
+		return nil
+	}
+	hooks = append([]EnqueuedHook(nil), hooks...)
+	return func(ctx context.Context, t engine.EnqueuedTask) {
+		opts := (*EnqueueOpts)(t.Opts)
+		if opts == nil {
+			opts = &EnqueueOpts{Queue: t.Ref.Queue}
+		}
+		for _, h := range hooks {
+			// Each hook its own copy: one may keep or change it.
+			o := *opts
+			o.Meta = maps.Clone(o.Meta)
+			h(ctx, &Enqueued{
+				ID: t.Ref.ID(), Kind: t.Kind, Queue: t.Ref.Queue, Args: t.Args, Opts: &o,
+				Duplicate: t.Ref.Dup, Parent: t.Parent, Continues: t.Continues, Group: t.Group,
+			})
+		}
 	}
 }
 
@@ -217,6 +261,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Client, 
 		Retention:          c.Retention,
 		MaxPayloadBytes:    c.MaxPayloadBytes,
 		Hook:               enqueueHook(c.EnqueueHooks),
+		Enqueued:           enqueuedHook(c.EnqueuedHooks),
 		TracerProvider:     c.TracerProvider,
 	})
 	if err != nil {

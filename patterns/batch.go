@@ -154,7 +154,29 @@ func (b *Batch[In, Out]) Append(ctx context.Context, item In) (*client.Handle, e
 		// failed).
 		return nil, fmt.Errorf("patterns.Batch %s: append: %w", b.kind, err)
 	}
+	if err == nil {
+		b.tell(ctx, []In{item}, []*client.Handle{h})
+	}
 	return h, err
+}
+
+// tell tells the client's enqueued hooks of items, added as hs (in order),
+// on the caller's goroutine.
+func (b *Batch[In, Out]) tell(ctx context.Context, items []In, hs []*client.Handle) {
+	e := engineOf(b.c)
+	if !e.Listening() {
+		return
+	}
+	for i, h := range hs {
+		if h == nil || i >= len(items) {
+			continue
+		}
+		r, err := engine.RefOf(h.ID())
+		if err != nil {
+			continue
+		}
+		e.TellTask(ctx, engine.EnqueuedTask{Ref: r, Kind: b.kind, Args: items[i], Opts: optsOf(b.enqueueOpts())})
+	}
 }
 
 // sendAppends sends one round of Append calls (see internal/combine): one
@@ -200,7 +222,11 @@ func (b *Batch[In, Out]) AppendMany(ctx context.Context, items []In) ([]*client.
 		}
 		raw[i] = p
 	}
-	return b.appendRaw(ctx, raw)
+	hs, err := b.appendRaw(ctx, raw)
+	if err == nil {
+		b.tell(ctx, items, hs)
+	}
+	return hs, err
 }
 
 func (b *Batch[In, Out]) appendRaw(ctx context.Context, raw [][]byte) ([]*client.Handle, error) {

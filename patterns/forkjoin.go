@@ -484,7 +484,8 @@ func keepJoin(ctx context.Context, c *client.Client, ref store.GroupRef) error {
 // JoinOutcomes returns how every member of the group that the running task
 // continues ended, in submission order: call it from the handler of a join
 // (ForkJoin) or of a group's continuation (Group.ContinueWith). The error
-// joins the members' errors.
+// joins the members' errors. In a handler run alone (asynctest.Run with
+// RunOpts.Join) the members' ends are the ones the test gave.
 func JoinOutcomes(ctx context.Context) ([]Outcome, error) {
 	in, ok := engine.TaskOf(ctx)
 	if !ok {
@@ -492,6 +493,9 @@ func JoinOutcomes(ctx context.Context) ([]Outcome, error) {
 	}
 	if !keys.IsGroupID(in.Prev) {
 		return nil, fmt.Errorf("patterns.JoinOutcomes: task %s does not continue a group", in.ID)
+	}
+	if in.Given != nil {
+		return givenOutcomes(in.Given.Members)
 	}
 	if in.Engine == nil {
 		return nil, errors.New("patterns.JoinOutcomes: the worker carries no engine")

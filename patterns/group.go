@@ -321,18 +321,46 @@ func nestedOutcome(ctx context.Context, e *engine.Engine, id string) Outcome {
 	if err != nil {
 		return Outcome{ID: id, Err: err}
 	}
-	switch GroupState(gs.State) {
+	return groupOutcome(id, gs.State, gs.Failed, gs.Members, gs.First)
+}
+
+// groupOutcome is the outcome of the nested group id, in state with failed
+// of its total members not succeeding, the first of them first.
+func groupOutcome(id, state string, failed, total int, first string) Outcome {
+	switch GroupState(state) {
 	case GroupSucceeded:
 		return Outcome{ID: id, State: client.StateSucceeded}
 	case GroupFailed, GroupCancelled:
 		st := client.StateDead
-		if GroupState(gs.State) == GroupCancelled {
+		if GroupState(state) == GroupCancelled {
 			st = client.StateCancelled
 		}
-		return Outcome{ID: id, State: st, Err: &GroupError{ID: id, State: GroupState(gs.State), Failed: gs.Failed, Total: gs.Members, First: gs.First}}
+		return Outcome{ID: id, State: st, Err: &GroupError{ID: id, State: GroupState(state), Failed: failed, Total: total, First: first}}
 	default:
-		return Outcome{ID: id, Err: fmt.Errorf("%s (%s): %w", id, orUnknown(gs.State), ErrUnfinished)}
+		return Outcome{ID: id, Err: fmt.Errorf("%s (%s): %w", id, orUnknown(state), ErrUnfinished)}
 	}
+}
+
+// givenOutcomes is readOutcomes for the members' ends a test gave a join
+// run alone (asynctest.Run): the same outcomes, through the same
+// conversions, and their errors joined.
+func givenOutcomes(ms []engine.GivenMember) ([]Outcome, error) {
+	out := make([]Outcome, len(ms))
+	var errs []error
+	for i, m := range ms {
+		switch {
+		case m.ID == "":
+			out[i] = Outcome{Err: fmt.Errorf("member %d was never added: %w", i, ErrUnfinished)}
+		case m.Group != nil:
+			out[i] = groupOutcome(m.ID, m.Group.State, m.Group.Failed, m.Group.Total, m.Group.First)
+		default:
+			out[i] = taskOutcome(m.ID, m.Task)
+		}
+		if out[i].Err != nil {
+			errs = append(errs, out[i].Err)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // Cancel cancels the group: members not started never start, running ones
@@ -372,15 +400,22 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
 	}
 	eo := o.EnqueueOpts
-	placed, err := engineOf(g.c).EnqueueItems(ctx, []engine.Item{{Args: args, Opts: optsOf(&eo), Hold: true, Prev: g.ID()}})
+	// The continuation is a task once registered: the enqueued hooks are
+	// told of it then.
+	placed, prep, err := engineOf(g.c).EnqueueItemsQuiet(ctx, []engine.Item{{Args: args, Opts: optsOf(&eo), Hold: true, Prev: g.ID()}})
 	if err != nil {
 		return nil, fmt.Errorf("continue %s: %w", g.ID(), err)
 	}
 	p := placed[0]
 	h := handleOf(g.c, p)
 	if p.Dup {
-		if st, err := h.State(ctx); err != nil || st != client.StateWaiting {
+		st, err := h.State(ctx)
+		if err != nil {
 			return h, err
+		}
+		if st != client.StateWaiting {
+			engineOf(g.c).Tell(ctx, prep, placed)
+			return h, nil
 		}
 	}
 	fired, err := store.AddGroupContinuation(ctx, engineOf(g.c).Redis(), g.ref, store.ContSpec(p.Queue, p.Key, o.OnlyOnSuccess))
@@ -393,6 +428,7 @@ func (g *Group) ContinueWith(ctx context.Context, args client.Args, opts *client
 	if err != nil {
 		return nil, err
 	}
+	engineOf(g.c).Tell(ctx, prep, placed)
 	if fired {
 		// Start it now rather than at the next sweep; the registration
 		// stands either way, so a failure is left to that sweep.

@@ -70,7 +70,12 @@ func HandleBatch[In client.Args, Out any](w *Worker, fn func(ctx context.Context
 		panic(fmt.Sprintf("worker.HandleBatch: %v", err))
 	}
 	w.register(kind, func(ctx context.Context, payload []byte) ([]byte, error) {
-		t, _ := taskValueOf(ctx)
+		t, ok := taskValueOf(ctx)
+		if !ok || t.j == nil {
+			// Not a worker's attempt (a handler run alone has no batch in
+			// Redis to read nor to record): asynctest.RunBatch runs fn.
+			return nil, Permanent(fmt.Errorf("worker.HandleBatch %s: ctx is not a worker's attempt", kind))
+		}
 		if _, _, item := keys.BatchOfItem(t.j.key); item || !strings.HasPrefix(t.j.key, keys.BatchKeyPrefix) {
 			return runBatchOfOne(ctx, kind, fn, payload)
 		}

@@ -114,7 +114,8 @@ func TraceContext(ctx context.Context) (traceparent, tracestate string) {
 // Parent returns the outcome of the task a continuation continues (see
 // client.Handle.ContinueWith). ok is false when the handler's task is not a
 // continuation. The outcome is read from Redis at the call; it is there for
-// the parent's retention (24 hours by default).
+// the parent's retention (24 hours by default). In a handler run alone
+// (asynctest.Run with RunOpts.Parent) it is the end the test gave.
 func Parent(ctx context.Context) (p *client.ParentOutcome, ok bool, err error) {
 	t, found := taskValueOf(ctx)
 	if !found || t.prev == "" {
@@ -123,7 +124,7 @@ func Parent(ctx context.Context) (p *client.ParentOutcome, ok bool, err error) {
 	if keys.IsGroupID(t.prev) {
 		return nil, true, fmt.Errorf("worker.Parent: the task continues group %s; read how its members ended with patterns.JoinOutcomes", t.prev)
 	}
-	ts, err := t.w.eng.Ended(ctx, t.prev)
+	ts, err := t.info.PrevEnded(ctx)
 	if err != nil {
 		return nil, true, err
 	}

@@ -58,6 +58,10 @@ type prepared struct {
 	queue  string
 	task   store.NewTask
 	parent string // id of the task whose handler enqueues this one
+
+	// told is what Config.Enqueued is told of the task once it is in
+	// Redis (its Ref set then); nil when no one listens.
+	told *EnqueuedTask
 }
 
 // clockRefresh is how old the client's measure of Redis time may get before
@@ -276,7 +280,43 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 		Partition:   opts.PartitionKey,
 		EnqueuedMs:  enqueuedMs,
 	})
-	return prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent}, nil
+	p := prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent}
+	if e.cfg.Enqueued != nil && !x.template {
+		// The options as sent: the metadata the task carries (inherited
+		// entries too), the trace context it carries.
+		sent := opts
+		sent.Meta = nil
+		if len(metaPairs) > 0 {
+			sent.Meta = make(map[string]string, len(metaPairs)/2)
+			for i := 0; i+1 < len(metaPairs); i += 2 {
+				sent.Meta[metaPairs[i]] = metaPairs[i+1]
+			}
+		}
+		p.told = &EnqueuedTask{Kind: kind, Args: args, Opts: &sent, Parent: parent, Continues: x.prev, Group: x.group}
+	}
+	return p, nil
+}
+
+// tell tells Config.Enqueued of the tasks of ps that refs places (a zero
+// Ref: not added), in order. With no Config.Enqueued it costs one check.
+func (e *Engine) tell(ctx context.Context, ps []prepared, refs []Ref) {
+	if e.cfg.Enqueued == nil {
+		return
+	}
+	if d, ok := ctx.(detached); ok {
+		ctx = d.Context // the caller's values
+	}
+	for i, p := range ps {
+		if i >= len(refs) || refs[i].Key == "" || p.told == nil {
+			continue
+		}
+		t := *p.told
+		t.Ref = refs[i]
+		o := *t.Opts // each report its own copy
+		o.Meta = maps.Clone(o.Meta)
+		t.Opts = &o
+		e.cfg.Enqueued(ctx, t)
+	}
 }
 
 // validTraceParent checks the W3C form version-traceid-parentid-flags.
@@ -312,6 +352,7 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, e
 	if err != nil {
 		return Ref{}, err
 	}
+	e.tell(ctx, []prepared{p}, []Ref{h})
 	if p.parent != "" {
 		if err := e.addKids(ctx, []prepared{p}, []Ref{h}); err != nil {
 			return h, err
@@ -359,6 +400,9 @@ func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err
 		}
 	}
 	hs, err := e.send(ctx, ps)
+	// The tasks of the script calls that succeeded are in Redis, whether
+	// or not others failed.
+	e.tell(ctx, ps, hs)
 	if err != nil {
 		return nil, err
 	}

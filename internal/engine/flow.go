@@ -104,8 +104,12 @@ func (e *Engine) ContinueWith(ctx context.Context, r Ref, args Args, opts *Opts,
 		if err == nil && ns.State == "" {
 			err = fmt.Errorf("task %s: %w", next.ID(), ErrNotFound)
 		}
-		if err != nil || ns.State != StateWaiting {
+		if err != nil {
 			return next, err
+		}
+		if ns.State != StateWaiting {
+			e.tell(ctx, []prepared{p}, []Ref{next})
+			return next, nil
 		}
 	}
 	q := keys.ForQueue(r.Queue)
@@ -120,6 +124,8 @@ func (e *Engine) ContinueWith(ctx context.Context, r Ref, args Args, opts *Opts,
 	if err != nil {
 		return Ref{}, err
 	}
+	// Registered: it is a task now.
+	e.tell(ctx, []prepared{p}, []Ref{next})
 	if p.parent != "" && !next.Dup {
 		// Registered from a handler: the continuation is also that task's
 		// child, so cancelling the task reaches it.

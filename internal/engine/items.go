@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/taskfleet/async/internal/keys"
@@ -35,7 +36,24 @@ type Item struct {
 // Send or SendMembers.
 type Prepared struct {
 	ps []prepared
+
+	// quiet: Send and SendMembers do not tell Config.Enqueued of the
+	// tasks; the caller does, with Tell, once its call succeeded.
+	quiet bool
 }
+
+// Quiet returns p, whose tasks Send and SendMembers add without telling
+// Config.Enqueued: a pattern that adds them as one step of its call tells
+// of them with Tell once the call succeeded (Group.ContinueWith's
+// continuation is a task only once it is registered).
+func (p Prepared) Quiet() Prepared {
+	p.quiet = true
+	return p
+}
+
+// Tell tells Config.Enqueued of p's tasks that refs places (as Send or
+// SendMembers returned them), in order.
+func (e *Engine) Tell(ctx context.Context, p Prepared, refs []Ref) { e.tell(ctx, p.ps, refs) }
 
 // Len is the number of tasks in p.
 func (p Prepared) Len() int { return len(p.ps) }
@@ -48,6 +66,18 @@ func (e *Engine) EnqueueItems(ctx context.Context, items []Item) ([]Ref, error) 
 		return nil, err
 	}
 	return e.Send(ctx, p)
+}
+
+// EnqueueItemsQuiet is EnqueueItems without telling Config.Enqueued; it
+// returns the Prepared to Tell of later.
+func (e *Engine) EnqueueItemsQuiet(ctx context.Context, items []Item) ([]Ref, Prepared, error) {
+	p, err := e.PrepareItems(ctx, items)
+	if err != nil {
+		return nil, Prepared{}, err
+	}
+	p = p.Quiet()
+	refs, err := e.Send(ctx, p)
+	return refs, p, err
 }
 
 // Watch registers interest in messages equal to key on channel, once
@@ -107,6 +137,9 @@ func (e *Engine) Send(ctx context.Context, p Prepared) ([]Ref, error) {
 		return nil, nil
 	}
 	hs, err := e.send(ctx, ps)
+	if !p.quiet {
+		e.tell(ctx, ps, hs) // those added, even when some calls failed
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -146,37 +179,59 @@ func (e *Engine) SendMembers(ctx context.Context, p Prepared, group string, indi
 		}
 		calls = append(calls, &batchCall{q: q, idx: idx, n: n, call: store.MembersCall(ref, n, indices[start:end], envs)})
 	}
-	if err := e.runCalls(ctx, calls); err != nil {
-		return nil, err
-	}
+	runErr := e.runCalls(ctx, calls)
 	out := make([]Ref, len(ps))
-	for _, bc := range calls {
-		ids, ended, err := bc.call.Members()
-		if err != nil {
-			return nil, fmt.Errorf("enqueue members of %s: %w", group, err)
+	err = func() error {
+		if runErr != nil {
+			// The calls that succeeded added their members: fill their
+			// Refs so that they are told of.
+			for _, bc := range calls {
+				if bc.call.Err() != nil {
+					continue
+				}
+				if ids, ended, err := bc.call.Members(); err == nil && ended == "" && len(ids) == len(bc.idx) {
+					for j, i := range bc.idx {
+						out[i] = Ref{Queue: q.Name, Key: ids[j]}
+					}
+				}
+			}
+			return runErr
 		}
-		if ended != "" {
-			return nil, fmt.Errorf("enqueue members of %s: it ended %s: %w", group, ended, ErrGroupEnded)
-		}
-		if len(ids) == 0 {
-			// Enqueued by an earlier call: its record says where.
-			rec, err := store.ChunkRecord(ctx, e.rdb, ref, bc.n)
+		for _, bc := range calls {
+			ids, ended, err := bc.call.Members()
 			if err != nil {
-				return nil, fmt.Errorf("enqueue members of %s: read chunk record: %w", group, err)
+				return fmt.Errorf("enqueue members of %s: %w", group, err)
 			}
-			names := make([]string, indices[bc.idx[len(bc.idx)-1]]+1)
-			if err := store.ParseChunk(rec, q.Name, names); err != nil {
-				return nil, err
+			if ended != "" {
+				return fmt.Errorf("enqueue members of %s: it ended %s: %w", group, ended, ErrGroupEnded)
 			}
-			for _, i := range bc.idx {
-				_, key, _ := keys.SplitTaskID(names[indices[i]])
-				out[i] = Ref{Queue: q.Name, Key: key, Dup: true}
+			if len(ids) == 0 {
+				// Enqueued by an earlier call: its record says where.
+				rec, err := store.ChunkRecord(ctx, e.rdb, ref, bc.n)
+				if err != nil {
+					return fmt.Errorf("enqueue members of %s: read chunk record: %w", group, err)
+				}
+				names := make([]string, indices[bc.idx[len(bc.idx)-1]]+1)
+				if err := store.ParseChunk(rec, q.Name, names); err != nil {
+					return err
+				}
+				for _, i := range bc.idx {
+					_, key, _ := keys.SplitTaskID(names[indices[i]])
+					out[i] = Ref{Queue: q.Name, Key: key, Dup: true}
+				}
+				continue
 			}
-			continue
+			for j, i := range bc.idx {
+				out[i] = Ref{Queue: q.Name, Key: ids[j]}
+			}
 		}
-		for j, i := range bc.idx {
-			out[i] = Ref{Queue: q.Name, Key: ids[j]}
-		}
+		return nil
+	}()
+	if !p.quiet {
+		e.tell(ctx, ps, out)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if ps[0].parent != "" {
 		if err := e.addKids(ctx, ps, out); err != nil {
@@ -225,3 +280,33 @@ func (e *Engine) Template(ctx context.Context, args Args, opts *Opts, key string
 type detached struct{ context.Context }
 
 func (detached) Value(any) any { return nil }
+
+// Listening reports whether Config.Enqueued is set: a pattern that adds
+// tasks through its own scripts (patterns.Batch's items) builds what it
+// tells of only then.
+func (e *Engine) Listening() bool { return e.cfg.Enqueued != nil }
+
+// TellTask tells Config.Enqueued of t, a task a pattern added through its
+// own script; t.Opts gets its defaults (queue, attempts, retention). It is
+// for a caller that checked Listening.
+func (e *Engine) TellTask(ctx context.Context, t EnqueuedTask) {
+	if e.cfg.Enqueued == nil {
+		return
+	}
+	var o Opts
+	if t.Opts != nil {
+		o = *t.Opts
+		o.Meta = maps.Clone(o.Meta)
+	}
+	if o.Queue == "" {
+		o.Queue = e.cfg.DefaultQueue
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = e.cfg.DefaultMaxAttempts
+	}
+	if o.Retention == 0 {
+		o.Retention = e.cfg.Retention
+	}
+	t.Opts = &o
+	e.cfg.Enqueued(ctx, t)
+}

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/taskfleet/async/internal/store"
 )
@@ -53,7 +55,8 @@ type GivenGroup struct {
 	First  string
 }
 
-// HandlerTask is what package worker's Task holds, for HandlerContext.
+// HandlerTask is what package worker's Task holds, for HandlerContext, and
+// the limits a worker puts on an attempt's ctx.
 type HandlerTask struct {
 	ID           string
 	Queue        string
@@ -62,13 +65,72 @@ type HandlerTask struct {
 	MaxAttempts  int
 	Deliveries   int
 	PartitionKey string
+
+	// Deadline is the task's deadline in local time (in.DeadlineMs is
+	// the same instant in Redis time); zero for none.
+	Deadline time.Time
+	// Timeout is the attempt's timeout; 0 for none.
+	Timeout time.Duration
 }
 
 // HandlerContext, set by package worker at init, returns ctx as a
 // handler's ctx for the task t, whose inherited part is in (worker's
 // TaskFromContext, Meta, TraceContext, Parent and patterns' JoinOutcomes
-// answer from them): for package asynctest, which runs handlers alone.
-var HandlerContext func(ctx context.Context, t HandlerTask, in *TaskInfo) context.Context
+// answer from them), ending at t.Deadline and after t.Timeout as a
+// worker's does, and the function that releases it (call it once the
+// handler returned): for package asynctest, which runs handlers alone.
+var HandlerContext func(ctx context.Context, t HandlerTask, in *TaskInfo) (context.Context, context.CancelFunc)
+
+// PrevEnded returns how the task in continues (Prev) ended: from Given in
+// a handler run alone, else from Redis through in.Engine. Either way it is
+// an error when that task is unknown or has not ended.
+func (in *TaskInfo) PrevEnded(ctx context.Context) (store.TaskState, error) {
+	if in.Given == nil {
+		if in.Engine == nil {
+			return store.TaskState{}, fmt.Errorf("task %s: the handler's ctx carries no engine to read it", in.Prev)
+		}
+		return in.Engine.Ended(ctx, in.Prev)
+	}
+	ts := in.Given.Parent
+	switch {
+	case ts == nil || ts.State == "":
+		return store.TaskState{}, fmt.Errorf("task %s: %w", in.Prev, ErrNotFound)
+	case !Final(ts.State):
+		return store.TaskState{}, fmt.Errorf("task %s has not ended (%s)", in.Prev, ts.State)
+	}
+	return *ts, nil
+}
+
+// DefaultMaxAttempts is the MaxAttempts of a task enqueued without one.
+func (e *Engine) DefaultMaxAttempts() int { return e.cfg.DefaultMaxAttempts }
+
+// RedisMs returns the local time t in Redis time, Unix ms, as an enqueue
+// converts a task's deadline (the clock refreshed if it is old).
+func (e *Engine) RedisMs(ctx context.Context, t time.Time) int64 {
+	e.clock.Refresh(ctx, e.rdb, clockRefresh)
+	return e.clock.ToRedis(t).UnixMilli()
+}
+
+// CheckInherited checks the metadata and trace context of a task as an
+// enqueue does (EnqueueOpts.Meta, TraceParent, TraceState); the errors
+// name the field.
+func CheckInherited(meta map[string]string, traceParent, traceState string) error {
+	if len(meta) > maxMetaEntries {
+		return fmt.Errorf("Meta has %d entries, limit %d", len(meta), maxMetaEntries)
+	}
+	for k, v := range meta {
+		if k == "" || len(k) > maxMetaKey || len(v) > maxMetaValue {
+			return fmt.Errorf("Meta entry %.40q: keys must be 1 to %d bytes, values at most %d", k, maxMetaKey, maxMetaValue)
+		}
+	}
+	if traceParent != "" && !validTraceParent(traceParent) {
+		return fmt.Errorf("TraceParent %.64q is not a W3C traceparent (version-traceid-parentid-flags in lower-case hex, 55 bytes)", traceParent)
+	}
+	if len(traceState) > maxTraceState {
+		return fmt.Errorf("TraceState is %d bytes, limit %d", len(traceState), maxTraceState)
+	}
+	return nil
+}
 
 // Running is what a handler's ctx carries: the worker's view of the task,
 // which knows its TaskInfo.

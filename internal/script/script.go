@@ -187,8 +187,23 @@ var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward,
 
 // Load loads every script into the server's script cache, so that EVALSHA
 // inside pipelines finds them (go-redis does not fall back to EVAL there).
+// It first asks which are there already (one SCRIPT EXISTS; on a cluster,
+// go-redis asks every master and a script counts only when all have it) and
+// loads only the others: every process of a fleet calls Load as it starts,
+// and the server compiles each script it is sent again.
 func Load(ctx context.Context, rdb redis.Scripter) error {
-	for _, s := range all {
+	shas := make([]string, len(all))
+	for i, s := range all {
+		shas[i] = s.Hash()
+	}
+	have, err := rdb.ScriptExists(ctx, shas...).Result()
+	if err != nil || len(have) != len(all) {
+		have = nil // load them all
+	}
+	for i, s := range all {
+		if have != nil && have[i] {
+			continue
+		}
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua scripts: %w", err)
 		}
