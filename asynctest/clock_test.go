@@ -87,7 +87,7 @@ func TestAdvanceDelayAndTTL(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	f := NewFleet(t, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Flaky) (int, error) { return a.N, nil })
-	}, &Options{Clock: t0, NoCoordinator: true})
+	}, &Options{Clock: t0, NoCoordinator: true, Embedded: true})
 	ctx := context.Background()
 	h, err := f.Client().Enqueue(ctx, Flaky{N: 5}, &client.EnqueueOpts{Delay: 24 * time.Hour})
 	if err != nil {
