@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -34,7 +36,7 @@ func TestRepeatHourlyThreeSlots(t *testing.T) {
 			mu.Unlock()
 			return tk.ID, nil
 		})
-	}, &Options{Clock: t0, Workers: 2})
+	}, &Options{Clock: t0, Workers: 2, Embedded: true})
 	ctx := context.Background()
 	if now := f.Now(); !now.Equal(t0) {
 		t.Fatalf("Redis' time %v, want the stopped clock's %v", now, t0)
@@ -106,5 +108,22 @@ func TestAdvanceDelayAndTTL(t *testing.T) {
 	}
 	if n, err := f.Redis().Exists(ctx, "ttl-probe").Result(); err != nil || n != 0 {
 		t.Errorf("a key with a 2h TTL exists after 24h: %d, %v", n, err)
+	}
+}
+
+// On a real Redis (here a URL to a miniredis, which the kit treats as
+// one), Options.Clock and Advance skip the test, saying why.
+func TestClockSkipsOnRealRedis(t *testing.T) {
+	t.Parallel()
+	url := "redis://" + miniredis.RunT(t).Addr() + "/0"
+	for name, body := range map[string]func(tb testing.TB){
+		"Clock":   func(tb testing.TB) { NewFleet(tb, nil, &Options{redisURL: url, Clock: time.Now()}) },
+		"Advance": func(tb testing.TB) { NewFleet(tb, nil, &Options{redisURL: url}).Advance(time.Hour) },
+	} {
+		tb := newFakeTB(t, name)
+		tb.run(body)
+		if !tb.skipped || len(tb.failures()) != 0 {
+			t.Errorf("%s: skipped %v, failures %q; want skipped", name, tb.skipped, tb.failures())
+		}
 	}
 }
