@@ -38,9 +38,10 @@ func (f *Fleet) Now() time.Time {
 // What Redis decides is exact: retries' backoffs and repeat slots fall due
 // at the jump that reaches them. A client, though, counts a Delay from its
 // estimate of Redis' time, which moves on with the real clock while Redis'
-// stands still: a task enqueued with Delay d is due some milliseconds
-// after an Advance(d) reaches, so advance a little past it (d +
-// time.Second). EnqueueOpts.ProcessAt and Deadline are times of the
+// stands still: a task enqueued with Delay d is due after what an
+// Advance(d) reaches, by the real time elapsed since the client last read
+// Redis' clock (at its start, or a minute ago at most), so advance past
+// it by that much (d + time.Minute). EnqueueOpts.ProcessAt and Deadline are times of the
 // caller's clock, converted to Redis' by the client's measured offset:
 // with Options.Clock far from the real time, express them as delays.
 func (f *Fleet) Advance(d time.Duration) time.Time {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -34,7 +36,7 @@ func TestRepeatHourlyThreeSlots(t *testing.T) {
 			mu.Unlock()
 			return tk.ID, nil
 		})
-	}, &Options{Clock: t0, Workers: 2})
+	}, &Options{Clock: t0, Workers: 2, Embedded: true})
 	ctx := context.Background()
 	if now := f.Now(); !now.Equal(t0) {
 		t.Fatalf("Redis' time %v, want the stopped clock's %v", now, t0)
@@ -81,13 +83,13 @@ func TestRepeatHourlyThreeSlots(t *testing.T) {
 // Advance makes a delayed task due (here without a coordinator of the
 // fleet), and moves TTLs with the clock. The client counts a Delay from its
 // estimate of Redis' time, which moves on with the real clock while Redis'
-// stands still: the last jump goes a second past the delay.
+// stands still: the last jump goes a minute past the delay.
 func TestAdvanceDelayAndTTL(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	f := NewFleet(t, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a Flaky) (int, error) { return a.N, nil })
-	}, &Options{Clock: t0, NoCoordinator: true})
+	}, &Options{Clock: t0, NoCoordinator: true, Embedded: true})
 	ctx := context.Background()
 	h, err := f.Client().Enqueue(ctx, Flaky{N: 5}, &client.EnqueueOpts{Delay: 24 * time.Hour})
 	if err != nil {
@@ -100,11 +102,28 @@ func TestAdvanceDelayAndTTL(t *testing.T) {
 	if st, err := h.State(ctx); err != nil || st != client.StateScheduled {
 		t.Fatalf("after an hour: %q, %v; want scheduled", st, err)
 	}
-	f.Advance(23*time.Hour + time.Second)
+	f.Advance(23*time.Hour + time.Minute)
 	if n, err := result[int](t, f, h); err != nil || n != 5 {
 		t.Fatalf("result %d, %v", n, err)
 	}
 	if n, err := f.Redis().Exists(ctx, "ttl-probe").Result(); err != nil || n != 0 {
 		t.Errorf("a key with a 2h TTL exists after 24h: %d, %v", n, err)
+	}
+}
+
+// On a real Redis (here a URL to a miniredis, which the kit treats as
+// one), Options.Clock and Advance skip the test, saying why.
+func TestClockSkipsOnRealRedis(t *testing.T) {
+	t.Parallel()
+	url := "redis://" + miniredis.RunT(t).Addr() + "/0"
+	for name, body := range map[string]func(tb testing.TB){
+		"Clock":   func(tb testing.TB) { NewFleet(tb, nil, &Options{redisURL: url, Clock: time.Now()}) },
+		"Advance": func(tb testing.TB) { NewFleet(tb, nil, &Options{redisURL: url}).Advance(time.Hour) },
+	} {
+		tb := newFakeTB(t, name)
+		tb.run(body)
+		if !tb.skipped || len(tb.failures()) != 0 {
+			t.Errorf("%s: skipped %v, failures %q; want skipped", name, tb.skipped, tb.failures())
+		}
 	}
 }

@@ -34,24 +34,39 @@ import (
 // time on a real Redis.
 const EnvRedisURL = "ASYNCTEST_REDIS_URL"
 
-// The kit's test timings, for the fields of Options.Worker and
-// Options.Coordinator left zero (see the package doc).
+// The kit's test timings, given to the fields of Options.Worker and
+// Options.Coordinator left zero. With them a round trip (enqueue, run,
+// result) takes a few milliseconds, and a fleet stops in about one
+// TestBlockTimeout:
+//
+//   - worker BlockTimeout: TestBlockTimeout (10ms). A read waiting for new
+//     tasks returns as soon as one arrives; the timeout only bounds how
+//     long a stopping worker waits for its last read.
+//   - worker Lease: TestLease (2s). Heartbeats go every 500ms; a worker
+//     that stops heartbeating loses its tasks to the others 2s after its
+//     last heartbeat, and LoseWorker's within 500ms and a read.
+//   - worker Backoff: TestBackoff (none). A failed attempt is retried at
+//     once.
+//   - worker Name: "asynctest-1", "asynctest-2"... in the order the
+//     fleet's workers start (always set by the fleet).
+//   - coordinator MaxSleep: TestMaxSleep (100ms).
+//
+// Everything else keeps the library's defaults (Concurrency 100, one queue
+// "default", ...). Logs of warnings and errors go to the test's log.
 const (
-	// TestBlockTimeout is the workers' BlockTimeout: how long a read waits
-	// for new tasks, which bounds how long stopping a worker takes.
+	// TestBlockTimeout is the workers' BlockTimeout.
 	TestBlockTimeout = 10 * time.Millisecond
-	// TestLease is the workers' Lease: a task of a lost worker is taken
-	// over by another within TestLease/4 plus a read (LoseWorker), or
-	// TestLease after its last heartbeat otherwise.
+	// TestLease is the workers' Lease.
 	TestLease = 2 * time.Second
 	// TestMaxSleep is the coordinator's MaxSleep.
 	TestMaxSleep = 100 * time.Millisecond
 )
 
 // TestBackoff is the workers' Backoff: no delay. A failed attempt's retry
-// is scheduled for now, and the worker that recorded the failure moves it
-// into its stream at once (it wakes its own forwarder): the next attempt
-// runs within a read, on any worker of the queue.
+// is scheduled (in Redis' time) for now, and the worker that recorded the
+// failure moves it into its queue's stream at once (it wakes its own
+// forwarder, coordinator or not): the next attempt runs within a read, on
+// any worker of the queue, even with a stopped clock.
 func TestBackoff(int) time.Duration { return 0 }
 
 // Options shape a Fleet. The zero value (or nil) gives one worker serving
@@ -81,6 +96,10 @@ type Options struct {
 	// WaitTimeout bounds every wait of the kit (WaitTask, WaitGroup...).
 	// Defaults to 10s.
 	WaitTimeout time.Duration
+	// Embedded keeps the fleet on an embedded miniredis even when
+	// EnvRedisURL is set: for a test that moves the clock (Advance,
+	// Clock), which a real Redis cannot do.
+	Embedded bool
 
 	// For the kit's own tests: the Redis URL instead of EnvRedisURL, and
 	// a hook told when the database's lock is held by another fleet.
@@ -183,7 +202,7 @@ func (f *Fleet) start(ctx context.Context) {
 	t := f.t
 	t.Helper()
 	url := f.opts.redisURL
-	if url == "" {
+	if url == "" && !f.opts.Embedded {
 		url = os.Getenv(EnvRedisURL)
 	}
 	if url != "" {

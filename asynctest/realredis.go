@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -42,7 +43,7 @@ func (f *Fleet) ownDB(ctx context.Context) *ownership {
 	deadline := time.Now().Add(lockWait)
 	told := ""
 	for {
-		ok, other, err := store.TakeTestKitLock(ctx, o.rdb, o.holder, lockTTL)
+		ok, other, err := store.TakeTestKitLock(ctx, o.rdb, keys.TestKitLock, o.holder, lockTTL)
 		if err != nil {
 			t.Fatalf("asynctest: %s: %v", where, err)
 		}
@@ -61,7 +62,7 @@ func (f *Fleet) ownDB(ctx context.Context) *ownership {
 		time.Sleep(20 * time.Millisecond) // polls another process' lock
 	}
 	if err := store.ClaimTestKitDB(ctx, o.rdb); err != nil {
-		_ = store.ReleaseTestKitLock(ctx, o.rdb, o.holder)
+		_ = store.ReleaseTestKitLock(ctx, o.rdb, keys.TestKitLock, o.holder)
 		if errors.Is(err, store.ErrForeignData) {
 			t.Fatalf("asynctest: refusing %s named by %s: %v; the kit empties the database it runs in, so give it one of its own (an empty one)", where, EnvRedisURL, err)
 		}
@@ -83,7 +84,7 @@ func (o *ownership) renew(f *Fleet) {
 		case <-tk.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), lockRenew)
-		ok, other, err := store.TakeTestKitLock(ctx, o.rdb, o.holder, lockTTL)
+		ok, other, err := store.TakeTestKitLock(ctx, o.rdb, keys.TestKitLock, o.holder, lockTTL)
 		cancel()
 		if err == nil && !ok && other != "" {
 			f.t.Errorf("asynctest: the fleet lost its database to %s (the lock expired: was the process stopped for %v?)", other, lockTTL)
@@ -98,7 +99,7 @@ func (o *ownership) release(f *Fleet) {
 	<-o.done
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := store.ReleaseTestKitLock(ctx, o.rdb, o.holder); err != nil {
+	if err := store.ReleaseTestKitLock(ctx, o.rdb, keys.TestKitLock, o.holder); err != nil {
 		f.t.Errorf("asynctest: %v", err)
 	}
 }

@@ -44,7 +44,7 @@ func TestFleetRefusesForeignDatabase(t *testing.T) {
 	rdb := rawClient(t, url)
 	ctx := context.Background()
 	const holder = "TestFleetRefusesForeignDatabase"
-	if ok, other, err := store.TakeTestKitLock(ctx, rdb, holder, lockTTL); err != nil || !ok {
+	if ok, other, err := store.TakeTestKitLock(ctx, rdb, keys.TestKitLock, holder, lockTTL); err != nil || !ok {
 		t.Fatalf("take the lock: %v %v (held by %s)", ok, err, other)
 	}
 	if err := rdb.Del(ctx, keys.TestKitMarker).Err(); err != nil {
@@ -53,7 +53,7 @@ func TestFleetRefusesForeignDatabase(t *testing.T) {
 	if err := rdb.Set(ctx, "someone:data", "precious", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.ReleaseTestKitLock(ctx, rdb, holder); err != nil {
+	if err := store.ReleaseTestKitLock(ctx, rdb, keys.TestKitLock, holder); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -77,7 +77,10 @@ func TestFleetRefusesForeignDatabase(t *testing.T) {
 }
 
 // Two fleets on one database: the second waits for the first's lock, and
-// starts on an emptied database once the first released it.
+// starts on an emptied database once the first released it. (Each runs
+// under a fakeTB of its own, the second on a goroutine: parallel subtests
+// would wait for a free slot of -parallel, held by the tests waiting for
+// the database.)
 func TestFleetsShareDatabaseInTurn(t *testing.T) {
 	t.Parallel()
 	url := ownedURL(t)
@@ -88,39 +91,48 @@ func TestFleetsShareDatabaseInTurn(t *testing.T) {
 		events = append(events, s)
 		mu.Unlock()
 	}
-	firstUp := make(chan string)       // the first fleet's id, once it owns the database
-	secondWaits := make(chan string, 1) // the holder the second found
-	t.Run("group", func(t *testing.T) {
-		t.Run("first", func(t *testing.T) {
-			t.Parallel()
-			f := NewFleet(t, nil, &Options{redisURL: url})
-			event("first owns")
-			if err := f.Redis().Set(context.Background(), "first:key", "1", 0).Err(); err != nil {
-				t.Fatal(err)
+	firstUp := make(chan string, 1)       // the first fleet's id, once it owns the database
+	secondWaits := make(chan struct{}, 1) // the second found the first's lock
+	first, second := newFakeTB(t, "first"), newFakeTB(t, "second")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		second.run(func(tb testing.TB) {
+			id, ok := <-firstUp
+			if !ok {
+				return
 			}
-			firstUp <- f.id
-			<-secondWaits
-			if n, _ := f.Redis().Exists(context.Background(), "first:key").Result(); n != 1 {
-				t.Error("the first fleet's key is gone while it owns the database")
-			}
-			event("first ends")
-		})
-		t.Run("second", func(t *testing.T) {
-			t.Parallel()
-			first := <-firstUp
-			f := NewFleet(t, nil, &Options{redisURL: url, onLockWait: func(holder string) {
+			f := NewFleet(tb, nil, &Options{redisURL: url, onLockWait: func(holder string) {
 				// (On a real Redis, other tests' fleets take turns too.)
-				if strings.HasPrefix(holder, first+" ") {
+				if strings.HasPrefix(holder, id+" ") {
 					event("second waits")
-					secondWaits <- holder
+					secondWaits <- struct{}{}
 				}
 			}})
 			event("second owns")
 			if n, _ := f.Redis().Exists(context.Background(), "first:key").Result(); n != 0 {
-				t.Error("the second fleet found the first's key: the database was not emptied")
+				tb.Error("the second fleet found the first's key: the database was not emptied")
 			}
 		})
+	}()
+	first.run(func(tb testing.TB) {
+		defer close(firstUp)
+		f := NewFleet(tb, nil, &Options{redisURL: url})
+		event("first owns")
+		if err := f.Redis().Set(context.Background(), "first:key", "1", 0).Err(); err != nil {
+			tb.Fatal(err)
+		}
+		firstUp <- f.id
+		<-secondWaits
+		if n, _ := f.Redis().Exists(context.Background(), "first:key").Result(); n != 1 {
+			tb.Error("the first fleet's key is gone while it owns the database")
+		}
+		event("first ends")
 	})
+	<-done
+	if errs := append(first.failures(), second.failures()...); len(errs) > 0 {
+		t.Errorf("failures: %q", errs)
+	}
 	if got := fmt.Sprint(events); got != "[first owns second waits first ends second owns]" {
 		t.Errorf("events %s", got)
 	}

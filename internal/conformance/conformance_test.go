@@ -536,5 +536,6 @@ func TestResendConformance(t *testing.T) {
 	rows = append(rows, batchRows()...)
 	rows = append(rows, limitRows()...)
 	rows = append(rows, inspectRows()...)
+	rows = append(rows, testkitRows()...)
 	RunTable(t, rows)
 }

@@ -26,18 +26,19 @@ func LapseLeases(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer
 	return ids, nil
 }
 
-// TakeTestKitLock takes the test kit's lock of the database for holder,
-// for ttl, or renews it when holder holds it; it returns the holder found
-// when another one holds it.
-func TakeTestKitLock(ctx context.Context, rdb redis.Cmdable, holder string, ttl time.Duration) (ok bool, other string, err error) {
-	set, err := rdb.SetNX(ctx, keys.TestKitLock, holder, ttl).Result()
+// TakeTestKitLock takes the test kit's lock of the database (key,
+// keys.TestKitLock) for holder, for ttl, or renews it when holder holds it;
+// it returns the holder found when another one holds it. A resend finds
+// the lock its first run took, and renews it.
+func TakeTestKitLock(ctx context.Context, rdb redis.Cmdable, key, holder string, ttl time.Duration) (ok bool, other string, err error) {
+	set, err := rdb.SetNX(ctx, key, holder, ttl).Result()
 	if err != nil {
 		return false, "", fmt.Errorf("take the test kit's lock: %w", err)
 	}
 	if set {
 		return true, holder, nil
 	}
-	cur, err := rdb.Get(ctx, keys.TestKitLock).Result()
+	cur, err := rdb.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, "", nil // it just expired: try again
 	}
@@ -48,15 +49,15 @@ func TakeTestKitLock(ctx context.Context, rdb redis.Cmdable, holder string, ttl 
 		return false, cur, nil
 	}
 	// Ours (a resend of the SET NX, or a renewal).
-	if err := rdb.PExpire(ctx, keys.TestKitLock, ttl).Err(); err != nil {
+	if err := rdb.PExpire(ctx, key, ttl).Err(); err != nil {
 		return false, "", fmt.Errorf("renew the test kit's lock: %w", err)
 	}
 	return true, holder, nil
 }
 
-// ReleaseTestKitLock deletes the test kit's lock if holder holds it.
-func ReleaseTestKitLock(ctx context.Context, rdb redis.Scripter, holder string) error {
-	if err := script.CompareDel.Run(ctx, rdb, []string{keys.TestKitLock}, holder).Err(); err != nil {
+// ReleaseTestKitLock deletes the test kit's lock (key) if holder holds it.
+func ReleaseTestKitLock(ctx context.Context, rdb redis.Scripter, key, holder string) error {
+	if err := script.CompareDel.Run(ctx, rdb, []string{key}, holder).Err(); err != nil {
 		return fmt.Errorf("release the test kit's lock: %w", err)
 	}
 	return nil

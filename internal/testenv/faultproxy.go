@@ -212,6 +212,7 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"groupcancel": script.GroupCancel,
 		"groupenq":    script.GroupEnq,
 		"adopt":       script.Adopt,
+		"leaselapse":  script.LeaseLapse,
 		"claim":       script.Claim,
 		"repmove":     script.RepMove,
 		"jointtl":     script.JoinTTL,
