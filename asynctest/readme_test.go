@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,17 +18,26 @@ import (
 )
 
 // The code blocks of README "Testing your code", each as it is there (the
-// README elides the imports): TestReadmeBlocksAreHere checks that every Go
-// block of the section is in this file, word for word, so what the README
-// shows compiles and passes. The types' names differ from block to block
+// README elides the imports), but for those of readme_fleet_test.go:
+// TestReadmeBlocksAreHere checks that every Go block of the section is in
+// one of the two files, word for word, so what the README shows compiles
+// and passes. The types' names differ from block to block
 // (they share this package).
+
+// readmeTestFiles hold the README's examples: this file, and
+// readme_fleet_test.go (the fleet, Repeat, FailNext examples).
+var readmeTestFiles = []string{"readme_test.go", "readme_fleet_test.go"}
 
 // TestReadmeBlocksAreHere fails when a Go block of README "Testing your
 // code" is not in this file as it is written there.
 func TestReadmeBlocksAreHere(t *testing.T) {
-	src, err := os.ReadFile("readme_test.go")
-	if err != nil {
-		t.Fatal(err)
+	var src []byte
+	for _, name := range readmeTestFiles {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
 	blocks := readmeBlocks(t, "../README.md", "## Testing your code")
 	if len(blocks) < 10 {
@@ -37,7 +45,7 @@ func TestReadmeBlocksAreHere(t *testing.T) {
 	}
 	for i, b := range blocks {
 		if !strings.Contains(string(src), b) {
-			t.Errorf("README \"Testing your code\", Go block %d is not in readme_test.go as written:\n%s", i+1, b)
+			t.Errorf("README \"Testing your code\", Go block %d is in none of %v as written:\n%s", i+1, readmeTestFiles, b)
 		}
 	}
 }
@@ -106,6 +114,7 @@ type Collect struct{}
 func (Collect) Kind() string { return "collect" }
 
 func TestSignupFlow(t *testing.T) {
+	t.Parallel()
 	// The workers serve "default" and "mail"; they start once the handlers
 	// can use the fleet's client.
 	f := asynctest.NewFleet(t, nil, &asynctest.Options{Worker: worker.Config{Queues: map[string]int{"default": 1, "mail": 1}}})
@@ -175,81 +184,6 @@ func TestSignupFlow(t *testing.T) {
 	asynctest.RequireEnqueuedKind(f, "resize", &asynctest.Want{Group: g.ID(), Count: 2})
 }
 
-type Thumbnail struct{ Bytes int }
-
-func (Thumbnail) Kind() string { return "thumbnail" }
-
-type Album struct{}
-
-func (Album) Kind() string { return "album" }
-
-type Stage struct{ Name string }
-
-func (Stage) Kind() string { return "stage" }
-
-func TestAlbumPipeline(t *testing.T) {
-	f := asynctest.NewFleet(t, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, a Thumbnail) (int, error) { return a.Bytes, nil })
-		worker.Handle(w, func(ctx context.Context, _ Album) (string, error) {
-			sizes, err := patterns.JoinResults[int](ctx) // the members' results
-			total := 0
-			for _, n := range sizes {
-				total += n
-			}
-			return fmt.Sprintf("%d bytes", total), err
-		})
-		worker.Handle(w, func(ctx context.Context, s Stage) (string, error) {
-			prev, err := worker.ParentResult[string](ctx) // the previous link's
-			return prev + " > " + s.Name, err
-		})
-	}, &asynctest.Options{Workers: 2})
-	ctx := context.Background()
-
-	g, err := patterns.ForkJoin(ctx, f.Client(),
-		[]client.Spec{{Args: Thumbnail{Bytes: 120}}, {Args: Thumbnail{Bytes: 300}}, {Args: Thumbnail{Bytes: 80}}},
-		&client.Spec{Args: Album{}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := g.Join(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"compress", "upload", "notify"} { // a chain of 3 links
-		if h, err = h.ContinueWith(ctx, Stage{Name: name}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := asynctest.WaitResult[string](f, h); got != "500 bytes > compress > upload > notify" {
-		t.Fatalf("pipeline: %q", got)
-	}
-}
-
-type Digest struct{}
-
-func (Digest) Kind() string { return "digest" }
-
-func TestHourlyDigest(t *testing.T) {
-	t.Setenv(asynctest.EnvRedisURL, "") // miniredis, whose clock moves, even in a real-Redis run
-	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
-	f := asynctest.NewFleet(t, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, _ Digest) (string, error) { return "sent", nil })
-	}, &asynctest.Options{Clock: t0}) // Redis' clock stands still at t0
-	ctx := context.Background()
-
-	if _, err := patterns.Repeat(ctx, f.Client(), "digest", client.Spec{Args: Digest{}}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	for slot := 1; slot <= 3; slot++ {
-		f.Advance(time.Hour) // the slot falls due: its task is queued when Advance returns
-		rs, err := patterns.Repeats(ctx, f.Client())
-		if err != nil || len(rs) != 1 || rs[0].Fired != int64(slot) {
-			t.Fatalf("after %d hours: %+v, %v", slot, rs, err)
-		}
-		f.WaitTask(rs[0].Last, client.StateSucceeded)
-	}
-}
-
 type Crop struct {
 	Path  string
 	Width int
@@ -266,6 +200,7 @@ func crop(ctx context.Context, a Crop) (string, error) {
 }
 
 func TestCrop(t *testing.T) {
+	t.Parallel()
 	f := asynctest.NewFleet(t, nil, nil) // no workers: Run needs none
 
 	res := asynctest.Run(f, crop, Crop{Path: "a.png", Width: 64}, &asynctest.RunOpts{
@@ -300,6 +235,7 @@ func notify(ctx context.Context, a Notify) (string, error) {
 }
 
 func TestNotify(t *testing.T) {
+	t.Parallel()
 	f := asynctest.NewFleet(t, nil, nil)
 
 	ok := asynctest.Succeeded("https://cdn/a.png")
@@ -331,6 +267,7 @@ func tally(ctx context.Context, _ Tally) (int, error) {
 }
 
 func TestTally(t *testing.T) {
+	t.Parallel()
 	f := asynctest.NewFleet(t, nil, nil)
 	res := asynctest.Run(f, tally, Tally{}, &asynctest.RunOpts{Join: []asynctest.End{
 		asynctest.Succeeded(3),
@@ -364,6 +301,7 @@ func countWords(ctx context.Context, lines []Line) ([]int, error) {
 }
 
 func TestCountWords(t *testing.T) {
+	t.Parallel()
 	f := asynctest.NewFleet(t, nil, nil)
 	res := asynctest.RunBatch(f, countWords, []Line{{"a b"}, {""}, {"c"}}, nil)
 	if res.Err != nil || res.Results[0] != 2 || res.Results[2] != 1 || res.Failed[1] == nil {
@@ -380,6 +318,7 @@ type Greeting struct{ Email string }
 func (Greeting) Kind() string { return "greeting" }
 
 func TestRegisterGreets(t *testing.T) {
+	t.Parallel()
 	f := asynctest.NewFleet(t, nil, nil)
 	register := func(ctx context.Context, a Register) (struct{}, error) {
 		_, err := f.Client().Enqueue(ctx, Greeting{Email: a.Email}, nil) // a child of the task
@@ -398,70 +337,35 @@ func TestRegisterGreets(t *testing.T) {
 	asynctest.RequireEnqueued(f, Greeting{Email: "ada@example.com"}, &asynctest.Want{Parent: res.Task.ID, Count: 1})
 }
 
-type Charge struct{ Cents int }
+type Parcel struct{ Order string }
 
-func (Charge) Kind() string { return "charge" }
+func (Parcel) Kind() string { return "parcel" }
 
-func TestChargeRetries(t *testing.T) {
-	var runs atomic.Int32
-	f := asynctest.NewFleet(t, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, c Charge) (int, error) {
-			runs.Add(1)
-			return c.Cents, nil
-		})
-	}, nil)
-	ctx := context.Background()
-	down := errors.New("gateway: 503")
-
-	// The gateway fails twice: the third attempt goes through.
-	f.FailNext("charge", 2, down)
-	h, err := f.Client().Enqueue(ctx, Charge{Cents: 500}, &client.EnqueueOpts{MaxAttempts: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in := f.WaitTask(h.ID(), client.StateSucceeded); in.Attempt != 3 || runs.Load() != 1 {
-		t.Fatalf("succeeded at attempt %d after %d runs, want 3 and 1", in.Attempt, runs.Load())
-	}
-
-	// It fails three times: the task is dead, with the last error.
-	f.FailNext("charge", 3, down)
-	h, err = f.Client().Enqueue(ctx, Charge{Cents: 700}, &client.EnqueueOpts{MaxAttempts: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in := f.WaitTask(h.ID(), client.StateDead); in.LastError != "gateway: 503" {
-		t.Fatalf("dead with %q", in.LastError)
-	}
-}
-
-type Ship struct{ Order string }
-
-func (Ship) Kind() string { return "ship" }
-
-func TestShipOnce(t *testing.T) {
+func TestParcelSentOnce(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	runs, parcels := 0, map[string]int{} // parcels: what the carrier was asked to send
 	f := asynctest.NewFleet(t, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, s Ship) (string, error) {
+		worker.Handle(w, func(ctx context.Context, p Parcel) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			runs++
-			if parcels[s.Order] == 0 { // idempotent: one parcel per order, however many runs
-				parcels[s.Order]++
+			if parcels[p.Order] == 0 { // idempotent: one parcel per order, however many runs
+				parcels[p.Order]++
 			}
-			return "shipped " + s.Order, nil
+			return "sent " + p.Order, nil
 		})
 	}, &asynctest.Options{Workers: 2})
 
 	// The worker that runs the task dies once the handler returned, before
 	// its outcome is recorded: the other worker takes the task over.
-	loss := f.LoseWorker("ship", asynctest.LoseAfter)
-	h, err := f.Client().Enqueue(context.Background(), Ship{Order: "A-17"}, nil)
+	loss := f.LoseWorker("parcel", asynctest.LoseAfter)
+	h, err := f.Client().Enqueue(context.Background(), Parcel{Order: "A-17"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	loss.Wait()
-	if got := asynctest.WaitResult[string](f, h); got != "shipped A-17" {
+	if got := asynctest.WaitResult[string](f, h); got != "sent A-17" {
 		t.Fatalf("result %q", got)
 	}
 	mu.Lock()
