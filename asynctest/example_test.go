@@ -159,14 +159,13 @@ func (Report) Kind() string { return "example.report" }
 // stands still at Options.Clock, and each Advance makes the next slot due.
 func ExampleFleet_Advance() {
 	err := asynctest.Standalone("hourly", func(t testing.TB) {
-		// Advance moves miniredis' clock: keep this fleet on the embedded
-		// miniredis even where ASYNCTEST_REDIS_URL names a real Redis
-		// (a test would be skipped there).
-		t.Setenv(asynctest.EnvRedisURL, "")
 		t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 		f := asynctest.NewFleet(t, func(w *worker.Worker) {
 			worker.Handle(w, func(ctx context.Context, _ Report) (string, error) { return "sent", nil })
-		}, &asynctest.Options{Clock: t0})
+		}, &asynctest.Options{
+			Clock:    t0,   // Redis' clock stands still at 09:00
+			Embedded: true, // on miniredis, whose clock moves, even where ASYNCTEST_REDIS_URL is set
+		})
 		ctx := context.Background()
 		if _, err := patterns.Repeat(ctx, f.Client(), "report", client.Spec{Args: Report{}}, time.Hour); err != nil {
 			t.Fatal(err)

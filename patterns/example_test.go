@@ -203,32 +203,45 @@ type Sync struct{}
 
 func (Sync) Kind() string { return "example.sync" }
 
-// A schedule declared in Redis enqueues a Sync every 50 ms, through any
+// A schedule declared in Redis enqueues a Sync every hour, through any
 // coordinator, until it is removed; every process may declare it at boot.
+// The example runs on the test kit's stopped clock (asynctest.Options.Clock),
+// which Advance moves an hour at a time: two slots without waiting.
 func ExampleRepeat() {
-	synced := make(chan string, 100)
-	exampleFleet(func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, _ Sync) (struct{}, error) {
-			t, _ := worker.TaskFromContext(ctx)
-			synced <- t.ID
-			return struct{}{}, nil
+	err := asynctest.Standalone("repeat", func(t testing.TB) {
+		synced := make(chan string, 10)
+		f := asynctest.NewFleet(t, func(w *worker.Worker) {
+			worker.Handle(w, func(ctx context.Context, _ Sync) (struct{}, error) {
+				task, _ := worker.TaskFromContext(ctx)
+				synced <- task.ID
+				return struct{}{}, nil
+			})
+		}, &asynctest.Options{
+			Worker:   worker.Config{Queues: map[string]int{"uploads": 1}},
+			Clock:    time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC), // Redis' time stands at 09:00
+			Embedded: true,                                        // on miniredis, whose clock moves, in any run
 		})
-	}, func(ctx context.Context, c *client.Client) {
-		s, err := patterns.Repeat(ctx, c, "sync-catalog", client.Spec{Args: Sync{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}, 50*time.Millisecond)
+		ctx, c := context.Background(), f.Client()
+
+		s, err := patterns.Repeat(ctx, c, "sync-catalog", client.Spec{Args: Sync{}, Opts: &client.EnqueueOpts{Queue: "uploads"}}, time.Hour)
 		if err != nil {
-			log.Fatal(err)
+			t.Fatal(err)
 		}
 		fmt.Println(s.Name(), "created:", s.Created())
 		for i := 0; i < 2; i++ {
-			id := <-synced // "uploads/r.sync-catalog.<slot Unix ms>"
+			f.Advance(time.Hour) // 10:00, then 11:00: the slot's task is queued
+			id := <-synced       // "uploads/r.sync-catalog.<slot Unix ms>"
 			fmt.Println("ran", strings.HasPrefix(id, "uploads/r.sync-catalog."))
 		}
 		removed, err := patterns.RemoveRepeat(ctx, c, s.Name())
 		if err != nil {
-			log.Fatal(err)
+			t.Fatal(err)
 		}
 		fmt.Println("removed:", removed)
 	})
+	if err != nil {
+		log.Fatal(err)
+	}
 	// Output:
 	// sync-catalog created: true
 	// ran true
