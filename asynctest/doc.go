@@ -22,8 +22,8 @@
 //	total := asynctest.WaitResult[int](f, h)
 //
 // A ForkJoin with a join and a chain of three continuations takes about
-// 70ms on miniredis, from NewFleet to the end of the cleanup
-// (BenchmarkFleetForkJoinChain). Options set the number of workers, their
+// 60ms on miniredis, from NewFleet to the end of the cleanup
+// (BenchmarkFleetForkJoinChain, without -race). Options set the number of workers, their
 // configuration (queues, concurrency, middleware...), the client's and the
 // coordinator's; StartWorkers adds workers later, for instance once the
 // handlers can refer to the fleet's client. Fleet.Redis, Miniredis,
@@ -71,7 +71,9 @@
 // (stopping it first if it ran) and runs the coordinator's duties at the
 // new time, so that what fell due — delayed tasks, retries, repeat slots
 // — is queued when Advance returns: a Repeat every hour fires three slots
-// in three calls, without sleeping. Fleet.Now reads Redis' time.
+// in three calls, without sleeping. Fleet.Now reads Redis' time. A client
+// counts a Delay from its own estimate of Redis' time, which moves on with
+// the real clock: advance a minute past a delay (see Fleet.Advance).
 //
 // Fleet.FailNext fails the next attempts of a kind without running the
 // handler (ErrInjected, or the error given: worker.Permanent ends the task
@@ -89,13 +91,16 @@
 // run on that server instead of miniredis. Everything works there but
 // moving the clock: a fleet with Options.Clock, and a test that calls
 // Fleet.Advance, are skipped (t.Skip), since a real Redis' clock can be
-// neither stopped nor moved.
+// neither stopped nor moved; Options.Embedded keeps such a fleet on
+// miniredis whatever the variable says, so that the test runs in every
+// pass.
 //
 // A fleet owns the database it runs in for its whole life: it takes a
 // lock key there (a fleet of a parallel test, or of another package's
 // test process, waits for it, up to two minutes), empties the database, and
-// releases it at cleanup. So fleets on a real Redis run one at a time, and
-// the kit needs a database of its own: one that holds keys the kit did not
+// releases it at cleanup. So fleets on a real Redis run one at a time (a
+// test that starts two waits for the first to end: start one), and the
+// kit needs a database of its own: one that holds keys the kit did not
 // write (its marker key is missing) is refused, never emptied.
 //
 // # Outside tests
