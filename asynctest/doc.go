@@ -99,9 +99,10 @@
 // lock key there (a fleet of a parallel test, or of another package's
 // test process, waits for it, up to two minutes), empties the database, and
 // releases it at cleanup. So fleets on a real Redis run one at a time (a
-// test that starts two waits for the first to end: start one), and the
-// kit needs a database of its own: one that holds keys the kit did not
-// write (its marker key is missing) is refused, never emptied.
+// second fleet of the same test would wait for the first, which ends with
+// the test: start one per test), and the kit needs a database of its own:
+// one that holds keys the kit did not write (its marker key is missing) is
+// refused, never emptied.
 //
 // # Outside tests
 //
