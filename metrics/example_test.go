@@ -8,13 +8,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/asynctest"
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/metrics"
@@ -58,67 +59,52 @@ func Example() {
 
 // Count what a worker did: three tasks, one of which fails for good.
 func ExampleNew() {
-	ctx := context.Background()
-
-	// An embedded Redis for the example; use your server's address instead.
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer rdb.Close()
-
-	reg := prometheus.NewRegistry()
-	m, err := metrics.New(metrics.Opts{Registerer: reg})
-	if err != nil {
-		log.Fatal(err)
-	}
-	w, err := worker.New(ctx, rdb, &worker.Config{
-		Queues:    map[string]int{"mail": 1},
-		Observers: []worker.Observer{m},
-		Logger:    slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	worker.Handle(w, func(ctx context.Context, a Mail) (struct{}, error) {
-		if a.To == "" {
-			return struct{}{}, worker.Permanent(errors.New("no recipient"))
-		}
-		return struct{}{}, nil
-	})
-	if err := w.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	defer w.Stop(context.Background())
-
-	c, err := client.New(ctx, rdb, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-	for _, to := range []string{"a@example.com", "b@example.com", ""} {
-		h, err := c.Enqueue(ctx, Mail{To: to}, &client.EnqueueOpts{Queue: "mail"})
+	// A fleet of the test kit (asynctest) for the example: an embedded
+	// Redis, a client and a worker whose Observers report to m.
+	err := asynctest.Standalone("metrics", func(t testing.TB) {
+		reg := prometheus.NewRegistry()
+		m, err := metrics.New(metrics.Opts{Registerer: reg})
 		if err != nil {
-			log.Fatal(err)
+			t.Fatal(err)
 		}
-		_, _ = h.Outcome(ctx) // wait for its end
-	}
+		f := asynctest.NewFleet(t, func(w *worker.Worker) {
+			worker.Handle(w, func(ctx context.Context, a Mail) (struct{}, error) {
+				if a.To == "" {
+					return struct{}{}, worker.Permanent(errors.New("no recipient"))
+				}
+				return struct{}{}, nil
+			})
+		}, &asynctest.Options{Worker: worker.Config{
+			Queues:    map[string]int{"mail": 1},
+			Observers: []worker.Observer{m},
+			Logger:    slog.New(slog.DiscardHandler),
+		}})
+		ctx, c := context.Background(), f.Client()
+		for _, to := range []string{"a@example.com", "b@example.com", ""} {
+			h, err := c.Enqueue(ctx, Mail{To: to}, &client.EnqueueOpts{Queue: "mail"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = h.Outcome(ctx) // wait for its end
+		}
 
-	mfs, err := reg.Gather()
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "async_tasks_total" {
-			continue
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, s := range mf.GetMetric() {
-			if v := s.GetCounter().GetValue(); v > 0 {
-				fmt.Printf("async_tasks_total%v %v\n", labels(s.GetLabel()), v)
+		for _, mf := range mfs {
+			if mf.GetName() != "async_tasks_total" {
+				continue
+			}
+			for _, s := range mf.GetMetric() {
+				if v := s.GetCounter().GetValue(); v > 0 {
+					fmt.Printf("async_tasks_total%v %v\n", labels(s.GetLabel()), v)
+				}
 			}
 		}
+	})
+	if err != nil {
+		log.Fatal(err)
 	}
 	// Output:
 	// async_tasks_total{kind="mail",outcome="dead",queue="mail"} 1
