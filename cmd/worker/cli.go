@@ -49,7 +49,7 @@ func init() {
 		cmdQueuePause, cmdQueueResume, cmdQueueDelete,
 		cmdDeadList, cmdDeadRetryAll, cmdDeadPurgeAll, cmdDeadRetry, cmdDeadPurge,
 		cmdWorkers, cmdGroups, cmdGroup, cmdRepeats, cmdRepeatsList, cmdRepeatsRemove,
-		cmdEnqueue, cmdHealthcheck, cmdVersion,
+		cmdEnqueue, cmdDashboard, cmdHealthcheck, cmdVersion,
 	}
 }
 

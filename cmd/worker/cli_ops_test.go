@@ -47,7 +47,7 @@ func TestCLIHelp(t *testing.T) {
 		"dead retry": nil, "dead purge": nil, "workers": nil, "groups": {"queue"}, "group": {"watch"},
 		"repeats": nil, "repeats list": nil, "repeats remove": nil,
 		"enqueue":     {"args", "id", "delay", "max-attempts", "timeout", "deadline", "meta", "rate-key", "partition-key", "stdin"},
-		"healthcheck": {"http", "ready", "timeout"}, "version": nil,
+		"healthcheck": {"http", "ready", "timeout"}, "version": nil, "dashboard": {"http", "read-only", "base-path"},
 	}
 	flagLine := regexp.MustCompile(`(?m)^  -([a-z-]+)`)
 	for _, c := range commands {

@@ -7,13 +7,15 @@
 //	                        Throttle and Spread on an embedded Redis
 //	worker COMMAND ...      operator commands: queues, tasks, task, queue,
 //	                        dead, workers, groups, group, repeats, enqueue,
-//	                        healthcheck, version (worker -h lists them;
+//	                        dashboard, healthcheck, version (worker -h lists them;
 //	                        worker COMMAND -h gives a command's flags)
 //
 // Every flag has an environment variable (given in -h); a flag wins over
 // its variable. Redis is one server (REDIS_URL), a Redis Cluster
 // (REDIS_CLUSTER_ADDRS) or a master behind Sentinel (REDIS_SENTINEL_ADDRS,
 // REDIS_SENTINEL_MASTER); passwords never appear in -h, errors or logs.
+// With -ui and -http, the web dashboard (internal/dashboard) is served at
+// /ui next to /metrics; `worker dashboard` serves it alone.
 // SIGTERM or SIGINT drains: the worker stops fetching, lets running
 // handlers finish for -drain-timeout, hands back what is left, and the
 // process exits 0.
@@ -43,6 +45,7 @@ import (
 
 	"github.com/taskfleet/async/coordinator"
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/dashboard"
 	"github.com/taskfleet/async/metrics"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
@@ -64,6 +67,9 @@ type config struct {
 	logLevel     slog.Level
 	uploadRoots  []string
 	name         string
+	ui           bool // the dashboard at /ui on httpAddr
+	uiReadOnly   bool
+	getenv       func(string) string
 }
 
 // parseConfig reads flags, falling back to environment variables (getenv)
@@ -86,6 +92,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	logFormat := fs.String("log-format", env("LOG_FORMAT", "json"), "`FORMAT`: json or text (env LOG_FORMAT)")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "`LEVEL`: debug, info, warn or error (env LOG_LEVEL)")
 	roots := fs.String("upload-roots", env("UPLOAD_ROOTS", ""), "`DIRS` uploads may read and write, comma-separated (env UPLOAD_ROOTS)")
+	ui := fs.Bool("ui", getenv("UI") != "", "serve the web dashboard at /ui on -http (env UI=1; DASHBOARD_TOKEN, DASHBOARD_USER and DASHBOARD_PASSWORD protect it: worker dashboard -h)")
+	uiReadOnly := fs.Bool("ui-read-only", getenv("UI_READ_ONLY") != "", "the dashboard of -ui renders no action and refuses every POST (env UI_READ_ONLY=1)")
 	name := fs.String("name", env("WORKER_NAME", ""), "consumer name, unique per running worker; a stable one (the pod name) reuses its consumer (env WORKER_NAME; default host-pid)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: worker [flags]          run a worker and/or coordinator\n"+
@@ -100,7 +108,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (worker -h lists the commands)", fs.Args())
 	}
-	c := &config{redis: conn, role: *role, httpAddr: *httpAddr, logFormat: *logFormat, name: *name}
+	c := &config{redis: conn, role: *role, httpAddr: *httpAddr, logFormat: *logFormat, name: *name, ui: *ui, uiReadOnly: *uiReadOnly,
+		getenv: getenv}
+	if c.ui && c.httpAddr == "" {
+		return nil, errors.New("-ui serves the dashboard on -http (HTTP_ADDR): set it too")
+	}
+	if c.ui {
+		auth := getenv("DASHBOARD_TOKEN") != "" || getenv("DASHBOARD_USER") != ""
+		if err := dashboard.CheckAddr(c.httpAddr, auth); err != nil {
+			return nil, fmt.Errorf("-ui on -http %s: %w", c.httpAddr, err)
+		}
+	}
 	var err error
 	if c.queues, err = parseQueues(*queues); err != nil {
 		return nil, err
@@ -270,6 +288,16 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		}
 		mux := healthMux(rdb, &ready)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if cfg.ui {
+			h, err := uiHandler(cfg, inspect.New(rdb), log, reg)
+			if err != nil {
+				_ = ln.Close()
+				return err
+			}
+			mux.Handle("/ui/", h)
+			mux.Handle("/ui", h)
+			log.Info("dashboard", slog.String("path", "/ui/"))
+		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
