@@ -137,6 +137,21 @@ func CheckAddr(addr string, authenticated bool) error {
 	return fmt.Errorf("%w, and %q is not one (use 127.0.0.1:PORT, or set a token or a user and password)", ErrNoAuth, addr)
 }
 
+// loopbackHost reports whether the Host header hostport names localhost or
+// a loopback address.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func (s *server) routes() {
 	m := http.NewServeMux()
 	static, _ := fs.Sub(assets, "assets/static")
@@ -149,6 +164,8 @@ func (s *server) routes() {
 	m.HandleFunc("GET /api/task", s.api(s.task))
 	m.HandleFunc("GET /groups", s.page(s.groups))
 	m.HandleFunc("GET /api/groups", s.api(s.groups))
+	m.HandleFunc("GET /group", s.page(s.group))
+	m.HandleFunc("GET /api/group", s.api(s.group))
 	m.HandleFunc("GET /repeats", s.page(s.repeats))
 	m.HandleFunc("GET /api/repeats", s.api(s.repeats))
 	m.HandleFunc("GET /workers", s.page(s.workers))
@@ -198,7 +215,15 @@ const (
 // false.
 func (s *server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	if s.opts.Token == "" && s.opts.User == "" {
-		return true // loopback only: New checked the address
+		// Loopback only: New checked the address. The Host must name a
+		// loopback host too, or a page of another site whose name was
+		// made to resolve to 127.0.0.1 (DNS rebinding) could read these
+		// pages and post their forms as its own.
+		if !loopbackHost(r.Host) {
+			http.Error(w, "forbidden: without authentication the dashboard answers only requests to localhost or a loopback address", http.StatusForbidden)
+			return false
+		}
+		return true
 	}
 	if s.opts.Token != "" {
 		if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") && equal(a[len("Bearer "):], s.opts.Token) {

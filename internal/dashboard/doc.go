@@ -30,7 +30,9 @@
 // buttons are not rendered and a POST is refused with 403. Access needs a
 // bearer token (Options.Token: an Authorization header, or ?token= once,
 // which sets an HttpOnly cookie) or basic auth (Options.User, Password);
-// with neither, New refuses any listen address but a loopback one. Every
+// with neither, New refuses any listen address but a loopback one, and the
+// handler answers only requests whose Host is loopback (against DNS
+// rebinding). Every
 // response carries a Content-Security-Policy without inline script,
 // X-Content-Type-Options, frame-ancestors 'none' and a Referrer-Policy. The
 // Redis URL's password never reaches a page: the caller gives a redacted

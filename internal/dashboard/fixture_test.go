@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/testenv"
+	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -46,6 +48,7 @@ var (
 //   - queue Waiting holds 3 waiting tasks (no worker serves it), one of
 //     them with hostile args nested deep, one scheduled an hour later, and
 //     a raw entry with a hostile kind and key;
+//   - a ForkJoin group of 3 members and a join waits in queue Waiting;
 //   - queue Dead is served by a worker whose handler fails: task Hostile
 //     died with a hostile error, task Plain died with "boom".
 type fixture struct {
@@ -58,6 +61,7 @@ type fixture struct {
 	Plain   string // a dead task with a plain error
 	Later   string // the scheduled task
 	Deep    string // the waiting task with hostile args
+	Group   string // a ForkJoin of 3 members and a join, in queue Waiting
 	RawKind string // the kind of the raw entry
 }
 
@@ -73,7 +77,13 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	env := testenv.Redis(t)
 	ctx := context.Background()
-	f := &fixture{env: env, c: testenv.Client(t, env), in: inspect.New(env.RDB),
+	quiet := slog.New(slog.DiscardHandler)
+	c, err := client.New(ctx, env.RDB, &client.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	f := &fixture{env: env, c: c, in: inspect.New(env.RDB),
 		Waiting: testenv.Queue(t) + "-w", Dead: testenv.Queue(t) + "-d"}
 	for n := 1; n <= 2; n++ {
 		if _, err := f.c.Enqueue(ctx, Job{N: n}, &client.EnqueueOpts{Queue: f.Waiting}); err != nil {
@@ -91,6 +101,15 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.Later = h.ID()
+	specs := make([]client.Spec, 3)
+	for j := range specs {
+		specs[j] = client.Spec{Args: Job{N: 10 + j}, Opts: &client.EnqueueOpts{Queue: f.Waiting}}
+	}
+	g, err := patterns.ForkJoin(ctx, c, specs, &client.Spec{Args: Job{N: 20}, Opts: &client.EnqueueOpts{Queue: f.Waiting}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Group = g.ID()
 	// A raw entry, as a producer that skips the client's checks could
 	// write: its kind and key are hostile.
 	f.RawKind = hostileScript + hostileAttr + hostileInvalid
@@ -99,7 +118,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 
-	testenv.StartWorker(t, env.RDB, f.Dead, nil, func(w *worker.Worker) {
+	testenv.StartWorker(t, env.RDB, f.Dead, &worker.Config{Logger: quiet}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, j Job) (Job, error) {
 			if j.Fail {
 				return j, worker.Permanent(errors.New(j.Msg))

@@ -257,6 +257,24 @@ func (s *server) groups(w http.ResponseWriter, r *http.Request) (result, error) 
 	return result{name: "groups", title: "Groups", data: groupsData{Queue: q, Groups: gs}}, nil
 }
 
+func (s *server) group(w http.ResponseWriter, r *http.Request) (result, error) {
+	id := r.URL.Query().Get("id")
+	if _, _, err := keys.SplitGroupID(id); err != nil {
+		return result{}, badRequest{err}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	g, err := s.in.GroupMembers(ctx, id)
+	if err != nil {
+		return result{}, err
+	}
+	status := 0
+	if g.State == "" {
+		status = http.StatusNotFound
+	}
+	return result{name: "group", title: "Group " + id, data: g, status: status}, nil
+}
+
 func (s *server) repeats(w http.ResponseWriter, r *http.Request) (result, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()

@@ -38,7 +38,9 @@ func TestPages(t *testing.T) {
 		{"/queues/" + f.Dead + "?state=dead&kind=dash.job", "boom"},
 		{"/task?id=" + url.QueryEscape(f.Plain), "boom"},
 		{"/task?id=" + url.QueryEscape(f.Deep), "Args"},
-		{"/groups", "Groups"},
+		{"/groups", f.Group},
+		{"/groups?queue=" + f.Waiting, f.Group},
+		{"/group?id=" + url.QueryEscape(f.Group), "pending 3"},
 		{"/repeats", "Repeats"},
 		{"/workers", f.Dead},
 		{"/throttles", "Rate buckets"},
@@ -61,8 +63,18 @@ func TestPages(t *testing.T) {
 			t.Errorf("GET %s: %d %v, regions %d:\n%.500s", api, code, err, len(j.Regions), body)
 		}
 	}
+	// The forms the JSON twin renders lead back to the page, not to the
+	// JSON.
+	_, body := get(t, hc, srv.URL+"/api/queues/"+f.Dead+"?state=dead")
+	var j liveJSON
+	if err := json.Unmarshal([]byte(body), &j); err != nil {
+		t.Fatal(err)
+	}
+	if want := `name="back" value="/queues/` + f.Dead + `?state=dead"`; !strings.Contains(j.Regions["tasks"], want) {
+		t.Errorf("the JSON's forms do not lead back to the page (%s):\n%.2000s", want, j.Regions["tasks"])
+	}
 	// Errors: a bad state, a bad cursor, a bad id.
-	for _, p := range []string{"/queues/" + f.Waiting + "?state=nope", "/queues/" + f.Waiting + "?state=dead&cursor=x", "/task?id=nope", "/queues/bad%20name"} {
+	for _, p := range []string{"/queues/" + f.Waiting + "?state=nope", "/queues/" + f.Waiting + "?state=dead&cursor=x", "/task?id=nope", "/queues/bad%20name", "/group?id=nope"} {
 		if code, _ := get(t, hc, srv.URL+p); code != http.StatusBadRequest {
 			t.Errorf("GET %s: %d, want 400", p, code)
 		}

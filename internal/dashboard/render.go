@@ -37,6 +37,7 @@ var pages = []pageDef{
 	{"queue", []string{"counts", "tasks"}},
 	{"task", []string{"task"}},
 	{"groups", []string{"groups"}},
+	{"group", []string{"group"}},
 	{"repeats", []string{"repeats"}},
 	{"workers", []string{"workers"}},
 	{"throttles", []string{"throttles"}},
@@ -90,7 +91,7 @@ type pageFunc func(w http.ResponseWriter, r *http.Request) (result, error)
 // page serves a page's HTML.
 func (s *server) page(f pageFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v := s.newView(w, r)
+		v := s.newView(w, r, true)
 		res, err := f(w, r)
 		if err != nil {
 			s.fail(w, r, err)
@@ -133,7 +134,7 @@ type liveJSON struct {
 // api serves a page's JSON twin.
 func (s *server) api(f pageFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v := s.newView(w, r)
+		v := s.newView(w, r, false)
 		res, err := f(w, r)
 		if err != nil {
 			s.failJSON(w, err)
@@ -162,7 +163,9 @@ func (s *server) api(f pageFunc) http.HandlerFunc {
 	}
 }
 
-func (s *server) newView(w http.ResponseWriter, r *http.Request) *view {
+// newView is what every template of the request gets. A page (flash set)
+// takes the flash message, once; a JSON twin leaves it for the page.
+func (s *server) newView(w http.ResponseWriter, r *http.Request, flash bool) *view {
 	// The page's own address, for the actions' way back (its JSON twin
 	// renders the same forms).
 	self := r.URL.Path
@@ -177,7 +180,7 @@ func (s *server) newView(w http.ResponseWriter, r *http.Request) *view {
 	}
 	v := &view{Base: s.base, ReadOnly: s.opts.ReadOnly, Target: s.opts.Target, Now: s.now(), CSRF: s.csrfToken(w, r),
 		Self: s.base + self}
-	if c, err := r.Cookie(flashCookie); err == nil {
+	if c, err := r.Cookie(flashCookie); err == nil && flash {
 		if msg, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
 			m := string(msg)
 			v.FlashErr = strings.HasPrefix(m, "!")
@@ -251,18 +254,57 @@ func pretty(raw json.RawMessage, limit int) (out string, cut bool) {
 		b.Reset()
 		b.Write(raw)
 	}
-	s := valid(b.String())
+	s := valid(unescapeHTML(b.String()))
 	if limit > 0 && len(s) > limit {
 		return strings.ToValidUTF8(s[:limit], "") + "\n…", true
 	}
 	return s, false
 }
 
+// unescapeHTML undoes encoding/json's escapes of <, > and & (\u003c,
+// \u003e, \u0026) in JSON text, so that they show as themselves (the
+// template escapes them for HTML). Other escapes are left as they are.
+func unescapeHTML(s string) string {
+	if !strings.Contains(s, `\u00`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if s[i+1] == 'u' && i+6 <= len(s) {
+			switch s[i+2 : i+6] {
+			case "003c":
+				b.WriteByte('<')
+				i += 5
+				continue
+			case "003e":
+				b.WriteByte('>')
+				i += 5
+				continue
+			case "0026":
+				b.WriteByte('&')
+				i += 5
+				continue
+			}
+		}
+		b.WriteString(s[i : i+2]) // an escape pair, kept
+		i++
+	}
+	return b.String()
+}
+
 var funcs = template.FuncMap{
 	"short": func(s string) string { return short(shortLen, s) },
 	"valid": valid,
 	"args": func(raw json.RawMessage) string {
-		return short(argsLen, string(raw))
+		if len(raw) > argsLen*8 {
+			raw = raw[:argsLen*8]
+		}
+		return short(argsLen, unescapeHTML(string(raw)))
 	},
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
@@ -283,8 +325,9 @@ var funcs = template.FuncMap{
 		}
 		return int(part * 100 / whole)
 	},
-	"add": func(a, b int64) int64 { return a + b },
-	"num": func(n int64) string { return group3(n) },
+	"add":   func(a, b int64) int64 { return a + b },
+	"int64": func(n int) int64 { return int64(n) },
+	"num":   func(n int64) string { return group3(n) },
 	"dur": func(d time.Duration) string {
 		if d <= 0 {
 			return "0"
