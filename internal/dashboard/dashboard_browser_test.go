@@ -64,6 +64,7 @@ func (w *workload) pages() []uiPage {
 		{"/task?id=" + q(w.Dead[0]), []string{w.DeadMsg, "Attempts", "reports.build"}},
 		{"/task?id=" + q(w.Waiting[0]), []string{"ada@example.com", "emails.send"}},
 		{"/groups", []string{"quarterly-close", "50%"}},
+		{"/group?id=" + q(w.Group), []string{"quarterly-close", "2 of 4 members ended", "succeeded 2", "pending 2"}},
 		{"/repeats", []string{w.Repeat, "emails.send"}},
 		{"/workers", []string{qReports + "=1"}},
 		{"/throttles", []string{"Concurrency limits", "Rate buckets"}},
