@@ -67,7 +67,8 @@ func (w *workload) pages() []uiPage {
 		{"/group?id=" + q(w.Group), []string{"quarterly-close", "2 of 4 members ended", "succeeded 2", "pending 2"}},
 		{"/repeats", []string{w.Repeat, "emails.send"}},
 		{"/workers", []string{qReports + "=1"}},
-		{"/throttles", []string{"Concurrency limits", "Rate buckets"}},
+		{"/throttles", []string{"Concurrency limits", "Rate buckets", "partner:acme"}},
+		{"/queues/" + qReports + "?state=held", []string{"partner:acme"}},
 	}
 }
 

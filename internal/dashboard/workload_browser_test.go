@@ -20,6 +20,7 @@ import (
 	"github.com/taskfleet/async/internal/dashboard"
 	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -92,6 +93,7 @@ type workload struct {
 	Dead      []string // ids of the dead reports, oldest first; the last one's error is hostile
 	DeadMsg   string   // the error of Dead[0]
 	Hostile   string
+	Held      string // held by the rate of partner:acme
 	Group     string
 	Repeat    string
 }
@@ -103,7 +105,8 @@ func newWorkload(t *testing.T) *workload {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	w := &workload{env: env, c: testenv.Client(t, env), in: inspect.New(env.RDB)}
-	w.worker = testenv.StartWorker(t, env.RDB, qReports, &worker.Config{Concurrency: 2}, func(wk *worker.Worker) {
+	cfg := &worker.Config{Concurrency: 2, RateLimits: []worker.RateLimit{{KeyPrefix: "partner:", Limit: ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 1}}}}
+	w.worker = testenv.StartWorker(t, env.RDB, qReports, cfg, func(wk *worker.Worker) {
 		worker.Handle(wk, func(ctx context.Context, r Report) (Report, error) {
 			if r.Fail && !w.healed.Load() {
 				return r, worker.Permanent(errors.New(r.Msg))
@@ -139,6 +142,12 @@ func newWorkload(t *testing.T) *workload {
 		}
 		w.Dead = append(w.Dead, h.ID())
 	}
+	// A rate of one an hour for partner:acme: the first task runs, the
+	// second is held (parked in Redis) for an hour.
+	if _, err := enqueue(Report{N: 30}, &client.EnqueueOpts{Queue: qReports, RateKey: "partner:acme"}).Outcome(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Held = enqueue(Report{N: 31}, &client.EnqueueOpts{Queue: qReports, RateKey: "partner:acme"}).ID()
 	// Emails: waiting, one scheduled an hour on.
 	for i, to := range []string{"ada@example.com", "grace@example.com", "alan@example.com", "edsger@example.com"} {
 		h := enqueue(Email{To: to, Subject: "Your report is ready"}, &client.EnqueueOpts{Queue: qEmails, ID: "welcome-" + string(rune('a'+i))})
@@ -177,6 +186,13 @@ func newWorkload(t *testing.T) *workload {
 	w.Hostile = enqueue(Hostile{Name: hostileScript, Bad: hostileBad, Long: hostileLong}, &client.EnqueueOpts{Queue: qImport, ID: "row-1",
 		Meta: map[string]string{"note": hostileScript}}).ID()
 
+	testenv.Eventually(t, browserTimeout, "the second partner:acme task to be held", func() bool {
+		ti, err := w.in.Task(ctx, w.Held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ti.State == inspect.StateHeld
+	})
 	// The group's members in reports ran.
 	testenv.Eventually(t, browserTimeout, "the group's members in reports to run", func() bool {
 		gs, err := w.in.Groups(ctx, "")
