@@ -23,8 +23,15 @@ func TestRateBucketKey(t *testing.T) {
 	}
 }
 
-// Throttles lists a kind limit with its slot in use and the task it
-// parked, and a rate bucket with the time it is full again.
+// Gated is the kind of TestThrottles' tasks (TestHeldAndWhy limits Slow's
+// at the same time, fleet-wide).
+type Gated struct{}
+
+func (Gated) Kind() string { return "inspect.gated" }
+
+// Throttles lists a limit with its slot in use and the task it parked (a
+// queue limit, on the test's own queue: a limit is fleet-wide), and a rate
+// bucket with the time it is full again.
 func TestThrottles(t *testing.T) {
 	t.Parallel()
 	e := testenv.Redis(t)
@@ -32,11 +39,10 @@ func TestThrottles(t *testing.T) {
 	queue := testenv.Queue(t)
 	c := testenv.Client(t, e)
 	in := inspect.New(e.RDB)
-	kind := (Slow{}).Kind()
 	release := make(chan struct{})
 	defer close(release)
-	testenv.StartWorker(t, e.RDB, queue, &worker.Config{KindLimits: map[string]int{kind: 1}, Concurrency: 4}, func(w *worker.Worker) {
-		worker.Handle(w, func(ctx context.Context, s Slow) (struct{}, error) {
+	testenv.StartWorker(t, e.RDB, queue, &worker.Config{QueueLimits: map[string]int{queue: 1}, Concurrency: 4}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, s Gated) (struct{}, error) {
 			select {
 			case <-release:
 			case <-ctx.Done():
@@ -45,7 +51,7 @@ func TestThrottles(t *testing.T) {
 		})
 	}, true)
 	for range 2 {
-		if _, err := c.Enqueue(ctx, Slow{}, &client.EnqueueOpts{Queue: queue}); err != nil {
+		if _, err := c.Enqueue(ctx, Gated{}, &client.EnqueueOpts{Queue: queue}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,7 +68,7 @@ func TestThrottles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.Contains(got.Limits, inspect.LimitInfo{Scope: "kind:" + kind, InUse: 1, Parked: 1})
+		return slices.Contains(got.Limits, inspect.LimitInfo{Scope: "queue:" + queue, InUse: 1, Parked: 1})
 	})
 	i := slices.IndexFunc(got.Rates, func(r inspect.RateInfo) bool { return r.Key == rk })
 	if i < 0 {

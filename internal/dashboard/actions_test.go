@@ -48,21 +48,28 @@ func TestActions(t *testing.T) {
 	tok := csrfOf(t, hc, deadPage)
 	back := "/queues/" + f.Dead + "?state=dead"
 
-	// Retry a dead task: it leaves the dead list (and dies again: its
-	// handler fails, permanently).
+	// Retry a dead task (its queue paused, so that no worker takes it at
+	// once): it leaves the dead list and waits; resumed, it dies again (its
+	// handler fails it permanently).
+	if err := f.in.Pause(ctx, f.Dead); err != nil {
+		t.Fatal(err)
+	}
 	resp := post(t, hc, srv.URL+"/actions/retry", url.Values{"csrf": {tok}, "id": {f.Plain}, "back": {back}})
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != back {
 		t.Fatalf("retry: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	if _, body := get(t, hc, deadPage); !strings.Contains(body, "retried "+f.Plain) {
+	_, body := get(t, hc, deadPage)
+	if !strings.Contains(body, "retried "+f.Plain) {
 		t.Errorf("no flash after retry:\n%.3000s", body)
 	}
-	ti, err := f.in.Task(ctx, f.Plain)
-	if err != nil {
-		t.Fatal(err)
+	if strings.Contains(body, `value="`+f.Plain+`"`) {
+		t.Errorf("the retried task is still in the dead list")
 	}
-	if ti.State == inspect.StateDead && ti.Attempt == 1 && ti.FinishedAt.IsZero() {
-		t.Fatalf("after retry: %+v", ti)
+	if ti, err := f.in.Task(ctx, f.Plain); err != nil || ti.State != inspect.StateWaiting {
+		t.Fatalf("after retry: %+v, %v", ti, err)
+	}
+	if err := f.in.Resume(ctx, f.Dead); err != nil {
+		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "the retried task to die again", func() bool {
 		ti, err := f.in.Task(ctx, f.Plain)

@@ -16,7 +16,10 @@
 //     retry and purge a dead one;
 //   - task: one task in any state with its attempts, args and result as
 //     JSON, parent, children, continuations, group and why it waits;
-//   - groups, repeats, workers, and throttles (limits and rate buckets).
+//   - groups with progress bars; a group with its members by state (up to
+//     1000 members) and its join;
+//   - repeats, workers, and throttles (fleet-wide limits: slots in use and
+//     parked tasks; rate buckets: when each is full again).
 //
 // Each page polls a JSON twin (its path under /api/) at most once a second
 // (every 2 s; paused while the tab is hidden) and replaces the parts of the

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/keys"
 )
@@ -24,6 +26,9 @@ const historyMinutes = 60
 // so the filter reads tasks and keeps those that match, and stops there
 // whatever it found (the page says so; Next reads on).
 const kindScan = 1000
+
+// historyReads is how many queues' histories the overview reads at once.
+const historyReads = 8
 
 // pageSize is the tasks of a page of the queue page.
 const pageSize = 50
@@ -49,13 +54,24 @@ func (s *server) overview(w http.ResponseWriter, r *http.Request) (result, error
 		return result{}, err
 	}
 	d := overviewData{Queues: make([]queueRow, len(qs))}
+	// One round trip per queue for its chart: a few at a time.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(historyReads)
+	for j, q := range qs {
+		g.Go(func() error {
+			h, err := s.in.History(gctx, q.Queue, historyMinutes)
+			if err != nil {
+				return err
+			}
+			d.Queues[j].Chart = makeChart(h)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return result{}, err
+	}
 	for j, q := range qs {
 		d.Queues[j].QueueInfo = q
-		h, err := s.in.History(ctx, q.Queue, historyMinutes)
-		if err != nil {
-			return result{}, err
-		}
-		d.Queues[j].Chart = makeChart(h)
 		t := &d.Totals
 		t.Waiting += q.Waiting
 		t.Running += q.Running

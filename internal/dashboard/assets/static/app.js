@@ -28,7 +28,9 @@
     busy = true;
     fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
+        // 404: the page shows a task or group that is gone; its parts
+        // still come.
+        if (!r.ok && r.status !== 404) throw new Error("HTTP " + r.status);
         return r.json();
       })
       .then(function (j) {
