@@ -19,18 +19,23 @@ import (
 	"github.com/taskfleet/async/internal/testenv"
 )
 
-// TestPageTimesLargeBacklog measures every page with a backlog of
+// BenchmarkPageTimesLargeBacklog measures every page with a backlog of
 // ASYNC_DASHBOARD_BENCH_N tasks (default 1,000,000) waiting in one queue,
 // on a real Redis (ASYNC_REDIS_ADDR; database 9, flushed before and
-// after). It runs only with ASYNC_DASHBOARD_BENCH=1: CI does not pay for
-// it. For each page it reports the median and the worst of 7 runs of the
+// after). It is a benchmark so that the test runs do not pay for it:
+//
+//	ASYNC_REDIS_ADDR=127.0.0.1:PORT go test -run '^$' -bench PageTimesLargeBacklog -benchtime 1x -v ./internal/dashboard/
+//
+// It measures once, whatever b.N. For each page it reports the median and the worst of 7 runs of the
 // handler alone (ServeHTTP into a recorder: the reads from Redis and the
 // rendering) and of a full HTTP GET through a local server, and fails when
 // a median is 200 ms or more.
-func TestPageTimesLargeBacklog(t *testing.T) {
-	if os.Getenv("ASYNC_DASHBOARD_BENCH") != "1" {
-		t.Skip("set ASYNC_DASHBOARD_BENCH=1 (and ASYNC_REDIS_ADDR) to measure the pages on a large backlog")
-	}
+func BenchmarkPageTimesLargeBacklog(b *testing.B) {
+	b.ReportAllocs()
+	measurePageTimes(b)
+}
+
+func measurePageTimes(t testing.TB) {
 	testenv.RequireReal(t)
 	n := 1_000_000
 	if s := os.Getenv("ASYNC_DASHBOARD_BENCH_N"); s != "" {
@@ -150,7 +155,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // firstCursor is the Next of the first page of waiting tasks: the second
 // page's cursor.
-func firstCursor(t *testing.T, in *inspect.Inspector, queue string) string {
+func firstCursor(t testing.TB, in *inspect.Inspector, queue string) string {
 	p, err := in.Tasks(context.Background(), queue, inspect.ListOpts{State: inspect.StateWaiting, Limit: pageSize})
 	if err != nil || p.Next == "" {
 		t.Fatalf("first page: %v", err)

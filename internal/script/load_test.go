@@ -2,6 +2,7 @@ package script_test
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,4 +67,31 @@ func TestLoadSendsOnlyMissingScripts(t *testing.T) {
 	if ok, err := rdb.ScriptExists(ctx, script.Enqueue.Hash()).Result(); err != nil || !ok[0] {
 		t.Fatalf("enqueue.lua not loaded: %v %v", ok, err)
 	}
+}
+
+// Each script carries the helpers of lib.lua it calls, and only those.
+func TestScriptsCarryTheHelpersTheyCall(t *testing.T) {
+	total := 0
+	for name, s := range script.Sources() {
+		total += len(s)
+		for _, h := range script.LibNames() {
+			defined := strings.Contains(s, "local function "+h+"(")
+			uses := len(regexp.MustCompile(`(^|[^A-Za-z0-9_])`+h+`\s*\(`).FindAllStringIndex(s, -1))
+			called := uses > boolInt(defined)
+			if called && !defined {
+				t.Errorf("%s calls %s but does not define it", name, h)
+			}
+			if defined && !called {
+				t.Errorf("%s defines %s but never calls it", name, h)
+			}
+		}
+	}
+	t.Logf("%d bytes of Lua in all", total)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

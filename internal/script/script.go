@@ -8,6 +8,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -175,8 +176,101 @@ var (
 	QStats     = newScript(qStatsSrc)
 )
 
-// newScript puts the shared helpers of lib.lua in front of a script's body.
-func newScript(body string) *redis.Script { return redis.NewScript(libSrc + "\n" + body) }
+// newScript puts the shared helpers of lib.lua that a script's body uses
+// in front of it.
+func newScript(body string) *redis.Script {
+	src := libFor(body) + "\n" + body
+	s := redis.NewScript(src)
+	sources[s] = src
+	return s
+}
+
+// sources holds every script's full source, for the package's tests.
+var sources = map[*redis.Script]string{}
+
+// libFunc is one helper of lib.lua: its name and its text (the comment
+// above it included).
+type libFunc struct {
+	name string
+	src  string
+}
+
+// libFuncs splits lib.lua into its helpers, in order: each is a top-level
+// "local function NAME(" through the next line that is "end".
+var libFuncs = func() []libFunc {
+	var out []libFunc
+	var cur strings.Builder
+	name := ""
+	for _, line := range strings.SplitAfter(libSrc, "\n") {
+		cur.WriteString(line)
+		if rest, ok := strings.CutPrefix(line, "local function "); ok {
+			name, _, _ = strings.Cut(rest, "(")
+		}
+		if name != "" && strings.TrimRight(line, "\r\n") == "end" {
+			out = append(out, libFunc{name: name, src: cur.String()})
+			cur.Reset()
+			name = ""
+		}
+	}
+	if name != "" {
+		panic("script: lib.lua: function " + name + " has no closing end at column 0")
+	}
+	return out
+}()
+
+// calls reports whether src calls the helper name.
+func calls(src, name string) bool {
+	for i := 0; ; {
+		j := strings.Index(src[i:], name)
+		if j < 0 {
+			return false
+		}
+		at := i + j
+		end := at + len(name)
+		before := at == 0 || !isIdent(src[at-1])
+		after := strings.TrimLeft(src[end:], " \t")
+		if before && strings.HasPrefix(after, "(") {
+			return true
+		}
+		i = end
+	}
+}
+
+func isIdent(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// libFor returns the helpers of lib.lua that body calls, and those they
+// call, in lib.lua's order: every script is compiled on its own (by Redis,
+// and by miniredis in tests, for each server), so each carries only what
+// it runs.
+func libFor(body string) string {
+	need := make([]bool, len(libFuncs))
+	for i := len(libFuncs) - 1; i >= 0; i-- {
+		if calls(body, libFuncs[i].name) {
+			need[i] = true
+		}
+	}
+	// A helper calls only helpers defined before it (Lua locals): one
+	// pass from the last back to the first closes the set.
+	for i := len(libFuncs) - 1; i >= 0; i-- {
+		if !need[i] {
+			continue
+		}
+		for j := 0; j < i; j++ {
+			if calls(libFuncs[i].src, libFuncs[j].name) {
+				need[j] = true
+			}
+		}
+	}
+	var b strings.Builder
+	for i, f := range libFuncs {
+		if need[i] {
+			b.WriteString(f.src)
+		}
+	}
+	return b.String()
+}
 
 var all = []*redis.Script{Enqueue, Complete, Heartbeat, Reclaim, Adopt, Forward, Housekeep, State, RetryDead, Cancel, ContAdd, Waiting, Activate, PurgeDead,
 	GroupNew, GroupAdd, GroupEnd, GroupCont, GroupCancel, GroupEnq,
