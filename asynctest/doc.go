@@ -22,8 +22,9 @@
 //	total := asynctest.WaitResult[int](f, h)
 //
 // A ForkJoin with a join and a chain of three continuations takes about
-// 60ms on miniredis, from NewFleet to the end of the cleanup
-// (BenchmarkFleetForkJoinChain, without -race). Options set the number of workers, their
+// 50ms on miniredis, from NewFleet to the end of the cleanup
+// (BenchmarkFleetForkJoinChain, without -race; 60 to 70ms for the first
+// fleet of a test process). Options set the number of workers, their
 // configuration (queues, concurrency, middleware...), the client's and the
 // coordinator's; StartWorkers adds workers later, for instance once the
 // handlers can refer to the fleet's client. Fleet.Redis, Miniredis,
