@@ -90,15 +90,17 @@ type Options struct {
 	// NoCoordinator leaves the coordinator out.
 	NoCoordinator bool
 	// Clock, when set, stops Redis' clock at Clock: it then moves only
-	// with Fleet.Advance (miniredis only: on a real Redis, NewFleet skips
-	// the test).
+	// with Fleet.Advance, and the fleet's processes read it as Redis'
+	// time (see Advance). A fleet with a Clock always runs on an embedded
+	// miniredis (it implies Embedded): a real Redis' clock cannot be
+	// stopped.
 	Clock time.Time
 	// WaitTimeout bounds every wait of the kit (WaitTask, WaitGroup...).
 	// Defaults to 10s.
 	WaitTimeout time.Duration
 	// Embedded keeps the fleet on an embedded miniredis even when
-	// EnvRedisURL is set: for a test that moves the clock (Advance,
-	// Clock), which a real Redis cannot do.
+	// EnvRedisURL is set: for a test that moves the clock (Advance), which
+	// a real Redis cannot do. Clock implies it.
 	Embedded bool
 
 	// For the kit's own tests: the Redis URL instead of EnvRedisURL, and
@@ -133,6 +135,8 @@ type Fleet struct {
 	rdbs    []redis.UniversalClient // closed last
 	ticker  *coordinator.Coordinator
 
+	stopped atomic.Pointer[time.Time] // Redis' time, while the fleet's clock is stopped
+
 	logMu  sync.Mutex
 	closed bool // the cleanup ended: logs are dropped
 }
@@ -142,7 +146,7 @@ type Fleet struct {
 type proc struct {
 	w    *worker.Worker
 	cfg  worker.Config
-	rdb  *redis.Client
+	rdb  *fleetRDB
 	line *line
 }
 
@@ -202,13 +206,13 @@ func (f *Fleet) start(ctx context.Context) {
 	t := f.t
 	t.Helper()
 	url := f.opts.redisURL
-	if url == "" && !f.opts.Embedded {
+	if !f.opts.Clock.IsZero() {
+		// A stopped clock needs the embedded miniredis.
+		url = ""
+	} else if url == "" && !f.opts.Embedded {
 		url = os.Getenv(EnvRedisURL)
 	}
 	if url != "" {
-		if !f.opts.Clock.IsZero() {
-			t.Skip("asynctest: Options.Clock needs the embedded miniredis: a real Redis' clock cannot be stopped (" + EnvRedisURL + " is set)")
-		}
 		o, err := redis.ParseURL(url)
 		if err != nil {
 			t.Fatalf("asynctest: %s: %v", EnvRedisURL, err)
@@ -224,6 +228,8 @@ func (f *Fleet) start(ctx context.Context) {
 		f.mini = m
 		if !f.opts.Clock.IsZero() {
 			m.SetTime(f.opts.Clock)
+			at := f.opts.Clock
+			f.stopped.Store(&at)
 		}
 		f.ropts = &redis.Options{Addr: m.Addr(), ContextTimeoutEnabled: true}
 	}
@@ -251,9 +257,9 @@ func (f *Fleet) start(ctx context.Context) {
 
 // newRDB returns a new client of the fleet's Redis (closed at cleanup),
 // cut off by l when l is not nil.
-func (f *Fleet) newRDB(l *line) *redis.Client {
+func (f *Fleet) newRDB(l *line) *fleetRDB {
 	o := *f.ropts
-	rdb := redis.NewClient(&o)
+	rdb := &fleetRDB{Client: redis.NewClient(&o), f: f}
 	if l != nil {
 		rdb.AddHook(l)
 	}
@@ -261,6 +267,23 @@ func (f *Fleet) newRDB(l *line) *redis.Client {
 	f.rdbs = append(f.rdbs, rdb)
 	f.mu.Unlock()
 	return rdb
+}
+
+// fleetRDB is a client of the fleet's Redis that tells the library's
+// clocks (store.StoppedClock) when the fleet stopped Redis' clock, so that
+// every process of the fleet reads the stopped time as Redis' time.
+type fleetRDB struct {
+	*redis.Client
+	f *Fleet
+}
+
+// StoppedAt reports the time the fleet's Redis clock stands at, and false
+// while it runs.
+func (r *fleetRDB) StoppedAt() (time.Time, bool) {
+	if at := r.f.stopped.Load(); at != nil {
+		return *at, true
+	}
+	return time.Time{}, false
 }
 
 // StartWorkers starts n more workers, each with the handlers register

@@ -37,7 +37,7 @@ func (f *Fleet) ownDB(ctx context.Context) *ownership {
 	t := f.t
 	t.Helper()
 	host, _ := os.Hostname()
-	o := &ownership{rdb: f.newRDB(nil), stop: make(chan struct{}), done: make(chan struct{}),
+	o := &ownership{rdb: f.newRDB(nil).Client, stop: make(chan struct{}), done: make(chan struct{}),
 		holder: fmt.Sprintf("%s (pid %d on %s)", f.id, os.Getpid(), host)}
 	where := fmt.Sprintf("database %d of %s", f.ropts.DB, f.ropts.Addr)
 	deadline := time.Now().Add(lockWait)
