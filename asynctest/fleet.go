@@ -27,8 +27,9 @@ import (
 //
 // A fleet owns the database it names for its whole life: it takes a lock
 // key there (a fleet of another test, or of another package's test
-// process, waits for it, up to a minute), empties the database and, at
-// cleanup, releases it. So give the kit a database of its own: a database
+// process, waits for it, up to 2 minutes while one holder keeps it; a
+// second fleet of the same test fails at once, as it would wait for
+// ever), empties the database and, at cleanup, releases it. So give the kit a database of its own: a database
 // holding keys the kit did not write (no marker key of the kit's) is
 // refused, never flushed. Tests that run fleets in parallel run one at a
 // time on a real Redis.
@@ -108,6 +109,7 @@ type Options struct {
 	redisURL   string
 	onLockWait func(holder string)
 	leakBound  time.Duration // defaults to leakBound
+	lockWait   time.Duration // defaults to lockWait
 }
 
 // Fleet is a whole async fleet inside one test. Its methods call t.Fatal
