@@ -99,6 +99,15 @@ type Options struct {
 	// WaitTimeout bounds every wait of the kit (WaitTask, WaitGroup...).
 	// Defaults to 10s.
 	WaitTimeout time.Duration
+	// IgnoreGoroutines names functions (as a stack trace spells them:
+	// "example.com/pool.(*Pool).keepAlive") of goroutines the leak check
+	// at cleanup leaves out: a goroutine whose top function (the first
+	// one outside the runtime, as goleak.IgnoreTopFunction matches) or
+	// whose start function (the one its go statement called) is listed.
+	// For the pools of long-lived workers a handler may start, which
+	// outlive it by design. Goroutines of net/http's keep-alive
+	// connections are always left out.
+	IgnoreGoroutines []string
 	// Embedded keeps the fleet on an embedded miniredis even when
 	// EnvRedisURL is set: for a test that moves the clock (Advance), which
 	// a real Redis cannot do. Clock implies it.
