@@ -1,0 +1,104 @@
+package asynctest
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/testenv"
+	"github.com/taskfleet/async/patterns"
+	"github.com/taskfleet/async/worker"
+)
+
+// The accessors give the fleet's parts: its miniredis (nil on a real
+// Redis), its workers in order, its coordinator (nil with NoCoordinator)
+// and an inspector of its Redis.
+func TestFleetAccessors(t *testing.T) {
+	t.Parallel()
+	register := func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Mail) (string, error) { return a.To, nil })
+	}
+	f := NewFleet(t, register, &Options{Workers: 2})
+	if (f.Miniredis() == nil) != f.Real() {
+		t.Errorf("Miniredis %v with Real %v", f.Miniredis(), f.Real())
+	}
+	if m := f.Miniredis(); m != nil && m.Addr() != f.ropts.Addr {
+		t.Errorf("Miniredis at %s, the fleet's Redis at %s", m.Addr(), f.ropts.Addr)
+	}
+	ws := f.Workers()
+	if len(ws) != 2 || ws[0] == ws[1] {
+		t.Fatalf("Workers %v, want 2", ws)
+	}
+	more := f.StartWorkers(1, register)
+	if ws := f.Workers(); len(ws) != 3 || ws[2] != more[0] {
+		t.Errorf("Workers after StartWorkers %v, want the new one last", ws)
+	}
+	if f.Coordinator() == nil {
+		t.Error("no Coordinator")
+	}
+	ctx := context.Background()
+	h, err := f.Client().Enqueue(ctx, Mail{To: "ann"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := f.Inspector().Task(ctx, h.ID())
+	if err != nil || in.ID != h.ID() {
+		t.Fatalf("Inspector().Task(%s): %v, %v", h.ID(), in, err)
+	}
+	if g := NewFleet(t, nil, &Options{NoCoordinator: true, Embedded: true}); g.Coordinator() != nil {
+		t.Error("a Coordinator with NoCoordinator")
+	}
+}
+
+// A Throttle of 4 members at 1 per hour, under a stopped clock: the first
+// member starts at once, and each Advance of an hour lets exactly one more
+// start; the others wait (scheduled) in Redis meanwhile.
+func TestThrottleHourlyAdvance(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	ran := map[int]bool{}
+	runs := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ran)
+	}
+	f := NewFleet(t, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Size) (int, error) {
+			mu.Lock()
+			ran[a.N] = true
+			mu.Unlock()
+			return a.N, nil
+		})
+	}, &Options{Clock: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC), Workers: 2})
+	ctx := context.Background()
+	specs := []client.Spec{{Args: Size{1}}, {Args: Size{2}}, {Args: Size{3}}, {Args: Size{4}}}
+	g, err := patterns.Throttle(ctx, f.Client(), specs, 1, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := g.Members(ctx)
+	if err != nil || len(ms) != 4 {
+		t.Fatalf("members %v, %v", ms, err)
+	}
+	for i := 1; i <= 4; i++ {
+		if i > 1 {
+			f.Advance(time.Hour)
+		}
+		// One more member ran; the others wait for their turn in Redis
+		// (scheduled: nothing runs until the next Advance).
+		testenv.Eventually(t, f.opts.WaitTimeout, "the member of the hour", func() bool { return runs() >= i })
+		for _, h := range ms {
+			if st := info(t, f, h).State; st != client.StateSucceeded {
+				f.WaitTask(h.ID(), client.StateScheduled)
+			}
+		}
+		if n := runs(); n != i {
+			t.Fatalf("after %d hour(s): %d members ran, want %d", i-1, n, i)
+		}
+	}
+	if p := f.WaitGroup(g.ID(), patterns.GroupSucceeded); p.Succeeded != 4 {
+		t.Errorf("group %+v, want 4 succeeded", p)
+	}
+}
