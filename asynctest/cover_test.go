@@ -2,6 +2,12 @@ package asynctest
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,4 +107,48 @@ func TestThrottleHourlyAdvance(t *testing.T) {
 	if p := f.WaitGroup(g.ID(), patterns.GroupSucceeded); p.Succeeded != 4 {
 		t.Errorf("group %+v, want 4 succeeded", p)
 	}
+}
+
+// envChild runs the test of a child process TestCleanupFailureAtTestLine
+// starts.
+const envChild = "ASYNCTEST_CLEANUP_CHILD"
+
+// A failure of the fleet's cleanup (here its leak check) is reported at the
+// test's line that made the fleet, not inside the kit: the child process
+// runs a test that leaks, and its output names that line.
+func TestCleanupFailureAtTestLine(t *testing.T) {
+	if os.Getenv(envChild) != "" {
+		leakAtLine(t)
+		return
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCleanupFailureAtTestLine$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envChild+"=1")
+	out, _ := cmd.CombinedOutput()
+	m := regexp.MustCompile(`fleet made at cover_test.go:(\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("the child did not say where it made its fleet:\n%s", out)
+	}
+	want := fmt.Sprintf("    cover_test.go:%s: asynctest: 1 goroutine(s) of the fleet still run", m[1])
+	if !strings.Contains(string(out), want) {
+		t.Errorf("the leak is not reported at the test's line (want %q):\n%s", want, out)
+	}
+}
+
+func leakAtLine(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	_, _, line, _ := runtime.Caller(0)
+	t.Logf("fleet made at cover_test.go:%d", line+2)
+	f := NewFleet(t, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, _ Leaky) (int, error) {
+			go leftBehind(release)
+			return 1, nil
+		})
+	}, &Options{leakBound: 100 * time.Millisecond, Embedded: true})
+	h, err := f.Client().Enqueue(context.Background(), Leaky{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	WaitResult[int](f, h)
 }

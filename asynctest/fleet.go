@@ -415,6 +415,9 @@ const stopBound = 10 * time.Second
 
 // cleanup stops the fleet in order, then checks it left no goroutine.
 func (f *Fleet) cleanup() {
+	// Helpers down to each failure: the testing package reports it at the
+	// line of t.Cleanup's caller's caller, the test's call of NewFleet.
+	f.t.Helper()
 	f.mu.Lock()
 	procs := append([]*proc(nil), f.procs...)
 	clients := append([]*client.Client(nil), f.clients...)

@@ -23,6 +23,7 @@ const leakBound = 5 * time.Second
 // (a handler's HTTP call leaves them in its Transport's pool) and those
 // Options.IgnoreGoroutines names are not counted.
 func (f *Fleet) checkLeaks() {
+	f.t.Helper()
 	bound := leakBound
 	if f.opts.leakBound > 0 {
 		bound = f.opts.leakBound

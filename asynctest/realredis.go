@@ -124,6 +124,7 @@ func (o *ownership) renew(f *Fleet) {
 
 // release stops the renewals and deletes the lock.
 func (o *ownership) release(f *Fleet) {
+	f.t.Helper()
 	close(o.stop)
 	<-o.done
 	defer heldHere.Delete(o.holder)
