@@ -36,6 +36,12 @@ type Want struct {
 	// Count, when set, is how many tasks must match exactly; 0 means at
 	// least one.
 	Count int
+	// Duplicates makes the entries of calls that found their task there
+	// already (client.Enqueued.Duplicate: the same ID enqueued again,
+	// which added nothing) match too. Left false, they never match: a
+	// task enqueued twice under one ID counts once, for Count and for
+	// RequireNotEnqueued.
+	Duplicates bool
 }
 
 // String describes the fields of w that are set, as a Go literal would.
@@ -67,6 +73,7 @@ func (w *Want) String() string {
 	add(w.PartitionKey != "", "PartitionKey", w.PartitionKey)
 	add(len(w.Meta) > 0, "Meta", w.Meta)
 	add(w.Count != 0, "Count", w.Count)
+	add(w.Duplicates, "Duplicates", w.Duplicates)
 	if len(parts) == 0 {
 		return "any"
 	}
@@ -76,6 +83,9 @@ func (w *Want) String() string {
 // differs returns why e does not match w (the first field that differs,
 // with both values), or "" when it matches. Count is not looked at.
 func (w *Want) differs(e client.Enqueued) string {
+	if e.Duplicate && (w == nil || !w.Duplicates) {
+		return "a duplicate (it added nothing; Want.Duplicates unset)"
+	}
 	if w == nil {
 		return ""
 	}
@@ -316,12 +326,28 @@ func RequireEnqueuedKind(f *Fleet, kind string, w *Want) []client.Enqueued {
 }
 
 // RequireNotEnqueued fails the test if a task of kind matching w was
-// enqueued (w.Count is not looked at), listing those tasks.
+// enqueued (w.Count is not looked at), listing those tasks. Duplicates'
+// entries are not looked at unless w.Duplicates is set.
 func RequireNotEnqueued(f *Fleet, kind string, w *Want) {
+	f.t.Helper()
+	requireNot(f, kind, nil, w)
+}
+
+// RequireNotEnqueuedArgs fails the test if a task of A's kind with args
+// equal to want (compared as RequireEnqueued does) and matching w was
+// enqueued, listing those tasks: "no email to bob", when other emails
+// were sent.
+func RequireNotEnqueuedArgs[A client.Args](f *Fleet, want A, w *Want) {
+	f.t.Helper()
+	var a any = want
+	requireNot(f, want.Kind(), &a, w)
+}
+
+func requireNot(f *Fleet, kind string, args *any, w *Want) {
 	f.t.Helper()
 	var hit []client.Enqueued
 	for _, e := range f.ofKind(kind) {
-		if w.differs(e) == "" {
+		if w.differs(e) == "" && (args == nil || argsEqual(e.Args, *args)) {
 			hit = append(hit, e)
 		}
 	}
@@ -329,7 +355,11 @@ func RequireNotEnqueued(f *Fleet, kind string, w *Want) {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "asynctest: wanted no task of kind %q matching %s; %d were enqueued:", kind, w, len(hit))
+	fmt.Fprintf(&b, "asynctest: wanted no task of kind %q", kind)
+	if args != nil {
+		fmt.Fprintf(&b, " with args %s", argsString(toArgs(*args)))
+	}
+	fmt.Fprintf(&b, " matching %s; %d were enqueued:", w, len(hit))
 	for _, e := range hit {
 		fmt.Fprintf(&b, "\n\t%s", describe(e))
 	}

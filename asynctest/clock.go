@@ -29,21 +29,21 @@ func (f *Fleet) Now() time.Time {
 // Advance needs the embedded miniredis, whose clock it sets (TIME, stream
 // ids, and the TTLs of keys, which move forward by d too): a real Redis'
 // clock cannot be moved, so a test that calls Advance is skipped when
-// EnvRedisURL is set. Advance is a jump: once the clock stopped, nothing
+// EnvRedisURL is set, unless its fleet has Options.Embedded or
+// Options.Clock (which keep it on miniredis). Advance is a jump: once the clock stopped, nothing
 // timed moves without it (a retry's backoff, a delay, a repeat slot), and
 // a task running across a jump past its lease looks as if its worker died
 // (another worker may take it over, as LoseWorker does). Advance does not
 // wait for the tasks it made due to run: wait for them (WaitTask...).
 //
-// What Redis decides is exact: retries' backoffs and repeat slots fall due
-// at the jump that reaches them. A client, though, counts a Delay from its
-// estimate of Redis' time, which moves on with the real clock while Redis'
-// stands still: a task enqueued with Delay d is due after what an
-// Advance(d) reaches, by the real time elapsed since the client last read
-// Redis' clock (at its start, or a minute ago at most), so advance past
-// it by that much (d + time.Minute). EnqueueOpts.ProcessAt and Deadline are times of the
-// caller's clock, converted to Redis' by the client's measured offset:
-// with Options.Clock far from the real time, express them as delays.
+// While the clock is stopped every process of the fleet (its clients,
+// workers and coordinator) reads Redis' time as the stopped time, not as
+// its local clock's estimate: Advance(d) reaches what is due d from now
+// exactly, whether Redis decided it (a retry's backoff, a repeat slot) or
+// a client did (EnqueueOpts.Delay d). EnqueueOpts.ProcessAt and Deadline
+// are read in the stopped clock's frame: count them from Fleet.Now (a task
+// enqueued with ProcessAt: f.Now().Add(time.Hour) runs after
+// Advance(time.Hour)).
 func (f *Fleet) Advance(d time.Duration) time.Time {
 	f.t.Helper()
 	if f.mini == nil {
@@ -54,6 +54,7 @@ func (f *Fleet) Advance(d time.Duration) time.Time {
 	}
 	next := f.Now().Add(d)
 	f.mini.SetTime(next)
+	f.stopped.Store(&next)
 	f.mini.FastForward(d)
 	ctx, cancel := context.WithTimeout(context.Background(), f.opts.WaitTimeout)
 	defer cancel()

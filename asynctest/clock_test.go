@@ -81,9 +81,8 @@ func TestRepeatHourlyThreeSlots(t *testing.T) {
 }
 
 // Advance makes a delayed task due (here without a coordinator of the
-// fleet), and moves TTLs with the clock. The client counts a Delay from its
-// estimate of Redis' time, which moves on with the real clock while Redis'
-// stands still: the last jump goes a minute past the delay.
+// fleet), and moves TTLs with the clock. The client counts a Delay from
+// Redis' stopped time: the jumps that add up to the delay reach it.
 func TestAdvanceDelayAndTTL(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
@@ -102,7 +101,7 @@ func TestAdvanceDelayAndTTL(t *testing.T) {
 	if st, err := h.State(ctx); err != nil || st != client.StateScheduled {
 		t.Fatalf("after an hour: %q, %v; want scheduled", st, err)
 	}
-	f.Advance(23*time.Hour + time.Minute)
+	f.Advance(23 * time.Hour)
 	if n, err := result[int](t, f, h); err != nil || n != 5 {
 		t.Fatalf("result %d, %v", n, err)
 	}
@@ -112,12 +111,11 @@ func TestAdvanceDelayAndTTL(t *testing.T) {
 }
 
 // On a real Redis (here a URL to a miniredis, which the kit treats as
-// one), Options.Clock and Advance skip the test, saying why.
+// one), Advance skips the test, saying why.
 func TestClockSkipsOnRealRedis(t *testing.T) {
 	t.Parallel()
 	url := "redis://" + miniredis.RunT(t).Addr() + "/0"
 	for name, body := range map[string]func(tb testing.TB){
-		"Clock":   func(tb testing.TB) { NewFleet(tb, nil, &Options{redisURL: url, Clock: time.Now()}) },
 		"Advance": func(tb testing.TB) { NewFleet(tb, nil, &Options{redisURL: url}).Advance(time.Hour) },
 	} {
 		tb := newFakeTB(t, name)
@@ -125,5 +123,27 @@ func TestClockSkipsOnRealRedis(t *testing.T) {
 		if !tb.skipped || len(tb.failures()) != 0 {
 			t.Errorf("%s: skipped %v, failures %q; want skipped", name, tb.skipped, tb.failures())
 		}
+	}
+}
+
+// Options.Clock implies Embedded: with a real Redis named, the fleet runs
+// on an embedded miniredis stopped at Clock, and the test is not skipped.
+func TestClockImpliesEmbedded(t *testing.T) {
+	t.Parallel()
+	url := "redis://" + miniredis.RunT(t).Addr() + "/0"
+	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	tb := newFakeTB(t, "Clock")
+	var embedded bool
+	var now time.Time
+	tb.run(func(tb testing.TB) {
+		f := NewFleet(tb, nil, &Options{redisURL: url, Clock: t0})
+		embedded = !f.Real() && f.Miniredis() != nil
+		now = f.Advance(time.Minute)
+	})
+	if tb.skipped || len(tb.failures()) != 0 {
+		t.Fatalf("skipped %v, failures %q; want a fleet on miniredis", tb.skipped, tb.failures())
+	}
+	if !embedded || !now.Equal(t0.Add(time.Minute)) {
+		t.Errorf("embedded %v, Advance reached %v; want an embedded fleet at %v", embedded, now, t0.Add(time.Minute))
 	}
 }

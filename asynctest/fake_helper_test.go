@@ -18,13 +18,17 @@ type fakeTB struct {
 	fatal    bool
 	skipped  bool
 	cleanups []func()
+	logged   []string
 }
 
 func newFakeTB(t testing.TB, name string) *fakeTB { return &fakeTB{TB: t, name: name} }
 
 func (f *fakeTB) Helper()      {}
 func (f *fakeTB) Name() string { return f.name }
-func (f *fakeTB) Logf(string, ...any) {
+func (f *fakeTB) Logf(format string, args ...any) {
+	f.mu.Lock()
+	f.logged = append(f.logged, fmt.Sprintf(format, args...))
+	f.mu.Unlock()
 }
 func (f *fakeTB) Log(...any) {}
 func (f *fakeTB) Cleanup(fn func()) {
@@ -87,4 +91,10 @@ func (f *fakeTB) failures() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.errs...)
+}
+
+func (f *fakeTB) logs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.logged...)
 }

@@ -27,8 +27,9 @@ import (
 //
 // A fleet owns the database it names for its whole life: it takes a lock
 // key there (a fleet of another test, or of another package's test
-// process, waits for it, up to a minute), empties the database and, at
-// cleanup, releases it. So give the kit a database of its own: a database
+// process, waits for it, up to 2 minutes while one holder keeps it; a
+// second fleet of the same test fails at once, as it would wait for
+// ever), empties the database and, at cleanup, releases it. So give the kit a database of its own: a database
 // holding keys the kit did not write (no marker key of the kit's) is
 // refused, never flushed. Tests that run fleets in parallel run one at a
 // time on a real Redis.
@@ -90,15 +91,26 @@ type Options struct {
 	// NoCoordinator leaves the coordinator out.
 	NoCoordinator bool
 	// Clock, when set, stops Redis' clock at Clock: it then moves only
-	// with Fleet.Advance (miniredis only: on a real Redis, NewFleet skips
-	// the test).
+	// with Fleet.Advance, and the fleet's processes read it as Redis'
+	// time (see Advance). A fleet with a Clock always runs on an embedded
+	// miniredis (it implies Embedded): a real Redis' clock cannot be
+	// stopped.
 	Clock time.Time
 	// WaitTimeout bounds every wait of the kit (WaitTask, WaitGroup...).
 	// Defaults to 10s.
 	WaitTimeout time.Duration
+	// IgnoreGoroutines names functions (as a stack trace spells them:
+	// "example.com/pool.(*Pool).keepAlive") of goroutines the leak check
+	// at cleanup leaves out: a goroutine whose top function (the first
+	// one outside the runtime, as goleak.IgnoreTopFunction matches) or
+	// whose start function (the one its go statement called) is listed.
+	// For the pools of long-lived workers a handler may start, which
+	// outlive it by design. Goroutines of net/http's keep-alive
+	// connections are always left out.
+	IgnoreGoroutines []string
 	// Embedded keeps the fleet on an embedded miniredis even when
-	// EnvRedisURL is set: for a test that moves the clock (Advance,
-	// Clock), which a real Redis cannot do.
+	// EnvRedisURL is set: for a test that moves the clock (Advance), which
+	// a real Redis cannot do. Clock implies it.
 	Embedded bool
 
 	// For the kit's own tests: the Redis URL instead of EnvRedisURL, and
@@ -106,6 +118,7 @@ type Options struct {
 	redisURL   string
 	onLockWait func(holder string)
 	leakBound  time.Duration // defaults to leakBound
+	lockWait   time.Duration // defaults to lockWait
 }
 
 // Fleet is a whole async fleet inside one test. Its methods call t.Fatal
@@ -133,6 +146,8 @@ type Fleet struct {
 	rdbs    []redis.UniversalClient // closed last
 	ticker  *coordinator.Coordinator
 
+	stopped atomic.Pointer[time.Time] // Redis' time, while the fleet's clock is stopped
+
 	logMu  sync.Mutex
 	closed bool // the cleanup ended: logs are dropped
 }
@@ -142,7 +157,7 @@ type Fleet struct {
 type proc struct {
 	w    *worker.Worker
 	cfg  worker.Config
-	rdb  *redis.Client
+	rdb  *fleetRDB
 	line *line
 }
 
@@ -202,13 +217,13 @@ func (f *Fleet) start(ctx context.Context) {
 	t := f.t
 	t.Helper()
 	url := f.opts.redisURL
-	if url == "" && !f.opts.Embedded {
+	if !f.opts.Clock.IsZero() {
+		// A stopped clock needs the embedded miniredis.
+		url = ""
+	} else if url == "" && !f.opts.Embedded {
 		url = os.Getenv(EnvRedisURL)
 	}
 	if url != "" {
-		if !f.opts.Clock.IsZero() {
-			t.Skip("asynctest: Options.Clock needs the embedded miniredis: a real Redis' clock cannot be stopped (" + EnvRedisURL + " is set)")
-		}
 		o, err := redis.ParseURL(url)
 		if err != nil {
 			t.Fatalf("asynctest: %s: %v", EnvRedisURL, err)
@@ -224,6 +239,8 @@ func (f *Fleet) start(ctx context.Context) {
 		f.mini = m
 		if !f.opts.Clock.IsZero() {
 			m.SetTime(f.opts.Clock)
+			at := f.opts.Clock
+			f.stopped.Store(&at)
 		}
 		f.ropts = &redis.Options{Addr: m.Addr(), ContextTimeoutEnabled: true}
 	}
@@ -251,9 +268,9 @@ func (f *Fleet) start(ctx context.Context) {
 
 // newRDB returns a new client of the fleet's Redis (closed at cleanup),
 // cut off by l when l is not nil.
-func (f *Fleet) newRDB(l *line) *redis.Client {
+func (f *Fleet) newRDB(l *line) *fleetRDB {
 	o := *f.ropts
-	rdb := redis.NewClient(&o)
+	rdb := &fleetRDB{Client: redis.NewClient(&o), f: f}
 	if l != nil {
 		rdb.AddHook(l)
 	}
@@ -261,6 +278,23 @@ func (f *Fleet) newRDB(l *line) *redis.Client {
 	f.rdbs = append(f.rdbs, rdb)
 	f.mu.Unlock()
 	return rdb
+}
+
+// fleetRDB is a client of the fleet's Redis that tells the library's
+// clocks (store.StoppedClock) when the fleet stopped Redis' clock, so that
+// every process of the fleet reads the stopped time as Redis' time.
+type fleetRDB struct {
+	*redis.Client
+	f *Fleet
+}
+
+// StoppedAt reports the time the fleet's Redis clock stands at, and false
+// while it runs.
+func (r *fleetRDB) StoppedAt() (time.Time, bool) {
+	if at := r.f.stopped.Load(); at != nil {
+		return *at, true
+	}
+	return time.Time{}, false
 }
 
 // StartWorkers starts n more workers, each with the handlers register
@@ -381,6 +415,9 @@ const stopBound = 10 * time.Second
 
 // cleanup stops the fleet in order, then checks it left no goroutine.
 func (f *Fleet) cleanup() {
+	// Helpers down to each failure: the testing package reports it at the
+	// line of t.Cleanup's caller's caller, the test's call of NewFleet.
+	f.t.Helper()
 	f.mu.Lock()
 	procs := append([]*proc(nil), f.procs...)
 	clients := append([]*client.Client(nil), f.clients...)

@@ -3,6 +3,7 @@ package asynctest
 import (
 	"bytes"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,15 +19,19 @@ const leakBound = 5 * time.Second
 // fleet's components start, and those their handlers start, carry it. (A
 // function time.AfterFunc runs starts on whatever goroutine ran the
 // runtime's timers, labeled or not: those are short-lived, and waited
-// for like the others.)
+// for like the others.) Goroutines of net/http's keep-alive connections
+// (a handler's HTTP call leaves them in its Transport's pool) and those
+// Options.IgnoreGoroutines names are not counted.
 func (f *Fleet) checkLeaks() {
+	f.t.Helper()
 	bound := leakBound
 	if f.opts.leakBound > 0 {
 		bound = f.opts.leakBound
 	}
 	deadline := time.Now().Add(bound)
+	ignore := append(append([]string(nil), poolGoroutines...), f.opts.IgnoreGoroutines...)
 	for {
-		left := labeledGoroutines(f.id)
+		left := labeledGoroutines(f.id, ignore)
 		if len(left) == 0 {
 			return
 		}
@@ -39,9 +44,19 @@ func (f *Fleet) checkLeaks() {
 	}
 }
 
+// poolGoroutines are the functions of goroutines that belong to a pool
+// outliving the handler that made them, not to the handler: net/http's
+// keep-alive connections (of http.DefaultClient's Transport, say), which
+// a handler's HTTP call starts and the Transport keeps for the next.
+var poolGoroutines = []string{
+	"net/http.(*persistConn).readLoop",
+	"net/http.(*persistConn).writeLoop",
+}
+
 // labeledGoroutines returns the stacks, from the goroutine profile, of the
-// goroutines labeled with the fleet id.
-func labeledGoroutines(id string) []string {
+// goroutines labeled with the fleet id, but those whose top function or
+// start function is in ignore.
+func labeledGoroutines(id string, ignore []string) []string {
 	var b bytes.Buffer
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
 	want := strconv.Quote(LabelKey) + ":" + strconv.Quote(id)
@@ -49,12 +64,40 @@ func labeledGoroutines(id string) []string {
 	for _, rec := range strings.Split(b.String(), "\n\n") {
 		for _, ln := range strings.Split(rec, "\n") {
 			if strings.HasPrefix(ln, "# labels: ") && containsLabel(ln, want) {
-				out = append(out, rec)
+				if top, start := stackEnds(rec); !slices.Contains(ignore, top) && !slices.Contains(ignore, start) {
+					out = append(out, rec)
+				}
 				break
 			}
 		}
 	}
 	return out
+}
+
+// stackEnds returns the top function of a goroutine profile record (the
+// first frame outside the runtime, as a stack trace shows it) and the
+// function its goroutine was started with (the last frame but
+// runtime.goexit).
+func stackEnds(rec string) (top, start string) {
+	for _, ln := range strings.Split(rec, "\n") {
+		// "#\t0x4f2a1b\tnet/http.(*persistConn).readLoop+0x1f3\t/go/src/..."
+		fields := strings.Split(ln, "\t")
+		if len(fields) < 3 || fields[0] != "#" {
+			continue
+		}
+		fn := fields[2]
+		if i := strings.LastIndex(fn, "+0x"); i >= 0 {
+			fn = fn[:i]
+		}
+		if fn == "runtime.goexit" {
+			continue
+		}
+		if top == "" && !strings.HasPrefix(fn, "runtime.") {
+			top = fn
+		}
+		start = fn
+	}
+	return top, start
 }
 
 // containsLabel reports whether the labels line holds want as a whole

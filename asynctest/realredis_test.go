@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -47,7 +48,9 @@ func TestFleetRefusesForeignDatabase(t *testing.T) {
 	if ok, other, err := store.TakeTestKitLock(ctx, rdb, keys.TestKitLock, holder, lockTTL); err != nil || !ok {
 		t.Fatalf("take the lock: %v %v (held by %s)", ok, err, other)
 	}
-	if err := rdb.Del(ctx, keys.TestKitMarker).Err(); err != nil {
+	// Empty first (the kit's database, whose lock the test holds): keys
+	// an earlier fleet left would be listed before the foreign one.
+	if err := rdb.Eval(ctx, "for _, k in ipairs(redis.call('KEYS', '*')) do if k ~= KEYS[1] then redis.call('DEL', k) end end return 0", []string{keys.TestKitLock}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.Set(ctx, "someone:data", "precious", 0).Err(); err != nil {
@@ -135,5 +138,94 @@ func TestFleetsShareDatabaseInTurn(t *testing.T) {
 	}
 	if got := fmt.Sprint(events); got != "[first owns second waits first ends second owns]" {
 		t.Errorf("events %s", got)
+	}
+}
+
+// A second fleet of the same test (or of a subtest of the test that holds
+// the first) on a real Redis would wait for the first for ever: it fails at
+// once, saying why.
+func TestSecondFleetOfTestFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	url := ownedURL(t)
+	for _, name := range []string{"same", "sub"} {
+		tb, inner := newFakeTB(t, "twofleets"), newFakeTB(t, "twofleets")
+		if name == "sub" {
+			inner = newFakeTB(t, "twofleets/sub")
+		}
+		start := time.Now()
+		second := false
+		tb.run(func(tb testing.TB) {
+			NewFleet(tb, nil, &Options{redisURL: url})
+			inner.run(func(tb testing.TB) {
+				NewFleet(tb, nil, &Options{redisURL: url, lockWait: 30 * time.Second})
+				second = true
+			})
+		})
+		errs := append(tb.failures(), inner.failures()...)
+		if second || len(errs) != 1 || !strings.Contains(errs[0], "held by another fleet of this test") {
+			t.Errorf("%s: second fleet made %v, failures %q; want one failure naming the fleet of this test", name, second, errs)
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("%s: the second fleet failed after %v, not at once", name, d)
+		}
+	}
+}
+
+// A fleet's wait for the database starts again whenever the holder changes:
+// two holders in turn, each for less than the bound but together for more,
+// do not fail it. It logs whom it waits for. (On a miniredis of its own, so
+// that the holders are the test's.)
+func TestLockWaitRestartsPerHolder(t *testing.T) {
+	t.Parallel()
+	url := "redis://" + miniredis.RunT(t).Addr() + "/0"
+	rdb := rawClient(t, url)
+	ctx := context.Background()
+	const bound = 2 * time.Second
+	hold := bound * 2 / 3
+	if ok, _, err := store.TakeTestKitLock(ctx, rdb, keys.TestKitLock, "holder-x", time.Minute); !ok || err != nil {
+		t.Fatalf("take the lock: %v, %v", ok, err)
+	}
+	seen := make(chan string, 4)
+	tb := newFakeTB(t, "waiter")
+	var owned time.Time
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tb.run(func(tb testing.TB) {
+			NewFleet(tb, nil, &Options{redisURL: url, lockWait: bound, onLockWait: func(h string) { seen <- h }})
+			owned = time.Now()
+		})
+	}()
+	if h := <-seen; h != "holder-x" {
+		t.Fatalf("waits for %q, want holder-x", h)
+	}
+	start := time.Now()
+	<-time.After(hold) // x keeps the database for two thirds of the bound
+	// y takes over from x at once (the waiter cannot slip in between).
+	if err := rdb.Set(ctx, keys.TestKitLock, "holder-y", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-seen; h != "holder-y" {
+		t.Fatalf("waits for %q, want holder-y", h)
+	}
+	<-time.After(hold)
+	if err := store.ReleaseTestKitLock(ctx, rdb, keys.TestKitLock, "holder-y"); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if errs := tb.failures(); len(errs) != 0 {
+		t.Fatalf("the waiter failed: %q", errs)
+	}
+	if d := owned.Sub(start); d < bound {
+		t.Errorf("the waiter owned the database %v after the first holder's wait began; want after both holders, over %v", d, bound)
+	}
+	var logs []string
+	for _, l := range tb.logs() {
+		if strings.Contains(l, "waiting for it") {
+			logs = append(logs, l)
+		}
+	}
+	if len(logs) != 2 || !strings.Contains(logs[0], "holder-x") || !strings.Contains(logs[1], "holder-y") {
+		t.Errorf("logs %q; want one naming each holder waited for, once", logs)
 	}
 }

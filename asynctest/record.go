@@ -49,14 +49,18 @@ func (r *recorder) childrenOf(id string) []client.Enqueued {
 }
 
 // Enqueued returns every task the fleet's clients enqueued (or found as
-// duplicates), in the order Redis confirmed them.
+// duplicates), in the order the clients' hooks were told of them.
 //
 // What is recorded: every task added through Fleet.Client or a client of
 // Fleet.NewClient, by any path (see client.Config.EnqueuedHooks): Enqueue,
 // EnqueueMany, continuations (once registered), group members and joins,
 // Partition's tasks, patterns.Batch items, and the tasks handlers enqueue
 // through those clients (with their Parent). Each is recorded once Redis
-// confirmed it, so a call that failed records nothing it did not add.
+// confirmed it, so a call that failed records nothing it did not add (a
+// ForkJoin that failed before its group was sealed records its members,
+// not its join). Not recorded either: a group started again with an ID
+// that exists (it adds nothing), and a dead task client.RetryDead puts
+// back (the same task, not a new one).
 // Not recorded: tasks enqueued through a client the fleet did not make,
 // and the tasks of repeat schedules (patterns.Repeat), which a coordinator
 // makes from the schedule's template at each slot, in no client's call:

@@ -69,7 +69,13 @@ type Config struct {
 	// A repeat schedule's template (patterns.Repeat) is not a task: the
 	// tasks of its slots are made later by a coordinator's script, in no
 	// client's call, and are not told of: patterns.Repeats (a schedule's
-	// Last task and Fired count) and package inspect show them.
+	// Last task and Fired count) and package inspect show them. A group's
+	// join is told of once its group is sealed (a ForkJoin that failed
+	// before reports its members, not the join, which goes with the
+	// unsealed group). Not told of either: a ForkJoin or Group started
+	// again with the ID of a group that exists (it adds nothing, so it
+	// reports nothing), and a dead task RetryDead puts back in its queue
+	// (it is the same task, run again, not a task enqueued anew).
 	//
 	// The hooks run in order, on the goroutine that enqueued, with its ctx,
 	// after the call's write and in the order of the call's tasks; they

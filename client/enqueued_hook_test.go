@@ -168,7 +168,16 @@ func TestEnqueuedHookPartialEnqueueMany(t *testing.T) {
 	t.Parallel()
 	q := testenv.Queue(t)
 	q2 := q + "-broken"
-	c, env, r := newToldClient(t, q)
+	// A Redis of the test's own: the broken queue would break every
+	// listing of the queues (the CLI's, the dashboard's) of tests that
+	// share a server.
+	env := testenv.IsolatedRedis(t, 0)
+	r := &told{}
+	c, err := client.New(context.Background(), env.RDB, &client.Config{DefaultQueue: q, EnqueuedHooks: []client.EnqueuedHook{r.hook}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
 	if _, err := c.Enqueue(ctx, PingArgs{Msg: "warm"}, &client.EnqueueOpts{Queue: q2}); err != nil {
 		t.Fatal(err)

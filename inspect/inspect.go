@@ -111,6 +111,11 @@ type QueueInfo struct {
 	// cancelled entry lies ahead of the readers). Two readings a second
 	// apart give the rate at which workers take tasks.
 	Read int64 `json:"read"`
+	// Error is set when the queue's keys could not be read (Redis refused:
+	// one of them holds a value of another type, say); its counts are zero
+	// then. Queues lists such a queue with its error rather than fail for
+	// all; Queue returns the error.
+	Error string `json:"error,omitempty"`
 }
 
 // Queues returns every queue a client, worker or group has used on this
@@ -134,6 +139,9 @@ func (i *Inspector) Queue(ctx context.Context, name string) (QueueInfo, error) {
 	if err != nil {
 		return QueueInfo{}, err
 	}
+	if qs[0].Error != "" {
+		return QueueInfo{}, errors.New(qs[0].Error)
+	}
 	return qs[0], nil
 }
 
@@ -148,6 +156,10 @@ func (i *Inspector) stats(ctx context.Context, names []string) ([]QueueInfo, err
 	}
 	out := make([]QueueInfo, len(cs))
 	for j, c := range cs {
+		if c.Err != nil {
+			out[j] = QueueInfo{Queue: c.Queue, Read: -1, Error: c.Err.Error()}
+			continue
+		}
 		out[j] = QueueInfo{Queue: c.Queue, Waiting: c.Waiting, WaitingFallback: c.WaitingFallback,
 			Running: c.Running, Scheduled: c.Scheduled, Retrying: c.Retrying,
 			Held: c.Parked + c.PartitionWaiting + c.InvokeAllHeld, Dead: c.Dead, Paused: c.Paused,

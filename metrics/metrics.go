@@ -418,6 +418,9 @@ func (c snapCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, time.Since(s.at).Seconds())
 	for _, q := range s.queues {
+		if q.Error != "" {
+			continue // its counts are unknown, not zero
+		}
 		for i, n := range [len(states)]int64{q.Waiting, q.Running, q.Scheduled, q.Retrying, q.Held, q.Dead} {
 			ch <- prometheus.MustNewConstMetric(descTasks, prometheus.GaugeValue, float64(n), q.Queue, states[i])
 		}

@@ -388,9 +388,15 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	if err != nil {
 		return err
 	}
+	// The join is a task once its group is sealed and it is kept (not
+	// before: it goes with the group should this call never get that far):
+	// the enqueued hooks are told of it then.
+	var joinPrep engine.Prepared
+	var joinRefs []engine.Ref
 	if GroupState(gst) == GroupRunning { // not ended, nor being cancelled
 		if p.join != nil {
-			if _, err := engineOf(c).Send(ctx, *p.join); err != nil {
+			joinPrep = p.join.Quiet()
+			if joinRefs, err = engineOf(c).Send(ctx, joinPrep); err != nil {
 				return fmt.Errorf("join: %w", err)
 			}
 			// Until the group is sealed, the join goes with it should
@@ -433,6 +439,9 @@ func run(ctx context.Context, c *client.Client, p *plan, created bool) error {
 	}
 	if err := keepJoin(ctx, c, p.ref); err != nil {
 		return err
+	}
+	if joinRefs != nil {
+		engineOf(c).Tell(ctx, joinPrep, joinRefs)
 	}
 	gs, err := store.ReadGroup(ctx, rdb, p.ref)
 	if err != nil {

@@ -146,6 +146,14 @@ func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, watc
 			fmt.Fprintln(w)
 		}
 	})
+	if err == nil {
+		// A queue Redis refused to read is listed with zeros; say why.
+		for _, r := range list {
+			if r.Error != "" {
+				fmt.Fprintf(e.stderr, "worker: queues: %s: its counts could not be read: %s\n", r.Queue, r.Error)
+			}
+		}
+	}
 	if watching && err == nil {
 		fmt.Fprintln(e.stdout)
 	}

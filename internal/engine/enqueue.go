@@ -186,11 +186,11 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ProcessAt and Delay are for tasks enqueued on their own, not a group's members, joins or continuations", kind)
 		}
 		e.clock.Refresh(ctx, e.rdb, clockRefresh)
-		at := opts.ProcessAt
-		if at.IsZero() {
-			at = time.Now().Add(opts.Delay)
+		if opts.ProcessAt.IsZero() {
+			dueMs = e.clock.Now().Add(opts.Delay).UnixMilli()
+		} else {
+			dueMs = e.clock.FromCaller(opts.ProcessAt).UnixMilli()
 		}
-		dueMs = e.clock.ToRedis(at).UnixMilli()
 		if opts.ID == "" {
 			// A delayed task waits in a record of its own: it needs a key
 			// before it has a stream entry.
@@ -238,7 +238,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	var deadlineMs int64
 	if !opts.Deadline.IsZero() {
 		e.clock.Refresh(ctx, e.rdb, clockRefresh)
-		deadlineMs = e.clock.ToRedis(opts.Deadline).UnixMilli()
+		deadlineMs = e.clock.FromCaller(opts.Deadline).UnixMilli()
 	}
 	// A child inherits its parent task's deadline (not the attempt's
 	// timeout, nor a deadline the caller put on ctx for this call).

@@ -108,7 +108,7 @@ func (e *Engine) DefaultMaxAttempts() int { return e.cfg.DefaultMaxAttempts }
 // converts a task's deadline (the clock refreshed if it is old).
 func (e *Engine) RedisMs(ctx context.Context, t time.Time) int64 {
 	e.clock.Refresh(ctx, e.rdb, clockRefresh)
-	return e.clock.ToRedis(t).UnixMilli()
+	return e.clock.FromCaller(t).UnixMilli()
 }
 
 // CheckInherited checks the metadata and trace context of a task as an

@@ -67,7 +67,7 @@ func MarkerTTL(rdb redis.UniversalClient) time.Duration {
 // for a client of a type whose options cannot be read.
 func ContextDeadlines(rdb redis.UniversalClient) (enabled, known bool) {
 	switch c := rdb.(type) {
-	case *redis.Client:
+	case singleClient: // *redis.Client, or a type embedding one
 		return c.Options().ContextTimeoutEnabled, true
 	case *redis.ClusterClient:
 		return c.Options().ContextTimeoutEnabled, true
@@ -77,9 +77,13 @@ func ContextDeadlines(rdb redis.UniversalClient) (enabled, known bool) {
 	return false, false
 }
 
+// singleClient is a client of one Redis server: a *redis.Client, or a type
+// that embeds one (the test kit's clients do).
+type singleClient interface{ Options() *redis.Options }
+
 func profileOf(rdb redis.UniversalClient) (retryProfile, bool) {
 	switch c := rdb.(type) {
-	case *redis.Client:
+	case singleClient:
 		o := c.Options()
 		return profile(1+max(o.MaxRetries, 0), o.MaxRetryBackoff, o.PoolTimeout,
 			o.DialTimeout, o.DialerRetries, o.DialerRetryTimeout, o.WriteTimeout, o.ReadTimeout), true

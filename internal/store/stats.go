@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -29,6 +30,11 @@ func QueueNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
 // script); none is negative.
 type QueueCounts struct {
 	Queue string
+	// Err is set when Redis refused to read the queue's keys (one holds a
+	// value of another type, say): the counts are zero then. Only such a
+	// refusal of one queue is kept here; a failure of the connection fails
+	// QueueStats.
+	Err error
 	// Waiting is the number of entries of the stream the workers' group
 	// has not read yet.
 	Waiting int64
@@ -95,8 +101,15 @@ func QueueStats(ctx context.Context, rdb redis.UniversalClient, qs []keys.Queue)
 	}
 	out := make([]QueueCounts, len(qs))
 	for i, q := range qs {
-		if calls[i].err != nil {
-			return nil, fmt.Errorf("queue %q stats: %w", q.Name, calls[i].err)
+		if err := calls[i].err; err != nil {
+			var refused redis.Error
+			if errors.As(err, &refused) && !IsLoading(err) {
+				// One queue's broken keys do not blind the reader to
+				// the others.
+				out[i] = QueueCounts{Queue: q.Name, Err: fmt.Errorf("queue %q stats: %w", q.Name, err)}
+				continue
+			}
+			return nil, fmt.Errorf("queue %q stats: %w", q.Name, err)
 		}
 		v, err := calls[i].res.Slice()
 		if err != nil || len(v) != 18 {
