@@ -9,7 +9,8 @@
 // and workers whose handlers run for real, with timings set for tests
 // (see below). Everything is stopped at the test's cleanup (the workers
 // let their running handlers finish), and the test fails if a goroutine
-// the fleet started, a handler's too, still runs 5s later:
+// the fleet started, a handler's too, still runs 5s later (but those
+// Options.IgnoreGoroutines names):
 //
 //	f := asynctest.NewFleet(t, func(w *worker.Worker) {
 //		worker.Handle(w, thumbnail)
@@ -53,9 +54,11 @@
 // Batch items, and what handlers enqueue from their ctx. RequireEnqueued
 // asserts that a task of a kind with equal args was enqueued, narrowed by
 // a Want (queue, parent, group, options, an exact count);
-// RequireEnqueuedKind does so without args, RequireNotEnqueued asserts
-// that none was, EnqueuedArgs lists a kind's args, typed, and
-// Fleet.Enqueued the whole record. The tasks a repeat schedule makes at
+// RequireEnqueuedKind does so without args, RequireNotEnqueued and
+// RequireNotEnqueuedArgs assert that none was, EnqueuedArgs lists a
+// kind's args, typed, and Fleet.Enqueued the whole record (a call that
+// found its task already there is a duplicate, which matches only with
+// Want.Duplicates). The tasks a repeat schedule makes at
 // its slots come from the coordinator, not from a client, and are not
 // recorded: patterns.Repeats gives each schedule's last task.
 //
@@ -72,9 +75,10 @@
 // (stopping it first if it ran) and runs the coordinator's duties at the
 // new time, so that what fell due — delayed tasks, retries, repeat slots
 // — is queued when Advance returns: a Repeat every hour fires three slots
-// in three calls, without sleeping. Fleet.Now reads Redis' time. A client
-// counts a Delay from its own estimate of Redis' time, which moves on with
-// the real clock: advance a minute past a delay (see Fleet.Advance).
+// in three calls, without sleeping. Fleet.Now reads Redis' time, which
+// every process of the fleet reads too while the clock stands still:
+// Advance(d) reaches exactly what is due d from now, a task enqueued with
+// Delay d included (see Fleet.Advance).
 //
 // Fleet.FailNext fails the next attempts of a kind without running the
 // handler (ErrInjected, or the error given: worker.Permanent ends the task
@@ -90,18 +94,18 @@
 //
 // With EnvRedisURL (ASYNCTEST_REDIS_URL=redis://host:port/db) set, fleets
 // run on that server instead of miniredis. Everything works there but
-// moving the clock: a fleet with Options.Clock, and a test that calls
-// Fleet.Advance, are skipped (t.Skip), since a real Redis' clock can be
-// neither stopped nor moved; Options.Embedded keeps such a fleet on
-// miniredis whatever the variable says, so that the test runs in every
-// pass.
+// moving the clock, since a real Redis' clock can be neither stopped nor
+// moved: a fleet with Options.Clock always runs on miniredis,
+// Options.Embedded keeps any fleet there, and a test that calls
+// Fleet.Advance on a fleet that runs on the real Redis is skipped
+// (t.Skip).
 //
 // A fleet owns the database it runs in for its whole life: it takes a
 // lock key there (a fleet of a parallel test, or of another package's
 // test process, waits for it, up to two minutes), empties the database, and
 // releases it at cleanup. So fleets on a real Redis run one at a time (a
-// second fleet of the same test would wait for the first, which ends with
-// the test: start one per test), and the kit needs a database of its own:
+// second fleet of the same test fails at once, as it would wait for ever:
+// start one per test), and the kit needs a database of its own:
 // one that holds keys the kit did not write (its marker key is missing) is
 // refused, never emptied.
 //
