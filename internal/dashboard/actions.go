@@ -29,6 +29,12 @@ func (s *server) action(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden: the dashboard is read-only", http.StatusForbidden)
 		return
 	}
+	// A browser tells a POST from a page of another origin (Sec-Fetch-Site,
+	// or else Origin): refused before anything else, whatever it carries.
+	if err := s.cop.Check(r); err != nil {
+		http.Error(w, "forbidden: a cross-origin request", http.StatusForbidden)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "bad form", http.StatusBadRequest)
