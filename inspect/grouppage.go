@@ -123,9 +123,10 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// parseGroupCursor reads a GroupPage.Next: "<ms>:<home queue>:<id>".
+// parseGroupCursor reads a GroupPage.Next: "<ms>:<home queue>:<id>"; an
+// error wraps ErrBadCursor.
 func parseGroupCursor(c string) (store.GroupIndexEntry, error) {
-	bad := fmt.Errorf("inspect: group cursor %q: not one GroupsPage gave", c)
+	bad := fmt.Errorf("%w: group cursor %q: not one GroupsPage gave", ErrBadCursor, c)
 	ms, rest, ok := strings.Cut(c, ":")
 	if !ok {
 		return store.GroupIndexEntry{}, bad
