@@ -31,8 +31,7 @@ func forkJoins(t *testing.T, c *client.Client, queue string, n int) map[string]b
 // GroupsPage pages through a queue's groups, newest first: 250 groups make
 // pages of 100, 100 and 50, none listed twice.
 func TestGroupsPage(t *testing.T) {
-	t.Parallel()
-	e := testenv.Redis(t)
+	e := testenv.IsolatedRedis(t, groupsDB)
 	ctx := context.Background()
 	queue := testenv.Queue(t)
 	c := testenv.Client(t, e)
@@ -77,8 +76,7 @@ func TestGroupsPage(t *testing.T) {
 // Over every queue, a page merges the queues' indexes: groups of two
 // queues, many created in the same millisecond, are each listed once.
 func TestGroupsPageEveryQueue(t *testing.T) {
-	t.Parallel()
-	e := testenv.Redis(t)
+	e := testenv.IsolatedRedis(t, groupsDB)
 	ctx := context.Background()
 	qa, qb := testenv.Queue(t), testenv.Queue(t)
 	c := testenv.Client(t, e)
@@ -110,3 +108,8 @@ func TestGroupsPageEveryQueue(t *testing.T) {
 		}
 	}
 }
+
+// groupsDB is the real Redis database of the GroupsPage tests (no other
+// package's tests use it): on the shared one their hundreds of groups
+// would push other tests' groups off the first page of every queue's.
+const groupsDB = 14

@@ -2,25 +2,34 @@ package dashboard
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 )
 
 // The groups page lists 100 groups at a time, says so, and links to the
-// next page, which lists the rest.
+// next page, which lists the rest. On a database of its own (not in
+// parallel): its groups would push the other tests' groups off the first
+// page of every queue's groups.
 func TestGroupsPaged(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
+	env := testenv.IsolatedRedis(t, groupsDB)
 	ctx := context.Background()
+	c, err := client.New(ctx, env.RDB, &client.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	f := &fixture{env: env, c: c, in: inspect.New(env.RDB)}
 	q := testenv.Queue(t) + "-g"
 	for range 130 {
-		if _, err := patterns.ForkJoin(ctx, f.c, []client.Spec{{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: q}}},
+		if _, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Job{N: 1}, Opts: &client.EnqueueOpts{Queue: q}}},
 			&client.Spec{Args: Job{N: 2}, Opts: &client.EnqueueOpts{Queue: q}}, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -50,3 +59,7 @@ func TestGroupsPaged(t *testing.T) {
 		t.Errorf("a bad cursor: %d, want 400", code)
 	}
 }
+
+// groupsDB is the real Redis database of TestGroupsPaged (no other
+// package's tests use it).
+const groupsDB = 7
