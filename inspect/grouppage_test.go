@@ -112,4 +112,4 @@ func TestGroupsPageEveryQueue(t *testing.T) {
 // groupsDB is the real Redis database of the GroupsPage tests (no other
 // package's tests use it): on the shared one their hundreds of groups
 // would push other tests' groups off the first page of every queue's.
-const groupsDB = 14
+const groupsDB = 4

@@ -62,4 +62,4 @@ func TestGroupsPaged(t *testing.T) {
 
 // groupsDB is the real Redis database of TestGroupsPaged (no other
 // package's tests use it).
-const groupsDB = 7
+const groupsDB = 5
