@@ -202,7 +202,11 @@ func (i *Inspector) CancelAll(ctx context.Context, queue string, state State) (i
 }
 
 // Groups lists the groups homed in queue ("" for every queue), newest
-// first.
+// first. It reads them all: each queue's whole index of groups (up to
+// 100,000 ids) and, per group, its hash and the sizes of its open and held
+// sets; on a fleet with many groups that is a large read, fine for a
+// command run once (the CLI) but not for a page polled every few seconds:
+// GroupsPage reads a bounded page.
 func (i *Inspector) Groups(ctx context.Context, queue string) ([]GroupInfo, error) {
 	return i.groups(ctx, queue)
 }

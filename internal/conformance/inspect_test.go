@@ -14,7 +14,8 @@ import (
 
 // inspectRows are the inspector's writing operations (issue 15): pause and
 // resume, the bulk dead-letter and cancel operations, and the read of
-// groups that prunes the index of groups.
+// groups that prunes the index of groups; and the forced delete of a queue
+// (the dashboard's action).
 func inspectRows() []Row {
 	ins := func(r *Run) *inspect.Inspector { return inspect.New(r.RDB) }
 	return []Row{
@@ -62,6 +63,13 @@ func inspectRows() []Row {
 				}
 				return Answer(fmt.Sprint(ids), err)
 			}},
+		// The dashboard's "delete queue": a forced delete of a queue that
+		// holds a waiting, a dead and a scheduled task.
+		{Name: "inspect.DeleteQueue/force",
+			Setup: func(r *Run) {
+				r.H = []*client.Handle{r.deadTask(), r.enqueue(1, nil), r.enqueue(2, &client.EnqueueOpts{Delay: time.Hour})}
+			},
+			Op: func(r *Run) string { return Answer("", ins(r).DeleteQueue(r.Ctx, r.Q, true)) }},
 	}
 }
 

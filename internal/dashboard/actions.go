@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -27,6 +28,12 @@ const actionTimeout = 2 * time.Minute
 func (s *server) action(w http.ResponseWriter, r *http.Request) {
 	if s.opts.ReadOnly {
 		http.Error(w, "forbidden: the dashboard is read-only", http.StatusForbidden)
+		return
+	}
+	// A browser tells a POST from a page of another origin (Sec-Fetch-Site,
+	// or else Origin): refused before anything else, whatever it carries.
+	if err := s.cop.Check(r); err != nil {
+		http.Error(w, "forbidden: a cross-origin request", http.StatusForbidden)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -68,13 +75,25 @@ func (s *server) action(w http.ResponseWriter, r *http.Request) {
 var errUnknownAction = errors.New("unknown action")
 
 // backTo returns back when it is a path of this dashboard, else its
-// overview: the way back cannot lead off the site.
+// overview: the way back cannot lead off the site. A path only: no scheme,
+// host or user; under the base path; no control byte (a browser drops a
+// tab or a newline from a Location, so "/\t/evil.example" would be read as
+// //evil.example); no backslash (read as a slash); not starting with "//".
 func (s *server) backTo(back string) string {
 	root := s.base + "/"
-	if strings.HasPrefix(back, root) && !strings.HasPrefix(back, "//") && !strings.ContainsAny(back, "\\\r\n") {
-		return back
+	if !strings.HasPrefix(back, root) || strings.HasPrefix(back, "//") || strings.ContainsRune(back, '\\') {
+		return root
 	}
-	return root
+	for i := 0; i < len(back); i++ {
+		if back[i] < 0x20 || back[i] == 0x7f {
+			return root
+		}
+	}
+	u, err := url.Parse(back)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, root) {
+		return root
+	}
+	return back
 }
 
 func (s *server) run(ctx context.Context, name string, r *http.Request) (string, error) {

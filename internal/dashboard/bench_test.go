@@ -11,17 +11,19 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/testenv"
+	"github.com/taskfleet/async/patterns"
 )
 
 // BenchmarkPageTimesLargeBacklog measures every page with a backlog of
 // ASYNC_DASHBOARD_BENCH_N tasks (default 1,000,000) waiting in one queue,
-// on a real Redis (ASYNC_REDIS_ADDR; database 9, flushed before and
+// 10,000 groups of one member and one of 1000 in another, on a real Redis (ASYNC_REDIS_ADDR; database 9, flushed before and
 // after). It is a benchmark so that the test runs do not pay for it:
 //
 //	ASYNC_REDIS_ADDR=127.0.0.1:PORT go test -run '^$' -bench PageTimesLargeBacklog -benchtime 1x -v ./internal/dashboard/
@@ -74,6 +76,38 @@ func measurePageTimes(t testing.TB) {
 		}
 	}
 	t.Logf("enqueued %d waiting and 10000 scheduled tasks in %v", n, time.Since(start).Round(time.Millisecond))
+	// 10,000 small groups (ForkJoin of one member each, made by 8
+	// goroutines in chunks) and one of 1000 members, homed in a queue of
+	// their own: the groups page lists its first page, the group page
+	// the big one's members.
+	start = time.Now()
+	const grouped, smallGroups = "grouped", 10_000
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for j := w; j < smallGroups; j += 8 {
+				if _, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Job{N: j}, Opts: &client.EnqueueOpts{Queue: grouped}}}, nil, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	big := make([]client.Spec, 1000)
+	for j := range big {
+		big[j] = client.Spec{Args: Job{N: j}, Opts: &client.EnqueueOpts{Queue: grouped}}
+	}
+	bigGroup, err := patterns.ForkJoin(ctx, c, big, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("made %d groups of one member and one of 1000 in %v", smallGroups, time.Since(start).Round(time.Millisecond))
 	in := inspect.New(env.RDB)
 	q, err := in.Queue(ctx, queue)
 	if err != nil || q.Waiting != int64(n) {
@@ -101,6 +135,8 @@ func measurePageTimes(t testing.TB) {
 		"/queues/" + queue + "?id=later-5000",
 		"/task?id=" + url.QueryEscape(queue+"/later-5000"),
 		"/groups",
+		"/groups?queue=" + grouped,
+		"/group?id=" + url.QueryEscape(bigGroup.ID()),
 		"/repeats",
 		"/workers",
 		"/throttles",

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -78,7 +79,13 @@ type server struct {
 	// tokenSum is the sha256 of Options.Token: the auth cookie holds it,
 	// not the token.
 	tokenSum string
-	now      func() time.Time
+	// csrfKey is the per-process random key of the CSRF tokens: a form's
+	// token is the HMAC of its browser's CSRF cookie under it.
+	csrfKey []byte
+	// cop refuses the POSTs a browser marks as cross-origin (Sec-Fetch-Site,
+	// Origin).
+	cop *http.CrossOriginProtection
+	now func() time.Time
 }
 
 // New returns the dashboard on in. It fails for a BasePath that is not
@@ -99,7 +106,9 @@ func New(in *inspect.Inspector, opts Options) (http.Handler, error) {
 	if err := CheckAddr(opts.Addr, opts.Token != "" || opts.User != ""); err != nil {
 		return nil, err
 	}
-	s := &server{in: in, opts: opts, base: base, log: opts.Logger, now: opts.Now}
+	s := &server{in: in, opts: opts, base: base, log: opts.Logger, now: opts.Now,
+		csrfKey: make([]byte, 32), cop: http.NewCrossOriginProtection()}
+	_, _ = rand.Read(s.csrfKey)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -267,32 +276,49 @@ func (s *server) cookiePath() string {
 	return s.base + "/"
 }
 
-// csrfToken returns the browser's CSRF token, setting a new one in a
-// cookie when it has none.
+// csrfToken returns the CSRF token of the browser's forms, setting a new
+// CSRF cookie when it has none. The token is not the cookie's value but
+// its HMAC under a key of this process: a page of another site on the same
+// host (cookies are not kept apart by port) may plant a cookie of its own,
+// but cannot compute the token that goes with it.
 func (s *server) csrfToken(w http.ResponseWriter, r *http.Request) string {
 	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) == 43 {
-		return c.Value
+		return s.csrfMAC(c.Value)
 	}
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	t := base64.RawURLEncoding.EncodeToString(b)
 	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: t, Path: s.cookiePath(), HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
-	return t
+	return s.csrfMAC(t)
 }
 
-// checkCSRF reports whether the POST r carries the token of its cookie in
-// its form field csrf or its header X-CSRF-Token.
+// csrfMAC returns the token that goes with the CSRF cookie value v.
+func (s *server) csrfMAC(v string) string {
+	m := hmac.New(sha256.New, s.csrfKey)
+	m.Write([]byte(v))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// checkCSRF reports whether the POST r carries, in its form field csrf or
+// its header X-CSRF-Token, the token of a CSRF cookie it carries (a
+// browser may send two of that name: its own and one planted with a
+// deeper Path; either may match).
 func (s *server) checkCSRF(r *http.Request) bool {
-	c, err := r.Cookie(csrfCookie)
-	if err != nil || c.Value == "" {
-		return false
-	}
 	got := r.Header.Get("X-CSRF-Token")
 	if got == "" {
 		got = r.PostFormValue("csrf")
 	}
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(c.Value)) == 1
+	if got == "" {
+		return false
+	}
+	ok := false
+	for _, c := range r.CookiesNamed(csrfCookie) {
+		if c.Value != "" && hmac.Equal([]byte(got), []byte(s.csrfMAC(c.Value))) {
+			ok = true
+		}
+	}
+	return ok
 }
 
 // scrub applies Options.Scrub.

@@ -26,9 +26,13 @@
 // page that changed. The JSON carries the page's data and those parts,
 // rendered by the same templates.
 //
-// Safety: every action is a POST with a CSRF token (a random token per
-// browser in a SameSite=Strict, HttpOnly cookie, repeated in a hidden form
-// field, compared in constant time) and answers with a redirect (POST,
+// Safety: every action is a POST; one the browser marks as coming from
+// another origin (Sec-Fetch-Site, or else Origin: a page on another port of
+// the same host too) is refused with 403, and the others need a CSRF token
+// (a random value per browser in a SameSite=Strict, HttpOnly cookie; the
+// hidden form field holds its HMAC under a random key of the process, so a
+// cookie planted by another site does not come with a valid token; compared
+// in constant time). An action answers with a redirect (POST,
 // redirect, GET) and a one-time flash message; in read-only mode the
 // buttons are not rendered and a POST is refused with 403. Access needs a
 // bearer token (Options.Token: an Authorization header, or ?token= once,

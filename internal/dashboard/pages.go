@@ -249,9 +249,15 @@ func (s *server) task(w http.ResponseWriter, r *http.Request) (result, error) {
 	return result{name: "task", title: "Task " + valid(id), data: d, status: status}, nil
 }
 
+// groupsPageSize is how many groups the groups page lists at once.
+const groupsPageSize = 100
+
 type groupsData struct {
 	Queue  string              `json:"queue,omitempty"`
 	Groups []inspect.GroupInfo `json:"groups"`
+	Cursor string              `json:"cursor,omitempty"`
+	Next   string              `json:"next,omitempty"`
+	Size   int                 `json:"page_size"`
 }
 
 func (s *server) groups(w http.ResponseWriter, r *http.Request) (result, error) {
@@ -263,14 +269,15 @@ func (s *server) groups(w http.ResponseWriter, r *http.Request) (result, error) 
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
-	gs, err := s.in.Groups(ctx, q)
+	cursor := r.URL.Query().Get("cursor")
+	p, err := s.in.GroupsPage(ctx, q, inspect.GroupListOpts{Limit: groupsPageSize, Cursor: cursor})
 	if err != nil {
-		return result{}, err
+		return result{}, pageErr(err)
 	}
-	if gs == nil {
-		gs = []inspect.GroupInfo{}
+	if p.Groups == nil {
+		p.Groups = []inspect.GroupInfo{}
 	}
-	return result{name: "groups", title: "Groups", data: groupsData{Queue: q, Groups: gs}}, nil
+	return result{name: "groups", title: "Groups", data: groupsData{Queue: q, Groups: p.Groups, Cursor: cursor, Next: p.Next, Size: groupsPageSize}}, nil
 }
 
 func (s *server) group(w http.ResponseWriter, r *http.Request) (result, error) {

@@ -171,6 +171,11 @@ func DeleteQueue(ctx context.Context, rdb redis.UniversalClient, q keys.Queue) e
 				return err
 			}
 			if len(ks) > 0 {
+				// In order: the same keys make the same command whatever
+				// order SCAN gave them in (the conformance table names a
+				// call by its first key). A resend of an UNLINK that went
+				// through unlinks nothing more: deleting is resend-safe.
+				slices.Sort(ks)
 				if err := node.Unlink(ctx, ks...).Err(); err != nil {
 					return err
 				}
