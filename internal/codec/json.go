@@ -220,9 +220,9 @@ func (s *scanner) near() string {
 	}
 	c := s.in[s.pos]
 	if c < utf8.RuneSelf {
-		return fmt.Sprintf("%q at offset %d", c, s.pos)
+		return fmt.Sprintf("%q", c)
 	}
-	return fmt.Sprintf("byte %#02x at offset %d", c, s.pos)
+	return fmt.Sprintf("byte %#02x", c)
 }
 
 func (s *scanner) ws() {
