@@ -65,11 +65,21 @@ var jsonFuzzSeeds = []string{
 //     turns into the same bytes, and that ToJSON writes again unchanged;
 //   - that JSON holds the same values as the input, in the same order, with
 //     numbers, times and bytes compared by value (see jsonTokens).
+//
+// It also reads the input as msgpack: ToJSON must not panic, must refuse
+// what Check refuses, and must otherwise write valid JSON or refuse a map
+// key with a *JSONError.
 func FuzzFromJSON(f *testing.F) {
 	for _, s := range jsonFuzzSeeds {
 		f.Add([]byte(s))
 	}
+	for _, tc := range gateValidCases(f) {
+		if len(tc.in) <= 4096 {
+			f.Add(tc.in)
+		}
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		jsonFuzzToJSON(t, in)
 		mp, err := FromJSON([]byte("dst"), in, 0)
 		var reason string
 		valid := json.Valid(in)
@@ -312,4 +322,28 @@ func jsonLoneSurrogate(in []byte) bool {
 		}
 	}
 	return false
+}
+
+// jsonFuzzToJSON checks ToJSON on arbitrary bytes taken as msgpack.
+func jsonFuzzToJSON(t *testing.T, in []byte) {
+	js, err := ToJSON([]byte("dst"), in)
+	if checkErr := Check(in, DefaultMaxDepth); checkErr != nil {
+		if err == nil || !errors.Is(err, ErrMalformed) {
+			t.Fatalf("ToJSON(% x) = %s, %v; want Check's error %v", in, js, err, checkErr)
+		}
+		return
+	}
+	if err != nil {
+		var je *JSONError
+		if !errors.As(err, &je) || !strings.Contains(je.Msg, "as a map key has no JSON form") {
+			t.Fatalf("ToJSON(% x): %v; want only a map key refused", in, err)
+		}
+		if string(js) != "dst" {
+			t.Fatalf("ToJSON(% x) on error returned %q; want dst", in, js)
+		}
+		return
+	}
+	if !bytes.HasPrefix(js, []byte("dst")) || !json.Valid(js[3:]) {
+		t.Fatalf("ToJSON(% x) = %s: not dst and valid JSON", in, js)
+	}
 }
