@@ -22,7 +22,7 @@ import (
 
 // api is an API served on loopback over a test's Redis.
 type api struct {
-	t     *testing.T
+	t     testing.TB
 	env   *testenv.Env
 	c     *client.Client // the API's client
 	in    *inspect.Inspector
@@ -35,7 +35,7 @@ type api struct {
 
 // newAPI serves the API on env's Redis, through a client of its own with
 // a faultHook, with cfg's fields (Client and Inspector set here).
-func newAPI(t *testing.T, env *testenv.Env, cfg Config) *api {
+func newAPI(t testing.TB, env *testenv.Env, cfg Config) *api {
 	t.Helper()
 	rdb := testenv.NewEnvClient(env)
 	t.Cleanup(func() { _ = rdb.Close() })
