@@ -287,8 +287,8 @@ func TestRedisFailures(t *testing.T) {
 		name, mode, path, body, says string
 	}{
 		{"full", "oom", "/v1/queues/{q}/tasks", `{"kind":"k","id":"a"}`, "was not added"},
-		{"full batch", "oom", "/v1/queues/{q}/tasks/batch", `[{"kind":"k","id":"b"}]`, "\"id\" on every task is safe"},
-		{"down", "down", "/v1/queues/{q}/tasks", `{"kind":"k","id":"c"}`, "may have been added; retrying with the same \"id\" is safe"},
+		{"full batch", "oom", "/v1/queues/{q}/tasks/batch", `[{"kind":"k","id":"b"}]`, "safe when every task has an \"id\""},
+		{"down", "down", "/v1/queues/{q}/tasks", `{"kind":"k","id":"c"}`, "may have been added; retrying is safe when the task has an \"id\""},
 		{"down batch", "down", "/v1/queues/{q}/tasks/batch", `[{"kind":"k","id":"d"}]`, "may have been added"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
