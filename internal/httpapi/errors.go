@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 )
 
 // apiError is a refused request: its HTTP status, and the JSON body
@@ -13,6 +14,9 @@ type apiError struct {
 	Status int    `json:"-"`
 	Msg    string `json:"error"`
 	Field  string `json:"field,omitempty"`
+	// RetryAfter, in seconds, is sent as the Retry-After header when
+	// positive (503s).
+	RetryAfter int `json:"-"`
 }
 
 func (e *apiError) Error() string {
@@ -33,11 +37,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
+	_, _ = w.Write(newline)
 }
 
-// writeError writes e as its JSON body.
+var newline = []byte{'\n'}
+
+// writeError writes e as its JSON body, with WWW-Authenticate for a 401
+// and Retry-After when e has one.
 func writeError(w http.ResponseWriter, e *apiError) {
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="async"`)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 	writeJSON(w, e.Status, e)
 }
 
