@@ -78,6 +78,9 @@ func (r roles) String() string {
 func apiTokens(getenv func(string) string, file string) ([]httpapi.Token, error) {
 	var tokens []httpapi.Token
 	if s := getenv("API_TOKENS"); s != "" {
+		if err := bareSecret(s); err != nil {
+			return nil, fmt.Errorf("API_TOKENS: %w", err)
+		}
 		ts, err := httpapi.ParseTokens(s)
 		if err != nil {
 			return nil, fmt.Errorf("API_TOKENS: %w", err)
@@ -93,6 +96,9 @@ func apiTokens(getenv func(string) string, file string) ([]httpapi.Token, error)
 			// The error of the file system names the path, not the content.
 			return nil, fmt.Errorf("API_TOKENS_FILE: %w", err)
 		}
+		if err := bareSecret(string(b)); err != nil {
+			return nil, fmt.Errorf("API_TOKENS_FILE %s: %w", file, err)
+		}
 		ts, err := httpapi.ParseTokens(string(b))
 		if err != nil {
 			return nil, fmt.Errorf("API_TOKENS_FILE %s: %w", file, err)
@@ -102,14 +108,36 @@ func apiTokens(getenv func(string) string, file string) ([]httpapi.Token, error)
 		}
 		tokens = append(tokens, ts...)
 	}
-	seen := map[string]bool{}
+	// Each source is checked by ParseTokens; the two together here.
+	names, secrets := map[string]bool{}, map[string]string{}
 	for _, t := range tokens {
-		if seen[t.Name] {
-			return nil, fmt.Errorf("API token name %q is given twice (API_TOKENS and API_TOKENS_FILE together hold each name once)", t.Name)
+		if names[t.Name] {
+			return nil, fmt.Errorf("API token %s is in API_TOKENS and in API_TOKENS_FILE: names must be unique", t.Name)
 		}
-		seen[t.Name] = true
+		if other, dup := secrets[t.Secret]; dup {
+			return nil, fmt.Errorf("API tokens %s and %s have the same secret: each token needs its own", other, t.Name)
+		}
+		names[t.Name], secrets[t.Secret] = true, t.Name
 	}
 	return tokens, nil
+}
+
+// bareSecret refuses an entry of s (in the form of API_TOKENS) without a
+// ':', naming it by position only. Such an entry is most likely a secret
+// given alone, and ParseTokens would name it by what it takes for its name:
+// the secret.
+func bareSecret(s string) error {
+	pos := 0
+	for entry := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ';' || r == '\n' || r == '\r' }) {
+		if entry = strings.TrimSpace(entry); entry == "" {
+			continue
+		}
+		pos++
+		if !strings.Contains(entry, ":") {
+			return fmt.Errorf("entry %d has no ':' (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
+		}
+	}
+	return nil
 }
 
 // tokenNames lists the tokens' names, for the log.

@@ -250,7 +250,7 @@ func TestReadmeAPIExamples(t *testing.T) {
 				t.Fatalf("the example's last line is not the outcome: %v\n%s", err, out)
 			}
 			if o.ID != id || o.State != "succeeded" || !o.Ended {
-				t.Fatalf("outcome %+v, want %s succeeded and ended\n%s", o, id, out)
+				t.Fatalf("outcome of %s: %s, ended %v; want %s succeeded and ended\n%s", o.ID, o.State, o.Ended, id, out)
 			}
 			last = string(o.Result)
 		}

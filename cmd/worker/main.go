@@ -185,7 +185,7 @@ func parseRunConfig(apiOnly bool, args []string, getenv func(string) string, std
 			return nil, err
 		}
 		if err := httpapi.CheckAddr(c.httpAddr, len(c.tokens) > 0); err != nil {
-			return nil, fmt.Errorf("the API on -http %s: %w (set API_TOKENS or API_TOKENS_FILE)", c.httpAddr, err)
+			return nil, fmt.Errorf("the API on -http %s: %w", c.httpAddr, err)
 		}
 	}
 	switch c.logFormat {
@@ -378,7 +378,9 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 				log.Info("api", slog.String("path", "/v1/"), slog.Any("tokens", tokenNames(cfg.tokens)))
 			}
 		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// The server's own errors (a failed TLS handshake, a panic) go to
+		// the process' log, as structured lines.
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		if cfg.tls != nil {
 			srv.TLSConfig = cfg.tls
 			go func() { _ = srv.ServeTLS(ln, "", "") }()
