@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -187,7 +188,9 @@ func apiHandler(ctx context.Context, cfg *config, rdb redis.UniversalClient, log
 
 // endReadsOnDrain cancels the context of h's GET and HEAD requests when
 // drain is done. Writes (POST) keep theirs: an enqueue cut halfway would
-// leave its caller unsure whether the task was added.
+// leave its caller unsure whether the task was added. A read that ends so
+// without an answer (the API writes none to a caller whose context ended)
+// gets a 503 with Retry-After: asked again, another process answers.
 func endReadsOnDrain(h http.Handler, drain context.Context) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -198,9 +201,37 @@ func endReadsOnDrain(h http.Handler, drain context.Context) http.Handler {
 		defer cancel()
 		stop := context.AfterFunc(drain, cancel)
 		defer stop()
-		h.ServeHTTP(w, r.WithContext(ctx))
+		rw := &answered{ResponseWriter: w}
+		h.ServeHTTP(rw, r.WithContext(ctx))
+		if !rw.done && drain.Err() != nil && r.Context().Err() == nil {
+			hd := w.Header()
+			hd.Set("Content-Type", "application/json")
+			hd.Set("Retry-After", "1")
+			hd.Set("Connection", "close")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":"this server is shutting down: ask again"}`+"\n")
+		}
 	})
 }
+
+// answered is a ResponseWriter that notes whether a response was begun.
+type answered struct {
+	http.ResponseWriter
+	done bool
+}
+
+func (a *answered) WriteHeader(code int) {
+	a.done = true
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *answered) Write(b []byte) (int, error) {
+	a.done = true
+	return a.ResponseWriter.Write(b)
+}
+
+// Unwrap gives http.ResponseController the writer underneath.
+func (a *answered) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
 // apiUsage is the part of -h on the API's environment.
 const apiUsage = `the HTTP API (role api, worker api) at /v1/ on -http; GET /v1/openapi.json describes it:

@@ -15,15 +15,19 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/httpapi"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/testenv"
 )
 
@@ -160,25 +164,37 @@ func TestAPIConfig(t *testing.T) {
 	}
 }
 
-// apiProcess runs the process with args and getenv until the test ends,
-// waits for its /readyz (over TLS with tlsClient), and returns its logs.
+// apiProcess runs the process with args and getenv until the test ends or
+// stopProcess, waits for its /readyz (on base, with hc), and returns its
+// logs.
 func apiProcess(t *testing.T, args []string, getenv func(string) string, base string, hc *http.Client) *syncBuf {
+	logs, _ := apiProcessStop(t, args, getenv, base, hc)
+	return logs
+}
+
+// apiProcessStop is apiProcess, and returns what stops the process (as
+// SIGTERM does) and waits until it exited 0.
+func apiProcessStop(t *testing.T, args []string, getenv func(string) string, base string, hc *http.Client) (*syncBuf, func()) {
 	t.Helper()
 	var logs syncBuf
 	stop := make(chan struct{})
 	done := make(chan int, 1)
 	go func() { done <- runEnv(args, getenv, &logs, &logs, stop) }()
-	t.Cleanup(func() {
-		close(stop)
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("exit code %d\n%s", code, logs.String())
+	var once sync.Once
+	stopProcess := func() {
+		once.Do(func() {
+			close(stop)
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Errorf("exit code %d\n%s", code, logs.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("the process did not stop\n%s", logs.String())
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("the process did not stop\n%s", logs.String())
-		}
-	})
+		})
+	}
+	t.Cleanup(stopProcess)
 	testenv.Eventually(t, 15*time.Second, "/readyz", func() bool {
 		select {
 		case code := <-done:
@@ -193,7 +209,7 @@ func apiProcess(t *testing.T, args []string, getenv func(string) string, base st
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return &logs
+	return &logs, stopProcess
 }
 
 // get GETs url with the bearer token (none when empty) and returns the
@@ -378,5 +394,71 @@ func TestAPIOverTLS(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"tls":true`) {
 		t.Errorf("logs:\n%s", logs.String())
+	}
+}
+
+// A draining process ends the API's outcome waits at once, with a 503 and
+// Retry-After (another process answers the same request), instead of
+// holding its shutdown for them or cutting their connections.
+func TestAPIDrainEndsOutcomeWaits(t *testing.T) {
+	e := processRedis(t)
+	queue := testenv.Queue(t) // no worker serves it: the task stays pending
+	c := testenv.Client(t, e)
+	h, err := c.Enqueue(context.Background(), Echo{N: 1}, &client.EnqueueOpts{Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	base := "http://" + addr
+	_, stopProcess := apiProcessStop(t, []string{"api", "-http", addr, "-redis", "redis://" + e.Addr}, env(nil), base, http.DefaultClient)
+
+	// The wait is the longest the API allows; the test's bound is far
+	// below it.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sent := make(chan struct{})
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { close(sent) }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet,
+		base+"/v1/tasks/"+url.PathEscape(h.ID())+"/outcome?wait=5m", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	got := make(chan answer, 1)
+	// A connection of its own: an idle one of the readiness checks could
+	// be closed by the shutdown as the request goes out.
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	go func() {
+		resp, err := hc.Do(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- answer{resp: resp, body: string(b), err: err}
+	}()
+	<-sent
+	// The wait has begun once the API listens for the queue's outcomes.
+	done := keys.ForQueue(queue).Done()
+	testenv.Eventually(t, 10*time.Second, "the API to wait for the outcome", func() bool {
+		n, err := e.RDB.PubSubNumSub(ctx, done).Result()
+		return err == nil && n[done] > 0
+	})
+	stopProcess()
+	a := <-got
+	if a.err != nil {
+		t.Fatalf("the outcome wait of a draining process: %v", a.err)
+	}
+	var body struct {
+		Error string `json:"error"`
+	}
+	if a.resp.StatusCode != http.StatusServiceUnavailable || a.resp.Header.Get("Retry-After") == "" ||
+		json.Unmarshal([]byte(a.body), &body) != nil || body.Error == "" {
+		t.Fatalf("the outcome wait of a draining process: %d %v\n%s", a.resp.StatusCode, a.resp.Header, a.body)
 	}
 }
