@@ -162,6 +162,11 @@ func TestAPIConfig(t *testing.T) {
 		strings.Contains(errb.String(), "-role") || strings.Contains(errb.String(), secret) {
 		t.Errorf("worker api -h: exit %d\n%s", code, errb.String())
 	}
+	out, errb = syncBuf{}, syncBuf{}
+	if code := runEnv([]string{"-h"}, env(nil), &out, &errb, nil); code != 0 || !strings.Contains(errb.String(), "worker api [flags]") ||
+		!strings.Contains(errb.String(), "API_TOKENS_FILE") || !strings.Contains(errb.String(), "-tls-cert") {
+		t.Errorf("worker -h: exit %d\n%s", code, errb.String())
+	}
 }
 
 // apiProcess runs the process with args and getenv until the test ends or
@@ -460,5 +465,56 @@ func TestAPIDrainEndsOutcomeWaits(t *testing.T) {
 	if a.resp.StatusCode != http.StatusServiceUnavailable || a.resp.Header.Get("Retry-After") == "" ||
 		json.Unmarshal([]byte(a.body), &body) != nil || body.Error == "" {
 		t.Fatalf("the outcome wait of a draining process: %d %v\n%s", a.resp.StatusCode, a.resp.Header, a.body)
+	}
+}
+
+// -role worker,api: one process takes a task over HTTP and its worker runs
+// it (the upload handler), and the outcome is read back over HTTP.
+func TestWorkerAndAPIRolesInOneProcess(t *testing.T) {
+	e := processRedis(t)
+	queue := testenv.Queue(t)
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "in.txt"), []byte("fleet"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const secret = "both-Secret-4e5f"
+	addr := freeAddr(t)
+	base := "http://" + addr
+	getenv := env(map[string]string{"API_TOKENS": "ops:" + secret + ":" + queue})
+	logs := apiProcess(t, []string{"-role", "worker,api", "-http", addr, "-redis", "redis://" + e.Addr, "-queues", queue, "-upload-roots", root}, getenv, base, http.DefaultClient)
+
+	body := `{"kind": "upload", "id": "in.txt", "args": {"src": "` + filepath.Join(root, "in.txt") + `", "dest": "` + filepath.Join(root, "out", "in.txt") + `"}}`
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/queues/"+queue+"/tasks", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: %d\n%s", resp.StatusCode, b)
+	}
+	code, out := get(t, http.DefaultClient, base+"/v1/tasks/"+queue+"/in.txt/outcome?wait=30s", secret)
+	var o struct {
+		State  string `json:"state"`
+		Ended  bool   `json:"ended"`
+		Result struct {
+			Bytes int    `json:"bytes"`
+			Dest  string `json:"dest"`
+		} `json:"result"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(out), &o) != nil || o.State != "succeeded" || !o.Ended || o.Result.Bytes != 5 {
+		t.Fatalf("outcome: %d\n%s\nlogs:\n%s", code, out, logs.String())
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "out", "in.txt")); err != nil || string(got) != "fleet" {
+		t.Fatalf("uploaded %q, %v", got, err)
+	}
+	if l := logs.String(); !strings.Contains(l, "worker started") || strings.Contains(l, "coordinator started") {
+		t.Errorf("logs:\n%s", l)
 	}
 }
