@@ -140,6 +140,7 @@ func interpreter(t *testing.T, lang string) []string {
 type readmeUploads struct {
 	mu   sync.Mutex
 	seen map[string]upload.Args // by task id
+	runs map[string]int
 }
 
 // readmeResult is what the handler returns for args: something of each
@@ -173,13 +174,14 @@ func TestReadmeAPIExamples(t *testing.T) {
 	e := testenv.IsolatedRedis(t, readmeAPIDB)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	got := &readmeUploads{seen: map[string]upload.Args{}}
+	got := &readmeUploads{seen: map[string]upload.Args{}, runs: map[string]int{}}
 	testenv.StartWorker(t, e.RDB, "uploads", nil, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a upload.Args) (upload.Result, error) {
 			task, _ := worker.TaskFromContext(ctx)
 			id := task.ID
 			got.mu.Lock()
 			got.seen[id] = a
+			got.runs[id]++
 			got.mu.Unlock()
 			return readmeResult(a), nil
 		})
@@ -218,6 +220,7 @@ func TestReadmeAPIExamples(t *testing.T) {
 		if err != nil {
 			t.Fatalf("README example %s: %v\nstdout:\n%s\nstderr:\n%s", name, err, out, stderr.String())
 		}
+		t.Logf("README example %s printed:\n%s", name, out)
 		return string(out)
 	}
 	// The handler saw the args as the example wrote them, and the example
@@ -269,7 +272,28 @@ func TestReadmeAPIExamples(t *testing.T) {
 		}
 	}
 
-	t.Run("curl", func(t *testing.T) { check(t, run(t, "curl"), "a.png", true) })
+	t.Run("curl", func(t *testing.T) {
+		check(t, run(t, "curl"), "a.png", true)
+		got.mu.Lock()
+		before := got.runs["uploads/a.png"]
+		got.mu.Unlock()
+		// Run again, as a retry would: the id is there, so the enqueue
+		// answers duplicate, the task does not run again, and the outcome
+		// is the same.
+		out := run(t, "curl")
+		check(t, out, "a.png", true)
+		var first struct {
+			Duplicate bool `json:"duplicate"`
+		}
+		if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &first); err != nil || !first.Duplicate {
+			t.Errorf("the second enqueue of uploads/a.png did not answer duplicate (%v):\n%s", err, out)
+		}
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		if n := got.runs["uploads/a.png"]; n != before {
+			t.Errorf("uploads/a.png ran %d times after the second enqueue, %d before: the duplicate ran", n, before)
+		}
+	})
 	t.Run("python", func(t *testing.T) { check(t, run(t, "python"), "b.png", false) })
 	t.Run("node", func(t *testing.T) { check(t, run(t, "node"), "c.png", false) })
 	t.Run("batch", func(t *testing.T) {
