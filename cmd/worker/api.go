@@ -79,9 +79,6 @@ func (r roles) String() string {
 func apiTokens(getenv func(string) string, file string) ([]httpapi.Token, error) {
 	var tokens []httpapi.Token
 	if s := getenv("API_TOKENS"); s != "" {
-		if err := bareSecret(s); err != nil {
-			return nil, fmt.Errorf("API_TOKENS: %w", err)
-		}
 		ts, err := httpapi.ParseTokens(s)
 		if err != nil {
 			return nil, fmt.Errorf("API_TOKENS: %w", err)
@@ -96,9 +93,6 @@ func apiTokens(getenv func(string) string, file string) ([]httpapi.Token, error)
 		if err != nil {
 			// The error of the file system names the path, not the content.
 			return nil, fmt.Errorf("API_TOKENS_FILE: %w", err)
-		}
-		if err := bareSecret(string(b)); err != nil {
-			return nil, fmt.Errorf("API_TOKENS_FILE %s: %w", file, err)
 		}
 		ts, err := httpapi.ParseTokens(string(b))
 		if err != nil {
@@ -121,24 +115,6 @@ func apiTokens(getenv func(string) string, file string) ([]httpapi.Token, error)
 		names[t.Name], secrets[t.Secret] = true, t.Name
 	}
 	return tokens, nil
-}
-
-// bareSecret refuses an entry of s (in the form of API_TOKENS) without a
-// ':', naming it by position only. Such an entry is most likely a secret
-// given alone, and ParseTokens would name it by what it takes for its name:
-// the secret.
-func bareSecret(s string) error {
-	pos := 0
-	for entry := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ';' || r == '\n' || r == '\r' }) {
-		if entry = strings.TrimSpace(entry); entry == "" {
-			continue
-		}
-		pos++
-		if !strings.Contains(entry, ":") {
-			return fmt.Errorf("entry %d has no ':' (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
-		}
-	}
-	return nil
 }
 
 // tokenNames lists the tokens' names, for the log.
