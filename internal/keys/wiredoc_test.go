@@ -1,9 +1,13 @@
 package keys_test
 
 import (
+	"context"
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,9 +15,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/testenv"
+	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/ratelimit"
+	"github.com/taskfleet/async/worker"
 )
 
 // wireDocPath is the document of the wire format, whose key table these
@@ -259,4 +270,232 @@ func TestWireDocKeys(t *testing.T) {
 			t.Errorf("docs/wire.md does not spell %q", v)
 		}
 	}
+}
+
+type (
+	wdOK     struct{ N int }
+	wdFail   struct{}
+	wdBlock  struct{ I int }
+	wdParent struct{}
+)
+
+func (wdOK) Kind() string     { return "wd_ok" }
+func (wdFail) Kind() string   { return "wd_fail" }
+func (wdBlock) Kind() string  { return "wd_block" }
+func (wdParent) Kind() string { return "wd_parent" }
+
+// eachNode runs f on rdb, or on each master of a cluster.
+func eachNode(ctx context.Context, rdb redis.UniversalClient, f func(c redis.Cmdable) error) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return f(c) })
+	}
+	return f(rdb)
+}
+
+// patternRE is a key table pattern as a regular expression, each
+// placeholder any non-empty text.
+func patternRE(pattern string) *regexp.Regexp {
+	return regexp.MustCompile("^" + placeholderRE.ReplaceAllString(regexp.QuoteMeta(pattern), ".+") + "$")
+}
+
+// TestWireDocKeysLive runs tasks of most shapes (with and without an id,
+// delayed, cancelled, failing into the dead-letter store, partitioned,
+// under a kind limit and a rate key, a child, a continuation, an InvokeAll
+// group, an Outcome waiter) through a client and a worker, and checks every
+// key they leave in Redis, and every channel subscribed, against the key
+// table of docs/wire.md: each matches a row's pattern, with that row's
+// type. It reads Redis twice: while a task runs (a partition and a limit
+// busy, a waiter registered) and once all ended.
+func TestWireDocKeysLive(t *testing.T) {
+	_, rows := keyTable(t)
+	env := testenv.Redis(t)
+	rdb := env.RDB
+	c := testenv.Client(t, env)
+	q := testenv.Queue(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	started := make(chan struct{}, 8)
+	release := make(chan struct{})
+	rateKey := "wd:" + q
+	testenv.StartWorker(t, rdb, q, &worker.Config{
+		Concurrency: 4,
+		Logger:      slog.New(slog.DiscardHandler),
+		KindLimits:  map[string]int{"wd_block": 1},
+		// One token a minute: the rate key's bucket outlives both reads.
+		RateLimits:  []worker.RateLimit{{KeyPrefix: "wd:", Limit: ratelimit.Limit{Rate: 1, Per: time.Minute}}},
+	}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a wdOK) (int, error) { return 2 * a.N, nil })
+		worker.Handle(w, func(ctx context.Context, a wdFail) (int, error) { return 0, errors.New("wd_fail fails") })
+		worker.Handle(w, func(ctx context.Context, a wdBlock) (int, error) {
+			started <- struct{}{}
+			select {
+			case <-release:
+				return a.I, nil
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		})
+		worker.Handle(w, func(ctx context.Context, a wdParent) (int, error) {
+			_, err := c.Enqueue(ctx, wdOK{N: 7}, &client.EnqueueOpts{Queue: q})
+			return 0, err
+		})
+	}, true)
+
+	enq := func(args client.Args, o client.EnqueueOpts) *client.Handle {
+		t.Helper()
+		o.Queue = q
+		h, err := c.Enqueue(ctx, args, &o)
+		if err != nil {
+			t.Fatalf("enqueue %s: %v", args.Kind(), err)
+		}
+		return h
+	}
+	var ending []*client.Handle
+	ending = append(ending,
+		enq(wdOK{N: 1}, client.EnqueueOpts{}),
+		enq(wdOK{N: 2}, client.EnqueueOpts{ID: "wd-keyed", Meta: map[string]string{"tenant": "acme"}, RateKey: rateKey}),
+		enq(wdFail{}, client.EnqueueOpts{MaxAttempts: 2}),
+		enq(wdParent{}, client.EnqueueOpts{}),
+	)
+	enq(wdOK{N: 3}, client.EnqueueOpts{Delay: time.Hour}) // stays scheduled
+	cancelled := enq(wdOK{N: 4}, client.EnqueueOpts{Delay: time.Hour})
+	if _, err := cancelled.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cont, err := ending[1].ContinueWith(ctx, wdOK{N: 5}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ending = append(ending, cont)
+	g, err := patterns.InvokeAll(ctx, c, []client.Spec{
+		{Args: wdOK{N: 6}, Opts: &client.EnqueueOpts{Queue: q}},
+		{Args: wdOK{N: 7}, Opts: &client.EnqueueOpts{Queue: q}},
+	}, 1, &patterns.GroupOpts{Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := []*client.Handle{
+		enq(wdBlock{I: 1}, client.EnqueueOpts{PartitionKey: "user:42"}),
+		enq(wdBlock{I: 2}, client.EnqueueOpts{PartitionKey: "user:42"}),
+		enq(wdBlock{I: 3}, client.EnqueueOpts{}),
+	}
+	ending = append(ending, blocked...)
+
+	// An Outcome waiter on the last blocked task, registered before the
+	// first read.
+	waited := make(chan error, 1)
+	go func() {
+		_, err := blocked[2].Outcome(ctx)
+		waited <- err
+	}()
+	hooks := keys.ForQueue(q).Hooks()
+	testenv.Eventually(t, 10*time.Second, "the Outcome waiter's registration", func() bool {
+		n, _ := rdb.ZCard(ctx, hooks).Result()
+		return n > 0
+	})
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("no wd_block task started")
+	}
+
+	seen := map[string]bool{}
+	check := func(when string) {
+		t.Helper()
+		match := []string{"*"}
+		if env.Mini == nil {
+			// A shared server: this test's keys, and the fleet-wide ones.
+			match = []string{"async:{q:" + q + "}*", "async:{coord}*", "async:{lim:kind:wd_block}*", "async:{rl:" + rateKey + "}*"}
+		}
+		var found []string
+		err := eachNode(ctx, rdb, func(n redis.Cmdable) error {
+			for _, m := range match {
+				it := n.Scan(ctx, 0, m, 1000).Iterator()
+				for it.Next(ctx) {
+					found = append(found, it.Val())
+				}
+				if err := it.Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range found {
+			typ, err := rdb.Type(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ == "none" {
+				continue // expired or deleted since the scan
+			}
+			seen[matchRow(t, rows, when, k, typ)] = true
+		}
+		var chans []string
+		err = eachNode(ctx, rdb, func(n redis.Cmdable) error {
+			cs, err := n.PubSubChannels(ctx, "async:*").Result()
+			chans = append(chans, cs...)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chans {
+			seen[matchRow(t, rows, when, ch, "channel")] = true
+		}
+	}
+	check("while tasks run")
+
+	close(release)
+	for _, h := range ending {
+		if _, err := h.Outcome(ctx); err != nil && h != ending[2] {
+			t.Fatalf("task %s: %v", h.ID(), err)
+		}
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("Outcome of %s: %v", blocked[2].ID(), err)
+	}
+	if _, err := g.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("once they ended")
+
+	// The test reached what a task touches.
+	for _, want := range []string{
+		"Queue.Stream", "Queue.Task", "Queue.Result", "Queue.Op", "Queue.Scheduled", "Queue.Dead",
+		"Queue.Stats", "Queue.StatsHistory", "Queue.Hooks", "Queue.Kids", "Queue.Partition",
+		"Queue.Group", "Queue.Groups", "Queue.Done", "Queue.Ctl",
+		"Limit.Holders", "RateBucket", "Queues",
+	} {
+		if !seen[want] {
+			t.Errorf("no key of %s seen (seen: %v)", want, slices.Sorted(maps.Keys(seen)))
+		}
+	}
+}
+
+// matchRow returns the name of the row of the key table whose pattern
+// matches key (a channel, for typ "channel") with type typ; it fails t when
+// there is none.
+func matchRow(t *testing.T, rows []keyRow, when, key, typ string) string {
+	t.Helper()
+	var other []string
+	for _, r := range rows {
+		if !patternRE(r.pattern).MatchString(key) {
+			continue
+		}
+		_, name := build(t, r.goExpr)
+		if r.typ == typ {
+			return name
+		}
+		other = append(other, r.pattern+" ("+r.typ+")")
+	}
+	if len(other) > 0 {
+		t.Errorf("%s: %s %q is a %s; the key table has %v", when, "key", key, typ, other)
+	} else {
+		t.Errorf("%s: %s %q (%s) matches no pattern of the key table of docs/wire.md", when, "key", key, typ)
+	}
+	return ""
 }
