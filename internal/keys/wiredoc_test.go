@@ -323,7 +323,7 @@ func TestWireDocKeysLive(t *testing.T) {
 		Logger:      slog.New(slog.DiscardHandler),
 		KindLimits:  map[string]int{"wd_block": 1},
 		// One token a minute: the rate key's bucket outlives both reads.
-		RateLimits:  []worker.RateLimit{{KeyPrefix: "wd:", Limit: ratelimit.Limit{Rate: 1, Per: time.Minute}}},
+		RateLimits: []worker.RateLimit{{KeyPrefix: "wd:", Limit: ratelimit.Limit{Rate: 1, Per: time.Minute}}},
 	}, func(w *worker.Worker) {
 		worker.Handle(w, func(ctx context.Context, a wdOK) (int, error) { return 2 * a.N, nil })
 		worker.Handle(w, func(ctx context.Context, a wdFail) (int, error) { return 0, errors.New("wd_fail fails") })
