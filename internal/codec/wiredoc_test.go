@@ -374,12 +374,8 @@ func noteValue(t *testing.T, v any) string {
 	case int64:
 		return strconv.FormatInt(x, 10)
 	case []byte:
-		// The args: the JSON of the msgpack they hold.
-		var a any
-		if err := Unmarshal(x, &a); err != nil {
-			t.Fatalf("payload %x: %v", x, err)
-		}
-		j, err := json.Marshal(a)
+		// The args: the JSON of the msgpack they hold, by the JSON rule.
+		j, err := ToJSON(nil, x)
 		if err != nil {
 			t.Fatalf("payload %x: %v", x, err)
 		}
@@ -449,6 +445,13 @@ func TestWireDocHexDumps(t *testing.T) {
 			}
 			if got := noteValue(t, ev.FieldByName(m[2]).Interface()); got != m[3] {
 				t.Errorf("dump %d: %s decodes to %s; the annotation says %s", di, m[2], got, m[3])
+			}
+			if m[2] == "Payload" {
+				// "Args and results as JSON": these args sent as JSON
+				// (over HTTP) are the same Payload as the Go client's.
+				if p, err := FromJSON(nil, []byte(m[3]), 0); err != nil || !bytes.Equal(p, env.Payload) {
+					t.Errorf("dump %d: the JSON rule makes %s into %x, %v; the Go client wrote %x", di, m[3], p, err, env.Payload)
+				}
 			}
 		}
 	}
