@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,7 +285,8 @@ func (wdFail) Kind() string   { return "wd_fail" }
 func (wdBlock) Kind() string  { return "wd_block" }
 func (wdParent) Kind() string { return "wd_parent" }
 
-// eachNode runs f on rdb, or on each master of a cluster.
+// eachNode runs f on rdb, or on each master of a cluster (at once: f
+// guards what it shares).
 func eachNode(ctx context.Context, rdb redis.UniversalClient, f func(c redis.Cmdable) error) error {
 	if cc, ok := rdb.(*redis.ClusterClient); ok {
 		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return f(c) })
@@ -408,12 +410,15 @@ func TestWireDocKeysLive(t *testing.T) {
 			// A shared server: this test's keys, and the fleet-wide ones.
 			match = []string{"async:{q:" + q + "}*", "async:{coord}*", "async:{lim:kind:wd_block}*", "async:{rl:" + rateKey + "}*"}
 		}
+		var mu sync.Mutex
 		var found []string
 		err := eachNode(ctx, rdb, func(n redis.Cmdable) error {
 			for _, m := range match {
 				it := n.Scan(ctx, 0, m, 1000).Iterator()
 				for it.Next(ctx) {
+					mu.Lock()
 					found = append(found, it.Val())
+					mu.Unlock()
 				}
 				if err := it.Err(); err != nil {
 					return err
@@ -437,7 +442,9 @@ func TestWireDocKeysLive(t *testing.T) {
 		var chans []string
 		err = eachNode(ctx, rdb, func(n redis.Cmdable) error {
 			cs, err := n.PubSubChannels(ctx, "async:*").Result()
+			mu.Lock()
 			chans = append(chans, cs...)
+			mu.Unlock()
 			return err
 		})
 		if err != nil {
