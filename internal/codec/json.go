@@ -52,8 +52,8 @@ import (
 // A marker is an object whose only key is "$bytes", "$time" or "$float"; its
 // value must be a string of the stated form, else the object is refused. An
 // object with any other key besides is an ordinary map. "$time" takes what
-// time.Parse takes with time.RFC3339Nano (a fraction of up to nine digits,
-// "Z" or an offset) for instants within years 0000 to 9999 UTC, and is
+// time.Parse takes with time.RFC3339Nano (a fraction of any length, cut
+// to nanoseconds; "Z" or an offset) for instants within years 0000 to 9999 UTC, and is
 // encoded exactly as msgpack encodes a time.Time (4, 8 or 12 bytes of
 // payload), so a time.Time field takes it. "$bytes" is standard padded
 // base64 (RFC 4648, section 4) with no line breaks and no stray bits.
