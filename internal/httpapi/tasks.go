@@ -180,7 +180,7 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 			return nil, jsonError(fmt.Sprintf("tasks[%d]", i), err)
 		}
 		if i == s.cfg.MaxBatchTasks {
-			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks)}
+			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks), Field: "tasks"}
 		}
 		sp, e := s.spec("", queue, &t, now)
 		if e != nil {
