@@ -96,7 +96,7 @@ func healthURL(addr, path string, overTLS bool) (string, error) {
 // "localhost"), the handshake verifies it as usual. When it does not (a
 // certificate for the service's public name, asked at 127.0.0.1), the name
 // is not checked; instead the worker must present the very certificate of
-// the file, valid now, and its chain must lead to a certificate of the file.
+// the file, and it must be valid now for serving TLS.
 func healthTLS(certFile, rawURL string) (*tls.Config, error) {
 	b, err := os.ReadFile(certFile)
 	if err != nil {
@@ -143,7 +143,7 @@ func healthTLS(certFile, rawURL string) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// The name is not checked (the certificate does not name the
-		// loopback address asked); VerifyConnection checks the rest.
+		// address asked); VerifyConnection checks the rest.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 || !cs.PeerCertificates[0].Equal(leaf) {
