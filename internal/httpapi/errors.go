@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 )
 
 // apiError is a refused request: its HTTP status, and the JSON body
@@ -13,6 +14,9 @@ type apiError struct {
 	Status int    `json:"-"`
 	Msg    string `json:"error"`
 	Field  string `json:"field,omitempty"`
+	// RetryAfter, in seconds, is sent as the Retry-After header when
+	// positive (503s).
+	RetryAfter int `json:"-"`
 }
 
 func (e *apiError) Error() string {
@@ -38,6 +42,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeError writes e as its JSON body.
 func writeError(w http.ResponseWriter, e *apiError) {
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 	writeJSON(w, e.Status, e)
 }
 

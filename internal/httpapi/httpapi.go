@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/keys"
 )
 
 // OpenAPI is the OpenAPI 3 document of the API, served at GET
@@ -57,6 +60,12 @@ type Config struct {
 	// Now is the caller's clock (durations such as "delay" and "deadline"
 	// count from it). Defaults to time.Now.
 	Now func() time.Time
+	// MaxPayloadBytes is the Client's Config.MaxPayloadBytes: a task whose
+	// args encode to more is refused with 413 before Redis is touched,
+	// naming the task's "args". Defaults to the client's default, 1 MiB;
+	// set it when the Client has another. (The Client checks its own limit
+	// again.)
+	MaxPayloadBytes int
 }
 
 // ErrNoToken is returned by CheckAddr for an address that is not loopback
@@ -67,18 +76,84 @@ var ErrNoToken = errors.New("the API has no token configured, so it serves only 
 // without authentication on anything but a loopback address (127.0.0.0/8,
 // ::1, localhost).
 func CheckAddr(addr string, tokens bool) error {
-	panic(fmt.Sprint("not yet", addr, tokens))
+	if tokens {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w; the address %q is not host:port", ErrNoToken, addr)
+	}
+	if loopbackHost(host) {
+		return nil
+	}
+	return fmt.Errorf("%w, and %q is not one (use 127.0.0.1:PORT, or set API_TOKENS)", ErrNoToken, addr)
 }
 
 // ParseTokens reads tokens from the environment's form (API_TOKENS):
 // entries separated by ";" or newlines, each "NAME:SECRET" or
 // "NAME:SECRET:QUEUE,QUEUE"; blank entries are skipped. The error names the
 // bad entry by its position and name, never its secret.
+//
+// Names follow the name rule of queues ([A-Za-z0-9._-]{1,128}) and are
+// unique; a secret is the text between the first and the second ':' (so it
+// cannot contain ':'), not empty, and used by one token only. Use long
+// random secrets (32 bytes of a CSPRNG, hex or base64url): the API compares
+// them in constant time but does not slow down guessing.
 func ParseTokens(s string) ([]Token, error) {
-	panic(fmt.Sprint("not yet", s))
+	var out []Token
+	names := map[string]int{}
+	secrets := map[string]int{}
+	pos := 0
+	for entry := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ';' || r == '\n' || r == '\r' }) {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		pos++
+		parts := strings.SplitN(entry, ":", 3)
+		name := strings.TrimSpace(parts[0])
+		if err := keys.ValidateName("token", name); err != nil {
+			return nil, fmt.Errorf("API_TOKENS entry %d: the name before the first ':' must be 1 to 128 bytes of A-Z a-z 0-9 . _ - (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
+		}
+		if len(parts) < 2 || parts[1] == "" {
+			return nil, fmt.Errorf("API_TOKENS entry %d (%s): no secret (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos, name)
+		}
+		if p, dup := names[name]; dup {
+			return nil, fmt.Errorf("API_TOKENS entry %d (%s): the name of entry %d again; names must be unique", pos, name, p)
+		}
+		if p, dup := secrets[parts[1]]; dup {
+			return nil, fmt.Errorf("API_TOKENS entry %d (%s): the secret of entry %d again; each token needs its own", pos, name, p)
+		}
+		names[name], secrets[parts[1]] = pos, pos
+		t := Token{Name: name, Secret: parts[1]}
+		if len(parts) == 3 {
+			for i, q := range strings.Split(parts[2], ",") {
+				q = strings.TrimSpace(q)
+				if keys.ValidateName("queue", q) != nil {
+					// The queue is not quoted: a secret with a ':' in it
+					// would be cut there, and its tail read as queues.
+					return nil, fmt.Errorf("API_TOKENS entry %d (%s): queue %d of its list is not a queue name (A-Z a-z 0-9 . _ -, 1 to 128 bytes; a secret cannot contain ':')", pos, name, i+1)
+				}
+				t.Queues = append(t.Queues, q)
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 // New returns the API's handler, serving every route under /v1/.
+//
+// It fails without a Client or an Inspector, for a token without a name or
+// a secret, for two tokens with the same secret, and for negative limits.
+// With no token it serves only requests whose Host is a loopback name or
+// address (a page of another site whose name was made to resolve to
+// 127.0.0.1 cannot use it), and it refuses cross-origin browser requests
+// that write (http.CrossOriginProtection) in every case.
 func New(cfg Config) (http.Handler, error) {
-	panic(fmt.Sprint("not yet", cfg))
+	s, err := newServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
