@@ -229,12 +229,12 @@ func (e *env) apiRun(ctx context.Context, sz sizes, batch, single bool, clean fu
 			var h, m *result
 			runHTTP := func() error {
 				fmt.Fprintf(e.progress, "  HTTP batch, run %d of %d\n", i+1, sz.Reps)
-				h, err = clean(func() (*result, error) { return e.apiBatch(ctx, a, ai, "") })
+				h, err = clean(func() (*result, error) { return e.apiBatch(ctx, a, ai, ai.BatchTasks, "") })
 				return err
 			}
 			runMany := func() error {
 				fmt.Fprintf(e.progress, "  EnqueueMany, run %d of %d\n", i+1, sz.Reps)
-				m, err = clean(func() (*result, error) { return e.apiMany(ctx, ai, "") })
+				m, err = clean(func() (*result, error) { return e.apiMany(ctx, ai, ai.BatchTasks, "") })
 				return err
 			}
 			order := []func() error{runHTTP, runMany}
@@ -251,14 +251,14 @@ func (e *env) apiRun(ctx context.Context, sz sizes, batch, single bool, clean fu
 			ai.HTTPFirst = append(ai.HTTPFirst, httpFirst)
 		}
 		if e.profDir != "" {
-			fmt.Fprintln(e.progress, "  profiled HTTP batch (not in the table)")
-			r, err := e.apiBatch(ctx, a, ai, "api-batch")
+			fmt.Fprintln(e.progress, "  profiled HTTP batch, five times the tasks (not in the table)")
+			r, err := e.apiBatch(ctx, a, ai, 5*ai.BatchTasks, "api-batch")
 			if err != nil {
 				return nil, err
 			}
 			fmt.Fprintf(e.progress, "  %s -> %s\n", r.brief(), filepath.Join(e.profDir, "api-batch.pprof"))
-			fmt.Fprintln(e.progress, "  profiled EnqueueMany of the same (not in the table)")
-			if r, err = e.apiMany(ctx, ai, "api-many"); err != nil {
+			fmt.Fprintln(e.progress, "  profiled EnqueueMany of the same, five times the tasks (not in the table)")
+			if r, err = e.apiMany(ctx, ai, 5*ai.BatchTasks, "api-many"); err != nil {
 				return nil, err
 			}
 			fmt.Fprintf(e.progress, "  %s -> %s\n", r.brief(), filepath.Join(e.profDir, "api-many.pprof"))
@@ -304,10 +304,10 @@ func (e *env) apiRun(ctx context.Context, sz sizes, batch, single bool, clean fu
 	return ai, nil
 }
 
-// apiBatch posts ai.BatchTasks tasks in batches of ai.BatchSize from
+// apiBatch posts tasks tasks in batches of ai.BatchSize from
 // ai.Clients goroutines, each sending its next batch once the reply to its
 // last one arrived, and checks that the queue's stream holds them all.
-func (e *env) apiBatch(ctx context.Context, a *apiServer, ai *apiInfo, profile string) (*result, error) {
+func (e *env) apiBatch(ctx context.Context, a *apiServer, ai *apiInfo, tasks int, profile string) (*result, error) {
 	q := e.queue("api-batch")
 	defer e.reset(ctx, q)
 	path := "/v1/queues/" + q + "/tasks/batch"
@@ -352,7 +352,7 @@ func (e *env) apiBatch(ctx context.Context, a *apiServer, ai *apiInfo, profile s
 	}
 	warm += (ai.Clients - 1) * ai.BatchSize
 
-	perClient := ai.BatchTasks / ai.BatchSize / ai.Clients
+	perClient := tasks / ai.BatchSize / ai.Clients
 	total := perClient * ai.Clients * ai.BatchSize
 	r, err := e.measure(ctx, "HTTP batch", total, profile, func() (own, error) {
 		return nil, fanOut(ai.Clients, func(g int) error {
@@ -377,7 +377,7 @@ func (e *env) apiBatch(ctx context.Context, a *apiServer, ai *apiInfo, profile s
 // apiMany is apiBatch's baseline: the same tasks (args of the same values,
 // encoded by the client) in EnqueueMany calls of the same size, from as many
 // goroutines, on one client.
-func (e *env) apiMany(ctx context.Context, ai *apiInfo, profile string) (*result, error) {
+func (e *env) apiMany(ctx context.Context, ai *apiInfo, tasks int, profile string) (*result, error) {
 	c, q, done, err := e.session(ctx, "api-many")
 	if err != nil {
 		return nil, err
@@ -405,7 +405,7 @@ func (e *env) apiMany(ctx context.Context, ai *apiInfo, profile string) (*result
 		return nil, err
 	}
 	warm := ai.Clients * ai.BatchSize
-	perClient := ai.BatchTasks / ai.BatchSize / ai.Clients
+	perClient := tasks / ai.BatchSize / ai.Clients
 	total := perClient * ai.Clients * ai.BatchSize
 	r, err := e.measure(ctx, "EnqueueMany", total, profile, func() (own, error) {
 		return nil, fanOut(ai.Clients, func(g int) error {
