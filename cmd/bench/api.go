@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -616,6 +617,9 @@ func (ai *apiInfo) markdown(p func(string, ...any)) {
 			thousands(float64(h.Tasks)), h.Settings, thousands(float64(ai.BodyBytes)), runs(ai.HTTP), runs(ai.Many), strings.Join(ratios, ", "),
 			otherList(ai.HTTP), otherList(ai.Many))
 		p("Go CPU is the whole bench process: for the HTTP row the client's sending and reading as well as the server's decoding, conversion and enqueue. ")
+		p("CPU per task, Go and Redis together: HTTP %.2f µs, EnqueueMany %.2f µs; so the machine's %d cores, with nothing else running, could carry at most %s HTTP tasks/s (%s by EnqueueMany): a bound, not a measurement, to read the rates against when other load took CPUs. ",
+			h.GoCPUus+h.RedisCPUus, m.GoCPUus+m.RedisCPUus, runtime.NumCPU(),
+			thousands(float64(runtime.NumCPU())*1e6/(h.GoCPUus+h.RedisCPUus)), thousands(float64(runtime.NumCPU())*1e6/(m.GoCPUus+m.RedisCPUus)))
 		p("Each run ends when the last reply arrived; the queue's stream then holds every task.\n\n")
 	}
 	if len(ai.Single) > 0 {
