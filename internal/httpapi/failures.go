@@ -19,8 +19,9 @@ const retryAfter = 1
 // found (400, or 413 for a payload over its limit) under the field prefix
 // (a batch's "tasks[i]" when the client names the spec); Redis out of
 // memory (503: nothing of the failed write was added); anything else from
-// Redis (503: the tasks may have been added, and a retry with ids is
-// safe), which is logged at warn. many says the call wrote several tasks.
+// Redis (503: the tasks may have been added, and a retry of tasks with
+// ids is safe). 503s are logged at warn. many says the call wrote several
+// tasks.
 func (s *server) writeFailed(r *http.Request, prefix string, many bool, err error) *apiError {
 	if many {
 		// EnqueueMany names the bad spec: "spec 3: ...".
@@ -42,13 +43,13 @@ func (s *server) writeFailed(r *http.Request, prefix string, many bool, err erro
 	if errors.Is(err, client.ErrRedisFull) {
 		msg := "Redis is out of memory and refused the write: the task was not added; retry later"
 		if many {
-			msg = "Redis is out of memory and refused a write: tasks of the batch sent in earlier writes (500 a write) may have been added; retrying with an \"id\" on every task is safe"
+			msg = "Redis is out of memory and refused a write: tasks sent in earlier writes of the call (500 a write) may have been added; retrying is safe when every task has an \"id\" (an existing id adds nothing)"
 		}
 		return &apiError{Status: http.StatusServiceUnavailable, Msg: msg, RetryAfter: retryAfter}
 	}
-	msg := "writing to Redis failed: the task may have been added; retrying with the same \"id\" is safe"
+	msg := "writing to Redis failed: the task may have been added; retrying is safe when the task has an \"id\" (an existing id adds nothing)"
 	if many {
-		msg = "writing to Redis failed: tasks of the batch may have been added; retrying with an \"id\" on every task is safe"
+		msg = "writing to Redis failed: tasks may have been added; retrying is safe when every task has an \"id\" (an existing id adds nothing)"
 	}
 	return &apiError{Status: http.StatusServiceUnavailable, Msg: msg, RetryAfter: retryAfter}
 }

@@ -111,11 +111,16 @@ func ParseTokens(s string) ([]Token, error) {
 		}
 		pos++
 		parts := strings.SplitN(entry, ":", 3)
+		if len(parts) < 2 {
+			// Not even the name is named: a secret pasted alone is all
+			// the entry may be.
+			return nil, fmt.Errorf("API_TOKENS entry %d has no ':' (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
+		}
 		name := strings.TrimSpace(parts[0])
 		if err := keys.ValidateName("token", name); err != nil {
 			return nil, fmt.Errorf("API_TOKENS entry %d: the name before the first ':' must be 1 to 128 bytes of A-Z a-z 0-9 . _ - (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
 		}
-		if len(parts) < 2 || parts[1] == "" {
+		if parts[1] == "" {
 			return nil, fmt.Errorf("API_TOKENS entry %d (%s): no secret (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos, name)
 		}
 		if p, dup := names[name]; dup {

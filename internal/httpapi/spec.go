@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
@@ -16,24 +14,16 @@ import (
 )
 
 // taskArgs are a task's args as the API took them: the msgpack that
-// codec.FromJSON made of their JSON, which the client sends as is, and the
-// task's kind.
+// codec.FromJSON made of their JSON, which the client sends as is
+// (codec.Raw; empty for a task without args, sent as nil), and the task's
+// kind.
 type taskArgs struct {
+	codec.Raw
 	kind string
-	mp   []byte
 }
 
 // Kind returns the task's kind.
 func (a *taskArgs) Kind() string { return a.kind }
-
-// EncodeMsgpack writes the args' msgpack as it is.
-func (a *taskArgs) EncodeMsgpack(e *msgpack.Encoder) error {
-	_, err := e.Writer().Write(a.mp)
-	return err
-}
-
-// msgpackNil is the msgpack of JSON null, the args of a task without them.
-var msgpackNil = []byte{0xc0}
 
 // Bounds of a task's metadata: the client's (client.EnqueueOpts.Meta).
 // TestMetaBoundsAreTheClients checks that the client refuses what is past
@@ -140,20 +130,20 @@ func (s *server) spec(field, queue string, t *TaskObject, now time.Time) (client
 			return bad("partition_key", "partition_key with delay or process_at: a partitioned task starts when the tasks of its key before it ended")
 		}
 	}
-	a := &taskArgs{kind: t.Kind, mp: msgpackNil}
+	a := &taskArgs{kind: t.Kind}
 	if len(t.Args) > 0 {
 		mp, err := codec.FromJSON(nil, t.Args, 0)
 		if err != nil {
 			var je *codec.JSONError
 			if errors.As(err, &je) {
-				return client.Spec{}, &apiError{Status: http.StatusBadRequest, Msg: clip(je.Msg, 200), Field: join(field, argsPath(je.Path))}
+				return client.Spec{}, &apiError{Status: http.StatusBadRequest, Msg: clip(je.Msg, 200), Field: join(field, clip(je.Field("args"), 100))}
 			}
 			return client.Spec{}, &apiError{Status: http.StatusBadRequest, Msg: clip(err.Error(), 200), Field: join(field, "args")}
 		}
-		a.mp = mp
+		a.Raw = mp
 	}
-	if len(a.mp) > s.cfg.MaxPayloadBytes {
-		return client.Spec{}, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("args encode to %d bytes of msgpack; the limit is %d", len(a.mp), s.cfg.MaxPayloadBytes), Field: join(field, "args")}
+	if len(a.Raw) > s.cfg.MaxPayloadBytes {
+		return client.Spec{}, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("args encode to %d bytes of msgpack; the limit is %d", len(a.Raw), s.cfg.MaxPayloadBytes), Field: join(field, "args")}
 	}
 	return client.Spec{Args: a, Opts: o}, nil
 }
@@ -163,16 +153,3 @@ const (
 	nameRule = "want 1 to 128 bytes of A-Z a-z 0-9 . _ -"
 	keyRule  = "want 1 to 256 bytes of A-Z a-z 0-9 . _ - : /"
 )
-
-// argsPath names the value at path (a codec.JSONError's) within the args:
-// "" is "args", "files[2].name" is "args.files[2].name", "[1]" is
-// "args[1]".
-func argsPath(path string) string {
-	switch {
-	case path == "":
-		return "args"
-	case path[0] == '[':
-		return "args" + clip(path, 100)
-	}
-	return "args." + clip(path, 100)
-}

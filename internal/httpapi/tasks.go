@@ -182,8 +182,10 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 		if i == s.cfg.MaxBatchTasks {
 			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks)}
 		}
-		sp, e := s.spec(fmt.Sprint("tasks[", i, "]"), queue, &t, now)
+		sp, e := s.spec("", queue, &t, now)
 		if e != nil {
+			// The prefix is made only for an error: not a string a task.
+			e.Field = join(fmt.Sprintf("tasks[%d]", i), e.Field)
 			return nil, e
 		}
 		specs = append(specs, sp)
