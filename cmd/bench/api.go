@@ -196,7 +196,7 @@ type openLoopRun struct {
 	Rate                  float64 // achieved: requests ÷ (last reply − first scheduled send)
 	P50, P90, P99, P999   time.Duration
 	Max                   time.Duration
-	LateP99, LateMax      time.Duration // the generator's own lateness: actual − scheduled send
+	LateP50, LateP99      time.Duration // the generator's own lateness: actual − scheduled send
 	SvcP50, SvcP99        time.Duration // actual send → reply
 	MaxInFlight           int64
 	Res                   *result
@@ -507,25 +507,29 @@ func (e *env) apiSingle(ctx context.Context, a *apiServer, ai *apiInfo, viaHTTP 
 		return nil, fmt.Errorf("%s: stream holds %d entries, want %d (%v)", name, got.StreamLength, nw+n, err)
 	}
 	run.Res = r
-	fmt.Fprintf(e.progress, "    p50 %v p99 %v p99.9 %v max %v; generator late p99 %v; achieved %.0f/s; Go CPU %.1f µs, Redis CPU %.1f µs per request; other load %.2f\n",
-		run.P50, run.P99, run.P999, run.Max, run.LateP99, run.Rate, r.GoCPUus, r.RedisCPUus, r.Other)
+	fmt.Fprintf(e.progress, "    p50 %v p99 %v p99.9 %v max %v; generator late p50 %v p99 %v; from the send p50 %v p99 %v; achieved %.0f/s, %d in flight at most; Go CPU %.1f µs, Redis CPU %.1f µs per request; other load %.2f\n",
+		run.P50, run.P99, run.P999, run.Max, run.LateP50, run.LateP99, run.SvcP50, run.SvcP99, run.Rate, run.MaxInFlight, r.GoCPUus, r.RedisCPUus, r.Other)
 	return run, nil
 }
 
 // openLoop sends n requests (numbered from first) at rate per second, the
 // i-th at start + i/rate whatever became of the earlier ones, each in its
-// own goroutine, and returns the latencies from the scheduled times.
+// own goroutine, and returns the latencies from the scheduled times. It
+// waits for each send time with nanosleep on a thread of its own (see
+// preciseSleeper).
 func openLoop(ctx context.Context, rate, first, n int, send func(i int) error) (*openLoopRun, error) {
 	run := &openLoopRun{N: n, lat: make([]time.Duration, n), late: make([]time.Duration, n), svc: make([]time.Duration, n)}
 	period := time.Second / time.Duration(rate)
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
 	var lastEnd atomic.Int64
+	sleep, done := preciseSleeper()
+	defer done()
 	start := time.Now().Add(time.Millisecond)
 	for i := range n {
 		at := start.Add(time.Duration(i) * period)
 		if d := time.Until(at); d > 0 {
-			time.Sleep(d)
+			sleep(d)
 		}
 		if failed.Load() != nil || ctx.Err() != nil {
 			break
@@ -568,7 +572,7 @@ func openLoop(ctx context.Context, rate, first, n int, send func(i int) error) (
 	}
 	run.P50, run.P90, run.P99, run.P999 = pct(run.lat, 0.50), pct(run.lat, 0.90), pct(run.lat, 0.99), pct(run.lat, 0.999)
 	run.Max = run.lat[n-1]
-	run.LateP99, run.LateMax = pct(run.late, 0.99), run.late[n-1]
+	run.LateP50, run.LateP99 = pct(run.late, 0.50), pct(run.late, 0.99)
 	run.SvcP50, run.SvcP99 = pct(run.svc, 0.50), pct(run.svc, 0.99)
 	return run, nil
 }
@@ -648,12 +652,17 @@ func (ai *apiInfo) markdown(p func(string, ...any)) {
 		p("\n%s requests a run after %v of warm-up at the same rate (not counted); one goroutine per request, started at its scheduled time (every 1/%d s) whatever became of the earlier ones, ",
 			thousands(float64(ai.Single[0].N)), ai.Warm, ai.Rate)
 		p("so a slow reply delays no later request; latency counts from the scheduled time to the end of the reply (HTTP) or the return of `Enqueue`. ")
-		p("The generator's own lateness (actual − scheduled send), in those figures: p99 HTTP %s, Enqueue %s. ",
-			ms(medianLat(ai.Single, func(r *openLoopRun) time.Duration { return r.LateP99 })), ms(medianLat(ai.Direct, func(r *openLoopRun) time.Duration { return r.LateP99 })))
+		med := func(rs []*openLoopRun, f func(*openLoopRun) time.Duration) string { return ms(medianLat(rs, f)) }
+		p("The generator's own lateness (actual − scheduled send; it waits with nanosleep on a thread of its own), in those figures: p50 HTTP %s, Enqueue %s; p99 HTTP %s, Enqueue %s. ",
+			med(ai.Single, func(r *openLoopRun) time.Duration { return r.LateP50 }), med(ai.Direct, func(r *openLoopRun) time.Duration { return r.LateP50 }),
+			med(ai.Single, func(r *openLoopRun) time.Duration { return r.LateP99 }), med(ai.Direct, func(r *openLoopRun) time.Duration { return r.LateP99 }))
+		p("From the actual send instead (service time, what a closed-loop client would see): p50 HTTP %s, Enqueue %s; p99 HTTP %s, Enqueue %s. ",
+			med(ai.Single, func(r *openLoopRun) time.Duration { return r.SvcP50 }), med(ai.Direct, func(r *openLoopRun) time.Duration { return r.SvcP50 }),
+			med(ai.Single, func(r *openLoopRun) time.Duration { return r.SvcP99 }), med(ai.Direct, func(r *openLoopRun) time.Duration { return r.SvcP99 }))
 		p("Achieved rate HTTP %.0f/s, Enqueue %.0f/s; at most %d HTTP requests in flight at once. ",
 			medianFloat(mapRuns(ai.Single, func(r *openLoopRun) float64 { return r.Rate })), medianFloat(mapRuns(ai.Direct, func(r *openLoopRun) float64 { return r.Rate })),
 			slices.Max(mapInt(ai.Single, func(r *openLoopRun) int64 { return r.MaxInFlight })))
-		p("Per request (medians): Go CPU %.1f µs HTTP, %.1f µs Enqueue; Redis CPU %.1f µs and %.1f µs; Redis cmds %.2f and %.2f. ",
+		p("Per request (medians; Go CPU includes the generator and, for HTTP, the client): Go CPU %.1f µs HTTP, %.1f µs Enqueue; Redis CPU %.1f µs and %.1f µs; Redis cmds %.2f and %.2f. ",
 			cost(ai.Single, func(r *result) float64 { return r.GoCPUus }), cost(ai.Direct, func(r *result) float64 { return r.GoCPUus }),
 			cost(ai.Single, func(r *result) float64 { return r.RedisCPUus }), cost(ai.Direct, func(r *result) float64 { return r.RedisCPUus }),
 			cost(ai.Single, func(r *result) float64 { return r.Cmds }), cost(ai.Direct, func(r *result) float64 { return r.Cmds }))
