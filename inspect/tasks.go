@@ -2,7 +2,6 @@ package inspect
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -492,45 +491,20 @@ func (t *TaskInfo) lastAttemptTimes() {
 	}
 }
 
-// toJSON decodes msgpack bytes through the codec gate into JSON; bytes that
-// do not decode come out as a JSON string saying so.
+// toJSON turns msgpack bytes into JSON by the JSON rule (codec.ToJSON,
+// which passes them through the codec gate first): the JSON a client of the
+// HTTP API would send for the same value. Bytes that do not decode come out
+// as a JSON string saying so.
 func toJSON(b []byte) json.RawMessage {
-	v, err := Decode(b)
+	out, err := codec.ToJSON(nil, b)
 	if err != nil {
-		out, _ := json.Marshal("undecodable: " + err.Error())
-		return out
-	}
-	out, err := json.Marshal(jsonable(v))
-	if err != nil {
-		out, _ = json.Marshal("not representable as JSON: " + err.Error())
+		if errors.Is(err, codec.ErrMalformed) {
+			out, _ = json.Marshal("undecodable: " + err.Error())
+		} else {
+			out, _ = json.Marshal("not representable as JSON: " + err.Error())
+		}
 	}
 	return out
-}
-
-// jsonable turns what msgpack decodes into values encoding/json takes: maps
-// with keys of any type get string keys, bytes become base64 strings.
-func jsonable(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = jsonable(e)
-		}
-		return x
-	case map[any]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[fmt.Sprint(k)] = jsonable(e)
-		}
-		return m
-	case []any:
-		for j, e := range x {
-			x[j] = jsonable(e)
-		}
-		return x
-	case []byte:
-		return base64.StdEncoding.EncodeToString(x)
-	}
-	return v
 }
 
 // idTime is the time in an entry id ("<ms>-<seq>"), zero if none.

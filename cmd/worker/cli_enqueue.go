@@ -11,9 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/codec"
 )
 
 var cmdEnqueue = &command{
@@ -240,11 +239,11 @@ func (l taskLine) spec(now time.Time) (client.Spec, error) {
 	}
 	args := jsonArgs{kind: l.Kind}
 	if len(l.Args) > 0 {
-		v, err := decodeJSONArgs(l.Args)
+		mp, err := decodeJSONArgs(l.Args)
 		if err != nil {
 			return client.Spec{}, err
 		}
-		args.v = v
+		args.Raw = mp
 	}
 	o := &client.EnqueueOpts{Queue: l.Queue, ID: l.ID, MaxAttempts: l.MaxAttempts, Meta: l.Meta,
 		RateKey: l.RateKey, PartitionKey: l.PartitionKey}
@@ -284,48 +283,25 @@ func parseDuration(name, s string) (time.Duration, error) {
 	return d, nil
 }
 
-// jsonArgs are args given as JSON, sent as msgpack.
+// jsonArgs are args given as JSON, sent as the msgpack codec.FromJSON makes
+// of them (the JSON rule, as the HTTP API reads args).
 type jsonArgs struct {
 	kind string
-	v    any
+	codec.Raw
 }
 
 func (a jsonArgs) Kind() string { return a.kind }
 
-// EncodeMsgpack encodes the decoded JSON value.
-func (a jsonArgs) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(a.v) }
-
-// decodeJSONArgs decodes b, keeping whole numbers whole (so that a
-// handler's int fields decode them).
-func decodeJSONArgs(b []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, fmt.Errorf("args %.60q: not JSON: %w", b, err)
-	}
-	if d.More() {
-		return nil, fmt.Errorf("args %.60q: more than one JSON value", b)
-	}
-	var fix func(any) any
-	fix = func(x any) any {
-		switch t := x.(type) {
-		case json.Number:
-			if i, err := t.Int64(); err == nil {
-				return i
-			}
-			f, _ := t.Float64()
-			return f
-		case map[string]any:
-			for k, e := range t {
-				t[k] = fix(e)
-			}
-		case []any:
-			for i, e := range t {
-				t[i] = fix(e)
-			}
+// decodeJSONArgs turns JSON args into msgpack by the JSON rule; its errors
+// name the place in the args that is wrong ("args.files[2].name").
+func decodeJSONArgs(b []byte) (codec.Raw, error) {
+	mp, err := codec.FromJSON(nil, b, 0)
+	if err != nil {
+		var je *codec.JSONError
+		if errors.As(err, &je) {
+			return nil, fmt.Errorf("%s: %s (at offset %d of args %.60q)", je.Field("args"), je.Msg, je.Offset, b)
 		}
-		return x
+		return nil, fmt.Errorf("args %.60q: %w", b, err)
 	}
-	return fix(v), nil
+	return mp, nil
 }

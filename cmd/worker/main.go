@@ -1,8 +1,10 @@
 // Command worker is the deployable process of an async fleet: a worker, a
-// coordinator, or both, with the upload handler registered; and the
-// operator's command line.
+// coordinator, the HTTP API, or any set of them (-role), with the upload
+// handler registered; and the operator's command line.
 //
 //	worker [flags]          run (flags below)
+//	worker api [flags]      the HTTP API alone: the run mode with the role
+//	                        api only (its flags but -role)
 //	worker demo [flags]     the demo: uploads with ForkJoin, InvokeAll,
 //	                        Throttle and Spread on an embedded Redis
 //	worker COMMAND ...      operator commands: queues, tasks, task, queue,
@@ -16,6 +18,16 @@
 // REDIS_SENTINEL_MASTER); passwords never appear in -h, errors or logs.
 // With -ui and -http, the web dashboard (internal/dashboard) is served at
 // /ui next to /metrics; `worker dashboard` serves it alone.
+//
+// The role api serves the HTTP API (internal/httpapi: enqueue, read, wait
+// for and cancel tasks and groups from any language) at /v1/ on -http.
+// Its bearer tokens come from the environment only, API_TOKENS
+// ("NAME:SECRET" or "NAME:SECRET:QUEUE,QUEUE" entries separated by ";" or
+// newlines) and the file API_TOKENS_FILE names (the same form: a mounted
+// secret); with none, it serves only a loopback address, and refuses to
+// start on any other. -tls-cert and -tls-key (TLS_CERT_FILE, TLS_KEY_FILE)
+// serve -http over TLS, for every path on it. Secrets never appear in -h,
+// errors or logs.
 // SIGTERM or SIGINT drains: the worker stops fetching, lets running
 // handlers finish for -drain-timeout, hands back what is left, and the
 // process exits 0.
@@ -23,6 +35,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +59,7 @@ import (
 	"github.com/taskfleet/async/coordinator"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/dashboard"
+	"github.com/taskfleet/async/internal/httpapi"
 	"github.com/taskfleet/async/metrics"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
@@ -60,7 +74,8 @@ type config struct {
 	redis        *redisConn
 	queues       map[string]int
 	concurrency  int
-	role         string
+	role         string // -role as given; roles is what it means
+	roles        roles
 	httpAddr     string
 	drainTimeout time.Duration
 	logFormat    string
@@ -69,13 +84,25 @@ type config struct {
 	name         string
 	ui           bool // the dashboard at /ui on httpAddr
 	uiReadOnly   bool
+	tokens       []httpapi.Token // the API's, with the role api
+	tls          *tls.Config     // -http over TLS when not nil
 	getenv       func(string) string
 }
 
 // parseConfig reads flags, falling back to environment variables (getenv)
 // and defaults.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	return parseRunConfig(false, args, getenv, stderr)
+}
+
+// parseRunConfig is parseConfig of `worker` or, with apiOnly, of `worker
+// api`: the same flags but -role, which is api.
+func parseRunConfig(apiOnly bool, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	cmd := "worker"
+	if apiOnly {
+		cmd = "worker api"
+	}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
@@ -86,8 +113,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	conn := redisFlags(fs, getenv)
 	queues := fs.String("queues", env("QUEUES", "default=1"), "queues to serve with their weights, `name=weight,...` (env QUEUES)")
 	conc := fs.String("concurrency", env("CONCURRENCY", "100"), "`N` handlers run at once (env CONCURRENCY)")
-	role := fs.String("role", env("ROLE", "both"), "`ROLE`: worker, coordinator or both (env ROLE)")
-	httpAddr := fs.String("http", env("HTTP_ADDR", ""), "serve /healthz, /readyz and /metrics on `ADDR` (env HTTP_ADDR; none when empty)")
+	role := new(string)
+	if apiOnly {
+		*role = "api"
+	} else {
+		role = fs.String("role", env("ROLE", "both"), "`ROLES`: a comma-separated set of worker, coordinator and api; both is worker,coordinator (env ROLE)")
+	}
+	httpAddr := fs.String("http", env("HTTP_ADDR", ""), "serve /healthz, /readyz and /metrics on `ADDR`, and the API at /v1/ with the role api (env HTTP_ADDR; none when empty)")
+	tlsCert := fs.String("tls-cert", env("TLS_CERT_FILE", ""), "serve -http over TLS with the certificate (chain) in the PEM `FILE`; with -tls-key (env TLS_CERT_FILE)")
+	tlsKey := fs.String("tls-key", env("TLS_KEY_FILE", ""), "the private key of -tls-cert, a PEM `FILE` (env TLS_KEY_FILE)")
+	tokensFile := fs.String("api-tokens-file", env("API_TOKENS_FILE", ""), "the API's bearer tokens in `FILE`, in the form of API_TOKENS (env API_TOKENS_FILE)")
 	drain := fs.String("drain-timeout", env("DRAIN_TIMEOUT", "30s"), "`DURATION` running handlers may take to finish after SIGTERM (env DRAIN_TIMEOUT)")
 	logFormat := fs.String("log-format", env("LOG_FORMAT", "json"), "`FORMAT`: json or text (env LOG_FORMAT)")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "`LEVEL`: debug, info, warn or error (env LOG_LEVEL)")
@@ -96,11 +131,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	uiReadOnly := fs.Bool("ui-read-only", getenv("UI_READ_ONLY") != "", "the dashboard of -ui renders no action and refuses every POST (env UI_READ_ONLY=1)")
 	name := fs.String("name", env("WORKER_NAME", ""), "consumer name, unique per running worker; a stable one (the pod name) reuses its consumer (env WORKER_NAME; default host-pid)")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: worker [flags]          run a worker and/or coordinator\n"+
+		if apiOnly {
+			fmt.Fprint(fs.Output(), "usage: worker api [flags]      serve the HTTP API at /v1/ on -http (the role api alone)\n\nflags:\n")
+			fs.PrintDefaults()
+			fmt.Fprint(fs.Output(), "\n"+apiUsage)
+			return
+		}
+		fmt.Fprint(fs.Output(), "usage: worker [flags]          run a worker, coordinator and/or the HTTP API (-role)\n"+
+			"       worker api [flags]      the HTTP API alone (worker api -h)\n"+
 			"       worker demo [flags]     the demo on an embedded Redis (worker demo -h)\n"+
 			"       worker COMMAND ...      operator commands, below\n\nflags:\n")
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\n"+cliUsage())
+		fmt.Fprint(fs.Output(), "\n"+apiUsage+"\n"+cliUsage())
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -129,10 +171,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.drainTimeout, err = time.ParseDuration(*drain); err != nil || c.drainTimeout < 0 {
 		return nil, fmt.Errorf("-drain-timeout %q: want a duration such as 30s", *drain)
 	}
-	switch c.role {
-	case "worker", "coordinator", "both":
-	default:
-		return nil, fmt.Errorf("-role %q: want worker, coordinator or both", c.role)
+	if c.roles, err = parseRoles(c.role); err != nil {
+		return nil, err
+	}
+	if c.tls, err = loadTLS(*tlsCert, *tlsKey, c.httpAddr); err != nil {
+		return nil, err
+	}
+	if c.roles.api {
+		if c.httpAddr == "" {
+			return nil, errors.New("the role api serves the API on -http (HTTP_ADDR): set it too")
+		}
+		if c.tokens, err = apiTokens(getenv, *tokensFile); err != nil {
+			return nil, err
+		}
+		if err := httpapi.CheckAddr(c.httpAddr, len(c.tokens) > 0); err != nil {
+			return nil, fmt.Errorf("the API on -http %s: %w", c.httpAddr, err)
+		}
 	}
 	switch c.logFormat {
 	case "json", "text":
@@ -222,7 +276,11 @@ func runEnv(args []string, getenv func(string) string, stdout, stderr io.Writer,
 		}
 		return 0
 	}
-	cfg, err := parseConfig(args, getenv, stderr)
+	apiOnly := len(args) > 0 && args[0] == "api"
+	if apiOnly {
+		args = args[1:]
+	}
+	cfg, err := parseRunConfig(apiOnly, args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -264,6 +322,11 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 	}
 	defer rdb.Close()
 	log.Info("redis", slog.String("target", cfg.redis.String()))
+	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// drain is done once the process drains: the API's reads end then.
+	drain, drained := context.WithCancel(context.Background())
+	defer drained()
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -298,20 +361,45 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 			mux.Handle("/ui", h)
 			log.Info("dashboard", slog.String("path", "/ui/"))
 		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
+		if cfg.roles.api {
+			h, closeAPI, err := apiHandler(startCtx, cfg, rdb, log, drain)
+			if err != nil {
+				_ = ln.Close()
+				return err
+			}
+			// Closed once the server below has shut down (defers run
+			// last first).
+			defer closeAPI()
+			mux.Handle("/v1/", h)
+			if len(cfg.tokens) == 0 {
+				log.Warn("api: no token configured (API_TOKENS, API_TOKENS_FILE): it serves every request without authentication, on this loopback address only",
+					slog.String("path", "/v1/"), slog.String("addr", ln.Addr().String()))
+			} else {
+				log.Info("api", slog.String("path", "/v1/"), slog.Any("tokens", tokenNames(cfg.tokens)))
+			}
+		}
+		// The server's own errors (a failed TLS handshake, a panic) go to
+		// the process' log, as structured lines.
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		if cfg.tls != nil {
+			srv.TLSConfig = cfg.tls
+			go func() { _ = srv.ServeTLS(ln, "", "") }()
+		} else {
+			go func() { _ = srv.Serve(ln) }()
+		}
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_ = srv.Shutdown(ctx)
+			if err := srv.Shutdown(ctx); err != nil {
+				// Requests still running: cut their connections.
+				_ = srv.Close()
+			}
 		}()
-		log.Info("health and metrics endpoints", slog.String("addr", ln.Addr().String()))
+		log.Info("health and metrics endpoints", slog.String("addr", ln.Addr().String()), slog.Bool("tls", cfg.tls != nil))
 	}
 
-	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var co *coordinator.Coordinator
-	if cfg.role != "worker" {
+	if cfg.roles.coordinator {
 		c, err := coordinator.New(startCtx, rdb, &coordinator.Config{Logger: log})
 		if err != nil {
 			return err
@@ -323,7 +411,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		log.Info("coordinator started")
 	}
 	var w *worker.Worker
-	if cfg.role != "coordinator" {
+	if cfg.roles.worker {
 		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log,
 			Observers: observers})
 		if err != nil {
@@ -352,6 +440,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		log.Info("draining", slog.String("timeout", cfg.drainTimeout.String()))
 	}
 	ready.Store(false)
+	drained()
 	var errs []error
 	if w != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)

@@ -172,8 +172,9 @@ func (r Raw) EncodeMsgpack(enc *msgpack.Encoder) error {
 // malformed markers. Its errors are *JSONError.
 //
 // Depth counts as Check counts it: the outermost array or object is at
-// depth 1, and markers are not containers. Whitespace around the value is
-// allowed. On error dst is returned with its original length (its spare
+// depth 1, and markers are not containers. FromJSON recurses once per
+// level, so maxDepth also bounds its stack (a few hundred bytes a level).
+// Whitespace around the value is allowed. On error dst is returned with its original length (its spare
 // capacity may have been written).
 func FromJSON(dst, js []byte, maxDepth int) ([]byte, error) {
 	if maxDepth <= 0 {
@@ -220,9 +221,9 @@ func (s *scanner) near() string {
 	}
 	c := s.in[s.pos]
 	if c < utf8.RuneSelf {
-		return fmt.Sprintf("%q at offset %d", c, s.pos)
+		return fmt.Sprintf("%q", c)
 	}
-	return fmt.Sprintf("byte %#02x at offset %d", c, s.pos)
+	return fmt.Sprintf("byte %#02x", c)
 }
 
 func (s *scanner) ws() {

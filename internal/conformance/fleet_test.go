@@ -585,12 +585,15 @@ func workerRows() []fleetRow {
 			return ""
 		}, Fault: only(1, callComplete)},
 		{Name: "heartbeat", Setup: enq(modeHold), Op: func(f *fleetRun) string {
-			// A lease of 4s: a heartbeat every second, the handler
-			// cancelled 3.2s after the last one that got through. It runs
-			// until the faulted heartbeats and one more went through.
-			w := f.startWorker(worker.Config{Lease: 4 * time.Second, Concurrency: 1})
+			// A lease of 8s: a heartbeat every 2s, the handler cancelled
+			// 6.4s after the last one that got through (a starved CI
+			// machine once held a heartbeat back for the 3.2s of a 4s
+			// lease, and the lease lapsed, in the clean runs' terms a
+			// different end). It runs until the faulted heartbeats and
+			// one more went through.
+			w := f.startWorker(worker.Config{Lease: 8 * time.Second, Concurrency: 1})
 			f.waitStarted()
-			testenv.Eventually(f.T, 30*time.Second, "heartbeats", func() bool { return f.count(callHeartbeat) >= 5 })
+			testenv.Eventually(f.T, 60*time.Second, "heartbeats", func() bool { return f.count(callHeartbeat) >= 4 })
 			close(f.release)
 			f.waitState(f.H[0], client.StateSucceeded)
 			f.stopWorker(w, false)

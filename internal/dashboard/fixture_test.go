@@ -22,12 +22,15 @@ import (
 	"github.com/taskfleet/async/worker"
 )
 
-// Job is the fixture's task: it fails with Msg when Fail is set.
+// Job is the fixture's task: it fails with Msg when Fail is set. Args show
+// as JSON in field order (codec.ToJSON keeps the order of the msgpack), and
+// lists show their first runes: Any comes before the long Msg so that the
+// hostile args of the deep task are among them.
 type Job struct {
 	N    int            `msgpack:"n"`
 	Fail bool           `msgpack:"fail"`
-	Msg  string         `msgpack:"msg"`
 	Any  map[string]any `msgpack:"any,omitempty"`
+	Msg  string         `msgpack:"msg"`
 }
 
 func (Job) Kind() string { return "dash.job" }

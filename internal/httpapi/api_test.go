@@ -306,8 +306,20 @@ func TestGetTask(t *testing.T) {
 	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"k","id":"later","delay":"1h"}`).want(t, http.StatusCreated)
 	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"k","id":"p1","partition_key":"p"}`).want(t, http.StatusCreated)
 	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"k","id":"p2","partition_key":"p"}`).want(t, http.StatusCreated)
+	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"k","id":"parent"}`).want(t, http.StatusCreated)
+	parent, err := a.c.Task(q + "/parent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cont, err := parent.ContinueWith(context.Background(), &taskArgs{kind: "k"}, &client.ContinueOpts{EnqueueOpts: client.EnqueueOpts{ID: "cont"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cont.ID() != q+"/cont" {
+		t.Fatalf("continuation %s", cont.ID())
+	}
 	a.do("POST", "/v1/tasks/"+q+"/t1/cancel", nil).want(t, http.StatusOK)
-	for key, want := range map[string]string{"later": "scheduled", "p1": "pending", "p2": "waiting", "t1": "cancelled"} {
+	for key, want := range map[string]string{"later": "scheduled", "p1": "pending", "p2": "waiting", "t1": "cancelled", "parent": "pending", "cont": "waiting"} {
 		r := a.do("GET", "/v1/tasks/"+q+"/"+key, nil).want(t, http.StatusOK)
 		if r.JSON["state"] != want {
 			t.Errorf("task %s: state %v, want %s; %s", key, r.JSON["state"], want, r.Body)
@@ -333,6 +345,10 @@ func TestOutcomeWaitsForTheEnd(t *testing.T) {
 	r := a.do("GET", "/v1/tasks/"+q+"/b1/outcome", nil).want(t, http.StatusOK)
 	if r.JSON["state"] != "running" || r.JSON["ended"] != false {
 		t.Fatalf("got %s", r.Body)
+	}
+	r = a.do("GET", "/v1/tasks/"+q+"/b1", nil).want(t, http.StatusOK)
+	if r.JSON["state"] != "running" || r.JSON["worker"] == nil {
+		t.Fatalf("GET of a running task: %s", r.Body)
 	}
 	done := make(chan *reply, 1)
 	go func() { done <- a.do("GET", "/v1/tasks/"+url.PathEscape(q+"/b1")+"/outcome?wait=2m", nil) }()
@@ -363,12 +379,20 @@ func TestOutcomeWaitsForTheEnd(t *testing.T) {
 	if res, _ := json.Marshal(r.JSON["result"]); r.JSON["state"] != "succeeded" || string(res) != `{"n":42}` {
 		t.Fatalf("got %s", r.Body)
 	}
+	r = a.do("GET", "/v1/tasks/"+q+"/b1", nil).want(t, http.StatusOK)
+	if res, _ := json.Marshal(r.JSON["result"]); r.JSON["state"] != "succeeded" || string(res) != `{"n":42}` || r.JSON["finished_at"] == nil {
+		t.Fatalf("GET of a succeeded task: %s", r.Body)
+	}
 
 	// A dead task: its error and attempt.
 	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"api.fail","id":"f1","args":{"msg":"disk full"}}`).want(t, http.StatusCreated)
 	r = a.do("GET", "/v1/tasks/"+q+"/f1/outcome?wait=1m", nil).want(t, http.StatusOK)
 	if r.JSON["state"] != "dead" || r.JSON["ended"] != true || r.JSON["attempt"] != float64(1) || !strings.Contains(r.msg(), "disk full") {
 		t.Fatalf("got %s", r.Body)
+	}
+	r = a.do("GET", "/v1/tasks/"+q+"/f1", nil).want(t, http.StatusOK)
+	if r.JSON["state"] != "dead" || !strings.Contains(fmt.Sprint(r.JSON["last_error"]), "disk full") {
+		t.Fatalf("GET of a dead task: %s", r.Body)
 	}
 	a.do("GET", "/v1/tasks/"+q+"/none/outcome?wait=1s", nil).want(t, http.StatusNotFound)
 }

@@ -104,7 +104,7 @@ func (s *server) allow(tok *token, queues ...string) *apiError {
 }
 
 // authorize checks r's bearer token (401 when the API has tokens and r
-// has none of them, with WWW-Authenticate: Bearer, which refuse adds) and
+// has none of them; writeError adds WWW-Authenticate: Bearer) and
 // that it may touch every queue of queues (403 naming the first it may
 // not). Without tokens every request passes.
 func (s *server) authorize(r *http.Request, queues ...string) *apiError {

@@ -22,6 +22,7 @@ type errCase struct {
 	header []string
 	status int
 	field  string
+	says   string // a part of the error, when set
 }
 
 // check sends c and asserts its status, field, and JSON error body.
@@ -36,6 +37,9 @@ func (c errCase) check(t *testing.T, a *api) *reply {
 	}
 	if r.field() != c.field {
 		t.Fatalf("field %q, want %q; error %q", r.field(), c.field, r.msg())
+	}
+	if !strings.Contains(r.msg(), c.says) {
+		t.Fatalf("error %q; want it to say %q", r.msg(), c.says)
 	}
 	if len(r.Body) > 600 {
 		t.Fatalf("error body of %d bytes: %.200s...", len(r.Body), r.Body)
@@ -65,7 +69,7 @@ func TestRefusals(t *testing.T) {
 		// 400: the body's JSON.
 		{name: "malformed JSON", body: `{"kind":`, status: 400, field: ""},
 		{name: "malformed JSON value", body: `{"kind": x}`, status: 400, field: ""},
-		{name: "empty body", body: ``, status: 400, field: ""},
+		{name: "empty body", body: ``, status: 400, field: "", says: "empty"},
 		{name: "not an object", body: `[{"kind":"k"}]`, status: 400, field: ""},
 		{name: "data after the object", body: `{"kind":"k"} {}`, status: 400, field: ""},
 		{name: "unknown field", body: `{"kind":"k","colour":"red"}`, status: 400, field: "colour"},
@@ -107,6 +111,8 @@ func TestRefusals(t *testing.T) {
 		{name: "batch task not an object", path: batch, body: `[{"kind":"k"},3]`, status: 400, field: "tasks[1]"},
 		{name: "batch another queue", path: batch, body: `[{"kind":"k","queue":"other"}]`, status: 400, field: "tasks[0].queue"},
 		{name: "batch args", path: batch, body: `[{"kind":"k"},{"kind":"k","args":{"$time":"x"}}]`, status: 400, field: "tasks[1].args"},
+		{name: "batch array not closed", path: batch, body: `[{"kind":"k"}`, status: 400, field: "", says: "ends early"},
+		{name: "batch array trailing comma", path: batch, body: `[{"kind":"k"},]`, status: 400, field: "tasks[1]"},
 		{name: "batch data after the array", path: batch, body: `[{"kind":"k"}] [{"kind":"k"}]`, status: 400, field: ""},
 		{name: "batch lines task field", path: batch, body: "{\"kind\":\"k\"}\n{\"kind\":\"k\",\"delay\":\"x\"}\n", header: []string{"Content-Type", "application/x-ndjson"}, status: 400, field: "tasks[1].delay"},
 		{name: "batch lines malformed", path: batch, body: "{\"kind\":\"k\"}\n{\"kind\n", status: 400, field: "tasks[1]"},

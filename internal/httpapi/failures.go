@@ -35,9 +35,9 @@ func (s *server) writeFailed(r *http.Request, prefix string, many bool, err erro
 	}
 	switch {
 	case errors.Is(err, client.ErrPayloadTooLarge):
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Msg: clip(err.Error(), 300), Field: join(prefix, "args")}
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Msg: clip(err.Error(), 200), Field: join(prefix, "args")}
 	case badInput(err):
-		return &apiError{Status: http.StatusBadRequest, Msg: clip(err.Error(), 300), Field: prefix}
+		return &apiError{Status: http.StatusBadRequest, Msg: clip(err.Error(), 200), Field: prefix}
 	}
 	s.log.Warn("httpapi: enqueue failed", "method", r.Method, "path", clip(r.URL.EscapedPath(), 200), "err", err)
 	if errors.Is(err, client.ErrRedisFull) {

@@ -96,7 +96,8 @@ func CheckAddr(addr string, tokens bool) error {
 //
 // Names follow the name rule of queues ([A-Za-z0-9._-]{1,128}) and are
 // unique; a secret is the text between the first and the second ':' (so it
-// cannot contain ':'), not empty, and used by one token only. Use long
+// cannot contain ':'), white space around it trimmed, not empty, and used
+// by one token only. Use long
 // random secrets (32 bytes of a CSPRNG, hex or base64url): the API compares
 // them in constant time but does not slow down guessing.
 func ParseTokens(s string) ([]Token, error) {
@@ -114,30 +115,30 @@ func ParseTokens(s string) ([]Token, error) {
 		if len(parts) < 2 {
 			// Not even the name is named: a secret pasted alone is all
 			// the entry may be.
-			return nil, fmt.Errorf("API_TOKENS entry %d has no ':' (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
+			return nil, fmt.Errorf("token entry %d has no ':' (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
 		}
-		name := strings.TrimSpace(parts[0])
+		name, secret := strings.TrimSpace(parts[0]), strings.TrimSpace(parts[1])
 		if err := keys.ValidateName("token", name); err != nil {
-			return nil, fmt.Errorf("API_TOKENS entry %d: the name before the first ':' must be 1 to 128 bytes of A-Z a-z 0-9 . _ - (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
+			return nil, fmt.Errorf("token entry %d: the name before the first ':' must be 1 to 128 bytes of A-Z a-z 0-9 . _ - (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos)
 		}
-		if parts[1] == "" {
-			return nil, fmt.Errorf("API_TOKENS entry %d (%s): no secret (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos, name)
+		if secret == "" {
+			return nil, fmt.Errorf("token entry %d (%s): no secret (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos, name)
 		}
 		if p, dup := names[name]; dup {
-			return nil, fmt.Errorf("API_TOKENS entry %d (%s): the name of entry %d again; names must be unique", pos, name, p)
+			return nil, fmt.Errorf("token entry %d (%s): the name of entry %d again; names must be unique", pos, name, p)
 		}
-		if p, dup := secrets[parts[1]]; dup {
-			return nil, fmt.Errorf("API_TOKENS entry %d (%s): the secret of entry %d again; each token needs its own", pos, name, p)
+		if p, dup := secrets[secret]; dup {
+			return nil, fmt.Errorf("token entry %d (%s): the secret of entry %d again; each token needs its own", pos, name, p)
 		}
-		names[name], secrets[parts[1]] = pos, pos
-		t := Token{Name: name, Secret: parts[1]}
+		names[name], secrets[secret] = pos, pos
+		t := Token{Name: name, Secret: secret}
 		if len(parts) == 3 {
 			for i, q := range strings.Split(parts[2], ",") {
 				q = strings.TrimSpace(q)
 				if keys.ValidateName("queue", q) != nil {
 					// The queue is not quoted: a secret with a ':' in it
 					// would be cut there, and its tail read as queues.
-					return nil, fmt.Errorf("API_TOKENS entry %d (%s): queue %d of its list is not a queue name (A-Z a-z 0-9 . _ -, 1 to 128 bytes; a secret cannot contain ':')", pos, name, i+1)
+					return nil, fmt.Errorf("token entry %d (%s): queue %d of its list is not a queue name (A-Z a-z 0-9 . _ -, 1 to 128 bytes; a secret cannot contain ':')", pos, name, i+1)
 				}
 				t.Queues = append(t.Queues, q)
 			}

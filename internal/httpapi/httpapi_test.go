@@ -27,7 +27,7 @@ func TestCheckAddr(t *testing.T) {
 }
 
 func TestParseTokens(t *testing.T) {
-	got, err := ParseTokens(" ops:s3cret-1 ;\n\n ci:s3cret-2:uploads, thumbs \r\nlast:s3cret-3:mail;")
+	got, err := ParseTokens(" ops: s3cret-1 ;\n\n ci:s3cret-2:uploads, thumbs \r\nlast:s3cret-3:mail;")
 	if err != nil {
 		t.Fatal(err)
 	}

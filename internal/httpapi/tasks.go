@@ -192,6 +192,9 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 	}
 	if array {
 		if _, err := dec.Token(); err != nil { // the closing ]
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // not an empty body: a cut one
+			}
 			return nil, jsonError("", err)
 		}
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
