@@ -622,8 +622,8 @@ func (ai *apiInfo) markdown(p func(string, ...any)) {
 		for i, x := range ai.Ratios {
 			ratios[i] = fmt.Sprintf("%.2f", x)
 		}
-		p("%s tasks a run (%s); %s bytes of JSON a request. Runs in pair order (the first of each pair alternates): HTTP %s; EnqueueMany %s; ratios %s. Other load (cores) HTTP %s, EnqueueMany %s. ",
-			thousands(float64(h.Tasks)), h.Settings, thousands(float64(ai.BodyBytes)), runs(ai.HTTP), runs(ai.Many), strings.Join(ratios, ", "),
+		p("%s tasks a run (%s). Runs in pair order (the first of each pair alternates): HTTP %s; EnqueueMany %s; ratios %s. Other load (cores) HTTP %s; EnqueueMany %s. ",
+			thousands(float64(h.Tasks)), h.Settings, runs(ai.HTTP), runs(ai.Many), strings.Join(ratios, ", "),
 			otherList(ai.HTTP), otherList(ai.Many))
 		p("Go CPU is the whole bench process: for the HTTP row the client's sending and reading as well as the server's decoding, conversion and enqueue. ")
 		p("CPU per task, Go and Redis together: HTTP %.2f µs, EnqueueMany %.2f µs; so the machine's %d cores, with nothing else running, could carry at most %s HTTP tasks/s (%s by EnqueueMany): a bound, not a measurement, to read the rates against when other load took CPUs. ",
@@ -673,7 +673,7 @@ func (ai *apiInfo) markdown(p func(string, ...any)) {
 			}
 			return strings.Join(s, ", ")
 		}
-		p("p99 of each run, in pair order: HTTP %s; Enqueue %s. Other load (cores) HTTP %s, Enqueue %s.\n\n",
+		p("p99 of each run, in pair order: HTTP %s; Enqueue %s. Other load (cores) HTTP %s; Enqueue %s.\n\n",
 			p99s(ai.Single), p99s(ai.Direct),
 			otherList(mapRes(ai.Single)), otherList(mapRes(ai.Direct)))
 	}
