@@ -4,8 +4,9 @@
 // its cost with Prometheus metrics on against off, same run),
 // enqueue→handler latency at a steady rate, and the task semantics:
 // parent end → continuation start latency, cancel propagation to a running
-// handler (worker in this process and in a subprocess), and a chain of
-// continuations.
+// handler (worker in this process and in a subprocess), a chain of
+// continuations, and the HTTP API (internal/httpapi): batches of tasks
+// against EnqueueMany, single POSTs at a fixed rate against Enqueue.
 //
 //	go run ./cmd/bench                          # print the results as markdown
 //	go run ./cmd/bench --out docs/benchmarks.md # rewrite the doc's results section
@@ -63,6 +64,10 @@ type sizes struct {
 	BatchItems                int // items through Batch and as single tasks
 	PartKeys                  int // partition keys (10 tasks each)
 	MetricsPairs              int // drains with metrics off and on, alternating
+
+	APIBatch, APIBatchTasks, APIClients int           // HTTP batch: tasks a request, tasks a run, client goroutines
+	APIRate, APILatReps                 int           // single POSTs per second; runs of each (HTTP, Enqueue)
+	APIDur, APIWarm                     time.Duration // single POSTs: measured, then warm-up before it
 }
 
 var full = sizes{
@@ -100,6 +105,14 @@ var full = sizes{
 	BatchItems:   100000,
 	PartKeys:     10000,
 	MetricsPairs: 10,
+
+	APIBatch:      1000,
+	APIBatchTasks: 200000,
+	APIClients:    4,
+	APIRate:       1000,
+	APILatReps:    3,
+	APIDur:        10 * time.Second,
+	APIWarm:       time.Second,
 }
 
 var quick = sizes{
@@ -128,6 +141,14 @@ var quick = sizes{
 	BatchItems:   10000,
 	PartKeys:     1000,
 	MetricsPairs: 1,
+
+	APIBatch:      1000,
+	APIBatchTasks: 20000,
+	APIClients:    4,
+	APIRate:       1000,
+	APILatReps:    1,
+	APIDur:        2 * time.Second,
+	APIWarm:       200 * time.Millisecond,
 }
 
 type options struct {
@@ -145,7 +166,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak", "apibatch", "apilatency"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -567,6 +588,16 @@ func run(o options, stdout, progress io.Writer) error {
 			rep.SemErrs = append(rep.SemErrs, "soak: "+err.Error())
 		}
 		rep.Soak = si
+	}
+
+	if want("apibatch") || want("apilatency") {
+		step(fmt.Sprintf("HTTP API: batches of %d against EnqueueMany; single POSTs at %d/s against Enqueue", sz.APIBatch, sz.APIRate))
+		ai, err := e.apiRun(ctx, sz, want("apibatch"), want("apilatency"), clean)
+		if err != nil {
+			fmt.Fprintf(progress, "  HTTP API failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "HTTP API: "+err.Error())
+		}
+		rep.API = ai
 	}
 
 	rep.Took = time.Since(rep.Started)

@@ -40,6 +40,7 @@ type report struct {
 	Delayed *delayedInfo // start after due time
 	Soak    *soakInfo    // memory over a long run
 	Batch   *batchInfo   // Batch vs single tasks, partition keys
+	API     *apiInfo     // the HTTP API against EnqueueMany and Enqueue
 }
 
 const (
@@ -165,6 +166,9 @@ func (r *report) markdown() string {
 	}
 	if r.Soak != nil {
 		r.Soak.markdown(p)
+	}
+	if r.API != nil {
+		r.API.markdown(p)
 	}
 
 	if len(r.Sweep) > 0 {
