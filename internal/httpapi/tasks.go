@@ -39,6 +39,17 @@ func traceContext(r *http.Request) context.Context {
 	return propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 }
 
+// writeTimeout bounds the writes of an enqueue once its body was read.
+const writeTimeout = 30 * time.Second
+
+// writeContext is the context of r's writes to Redis: its trace context,
+// not cancelled when the caller goes away (a batch cut between two of its
+// writes would leave some tasks added and the caller told nothing), but
+// ended after writeTimeout.
+func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(traceContext(r)), writeTimeout)
+}
+
 // enqueue serves POST /v1/queues/{queue}/tasks: one task. 201 with its id
 // and the state it was given; 200 with duplicate true and its state read
 // back when a task with its "id" exists.
@@ -64,7 +75,9 @@ func (s *server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, e)
 		return
 	}
-	h, err := s.client.Enqueue(traceContext(r), sp.Args, sp.Opts)
+	ctx, cancel := writeContext(r)
+	h, err := s.client.Enqueue(ctx, sp.Args, sp.Opts)
+	cancel()
 	if err != nil && h == nil {
 		s.refuse(w, r, s.writeFailed(r, "", false, err))
 		return
@@ -129,7 +142,9 @@ func (s *server) enqueueBatch(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, e)
 		return
 	}
-	hs, err := s.client.EnqueueMany(traceContext(r), specs)
+	ctx, cancel := writeContext(r)
+	hs, err := s.client.EnqueueMany(ctx, specs)
+	cancel()
 	if err != nil {
 		s.refuse(w, r, s.writeFailed(r, "", true, err))
 		return
