@@ -65,6 +65,22 @@ import (
 	"github.com/taskfleet/async/worker"
 )
 
+// idleTimeout closes a keep-alive connection idle this long between
+// requests, on the servers of -http and of `worker dashboard`. (A request's
+// body is bounded by the API's own read deadline, httpapi.Config.BodyTimeout;
+// there is no write timeout, since an outcome may wait minutes.)
+const idleTimeout = 2 * time.Minute
+
+// warnClearText warns that the API's bearer tokens travel in clear text
+// when it serves addr, an address that is not loopback, without TLS.
+func warnClearText(log *slog.Logger, addr string, tls bool) {
+	if tls || httpapi.CheckAddr(addr, false) == nil {
+		return
+	}
+	log.Warn("api: tokens configured but no TLS (TLS_CERT_FILE, TLS_KEY_FILE) on an address that is not loopback: bearer tokens travel in clear text unless a TLS proxy is in front",
+		slog.String("addr", addr))
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
 }
@@ -376,11 +392,12 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 					slog.String("path", "/v1/"), slog.String("addr", ln.Addr().String()))
 			} else {
 				log.Info("api", slog.String("path", "/v1/"), slog.Any("tokens", tokenNames(cfg.tokens)))
+				warnClearText(log, ln.Addr().String(), cfg.tls != nil)
 			}
 		}
 		// The server's own errors (a failed TLS handshake, a panic) go to
 		// the process' log, as structured lines.
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		if cfg.tls != nil {
 			srv.TLSConfig = cfg.tls
 			go func() { _ = srv.ServeTLS(ln, "", "") }()

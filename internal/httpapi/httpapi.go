@@ -57,6 +57,14 @@ type Config struct {
 	// MaxWait bounds the wait of an outcome request (?wait=). Defaults to
 	// 5 minutes.
 	MaxWait time.Duration
+	// BodyTimeout bounds the time a request's body takes to arrive, counted
+	// from when the handler starts reading it (a read deadline on the
+	// connection, through http.ResponseController): a body still arriving
+	// then is refused with 408 and the connection closed. It does not bound
+	// the answer (an outcome's wait). Defaults to 60 seconds. A
+	// ResponseWriter that cannot set deadlines (a test's recorder) is read
+	// without one.
+	BodyTimeout time.Duration
 	// Now is the caller's clock (durations such as "delay" and "deadline"
 	// count from it). Defaults to time.Now.
 	Now func() time.Time

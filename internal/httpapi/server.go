@@ -20,6 +20,7 @@ const (
 	defaultMaxBatchBytes = 64 << 20
 	defaultMaxBatchTasks = 10000
 	defaultMaxWait       = 5 * time.Minute
+	defaultBodyTimeout   = 60 * time.Second
 )
 
 // server is the handler New returns. Its methods spec, authorize,
@@ -56,6 +57,9 @@ func (c *Config) withDefaults() Config {
 	if out.MaxWait == 0 {
 		out.MaxWait = defaultMaxWait
 	}
+	if out.BodyTimeout == 0 {
+		out.BodyTimeout = defaultBodyTimeout
+	}
 	if out.Now == nil {
 		out.Now = time.Now
 	}
@@ -72,8 +76,8 @@ func newServer(cfg Config) (*server, error) {
 		return nil, errors.New("httpapi: Config.Client is nil")
 	case c.Inspector == nil:
 		return nil, errors.New("httpapi: Config.Inspector is nil")
-	case c.MaxBodyBytes < 0, c.MaxBatchBytes < 0, c.MaxBatchTasks < 0, c.MaxWait < 0, c.MaxPayloadBytes < 0:
-		return nil, errors.New("httpapi: Config.MaxBodyBytes, MaxBatchBytes, MaxBatchTasks, MaxWait and MaxPayloadBytes must not be negative")
+	case c.MaxBodyBytes < 0, c.MaxBatchBytes < 0, c.MaxBatchTasks < 0, c.MaxWait < 0, c.MaxPayloadBytes < 0, c.BodyTimeout < 0:
+		return nil, errors.New("httpapi: Config.MaxBodyBytes, MaxBatchBytes, MaxBatchTasks, MaxWait, MaxPayloadBytes and BodyTimeout must not be negative")
 	}
 	toks, err := newTokens(c.Tokens)
 	if err != nil {

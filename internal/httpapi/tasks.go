@@ -139,9 +139,13 @@ func (s *server) enqueueBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	specs, e := s.readBatch(w, r, queue)
 	if e != nil {
+		if e.Status == http.StatusRequestTimeout {
+			w.Header().Set("Connection", "close")
+		}
 		s.refuse(w, r, e)
 		return
 	}
+	s.bodyDeadline(w, time.Time{})
 	ctx, cancel := writeContext(r)
 	hs, err := s.client.EnqueueMany(ctx, specs)
 	cancel()
