@@ -23,7 +23,7 @@
 // for and cancel tasks and groups from any language) at /v1/ on -http.
 // Its bearer tokens come from the environment only, API_TOKENS
 // ("NAME:SECRET" or "NAME:SECRET:QUEUE,QUEUE" entries separated by ";" or
-// newlines) and the file API_TOKENS_FILE names (the same form: a mounted
+// newlines; a SECRET is at least 16 bytes, without ':') and the file API_TOKENS_FILE names (the same form: a mounted
 // secret); with none, it serves only a loopback address, and refuses to
 // start on any other. -tls-cert and -tls-key (TLS_CERT_FILE, TLS_KEY_FILE)
 // serve -http over TLS, for every path on it. Secrets never appear in -h,
