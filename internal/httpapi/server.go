@@ -162,8 +162,11 @@ func (s *server) openAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // refuse writes e, and logs it at debug level (never a header, so never a
-// secret).
+// secret). noAnswer writes nothing.
 func (s *server) refuse(w http.ResponseWriter, r *http.Request, e *apiError) {
+	if e == noAnswer {
+		return
+	}
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("httpapi: request refused", "method", clip(r.Method, 20), "path", clip(r.URL.EscapedPath(), 200), "status", e.Status, "field", e.Field, "error", e.Msg)
 	}
