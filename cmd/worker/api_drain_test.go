@@ -126,3 +126,46 @@ func TestAPIDrainAnswersReads(t *testing.T) {
 		})
 	}
 }
+
+// An unclean path under /v1/ reaches the API, which refuses it in JSON,
+// rather than ServeMux's HTML redirect to the cleaned path; other paths
+// still go to the process' mux.
+func TestAPIUncleanPathIsNotRedirected(t *testing.T) {
+	env := testenv.Redis(t)
+	quiet := slog.New(slog.DiscardHandler)
+	c, err := client.New(context.Background(), env.RDB, &client.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	h, err := httpapi.New(httpapi.Config{Client: c, Inspector: inspect.New(env.RDB), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready atomic.Bool
+	mux := healthMux(env.RDB, &ready)
+	mux.Handle("/v1/", h)
+	srv := httptest.NewServer(apiFirst(h, mux))
+	t.Cleanup(srv.Close)
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"/v1/tasks/uploads/..", "/v1/tasks/uploads/./a1", "/v1//queues"} {
+		resp, err := hc.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var body struct{ Error, Field string }
+		if resp.StatusCode != http.StatusBadRequest || json.Unmarshal(b, &body) != nil || body.Field != "path" {
+			t.Errorf("GET %s: %d %v\n%s; want a JSON 400 naming the path", p, resp.StatusCode, resp.Header, b)
+		}
+	}
+	resp, err := hc.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz: %d", resp.StatusCode)
+	}
+}

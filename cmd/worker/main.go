@@ -71,6 +71,18 @@ import (
 // there is no write timeout, since an outcome may wait minutes.)
 const idleTimeout = 2 * time.Minute
 
+// apiFirst serves the paths under /v1/ with api, as they are, and the rest
+// with mux.
+func apiFirst(api, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
 // warnClearText warns that the API's bearer tokens travel in clear text
 // when it serves addr, an address that is not loopback, without TLS.
 func warnClearText(log *slog.Logger, addr string, tls bool) {
@@ -367,6 +379,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		}
 		mux := healthMux(rdb, &ready)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		var handler http.Handler = mux
 		if cfg.ui {
 			h, err := uiHandler(cfg, inspect.New(rdb), log, reg)
 			if err != nil {
@@ -387,6 +400,10 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 			// last first).
 			defer closeAPI()
 			mux.Handle("/v1/", h)
+			// Every /v1/ path goes to the API as sent: ServeMux would
+			// answer an unclean one (/v1/tasks/uploads/..) with an HTML
+			// redirect; the API refuses it in JSON.
+			handler = apiFirst(h, mux)
 			if len(cfg.tokens) == 0 {
 				log.Warn("api: no token configured (API_TOKENS, API_TOKENS_FILE): it serves every request without authentication, on this loopback address only",
 					slog.String("path", "/v1/"), slog.String("addr", ln.Addr().String()))
@@ -397,7 +414,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		}
 		// The server's own errors (a failed TLS handshake, a panic) go to
 		// the process' log, as structured lines.
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		if cfg.tls != nil {
 			srv.TLSConfig = cfg.tls
 			go func() { _ = srv.ServeTLS(ln, "", "") }()

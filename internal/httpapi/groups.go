@@ -154,6 +154,13 @@ func (s *server) groupPlan(req *groupRequest) (*groupCall, *apiError) {
 	if req.Queue != "" && keys.ValidateName("queue", req.Queue) != nil {
 		return bad("queue", "queue %s: %s", quote(req.Queue), nameRule)
 	}
+	if dotName(req.ID) || dotName(req.Queue) {
+		field, name := "id", req.ID
+		if !dotName(req.ID) {
+			field, name = "queue", req.Queue
+		}
+		return bad(field, "%s %s: %s", field, quote(name), dotRule)
+	}
 	if req.Retention != "" {
 		d, err := time.ParseDuration(req.Retention)
 		if err != nil || d < time.Millisecond {
@@ -238,7 +245,10 @@ func groupRef(r *http.Request) (id, home string, e *apiError) {
 			id = keys.GroupPrefix + id
 		}
 	}
-	home, _, err := keys.SplitGroupID(id)
+	home, gid, err := keys.SplitGroupID(id)
+	if err == nil && (dotName(home) || dotName(gid)) {
+		return "", "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("group id %s: %s", quote(id), dotRule), Field: "id"}
+	}
 	if err != nil {
 		return "", "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("group id %s: want group:<home>/<id>, the home queue 1 to 128 bytes and the id 1 to %d of A-Z a-z 0-9 . _ - (escape the slash as %%2F in one segment, or give both segments)", quote(id), keys.MaxGroupIDLen), Field: "id"}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -128,6 +129,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, &apiError{Status: http.StatusForbidden, Msg: "cross-origin browser requests that write are refused"})
 		return
 	}
+	if p := r.URL.EscapedPath(); !cleanPath(p) {
+		// ServeMux would answer with a redirect to the cleaned path, in
+		// HTML, which a client following it may send elsewhere than meant.
+		s.refuse(w, r, &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("path %s has an empty, \".\" or \"..\" segment; send it clean (escape such a name, or better, choose another)", quote(p)), Field: "path"})
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -171,6 +178,20 @@ func (s *server) refuse(w http.ResponseWriter, r *http.Request, e *apiError) {
 		s.log.Debug("httpapi: request refused", "method", clip(r.Method, 20), "path", clip(r.URL.EscapedPath(), 200), "status", e.Status, "field", e.Field, "error", e.Msg)
 	}
 	writeError(w, e)
+}
+
+// cleanPath reports whether p (an escaped URL path) is absolute and
+// clean, as ServeMux wants it: no empty, "." or ".." segment, a trailing
+// slash aside.
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // loopbackHost reports whether host (a Host header's host:port, or a bare

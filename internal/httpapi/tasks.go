@@ -252,7 +252,9 @@ func (s *server) taskRef(r *http.Request) (id string, e *apiError) {
 	} else {
 		id = r.PathValue("id")
 	}
-	if _, _, err := keys.SplitTaskID(id); err != nil {
+	if q, k, err := keys.SplitTaskID(id); err == nil && (dotName(q) || dotName(k)) {
+		return "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("task id %s: %s", quote(id), dotRule), Field: "id"}
+	} else if err != nil {
 		return "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("task id %s: want <queue>/<key>, each 1 to 128 bytes of A-Z a-z 0-9 . _ - (escape the slash as %%2F in one segment, or give both segments)", quote(id)), Field: "id"}
 	}
 	return id, nil
