@@ -174,6 +174,9 @@ func (s *server) groupPlan(req *groupRequest) (*groupCall, *apiError) {
 		g.queues = append(g.queues, fieldQueue{"queue", req.Queue})
 	}
 	task := func(field string, raw json.RawMessage) (client.Spec, *apiError) {
+		if e := checkTask(field, raw); e != nil {
+			return client.Spec{}, e
+		}
 		var t TaskObject
 		if e := s.decode(field, raw, &t); e != nil {
 			return client.Spec{}, e

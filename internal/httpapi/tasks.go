@@ -64,6 +64,10 @@ func (s *server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, e)
 		return
 	}
+	if e := checkTask("", b); e != nil {
+		s.refuse(w, r, e)
+		return
+	}
 	var t TaskObject
 	if e := s.decode("", b, &t); e != nil {
 		s.refuse(w, r, e)
@@ -191,8 +195,8 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 		if array && !dec.More() {
 			break
 		}
-		var t TaskObject
-		if err := dec.Decode(&t); err != nil {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
 			if !array && errors.Is(err, io.EOF) {
 				break
 			}
@@ -200,6 +204,16 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 		}
 		if i == s.cfg.MaxBatchTasks {
 			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks)}
+		}
+		// The envelope strictly (checkTask: names exact, once each), then
+		// into its fields.
+		if e := checkTask("", raw); e != nil {
+			e.Field = join(fmt.Sprintf("tasks[%d]", i), e.Field)
+			return nil, e
+		}
+		var t TaskObject
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return nil, jsonError(fmt.Sprintf("tasks[%d]", i), err)
 		}
 		sp, e := s.spec("", queue, &t, now)
 		if e != nil {
