@@ -175,4 +175,3 @@ func skipValue(b []byte, i int) int {
 	}
 	return j
 }
-
