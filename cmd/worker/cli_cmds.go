@@ -16,6 +16,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/patterns"
 )
 
@@ -590,9 +591,12 @@ var cmdRepeatsRemove = &command{
 }
 
 // cliTaskShow prints one task as the inspector sees it. The args and the
-// result are read again through the client and decoded here through the
-// codec gate (inspect.Decode): bytes the gate refuses are shown by size,
-// with the reason, and make the command fail after it printed the rest.
+// result are read again through the client and shown as JSON by the JSON
+// rule of docs/wire.md (codec.ToJSON, which checks them with the codec gate
+// first), as the dashboard and the HTTP API show them: object keys in the
+// order they were encoded, binary as {"$bytes": ...}. Bytes the gate
+// refuses, or that JSON cannot spell, are shown by size, with the reason,
+// and make the command fail after it printed the rest.
 func cliTaskShow(ctx context.Context, e *cliEnv, id string) error {
 	c, err := e.client(ctx)
 	if err != nil {
@@ -621,6 +625,13 @@ func cliTaskShow(ctx context.Context, e *cliEnv, id string) error {
 		if err := json.Unmarshal(b, &out); err != nil {
 			return err
 		}
+		// As the inspector wrote them: a map would sort their keys.
+		if len(ti.Args) > 0 {
+			out["args"] = ti.Args
+		}
+		if len(ti.Result) > 0 {
+			out["result"] = ti.Result
+		}
 	case infoErr != nil:
 		if tiErr != nil {
 			return tiErr
@@ -647,15 +658,19 @@ func cliTaskShow(ctx context.Context, e *cliEnv, id string) error {
 			if len(b) == 0 {
 				return
 			}
-			v, err := inspect.Decode(b)
+			j, err := codec.ToJSON(nil, b)
 			if err != nil {
 				delete(out, name)
 				out[name+"_bytes"] = len(b)
 				out[name+"_error"] = err.Error()
-				bad = append(bad, fmt.Sprintf("cannot decode its %s (%d bytes): %v", name, len(b), err))
+				what := "decode"
+				if !errors.Is(err, codec.ErrMalformed) {
+					what = "show as JSON"
+				}
+				bad = append(bad, fmt.Sprintf("cannot %s its %s (%d bytes): %v", what, name, len(b), err))
 				return
 			}
-			out[name] = v
+			out[name] = json.RawMessage(j)
 		}
 		show("result", info.Result)
 		show("args", info.Payload)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -47,7 +49,7 @@ func TestCLIHelp(t *testing.T) {
 		"dead retry": nil, "dead purge": nil, "workers": nil, "groups": {"queue"}, "group": {"watch"},
 		"repeats": nil, "repeats list": nil, "repeats remove": nil,
 		"enqueue":     {"args", "id", "delay", "max-attempts", "timeout", "deadline", "meta", "rate-key", "partition-key", "stdin"},
-		"healthcheck": {"http", "ready", "timeout"}, "version": nil, "dashboard": {"http", "read-only", "base-path"},
+		"healthcheck": {"http", "ready", "timeout", "tls-cert"}, "version": nil, "dashboard": {"http", "read-only", "base-path"},
 	}
 	flagLine := regexp.MustCompile(`(?m)^  -([a-z-]+)`)
 	for _, c := range commands {
@@ -446,6 +448,64 @@ func TestCLIHealthcheck(t *testing.T) {
 	check(1, nil, "-http", "nonsense")       // not host:port
 	check(1, nil, "-http", addr, "-nothing") // a bad flag
 	check(0, nil, "-h")
+}
+
+// With TLS_CERT_FILE (or -tls-cert), as the worker serves -http over TLS,
+// healthcheck asks over HTTPS (it asked http:// and the container was
+// reported unhealthy), trusting that certificate: verified as usual when
+// it names the loopback address or localhost, else only the very
+// certificate of the file is accepted. Another certificate fails it.
+func TestCLIHealthcheckTLS(t *testing.T) {
+	e := testenv.IsolatedRedis(t, 0)
+	var ready atomic.Bool
+	ready.Store(true)
+	otherCert, _, _ := selfSigned(t) // the same names, another key
+	for _, c := range []struct {
+		name string
+		dns  []string
+		ips  []net.IP
+	}{
+		{"names 127.0.0.1", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}},
+		{"names localhost", []string{"localhost"}, nil},
+		{"names neither", []string{"api.example.com"}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			certFile, keyFile, _ := selfSignedFor(t, c.dns, c.ips)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			tc, err := loadTLS(certFile, keyFile, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: healthMux(e.RDB, &ready), ReadHeaderTimeout: time.Second, TLSConfig: tc,
+				ErrorLog: log.New(io.Discard, "", 0)}
+			go func() { _ = srv.ServeTLS(ln, "", "") }()
+			t.Cleanup(func() { _ = srv.Close() })
+			_, port, _ := net.SplitHostPort(addr)
+			check := func(want int, envs map[string]string, args ...string) string {
+				t.Helper()
+				var out, errb syncBuf
+				if code := runCLIContext(context.Background(), append([]string{"healthcheck"}, args...), nil, &out, &errb, env(envs)); code != want {
+					t.Errorf("healthcheck %v (env %v): exit %d, want %d\n%s", args, envs, code, want, errb.String())
+				}
+				return errb.String()
+			}
+			check(0, map[string]string{"HTTP_ADDR": ":" + port, "TLS_CERT_FILE": certFile, "TLS_KEY_FILE": keyFile})
+			check(0, map[string]string{"HTTP_ADDR": "0.0.0.0:" + port, "TLS_CERT_FILE": certFile})
+			check(0, nil, "-http", addr, "-tls-cert", certFile, "-ready")
+			// Plain HTTP to the TLS listener is not an answer.
+			check(1, map[string]string{"HTTP_ADDR": addr})
+			// A server that presents another certificate than the file's.
+			if s := check(1, map[string]string{"HTTP_ADDR": addr, "TLS_CERT_FILE": otherCert}); !strings.Contains(s, "certificate") {
+				t.Errorf("healthcheck against another certificate: %q", s)
+			}
+			check(1, map[string]string{"HTTP_ADDR": addr, "TLS_CERT_FILE": filepath.Join(t.TempDir(), "none.pem")})
+			check(1, map[string]string{"HTTP_ADDR": addr, "TLS_CERT_FILE": keyFile}) // no certificate in it
+		})
+	}
 }
 
 // queues -watch prints the table again every interval until interrupted:

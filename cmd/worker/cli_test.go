@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -230,5 +232,83 @@ func TestCLITaskShowMalformed(t *testing.T) {
 	}
 	if want := "cannot decode its args (6 bytes)"; !strings.Contains(stderr, want) {
 		t.Errorf("stderr %q does not say %q", stderr, want)
+	}
+}
+
+// Shown is args (and a result) whose msgpack map has its keys out of
+// alphabetical order and holds binary.
+type Shown struct {
+	Zed   int    `msgpack:"zed"`
+	Data  []byte `msgpack:"data"`
+	Alpha string `msgpack:"alpha"`
+}
+
+func (Shown) Kind() string { return "cli.shown" }
+
+// `task show` prints args and results by the JSON rule of docs/wire.md, as
+// the inspector (the dashboard) and the HTTP API do: keys in the order
+// they were encoded, binary as {"$bytes": ...}. It printed them sorted,
+// with binary as a bare base64 string.
+func TestCLITaskShowJSONRule(t *testing.T) {
+	tg := cliTarget(t)
+	queue := testenv.Queue(t)
+	ctx := context.Background()
+	testenv.StartWorker(t, tg.RDB, queue, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a Shown) (Shown, error) {
+			return Shown{Zed: a.Zed * 2, Data: append(a.Data, 3), Alpha: a.Alpha + "b"}, nil
+		})
+	}, false)
+	c := testenv.Client(t, tg.Env)
+	in := inspect.New(tg.RDB)
+	const (
+		wantArgs   = `{"zed":1,"data":{"$bytes":"AQI="},"alpha":"a"}`
+		wantResult = `{"zed":2,"data":{"$bytes":"AQID"},"alpha":"ab"}`
+	)
+	later, err := c.Enqueue(ctx, Shown{Zed: 1, Data: []byte{1, 2}, Alpha: "a"}, &client.EnqueueOpts{Queue: queue, Delay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := c.Enqueue(ctx, Shown{Zed: 1, Data: []byte{1, 2}, Alpha: "a"}, &client.EnqueueOpts{Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := done.Outcome(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id, field, want string
+	}{{later.ID(), "args", wantArgs}, {done.ID(), "result", wantResult}} {
+		ti, err := in.Task(ctx, c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inspected := ti.Args
+		if c.field == "result" {
+			inspected = ti.Result
+		}
+		if string(inspected) != c.want {
+			t.Fatalf("the inspector's %s: %s, want %s", c.field, inspected, c.want)
+		}
+		var shown map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(tg.cmd(t, 0, "task", "show", c.id, "-json")), &shown); err != nil {
+			t.Fatal(err)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, shown[c.field]); err != nil {
+			t.Fatal(err)
+		}
+		if compact.String() != c.want {
+			t.Errorf("task show %s -json: %s %s, want %s", c.id, c.field, compact.String(), c.want)
+		}
+		text := tg.cmd(t, 0, "task", "show", c.id)
+		found := false
+		for _, l := range strings.Split(text, "\n") {
+			if k, v, ok := strings.Cut(l, " "); ok && k == c.field {
+				found = strings.TrimSpace(v) == c.want
+			}
+		}
+		if !found {
+			t.Errorf("task show %s: no line %q in\n%s", c.id, c.field+" "+c.want, text)
+		}
 	}
 }

@@ -531,3 +531,38 @@ func TestTraceContext(t *testing.T) {
 		t.Fatalf("traceparent %q from an invalid header", s.traceparent)
 	}
 }
+
+// A task that ended keeps what Redis still holds of it: a succeeded task's
+// envelope is gone with its record (only the result is kept), so its kind
+// and max_attempts are absent rather than "" and 0; a dead or cancelled
+// task's record keeps its envelope, and they are there.
+func TestGetFinishedTask(t *testing.T) {
+	a := newAPI(t, testenv.Redis(t), Config{})
+	startFleet(t, a)
+	q := a.queue
+	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"api.upload","id":"s1","max_attempts":3,"args":`+uploadJSON+`}`).want(t, http.StatusCreated)
+	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"api.fail","id":"d1","max_attempts":4,"args":{"msg":"no"}}`).want(t, http.StatusCreated)
+	a.do("POST", "/v1/queues/"+q+"/tasks", `{"kind":"k","id":"c1","max_attempts":5,"delay":"1h"}`).want(t, http.StatusCreated)
+	a.do("POST", "/v1/tasks/"+q+"/c1/cancel", nil).want(t, http.StatusOK)
+	for key, want := range map[string]string{"s1": "succeeded", "d1": "dead"} {
+		if r := a.do("GET", "/v1/tasks/"+q+"/"+key+"/outcome?wait=1m", nil).want(t, http.StatusOK); r.JSON["state"] != want {
+			t.Fatalf("outcome of %s: %s", key, r.Body)
+		}
+	}
+	for _, c := range []struct {
+		key, state, kind string
+		max              any
+	}{
+		{"s1", "succeeded", "", nil},
+		{"d1", "dead", "api.fail", float64(4)},
+		{"c1", "cancelled", "k", float64(5)},
+	} {
+		r := a.do("GET", "/v1/tasks/"+q+"/"+c.key, nil).want(t, http.StatusOK)
+		kind, hasKind := r.JSON["kind"]
+		max, hasMax := r.JSON["max_attempts"]
+		if r.JSON["state"] != c.state || hasKind != (c.kind != "") || hasMax != (c.max != nil) ||
+			(hasKind && kind != c.kind) || (hasMax && max != c.max) {
+			t.Errorf("task %s: want state %s, kind %q, max_attempts %v; got %s", c.key, c.state, c.kind, c.max, r.Body)
+		}
+	}
+}

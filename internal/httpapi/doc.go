@@ -25,10 +25,11 @@
 //
 // # Limits
 //
-// A body is bounded by Config.MaxBodyBytes (a batch's by MaxBatchBytes,
-// and its tasks by MaxBatchTasks; over them: 413). A task's args, once
-// msgpack, are bounded by Config.MaxPayloadBytes, the client's limit (413
-// naming "args", or "tasks[3].args" in a batch). Names follow the client's
+// A body is bounded by Config.MaxBodyBytes (a batch's and a group's by
+// MaxBatchBytes, and their tasks by MaxBatchTasks; over them: 413, naming
+// "tasks" when there are too many). A task's args, once msgpack, are
+// bounded by Config.MaxPayloadBytes, the client's limit (413 naming
+// "args", or "tasks[3].args" in a batch). Names follow the client's
 // rules: queue, kind and id are 1 to 128 bytes of A-Z a-z 0-9 . _ -,
 // rate_key and partition_key 1 to 256 bytes of those and : /; an id must
 // not look like a generated one ("123-4") nor start with "bt-". An outcome

@@ -135,7 +135,7 @@ func TestRefusals(t *testing.T) {
 		{name: "body over its limit", body: `{"kind":"k","args":"` + strings.Repeat("x", 3000) + `"}`, status: 413, field: ""},
 		{name: "args over the payload limit", body: `{"kind":"k","args":"` + big + `"}`, status: 413, field: "args"},
 		{name: "batch args over the payload limit", path: batch, body: `[{"kind":"k"},{"kind":"k","args":"` + big + `"}]`, status: 413, field: "tasks[1].args"},
-		{name: "batch over its tasks", path: batch, body: `[{"kind":"k"},{"kind":"k"},{"kind":"k"},{"kind":"k"}]`, status: 413, field: ""},
+		{name: "batch over its tasks", path: batch, body: `[{"kind":"k"},{"kind":"k"},{"kind":"k"},{"kind":"k"}]`, status: 413, field: "tasks"},
 		{name: "batch body over its limit", path: batch, body: `[{"kind":"k","args":"` + strings.Repeat("x", 9000) + `"}]`, status: 413, field: ""},
 		// 415.
 		{name: "text body", body: `{"kind":"k"}`, header: []string{"Content-Type", "text/plain"}, status: 415},

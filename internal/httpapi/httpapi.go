@@ -46,10 +46,13 @@ type Config struct {
 	// served without authentication, and the caller must listen on a
 	// loopback address only (see CheckAddr).
 	Tokens []Token
-	// MaxBodyBytes bounds the body of a request other than a batch.
+	// MaxBodyBytes bounds the body of a request other than a batch or a
+	// group.
 	// Defaults to 4 MiB.
 	MaxBodyBytes int64
-	// MaxBatchBytes bounds the body of a batch. Defaults to 64 MiB.
+	// MaxBatchBytes bounds the body of a batch (POST
+	// /v1/queues/{queue}/tasks/batch) and of a group (POST /v1/groups).
+	// Defaults to 64 MiB.
 	MaxBatchBytes int64
 	// MaxBatchTasks bounds the tasks of one batch, and the members of one
 	// group. Defaults to 10000.

@@ -203,7 +203,7 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 			return nil, jsonError(fmt.Sprintf("tasks[%d]", i), err)
 		}
 		if i == s.cfg.MaxBatchTasks {
-			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks)}
+			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks), Field: "tasks"}
 		}
 		// The envelope strictly (checkTask: names exact, once each), then
 		// into its fields.
@@ -296,10 +296,15 @@ func (s *server) openTask(r *http.Request) (*client.Handle, *apiError) {
 }
 
 // taskView is a task as GET /v1/tasks/{id} shows it: the inspector's view
-// with the client's state.
+// with the client's state. Kind and MaxAttempts come from the task's
+// envelope, which Redis no longer holds once the task succeeded (its record
+// is replaced by the result, which keeps neither): they are left out then,
+// rather than shown as "" and 0.
 type taskView struct {
 	inspect.TaskInfo
-	State client.State `json:"state"`
+	Kind        string       `json:"kind,omitempty"`
+	MaxAttempts int          `json:"max_attempts,omitempty"`
+	State       client.State `json:"state"`
 }
 
 // getTask serves GET /v1/tasks/{id}.
@@ -329,7 +334,7 @@ func (s *server) taskView(ctx context.Context, h *client.Handle) (*taskView, err
 		if err != nil {
 			return nil, err
 		}
-		v := &taskView{TaskInfo: info}
+		v := &taskView{TaskInfo: info, Kind: info.Kind, MaxAttempts: info.MaxAttempts}
 		switch info.State {
 		case inspect.StateUnknown:
 			return nil, client.ErrNotFound
