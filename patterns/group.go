@@ -165,6 +165,25 @@ func (g *Group) Members(ctx context.Context) ([]*client.Handle, error) {
 	return out, nil
 }
 
+// MemberIDs returns the ids of the group's members in submission order (a
+// task id "<queue>/<key>", a nested group's "group:<queue>/<id>", or "" for
+// a member never added) and its join's task id ("" without one), in two
+// reads, without the members' states.
+func (g *Group) MemberIDs(ctx context.Context) (members []string, join string, err error) {
+	st, err := store.ReadGroup(ctx, engineOf(g.c).Redis(), g.ref)
+	if err != nil {
+		return nil, "", err
+	}
+	if st.State == "" {
+		return nil, "", fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
+	}
+	names, err := store.GroupMemberNames(ctx, engineOf(g.c).Redis(), g.ref, st.Members)
+	if err != nil {
+		return nil, "", err
+	}
+	return names, st.Join, nil
+}
+
 // Outcome is how one member of a group ended.
 type Outcome struct {
 	ID     string       // the member's task id, or a nested group's id

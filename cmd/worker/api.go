@@ -212,7 +212,8 @@ func (a *answered) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 // apiUsage is the part of -h on the API's environment.
 const apiUsage = `the HTTP API (role api, worker api) at /v1/ on -http; GET /v1/openapi.json describes it:
   API_TOKENS       bearer tokens, "NAME:SECRET" or "NAME:SECRET:QUEUE,QUEUE" (limited to those
-                   queues), separated by ";" or newlines; from the environment only, never a flag
+                   queues), separated by ";" or newlines; from the environment only, never a flag;
+                   a SECRET is at least 16 bytes, without ':'
   API_TOKENS_FILE  a file of such entries (a mounted secret), with API_TOKENS or instead
   with no token the API serves every request unauthenticated, and only on a loopback -http
   address (127.0.0.1:PORT); it refuses to start on any other

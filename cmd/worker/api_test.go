@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -273,7 +274,7 @@ func TestAPIRoleServesQueues(t *testing.T) {
 	if _, err := c.Enqueue(context.Background(), Echo{N: 1}, &client.EnqueueOpts{Queue: queue}); err != nil {
 		t.Fatal(err)
 	}
-	const opsSecret, otherSecret = "ops-Secret-1f0e", "other-Secret-9a2b"
+	const opsSecret, otherSecret = "ops-Secret-1f0e7a", "other-Secret-9a2b"
 	addr := freeAddr(t)
 	base := "http://" + addr
 	getenv := env(map[string]string{"REDIS_URL": "redis://" + e.Addr, "API_TOKENS": "ops:" + opsSecret + ";other:" + otherSecret + ":elsewhere"})
@@ -379,7 +380,7 @@ func TestAPIOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	certFile, keyFile, pool := selfSigned(t)
-	const secret = "tls-Secret-77d1"
+	const secret = "tls-Secret-77d1c9"
 	tokens := writeFile(t, "tokens", "ops:"+secret+"\n")
 	addr := freeAddr(t)
 	base := "https://" + addr
@@ -522,5 +523,29 @@ func TestWorkerAndAPIRolesInOneProcess(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, "worker started") || strings.Contains(l, "coordinator started") {
 		t.Errorf("logs:\n%s", l)
+	}
+}
+
+// With tokens but no TLS, an address that is not loopback gets a warning
+// that the tokens travel in clear text; loopback or TLS gets none.
+func TestAPIWarnsClearTextTokens(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		tls  bool
+		warn bool
+	}{
+		{"0.0.0.0:8080", false, true},
+		{"[::]:8080", false, true},
+		{"10.1.2.3:8080", false, true},
+		{"0.0.0.0:8080", true, false},
+		{"127.0.0.1:8080", false, false},
+		{"[::1]:8080", false, false},
+	} {
+		var b strings.Builder
+		warnClearText(slog.New(slog.NewJSONHandler(&b, nil)), c.addr, c.tls)
+		got := strings.Contains(b.String(), `"level":"WARN"`) && strings.Contains(b.String(), "clear text")
+		if got != c.warn {
+			t.Errorf("%s, TLS %v: warned %v, want %v: %s", c.addr, c.tls, got, c.warn, b.String())
+		}
 	}
 }

@@ -51,7 +51,7 @@ address. -read-only hides and refuses every action.`,
 			if path != "/" {
 				mux.Handle(path[:len(path)-1], h)
 			}
-			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idleTimeout}
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve(ln) }()
 			fmt.Fprintf(e.stdout, "dashboard on http://%s%s (redis %s)\n", ln.Addr(), path, e.conn.String())

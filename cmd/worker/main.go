@@ -23,7 +23,7 @@
 // for and cancel tasks and groups from any language) at /v1/ on -http.
 // Its bearer tokens come from the environment only, API_TOKENS
 // ("NAME:SECRET" or "NAME:SECRET:QUEUE,QUEUE" entries separated by ";" or
-// newlines) and the file API_TOKENS_FILE names (the same form: a mounted
+// newlines; a SECRET is at least 16 bytes, without ':') and the file API_TOKENS_FILE names (the same form: a mounted
 // secret); with none, it serves only a loopback address, and refuses to
 // start on any other. -tls-cert and -tls-key (TLS_CERT_FILE, TLS_KEY_FILE)
 // serve -http over TLS, for every path on it. Secrets never appear in -h,
@@ -64,6 +64,34 @@ import (
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
 )
+
+// idleTimeout closes a keep-alive connection idle this long between
+// requests, on the servers of -http and of `worker dashboard`. (A request's
+// body is bounded by the API's own read deadline, httpapi.Config.BodyTimeout;
+// there is no write timeout, since an outcome may wait minutes.)
+const idleTimeout = 2 * time.Minute
+
+// apiFirst serves the paths under /v1/ with api, as they are, and the rest
+// with mux.
+func apiFirst(api, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// warnClearText warns that the API's bearer tokens travel in clear text
+// when it serves addr, an address that is not loopback, without TLS.
+func warnClearText(log *slog.Logger, addr string, tls bool) {
+	if tls || httpapi.CheckAddr(addr, false) == nil {
+		return
+	}
+	log.Warn("api: tokens configured but no TLS (TLS_CERT_FILE, TLS_KEY_FILE) on an address that is not loopback: bearer tokens travel in clear text unless a TLS proxy is in front",
+		slog.String("addr", addr))
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
@@ -351,6 +379,7 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		}
 		mux := healthMux(rdb, &ready)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		var handler http.Handler = mux
 		if cfg.ui {
 			h, err := uiHandler(cfg, inspect.New(rdb), log, reg)
 			if err != nil {
@@ -371,16 +400,21 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 			// last first).
 			defer closeAPI()
 			mux.Handle("/v1/", h)
+			// Every /v1/ path goes to the API as sent: ServeMux would
+			// answer an unclean one (/v1/tasks/uploads/..) with an HTML
+			// redirect; the API refuses it in JSON.
+			handler = apiFirst(h, mux)
 			if len(cfg.tokens) == 0 {
 				log.Warn("api: no token configured (API_TOKENS, API_TOKENS_FILE): it serves every request without authentication, on this loopback address only",
 					slog.String("path", "/v1/"), slog.String("addr", ln.Addr().String()))
 			} else {
 				log.Info("api", slog.String("path", "/v1/"), slog.Any("tokens", tokenNames(cfg.tokens)))
+				warnClearText(log, ln.Addr().String(), cfg.tls != nil)
 			}
 		}
 		// The server's own errors (a failed TLS handshake, a panic) go to
 		// the process' log, as structured lines.
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		if cfg.tls != nil {
 			srv.TLSConfig = cfg.tls
 			go func() { _ = srv.ServeTLS(ln, "", "") }()

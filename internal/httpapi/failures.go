@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -66,18 +65,27 @@ func badInput(err error) bool {
 	return strings.Contains(m, "EnqueueOpts.") || strings.Contains(m, "refused by the enqueue hook")
 }
 
+// noAnswer is the refusal that writes nothing: the request's context
+// ended, so its caller went away, or the server that ended it answers
+// itself (cmd/worker's 503 of a drain), which it can only while no
+// response was begun.
+var noAnswer = &apiError{Status: 499, Msg: "the request ended"}
+
 // readFailed is the answer to a client or inspector call that reads (or
 // cancels) and failed: 404 for an unknown one (what names it: "task
-// \"q/k\""), 400 for a bad name, else 503 (logged at warn).
+// \"q/k\""), 400 for a bad name, noAnswer when r's context ended, else
+// 503 (logged at warn).
 func (s *server) readFailed(r *http.Request, what string, err error) *apiError {
 	switch {
 	case errors.Is(err, client.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Msg: "no " + what}
 	case errors.Is(err, client.ErrInvalidName):
 		return &apiError{Status: http.StatusBadRequest, Msg: clip(err.Error(), 200), Field: "id"}
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The caller went away: no one reads the answer.
-		return &apiError{Status: 499, Msg: "the request was cancelled"}
+	case r.Context().Err() != nil:
+		// The caller went away, or the server ended the request (cmd/worker
+		// does as it drains, and answers a request left unanswered itself):
+		// nothing is written.
+		return noAnswer
 	}
 	s.log.Warn("httpapi: reading from Redis failed", "method", r.Method, "path", clip(r.URL.EscapedPath(), 200), "err", err)
 	return &apiError{Status: http.StatusServiceUnavailable, Msg: "reading from Redis failed; retry later", RetryAfter: retryAfter}

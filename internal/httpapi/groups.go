@@ -154,6 +154,13 @@ func (s *server) groupPlan(req *groupRequest) (*groupCall, *apiError) {
 	if req.Queue != "" && keys.ValidateName("queue", req.Queue) != nil {
 		return bad("queue", "queue %s: %s", quote(req.Queue), nameRule)
 	}
+	if dotName(req.ID) || dotName(req.Queue) {
+		field, name := "id", req.ID
+		if !dotName(req.ID) {
+			field, name = "queue", req.Queue
+		}
+		return bad(field, "%s %s: %s", field, quote(name), dotRule)
+	}
 	if req.Retention != "" {
 		d, err := time.ParseDuration(req.Retention)
 		if err != nil || d < time.Millisecond {
@@ -167,6 +174,9 @@ func (s *server) groupPlan(req *groupRequest) (*groupCall, *apiError) {
 		g.queues = append(g.queues, fieldQueue{"queue", req.Queue})
 	}
 	task := func(field string, raw json.RawMessage) (client.Spec, *apiError) {
+		if e := checkTask(field, raw); e != nil {
+			return client.Spec{}, e
+		}
 		var t TaskObject
 		if e := s.decode(field, raw, &t); e != nil {
 			return client.Spec{}, e
@@ -238,7 +248,10 @@ func groupRef(r *http.Request) (id, home string, e *apiError) {
 			id = keys.GroupPrefix + id
 		}
 	}
-	home, _, err := keys.SplitGroupID(id)
+	home, gid, err := keys.SplitGroupID(id)
+	if err == nil && (dotName(home) || dotName(gid)) {
+		return "", "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("group id %s: %s", quote(id), dotRule), Field: "id"}
+	}
 	if err != nil {
 		return "", "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("group id %s: want group:<home>/<id>, the home queue 1 to 128 bytes and the id 1 to %d of A-Z a-z 0-9 . _ - (escape the slash as %%2F in one segment, or give both segments)", quote(id), keys.MaxGroupIDLen), Field: "id"}
 	}
@@ -246,24 +259,81 @@ func groupRef(r *http.Request) (id, home string, e *apiError) {
 }
 
 // openGroup authenticates r, reads the group id of its path, and checks
-// the token may touch the group's home queue.
-func (s *server) openGroup(r *http.Request) (*patterns.Group, *apiError) {
+// the token may touch the group's home queue. It returns the token (nil
+// without tokens) for allowMembers.
+func (s *server) openGroup(r *http.Request) (*patterns.Group, *token, *apiError) {
 	tok, e := s.authenticate(r)
 	if e != nil {
-		return nil, e
+		return nil, nil, e
 	}
 	id, home, e := groupRef(r)
 	if e != nil {
-		return nil, e
+		return nil, nil, e
 	}
 	if e := s.allow(tok, home); e != nil {
-		return nil, e
+		return nil, nil, e
 	}
 	g, err := patterns.Open(s.client, id)
 	if err != nil {
-		return nil, &apiError{Status: http.StatusBadRequest, Msg: clip(err.Error(), 200), Field: "id"}
+		return nil, nil, &apiError{Status: http.StatusBadRequest, Msg: clip(err.Error(), 200), Field: "id"}
 	}
-	return g, nil
+	return g, tok, nil
+}
+
+// maxNestedGroups bounds the groups allowMembers reads: a group and the
+// groups nested in it, at any depth.
+const maxNestedGroups = 1000
+
+// allowMembers checks that tok may touch the queue of every member of g,
+// of its join, and of the members and joins of the groups nested in it (a
+// cancel reaches them all, and an outcome shows them): a 403 naming the
+// first it may not. A token of every queue (or none configured) passes
+// without a read; else each group costs two reads of its member list.
+func (s *server) allowMembers(r *http.Request, tok *token, g *patterns.Group) *apiError {
+	if tok == nil || tok.queues == nil {
+		return nil
+	}
+	seen := map[string]bool{g.ID(): true}
+	todo := []*patterns.Group{g}
+	for len(todo) > 0 {
+		cur := todo[0]
+		todo = todo[1:]
+		members, joinID, err := cur.MemberIDs(r.Context())
+		if err != nil {
+			if cur != g && errors.Is(err, patterns.ErrUnknownGroup) {
+				continue // a nested group gone: nothing of it to reach
+			}
+			return s.groupReadFailed(r, cur, err)
+		}
+		if joinID != "" {
+			members = append(members, joinID)
+		}
+		for _, m := range members {
+			var q string
+			if keys.IsGroupID(m) {
+				home, _, err := keys.SplitGroupID(m)
+				if err != nil || seen[m] {
+					continue
+				}
+				q = home
+				if len(seen) >= maxNestedGroups {
+					return &apiError{Status: http.StatusForbidden, Msg: fmt.Sprintf("token %q is limited to queues, and group %s nests more than %d groups to check", tok.name, quote(g.ID()), maxNestedGroups), Field: "queue"}
+				}
+				seen[m] = true
+				if ng, err := patterns.Open(s.client, m); err == nil {
+					todo = append(todo, ng)
+				}
+			} else if queue, _, err := keys.SplitTaskID(m); err == nil {
+				q = queue
+			} else {
+				continue // never added
+			}
+			if e := s.allow(tok, q); e != nil {
+				return e
+			}
+		}
+	}
+	return nil
 }
 
 // progressView is a group's progress as the API shows it.
@@ -292,7 +362,7 @@ func (s *server) groupReadFailed(r *http.Request, g *patterns.Group, err error) 
 
 // groupProgress serves GET /v1/groups/{id}: the group's state and counts.
 func (s *server) groupProgress(w http.ResponseWriter, r *http.Request) {
-	g, e := s.openGroup(r)
+	g, _, e := s.openGroup(r)
 	if e != nil {
 		s.refuse(w, r, e)
 		return
@@ -329,7 +399,7 @@ func (s *server) groupOutcome(w http.ResponseWriter, r *http.Request) {
 		s.groupProgress(w, withGroupPath(r, id, "outcome"))
 		return
 	}
-	g, e := s.openGroup(r)
+	g, tok, e := s.openGroup(r)
 	if e != nil {
 		s.refuse(w, r, e)
 		return
@@ -362,6 +432,12 @@ func (s *server) groupOutcome(w http.ResponseWriter, r *http.Request) {
 	out := outcomeOfGroup{progressView: viewOf(g.ID(), p)}
 	if !p.Ended() {
 		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	// The outcomes show every member: a token limited to queues must
+	// allow each one's.
+	if e := s.allowMembers(r, tok, g); e != nil {
+		s.refuse(w, r, e)
 		return
 	}
 	outs, err := g.Outcome(r.Context())
@@ -432,8 +508,14 @@ func (s *server) cancelGroup(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, &apiError{Status: http.StatusMethodNotAllowed, Msg: "method POST is not allowed here; use GET"})
 		return
 	}
-	g, e := s.openGroup(r)
+	g, tok, e := s.openGroup(r)
 	if e != nil {
+		s.refuse(w, r, e)
+		return
+	}
+	// The cancel reaches every member, the join and the nested groups: a
+	// token limited to queues must allow each one's.
+	if e := s.allowMembers(r, tok, g); e != nil {
 		s.refuse(w, r, e)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -654,6 +655,47 @@ func TestGroupAuth(t *testing.T) {
 	}
 	if r := a.do(t, "POST", "/v1/groups/"+gid+"/cancel", nil, bearer("s-home")...); r.status != http.StatusOK {
 		t.Errorf("cancel with the home's token: %d %s", r.status, r.body)
+	}
+
+	// A group at home with a member or the join in another queue: the
+	// home's token may read its counts, but neither cancel it (the cancel
+	// reaches every member) nor read its members' outcomes.
+	for _, c := range []struct {
+		id, what string
+		body     map[string]any
+	}{
+		{"gm", "a member", map[string]any{"id": "gm", "queue": queue, "tasks": []any{in(queue), in(other)}}},
+		{"gj", "the join", map[string]any{"id": "gj", "queue": queue, "tasks": []any{in(queue)}, "join": in(other)}},
+	} {
+		if r := a.do(t, "POST", "/v1/groups", c.body, bearer("s-all")...); r.status != http.StatusCreated {
+			t.Fatalf("start %s: %d %s", c.id, r.status, r.body)
+		}
+		p := "/v1/groups/" + url.PathEscape("group:"+queue+"/"+c.id)
+		forbidden := func(what string, r gReply) {
+			t.Helper()
+			var e struct{ Error string }
+			r.json(t, &e)
+			if r.status != http.StatusForbidden || r.field(t) != "queue" || !strings.Contains(e.Error, strconv.Quote(other)) {
+				t.Errorf("%s of a group with %s in another queue, with the home's token: %d %s (want 403 naming %q)", what, c.what, r.status, r.body, other)
+			}
+		}
+		if r := a.do(t, "GET", p, nil, bearer("s-home")...); r.status != http.StatusOK {
+			t.Errorf("progress of %s with the home's token: %d %s", c.id, r.status, r.body)
+		}
+		forbidden("cancel", a.do(t, "POST", p+"/cancel", nil, bearer("s-home")...))
+		var pv progressView
+		r := a.do(t, "GET", p, nil, bearer("s-all")...)
+		if r.json(t, &pv); pv.State != patterns.GroupRunning {
+			t.Fatalf("%s after the refused cancel: %s, want running", c.id, r.body)
+		}
+		if r := a.do(t, "POST", p+"/cancel", nil, bearer("s-all")...); r.status != http.StatusOK {
+			t.Fatalf("cancel %s with the token of every queue: %d %s", c.id, r.status, r.body)
+		}
+		r = a.do(t, "GET", p+"/outcome?wait=20s", nil, bearer("s-all")...)
+		if r.json(t, &pv); !pv.Ended {
+			t.Fatalf("%s did not end after its cancel: %s", c.id, r.body)
+		}
+		forbidden("outcome", a.do(t, "GET", p+"/outcome", nil, bearer("s-home")...))
 	}
 }
 

@@ -60,6 +60,14 @@ type Config struct {
 	// MaxWait bounds the wait of an outcome request (?wait=). Defaults to
 	// 5 minutes.
 	MaxWait time.Duration
+	// BodyTimeout bounds the time a request's body takes to arrive, counted
+	// from when the handler starts reading it (a read deadline on the
+	// connection, through http.ResponseController): a body still arriving
+	// then is refused with 408 and the connection closed. It does not bound
+	// the answer (an outcome's wait). Defaults to 60 seconds. A
+	// ResponseWriter that cannot set deadlines (a test's recorder) is read
+	// without one.
+	BodyTimeout time.Duration
 	// Now is the caller's clock (durations such as "delay" and "deadline"
 	// count from it). Defaults to time.Now.
 	Now func() time.Time
@@ -92,6 +100,9 @@ func CheckAddr(addr string, tokens bool) error {
 	return fmt.Errorf("%w, and %q is not one (use 127.0.0.1:PORT, or set API_TOKENS)", ErrNoToken, addr)
 }
 
+// MinSecretBytes is the shortest secret ParseTokens takes.
+const MinSecretBytes = 16
+
 // ParseTokens reads tokens from the environment's form (API_TOKENS):
 // entries separated by ";" or newlines, each "NAME:SECRET" or
 // "NAME:SECRET:QUEUE,QUEUE"; blank entries are skipped. The error names the
@@ -99,10 +110,12 @@ func CheckAddr(addr string, tokens bool) error {
 //
 // Names follow the name rule of queues ([A-Za-z0-9._-]{1,128}) and are
 // unique; a secret is the text between the first and the second ':' (so it
-// cannot contain ':'), white space around it trimmed, not empty, and used
-// by one token only. Use long
-// random secrets (32 bytes of a CSPRNG, hex or base64url): the API compares
-// them in constant time but does not slow down guessing.
+// cannot contain ':'), white space around it trimmed, at least
+// MinSecretBytes long, and used by one token only. The length rule also
+// catches a secret with a ':' in it: "ops:abc:def" would otherwise be the
+// secret "abc" limited to the queue "def". Use long random secrets (32
+// bytes of a CSPRNG, hex or base64url): the API compares them in constant
+// time but does not slow down guessing.
 func ParseTokens(s string) ([]Token, error) {
 	var out []Token
 	names := map[string]int{}
@@ -126,6 +139,9 @@ func ParseTokens(s string) ([]Token, error) {
 		}
 		if secret == "" {
 			return nil, fmt.Errorf("token entry %d (%s): no secret (want NAME:SECRET or NAME:SECRET:QUEUE,QUEUE)", pos, name)
+		}
+		if len(secret) < MinSecretBytes {
+			return nil, fmt.Errorf("token entry %d (%s): the secret is shorter than %d bytes (use 32 random bytes, hex or base64url; a secret cannot contain ':')", pos, name, MinSecretBytes)
 		}
 		if p, dup := names[name]; dup {
 			return nil, fmt.Errorf("token entry %d (%s): the name of entry %d again; names must be unique", pos, name, p)

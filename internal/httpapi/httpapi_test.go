@@ -27,14 +27,14 @@ func TestCheckAddr(t *testing.T) {
 }
 
 func TestParseTokens(t *testing.T) {
-	got, err := ParseTokens(" ops: s3cret-1 ;\n\n ci:s3cret-2:uploads, thumbs \r\nlast:s3cret-3:mail;")
+	got, err := ParseTokens(" ops: s3cret-1-0123456 ;\n\n ci:s3cret-2-0123456:uploads, thumbs \r\nlast:s3cret-3-0123456:mail;")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Token{
-		{Name: "ops", Secret: "s3cret-1"},
-		{Name: "ci", Secret: "s3cret-2", Queues: []string{"uploads", "thumbs"}},
-		{Name: "last", Secret: "s3cret-3", Queues: []string{"mail"}},
+		{Name: "ops", Secret: "s3cret-1-0123456"},
+		{Name: "ci", Secret: "s3cret-2-0123456", Queues: []string{"uploads", "thumbs"}},
+		{Name: "last", Secret: "s3cret-3-0123456", Queues: []string{"mail"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
@@ -52,6 +52,10 @@ func TestParseTokens(t *testing.T) {
 		{"ops:" + secret + ";ci:" + secret, "entry 2 (ci): the secret of entry 1 again"},
 		{"ops:" + secret + ":uploads,,x", "entry 1 (ops): queue 2 of its list"},
 		{"ops:" + secret + ":" + secret + "/x", "entry 1 (ops): queue 1 of its list"},
+		{"ops:" + secret + ";ci:x", "entry 2 (ci): the secret is shorter than 16 bytes"},
+		{"ops:" + secret + ";ci:" + secret[:15] + ";", "entry 2 (ci): the secret is shorter than 16 bytes"},
+		// A ':' meant as part of the secret: the part before it is short.
+		{"ops:abc:" + secret, "entry 1 (ops): the secret is shorter than 16 bytes"},
 	} {
 		_, err := ParseTokens(c.in)
 		if err == nil || !strings.Contains(err.Error(), c.says) {

@@ -46,6 +46,10 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("queue %s: %s", quote(name), nameRule), Field: "queue"})
 		return
 	}
+	if dotName(name) {
+		s.refuse(w, r, &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("queue %s: %s", quote(name), dotRule), Field: "queue"})
+		return
+	}
 	eng, _ := engine.Of(s.client)
 	names, err := store.QueueNames(r.Context(), eng.Redis())
 	if err != nil {

@@ -8,8 +8,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -50,7 +52,28 @@ func (s *server) openBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	if r.ContentLength > limit {
 		return nil, 0, tooLarge(limit)
 	}
+	s.bodyDeadline(w, time.Now().Add(s.cfg.BodyTimeout))
 	return http.MaxBytesReader(w, r.Body, limit), bt, nil
+}
+
+// bodyDeadline sets the read deadline of w's connection (the zero time
+// clears it): a body arriving too slowly then fails its read with
+// os.ErrDeadlineExceeded (see jsonError), and once the body is read the
+// deadline is cleared, so that the connection's end is still seen while
+// the answer is being made. A ResponseWriter that cannot (a recorder) is
+// left as it is.
+func (s *server) bodyDeadline(w http.ResponseWriter, t time.Time) {
+	if err := http.NewResponseController(w).SetReadDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.log.Debug("httpapi: setting a read deadline failed", "err", err)
+	}
+}
+
+// bodyTimedOut is the answer to a body that did not arrive within
+// Config.BodyTimeout: 408, and the connection closed (the rest of the
+// body may still come).
+func (s *server) bodyTimedOut(w http.ResponseWriter) *apiError {
+	w.Header().Set("Connection", "close")
+	return &apiError{Status: http.StatusRequestTimeout, Msg: fmt.Sprintf("the body did not arrive within %v", s.cfg.BodyTimeout)}
 }
 
 // readBody reads r's body: 415 for a Content-Type that is not JSON, 413
@@ -67,11 +90,15 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	buf := bytes.NewBuffer(make([]byte, 0, n+1))
 	if _, err := buf.ReadFrom(body); err != nil {
 		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
+		switch {
+		case errors.As(err, &mb):
 			return nil, tooLarge(limit)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, s.bodyTimedOut(w)
 		}
 		return nil, &apiError{Status: http.StatusBadRequest, Msg: "reading the body failed: " + clip(err.Error(), 100)}
 	}
+	s.bodyDeadline(w, time.Time{})
 	return buf.Bytes(), nil
 }
 
@@ -100,7 +127,8 @@ func trailing(b []byte) bool {
 }
 
 // jsonError maps an error of json.Decoder.Decode to a 400 naming the field
-// where it stopped, under prefix, or a 413 for a body over its limit.
+// where it stopped, under prefix, a 413 for a body over its limit, or a 408
+// for a body that did not arrive within Config.BodyTimeout.
 func jsonError(prefix string, err error) *apiError {
 	var (
 		mb  *http.MaxBytesError
@@ -110,6 +138,8 @@ func jsonError(prefix string, err error) *apiError {
 	switch {
 	case errors.As(err, &mb):
 		return tooLarge(mb.Limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &apiError{Status: http.StatusRequestTimeout, Msg: "the body did not arrive within the server's time for it"}
 	case errors.Is(err, io.EOF):
 		return &apiError{Status: http.StatusBadRequest, Msg: "no JSON value: the body is empty", Field: prefix}
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ const (
 	defaultMaxBatchBytes = 64 << 20
 	defaultMaxBatchTasks = 10000
 	defaultMaxWait       = 5 * time.Minute
+	defaultBodyTimeout   = 60 * time.Second
 )
 
 // server is the handler New returns. Its methods spec, authorize,
@@ -56,6 +58,9 @@ func (c *Config) withDefaults() Config {
 	if out.MaxWait == 0 {
 		out.MaxWait = defaultMaxWait
 	}
+	if out.BodyTimeout == 0 {
+		out.BodyTimeout = defaultBodyTimeout
+	}
 	if out.Now == nil {
 		out.Now = time.Now
 	}
@@ -72,8 +77,8 @@ func newServer(cfg Config) (*server, error) {
 		return nil, errors.New("httpapi: Config.Client is nil")
 	case c.Inspector == nil:
 		return nil, errors.New("httpapi: Config.Inspector is nil")
-	case c.MaxBodyBytes < 0, c.MaxBatchBytes < 0, c.MaxBatchTasks < 0, c.MaxWait < 0, c.MaxPayloadBytes < 0:
-		return nil, errors.New("httpapi: Config.MaxBodyBytes, MaxBatchBytes, MaxBatchTasks, MaxWait and MaxPayloadBytes must not be negative")
+	case c.MaxBodyBytes < 0, c.MaxBatchBytes < 0, c.MaxBatchTasks < 0, c.MaxWait < 0, c.MaxPayloadBytes < 0, c.BodyTimeout < 0:
+		return nil, errors.New("httpapi: Config.MaxBodyBytes, MaxBatchBytes, MaxBatchTasks, MaxWait, MaxPayloadBytes and BodyTimeout must not be negative")
 	}
 	toks, err := newTokens(c.Tokens)
 	if err != nil {
@@ -124,6 +129,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, &apiError{Status: http.StatusForbidden, Msg: "cross-origin browser requests that write are refused"})
 		return
 	}
+	if p := r.URL.EscapedPath(); !cleanPath(p) {
+		// ServeMux would answer with a redirect to the cleaned path, in
+		// HTML, which a client following it may send elsewhere than meant.
+		s.refuse(w, r, &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("path %s has an empty, \".\" or \"..\" segment; send it clean (escape such a name, or better, choose another)", quote(p)), Field: "path"})
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -158,12 +169,29 @@ func (s *server) openAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // refuse writes e, and logs it at debug level (never a header, so never a
-// secret).
+// secret). noAnswer writes nothing.
 func (s *server) refuse(w http.ResponseWriter, r *http.Request, e *apiError) {
+	if e == noAnswer {
+		return
+	}
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("httpapi: request refused", "method", clip(r.Method, 20), "path", clip(r.URL.EscapedPath(), 200), "status", e.Status, "field", e.Field, "error", e.Msg)
 	}
 	writeError(w, e)
+}
+
+// cleanPath reports whether p (an escaped URL path) is absolute and
+// clean, as ServeMux wants it: no empty, "." or ".." segment, a trailing
+// slash aside.
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // loopbackHost reports whether host (a Host header's host:port, or a bare

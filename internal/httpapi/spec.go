@@ -57,6 +57,9 @@ func (s *server) spec(field, queue string, t *TaskObject, now time.Time) (client
 	if keys.ValidateName("queue", queue) != nil {
 		return bad("queue", "queue %s: %s", quote(queue), nameRule)
 	}
+	if dotName(queue) {
+		return bad("queue", "queue %s: %s", quote(queue), dotRule)
+	}
 	if t.Kind == "" {
 		return bad("kind", "kind is required")
 	}
@@ -68,6 +71,8 @@ func (s *server) spec(field, queue string, t *TaskObject, now time.Time) (client
 		switch {
 		case keys.ValidateName("task id", t.ID) != nil:
 			return bad("id", "id %s: %s", quote(t.ID), nameRule)
+		case dotName(t.ID):
+			return bad("id", "id %s: %s", quote(t.ID), dotRule)
 		case keys.IsEntryID(t.ID):
 			return bad("id", "id %s has the shape of a generated id (digits-digits); choose another", quote(t.ID))
 		case strings.HasPrefix(t.ID, keys.BatchKeyPrefix):
@@ -148,8 +153,15 @@ func (s *server) spec(field, queue string, t *TaskObject, now time.Time) (client
 	return client.Spec{Args: a, Opts: o}, nil
 }
 
+// dotName reports whether name is "." or "..": a queue, a task's key or a
+// group's id the API refuses, since in a path (/v1/queues/../tasks,
+// /v1/tasks/uploads/..) it reads as a step up, and a client or proxy may
+// clean it away.
+func dotName(name string) bool { return name == "." || name == ".." }
+
 // The rules of names and keys, as errors state them.
 const (
+	dotRule  = "\".\" and \"..\" are not names here (in a path they are steps up)"
 	nameRule = "want 1 to 128 bytes of A-Z a-z 0-9 . _ -"
 	keyRule  = "want 1 to 256 bytes of A-Z a-z 0-9 . _ - : /"
 )

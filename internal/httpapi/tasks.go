@@ -39,6 +39,17 @@ func traceContext(r *http.Request) context.Context {
 	return propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 }
 
+// writeTimeout bounds the writes of an enqueue once its body was read.
+const writeTimeout = 30 * time.Second
+
+// writeContext is the context of r's writes to Redis: its trace context,
+// not cancelled when the caller goes away (a batch cut between two of its
+// writes would leave some tasks added and the caller told nothing), but
+// ended after writeTimeout.
+func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(traceContext(r)), writeTimeout)
+}
+
 // enqueue serves POST /v1/queues/{queue}/tasks: one task. 201 with its id
 // and the state it was given; 200 with duplicate true and its state read
 // back when a task with its "id" exists.
@@ -53,6 +64,10 @@ func (s *server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, e)
 		return
 	}
+	if e := checkTask("", b); e != nil {
+		s.refuse(w, r, e)
+		return
+	}
 	var t TaskObject
 	if e := s.decode("", b, &t); e != nil {
 		s.refuse(w, r, e)
@@ -64,7 +79,9 @@ func (s *server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, e)
 		return
 	}
-	h, err := s.client.Enqueue(traceContext(r), sp.Args, sp.Opts)
+	ctx, cancel := writeContext(r)
+	h, err := s.client.Enqueue(ctx, sp.Args, sp.Opts)
+	cancel()
 	if err != nil && h == nil {
 		s.refuse(w, r, s.writeFailed(r, "", false, err))
 		return
@@ -126,10 +143,16 @@ func (s *server) enqueueBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	specs, e := s.readBatch(w, r, queue)
 	if e != nil {
+		if e.Status == http.StatusRequestTimeout {
+			w.Header().Set("Connection", "close")
+		}
 		s.refuse(w, r, e)
 		return
 	}
-	hs, err := s.client.EnqueueMany(traceContext(r), specs)
+	s.bodyDeadline(w, time.Time{})
+	ctx, cancel := writeContext(r)
+	hs, err := s.client.EnqueueMany(ctx, specs)
+	cancel()
 	if err != nil {
 		s.refuse(w, r, s.writeFailed(r, "", true, err))
 		return
@@ -172,8 +195,8 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 		if array && !dec.More() {
 			break
 		}
-		var t TaskObject
-		if err := dec.Decode(&t); err != nil {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
 			if !array && errors.Is(err, io.EOF) {
 				break
 			}
@@ -181,6 +204,16 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, queue string)
 		}
 		if i == s.cfg.MaxBatchTasks {
 			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the batch has more than %d tasks", s.cfg.MaxBatchTasks), Field: "tasks"}
+		}
+		// The envelope strictly (checkTask: names exact, once each), then
+		// into its fields.
+		if e := checkTask("", raw); e != nil {
+			e.Field = join(fmt.Sprintf("tasks[%d]", i), e.Field)
+			return nil, e
+		}
+		var t TaskObject
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return nil, jsonError(fmt.Sprintf("tasks[%d]", i), err)
 		}
 		sp, e := s.spec("", queue, &t, now)
 		if e != nil {
@@ -233,7 +266,9 @@ func (s *server) taskRef(r *http.Request) (id string, e *apiError) {
 	} else {
 		id = r.PathValue("id")
 	}
-	if _, _, err := keys.SplitTaskID(id); err != nil {
+	if q, k, err := keys.SplitTaskID(id); err == nil && (dotName(q) || dotName(k)) {
+		return "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("task id %s: %s", quote(id), dotRule), Field: "id"}
+	} else if err != nil {
 		return "", &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("task id %s: want <queue>/<key>, each 1 to 128 bytes of A-Z a-z 0-9 . _ - (escape the slash as %%2F in one segment, or give both segments)", quote(id)), Field: "id"}
 	}
 	return id, nil
