@@ -112,10 +112,14 @@ func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
 	// free. (Waiting for most of the backlog to be in the scheduled set at
 	// once timed out on a loaded machine: reading and parking 300 tasks
 	// took longer than the first turns, whose tasks leave the set.)
+	// A parked task whose turn came is back in the stream until a worker
+	// reads it again: on a starved machine the count of waiting tasks was
+	// seldom caught at 0 (the test once timed out so), so a few are
+	// allowed; the backlog of 300 is what must be gone from the stream.
 	in := inspect.New(b.env.RDB)
-	testenv.Eventually(t, time.Minute, "the backlog read and parked", func() bool {
+	testenv.Eventually(t, 2*time.Minute, "the backlog read and parked", func() bool {
 		q, err := in.Queue(ctx, b.queue)
-		return err == nil && q.Waiting == 0 && q.Held+q.Succeeded >= 290
+		return err == nil && q.Waiting <= 3 && q.Held+q.Succeeded >= 290
 	})
 	var with, without []time.Duration
 	for i := 0; i < 30; i++ {
