@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/loopback"
 )
 
 //go:embed assets
@@ -137,28 +138,10 @@ func CheckAddr(addr string, authenticated bool) error {
 	if err != nil {
 		return fmt.Errorf("%w; the address %q is not host:port", ErrNoAuth, addr)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if loopback.Host(host) {
 		return nil
 	}
 	return fmt.Errorf("%w, and %q is not one (use 127.0.0.1:PORT, or set a token or a user and password)", ErrNoAuth, addr)
-}
-
-// loopbackHost reports whether the Host header hostport names localhost or
-// a loopback address.
-func loopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s *server) routes() {
@@ -228,7 +211,7 @@ func (s *server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 		// loopback host too, or a page of another site whose name was
 		// made to resolve to 127.0.0.1 (DNS rebinding) could read these
 		// pages and post their forms as its own.
-		if !loopbackHost(r.Host) {
+		if !loopback.Host(r.Host) {
 			http.Error(w, "forbidden: without authentication the dashboard answers only requests to localhost or a loopback address", http.StatusForbidden)
 			return false
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/loopback"
 )
 
 // OpenAPI is the OpenAPI 3 document of the API, served at GET
@@ -94,7 +95,7 @@ func CheckAddr(addr string, tokens bool) error {
 	if err != nil {
 		return fmt.Errorf("%w; the address %q is not host:port", ErrNoToken, addr)
 	}
-	if loopbackHost(host) {
+	if loopback.Host(host) {
 		return nil
 	}
 	return fmt.Errorf("%w, and %q is not one (use 127.0.0.1:PORT, or set API_TOKENS)", ErrNoToken, addr)

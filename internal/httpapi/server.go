@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/engine"
+	"github.com/taskfleet/async/internal/loopback"
 )
 
 // Defaults of Config.
@@ -118,7 +118,7 @@ func (s *server) routes(mux *http.ServeMux) {
 
 // ServeHTTP checks what every request must pass, then routes it.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(s.tokens) == 0 && !loopbackHost(r.Host) {
+	if len(s.tokens) == 0 && !loopback.Host(r.Host) {
 		// Without tokens only a loopback host is served: a page of another
 		// site whose name was made to resolve to 127.0.0.1 (DNS
 		// rebinding) could otherwise use the API as its own.
@@ -192,18 +192,4 @@ func cleanPath(p string) bool {
 		c += "/"
 	}
 	return c == p
-}
-
-// loopbackHost reports whether host (a Host header's host:port, or a bare
-// host) names localhost or a loopback address.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
