@@ -66,6 +66,12 @@ type Progress struct {
 	Total     int        // members
 	Succeeded int        // members that succeeded
 	Failed    int        // members that ended without success (dead, cancelled, a failed nested group)
+
+	// WorkDone and WorkTotal sum what the members reported with
+	// worker.ReportProgress (bytes, for uploads); a member that succeeded
+	// counts as done in full. Both are 0 when no member reported.
+	WorkDone  int64
+	WorkTotal int64
 }
 
 // Done is how many members ended, however they ended.
