@@ -122,6 +122,27 @@ func TestPutGet(t *testing.T) {
 			t.Fatalf("transport header %s kept with the object", k)
 		}
 	}
+	// A presigned GET (X-Amz-Credential in the query), by a client that
+	// asks the bucket's region first (no Region set).
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	nr, err := minio.New(s.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey(), s.SecretKey(), ""), Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := nr.PresignedGetObject(ctx, "fleet", "dir/a.bin", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("presigned GET: %d, %d bytes, %v", resp.StatusCode, len(got), err)
+	}
 	if _, _, err := s.Object("fleet", "missing"); err == nil {
 		t.Fatal("Object of a missing key: no error")
 	}
@@ -422,5 +443,41 @@ func BenchmarkPart(b *testing.B) {
 		if _, err := c.PutObjectPart(ctx, "fleet", "parts", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCutPart: a part cut after 1 MiB is not stored, its bytes count as
+// received, and the part sent again is stored once.
+func TestCutPart(t *testing.T) {
+	s := start(t, s3fake.Options{})
+	c := client(t, s, s.AccessKey())
+	ctx := context.Background()
+	id, err := c.NewMultipartUpload(ctx, "fleet", "cut.bin", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetFault(func(r *http.Request) *s3fake.Fault {
+		if r.URL.Query().Get("partNumber") == "1" {
+			return &s3fake.Fault{Cut: true, CutAfter: 1 << 20}
+		}
+		return nil
+	})
+	data := payload(5<<20, 8)
+	if _, err := c.PutObjectPart(ctx, "fleet", "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err == nil {
+		t.Fatal("a cut part: no error")
+	}
+	if pi := s.Parts(id); len(pi) != 1 || pi[0].Stored != 0 || pi[0].Received < 1<<20 {
+		t.Fatalf("after the cut: %+v", pi)
+	}
+	cut := s.Parts(id)[0].Received
+	s.SetFault(nil)
+	if _, err := c.PutObjectPart(ctx, "fleet", "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if pi := s.Parts(id); pi[0].Stored != 1 || pi[0].Size != int64(len(data)) || pi[0].Received != cut+int64(len(data)) {
+		t.Fatalf("after the resend: %+v (cut attempts received %d)", pi, cut)
+	}
+	if err := c.AbortMultipartUpload(ctx, "fleet", "cut.bin", id); err != nil {
+		t.Fatal(err)
 	}
 }
