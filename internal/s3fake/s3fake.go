@@ -36,9 +36,14 @@
 //     transport headers of aws-chunked bodies are dropped here first), so
 //     user metadata, x-amz-storage-class and x-amz-server-side-encryption
 //     come back as sent; nothing is encrypted or tiered.
-//   - Memory: parts are held in memory until completion, when they are
-//     joined into one more copy that the backend keeps (so a 1 GB multipart
-//     object peaks at about 2 GB).
+//   - Addressing: path style only (http://127.0.0.1:port/bucket/key);
+//     GetBucketLocation answers, so a client without a region works.
+//   - Memory: parts are held in memory until completion, when gofakes3
+//     joins them into one buffer and the backend copies that into the
+//     object it keeps: a 1 GB multipart object peaks at about 3 GB while
+//     it completes and keeps 1 GB. This layer streams bodies through (a
+//     64 KiB buffer for aws-chunked framing) and buffers only replies to
+//     requests other than GET, which are small XML documents.
 package s3fake
 
 import (

@@ -274,6 +274,13 @@ func TestDigests(t *testing.T) {
 	if code := minio.ToErrorResponse(err).Code; code != "BadDigest" {
 		t.Fatalf("part with a wrong Content-MD5: %v (code %q), want BadDigest", err, code)
 	}
+	_, err = c.PutObject(ctx, "fleet", "md5.bin", bytes.NewReader(data), int64(len(data)), wrongMD5, "", minio.PutObjectOptions{})
+	if code := minio.ToErrorResponse(err).Code; code != "BadDigest" {
+		t.Fatalf("PUT with a wrong Content-MD5: %v (code %q), want BadDigest", err, code)
+	}
+	if _, _, err := s.Object("fleet", "md5.bin"); err == nil {
+		t.Fatal("an object with a wrong Content-MD5 was stored")
+	}
 	hdr := http.Header{}
 	hdr.Set("X-Amz-Checksum-Crc32c", base64.StdEncoding.EncodeToString([]byte{1, 2, 3, 4}))
 	_, err = c.PutObjectPart(ctx, "fleet", "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: hdr})
@@ -479,5 +486,43 @@ func TestCutPart(t *testing.T) {
 	}
 	if err := c.AbortMultipartUpload(ctx, "fleet", "cut.bin", id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnsignedTrailer: an aws-chunked body with an unsigned trailer (what
+// SDKs send over TLS) is decoded and its trailing checksum checked.
+func TestUnsignedTrailer(t *testing.T) {
+	s := start(t, s3fake.Options{})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	crc := crc32.Checksum([]byte("hello world"), crc32.MakeTable(crc32.Castagnoli))
+	sum := base64.StdEncoding.EncodeToString([]byte{byte(crc >> 24), byte(crc >> 16), byte(crc >> 8), byte(crc)})
+	for _, tc := range []struct {
+		sum    string
+		status int
+	}{{"AAAAAA==", 400}, {sum, 200}} {
+		body := "5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32c:" + tc.sum + "\r\n\r\n"
+		r := signed(t, s, context.Background(), http.MethodPut, "/fleet/u.txt", []byte(body))
+		r.Header.Set("X-Amz-Content-Sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+		r.Header.Set("X-Amz-Decoded-Content-Length", "11")
+		r.Header.Set("X-Amz-Trailer", "x-amz-checksum-crc32c")
+		r.Header.Set("Content-Encoding", "aws-chunked")
+		resp, err := hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("checksum %s: %d %s, want %d", tc.sum, resp.StatusCode, msg, tc.status)
+		}
+	}
+	data, _, err := s.Object("fleet", "u.txt")
+	if err != nil || string(data) != "hello world" {
+		t.Fatalf("stored %q, %v", data, err)
+	}
+	if oi, _ := s.Info("fleet", "u.txt"); oi.Checksums["CRC32C"] != sum || oi.Headers["Content-Encoding"] != "" {
+		t.Fatalf("Info %+v", oi)
 	}
 }
