@@ -449,9 +449,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.fake.ServeHTTP(rec, r)
 
 	if rec.status == http.StatusOK && body != nil && body.sumErr {
-		// A read error other than ours may have ended the body first; a
-		// stored object with a bad checksum cannot happen, the backend
-		// stores nothing after a read error.
+		// Not seen: gofakes3 reads every body to its end and fails on
+		// our BadDigest before storing. Should a path ever succeed after
+		// the check failed, the client is still told.
 		writeError(w, r, http.StatusBadRequest, "BadDigest", "checksum mismatch")
 		return
 	}
