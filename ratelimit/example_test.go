@@ -3,7 +3,9 @@ package ratelimit_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -60,4 +62,27 @@ func ExampleLimiter_Allow() {
 	// true 1 0s
 	// true 0 0s
 	// false 0 20s
+}
+
+// Keep every upload to one bucket, across the fleet, under 1 MiB/s: the
+// body is read through the limiter as the client sends it.
+func ExampleBandwidthLimiter_Reader() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	bw := ratelimit.NewBandwidth(rdb, ratelimit.Bandwidth{BytesPerSecond: 1 << 20, Burst: 64 << 10})
+	body := strings.NewReader(strings.Repeat("x", 192<<10))
+	start := time.Now()
+	n, err := io.Copy(io.Discard, bw.Reader(context.Background(), "s3:bucket-a", body)) // your upload here
+	if err != nil {
+		log.Fatal(err)
+	}
+	// 64 KiB at once, the other 128 KiB at 1 MiB/s.
+	fmt.Println(n, time.Since(start) >= 120*time.Millisecond)
+	// Output: 196608 true
 }
