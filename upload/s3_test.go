@@ -23,6 +23,7 @@ import (
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/s3fake"
+	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
 )
@@ -680,4 +681,23 @@ func TestS3HTTPSourceResume(t *testing.T) {
 		e.object("hr"+path, data)
 	}
 	e.noOpenUploads()
+}
+
+// Config.Bandwidth holds the bytes sent to a destination to its rate: n
+// bytes take at least (n - Burst) / BytesPerSecond.
+func TestS3Bandwidth(t *testing.T) {
+	bw := ratelimit.Bandwidth{BytesPerSecond: 4 * mib, Burst: 256 << 10}
+	e := newEnv(t, nil, func(c *upload.Config) { c.Bandwidth = bw })
+	p, data := e.file("bw.bin", ps+mib, 22)
+	start := time.Now()
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/bw.bin"}, nil)
+	el := time.Since(start)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	least := time.Duration(float64(int64(len(data))-bw.Burst) / float64(bw.BytesPerSecond) * float64(time.Second))
+	if el < least {
+		t.Fatalf("%d bytes sent in %v, under a limit of %d B/s (burst %d) they take at least %v", len(data), el, bw.BytesPerSecond, bw.Burst, least)
+	}
+	e.object("bw.bin", data)
 }
