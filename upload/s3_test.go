@@ -135,6 +135,36 @@ func (e *env) record(id string) (bool, bool) {
 	return n == 1, zerr == nil
 }
 
+// cutAfterTwoParts makes the server cut every part request from the third
+// on after 1 MiB of its body, once parts 1 and 2 are stored (so that the
+// cut does not stop part 2 on the way: the parts stored are 1 and 2).
+func (e *env) cutAfterTwoParts() {
+	var mu sync.Mutex
+	stored := map[int]bool{}
+	both := make(chan struct{})
+	e.s3.SetOnPart(func(p s3fake.PartEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		stored[p.Number] = true
+		if stored[1] && stored[2] && both != nil {
+			close(both)
+			both = nil
+		}
+	})
+	wait := both
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
+			select {
+			case <-wait:
+			case <-time.After(30 * time.Second):
+				e.t.Error("parts 1 and 2 were not stored within 30s")
+			}
+			return &s3fake.Fault{Cut: true, CutAfter: mib}
+		}
+		return nil
+	})
+}
+
 func (e *env) noOpenUploads() {
 	e.t.Helper()
 	if open := e.s3.OpenUploads(); len(open) > 0 {
@@ -369,14 +399,9 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 	size := 5*ps + 777
 	p, data := e.file("r.bin", size, 10)
 	// The first attempt's parts from the third on are cut off after 1 MiB
-	// (as by a worker that died while sending them): parts 1 and 2 are
-	// stored.
-	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
-		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
-			return &s3fake.Fault{Cut: true, CutAfter: mib}
-		}
-		return nil
-	})
+	// (as by a worker that died while sending them), once parts 1 and 2
+	// are stored.
+	e.cutAfterTwoParts()
 	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/r.bin"}
 	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
 	if r.Err == nil {
@@ -390,6 +415,7 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 	}
 	first := e.s3.Stats()
 	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
 	r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
 	if r2.Err != nil {
 		t.Fatal(r2.Err)
@@ -650,18 +676,14 @@ func TestS3HTTPSourceResume(t *testing.T) {
 	data := noise(size, 21)
 	src := newHTTPSource(t, data)
 	for _, path := range []string{"/ranged", "/chunked"} {
-		e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
-			if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
-				return &s3fake.Fault{Cut: true, CutAfter: mib}
-			}
-			return nil
-		})
+		e.cutAfterTwoParts()
 		a := upload.Args{Src: src.srv.URL + path, Dest: "s3://" + bucket + "/hr" + path}
 		r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
 		if r.Err == nil {
 			t.Fatal("the cut attempt succeeded")
 		}
 		e.s3.SetFault(nil)
+		e.s3.SetOnPart(nil)
 		before := src.sent.Load()
 		r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
 		if r2.Err != nil {

@@ -558,8 +558,10 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 		off += p.len
 		if et, ok := kept[n]; ok && et == hex.EncodeToString(p.md5) {
 			<-sem
+			mu.Lock()
 			etags[n] = et
 			shas[n] = base64.StdEncoding.EncodeToString(p.sha)
+			mu.Unlock()
 			resumed += p.len
 			j.progress(ctx, p.len)
 			if p.state != "" && j.record && rec.Parts[n].State == "" {
