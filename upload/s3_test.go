@@ -211,6 +211,9 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	if r.Value != want {
 		t.Fatalf("multipart: %+v\nwant %+v", r.Value, want)
 	}
+	if pg := r.Progress; pg.Done != int64(len(bdata)) || pg.Total != int64(len(bdata)) {
+		t.Errorf("last progress %d of %d, want %d of %d", pg.Done, pg.Total, len(bdata), len(bdata))
+	}
 	e.object("big.bin", bdata)
 	st := e.s3.Stats()
 	if st.PutObjects != 1 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
@@ -421,6 +424,9 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 		t.Fatal(r2.Err)
 	}
 	second := e.s3.Stats()
+	if pg := r2.Progress; pg.Done != int64(size) || pg.Total != int64(size) {
+		t.Errorf("last progress of the resumed attempt %d of %d, want %d of %d (kept parts count)", pg.Done, pg.Total, size, size)
+	}
 	if r2.Value.SHA256 != sum(data) || r2.Value.Parts != 6 || r2.Value.Resumed != 2*ps {
 		t.Fatalf("resumed upload: %+v (stored before: %+v)", r2.Value, first)
 	}
