@@ -23,6 +23,7 @@ import (
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/s3fake"
+	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
@@ -728,4 +729,37 @@ func TestS3Bandwidth(t *testing.T) {
 		t.Fatalf("%d bytes sent in %v, under a limit of %d B/s (burst %d) they take at least %v", len(data), el, bw.BytesPerSecond, bw.Burst, least)
 	}
 	e.object("bw.bin", data)
+}
+
+// Two attempts of one task that begin an upload at once (a reclaimed task
+// whose first worker still runs) keep the first one recorded: the other
+// aborts its own upload and fails its attempt.
+func TestS3BeginRaceKeepsTheFirstUpload(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, _ := e.file("race.bin", ps+1, 23)
+	id := "default/race-" + strings.ReplaceAll(t.Name(), "/", "-")
+	_, key, _ := strings.Cut(id, "/")
+	// The rival records its upload while this attempt's begins.
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if _, ok := r.URL.Query()["uploads"]; ok && r.Method == http.MethodPost {
+			_, err := store.UploadBegin(context.Background(), e.f.Redis(), keys.ForQueue("default"), key,
+				store.UploadRecord{ID: "rival", Bucket: bucket, Object: "race.bin", Dest: "s3://" + bucket + "/race.bin", PartSize: ps, Size: ps + 1})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	})
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/race.bin"}, &asynctest.RunOpts{ID: id, Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "another attempt") {
+		t.Fatalf("attempt that lost the race: %v", r.Err)
+	}
+	e.noOpenUploads() // its own upload aborted
+	rec, found, err := store.UploadRead(context.Background(), e.f.Redis(), keys.ForQueue("default"), key)
+	if err != nil || !found || rec.ID != "rival" {
+		t.Fatalf("record after the race: %+v found=%v %v, want the rival's", rec, found, err)
+	}
+	if st := e.s3.Stats(); st.Begun != 1 || st.Aborted != 1 || st.Parts != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
