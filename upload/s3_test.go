@@ -224,6 +224,21 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	if rec, listed := e.record(r.Task.ID); rec || listed {
 		t.Fatalf("record left after success: %v, listed %v", rec, listed)
 	}
+
+	// Without the HEAD: one request per small object.
+	noHead, err := upload.New(func() upload.Config { c := e.cfg; c.S3.SkipHead = true; return c }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noHead.Close()
+	before := e.s3.Stats().Requests
+	r = asynctest.Run(e.f, noHead.Run, upload.Args{Src: small, Dest: "s3://" + bucket + "/nohead"}, nil)
+	if r.Err != nil || r.Value.Verified != "etag" || r.Value.ETag != hex.EncodeToString(md[:]) {
+		t.Fatalf("without HEAD: %+v %v", r.Value, r.Err)
+	}
+	if n := e.s3.Stats().Requests - before; n != 1 {
+		t.Fatalf("without HEAD: %d requests for a small object, want 1", n)
+	}
 }
 
 // Content type (given, or from the extension), user metadata, storage
