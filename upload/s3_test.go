@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/taskfleet/async/asynctest"
 	"github.com/taskfleet/async/client"
@@ -274,6 +278,14 @@ func TestS3ObjectOptions(t *testing.T) {
 				t.Errorf("%s: metadata %s = %q, want %q (all: %v)", key, k, got, v, info.Meta)
 			}
 		}
+	}
+	// SSE-KMS ETags are not MD5s: not compared.
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/kms", SSE: "aws:kms", SSEKMSKeyID: "key-1"}, nil)
+	if r.Err != nil || r.Value.Verified != "size" {
+		t.Fatalf("SSE-KMS: %+v %v, want verified \"size\"", r.Value, r.Err)
+	}
+	if info, err := e.s3.Info(bucket, "kms"); err != nil || info.SSE != "aws:kms" {
+		t.Fatalf("SSE-KMS: stored %+v %v", info, err)
 	}
 	var perm *worker.PermanentError
 	for _, a := range []upload.Args{
@@ -778,3 +790,90 @@ func TestS3BeginRaceKeepsTheFirstUpload(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// An upload that is gone at the store when a later attempt resumes it
+// (aborted, or expired by a lifecycle rule) is started over.
+func TestS3ResumeOfAGoneUploadStartsOver(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("g.bin", 4*ps, 24)
+	e.cutAfterTwoParts()
+	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/g.bin"}
+	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the cut attempt succeeded")
+	}
+	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
+	open := e.s3.OpenUploads()
+	if len(open) != 1 {
+		t.Fatalf("open uploads %v", open)
+	}
+	_, uid, _ := strings.Cut(open[0], " ")
+	core, err := minio.NewCore(e.s3.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(e.s3.AccessKey(), e.s3.SecretKey(), ""), Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := core.AbortMultipartUpload(context.Background(), bucket, "g.bin", uid); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+	if r.Err != nil || r.Value.Resumed != 0 || r.Value.SHA256 != sum(data) || r.Value.Parts != 4 {
+		t.Fatalf("attempt after the upload was aborted: %+v %v", r.Value, r.Err)
+	}
+	if st := e.s3.Stats(); st.Begun != 2 {
+		t.Fatalf("%d uploads begun, want 2", st.Begun)
+	}
+	e.object("g.bin", data)
+	e.noOpenUploads()
+}
+
+// RunSweeper sweeps until its ctx ends.
+func TestS3RunSweeper(t *testing.T) {
+	// The sweeper's ctx ends once it logged a pass that aborted an upload.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var swept atomic.Int64
+	log := slog.New(&hookHandler{f: func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "aborted" {
+				swept.Add(a.Value.Int64())
+				cancel()
+			}
+			return true
+		})
+	}})
+	e := newEnv(t, nil, func(c *upload.Config) { c.Logger = log })
+	p, _ := e.file("rs.bin", 3*ps, 25)
+	e.cutAfterTwoParts()
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/rs.bin"}, &asynctest.RunOpts{ID: "default/gone", Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the cut attempt succeeded")
+	}
+	e.s3.SetOnPart(nil)
+	e.s3.SetFault(nil)
+	done := make(chan error, 1)
+	go func() { done <- e.h.RunSweeper(ctx, time.Hour, "default") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || swept.Load() != 1 {
+			t.Fatalf("RunSweeper returned %v having aborted %d", err, swept.Load())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("RunSweeper did not abort the gone task's upload within 30s")
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record("default/gone"); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+}
+
+// hookHandler is a slog.Handler that calls f with each record.
+type hookHandler struct{ f func(slog.Record) }
+
+func (h *hookHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *hookHandler) Handle(_ context.Context, r slog.Record) error {
+	h.f(r)
+	return nil
+}
+func (h *hookHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *hookHandler) WithGroup(string) slog.Handler      { return h }
