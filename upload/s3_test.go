@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -533,6 +534,21 @@ func TestS3CancelMidUploadAborts(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	})
+	// Parts after the first are held until their request is given up
+	// (the handler's ctx ended), so the upload cannot finish first. (The
+	// body is read first: the server notices a closed connection only
+	// then.)
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" {
+			_, _ = io.Copy(io.Discard, r.Body)
+			select {
+			case <-r.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
+			return &s3fake.Fault{Status: 500, Code: "InternalError"}
+		}
+		return nil
 	})
 	hmu.Lock()
 	h, err := e.f.Client().Enqueue(ctx, upload.Args{Src: p, Dest: "s3://" + bucket + "/k.bin"}, nil)
