@@ -81,6 +81,25 @@ func (h *Handler) toS3(ctx context.Context, a Args, d s3Dest) (res Result, err e
 	var rec store.UploadRecord
 	found := false
 	var kept map[int]string
+	var src *source
+	if !isHTTP(a.Src) {
+		p, err := h.inRoots(a.Src)
+		if err != nil {
+			return Result{}, err
+		}
+		if src, err = openFile(p); err != nil {
+			return Result{}, err
+		}
+		defer src.Close()
+		if src.size <= h.threshold {
+			// One PUT: no record to read. (One left by an attempt that saw
+			// the file larger is aborted by the sweeper once the task
+			// ended.)
+			j.total = src.size
+			worker.ReportProgress(ctx, 0, src.size)
+			return j.single(ctx, src)
+		}
+	}
 	if j.record {
 		rec, found, err = store.UploadRead(ctx, h.rdb, j.q, t(j))
 		if err != nil && !found {
@@ -118,19 +137,12 @@ func (h *Handler) toS3(ctx context.Context, a Args, d s3Dest) (res Result, err e
 			from = int64(k) * rec.PartSize
 		}
 	}
-	var src *source
-	if isHTTP(a.Src) {
-		src, err = h.openHTTP(ctx, a.Src, from, rec.Fingerprint)
-	} else {
-		var p string
-		if p, err = h.inRoots(a.Src); err == nil {
-			src, err = openFile(p)
+	if src == nil {
+		if src, err = h.openHTTP(ctx, a.Src, from, rec.Fingerprint); err != nil {
+			return Result{}, err
 		}
+		defer src.Close()
 	}
-	if err != nil {
-		return Result{}, err
-	}
-	defer src.Close()
 	ps, err := h.partSizeFor(src.size)
 	if err != nil {
 		return Result{}, err
