@@ -188,3 +188,25 @@ func engineTask() engine.HandlerTask {
 }
 
 func engineInfo() *engine.TaskInfo { return &engine.TaskInfo{ID: "q/run-1", Given: &engine.Given{}} }
+
+// BenchmarkReportProgressParallel is ReportProgress called from every
+// core at once on one task (parallel parts of one upload).
+func BenchmarkReportProgressParallel(b *testing.B) {
+	p, _ := testProgress(progressEvery)
+	ctx, release := handlerContext(context.Background(), engineTask(), engineInfo())
+	defer release()
+	t, _ := taskValueOf(ctx)
+	t.pg = p
+	p.begin(time.Now())
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var i int64
+		for pb.Next() {
+			i++
+			ReportProgress(ctx, i, 0)
+		}
+	})
+	b.StopTimer()
+	p.finish(time.Now(), false, true)
+}
