@@ -100,10 +100,10 @@ func TestDashboardProgressInBrowser(t *testing.T) {
 		bars int      // progress bars of the page
 		want []string // texts the page shows
 	}{
-		{"/task?id=" + url.QueryEscape(h.ID()), 1, []string{"Progress", "12.3 MiB of 200 MiB (6%), reported by attempt 1"}},
+		{"/task?id=" + url.QueryEscape(h.ID()), 1, []string{"Progress", "12.3 MiB of 200 MiB (6%), attempt 1, updated "}},
 		{"/queues/" + q + "?state=running", 3, []string{"Progress", "12.3 MiB of 200 MiB (6%)", "3 MiB of 8 MiB (37%)", "1 MiB of 2 MiB (50%)"}},
 		{"/group?id=" + url.QueryEscape(g.ID()), 3, []string{"Work its members reported: 4 MiB of 10 MiB (40%)", "3 MiB of 8 MiB (37%)", "1 MiB of 2 MiB (50%)"}},
-		{"/groups?queue=" + q, 2, []string{"4 MiB of 10 MiB (40%)"}},
+		{"/groups?queue=" + q, 1, []string{"4 MiB of 10 MiB (40%)"}},
 	}
 	tb := b.newTab(t)
 	check := func(path string, bars int, want []string) {
