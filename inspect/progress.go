@@ -58,13 +58,13 @@ func joinWhy(a, b string) string {
 // malformed one (the sums 0 then), for WorkError, so that a page of
 // groups still shows the others.
 func (i *Inspector) groupsWork(ctx context.Context, refs []store.GroupRef, set func(j int, done, total int64, bad string)) error {
-	ws, err := store.GroupsWork(ctx, i.rdb, refs)
+	ws, errs, err := store.GroupsWork(ctx, i.rdb, refs)
 	if err != nil {
 		return err
 	}
 	for j, w := range ws {
-		if w.Err != nil {
-			set(j, 0, 0, w.Err.Error())
+		if errs[j] != nil {
+			set(j, 0, 0, errs[j].Error())
 			continue
 		}
 		set(j, w.Done, w.Total, "")

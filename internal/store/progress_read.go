@@ -14,7 +14,9 @@ import (
 // Issue 19: the inspector's reads of progress, many at once (a page of
 // tasks, a group's members, a page of groups). Each is one pipeline: one
 // round trip (one per master of a cluster). What they read goes through
-// the codec gate (codec.DecodeProgress, codec.DecodeProgressSum).
+// the codec gate (codec.DecodeProgress, codec.DecodeProgressSum). Unlike
+// ReadProgresses, a malformed record fails only its own task's or group's
+// read: a page shows the others, and says which one could not be read.
 
 // TaskProgress is a task's last report as read: Ok false when there is
 // none (never reported, or expired), Err set when the record is there but
@@ -65,43 +67,37 @@ func TasksProgress(ctx context.Context, rdb redis.Cmdable, ids []string) ([]Task
 	return out, nil
 }
 
-// GroupWork is the sums of what a group's members reported: Err set when
-// a sum is malformed (both 0 then).
-type GroupWork struct {
-	Done, Total int64
-	Err         error
-}
-
 // GroupsWork reads the sums of the groups gs, in order: one HMGET of each
 // one's progress hash (its running sums, O(1) whatever its size), in one
-// pipeline. A group none of whose members reported reads as zero.
-func GroupsWork(ctx context.Context, rdb redis.Cmdable, gs []GroupRef) ([]GroupWork, error) {
-	out := make([]GroupWork, len(gs))
+// pipeline. A group none of whose members reported reads as zero; a
+// malformed sum has its error at the group's index in errs (its sums 0).
+func GroupsWork(ctx context.Context, rdb redis.Cmdable, gs []GroupRef) (ws []GroupWork, errs []error, err error) {
+	ws, errs = make([]GroupWork, len(gs)), make([]error, len(gs))
 	if len(gs) == 0 {
-		return out, nil
+		return ws, errs, nil
 	}
 	cmds := make([]*redis.SliceCmd, len(gs))
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, g := range gs {
 			cmds[i] = p.HMGet(ctx, g.Home.GroupProgress(g.ID), "~d", "~t")
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read the work of %d group(s): %w", len(gs), err)
+		return nil, nil, fmt.Errorf("read the work of %d group(s): %w", len(gs), err)
 	}
 	for i, c := range cmds {
 		v, err := c.Result()
 		if err != nil {
-			return nil, fmt.Errorf("read the work of group %s: %w", gs[i], err)
+			return nil, nil, fmt.Errorf("read the work of group %s: %w", gs[i], err)
 		}
 		d, derr := codec.DecodeProgressSum("~d", v[0])
 		t, terr := codec.DecodeProgressSum("~t", v[1])
 		if err := errors.Join(derr, terr); err != nil {
-			out[i].Err = fmt.Errorf("work of group %s: %w", gs[i], err)
+			errs[i] = fmt.Errorf("work of group %s: %w", gs[i], err)
 			continue
 		}
-		out[i] = GroupWork{Done: d, Total: t}
+		ws[i] = GroupWork{Done: d, Total: t}
 	}
-	return out, nil
+	return ws, errs, nil
 }

@@ -1,7 +1,5 @@
 package codec
 
-// TEMPORARY (P2, until h-P1 is merged): a copy of P1's file.
-
 import (
 	"errors"
 	"fmt"
