@@ -102,7 +102,7 @@ func TestDashboardProgressInBrowser(t *testing.T) {
 	}{
 		{"/task?id=" + url.QueryEscape(h.ID()), 1, []string{"Progress", "12.3 MiB of 200 MiB (6%), attempt 1, updated "}},
 		{"/queues/" + q + "?state=running", 3, []string{"Progress", "12.3 MiB of 200 MiB (6%)", "3 MiB of 8 MiB (37%)", "1 MiB of 2 MiB (50%)"}},
-		{"/group?id=" + url.QueryEscape(g.ID()), 3, []string{"Work its members reported: 4 MiB of 10 MiB (40%)", "3 MiB of 8 MiB (37%)", "1 MiB of 2 MiB (50%)"}},
+		{"/group?id=" + url.QueryEscape(g.ID()), 3, []string{"Work its members reported:", "4 MiB of 10 MiB (40%)", "3 MiB of 8 MiB (37%)", "1 MiB of 2 MiB (50%)"}},
 		{"/groups?queue=" + q, 1, []string{"4 MiB of 10 MiB (40%)"}},
 	}
 	tb := b.newTab(t)
