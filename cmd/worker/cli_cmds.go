@@ -506,6 +506,11 @@ var cmdGroup = &command{
 	},
 }
 
+// watchDrew, when set (by a test), is told of each reading that group
+// -watch drew while the group ran: its bars are not written out until the
+// end when the output is not a terminal.
+var watchDrew func(patterns.Progress)
+
 func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch bool) error {
 	g, err := patterns.Open(c, id)
 	if err != nil {
@@ -559,6 +564,9 @@ func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch
 	for !p.Ended() {
 		b.SetCurrent(int64(p.Done()))
 		setWork(p)
+		if watchDrew != nil {
+			watchDrew(p)
+		}
 		select {
 		case <-ctx.Done():
 			abort()

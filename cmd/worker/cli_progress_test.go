@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -93,36 +94,48 @@ func TestCLIProgress(t *testing.T) {
 		return p.WorkDone == 1536<<10 && p.WorkTotal == 3<<20 && hp.Reported()
 	})
 
-	out := tg.cmd(t, 0, "task", "show", h.ID())
-	line := ""
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "progress\t") {
-			line = l
-		}
-	}
-	if !strings.HasPrefix(line, "progress\t1 MiB of 2 MiB (50%), attempt 1, ") || !strings.HasSuffix(line, " ago") && !strings.HasSuffix(line, "just now") {
-		t.Errorf("task show: progress line %q in\n%s", line, out)
+	// The text is aligned in columns.
+	if out := tg.cmd(t, 0, "task", "show", h.ID()); !regexp.MustCompile(`(?m)^progress +1 MiB of 2 MiB \(50%\), attempt 1, (\d+s ago|just now)$`).MatchString(out) {
+		t.Errorf("task show: no progress line in\n%s", out)
 	}
 	js := jsonOf[map[string]any](t, tg.cmd(t, 0, "task", "show", h.ID(), "-json"))
 	if p, _ := js["progress"].(map[string]any); p["done"] != float64(1<<20) || p["total"] != float64(2<<20) || p["attempt"] != float64(1) || p["updated"] == nil {
 		t.Errorf("task show -json: progress %v", js["progress"])
 	}
-	if out := tg.cmd(t, 0, "groups", "-queue", queue); !strings.Contains(out, "\t1.5 MiB of 3 MiB (50%)") || !strings.Contains(out, "\tWORK") {
+	if out := tg.cmd(t, 0, "groups", "-queue", queue); !regexp.MustCompile(`(?m)^ID .* WORK$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(g.ID()) + ` .* 1\.5 MiB of 3 MiB \(50%\)$`).MatchString(out) {
 		t.Errorf("groups:\n%s", out)
 	}
-	if out := tg.cmd(t, 0, "group", g.ID()); !strings.HasSuffix(out, "\t0/2 done\t0 succeeded\t0 failed\t1.5 MiB of 3 MiB (50%)") {
+	if out := tg.cmd(t, 0, "group", g.ID()); !regexp.MustCompile(` 0/2 done +0 succeeded +0 failed +1\.5 MiB of 3 MiB \(50%\)$`).MatchString(out) {
 		t.Errorf("group: %q", out)
 	}
 
-	// group -watch: the work bar shows, then the group ends.
+	// group -watch: it draws the work while the group runs (told through
+	// watchDrew: mpb draws no bar on an output that is not a terminal),
+	// then the group ends, and so does the watch, with the group's line.
+	drew := make(chan patterns.Progress, 100)
+	watchDrew = func(p patterns.Progress) {
+		select {
+		case drew <- p:
+		default:
+		}
+	}
+	t.Cleanup(func() { watchDrew = nil })
 	var wout, werr syncBuf
 	done := make(chan int, 1)
 	go func() {
 		done <- runCLIContext(ctx, []string{"group", g.ID(), "-watch"}, nil, &wout, &werr, tg.getenv)
 	}()
-	testenv.Eventually(t, 10*time.Second, "the work bar", func() bool {
-		return strings.Contains(wout.String(), "work 1.5 MiB / 3.0 MiB")
-	})
+	select {
+	case p := <-drew:
+		if p.WorkDone != 1536<<10 || p.WorkTotal != 3<<20 || p.Ended() {
+			t.Errorf("group -watch drew %+v", p)
+		}
+	case code := <-done:
+		t.Fatalf("group -watch ended before the group: exit %d\n%s%s", code, wout.String(), werr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("group -watch drew nothing")
+	}
 	close(release)
 	select {
 	case code := <-done:
@@ -132,13 +145,13 @@ func TestCLIProgress(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("group -watch did not end with its group")
 	}
-	if s := wout.String(); !strings.HasSuffix(strings.TrimSpace(s), "\tsucceeded\t2/2 done\t2 succeeded\t0 failed\t3 MiB of 3 MiB (100%)") {
+	if s := wout.String(); !regexp.MustCompile(` succeeded +2/2 done +2 succeeded +0 failed +3 MiB of 3 MiB \(100%\)$`).MatchString(strings.TrimSpace(s)) {
 		t.Errorf("group -watch output:\n%s", s)
 	}
 	if _, err := h.Outcome(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if out := tg.cmd(t, 0, "task", "show", h.ID()); !strings.Contains(out, "progress\t2 MiB of 2 MiB (100%), attempt 1, ") {
+	if out := tg.cmd(t, 0, "task", "show", h.ID()); !regexp.MustCompile(`(?m)^progress +2 MiB of 2 MiB \(100%\), attempt 1, `).MatchString(out) {
 		t.Errorf("task show of the succeeded task:\n%s", out)
 	}
 }
