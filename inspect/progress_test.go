@@ -148,6 +148,40 @@ func TestTaskProgressMalformed(t *testing.T) {
 	if err != nil || len(page.Tasks) != 1 || page.Tasks[0].Progress != nil || !strings.Contains(page.Tasks[0].Why, "malformed progress record") {
 		t.Errorf("page: %+v, %v", page.Tasks, err)
 	}
+
+	// A group's sum that is not a count: the group's views say so, with
+	// the rest of the group (and the other groups of a page).
+	bad, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Job{N: 2}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := patterns.ForkJoin(ctx, c, []client.Spec{{Args: Job{N: 3}, Opts: &client.EnqueueOpts{Queue: queue}}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := store.ParseGroupRef(bad.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RDB.HSet(ctx, ref.Home.GroupProgress(ref.ID), "~d", "-3", "~t", "10").Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := in.GroupMembers(ctx, bad.ID())
+	if err != nil || d.State != "open" || d.WorkDone != 0 || d.WorkTotal != 0 || !strings.Contains(d.WorkError, "~d") || len(d.MemberList) != 1 {
+		t.Errorf("group with a bad sum: %+v, %v", d, err)
+	}
+	gp, err := in.GroupsPage(ctx, queue, inspect.GroupListOpts{})
+	if err != nil || len(gp.Groups) != 2 {
+		t.Fatalf("groups page: %+v, %v", gp, err)
+	}
+	for _, g := range gp.Groups {
+		if (g.ID == bad.ID()) != (g.WorkError != "") {
+			t.Errorf("groups page: %+v", g)
+		}
+	}
+	if g, err := in.GroupMembers(ctx, good.ID()); err != nil || g.WorkError != "" {
+		t.Errorf("the other group: %+v, %v", g, err)
+	}
 }
 
 // A group's views sum what its members reported, and the group page lists
