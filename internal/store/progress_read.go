@@ -15,8 +15,9 @@ import (
 // tasks, a group's members, a page of groups). Each is one pipeline: one
 // round trip (one per master of a cluster). What they read goes through
 // the codec gate (codec.DecodeProgress, codec.DecodeProgressSum). Unlike
-// ReadProgresses, a malformed record fails only its own task's or group's
-// read: a page shows the others, and says which one could not be read.
+// ReadProgresses and ReadGroupWorks, which fail whole, a malformed record
+// fails only its own task's or group's read: a page shows the others, and
+// says which one could not be read.
 
 // TaskProgress is a task's last report as read: Ok false when there is
 // none (never reported, or expired), Err set when the record is there but
