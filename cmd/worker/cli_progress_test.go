@@ -103,7 +103,7 @@ func TestCLIProgress(t *testing.T) {
 		t.Errorf("task show -json: progress %v", js["progress"])
 	}
 	if out := tg.cmd(t, 0, "groups", "-queue", queue); !regexp.MustCompile(`(?m)^ID .* WORK$`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(g.ID()) + ` .* 1\.5 MiB of 3 MiB \(50%\)$`).MatchString(out) {
+		!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(g.ID())+` .* 1\.5 MiB of 3 MiB \(50%\)$`).MatchString(out) {
 		t.Errorf("groups:\n%s", out)
 	}
 	if out := tg.cmd(t, 0, "group", g.ID()); !regexp.MustCompile(` 0/2 done +0 succeeded +0 failed +1\.5 MiB of 3 MiB \(50%\)$`).MatchString(out) {
