@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -108,10 +109,43 @@ type TaskInfo struct {
 	// its delivery, or its worker's last heartbeat (Redis keeps no other
 	// start time of a running entry, so StartedAt stays zero for it).
 	LeasedAt time.Time `json:"leased_at,omitzero"`
+	// Progress is what the task's handler last reported with
+	// worker.ReportProgress, in this attempt or an earlier one (Attempt
+	// says which); nil when it reported nothing, or the report expired
+	// with the task's retention. Task reads it in every state; Tasks for
+	// each task of the page, in the same round trip for the whole page.
+	Progress *Progress `json:"progress,omitempty"`
 
 	rateTurn int64  // the envelope's rate turn (held by a rate)
 	parked   int    // the envelope's hand-backs for want of a handler
 	prev     string // the task or group a continuation continues
+}
+
+// Progress is how far a task's handler has got, as it last reported with
+// worker.ReportProgress: Done units of Total (bytes, for an upload; Total
+// is 0 while the handler does not know it).
+type Progress struct {
+	Done    int64     `json:"done"`
+	Total   int64     `json:"total"`
+	Attempt int       `json:"attempt"` // the attempt that reported it
+	Updated time.Time `json:"updated"` // when it was written, in Redis time
+}
+
+// Percent is Done as a share of Total, 0 to 100 (rounded down); -1 when
+// Total is not known.
+func (p Progress) Percent() int {
+	if p.Total <= 0 {
+		return -1
+	}
+	switch {
+	case p.Done <= 0:
+		return 0
+	case p.Done >= p.Total:
+		return 100
+	case p.Done <= math.MaxInt64/100:
+		return int(p.Done * 100 / p.Total)
+	}
+	return min(int(float64(p.Done)/float64(p.Total)*100), 99)
 }
 
 // AttemptInfo is one ended attempt of a task.
@@ -136,6 +170,15 @@ type GroupInfo struct {
 	Held      int64     `json:"held"`    // InvokeAll members not released yet
 	Created   time.Time `json:"created,omitzero"`
 	Join      string    `json:"join,omitempty"` // the join task's id
+	// WorkDone and WorkTotal sum what the members reported with
+	// worker.ReportProgress (bytes, for uploads), as patterns.Progress
+	// does: a member that succeeded counts as done in full. Both are 0
+	// when no member reported.
+	WorkDone  int64 `json:"work_done"`
+	WorkTotal int64 `json:"work_total"`
+	// WorkError is set when the sums could not be read (a malformed
+	// record: WorkDone and WorkTotal are 0 then).
+	WorkError string `json:"work_error,omitempty"`
 }
 
 // RepeatInfo is one Repeat schedule.

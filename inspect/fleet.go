@@ -64,6 +64,18 @@ func (i *Inspector) groups(ctx context.Context, queue string) ([]GroupInfo, erro
 		}
 	}
 	slices.SortStableFunc(out, func(a, b GroupInfo) int { return b.Created.Compare(a.Created) })
+	refs := make([]store.GroupRef, len(out))
+	for j, g := range out {
+		var err error
+		if refs[j], err = store.ParseGroupRef(g.ID); err != nil {
+			return nil, err
+		}
+	}
+	if err := i.groupsWork(ctx, refs, func(j int, done, total int64, bad string) {
+		out[j].WorkDone, out[j].WorkTotal, out[j].WorkError = done, total, bad
+	}); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

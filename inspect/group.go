@@ -27,6 +27,11 @@ type GroupDetail struct {
 	Created   time.Time `json:"created,omitzero"`
 	Ended     time.Time `json:"ended,omitzero"`
 	Cancel    bool      `json:"cancel_requested,omitempty"`
+	// WorkDone and WorkTotal sum what the members reported with
+	// worker.ReportProgress, as GroupInfo's do.
+	WorkDone  int64  `json:"work_done"`
+	WorkTotal int64  `json:"work_total"`
+	WorkError string `json:"work_error,omitempty"` // as GroupInfo's
 	// Listed is set when the members are listed (at most
 	// MaxGroupMembersListed of them); ByState then counts them by state.
 	Listed     bool           `json:"listed"`
@@ -39,6 +44,9 @@ type GroupMember struct {
 	Index int    `json:"index"`
 	ID    string `json:"id"`    // a task id, or a nested group's id; "" if never added
 	State string `json:"state"` // the task's state as client.State names it; "group" for a nested group; "" unknown
+	// Progress is what a task member's handler last reported (nil when
+	// nothing, and for a nested group).
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // GroupMembers reads the group id ("group:<home>/<id>"): its counters in
@@ -60,7 +68,15 @@ func (i *Inspector) GroupMembers(ctx context.Context, id string) (GroupDetail, e
 	}
 	d := GroupDetail{ID: id, State: st, Members: gs.Members, Succeeded: gs.Succeeded, Failed: gs.Failed, Limit: gs.Limit,
 		First: gs.First, Parent: gs.Parent, Join: gs.Join, Created: msTime(gs.StartMs), Ended: msTime(gs.EndMs), Cancel: gs.Cancel}
-	if gs.State == "" || gs.Members > MaxGroupMembersListed {
+	if gs.State == "" {
+		return d, nil
+	}
+	if err := i.groupsWork(ctx, []store.GroupRef{g}, func(_ int, done, total int64, bad string) {
+		d.WorkDone, d.WorkTotal, d.WorkError = done, total, bad
+	}); err != nil {
+		return GroupDetail{}, err
+	}
+	if gs.Members > MaxGroupMembersListed {
 		return d, nil
 	}
 	names, err := store.GroupMemberNames(ctx, i.rdb, g, gs.Members)
@@ -86,6 +102,14 @@ func (i *Inspector) GroupMembers(ctx context.Context, id string) (GroupDetail, e
 		}
 		for k, s := range ss {
 			d.MemberList[at[k]].State = s.State
+		}
+		ps, err := store.TasksProgress(ctx, i.rdb, ids)
+		if err != nil {
+			return GroupDetail{}, fmt.Errorf("read the members of %s: %w", id, err)
+		}
+		for k, r := range ps {
+			// A malformed report shows as none: the task's own view says why.
+			d.MemberList[at[k]].Progress, _ = progressOf(r)
 		}
 	}
 	d.Listed = true

@@ -105,6 +105,17 @@ func (i *Inspector) GroupsPage(ctx context.Context, queue string, opts GroupList
 		page.Groups = append(page.Groups, GroupInfo{ID: g.Ref.String(), Home: g.Ref.Home.Name, State: st, Members: g.Members,
 			Succeeded: g.Succeeded, Failed: g.Failed, Running: g.Open, Held: g.Held, Created: msTime(g.CreatedMs), Join: g.Join})
 	}
+	refs := make([]store.GroupRef, len(page.Groups))
+	for j, g := range page.Groups {
+		if refs[j], err = store.ParseGroupRef(g.ID); err != nil {
+			return GroupPage{}, err
+		}
+	}
+	if err := i.groupsWork(ctx, refs, func(j int, done, total int64, bad string) {
+		page.Groups[j].WorkDone, page.Groups[j].WorkTotal, page.Groups[j].WorkError = done, total, bad
+	}); err != nil {
+		return GroupPage{}, err
+	}
 	for n, ids := range gone {
 		if err := store.PruneGroups(ctx, i.rdb, keys.ForQueue(n), ids); err != nil {
 			return GroupPage{}, err

@@ -8,10 +8,12 @@
 //     not, and the fleet-wide processed and failed totals, per minute over
 //     the last day.
 //   - Tasks and Task: a queue's tasks by state, a page at a time; one task
-//     in any state, with its earlier attempts.
+//     in any state, with its earlier attempts; both with the progress the
+//     tasks' handlers reported (worker.ReportProgress).
 //   - Pause, Resume, DeleteQueue, RetryDead, PurgeDead and CancelAll: steer
 //     a queue fleet-wide.
-//   - Groups, Repeats and Workers: groups with their progress, repeat
+//   - Groups, Repeats and Workers: groups with their progress (members
+//     ended, and the work their members reported), repeat
 //     schedules with their next and last fires, the live workers.
 //
 // Counts are exact at the moment they are read (one script per queue reads

@@ -107,5 +107,12 @@ func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
 		t.State = State(ts.State)
 	}
 	t.lastAttemptTimes()
+	if t.State != StateUnknown {
+		one := []TaskInfo{t}
+		if err := i.fillProgress(ctx, one); err != nil {
+			return TaskInfo{}, err
+		}
+		t = one[0]
+	}
 	return t, nil
 }

@@ -77,6 +77,9 @@ func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (Tas
 	if opts.Kind != "" {
 		page.Tasks = slices.DeleteFunc(page.Tasks, func(t TaskInfo) bool { return t.Kind != opts.Kind })
 	}
+	if err := v.i.fillProgress(ctx, page.Tasks); err != nil {
+		return TaskPage{}, err
+	}
 	if page.Tasks == nil {
 		page.Tasks = []TaskInfo{}
 	}

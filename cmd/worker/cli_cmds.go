@@ -475,10 +475,17 @@ var cmdGroups = &command{
 			groups := func(in *inspect.Inspector, ctx context.Context) ([]inspect.GroupInfo, error) {
 				return in.Groups(ctx, *queue)
 			}
-			return printList(ctx, e, groups, "ID\tSTATE\tMEMBERS\tSUCCEEDED\tFAILED\tCANCELLED\tRUNNING\tHELD\tCREATED",
+			return printList(ctx, e, groups, "ID\tSTATE\tMEMBERS\tSUCCEEDED\tFAILED\tCANCELLED\tRUNNING\tHELD\tCREATED\tWORK",
 				func(w io.Writer, g inspect.GroupInfo) {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", g.ID, g.State, g.Members, g.Succeeded, g.Failed,
-						g.Cancelled, g.Running, g.Held, fmtTime(g.Created))
+					work := "-"
+					switch {
+					case g.WorkError != "":
+						work = "unreadable: " + oneLine(g.WorkError, 60)
+					case g.WorkDone > 0 || g.WorkTotal > 0:
+						work = fmtWork(g.WorkDone, g.WorkTotal)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", g.ID, g.State, g.Members, g.Succeeded, g.Failed,
+						g.Cancelled, g.Running, g.Held, fmtTime(g.Created), work)
 				})
 		}
 	},
@@ -486,7 +493,7 @@ var cmdGroups = &command{
 
 var cmdGroup = &command{
 	name: "group", args: "ID", min: 1, max: 1,
-	summary: "one group's progress (-watch: a live bar until it ends)",
+	summary: "one group's progress, members and work reported (-watch: live bars until it ends)",
 	setup: func(e *cliEnv) func(context.Context, []string) error {
 		watch := e.fs.Bool("watch", false, "a live progress bar until the group ends")
 		return func(ctx context.Context, args []string) error {
@@ -498,6 +505,11 @@ var cmdGroup = &command{
 		}
 	},
 }
+
+// watchDrew, when set (by a test), is told of each reading that group
+// -watch drew while the group ran: its bars are not written out until the
+// end when the output is not a terminal.
+var watchDrew func(patterns.Progress)
 
 func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch bool) error {
 	g, err := patterns.Open(c, id)
@@ -511,8 +523,13 @@ func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch
 		return err
 	}
 	show := func(p patterns.Progress) error {
-		return e.emit(map[string]any{"id": g.ID(), "state": p.State, "members": p.Total, "succeeded": p.Succeeded, "failed": p.Failed}, func(w io.Writer) {
-			fmt.Fprintf(w, "%s\t%s\t%d/%d done\t%d succeeded\t%d failed\n", g.ID(), p.State, p.Done(), p.Total, p.Succeeded, p.Failed)
+		return e.emit(map[string]any{"id": g.ID(), "state": p.State, "members": p.Total, "succeeded": p.Succeeded, "failed": p.Failed,
+			"work_done": p.WorkDone, "work_total": p.WorkTotal}, func(w io.Writer) {
+			fmt.Fprintf(w, "%s\t%s\t%d/%d done\t%d succeeded\t%d failed", g.ID(), p.State, p.Done(), p.Total, p.Succeeded, p.Failed)
+			if p.WorkDone > 0 || p.WorkTotal > 0 {
+				fmt.Fprintf(w, "\t%s", fmtWork(p.WorkDone, p.WorkTotal))
+			}
+			fmt.Fprintln(w)
 		})
 	}
 	if !watch || p.Ended() || *e.json {
@@ -521,14 +538,38 @@ func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch
 	bar := mpb.New(mpb.WithOutput(e.stdout), mpb.WithWidth(50))
 	b := bar.AddBar(int64(p.Total), mpb.PrependDecorators(decor.Name(id+" "), decor.CountersNoUnit("%d/%d")),
 		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace), decor.Elapsed(decor.ET_STYLE_GO, decor.WCSyncSpace)))
+	// The work the members reported (bytes, for uploads): a second bar
+	// once any member reported, its total growing as members report theirs.
+	var work *mpb.Bar
+	setWork := func(p patterns.Progress) {
+		if p.WorkDone == 0 && p.WorkTotal == 0 {
+			return
+		}
+		if work == nil {
+			work = bar.AddBar(0, mpb.PrependDecorators(decor.Name("work "), decor.Counters(decor.SizeB1024(0), "% .1f / % .1f")),
+				mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace)))
+		}
+		work.SetTotal(max(p.WorkTotal, p.WorkDone), false)
+		work.SetCurrent(p.WorkDone)
+	}
+	abort := func() {
+		b.Abort(false)
+		if work != nil {
+			work.Abort(false)
+		}
+		bar.Wait()
+	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for !p.Ended() {
 		b.SetCurrent(int64(p.Done()))
+		setWork(p)
+		if watchDrew != nil {
+			watchDrew(p)
+		}
 		select {
 		case <-ctx.Done():
-			b.Abort(false)
-			bar.Wait()
+			abort()
 			return ctx.Err()
 		case <-tick.C:
 		}
@@ -536,12 +577,15 @@ func cliGroup(ctx context.Context, e *cliEnv, c *client.Client, id string, watch
 		p, err = g.Progress(rctx)
 		cancel()
 		if err != nil {
-			b.Abort(false)
-			bar.Wait()
+			abort()
 			return err
 		}
 	}
 	b.SetTotal(int64(p.Total), true)
+	setWork(p)
+	if work != nil {
+		work.SetTotal(max(p.WorkTotal, p.WorkDone), true)
+	}
 	bar.Wait()
 	return show(p)
 }
@@ -686,7 +730,7 @@ func cliTaskShow(ctx context.Context, e *cliEnv, id string) error {
 
 // taskOrder is the order task show prints a task's fields in; others
 // follow, sorted.
-var taskOrder = []string{"id", "queue", "kind", "state", "why", "attempt", "max_attempts", "enqueued_at", "started_at",
+var taskOrder = []string{"id", "queue", "kind", "state", "why", "attempt", "max_attempts", "progress", "enqueued_at", "started_at",
 	"finished_at", "next_run_at", "last_error", "args", "args_bytes", "args_error", "result", "result_bytes", "result_error",
 	"meta", "group", "parent", "partition_key", "rate_key"}
 
@@ -703,6 +747,12 @@ func printTask(w io.Writer, out map[string]any) {
 			continue
 		}
 		var s string
+		if k == "progress" {
+			if p, ok := progressField(v); ok {
+				fmt.Fprintf(w, "%s\t%s\n", k, fmtProgress(p, time.Now()))
+				continue
+			}
+		}
 		switch t := v.(type) {
 		case string:
 			s = t

@@ -102,6 +102,9 @@ type queueData struct {
 	Chart    chart              `json:"chart"`
 	Lookup   string             `json:"lookup,omitempty"`
 	NotFound bool               `json:"not_found,omitempty"`
+	// HasProgress is set when a task of the page has progress: the table
+	// then has a column for it.
+	HasProgress bool `json:"-"`
 }
 
 func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
@@ -182,6 +185,9 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
 	}
 	if d.Tasks == nil {
 		d.Tasks = []inspect.TaskInfo{}
+	}
+	for _, t := range d.Tasks {
+		d.HasProgress = d.HasProgress || t.Progress != nil
 	}
 	return result{name: "queue", title: "Queue " + name, data: d}, nil
 }
@@ -295,7 +301,18 @@ func (s *server) group(w http.ResponseWriter, r *http.Request) (result, error) {
 	if g.State == "" {
 		status = http.StatusNotFound
 	}
-	return result{name: "group", title: "Group " + id, data: g, status: status}, nil
+	d := groupData{GroupDetail: g}
+	for _, m := range g.MemberList {
+		d.HasProgress = d.HasProgress || m.Progress != nil
+	}
+	return result{name: "group", title: "Group " + id, data: d, status: status}, nil
+}
+
+// groupData is the group page's: the group, and whether a member has
+// progress (the members' table then has a column for it).
+type groupData struct {
+	inspect.GroupDetail
+	HasProgress bool `json:"-"`
 }
 
 func (s *server) repeats(w http.ResponseWriter, r *http.Request) (result, error) {

@@ -347,6 +347,25 @@ var funcs = template.FuncMap{
 	"states":  func() []inspect.State { return listStates },
 	"countOf": countOf,
 	"isGroup": keys.IsGroupID,
+	"bytes":   humanBytes,
+	"work":    func(done, total int64) inspect.Progress { return inspect.Progress{Done: done, Total: total} },
+}
+
+// humanBytes prints n bytes in binary units, one decimal where it says
+// something: "512 B", "12.3 MiB", "200 MiB". Progress is shown as bytes,
+// the unit of the shipped upload handler.
+func humanBytes(n int64) string {
+	if n < 1024 && n > -1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	f := float64(n)
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	u := -1
+	for (f >= 1024 || f <= -1024) && u < len(units)-1 {
+		f /= 1024
+		u++
+	}
+	return strings.TrimSuffix(strconv.FormatFloat(f, 'f', 1, 64), ".0") + " " + units[u]
 }
 
 // rel says how far t is from now: "12s ago", "in 3m".

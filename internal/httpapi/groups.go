@@ -345,10 +345,13 @@ type progressView struct {
 	Failed    int                 `json:"failed"`
 	Done      int                 `json:"done"`
 	Ended     bool                `json:"ended"`
+	WorkDone  int64               `json:"work_done"`
+	WorkTotal int64               `json:"work_total"`
 }
 
 func viewOf(id string, p patterns.Progress) progressView {
-	return progressView{ID: id, State: p.State, Total: p.Total, Succeeded: p.Succeeded, Failed: p.Failed, Done: p.Done(), Ended: p.Ended()}
+	return progressView{ID: id, State: p.State, Total: p.Total, Succeeded: p.Succeeded, Failed: p.Failed, Done: p.Done(), Ended: p.Ended(),
+		WorkDone: p.WorkDone, WorkTotal: p.WorkTotal}
 }
 
 // groupReadFailed is the answer to a group read that failed: 404 for an

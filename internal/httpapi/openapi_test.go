@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/getkin/kin-openapi/openapi3"
@@ -468,6 +469,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	testenv.StartWorker(t, env.RDB, q, &worker.Config{Concurrency: 4}, func(w *worker.Worker) {
 		worker.Handle(w, func(_ context.Context, a oEcho) (any, error) { return a.V, nil })
 		worker.Handle(w, func(ctx context.Context, _ oBlock) (int, error) { <-ctx.Done(); return 0, context.Cause(ctx) })
+		handleReporting(w, nil) // reports until cancelled
 		worker.Handle(w, func(context.Context, oDeep) (any, error) {
 			var v any = 1
 			for range 40 {
@@ -529,6 +531,25 @@ func TestOpenAPIConformance(t *testing.T) {
 	did := open.want(201, "POST", "/v1/groups", `{"id":"gdeep","queue":"`+q+`","tasks":[`+task("o.deep", "")+`]}`, "").get(t, "id")
 	open.want(500, "GET", "/v1/groups/"+esc(did)+"/outcome?wait=20s", "", "")
 	open.want(500, "GET", "/v1/groups/"+q+"/gdeep/outcome", "", "")
+
+	// A task and a group whose handlers report progress, read once the
+	// reports are in.
+	pid := open.want(201, "POST", "/v1/queues/"+q+"/tasks", task("p.upload", `,"args":{"done":5,"total":10}`), "").get(t, "id")
+	pgid := open.want(201, "POST", "/v1/groups", `{"queue":"`+q+`","tasks":[`+task("p.upload", `,"args":{"done":1,"total":0}`)+`]}`, "").get(t, "id")
+	in := inspect.New(env.RDB)
+	testenv.Eventually(t, 10*time.Second, "the reports", func() bool {
+		ti, err := in.Task(context.Background(), pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gd, err := in.GroupMembers(context.Background(), pgid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ti.Progress != nil && gd.WorkDone > 0
+	})
+	open.want(200, "GET", "/v1/tasks/"+esc(pid), "", "")
+	open.want(200, "GET", "/v1/groups/"+esc(pgid), "", "")
 
 	// Queues, and the document.
 	open.want(200, "GET", "/v1/queues", "", "")
