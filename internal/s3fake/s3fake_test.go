@@ -11,6 +11,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -514,5 +515,128 @@ func TestCutPart(t *testing.T) {
 	}
 	if err := c.AbortMultipartUpload(ctx, "fleet", "cut.bin", id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUpstreamForwardsUnchanged: in upstream mode a request reaches the
+// upstream byte for byte (Host, escaped path, query, headers and
+// aws-chunked body, all of which a SigV4 signature covers), while the
+// layer counts the decoded payload of the part, calls OnPart with it,
+// tracks the upload, and still serves faults itself. The upstream here is
+// a recorder on loopback, so this runs without a real server.
+func TestUpstreamForwardsUnchanged(t *testing.T) {
+	type seen struct {
+		method, host, uri string
+		header            http.Header
+		body              []byte
+	}
+	got := make(chan seen, 4)
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Method, r.Host, r.RequestURI, r.Header.Clone(), b}
+		switch {
+		case r.Method == http.MethodPost && r.URL.Query().Has("uploads"):
+			_, _ = io.WriteString(w, `<InitiateMultipartUploadResult><UploadId>up-1</UploadId></InitiateMultipartUploadResult>`)
+		case r.Method == http.MethodPut:
+			w.Header().Set("ETag", `"e1"`)
+			w.Header().Set("X-Amz-Checksum-Crc32c", "AAAAAA==")
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upDone := make(chan struct{})
+	go func() { defer close(upDone); _ = up.Serve(ln) }()
+	defer func() { _ = up.Close(); <-upDone }()
+	t.Setenv(s3fake.EnvUpstream, "http://"+ln.Addr().String())
+	t.Setenv(s3fake.EnvAccessKey, "up-access")
+	t.Setenv(s3fake.EnvSecretKey, "up-secret")
+
+	var onBody atomic.Int64
+	var parts []s3fake.PartEvent
+	var mu sync.Mutex
+	s := start(t, s3fake.Options{Buckets: []string{}, AccessKey: "ignored",
+		OnBody: func(_ *http.Request, n int, _ time.Time) { onBody.Add(int64(n)) },
+		OnPart: func(p s3fake.PartEvent) { mu.Lock(); parts = append(parts, p); mu.Unlock() }})
+	if s.Upstream() != "http://"+ln.Addr().String() || s.AccessKey() != "up-access" || s.SecretKey() != "up-secret" {
+		t.Fatalf("upstream %q, credentials %q/%q: want the upstream's", s.Upstream(), s.AccessKey(), s.SecretKey())
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	do := func(method, uri string, hdr map[string]string, body string) *http.Response {
+		t.Helper()
+		r, err := http.NewRequest(method, s.URL()+uri, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr {
+			r.Header.Set(k, v)
+		}
+		resp, err := hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp
+	}
+	auth := "AWS4-HMAC-SHA256 Credential=up-access/20260101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=abc"
+	do(http.MethodPost, "/fleet/a%20b/c%2Bd?uploads=", map[string]string{"Authorization": auth}, "")
+	u := <-got
+	if u.host != s.Endpoint() || u.uri != "/fleet/a%20b/c%2Bd?uploads=" {
+		t.Fatalf("upstream saw Host %q URI %q; want %q and the URI as sent", u.host, u.uri, s.Endpoint())
+	}
+	if open := s.OpenUploads(); len(open) != 1 || open[0] != "fleet/a b/c+d up-1" {
+		t.Fatalf("OpenUploads %v", open)
+	}
+	// A part in aws-chunked framing with a trailer: 5 + 3 payload bytes.
+	chunked := "5;chunk-signature=aa\r\nhello\r\n3;chunk-signature=bb\r\nabc\r\n0;chunk-signature=cc\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n"
+	resp := do(http.MethodPut, "/fleet/a%20b/c%2Bd?partNumber=1&uploadId=up-1", map[string]string{
+		"Authorization":                auth,
+		"X-Amz-Content-Sha256":         "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+		"X-Amz-Decoded-Content-Length": "8",
+		"Content-Encoding":             "aws-chunked",
+		"X-Amz-Trailer":                "x-amz-checksum-crc32c",
+		"X-Amz-Date":                   "20260101T000000Z",
+	}, chunked)
+	p := <-got
+	if p.host != s.Endpoint() || p.uri != "/fleet/a%20b/c%2Bd?partNumber=1&uploadId=up-1" || string(p.body) != chunked {
+		t.Fatalf("upstream saw Host %q URI %q body %q; want them as sent", p.host, p.uri, p.body)
+	}
+	for _, h := range []string{"Authorization", "X-Amz-Content-Sha256", "X-Amz-Decoded-Content-Length", "Content-Encoding", "X-Amz-Trailer", "X-Amz-Date"} {
+		if p.header.Get(h) == "" {
+			t.Fatalf("header %s not forwarded: %v", h, p.header)
+		}
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"e1"` {
+		t.Fatalf("part reply %d ETag %q", resp.StatusCode, resp.Header.Get("ETag"))
+	}
+	pi := s.Parts("up-1")
+	if len(pi) != 1 || pi[0].Received != 8 || pi[0].Size != 8 || pi[0].Stored != 1 || pi[0].ETag != `"e1"` || pi[0].Checksums["CRC32C"] != "AAAAAA==" {
+		t.Fatalf("Parts %+v; want 8 payload bytes stored once with the upstream's ETag and checksum", pi)
+	}
+	mu.Lock()
+	if len(parts) != 1 || parts[0].Bytes != 8 || parts[0].Key != "a b/c+d" {
+		t.Fatalf("OnPart %+v", parts)
+	}
+	mu.Unlock()
+	if st := s.Stats(); onBody.Load() != 8 || st.BodyBytes != 8 || st.PartBytes != 8 || st.Begun != 1 {
+		t.Fatalf("OnBody saw %d bytes, stats %+v; want 8 payload bytes", onBody.Load(), st)
+	}
+	// A fault is served by the layer: nothing reaches the upstream.
+	s.SetFault(func(*http.Request) *s3fake.Fault { return &s3fake.Fault{Status: 503, Code: "SlowDown"} })
+	if resp := do(http.MethodGet, "/fleet/x", map[string]string{"Authorization": auth}, ""); resp.StatusCode != 503 {
+		t.Fatalf("fault: %d", resp.StatusCode)
+	}
+	s.SetFault(nil)
+	do(http.MethodDelete, "/fleet/a%20b/c%2Bd?uploadId=up-1", map[string]string{"Authorization": auth}, "")
+	if d := <-got; d.method != http.MethodDelete {
+		t.Fatalf("upstream saw %s after the fault, want the DELETE", d.method)
+	}
+	// The recorder answers 200 to DELETE, not 204: not an abort.
+	if st := s.Stats(); st.Faults != 1 || st.Aborted != 0 || st.Requests != 4 {
+		t.Fatalf("stats %+v", st)
 	}
 }
