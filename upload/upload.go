@@ -238,7 +238,10 @@ func New(cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("upload: RequestRate: %w", err)
 		}
 		h.rate = ratelimit.New(h.rdb, lim)
-		if cfg.Bandwidth.BytesPerSecond > 0 {
+		if cfg.Bandwidth != (ratelimit.Bandwidth{}) {
+			if err := cfg.Bandwidth.Validate(); err != nil {
+				return nil, fmt.Errorf("upload: Bandwidth: %w", err)
+			}
 			h.bw = ratelimit.NewBandwidth(h.rdb, cfg.Bandwidth)
 		}
 	} else if cfg.Bandwidth.BytesPerSecond > 0 || cfg.RequestRate.Rate > 0 {
@@ -431,7 +434,7 @@ func (h *Handler) toHTTP(ctx context.Context, src io.Reader, size int64, dest st
 			return Result{}, err
 		}
 		if h.bw != nil {
-			req.Body = io.NopCloser(h.bw.Reader(ctx, rateKey("bytes:http", req.URL.Host), body))
+			req.Body = io.NopCloser(h.bw.Reader(ctx, rateKey("http", req.URL.Host), body))
 		}
 	}
 	resp, err := h.hc.Do(req)
