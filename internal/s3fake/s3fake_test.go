@@ -27,10 +27,14 @@ import (
 	"github.com/taskfleet/async/internal/testenv"
 )
 
+// bkt is the tests' bucket: a name of their own, as on a real upstream the
+// tests of other packages (running at the same time) share the server.
+const bkt = "s3fake-tests"
+
 func start(t testing.TB, opts s3fake.Options) *s3fake.Server {
 	t.Helper()
 	if opts.Buckets == nil {
-		opts.Buckets = []string{"fleet"}
+		opts.Buckets = []string{bkt}
 	}
 	s, err := s3fake.New(opts)
 	if err != nil {
@@ -103,7 +107,7 @@ func TestPutGet(t *testing.T) {
 	c := client(t, s, s.AccessKey())
 	ctx := context.Background()
 	data := payload(3<<20+17, 1)
-	info, err := c.Client.PutObject(ctx, "fleet", "dir/a.bin", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{
+	info, err := c.Client.PutObject(ctx, bkt, "dir/a.bin", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{
 		ContentType:          "application/x-test",
 		UserMetadata:         map[string]string{"Origin": "fleet"},
 		StorageClass:         class(s, "STANDARD_IA"),
@@ -116,7 +120,7 @@ func TestPutGet(t *testing.T) {
 	if info.ETag != md5hex(data) {
 		t.Fatalf("ETag %q, want MD5 %q", info.ETag, md5hex(data))
 	}
-	obj, err := c.Client.GetObject(ctx, "fleet", "dir/a.bin", minio.GetObjectOptions{})
+	obj, err := c.Client.GetObject(ctx, bkt, "dir/a.bin", minio.GetObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,18 +129,18 @@ func TestPutGet(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("GET: %d bytes, err %v; want the %d bytes put", len(got), err, len(data))
 	}
-	st, err := c.Client.StatObject(ctx, "fleet", "dir/a.bin", minio.StatObjectOptions{})
+	st, err := c.Client.StatObject(ctx, bkt, "dir/a.bin", minio.StatObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.ContentType != "application/x-test" || st.UserMetadata["Origin"] != "fleet" {
 		t.Fatalf("stat: content type %q, metadata %v", st.ContentType, st.UserMetadata)
 	}
-	stored, meta, err := s.Object("fleet", "dir/a.bin")
+	stored, meta, err := s.Object(bkt, "dir/a.bin")
 	if err != nil || !bytes.Equal(stored, data) || meta["Origin"] != "fleet" {
 		t.Fatalf("Object: %d bytes, meta %v, err %v", len(stored), meta, err)
 	}
-	oi, err := s.Info("fleet", "dir/a.bin")
+	oi, err := s.Info(bkt, "dir/a.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +161,7 @@ func TestPutGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := nr.PresignedGetObject(ctx, "fleet", "dir/a.bin", time.Minute, nil)
+	u, err := nr.PresignedGetObject(ctx, bkt, "dir/a.bin", time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +174,7 @@ func TestPutGet(t *testing.T) {
 	if resp.StatusCode != 200 || err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("presigned GET: %d, %d bytes, %v", resp.StatusCode, len(got), err)
 	}
-	if _, _, err := s.Object("fleet", unique("missing")); err == nil {
+	if _, _, err := s.Object(bkt, unique("missing")); err == nil {
 		t.Fatal("Object of a missing key: no error")
 	}
 	st2 := s.Stats()
@@ -191,19 +195,19 @@ func TestMultipart(t *testing.T) {
 	}})
 	c := client(t, s, s.AccessKey())
 	ctx := context.Background()
-	id, err := c.NewMultipartUpload(ctx, "fleet", "big.bin", minio.PutObjectOptions{
+	id, err := c.NewMultipartUpload(ctx, bkt, "big.bin", minio.PutObjectOptions{
 		ContentType: "application/x-big", UserMetadata: map[string]string{"Run": "7"}, StorageClass: class(s, "GLACIER_IR"),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if open := s.OpenUploads(); len(open) != 1 || open[0] != "fleet/big.bin "+id {
+	if open := s.OpenUploads(); len(open) != 1 || open[0] != bkt+"/big.bin "+id {
 		t.Fatalf("OpenUploads %v", open)
 	}
 	parts := [][]byte{payload(5<<20, 2), payload(5<<20, 3), payload(1<<20+3, 4)}
 	var done []minio.CompletePart
 	for i, p := range parts {
-		op, err := c.PutObjectPart(ctx, "fleet", "big.bin", id, i+1, bytes.NewReader(p), int64(len(p)), minio.PutObjectPartOptions{})
+		op, err := c.PutObjectPart(ctx, bkt, "big.bin", id, i+1, bytes.NewReader(p), int64(len(p)), minio.PutObjectPartOptions{})
 		if err != nil {
 			t.Fatalf("part %d: %v", i+1, err)
 		}
@@ -213,10 +217,10 @@ func TestMultipart(t *testing.T) {
 		done = append(done, minio.CompletePart{PartNumber: i + 1, ETag: op.ETag})
 	}
 	// Part 2 again, as a resumed attempt would.
-	if _, err := c.PutObjectPart(ctx, "fleet", "big.bin", id, 2, bytes.NewReader(parts[1]), int64(len(parts[1])), minio.PutObjectPartOptions{}); err != nil {
+	if _, err := c.PutObjectPart(ctx, bkt, "big.bin", id, 2, bytes.NewReader(parts[1]), int64(len(parts[1])), minio.PutObjectPartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	lp, err := c.ListObjectParts(ctx, "fleet", "big.bin", id, 0, 1000)
+	lp, err := c.ListObjectParts(ctx, bkt, "big.bin", id, 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +237,7 @@ func TestMultipart(t *testing.T) {
 		t.Fatalf("OnPart events %+v", events)
 	}
 	mu.Unlock()
-	info, err := c.CompleteMultipartUpload(ctx, "fleet", "big.bin", id, done, minio.PutObjectOptions{})
+	info, err := c.CompleteMultipartUpload(ctx, bkt, "big.bin", id, done, minio.PutObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,11 +251,11 @@ func TestMultipart(t *testing.T) {
 	if want := hex.EncodeToString(all.Sum(nil)) + "-3"; info.ETag != want {
 		t.Fatalf("complete ETag %q, want %q", info.ETag, want)
 	}
-	stored, meta, err := s.Object("fleet", "big.bin")
+	stored, meta, err := s.Object(bkt, "big.bin")
 	if err != nil || !bytes.Equal(stored, cat) || meta["Run"] != "7" {
 		t.Fatalf("Object: %d bytes (want %d), meta %v, err %v", len(stored), len(cat), meta, err)
 	}
-	oi, err := s.Info("fleet", "big.bin")
+	oi, err := s.Info(bkt, "big.bin")
 	// gofakes3's HEAD shows the whole content's MD5, a real server the
 	// completion's ETag.
 	wantETag := `"` + md5hex(cat) + `"`
@@ -269,20 +273,20 @@ func TestMultipart(t *testing.T) {
 		t.Fatalf("OpenUploads after complete: %v", open)
 	}
 
-	id2, err := c.NewMultipartUpload(ctx, "fleet", "gone.bin", minio.PutObjectOptions{})
+	id2, err := c.NewMultipartUpload(ctx, bkt, "gone.bin", minio.PutObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PutObjectPart(ctx, "fleet", "gone.bin", id2, 1, bytes.NewReader(parts[2]), int64(len(parts[2])), minio.PutObjectPartOptions{}); err != nil {
+	if _, err := c.PutObjectPart(ctx, bkt, "gone.bin", id2, 1, bytes.NewReader(parts[2]), int64(len(parts[2])), minio.PutObjectPartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AbortMultipartUpload(ctx, "fleet", "gone.bin", id2); err != nil {
+	if err := c.AbortMultipartUpload(ctx, bkt, "gone.bin", id2); err != nil {
 		t.Fatal(err)
 	}
 	if open := s.OpenUploads(); len(open) != 0 {
 		t.Fatalf("OpenUploads after abort: %v", open)
 	}
-	if _, err := c.ListObjectParts(ctx, "fleet", "gone.bin", id2, 0, 1000); minio.ToErrorResponse(err).Code != "NoSuchUpload" {
+	if _, err := c.ListObjectParts(ctx, bkt, "gone.bin", id2, 0, 1000); minio.ToErrorResponse(err).Code != "NoSuchUpload" {
 		t.Fatalf("ListParts of an aborted upload: %v", err)
 	}
 	st := s.Stats()
@@ -298,49 +302,49 @@ func TestDigests(t *testing.T) {
 	c := client(t, s, s.AccessKey())
 	ctx := context.Background()
 	data := payload(1<<20, 5)
-	id, err := c.NewMultipartUpload(ctx, "fleet", "d.bin", minio.PutObjectOptions{})
+	id, err := c.NewMultipartUpload(ctx, bkt, "d.bin", minio.PutObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	wrongMD5 := base64.StdEncoding.EncodeToString(make([]byte, 16))
-	_, err = c.PutObjectPart(ctx, "fleet", "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{Md5Base64: wrongMD5})
+	_, err = c.PutObjectPart(ctx, bkt, "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{Md5Base64: wrongMD5})
 	if code := minio.ToErrorResponse(err).Code; code != "BadDigest" {
 		t.Fatalf("part with a wrong Content-MD5: %v (code %q), want BadDigest", err, code)
 	}
 	hdr := http.Header{}
 	hdr.Set("X-Amz-Checksum-Crc32c", base64.StdEncoding.EncodeToString([]byte{1, 2, 3, 4}))
-	_, err = c.PutObjectPart(ctx, "fleet", "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: hdr})
+	_, err = c.PutObjectPart(ctx, bkt, "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: hdr})
 	if code := minio.ToErrorResponse(err).Code; code != checksumMismatch(s) {
 		t.Fatalf("part with a wrong x-amz-checksum-crc32c: %v (code %q), want %s", err, code, checksumMismatch(s))
 	}
-	lp, err := c.ListObjectParts(ctx, "fleet", "d.bin", id, 0, 1000)
+	lp, err := c.ListObjectParts(ctx, bkt, "d.bin", id, 0, 1000)
 	if err != nil || len(lp.ObjectParts) != 0 {
 		t.Fatalf("parts stored after bad digests: %+v, %v", lp.ObjectParts, err)
 	}
 	crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
 	want := base64.StdEncoding.EncodeToString([]byte{byte(crc >> 24), byte(crc >> 16), byte(crc >> 8), byte(crc)})
 	hdr.Set("X-Amz-Checksum-Crc32c", want)
-	if _, err := c.PutObjectPart(ctx, "fleet", "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: hdr}); err != nil {
+	if _, err := c.PutObjectPart(ctx, bkt, "d.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: hdr}); err != nil {
 		t.Fatal(err)
 	}
 	if pi := s.Parts(id); len(pi) != 1 || pi[0].Checksums["CRC32C"] != want || pi[0].Received != 3*int64(len(data)) {
 		t.Fatalf("Parts %+v, want CRC32C %s", pi, want)
 	}
 	// A trailing checksum (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER).
-	if _, err := c.Client.PutObject(ctx, "fleet", "t.bin", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{
+	if _, err := c.Client.PutObject(ctx, bkt, "t.bin", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{
 		Checksum: minio.ChecksumCRC32C, DisableMultipart: true,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	oi, err := s.Info("fleet", "t.bin")
+	oi, err := s.Info(bkt, "t.bin")
 	if err != nil || oi.Checksums["CRC32C"] != want || oi.Size != int64(len(data)) {
 		t.Fatalf("Info %+v, %v; want CRC32C %s", oi, err, want)
 	}
-	stored, _, _ := s.Object("fleet", "t.bin")
+	stored, _, _ := s.Object(bkt, "t.bin")
 	if !bytes.Equal(stored, data) {
 		t.Fatal("trailer-signed PUT stored other bytes")
 	}
-	if err := c.AbortMultipartUpload(ctx, "fleet", "d.bin", id); err != nil {
+	if err := c.AbortMultipartUpload(ctx, bkt, "d.bin", id); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -349,12 +353,12 @@ func TestDigests(t *testing.T) {
 func TestBadKey(t *testing.T) {
 	s := start(t, s3fake.Options{})
 	c := client(t, s, "someone-else")
-	_, err := c.Client.PutObject(context.Background(), "fleet", "x", bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{})
+	_, err := c.Client.PutObject(context.Background(), bkt, "x", bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{})
 	er := minio.ToErrorResponse(err)
 	if er.Code != "InvalidAccessKeyId" || er.StatusCode != http.StatusForbidden {
 		t.Fatalf("bad key: %v (%+v)", err, er)
 	}
-	resp, err := http.Get(s.URL() + "/fleet/x")
+	resp, err := http.Get(s.URL() + "/" + bkt + "/x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +400,7 @@ func TestFaults(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	ctx := context.Background()
-	resp, err := hc.Do(signed(t, s, ctx, http.MethodPut, "/fleet/"+key, []byte("abc")))
+	resp, err := hc.Do(signed(t, s, ctx, http.MethodPut, "/"+bkt+"/"+key, []byte("abc")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,12 +409,12 @@ func TestFaults(t *testing.T) {
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "2" || !strings.Contains(string(body), "<Code>SlowDown</Code>") {
 		t.Fatalf("SlowDown: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	if _, _, err := s.Object("fleet", key); err == nil {
+	if _, _, err := s.Object(bkt, key); err == nil {
 		t.Fatal("object stored behind a fault")
 	}
 
 	s.SetFault(func(r *http.Request) *s3fake.Fault { return &s3fake.Fault{Cut: true, CutAfter: 2} })
-	if resp, err := hc.Do(signed(t, s, ctx, http.MethodPut, "/fleet/"+key, []byte("abcdef"))); err == nil {
+	if resp, err := hc.Do(signed(t, s, ctx, http.MethodPut, "/"+bkt+"/"+key, []byte("abcdef"))); err == nil {
 		_ = resp.Body.Close()
 		t.Fatalf("cut: got a reply %d", resp.StatusCode)
 	}
@@ -419,7 +423,7 @@ func TestFaults(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
-		resp, err := hc.Do(signed(t, s, cctx, http.MethodGet, "/fleet/"+key, nil))
+		resp, err := hc.Do(signed(t, s, cctx, http.MethodGet, "/"+bkt+"/"+key, nil))
 		if err == nil {
 			_ = resp.Body.Close()
 		}
@@ -433,13 +437,13 @@ func TestFaults(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the held request to end", func() bool { return s.Stats().Faults == 3 })
 
 	s.SetFault(func(r *http.Request) *s3fake.Fault { return &s3fake.Fault{Delay: time.Millisecond} })
-	resp, err = hc.Do(signed(t, s, ctx, http.MethodPut, "/fleet/"+key, []byte("abc")))
+	resp, err = hc.Do(signed(t, s, ctx, http.MethodPut, "/"+bkt+"/"+key, []byte("abc")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
 	s.SetFault(nil)
-	if data, _, err := s.Object("fleet", key); resp.StatusCode != 200 || err != nil || string(data) != "abc" {
+	if data, _, err := s.Object(bkt, key); resp.StatusCode != 200 || err != nil || string(data) != "abc" {
 		t.Fatalf("after a pure delay: %d, %q, %v", resp.StatusCode, data, err)
 	}
 	if st := s.Stats(); st.Faults != 4 || st.PutObjects != 1 {
@@ -456,7 +460,7 @@ func BenchmarkPutObject(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(int64(len(data)))
 	for i := 0; b.Loop(); i++ {
-		if _, err := c.Client.PutObject(ctx, "fleet", fmt.Sprintf("o/%d", i), bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		if _, err := c.Client.PutObject(ctx, bkt, fmt.Sprintf("o/%d", i), bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -469,14 +473,14 @@ func BenchmarkPart(b *testing.B) {
 	c := client(b, s, s.AccessKey())
 	data := payload(8<<20, 7)
 	ctx := context.Background()
-	id, err := c.NewMultipartUpload(ctx, "fleet", "parts", minio.PutObjectOptions{})
+	id, err := c.NewMultipartUpload(ctx, bkt, "parts", minio.PutObjectOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(data)))
 	for i := 0; b.Loop(); i++ {
 		// One part number over and over: the fake keeps the last only.
-		if _, err := c.PutObjectPart(ctx, "fleet", "parts", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
+		if _, err := c.PutObjectPart(ctx, bkt, "parts", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -488,7 +492,7 @@ func TestCutPart(t *testing.T) {
 	s := start(t, s3fake.Options{})
 	c := client(t, s, s.AccessKey())
 	ctx := context.Background()
-	id, err := c.NewMultipartUpload(ctx, "fleet", "cut.bin", minio.PutObjectOptions{})
+	id, err := c.NewMultipartUpload(ctx, bkt, "cut.bin", minio.PutObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +503,7 @@ func TestCutPart(t *testing.T) {
 		return nil
 	})
 	data := payload(5<<20, 8)
-	if _, err := c.PutObjectPart(ctx, "fleet", "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err == nil {
+	if _, err := c.PutObjectPart(ctx, bkt, "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err == nil {
 		t.Fatal("a cut part: no error")
 	}
 	if pi := s.Parts(id); len(pi) != 1 || pi[0].Stored != 0 || pi[0].Received < 1<<20 {
@@ -507,13 +511,13 @@ func TestCutPart(t *testing.T) {
 	}
 	cut := s.Parts(id)[0].Received
 	s.SetFault(nil)
-	if _, err := c.PutObjectPart(ctx, "fleet", "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
+	if _, err := c.PutObjectPart(ctx, bkt, "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if pi := s.Parts(id); pi[0].Stored != 1 || pi[0].Size != int64(len(data)) || pi[0].Received != cut+int64(len(data)) {
 		t.Fatalf("after the resend: %+v (cut attempts received %d)", pi, cut)
 	}
-	if err := c.AbortMultipartUpload(ctx, "fleet", "cut.bin", id); err != nil {
+	if err := c.AbortMultipartUpload(ctx, bkt, "cut.bin", id); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -627,7 +631,7 @@ func TestUpstreamForwardsUnchanged(t *testing.T) {
 	}
 	// A fault is served by the layer: nothing reaches the upstream.
 	s.SetFault(func(*http.Request) *s3fake.Fault { return &s3fake.Fault{Status: 503, Code: "SlowDown"} })
-	if resp := do(http.MethodGet, "/fleet/x", map[string]string{"Authorization": auth}, ""); resp.StatusCode != 503 {
+	if resp := do(http.MethodGet, "/"+bkt+"/x", map[string]string{"Authorization": auth}, ""); resp.StatusCode != 503 {
 		t.Fatalf("fault: %d", resp.StatusCode)
 	}
 	s.SetFault(nil)
