@@ -47,6 +47,7 @@ import (
 //     tests keep their keys apart and a run wants a fresh upstream (the CI
 //     starts one with an empty data directory).
 //   - Object and Info read from the upstream with minio-go.
+//   - KMSKeyID is ASYNC_S3_KMS_KEY_ID: a KMS key the upstream knows.
 //
 // docs/design-19-minio.md lists what a MinIO server does differently from
 // gofakes3.
@@ -56,7 +57,24 @@ const (
 	EnvUpstream  = "ASYNC_S3_UPSTREAM"
 	EnvAccessKey = "ASYNC_S3_ACCESS_KEY"
 	EnvSecretKey = "ASYNC_S3_SECRET_KEY"
+	// EnvKMSKeyID names a KMS key the upstream knows, for SSE-KMS
+	// (MinIO's static key: the name in MINIO_KMS_SECRET_KEY=name:key).
+	EnvKMSKeyID = "ASYNC_S3_KMS_KEY_ID"
 )
+
+// FakeKMSKeyID is the KMS key id KMSKeyID returns on gofakes3, which
+// accepts any.
+const FakeKMSKeyID = "fleet-kms-key"
+
+// KMSKeyID returns a KMS key id the server accepts for SSE-KMS: on gofakes3
+// FakeKMSKeyID (it keeps the header and encrypts nothing), upstream the one
+// of ASYNC_S3_KMS_KEY_ID ("" when unset: the upstream may have no KMS).
+func (s *Server) KMSKeyID() string {
+	if s.up == nil {
+		return FakeKMSKeyID
+	}
+	return os.Getenv(EnvKMSKeyID)
+}
 
 type upstream struct {
 	url   *url.URL
