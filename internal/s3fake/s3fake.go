@@ -155,6 +155,7 @@ type ObjectInfo struct {
 type Server struct {
 	access, secret string
 	backend        *s3mem.Backend
+	up             *upstream // set in upstream mode (upstream.go)
 	fake           http.Handler
 	ln             net.Listener
 	srv            *http.Server
@@ -173,38 +174,51 @@ type Server struct {
 	sums     map[string]map[string]string // "bucket/key" → checksums of the last single PUT
 }
 
-// New starts a server on 127.0.0.1 on a free port.
+// New starts a server on 127.0.0.1 on a free port. With ASYNC_S3_UPSTREAM
+// set it forwards to that server instead of serving from gofakes3 (see
+// upstream.go; Options.AccessKey and SecretKey are then ignored).
 func New(opts Options) (*Server, error) {
 	s := &Server{
 		access:   opts.AccessKey,
 		secret:   opts.SecretKey,
-		backend:  s3mem.New(),
 		done:     make(chan struct{}),
 		open:     map[string]string{},
 		partInfo: map[string]map[int]*PartInfo{},
 		sums:     map[string]map[string]string{},
 	}
-	if s.access == "" {
-		s.access = "fleet-access-key"
-	}
-	if s.secret == "" {
-		s.secret = "fleet-secret-key"
-	}
-	for _, b := range opts.Buckets {
-		if err := s.backend.CreateBucket(b); err != nil {
-			return nil, fmt.Errorf("s3fake: bucket %q: %w", b, err)
+	handler := s.serve
+	if up := UpstreamFromEnv(); up != "" {
+		if err := newUpstream(s, up, opts.Buckets); err != nil {
+			return nil, err
 		}
+		handler = s.serveUpstream
+	} else {
+		if s.access == "" {
+			s.access = "fleet-access-key"
+		}
+		if s.secret == "" {
+			s.secret = "fleet-secret-key"
+		}
+		s.backend = s3mem.New()
+		for _, b := range opts.Buckets {
+			if err := s.backend.CreateBucket(b); err != nil {
+				return nil, fmt.Errorf("s3fake: bucket %q: %w", b, err)
+			}
+		}
+		s.fake = gofakes3.New(s.backend, gofakes3.WithoutVersioning()).Server()
 	}
 	s.SetFault(opts.Fault)
 	s.SetOnPart(opts.OnPart)
 	s.SetOnBody(opts.OnBody)
-	s.fake = gofakes3.New(s.backend, gofakes3.WithoutVersioning()).Server()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		if s.up != nil {
+			s.up.tr.CloseIdleConnections()
+		}
 		return nil, fmt.Errorf("s3fake: listen: %w", err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: http.HandlerFunc(handler), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
 		_ = s.srv.Serve(ln)
@@ -299,6 +313,9 @@ func (s *Server) Parts(uploadID string) []PartInfo {
 // Object returns a stored object's bytes and user metadata (keys without
 // the X-Amz-Meta- prefix, as minio-go's UserMetadata shows them).
 func (s *Server) Object(bucket, key string) (data []byte, meta map[string]string, err error) {
+	if s.up != nil {
+		return s.upstreamObject(bucket, key)
+	}
 	obj, err := s.backend.GetObject(bucket, key, nil)
 	if err != nil {
 		return nil, nil, err
@@ -313,6 +330,9 @@ func (s *Server) Object(bucket, key string) (data []byte, meta map[string]string
 
 // Info returns a stored object's description.
 func (s *Server) Info(bucket, key string) (ObjectInfo, error) {
+	if s.up != nil {
+		return s.upstreamInfo(bucket, key)
+	}
 	obj, err := s.backend.HeadObject(bucket, key)
 	if err != nil {
 		return ObjectInfo{}, err
@@ -337,6 +357,9 @@ func (s *Server) Info(bucket, key string) (ObjectInfo, error) {
 func (s *Server) Close() error {
 	err := s.srv.Close()
 	<-s.done
+	if s.up != nil {
+		s.up.tr.CloseIdleConnections()
+	}
 	return err
 }
 
@@ -518,7 +541,11 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f *Fault) bo
 	s.faults.Add(1)
 	if f.Cut {
 		if f.CutAfter > 0 {
-			_, _ = io.CopyN(io.Discard, r.Body, f.CutAfter)
+			if wr, ok := r.Body.(*watchReader); ok {
+				wr.readPayload(f.CutAfter)
+			} else {
+				_, _ = io.CopyN(io.Discard, r.Body, f.CutAfter)
+			}
 		}
 		hj, ok := w.(http.Hijacker)
 		if !ok {
