@@ -49,7 +49,7 @@ import (
 //   - Object and Info read from the upstream with minio-go.
 //   - KMSKeyID is ASYNC_S3_KMS_KEY_ID: a KMS key the upstream knows.
 //
-// docs/design-19-minio.md lists what a MinIO server does differently from
+// docs/uploads.md lists what a MinIO server does differently from
 // gofakes3.
 
 // Upstream environment variables.
