@@ -73,7 +73,9 @@ type Options struct {
 	Buckets   []string // created at start
 	// Fault, if set, is asked about every request before it is served; a
 	// non-nil answer is served instead (or after Delay, or the connection is
-	// cut). SetFault replaces it while the server runs.
+	// cut). SetFault replaces it while the server runs. It is asked once
+	// the access key was accepted, and sees an aws-chunked request already
+	// set up for decoding (Content-Length the decoded size).
 	Fault func(r *http.Request) *Fault
 	// OnPart, if set, is called after a part upload was stored, before the
 	// reply is written.
@@ -92,7 +94,8 @@ type Fault struct {
 	Delay      time.Duration // wait this long first
 	Cut        bool          // close the connection without a reply
 	// CutAfter, when > 0 with Cut, reads that many bytes of the request
-	// body (as sent on the wire) before cutting the connection.
+	// body (decoded: counted in PartInfo.Received and Stats.BodyBytes)
+	// before cutting the connection.
 	CutAfter int64
 }
 
@@ -405,14 +408,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			"The AWS Access Key Id you provided does not exist in our records.")
 		return
 	}
-	if fp := s.fault.Load(); fp != nil {
-		if f := (*fp)(r); f != nil {
-			if !s.serveFault(w, r, f) {
-				return
-			}
-		}
-	}
-
 	q := r.URL.Query()
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	uploadID := q.Get("uploadId")
@@ -432,6 +427,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	partNo, _ := strconv.Atoi(q.Get("partNumber"))
 	if isPart {
 		defer func() { s.addReceived(uploadID, partNo, body.n) }()
+	}
+	if fp := s.fault.Load(); fp != nil {
+		if f := (*fp)(r); f != nil {
+			if !s.serveFault(w, r, f) {
+				return
+			}
+		}
 	}
 
 	if r.Method == http.MethodGet {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"math/rand"
@@ -24,7 +25,7 @@ import (
 	"github.com/taskfleet/async/internal/testenv"
 )
 
-func start(t *testing.T, opts s3fake.Options) *s3fake.Server {
+func start(t testing.TB, opts s3fake.Options) *s3fake.Server {
 	t.Helper()
 	if opts.Buckets == nil {
 		opts.Buckets = []string{"fleet"}
@@ -37,7 +38,7 @@ func start(t *testing.T, opts s3fake.Options) *s3fake.Server {
 	return s
 }
 
-func client(t *testing.T, s *s3fake.Server, access string) minio.Core {
+func client(t testing.TB, s *s3fake.Server, access string) minio.Core {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
@@ -120,6 +121,27 @@ func TestPutGet(t *testing.T) {
 		if strings.EqualFold(k, "X-Amz-Decoded-Content-Length") || strings.EqualFold(k, "Content-Encoding") {
 			t.Fatalf("transport header %s kept with the object", k)
 		}
+	}
+	// A presigned GET (X-Amz-Credential in the query), by a client that
+	// asks the bucket's region first (no Region set).
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	nr, err := minio.New(s.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey(), s.SecretKey(), ""), Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := nr.PresignedGetObject(ctx, "fleet", "dir/a.bin", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("presigned GET: %d, %d bytes, %v", resp.StatusCode, len(got), err)
 	}
 	if _, _, err := s.Object("fleet", "missing"); err == nil {
 		t.Fatal("Object of a missing key: no error")
@@ -386,5 +408,76 @@ func TestFaults(t *testing.T) {
 	}
 	if st := s.Stats(); st.Faults != 4 || st.PutObjects != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// BenchmarkPutObject is the fake's cost per small object, through minio-go
+// over loopback (what a benchmark of a fleet against it pays on top).
+func BenchmarkPutObject(b *testing.B) {
+	s := start(b, s3fake.Options{})
+	c := client(b, s, s.AccessKey())
+	data := payload(16<<10, 6)
+	ctx := context.Background()
+	b.SetBytes(int64(len(data)))
+	for i := 0; b.Loop(); i++ {
+		if _, err := c.Client.PutObject(ctx, "fleet", fmt.Sprintf("o/%d", i), bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPart is the fake's throughput for 8 MiB parts (streaming
+// signature: minio-go hashes every chunk).
+func BenchmarkPart(b *testing.B) {
+	s := start(b, s3fake.Options{})
+	c := client(b, s, s.AccessKey())
+	data := payload(8<<20, 7)
+	ctx := context.Background()
+	id, err := c.NewMultipartUpload(ctx, "fleet", "parts", minio.PutObjectOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	for i := 0; b.Loop(); i++ {
+		// One part number over and over: the fake keeps the last only.
+		if _, err := c.PutObjectPart(ctx, "fleet", "parts", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestCutPart: a part cut after 1 MiB is not stored, its bytes count as
+// received, and the part sent again is stored once.
+func TestCutPart(t *testing.T) {
+	s := start(t, s3fake.Options{})
+	c := client(t, s, s.AccessKey())
+	ctx := context.Background()
+	id, err := c.NewMultipartUpload(ctx, "fleet", "cut.bin", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetFault(func(r *http.Request) *s3fake.Fault {
+		if r.URL.Query().Get("partNumber") == "1" {
+			return &s3fake.Fault{Cut: true, CutAfter: 1 << 20}
+		}
+		return nil
+	})
+	data := payload(5<<20, 8)
+	if _, err := c.PutObjectPart(ctx, "fleet", "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err == nil {
+		t.Fatal("a cut part: no error")
+	}
+	if pi := s.Parts(id); len(pi) != 1 || pi[0].Stored != 0 || pi[0].Received < 1<<20 {
+		t.Fatalf("after the cut: %+v", pi)
+	}
+	cut := s.Parts(id)[0].Received
+	s.SetFault(nil)
+	if _, err := c.PutObjectPart(ctx, "fleet", "cut.bin", id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if pi := s.Parts(id); pi[0].Stored != 1 || pi[0].Size != int64(len(data)) || pi[0].Received != cut+int64(len(data)) {
+		t.Fatalf("after the resend: %+v (cut attempts received %d)", pi, cut)
+	}
+	if err := c.AbortMultipartUpload(ctx, "fleet", "cut.bin", id); err != nil {
+		t.Fatal(err)
 	}
 }
