@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -233,7 +234,7 @@ func TestReadmeAPIExamples(t *testing.T) {
 		got.mu.Lock()
 		a, ok := got.seen[id]
 		got.mu.Unlock()
-		if !ok || a != wantArgs {
+		if !ok || !reflect.DeepEqual(a, wantArgs) {
 			t.Fatalf("the Go handler ran %s with %+v (ran: %v), want %+v", id, a, ok, wantArgs)
 		}
 		if out == "" {
