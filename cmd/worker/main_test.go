@@ -21,7 +21,13 @@ import (
 	"github.com/taskfleet/async/upload"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.LeakOptions()...) }
+func TestMain(m *testing.M) {
+	// A worker process of upload_xproc_test.go runs instead of the tests.
+	if testenv.RunSubprocess() {
+		return
+	}
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
+}
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
