@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/s3fake"
+	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
 )
@@ -131,6 +133,36 @@ func (e *env) record(id string) (bool, bool) {
 	}
 	_, zerr := e.f.Redis().ZScore(ctx, kq.Uploads(), key).Result()
 	return n == 1, zerr == nil
+}
+
+// cutAfterTwoParts makes the server cut every part request from the third
+// on after 1 MiB of its body, once parts 1 and 2 are stored (so that the
+// cut does not stop part 2 on the way: the parts stored are 1 and 2).
+func (e *env) cutAfterTwoParts() {
+	var mu sync.Mutex
+	stored := map[int]bool{}
+	both := make(chan struct{})
+	e.s3.SetOnPart(func(p s3fake.PartEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		stored[p.Number] = true
+		if stored[1] && stored[2] && both != nil {
+			close(both)
+			both = nil
+		}
+	})
+	wait := both
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
+			select {
+			case <-wait:
+			case <-time.After(30 * time.Second):
+				e.t.Error("parts 1 and 2 were not stored within 30s")
+			}
+			return &s3fake.Fault{Cut: true, CutAfter: mib}
+		}
+		return nil
+	})
 }
 
 func (e *env) noOpenUploads() {
@@ -367,14 +399,9 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 	size := 5*ps + 777
 	p, data := e.file("r.bin", size, 10)
 	// The first attempt's parts from the third on are cut off after 1 MiB
-	// (as by a worker that died while sending them): parts 1 and 2 are
-	// stored.
-	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
-		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
-			return &s3fake.Fault{Cut: true, CutAfter: mib}
-		}
-		return nil
-	})
+	// (as by a worker that died while sending them), once parts 1 and 2
+	// are stored.
+	e.cutAfterTwoParts()
 	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/r.bin"}
 	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
 	if r.Err == nil {
@@ -388,6 +415,7 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 	}
 	first := e.s3.Stats()
 	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
 	r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
 	if r2.Err != nil {
 		t.Fatal(r2.Err)
@@ -559,4 +587,139 @@ func TestS3SweepAbortsEndedTasks(t *testing.T) {
 	if rec, listed := e.record(h.ID()); rec || listed {
 		t.Fatalf("record left after the sweep: %v, listed %v", rec, listed)
 	}
+}
+
+// httpSource serves data at /ranged (http.ServeContent: Range, If-Range,
+// a strong ETag) and at /chunked (no length, no ranges), counting the body
+// bytes it sends.
+type httpSource struct {
+	srv  *httptest.Server
+	sent atomic.Int64
+	mu   sync.Mutex
+	data []byte
+}
+
+func newHTTPSource(t *testing.T, data []byte) *httpSource {
+	s := &httpSource{data: data}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		data := s.data
+		s.mu.Unlock()
+		cw := &countingWriter{ResponseWriter: w, n: &s.sent}
+		switch r.URL.Path {
+		case "/ranged":
+			s := md5.Sum(data)
+			w.Header().Set("ETag", `"`+hex.EncodeToString(s[:])+`"`)
+			http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(data))
+		case "/chunked":
+			for off := 0; off < len(data); off += 64 << 10 {
+				_, _ = cw.Write(data[off:min(off+64<<10, len(data))])
+				w.(http.Flusher).Flush()
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// An http(s) source is streamed into the store: with a known length or
+// chunked, small or in parts; a missing one fails for good.
+func TestS3HTTPSource(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	for _, size := range []int{1000, 2*ps + 5} {
+		data := noise(size, uint64(size))
+		src := newHTTPSource(t, data)
+		for _, path := range []string{"/ranged", "/chunked"} {
+			dest := fmt.Sprintf("s3://%s/h%d%s", bucket, size, path)
+			r := e.run(upload.Args{Src: src.srv.URL + path, Dest: dest}, nil)
+			if r.Err != nil {
+				t.Fatalf("%d bytes from %s: %v", size, path, r.Err)
+			}
+			wantParts := 0
+			if size > ps {
+				wantParts = 3
+			}
+			if r.Value.Bytes != int64(size) || r.Value.SHA256 != sum(data) || r.Value.CRC32C != crc32cHex(data) || r.Value.Parts != wantParts {
+				t.Fatalf("%d bytes from %s: %+v", size, path, r.Value)
+			}
+			e.object(strings.TrimPrefix(dest, "s3://"+bucket+"/"), data)
+		}
+	}
+	src := newHTTPSource(t, nil)
+	var perm *worker.PermanentError
+	if r := e.run(upload.Args{Src: src.srv.URL + "/missing", Dest: "s3://" + bucket + "/m"}, nil); !errors.As(r.Err, &perm) {
+		t.Fatalf("404 source: %v, want a permanent error", r.Err)
+	}
+	e.noOpenUploads()
+}
+
+// A resumed upload from an http source that serves ranges asks only for
+// what follows the stored parts (If-Range with the ETag it saw) and goes
+// on with the whole object's hashes from the record; one that serves no
+// ranges is read again from the start, the stored parts kept.
+func TestS3HTTPSourceResume(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	size := 4*ps + 99
+	data := noise(size, 21)
+	src := newHTTPSource(t, data)
+	for _, path := range []string{"/ranged", "/chunked"} {
+		e.cutAfterTwoParts()
+		a := upload.Args{Src: src.srv.URL + path, Dest: "s3://" + bucket + "/hr" + path}
+		r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+		if r.Err == nil {
+			t.Fatal("the cut attempt succeeded")
+		}
+		e.s3.SetFault(nil)
+		e.s3.SetOnPart(nil)
+		before := src.sent.Load()
+		r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+		if r2.Err != nil {
+			t.Fatal(r2.Err)
+		}
+		if r2.Value.SHA256 != sum(data) || r2.Value.CRC32C != crc32cHex(data) || r2.Value.Resumed != 2*ps || r2.Value.Parts != 5 {
+			t.Fatalf("%s: resumed upload %+v", path, r2.Value)
+		}
+		read := src.sent.Load() - before
+		want := int64(size)
+		if path == "/ranged" {
+			want = int64(size - 2*ps)
+		}
+		if read != want {
+			t.Errorf("%s: the resume read %d bytes of the source, want %d", path, read, want)
+		}
+		e.object("hr"+path, data)
+	}
+	e.noOpenUploads()
+}
+
+// Config.Bandwidth holds the bytes sent to a destination to its rate: n
+// bytes take at least (n - Burst) / BytesPerSecond.
+func TestS3Bandwidth(t *testing.T) {
+	bw := ratelimit.Bandwidth{BytesPerSecond: 4 * mib, Burst: 256 << 10}
+	e := newEnv(t, nil, func(c *upload.Config) { c.Bandwidth = bw })
+	p, data := e.file("bw.bin", ps+mib, 22)
+	start := time.Now()
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/bw.bin"}, nil)
+	el := time.Since(start)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	least := time.Duration(float64(int64(len(data))-bw.Burst) / float64(bw.BytesPerSecond) * float64(time.Second))
+	if el < least {
+		t.Fatalf("%d bytes sent in %v, under a limit of %d B/s (burst %d) they take at least %v", len(data), el, bw.BytesPerSecond, bw.Burst, least)
+	}
+	e.object("bw.bin", data)
 }

@@ -44,8 +44,7 @@ type job struct {
 	a    Args
 	d    s3Dest
 	sc   *s3Conn
-	rk   string // request limiter key of the destination
-	bk   string // bandwidth limiter key
+	rk   string // the destination's key of the request and bandwidth limits
 	opts minio.PutObjectOptions
 	sse  encrypt.ServerSide
 
@@ -68,7 +67,6 @@ func (h *Handler) toS3(ctx context.Context, a Args, d s3Dest) (res Result, err e
 	}
 	j := &job{h: h, a: a, d: d, sc: sc}
 	j.rk = rateKey("s3", sc.endpoint+"/"+d.bucket)
-	j.bk = rateKey("bytes:s3", sc.endpoint+"/"+d.bucket)
 	if err := j.objectOptions(); err != nil {
 		return Result{}, err
 	}
@@ -320,7 +318,7 @@ func (w *whole) restore(s string) bool {
 // counted in the task's progress.
 func (j *job) body(ctx context.Context, r io.Reader) io.Reader {
 	if j.h.bw != nil {
-		r = j.h.bw.Reader(ctx, j.bk, r)
+		r = j.h.bw.Reader(ctx, j.rk, r)
 	}
 	return r
 }
@@ -560,8 +558,10 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 		off += p.len
 		if et, ok := kept[n]; ok && et == hex.EncodeToString(p.md5) {
 			<-sem
+			mu.Lock()
 			etags[n] = et
 			shas[n] = base64.StdEncoding.EncodeToString(p.sha)
+			mu.Unlock()
 			resumed += p.len
 			j.progress(ctx, p.len)
 			if p.state != "" && j.record && rec.Parts[n].State == "" {
