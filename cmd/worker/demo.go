@@ -53,7 +53,7 @@ func parseDemo(args []string, stderr io.Writer) (*demoConfig, error) {
 	fs.StringVar(&c.dir, "dir", "", "directory for the files (default: a temporary one, removed afterwards)")
 	noBars := fs.Bool("no-bars", false, "no live progress bars, only the table")
 	fs.IntVar(&c.s3Small, "s3-files", 40, "small files (1-64 KiB) to upload to the embedded S3 server after the patterns")
-	fs.IntVar(&c.s3Large, "s3-large", 3, "large files (11 MiB and up: multipart uploads) to upload to the embedded S3 server")
+	fs.IntVar(&c.s3Large, "s3-large", 3, "large files (6 MiB and up: multipart uploads) to upload to the embedded S3 server")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -60,6 +60,9 @@ func TestUploadConfig(t *testing.T) {
 	if _, err := upload.New(c.upload.cfg); err != nil {
 		t.Fatalf("the default configuration: %v", err)
 	}
+	if c, err = parseConfig([]string{"-upload-rate", "off"}, env(nil), io.Discard); err != nil || c.upload.cfg.RequestRate.Rate >= 0 {
+		t.Fatalf("-upload-rate off: %+v, %v; want a negative Rate (no limit)", c.upload.cfg.RequestRate, err)
+	}
 
 	for _, tc := range []struct {
 		args []string

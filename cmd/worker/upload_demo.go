@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,7 +54,7 @@ func (d *demoS3) config() upload.S3Config {
 }
 
 // writeFiles writes small files (1 to 64 KiB) and large ones (multipart:
-// 11 MiB and up) under dir and returns their upload specs, and the bytes
+// 6 MiB and up, two parts or more) under dir and returns their upload specs, and the bytes
 // in all.
 func (d *demoS3) writeFiles(dir string, small, large int) ([]client.Spec, int64, error) {
 	in := filepath.Join(dir, "S3", "in")
@@ -63,6 +62,7 @@ func (d *demoS3) writeFiles(dir string, small, large int) ([]client.Spec, int64,
 		return nil, 0, err
 	}
 	r := rand.New(rand.NewPCG(19, 5))
+	noise := rand.NewChaCha8([32]byte{'d', 'e', 'm', 'o'})
 	var specs []client.Spec
 	var total int64
 	add := func(name string, size int) error {
@@ -75,9 +75,7 @@ func (d *demoS3) writeFiles(dir string, small, large int) ([]client.Spec, int64,
 		w := io.MultiWriter(f, h)
 		buf := make([]byte, 64<<10)
 		for left := size; left > 0; left -= len(buf) {
-			for i := 0; i+8 <= len(buf); i += 8 {
-				binary.LittleEndian.PutUint64(buf[i:], r.Uint64())
-			}
+			_, _ = noise.Read(buf)
 			if _, err := w.Write(buf[:min(left, len(buf))]); err != nil {
 				f.Close()
 				return err
@@ -95,7 +93,7 @@ func (d *demoS3) writeFiles(dir string, small, large int) ([]client.Spec, int64,
 		return nil
 	}
 	for i := 0; i < large; i++ {
-		if err := add(fmt.Sprintf("large-%02d.bin", i), 2*demoPartSize+(1+i)<<20); err != nil {
+		if err := add(fmt.Sprintf("large-%02d.bin", i), demoPartSize+(1+i)<<20); err != nil {
 			return nil, 0, err
 		}
 	}
