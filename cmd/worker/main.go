@@ -6,7 +6,8 @@
 //	worker api [flags]      the HTTP API alone: the run mode with the role
 //	                        api only (its flags but -role)
 //	worker demo [flags]     the demo: uploads with ForkJoin, InvokeAll,
-//	                        Throttle and Spread on an embedded Redis
+//	                        Throttle and Spread on an embedded Redis, then
+//	                        to an embedded S3-compatible server
 //	worker COMMAND ...      operator commands: queues, tasks, task, queue,
 //	                        dead, workers, groups, group, repeats, enqueue,
 //	                        dashboard, healthcheck, version (worker -h lists them;
@@ -28,6 +29,12 @@
 // start on any other. -tls-cert and -tls-key (TLS_CERT_FILE, TLS_KEY_FILE)
 // serve -http over TLS, for every path on it. Secrets never appear in -h,
 // errors or logs.
+// The upload handler sends s3:// destinations to the store of -s3-endpoint
+// (AWS_ENDPOINT_URL_S3), with the credentials of the environment
+// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or of the
+// profile AWS_PROFILE, never of a flag; -upload-* set its parts and the
+// per-destination limits, and with the role worker every process sweeps
+// the multipart uploads of its queues' ended tasks (-upload-sweep).
 // SIGTERM or SIGINT drains: the worker stops fetching, lets running
 // handlers finish for -drain-timeout, hands back what is left, and the
 // process exits 0.
