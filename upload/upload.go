@@ -203,6 +203,12 @@ type S3Config struct {
 	// server verifies them too).
 	Checksums bool
 
+	// SkipHead leaves out the HEAD after each upload: Result.Verified then
+	// lists only what the upload's own replies showed ("etag"). Content-MD5
+	// still makes the store refuse other bytes; the HEAD adds the size as
+	// stored, and a request per object.
+	SkipHead bool
+
 	// Defaults for the object options of Args.
 	StorageClass string
 	SSE          string

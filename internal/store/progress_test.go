@@ -77,6 +77,10 @@ func TestProgressFence(t *testing.T) {
 			t.Fatalf("write %d: %+v", i, rec)
 		}
 	}
+	recs, oks, err := store.ReadProgresses(ctx, rdb, []string{keys.TaskID(q.Name, "t1")})
+	if err != nil || !oks[0] || recs[0] != read() {
+		t.Fatalf("ReadProgresses = %+v %v %v, want %+v", recs, oks, err, read())
+	}
 	if ttl := rdb.PTTL(ctx, q.Progress("t1")).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("TTL %v, want the retention (1m)", ttl)
 	}
@@ -174,6 +178,14 @@ func TestGroupProgressSums(t *testing.T) {
 		t.Fatalf("ended group: TTL %v, its progress hash's %v; want the retention on both", gTTL, pTTL)
 	}
 	gone := store.GroupRef{Home: q, ID: "g2"}
+	ws, err := store.ReadGroupWorks(ctx, rdb, []store.GroupRef{g, gone})
+	if err != nil || len(ws) != 2 || ws[0] != (store.GroupWork{Done: 106, Total: 150}) || ws[1] != (store.GroupWork{}) {
+		t.Fatalf("ReadGroupWorks = %+v, %v", ws, err)
+	}
+	ids := []string{keys.TaskID(q.Name, "none")}
+	if recs, oks, err := store.ReadProgresses(ctx, rdb, ids); err != nil || len(recs) != 1 || oks[0] {
+		t.Fatalf("ReadProgresses of a task without a report = %+v %v %v", recs, oks, err)
+	}
 	if ok, err := store.WriteGroupProgress(ctx, rdb, gone, m1, store.ProgressReport{Done: 1, Total: 2, Attempt: 1, Seq: 1, Run: "r", N: 1}); ok || err != nil {
 		t.Fatalf("a report for a group that is gone: %v %v, want refused", ok, err)
 	}
