@@ -20,7 +20,7 @@ import (
 // multipart uploads' parts, the per-destination limits, and the sweeper.
 type uploadFlags struct {
 	endpoint, region, storageClass, sse, sseKMSKeyID *string
-	pathStyle, checksums                             *bool
+	pathStyle, checksums, skipHead                   *bool
 	partSize, threshold, partConcurrency             *string
 	rate, bandwidth, sweep                           *string
 	envErr                                           error // a bad boolean variable
@@ -58,6 +58,7 @@ func addUploadFlags(fs *flag.FlagSet, env func(name, def string) string) *upload
 		region:       fs.String("s3-region", env("AWS_REGION", ""), "the `REGION` of s3:// destinations (env AWS_REGION; default us-east-1)"),
 		pathStyle:    fs.Bool("s3-path-style", boolEnv("S3_PATH_STYLE"), "name the bucket in the path, not the host name: MinIO and most self-hosted stores (env S3_PATH_STYLE=true)"),
 		checksums:    fs.Bool("s3-checksums", boolEnv("S3_CHECKSUMS"), "send each part's SHA-256 as x-amz-checksum-sha256 for the store to verify and keep: AWS S3, recent MinIO (env S3_CHECKSUMS=true)"),
+		skipHead:     fs.Bool("s3-skip-head", boolEnv("S3_SKIP_HEAD"), "no HEAD after each upload: one request less per object, the stored size not read back (env S3_SKIP_HEAD=true)"),
 		storageClass: fs.String("s3-storage-class", env("S3_STORAGE_CLASS", ""), "default storage `CLASS` of uploaded objects, e.g. STANDARD_IA (env S3_STORAGE_CLASS; a task's storage_class wins)"),
 		sse:          fs.String("s3-sse", env("S3_SSE", ""), "default server-side encryption, `KIND` AES256 or aws:kms (env S3_SSE; a task's sse wins)"),
 		sseKMSKeyID:  fs.String("s3-sse-kms-key-id", env("S3_SSE_KMS_KEY_ID", ""), "the KMS `KEY` of -s3-sse aws:kms (env S3_SSE_KMS_KEY_ID)"),
@@ -88,7 +89,7 @@ func (f *uploadFlags) settings() (uploadSettings, error) {
 	if f.envErr != nil {
 		return s, f.envErr
 	}
-	c.S3.PathStyle, c.S3.Checksums = *f.pathStyle, *f.checksums
+	c.S3.PathStyle, c.S3.Checksums, c.S3.SkipHead = *f.pathStyle, *f.checksums, *f.skipHead
 	c.S3.StorageClass = *f.storageClass
 	switch *f.sse {
 	case "", "AES256", "aws:kms":

@@ -24,6 +24,7 @@ func TestUploadConfig(t *testing.T) {
 		"UPLOAD_BANDWIDTH":           "512KiB",
 		"UPLOAD_SWEEP":               "30s",
 		"S3_CHECKSUMS":               "true",
+		"S3_SKIP_HEAD":               "1",
 		"S3_SSE":                     "aws:kms",
 		"S3_SSE_KMS_KEY_ID":          "alias/uploads",
 		"S3_STORAGE_CLASS":           "STANDARD_IA",
@@ -33,7 +34,7 @@ func TestUploadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := upload.Config{
-		S3: upload.S3Config{Endpoint: "127.0.0.1:9000", Insecure: true, Region: "eu-west-3", PathStyle: true, Checksums: true,
+		S3: upload.S3Config{Endpoint: "127.0.0.1:9000", Insecure: true, Region: "eu-west-3", PathStyle: true, Checksums: true, SkipHead: true,
 			StorageClass: "STANDARD_IA", SSE: "aws:kms", SSEKMSKeyID: "alias/uploads"},
 		PartSize: 8 << 20, MultipartThreshold: 20_000_000, PartConcurrency: 6,
 		RequestRate: ratelimit.Limit{Rate: 3500, Per: time.Second, Burst: 350},
