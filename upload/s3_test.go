@@ -893,3 +893,51 @@ func (h *hookHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h *hookHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *hookHandler) WithGroup(string) slog.Handler      { return h }
+
+// Without keys in S3Config, credentials come from the environment, else
+// from the shared credentials file's profile (S3Config.Profile, else
+// AWS_PROFILE).
+func TestS3CredentialsFromEnvironmentAndProfile(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("cred", 100, 26)
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ACCESS_KEY", "AWS_SECRET_KEY"} {
+		t.Setenv(v, "")
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "no-config"))
+	creds := filepath.Join(home, "credentials")
+	if err := os.WriteFile(creds, []byte(fmt.Sprintf("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[fleet]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+		e.s3.AccessKey(), e.s3.SecretKey())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	try := func(what string, s3 func(c *upload.S3Config), wantOK bool) {
+		t.Helper()
+		cfg := e.cfg
+		cfg.S3.AccessKey, cfg.S3.SecretKey = "", ""
+		s3(&cfg.S3)
+		h, err := upload.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		r := asynctest.Run(e.f, h.Run, upload.Args{Src: p, Dest: "s3://" + bucket + "/cred"}, nil)
+		var perm *worker.PermanentError
+		switch {
+		case wantOK && r.Err != nil:
+			t.Errorf("%s: %v", what, r.Err)
+		case !wantOK && !errors.As(r.Err, &perm):
+			t.Errorf("%s: %v, want the credentials refused for good", what, r.Err)
+		}
+	}
+	try("the file's default profile", func(*upload.S3Config) {}, false)
+	try("S3Config.Profile", func(c *upload.S3Config) { c.Profile = "fleet" }, true)
+	t.Setenv("AWS_PROFILE", "fleet")
+	try("AWS_PROFILE", func(*upload.S3Config) {}, true)
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", e.s3.AccessKey())
+	t.Setenv("AWS_SECRET_ACCESS_KEY", e.s3.SecretKey())
+	try("the environment before the file", func(*upload.S3Config) {}, true)
+	e.object("cred", data)
+}

@@ -215,3 +215,26 @@ func TestPurgeDeadDeletesProgress(t *testing.T) {
 		t.Fatal("a task that is not dead lost its progress hash")
 	}
 }
+
+// RetryDead starts the task over at attempt 1: the dead run's report goes
+// with it, so that the new first attempt's reports are not refused as
+// older than the dead attempt's.
+func TestRetryDeadDropsProgress(t *testing.T) {
+	t.Parallel()
+	rdb, q := env(t)
+	ctx := context.Background()
+	for _, partition := range []string{"", "pk1"} {
+		key := "d-" + partition
+		if err := rdb.HSet(ctx, q.Task(key), "st", "dead").Err(); err != nil {
+			t.Fatal(err)
+		}
+		rdb.ZAdd(ctx, q.Dead(), redis.Z{Score: 1, Member: key})
+		pgSet(t, ctx, rdb, q, key, 5, 10, 3, 1, "e3/1", 4)
+		if ok, err := store.RetryDead(ctx, rdb, q, key, envelope(key), "n-"+key, partition); err != nil || !ok {
+			t.Fatalf("RetryDead = %v, %v", ok, err)
+		}
+		if !pgSet(t, ctx, rdb, q, key, 1, 10, 1, 1, "e1/1", 1) {
+			t.Fatalf("partition %q: the retried task's first report was refused", partition)
+		}
+	}
+}
