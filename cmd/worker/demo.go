@@ -36,6 +36,8 @@ type demoConfig struct {
 	spread   time.Duration // Spread's window
 	dir      string        // "" makes a temporary one
 	bars     bool
+	s3Small  int // small files uploaded to the embedded S3 server
+	s3Large  int // large ones (multipart)
 }
 
 func parseDemo(args []string, stderr io.Writer) (*demoConfig, error) {
@@ -50,6 +52,8 @@ func parseDemo(args []string, stderr io.Writer) (*demoConfig, error) {
 	fs.DurationVar(&c.spread, "spread", 5*time.Second, "Spread's window")
 	fs.StringVar(&c.dir, "dir", "", "directory for the files (default: a temporary one, removed afterwards)")
 	noBars := fs.Bool("no-bars", false, "no live progress bars, only the table")
+	fs.IntVar(&c.s3Small, "s3-files", 40, "small files (1-64 KiB) to upload to the embedded S3 server after the patterns")
+	fs.IntVar(&c.s3Large, "s3-large", 3, "large files (6 MiB and up: multipart uploads) to upload to the embedded S3 server")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -59,6 +63,8 @@ func parseDemo(args []string, stderr io.Writer) (*demoConfig, error) {
 		return nil, fmt.Errorf("demo: unexpected arguments %q", fs.Args())
 	case c.n < 1 || c.workers < 1 || c.limit < 1 || c.rate < 1 || c.spread <= 0:
 		return nil, errors.New("demo: -n, -workers, -invokeall, -rate and -spread must be positive")
+	case c.s3Small < 0 || c.s3Large < 0:
+		return nil, errors.New("demo: -s3-files and -s3-large must not be negative")
 	}
 	return c, nil
 }
@@ -78,6 +84,9 @@ type demoRun struct {
 // runDemo uploads c.n generated files with ForkJoin, InvokeAll, Throttle
 // and Spread side by side, each in its own queue, all served by c.workers
 // workers of this process, with live progress bars, then prints a table.
+// Then it uploads c.s3Small small files and c.s3Large large ones to an
+// S3-compatible server embedded in the process, as one group whose
+// progress in bytes it prints, and verifies every object's checksum.
 func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 	var rdb *redis.Client
 	if c.redisURL == "" {
@@ -126,11 +135,22 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		byQueue[r.queue] = r
 		queues[r.queue] = 1
 	}
-	var mu sync.Mutex
-	up, err := upload.New(upload.Config{Roots: []string{dir}})
+	s3q := "demo-s3-" + strings.ReplaceAll(stamp, ".", "")
+	s3, err := startDemoS3(s3q)
 	if err != nil {
 		return err
 	}
+	defer s3.srv.Close()
+	byQueue[s3q] = &demoRun{name: "S3", queue: s3q}
+	queues[s3q] = 1
+	var mu sync.Mutex
+	// One handler for both: files to the directory, and s3:// to the
+	// embedded server (resume records and progress in the demo's Redis).
+	up, err := upload.New(upload.Config{Roots: []string{dir}, Redis: rdb, S3: s3.config(), PartSize: demoPartSize, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer up.Close()
 	// The upload handler, counting how many run at once per pattern.
 	handle := func(ctx context.Context, a upload.Args) (upload.Result, error) {
 		t, _ := worker.TaskFromContext(ctx)
@@ -273,6 +293,11 @@ func runDemo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		c.limit, runs[1].maxConc, c.rate, c.spread)
 	for _, r := range runs {
 		fmt.Fprintf(out, "  %s group: %s (worker group %s)\n", r.name, r.g.ID(), r.g.ID())
+	}
+	if c.s3Small+c.s3Large > 0 {
+		if err := s3.run(ctx, cl, dir, c.s3Small, c.s3Large, out); err != nil {
+			failed = errors.Join(failed, err)
+		}
 	}
 	return failed
 }

@@ -6,7 +6,8 @@
 //	worker api [flags]      the HTTP API alone: the run mode with the role
 //	                        api only (its flags but -role)
 //	worker demo [flags]     the demo: uploads with ForkJoin, InvokeAll,
-//	                        Throttle and Spread on an embedded Redis
+//	                        Throttle and Spread on an embedded Redis, then
+//	                        to an embedded S3-compatible server
 //	worker COMMAND ...      operator commands: queues, tasks, task, queue,
 //	                        dead, workers, groups, group, repeats, enqueue,
 //	                        dashboard, healthcheck, version (worker -h lists them;
@@ -28,6 +29,12 @@
 // start on any other. -tls-cert and -tls-key (TLS_CERT_FILE, TLS_KEY_FILE)
 // serve -http over TLS, for every path on it. Secrets never appear in -h,
 // errors or logs.
+// The upload handler sends s3:// destinations to the store of -s3-endpoint
+// (AWS_ENDPOINT_URL_S3), with the credentials of the environment
+// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or of the
+// profile AWS_PROFILE, never of a flag; -upload-* set its parts and the
+// per-destination limits, and with the role worker every process sweeps
+// the multipart uploads of its queues' ended tasks (-upload-sweep).
 // SIGTERM or SIGINT drains: the worker stops fetching, lets running
 // handlers finish for -drain-timeout, hands back what is left, and the
 // process exits 0.
@@ -61,7 +68,6 @@ import (
 	"github.com/taskfleet/async/internal/dashboard"
 	"github.com/taskfleet/async/internal/httpapi"
 	"github.com/taskfleet/async/metrics"
-	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -109,6 +115,8 @@ type config struct {
 	logFormat    string
 	logLevel     slog.Level
 	uploadRoots  []string
+	upload       uploadSettings
+	lease        time.Duration
 	name         string
 	ui           bool // the dashboard at /ui on httpAddr
 	uiReadOnly   bool
@@ -157,6 +165,8 @@ func parseRunConfig(apiOnly bool, args []string, getenv func(string) string, std
 	roots := fs.String("upload-roots", env("UPLOAD_ROOTS", ""), "`DIRS` uploads may read and write, comma-separated (env UPLOAD_ROOTS)")
 	ui := fs.Bool("ui", getenv("UI") != "", "serve the web dashboard at /ui on -http (env UI=1; DASHBOARD_TOKEN, DASHBOARD_USER and DASHBOARD_PASSWORD protect it: worker dashboard -h)")
 	uiReadOnly := fs.Bool("ui-read-only", getenv("UI_READ_ONLY") != "", "the dashboard of -ui renders no action and refuses every POST (env UI_READ_ONLY=1)")
+	uploads := addUploadFlags(fs, env)
+	lease := fs.String("lease", env("LEASE", "30s"), "`DURATION` a task stays with this worker without a heartbeat before another may take it over; every worker of a queue should use the same (env LEASE)")
 	name := fs.String("name", env("WORKER_NAME", ""), "consumer name, unique per running worker; a stable one (the pod name) reuses its consumer (env WORKER_NAME; default host-pid)")
 	fs.Usage = func() {
 		if apiOnly {
@@ -198,6 +208,12 @@ func parseRunConfig(apiOnly bool, args []string, getenv func(string) string, std
 	}
 	if c.drainTimeout, err = time.ParseDuration(*drain); err != nil || c.drainTimeout < 0 {
 		return nil, fmt.Errorf("-drain-timeout %q: want a duration such as 30s", *drain)
+	}
+	if c.lease, err = time.ParseDuration(*lease); err != nil || c.lease < 50*time.Millisecond {
+		return nil, fmt.Errorf("-lease %q: want a duration of 50ms or more, such as 30s", *lease)
+	}
+	if c.upload, err = uploads.settings(); err != nil {
+		return nil, err
 	}
 	if c.roles, err = parseRoles(c.role); err != nil {
 		return nil, err
@@ -445,15 +461,19 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		log.Info("coordinator started")
 	}
 	var w *worker.Worker
+	var sweeper *uploadSweeper
 	if cfg.roles.worker {
 		ww, err := worker.New(startCtx, rdb, &worker.Config{Queues: cfg.queues, Concurrency: cfg.concurrency, Name: cfg.name, Logger: log,
-			Observers: observers})
+			Observers: observers, Lease: cfg.lease})
 		if err != nil {
 			return err
 		}
-		if err := upload.Register(ww, upload.Config{Roots: cfg.uploadRoots}); err != nil {
+		up, err := newUploadHandler(cfg, rdb, log)
+		if err != nil {
 			return err
 		}
+		defer up.Close()
+		worker.Handle(ww, up.Run)
 		for _, r := range cfg.uploadRoots {
 			if st, err := os.Stat(r); err != nil || !st.IsDir() {
 				log.Warn("upload root is not a directory here; uploads from or to it fail", slog.String("root", r))
@@ -464,6 +484,10 @@ func serve(cfg *config, log *slog.Logger, stop <-chan struct{}) error {
 		}
 		w = ww
 		log.Info("worker started", slog.Any("queues", cfg.queues), slog.Int("concurrency", cfg.concurrency))
+		sweeper = startUploadSweeper(cfg, up, log)
+		// Stopped before the handler's clients close (defers run last
+		// first).
+		defer sweeper.stop()
 	}
 	ready.Store(true)
 

@@ -21,7 +21,13 @@ import (
 	"github.com/taskfleet/async/upload"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.LeakOptions()...) }
+func TestMain(m *testing.M) {
+	// A worker process of upload_xproc_test.go runs instead of the tests.
+	if testenv.RunSubprocess() {
+		return
+	}
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
+}
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
@@ -165,7 +171,7 @@ func TestWorkerProcessRunsUploads(t *testing.T) {
 func TestDemo(t *testing.T) {
 	dir := t.TempDir()
 	var out syncBuf
-	code := run([]string{"demo", "-n", "12", "-spread", "300ms", "-rate", "60", "-invokeall", "3", "-dir", dir}, &out, &out, nil)
+	code := run([]string{"demo", "-n", "12", "-spread", "300ms", "-rate", "60", "-invokeall", "3", "-dir", dir, "-s3-files", "6", "-s3-large", "1"}, &out, &out, nil)
 	if code != 0 {
 		t.Fatalf("exit code %d:\n%s", code, out.String())
 	}
@@ -190,6 +196,14 @@ func TestDemo(t *testing.T) {
 	for _, line := range strings.Split(out.String(), "\n") {
 		if f := strings.Fields(line); len(f) > 5 && f[0] == "InvokeAll" && f[1] == "12" && f[4] != "1" && f[4] != "2" && f[4] != "3" {
 			t.Errorf("InvokeAll(3) ran %s at once", f[4])
+		}
+	}
+	// The S3 part: the files into the embedded server, one of them in
+	// parts, every checksum verified.
+	for _, want := range []string{"Uploading to S3: 7 files (1 of them multipart", "0/7 uploads done",
+		"S3: 7 objects", "6 single PUTs, 1 multipart in 2 parts", "S3: checksums verified"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in the demo's output:\n%s", want, out.String())
 		}
 	}
 	if code := run([]string{"demo", "-n", "0"}, io.Discard, io.Discard, nil); code != 2 {
