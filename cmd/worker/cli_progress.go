@@ -10,7 +10,7 @@ import (
 	"github.com/taskfleet/async/inspect"
 )
 
-// Issue 19: progress in task show and group -watch. The units a handler
+// Progress in task show and group -watch. The units a handler
 // reports are its own; the shipped handler (upload) reports bytes, so the
 // text shows them as bytes, and -json gives the numbers as reported.
 

@@ -197,17 +197,3 @@ func workLine(pr patterns.Progress) string {
 	}
 	return fmt.Sprintf("%s of %s reported (%.0f%%)", fmtBytes(pr.WorkDone), fmtBytes(pr.WorkTotal), 100*float64(pr.WorkDone)/float64(pr.WorkTotal))
 }
-
-// fmtBytes is n in binary units: "37.2 MiB".
-func fmtBytes(n int64) string {
-	const unit = 1 << 10
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
-}
