@@ -953,3 +953,62 @@ func TestS3CredentialsFromEnvironmentAndProfile(t *testing.T) {
 	try("the environment before the file", func(*upload.S3Config) {}, true)
 	e.object("cred", data)
 }
+
+// A KMS key the store does not know fails the task for good, saying so:
+// MinIO answers 404 kms:KeyNotFound (on gofakes3, which takes any key, a
+// fault answers the same), for a single PUT and a multipart upload alike.
+func TestS3UnknownKMSKeyIsPermanent(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	kid := fmt.Sprintf("no-such-key-%d", time.Now().UnixNano())
+	if e.s3.Upstream() == "" {
+		e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+			if r.Header.Get("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id") == kid {
+				return &s3fake.Fault{Status: http.StatusNotFound, Code: "kms:KeyNotFound"}
+			}
+			return nil
+		})
+	}
+	small, _ := e.file("kms-small", 1000, 21)
+	big, _ := e.file("kms-big", ps+1, 22)
+	for _, src := range []string{small, big} {
+		r := e.run(upload.Args{Src: src, Dest: "s3://" + bucket + "/kms-unknown", SSE: "aws:kms", SSEKMSKeyID: kid}, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 5})
+		var perm *worker.PermanentError
+		if !errors.As(r.Err, &perm) || !strings.Contains(r.Err.Error(), "KMS key does not exist") || !strings.Contains(r.Err.Error(), "kms:KeyNotFound") {
+			t.Fatalf("%s: %v, want a permanent error saying the KMS key does not exist", filepath.Base(src), r.Err)
+		}
+		e.noOpenUploads()
+		if rec, listed := e.record(r.Task.ID); rec || listed {
+			t.Fatalf("%s: record left: %v, listed %v", filepath.Base(src), rec, listed)
+		}
+	}
+}
+
+// XAmzContentChecksumMismatch (MinIO's answer to an x-amz-checksum-* that
+// is not the body's) means, like BadDigest, that the store got other bytes
+// than were hashed: the attempt fails as a source that changed (retried,
+// the upload aborted and its record removed, so the next starts over).
+func TestS3ChecksumMismatchIsASourceChange(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("mismatch.bin", 2*ps, 23)
+	var once atomic.Bool
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2" && once.CompareAndSwap(false, true) {
+			return &s3fake.Fault{Status: http.StatusBadRequest, Code: "XAmzContentChecksumMismatch"}
+		}
+		return nil
+	})
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/mismatch.bin"}, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 5})
+	var perm *worker.PermanentError
+	if r.Err == nil || errors.As(r.Err, &perm) || !strings.Contains(r.Err.Error(), "source changed") {
+		t.Fatalf("part refused with XAmzContentChecksumMismatch: %v, want a retried error saying the source changed", r.Err)
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+	r = e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/mismatch.bin"}, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 5})
+	if r.Err != nil || r.Value.Resumed != 0 || r.Value.SHA256 != sum(data) {
+		t.Fatalf("next attempt: %+v %v", r.Value, r.Err)
+	}
+	e.object("mismatch.bin", data)
+}

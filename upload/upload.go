@@ -54,7 +54,8 @@
 //
 // Errors: credentials the store refuses (InvalidAccessKeyId,
 // SignatureDoesNotMatch, AccessDenied, an expired token), a missing
-// bucket, bad arguments and other 400s fail the task for good
+// bucket, a KMS key the store does not know, bad arguments and other
+// 400s fail the task for good
 // (worker.Permanent), saying what to check. SlowDown (503) and 429 are
 // sent again within the attempt after the reply's Retry-After (bounded by
 // Config.ThrottleRetries and ThrottleWait), then end the attempt with
