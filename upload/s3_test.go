@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -1011,4 +1013,49 @@ func TestS3ChecksumMismatchIsASourceChange(t *testing.T) {
 		t.Fatalf("next attempt: %+v %v", r.Value, r.Err)
 	}
 	e.object("mismatch.bin", data)
+}
+
+// With Checksums, the handler compares the whole-object SHA-256 the store
+// gives with its own: a single PUT's echo, and a multipart object's
+// composite (the SHA-256 of the parts' SHA-256s, "-" their count), which
+// MinIO returns for an upload begun with x-amz-checksum-algorithm SHA256.
+// Result.Verified names only the checks made: gofakes3 returns no
+// multipart checksum, so there it has no sha256 entry.
+func TestS3WholeObjectChecksum(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.Checksums = true })
+	small, sdata := e.file("whole-s", 1000, 24)
+	r := e.run(upload.Args{Src: small, Dest: "s3://" + bucket + "/whole-s"}, nil)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r.Value.Verified != "size,etag,sha256" {
+		t.Fatalf("single PUT: verified %q, want \"size,etag,sha256\" (the store echoes the SHA-256 sent)", r.Value.Verified)
+	}
+	e.object("whole-s", sdata)
+
+	big, bdata := e.file("whole-b", 2*ps+1, 25)
+	r = e.run(upload.Args{Src: big, Dest: "s3://" + bucket + "/whole-b"}, nil)
+	if r.Err != nil || r.Value.Parts != 3 || r.Value.SHA256 != sum(bdata) {
+		t.Fatalf("multipart: %+v %v", r.Value, r.Err)
+	}
+	e.object("whole-b", bdata)
+	if e.s3.Upstream() == "" {
+		if r.Value.Verified != "size,etag" {
+			t.Fatalf("multipart on gofakes3 (no whole-object checksum): verified %q, want \"size,etag\"", r.Value.Verified)
+		}
+		return
+	}
+	if r.Value.Verified != "size,etag,sha256-composite" {
+		t.Fatalf("multipart: verified %q, want \"size,etag,sha256-composite\"", r.Value.Verified)
+	}
+	// The store keeps the composite of the three parts' SHA-256s.
+	all := sha256.New()
+	for off := 0; off < len(bdata); off += ps {
+		p := sha256.Sum256(bdata[off:min(off+ps, len(bdata))])
+		all.Write(p[:])
+	}
+	want := base64.StdEncoding.EncodeToString(all.Sum(nil)) + "-3"
+	if info, err := e.s3.Info(bucket, "whole-b"); err != nil || info.Checksums["SHA256"] != want {
+		t.Fatalf("stored checksums %v %v, want SHA256 %s", info.Checksums, err, want)
+	}
 }
