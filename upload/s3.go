@@ -211,9 +211,16 @@ var permanentCodes = map[string]string{
 	"InvalidArgument":                 "the store refused an argument",
 	"InvalidEncryptionAlgorithmError": "the encryption algorithm is not valid",
 	"KMS.NotFoundException":           "the KMS key does not exist",
+	"kms:KeyNotFound":                 "the KMS key does not exist", // MinIO's, a 404
 	"MethodNotAllowed":                "the store does not allow the request",
 	"NotImplemented":                  "the store does not implement the request",
 }
+
+// digestCodes are the codes of a body whose bytes are not the ones hashed
+// (Content-MD5, the signed payload hash, x-amz-checksum-*): the source
+// changed between the hashing read and the send. MinIO reports a wrong
+// x-amz-checksum-* as XAmzContentChecksumMismatch.
+var digestCodes = map[string]bool{"BadDigest": true, "InvalidDigest": true, "XAmzContentSHA256Mismatch": true, "XAmzContentChecksumMismatch": true}
 
 // credentialCodes are the codes of refused credentials.
 var credentialCodes = map[string]bool{"InvalidAccessKeyId": true, "SignatureDoesNotMatch": true, "AccessDenied": true, "InvalidToken": true, "ExpiredToken": true}
@@ -233,7 +240,7 @@ func (sc *s3Conn) s3Err(op string, d s3Dest, err error) error {
 	}
 	er := minio.ToErrorResponse(err)
 	where := fmt.Sprintf("s3://%s/%s at %s", d.bucket, d.key, sc.endpoint)
-	if er.Code == "BadDigest" || er.Code == "InvalidDigest" || er.Code == "XAmzContentSHA256Mismatch" {
+	if digestCodes[er.Code] {
 		return fmt.Errorf("%s %s: %w (the store saw other bytes than were hashed: %s)", op, where, errSourceChanged, er.Code)
 	}
 	if why, ok := permanentCodes[er.Code]; ok {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -250,17 +252,24 @@ func TestS3SingleAndMultipart(t *testing.T) {
 // class and server-side encryption reach the store; defaults come from
 // S3Config.
 func TestS3ObjectOptions(t *testing.T) {
-	e := newEnv(t, nil, func(c *upload.Config) { c.S3.StorageClass = "STANDARD_IA" })
+	// Storage classes the server keeps: gofakes3 any, MinIO only STANDARD
+	// and REDUCED_REDUNDANCY, whose HEAD omits the class for STANDARD (as
+	// S3 does).
+	def, other, otherShown := "STANDARD_IA", "GLACIER", "GLACIER"
+	if s3fake.UpstreamFromEnv() != "" {
+		def, other, otherShown = "REDUCED_REDUNDANCY", "STANDARD", ""
+	}
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.StorageClass = def })
 	p, _ := e.file("a.json", 1000, 3)
 	for _, tc := range []struct {
 		a                 upload.Args
 		ctype, class, sse string
 	}{
 		{upload.Args{Src: p, Dest: "s3://" + bucket + "/a.json", Metadata: map[string]string{"owner": "fleet", "Run-Id": "7"}},
-			"application/json", "STANDARD_IA", ""},
-		{upload.Args{Src: p, Dest: "s3://" + bucket + "/b", ContentType: "text/plain", StorageClass: "GLACIER", SSE: "AES256"},
-			"text/plain", "GLACIER", "AES256"},
-		{upload.Args{Src: p, Dest: "s3://" + bucket + "/c"}, "application/octet-stream", "STANDARD_IA", ""},
+			"application/json", def, ""},
+		{upload.Args{Src: p, Dest: "s3://" + bucket + "/b", ContentType: "text/plain", StorageClass: other, SSE: "AES256"},
+			"text/plain", otherShown, "AES256"},
+		{upload.Args{Src: p, Dest: "s3://" + bucket + "/c"}, "application/octet-stream", def, ""},
 	} {
 		if r := e.run(tc.a, nil); r.Err != nil {
 			t.Fatal(r.Err)
@@ -280,8 +289,13 @@ func TestS3ObjectOptions(t *testing.T) {
 			}
 		}
 	}
-	// SSE-KMS ETags are not MD5s: not compared.
-	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/kms", SSE: "aws:kms", SSEKMSKeyID: "key-1"}, nil)
+	// SSE-KMS ETags are not MD5s: not compared. The key is one the server
+	// knows (any on gofakes3).
+	kid := e.s3.KMSKeyID()
+	if kid == "" {
+		t.Fatalf("no KMS key id: set %s to a key of the upstream's KMS", s3fake.EnvKMSKeyID)
+	}
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/kms", SSE: "aws:kms", SSEKMSKeyID: kid}, nil)
 	if r.Err != nil || r.Value.Verified != "size" {
 		t.Fatalf("SSE-KMS: %+v %v, want verified \"size\"", r.Value, r.Err)
 	}
@@ -940,4 +954,142 @@ func TestS3CredentialsFromEnvironmentAndProfile(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", e.s3.SecretKey())
 	try("the environment before the file", func(*upload.S3Config) {}, true)
 	e.object("cred", data)
+}
+
+// A KMS key the store does not know fails the task for good, saying so:
+// MinIO answers 404 kms:KeyNotFound (on gofakes3, which takes any key, a
+// fault answers the same), for a single PUT and a multipart upload alike.
+func TestS3UnknownKMSKeyIsPermanent(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	kid := fmt.Sprintf("no-such-key-%d", time.Now().UnixNano())
+	if e.s3.Upstream() == "" {
+		e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+			if r.Header.Get("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id") == kid {
+				return &s3fake.Fault{Status: http.StatusNotFound, Code: "kms:KeyNotFound"}
+			}
+			return nil
+		})
+	}
+	small, _ := e.file("kms-small", 1000, 21)
+	big, _ := e.file("kms-big", ps+1, 22)
+	for _, src := range []string{small, big} {
+		r := e.run(upload.Args{Src: src, Dest: "s3://" + bucket + "/kms-unknown", SSE: "aws:kms", SSEKMSKeyID: kid}, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 5})
+		var perm *worker.PermanentError
+		if !errors.As(r.Err, &perm) || !strings.Contains(r.Err.Error(), "KMS key does not exist") || !strings.Contains(r.Err.Error(), "kms:KeyNotFound") {
+			t.Fatalf("%s: %v, want a permanent error saying the KMS key does not exist", filepath.Base(src), r.Err)
+		}
+		e.noOpenUploads()
+		if rec, listed := e.record(r.Task.ID); rec || listed {
+			t.Fatalf("%s: record left: %v, listed %v", filepath.Base(src), rec, listed)
+		}
+	}
+}
+
+// XAmzContentChecksumMismatch (MinIO's answer to an x-amz-checksum-* that
+// is not the body's) means, like BadDigest, that the store got other bytes
+// than were hashed: the attempt fails as a source that changed (retried,
+// the upload aborted and its record removed, so the next starts over).
+func TestS3ChecksumMismatchIsASourceChange(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("mismatch.bin", 2*ps, 23)
+	var once atomic.Bool
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2" && once.CompareAndSwap(false, true) {
+			return &s3fake.Fault{Status: http.StatusBadRequest, Code: "XAmzContentChecksumMismatch"}
+		}
+		return nil
+	})
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/mismatch.bin"}, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 5})
+	var perm *worker.PermanentError
+	if r.Err == nil || errors.As(r.Err, &perm) || !strings.Contains(r.Err.Error(), "source changed") {
+		t.Fatalf("part refused with XAmzContentChecksumMismatch: %v, want a retried error saying the source changed", r.Err)
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+	r = e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/mismatch.bin"}, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 5})
+	if r.Err != nil || r.Value.Resumed != 0 || r.Value.SHA256 != sum(data) {
+		t.Fatalf("next attempt: %+v %v", r.Value, r.Err)
+	}
+	e.object("mismatch.bin", data)
+}
+
+// With Checksums, the handler compares the whole-object SHA-256 the store
+// gives with its own: a single PUT's echo, and a multipart object's
+// composite (the SHA-256 of the parts' SHA-256s, "-" their count), which
+// MinIO returns for an upload begun with x-amz-checksum-algorithm SHA256.
+// Result.Verified names only the checks made: gofakes3 returns no
+// multipart checksum, so there it has no sha256 entry.
+func TestS3WholeObjectChecksum(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.Checksums = true })
+	small, sdata := e.file("whole-s", 1000, 24)
+	r := e.run(upload.Args{Src: small, Dest: "s3://" + bucket + "/whole-s"}, nil)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r.Value.Verified != "size,etag,sha256" {
+		t.Fatalf("single PUT: verified %q, want \"size,etag,sha256\" (the store echoes the SHA-256 sent)", r.Value.Verified)
+	}
+	e.object("whole-s", sdata)
+
+	big, bdata := e.file("whole-b", 2*ps+1, 25)
+	r = e.run(upload.Args{Src: big, Dest: "s3://" + bucket + "/whole-b"}, nil)
+	if r.Err != nil || r.Value.Parts != 3 || r.Value.SHA256 != sum(bdata) {
+		t.Fatalf("multipart: %+v %v", r.Value, r.Err)
+	}
+	e.object("whole-b", bdata)
+	if e.s3.Upstream() == "" {
+		if r.Value.Verified != "size,etag" {
+			t.Fatalf("multipart on gofakes3 (no whole-object checksum): verified %q, want \"size,etag\"", r.Value.Verified)
+		}
+		return
+	}
+	if r.Value.Verified != "size,etag,sha256-composite" {
+		t.Fatalf("multipart: verified %q, want \"size,etag,sha256-composite\"", r.Value.Verified)
+	}
+	// The store keeps the composite of the three parts' SHA-256s.
+	all := sha256.New()
+	for off := 0; off < len(bdata); off += ps {
+		p := sha256.Sum256(bdata[off:min(off+ps, len(bdata))])
+		all.Write(p[:])
+	}
+	want := base64.StdEncoding.EncodeToString(all.Sum(nil)) + "-3"
+	if info, err := e.s3.Info(bucket, "whole-b"); err != nil || info.Checksums["SHA256"] != want {
+		t.Fatalf("stored checksums %v %v, want SHA256 %s", info.Checksums, err, want)
+	}
+}
+
+// A resumed upload with Checksums completes with the SHA-256 of every part,
+// those of the earlier attempt included (a ranged http source skips them:
+// their SHA-256s come from the record), and the store's composite checks
+// out (on MinIO; gofakes3 gives none).
+func TestS3ResumeWithChecksums(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.Checksums = true })
+	size := 3*ps + 5
+	data := noise(size, 26)
+	src := newHTTPSource(t, data)
+	for _, path := range []string{"/ranged", "/chunked"} {
+		e.cutAfterTwoParts()
+		a := upload.Args{Src: src.srv.URL + path, Dest: "s3://" + bucket + "/rc" + path}
+		r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+		if r.Err == nil {
+			t.Fatal("the cut attempt succeeded")
+		}
+		e.s3.SetFault(nil)
+		e.s3.SetOnPart(nil)
+		r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+		if r2.Err != nil {
+			t.Fatal(r2.Err)
+		}
+		want := "size,etag"
+		if e.s3.Upstream() != "" {
+			want += ",sha256-composite"
+		}
+		if r2.Value.SHA256 != sum(data) || r2.Value.Resumed != 2*ps || r2.Value.Parts != 4 || r2.Value.Verified != want {
+			t.Fatalf("%s: resumed upload %+v, want 2 parts kept of 4 and verified %q", path, r2.Value, want)
+		}
+		e.object("rc"+path, data)
+	}
+	e.noOpenUploads()
 }

@@ -16,6 +16,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -404,7 +405,7 @@ func (j *job) single(ctx context.Context, src *source) (Result, error) {
 	if j.etagIsMD5() {
 		want = hex.EncodeToString(md5sum)
 	}
-	return j.verify(ctx, res, want, base64.StdEncoding.EncodeToString(w.sha.Sum(nil)))
+	return j.verify(ctx, res, wantSums{etag: want, sha: base64.StdEncoding.EncodeToString(w.sha.Sum(nil)), reply: info.ChecksumSHA256})
 }
 
 // withHeader is m with k: v added (a copy: m is the caller's).
@@ -419,20 +420,54 @@ func withHeader(m map[string]string, k, v string) map[string]string {
 
 func crcHex(c hash.Hash32) string { return fmt.Sprintf("%08x", c.Sum32()) }
 
-// verify reads the object's size, ETag and checksums back (HEAD) and
-// compares them with what was sent: wantETag ("" to skip) and the
-// whole-object SHA-256 (base64) when the store returns one that is not
-// composite.
-func (j *job) verify(ctx context.Context, res Result, wantETag, shaB64 string) (Result, error) {
-	if res.ETag == "" || (wantETag != "" && res.ETag != wantETag) {
-		if wantETag != "" {
-			return Result{}, fmt.Errorf("upload to %s: the store's ETag %q is not the %q of what was sent", j.a.Dest, res.ETag, wantETag)
+// wantSums is what verify compares the store's view of an object with.
+type wantSums struct {
+	etag      string // the ETag the store must show; "" to skip (SSE-KMS)
+	sha       string // the whole object's SHA-256, base64
+	composite string // a multipart object's composite SHA-256 ("<base64>-<parts>"); "" for a single PUT
+	reply     string // the SHA-256 checksum the upload's own reply gave, if any
+}
+
+// verify checks the upload's reply and reads the object's size, ETag and
+// checksums back (HEAD) to compare them with what was sent. Result.Verified
+// names the checks made, and only those: "size" and "etag" (HEAD), "sha256"
+// (the store gave the whole object's SHA-256: a single PUT's echo, or a
+// full-object checksum) and "sha256-composite" (the store gave a multipart
+// object's composite of the parts' SHA-256s). A store that returns no
+// checksum (one that does not know the headers, or an upload without
+// S3Config.Checksums) gets neither sha256 entry.
+func (j *job) verify(ctx context.Context, res Result, want wantSums) (Result, error) {
+	if want.etag != "" && res.ETag != want.etag {
+		return Result{}, fmt.Errorf("upload to %s: the store's ETag %q is not the %q of what was sent", j.a.Dest, res.ETag, want.etag)
+	}
+	var checked []string
+	note := func(c string) {
+		for _, x := range checked {
+			if x == c {
+				return
+			}
 		}
+		checked = append(checked, c)
+	}
+	checkSum := func(where, got string) error {
+		if got == "" {
+			return nil
+		}
+		c, err := j.sumCheck(got, want)
+		if err != nil {
+			return fmt.Errorf("upload to %s: %s: %w", j.a.Dest, where, err)
+		}
+		note(c)
+		return nil
+	}
+	if err := checkSum("the upload's reply", want.reply); err != nil {
+		return Result{}, err
 	}
 	if j.h.s3.SkipHead {
-		if wantETag != "" {
-			res.Verified = "etag"
+		if want.etag != "" {
+			checked = append([]string{"etag"}, checked...)
 		}
+		res.Verified = strings.Join(checked, ",")
 		return res, nil
 	}
 	var oi minio.ObjectInfo
@@ -444,7 +479,6 @@ func (j *job) verify(ctx context.Context, res Result, wantETag, shaB64 string) (
 	if err != nil {
 		return Result{}, j.sc.s3Err("HEAD", j.d, err)
 	}
-	checked := []string{"size"}
 	if oi.Size != res.Bytes {
 		return Result{}, fmt.Errorf("upload to %s: the store holds %d bytes, %d were sent", j.a.Dest, oi.Size, res.Bytes)
 	}
@@ -453,20 +487,47 @@ func (j *job) verify(ctx context.Context, res Result, wantETag, shaB64 string) (
 	if et := strings.Trim(oi.ETag, `"`); et != res.ETag && (res.Parts == 0 || strings.Contains(et, "-")) {
 		return Result{}, fmt.Errorf("upload to %s: the store's ETag is %q, the upload's was %q (replaced meanwhile?)", j.a.Dest, et, res.ETag)
 	}
-	if wantETag != "" {
-		checked = append(checked, "etag")
+	head := []string{"size"}
+	if want.etag != "" {
+		head = append(head, "etag")
 	}
-	if cs := oi.ChecksumSHA256; cs != "" && !strings.Contains(cs, "-") {
-		if cs != shaB64 {
-			return Result{}, fmt.Errorf("upload to %s: the store's SHA-256 is %s, the source's %s", j.a.Dest, cs, shaB64)
-		}
-		checked = append(checked, "sha256")
+	if err := checkSum("HEAD", oi.ChecksumSHA256); err != nil {
+		return Result{}, err
 	}
 	if res.VersionID == "" {
 		res.VersionID = oi.VersionID
 	}
-	res.Verified = strings.Join(checked, ",")
+	res.Verified = strings.Join(append(head, checked...), ",")
 	return res, nil
+}
+
+// sumCheck compares a SHA-256 checksum the store gave (base64, with
+// "-<parts>" when composite) with want, and names the check.
+func (j *job) sumCheck(got string, want wantSums) (string, error) {
+	if b, n, ok := strings.Cut(got, "-"); ok {
+		if want.composite == "" {
+			return "", fmt.Errorf("the store's SHA-256 %s is a composite, of %s parts; this upload had none", got, n)
+		}
+		if got != want.composite {
+			return "", fmt.Errorf("the store's composite SHA-256 (of the parts' SHA-256s) is %s, the parts' %s", b+"-"+n, want.composite)
+		}
+		return "sha256-composite", nil
+	}
+	switch {
+	case got == want.sha:
+		return "sha256", nil
+	case want.composite != "" && got+"-"+strconv.Itoa(partsOf(want.composite)) == want.composite:
+		// A composite without its part count (some stores leave it out).
+		return "sha256-composite", nil
+	}
+	return "", fmt.Errorf("the store's SHA-256 is %s, the source's %s", got, want.sha)
+}
+
+// partsOf is the part count of a composite checksum.
+func partsOf(composite string) int {
+	i := strings.LastIndexByte(composite, '-')
+	n, _ := strconv.Atoi(composite[i+1:])
+	return n
 }
 
 // partSizeFor is the part size for a source of size bytes (-1: not known).
@@ -674,7 +735,25 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 	if j.etagIsMD5() {
 		want = fmt.Sprintf("%s-%d", hex.EncodeToString(all.Sum(nil)), nparts)
 	}
-	return j.verify(ctx, res, want, base64.StdEncoding.EncodeToString(w.sha.Sum(nil)))
+	return j.verify(ctx, res, wantSums{etag: want, sha: base64.StdEncoding.EncodeToString(w.sha.Sum(nil)),
+		composite: compositeSHA256(shas, nparts), reply: info.ChecksumSHA256})
+}
+
+// compositeSHA256 is the whole-object checksum S3 and MinIO give a
+// multipart upload begun with x-amz-checksum-algorithm SHA256: the SHA-256
+// of the parts' SHA-256 digests (raw, in part order), base64, "-" the
+// number of parts. shas holds each part's SHA-256 in base64; "" if one is
+// missing.
+func compositeSHA256(shas map[int]string, nparts int) string {
+	all := sha256.New()
+	for n := 1; n <= nparts; n++ {
+		b, err := base64.StdEncoding.DecodeString(shas[n])
+		if err != nil || len(b) != sha256.Size {
+			return ""
+		}
+		all.Write(b)
+	}
+	return fmt.Sprintf("%s-%d", base64.StdEncoding.EncodeToString(all.Sum(nil)), nparts)
 }
 
 // dropRecord removes the task's record of the upload.

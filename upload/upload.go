@@ -27,8 +27,13 @@
 // store's ETag (the MD5 of a single PUT; the MD5 of the parts' MD5s,
 // "-<parts>", of a multipart upload; not with SSE-KMS, whose ETags are not
 // MD5s) and reads the object back with HEAD: its size, its ETag, and its
-// SHA-256 when the store returns a whole-object one. Result.Verified lists
-// what was checked. A source that changes during an attempt (a file's
+// SHA-256 when the store returns one — a single PUT's, or with
+// S3Config.Checksums a multipart object's composite checksum (the SHA-256
+// of the parts' SHA-256s, "-<parts>", as AWS S3 and MinIO give it on
+// completion and HEAD), compared with the one of the parts sent; the
+// checksum a reply echoes is compared too. Result.Verified lists what was
+// checked ("size,etag,sha256", "size,etag,sha256-composite"), never more:
+// a store that returns no checksum leaves the sha256 entries out. A source that changes during an attempt (a file's
 // size, modification time or inode; bytes that no longer hash as they did)
 // fails the attempt; its multipart upload is aborted, so that the next
 // attempt starts over from the new content.
@@ -54,7 +59,8 @@
 //
 // Errors: credentials the store refuses (InvalidAccessKeyId,
 // SignatureDoesNotMatch, AccessDenied, an expired token), a missing
-// bucket, bad arguments and other 400s fail the task for good
+// bucket, a KMS key the store does not know, bad arguments and other
+// 400s fail the task for good
 // (worker.Permanent), saying what to check. SlowDown (503) and 429 are
 // sent again within the attempt after the reply's Retry-After (bounded by
 // Config.ThrottleRetries and ThrottleWait), then end the attempt with
@@ -122,7 +128,7 @@ type Result struct {
 	VersionID string `msgpack:"version_id,omitempty"` // when the bucket keeps versions
 	Parts     int    `msgpack:"parts,omitempty"`      // 0 for a single PUT
 	Resumed   int64  `msgpack:"resumed,omitempty"`    // bytes an earlier attempt had stored, not sent again
-	Verified  string `msgpack:"verified,omitempty"`   // what was checked after the upload, e.g. "size,etag,sha256"
+	Verified  string `msgpack:"verified,omitempty"`   // what was checked after the upload, e.g. "size,etag,sha256" or "size,etag,sha256-composite"
 }
 
 // Config limits what uploads may touch.

@@ -243,6 +243,9 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"qstats":      script.QStats,
 		"pgset":       script.ProgressSet,      // issue 19
 		"gpset":       script.GroupProgressSet, // issue 19
+		"upbegin":     script.UpBegin,          // issue 19, package upload
+		"uppart":      script.UpPart,           // issue 19, package upload
+		"upend":       script.UpEnd,            // issue 19, package upload
 	} {
 		m[s.Hash()] = name
 	}
