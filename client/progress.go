@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
-	"errors"
 	"time"
+
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
 )
 
 // Progress is what a task's handler last reported with
@@ -19,7 +21,18 @@ type Progress struct {
 func (p Progress) Reported() bool { return !p.Updated.IsZero() }
 
 // Progress returns what the task's handler last reported (zero Progress
-// when it reported nothing, or the report's retention passed).
+// when it reported nothing, or the report's retention passed), in one
+// round trip. A report is written at most a few times a second while the
+// handler runs, and its last one before the attempt's end is recorded (see
+// worker.ReportProgress); a later attempt's first write replaces an
+// earlier attempt's report (Attempt tells which one it is). A report is
+// kept for the task's retention from its last write, and deleted with the
+// task (client.PurgeDead). A record that this library could not have
+// written is refused with an error.
 func (h *Handle) Progress(ctx context.Context) (Progress, error) {
-	return Progress{}, errors.New("not yet") // issue 19 contract (helper P1)
+	rec, ok, err := store.ReadProgress(ctx, h.c.eng.Redis(), keys.ForQueue(h.ref.Queue), h.ref.Key)
+	if err != nil || !ok {
+		return Progress{}, err
+	}
+	return Progress{Done: rec.Done, Total: rec.Total, Attempt: rec.Attempt, Updated: time.UnixMilli(rec.AtMs)}, nil
 }

@@ -84,16 +84,22 @@ func (p Progress) Ended() bool { return p.State != GroupRunning }
 // or ended longer ago than its retention).
 var ErrUnknownGroup = errors.New("unknown group")
 
-// Progress returns the group's counters without waiting.
+// Progress returns the group's counters without waiting, with the sums of
+// its members' reports (WorkDone, WorkTotal), in one round trip. The sums
+// count the members that reported, each by its last report as written
+// (see worker.ReportProgress: coalesced, so a running member's may be a
+// fraction of a second old); a member that succeeded counts as done in
+// full. A nested group's members are not counted in its parent's sums.
 func (g *Group) Progress(ctx context.Context) (Progress, error) {
-	st, err := store.ReadGroup(ctx, engineOf(g.c).Redis(), g.ref)
+	st, work, err := store.ReadGroupWithWork(ctx, engineOf(g.c).Redis(), g.ref)
 	if err != nil {
 		return Progress{}, err
 	}
 	if st.State == "" {
 		return Progress{}, fmt.Errorf("group %s: %w", g.ID(), ErrUnknownGroup)
 	}
-	return Progress{State: GroupState(st.State), Total: st.Members, Succeeded: st.Succeeded, Failed: st.Failed}, nil
+	return Progress{State: GroupState(st.State), Total: st.Members, Succeeded: st.Succeeded, Failed: st.Failed,
+		WorkDone: work.Done, WorkTotal: work.Total}, nil
 }
 
 // recheck bounds how long Wait trusts the notification channel alone.

@@ -12,16 +12,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/worker"
 )
@@ -92,6 +95,19 @@ type Config struct {
 	// the fleet; zero means unlimited.
 	RequestRate ratelimit.Limit
 	Bandwidth   ratelimit.Bandwidth
+
+	// ThrottleRetries is how many times one request the store answered
+	// with SlowDown (503) or 429 is sent again within the attempt, each
+	// after the reply's Retry-After (else a short backoff), before the
+	// attempt fails with worker.RetryAfter of the last hint (default 3).
+	// A hint longer than ThrottleWait (default 10s) ends the attempt at
+	// once, the same way: the task waits in Redis, not in the handler.
+	ThrottleRetries int
+	ThrottleWait    time.Duration
+
+	// Logger receives what the handler cannot return (an abort that
+	// failed, say). Defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 // S3Config says how to reach S3-compatible storage. Credentials come from
@@ -107,6 +123,15 @@ type S3Config struct {
 	AccessKey string
 	SecretKey string
 	Token     string
+
+	// Checksums sends each part's (and a single PUT's) SHA-256 as
+	// x-amz-checksum-sha256 too, and begins multipart uploads with
+	// x-amz-checksum-algorithm SHA256: the store verifies the bytes against
+	// it and keeps it. The SHA-256 is always the request's signed payload
+	// hash, and Content-MD5 is always sent; turn this on for stores that
+	// know the checksum headers (AWS S3, recent MinIO; the in-process test
+	// server verifies them too).
+	Checksums bool
 
 	// Defaults for the object options of Args.
 	StorageClass string
@@ -124,18 +149,105 @@ func Register(w *worker.Worker, cfg Config) error {
 	return nil
 }
 
-// Handler runs uploads.
+// Handler runs uploads. It is safe for concurrent use; its S3 clients are
+// made on first use and kept, one per endpoint, region and credentials.
 type Handler struct {
 	roots []string
 	hc    *http.Client
+	rdb   redis.UniversalClient
+	s3    S3Config
+	log   *slog.Logger
+
+	partSize, threshold int64
+	conc                int
+	throttleRetries     int
+	throttleWait        time.Duration
+
+	rate  rateWaiter
+	bw    *ratelimit.BandwidthLimiter
+	conns conns
+
+	cmu sync.Mutex
+	cl  *client.Client // for Sweep
 }
+
+// rateWaiter is the request limiter (none without Redis).
+type rateWaiter interface {
+	Wait(ctx context.Context, key string, n int) error
+}
+
+type noLimit struct{}
+
+func (noLimit) Wait(context.Context, string, int) error { return nil }
+
+// DefaultRequestRate is Config.RequestRate's default: 1000 requests per
+// second per destination, 100 at once.
+var DefaultRequestRate = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100}
 
 // New checks cfg and returns a Handler.
 func New(cfg Config) (*Handler, error) {
-	h := &Handler{hc: cfg.HTTPClient}
+	h := &Handler{hc: cfg.HTTPClient, rdb: cfg.Redis, s3: cfg.S3, log: cfg.Logger,
+		partSize: cfg.PartSize, threshold: cfg.MultipartThreshold, conc: cfg.PartConcurrency,
+		throttleRetries: cfg.ThrottleRetries, throttleWait: cfg.ThrottleWait}
 	if h.hc == nil {
 		h.hc = &http.Client{Timeout: 5 * time.Minute}
 	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	switch {
+	case h.partSize == 0:
+		h.partSize = 16 << 20
+	case h.partSize < minPartSize || h.partSize > maxPartSize:
+		return nil, fmt.Errorf("upload: PartSize %d is not within S3's 5 MiB to 5 GiB", h.partSize)
+	}
+	switch {
+	case h.threshold == 0:
+		h.threshold = h.partSize
+	case h.threshold < 0 || h.threshold > maxPartSize:
+		return nil, fmt.Errorf("upload: MultipartThreshold %d is not within 1 byte to 5 GiB", h.threshold)
+	}
+	switch {
+	case h.conc == 0:
+		h.conc = 4
+	case h.conc < 0:
+		return nil, fmt.Errorf("upload: PartConcurrency %d is negative", h.conc)
+	}
+	if h.throttleRetries == 0 {
+		h.throttleRetries = 3
+	}
+	if h.throttleWait == 0 {
+		h.throttleWait = 10 * time.Second
+	}
+	if h.throttleRetries < 0 || h.throttleWait < 0 {
+		return nil, errors.New("upload: ThrottleRetries and ThrottleWait must not be negative")
+	}
+	if _, _, err := endpointOf(cfg.S3); err != nil {
+		return nil, err
+	}
+	if _, err := sseOf(cfg.S3.SSE, cfg.S3.SSEKMSKeyID); err != nil {
+		return nil, fmt.Errorf("upload: S3Config: %w", err)
+	}
+	h.rate = noLimit{}
+	if h.rdb != nil {
+		lim := cfg.RequestRate
+		if lim.Rate == 0 {
+			lim = DefaultRequestRate
+		}
+		if err := lim.Validate(); err != nil {
+			return nil, fmt.Errorf("upload: RequestRate: %w", err)
+		}
+		h.rate = ratelimit.New(h.rdb, lim)
+		if cfg.Bandwidth != (ratelimit.Bandwidth{}) {
+			if err := cfg.Bandwidth.Validate(); err != nil {
+				return nil, fmt.Errorf("upload: Bandwidth: %w", err)
+			}
+			h.bw = ratelimit.NewBandwidth(h.rdb, cfg.Bandwidth)
+		}
+	} else if cfg.Bandwidth.BytesPerSecond > 0 || cfg.RequestRate.Rate > 0 {
+		return nil, errors.New("upload: RequestRate and Bandwidth need Config.Redis")
+	}
+	h.conns.tr = hintTransport{next: defaultTransport()}
 	for _, r := range cfg.Roots {
 		abs, err := filepath.Abs(r)
 		if err != nil {
@@ -144,6 +256,119 @@ func New(cfg Config) (*Handler, error) {
 		h.roots = append(h.roots, filepath.Clean(abs))
 	}
 	return h, nil
+}
+
+// defaultTransport is http.DefaultTransport's settings, with more idle
+// connections per host (parts go PartConcurrency at once, per task).
+func defaultTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return tr
+}
+
+// Close closes the idle connections of the handler's S3 clients, and the
+// client Sweep made.
+func (h *Handler) Close() {
+	h.cmu.Lock()
+	if h.cl != nil {
+		_ = h.cl.Close()
+		h.cl = nil
+	}
+	h.cmu.Unlock()
+	if tr, ok := h.conns.tr.(hintTransport); ok {
+		if t, ok := tr.next.(*http.Transport); ok {
+			t.CloseIdleConnections()
+		}
+	}
+}
+
+// call runs one request of f on the destination with rate key rk: it takes
+// a token of the request limit first, and sends again what the store
+// throttled (SlowDown, 429), after the reply's Retry-After, up to
+// ThrottleRetries times; then, or when the hint is longer than
+// ThrottleWait, it returns worker.RetryAfter(hint) so that the task waits
+// in Redis.
+func (h *Handler) call(ctx context.Context, rk string, f func(ctx context.Context) error) error {
+	backoff := 200 * time.Millisecond
+	for try := 0; ; try++ {
+		if err := h.rate.Wait(ctx, rk, 1); err != nil {
+			return err
+		}
+		hint := &retryHint{}
+		err := f(context.WithValue(ctx, hintKey{}, hint))
+		if err == nil || !throttled(err) {
+			return err
+		}
+		d, ok := hint.get()
+		if !ok {
+			d = backoff
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		if try >= h.throttleRetries || d > h.throttleWait {
+			return worker.RetryAfter(max(d, time.Second), fmt.Errorf("the store asks to slow down (%s) after %d tries: %w", minioCode(err), try+1, err))
+		}
+		tm := time.NewTimer(d)
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+			tm.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+func isHTTP(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// Run performs one upload. Failures to reach the destination are retried
+// (the task's attempts); bad arguments fail permanently.
+func (h *Handler) Run(ctx context.Context, a Args) (Result, error) {
+	if strings.HasPrefix(a.Dest, "s3://") {
+		d, err := parseS3(a.Dest)
+		if err != nil {
+			return Result{}, err
+		}
+		if !isHTTP(a.Src) {
+			if _, err := h.inRoots(a.Src); err != nil {
+				return Result{}, err
+			}
+		}
+		return h.toS3(ctx, a, d)
+	}
+	u, err := url.Parse(a.Dest)
+	if err != nil {
+		return Result{}, worker.Permanent(fmt.Errorf("destination %q: %w", a.Dest, err))
+	}
+	if u.Scheme != "" && u.Scheme != "file" && u.Scheme != "http" && u.Scheme != "https" {
+		return Result{}, worker.Permanent(fmt.Errorf("destination %q: scheme %q is not file, http, https or s3", a.Dest, u.Scheme))
+	}
+	var src *source
+	if isHTTP(a.Src) {
+		src, err = h.openHTTP(ctx, a.Src, 0, "")
+	} else {
+		var p string
+		if p, err = h.inRoots(a.Src); err == nil {
+			src, err = openFile(p)
+		}
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	defer src.Close()
+	r := io.Reader(src.body)
+	if src.file != nil {
+		r = src.file
+	}
+	switch u.Scheme {
+	case "", "file":
+		p := a.Dest
+		if u.Scheme == "file" {
+			p = u.Path
+		}
+		return h.toFile(r, p)
+	}
+	return h.toHTTP(ctx, r, src.size, a.Dest)
 }
 
 func (h *Handler) inRoots(p string) (string, error) {
@@ -157,38 +382,6 @@ func (h *Handler) inRoots(p string) (string, error) {
 		}
 	}
 	return "", worker.Permanent(fmt.Errorf("path %q is outside the upload roots %v", p, h.roots))
-}
-
-// Run performs one upload. Failures to reach the destination are retried
-// (the task's attempts); bad arguments fail permanently.
-func (h *Handler) Run(ctx context.Context, a Args) (Result, error) {
-	src, err := h.inRoots(a.Src)
-	if err != nil {
-		return Result{}, err
-	}
-	f, err := os.Open(src)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return Result{}, worker.Permanent(fmt.Errorf("source %s: %w", src, err))
-		}
-		return Result{}, err
-	}
-	defer f.Close()
-	u, err := url.Parse(a.Dest)
-	if err != nil {
-		return Result{}, worker.Permanent(fmt.Errorf("destination %q: %w", a.Dest, err))
-	}
-	switch u.Scheme {
-	case "", "file":
-		p := a.Dest
-		if u.Scheme == "file" {
-			p = u.Path
-		}
-		return h.toFile(f, p)
-	case "http", "https":
-		return h.toHTTP(ctx, f, a.Dest)
-	}
-	return Result{}, worker.Permanent(fmt.Errorf("destination %q: scheme %q is not file, http or https", a.Dest, u.Scheme))
 }
 
 // toFile writes to a temporary file next to the destination and renames it
@@ -226,18 +419,24 @@ func (h *Handler) toFile(src io.Reader, dest string) (Result, error) {
 	return Result{Bytes: n, SHA256: hex.EncodeToString(sum.Sum(nil)), Dest: "file://" + dst}, nil
 }
 
-func (h *Handler) toHTTP(ctx context.Context, f *os.File, dest string) (Result, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return Result{}, err
-	}
+// toHTTP sends src (size bytes, -1 when not known: chunked) in one PUT.
+func (h *Handler) toHTTP(ctx context.Context, src io.Reader, size int64, dest string) (Result, error) {
 	sum := sha256.New()
-	body := io.TeeReader(f, sum)
+	cnt := &counter{}
+	body := io.TeeReader(src, io.MultiWriter(sum, cnt))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, dest, body)
 	if err != nil {
 		return Result{}, worker.Permanent(err)
 	}
-	req.ContentLength = st.Size()
+	req.ContentLength = size
+	if h.rdb != nil {
+		if err := h.rate.Wait(ctx, rateKey("http", req.URL.Host), 1); err != nil {
+			return Result{}, err
+		}
+		if h.bw != nil {
+			req.Body = io.NopCloser(h.bw.Reader(ctx, rateKey("http", req.URL.Host), body))
+		}
+	}
 	resp, err := h.hc.Do(req)
 	if err != nil {
 		return Result{}, err
@@ -246,7 +445,7 @@ func (h *Handler) toHTTP(ctx context.Context, f *os.File, dest string) (Result, 
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return Result{Bytes: st.Size(), SHA256: hex.EncodeToString(sum.Sum(nil)), Dest: dest}, nil
+		return Result{Bytes: cnt.n, SHA256: hex.EncodeToString(sum.Sum(nil)), Dest: dest}, nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
 		err := fmt.Errorf("PUT %s: %s", dest, resp.Status)
 		if secs, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && secs >= 0 {
@@ -259,3 +458,7 @@ func (h *Handler) toHTTP(ctx context.Context, f *os.File, dest string) (Result, 
 		return Result{}, worker.Permanent(fmt.Errorf("PUT %s: %s", dest, resp.Status))
 	}
 }
+
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

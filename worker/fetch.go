@@ -331,6 +331,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 		w:    w,
 		prev: env.Prev,
 		j:    j,
+		pg:   w.jobProgress(j),
 	})
 	w.execs.Add(1)
 	go w.exec(j)

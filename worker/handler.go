@@ -74,8 +74,9 @@ type taskValue struct {
 	info engine.TaskInfo
 	Task
 	w    *Worker
-	prev string // id of the task this one continues
-	j    *job   // the attempt (batch handlers record their items' ends with its token)
+	prev string    // id of the task this one continues
+	j    *job      // the attempt (batch handlers record their items' ends with its token)
+	pg   *progress // the attempt's ReportProgress state (issue 19)
 }
 
 // TaskFromContext returns the task a handler's ctx belongs to.

@@ -29,6 +29,7 @@ func handlerContext(ctx context.Context, t engine.HandlerTask, in *engine.TaskIn
 			PartitionKey: t.PartitionKey,
 		},
 		prev: in.Prev,
+		pg:   newProgress(nil), // reports are kept, not written (ReportedProgress)
 	}
 	ctx = engine.WithTask(ctx, tv)
 	var stops []context.CancelFunc

@@ -12,7 +12,8 @@
 -- then, after the g groups' keys (KEYS[6+3n+5g ..]): the queue's stats hash,
 --          its history hash, and the retrying and held indexes of the
 --          scheduled set (keys.Queue.Stats, StatsHistory, SchedRetrying,
---          SchedHeld)
+--          SchedHeld), then the g groups' progress hashes
+--          (keys.Queue.GroupProgress, in the order of their groups)
 -- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel,
 -- ARGV[4]  n, ARGV[5] queue name
 -- ARGV[6..] per item 10 values: op, entry id, delivery count, task key, fresh,
@@ -60,7 +61,7 @@ local stats, hist, retrying, heldx = KEYS[kx], KEYS[kx + 1], KEYS[kx + 2], KEYS[
 for j = 1, tonumber(ARGV[gb]) do
   local kb = 6 + 3 * n + 5 * (j - 1)
   groups[j] = {
-    keys = {KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[5], KEYS[4], stats},
+    keys = {KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[5], KEYS[4], stats, KEYS[kx + 3 + j]},
     pub = ARGV[gb + 2 * j - 1], own = ARGV[gb + 2 * j], ends = {}, item = 0,
   }
   byPub[groups[j].pub] = groups[j]

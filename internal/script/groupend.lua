@@ -4,6 +4,7 @@
 -- KEYS[1]  group hash, KEYS[2] open set, KEYS[3] order, KEYS[4] held set,
 -- KEYS[5]  continuations, KEYS[6] home queue's outbox, KEYS[7] its hooks,
 -- KEYS[8]  its stats hash (field ia: held members of its InvokeAll groups)
+-- KEYS[9]  the group's progress hash (keys.Queue.GroupProgress)
 -- ARGV[1]  home queue's done channel, ARGV[2] public group id, ARGV[3] the
 --          group's own id, then pairs: member name, final state
 --          ('succeeded', 'dead', 'cancelled', 'failed')
@@ -14,6 +15,6 @@
 -- its caller to drain the outbox the first run wrote.
 local ends = {}
 for i = 4, #ARGV do ends[#ends + 1] = ARGV[i] end
-local st, wrote = group_count({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, ARGV[1], ARGV[2], ARGV[3], ends)
+local st, wrote = group_count({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, ARGV[1], ARGV[2], ARGV[3], ends)
 if st ~= '' and st ~= 'running' then wrote = 1 end
 return {st, wrote}

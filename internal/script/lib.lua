@@ -58,6 +58,16 @@ local function member_ended(tk, outbox, member, state)
   return true
 end
 
+-- progress_member parses a member's value in a group's progress hash
+-- (keys.Queue.GroupProgress; written by gpset.lua): nil for none, else
+-- {d, t, a, s, w, n} (done, total, attempt, seq, run id, write count).
+local function progress_member(v)
+  if not v then return nil end
+  local d, t, a, s, w, n = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%S+) (%d+) ')
+  if not d then return nil end
+  return {d = tonumber(d), t = tonumber(t), a = tonumber(a), s = tonumber(s), w = w, n = tonumber(n)}
+end
+
 -- group_count counts members of one group that ended, exactly once each: a
 -- member counts only when SREM removes it from the group's open set. The
 -- group ends in the same call when its open set empties (or at the first
@@ -67,13 +77,20 @@ end
 -- next held members are released (through outbox, to be activated).
 -- Sealing is the removal of the sentinel member "~open".
 -- k: {group hash, open set, order, held set, continuations, home outbox,
--- home hooks, home stats (its field ia counts the held members)}; chan:
+-- home hooks, home stats (its field ia counts the held members), and
+-- optionally the group's progress hash (keys.Queue.GroupProgress: it takes
+-- the group's lifetime, and a member that succeeded counts as done in full
+-- there)}; chan:
 -- home done channel; pub: public group id; own: the
 -- group's own id; ends: flat list of member name, final state.
 -- Returns the group's state ('' when unknown: nothing done) and 1 if
 -- outbox was written, else 0.
 local function group_count(k, chan, pub, own, ends)
   local g, open, order, held, conts, outbox, hooks, stats = k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+  -- Issue 19: the keys whose lifetime is the group's; its progress hash
+  -- among them when the caller passed it.
+  local lifetime = {g, open, order, held, conts}
+  if k[9] then lifetime[6] = k[9] end
   local h = redis.call('HMGET', g, 'st', 'ff', 'lim', 'free', 'cx', 'sealed', 'bad', 'ic')
   -- ic: its held members are counted in stats (groups made before the
   -- count was kept are not, so they must not lower it).
@@ -93,13 +110,22 @@ local function group_count(k, chan, pub, own, ends)
         -- Complete: kept until it ends (then for its retention; one that
         -- ended already, failing fast while it was made, keeps that).
         if st == 'running' then
-          for _, key in ipairs({g, open, order, held, conts}) do
+          for _, key in ipairs(lifetime) do
             redis.call('PERSIST', key)
           end
         end
       else
         if s == 'succeeded' then
           redis.call('HINCRBY', g, 'ok', 1)
+          if k[9] then
+            -- Issue 19: a member that succeeded counts as done in full
+            -- in the group's sums (its last report may say less).
+            local p = progress_member(redis.call('HGET', k[9], m))
+            if p and p.t > p.d then
+              redis.call('HSET', k[9], m, string.format('%d %d %d %d %s %d %d', p.t, p.t, p.a, p.s, p.w, p.n, now_ms()))
+              redis.call('HINCRBY', k[9], '~d', string.format('%d', p.t - p.d))
+            end
+          end
         else
           bad = redis.call('HINCRBY', g, 'bad', 1)
           redis.call('HSETNX', g, 'first', m)
@@ -125,7 +151,7 @@ local function group_count(k, chan, pub, own, ends)
     if pg and pg ~= '' then
       redis.call('XADD', outbox, '*', 'g', pg, 'm', redis.call('HGET', g, 'pm'), 'st', state)
     end
-    for _, key in ipairs({g, open, order, held, conts}) do
+    for _, key in ipairs(lifetime) do
       redis.call('PEXPIRE', key, ret)
     end
     redis.call('PUBLISH', chan, 'group:' .. own)

@@ -152,7 +152,8 @@ func EndMembers(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []Memb
 // endMembersCmd runs groupend.lua for ends of g (queues it, on a pipeline).
 func endMembersCmd(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []MemberEnd) *redis.Cmd {
 	h := g.Home
-	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks(), h.Stats()}
+	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks(), h.Stats(),
+		h.GroupProgress(g.ID)} // issue 19
 	args := make([]any, 0, 3+2*len(ends))
 	args = append(args, h.Done(), g.String(), g.ID)
 	for _, e := range ends {
@@ -225,17 +226,31 @@ type GroupState struct {
 
 // ReadGroup reads g's counters in one HMGET.
 func ReadGroup(ctx context.Context, rdb redis.Cmdable, g GroupRef) (GroupState, error) {
-	v, err := rdb.HMGet(ctx, g.Home.Group(g.ID), "st", "n", "ok", "bad", "first", "pg", "at", "fin", "lim", "cx", "join").Result()
+	v, err := rdb.HMGet(ctx, g.Home.Group(g.ID), groupFields...).Result()
 	if err != nil {
 		return GroupState{}, fmt.Errorf("read group %s: %w", g, err)
 	}
-	str := func(i int) string { s, _ := v[i].(string); return s }
+	return parseGroupState(v), nil
+}
+
+// groupFields are the fields of a group's hash that ReadGroup reads.
+var groupFields = []string{"st", "n", "ok", "bad", "first", "pg", "at", "fin", "lim", "cx", "join"}
+
+// parseGroupState parses the values of groupFields.
+func parseGroupState(v []any) GroupState {
+	str := func(i int) string {
+		if i >= len(v) {
+			return ""
+		}
+		s, _ := v[i].(string)
+		return s
+	}
 	num := func(i int) int64 { n, _ := strconv.ParseInt(str(i), 10, 64); return n }
 	return GroupState{
 		State: str(0), Members: int(num(1)), Succeeded: int(num(2)), Failed: int(num(3)),
 		First: str(4), Parent: str(5), StartMs: num(6), EndMs: num(7),
 		Limit: int(num(8)), Cancel: str(9) != "", Join: str(10),
-	}, nil
+	}
 }
 
 // GroupMemberNames returns the names of g's members (task ids, or group

@@ -318,6 +318,9 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 		args = append(args, g.String(), g.ID)
 	}
 	ks = append(ks, q.Stats(), q.StatsHistory(), q.SchedRetrying(), q.SchedHeld())
+	for _, g := range groups {
+		ks = append(ks, g.Home.GroupProgress(g.ID)) // issue 19: the group's lifetime and sums
+	}
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("record outcomes in queue %q: %w", q.Name, err)
@@ -639,6 +642,9 @@ func PurgeDead(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, ks 
 	for i, k := range ks {
 		allKeys = append(allKeys, q.Task(k))
 		args[1+i] = k
+	}
+	for _, k := range ks {
+		allKeys = append(allKeys, q.Progress(k)) // issue 19: it goes with the task
 	}
 	n, err := script.PurgeDead.Run(ctx, rdb, allKeys, args...).Int()
 	if err != nil {

@@ -241,6 +241,8 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"groupprune":  script.GroupPrune,
 		"groupmk":     script.GroupMk,
 		"qstats":      script.QStats,
+		"pgset":       script.ProgressSet,      // issue 19
+		"gpset":       script.GroupProgressSet, // issue 19
 	} {
 		m[s.Hash()] = name
 	}

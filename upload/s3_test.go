@@ -1,0 +1,703 @@
+package upload_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/taskfleet/async/asynctest"
+	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/s3fake"
+	"github.com/taskfleet/async/ratelimit"
+	"github.com/taskfleet/async/upload"
+	"github.com/taskfleet/async/worker"
+)
+
+const (
+	bucket = "bkt"
+	mib    = 1 << 20
+	ps     = 5 * mib // the smallest part S3 allows
+)
+
+// env is an S3 server, a fleet (its Redis and client) and a handler
+// uploading into the server, with files under root.
+type env struct {
+	t    *testing.T
+	f    *asynctest.Fleet
+	s3   *s3fake.Server
+	h    *upload.Handler
+	root string
+	cfg  upload.Config
+}
+
+func newEnv(t *testing.T, register func(e *env) func(w *worker.Worker), mod func(c *upload.Config)) *env {
+	t.Helper()
+	s3, err := s3fake.New(s3fake.Options{Buckets: []string{bucket}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s3.Close() })
+	e := &env{t: t, s3: s3, root: t.TempDir()}
+	var reg func(w *worker.Worker)
+	var h *upload.Handler
+	if register != nil {
+		reg = func(w *worker.Worker) { register(e)(w) }
+	}
+	// The handler needs the fleet's Redis, and the fleet's workers need the
+	// handler: the fleet starts its workers after this sets e.h.
+	e.f = asynctest.NewFleet(t, nil, nil)
+	e.cfg = upload.Config{
+		Roots: []string{e.root},
+		Redis: e.f.Redis(),
+		S3: upload.S3Config{Endpoint: s3.Endpoint(), Insecure: true, PathStyle: true,
+			AccessKey: s3.AccessKey(), SecretKey: s3.SecretKey()},
+		PartSize:        ps,
+		PartConcurrency: 2,
+	}
+	if mod != nil {
+		mod(&e.cfg)
+	}
+	h, err = upload.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.h = h
+	t.Cleanup(h.Close)
+	if reg != nil {
+		e.f.StartWorkers(1, reg)
+	}
+	return e
+}
+
+// file writes size bytes of seeded noise at name under root.
+func (e *env) file(name string, size int, seed uint64) (string, []byte) {
+	e.t.Helper()
+	data := noise(size, seed)
+	p := filepath.Join(e.root, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p, data
+}
+
+func noise(size int, seed uint64) []byte {
+	r := rand.New(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}))
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func crc32cHex(b []byte) string {
+	return fmt.Sprintf("%08x", crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+}
+
+// object reads what the server stores at key and fails unless it is want.
+func (e *env) object(key string, want []byte) {
+	e.t.Helper()
+	got, _, err := e.s3.Object(bucket, key)
+	if err != nil {
+		e.t.Fatalf("object %s: %v", key, err)
+	}
+	if !bytes.Equal(got, want) {
+		e.t.Fatalf("object %s: %d bytes stored, not the %d of the source (sha %s, want %s)", key, len(got), len(want), sum(got), sum(want))
+	}
+}
+
+// record reports whether the task has a resume record, and whether its
+// queue lists it.
+func (e *env) record(id string) (bool, bool) {
+	e.t.Helper()
+	q, key, _ := strings.Cut(id, "/")
+	kq := keys.ForQueue(q)
+	ctx := context.Background()
+	n, err := e.f.Redis().Exists(ctx, kq.Upload(key)).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, zerr := e.f.Redis().ZScore(ctx, kq.Uploads(), key).Result()
+	return n == 1, zerr == nil
+}
+
+func (e *env) noOpenUploads() {
+	e.t.Helper()
+	if open := e.s3.OpenUploads(); len(open) > 0 {
+		e.t.Fatalf("multipart uploads left open: %v", open)
+	}
+}
+
+// run runs one attempt of the handler with opts.
+func (e *env) run(a upload.Args, opts *asynctest.RunOpts) *asynctest.RunResult[upload.Result] {
+	e.t.Helper()
+	return asynctest.Run(e.f, e.h.Run, a, opts)
+}
+
+// Small objects go in one PUT, larger ones in parts; both come back with
+// their whole-object SHA-256 and CRC32C, the store's ETag, what was checked,
+// and no record or open upload left.
+func TestS3SingleAndMultipart(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	small, sdata := e.file("small.bin", 100_000, 1)
+	r := e.run(upload.Args{Src: small, Dest: "s3://" + bucket + "/dir/small.bin"}, nil)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	md := md5.Sum(sdata)
+	want := upload.Result{Bytes: int64(len(sdata)), SHA256: sum(sdata), CRC32C: crc32cHex(sdata), Dest: "s3://" + bucket + "/dir/small.bin",
+		ETag: hex.EncodeToString(md[:]), Verified: "size,etag", VersionID: r.Value.VersionID}
+	if r.Value != want {
+		t.Fatalf("single PUT: %+v\nwant %+v", r.Value, want)
+	}
+	e.object("dir/small.bin", sdata)
+
+	big, bdata := e.file("big.bin", 2*ps+12345, 2)
+	r = e.run(upload.Args{Src: big, Dest: "s3://" + bucket + "/big.bin"}, nil)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	all := md5.New()
+	for off := 0; off < len(bdata); off += ps {
+		s := md5.Sum(bdata[off:min(off+ps, len(bdata))])
+		all.Write(s[:])
+	}
+	want = upload.Result{Bytes: int64(len(bdata)), SHA256: sum(bdata), CRC32C: crc32cHex(bdata), Dest: "s3://" + bucket + "/big.bin",
+		ETag: hex.EncodeToString(all.Sum(nil)) + "-3", Parts: 3, Verified: "size,etag", VersionID: r.Value.VersionID}
+	if r.Value != want {
+		t.Fatalf("multipart: %+v\nwant %+v", r.Value, want)
+	}
+	e.object("big.bin", bdata)
+	st := e.s3.Stats()
+	if st.PutObjects != 1 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
+		t.Fatalf("server stats %+v", st)
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left after success: %v, listed %v", rec, listed)
+	}
+}
+
+// Content type (given, or from the extension), user metadata, storage
+// class and server-side encryption reach the store; defaults come from
+// S3Config.
+func TestS3ObjectOptions(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.StorageClass = "STANDARD_IA" })
+	p, _ := e.file("a.json", 1000, 3)
+	for _, tc := range []struct {
+		a                 upload.Args
+		ctype, class, sse string
+	}{
+		{upload.Args{Src: p, Dest: "s3://" + bucket + "/a.json", Metadata: map[string]string{"owner": "fleet", "Run-Id": "7"}},
+			"application/json", "STANDARD_IA", ""},
+		{upload.Args{Src: p, Dest: "s3://" + bucket + "/b", ContentType: "text/plain", StorageClass: "GLACIER", SSE: "AES256"},
+			"text/plain", "GLACIER", "AES256"},
+		{upload.Args{Src: p, Dest: "s3://" + bucket + "/c"}, "application/octet-stream", "STANDARD_IA", ""},
+	} {
+		if r := e.run(tc.a, nil); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		_, key, _ := strings.Cut(strings.TrimPrefix(tc.a.Dest, "s3://"), "/")
+		info, err := e.s3.Info(bucket, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.ContentType != tc.ctype || info.StorageClass != tc.class || info.SSE != tc.sse {
+			t.Errorf("%s: content type %q class %q sse %q, want %q %q %q", key, info.ContentType, info.StorageClass, info.SSE, tc.ctype, tc.class, tc.sse)
+		}
+		// Metadata keys are HTTP header names: their case is not kept.
+		for k, v := range tc.a.Metadata {
+			if got := info.Meta[http.CanonicalHeaderKey(k)]; got != v {
+				t.Errorf("%s: metadata %s = %q, want %q (all: %v)", key, k, got, v, info.Meta)
+			}
+		}
+	}
+	var perm *worker.PermanentError
+	for _, a := range []upload.Args{
+		{Src: p, Dest: "s3://" + bucket + "/d", SSE: "rot13"},
+		{Src: p, Dest: "s3://" + bucket + "/d", SSEKMSKeyID: "k"},
+		{Src: p, Dest: "s3:///d"},
+		{Src: p, Dest: "s3://" + bucket},
+		{Src: p, Dest: "s3://" + bucket + "/"},
+		{Src: p, Dest: "s3://Bad_Bucket/d"},
+		{Src: p, Dest: "s3://nosuchbucket/d"},
+		{Src: filepath.Join(e.root, "missing"), Dest: "s3://" + bucket + "/d"},
+		{Src: "/etc/passwd", Dest: "s3://" + bucket + "/d"},
+	} {
+		if r := e.run(a, nil); !errors.As(r.Err, &perm) {
+			t.Errorf("%+v: %v, want a permanent error", a, r.Err)
+		}
+	}
+}
+
+// With Checksums, every part and single PUT carries its SHA-256, which the
+// store verifies and keeps.
+func TestS3Checksums(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.Checksums = true })
+	small, _ := e.file("s", 1000, 4)
+	r := e.run(upload.Args{Src: small, Dest: "s3://" + bucket + "/s"}, nil)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	info, err := e.s3.Info(bucket, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Checksums["SHA256"] == "" {
+		t.Fatalf("single PUT: no SHA-256 kept: %v", info.Checksums)
+	}
+	var mu sync.Mutex
+	var uid string
+	e.s3.SetOnPart(func(p s3fake.PartEvent) { mu.Lock(); uid = p.UploadID; mu.Unlock() })
+	big, bdata := e.file("b", ps+1, 5)
+	r = e.run(upload.Args{Src: big, Dest: "s3://" + bucket + "/b"}, nil)
+	if r.Err != nil || r.Value.SHA256 != sum(bdata) || r.Value.Parts != 2 {
+		t.Fatalf("multipart: %+v %v", r.Value, r.Err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range e.s3.Parts(uid) {
+		if p.Checksums["SHA256"] == "" {
+			t.Errorf("part %d: no SHA-256 sent: %+v", p.Number, p)
+		}
+	}
+	e.object("b", bdata)
+}
+
+// A source that changes while it is uploaded fails the attempt; the
+// upload is aborted and its record removed, so the next attempt starts
+// over (and succeeds on the new content).
+func TestS3SourceChangedMidUpload(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, _ := e.file("c.bin", 3*ps, 6)
+	var changed atomic.Bool
+	e.s3.SetOnPart(func(pe s3fake.PartEvent) {
+		if pe.Number == 1 && changed.CompareAndSwap(false, true) {
+			if err := os.WriteFile(p, noise(3*ps, 7), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	opts := &asynctest.RunOpts{Attempt: 1, MaxAttempts: 5}
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/c.bin"}, opts)
+	var perm *worker.PermanentError
+	if r.Err == nil || errors.As(r.Err, &perm) || !strings.Contains(r.Err.Error(), "source changed") {
+		t.Fatalf("attempt with a changing source: %v, want a retried error saying the source changed", r.Err)
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+	e.s3.SetOnPart(nil)
+	now, _ := os.ReadFile(p)
+	r = e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/c.bin"}, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 5})
+	if r.Err != nil || r.Value.Resumed != 0 || r.Value.SHA256 != sum(now) {
+		t.Fatalf("next attempt: %+v %v", r.Value, r.Err)
+	}
+	e.object("c.bin", now)
+}
+
+// Credentials the store refuses fail the task for good, saying so.
+func TestS3BadCredentials(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.S3.AccessKey = "not-the-key" })
+	p, _ := e.file("x", 10, 8)
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/x"}, nil)
+	var perm *worker.PermanentError
+	if !errors.As(r.Err, &perm) || !strings.Contains(r.Err.Error(), "credentials refused") || !strings.Contains(r.Err.Error(), "InvalidAccessKeyId") {
+		t.Fatalf("bad access key: %v, want a permanent error naming the refused credentials", r.Err)
+	}
+}
+
+// A SlowDown with Retry-After is waited out and sent again within the
+// attempt; one that lasts past ThrottleRetries ends the attempt with
+// worker.RetryAfter of the hint.
+func TestS3SlowDown(t *testing.T) {
+	e := newEnv(t, nil, func(c *upload.Config) { c.ThrottleRetries = 2 })
+	p, data := e.file("y", 1000, 9)
+	var left atomic.Int64
+	left.Store(2)
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if r.Method == http.MethodPut && left.Add(-1) >= 0 {
+			return &s3fake.Fault{Status: 503, Code: "SlowDown", RetryAfter: time.Second}
+		}
+		return nil
+	})
+	start := time.Now()
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/y"}, nil)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// Two hints of a second each, waited in full.
+	if el := time.Since(start); el < 2*time.Second {
+		t.Fatalf("done after %v: the two Retry-After hints of 1s were not waited out", el)
+	}
+	e.object("y", data)
+	if st := e.s3.Stats(); st.Faults != 2 || st.PutObjects != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	left.Store(100)
+	r = e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/y"}, nil)
+	var ra *worker.RetryAfterError
+	if !errors.As(r.Err, &ra) || ra.Delay != time.Second {
+		t.Fatalf("lasting SlowDown: %v, want worker.RetryAfter(1s)", r.Err)
+	}
+	if st := e.s3.Stats(); st.Faults != 2+3 {
+		t.Fatalf("%d SlowDowns served, want 2 and 3 (1 + ThrottleRetries)", st.Faults)
+	}
+}
+
+// An attempt stopped after some parts leaves its upload and record; the
+// next attempt lists the stored parts, keeps those whose ETag is the MD5 of
+// the source's bytes, and sends the rest: what is sent again is at most
+// PartConcurrency parts (those in flight when the first stopped).
+func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	size := 5*ps + 777
+	p, data := e.file("r.bin", size, 10)
+	// The first attempt's parts from the third on are cut off after 1 MiB
+	// (as by a worker that died while sending them): parts 1 and 2 are
+	// stored.
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
+			return &s3fake.Fault{Cut: true, CutAfter: mib}
+		}
+		return nil
+	})
+	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/r.bin"}
+	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the stopped attempt succeeded")
+	}
+	if rec, listed := e.record(r.Task.ID); !rec || !listed {
+		t.Fatalf("no record after a stopped attempt: %v, listed %v", rec, listed)
+	}
+	if open := e.s3.OpenUploads(); len(open) != 1 {
+		t.Fatalf("open uploads after a stopped attempt: %v", open)
+	}
+	first := e.s3.Stats()
+	e.s3.SetFault(nil)
+	r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+	if r2.Err != nil {
+		t.Fatal(r2.Err)
+	}
+	second := e.s3.Stats()
+	if r2.Value.SHA256 != sum(data) || r2.Value.Parts != 6 || r2.Value.Resumed != 2*ps {
+		t.Fatalf("resumed upload: %+v (stored before: %+v)", r2.Value, first)
+	}
+	// (Stored bytes: a part the first attempt was sending when it stopped
+	// may be counted in BodyBytes after first was read.)
+	if sent := second.PartBytes - first.PartBytes; sent != int64(size)-r2.Value.Resumed {
+		t.Errorf("second attempt stored %d bytes, Resumed says %d of %d were kept", sent, r2.Value.Resumed, size)
+	}
+	if again := second.BodyBytes - int64(size); again > 2*ps {
+		t.Errorf("%d bytes sent twice over both attempts, more than two parts (%d)", again, 2*ps)
+	}
+	if second.Begun != 1 {
+		t.Errorf("%d multipart uploads begun, want 1", second.Begun)
+	}
+	e.object("r.bin", data)
+	e.noOpenUploads()
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left after success: %v, listed %v", rec, listed)
+	}
+}
+
+// The multipart upload of an attempt that is the task's last and fails is
+// aborted (and its record removed); of an earlier one, kept for the retry.
+func TestS3FinalFailureAborts(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, _ := e.file("f.bin", 2*ps+1, 11)
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if r.URL.Query().Get("partNumber") == "2" {
+			return &s3fake.Fault{Status: 500, Code: "InternalError"}
+		}
+		return nil
+	})
+	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/f.bin"}
+	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 2})
+	if r.Err == nil {
+		t.Fatal("succeeded through a failing part")
+	}
+	if open := e.s3.OpenUploads(); len(open) != 1 {
+		t.Fatalf("after a failed attempt with one left: open uploads %v, want the one kept", open)
+	}
+	r = e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 2})
+	if r.Err == nil {
+		t.Fatal("succeeded through a failing part")
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left after the last attempt: %v, listed %v", rec, listed)
+	}
+	if st := e.s3.Stats(); st.Aborted != 1 {
+		t.Fatalf("%d uploads aborted, want 1", st.Aborted)
+	}
+}
+
+// Cancelling a task whose upload runs aborts its multipart upload.
+func TestS3CancelMidUploadAborts(t *testing.T) {
+	ended := make(chan error, 1)
+	e := newEnv(t, func(e *env) func(w *worker.Worker) {
+		return func(w *worker.Worker) {
+			worker.Handle(w, func(ctx context.Context, a upload.Args) (upload.Result, error) {
+				r, err := e.h.Run(ctx, a)
+				ended <- err
+				return r, err
+			})
+		}
+	}, nil)
+	p, _ := e.file("k.bin", 4*ps, 12)
+	ctx := context.Background()
+	var h *client.Handle
+	var once sync.Once
+	var hmu sync.Mutex
+	e.s3.SetOnPart(func(pe s3fake.PartEvent) {
+		once.Do(func() {
+			hmu.Lock()
+			defer hmu.Unlock()
+			if _, err := h.Cancel(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	hmu.Lock()
+	h, err := e.f.Client().Enqueue(ctx, upload.Args{Src: p, Dest: "s3://" + bucket + "/k.bin"}, nil)
+	hmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the cancelled upload succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler did not end within 30s of its task's cancel")
+	}
+	e.f.WaitTask(h.ID(), client.StateCancelled)
+	e.noOpenUploads()
+	if rec, listed := e.record(h.ID()); rec || listed {
+		t.Fatalf("record left after cancel: %v, listed %v", rec, listed)
+	}
+}
+
+// Sweep aborts the uploads of tasks that ended without their handler
+// knowing (cancelled while waiting for a retry, dead after a crash) or
+// that are gone, and leaves those of live tasks.
+func TestS3SweepAbortsEndedTasks(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	ctx := context.Background()
+	p, _ := e.file("w.bin", 2*ps+1, 13)
+	// A pending task (no worker runs its kind here) whose first attempt
+	// stopped after a part.
+	h, err := e.f.Client().Enqueue(ctx, upload.Args{Src: p, Dest: "s3://" + bucket + "/w.bin"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfterPart := func(id string) {
+		t.Helper()
+		var cancel context.CancelCauseFunc
+		var mu sync.Mutex
+		key := strings.ReplaceAll(id, "/", "_")
+		e.s3.SetOnPart(func(pe s3fake.PartEvent) {
+			if pe.Key == key { // not a part of an earlier run still arriving
+				mu.Lock()
+				cancel(errors.New("stopped"))
+				mu.Unlock()
+			}
+		})
+		defer e.s3.SetOnPart(nil)
+		r := asynctest.Run(e.f, func(ctx context.Context, a upload.Args) (upload.Result, error) {
+			mu.Lock()
+			ctx, cancel = context.WithCancelCause(ctx)
+			mu.Unlock()
+			return e.h.Run(ctx, a)
+		}, upload.Args{Src: p, Dest: "s3://" + bucket + "/" + key}, &asynctest.RunOpts{ID: id, Attempt: 1, MaxAttempts: 3})
+		if r.Err == nil {
+			t.Fatal("the stopped attempt succeeded")
+		}
+		if rec, _ := e.record(id); !rec {
+			t.Fatalf("%s: no record after a stopped attempt (%v)", id, r.Err)
+		}
+	}
+	stopAfterPart(h.ID())
+	gone := h.Queue() + "/no-such-task"
+	stopAfterPart(gone)
+	if open := e.s3.OpenUploads(); len(open) != 2 {
+		t.Fatalf("open uploads %v, want 2", open)
+	}
+	n, err := e.h.Sweep(ctx, h.Queue())
+	if err != nil || n != 1 {
+		t.Fatalf("first sweep: %d aborted, %v; want the unknown task's", n, err)
+	}
+	if rec, _ := e.record(h.ID()); !rec {
+		t.Fatal("the sweep removed a pending task's record")
+	}
+	if rec, listed := e.record(gone); rec || listed {
+		t.Fatal("the sweep left an unknown task's record")
+	}
+	if _, err := h.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err = e.h.Sweep(ctx, h.Queue())
+	if err != nil || n != 1 {
+		t.Fatalf("sweep after cancel: %d aborted, %v; want 1", n, err)
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record(h.ID()); rec || listed {
+		t.Fatalf("record left after the sweep: %v, listed %v", rec, listed)
+	}
+}
+
+// httpSource serves data at /ranged (http.ServeContent: Range, If-Range,
+// a strong ETag) and at /chunked (no length, no ranges), counting the body
+// bytes it sends.
+type httpSource struct {
+	srv  *httptest.Server
+	sent atomic.Int64
+	mu   sync.Mutex
+	data []byte
+}
+
+func newHTTPSource(t *testing.T, data []byte) *httpSource {
+	s := &httpSource{data: data}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		data := s.data
+		s.mu.Unlock()
+		cw := &countingWriter{ResponseWriter: w, n: &s.sent}
+		switch r.URL.Path {
+		case "/ranged":
+			s := md5.Sum(data)
+			w.Header().Set("ETag", `"`+hex.EncodeToString(s[:])+`"`)
+			http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(data))
+		case "/chunked":
+			for off := 0; off < len(data); off += 64 << 10 {
+				_, _ = cw.Write(data[off:min(off+64<<10, len(data))])
+				w.(http.Flusher).Flush()
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// An http(s) source is streamed into the store: with a known length or
+// chunked, small or in parts; a missing one fails for good.
+func TestS3HTTPSource(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	for _, size := range []int{1000, 2*ps + 5} {
+		data := noise(size, uint64(size))
+		src := newHTTPSource(t, data)
+		for _, path := range []string{"/ranged", "/chunked"} {
+			dest := fmt.Sprintf("s3://%s/h%d%s", bucket, size, path)
+			r := e.run(upload.Args{Src: src.srv.URL + path, Dest: dest}, nil)
+			if r.Err != nil {
+				t.Fatalf("%d bytes from %s: %v", size, path, r.Err)
+			}
+			wantParts := 0
+			if size > ps {
+				wantParts = 3
+			}
+			if r.Value.Bytes != int64(size) || r.Value.SHA256 != sum(data) || r.Value.CRC32C != crc32cHex(data) || r.Value.Parts != wantParts {
+				t.Fatalf("%d bytes from %s: %+v", size, path, r.Value)
+			}
+			e.object(strings.TrimPrefix(dest, "s3://"+bucket+"/"), data)
+		}
+	}
+	src := newHTTPSource(t, nil)
+	var perm *worker.PermanentError
+	if r := e.run(upload.Args{Src: src.srv.URL + "/missing", Dest: "s3://" + bucket + "/m"}, nil); !errors.As(r.Err, &perm) {
+		t.Fatalf("404 source: %v, want a permanent error", r.Err)
+	}
+	e.noOpenUploads()
+}
+
+// A resumed upload from an http source that serves ranges asks only for
+// what follows the stored parts (If-Range with the ETag it saw) and goes
+// on with the whole object's hashes from the record; one that serves no
+// ranges is read again from the start, the stored parts kept.
+func TestS3HTTPSourceResume(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	size := 4*ps + 99
+	data := noise(size, 21)
+	src := newHTTPSource(t, data)
+	for _, path := range []string{"/ranged", "/chunked"} {
+		e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+			if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
+				return &s3fake.Fault{Cut: true, CutAfter: mib}
+			}
+			return nil
+		})
+		a := upload.Args{Src: src.srv.URL + path, Dest: "s3://" + bucket + "/hr" + path}
+		r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+		if r.Err == nil {
+			t.Fatal("the cut attempt succeeded")
+		}
+		e.s3.SetFault(nil)
+		before := src.sent.Load()
+		r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+		if r2.Err != nil {
+			t.Fatal(r2.Err)
+		}
+		if r2.Value.SHA256 != sum(data) || r2.Value.CRC32C != crc32cHex(data) || r2.Value.Resumed != 2*ps || r2.Value.Parts != 5 {
+			t.Fatalf("%s: resumed upload %+v", path, r2.Value)
+		}
+		read := src.sent.Load() - before
+		want := int64(size)
+		if path == "/ranged" {
+			want = int64(size - 2*ps)
+		}
+		if read != want {
+			t.Errorf("%s: the resume read %d bytes of the source, want %d", path, read, want)
+		}
+		e.object("hr"+path, data)
+	}
+	e.noOpenUploads()
+}
+
+// Config.Bandwidth holds the bytes sent to a destination to its rate: n
+// bytes take at least (n - Burst) / BytesPerSecond.
+func TestS3Bandwidth(t *testing.T) {
+	bw := ratelimit.Bandwidth{BytesPerSecond: 4 * mib, Burst: 256 << 10}
+	e := newEnv(t, nil, func(c *upload.Config) { c.Bandwidth = bw })
+	p, data := e.file("bw.bin", ps+mib, 22)
+	start := time.Now()
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/bw.bin"}, nil)
+	el := time.Since(start)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	least := time.Duration(float64(int64(len(data))-bw.Burst) / float64(bw.BytesPerSecond) * float64(time.Second))
+	if el < least {
+		t.Fatalf("%d bytes sent in %v, under a limit of %d B/s (burst %d) they take at least %v", len(data), el, bw.BytesPerSecond, bw.Burst, least)
+	}
+	e.object("bw.bin", data)
+}
