@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/s3fake"
+	"github.com/taskfleet/async/internal/script"
 	"github.com/taskfleet/async/ratelimit"
 	uploads "github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
@@ -37,8 +40,8 @@ const uploadRatioTarget = 0.9
 
 const (
 	uploadBucket   = "bench"
-	uploadSeed     = 19     // the small files' sizes and bytes
-	uploadEnqueue  = 1000   // tasks per EnqueueMany call of the small phase
+	uploadSeed     = 19   // the small files' sizes and bytes
+	uploadEnqueue  = 1000 // tasks per EnqueueMany call of the small phase
 	uploadMinSize  = 1 << 10
 	uploadMaxSize  = 64 << 10
 	uploadRaised   = 1000000 // requests per second of the "limit raised" fleet
@@ -75,6 +78,154 @@ type uploadSide struct {
 	Res   *result // Rate is files (or objects) per second
 	Bytes int64
 	MBps  float64 // 10^6 bytes per second
+	S3Req float64 // requests the S3 server served, per file
+
+	// The fleet's Redis round trips per file as its processes' go-redis
+	// clients made them (a pipeline is one), by command or script, with
+	// the mean time of one (pool wait included).
+	Trips map[string]tripStat
+}
+
+// tripStat is a count of round trips and their time.
+type tripStat struct {
+	N    float64       // per file
+	Cmds float64       // commands in one (pipelines)
+	D    time.Duration // mean of one
+}
+
+// scriptNames names the scripts an upload fleet runs, by SHA-1.
+var scriptNames = func() map[string]string {
+	m := map[string]string{}
+	for name, s := range map[string]*redis.Script{
+		"enqueue": script.Enqueue, "complete": script.Complete, "heartbeat": script.Heartbeat, "reclaim": script.Reclaim,
+		"adopt": script.Adopt, "housekeep": script.Housekeep, "state": script.State, "ratelimit": script.RateLimit,
+		"workerreg": script.WorkerReg, "qstats": script.QStats, "claim": script.Claim, "wake": script.Wake,
+		"pgset": script.ProgressSet, "gpset": script.GroupProgressSet,
+		"upbegin": script.UpBegin, "uppart": script.UpPart, "upend": script.UpEnd,
+	} {
+		m[s.Hash()] = name
+	}
+	return m
+}()
+
+// tripCounter is a go-redis hook that counts round trips by command (a
+// script by name, a pipeline by its commands) and sums their time.
+type tripCounter struct {
+	mu sync.Mutex
+	m  map[string]*tripSum
+}
+
+type tripSum struct {
+	n, cmds int64
+	d       time.Duration
+}
+
+func newTripCounter() *tripCounter { return &tripCounter{m: map[string]*tripSum{}} }
+
+func (c *tripCounter) add(name string, d time.Duration) { c.addN(name, 1, d) }
+
+// addN counts one round trip of cmds commands.
+func (c *tripCounter) addN(name string, cmds int, d time.Duration) {
+	c.mu.Lock()
+	s := c.m[name]
+	if s == nil {
+		s = &tripSum{}
+		c.m[name] = s
+	}
+	s.n++
+	s.cmds += int64(cmds)
+	s.d += d
+	c.mu.Unlock()
+}
+
+func tripName(cmd redis.Cmder) string {
+	name := cmd.Name()
+	if name == "evalsha" || name == "eval" {
+		if a := cmd.Args(); len(a) > 1 {
+			if sha, ok := a[1].(string); ok {
+				if n, ok := scriptNames[sha]; ok {
+					return name + " " + n
+				}
+			}
+			if name == "eval" {
+				return "eval (a script loaded)"
+			}
+		}
+	}
+	return name
+}
+
+func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		t := time.Now()
+		err := next(ctx, cmd)
+		c.add(tripName(cmd), time.Since(t))
+		return err
+	}
+}
+
+func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		t := time.Now()
+		err := next(ctx, cmds)
+		seen := map[string]bool{}
+		var names []string
+		for _, cmd := range cmds {
+			if n := tripName(cmd); !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+		c.addN("pipeline ("+strings.Join(names, ", ")+")", len(cmds), time.Since(t))
+		return err
+	}
+}
+
+// reset forgets what was counted.
+func (c *tripCounter) reset() {
+	c.mu.Lock()
+	c.m = map[string]*tripSum{}
+	c.mu.Unlock()
+}
+
+// per returns the counts per file of files.
+func (c *tripCounter) per(files int) map[string]tripStat {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]tripStat{}
+	for k, s := range c.m {
+		out[k] = tripStat{N: float64(s.n) / float64(files), Cmds: float64(s.cmds) / float64(max(s.n, 1)), D: s.d / time.Duration(max(s.n, 1))}
+	}
+	return out
+}
+
+// tripsLine renders trips, most first.
+func tripsLine(trips map[string]tripStat) string {
+	type kv struct {
+		k string
+		v tripStat
+	}
+	var s []kv
+	total := 0.0
+	for k, v := range trips {
+		s = append(s, kv{k, v})
+		total += v.N
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].v.N > s[j].v.N || s[i].v.N == s[j].v.N && s[i].k < s[j].k })
+	parts := make([]string, 0, len(s))
+	for _, x := range s {
+		if x.v.N < 0.0005 {
+			continue
+		}
+		if x.v.Cmds > 1 {
+			parts = append(parts, fmt.Sprintf("%s %.3f (%.1f commands, %s each)", x.k, x.v.N, x.v.Cmds, ms(x.v.D)))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.3f (%s each)", x.k, x.v.N, ms(x.v.D)))
+	}
+	return fmt.Sprintf("%.2f in all: %s", total, strings.Join(parts, ", "))
 }
 
 // uploadPair is one run of each side, and the fleet's ratio.
@@ -257,7 +408,9 @@ func (e *env) uploadRun(ctx context.Context, quick, small, big bool) (*uploadInf
 			fleetFirst := i%2 == 0
 			pr, err := e.uploadPair(fleetFirst, fmt.Sprintf("one file of %d bytes, run %d of %d", ui.Sizes.Big, i+1, ui.Sizes.Reps),
 				func() (*uploadSide, error) { return e.uploadBigFleet(ctx, dir, p, ui.Sizes.Big, "") },
-				func() (*uploadSide, error) { return e.uploadBigPlain(ctx, dir, p, ui.Sizes.Big, ui.PartSize, ui.PartConc, "") })
+				func() (*uploadSide, error) {
+					return e.uploadBigPlain(ctx, dir, p, ui.Sizes.Big, ui.PartSize, ui.PartConc, "")
+				})
 			if err != nil {
 				ui.Errs = append(ui.Errs, err.Error())
 				break
@@ -292,6 +445,7 @@ func (e *env) uploadPair(fleetFirst bool, what string, fleet, plain func() (*upl
 		if err == nil {
 			pr.Fleet = s
 			fmt.Fprintf(e.progress, "    %.1f MB/s; %s\n", s.MBps, s.Res.brief())
+			fmt.Fprintf(e.progress, "    S3 requests %.2f per file; Redis round trips per file %s\n", s.S3Req, tripsLine(s.Trips))
 		}
 		return err
 	}
@@ -300,7 +454,7 @@ func (e *env) uploadPair(fleetFirst bool, what string, fleet, plain func() (*upl
 		s, err := plain()
 		if err == nil {
 			pr.Plain = s
-			fmt.Fprintf(e.progress, "    %.1f MB/s; %s\n", s.MBps, s.Res.brief())
+			fmt.Fprintf(e.progress, "    %.1f MB/s; %s; S3 requests %.2f per file\n", s.MBps, s.Res.brief(), s.S3Req)
 		}
 		return err
 	}
@@ -331,12 +485,14 @@ type uploadFleet struct {
 	fails atomic.Int64 // ... and that failed
 	last  atomic.Value // the last failure
 	all   chan struct{}
+	trips *tripCounter // round trips of the client's and the worker's Redis clients
 	done  func()
 }
 
 func (e *env) startUploadFleet(ctx context.Context, dir string, s3 *s3fake.Server, n int, raised bool) (*uploadFleet, error) {
-	f := &uploadFleet{q: e.queue("upload"), all: make(chan struct{})}
+	f := &uploadFleet{q: e.queue("upload"), all: make(chan struct{}), trips: newTripCounter()}
 	crdb := e.newRedis()
+	crdb.AddHook(f.trips)
 	c, err := client.New(context.Background(), crdb, &client.Config{Logger: e.logger})
 	if err != nil {
 		_ = crdb.Close()
@@ -344,6 +500,7 @@ func (e *env) startUploadFleet(ctx context.Context, dir string, s3 *s3fake.Serve
 	}
 	f.c = c
 	wrdb := redis.NewClient(&redis.Options{Addr: e.addr}) // go-redis' defaults, as a worker binary would have
+	wrdb.AddHook(f.trips)
 	cfg := uploads.Config{Roots: []string{dir}, Redis: wrdb, S3: fleetS3(s3), Logger: e.logger}
 	if raised {
 		cfg.RequestRate = ratelimit.Limit{Rate: uploadRaised, Per: time.Second, Burst: uploadRaised / 10}
@@ -446,13 +603,17 @@ func (e *env) uploadSmallFleet(ctx context.Context, dir string, paths []string, 
 		total += sizes[i]
 	}
 	name := "upload small files, fleet"
+	var trips map[string]tripStat
+	f.trips.reset()
 	r, err := e.measure(ctx, name, len(paths), profile, func() (own, error) {
 		for i := 0; i < len(specs); i += uploadEnqueue {
 			if _, err := f.c.EnqueueMany(ctx, specs[i:min(i+uploadEnqueue, len(specs))]); err != nil {
 				return nil, err
 			}
 		}
-		return f.wait(ctx, e, len(paths), own{})
+		mine, err := f.wait(ctx, e, len(paths), own{})
+		trips = f.trips.per(len(paths))
+		return mine, err
 	})
 	if err != nil {
 		return nil, err
@@ -467,7 +628,10 @@ func (e *env) uploadSmallFleet(ctx context.Context, dir string, paths []string, 
 	if raised {
 		r.Settings = fmt.Sprintf("worker Concurrency %d; handler defaults but RequestRate %d/s", conc, uploadRaised)
 	}
-	return sideOf(r, total), nil
+	sd := sideOf(r, total)
+	sd.S3Req = float64(s3.Stats().Requests) / float64(len(paths))
+	sd.Trips = trips
+	return sd, nil
 }
 
 // uploadSmallPlain uploads the small files with minio-go alone: conc
@@ -513,7 +677,9 @@ func (e *env) uploadSmallPlainProf(ctx context.Context, dir string, paths []stri
 		return nil, fmt.Errorf("%s: the server stored %d objects of %d bytes, want %d of %d", name, st.PutObjects, st.ObjectBytes, len(paths), total)
 	}
 	r.Settings = fmt.Sprintf("%d goroutines, minio-go PutObject", conc)
-	return sideOf(r, total), nil
+	sd := sideOf(r, total)
+	sd.S3Req = float64(s3.Stats().Requests) / float64(len(paths))
+	return sd, nil
 }
 
 // plainPut opens p and PutObjects it under its key.
@@ -552,11 +718,15 @@ func (e *env) uploadBigFleet(ctx context.Context, dir, p string, size int64, pro
 	defer f.done()
 	key := uploadKey(dir, p)
 	name := "upload a big file, fleet"
+	var trips map[string]tripStat
+	f.trips.reset()
 	r, err := e.measure(ctx, name, 1, profile, func() (own, error) {
 		if _, err := f.c.Enqueue(ctx, uploads.Args{Src: p, Dest: "s3://" + uploadBucket + "/" + key}, &client.EnqueueOpts{Queue: f.q}); err != nil {
 			return nil, err
 		}
-		return f.wait(ctx, e, 1, own{})
+		mine, err := f.wait(ctx, e, 1, own{})
+		trips = f.trips.per(1)
+		return mine, err
 	})
 	if err != nil {
 		return nil, err
@@ -567,7 +737,10 @@ func (e *env) uploadBigFleet(ctx context.Context, dir, p string, size int64, pro
 	if err := bigStored(s3, key, size); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return sideOf(r, size), nil
+	sd := sideOf(r, size)
+	sd.S3Req = float64(s3.Stats().Requests)
+	sd.Trips = trips
+	return sd, nil
 }
 
 // uploadBigPlain uploads the big file with minio-go's PutObject, parts of
@@ -594,7 +767,9 @@ func (e *env) uploadBigPlain(ctx context.Context, dir, p string, size, partSize 
 	if err := bigStored(s3, key, size); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return sideOf(r, size), nil
+	sd := sideOf(r, size)
+	sd.S3Req = float64(s3.Stats().Requests)
+	return sd, nil
 }
 
 // bigStored checks that the server holds an object of size bytes at key,
@@ -675,8 +850,10 @@ func (ui *uploadInfo) markdown() string {
 			return
 		}
 		f, pl := uploadMedian(ps, fleetOf), uploadMedian(ps, plainOf)
-		p("- %s, runs in order (fleet / plain): %s. Per %s (the median runs): Go CPU %.0f µs fleet, %.0f µs plain; Redis CPU %.1f µs; Redis commands %.2f: %s.\n",
-			name, runs(ps), per, f.Res.GoCPUus, pl.Res.GoCPUus, f.Res.RedisCPUus, f.Res.Cmds, byCmd(f.Res.ByCmd, f.Res.UsecByCmd))
+		p("- %s, runs in order (fleet / plain): %s. Per %s (the median runs): Go CPU %.0f µs fleet, %.0f µs plain (the S3 server's included: it runs in the bench process); "+
+			"S3 requests %.2f fleet, %.2f plain; Redis CPU %.1f µs; Redis round trips of the fleet's clients %s; "+
+			"Redis commands executed %.2f (scripts' inner commands included): %s.\n",
+			name, runs(ps), per, f.Res.GoCPUus, pl.Res.GoCPUus, f.S3Req, pl.S3Req, f.Res.RedisCPUus, tripsLine(f.Trips), f.Res.Cmds, byCmd(f.Res.ByCmd, f.Res.UsecByCmd))
 	}
 	if len(ui.Small) > 0 {
 		p("- Small files: %s files, %s bytes in all (sizes uniform in 1,024–65,536 bytes, seed %d), written once to a temporary directory; "+
