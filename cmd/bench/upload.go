@@ -491,7 +491,7 @@ type uploadFleet struct {
 
 func (e *env) startUploadFleet(ctx context.Context, dir string, s3 *s3fake.Server, n int, raised bool) (*uploadFleet, error) {
 	f := &uploadFleet{q: e.queue("upload"), all: make(chan struct{}), trips: newTripCounter()}
-	crdb := e.newRedis()
+	crdb := redis.NewClient(&redis.Options{Addr: e.addr, ContextTimeoutEnabled: true})
 	crdb.AddHook(f.trips)
 	c, err := client.New(context.Background(), crdb, &client.Config{Logger: e.logger})
 	if err != nil {
@@ -499,7 +499,9 @@ func (e *env) startUploadFleet(ctx context.Context, dir string, s3 *s3fake.Serve
 		return nil, err
 	}
 	f.c = c
-	wrdb := redis.NewClient(&redis.Options{Addr: e.addr}) // go-redis' defaults, as a worker binary would have
+	// go-redis' defaults (pool of 10 per CPU), with ctx deadlines honoured
+	// as the worker asks.
+	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, ContextTimeoutEnabled: true})
 	wrdb.AddHook(f.trips)
 	cfg := uploads.Config{Roots: []string{dir}, Redis: wrdb, S3: fleetS3(s3), Logger: e.logger}
 	if raised {
@@ -850,10 +852,17 @@ func (ui *uploadInfo) markdown() string {
 			return
 		}
 		f, pl := uploadMedian(ps, fleetOf), uploadMedian(ps, plainOf)
-		p("- %s, runs in order (fleet / plain): %s. Per %s (the median runs): Go CPU %.0f µs fleet, %.0f µs plain (the S3 server's included: it runs in the bench process); "+
-			"S3 requests %.2f fleet, %.2f plain; Redis CPU %.1f µs; Redis round trips of the fleet's clients %s; "+
+		cpu := fmt.Sprintf("Go CPU %.0f µs fleet, %.0f µs plain", f.Res.GoCPUus, pl.Res.GoCPUus)
+		rcpu := fmt.Sprintf("%.1f µs", f.Res.RedisCPUus)
+		if per == "object" {
+			cpu = fmt.Sprintf("Go CPU %.1f s fleet, %.1f s plain (%.1f and %.1f ns a byte)", f.Res.GoCPUus/1e6, pl.Res.GoCPUus/1e6,
+				f.Res.GoCPUus*1e3/float64(f.Bytes), pl.Res.GoCPUus*1e3/float64(pl.Bytes))
+			rcpu = fmt.Sprintf("%.0f ms", f.Res.RedisCPUus/1e3)
+		}
+		p("- %s, runs in order (fleet / plain): %s. Per %s (the median runs): %s (the S3 server's included: it runs in the bench process); "+
+			"S3 requests %.2f fleet, %.2f plain; Redis CPU %s; Redis round trips of the fleet's clients %s; "+
 			"Redis commands executed %.2f (scripts' inner commands included): %s.\n",
-			name, runs(ps), per, f.Res.GoCPUus, pl.Res.GoCPUus, f.S3Req, pl.S3Req, f.Res.RedisCPUus, tripsLine(f.Trips), f.Res.Cmds, byCmd(f.Res.ByCmd, f.Res.UsecByCmd))
+			name, runs(ps), per, cpu, f.S3Req, pl.S3Req, rcpu, tripsLine(f.Trips), f.Res.Cmds, byCmd(f.Res.ByCmd, f.Res.UsecByCmd))
 	}
 	if len(ui.Small) > 0 {
 		p("- Small files: %s files, %s bytes in all (sizes uniform in 1,024–65,536 bytes, seed %d), written once to a temporary directory; "+
