@@ -125,6 +125,12 @@ type RunResult[R any] struct {
 	// as the fleet's clients recorded them (see Fleet.Enqueued; a client
 	// the fleet did not make records nothing).
 	Children []client.Enqueued
+	// Progress is the handler's last worker.ReportProgress, as it was
+	// made (clamped; a worker writes done as total for a handler that
+	// succeeded, this is the report itself), with the run's attempt and,
+	// as Updated, when the handler returned (the local clock). Nothing is
+	// written to Redis. Zero (Reported false) when it reported nothing.
+	Progress client.Progress
 }
 
 // Run runs fn once, synchronously, as a worker runs one attempt of args'
@@ -180,6 +186,9 @@ func Run[A client.Args, R any](f *Fleet, fn func(ctx context.Context, args A) (R
 		}
 	}
 	res.Children = f.children(rc.task.ID)
+	if done, total, ok := worker.ReportedProgress(rc.ctx); ok {
+		res.Progress = client.Progress{Done: done, Total: total, Attempt: rc.task.Attempt, Updated: time.Now()}
+	}
 	return res
 }
 

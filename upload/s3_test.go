@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -19,10 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/taskfleet/async/asynctest"
 	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/s3fake"
+	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/ratelimit"
 	"github.com/taskfleet/async/upload"
 	"github.com/taskfleet/async/worker"
@@ -135,6 +141,36 @@ func (e *env) record(id string) (bool, bool) {
 	return n == 1, zerr == nil
 }
 
+// cutAfterTwoParts makes the server cut every part request from the third
+// on after 1 MiB of its body, once parts 1 and 2 are stored (so that the
+// cut does not stop part 2 on the way: the parts stored are 1 and 2).
+func (e *env) cutAfterTwoParts() {
+	var mu sync.Mutex
+	stored := map[int]bool{}
+	both := make(chan struct{})
+	e.s3.SetOnPart(func(p s3fake.PartEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		stored[p.Number] = true
+		if stored[1] && stored[2] && both != nil {
+			close(both)
+			both = nil
+		}
+	})
+	wait := both
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
+			select {
+			case <-wait:
+			case <-time.After(30 * time.Second):
+				e.t.Error("parts 1 and 2 were not stored within 30s")
+			}
+			return &s3fake.Fault{Cut: true, CutAfter: mib}
+		}
+		return nil
+	})
+}
+
 func (e *env) noOpenUploads() {
 	e.t.Helper()
 	if open := e.s3.OpenUploads(); len(open) > 0 {
@@ -181,6 +217,9 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	if r.Value != want {
 		t.Fatalf("multipart: %+v\nwant %+v", r.Value, want)
 	}
+	if pg := r.Progress; pg.Done != int64(len(bdata)) || pg.Total != int64(len(bdata)) {
+		t.Errorf("last progress %d of %d, want %d of %d", pg.Done, pg.Total, len(bdata), len(bdata))
+	}
 	e.object("big.bin", bdata)
 	st := e.s3.Stats()
 	if st.PutObjects != 1 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
@@ -189,6 +228,21 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	e.noOpenUploads()
 	if rec, listed := e.record(r.Task.ID); rec || listed {
 		t.Fatalf("record left after success: %v, listed %v", rec, listed)
+	}
+
+	// Without the HEAD: one request per small object.
+	noHead, err := upload.New(func() upload.Config { c := e.cfg; c.S3.SkipHead = true; return c }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noHead.Close()
+	before := e.s3.Stats().Requests
+	r = asynctest.Run(e.f, noHead.Run, upload.Args{Src: small, Dest: "s3://" + bucket + "/nohead"}, nil)
+	if r.Err != nil || r.Value.Verified != "etag" || r.Value.ETag != hex.EncodeToString(md[:]) {
+		t.Fatalf("without HEAD: %+v %v", r.Value, r.Err)
+	}
+	if n := e.s3.Stats().Requests - before; n != 1 {
+		t.Fatalf("without HEAD: %d requests for a small object, want 1", n)
 	}
 }
 
@@ -225,6 +279,14 @@ func TestS3ObjectOptions(t *testing.T) {
 				t.Errorf("%s: metadata %s = %q, want %q (all: %v)", key, k, got, v, info.Meta)
 			}
 		}
+	}
+	// SSE-KMS ETags are not MD5s: not compared.
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/kms", SSE: "aws:kms", SSEKMSKeyID: "key-1"}, nil)
+	if r.Err != nil || r.Value.Verified != "size" {
+		t.Fatalf("SSE-KMS: %+v %v, want verified \"size\"", r.Value, r.Err)
+	}
+	if info, err := e.s3.Info(bucket, "kms"); err != nil || info.SSE != "aws:kms" {
+		t.Fatalf("SSE-KMS: stored %+v %v", info, err)
 	}
 	var perm *worker.PermanentError
 	for _, a := range []upload.Args{
@@ -369,14 +431,9 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 	size := 5*ps + 777
 	p, data := e.file("r.bin", size, 10)
 	// The first attempt's parts from the third on are cut off after 1 MiB
-	// (as by a worker that died while sending them): parts 1 and 2 are
-	// stored.
-	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
-		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
-			return &s3fake.Fault{Cut: true, CutAfter: mib}
-		}
-		return nil
-	})
+	// (as by a worker that died while sending them), once parts 1 and 2
+	// are stored.
+	e.cutAfterTwoParts()
 	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/r.bin"}
 	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
 	if r.Err == nil {
@@ -390,11 +447,15 @@ func TestS3ResumeSendsOnlyMissingParts(t *testing.T) {
 	}
 	first := e.s3.Stats()
 	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
 	r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
 	if r2.Err != nil {
 		t.Fatal(r2.Err)
 	}
 	second := e.s3.Stats()
+	if pg := r2.Progress; pg.Done != int64(size) || pg.Total != int64(size) {
+		t.Errorf("last progress of the resumed attempt %d of %d, want %d of %d (kept parts count)", pg.Done, pg.Total, size, size)
+	}
 	if r2.Value.SHA256 != sum(data) || r2.Value.Parts != 6 || r2.Value.Resumed != 2*ps {
 		t.Fatalf("resumed upload: %+v (stored before: %+v)", r2.Value, first)
 	}
@@ -473,6 +534,21 @@ func TestS3CancelMidUploadAborts(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	})
+	// Parts after the first are held until their request is given up
+	// (the handler's ctx ended), so the upload cannot finish first. (The
+	// body is read first: the server notices a closed connection only
+	// then.)
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" {
+			_, _ = io.Copy(io.Discard, r.Body)
+			select {
+			case <-r.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
+			return &s3fake.Fault{Status: 500, Code: "InternalError"}
+		}
+		return nil
 	})
 	hmu.Lock()
 	h, err := e.f.Client().Enqueue(ctx, upload.Args{Src: p, Dest: "s3://" + bucket + "/k.bin"}, nil)
@@ -650,18 +726,14 @@ func TestS3HTTPSourceResume(t *testing.T) {
 	data := noise(size, 21)
 	src := newHTTPSource(t, data)
 	for _, path := range []string{"/ranged", "/chunked"} {
-		e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
-			if n := r.URL.Query().Get("partNumber"); n != "" && n != "1" && n != "2" {
-				return &s3fake.Fault{Cut: true, CutAfter: mib}
-			}
-			return nil
-		})
+		e.cutAfterTwoParts()
 		a := upload.Args{Src: src.srv.URL + path, Dest: "s3://" + bucket + "/hr" + path}
 		r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
 		if r.Err == nil {
 			t.Fatal("the cut attempt succeeded")
 		}
 		e.s3.SetFault(nil)
+		e.s3.SetOnPart(nil)
 		before := src.sent.Load()
 		r2 := e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
 		if r2.Err != nil {
@@ -700,4 +772,172 @@ func TestS3Bandwidth(t *testing.T) {
 		t.Fatalf("%d bytes sent in %v, under a limit of %d B/s (burst %d) they take at least %v", len(data), el, bw.BytesPerSecond, bw.Burst, least)
 	}
 	e.object("bw.bin", data)
+}
+
+// Two attempts of one task that begin an upload at once (a reclaimed task
+// whose first worker still runs) keep the first one recorded: the other
+// aborts its own upload and fails its attempt.
+func TestS3BeginRaceKeepsTheFirstUpload(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, _ := e.file("race.bin", ps+1, 23)
+	id := "default/race-" + strings.ReplaceAll(t.Name(), "/", "-")
+	_, key, _ := strings.Cut(id, "/")
+	// The rival records its upload while this attempt's begins.
+	e.s3.SetFault(func(r *http.Request) *s3fake.Fault {
+		if _, ok := r.URL.Query()["uploads"]; ok && r.Method == http.MethodPost {
+			_, err := store.UploadBegin(context.Background(), e.f.Redis(), keys.ForQueue("default"), key,
+				store.UploadRecord{ID: "rival", Bucket: bucket, Object: "race.bin", Dest: "s3://" + bucket + "/race.bin", PartSize: ps, Size: ps + 1})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	})
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/race.bin"}, &asynctest.RunOpts{ID: id, Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "another attempt") {
+		t.Fatalf("attempt that lost the race: %v", r.Err)
+	}
+	e.noOpenUploads() // its own upload aborted
+	rec, found, err := store.UploadRead(context.Background(), e.f.Redis(), keys.ForQueue("default"), key)
+	if err != nil || !found || rec.ID != "rival" {
+		t.Fatalf("record after the race: %+v found=%v %v, want the rival's", rec, found, err)
+	}
+	if st := e.s3.Stats(); st.Begun != 1 || st.Aborted != 1 || st.Parts != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// An upload that is gone at the store when a later attempt resumes it
+// (aborted, or expired by a lifecycle rule) is started over.
+func TestS3ResumeOfAGoneUploadStartsOver(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("g.bin", 4*ps, 24)
+	e.cutAfterTwoParts()
+	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/g.bin"}
+	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the cut attempt succeeded")
+	}
+	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
+	open := e.s3.OpenUploads()
+	if len(open) != 1 {
+		t.Fatalf("open uploads %v", open)
+	}
+	_, uid, _ := strings.Cut(open[0], " ")
+	core, err := minio.NewCore(e.s3.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(e.s3.AccessKey(), e.s3.SecretKey(), ""), Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := core.AbortMultipartUpload(context.Background(), bucket, "g.bin", uid); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+	if r.Err != nil || r.Value.Resumed != 0 || r.Value.SHA256 != sum(data) || r.Value.Parts != 4 {
+		t.Fatalf("attempt after the upload was aborted: %+v %v", r.Value, r.Err)
+	}
+	if st := e.s3.Stats(); st.Begun != 2 {
+		t.Fatalf("%d uploads begun, want 2", st.Begun)
+	}
+	e.object("g.bin", data)
+	e.noOpenUploads()
+}
+
+// RunSweeper sweeps until its ctx ends.
+func TestS3RunSweeper(t *testing.T) {
+	// The sweeper's ctx ends once it logged a pass that aborted an upload.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var swept atomic.Int64
+	log := slog.New(&hookHandler{f: func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "aborted" {
+				swept.Add(a.Value.Int64())
+				cancel()
+			}
+			return true
+		})
+	}})
+	e := newEnv(t, nil, func(c *upload.Config) { c.Logger = log })
+	p, _ := e.file("rs.bin", 3*ps, 25)
+	e.cutAfterTwoParts()
+	r := e.run(upload.Args{Src: p, Dest: "s3://" + bucket + "/rs.bin"}, &asynctest.RunOpts{ID: "default/gone", Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the cut attempt succeeded")
+	}
+	e.s3.SetOnPart(nil)
+	e.s3.SetFault(nil)
+	done := make(chan error, 1)
+	go func() { done <- e.h.RunSweeper(ctx, time.Hour, "default") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || swept.Load() != 1 {
+			t.Fatalf("RunSweeper returned %v having aborted %d", err, swept.Load())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("RunSweeper did not abort the gone task's upload within 30s")
+	}
+	e.noOpenUploads()
+	if rec, listed := e.record("default/gone"); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+}
+
+// hookHandler is a slog.Handler that calls f with each record.
+type hookHandler struct{ f func(slog.Record) }
+
+func (h *hookHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *hookHandler) Handle(_ context.Context, r slog.Record) error {
+	h.f(r)
+	return nil
+}
+func (h *hookHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *hookHandler) WithGroup(string) slog.Handler      { return h }
+
+// Without keys in S3Config, credentials come from the environment, else
+// from the shared credentials file's profile (S3Config.Profile, else
+// AWS_PROFILE).
+func TestS3CredentialsFromEnvironmentAndProfile(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("cred", 100, 26)
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ACCESS_KEY", "AWS_SECRET_KEY"} {
+		t.Setenv(v, "")
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "no-config"))
+	creds := filepath.Join(home, "credentials")
+	if err := os.WriteFile(creds, []byte(fmt.Sprintf("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[fleet]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+		e.s3.AccessKey(), e.s3.SecretKey())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	try := func(what string, s3 func(c *upload.S3Config), wantOK bool) {
+		t.Helper()
+		cfg := e.cfg
+		cfg.S3.AccessKey, cfg.S3.SecretKey = "", ""
+		s3(&cfg.S3)
+		h, err := upload.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		r := asynctest.Run(e.f, h.Run, upload.Args{Src: p, Dest: "s3://" + bucket + "/cred"}, nil)
+		var perm *worker.PermanentError
+		switch {
+		case wantOK && r.Err != nil:
+			t.Errorf("%s: %v", what, r.Err)
+		case !wantOK && !errors.As(r.Err, &perm):
+			t.Errorf("%s: %v, want the credentials refused for good", what, r.Err)
+		}
+	}
+	try("the file's default profile", func(*upload.S3Config) {}, false)
+	try("S3Config.Profile", func(c *upload.S3Config) { c.Profile = "fleet" }, true)
+	t.Setenv("AWS_PROFILE", "fleet")
+	try("AWS_PROFILE", func(*upload.S3Config) {}, true)
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", e.s3.AccessKey())
+	t.Setenv("AWS_SECRET_ACCESS_KEY", e.s3.SecretKey())
+	try("the environment before the file", func(*upload.S3Config) {}, true)
+	e.object("cred", data)
 }

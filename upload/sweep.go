@@ -101,8 +101,11 @@ func (h *Handler) sweepOne(ctx context.Context, q keys.Queue, key string) (bool,
 	if err != nil && !noSuchUpload(err) {
 		return false, sc.s3Err("abort multipart upload", d, err)
 	}
+	// Aborted: the record goes even if ctx ended meanwhile.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	if _, err := store.UploadEnd(ctx, h.rdb, q, key, rec.ID); err != nil {
-		return err == nil, err
+		return true, err
 	}
 	return true, nil
 }

@@ -1,8 +1,72 @@
 // Package upload is the task handler of the upload use case: it copies a
-// file to a destination (a directory on the worker's machine, or an HTTP
-// PUT to a URL) and returns the size and SHA-256 of what it sent. The
-// deployable worker (cmd/worker) registers it; a worker binary of your own
-// can too, with Register.
+// file to a destination and returns the size and checksums of what it sent.
+// The deployable worker (cmd/worker) registers it; a worker binary of your
+// own can too, with Register.
+//
+// Sources are files under the configured roots, or http(s) URLs (streamed:
+// a GET read once, in order). Destinations are a directory on the worker's
+// machine ("file:///dir/name" or an absolute path), a URL that accepts an
+// HTTP PUT, or S3-compatible object storage: "s3://bucket/key", at the
+// endpoint of Config.S3 (AWS S3, MinIO, R2, GCS's S3 API...).
+//
+// # S3 destinations
+//
+// Objects up to Config.MultipartThreshold go in one PUT; larger ones in a
+// multipart upload of Config.PartSize parts (grown to keep a known size
+// within S3's 10,000 parts), Config.PartConcurrency of them at once. A
+// local file is read twice per part, from its offset (a hashing pass, then
+// the send): nothing holds the file in memory. An http(s) source holds at
+// most PartConcurrency parts in memory; a source of unknown length (a
+// chunked reply) is read up to the threshold first to choose.
+//
+// Integrity: every request carries the Content-MD5 of its bytes (the store
+// refuses other bytes) and their SHA-256 as the signed payload hash
+// (S3Config.Checksums adds x-amz-checksum-sha256, which the store checks
+// and keeps). The whole object's SHA-256 and CRC32C are computed as it is
+// read and returned in Result. After the upload the handler checks the
+// store's ETag (the MD5 of a single PUT; the MD5 of the parts' MD5s,
+// "-<parts>", of a multipart upload; not with SSE-KMS, whose ETags are not
+// MD5s) and reads the object back with HEAD: its size, its ETag, and its
+// SHA-256 when the store returns a whole-object one. Result.Verified lists
+// what was checked. A source that changes during an attempt (a file's
+// size, modification time or inode; bytes that no longer hash as they did)
+// fails the attempt; its multipart upload is aborted, so that the next
+// attempt starts over from the new content.
+//
+// Resume: with Config.Redis, a multipart upload is recorded with its task
+// (the upload id, the part size, the source's fingerprint, each part's MD5
+// and SHA-256). A later attempt of the task — a retry, or a reclaim after
+// the worker died — lists the parts the store holds and keeps every one
+// whose ETag is the MD5 of the source's bytes for it; it sends the others
+// (Result.Resumed counts the bytes kept). What is sent twice is at most the
+// PartConcurrency parts that were in flight. An http(s) source that
+// serves ranges and a strong ETag is asked only for what follows the
+// stored parts (If-Range), and the whole object's hashes go on from the
+// state recorded after them; else it is read from the start again.
+//
+// Aborts: the multipart upload of an attempt that ends the task — a
+// permanent error, the last attempt, the task cancelled while it runs —
+// is aborted by the handler, and the record removed. Handler.Sweep (and
+// RunSweeper) aborts those of tasks that ended where no handler saw it:
+// cancelled while waiting for a retry, dead after their worker crashed.
+// Add a lifecycle rule AbortIncompleteMultipartUpload to the bucket as
+// well: it removes what both miss (a record lost with Redis).
+//
+// Errors: credentials the store refuses (InvalidAccessKeyId,
+// SignatureDoesNotMatch, AccessDenied, an expired token), a missing
+// bucket, bad arguments and other 400s fail the task for good
+// (worker.Permanent), saying what to check. SlowDown (503) and 429 are
+// sent again within the attempt after the reply's Retry-After (bounded by
+// Config.ThrottleRetries and ThrottleWait), then end the attempt with
+// worker.RetryAfter of that hint. Other failures (5xx, a broken
+// connection) fail the attempt, and the task's retries go on (resuming).
+//
+// Limits: every request to a destination takes a token of Config.RequestRate
+// on its key ("s3:<endpoint>/<bucket>", "http:<host>"), shared across the
+// fleet, and the bytes sent are held to Config.Bandwidth on the same key.
+//
+// Progress: the handler reports the bytes stored (kept parts included) of
+// the total with worker.ReportProgress as parts complete.
 package upload
 
 import (
@@ -72,10 +136,13 @@ type Config struct {
 	// client with a 5-minute timeout.
 	HTTPClient *http.Client
 
-	// Redis keeps what a multipart upload has done (so a later attempt
-	// resumes it), the progress and the per-destination limits. Required
-	// for s3:// destinations; Register takes it from the worker's Config
-	// when it is nil. (issue 19 contract: helper S1 owns this file)
+	// Redis keeps what a multipart upload has done (so that a later
+	// attempt resumes it) and the per-destination limits; give it the
+	// worker's (the Worker does not lend its own). Without it s3://
+	// uploads still work, but an attempt that fails aborts its multipart
+	// upload (there is nothing to resume it from), and RequestRate and
+	// Bandwidth are refused. Progress goes through the worker
+	// (worker.ReportProgress) either way.
 	Redis redis.UniversalClient
 
 	// S3 configures s3:// destinations.
@@ -89,10 +156,13 @@ type Config struct {
 	MultipartThreshold int64
 	PartConcurrency    int
 
-	// RequestRate limits requests per destination (bucket on its endpoint,
-	// or URL host) across the fleet; zero Rate means the default of 1000
-	// per second. Bandwidth limits bytes per second per destination across
-	// the fleet; zero means unlimited.
+	// RequestRate limits requests per destination across the fleet: every
+	// request to a bucket (key "s3:<endpoint>/<bucket>") or to an http(s)
+	// host (key "http:<host>", for PUT destinations and GET sources) takes
+	// a token first. Zero Rate means DefaultRequestRate (1000 per second);
+	// a negative Rate turns the limit off. Bandwidth limits the bytes sent
+	// per destination across the fleet, on the same keys; zero means
+	// unlimited. Both need Redis.
 	RequestRate ratelimit.Limit
 	Bandwidth   ratelimit.Bandwidth
 
@@ -132,6 +202,12 @@ type S3Config struct {
 	// know the checksum headers (AWS S3, recent MinIO; the in-process test
 	// server verifies them too).
 	Checksums bool
+
+	// SkipHead leaves out the HEAD after each upload: Result.Verified then
+	// lists only what the upload's own replies showed ("etag"). Content-MD5
+	// still makes the store refuse other bytes; the HEAD adds the size as
+	// stored, and a request per object.
+	SkipHead bool
 
 	// Defaults for the object options of Args.
 	StorageClass string
@@ -234,17 +310,19 @@ func New(cfg Config) (*Handler, error) {
 		if lim.Rate == 0 {
 			lim = DefaultRequestRate
 		}
-		if err := lim.Validate(); err != nil {
-			return nil, fmt.Errorf("upload: RequestRate: %w", err)
+		if lim.Rate > 0 {
+			if err := lim.Validate(); err != nil {
+				return nil, fmt.Errorf("upload: RequestRate: %w", err)
+			}
+			h.rate = ratelimit.New(h.rdb, lim)
 		}
-		h.rate = ratelimit.New(h.rdb, lim)
 		if cfg.Bandwidth != (ratelimit.Bandwidth{}) {
 			if err := cfg.Bandwidth.Validate(); err != nil {
 				return nil, fmt.Errorf("upload: Bandwidth: %w", err)
 			}
 			h.bw = ratelimit.NewBandwidth(h.rdb, cfg.Bandwidth)
 		}
-	} else if cfg.Bandwidth.BytesPerSecond > 0 || cfg.RequestRate.Rate > 0 {
+	} else if cfg.Bandwidth != (ratelimit.Bandwidth{}) || cfg.RequestRate.Rate > 0 {
 		return nil, errors.New("upload: RequestRate and Bandwidth need Config.Redis")
 	}
 	h.conns.tr = hintTransport{next: defaultTransport()}
@@ -321,8 +399,10 @@ func isHTTP(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
-// Run performs one upload. Failures to reach the destination are retried
-// (the task's attempts); bad arguments fail permanently.
+// Run performs one upload (see the package doc). Failures to reach the
+// destination are retried (the task's attempts); bad arguments fail
+// permanently. Outside a worker (no task in ctx) an s3:// upload keeps no
+// record and aborts a multipart upload that fails.
 func (h *Handler) Run(ctx context.Context, a Args) (Result, error) {
 	if strings.HasPrefix(a.Dest, "s3://") {
 		d, err := parseS3(a.Dest)

@@ -200,7 +200,6 @@ func (s *progressSink) write(done, total, n int64, last bool) {
 	r := s.report
 	r.Done, r.Total, r.N = done, total, n
 	w := s.w
-	w.progressWrites.Add(1)
 	level := slog.LevelDebug
 	if last {
 		level = slog.LevelWarn

@@ -102,3 +102,43 @@ func TestProgressCoalesced(t *testing.T) {
 	}
 	t.Logf("%d reports in %v: %d writes, %.1f ns per report", n, run, writes, float64(run.Nanoseconds())/float64(n))
 }
+
+// A task's report expires with the task's retention, counted from its
+// last write (which came before its end was recorded).
+func TestProgressExpiresWithRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	gate := make(chan struct{})
+	b.worker(t, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, a UploadArgs) (UploadResult, error) {
+			worker.ReportProgress(ctx, 1, 2)
+			<-gate
+			return UploadResult{}, nil
+		})
+	})
+	const retention = time.Second
+	h, err := b.c.Enqueue(ctx, UploadArgs{}, &client.EnqueueOpts{Queue: b.queue, Retention: retention})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the first report", func() bool {
+		p, err := h.Progress(ctx)
+		return err == nil && p.Reported()
+	})
+	close(gate)
+	if _, err := h.Outcome(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := keys.SplitTaskID(h.ID())
+	if ttl := b.env.RDB.PTTL(ctx, keys.ForQueue(b.queue).Progress(key)).Val(); ttl <= 0 || ttl > retention {
+		t.Fatalf("the report's TTL is %v, want the task's retention (%v) at most", ttl, retention)
+	}
+	if b.env.Mini != nil {
+		b.env.Mini.FastForward(2 * retention)
+	}
+	testenv.Eventually(t, 5*time.Second, "the report to expire", func() bool {
+		p, err := h.Progress(ctx)
+		return err == nil && !p.Reported()
+	})
+}

@@ -69,9 +69,6 @@ type Worker struct {
 	ended         map[jobKey]endedRun  // runs that ended here without their entry acked
 	crossSlot     atomic.Bool          // the queues' streams live in different cluster slots
 	oomLogged     atomic.Int64         // when Redis' OOM refusal was last logged (Unix ns)
-	// progressWrites counts the progress writes made (ReportProgress;
-	// issue 19): read by this package's tests.
-	progressWrites atomic.Int64
 
 	clock   store.Clock    // Redis time, for task deadlines
 	started time.Time      // when Start ran: entries delivered since are this run's

@@ -137,3 +137,34 @@ func ReadGroupWithWork(ctx context.Context, rdb redis.Cmdable, g GroupRef) (Grou
 	}
 	return st, w, nil
 }
+
+// ReadGroupWorks reads the summed reports of many groups (any home
+// queues) in one pipeline, for lists of groups; a group without reports
+// (or gone) reads as zero.
+func ReadGroupWorks(ctx context.Context, rdb redis.Cmdable, gs []GroupRef) ([]GroupWork, error) {
+	cmds := make([]*redis.SliceCmd, len(gs))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, g := range gs {
+			cmds[i] = p.HMGet(ctx, g.Home.GroupProgress(g.ID), "~d", "~t")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read progress of %d groups: %w", len(gs), err)
+	}
+	out := make([]GroupWork, len(gs))
+	for i, g := range gs {
+		v := cmds[i].Val()
+		if len(v) != 2 {
+			return nil, fmt.Errorf("read progress of group %s: %d values, want 2", g, len(v))
+		}
+		var derr error
+		if out[i].Done, derr = codec.DecodeProgressSum("~d", v[0]); derr != nil {
+			return nil, fmt.Errorf("read progress of group %s: %w", g, derr)
+		}
+		if out[i].Total, derr = codec.DecodeProgressSum("~t", v[1]); derr != nil {
+			return nil, fmt.Errorf("read progress of group %s: %w", g, derr)
+		}
+	}
+	return out, nil
+}

@@ -77,6 +77,10 @@ func TestProgressFence(t *testing.T) {
 			t.Fatalf("write %d: %+v", i, rec)
 		}
 	}
+	recs, oks, err := store.ReadProgresses(ctx, rdb, []string{keys.TaskID(q.Name, "t1")})
+	if err != nil || !oks[0] || recs[0] != read() {
+		t.Fatalf("ReadProgresses = %+v %v %v, want %+v", recs, oks, err, read())
+	}
 	if ttl := rdb.PTTL(ctx, q.Progress("t1")).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("TTL %v, want the retention (1m)", ttl)
 	}
@@ -174,6 +178,14 @@ func TestGroupProgressSums(t *testing.T) {
 		t.Fatalf("ended group: TTL %v, its progress hash's %v; want the retention on both", gTTL, pTTL)
 	}
 	gone := store.GroupRef{Home: q, ID: "g2"}
+	ws, err := store.ReadGroupWorks(ctx, rdb, []store.GroupRef{g, gone})
+	if err != nil || len(ws) != 2 || ws[0] != (store.GroupWork{Done: 106, Total: 150}) || ws[1] != (store.GroupWork{}) {
+		t.Fatalf("ReadGroupWorks = %+v, %v", ws, err)
+	}
+	ids := []string{keys.TaskID(q.Name, "none")}
+	if recs, oks, err := store.ReadProgresses(ctx, rdb, ids); err != nil || len(recs) != 1 || oks[0] {
+		t.Fatalf("ReadProgresses of a task without a report = %+v %v %v", recs, oks, err)
+	}
 	if ok, err := store.WriteGroupProgress(ctx, rdb, gone, m1, store.ProgressReport{Done: 1, Total: 2, Attempt: 1, Seq: 1, Run: "r", N: 1}); ok || err != nil {
 		t.Fatalf("a report for a group that is gone: %v %v, want refused", ok, err)
 	}
@@ -201,5 +213,28 @@ func TestPurgeDeadDeletesProgress(t *testing.T) {
 	}
 	if n := rdb.Exists(ctx, q.Progress("alive")).Val(); n != 1 {
 		t.Fatal("a task that is not dead lost its progress hash")
+	}
+}
+
+// RetryDead starts the task over at attempt 1: the dead run's report goes
+// with it, so that the new first attempt's reports are not refused as
+// older than the dead attempt's.
+func TestRetryDeadDropsProgress(t *testing.T) {
+	t.Parallel()
+	rdb, q := env(t)
+	ctx := context.Background()
+	for _, partition := range []string{"", "pk1"} {
+		key := "d-" + partition
+		if err := rdb.HSet(ctx, q.Task(key), "st", "dead").Err(); err != nil {
+			t.Fatal(err)
+		}
+		rdb.ZAdd(ctx, q.Dead(), redis.Z{Score: 1, Member: key})
+		pgSet(t, ctx, rdb, q, key, 5, 10, 3, 1, "e3/1", 4)
+		if ok, err := store.RetryDead(ctx, rdb, q, key, envelope(key), "n-"+key, partition); err != nil || !ok {
+			t.Fatalf("RetryDead = %v, %v", ok, err)
+		}
+		if !pgSet(t, ctx, rdb, q, key, 1, 10, 1, 1, "e1/1", 1) {
+			t.Fatalf("partition %q: the retried task's first report was refused", partition)
+		}
 	}
 }

@@ -624,6 +624,7 @@ func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string
 	if partition != "" {
 		ks = append(ks, q.Partition(partition))
 	}
+	ks = append(ks, q.Progress(key)) // issue 19: the dead run's report goes
 	n, err := script.RetryDead.Run(ctx, rdb, ks, key, env, nonce, partition).Int64()
 	if err != nil {
 		return false, fmt.Errorf("retry dead task %s: %w", keys.TaskID(q.Name, key), err)
