@@ -334,6 +334,9 @@ func fleetS3(s3 *s3fake.Server) uploads.S3Config {
 
 // uploadRun runs the upload phases.
 func (e *env) uploadRun(ctx context.Context, quick, small, big bool) (*uploadInfo, error) {
+	// Conc, PartSize and PartConc are the worker's and the handler's
+	// defaults (worker.Config.Concurrency, upload.Config.PartSize and
+	// PartConcurrency), which the fleet runs with and the plain side copies.
 	ui := &uploadInfo{Sizes: uploadSizesFor(quick), Conc: 100, PartSize: 16 << 20, PartConc: 4, DefaultRate: uploads.DefaultRequestRate}
 	dir, err := os.MkdirTemp("", "bench-upload-*")
 	if err != nil {
@@ -524,7 +527,7 @@ func (e *env) startUploadFleet(ctx context.Context, dir string, s3 *s3fake.Serve
 		_ = wrdb.Close()
 		return nil, err
 	}
-	// The handler as uploads.Register registers it, counting what it returns.
+	// The handler as upload.Register registers it, counting what it returns.
 	worker.Handle(w, func(ctx context.Context, a uploads.Args) (uploads.Result, error) {
 		res, err := h.Run(ctx, a)
 		if err != nil {
