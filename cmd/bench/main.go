@@ -166,7 +166,7 @@ type options struct {
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak", "apibatch", "apilatency"}
+var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -228,6 +228,7 @@ func run(o options, stdout, progress io.Writer) error {
 		case s := <-sigs:
 			fmt.Fprintf(progress, "bench: %v, stopping\n", s)
 			cancel()
+			removeUploadTemp()
 			if srv := own.Load(); srv != nil {
 				srv.stop()
 			}
@@ -600,9 +601,23 @@ func run(o options, stdout, progress io.Writer) error {
 		rep.API = ai
 	}
 
+	var upl *uploadInfo
+	if want("uploadsmall") || want("upload1g") {
+		step("uploads to S3: small files and one big file, each against plain minio-go")
+		ui, err := e.uploadRun(ctx, o.quick, want("uploadsmall"), want("upload1g"))
+		if err != nil {
+			fmt.Fprintf(progress, "  uploads failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "uploads: "+err.Error())
+		}
+		upl = ui
+	}
+
 	rep.Took = time.Since(rep.Started)
 
 	md := rep.markdown()
+	if upl != nil {
+		md += "\n" + upl.markdown()
+	}
 	if _, err := io.WriteString(stdout, md); err != nil {
 		return err
 	}
