@@ -227,7 +227,11 @@ func TestInvokeAllLargeLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.worker(t, &worker.Config{Concurrency: 64}, func(w *worker.Worker) { worker.Handle(w, square) })
-	ctx := ctxT(t)
+	// 1,300 tasks: the package's 30 s is not enough on a starved machine
+	// (1,065 done in CI with two busy loops beside a loaded run); the
+	// promise checked is that all succeed, not how fast.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	ns := make([]int, 1300)
 	for i := range ns {
 		ns[i] = i

@@ -99,7 +99,11 @@ func TestThrottledKeyDoesNotDelayOthers(t *testing.T) {
 			worker.Handle(w, func(ctx context.Context, a RatedArgs) (string, error) { return a.Key, nil })
 		})
 	}
-	ctx := ctxT(t)
+	// Not ctxT's 20 s: the wait below may take up to its 2 minutes on a
+	// starved machine, and with a shorter ctx every read after it ended
+	// failed, so the wait could only time out (it did in CI).
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	var backlog []client.Spec
 	for i := 0; i < 300; i++ {
 		backlog = append(backlog, client.Spec{Args: RatedArgs{Key: "slow"}, Opts: &client.EnqueueOpts{Queue: b.queue, RateKey: "slow:" + b.queue}})
