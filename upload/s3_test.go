@@ -198,11 +198,23 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	}
 	md := md5.Sum(sdata)
 	want := upload.Result{Bytes: int64(len(sdata)), SHA256: sum(sdata), CRC32C: crc32cHex(sdata), Dest: "s3://" + bucket + "/dir/small.bin",
-		ETag: hex.EncodeToString(md[:]), Verified: "size,etag", VersionID: r.Value.VersionID}
+		ETag: hex.EncodeToString(md[:]), Verified: "etag", VersionID: r.Value.VersionID}
 	if r.Value != want {
 		t.Fatalf("single PUT: %+v\nwant %+v", r.Value, want)
 	}
 	e.object("dir/small.bin", sdata)
+	// (Verified was "size,etag" when a HEAD followed every PUT; now the
+	// reply's ETag is the check, and HeadAfterPut brings the HEAD back.)
+	headPut, err := upload.New(func() upload.Config { c := e.cfg; c.S3.HeadAfterPut = true; return c }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer headPut.Close()
+	r = asynctest.Run(e.f, headPut.Run, upload.Args{Src: small, Dest: "s3://" + bucket + "/dir/small.bin"}, nil)
+	want.VersionID = r.Value.VersionID
+	if want.Verified = "size,etag"; r.Err != nil || r.Value != want {
+		t.Fatalf("single PUT with HeadAfterPut: %+v %v\nwant %+v", r.Value, r.Err, want)
+	}
 
 	big, bdata := e.file("big.bin", 2*ps+12345, 2)
 	r = e.run(upload.Args{Src: big, Dest: "s3://" + bucket + "/big.bin"}, nil)
@@ -224,7 +236,7 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	}
 	e.object("big.bin", bdata)
 	st := e.s3.Stats()
-	if st.PutObjects != 1 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
+	if st.PutObjects != 2 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
 		t.Fatalf("server stats %+v", st)
 	}
 	e.noOpenUploads()
@@ -232,19 +244,22 @@ func TestS3SingleAndMultipart(t *testing.T) {
 		t.Fatalf("record left after success: %v, listed %v", rec, listed)
 	}
 
-	// Without the HEAD: one request per small object.
+	// Without the HEAD: one request per small object, with SkipHead and
+	// by default.
 	noHead, err := upload.New(func() upload.Config { c := e.cfg; c.S3.SkipHead = true; return c }())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer noHead.Close()
-	before := e.s3.Stats().Requests
-	r = asynctest.Run(e.f, noHead.Run, upload.Args{Src: small, Dest: "s3://" + bucket + "/nohead"}, nil)
-	if r.Err != nil || r.Value.Verified != "etag" || r.Value.ETag != hex.EncodeToString(md[:]) {
-		t.Fatalf("without HEAD: %+v %v", r.Value, r.Err)
-	}
-	if n := e.s3.Stats().Requests - before; n != 1 {
-		t.Fatalf("without HEAD: %d requests for a small object, want 1", n)
+	for _, run := range []func(context.Context, upload.Args) (upload.Result, error){noHead.Run, e.h.Run} {
+		before := e.s3.Stats().Requests
+		r = asynctest.Run(e.f, run, upload.Args{Src: small, Dest: "s3://" + bucket + "/nohead"}, nil)
+		if r.Err != nil || r.Value.Verified != "etag" || r.Value.ETag != hex.EncodeToString(md[:]) {
+			t.Fatalf("without HEAD: %+v %v", r.Value, r.Err)
+		}
+		if n := e.s3.Stats().Requests - before; n != 1 {
+			t.Fatalf("without HEAD: %d requests for a small object, want 1", n)
+		}
 	}
 }
 
@@ -1028,8 +1043,9 @@ func TestS3WholeObjectChecksum(t *testing.T) {
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if r.Value.Verified != "size,etag,sha256" {
-		t.Fatalf("single PUT: verified %q, want \"size,etag,sha256\" (the store echoes the SHA-256 sent)", r.Value.Verified)
+	// ("size,etag,sha256" when a HEAD followed every PUT.)
+	if r.Value.Verified != "etag,sha256" {
+		t.Fatalf("single PUT: verified %q, want \"etag,sha256\" (the store echoes the SHA-256 sent)", r.Value.Verified)
 	}
 	e.object("whole-s", sdata)
 

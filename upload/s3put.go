@@ -428,9 +428,11 @@ type wantSums struct {
 	reply     string // the SHA-256 checksum the upload's own reply gave, if any
 }
 
-// verify checks the upload's reply and reads the object's size, ETag and
-// checksums back (HEAD) to compare them with what was sent. Result.Verified
-// names the checks made, and only those: "size" and "etag" (HEAD), "sha256"
+// verify checks the upload's reply and, after a multipart upload (or a
+// single PUT without an MD5 ETag, or with S3Config.HeadAfterPut), reads the
+// object's size, ETag and checksums back (HEAD) to compare them with what
+// was sent. Result.Verified names the checks made, and only those: "etag"
+// (the reply's, or the HEAD's), "size" (HEAD), "sha256"
 // (the store gave the whole object's SHA-256: a single PUT's echo, or a
 // full-object checksum) and "sha256-composite" (the store gave a multipart
 // object's composite of the parts' SHA-256s). A store that returns no
@@ -463,7 +465,12 @@ func (j *job) verify(ctx context.Context, res Result, want wantSums) (Result, er
 	if err := checkSum("the upload's reply", want.reply); err != nil {
 		return Result{}, err
 	}
-	if j.h.s3.SkipHead {
+	// A single PUT whose reply's ETag is the MD5 of what was sent needs no
+	// HEAD: the store refused other bytes (Content-MD5) and says it keeps
+	// those. A multipart object is read back (its size and ETag are the
+	// whole's, which no one reply shows), and so is a single PUT whose
+	// ETag is not an MD5 (SSE-KMS), unless SkipHead.
+	if j.h.s3.SkipHead || (res.Parts == 0 && want.etag != "" && !j.h.s3.HeadAfterPut) {
 		if want.etag != "" {
 			checked = append([]string{"etag"}, checked...)
 		}

@@ -26,13 +26,15 @@
 // read and returned in Result. After the upload the handler checks the
 // store's ETag (the MD5 of a single PUT; the MD5 of the parts' MD5s,
 // "-<parts>", of a multipart upload; not with SSE-KMS, whose ETags are not
-// MD5s) and reads the object back with HEAD: its size, its ETag, and its
-// SHA-256 when the store returns one — a single PUT's, or with
-// S3Config.Checksums a multipart object's composite checksum (the SHA-256
-// of the parts' SHA-256s, "-<parts>", as AWS S3 and MinIO give it on
-// completion and HEAD), compared with the one of the parts sent; the
-// checksum a reply echoes is compared too. Result.Verified lists what was
-// checked ("size,etag,sha256", "size,etag,sha256-composite"), never more:
+// MD5s) and the checksum a reply echoes. A multipart object (and a single
+// PUT without an MD5 ETag) is read back with HEAD: its size, its ETag, and
+// its SHA-256 when the store returns one — with S3Config.Checksums a
+// multipart object's composite checksum (the SHA-256 of the parts'
+// SHA-256s, "-<parts>", as AWS S3 and MinIO give it on completion and
+// HEAD), compared with the one of the parts sent. A single PUT's reply is
+// its verification (S3Config.HeadAfterPut reads it back too).
+// Result.Verified lists what was checked ("etag,sha256" for a single PUT,
+// "size,etag,sha256-composite" for a multipart one), never more:
 // a store that returns no checksum leaves the sha256 entries out. A source that changes during an attempt (a file's
 // size, modification time or inode; bytes that no longer hash as they did)
 // fails the attempt; its multipart upload is aborted, so that the next
@@ -212,8 +214,13 @@ type S3Config struct {
 	// SkipHead leaves out the HEAD after each upload: Result.Verified then
 	// lists only what the upload's own replies showed ("etag"). Content-MD5
 	// still makes the store refuse other bytes; the HEAD adds the size as
-	// stored, and a request per object.
-	SkipHead bool
+	// stored, and a request per object. By default only a multipart
+	// upload is read back (and a single PUT whose ETag is not an MD5, with
+	// SSE-KMS): a single PUT's reply, its ETag the MD5 of what was sent,
+	// is its verification. HeadAfterPut reads single PUTs back too
+	// (Verified "size,etag", a request more per small object).
+	SkipHead     bool
+	HeadAfterPut bool
 
 	// Defaults for the object options of Args.
 	StorageClass string

@@ -58,7 +58,7 @@ func addUploadFlags(fs *flag.FlagSet, env func(name, def string) string) *upload
 		region:       fs.String("s3-region", env("AWS_REGION", ""), "the `REGION` of s3:// destinations (env AWS_REGION; default us-east-1)"),
 		pathStyle:    fs.Bool("s3-path-style", boolEnv("S3_PATH_STYLE"), "name the bucket in the path, not the host name: MinIO and most self-hosted stores (env S3_PATH_STYLE=true)"),
 		checksums:    fs.Bool("s3-checksums", boolEnv("S3_CHECKSUMS"), "send each part's SHA-256 as x-amz-checksum-sha256 for the store to verify and keep: AWS S3, recent MinIO (env S3_CHECKSUMS=true)"),
-		skipHead:     fs.Bool("s3-skip-head", boolEnv("S3_SKIP_HEAD"), "no HEAD after each upload: one request less per object, the stored size not read back (env S3_SKIP_HEAD=true)"),
+		skipHead:     fs.Bool("s3-skip-head", boolEnv("S3_SKIP_HEAD"), "no HEAD after a multipart upload (or an SSE-KMS single PUT; other single PUTs have none): the stored size not read back (env S3_SKIP_HEAD=true)"),
 		storageClass: fs.String("s3-storage-class", env("S3_STORAGE_CLASS", ""), "default storage `CLASS` of uploaded objects, e.g. STANDARD_IA (env S3_STORAGE_CLASS; a task's storage_class wins)"),
 		sse:          fs.String("s3-sse", env("S3_SSE", ""), "default server-side encryption, `KIND` AES256 or aws:kms (env S3_SSE; a task's sse wins)"),
 		sseKMSKeyID:  fs.String("s3-sse-kms-key-id", env("S3_SSE_KMS_KEY_ID", ""), "the KMS `KEY` of -s3-sse aws:kms (env S3_SSE_KMS_KEY_ID)"),
