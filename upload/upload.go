@@ -167,7 +167,7 @@ type Config struct {
 	// RequestRate limits requests per destination across the fleet: every
 	// request to a bucket (key "s3:<endpoint>/<bucket>") or to an http(s)
 	// host (key "http:<host>", for PUT destinations and GET sources) takes
-	// a token first. Zero Rate means DefaultRequestRate (1000 per second);
+	// a token first. Zero Rate means DefaultRequestRate (3,500 per second);
 	// a negative Rate turns the limit off. Bandwidth limits the bytes sent
 	// per destination across the fleet, on the same keys; zero means
 	// unlimited. Both need Redis.
@@ -269,9 +269,14 @@ type noLimit struct{}
 
 func (noLimit) Wait(context.Context, string, int) error { return nil }
 
-// DefaultRequestRate is Config.RequestRate's default: 1000 requests per
-// second per destination, 100 at once.
-var DefaultRequestRate = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100}
+// DefaultRequestRate is Config.RequestRate's default: 3,500 requests per
+// second per destination, 350 at once (a tenth of a second's worth). 3,500
+// is the rate AWS S3 documents for PUT, COPY, POST and DELETE requests per
+// prefix of a bucket: a fleet of small uploads (one PUT each) stays
+// within what S3 serves without SlowDown. Lower it for a store that
+// allows less; a multipart upload takes a token per part, besides its
+// begin, completion and HEAD.
+var DefaultRequestRate = ratelimit.Limit{Rate: 3500, Per: time.Second, Burst: 350}
 
 // New checks cfg and returns a Handler.
 func New(cfg Config) (*Handler, error) {

@@ -67,7 +67,7 @@ func addUploadFlags(fs *flag.FlagSet, env func(name, def string) string) *upload
 		partConcurrency: fs.String("upload-part-concurrency", env("UPLOAD_PART_CONCURRENCY", "4"),
 			"`N` parts of one upload sent at once (env UPLOAD_PART_CONCURRENCY)"),
 		rate: fs.String("upload-rate", env("UPLOAD_RATE", ""),
-			"requests per destination (bucket, or URL host) across the fleet, `N` per second or N/DURATION such as 3500/1s, or off (env UPLOAD_RATE; default 1000/1s)"),
+			"requests per destination (bucket, or URL host) across the fleet, `N` per second or N/DURATION such as 3500/1s, or off (env UPLOAD_RATE; default 3500/1s)"),
 		bandwidth: fs.String("upload-bandwidth", env("UPLOAD_BANDWIDTH", ""),
 			"bytes per second per destination across the fleet, a `SIZE` such as 20MB or 512KiB (env UPLOAD_BANDWIDTH; default unlimited)"),
 		sweep: fs.String("upload-sweep", env("UPLOAD_SWEEP", defaultSweep.String()),
