@@ -359,6 +359,9 @@ func (j *job) progress(ctx context.Context, n int64) {
 
 // single sends src in one PUT.
 func (j *job) single(ctx context.Context, src *source) (Result, error) {
+	if src.file != nil && src.size <= maxSmallBuf {
+		return j.singleBuffered(ctx, src)
+	}
 	var open func() io.Reader
 	ps, w := newSums(), newWhole()
 	if src.file != nil {
@@ -380,7 +383,38 @@ func (j *job) single(ctx context.Context, src *source) (Result, error) {
 		b := buf.Bytes()
 		open = func() io.Reader { return bytes.NewReader(b) }
 	}
-	md5sum, shasum := ps.md5.Sum(nil), ps.sha.Sum(nil)
+	return j.put(ctx, src, open, ps.md5.Sum(nil), ps.sha.Sum(nil), w.crc)
+}
+
+// singleBuffered sends a file of up to maxSmallBuf bytes in one PUT: it is
+// read once into a pooled buffer, hashed in one pass (MD5, SHA-256,
+// CRC32C), and sent from the buffer, so what is sent is what was hashed.
+// A change of the file meanwhile shows in its fingerprint afterwards
+// (source.check).
+func (j *job) singleBuffered(ctx context.Context, src *source) (Result, error) {
+	bp := bufs.get(int(src.size))
+	b := *bp
+	n, err := src.file.ReadAt(b, 0)
+	if n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			return Result{}, fmt.Errorf("source %s: %w (read %d bytes of %d)", src.name, errSourceChanged, n, src.size)
+		}
+		return Result{}, fmt.Errorf("read %s: %w", src.name, err)
+	}
+	m, sh, crc := md5.New(), sha256.New(), crc32.New(castagnoli)
+	m.Write(b)
+	sh.Write(b)
+	crc.Write(b)
+	res, err := j.put(ctx, src, func() io.Reader { return bytes.NewReader(b) }, m.Sum(nil), sh.Sum(nil), crc)
+	if err == nil {
+		bufs.put(bp)
+	}
+	return res, err
+}
+
+// put sends the body open gives (src.size bytes, of MD5 md5sum, SHA-256
+// shasum and CRC32C crc) in one PUT and verifies it.
+func (j *job) put(ctx context.Context, src *source, open func() io.Reader, md5sum, shasum []byte, crc hash.Hash32) (Result, error) {
 	opts := j.opts
 	if j.h.s3.Checksums {
 		opts.UserMetadata = withHeader(opts.UserMetadata, "X-Amz-Checksum-Sha256", base64.StdEncoding.EncodeToString(shasum))
@@ -399,13 +433,13 @@ func (j *job) single(ctx context.Context, src *source) (Result, error) {
 		return Result{}, err // the object holds the bytes that were hashed; a retry replaces it
 	}
 	j.progress(ctx, src.size)
-	res := Result{Bytes: src.size, SHA256: hex.EncodeToString(w.sha.Sum(nil)), CRC32C: crcHex(w.crc), Dest: j.a.Dest,
+	res := Result{Bytes: src.size, SHA256: hex.EncodeToString(shasum), CRC32C: crcHex(crc), Dest: j.a.Dest,
 		ETag: strings.Trim(info.ETag, `"`), VersionID: info.VersionID}
 	want := ""
 	if j.etagIsMD5() {
 		want = hex.EncodeToString(md5sum)
 	}
-	return j.verify(ctx, res, wantSums{etag: want, sha: base64.StdEncoding.EncodeToString(w.sha.Sum(nil)), reply: info.ChecksumSHA256})
+	return j.verify(ctx, res, wantSums{etag: want, sha: base64.StdEncoding.EncodeToString(shasum), reply: info.ChecksumSHA256})
 }
 
 // withHeader is m with k: v added (a copy: m is the caller's).
