@@ -589,7 +589,8 @@ type part struct {
 	n        int
 	off, len int64
 	md5, sha []byte
-	buf      []byte // an http source's bytes; nil for a file (read again)
+	buf      []byte  // the part's bytes, as read once and hashed
+	bp       *[]byte // buf's pooled buffer
 	state    string // the whole object's hash state after the part
 }
 
@@ -659,18 +660,23 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 		}
 		p := part{n: n, off: off}
 		s := newSums()
+		p.bp = bufs.get(int(ps))
 		if src.file != nil {
 			p.len = min(ps, src.size-off)
-			if _, err := io.Copy(io.MultiWriter(s, w), io.NewSectionReader(src.file, off, p.len)); err != nil {
-				readErr = fmt.Errorf("read %s: %w", src.name, err)
+			p.buf = (*p.bp)[:p.len]
+			k, err := src.file.ReadAt(p.buf, off)
+			if k < len(p.buf) {
+				if err == nil || errors.Is(err, io.EOF) {
+					readErr = fmt.Errorf("source %s: %w (read %d bytes at %d, want %d)", src.name, errSourceChanged, k, off, p.len)
+				} else {
+					readErr = fmt.Errorf("read %s: %w", src.name, err)
+				}
 				break
 			}
-			if s.n != p.len {
-				readErr = fmt.Errorf("source %s: %w (read %d bytes at %d, want %d)", src.name, errSourceChanged, s.n, off, p.len)
-				break
-			}
+			s.Write(p.buf)
+			w.Write(p.buf)
 		} else {
-			p.buf = make([]byte, ps)
+			p.buf = *p.bp
 			k, err := io.ReadFull(r, p.buf)
 			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 				readErr = fmt.Errorf("source GET %s: %w", src.name, err)
@@ -702,14 +708,16 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 			if p.state != "" && j.record && rec.Parts[n].State == "" {
 				_, _ = store.UploadPartDone(ctx, h.rdb, j.q, t(j), j.uploadID, n, store.UploadPart{MD5: et, SHA256: hex.EncodeToString(p.sha), Size: p.len, State: p.state})
 			}
+			bufs.put(p.bp)
 			continue
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
 			et, err := j.sendPart(gctx, src, p)
 			if err != nil {
-				return err
+				return err // the buffer is not reused (see bufs)
 			}
+			bufs.put(p.bp)
 			mu.Lock()
 			etags[p.n] = et
 			shas[p.n] = base64.StdEncoding.EncodeToString(p.sha)
@@ -886,12 +894,7 @@ func (j *job) sendPart(ctx context.Context, src *source, p part) (string, error)
 	if j.h.s3.Checksums {
 		opts.CustomHeader = http.Header{"X-Amz-Checksum-Sha256": {base64.StdEncoding.EncodeToString(p.sha)}}
 	}
-	open := func() io.Reader {
-		if p.buf != nil {
-			return bytes.NewReader(p.buf)
-		}
-		return io.NewSectionReader(src.file, p.off, p.len)
-	}
+	open := func() io.Reader { return bytes.NewReader(p.buf) }
 	var op minio.ObjectPart
 	err := j.h.call(ctx, j.rk, func(ctx context.Context) error {
 		var err error

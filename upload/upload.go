@@ -13,11 +13,13 @@
 //
 // Objects up to Config.MultipartThreshold go in one PUT; larger ones in a
 // multipart upload of Config.PartSize parts (grown to keep a known size
-// within S3's 10,000 parts), Config.PartConcurrency of them at once. A
-// local file is read twice per part, from its offset (a hashing pass, then
-// the send): nothing holds the file in memory. An http(s) source holds at
-// most PartConcurrency parts in memory; a source of unknown length (a
-// chunked reply) is read up to the threshold first to choose.
+// within S3's 10,000 parts), Config.PartConcurrency of them at once. Each
+// part is read once into a pooled buffer, hashed and sent from it: a
+// source (file or http(s)) holds at most PartConcurrency parts in memory,
+// never the whole object. A file of up to 8 MiB sent in one PUT is read
+// once into a buffer the same way; a larger one is read twice (a hashing
+// pass, then the send). A source of unknown length (a chunked reply) is
+// read up to the threshold first to choose.
 //
 // Integrity: every request carries the Content-MD5 of its bytes (the store
 // refuses other bytes) and their SHA-256 as the signed payload hash
@@ -160,6 +162,9 @@ type Config struct {
 	// at least 5 MiB; grown as needed to keep a known size within 10,000
 	// parts). Objects up to MultipartThreshold (default PartSize) go in one
 	// PUT. PartConcurrency parts of one task are sent at once (default 4).
+	// Each part is read once into a buffer and sent from it: a multipart
+	// upload holds at most PartConcurrency × PartSize bytes (64 MiB with
+	// the defaults); a single PUT of a file up to 8 MiB holds the file.
 	PartSize           int64
 	MultipartThreshold int64
 	PartConcurrency    int
