@@ -591,7 +591,7 @@ type part struct {
 	md5, sha []byte
 	buf      []byte  // the part's bytes, as read once and hashed
 	bp       *[]byte // buf's pooled buffer
-	state    string // the whole object's hash state after the part
+	state    string  // the whole object's hash state after the part
 }
 
 // multipart sends src in parts of ps bytes: those the record shows stored
