@@ -872,6 +872,72 @@ func TestS3ResumeOfAGoneUploadStartsOver(t *testing.T) {
 	e.noOpenUploads()
 }
 
+// An attempt that finds the record's upload gone (NoSuchUpload) because
+// an earlier one completed it at the store without its success being
+// recorded (a lapsed lease) sends nothing: the object is the source's
+// (its size, and the multipart ETag of the source's parts), so the
+// attempt succeeds with every byte counted as resumed and the record goes.
+func TestS3ResumeOfAnUploadCompletedBefore(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("done.bin", 4*ps, 31)
+	e.cutAfterTwoParts()
+	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/done.bin"}
+	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the cut attempt succeeded")
+	}
+	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
+	open := e.s3.OpenUploads()
+	if len(open) != 1 {
+		t.Fatalf("open uploads %v", open)
+	}
+	_, uid, _ := strings.Cut(open[0], " ")
+	// Out of band, the rest of the parts and the completion, as the
+	// attempt that lost its lease did.
+	ctx := context.Background()
+	core, err := minio.NewCore(e.s3.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(e.s3.AccessKey(), e.s3.SecretKey(), ""), Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 3; n <= 4; n++ {
+		off := (n - 1) * ps
+		if _, err := core.PutObjectPart(ctx, bucket, "done.bin", uid, n, bytes.NewReader(data[off:off+ps]), int64(ps), minio.PutObjectPartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lp, err := core.ListObjectParts(ctx, bucket, "done.bin", uid, 0, 1000)
+	if err != nil || len(lp.ObjectParts) != 4 {
+		t.Fatalf("parts %+v %v", lp.ObjectParts, err)
+	}
+	var cps []minio.CompletePart
+	for _, op := range lp.ObjectParts {
+		cps = append(cps, minio.CompletePart{PartNumber: op.PartNumber, ETag: op.ETag})
+	}
+	if _, err := core.CompleteMultipartUpload(ctx, bucket, "done.bin", uid, cps, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := e.record(r.Task.ID); !rec {
+		t.Fatal("no record left by the cut attempt")
+	}
+	before := e.s3.Stats()
+	r = e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+	if r.Err != nil || r.Value.Resumed != int64(len(data)) || r.Value.Bytes != int64(len(data)) || r.Value.SHA256 != sum(data) ||
+		r.Value.CRC32C != crc32cHex(data) || r.Value.Parts != 4 || r.Value.Verified != "size,etag" {
+		t.Fatalf("attempt after the upload was completed: %+v %v, want all %d bytes resumed, verified \"size,etag\"", r.Value, r.Err, len(data))
+	}
+	after := e.s3.Stats()
+	if after.BodyBytes != before.BodyBytes || after.Parts != before.Parts || after.PutObjects != before.PutObjects ||
+		after.Begun != before.Begun || after.Completed != before.Completed {
+		t.Fatalf("something was sent: server stats %+v, before %+v", after, before)
+	}
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+	e.object("done.bin", data)
+	e.noOpenUploads()
+}
+
 // RunSweeper sweeps until its ctx ends.
 func TestS3RunSweeper(t *testing.T) {
 	// The sweeper's ctx ends once it logged a pass that aborted an upload.

@@ -119,7 +119,12 @@ func (h *Handler) toS3(ctx context.Context, a Args, d s3Dest) (res Result, err e
 			return Result{}, j.sc.s3Err("list parts", j.d, err)
 		}
 		if err != nil {
-			// Gone (aborted, or expired by a lifecycle rule): start over.
+			// Gone: completed by an attempt whose success was not recorded
+			// (its lease lapsed), or aborted, or expired by a lifecycle
+			// rule. Done if the object is the source's; else start over.
+			if res, ok, err := j.completedBefore(ctx, src, rec); err != nil || ok {
+				return res, err
+			}
 			j.abortRec(ctx, rec)
 			found = false
 		}
@@ -803,6 +808,86 @@ func compositeSHA256(shas map[int]string, nparts int) string {
 		all.Write(b)
 	}
 	return fmt.Sprintf("%s-%d", base64.StdEncoding.EncodeToString(all.Sum(nil)), nparts)
+}
+
+// completedBefore reports whether the object at the destination is the
+// file src uploaded in parts of the record's part size: the record's
+// upload is gone (NoSuchUpload), and an earlier attempt may have completed
+// it without its success being recorded. The file is read (nothing is
+// sent) to make the multipart ETag of its parts — md5 of the parts' MD5s,
+// "-<parts>"; each part's MD5 the record holds must agree — and a HEAD must
+// show the file's size and that ETag (or, from a store that re-hashes what
+// it keeps, the whole file's MD5). Then the record goes and the result
+// counts every byte as resumed. An http(s) source, a fingerprint other
+// than the record's, or an ETag that is not an MD5 (SSE-KMS) answers false.
+func (j *job) completedBefore(ctx context.Context, src *source, rec store.UploadRecord) (Result, bool, error) {
+	if src == nil || src.file == nil || !j.etagIsMD5() || rec.Fingerprint != src.fp || rec.Size != src.size || rec.PartSize < minPartSize || src.size <= 0 {
+		return Result{}, false, nil
+	}
+	if ps, err := j.h.partSizeFor(src.size); err != nil || ps != rec.PartSize {
+		return Result{}, false, nil
+	}
+	var oi minio.ObjectInfo
+	err := j.h.call(ctx, j.rk, func(ctx context.Context) error {
+		var err error
+		oi, err = j.sc.core.StatObject(ctx, j.d.bucket, j.d.key, minio.StatObjectOptions{Checksum: true})
+		return err
+	})
+	if err != nil {
+		if minio.ToErrorResponse(err).StatusCode == http.StatusNotFound {
+			return Result{}, false, nil
+		}
+		return Result{}, false, j.sc.s3Err("HEAD", j.d, err)
+	}
+	if oi.Size != src.size {
+		return Result{}, false, nil
+	}
+	bp := bufs.get(int(rec.PartSize))
+	defer bufs.put(bp)
+	w, whole, all := newWhole(), md5.New(), md5.New()
+	shas := map[int]string{}
+	n := 0
+	for off := int64(0); off < src.size; off += rec.PartSize {
+		n++
+		b := (*bp)[:min(rec.PartSize, src.size-off)]
+		if k, err := src.file.ReadAt(b, off); k < len(b) {
+			if err == nil || errors.Is(err, io.EOF) {
+				return Result{}, false, fmt.Errorf("source %s: %w (read %d bytes at %d, want %d)", src.name, errSourceChanged, k, off, len(b))
+			}
+			return Result{}, false, fmt.Errorf("read %s: %w", src.name, err)
+		}
+		pm, psha := md5.Sum(b), sha256.Sum256(b)
+		if p, ok := rec.Parts[n]; ok && p.MD5 != hex.EncodeToString(pm[:]) {
+			return Result{}, false, nil
+		}
+		all.Write(pm[:])
+		whole.Write(b)
+		w.Write(b)
+		shas[n] = base64.StdEncoding.EncodeToString(psha[:])
+	}
+	if err := src.check(); err != nil {
+		return Result{}, false, err
+	}
+	want := fmt.Sprintf("%s-%d", hex.EncodeToString(all.Sum(nil)), n)
+	et := strings.Trim(oi.ETag, `"`)
+	if et != want && (strings.Contains(et, "-") || et != hex.EncodeToString(whole.Sum(nil))) {
+		return Result{}, false, nil
+	}
+	verified := "size,etag"
+	if oi.ChecksumSHA256 != "" {
+		c, err := j.sumCheck(oi.ChecksumSHA256, wantSums{sha: base64.StdEncoding.EncodeToString(w.sha.Sum(nil)), composite: compositeSHA256(shas, n)})
+		if err != nil {
+			return Result{}, false, nil
+		}
+		verified += "," + c
+	}
+	j.uploadID = rec.ID
+	j.dropRecord(ctx)
+	j.uploadID = ""
+	j.total = src.size
+	j.progress(ctx, src.size)
+	return Result{Bytes: src.size, SHA256: hex.EncodeToString(w.sha.Sum(nil)), CRC32C: crcHex(w.crc), Dest: j.a.Dest,
+		ETag: et, VersionID: oi.VersionID, Parts: n, Resumed: src.size, Verified: verified}, true, nil
 }
 
 // dropRecord removes the task's record of the upload.
