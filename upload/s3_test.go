@@ -198,11 +198,23 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	}
 	md := md5.Sum(sdata)
 	want := upload.Result{Bytes: int64(len(sdata)), SHA256: sum(sdata), CRC32C: crc32cHex(sdata), Dest: "s3://" + bucket + "/dir/small.bin",
-		ETag: hex.EncodeToString(md[:]), Verified: "size,etag", VersionID: r.Value.VersionID}
+		ETag: hex.EncodeToString(md[:]), Verified: "etag", VersionID: r.Value.VersionID}
 	if r.Value != want {
 		t.Fatalf("single PUT: %+v\nwant %+v", r.Value, want)
 	}
 	e.object("dir/small.bin", sdata)
+	// (Verified was "size,etag" when a HEAD followed every PUT; now the
+	// reply's ETag is the check, and HeadAfterPut brings the HEAD back.)
+	headPut, err := upload.New(func() upload.Config { c := e.cfg; c.S3.HeadAfterPut = true; return c }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer headPut.Close()
+	r = asynctest.Run(e.f, headPut.Run, upload.Args{Src: small, Dest: "s3://" + bucket + "/dir/small.bin"}, nil)
+	want.VersionID = r.Value.VersionID
+	if want.Verified = "size,etag"; r.Err != nil || r.Value != want {
+		t.Fatalf("single PUT with HeadAfterPut: %+v %v\nwant %+v", r.Value, r.Err, want)
+	}
 
 	big, bdata := e.file("big.bin", 2*ps+12345, 2)
 	r = e.run(upload.Args{Src: big, Dest: "s3://" + bucket + "/big.bin"}, nil)
@@ -224,7 +236,7 @@ func TestS3SingleAndMultipart(t *testing.T) {
 	}
 	e.object("big.bin", bdata)
 	st := e.s3.Stats()
-	if st.PutObjects != 1 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
+	if st.PutObjects != 2 || st.Parts != 3 || st.Completed != 1 || st.PartBytes != int64(len(bdata)) {
 		t.Fatalf("server stats %+v", st)
 	}
 	e.noOpenUploads()
@@ -232,19 +244,22 @@ func TestS3SingleAndMultipart(t *testing.T) {
 		t.Fatalf("record left after success: %v, listed %v", rec, listed)
 	}
 
-	// Without the HEAD: one request per small object.
+	// Without the HEAD: one request per small object, with SkipHead and
+	// by default.
 	noHead, err := upload.New(func() upload.Config { c := e.cfg; c.S3.SkipHead = true; return c }())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer noHead.Close()
-	before := e.s3.Stats().Requests
-	r = asynctest.Run(e.f, noHead.Run, upload.Args{Src: small, Dest: "s3://" + bucket + "/nohead"}, nil)
-	if r.Err != nil || r.Value.Verified != "etag" || r.Value.ETag != hex.EncodeToString(md[:]) {
-		t.Fatalf("without HEAD: %+v %v", r.Value, r.Err)
-	}
-	if n := e.s3.Stats().Requests - before; n != 1 {
-		t.Fatalf("without HEAD: %d requests for a small object, want 1", n)
+	for _, run := range []func(context.Context, upload.Args) (upload.Result, error){noHead.Run, e.h.Run} {
+		before := e.s3.Stats().Requests
+		r = asynctest.Run(e.f, run, upload.Args{Src: small, Dest: "s3://" + bucket + "/nohead"}, nil)
+		if r.Err != nil || r.Value.Verified != "etag" || r.Value.ETag != hex.EncodeToString(md[:]) {
+			t.Fatalf("without HEAD: %+v %v", r.Value, r.Err)
+		}
+		if n := e.s3.Stats().Requests - before; n != 1 {
+			t.Fatalf("without HEAD: %d requests for a small object, want 1", n)
+		}
 	}
 }
 
@@ -857,6 +872,72 @@ func TestS3ResumeOfAGoneUploadStartsOver(t *testing.T) {
 	e.noOpenUploads()
 }
 
+// An attempt that finds the record's upload gone (NoSuchUpload) because
+// an earlier one completed it at the store without its success being
+// recorded (a lapsed lease) sends nothing: the object is the source's
+// (its size, and the multipart ETag of the source's parts), so the
+// attempt succeeds with every byte counted as resumed and the record goes.
+func TestS3ResumeOfAnUploadCompletedBefore(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	p, data := e.file("done.bin", 4*ps, 31)
+	e.cutAfterTwoParts()
+	a := upload.Args{Src: p, Dest: "s3://" + bucket + "/done.bin"}
+	r := e.run(a, &asynctest.RunOpts{Attempt: 1, MaxAttempts: 3})
+	if r.Err == nil {
+		t.Fatal("the cut attempt succeeded")
+	}
+	e.s3.SetFault(nil)
+	e.s3.SetOnPart(nil)
+	open := e.s3.OpenUploads()
+	if len(open) != 1 {
+		t.Fatalf("open uploads %v", open)
+	}
+	_, uid, _ := strings.Cut(open[0], " ")
+	// Out of band, the rest of the parts and the completion, as the
+	// attempt that lost its lease did.
+	ctx := context.Background()
+	core, err := minio.NewCore(e.s3.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(e.s3.AccessKey(), e.s3.SecretKey(), ""), Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 3; n <= 4; n++ {
+		off := (n - 1) * ps
+		if _, err := core.PutObjectPart(ctx, bucket, "done.bin", uid, n, bytes.NewReader(data[off:off+ps]), int64(ps), minio.PutObjectPartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lp, err := core.ListObjectParts(ctx, bucket, "done.bin", uid, 0, 1000)
+	if err != nil || len(lp.ObjectParts) != 4 {
+		t.Fatalf("parts %+v %v", lp.ObjectParts, err)
+	}
+	var cps []minio.CompletePart
+	for _, op := range lp.ObjectParts {
+		cps = append(cps, minio.CompletePart{PartNumber: op.PartNumber, ETag: op.ETag})
+	}
+	if _, err := core.CompleteMultipartUpload(ctx, bucket, "done.bin", uid, cps, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := e.record(r.Task.ID); !rec {
+		t.Fatal("no record left by the cut attempt")
+	}
+	before := e.s3.Stats()
+	r = e.run(a, &asynctest.RunOpts{ID: r.Task.ID, Attempt: 2, MaxAttempts: 3})
+	if r.Err != nil || r.Value.Resumed != int64(len(data)) || r.Value.Bytes != int64(len(data)) || r.Value.SHA256 != sum(data) ||
+		r.Value.CRC32C != crc32cHex(data) || r.Value.Parts != 4 || r.Value.Verified != "size,etag" {
+		t.Fatalf("attempt after the upload was completed: %+v %v, want all %d bytes resumed, verified \"size,etag\"", r.Value, r.Err, len(data))
+	}
+	after := e.s3.Stats()
+	if after.BodyBytes != before.BodyBytes || after.Parts != before.Parts || after.PutObjects != before.PutObjects ||
+		after.Begun != before.Begun || after.Completed != before.Completed {
+		t.Fatalf("something was sent: server stats %+v, before %+v", after, before)
+	}
+	if rec, listed := e.record(r.Task.ID); rec || listed {
+		t.Fatalf("record left: %v, listed %v", rec, listed)
+	}
+	e.object("done.bin", data)
+	e.noOpenUploads()
+}
+
 // RunSweeper sweeps until its ctx ends.
 func TestS3RunSweeper(t *testing.T) {
 	// The sweeper's ctx ends once it logged a pass that aborted an upload.
@@ -1028,8 +1109,9 @@ func TestS3WholeObjectChecksum(t *testing.T) {
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if r.Value.Verified != "size,etag,sha256" {
-		t.Fatalf("single PUT: verified %q, want \"size,etag,sha256\" (the store echoes the SHA-256 sent)", r.Value.Verified)
+	// ("size,etag,sha256" when a HEAD followed every PUT.)
+	if r.Value.Verified != "etag,sha256" {
+		t.Fatalf("single PUT: verified %q, want \"etag,sha256\" (the store echoes the SHA-256 sent)", r.Value.Verified)
 	}
 	e.object("whole-s", sdata)
 

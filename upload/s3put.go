@@ -119,7 +119,12 @@ func (h *Handler) toS3(ctx context.Context, a Args, d s3Dest) (res Result, err e
 			return Result{}, j.sc.s3Err("list parts", j.d, err)
 		}
 		if err != nil {
-			// Gone (aborted, or expired by a lifecycle rule): start over.
+			// Gone: completed by an attempt whose success was not recorded
+			// (its lease lapsed), or aborted, or expired by a lifecycle
+			// rule. Done if the object is the source's; else start over.
+			if res, ok, err := j.completedBefore(ctx, src, rec); err != nil || ok {
+				return res, err
+			}
 			j.abortRec(ctx, rec)
 			found = false
 		}
@@ -359,6 +364,9 @@ func (j *job) progress(ctx context.Context, n int64) {
 
 // single sends src in one PUT.
 func (j *job) single(ctx context.Context, src *source) (Result, error) {
+	if src.file != nil && src.size <= maxSmallBuf {
+		return j.singleBuffered(ctx, src)
+	}
 	var open func() io.Reader
 	ps, w := newSums(), newWhole()
 	if src.file != nil {
@@ -380,7 +388,38 @@ func (j *job) single(ctx context.Context, src *source) (Result, error) {
 		b := buf.Bytes()
 		open = func() io.Reader { return bytes.NewReader(b) }
 	}
-	md5sum, shasum := ps.md5.Sum(nil), ps.sha.Sum(nil)
+	return j.put(ctx, src, open, ps.md5.Sum(nil), ps.sha.Sum(nil), w.crc)
+}
+
+// singleBuffered sends a file of up to maxSmallBuf bytes in one PUT: it is
+// read once into a pooled buffer, hashed in one pass (MD5, SHA-256,
+// CRC32C), and sent from the buffer, so what is sent is what was hashed.
+// A change of the file meanwhile shows in its fingerprint afterwards
+// (source.check).
+func (j *job) singleBuffered(ctx context.Context, src *source) (Result, error) {
+	bp := bufs.get(int(src.size))
+	b := *bp
+	n, err := src.file.ReadAt(b, 0)
+	if n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			return Result{}, fmt.Errorf("source %s: %w (read %d bytes of %d)", src.name, errSourceChanged, n, src.size)
+		}
+		return Result{}, fmt.Errorf("read %s: %w", src.name, err)
+	}
+	m, sh, crc := md5.New(), sha256.New(), crc32.New(castagnoli)
+	m.Write(b)
+	sh.Write(b)
+	crc.Write(b)
+	res, err := j.put(ctx, src, func() io.Reader { return bytes.NewReader(b) }, m.Sum(nil), sh.Sum(nil), crc)
+	if err == nil {
+		bufs.put(bp)
+	}
+	return res, err
+}
+
+// put sends the body open gives (src.size bytes, of MD5 md5sum, SHA-256
+// shasum and CRC32C crc) in one PUT and verifies it.
+func (j *job) put(ctx context.Context, src *source, open func() io.Reader, md5sum, shasum []byte, crc hash.Hash32) (Result, error) {
 	opts := j.opts
 	if j.h.s3.Checksums {
 		opts.UserMetadata = withHeader(opts.UserMetadata, "X-Amz-Checksum-Sha256", base64.StdEncoding.EncodeToString(shasum))
@@ -399,13 +438,13 @@ func (j *job) single(ctx context.Context, src *source) (Result, error) {
 		return Result{}, err // the object holds the bytes that were hashed; a retry replaces it
 	}
 	j.progress(ctx, src.size)
-	res := Result{Bytes: src.size, SHA256: hex.EncodeToString(w.sha.Sum(nil)), CRC32C: crcHex(w.crc), Dest: j.a.Dest,
+	res := Result{Bytes: src.size, SHA256: hex.EncodeToString(shasum), CRC32C: crcHex(crc), Dest: j.a.Dest,
 		ETag: strings.Trim(info.ETag, `"`), VersionID: info.VersionID}
 	want := ""
 	if j.etagIsMD5() {
 		want = hex.EncodeToString(md5sum)
 	}
-	return j.verify(ctx, res, wantSums{etag: want, sha: base64.StdEncoding.EncodeToString(w.sha.Sum(nil)), reply: info.ChecksumSHA256})
+	return j.verify(ctx, res, wantSums{etag: want, sha: base64.StdEncoding.EncodeToString(shasum), reply: info.ChecksumSHA256})
 }
 
 // withHeader is m with k: v added (a copy: m is the caller's).
@@ -428,9 +467,11 @@ type wantSums struct {
 	reply     string // the SHA-256 checksum the upload's own reply gave, if any
 }
 
-// verify checks the upload's reply and reads the object's size, ETag and
-// checksums back (HEAD) to compare them with what was sent. Result.Verified
-// names the checks made, and only those: "size" and "etag" (HEAD), "sha256"
+// verify checks the upload's reply and, after a multipart upload (or a
+// single PUT without an MD5 ETag, or with S3Config.HeadAfterPut), reads the
+// object's size, ETag and checksums back (HEAD) to compare them with what
+// was sent. Result.Verified names the checks made, and only those: "etag"
+// (the reply's, or the HEAD's), "size" (HEAD), "sha256"
 // (the store gave the whole object's SHA-256: a single PUT's echo, or a
 // full-object checksum) and "sha256-composite" (the store gave a multipart
 // object's composite of the parts' SHA-256s). A store that returns no
@@ -463,7 +504,12 @@ func (j *job) verify(ctx context.Context, res Result, want wantSums) (Result, er
 	if err := checkSum("the upload's reply", want.reply); err != nil {
 		return Result{}, err
 	}
-	if j.h.s3.SkipHead {
+	// A single PUT whose reply's ETag is the MD5 of what was sent needs no
+	// HEAD: the store refused other bytes (Content-MD5) and says it keeps
+	// those. A multipart object is read back (its size and ETag are the
+	// whole's, which no one reply shows), and so is a single PUT whose
+	// ETag is not an MD5 (SSE-KMS), unless SkipHead.
+	if j.h.s3.SkipHead || (res.Parts == 0 && want.etag != "" && !j.h.s3.HeadAfterPut) {
 		if want.etag != "" {
 			checked = append([]string{"etag"}, checked...)
 		}
@@ -548,8 +594,9 @@ type part struct {
 	n        int
 	off, len int64
 	md5, sha []byte
-	buf      []byte // an http source's bytes; nil for a file (read again)
-	state    string // the whole object's hash state after the part
+	buf      []byte  // the part's bytes, as read once and hashed
+	bp       *[]byte // buf's pooled buffer
+	state    string  // the whole object's hash state after the part
 }
 
 // multipart sends src in parts of ps bytes: those the record shows stored
@@ -618,18 +665,23 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 		}
 		p := part{n: n, off: off}
 		s := newSums()
+		p.bp = bufs.get(int(ps))
 		if src.file != nil {
 			p.len = min(ps, src.size-off)
-			if _, err := io.Copy(io.MultiWriter(s, w), io.NewSectionReader(src.file, off, p.len)); err != nil {
-				readErr = fmt.Errorf("read %s: %w", src.name, err)
+			p.buf = (*p.bp)[:p.len]
+			k, err := src.file.ReadAt(p.buf, off)
+			if k < len(p.buf) {
+				if err == nil || errors.Is(err, io.EOF) {
+					readErr = fmt.Errorf("source %s: %w (read %d bytes at %d, want %d)", src.name, errSourceChanged, k, off, p.len)
+				} else {
+					readErr = fmt.Errorf("read %s: %w", src.name, err)
+				}
 				break
 			}
-			if s.n != p.len {
-				readErr = fmt.Errorf("source %s: %w (read %d bytes at %d, want %d)", src.name, errSourceChanged, s.n, off, p.len)
-				break
-			}
+			s.Write(p.buf)
+			w.Write(p.buf)
 		} else {
-			p.buf = make([]byte, ps)
+			p.buf = *p.bp
 			k, err := io.ReadFull(r, p.buf)
 			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 				readErr = fmt.Errorf("source GET %s: %w", src.name, err)
@@ -661,14 +713,16 @@ func (j *job) multipart(ctx context.Context, src *source, ps int64, rec store.Up
 			if p.state != "" && j.record && rec.Parts[n].State == "" {
 				_, _ = store.UploadPartDone(ctx, h.rdb, j.q, t(j), j.uploadID, n, store.UploadPart{MD5: et, SHA256: hex.EncodeToString(p.sha), Size: p.len, State: p.state})
 			}
+			bufs.put(p.bp)
 			continue
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
 			et, err := j.sendPart(gctx, src, p)
 			if err != nil {
-				return err
+				return err // the buffer is not reused (see bufs)
 			}
+			bufs.put(p.bp)
 			mu.Lock()
 			etags[p.n] = et
 			shas[p.n] = base64.StdEncoding.EncodeToString(p.sha)
@@ -754,6 +808,86 @@ func compositeSHA256(shas map[int]string, nparts int) string {
 		all.Write(b)
 	}
 	return fmt.Sprintf("%s-%d", base64.StdEncoding.EncodeToString(all.Sum(nil)), nparts)
+}
+
+// completedBefore reports whether the object at the destination is the
+// file src uploaded in parts of the record's part size: the record's
+// upload is gone (NoSuchUpload), and an earlier attempt may have completed
+// it without its success being recorded. The file is read (nothing is
+// sent) to make the multipart ETag of its parts — md5 of the parts' MD5s,
+// "-<parts>"; each part's MD5 the record holds must agree — and a HEAD must
+// show the file's size and that ETag (or, from a store that re-hashes what
+// it keeps, the whole file's MD5). Then the record goes and the result
+// counts every byte as resumed. An http(s) source, a fingerprint other
+// than the record's, or an ETag that is not an MD5 (SSE-KMS) answers false.
+func (j *job) completedBefore(ctx context.Context, src *source, rec store.UploadRecord) (Result, bool, error) {
+	if src == nil || src.file == nil || !j.etagIsMD5() || rec.Fingerprint != src.fp || rec.Size != src.size || rec.PartSize < minPartSize || src.size <= 0 {
+		return Result{}, false, nil
+	}
+	if ps, err := j.h.partSizeFor(src.size); err != nil || ps != rec.PartSize {
+		return Result{}, false, nil
+	}
+	var oi minio.ObjectInfo
+	err := j.h.call(ctx, j.rk, func(ctx context.Context) error {
+		var err error
+		oi, err = j.sc.core.StatObject(ctx, j.d.bucket, j.d.key, minio.StatObjectOptions{Checksum: true})
+		return err
+	})
+	if err != nil {
+		if minio.ToErrorResponse(err).StatusCode == http.StatusNotFound {
+			return Result{}, false, nil
+		}
+		return Result{}, false, j.sc.s3Err("HEAD", j.d, err)
+	}
+	if oi.Size != src.size {
+		return Result{}, false, nil
+	}
+	bp := bufs.get(int(rec.PartSize))
+	defer bufs.put(bp)
+	w, whole, all := newWhole(), md5.New(), md5.New()
+	shas := map[int]string{}
+	n := 0
+	for off := int64(0); off < src.size; off += rec.PartSize {
+		n++
+		b := (*bp)[:min(rec.PartSize, src.size-off)]
+		if k, err := src.file.ReadAt(b, off); k < len(b) {
+			if err == nil || errors.Is(err, io.EOF) {
+				return Result{}, false, fmt.Errorf("source %s: %w (read %d bytes at %d, want %d)", src.name, errSourceChanged, k, off, len(b))
+			}
+			return Result{}, false, fmt.Errorf("read %s: %w", src.name, err)
+		}
+		pm, psha := md5.Sum(b), sha256.Sum256(b)
+		if p, ok := rec.Parts[n]; ok && p.MD5 != hex.EncodeToString(pm[:]) {
+			return Result{}, false, nil
+		}
+		all.Write(pm[:])
+		whole.Write(b)
+		w.Write(b)
+		shas[n] = base64.StdEncoding.EncodeToString(psha[:])
+	}
+	if err := src.check(); err != nil {
+		return Result{}, false, err
+	}
+	want := fmt.Sprintf("%s-%d", hex.EncodeToString(all.Sum(nil)), n)
+	et := strings.Trim(oi.ETag, `"`)
+	if et != want && (strings.Contains(et, "-") || et != hex.EncodeToString(whole.Sum(nil))) {
+		return Result{}, false, nil
+	}
+	verified := "size,etag"
+	if oi.ChecksumSHA256 != "" {
+		c, err := j.sumCheck(oi.ChecksumSHA256, wantSums{sha: base64.StdEncoding.EncodeToString(w.sha.Sum(nil)), composite: compositeSHA256(shas, n)})
+		if err != nil {
+			return Result{}, false, nil
+		}
+		verified += "," + c
+	}
+	j.uploadID = rec.ID
+	j.dropRecord(ctx)
+	j.uploadID = ""
+	j.total = src.size
+	j.progress(ctx, src.size)
+	return Result{Bytes: src.size, SHA256: hex.EncodeToString(w.sha.Sum(nil)), CRC32C: crcHex(w.crc), Dest: j.a.Dest,
+		ETag: et, VersionID: oi.VersionID, Parts: n, Resumed: src.size, Verified: verified}, true, nil
 }
 
 // dropRecord removes the task's record of the upload.
@@ -845,12 +979,7 @@ func (j *job) sendPart(ctx context.Context, src *source, p part) (string, error)
 	if j.h.s3.Checksums {
 		opts.CustomHeader = http.Header{"X-Amz-Checksum-Sha256": {base64.StdEncoding.EncodeToString(p.sha)}}
 	}
-	open := func() io.Reader {
-		if p.buf != nil {
-			return bytes.NewReader(p.buf)
-		}
-		return io.NewSectionReader(src.file, p.off, p.len)
-	}
+	open := func() io.Reader { return bytes.NewReader(p.buf) }
 	var op minio.ObjectPart
 	err := j.h.call(ctx, j.rk, func(ctx context.Context) error {
 		var err error

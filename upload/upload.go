@@ -13,11 +13,13 @@
 //
 // Objects up to Config.MultipartThreshold go in one PUT; larger ones in a
 // multipart upload of Config.PartSize parts (grown to keep a known size
-// within S3's 10,000 parts), Config.PartConcurrency of them at once. A
-// local file is read twice per part, from its offset (a hashing pass, then
-// the send): nothing holds the file in memory. An http(s) source holds at
-// most PartConcurrency parts in memory; a source of unknown length (a
-// chunked reply) is read up to the threshold first to choose.
+// within S3's 10,000 parts), Config.PartConcurrency of them at once. Each
+// part is read once into a pooled buffer, hashed and sent from it: a
+// source (file or http(s)) holds at most PartConcurrency parts in memory,
+// never the whole object. A file of up to 8 MiB sent in one PUT is read
+// once into a buffer the same way; a larger one is read twice (a hashing
+// pass, then the send). A source of unknown length (a chunked reply) is
+// read up to the threshold first to choose.
 //
 // Integrity: every request carries the Content-MD5 of its bytes (the store
 // refuses other bytes) and their SHA-256 as the signed payload hash
@@ -26,13 +28,15 @@
 // read and returned in Result. After the upload the handler checks the
 // store's ETag (the MD5 of a single PUT; the MD5 of the parts' MD5s,
 // "-<parts>", of a multipart upload; not with SSE-KMS, whose ETags are not
-// MD5s) and reads the object back with HEAD: its size, its ETag, and its
-// SHA-256 when the store returns one — a single PUT's, or with
-// S3Config.Checksums a multipart object's composite checksum (the SHA-256
-// of the parts' SHA-256s, "-<parts>", as AWS S3 and MinIO give it on
-// completion and HEAD), compared with the one of the parts sent; the
-// checksum a reply echoes is compared too. Result.Verified lists what was
-// checked ("size,etag,sha256", "size,etag,sha256-composite"), never more:
+// MD5s) and the checksum a reply echoes. A multipart object (and a single
+// PUT without an MD5 ETag) is read back with HEAD: its size, its ETag, and
+// its SHA-256 when the store returns one — with S3Config.Checksums a
+// multipart object's composite checksum (the SHA-256 of the parts'
+// SHA-256s, "-<parts>", as AWS S3 and MinIO give it on completion and
+// HEAD), compared with the one of the parts sent. A single PUT's reply is
+// its verification (S3Config.HeadAfterPut reads it back too).
+// Result.Verified lists what was checked ("etag,sha256" for a single PUT,
+// "size,etag,sha256-composite" for a multipart one), never more:
 // a store that returns no checksum leaves the sha256 entries out. A source that changes during an attempt (a file's
 // size, modification time or inode; bytes that no longer hash as they did)
 // fails the attempt; its multipart upload is aborted, so that the next
@@ -158,6 +162,9 @@ type Config struct {
 	// at least 5 MiB; grown as needed to keep a known size within 10,000
 	// parts). Objects up to MultipartThreshold (default PartSize) go in one
 	// PUT. PartConcurrency parts of one task are sent at once (default 4).
+	// Each part is read once into a buffer and sent from it: a multipart
+	// upload holds at most PartConcurrency × PartSize bytes (64 MiB with
+	// the defaults); a single PUT of a file up to 8 MiB holds the file.
 	PartSize           int64
 	MultipartThreshold int64
 	PartConcurrency    int
@@ -165,7 +172,7 @@ type Config struct {
 	// RequestRate limits requests per destination across the fleet: every
 	// request to a bucket (key "s3:<endpoint>/<bucket>") or to an http(s)
 	// host (key "http:<host>", for PUT destinations and GET sources) takes
-	// a token first. Zero Rate means DefaultRequestRate (1000 per second);
+	// a token first. Zero Rate means DefaultRequestRate (3,500 per second);
 	// a negative Rate turns the limit off. Bandwidth limits the bytes sent
 	// per destination across the fleet, on the same keys; zero means
 	// unlimited. Both need Redis.
@@ -212,8 +219,13 @@ type S3Config struct {
 	// SkipHead leaves out the HEAD after each upload: Result.Verified then
 	// lists only what the upload's own replies showed ("etag"). Content-MD5
 	// still makes the store refuse other bytes; the HEAD adds the size as
-	// stored, and a request per object.
-	SkipHead bool
+	// stored, and a request per object. By default only a multipart
+	// upload is read back (and a single PUT whose ETag is not an MD5, with
+	// SSE-KMS): a single PUT's reply, its ETag the MD5 of what was sent,
+	// is its verification. HeadAfterPut reads single PUTs back too
+	// (Verified "size,etag", a request more per small object).
+	SkipHead     bool
+	HeadAfterPut bool
 
 	// Defaults for the object options of Args.
 	StorageClass string
@@ -262,9 +274,14 @@ type noLimit struct{}
 
 func (noLimit) Wait(context.Context, string, int) error { return nil }
 
-// DefaultRequestRate is Config.RequestRate's default: 1000 requests per
-// second per destination, 100 at once.
-var DefaultRequestRate = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100}
+// DefaultRequestRate is Config.RequestRate's default: 3,500 requests per
+// second per destination, 350 at once (a tenth of a second's worth). 3,500
+// is the rate AWS S3 documents for PUT, COPY, POST and DELETE requests per
+// prefix of a bucket: a fleet of small uploads (one PUT each) stays
+// within what S3 serves without SlowDown. Lower it for a store that
+// allows less; a multipart upload takes a token per part, besides its
+// begin, completion and HEAD.
+var DefaultRequestRate = ratelimit.Limit{Rate: 3500, Per: time.Second, Burst: 350}
 
 // New checks cfg and returns a Handler.
 func New(cfg Config) (*Handler, error) {
