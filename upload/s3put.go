@@ -198,21 +198,6 @@ func t(j *job) string {
 	return key
 }
 
-// ends reports whether err ends the task for good (so its multipart upload
-// must go): a permanent error, the last attempt, a cancelled task, a source
-// that changed (the next attempt starts over), or no record to resume from.
-func (j *job) ends(ctx context.Context, err error) bool {
-	var perm *worker.PermanentError
-	switch {
-	case !j.record, errors.As(err, &perm), errors.Is(err, errSourceChanged),
-		errors.Is(context.Cause(ctx), worker.ErrCancelled):
-		return true
-	case j.task.MaxAttempts > 0 && j.task.Attempt >= j.task.MaxAttempts:
-		return true
-	}
-	return false
-}
-
 // abort aborts multipart upload id (gone already is fine) and removes its
 // record. Failures are left to the sweeper and the bucket's lifecycle rule.
 func (j *job) abort(ctx context.Context, d s3Dest, id string) {

@@ -79,8 +79,12 @@ func (h *Handler) Sweep(ctx context.Context, queues ...string) (aborted int, err
 	return aborted, errors.Join(errs...)
 }
 
-// sweepOne aborts the recorded upload of the task with key key of queue q
-// and removes its record. It reports whether it aborted one.
+// sweepOne removes the record of the task with key key of queue q, if the
+// task is still ended or unknown (checked with the removal, in one call:
+// a task put back by RetryDead since Sweep read its state keeps its record
+// and its upload), and then aborts its upload. It reports whether it
+// aborted one. An abort that fails leaves the upload to the bucket's
+// lifecycle rule.
 func (h *Handler) sweepOne(ctx context.Context, q keys.Queue, key string) (bool, error) {
 	rec, found, err := store.UploadRead(ctx, h.rdb, q, key)
 	if err != nil && !found {
@@ -90,22 +94,24 @@ func (h *Handler) sweepOne(ctx context.Context, q keys.Queue, key string) (bool,
 		_, err := store.UploadEnd(ctx, h.rdb, q, key, rec.ID) // a listing without a record
 		return false, err
 	}
+	if ok, err := store.UploadSweep(ctx, h.rdb, q, key, rec.ID); err != nil || !ok {
+		return false, err
+	}
+	if rec.Bucket == "" || rec.Object == "" {
+		return false, nil // a record too broken to name its upload
+	}
 	sc, err := h.conns.get(h.s3)
 	if err != nil {
 		return false, err
 	}
 	d := s3Dest{bucket: rec.Bucket, key: rec.Object}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	err = h.call(ctx, rateKey("s3", sc.endpoint+"/"+d.bucket), func(ctx context.Context) error {
 		return sc.core.AbortMultipartUpload(ctx, d.bucket, d.key, rec.ID)
 	})
 	if err != nil && !noSuchUpload(err) {
 		return false, sc.s3Err("abort multipart upload", d, err)
-	}
-	// Aborted: the record goes even if ctx ended meanwhile.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, err := store.UploadEnd(ctx, h.rdb, q, key, rec.ID); err != nil {
-		return true, err
 	}
 	return true, nil
 }

@@ -55,7 +55,9 @@
 //
 // Aborts: the multipart upload of an attempt that ends the task — a
 // permanent error, the last attempt, the task cancelled while it runs —
-// is aborted by the handler, and the record removed. Handler.Sweep (and
+// is aborted by the handler, and the record removed. An attempt stopped
+// by its worker (a shutdown, a lost lease) keeps both, even the last: the
+// task is handed back with the same attempt number. Handler.Sweep (and
 // RunSweeper) aborts those of tasks that ended where no handler saw it:
 // cancelled while waiting for a retry, dead after their worker crashed.
 // Add a lifecycle rule AbortIncompleteMultipartUpload to the bucket as

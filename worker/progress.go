@@ -17,7 +17,8 @@ import (
 // (patterns.Progress.WorkDone and WorkTotal). Calls are cheap and may be
 // made as often as the handler likes: writes to Redis are coalesced to a
 // few per second per task, the last report is written before the attempt's
-// end is recorded, and a handler that returns quickly writes nothing.
+// end is recorded, and a handler that returns quickly writes nothing (but
+// to its group, when it is a member that succeeded: see below).
 // Outside a handler's ctx it does nothing. A failed write is logged, never
 // returned: progress is advisory and never fails a task.
 //
@@ -27,10 +28,14 @@ import (
 // numbers, and never waits for Redis. Once the handler returns, its last
 // report is written before its end is recorded, if anything was written or
 // a write was due; when the handler succeeded and total is above 0, done
-// is written as total. Handlers may call it from several goroutines at
-// once (parallel parts): the last call made wins. Bad numbers are clamped,
-// not refused: a negative done or total counts as 0, and done above a
-// total above 0 as total.
+// is written as total. A group's member that succeeded, with a total above
+// 0, before its first write was due writes that total, done in full, to
+// its group's progress only (so the group's WorkDone and WorkTotal count
+// it; its own Handle.Progress stays empty, as for any quick task).
+// Handlers may call it from several goroutines at once (parallel parts):
+// the last call made wins. Bad numbers are clamped, not refused: a
+// negative done or total counts as 0, and done above a total above 0 as
+// total.
 func ReportProgress(ctx context.Context, done, total int64) {
 	t, ok := taskValueOf(ctx)
 	if !ok || t.pg == nil {
@@ -69,7 +74,11 @@ type progress struct {
 	// write records one report (progressSink.write); nil for a handler run
 	// alone: nothing is written.
 	write func(done, total, n int64, last bool)
-	every time.Duration // progressEvery (tests shorten or stretch it)
+	// writeGroup records a last report in the task's group only
+	// (progressSink.writeGroup); nil when the task is not a group's
+	// member, or for a handler run alone.
+	writeGroup func(done, total, n int64)
+	every      time.Duration // progressEvery (tests shorten or stretch it)
 
 	mu          sync.Mutex
 	idle        sync.Cond // signalled when a write ends
@@ -100,6 +109,9 @@ func newProgress(sink *progressSink) *progress {
 	p := &progress{every: progressEvery}
 	if sink != nil {
 		p.write = sink.write
+		if sink.group != "" {
+			p.writeGroup = sink.writeGroup
+		}
 	}
 	p.idle.L = &p.mu
 	return p
@@ -161,7 +173,11 @@ func (p *progress) fire() {
 // is gone, so nothing more is written): it stops the timer, waits for a
 // write in flight, and writes the last report if anything was written or a
 // write was due by now (done as total when the handler succeeded and total
-// is above 0), unless that write would repeat the last one.
+// is above 0), unless that write would repeat the last one. A group's
+// member that succeeded with a total above 0 before any write was due
+// writes that total, done in full, to its group's hash only: the group's
+// sums count it, and the task's own hash stays unwritten as a short task's
+// does outside a group.
 func (p *progress) finish(now time.Time, succeeded, lost bool) {
 	p.mu.Lock()
 	p.ended = true
@@ -173,6 +189,13 @@ func (p *progress) finish(now time.Time, succeeded, lost bool) {
 		p.idle.Wait()
 	}
 	due := p.written || p.reported && !now.Before(p.next)
+	if !due && !lost && succeeded && p.total > 0 && p.writeGroup != nil {
+		p.n++
+		t, n := p.total, p.n
+		p.mu.Unlock()
+		p.writeGroup(t, t, n)
+		return
+	}
 	if p.write == nil || !due || lost {
 		p.mu.Unlock()
 		return
@@ -211,12 +234,27 @@ func (s *progressSink) write(done, total, n int64, last bool) {
 	if s.group == "" {
 		return
 	}
+	s.toGroup(ctx, r, level)
+}
+
+// writeGroup records a last report in the task's group's hash only (a
+// short member's: see progress.finish). A failure is logged at warn level.
+func (s *progressSink) writeGroup(done, total, n int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), progressWriteTimeout)
+	defer cancel()
+	r := s.report
+	r.Done, r.Total, r.N = done, total, n
+	s.toGroup(ctx, r, slog.LevelWarn)
+}
+
+// toGroup records r in the task's group's hash.
+func (s *progressSink) toGroup(ctx context.Context, r store.ProgressReport, level slog.Level) {
 	g, err := store.ParseGroupRef(s.group)
 	if err != nil {
 		return // checkEnvelope refused such an entry before it ran
 	}
-	if _, err := store.WriteGroupProgress(ctx, w.rdb, g, keys.TaskID(s.q.Name, s.key), r); err != nil {
-		w.log.Log(ctx, level, "record a task's progress in its group", slog.String("task", keys.TaskID(s.q.Name, s.key)),
+	if _, err := store.WriteGroupProgress(ctx, s.w.rdb, g, keys.TaskID(s.q.Name, s.key), r); err != nil {
+		s.w.log.Log(ctx, level, "record a task's progress in its group", slog.String("task", keys.TaskID(s.q.Name, s.key)),
 			slog.String("group", s.group), slog.Any("err", err))
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskfleet/async/internal/codec"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/script"
 )
@@ -16,36 +16,12 @@ import (
 // record is a hash in the task's queue slot (keys.Queue.Upload); the
 // queue's sorted set keys.Queue.Uploads lists the tasks that have one.
 
-// UploadRecord is what a task's multipart upload has done.
-type UploadRecord struct {
-	ID          string // the store's upload id
-	Bucket      string
-	Object      string
-	Dest        string // the task's destination, as given
-	Fingerprint string // of the source, when the upload began
-	PartSize    int64
-	Size        int64 // the source's size, -1 when unknown
-	Parts       map[int]UploadPart
-}
+// UploadRecord is what a task's multipart upload has done (decoded by
+// codec.DecodeUploadRecord).
+type UploadRecord = codec.UploadRecord
 
 // UploadPart is one stored part, as the attempt that sent it computed.
-type UploadPart struct {
-	MD5    string // hex
-	SHA256 string // hex
-	Size   int64
-	// State is the whole object's hash state after this part, when the
-	// attempt read the source in order (opaque; no commas): a resume that
-	// skips the parts before reads on from there.
-	State string
-}
-
-func (p UploadPart) value() string {
-	v := p.MD5 + "," + p.SHA256 + "," + strconv.FormatInt(p.Size, 10)
-	if p.State != "" {
-		v += "," + p.State
-	}
-	return v
-}
+type UploadPart = codec.UploadPart
 
 // UploadBegin records rec for the task with key key of queue q, unless one
 // is recorded already, and returns the upload id that is (rec.ID, or the
@@ -64,7 +40,7 @@ func UploadBegin(ctx context.Context, rdb redis.Cmdable, q keys.Queue, key strin
 // UploadPartDone records part n of upload id as stored. It reports false
 // when the task's record is gone or of another upload.
 func UploadPartDone(ctx context.Context, rdb redis.Cmdable, q keys.Queue, key, id string, n int, p UploadPart) (bool, error) {
-	r, err := script.UpPart.Run(ctx, rdb, []string{q.Upload(key)}, id, "p:"+strconv.Itoa(n), p.value()).Int()
+	r, err := script.UpPart.Run(ctx, rdb, []string{q.Upload(key)}, id, "p:"+strconv.Itoa(n), codec.EncodeUploadPart(p)).Int()
 	if err != nil {
 		return false, fmt.Errorf("record part %d of %s: %w", n, key, err)
 	}
@@ -89,37 +65,11 @@ func UploadRead(ctx context.Context, rdb redis.Cmdable, q keys.Queue, key string
 	if err != nil {
 		return rec, false, fmt.Errorf("read upload record of %s: %w", key, err)
 	}
-	if m["id"] == "" {
-		return rec, false, nil
+	rec, found, err = codec.DecodeUploadRecord(m)
+	if err != nil {
+		return rec, found, fmt.Errorf("upload record of %s: %w", key, err)
 	}
-	rec = UploadRecord{ID: m["id"], Bucket: m["bucket"], Object: m["object"], Dest: m["dest"], Fingerprint: m["fp"], Parts: map[int]UploadPart{}}
-	if rec.PartSize, err = strconv.ParseInt(m["psize"], 10, 64); err != nil || rec.PartSize <= 0 {
-		return rec, true, fmt.Errorf("upload record of %s: bad part size %q", key, m["psize"])
-	}
-	if rec.Size, err = strconv.ParseInt(m["size"], 10, 64); err != nil {
-		return rec, true, fmt.Errorf("upload record of %s: bad size %q", key, m["size"])
-	}
-	for f, v := range m {
-		ns, ok := strings.CutPrefix(f, "p:")
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(ns)
-		parts := strings.Split(v, ",")
-		if err != nil || n < 1 || len(parts) < 3 || len(parts) > 4 {
-			return rec, true, fmt.Errorf("upload record of %s: bad part %q=%q", key, f, v)
-		}
-		size, err := strconv.ParseInt(parts[2], 10, 64)
-		if err != nil || size < 0 {
-			return rec, true, fmt.Errorf("upload record of %s: bad part %q=%q", key, f, v)
-		}
-		p := UploadPart{MD5: parts[0], SHA256: parts[1], Size: size}
-		if len(parts) == 4 {
-			p.State = parts[3]
-		}
-		rec.Parts[n] = p
-	}
-	return rec, true, nil
+	return rec, found, nil
 }
 
 // UploadTasks lists up to count keys of queue q's tasks with a recorded
