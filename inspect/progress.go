@@ -7,7 +7,7 @@ import (
 	"github.com/taskfleet/async/internal/store"
 )
 
-// Issue 19: progress in the task and group views.
+// Progress in the task and group views.
 
 // progressOf is a report as the views show it: nil for none, and for a
 // malformed one (whose error is returned, for Why).

@@ -13,7 +13,7 @@ import (
 // others: a conformance table matches and shows "EVALSHA upbegin", not a
 // SHA1.
 func TestUploadScriptsNamedByTheFaultProxy(t *testing.T) {
-	for name, s := range map[string]*redis.Script{"upbegin": script.UpBegin, "uppart": script.UpPart, "upend": script.UpEnd} {
+	for name, s := range map[string]*redis.Script{"upbegin": script.UpBegin, "uppart": script.UpPart, "upend": script.UpEnd, "upsweep": script.UpSweep} {
 		if got := testenv.ScriptName(s.Hash()); got != name {
 			t.Errorf("testenv.ScriptName(%s's SHA1) = %q, want %q", name, got, name)
 		}

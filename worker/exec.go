@@ -68,14 +68,14 @@ func (w *Worker) run(j *job) *outcome {
 	start := time.Now()
 	pg := progressOf(j)
 	if pg != nil {
-		pg.begin(start) // issue 19: the first progress write is due a while after this
+		pg.begin(start) // the first progress write is due a while after this
 	}
 	res, err := call(ctx, j.handler, j.env.Payload)
 	took := time.Since(start)
 	j.took = took
 	endProcess(span, err)
 	if pg != nil {
-		// Issue 19: the attempt's last progress report is written now,
+		// The attempt's last progress report is written now,
 		// before its end is sent to be recorded (a no-op for a handler
 		// that wrote nothing and returned before its first write was due).
 		pg.finish(time.Now(), err == nil || errors.Is(err, errRecorded), j.isLost())

@@ -76,7 +76,7 @@ type taskValue struct {
 	w    *Worker
 	prev string    // id of the task this one continues
 	j    *job      // the attempt (batch handlers record their items' ends with its token)
-	pg   *progress // the attempt's ReportProgress state (issue 19)
+	pg   *progress // the attempt's ReportProgress state
 }
 
 // TaskFromContext returns the task a handler's ctx belongs to.

@@ -28,7 +28,7 @@ import (
 	"github.com/taskfleet/async/worker"
 )
 
-// The upload phases (issue 19): files from a temporary directory through a
+// The upload phases: files from a temporary directory through a
 // fleet (client, worker, the upload handler with its defaults) into the
 // in-process S3 server (internal/s3fake), each next to a plain minio-go
 // program uploading the same files with the same client settings and the
@@ -815,7 +815,7 @@ func uploadRatios(ps []uploadPair) []float64 {
 func (ui *uploadInfo) markdown() string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("### Uploads to S3 (issue 19)\n\n")
+	p("### Uploads to S3\n\n")
 	if len(ui.Small)+len(ui.Lean)+len(ui.Big) > 0 {
 		p("| Measurement | Target | Fleet (median) | Plain minio-go (median) | Fleet ÷ plain (median of the pairs) | Met |\n|---|--:|--:|--:|--:|:-:|\n")
 	}

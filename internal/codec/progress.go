@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Issue 19: the gate for what handlers report with worker.ReportProgress,
+// The gate for what handlers report with worker.ReportProgress,
 // as Redis keeps it (decimal text in a hash, keys.Queue.Progress, and one
 // packed value per member in a group's, keys.Queue.GroupProgress).
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Issue 19: the gate for package upload's resume records, as Redis keeps
+// The gate for package upload's resume records, as Redis keeps
 // them (a hash per task, keys.Queue.Upload: decimal text and comma-joined
 // part values).
 

@@ -20,7 +20,7 @@ type ProgressJob struct{}
 func (ProgressJob) Kind() string { return "progressjob" }
 
 // TestResendConformanceProgress is the resend conformance suite of what
-// worker.ReportProgress writes (issue 19): pgset.lua for a task, and
+// worker.ReportProgress writes: pgset.lua for a task, and
 // gpset.lua for a group member, each with its reply dropped once and
 // twice; the end state (the reports, the group's sums) must be a clean
 // run's.

@@ -9,7 +9,7 @@ import (
 )
 
 // TestResendConformanceUpload runs the writes of package upload's resume
-// records (issue 19): beginning a record (and losing a race to another
+// records: beginning a record (and losing a race to another
 // attempt's), recording a part, removing a record (and leaving another
 // upload's).
 func TestResendConformanceUpload(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 )
 
 // TestResendConformanceUploadSweep runs the sweeper's removal of an upload
-// record (issue 19, upsweep.lua): of a dead task, of an unknown one, and
+// record (upsweep.lua): of a dead task, of an unknown one, and
 // not of a task that runs again.
 func TestResendConformanceUploadSweep(t *testing.T) {
 	task := func(r *Run) string { return "task-" + r.U }

@@ -1,6 +1,6 @@
 package dashboard_test
 
-// Issue 19: progress on the dashboard, in the browser.
+// Progress on the dashboard, in the browser.
 
 import (
 	"context"

@@ -1,6 +1,6 @@
 package keys
 
-// Issue 19: what handlers report with worker.ReportProgress.
+// What handlers report with worker.ReportProgress.
 
 // Progress is the hash of what the handler of the task with key key last
 // reported: done, total, attempt (the attempt that reported it), at (when

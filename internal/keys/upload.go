@@ -1,6 +1,6 @@
 package keys
 
-// Issue 19: the resume records of package upload's multipart uploads. Both
+// The resume records of package upload's multipart uploads. Both
 // keys live in the task's queue slot, so that one script writes a record and
 // its index together.
 

@@ -87,7 +87,7 @@ end
 -- outbox was written, else 0.
 local function group_count(k, chan, pub, own, ends)
   local g, open, order, held, conts, outbox, hooks, stats = k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
-  -- Issue 19: the keys whose lifetime is the group's; its progress hash
+  -- The keys whose lifetime is the group's; its progress hash
   -- among them when the caller passed it.
   local lifetime = {g, open, order, held, conts}
   if k[9] then lifetime[6] = k[9] end
@@ -118,7 +118,7 @@ local function group_count(k, chan, pub, own, ends)
         if s == 'succeeded' then
           redis.call('HINCRBY', g, 'ok', 1)
           if k[9] then
-            -- Issue 19: a member that succeeded counts as done in full
+            -- A member that succeeded counts as done in full
             -- in the group's sums (its last report may say less).
             local p = progress_member(redis.call('HGET', k[9], m))
             if p and p.t > p.d then

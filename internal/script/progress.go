@@ -6,7 +6,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Issue 19: the scripts that record what handlers report with
+// The scripts that record what handlers report with
 // worker.ReportProgress.
 
 var (

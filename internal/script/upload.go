@@ -2,7 +2,7 @@ package script
 
 import _ "embed"
 
-// Issue 19: the resume records of package upload's multipart uploads
+// The resume records of package upload's multipart uploads
 // (internal/store/upload.go runs them).
 
 var (

@@ -153,7 +153,7 @@ func EndMembers(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []Memb
 func endMembersCmd(ctx context.Context, rdb redis.Scripter, g GroupRef, ends []MemberEnd) *redis.Cmd {
 	h := g.Home
 	ks := []string{h.Group(g.ID), h.GroupOpen(g.ID), h.GroupOrder(g.ID), h.GroupHeld(g.ID), h.GroupConts(g.ID), h.Outbox(), h.Hooks(), h.Stats(),
-		h.GroupProgress(g.ID)} // issue 19
+		h.GroupProgress(g.ID)}
 	args := make([]any, 0, 3+2*len(ends))
 	args = append(args, h.Done(), g.String(), g.ID)
 	for _, e := range ends {

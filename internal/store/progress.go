@@ -12,7 +12,7 @@ import (
 	"github.com/taskfleet/async/internal/script"
 )
 
-// Issue 19: what handlers report with worker.ReportProgress.
+// What handlers report with worker.ReportProgress.
 
 // ProgressReport is one write of a run's report, with its fence: the
 // attempt and the delivery's ordinal within it (Seq) order runs; Run (an

@@ -11,7 +11,7 @@ import (
 	"github.com/taskfleet/async/internal/keys"
 )
 
-// Issue 19: the inspector's reads of progress, many at once (a page of
+// The inspector's reads of progress, many at once (a page of
 // tasks, a group's members, a page of groups). Each is one pipeline: one
 // round trip (one per master of a cluster). What they read goes through
 // the codec gate (codec.DecodeProgress, codec.DecodeProgressSum). Unlike

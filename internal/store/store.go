@@ -319,7 +319,7 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 	}
 	ks = append(ks, q.Stats(), q.StatsHistory(), q.SchedRetrying(), q.SchedHeld())
 	for _, g := range groups {
-		ks = append(ks, g.Home.GroupProgress(g.ID)) // issue 19: the group's lifetime and sums
+		ks = append(ks, g.Home.GroupProgress(g.ID)) // the group's lifetime and sums
 	}
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
@@ -624,7 +624,7 @@ func RetryDead(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string
 	if partition != "" {
 		ks = append(ks, q.Partition(partition))
 	}
-	ks = append(ks, q.Progress(key)) // issue 19: the dead run's report goes
+	ks = append(ks, q.Progress(key)) // the dead run's report goes
 	n, err := script.RetryDead.Run(ctx, rdb, ks, key, env, nonce, partition).Int64()
 	if err != nil {
 		return false, fmt.Errorf("retry dead task %s: %w", keys.TaskID(q.Name, key), err)
@@ -645,7 +645,7 @@ func PurgeDead(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, ks 
 		args[1+i] = k
 	}
 	for _, k := range ks {
-		allKeys = append(allKeys, q.Progress(k)) // issue 19: it goes with the task
+		allKeys = append(allKeys, q.Progress(k)) // it goes with the task
 	}
 	n, err := script.PurgeDead.Run(ctx, rdb, allKeys, args...).Int()
 	if err != nil {

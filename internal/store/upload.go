@@ -12,7 +12,7 @@ import (
 	"github.com/taskfleet/async/internal/script"
 )
 
-// Issue 19: the resume records of package upload's multipart uploads. A
+// The resume records of package upload's multipart uploads. A
 // record is a hash in the task's queue slot (keys.Queue.Upload); the
 // queue's sorted set keys.Queue.Uploads lists the tasks that have one.
 

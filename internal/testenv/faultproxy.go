@@ -241,11 +241,12 @@ var scriptNames = sync.OnceValue(func() map[string]string {
 		"groupprune":  script.GroupPrune,
 		"groupmk":     script.GroupMk,
 		"qstats":      script.QStats,
-		"pgset":       script.ProgressSet,      // issue 19
-		"gpset":       script.GroupProgressSet, // issue 19
-		"upbegin":     script.UpBegin,          // issue 19, package upload
-		"uppart":      script.UpPart,           // issue 19, package upload
-		"upend":       script.UpEnd,            // issue 19, package upload
+		"pgset":       script.ProgressSet,
+		"gpset":       script.GroupProgressSet,
+		"upbegin":     script.UpBegin, // package upload's
+		"uppart":      script.UpPart,
+		"upend":       script.UpEnd,
+		"upsweep":     script.UpSweep,
 	} {
 		m[s.Hash()] = name
 	}
