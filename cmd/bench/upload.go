@@ -872,7 +872,7 @@ func (ui *uploadInfo) markdown() string {
 	if len(ui.Small) > 0 {
 		p("- Small files: %s files, %s bytes in all (sizes uniform in 1,024–65,536 bytes, seed %d), written once to a temporary directory; "+
 			"each run uploads them all into a fresh in-process S3 server (internal/s3fake). Fleet: one client and one worker (Concurrency %d, go-redis defaults) "+
-			"running upload.Handler with its defaults (request limit %d/s per bucket, burst %d; progress; the HEAD that verifies each object); "+
+			"running upload.Handler with its defaults (request limit %d/s per bucket, burst %d; progress; no HEAD after a single PUT: its reply's MD5 ETag is the check); "+
 			"the worker is started and idle first, and the run is timed from the first of %d EnqueueMany calls of %d tasks to the last outcome written (nothing pending). "+
 			"Plain: %d goroutines of minio-go's Client.PutObject (os.Open, Stat, PutObject) with the handler's client settings, timed from the first open to the last reply.\n",
 			thousands(float64(ui.Sizes.Files)), thousands(float64(ui.SmallBytes)), uploadSeed, ui.Conc,
