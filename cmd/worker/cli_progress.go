@@ -3,34 +3,19 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/dashboard"
 )
 
 // Progress in task show and group -watch. The units a handler
 // reports are its own; the shipped handler (upload) reports bytes, so the
 // text shows them as bytes, and -json gives the numbers as reported.
 
-// fmtBytes prints n bytes in binary units, one decimal where it says
-// something: "512 B", "12.3 MiB", "200 MiB".
-func fmtBytes(n int64) string {
-	if n < 1024 && n > -1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	f := float64(n)
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	u := -1
-	for (f >= 1024 || f <= -1024) && u < len(units)-1 {
-		f /= 1024
-		u++
-	}
-	s := strconv.FormatFloat(f, 'f', 1, 64)
-	s = strings.TrimSuffix(s, ".0")
-	return s + " " + units[u]
-}
+// fmtBytes prints n bytes in binary units as the dashboard does: "512 B",
+// "12.3 MiB", "200 MiB".
+func fmtBytes(n int64) string { return dashboard.HumanBytes(n) }
 
 // fmtWork prints done of total: "12.3 MiB of 200 MiB (6%)", or
 // "12.3 MiB (total not known yet)".

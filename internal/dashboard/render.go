@@ -347,14 +347,14 @@ var funcs = template.FuncMap{
 	"states":  func() []inspect.State { return listStates },
 	"countOf": countOf,
 	"isGroup": keys.IsGroupID,
-	"bytes":   humanBytes,
+	"bytes":   HumanBytes,
 	"work":    func(done, total int64) inspect.Progress { return inspect.Progress{Done: done, Total: total} },
 }
 
-// humanBytes prints n bytes in binary units, one decimal where it says
+// HumanBytes prints n bytes in binary units, one decimal where it says
 // something: "512 B", "12.3 MiB", "200 MiB". Progress is shown as bytes,
-// the unit of the shipped upload handler.
-func humanBytes(n int64) string {
+// the unit of the shipped upload handler. The CLI prints them the same way.
+func HumanBytes(n int64) string {
 	if n < 1024 && n > -1024 {
 		return strconv.FormatInt(n, 10) + " B"
 	}
