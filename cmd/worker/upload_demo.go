@@ -186,7 +186,7 @@ func (d *demoS3) run(ctx context.Context, cl *client.Client, dir string, small, 
 		checks = append(checks, fmt.Sprintf("%d with %s", n, v))
 	}
 	sort.Strings(checks)
-	fmt.Fprintf(out, "S3: checksums verified: every object's SHA-256 in its result and in the server's copy is its source's; read back after the upload: %s\n", strings.Join(checks, ", "))
+	fmt.Fprintf(out, "S3: checksums verified: every object's SHA-256 in its result and in the server's copy is its source's; the handler checked after each upload: %s\n", strings.Join(checks, ", "))
 	return nil
 }
 
