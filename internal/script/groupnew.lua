@@ -19,11 +19,15 @@ if h[1] then
   if h[2] == '1' then return {'sealed', h[3] or ''} end
   return {'open', h[3] or ''}
 end
+-- One reading of the clock for the record and the index: two could fall in
+-- different milliseconds, and the pages list groups in the index's order
+-- while showing the record's time.
+local at = now_ms()
 redis.call('HSET', KEYS[1], 'st', 'running', 'n', ARGV[1], 'ok', 0, 'bad', 0,
   'ff', ARGV[2], 'lim', ARGV[3], 'free', ARGV[3], 'ret', ARGV[4],
-  'pg', ARGV[5], 'pm', ARGV[6], 'at', now_ms(), 'nc', ARGV[8])
+  'pg', ARGV[5], 'pm', ARGV[6], 'at', at, 'nc', ARGV[8])
 redis.call('SADD', KEYS[2], '~open')
-redis.call('ZADD', KEYS[3], now_ms(), ARGV[9])
+redis.call('ZADD', KEYS[3], at, ARGV[9])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[10]) - 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
