@@ -496,29 +496,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.mu.Unlock()
 			body.echo(rec.header)
 		case r.Method == http.MethodPost && q.Has("uploads"):
-			var res struct {
-				UploadID string `xml:"UploadId"`
-			}
-			if xml.Unmarshal(rec.buf.Bytes(), &res) == nil && res.UploadID != "" {
-				s.begun.Add(1)
-				s.mu.Lock()
-				s.open[res.UploadID] = bucket + "/" + key
-				s.mu.Unlock()
-			}
+			s.noteBegun(rec, bucket, key)
 		case r.Method == http.MethodPost && uploadID != "":
 			s.completed.Add(1)
 			s.closeUpload(uploadID)
 		}
 	}
-	if r.Method == http.MethodDelete && uploadID != "" && rec.status == http.StatusNoContent {
-		s.aborted.Add(1)
-		s.closeUpload(uploadID)
-	}
-	for k, v := range rec.header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.status)
-	_, _ = w.Write(rec.buf.Bytes())
+	s.reply(w, r, rec, uploadID)
 }
 
 // serveFault serves f and reports whether the request is to be served
@@ -813,4 +797,31 @@ func (c *chunkReader) line() (string, error) {
 		return "", err
 	}
 	return strings.TrimRight(l, "\r\n"), nil
+}
+
+// noteBegun tracks the multipart upload a recorded reply to a begin names.
+func (s *Server) noteBegun(rec *recorder, bucket, key string) {
+	var res struct {
+		UploadID string `xml:"UploadId"`
+	}
+	if xml.Unmarshal(rec.buf.Bytes(), &res) == nil && res.UploadID != "" {
+		s.begun.Add(1)
+		s.mu.Lock()
+		s.open[res.UploadID] = bucket + "/" + key
+		s.mu.Unlock()
+	}
+}
+
+// reply counts an abort the recorded reply confirms, then writes that
+// reply to the client (both serving modes end so).
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, rec *recorder, uploadID string) {
+	if r.Method == http.MethodDelete && uploadID != "" && rec.status == http.StatusNoContent {
+		s.aborted.Add(1)
+		s.closeUpload(uploadID)
+	}
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.status)
+	_, _ = w.Write(rec.buf.Bytes())
 }

@@ -234,15 +234,7 @@ func (s *Server) serveUpstream(w http.ResponseWriter, r *http.Request) {
 			s.sums[bucket+"/"+key] = echoed(rec.header)
 			s.mu.Unlock()
 		case r.Method == http.MethodPost && q.Has("uploads"):
-			var res struct {
-				UploadID string `xml:"UploadId"`
-			}
-			if xml.Unmarshal(rec.buf.Bytes(), &res) == nil && res.UploadID != "" {
-				s.begun.Add(1)
-				s.mu.Lock()
-				s.open[res.UploadID] = bucket + "/" + key
-				s.mu.Unlock()
-			}
+			s.noteBegun(rec, bucket, key)
 		case r.Method == http.MethodPost && uploadID != "":
 			// A completion can fail after its 200 (the error document
 			// then follows in the body).
@@ -253,15 +245,7 @@ func (s *Server) serveUpstream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if r.Method == http.MethodDelete && uploadID != "" && rec.status == http.StatusNoContent {
-		s.aborted.Add(1)
-		s.closeUpload(uploadID)
-	}
-	for k, v := range rec.header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.status)
-	_, _ = w.Write(rec.buf.Bytes())
+	s.reply(w, r, rec, uploadID)
 }
 
 // echoed returns the x-amz-checksum-* values of a reply, by algorithm.
