@@ -78,7 +78,7 @@ var full = sizes{
 	Goroutines: 16,
 	Drain:      100000,
 	DrainCfgs: []drainCfg{
-		{100, 256}, // the defaults
+		{100, 256}, // the defaults before issue 20
 		{256, 256},
 		{512, 512},
 		{1024, 512},
@@ -163,10 +163,15 @@ type options struct {
 	command   string // the command line, for the report
 
 	metricsPairs int // --metrics-pairs; 0: the sizes' own
+	reps         int // --reps; 0: the sizes' own
+	payload      int // --ceiling-payload; 0: the tasks' envelope size, read back
+	abAgainst    string
+	abRounds     int
+	jsonOut      string
 }
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "many", "seq", "conc", "drain", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g"}
+var phases = []string{"baseline", "ceiling", "many", "seq", "conc", "drain", "procs", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "partition", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -182,10 +187,16 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 20*time.Second, "before each measured run, wait up to `D` for other processes to use under 0.3 cores (0: never wait; --quick never waits)")
 	flag.IntVar(&o.metricsPairs, "metrics-pairs", 0, "pairs of drains (metrics off, on) in the metrics phase; default 10 (1 with --quick)")
 	only := flag.String("only", "", "run only these comma-separated `PHASES` of "+strings.Join(phases, ",")+" (not with --out)")
+	flag.IntVar(&o.reps, "reps", 0, "runs per measurement (the median is reported); default 5 (1 with --quick)")
+	flag.IntVar(&o.payload, "ceiling-payload", 0, "`BYTES` of the ceiling's entries and the redis-benchmark payload; default: the size of the tasks' envelope, read back from the stream")
 	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
+	drainWorker := flag.String(drainWorkerFlag, "", "internal: run as a worker subprocess of the procs phase, serving `QUEUE` on --redis")
 	flag.Parse()
 	if *cancelWorker != "" {
 		os.Exit(runCancelWorker(o.redisAddr, *cancelWorker))
+	}
+	if *drainWorker != "" {
+		os.Exit(runDrainWorker(o.redisAddr, *drainWorker))
 	}
 	if *only != "" {
 		o.only = map[string]bool{}
@@ -263,6 +274,9 @@ func run(o options, stdout, progress io.Writer) error {
 	if o.metricsPairs > 0 {
 		sz.MetricsPairs = o.metricsPairs
 	}
+	if o.reps > 0 {
+		sz.Reps = o.reps
+	}
 	if o.sweep != "" {
 		cfgs, err := parseSweep(o.sweep)
 		if err != nil {
@@ -303,6 +317,19 @@ func run(o options, stdout, progress io.Writer) error {
 
 	want := func(phase string) bool { return o.only == nil || o.only[phase] }
 
+	// The payload of the ceiling and of the issue 20 baselines: the size of
+	// the envelope the Enqueue rows write (the largest N of EnqueueMany's).
+	payload := o.payload
+	if payload == 0 && (want("baseline") || want("ceiling")) {
+		n, err := e.envelopeSize(ctx, sz.Many-1)
+		if err != nil {
+			return fmt.Errorf("read back a task's envelope: %w", err)
+		}
+		payload = n
+		fmt.Fprintf(progress, "a no-op task's stream entry holds an envelope of %d bytes\n", n)
+	}
+	rep.CeilingPayload = payload
+
 	if want("baseline") {
 		for _, bc := range []struct{ n, clients, pipeline int }{
 			{sz.BaselineReqs, 50, 1},
@@ -328,6 +355,16 @@ func run(o options, stdout, progress io.Writer) error {
 			if flush {
 				_ = admin.FlushAll(ctx).Err()
 			}
+		}
+		step(fmt.Sprintf("redis-benchmark: EVALSHA of a one-XADD script -c 1, XADD -c 50 -P 16, %d-byte payload, %d runs each", payload, sz.Reps))
+		b20, err := e.baselines20(ctx, sz.Seq, sz.BaselineReqs, sz.Reps, payload)
+		if err != nil {
+			fmt.Fprintf(progress, "  baselines failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "baselines: "+err.Error())
+		}
+		rep.Base20 = b20
+		if flush {
+			_ = admin.FlushAll(ctx).Err()
 		}
 	}
 
@@ -366,7 +403,7 @@ func run(o options, stdout, progress io.Writer) error {
 	}
 	// row measures one table row; with --cpuprofile it then runs the
 	// measurement once more under the profiler, outside the table.
-	row := func(phase, what string, target float64, label string, f func(profiled bool) (*result, error)) error {
+	row := func(phase, key, side, what string, target float64, label string, f func(profiled bool) (*result, error)) error {
 		if !want(phase) {
 			return nil
 		}
@@ -374,7 +411,7 @@ func run(o options, stdout, progress io.Writer) error {
 		if err != nil {
 			return err
 		}
-		r.Target, r.Label = target, label
+		r.Target, r.Label, r.Key, r.Side = target, label, key, side
 		rep.Rows = append(rep.Rows, r)
 		if o.profDir != "" {
 			step("profiled " + what + " (not in the table)")
@@ -387,7 +424,21 @@ func run(o options, stdout, progress io.Writer) error {
 		return nil
 	}
 
-	if err := row("many", "EnqueueMany", 400000, fmt.Sprintf("EnqueueMany, %d tasks in one call", sz.Many),
+	if want("ceiling") {
+		ce, err := rerun("ceiling: pipelined XADD", func() (*result, error) { return e.ceilingEnqueue(ctx, sz.Many, payload) })
+		if err != nil {
+			return err
+		}
+		ce.Label, ce.Key = fmt.Sprintf("Enqueue: pipelined XADD, %d entries", sz.Many), keyCeilEnqueue
+		cd, err := rerun("ceiling: XREADGROUP, no-op, SET … PX + XACK", func() (*result, error) { return e.ceilingDrain(ctx, sz.Drain, payload) })
+		if err != nil {
+			return err
+		}
+		cd.Label, cd.Key = fmt.Sprintf("Drain: XREADGROUP COUNT %d, no-op, SET … PX + XACK, %d entries", ceilingRead, sz.Drain), keyCeilDrain
+		rep.Ceiling = []*result{ce, cd}
+	}
+
+	if err := row("many", keyMany, "enqueue", "EnqueueMany", 400000, fmt.Sprintf("EnqueueMany, %d tasks in one call", sz.Many),
 		func(prof bool) (*result, error) {
 			calls := 1
 			if prof {
@@ -397,11 +448,11 @@ func run(o options, stdout, progress io.Writer) error {
 		}); err != nil {
 		return err
 	}
-	if err := row("seq", "Enqueue, 1 goroutine", 20000, fmt.Sprintf("Enqueue, 1 goroutine, %d tasks", sz.Seq),
+	if err := row("seq", keySeq, "enqueue", "Enqueue, 1 goroutine", 20000, fmt.Sprintf("Enqueue, 1 goroutine, %d tasks", sz.Seq),
 		func(prof bool) (*result, error) { return e.enqueueSeq(ctx, sz.Seq, prof) }); err != nil {
 		return err
 	}
-	if err := row("conc", fmt.Sprintf("Enqueue, %d goroutines", sz.Goroutines), 150000, fmt.Sprintf("Enqueue, %d goroutines, %d tasks", sz.Goroutines, sz.Conc),
+	if err := row("conc", keyConc, "enqueue", fmt.Sprintf("Enqueue, %d goroutines", sz.Goroutines), 150000, fmt.Sprintf("Enqueue, %d goroutines, %d tasks", sz.Goroutines, sz.Conc),
 		func(prof bool) (*result, error) { return e.enqueueConc(ctx, sz.Conc, sz.Goroutines, prof) }); err != nil {
 		return err
 	}
@@ -429,17 +480,51 @@ func run(o options, stdout, progress io.Writer) error {
 				}
 			}
 		}
-		if err := row("drain", "End-to-end drain, "+best.String(), 100000, fmt.Sprintf("End-to-end drain, %d tasks, 1 worker", sz.Drain),
-			func(prof bool) (*result, error) {
-				n := sz.Drain
-				if prof {
-					n *= 3 // enough samples
-				}
-				return e.drain(ctx, n, best, prof)
-			}); err != nil {
+		// The defaults and the best setting in turn, for the same-run ratio.
+		one := func(dc drainCfg, what string) func(int) (*result, error) {
+			return func(i int) (*result, error) {
+				step(fmt.Sprintf("End-to-end drain, %s (run %d of %d)", what, i+1, sz.Reps))
+				return clean(func() (*result, error) { return e.drain(ctx, sz.Drain, dc, false) })
+			}
+		}
+		bestR, defR, err := alternate(sz.Reps, one(best, best.String()), one(defaultCfg, "default settings"))
+		if err != nil {
 			return err
 		}
+		bestR.Target, bestR.Label, bestR.Key, bestR.Side = 100000, fmt.Sprintf("End-to-end drain, %d tasks, 1 worker", sz.Drain), keyDrainBest, "drain"
+		defR.Target, defR.Label, defR.Key, defR.Side = 100000, fmt.Sprintf("End-to-end drain, %d tasks, 1 worker, default settings", sz.Drain), keyDrainDefault, "drain"
+		rep.Rows = append(rep.Rows, bestR, defR)
+		if o.profDir != "" {
+			for _, x := range []struct {
+				dc   drainCfg
+				name string
+			}{{best, "drain"}, {defaultCfg, "drain-default"}} {
+				step("profiled drain, " + x.dc.String() + " (not in the table)")
+				pr, err := e.drainWith(ctx, 3*sz.Drain, x.dc, x.name, nil)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(progress, "  %s -> %s\n", pr.brief(), filepath.Join(o.profDir, x.name+".pprof"))
+			}
+		}
 		drainBest = best
+	}
+
+	if want("procs") {
+		one := func(procs int) func(int) (*result, error) {
+			return func(i int) (*result, error) {
+				step(fmt.Sprintf("End-to-end drain, %d worker process(es), default settings (run %d of %d)", procs, i+1, sz.Reps))
+				return clean(func() (*result, error) { return e.procDrain(ctx, sz.Drain, procs) })
+			}
+		}
+		r1, r2, err := alternate(sz.Reps, one(1), one(2))
+		if err != nil {
+			return err
+		}
+		r1.Target, r1.Label, r1.Key, r1.Side = 100000, fmt.Sprintf("End-to-end drain, %d tasks, 1 worker process, default settings", sz.Drain), keyProcs1, "drain"
+		r2.Target, r2.Label, r2.Key, r2.Side = 160000, fmt.Sprintf("End-to-end drain, %d tasks, 2 worker processes, default settings", sz.Drain), keyProcs2, "drain"
+		fmt.Fprintf(progress, "  2 processes ÷ 1: %.2f; Redis busy %.0f%% / %.0f%% of a core\n", r2.Rate/r1.Rate, 100*redisCores(r2), 100*redisCores(r1))
+		rep.Rows = append(rep.Rows, r1, r2)
 	}
 
 	if want("metrics") {
@@ -569,16 +654,23 @@ func run(o options, stdout, progress io.Writer) error {
 	}
 
 	if want("batch") {
-		step(fmt.Sprintf("batch: %s items through Batch and as single tasks; %s partition keys × 10", thousands(float64(sz.BatchItems)), thousands(float64(sz.PartKeys))))
+		step(fmt.Sprintf("batch: %s items through Batch and as single tasks", thousands(float64(sz.BatchItems))))
 		bi, err := e.batchRun(ctx, sz.BatchItems, 100)
-		if err == nil {
-			err = e.partitionRun(ctx, bi, sz.PartKeys, 10)
-		}
 		if err != nil {
 			fmt.Fprintf(progress, "  batch failed: %v\n", err)
 			rep.SemErrs = append(rep.SemErrs, "batch: "+err.Error())
 		}
 		rep.Batch = bi
+	}
+	if want("partition") {
+		step(fmt.Sprintf("partition: %s keys × 10 against the same tasks without keys, %d alternating runs", thousands(float64(sz.PartKeys)), sz.Reps))
+		if rep.Batch == nil {
+			rep.Batch = &batchInfo{}
+		}
+		if err := e.partitionRun(ctx, rep.Batch, sz.PartKeys, 10, sz.Reps); err != nil {
+			fmt.Fprintf(progress, "  partition failed: %v\n", err)
+			rep.SemErrs = append(rep.SemErrs, "partition: "+err.Error())
+		}
 	}
 
 	if want("soak") {

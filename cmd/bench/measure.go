@@ -96,6 +96,11 @@ func goCPU() time.Duration {
 	if pid := childPid.Load(); pid != 0 {
 		d += procCPU(pid) // a worker subprocess of the cancel phase
 	}
+	if pids := drainPids.Load(); pids != nil {
+		for _, pid := range *pids {
+			d += procCPU(pid) // the worker subprocesses of the two-process drain
+		}
+	}
 	return d
 }
 
@@ -155,6 +160,9 @@ type result struct {
 	Label  string    // the table's row name
 	Target float64   // tasks/s
 	Runs   []float64 // tasks/s of every run the row is the median of
+
+	Key  string // what the issue 20 targets look the row up by (see issue20.go)
+	Side string // "enqueue" or "drain": which side of the ceiling it is a fraction of; "" none
 }
 
 func (r *result) brief() string {
@@ -439,7 +447,15 @@ type drainCfg struct {
 	Concurrency, FetchBatch int
 }
 
+// defaultCfg is the drain with the worker's defaults: worker.Config sets
+// only Queues (and the bench's Logger); BlockTimeout stays at its default
+// too, since only the blocking read on an empty stream waits for it.
+var defaultCfg = drainCfg{}
+
 func (d drainCfg) String() string {
+	if d == defaultCfg {
+		return "default settings (worker.Config sets only Queues and Logger)"
+	}
 	return fmt.Sprintf("Concurrency %d, FetchBatch %d", d.Concurrency, d.FetchBatch)
 }
 
@@ -471,7 +487,11 @@ func (e *env) drainWith(ctx context.Context, n int, dc drainCfg, profile string,
 		}
 	}
 
-	wrdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 32})
+	wopts := &redis.Options{Addr: e.addr, PoolSize: 32}
+	if dc == defaultCfg {
+		wopts.PoolSize = 0 // with the worker's defaults, go-redis' too
+	}
+	wrdb := redis.NewClient(wopts)
 	defer wrdb.Close()
 	w, err := e.newWorker(wrdb, q, dc, observers...)
 	if err != nil {
@@ -714,6 +734,13 @@ func (e *env) session(ctx context.Context, name string) (c *client.Client, q str
 // newWorker returns a worker of queue q with the settings dc, reporting its
 // events to observers.
 func (e *env) newWorker(rdb redis.UniversalClient, q string, dc drainCfg, observers ...worker.Observer) (*worker.Worker, error) {
+	if dc == defaultCfg {
+		return worker.New(context.Background(), rdb, &worker.Config{
+			Queues:    map[string]int{q: 1},
+			Logger:    e.logger,
+			Observers: observers,
+		})
+	}
 	return worker.New(context.Background(), rdb, &worker.Config{
 		Queues:       map[string]int{q: 1},
 		Concurrency:  dc.Concurrency,

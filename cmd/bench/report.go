@@ -26,8 +26,12 @@ type report struct {
 	Baselines []baseline
 	Rows      []*result
 	Sweep     []*result
-	Latency   *result
-	Metrics   *metricsInfo // drain with metrics on against off
+
+	Ceiling        []*result // the no-guarantee loop: enqueue side, drain side
+	CeilingPayload int       // bytes of its entries (the tasks' envelope size)
+	Base20         *base20   // redis-benchmark baselines of the issue 20 targets
+	Latency        *result
+	Metrics        *metricsInfo // drain with metrics on against off
 
 	Cont    *result   // parent end → continuation start
 	Cancel  []*result // cancel propagation: worker in this process, in a subprocess
@@ -106,12 +110,16 @@ func (r *report) markdown() string {
 	p("| Topology | bench, client, worker and redis-server on the same machine, over loopback TCP |\n\n")
 
 	p("### Throughput\n\n")
-	p("| Measurement | Target | Measured | Ratio | Met | Redis CPU µs/task | Go CPU µs/task | Redis cmds/task | EVALSHA/task | Other load | Settings |\n")
-	p("|---|--:|--:|--:|:-:|--:|--:|--:|--:|--:|---|\n")
+	p("| Measurement | Target | Measured | Ratio | Met | Of ceiling | Redis CPU µs/task | Go CPU µs/task | Redis cmds/task | EVALSHA/task | Other load | Settings |\n")
+	p("|---|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, x := range r.Rows {
 		ratio := x.Rate / x.Target
-		p("| %s | ≥ %s/s | %s/s | %.2f | %s | %.2f | %.2f | %.2f | %.4f | %.2f | %s |\n",
-			x.Label, thousands(x.Target), thousands(x.Rate), ratio, met(ratio >= 1),
+		of := "—"
+		if f := r.ofCeiling(x); f > 0 {
+			of = fmt.Sprintf("%.2f", f)
+		}
+		p("| %s | ≥ %s/s | %s/s | %.2f | %s | %s | %.2f | %.2f | %.2f | %.4f | %.2f | %s |\n",
+			x.Label, thousands(x.Target), thousands(x.Rate), ratio, met(ratio >= 1), of,
 			x.RedisCPUus, x.GoCPUus, x.Cmds, x.Evalsha, x.Other, x.Settings)
 	}
 	p("\nMeasured is the median of %d run(s) by tasks/s; all runs: ", r.Sizes.Reps)
@@ -126,6 +134,11 @@ func (r *report) markdown() string {
 		p("%s %s", shortName(x.Label), strings.Join(runs, ", "))
 	}
 	p(".\n\n")
+	if len(r.Ceiling) > 0 {
+		p("Of ceiling is the row's tasks/s over the no-guarantee loop's (below) of its side: the enqueue rows over its pipelined XADD, the drain rows over its drain.\n\n")
+	}
+	twoProcsNote(p, r.rowByKey(keyProcs1), r.rowByKey(keyProcs2))
+	r.markdown20(p)
 
 	if l := r.Latency; l != nil && l.Lat != nil {
 		p("### Latency: enqueue → handler start\n\n")
@@ -177,7 +190,7 @@ func (r *report) markdown() string {
 		for _, x := range r.Sweep {
 			p("| %s | %s | %.2f | %.2f | %.2f | %.4f | %.2f |\n", x.Settings, thousands(x.Rate), x.RedisCPUus, x.GoCPUus, x.Cmds, x.Evalsha, x.Other)
 		}
-		p("\nThe best setting is then run %d time(s) for the table. The worker uses BlockTimeout %v (only the blocking read on an empty stream waits for it), defaults otherwise; the handler returns `struct{}{}` at once. "+
+		p("\nThe best setting is then run %d time(s) for the table, alternating with the worker's default settings. The swept worker uses BlockTimeout %v (only the blocking read on an empty stream waits for it), defaults otherwise; the handler returns `struct{}{}` at once. "+
 			"The drain ends when the handler ran for every task and the group's pending count (XPENDING) is 0: complete.lua writes each outcome and XACKs it in one step.\n\n",
 			r.Sizes.Reps, blockTimeout)
 	}
@@ -199,7 +212,7 @@ func (r *report) markdown() string {
 	p("### Redis commands per task, by command\n\n")
 	p("Calls per task and, in parentheses, commandstats `usec` per task. A script's own time (EVALSHA) includes that of the commands it runs; ")
 	p("the rest of the Redis CPU figure is reading requests, writing replies and the event loop.\n\n")
-	all := append(append([]*result(nil), r.Rows...), r.Latency, r.Cont)
+	all := append(append(append([]*result(nil), r.Rows...), r.Ceiling...), r.Latency, r.Cont)
 	all = append(append(all, r.Cancel...), r.Chain)
 	for _, x := range all {
 		if x == nil {
@@ -314,6 +327,13 @@ func cancelName(c *result) string {
 }
 
 func shortName(label string) string {
+	if rest, ok := strings.CutPrefix(label, "End-to-end drain, "); ok {
+		// "End-to-end drain, N tasks, 1 worker, default settings": keep
+		// what tells the drain rows apart.
+		if _, after, ok := strings.Cut(rest, " tasks, "); ok {
+			return "End-to-end drain, " + after
+		}
+	}
 	if i := strings.Index(label, ","); i > 0 {
 		rest := label[i+1:]
 		if j := strings.Index(rest, ","); j > 0 && strings.HasPrefix(label, "Enqueue,") {
