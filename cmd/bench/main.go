@@ -189,6 +189,9 @@ func main() {
 	only := flag.String("only", "", "run only these comma-separated `PHASES` of "+strings.Join(phases, ",")+" (not with --out)")
 	flag.IntVar(&o.reps, "reps", 0, "runs per measurement (the median is reported); default 5 (1 with --quick)")
 	flag.IntVar(&o.payload, "ceiling-payload", 0, "`BYTES` of the ceiling's entries and the redis-benchmark payload; default: the size of the tasks' envelope, read back from the stream")
+	flag.StringVar(&o.abAgainst, "ab-against", "", "A/B: run this tree's bench and the same bench built on the library of git revision `REV` in turn, and print each figure's change")
+	flag.IntVar(&o.abRounds, "ab-rounds", 5, "A/B: rounds (each side runs once per round, one run per measurement)")
+	flag.StringVar(&o.jsonOut, "json", "", "also write the run's figures (rows' tasks/s, latency percentiles) as JSON to `FILE` (what --ab-against compares)")
 	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
 	drainWorker := flag.String(drainWorkerFlag, "", "internal: run as a worker subprocess of the procs phase, serving `QUEUE` on --redis")
 	flag.Parse()
@@ -217,6 +220,17 @@ func main() {
 		os.Exit(2)
 	}
 	o.command = strings.TrimSpace("go run ./cmd/bench " + strings.Join(os.Args[1:], " "))
+	if o.abAgainst != "" {
+		if o.out != "" || o.abRounds < 1 {
+			fmt.Fprintln(os.Stderr, "bench: --ab-against prints its own table: not with --out; --ab-rounds must be at least 1")
+			os.Exit(2)
+		}
+		if err := runAB(o, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -712,6 +726,11 @@ func run(o options, stdout, progress io.Writer) error {
 	}
 	if _, err := io.WriteString(stdout, md); err != nil {
 		return err
+	}
+	if o.jsonOut != "" {
+		if err := rep.writeJSON(o.jsonOut); err != nil {
+			return err
+		}
 	}
 	if o.out != "" {
 		if err := rewriteDoc(o.out, md); err != nil {
