@@ -77,10 +77,11 @@ func (ceilingKeys) payload(size int) string   { return strings.Repeat("x", size)
 func (ceilingKeys) record(id string) string {
 	return "s\n1\n" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "\n" + id + "\n\x80"
 }
-func (k ceilingKeys) String() string           { return k.tag }
-func (ceilingKeys) retentionMs() time.Duration { return maintain.DefaultRetention }
 
-// clean removes the run's keys: FLUSHALL when allowed, else a SCAN of its
+// retention is the TTL of a result record: the library's default.
+func (ceilingKeys) retention() time.Duration { return maintain.DefaultRetention }
+
+// cleanCeiling removes the run's keys: FLUSHALL when allowed, else a SCAN of its
 // tag.
 func (e *env) cleanCeiling(ctx context.Context, k ceilingKeys) {
 	if e.flush {
@@ -182,7 +183,7 @@ func (e *env) ceilingDrain(ctx context.Context, n, size int) (*result, error) {
 		ids  []string
 		left atomic.Int64
 	}
-	retention := k.retentionMs()
+	retention := k.retention()
 	r, err := e.measure(ctx, "Ceiling drain", n, "", func() (own, error) {
 		dctx, cancel := context.WithCancel(ctx)
 		defer cancel()
