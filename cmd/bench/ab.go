@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -234,7 +235,7 @@ func runAB(o options, stdout, progress io.Writer) error {
 	p("Both sides are this tree's cmd/bench, built on each side's library; %d rounds, each side once per round (order swapped every round), one run per measurement (`--reps 1`), phases %s, one Redis. Figures are medians of the rounds.\n\n",
 		o.abRounds, strings.Join(only, ","))
 	p("| Figure | This tree | %s | Change (+ is better) | Regressed by more than %.0f%% |\n|---|--:|--:|--:|:-:|\n", sha[:12], 100*goalABRegression)
-	worst := 0.0
+	worst := math.Inf(1)
 	for _, name := range order {
 		a, bv := vals[0][name], vals[1][name]
 		if len(a) == 0 || len(bv) == 0 {
@@ -248,6 +249,9 @@ func runAB(o options, stdout, progress io.Writer) error {
 		}
 		worst = min(worst, change)
 		p("| %s | %s | %s | %+.1f%% | %s |\n", name, fmtFig(ma), fmtFig(mb), 100*change, yesNo(change < -goalABRegression))
+	}
+	if math.IsInf(worst, 1) {
+		worst = 0 // no figure on both sides
 	}
 	p("\nWorst change: %+.1f%%; target: no figure worse by more than %.0f%%: %s.\n\nRounds, this tree / %s:\n\n", 100*worst, 100*goalABRegression, met(worst >= -goalABRegression), sha[:12])
 	for _, name := range order {
