@@ -26,7 +26,7 @@ func (w *Worker) forwardLoop(ctx context.Context) {
 				w.log.Error("move due tasks", slog.String("queue", q.keys.Name), slog.Any("err", err))
 				continue
 			}
-			if err := w.keep.DrainOutbox(ctx, q.keys); err != nil && ctx.Err() == nil {
+			if err := w.sweepOutbox(ctx, q); err != nil && ctx.Err() == nil {
 				w.log.Error("start continuations", slog.String("queue", q.keys.Name), slog.Any("err", err))
 			}
 			if due.More {
@@ -48,6 +48,26 @@ func (w *Worker) forwardLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// sweepOutbox drains q's outbox like drainOutbox, unless a drain of it
+// runs already (which then drains once more): two drains of one outbox at
+// once would read the same entries and apply each twice (the second time
+// as a no-op, for nothing).
+func (w *Worker) sweepOutbox(ctx context.Context, q *queue) error {
+	q.drainAgain.Store(true)
+	for q.drainAgain.Load() {
+		if !q.drainMu.TryLock() {
+			return nil // the holder sees drainAgain
+		}
+		q.drainAgain.Store(false)
+		err := w.keep.DrainOutbox(ctx, q.keys)
+		q.drainMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // wakeForwarder makes forwardLoop look at the queues now.

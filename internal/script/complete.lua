@@ -79,7 +79,15 @@ local function ended(f, ck, key, state, grp, i)
   if f and f[1] and fire(ck, KEYS[5], KEYS[4], id, state) > 0 then wrote = true end
   if f and f[3] then
     -- A partitioned task: the next of its key may start (partstep.lua).
-    redis.call('XADD', KEYS[5], '*', 'pt', f[3])
+    -- The entry names this task (k) and the one behind it when its start
+    -- recorded one (field nx of its hash, KEYS[3 + 3i]): the drain then
+    -- steps the partition without reading its list first.
+    local nx = redis.call('HGET', KEYS[3 + 3 * i], 'nx')
+    if nx then
+      redis.call('XADD', KEYS[5], '*', 'pt', f[3], 'k', key, 'nx', nx)
+    else
+      redis.call('XADD', KEYS[5], '*', 'pt', f[3], 'k', key)
+    end
     wrote = true
   end
   if grp ~= '' then

@@ -5,16 +5,23 @@
 -- (after its lease) before the next of its key. Every end of a partitioned
 -- task writes an outbox entry naming its partition, and draining that entry
 -- runs this script until it reports something other than 'again'.
+-- A task started here records in its hash (field nx) the key of the task
+-- behind it, if any: the outbox entry of its end names both (complete.lua),
+-- so the drain can call with the two keys without reading the list first.
+-- The keys passed are only a guess the script checks against the list.
 -- KEYS[1]  the partition's list, KEYS[2] and KEYS[3] the task hashes of the
---          first two tasks of the list as the caller read it, KEYS[4] the
---          queue's stream, KEYS[5] its stats hash (field pw counts the tasks
---          waiting in a partition behind its head: a task counted there,
---          pc = 1 in its hash, leaves the count as it starts)
+--          first two tasks of the list as the caller read it (or as the
+--          outbox entry named them), KEYS[4] the queue's stream, KEYS[5] its
+--          stats hash (field pw counts the tasks waiting in a partition
+--          behind its head: a task counted there, pc = 1 in its hash,
+--          leaves the count as it starts)
 -- ARGV[1], ARGV[2]  those two tasks' keys ('' for none)
 -- Returns: 'empty' (no task left), 'busy' (the head has not ended),
 -- 'started' (the head was waiting and is now in the stream), 'again' (the
 -- list changed since the caller read it, or more ended tasks are to be
--- removed: read the list again and call again).
+-- removed: read the list again and call again). When the first task is
+-- gone already and the second heads the list, the second is stepped as the
+-- head (another drain took the first off).
 local function step(hk, key)
   local head = redis.call('LINDEX', KEYS[1], 0)
   if not head then return 'empty' end
@@ -23,7 +30,12 @@ local function step(hk, key)
   local st = h[1]
   if st == 'waiting' and h[2] then
     local id = redis.call('XADD', KEYS[4], '*', 'm', h[2])
-    redis.call('HSET', hk, 'st', 'pending', 'e', id)
+    local nx = redis.call('LINDEX', KEYS[1], 1)
+    if nx then
+      redis.call('HSET', hk, 'st', 'pending', 'e', id, 'nx', nx)
+    else
+      redis.call('HSET', hk, 'st', 'pending', 'e', id)
+    end
     if h[3] then
       redis.call('HDEL', hk, 'm', 'pc')
       redis.call('HINCRBY', KEYS[5], 'pw', -1)
@@ -38,6 +50,9 @@ local function step(hk, key)
   return 'popped'
 end
 local r = step(KEYS[2], ARGV[1])
+if r == 'again' and ARGV[2] ~= '' and ARGV[2] ~= ARGV[1] and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then
+  r = 'popped'
+end
 if r ~= 'popped' then return r end
 r = step(KEYS[3], ARGV[2])
 if r == 'popped' then return 'again' end

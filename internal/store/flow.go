@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -176,7 +174,7 @@ func DrainOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, r
 
 // outboxRound is how many outbox entries one round of DrainOutbox reads and
 // applies.
-const outboxRound = 100
+const outboxRound = 500
 
 // trimGrace bounds the deletion of a round's applied entries once the
 // caller's deadline passed while the round was out.
@@ -219,7 +217,7 @@ func trimOutbox(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, id
 // of the entries that failed, which stay.
 func drainRound(ctx context.Context, rdb redis.UniversalClient, cur keys.Queue, entries []redis.XMessage, retainMs int64) (applied []string, touched []keys.Queue, err error) {
 	var errs []error
-	parts := map[string][]string{} // partition key -> entry ids
+	parts := map[string]*partEnds{} // partition key -> its entries
 	type groupEnds struct {
 		ref  GroupRef
 		ends []MemberEnd
@@ -230,7 +228,7 @@ func drainRound(ctx context.Context, rdb redis.UniversalClient, cur keys.Queue, 
 	var acts []pendingActivation
 	for _, e := range entries {
 		if pk, ok := e.Values["pt"].(string); ok {
-			parts[pk] = append(parts[pk], e.ID)
+			parts[pk] = parts[pk].add(e)
 			continue
 		}
 		if bk, ok := e.Values["bd"].(string); ok {
@@ -328,11 +326,11 @@ func drainRound(ctx context.Context, rdb redis.UniversalClient, cur keys.Queue, 
 	}
 
 	if len(parts) > 0 {
-		if err := StepPartitions(ctx, rdb, cur, slices.Collect(maps.Keys(parts))); err != nil {
+		if err := stepPartitions(ctx, rdb, cur, parts); err != nil {
 			errs = append(errs, err)
 		} else {
-			for _, ids := range parts {
-				applied = append(applied, ids...)
+			for _, pe := range parts {
+				applied = append(applied, pe.ids...)
 			}
 		}
 	}
@@ -471,56 +469,3 @@ func Kids(ctx context.Context, rdb redis.Cmdable, q keys.Queue, key string) ([]s
 }
 
 const kidsTTL = 7 * 24 * time.Hour
-
-// StepPartitions starts the next task of each partition pks of q whose
-// tasks before it ended (see partstep.lua): one pipelined read and one
-// pipelined script call for all of them, repeated for those that need more.
-func StepPartitions(ctx context.Context, rdb redis.UniversalClient, q keys.Queue, pks []string) error {
-	todo := pks
-	for len(todo) > 0 {
-		pipe := rdb.Pipeline()
-		heads := make([]*redis.StringSliceCmd, len(todo))
-		for i, pk := range todo {
-			heads[i] = pipe.LRange(ctx, q.Partition(pk), 0, 1)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("read partitions of queue %q: %w", q.Name, err)
-		}
-		pipe = rdb.Pipeline()
-		steps := make([]*redis.Cmd, 0, len(todo))
-		var stepped []string
-		for i, pk := range todo {
-			h := heads[i].Val()
-			if len(h) == 0 {
-				continue
-			}
-			second := ""
-			if len(h) > 1 {
-				second = h[1]
-			}
-			steps = append(steps, script.PartStep.Run(ctx, pipe, []string{q.Partition(pk), q.Task(h[0]), q.Task(second), q.Stream(), q.Stats()}, h[0], second))
-			stepped = append(stepped, pk)
-		}
-		if len(steps) == 0 {
-			return nil
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			if !strings.HasPrefix(err.Error(), "NOSCRIPT") {
-				return fmt.Errorf("advance partitions of queue %q: %w", q.Name, err)
-			}
-			// The script cache was flushed (a Redis restart): load and
-			// read again (the steps are idempotent).
-			if err := script.Load(ctx, rdb); err != nil {
-				return err
-			}
-			continue
-		}
-		todo = todo[:0:0]
-		for i, c := range steps {
-			if r, _ := c.Text(); r == "again" {
-				todo = append(todo, stepped[i])
-			}
-		}
-	}
-	return nil
-}
