@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -103,6 +104,12 @@ type Engine struct {
 	// read holds the op ids of enqueue calls whose replies were read, for
 	// the next call to the same queue to shorten their markers.
 	read readOps
+	// ids chooses the entry ids of the tasks enqueueOne adds.
+	ids *store.EntryIDs
+	// keepsLastID is whether the server keeps a stream's last id when its
+	// last entry is deleted (Redis does, miniredis does not): enqueueOne's
+	// resends rely on it.
+	keepsLastID bool
 
 	closeOnce sync.Once
 }
@@ -123,10 +130,16 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	warnContextDeadlines(rdb, cfg.Logger)
 	e := &Engine{rdb: rdb, cfg: cfg, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
 	e.comb = e.newCombiner()
+	e.ids = store.NewEntryIDs(rand.Uint64())
 	e.tracers = NewTracers(cfg.TracerProvider)
 	if err := e.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("read redis time: %w", err)
 	}
+	keeps, err := store.KeepsLastID(ctx, rdb, keys.ForQueue(cfg.DefaultQueue), "probe."+newOpID())
+	if err != nil {
+		return nil, fmt.Errorf("probe redis streams: %w", err)
+	}
+	e.keepsLastID = keeps
 	e.hub = newHub(rdb)
 	return e, nil
 }
