@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -110,6 +111,8 @@ type Engine struct {
 	// last entry is deleted (Redis does, miniredis does not): enqueueOne's
 	// resends rely on it.
 	keepsLastID bool
+	// oneBusy is set while an enqueueOne call is in flight.
+	oneBusy atomic.Bool
 
 	closeOnce sync.Once
 }
