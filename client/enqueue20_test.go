@@ -43,7 +43,7 @@ func TestEnqueueOneResentAtWindowEndAddsOnce(t *testing.T) {
 	ctx := context.Background()
 	q := testenv.Queue(t)
 	var h *client.Handle
-	keeps, err := store.KeepsLastID(ctx, env.RDB, keys.ForQueue(q), "probe")
+	keeps, err := store.KeepsLastID(ctx, env.RDB)
 	if err != nil {
 		t.Fatal(err)
 	}

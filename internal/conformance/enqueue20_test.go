@@ -220,7 +220,7 @@ func TestEnqueueOneResentAfterStreamChanged(t *testing.T) {
 		}
 		// A server that forgets a stream's last id on deletions
 		// (miniredis) gets no fast path.
-		keeps, err := store.KeepsLastID(ctx, env.RDB, keys.ForQueue(q), "probe")
+		keeps, err := store.KeepsLastID(ctx, env.RDB)
 		if err != nil {
 			t.Fatal(err)
 		}
