@@ -49,6 +49,16 @@ func enqueue20Rows() []Row {
 		{Name: "Enqueue20/fallback",
 			Setup: func(r *Run) { r.Must(moveAhead(r.Ctx, r.Env.RDB, r.Q)) },
 			Op:    enq(func(r *Run) *client.EnqueueOpts { return &client.EnqueueOpts{Queue: r.Q} })},
+		// Every task auto-keyed: enqueue.lua's envelope-only form.
+		{Name: "EnqueueMany/auto", Op: func(r *Run) string {
+			hs, err := r.C.EnqueueMany(r.Ctx, r.specs(r.Q, 1, 2, 3))
+			r.Track(hs...)
+			out := make([]string, len(hs))
+			for i, h := range hs {
+				out[i] = HandleText(h)
+			}
+			return Answer(strings.Join(out, " "), err)
+		}},
 		{Name: "Enqueue20/short-retention", Op: enq(func(r *Run) *client.EnqueueOpts {
 			return &client.EnqueueOpts{Queue: r.Q, Retention: time.Second}
 		})},
