@@ -116,9 +116,11 @@ func engineOpts(o *EnqueueOpts) *engine.Opts { return (*engine.Opts)(o) }
 //     its reply been lost.
 //
 // Within one call, a lost reply is safe: go-redis resends the command and
-// the client resends it while Redis answers LOADING (for up to 5 s), and an
-// op marker, kept for as long as those resends can come (see the package
-// doc), makes a resend add nothing. Across calls nothing is remembered: to
+// the client resends it while Redis answers LOADING (for up to 5 s), and a
+// resend adds nothing: an auto-keyed task goes under a stream entry id the
+// client chose, which a resend finds taken (with the task's entry, or its
+// record once it ran), and other tasks carry an op marker kept for as long
+// as those resends can come (see the package doc). Across calls nothing is remembered: to
 // retry after a "maybe added" error, set EnqueueOpts.ID, so that a retry of
 // a task that was added adds nothing and returns its handle with Duplicate
 // true.

@@ -55,7 +55,7 @@ func TestEnqueueMarkersShortenedOnceRead(t *testing.T) {
 	q := testenv.Queue(t)
 	const n = 200
 	for i := 0; i < n; i++ {
-		if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
+		if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, Retention: markerPath}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestEnqueueMarkersShortenedOnceRead(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < n/8; i++ {
-				if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q2}); err != nil {
+				if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q2, Retention: markerPath}); err != nil {
 					errs <- err
 					return
 				}
@@ -132,7 +132,7 @@ func TestEnqueueUnreadReplyKeepsMarker(t *testing.T) {
 		ops = append(ops, scriptKeys(args)[1])
 		mu.Unlock()
 	}})
-	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
+	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, Retention: markerPath}); err != nil {
 		t.Fatal(err)
 	}
 	// The second call runs in Redis, but its reply is an error (one that
@@ -146,13 +146,13 @@ func TestEnqueueUnreadReplyKeepsMarker(t *testing.T) {
 			ops = append(ops, scriptKeys(args)[1])
 			mu.Unlock()
 		}})
-	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err == nil {
+	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, Retention: markerPath}); err == nil {
 		t.Fatal("the injected error was not returned")
 	}
 	if p.hitCount(failed) != 1 {
 		t.Fatal("the second call did not meet the injected error")
 	}
-	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
+	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q, Retention: markerPath}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()

@@ -72,7 +72,7 @@ func TestEnqueueResentAtWindowEndAddsOnce(t *testing.T) {
 			env.Mini.FastForward(window)
 		}
 	}})
-	h, err := c.Enqueue(ctx, PingArgs{Msg: "once"}, &client.EnqueueOpts{Queue: q})
+	h, err := c.Enqueue(ctx, PingArgs{Msg: "once"}, &client.EnqueueOpts{Queue: q, Retention: markerPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestEnqueueRetriesLoading(t *testing.T) {
 	c, p, _ := proxied(t, env)
 	ctx := context.Background()
 	q := testenv.Queue(t)
-	loading := p.add(&faultRule{match: evalOf(script.Enqueue), times: 6, forward: true,
+	loading := p.add(&faultRule{match: evalOfAny(script.Enqueue, script.EnqueueOne), times: 6, forward: true,
 		reply: "-LOADING Redis is loading the dataset in memory\r\n"})
 	h, err := c.Enqueue(ctx, PingArgs{Msg: "restart"}, &client.EnqueueOpts{Queue: q})
 	if err != nil {
@@ -116,7 +116,7 @@ func TestEnqueueRetriesLoading(t *testing.T) {
 
 	// LOADING for longer than the client waits: an error, which the docs
 	// call "maybe added" (the first try was applied here).
-	p.add(&faultRule{match: evalOf(script.Enqueue), times: 1000, forward: true,
+	p.add(&faultRule{match: evalOfAny(script.Enqueue, script.EnqueueOne), times: 1000, forward: true,
 		reply: "-LOADING Redis is loading the dataset in memory\r\n"})
 	start := time.Now()
 	_, err = c.Enqueue(ctx, PingArgs{Msg: "long restart"}, &client.EnqueueOpts{Queue: q, ID: "long"})
@@ -147,7 +147,7 @@ func TestEnqueueRedisFull(t *testing.T) {
 	if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
 		t.Fatal(err)
 	}
-	p.add(&faultRule{match: evalOf(script.Enqueue), times: 2,
+	p.add(&faultRule{match: evalOfAny(script.Enqueue, script.EnqueueOne), times: 2,
 		reply: "-OOM command not allowed when used memory > 'maxmemory'. script: 1234, on @user_script:40.\r\n"})
 	h, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q})
 	if !errors.Is(err, client.ErrRedisFull) || !strings.Contains(err.Error(), q) || !strings.Contains(err.Error(), "maxmemory") {

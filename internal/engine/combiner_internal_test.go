@@ -90,7 +90,7 @@ func TestCoalescedEnqueueGetsItsOwnAnswer(t *testing.T) {
 	ans := [2]chan answer{make(chan answer, 1), make(chan answer, 1)}
 	for i, q := range []string{qa, qb} {
 		go func() {
-			h, err := c.Enqueue(ctx, pingArgs{N: i}, &Opts{Queue: q})
+			h, err := c.Enqueue(ctx, pingArgs{N: i}, &Opts{Queue: q, Retention: time.Millisecond}) // the combiner's path (oneCall)
 			ans[i] <- answer{h, err}
 		}()
 		// Polled as testenv.Eventually does.

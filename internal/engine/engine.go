@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -103,6 +105,14 @@ type Engine struct {
 	// read holds the op ids of enqueue calls whose replies were read, for
 	// the next call to the same queue to shorten their markers.
 	read readOps
+	// ids chooses the entry ids of the tasks enqueueOne adds.
+	ids *store.EntryIDs
+	// keepsLastID is whether the server keeps a stream's last id when its
+	// last entry is deleted (Redis does, miniredis does not): enqueueOne's
+	// resends rely on it.
+	keepsLastID bool
+	// oneBusy is set while an enqueueOne call is in flight.
+	oneBusy atomic.Bool
 
 	closeOnce sync.Once
 }
@@ -123,10 +133,13 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	warnContextDeadlines(rdb, cfg.Logger)
 	e := &Engine{rdb: rdb, cfg: cfg, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
 	e.comb = e.newCombiner()
+	e.ids = store.NewEntryIDs(rand.Uint64())
 	e.tracers = NewTracers(cfg.TracerProvider)
 	if err := e.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("read redis time: %w", err)
 	}
+	// Unknown (INFO failed): every Enqueue keeps the op marker's way.
+	e.keepsLastID, _ = store.KeepsLastID(ctx, rdb)
 	e.hub = newHub(rdb)
 	return e, nil
 }

@@ -62,6 +62,8 @@ type prepared struct {
 	// told is what Config.Enqueued is told of the task once it is in
 	// Redis (its Ref set then); nil when no one listens.
 	told *EnqueuedTask
+
+	retain time.Duration // how long the task's record outlives its end
 }
 
 // clockRefresh is how old the client's measure of Redis time may get before
@@ -280,7 +282,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 		Partition:   opts.PartitionKey,
 		EnqueuedMs:  enqueuedMs,
 	})
-	p := prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent}
+	p := prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention}
 	if e.cfg.Enqueued != nil && !x.template {
 		// The options as sent: the metadata the task carries (inherited
 		// entries too), the trace context it carries.
@@ -348,7 +350,16 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, e
 	if span.records() {
 		queues = []string{p.queue}
 	}
-	h, err := e.comb.Do(ctx, p)
+	var h Ref
+	if e.oneCall(p) && e.oneBusy.CompareAndSwap(false, true) {
+		// One call at a time: concurrent ones share the combiner's round
+		// trips, and their ids, reaching Redis out of order, would send
+		// the later ones to the fallback path.
+		h, err = e.enqueueOne(ctx, p)
+		e.oneBusy.Store(false)
+	} else {
+		h, err = e.comb.Do(ctx, p)
+	}
 	if err != nil {
 		return Ref{}, err
 	}
@@ -734,4 +745,44 @@ func (e *Engine) ensureGroup(ctx context.Context, q keys.Queue) error {
 	}
 	e.groups.Store(q.Name, struct{}{})
 	return nil
+}
+
+// oneCall reports whether p goes to Redis on its own, under an entry id the
+// engine chooses (enqueueOne): an auto-keyed task whose record, once it
+// ended, outlives the resend window of the call (see enqueueOne).
+// The server must keep a stream's last id across deletions (New probes it).
+func (e *Engine) oneCall(p prepared) bool {
+	return e.keepsLastID && p.task.UserKey == "" && p.retain >= e.markerTTL
+}
+
+// enqueueOne adds the auto-keyed task p in one script call of one XADD
+// (enqueue20.lua), from the caller's goroutine: no combiner, no op marker.
+// The entry id is chosen here (store.EntryIDs), so that a resend of the
+// call finds the stream past it and adds nothing, and recognises its entry
+// (still there, or, once the task ended and its entry was deleted, the
+// task's record under that id, which lives the task's retention: oneCall
+// takes only tasks whose retention covers the call's resend window). Should
+// the stream be past the id at the first run (another producer ahead), the
+// call takes enqueue.lua's way, an op marker and XADD *, in the same script.
+// docs/design-20-enq.md has the argument.
+func (e *Engine) enqueueOne(ctx context.Context, p prepared) (Ref, error) {
+	q := keys.ForQueue(p.queue)
+	if err := e.ensureGroup(ctx, q); err != nil {
+		return Ref{}, err
+	}
+	id := e.ids.Next(e.clock.Now().UnixMilli())
+	op := newOpID()
+	var key string
+	err := retryLoading(ctx, func() error {
+		var err error
+		key, err = store.EnqueueOne(ctx, e.rdb, q, id, op, e.markerTTL.Milliseconds(), p.task.Envelope)
+		return err
+	})
+	if err != nil {
+		return Ref{}, enqueueError(q, err)
+	}
+	if key != id {
+		e.ids.Saw(key)
+	}
+	return Ref{Queue: p.queue, Key: key}, nil
 }

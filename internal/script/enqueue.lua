@@ -12,7 +12,9 @@
 --           to this queue whose replies it read (so it sends them no more)
 -- ARGV[1]  consumer group name (unused: the client creates the group once)
 -- ARGV[2]  how long the op marker lives, ms
--- ARGV[3]  n, the number of tasks
+-- ARGV[3]  n, the number of tasks; or 'a' followed by n when every task
+--          is auto-keyed (EnqueueMany's commonest batch), each then given
+--          by its envelope alone (one value instead of six below)
 -- ARGV[4..] per task six values: user key ('' for an auto-keyed task),
 --           envelope, group ('' or the public id of the group the task is a
 --           member of; only keyed tasks), hold ('1': the task is created
@@ -25,8 +27,9 @@
 --           partition is idle, else when the tasks before it ended; see
 --           partstep.lua)
 -- ARGV[4+6n] m, the number of earlier markers carried at the end of KEYS
---           (absent: 0)
+--           (absent: 0); ARGV[4+n] in the auto-keyed form
 -- ARGV[5+6n] the grace, ms: each carried marker is set to expire after it
+--           (ARGV[5+n] in the auto-keyed form)
 --           (a try of its call still in flight may still need it that long)
 -- Returns: a flat array, per task: task key (the entry id for auto keys), 1 if the
 -- key already named a task (nothing was added) else 0. A replay returns the first
@@ -36,9 +39,17 @@ if prev then
   return cjson.decode(prev)
 end
 local out = {}
+local n, w = tonumber(ARGV[3]), 6
+if not n then
+  n, w = tonumber(string.sub(ARGV[3], 2)), 1
+  for i = 4, 3 + n do
+    out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'm', ARGV[i])
+    out[#out + 1] = 0
+  end
+end
 local ki = 5
 local now = nil
-for i = 0, tonumber(ARGV[3]) - 1 do
+for i = 0, (w == 6 and n or 0) - 1 do
   local b = 4 + 6 * i
   local key, env, grp, hold = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local due = tonumber(ARGV[b + 4]) or 0
@@ -94,9 +105,9 @@ redis.call('SET', KEYS[2], cjson.encode(out), 'PX', ARGV[2])
 -- After the writes above, not before: a first write that is not refused at
 -- maxmemory would let the deny-oom ones through, and an enqueue must be
 -- refused there. PEXPIRE again is harmless, on a missing key a no-op.
-local m = tonumber(ARGV[4 + 6 * tonumber(ARGV[3])]) or 0
+local m = tonumber(ARGV[4 + w * n]) or 0
 if m > 0 then
-  local grace = ARGV[5 + 6 * tonumber(ARGV[3])]
+  local grace = ARGV[5 + w * n]
   for i = #KEYS - m + 1, #KEYS do
     redis.call('PEXPIRE', KEYS[i], grace)
   end

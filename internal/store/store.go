@@ -157,6 +157,19 @@ const MarkerGrace = 2 * time.Second
 // shortens their markers to MarkerGrace.
 func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask, done ...string) ([]string, []any) {
 	ks := []string{q.Stream(), q.Op(opID), q.Scheduled(), q.Stats()}
+	auto := true
+	for _, t := range tasks {
+		auto = auto && t.UserKey == ""
+	}
+	if auto {
+		// Envelopes alone (enqueue.lua's auto-keyed form).
+		args := make([]any, 0, 5+len(tasks))
+		args = append(args, keys.Group, opTTLms, "a"+strconv.Itoa(len(tasks)))
+		for _, t := range tasks {
+			args = append(args, t.Envelope)
+		}
+		return enqueueDone(q, ks, args, done)
+	}
 	args := make([]any, 0, 5+6*len(tasks))
 	args = append(args, keys.Group, opTTLms, len(tasks))
 	for _, t := range tasks {
@@ -172,6 +185,12 @@ func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask, done
 		}
 		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs, t.Part)
 	}
+	return enqueueDone(q, ks, args, done)
+}
+
+// enqueueDone adds to an enqueue.lua call the markers of the earlier calls
+// done, which it shortens.
+func enqueueDone(q keys.Queue, ks []string, args []any, done []string) ([]string, []any) {
 	if len(done) > 0 {
 		for _, id := range done {
 			ks = append(ks, q.Op(id))
