@@ -73,31 +73,71 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	}
 }
 
-// acquire takes up to n slots: it waits for the first (or ctx), then takes
-// what is free without waiting.
+// acquire takes up to n slots, each with a hold: it waits for the first
+// (or ctx), then takes what is free without waiting. A slot is a handler
+// that may start; a hold is an entry this worker may keep pending until its
+// outcome is recorded (see holdsFor).
 func (w *Worker) acquire(ctx context.Context, n int) int {
+	select {
+	case <-w.holds:
+	case <-ctx.Done():
+		return 0
+	}
 	select {
 	case <-w.slots:
 	case <-ctx.Done():
+		w.holds <- struct{}{}
 		return 0
 	}
 	got := 1
 	for got < n {
 		select {
+		case <-w.holds:
+		default:
+			return got
+		}
+		select {
 		case <-w.slots:
 			got++
 		default:
+			w.holds <- struct{}{}
 			return got
 		}
 	}
 	return got
 }
 
+// release gives back n slots and their holds, unused.
 func (w *Worker) release(n int) {
 	for i := 0; i < n; i++ {
 		w.slots <- struct{}{}
+		w.holds <- struct{}{}
 	}
 }
+
+// takeOne takes a free slot and hold without waiting, if there are both.
+func (w *Worker) takeOne() bool {
+	select {
+	case <-w.holds:
+	default:
+		return false
+	}
+	select {
+	case <-w.slots:
+		return true
+	default:
+		w.holds <- struct{}{}
+		return false
+	}
+}
+
+// holdsFor is how many entries a worker of concurrency c and fetch batch b
+// keeps pending at most: c running, and twice max(c, b) whose handlers
+// returned and whose outcomes are on their way to Redis. A handler's slot
+// is free once it returns, so the next read does not wait for the round
+// trip that records its outcome; the holds bound that lag (Redis slower than
+// the handlers stops the reads, not the handlers' pace).
+func holdsFor(c, b int) int { return c + 2*max(c, b) }
 
 // pause waits d or until ctx ends; it reports whether ctx is still alive.
 func pause(ctx context.Context, d time.Duration) bool {
@@ -202,9 +242,7 @@ func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent t
 		if used < n {
 			used++
 		} else {
-			select {
-			case <-w.slots:
-			default:
+			if !w.takeOne() {
 				handBack, holds = true, false
 			}
 		}
@@ -223,7 +261,7 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 	jctx, j.cancel = context.WithCancelCause(context.Background())
 	j.ctx = jctx
 	j.leaseEnd.Store(mono(sent) + int64(w.leaseGuard()))
-	j.slot = holds
+	j.slot = holds // a slot and its hold
 	// Decode first: the heartbeat reads the task key once the job is listed.
 	var env *codec.Envelope
 	var decodeErr error

@@ -61,6 +61,7 @@ type Worker struct {
 	limits  map[string]*limiter // by scope ("kind:<kind>", "queue:<queue>")
 	rates   *rates
 	slots   chan struct{} // one token per running (or about to run) handler
+	holds   chan struct{} // one token per entry pending here (holdsFor)
 	results chan *outcome
 
 	inflightMu    sync.Mutex
@@ -251,7 +252,12 @@ func (w *Worker) Start(ctx context.Context) error {
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}
 	}
-	w.results = make(chan *outcome, w.cfg.Concurrency)
+	nh := holdsFor(w.cfg.Concurrency, w.cfg.FetchBatch)
+	w.holds = make(chan struct{}, nh)
+	for i := 0; i < nh; i++ {
+		w.holds <- struct{}{}
+	}
+	w.results = make(chan *outcome, nh)
 	w.handlers = handlers
 
 	for i := 0; i < completers; i++ {
