@@ -19,12 +19,15 @@ const completers = 2
 // hold, see holdsFor) until the outcome is recorded.
 func (w *Worker) send(o *outcome) {
 	o.j.mu.Lock()
-	free := !o.j.recording && o.j.slot
+	free := o.j.slot
+	o.j.slot = false
 	o.j.recording = true
+	took := o.j.took
 	o.j.mu.Unlock()
 	if free {
 		w.slots <- struct{}{}
 	}
+	w.ahead.ran(took)
 	select {
 	case w.results <- o:
 	case <-w.quit():
@@ -39,8 +42,8 @@ func (w *Worker) finish(j *job) {
 	j.cancel(nil)
 	k := jobKey{j.q.keys.Name, j.entry}
 	j.mu.Lock()
-	hold, slot, acked := j.slot, j.slot && !j.recording, j.acked
-	j.slot = false
+	hold, slot, acked := j.hold, j.slot, j.acked
+	j.slot, j.hold = false, false
 	j.mu.Unlock()
 	w.inflightMu.Lock()
 	if w.inflight[k] == j {

@@ -62,6 +62,7 @@ type Worker struct {
 	rates   *rates
 	slots   chan struct{} // one token per running (or about to run) handler
 	holds   chan struct{} // one token per entry pending here (holdsFor)
+	ahead   readAhead     // how many entries are read beyond the free slots
 	results chan *outcome
 
 	inflightMu    sync.Mutex
@@ -260,9 +261,12 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.results = make(chan *outcome, nh)
 	w.handlers = handlers
 
+	w.ahead.queue = make(chan *job, w.cfg.FetchBatch+1)
+	w.ahead.started = make(chan struct{}, 1)
 	for i := 0; i < completers; i++ {
 		w.support.run(w.completeLoop)
 	}
+	w.support.run(w.aheadLoop)
 	w.support.run(w.heartbeatLoop)
 	w.support.run(w.watchdogLoop)
 	w.support.run(w.controlLoop)
