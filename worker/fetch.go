@@ -507,8 +507,8 @@ type readAhead struct {
 	started chan struct{} // a signal: an entry read ahead left the queue
 	allow   atomic.Int64  // entries that may wait for a slot
 	waiting atomic.Int64  // entries read ahead, not started yet
-	slow    atomic.Bool  // an entry waited too long, or a handler ran long
-	runNs   atomic.Int64 // handlers' recent run time, a moving average
+	slow    atomic.Bool   // an entry waited too long, or a handler ran long
+	runNs   atomic.Int64  // handlers' recent run time, a moving average
 }
 
 const (
