@@ -509,6 +509,7 @@ type readAhead struct {
 	waiting atomic.Int64  // entries read ahead, not started yet
 	slow    atomic.Bool   // an entry waited too long, or a handler ran long
 	runNs   atomic.Int64  // handlers' recent run time, a moving average
+	ran_    atomic.Int64  // handlers that returned since the last adapt
 }
 
 const (
@@ -525,10 +526,11 @@ func (a *readAhead) room() int {
 // with all it asked for (a backlog).
 func (a *readAhead) adapt(full bool, batch int) {
 	cur := a.allow.Load()
+	returned := a.ran_.Swap(0)
 	switch {
 	case a.slow.Swap(false) || time.Duration(a.runNs.Load()) > aheadRun:
 		a.allow.Store(0)
-	case full && cur < int64(batch):
+	case full && returned > 0 && cur < int64(batch):
 		a.allow.Store(min(max(2*cur, 16), int64(batch)))
 	}
 }
@@ -537,6 +539,7 @@ func (a *readAhead) adapt(full bool, batch int) {
 func (a *readAhead) ran(took time.Duration) {
 	old := a.runNs.Load()
 	a.runNs.Store(old + (int64(took)-old)/8)
+	a.ran_.Add(1)
 	if took > aheadWait {
 		a.slow.Store(true)
 	}
@@ -554,23 +557,38 @@ func (w *Worker) aheadLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		since := time.Now()
+		// An entry waits aheadWait at most: then (handlers are slow) it
+		// goes back to its queue, for any worker, and so do the ones read
+		// ahead behind it that find no free slot.
+		slot := false
 		select {
 		case <-w.slots:
+			slot = true
+		default:
+			if !w.ahead.slow.Load() {
+				t := time.NewTimer(aheadWait)
+				select {
+				case <-w.slots:
+					slot = true
+				case <-j.ctx.Done():
+				case <-t.C:
+					w.ahead.slow.Store(true)
+					w.ahead.allow.Store(0)
+				}
+				t.Stop()
+			}
+		}
+		if slot {
 			j.mu.Lock()
 			j.slot = true
 			j.mu.Unlock()
-		case <-j.ctx.Done():
 		}
 		w.ahead.waiting.Add(-1)
 		select {
 		case w.ahead.started <- struct{}{}:
 		default:
 		}
-		if time.Since(since) > aheadWait {
-			w.ahead.slow.Store(true)
-		}
-		if j.ctx.Err() == nil && !w.isPaused(j.q) {
+		if slot && j.ctx.Err() == nil && !w.isPaused(j.q) {
 			go w.exec(j)
 			continue
 		}
@@ -591,7 +609,8 @@ func (w *Worker) notStarted(j *job) {
 		w.report(j, EventCancelled, 0, 0, ErrCancelled)
 		w.send(j.cancelled(codec.ReasonCancelled))
 	default:
-		// Stopping, or its queue paused: back into the stream.
+		// Stopping, its queue paused, or it waited too long for a slot:
+		// back into the stream.
 		w.send(j.park(0))
 	}
 }
