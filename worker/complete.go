@@ -14,11 +14,20 @@ import (
 const completers = 2
 
 // send hands o to the completers, or, once they stopped, gives j up: its
-// entry comes back after its lease.
+// entry comes back after its lease. Its handler returned (or none ran):
+// its slot is free for the next one now, while its entry stays held (a
+// hold, see holdsFor) until the outcome is recorded.
 func (w *Worker) send(o *outcome) {
 	o.j.mu.Lock()
+	free := o.j.slot
+	o.j.slot = false
 	o.j.recording = true
+	took := o.j.took
 	o.j.mu.Unlock()
+	if free {
+		w.slots <- struct{}{}
+	}
+	w.ahead.ran(took)
 	select {
 	case w.results <- o:
 	case <-w.quit():
@@ -26,15 +35,15 @@ func (w *Worker) send(o *outcome) {
 	}
 }
 
-// finish forgets j and frees its slot. A run whose outcome was not recorded
-// is remembered for a while: its entry may still be pending here, and is
-// not adopted (see adopt).
+// finish forgets j and frees its hold, and its slot unless send did. A run
+// whose outcome was not recorded is remembered for a while: its entry may
+// still be pending here, and is not adopted (see adopt).
 func (w *Worker) finish(j *job) {
 	j.cancel(nil)
 	k := jobKey{j.q.keys.Name, j.entry}
 	j.mu.Lock()
-	slot, acked := j.slot, j.acked
-	j.slot = false
+	hold, slot, acked := j.hold, j.slot, j.acked
+	j.slot, j.hold = false, false
 	j.mu.Unlock()
 	w.inflightMu.Lock()
 	if w.inflight[k] == j {
@@ -45,7 +54,10 @@ func (w *Worker) finish(j *job) {
 	}
 	w.inflightMu.Unlock()
 	if slot {
-		w.release(1)
+		w.slots <- struct{}{}
+	}
+	if hold {
+		w.holds <- struct{}{}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -35,30 +36,32 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	block := min(w.cfg.BlockTimeout, reclaimEvery)
 	nextReclaim := time.Now()
 	for {
-		n := w.acquire(ctx, w.cfg.FetchBatch)
-		if n == 0 {
+		// A takeover due reads nothing ahead: it needs slots.
+		n, h := w.acquire(ctx, w.cfg.FetchBatch, !time.Now().Before(nextReclaim))
+		if h == 0 {
 			return
 		}
-		if !time.Now().Before(nextReclaim) {
-			n -= w.reclaim(ctx, n)
+		if n > 0 && !time.Now().Before(nextReclaim) {
+			used := w.reclaim(ctx, n)
+			n, h = n-used, h-used
 			nextReclaim = time.Now().Add(reclaimEvery)
-			if n == 0 {
+			if h == 0 {
 				continue
 			}
 		}
 		qs := w.activeQueues()
 		if len(qs) == 0 {
 			// Every queue is paused: wait for a change.
-			w.release(n)
+			w.releaseAll(n, h)
 			if !w.waitResume(ctx) {
 				return
 			}
 			continue
 		}
 		sent := time.Now()
-		got, err := w.read(ctx, qs, n, block)
+		got, err := w.read(ctx, qs, h, block)
 		if err != nil {
-			w.release(n)
+			w.releaseAll(n, h)
 			if ctx.Err() != nil {
 				return
 			}
@@ -68,36 +71,127 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		used := w.dispatchAll(ctx, got, n, sent)
-		w.release(n - used)
+		k := min(n, len(got))
+		used := w.dispatchAll(ctx, got[:k], n, sent)
+		usedAhead := 0
+		if k < len(got) {
+			usedAhead = w.dispatchAhead(ctx, got[k:], h-n, sent)
+		}
+		w.releaseAll(n-used, h-used-usedAhead)
+		w.ahead.adapt(len(got) >= h, w.cfg.FetchBatch)
 	}
 }
 
-// acquire takes up to n slots: it waits for the first (or ctx), then takes
-// what is free without waiting.
-func (w *Worker) acquire(ctx context.Context, n int) int {
+// acquire takes up to max holds, n of them with a slot: it waits for the
+// first hold, and for the first slot unless entries may be read ahead (see
+// readAhead), then takes what is free without waiting. A slot is a handler
+// that may start; a hold is an entry this worker may keep pending until its
+// outcome is recorded (see holdsFor). The h-n holds without a slot are
+// entries read ahead, whose handlers start as slots free.
+//
+// noAhead reads nothing ahead: it waits for the entries read ahead to
+// start, then for a slot.
+func (w *Worker) acquire(ctx context.Context, max int, noAhead bool) (n, h int) {
 	select {
-	case <-w.slots:
+	case <-w.holds:
 	case <-ctx.Done():
-		return 0
+		return 0, 0
 	}
-	got := 1
-	for got < n {
+	h = 1
+	// While entries read ahead wait, newer ones queue behind them (they
+	// start in the order read): no slot is taken here then.
+	room := 0
+	if !noAhead {
+		room = w.ahead.room()
+	}
+	for w.ahead.waiting.Load() > 0 && room == 0 {
 		select {
-		case <-w.slots:
-			got++
-		default:
-			return got
+		case <-w.ahead.started:
+		case <-ctx.Done():
+			w.holds <- struct{}{}
+			return 0, 0
+		}
+		if !noAhead {
+			room = w.ahead.room()
 		}
 	}
-	return got
+	queued := w.ahead.waiting.Load() > 0
+	if !queued {
+		select {
+		case <-w.slots:
+			n = 1
+		default:
+			if room == 0 {
+				select {
+				case <-w.slots:
+					n = 1
+				case <-ctx.Done():
+					w.holds <- struct{}{}
+					return 0, 0
+				}
+			}
+		}
+	}
+	for h < max {
+		select {
+		case <-w.holds:
+		default:
+			return n, h
+		}
+		if !queued {
+			select {
+			case <-w.slots:
+				n++
+				h++
+				continue
+			default:
+			}
+		}
+		if h-n >= room {
+			w.holds <- struct{}{}
+			return n, h
+		}
+		h++
+	}
+	return n, h
 }
 
-func (w *Worker) release(n int) {
+// release gives back n slots and their holds, unused.
+func (w *Worker) release(n int) { w.releaseAll(n, n) }
+
+// releaseAll gives back n slots and h holds, unused.
+func (w *Worker) releaseAll(n, h int) {
 	for i := 0; i < n; i++ {
 		w.slots <- struct{}{}
 	}
+	for i := 0; i < h; i++ {
+		w.holds <- struct{}{}
+	}
 }
+
+// takeOne takes a free slot and hold without waiting, if there are both.
+func (w *Worker) takeOne() bool {
+	select {
+	case <-w.holds:
+	default:
+		return false
+	}
+	select {
+	case <-w.slots:
+		return true
+	default:
+		w.holds <- struct{}{}
+		return false
+	}
+}
+
+// holdsFor is how many entries a worker of concurrency c and fetch batch b
+// keeps pending at most: c running, and twice max(c, b) whose handlers
+// returned and whose outcomes are on their way to Redis. A handler's slot
+// is free once it returns, so the next read does not wait for the round
+// trip that records its outcome; the holds bound that lag (Redis slower than
+// the handlers stops the reads, not the handlers' pace).
+func holdsFor(c, b int) int { return c + 2*max(c, b) }
 
 // pause waits d or until ctx ends; it reports whether ctx is still alive.
 func pause(ctx context.Context, d time.Duration) bool {
@@ -202,13 +296,32 @@ func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent t
 		if used < n {
 			used++
 		} else {
-			select {
-			case <-w.slots:
-			default:
+			if !w.takeOne() {
 				handBack, holds = true, false
 			}
 		}
-		w.dispatch(d, sent, handBack, holds)
+		w.dispatch(d, sent, handBack, holds, holds)
+	}
+	return used
+}
+
+// dispatchAhead dispatches entries read ahead, holding m holds (no slot):
+// each waits for a slot on its goroutine (startAhead). An entry beyond those
+// is dispatched as dispatchAll does. It returns how many of the m holds it
+// used.
+func (w *Worker) dispatchAhead(ctx context.Context, got []delivered, m int, sent time.Time) int {
+	used := 0
+	for _, d := range got {
+		if used < m {
+			used++
+			w.dispatch(d, sent, ctx.Err() != nil || w.isPaused(d.q), false, true)
+			continue
+		}
+		handBack, holds := ctx.Err() != nil || w.isPaused(d.q), true
+		if !w.takeOne() {
+			handBack, holds = true, false
+		}
+		w.dispatch(d, sent, handBack, holds, holds)
 	}
 	return used
 }
@@ -217,13 +330,15 @@ func (w *Worker) dispatchAll(ctx context.Context, got []delivered, n int, sent t
 // an outcome when it cannot run here.
 // holds tells whether the entry took a slot (given back when its outcome is
 // recorded).
-func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
+// slot tells whether it took a slot too (else it waits for one before its
+// handler starts: an entry read ahead).
+func (w *Worker) dispatch(d delivered, sent time.Time, handBack, slot, holds bool) {
 	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry}
 	var jctx context.Context
 	jctx, j.cancel = context.WithCancelCause(context.Background())
 	j.ctx = jctx
 	j.leaseEnd.Store(mono(sent) + int64(w.leaseGuard()))
-	j.slot = holds
+	j.slot, j.hold = slot, holds
 	// Decode first: the heartbeat reads the task key once the job is listed.
 	var env *codec.Envelope
 	var decodeErr error
@@ -334,6 +449,11 @@ func (w *Worker) dispatch(d delivered, sent time.Time, handBack, holds bool) {
 		pg:   w.jobProgress(j),
 	})
 	w.execs.Add(1)
+	if !slot {
+		w.ahead.waiting.Add(1) // before the fetch loop acquires again
+		w.ahead.queue <- j
+		return
+	}
 	go w.exec(j)
 }
 
@@ -372,4 +492,125 @@ func checkEnvelope(env *codec.Envelope) error {
 func parkDelay(parked int) time.Duration {
 	d := 250 * time.Millisecond << min(parked, 7)
 	return min(d, 30*time.Second)
+}
+
+// readAhead is how many entries a worker reads beyond its free slots: none
+// at first, and more (up to its FetchBatch) while the queue has a backlog
+// and its handlers are quick (their runs average under aheadRun), so that
+// a read is under way while the handlers run the last one; it falls back
+// to none as soon as handlers are slow or an entry read ahead waited longer
+// than aheadWait for its slot. Entries are never held back from other
+// workers for longer than that: Concurrency handlers running, and at most
+// this many waiting briefly behind them.
+type readAhead struct {
+	queue   chan *job     // entries read ahead, in the order read (aheadLoop)
+	started chan struct{} // a signal: an entry read ahead left the queue
+	allow   atomic.Int64  // entries that may wait for a slot
+	waiting atomic.Int64  // entries read ahead, not started yet
+	slow    atomic.Bool   // an entry waited too long, or a handler ran long
+	runNs   atomic.Int64  // handlers' recent run time, a moving average
+	ran_    atomic.Int64  // handlers that returned since the last adapt
+}
+
+const (
+	aheadWait = 10 * time.Millisecond
+	aheadRun  = time.Millisecond
+)
+
+// room is how many more entries may be read ahead now.
+func (a *readAhead) room() int {
+	return int(max(a.allow.Load()-a.waiting.Load(), 0))
+}
+
+// adapt sets the allowance after a read; full tells whether it came back
+// with all it asked for (a backlog).
+func (a *readAhead) adapt(full bool, batch int) {
+	cur := a.allow.Load()
+	returned := a.ran_.Swap(0)
+	switch {
+	case a.slow.Swap(false) || time.Duration(a.runNs.Load()) > aheadRun:
+		a.allow.Store(0)
+	case full && returned > 0 && cur < int64(batch):
+		a.allow.Store(min(max(2*cur, 16), int64(batch)))
+	}
+}
+
+// ran folds a handler's run time into the average.
+func (a *readAhead) ran(took time.Duration) {
+	old := a.runNs.Load()
+	a.runNs.Store(old + (int64(took)-old)/8)
+	a.ran_.Add(1)
+	if took > aheadWait {
+		a.slow.Store(true)
+	}
+}
+
+// aheadLoop (support) starts the entries read ahead, in the order read, as
+// slots free. A task that must not start by then (its lease lost,
+// cancelled, the worker stopping, its queue paused) is handed on without
+// running.
+func (w *Worker) aheadLoop(ctx context.Context) {
+	for {
+		var j *job
+		select {
+		case j = <-w.ahead.queue:
+		case <-ctx.Done():
+			return
+		}
+		// An entry waits aheadWait at most: then (handlers are slow) it
+		// goes back to its queue, for any worker, and so do the ones read
+		// ahead behind it that find no free slot.
+		slot := false
+		select {
+		case <-w.slots:
+			slot = true
+		default:
+			if !w.ahead.slow.Load() {
+				t := time.NewTimer(aheadWait)
+				select {
+				case <-w.slots:
+					slot = true
+				case <-j.ctx.Done():
+				case <-t.C:
+					w.ahead.slow.Store(true)
+					w.ahead.allow.Store(0)
+				}
+				t.Stop()
+			}
+		}
+		if slot {
+			j.mu.Lock()
+			j.slot = true
+			j.mu.Unlock()
+		}
+		w.ahead.waiting.Add(-1)
+		select {
+		case w.ahead.started <- struct{}{}:
+		default:
+		}
+		if slot && j.ctx.Err() == nil && !w.isPaused(j.q) {
+			go w.exec(j)
+			continue
+		}
+		go w.notStarted(j)
+	}
+}
+
+// notStarted hands on j, read ahead, whose handler must not start.
+func (w *Worker) notStarted(j *job) {
+	defer w.execs.Done()
+	cause := context.Cause(j.ctx)
+	switch {
+	case j.isLost():
+		w.send(&outcome{j: j, drop: true})
+	case errors.Is(cause, ErrLeaseLost):
+		w.send(j.lapsed())
+	case errors.Is(cause, ErrCancelled):
+		w.report(j, EventCancelled, 0, 0, ErrCancelled)
+		w.send(j.cancelled(codec.ReasonCancelled))
+	default:
+		// Stopping, its queue paused, or it waited too long for a slot:
+		// back into the stream.
+		w.send(j.park(0))
+	}
 }

@@ -30,7 +30,8 @@ type job struct {
 	lost      bool
 	recording bool       // its outcome is on the way to Redis
 	acked     bool       // its outcome is recorded (the entry acked)
-	slot      bool       // holds a slot, given back once by finish
+	slot      bool       // holds a slot, given back once its handler returned (or by finish)
+	hold      bool       // holds a hold (its entry is pending here), given back by finish
 	limits    []*limiter // fleet-wide limits whose slots it holds
 
 	// took is how long its handler ran (0 when none ran), set before

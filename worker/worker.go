@@ -61,6 +61,8 @@ type Worker struct {
 	limits  map[string]*limiter // by scope ("kind:<kind>", "queue:<queue>")
 	rates   *rates
 	slots   chan struct{} // one token per running (or about to run) handler
+	holds   chan struct{} // one token per entry pending here (holdsFor)
+	ahead   readAhead     // how many entries are read beyond the free slots
 	results chan *outcome
 
 	inflightMu    sync.Mutex
@@ -251,12 +253,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		w.slots <- struct{}{}
 	}
-	w.results = make(chan *outcome, w.cfg.Concurrency)
+	nh := holdsFor(w.cfg.Concurrency, w.cfg.FetchBatch)
+	w.holds = make(chan struct{}, nh)
+	for i := 0; i < nh; i++ {
+		w.holds <- struct{}{}
+	}
+	w.results = make(chan *outcome, nh)
 	w.handlers = handlers
 
+	w.ahead.queue = make(chan *job, w.cfg.FetchBatch+1)
+	w.ahead.started = make(chan struct{}, 1)
 	for i := 0; i < completers; i++ {
 		w.support.run(w.completeLoop)
 	}
+	w.support.run(w.aheadLoop)
 	w.support.run(w.heartbeatLoop)
 	w.support.run(w.watchdogLoop)
 	w.support.run(w.controlLoop)

@@ -23,6 +23,8 @@
 --          here, once per group after every item; any other is told
 --          through the outbox.
 -- ARGV[6+10n] the number of groups, then per group: public id, own id
+-- ARGV[#ARGV-1], ARGV[#ARGV]: the lowest and the highest entry id of the
+--   items (or ''), bounding the one XPENDING that fences the batch
 --   fresh is '1' when the entry is the first of an auto-keyed task: then no
 --   record can exist but one a watcher or a continuation made (each is a
 --   live member of KEYS[4]) or a cancel request (which expires on its own);
@@ -109,6 +111,63 @@ local function holds(eid, dlv)
   return p[1] ~= nil and p[1][2] == consumer and tonumber(p[1][4]) == tonumber(dlv)
 end
 
+-- The batch is fenced with one XPENDING of this consumer's entries from the
+-- batch's lowest id (ARGV lo, from the caller) to its highest (hi), a few
+-- pages at most, rather than one XPENDING per item: pend maps each entry
+-- listed to its delivery count, upto is the last id the listing covers
+-- (nil: none). An item listed holds its lease when its delivery count
+-- matches; one not listed within lo .. upto is not pending here; any other
+-- (outside that range, or a caller's lo/hi that do not bound the batch) is
+-- looked up on its own (holds). Ids are compared only for items not listed.
+local function idparts(id)
+  local d = string.find(id, '-', 1, true)
+  if not d or d == 1 or d == #id then return nil end
+  local ms, seq = string.sub(id, 1, d - 1), string.sub(id, d + 1)
+  if string.find(ms, '%D') or string.find(seq, '%D') then return nil end
+  if (#ms > 1 and string.byte(ms) == 48) or (#seq > 1 and string.byte(seq) == 48) then return nil end
+  return ms, seq
+end
+-- declt compares two decimal numbers written without leading zeros.
+local function declt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+-- idle reports a <= b for ids of the form idparts accepts.
+local function idle(am, as, bm, bs)
+  if am ~= bm then return declt(am, bm) end
+  return not declt(bs, as)
+end
+local pend, upto = {}, nil
+local lo, hi = ARGV[#ARGV - 1], ARGV[#ARGV]
+if n > 0 and idparts(lo) and idparts(hi) then
+  local from, page = lo, 2 * n + 16
+  for _ = 1, 4 do
+    local p = redis.call('XPENDING', stream, group, from, hi, page, consumer)
+    for _, e in ipairs(p) do pend[e[1]] = tonumber(e[4]) end
+    if #p < page then
+      upto = hi
+      break
+    end
+    upto = p[#p][1]
+    -- The next page starts just after the last entry listed.
+    local ms, seq = idparts(upto)
+    local nx = tonumber(seq) + 1
+    if nx >= 2 ^ 53 then break end
+    from = ms .. '-' .. string.format('%d', nx)
+  end
+end
+local function held_now(eid, dlv)
+  local d = pend[eid]
+  if d then return d == tonumber(dlv) end
+  if upto then
+    local em, es = idparts(eid)
+    local lm, ls = idparts(lo)
+    local um, us = idparts(upto)
+    if em and idle(lm, ls, em, es) and idle(em, es, um, us) then return false end
+  end
+  return holds(eid, dlv)
+end
+
 -- recorded reports whether this very attempt's outcome is already written (a
 -- replay of this call).
 local function recorded(tk, fk, token)
@@ -136,7 +195,7 @@ for i = 0, n - 1 do
   if op ~= 's' and op ~= 'r' and op ~= 'd' and op ~= 'c' and op ~= 'p' then
     return redis.error_reply('complete.lua: unknown op ' .. tostring(op))
   end
-  if holds(ARGV[b + 1], ARGV[b + 2]) then
+  if held_now(ARGV[b + 1], ARGV[b + 2]) then
     held[i] = true
     first = first or i
   end
@@ -155,6 +214,8 @@ if first then
 end
 local acks = {}
 local res = {}
+-- now as text, formatted once rather than per record.
+local nows = string.format('%d', now)
 local ok, failed = 0, 0
 for i = 0, n - 1 do
   local b = 6 + 10 * i
@@ -162,7 +223,10 @@ for i = 0, n - 1 do
   local att, a1, a2, a3 = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local grp = ARGV[b + 9]
   local tk, fk, ck = KEYS[6 + 3 * i], KEYS[7 + 3 * i], KEYS[8 + 3 * i]
-  local token = eid .. '/' .. consumer .. '/' .. dlv
+  -- The attempt's token; a success held here writes it straight into its
+  -- record (one string the fewer per item).
+  local token
+  if op ~= 's' or not held[i] then token = eid .. '/' .. consumer .. '/' .. dlv end
   if op == 's' then a2 = ttl(a2) elseif op == 'c' then a1 = ttl(a1) end
   if not held[i] then
     if recorded(tk, fk, token) then res[i + 1] = 1 else res[i + 1] = 0 end
@@ -193,7 +257,7 @@ for i = 0, n - 1 do
       elseif grp ~= '' then
         ended(nil, ck, key, 'succeeded', grp, i + 1)
       end
-      redis.call('SET', fk, 's\n' .. att .. '\n' .. now .. '\n' .. token .. '\n' .. a1, 'PX', a2)
+      redis.call('SET', fk, 's\n' .. att .. '\n' .. nows .. '\n' .. eid .. '/' .. consumer .. '/' .. dlv .. '\n' .. a1, 'PX', a2)
       if notify then redis.call('PUBLISH', chan, key) end
     elseif op == 'r' then
       failed = failed + 1

@@ -306,7 +306,7 @@ const (
 func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer string, items []Completion) ([]Applied, error) {
 	ks := make([]string, 0, 9+3*len(items))
 	ks = append(ks, q.Stream(), q.Scheduled(), q.Dead(), q.Hooks(), q.Outbox())
-	args := make([]any, 0, 6+10*len(items))
+	args := make([]any, 0, 8+10*len(items))
 	args = append(args, keys.Group, consumer, q.Done(), len(items), q.Name)
 	// Groups whose home is this queue are counted in this same script; a
 	// member of a group elsewhere tells it through the outbox.
@@ -340,6 +340,8 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 	for _, g := range groups {
 		ks = append(ks, g.Home.GroupProgress(g.ID)) // the group's lifetime and sums
 	}
+	lo, hi := entryRange(items)
+	args = append(args, lo, hi) // the range one XPENDING fences the batch over
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("record outcomes in queue %q: %w", q.Name, err)
