@@ -366,44 +366,15 @@ func byCmd(m, usec map[string]float64) string {
 	return strings.Join(parts, ", ")
 }
 
+// docHead starts a results file that does not exist yet. The flags are
+// documented once, in the repository's docs/benchmarks.md and in -h; this
+// head does not repeat them, so that it cannot fall behind.
 const docHead = `# Benchmarks
 
 Throughput and latency of github.com/taskfleet/async against a real Redis,
-next to what plain Redis does on the same machine (redis-benchmark).
-
-## Reproduce
-
-One command runs every measurement and the baselines, and rewrites the
-results section below (between the bench markers; the rest of this file is
-left alone):
-
-    go run ./cmd/bench --out docs/benchmarks.md
-
-It starts its own redis-server on a free loopback port (` + "`--save '' --appendonly no`" + `,
-a temporary directory), FLUSHALLs it between phases, and stops it by pid at
-the end or on Ctrl-C. A full run takes about two minutes. Other flags:
-
-- ` + "`--redis ADDR`" + `: use an existing Redis; the bench then only touches its own
-  queues' keys (` + "`async:{q:bench-*}:*`" + ` and one ` + "`async-bench:baseline:*`" + ` stream),
-  unless ` + "`--flush`" + ` allows FLUSHALL between phases.
-- ` + "`--quick`" + `: a smoke run of a few seconds with small workloads.
-- ` + "`--cpuprofile DIR`" + `: after each throughput row, and after the continuation
-  and chain measurements, run it once more under the Go CPU profiler (not in
-  the table): DIR/enqueuemany.pprof, DIR/enqueue-seq.pprof,
-  DIR/enqueue-concurrent.pprof, DIR/drain.pprof, DIR/continuation.pprof,
-  DIR/chain.pprof; read them with ` + "`go tool pprof -top DIR/drain.pprof`" + `.
-- ` + "`--settle D`" + `: before each measured run wait up to D (default 20s) for
-  other processes to leave the CPUs (below 0.3 cores); a run during which they
-  did not is repeated up to twice. ` + "`--settle 0`" + ` turns both off.
-- ` + "`--drain-sweep CxB,...`" + `: the worker settings (Concurrency x FetchBatch)
-  the drain tries.
-- ` + "`--only PHASES`" + `: run some of baseline,many,seq,conc,drain,latency,
-  cont,cancel,chain (printing only; not with ` + "`--out`" + `).
-
-The cancel phase also runs the bench binary itself as a worker subprocess
-(internal flag ` + "`--cancel-worker QUEUE`" + `), stopped by closing its stdin (or by
-pid after 15 s). Without ` + "`--out`" + ` the results are printed as markdown only;
-progress goes to stderr.
+next to what plain Redis does on the same machine. Written by
+` + "`go run ./cmd/bench --out FILE`" + ` (its flags: ` + "`go run ./cmd/bench -h`" + `),
+which rewrites only the results section between the bench markers.
 
 ## Results
 
