@@ -18,18 +18,26 @@ import (
 	"github.com/taskfleet/async/worker"
 )
 
-// aheadID is an entry id no clock reaches: a stream whose last id it is
-// refuses every id a client chooses, so Enqueue takes its fallback path.
-const aheadID = "9999999999999-0"
+// aheadMs is how far past Redis' clock moveAhead sets a stream's last id:
+// past any id a client chooses now, and within store.MaxAhead, so that the
+// client still tries its own id (a stream further ahead sends it to
+// enqueue.lua without trying).
+const aheadMs = 8_000
 
-// moveAhead makes q's stream's last id aheadID, leaving no entry (XDEL keeps
-// the last id).
+// moveAhead makes q's stream's last id aheadMs past Redis' clock, leaving no
+// entry (XDEL keeps the last id): Enqueue's id is refused, and it takes
+// enqueue20.lua's fallback path.
 func moveAhead(ctx context.Context, rdb redis.Cmdable, q string) error {
-	s := keys.ForQueue(q).Stream()
-	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s, ID: aheadID, Values: []string{"m", "x"}}).Err(); err != nil {
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
 		return err
 	}
-	return rdb.XDel(ctx, s, aheadID).Err()
+	s := keys.ForQueue(q).Stream()
+	id := fmt.Sprintf("%d-0", now.UnixMilli()+aheadMs)
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s, ID: id, Values: []string{"m", "x"}}).Err(); err != nil {
+		return err
+	}
+	return rdb.XDel(ctx, s, id).Err()
 }
 
 // The rows of enqueue20.lua: Enqueue of an auto-keyed task on its fast path

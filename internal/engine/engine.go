@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,7 +132,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	warnContextDeadlines(rdb, cfg.Logger)
 	e := &Engine{rdb: rdb, cfg: cfg, markerTTL: store.MarkerTTL(rdb) + loadingPatience + loadingMaxBackoff}
 	e.comb = e.newCombiner()
-	e.ids = store.NewEntryIDs(rand.Uint64())
+	e.ids = store.NewEntryIDs()
 	e.tracers = NewTracers(cfg.TracerProvider)
 	if err := e.clock.Sync(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("read redis time: %w", err)

@@ -770,19 +770,27 @@ func (e *Engine) enqueueOne(ctx context.Context, p prepared) (Ref, error) {
 	if err := e.ensureGroup(ctx, q); err != nil {
 		return Ref{}, err
 	}
-	id := e.ids.Next(e.clock.Now().UnixMilli())
-	op := newOpID()
+	e.clock.Refresh(ctx, e.rdb, clockRefresh)
+	id, ok := e.ids.Next(q.Name, e.clock.Now().UnixMilli())
+	if !ok {
+		// The stream is far ahead of Redis' clock: the marker's way.
+		return e.comb.Do(ctx, p)
+	}
+	op, done := newOpID(), e.read.take(q.Name)
 	var key string
 	err := retryLoading(ctx, func() error {
 		var err error
-		key, err = store.EnqueueOne(ctx, e.rdb, q, id, op, e.markerTTL.Milliseconds(), p.task.Envelope)
+		key, err = store.EnqueueOne(ctx, e.rdb, q, id, op, e.markerTTL.Milliseconds(), p.task.Envelope, done...)
 		return err
 	})
 	if err != nil {
+		e.read.putBack(q.Name, done)
 		return Ref{}, enqueueError(q, err)
 	}
 	if key != id {
-		e.ids.Saw(key)
+		// The fallback: an op marker, to be cut short by a later call.
+		e.ids.Saw(q.Name, key)
+		e.read.add(q.Name, op)
 	}
 	return Ref{Queue: p.queue, Key: key}, nil
 }

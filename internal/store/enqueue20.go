@@ -3,9 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -14,12 +15,18 @@ import (
 )
 
 // EnqueueOne adds one auto-keyed task to q with enqueue20.lua: under the
-// entry id the caller chose (EntryID), or, when the stream is past it,
-// under the id XADD gives, with the op marker opID kept opTTLms. It returns
-// the task's entry id; a resend of the call returns the first run's.
-func EnqueueOne(ctx context.Context, rdb redis.Scripter, q keys.Queue, id, opID string, opTTLms int64, env []byte) (string, error) {
-	ks := []string{q.Stream(), q.Op(opID), q.Task(id), q.Result(id)}
-	v, err := script.EnqueueOne.Run(ctx, rdb, ks, id, env, opTTLms).Result()
+// entry id the caller chose (EntryIDs), or, when the stream is past it,
+// under the id XADD gives, with the op marker opID kept opTTLms. done are
+// the op ids of earlier calls to q whose replies were read: their markers
+// are set to expire after MarkerGrace. It returns the task's entry id; a
+// resend of the call returns the first run's.
+func EnqueueOne(ctx context.Context, rdb redis.Scripter, q keys.Queue, id, opID string, opTTLms int64, env []byte, done ...string) (string, error) {
+	ks := make([]string, 4, 4+len(done))
+	ks[0], ks[1], ks[2], ks[3] = q.Stream(), q.Op(opID), q.Task(id), q.Result(id)
+	for _, d := range done {
+		ks = append(ks, q.Op(d))
+	}
+	v, err := script.EnqueueOne.Run(ctx, rdb, ks, id, env, opTTLms, MarkerGrace.Milliseconds()).Result()
 	if err != nil {
 		return "", err
 	}
@@ -30,51 +37,92 @@ func EnqueueOne(ctx context.Context, rdb redis.Scripter, q keys.Queue, id, opID 
 	return s, nil
 }
 
-// Entry ids a client chooses (EnqueueOne): ms-seq, where seq is a random
-// prefix of the client, a counter, and idStride zero bits. The stride leaves
-// room for the ids XADD * gives after one of ours in the same millisecond
-// (each one more than the last), which no Redis reaches within a
-// millisecond, so that those never take the id of a later call of ours. seq
-// stays below 10^14, so that Lua's numbers hold it exactly and print it
-// without an exponent (housekeep.lua steps past a last delivered id).
+// Entry ids a client chooses (EnqueueOne) are ms-seq, strictly increasing
+// per client and queue, and never reused: a resend recognises its call by
+// an entry or a record under the id, so an id must name one call only.
+//
+//   - A new millisecond starts seq at a random value in [idGap, idBase).
+//     XADD * starts a millisecond at 0 and counts up by one, so its ids stay
+//     far below idGap; another client's ids in the same millisecond differ
+//     from ours by a random amount of up to 2^40, and an XADD * run after
+//     one of them (each one more than the last) would need to be as long as
+//     that distance to reach ours.
+//   - The next id in the same millisecond adds a random step of at least
+//     idGap: an XADD * run after one of our ids (S+1, S+2, …) never reaches
+//     our next one, whatever the run's length within a millisecond.
+//   - seq stays below idMax (< 10^14), so that Lua's numbers hold it
+//     exactly and print it without an exponent (housekeep.lua steps past a
+//     last delivered id); a step that would pass it moves to the next
+//     millisecond.
+//
+// The millisecond is the client's measure of Redis' time, raised to the
+// highest one seen in a reply of the same queue (its stream is ahead, e.g.
+// another producer's clock). A queue whose stream is ahead of the clock by
+// more than MaxAhead gets no id: the caller takes the op marker's way.
 const (
-	idPrefixBits  = 18
-	idCounterBits = 16
-	idStrideBits  = 12
+	idGap  = 1 << 20
+	idBase = 1 << 40
+	idStep = 1 << 32
+	idMax  = 1 << 46
 )
 
-// IDPrefixLimit is the bound of the random prefix NewEntryIDs takes.
-const IDPrefixLimit = 1 << idPrefixBits
+// MaxAhead is how far past the client's clock (ms) an id may be set by a
+// stream that is ahead of it.
+const MaxAhead = 10_000
 
 // EntryIDs makes the entry ids of one client. Safe for concurrent use.
 type EntryIDs struct {
-	prefix uint64
-	ctr    atomic.Uint64
-	seen   atomic.Int64 // the highest ms of an id seen in a reply
+	mu sync.Mutex
+	q  map[string]*idState
 }
 
-// NewEntryIDs returns the ids of a client whose random prefix is below
-// IDPrefixLimit.
-func NewEntryIDs(prefix uint64) *EntryIDs {
-	return &EntryIDs{prefix: prefix % IDPrefixLimit}
+type idState struct {
+	seen     int64 // the highest ms seen in a reply
+	ms, last int64 // the last id given: ms-last
 }
 
-// Next returns a new id at nowMs (the client's measure of Redis' time), or
-// at the highest ms seen in a reply when that is later.
-func (g *EntryIDs) Next(nowMs int64) string {
-	ms := max(nowMs, g.seen.Load(), 1)
-	c := g.ctr.Add(1) % (1 << idCounterBits)
-	seq := (g.prefix<<idCounterBits | c) << idStrideBits
+// NewEntryIDs returns the ids of a client.
+func NewEntryIDs() *EntryIDs {
+	return &EntryIDs{q: map[string]*idState{}}
+}
+
+// Next returns a new id of queue at nowMs (the client's measure of Redis'
+// time), or at the highest ms seen in a reply of that queue when that is
+// later, and false when that is more than MaxAhead later.
+func (g *EntryIDs) Next(queue string, nowMs int64) (string, bool) {
+	g.mu.Lock()
+	st := g.q[queue]
+	if st == nil {
+		st = &idState{}
+		g.q[queue] = st
+	}
+	if st.seen > nowMs+MaxAhead {
+		g.mu.Unlock()
+		return "", false
+	}
+	ms := max(nowMs, st.seen, st.ms, 1)
+	var seq int64
+	if ms == st.ms {
+		seq = st.last + idGap + rand.Int64N(idStep)
+		if seq >= idMax {
+			ms++
+		}
+	}
+	if ms != st.ms {
+		seq = idGap + rand.Int64N(idBase-idGap)
+	}
+	st.ms, st.last = ms, seq
+	g.mu.Unlock()
 	b := make([]byte, 0, 40)
 	b = strconv.AppendInt(b, ms, 10)
 	b = append(b, '-')
-	b = strconv.AppendUint(b, seq, 10)
-	return string(b)
+	b = strconv.AppendInt(b, seq, 10)
+	return string(b), true
 }
 
-// Saw learns the ms of an entry id from a reply, so that later ids are not
-// behind the stream.
-func (g *EntryIDs) Saw(id string) {
+// Saw learns the ms of an entry id of queue from a reply, so that later ids
+// of that queue are not behind its stream.
+func (g *EntryIDs) Saw(queue, id string) {
 	i := strings.IndexByte(id, '-')
 	if i <= 0 {
 		return
@@ -83,12 +131,14 @@ func (g *EntryIDs) Saw(id string) {
 	if err != nil {
 		return
 	}
-	for {
-		old := g.seen.Load()
-		if ms <= old || g.seen.CompareAndSwap(old, ms) {
-			return
-		}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.q[queue]
+	if st == nil {
+		st = &idState{}
+		g.q[queue] = st
 	}
+	st.seen = max(st.seen, ms)
 }
 
 // KeepsLastID reports whether the server keeps a stream's last id when its
