@@ -292,7 +292,11 @@ func TestUploadResumesAfterSIGKILL(t *testing.T) {
 	if got := x.objectSHA("big.bin"); got != want {
 		t.Fatalf("the stored object's SHA-256 is %s, the source's %s", got, want)
 	}
-	if res.Resumed < before || res.Resumed%part != 0 {
+	// Resumed counts whole parts, or the whole file when an attempt found
+	// every part stored (the short last one too): under load the second
+	// process may lose its lease after storing the rest, and its next
+	// attempt resumes all of it.
+	if res.Resumed < before || (res.Resumed%part != 0 && res.Resumed != size) {
 		t.Errorf("Resumed %d: the first process had stored %d bytes (in whole parts of %d)", res.Resumed, before, part)
 	}
 	// At the server: what arrived for each part number, over both
