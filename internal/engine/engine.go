@@ -138,7 +138,12 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 		return nil, fmt.Errorf("read redis time: %w", err)
 	}
 	// Unknown (INFO failed): every Enqueue keeps the op marker's way.
-	e.keepsLastID, _ = store.KeepsLastID(ctx, rdb)
+	keeps, err := store.KeepsLastID(ctx, rdb)
+	if err != nil {
+		cfg.Logger.Info("async: INFO server could not be read, so Enqueue keeps an op marker per call (the one-command way needs to know the server keeps a stream's last id)",
+			slog.String("err", err.Error()))
+	}
+	e.keepsLastID = keeps
 	e.hub = newHub(rdb)
 	return e, nil
 }
