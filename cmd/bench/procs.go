@@ -36,21 +36,8 @@ type drainProc struct {
 // settings, and waits until it said "ready" (its worker is made, not
 // started: it starts at a "go" line on its stdin).
 func (e *env) startDrainProc(q string) (*drainProc, error) {
-	exe, err := os.Executable()
+	cmd, stdin, stdout, err := e.startSelf(drainWorkerFlag, q)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, "--"+drainWorkerFlag, q, "--redis", e.addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = e.progress
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	p := &drainProc{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
@@ -201,4 +188,28 @@ func (e *env) procDrain(ctx context.Context, n, procs int) (*result, error) {
 	}
 	r.Settings = fmt.Sprintf("%d worker process(es) (the bench binary, `--%s`), defaults (worker.Config sets only Queues)", procs, drainWorkerFlag)
 	return r, nil
+}
+
+// startSelf starts the bench binary itself as a subprocess with the
+// internal flag flag (its value q) on the bench's Redis, its stderr going to
+// the bench's progress output, and returns its stdin and stdout.
+func (e *env) startSelf(flag, q string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cmd := exec.Command(exe, "--"+flag, q, "--redis", e.addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cmd.Stderr = e.progress
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	return cmd, stdin, stdout, nil
 }

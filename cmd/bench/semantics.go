@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -316,21 +315,8 @@ const cancelWorkerFlag = "cancel-worker"
 // subCancelWorker starts the bench binary itself as a worker process
 // serving q (see runCancelWorker); its timestamps are wall-clock ns.
 func (e *env) subCancelWorker(ctx context.Context, q string) (*cancelTarget, error) {
-	exe, err := os.Executable()
+	cmd, stdin, stdout, err := e.startSelf(cancelWorkerFlag, q)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, "--"+cancelWorkerFlag, q, "--redis", e.addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = e.progress
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	childPid.Store(int64(cmd.Process.Pid))
