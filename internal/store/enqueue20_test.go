@@ -97,41 +97,33 @@ func TestEntryIDsOfTwoClientsDiffer(t *testing.T) {
 // its memory limit, answers the task's id (not "Redis is full", which tells
 // the caller nothing was added).
 func TestEnqueueOneResendAtMaxmemory(t *testing.T) {
-	e := testenv.Redis(t)
-	if e.Mini != nil {
-		t.Skip("needs a real Redis (maxmemory)")
-	}
+	// A server of its own: maxmemory 1 on a shared one would refuse the
+	// writes of every test running beside this one.
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.PrivateRedis(t)})
+	defer rdb.Close()
 	ctx := context.Background()
 	q := keys.ForQueue(testenv.Queue(t))
 	id, _ := store.NewEntryIDs().Next(q.Name, time.Now().UnixMilli())
-	got, err := store.EnqueueOne(ctx, e.RDB, q, id, "op-oom", 60000, []byte("env"))
+	got, err := store.EnqueueOne(ctx, rdb, q, id, "op-oom", 60000, []byte("env"))
 	if err != nil || got != id {
 		t.Fatalf("first run: %q, %v", got, err)
 	}
-	old := e.RDB.ConfigGet(ctx, "maxmemory").Val()["maxmemory"]
-	if err := e.RDB.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := store.EnqueueOne(ctx, e.RDB, q, id, "op-oom", 60000, []byte("env"))
-	if err := e.RDB.ConfigSet(ctx, "maxmemory", old).Err(); err != nil {
-		t.Fatal(err)
-	}
+	again, err := store.EnqueueOne(ctx, rdb, q, id, "op-oom", 60000, []byte("env"))
 	if err != nil || again != id {
 		t.Fatalf("resend of a call whose task was added: %q, %v", again, err)
 	}
 	// A first run at the limit is refused, and adds nothing.
 	next, _ := store.NewEntryIDs().Next(q.Name, time.Now().UnixMilli()+1)
-	if err := e.RDB.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
-		t.Fatal(err)
-	}
-	_, err = store.EnqueueOne(ctx, e.RDB, q, next, "op-oom2", 60000, []byte("env2"))
-	if err2 := e.RDB.ConfigSet(ctx, "maxmemory", old).Err(); err2 != nil {
-		t.Fatal(err2)
-	}
-	if !store.IsOOM(err) {
+	if _, err := store.EnqueueOne(ctx, rdb, q, next, "op-oom2", 60000, []byte("env2")); !store.IsOOM(err) {
 		t.Fatalf("first run at the limit: %v, want the OOM refusal", err)
 	}
-	if n := e.RDB.XLen(ctx, q.Stream()).Val(); n != 1 {
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.XLen(ctx, q.Stream()).Val(); n != 1 {
 		t.Fatalf("stream holds %d entries, want 1", n)
 	}
 }
