@@ -59,7 +59,12 @@ type Config struct {
 	MaxPayloadBytes int
 
 	// FetchBatch is the most entries one read from a stream takes. Defaults
-	// to 256.
+	// to 256. While a backlog waits and handlers return quickly (within
+	// about a millisecond), the worker reads up to this many entries ahead
+	// of its free slots, so that the next read's round trip hides behind
+	// the handlers; slower handlers turn the read-ahead off, and an entry
+	// read ahead that waits 10ms for a slot goes back to its queue for any
+	// worker. Concurrency always bounds the handlers running at once.
 	FetchBatch int
 
 	// BlockTimeout is how long one blocking read waits for new entries; it
