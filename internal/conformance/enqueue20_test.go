@@ -57,6 +57,19 @@ func enqueue20Rows() []Row {
 		{Name: "Enqueue20/fallback",
 			Setup: func(r *Run) { r.Must(moveAhead(r.Ctx, r.Env.RDB, r.Q)) },
 			Op:    enq(func(r *Run) *client.EnqueueOpts { return &client.EnqueueOpts{Queue: r.Q} })},
+		// A fallback's marker is carried by the client's next call to the
+		// queue (KEYS[5..] of enqueue20.lua), which cuts it short.
+		{Name: "Enqueue20/after-fallback",
+			Setup: func(r *Run) { r.Must(moveAhead(r.Ctx, r.Env.RDB, r.Q)) },
+			Op: func(r *Run) string {
+				var out []string
+				for range 2 {
+					h, err := r.C.Enqueue(r.Ctx, Job{N: 1}, &client.EnqueueOpts{Queue: r.Q})
+					r.Track(h)
+					out = append(out, Answer(HandleText(h), err))
+				}
+				return strings.Join(out, " ")
+			}},
 		// Every task auto-keyed: enqueue.lua's envelope-only form.
 		{Name: "EnqueueMany/auto", Op: func(r *Run) string {
 			hs, err := r.C.EnqueueMany(r.Ctx, r.specs(r.Q, 1, 2, 3))
