@@ -282,6 +282,14 @@ func (cb *Combiner[Req, Res]) remove(c *Call[Req, Res]) {
 	}
 }
 
+// Idle reports whether no batch is in flight and no request waits: a
+// request sent now by other means meets no batch of this Combiner.
+func (cb *Combiner[Req, Res]) Idle() bool {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	return cb.leaders == 0 && len(cb.pending) == 0
+}
+
 // Queued reports how many requests wait in the queue.
 func (cb *Combiner[Req, Res]) Queued() int {
 	cb.mu.Lock()

@@ -537,3 +537,25 @@ func BenchmarkDo(b *testing.B) {
 		})
 	}
 }
+
+// Idle is true only while no leader slot is taken and nothing is queued.
+func TestIdle(t *testing.T) {
+	var l log
+	cfg := Config{MaxLeaders: 1}
+	cb := New(cfg, l.send(cfg, t))
+	if !cb.Idle() {
+		t.Fatal("a new Combiner is not idle")
+	}
+	r := hold(t, cb)
+	if cb.Idle() {
+		t.Fatal("idle with a leader slot taken")
+	}
+	chs := queue(t, cb, context.Background(), 7)
+	r()
+	if got := <-chs[0]; got.v != 15 || got.err != nil {
+		t.Fatalf("request 7: %d, %v", got.v, got.err)
+	}
+	if !cb.Idle() {
+		t.Fatal("not idle once every batch was answered")
+	}
+}

@@ -351,10 +351,12 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, e
 		queues = []string{p.queue}
 	}
 	var h Ref
-	if e.oneCall(p) && e.oneBusy.CompareAndSwap(false, true) {
-		// One call at a time: concurrent ones share the combiner's round
-		// trips, and their ids, reaching Redis out of order, would send
-		// the later ones to the fallback path.
+	if e.oneCall(p) && e.comb.Idle() && e.oneBusy.CompareAndSwap(false, true) {
+		// One call at a time, and only while no batch is in flight:
+		// concurrent calls share the combiner's round trips, which carry
+		// more tasks per command than calls of their own would, and ids
+		// sent side by side reach Redis out of order and send the later
+		// ones to the fallback path.
 		h, err = e.enqueueOne(ctx, p)
 		e.oneBusy.Store(false)
 	} else {
