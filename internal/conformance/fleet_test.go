@@ -328,9 +328,8 @@ func newFleetLanes(t *testing.T) *fleetLanes {
 	}
 	if ownDBs() {
 		// Databases of the real server.
-		for _, db := range []int{fleetOwn1, fleetOwn2} {
-			ls.own <- newFleetLane(t, testenv.IsolatedRedis(t, db))
-		}
+		ls.own <- newFleetLane(t, testenv.IsolatedRedis(t, fleetOwn1))
+		ls.own <- newFleetLane(t, testenv.IsolatedRedis(t, fleetOwn2))
 	} else {
 		// A miniredis each (also on the cluster pass).
 		for range parallel {
