@@ -84,9 +84,9 @@ func Redis(t testing.TB) *Env {
 // flushed first (the caller must not run in parallel with other users of
 // it; give each test package its own db, as TestIsolatedDatabasesDiffer
 // checks). On a cluster, which has one database, it is a new miniredis.
-// Database 0 is the one every package's
-// tests share on a real server, so db 0 always means a new miniredis:
-// flushing it would wipe what tests running at the same time wrote.
+// Database 0 is the one every package's tests share on a real server, so
+// db 0 always means a new miniredis: flushing it would wipe what tests
+// running at the same time wrote.
 func IsolatedRedis(t testing.TB, db int) *Env {
 	t.Helper()
 	addr := os.Getenv(EnvAddr)
