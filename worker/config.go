@@ -24,7 +24,7 @@ type Config struct {
 	Queues map[string]int
 
 	// StrictPriority makes a lower-weight queue run only while every
-	// higher-weight queue is empty. Defaults to false.
+	// higher-weight queue is empty; over several queues nothing is then read ahead (FetchBatch). Defaults to false.
 	StrictPriority bool
 
 	// Concurrency is how many handlers run at once. Defaults to 100.

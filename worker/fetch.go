@@ -510,6 +510,11 @@ type readAhead struct {
 	slow    atomic.Bool   // an entry waited too long, or a handler ran long
 	runNs   atomic.Int64  // handlers' recent run time, a moving average
 	ran_    atomic.Int64  // handlers that returned since the last adapt
+
+	// off: nothing is read ahead (StrictPriority over several queues: an
+	// entry of a lower queue waiting for its slot would start after
+	// entries of a higher queue enqueued meanwhile).
+	off bool
 }
 
 const (
@@ -525,6 +530,9 @@ func (a *readAhead) room() int {
 // adapt sets the allowance after a read; full tells whether it came back
 // with all it asked for (a backlog).
 func (a *readAhead) adapt(full bool, batch int) {
+	if a.off {
+		return
+	}
 	cur := a.allow.Load()
 	returned := a.ran_.Swap(0)
 	switch {
@@ -535,8 +543,14 @@ func (a *readAhead) adapt(full bool, batch int) {
 	}
 }
 
-// ran folds a handler's run time into the average.
+// ran folds a handler's run time into the average; send calls it with
+// every outcome. An outcome of no handler run (took 0: an entry handed back
+// or handed on without starting, a task parked for a limit or a rate, a
+// dead letter) says nothing of the handlers' pace: it is not counted.
 func (a *readAhead) ran(took time.Duration) {
+	if took <= 0 {
+		return
+	}
 	old := a.runNs.Load()
 	a.runNs.Store(old + (int64(took)-old)/8)
 	a.ran_.Add(1)
@@ -547,14 +561,17 @@ func (a *readAhead) ran(took time.Duration) {
 
 // aheadLoop (support) starts the entries read ahead, in the order read, as
 // slots free. A task that must not start by then (its lease lost,
-// cancelled, the worker stopping, its queue paused) is handed on without
+// cancelled, its queue paused, or the worker stopping: once intake has
+// stopped, Stop waits only for the handlers running) is handed on without
 // running.
 func (w *Worker) aheadLoop(ctx context.Context) {
+	stopping := w.intake.ctx.Done()
 	for {
 		var j *job
 		select {
 		case j = <-w.ahead.queue:
 		case <-ctx.Done():
+			w.dropAhead()
 			return
 		}
 		// An entry waits aheadWait at most: then (handlers are slow) it
@@ -571,6 +588,7 @@ func (w *Worker) aheadLoop(ctx context.Context) {
 				case <-w.slots:
 					slot = true
 				case <-j.ctx.Done():
+				case <-stopping:
 				case <-t.C:
 					w.ahead.slow.Store(true)
 					w.ahead.allow.Store(0)
@@ -588,11 +606,29 @@ func (w *Worker) aheadLoop(ctx context.Context) {
 		case w.ahead.started <- struct{}{}:
 		default:
 		}
-		if slot && j.ctx.Err() == nil && !w.isPaused(j.q) {
+		if slot && j.ctx.Err() == nil && !w.isPaused(j.q) && w.intake.ctx.Err() == nil {
 			go w.exec(j)
 			continue
 		}
 		go w.notStarted(j)
+	}
+}
+
+// dropAhead forgets the entries read ahead that are still queued when the
+// support loops end. Only a Stop whose ctx ended leaves any (a Stop that
+// waits for the handlers waits for each of these to be handed on), and it
+// handed their tasks back to their queues (handBackAll) first. Each ends
+// its count in execs, so that nothing waits for it.
+func (w *Worker) dropAhead() {
+	for {
+		select {
+		case j := <-w.ahead.queue:
+			w.ahead.waiting.Add(-1)
+			w.finish(j)
+			w.execs.Done()
+		default:
+			return
+		}
 	}
 }
 

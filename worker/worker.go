@@ -263,6 +263,7 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	w.ahead.queue = make(chan *job, w.cfg.FetchBatch+1)
 	w.ahead.started = make(chan struct{}, 1)
+	w.ahead.off = w.cfg.StrictPriority && len(w.queues) > 1
 	for i := 0; i < completers; i++ {
 		w.support.run(w.completeLoop)
 	}
