@@ -98,8 +98,11 @@ end
 local function step(d, pk, key)
   if not d or d.pk ~= pk then return false, nil end
   local l = d.list
-  if redis.call('LINDEX', l, 0) ~= key then return false, nil end
-  local behind = redis.call('LINDEX', l, 1)
+  -- The head, the task behind it, and the one behind that (the started
+  -- task's next).
+  local ks = redis.call('LRANGE', l, 0, 2)
+  if ks[1] ~= key then return false, nil end
+  local behind = ks[2] or false
   if d.nx == '' or behind ~= d.nx then
     if behind then return false, behind end
     redis.call('LPOP', l)
@@ -110,7 +113,7 @@ local function step(d, pk, key)
   redis.call('LPOP', l)
   -- Started as partstep.lua starts a task: its entry and its hash name the
   -- task now behind it, if any.
-  local nx = redis.call('LINDEX', l, 1)
+  local nx = ks[3]
   if nx then
     local id = redis.call('XADD', stream, '*', 'm', h[2], 'pk', pk, 'nx', nx)
     redis.call('HSET', d.nk, 'st', 'pending', 'e', id, 'nx', nx)
