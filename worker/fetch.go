@@ -24,6 +24,8 @@ type delivered struct {
 	other string // the entry's fields, as text, when it has no 'm' field
 	dlv   int64
 	grp   string // the entry's group field (members of a group's own queue)
+	part  string // the entry's partition fields (pk, nx), see store.Completion
+	next  string
 
 	cancelled bool // a taken-over entry whose task has a cancel request
 }
@@ -275,7 +277,8 @@ func (w *Worker) readGroup(ctx context.Context, qs []*queue, n int, block time.D
 	}
 	out := make([]delivered, len(res))
 	for i, e := range res {
-		out[i] = delivered{q: qs[e.Queue], entry: e.ID, raw: e.Envelope, hasM: e.HasM, other: e.Fields, grp: e.Group, dlv: 1}
+		out[i] = delivered{q: qs[e.Queue], entry: e.ID, raw: e.Envelope, hasM: e.HasM, other: e.Fields, grp: e.Group, dlv: 1,
+			part: e.Part, next: e.Next}
 	}
 	return out, nil
 }
@@ -333,7 +336,7 @@ func (w *Worker) dispatchAhead(ctx context.Context, got []delivered, m int, sent
 // slot tells whether it took a slot too (else it waits for one before its
 // handler starts: an entry read ahead).
 func (w *Worker) dispatch(d delivered, sent time.Time, handBack, slot, holds bool) {
-	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry}
+	j := &job{q: d.q, entry: d.entry, dlv: d.dlv, key: d.entry, part: d.part, partNext: d.next}
 	var jctx context.Context
 	jctx, j.cancel = context.WithCancelCause(context.Background())
 	j.ctx = jctx

@@ -22,6 +22,11 @@ type job struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 
+	// part and partNext are the partition and the task behind it that the
+	// entry named (read entries only; a taken-over one names none): its
+	// end steps the partition in complete.lua when the list agrees.
+	part, partNext string
+
 	// leaseEnd is when the handler must be cancelled unless a heartbeat
 	// gets through first: monotonic nanoseconds (see mono).
 	leaseEnd atomic.Int64
@@ -98,7 +103,7 @@ type outcome struct {
 
 // ends returns the outcome o of j's attempt, fenced by j's token.
 func (j *job) ends(o store.Outcome) *outcome {
-	c := store.Completion{EntryID: j.entry, Deliveries: j.dlv, Key: j.key, Outcome: o}
+	c := store.Completion{EntryID: j.entry, Deliveries: j.dlv, Key: j.key, Outcome: o, Part: j.part, Next: j.partNext}
 	if j.env != nil {
 		c.Attempt = j.env.Attempt
 		c.Group = j.env.Group

@@ -14,6 +14,9 @@
 --          scheduled set (keys.Queue.Stats, StatsHistory, SchedRetrying,
 --          SchedHeld), then the g groups' progress hashes
 --          (keys.Queue.GroupProgress, in the order of their groups)
+-- then, last, per declared partition d (1-based, see below): the
+--          partition's list and the task hash of the task its entry named
+--          behind it (the list again when it named none)
 -- ARGV[1]  consumer group, ARGV[2] consumer name, ARGV[3] done channel,
 -- ARGV[4]  n, ARGV[5] queue name
 -- ARGV[6..] per item 10 values: op, entry id, delivery count, task key, fresh,
@@ -23,6 +26,10 @@
 --          here, once per group after every item; any other is told
 --          through the outbox.
 -- ARGV[6+10n] the number of groups, then per group: public id, own id
+-- then the number of declared partitions, then per partition: the item
+--   (1-based), its partition key and the key of the task behind it ('' for
+--   none), as the item's stream entry named them (fields pk and nx, written
+--   by the step that started it): a guess the script checks
 -- ARGV[#ARGV-1], ARGV[#ARGV]: the lowest and the highest entry id of the
 --   items (or ''), bounding the one XPENDING that fences the batch
 --   fresh is '1' when the entry is the first of an auto-keyed task: then no
@@ -41,6 +48,12 @@
 --   op 'p' park:      a1 next envelope, a2 delay ms (0: back into the stream now), a3 unused
 -- Succeeded, dead and cancelled tasks fire their continuations into the
 -- outbox, and, when they are members of a group (field g), tell it there.
+-- A partitioned task that ends (field pk) steps its partition here when its
+-- item declared the partition and the list still agrees: it heads the list
+-- and the task behind it is the one declared (or none was declared and none
+-- is behind it). It is popped and the task behind it, when it waits,
+-- started as partstep.lua starts one. Otherwise its end goes to the outbox
+-- (pt) for the drain to step.
 -- The queue's counters follow: the acknowledged entries still in the stream
 -- (by XACK's answer), and the attempts that ended succeeded ('s') or failed
 -- ('r', 'd'), counted once per call; a retry or a park with a delay is
@@ -58,15 +71,63 @@ local qname = ARGV[5]
 local watched = redis.call('ZCOUNT', KEYS[4], now, '+inf') > 0
 local groups, byPub = {}, {}
 local gb = 6 + 10 * n
-local kx = 6 + 3 * n + 5 * tonumber(ARGV[gb])
+local ng = tonumber(ARGV[gb])
+local kx = 6 + 3 * n + 5 * ng
 local stats, hist, retrying, heldx = KEYS[kx], KEYS[kx + 1], KEYS[kx + 2], KEYS[kx + 3]
-for j = 1, tonumber(ARGV[gb]) do
+for j = 1, ng do
   local kb = 6 + 3 * n + 5 * (j - 1)
   groups[j] = {
     keys = {KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[5], KEYS[4], stats, KEYS[kx + 3 + j]},
     pub = ARGV[gb + 2 * j - 1], own = ARGV[gb + 2 * j], ends = {}, item = 0,
   }
   byPub[groups[j].pub] = groups[j]
+end
+-- The partitions declared, by item (1-based).
+local decl = {}
+local pb = gb + 2 * ng + 1
+for d = 1, tonumber(ARGV[pb]) or 0 do
+  local a, k = pb + 3 * (d - 1), kx + 3 + ng + 2 * (d - 1)
+  decl[tonumber(ARGV[a + 1])] = {pk = ARGV[a + 2], nx = ARGV[a + 3], list = KEYS[k + 1], nk = KEYS[k + 2]}
+end
+
+-- step steps the partition pk of task key, which ended, when its item
+-- declared it (d) and the list agrees (see the header); it reports whether
+-- it did, and when it did not but read the list with key at its head, the
+-- key of the task behind it (false for none). A replay of this call never
+-- comes here (the attempt is recorded, so the item is not held).
+local function step(d, pk, key)
+  if not d or d.pk ~= pk then return false, nil end
+  local l = d.list
+  -- The head, the task behind it, and the one behind that (the started
+  -- task's next).
+  local ks = redis.call('LRANGE', l, 0, 2)
+  if ks[1] ~= key then return false, nil end
+  local behind = ks[2] or false
+  if d.nx == '' or behind ~= d.nx then
+    if behind then return false, behind end
+    redis.call('LPOP', l)
+    return true, nil
+  end
+  local h = redis.call('HMGET', d.nk, 'st', 'm', 'pc')
+  if h[1] ~= 'waiting' or not h[2] then return false, behind end
+  redis.call('LPOP', l)
+  -- Started as partstep.lua starts a task: its entry and its hash name the
+  -- task now behind it, if any.
+  local nx = ks[3]
+  if nx then
+    local id = redis.call('XADD', stream, '*', 'm', h[2], 'pk', pk, 'nx', nx)
+    redis.call('HSET', d.nk, 'st', 'pending', 'e', id, 'nx', nx)
+  else
+    local id = redis.call('XADD', stream, '*', 'm', h[2], 'pk', pk)
+    redis.call('HSET', d.nk, 'st', 'pending', 'e', id)
+  end
+  if h[3] then
+    redis.call('HDEL', d.nk, 'm', 'pc')
+    redis.call('HINCRBY', stats, 'pw', -1)
+  else
+    redis.call('HDEL', d.nk, 'm')
+  end
+  return true, nil
 end
 
 -- ended fires the continuations of task key (item i) that ended in state,
@@ -79,12 +140,15 @@ local function ended(f, ck, key, state, grp, i)
   local wrote = false
   local id = qname .. '/' .. key
   if f and f[1] and fire(ck, KEYS[5], KEYS[4], id, state) > 0 then wrote = true end
-  if f and f[3] then
-    -- A partitioned task: the next of its key may start (partstep.lua).
-    -- The entry names this task (k) and the one behind it when its start
-    -- recorded one (field nx of its hash, KEYS[3 + 3i]): the drain then
-    -- steps the partition without reading its list first.
-    local nx = redis.call('HGET', KEYS[3 + 3 * i], 'nx')
+  local stepped, nx = false, nil
+  if f and f[3] then stepped, nx = step(decl[i], f[3], key) end
+  if f and f[3] and not stepped then
+    -- A partitioned task whose partition was not stepped here: the next of
+    -- its key may start (partstep.lua). The entry names this task (k) and
+    -- the one behind it, as the list just read showed it or else as its
+    -- start recorded it (field nx of its hash, KEYS[3 + 3i]): the drain
+    -- then steps the partition without reading its list first.
+    if nx == nil then nx = redis.call('HGET', KEYS[3 + 3 * i], 'nx') end
     if nx then
       redis.call('XADD', KEYS[5], '*', 'pt', f[3], 'k', key, 'nx', nx)
     else

@@ -24,8 +24,8 @@
 --           '0' or '': now; only keyed tasks), partition key ('' for none;
 --           only keyed tasks): the task joins the tail of its partition's
 --           list and enters the stream only at its head (at once when the
---           partition is idle, else when the tasks before it ended; see
---           partstep.lua)
+--           partition is idle, its entry then naming the partition in field
+--           pk; else when the tasks before it ended; see partstep.lua)
 -- ARGV[4+6n] m, the number of earlier markers carried at the end of KEYS
 --           (absent: 0); ARGV[4+n] in the auto-keyed form
 -- ARGV[5+6n] the grace, ms: each carried marker is set to expire after it
@@ -78,7 +78,9 @@ for i = 0, (w == 6 and n or 0) - 1 do
           redis.call('LPOP', pl)
         end
         if redis.call('RPUSH', pl, key) == 1 then
-          f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env)}
+          -- Its entry names its partition (and no task behind it): its
+          -- end steps the partition in complete.lua (see partstep.lua).
+          f = {'st', 'pending', 'e', redis.call('XADD', KEYS[1], '*', 'm', env, 'pk', part)}
         else
           f = {'st', 'waiting', 'm', env, 'pc', '1'}
           redis.call('HINCRBY', KEYS[4], 'pw', 1)

@@ -8,6 +8,10 @@
 -- A task started here records in its hash (field nx) the key of the task
 -- behind it, if any: the outbox entry of its end names both (complete.lua),
 -- so the drain can call with the two keys without reading the list first.
+-- Its stream entry names its partition key (field pk, from its hash) and
+-- that next task (nx) too: the worker that runs it hands both back with its
+-- outcome, and complete.lua steps the partition itself when the list still
+-- agrees (no outbox entry then).
 -- The keys passed are only a guess the script checks against the list.
 -- KEYS[1]  the partition's list, KEYS[2] and KEYS[3] the task hashes of the
 --          first two tasks of the list as the caller read it (or as the
@@ -26,11 +30,16 @@ local function step(hk, key)
   local head = redis.call('LINDEX', KEYS[1], 0)
   if not head then return 'empty' end
   if key == '' or head ~= key then return 'again' end
-  local h = redis.call('HMGET', hk, 'st', 'm', 'pc')
+  local h = redis.call('HMGET', hk, 'st', 'm', 'pc', 'pk')
   local st = h[1]
   if st == 'waiting' and h[2] then
-    local id = redis.call('XADD', KEYS[4], '*', 'm', h[2])
     local nx = redis.call('LINDEX', KEYS[1], 1)
+    local f = {'m', h[2]}
+    if h[4] then
+      f[3], f[4] = 'pk', h[4]
+      if nx then f[5], f[6] = 'nx', nx end
+    end
+    local id = redis.call('XADD', KEYS[4], '*', unpack(f))
     if nx then
       redis.call('HSET', hk, 'st', 'pending', 'e', id, 'nx', nx)
     else

@@ -107,3 +107,30 @@ func stepPartitions(ctx context.Context, rdb redis.UniversalClient, q keys.Queue
 	}
 	return nil
 }
+
+// declareParts appends to complete.lua's keys and args the partitions that
+// items' entries named (Completion.Part, Next): per such item its list and
+// the hash of the task behind it, the list again when none was named. All
+// are q's keys, in its slot.
+func declareParts(q keys.Queue, items []Completion, ks []string, args []any) ([]string, []any) {
+	n := 0
+	for _, c := range items {
+		if c.Part != "" {
+			n++
+		}
+	}
+	args = append(args, n)
+	for i, c := range items {
+		if c.Part == "" {
+			continue
+		}
+		l := q.Partition(c.Part)
+		nk := l
+		if c.Next != "" {
+			nk = q.Task(c.Next)
+		}
+		ks = append(ks, l, nk)
+		args = append(args, i+1, c.Part, c.Next)
+	}
+	return ks, args
+}

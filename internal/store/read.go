@@ -20,6 +20,10 @@ type ReadEntry struct {
 	HasM     bool   // the entry has field m (an entry without it was not written by this library)
 	Group    string // field g: the public id of the group it is a member of, or ''
 	Fields   string // every field, as text, when it has no field m
+	// Part and Next are fields pk and nx: the partition key of a
+	// partitioned task started by a step or at its enqueue, and the task
+	// then behind it ('' for none, and for an entry that names no partition).
+	Part, Next string
 }
 
 // ErrCrossSlot is returned by ReadNew when the queues' streams live in
@@ -76,6 +80,10 @@ func ReadNew(ctx context.Context, rdb redis.Cmdable, qs []keys.Queue, consumer s
 			e := ReadEntry{Queue: qi, ID: m.ID}
 			e.Envelope, e.HasM = m.Values["m"].(string)
 			e.Group, _ = m.Values["g"].(string)
+			e.Part, _ = m.Values["pk"].(string)
+			if e.Part != "" {
+				e.Next, _ = m.Values["nx"].(string)
+			}
 			if !e.HasM {
 				e.Fields = fmt.Sprint(m.Values)
 			}

@@ -229,6 +229,13 @@ type Completion struct {
 	Attempt    int    // the number of the attempt that ended (0 when none ran)
 	Group      string // public id of the task's group, if it is a member
 	Outcome    Outcome
+
+	// Part and Next are the partition key and the task behind it that the
+	// entry named (fields pk and nx; ReadEntry.Part, Next): given, an end
+	// steps the partition in the same call when its list still agrees
+	// (complete.lua), rather than through the outbox. Empty for an entry
+	// that named none.
+	Part, Next string
 }
 
 // Outcome is what complete.lua does with an attempt's task. Its zero value
@@ -340,6 +347,7 @@ func Complete(ctx context.Context, rdb redis.Scripter, q keys.Queue, consumer st
 	for _, g := range groups {
 		ks = append(ks, g.Home.GroupProgress(g.ID)) // the group's lifetime and sums
 	}
+	ks, args = declareParts(q, items, ks, args)
 	lo, hi := entryRange(items)
 	args = append(args, lo, hi) // the range one XPENDING fences the batch over
 	res, err := script.Complete.Run(ctx, rdb, ks, args...).Int64Slice()

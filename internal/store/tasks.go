@@ -20,6 +20,8 @@ type StreamTask struct {
 	EntryID  string
 	Envelope []byte // field m; nil when the entry has none
 	Group    string // field g
+	Part     string // field pk: the partition of a task a step started
+	Next     string // field nx: the task behind it in its partition then
 }
 
 // LastDelivered returns the id of the last entry the workers' group read
@@ -61,6 +63,8 @@ func streamTask(m redis.XMessage) StreamTask {
 		t.Envelope = []byte(s)
 	}
 	t.Group, _ = m.Values["g"].(string)
+	t.Part, _ = m.Values["pk"].(string)
+	t.Next, _ = m.Values["nx"].(string)
 	return t
 }
 
