@@ -82,8 +82,9 @@ type Worker struct {
 	keep    *maintain.Keeper // forwarding and housekeeping of the queues
 	fwdWake chan struct{}
 
-	pause pauseState // the queues paused now (pause.go)
-	reg   registry   // the worker's registration (registry.go)
+	pause  pauseState // the queues paused now (pause.go)
+	shards shardState // the queues served once shards joined (shard21.go)
+	reg    registry   // the worker's registration (registry.go)
 
 	intake   loops          // fetch, forwarding, housekeeping
 	execs    sync.WaitGroup // running handlers
@@ -122,9 +123,10 @@ func (l *loops) wait() { l.wg.Wait() }
 func (w *Worker) quit() <-chan struct{} { return w.support.ctx.Done() }
 
 type queue struct {
-	keys   keys.Queue
-	weight int
-	cursor string // XAUTOCLAIM cursor
+	keys    keys.Queue
+	weight  int
+	logical string // a shard's sharded queue, else "" (shard21.go)
+	cursor  string // XAUTOCLAIM cursor
 
 	drainMu    sync.Mutex // one outbox drain at a time
 	drainAgain atomic.Bool
@@ -224,6 +226,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := w.initShards(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	for _, q := range w.queues {
 		if err := store.EnsureGroup(ctx, w.rdb, q.keys); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -275,6 +280,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.intake.run(w.fetchLoop)
 	w.intake.run(w.forwardLoop)
 	w.intake.run(w.housekeepLoop)
+	w.intake.run(w.shardLoop)
 	w.state = stateRunning
 	w.log.Debug("worker started", slog.Int("concurrency", w.cfg.Concurrency))
 	return nil
