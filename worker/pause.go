@@ -153,11 +153,12 @@ func (w *Worker) activeQueues() []*queue {
 	return out
 }
 
-// pausedNames returns the names of the worker's paused queues.
+// pausedNames returns the names of the worker's paused queues (configured
+// ones: a shard is paused with its sharded queue).
 func (w *Worker) pausedNames() []string {
 	var out []string
 	for _, q := range w.queueList() {
-		if w.isPaused(q) {
+		if q.logical == "" && w.isPaused(q) {
 			out = append(out, q.keys.Name)
 		}
 	}

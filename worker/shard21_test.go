@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/testenv"
@@ -451,5 +453,111 @@ func TestShardsForkJoinAcrossShards(t *testing.T) {
 	}
 	if n := joins.Load(); n != 1 {
 		t.Fatalf("the join ran %d times", n)
+	}
+}
+
+// Pausing the sharded queue's name pauses its shards: once the worker
+// reports the queue paused (the same read of the flags pauses its shards),
+// it runs none of their tasks until the queue is resumed, then runs them
+// all.
+func TestShardsPauseLogicalQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	names := declare(t, b, 3)
+	ins := inspect.New(b.env.RDB)
+	var resumed atomic.Bool
+	w := b.worker(t, &worker.Config{Concurrency: 4}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, j ShardJob) (int, error) {
+			if !resumed.Load() {
+				return 0, worker.Permanent(errors.New("ran while its queue was paused"))
+			}
+			return j.N, nil
+		})
+	})
+	if err := ins.Pause(ctx, b.queue); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the worker reports the queue paused", func() bool {
+		ws, err := ins.Workers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, wi := range ws {
+			if wi.Name != w.Name() {
+				continue
+			}
+			return slices.Contains(wi.Paused, b.queue)
+		}
+		return false
+	})
+	var hs []*client.Handle
+	for i := 0; i < 6; i++ {
+		h, err := b.c.Enqueue(ctx, ShardJob{N: i}, &client.EnqueueOpts{Queue: b.queue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	resumed.Store(true)
+	if err := ins.Resume(ctx, b.queue); err != nil {
+		t.Fatal(err)
+	}
+	on := map[string]bool{}
+	for i, h := range hs {
+		on[h.Queue()] = true
+		if got, err := client.Result[int](ctx, h); err != nil || got != i {
+			t.Fatalf("task %d on %s: %v, %v", i, h.Queue(), got, err)
+		}
+	}
+	if len(on) != len(names) {
+		t.Fatalf("6 tasks on %v, want the %d shards", on, len(names))
+	}
+}
+
+// A sharded queue's share of the fetches against another configured queue
+// is its weight, not its weight times its shards: with equal weights and
+// both backlogged, each runs about half of the tasks.
+func TestShardsShareOfWeight(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	declare(t, b, 4)
+	plain := testenv.Queue(t)
+	const each, counted = 250, 200
+	var specs []client.Spec
+	for i := 0; i < each; i++ {
+		specs = append(specs, client.Spec{Args: ShardJob{N: i}, Opts: &client.EnqueueOpts{Queue: b.queue}},
+			client.Spec{Args: ShardJob{N: i}, Opts: &client.EnqueueOpts{Queue: plain}})
+	}
+	hs, err := b.c.EnqueueMany(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	ran, sharded := 0, 0
+	b.worker(t, &worker.Config{Concurrency: 1, FetchBatch: 1, Queues: map[string]int{b.queue: 1, plain: 1}}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, j ShardJob) (int, error) {
+			tk, _ := worker.TaskFromContext(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if ran < counted {
+				ran++
+				if keys.IsShard(tk.Queue) {
+					sharded++
+				}
+			}
+			return 0, nil
+		})
+	})
+	if err := client.WaitAll(ctx, hs...); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Half of 200 with a standard deviation of about 7: 60 to 140 is
+	// beyond five of them. Weight times shards would give 160.
+	if sharded < 60 || sharded > 140 {
+		t.Fatalf("the sharded queue ran %d of the first %d tasks, want about half", sharded, counted)
 	}
 }
