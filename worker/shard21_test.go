@@ -293,10 +293,10 @@ func TestShardsNoStarvation(t *testing.T) {
 	// Ids of shard 0 (the backlog) and one of shard 1.
 	var busy []string
 	idle := ""
-	for i := 0; len(busy) < 200 || idle == ""; i++ {
+	for i := 0; len(busy) < 100 || idle == ""; i++ {
 		id := "s-" + strconv.Itoa(i)
 		if engine.ShardOf(id, 2) == 0 {
-			if len(busy) < 200 {
+			if len(busy) < 100 {
 				busy = append(busy, id)
 			}
 		} else if idle == "" {
@@ -349,7 +349,7 @@ func TestShardsNoStarvation(t *testing.T) {
 	// Each fetch tries the two shards (and the empty plain queue) in a
 	// random order: the idle shard's task waits a few fetches at most,
 	// each of one backlog task. Half the backlog left is a margin of
-	// about 2^-100.
+	// about 2^-50.
 	if n := busyBefore.Load(); n < 0 || n >= int64(len(busy)/2) {
 		t.Fatalf("the idle shard's task started after %d of the other shard's %d backlog tasks", n, len(busy))
 	}
@@ -524,7 +524,7 @@ func TestShardsShareOfWeight(t *testing.T) {
 	ctx := ctxT(t)
 	declare(t, b, 4)
 	plain := testenv.Queue(t)
-	const each, counted = 250, 200
+	const each, counted = 150, 100
 	var specs []client.Spec
 	for i := 0; i < each; i++ {
 		specs = append(specs, client.Spec{Args: ShardJob{N: i}, Opts: &client.EnqueueOpts{Queue: b.queue}},
@@ -555,9 +555,9 @@ func TestShardsShareOfWeight(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// Half of 200 with a standard deviation of about 7: 60 to 140 is
-	// beyond five of them. Weight times shards would give 160.
-	if sharded < 60 || sharded > 140 {
+	// Half of 100 with a standard deviation of 5: 25 to 75 is five of
+	// them. Weight times shards would give 80.
+	if sharded < 25 || sharded > 75 {
 		t.Fatalf("the sharded queue ran %d of the first %d tasks, want about half", sharded, counted)
 	}
 }
