@@ -15,6 +15,7 @@ import (
 	"github.com/taskfleet/async/inspect"
 	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
 	"github.com/taskfleet/async/internal/testenv"
 	"github.com/taskfleet/async/patterns"
 	"github.com/taskfleet/async/worker"
@@ -43,6 +44,20 @@ func declare(t *testing.T, b *bundle, n int) []string {
 	for i, name := range names {
 		if q, j, ok := keys.ParseShard(name); !ok || q != b.queue || j != i {
 			t.Fatalf("shard %d is %q, not a shard of %q", i, name, b.queue)
+		}
+	}
+	// On a cluster, the shards cover the masters evenly.
+	masters, err := store.SlotMasters(ctxT(t), b.env.RDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[int]int{}
+	for _, m := range store.ShardMaster(names, masters) {
+		per[m]++
+	}
+	for m := range masters {
+		if lo := n / len(masters); per[m] < lo || per[m] > lo+1 {
+			t.Fatalf("%d shards over %d masters: %v per master", n, len(masters), per)
 		}
 	}
 	return names
@@ -559,5 +574,45 @@ func TestShardsShareOfWeight(t *testing.T) {
 	// them. Weight times shards would give 80.
 	if sharded < 25 || sharded > 75 {
 		t.Fatalf("the sharded queue ran %d of the first %d tasks, want about half", sharded, counted)
+	}
+}
+
+// Config.QueueLimits of a sharded queue holds for all its shards together:
+// one limiter, not one per shard.
+func TestShardsQueueLimitAcrossShards(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	declare(t, b, 3)
+	var pk peak
+	b.worker(t, &worker.Config{Concurrency: 8, QueueLimits: map[string]int{b.queue: 2}, LimitWait: time.Minute}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, j ShardJob) (int, error) {
+			pk.enter()
+			defer pk.leave()
+			t := time.NewTimer(3 * time.Millisecond)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			return j.N, nil
+		})
+	})
+	specs := make([]client.Spec, 30)
+	for i := range specs {
+		specs[i] = client.Spec{Args: ShardJob{N: i}, Opts: &client.EnqueueOpts{Queue: b.queue}}
+	}
+	hs, err := b.c.EnqueueMany(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs {
+		if v, err := client.Result[int](ctx, h); err != nil || v != i {
+			t.Fatalf("task %d: %d, %v", i, v, err)
+		}
+	}
+	if m := pk.max.Load(); m != 2 {
+		t.Errorf("most tasks of the sharded queue running at once: %d, want 2 (the limit, reached)", m)
 	}
 }
