@@ -64,18 +64,24 @@ func shardKey(key string) string {
 	return key
 }
 
-// shards returns queue's shard set, nil when it is not sharded: from the
-// cache while it is fresh, else from the registry. A failed read of a
-// stale entry keeps the old answer (logged); a failed first read is an
-// error.
+// shards returns what the engine knows of queue's shards (a nil set when
+// it is not sharded): from the cache while it is fresh, else from the
+// registry. A failed read of a stale entry keeps the old answer (logged);
+// a failed first read is an error.
 func (e *Engine) shards(ctx context.Context, queue string) (*shardEntry, error) {
 	if v, ok := e.shardsOf.m.Load(queue); ok {
 		ent := v.(*shardEntry)
 		if time.Since(ent.read) < ShardRefresh {
 			return ent, nil
 		}
+		// Stale: one caller reads the registry, the others go on with
+		// what was read before meanwhile.
+		if !e.shardsOf.mu.TryLock() {
+			return ent, nil
+		}
+	} else {
+		e.shardsOf.mu.Lock()
 	}
-	e.shardsOf.mu.Lock()
 	defer e.shardsOf.mu.Unlock()
 	var old *shardEntry
 	if v, ok := e.shardsOf.m.Load(queue); ok {
