@@ -9,6 +9,6 @@ import (
 // The tests read the shard registry often, so that a queue declared while
 // a worker or a producer runs is picked up within a test's patience.
 func init() {
-	shardPoll = 100 * time.Millisecond
-	engine.ShardRefresh = 200 * time.Millisecond
+	shardPoll = 500 * time.Millisecond
+	engine.ShardRefresh = 500 * time.Millisecond
 }
