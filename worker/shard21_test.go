@@ -3,8 +3,8 @@ package worker_test
 import (
 	"context"
 	"errors"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"

@@ -82,9 +82,10 @@ type Worker struct {
 	keep    *maintain.Keeper // forwarding and housekeeping of the queues
 	fwdWake chan struct{}
 
-	pause  pauseState // the queues paused now (pause.go)
+	pause pauseState // the queues paused now (pause.go)
+	reg   registry   // the worker's registration (registry.go)
+
 	shards shardState // the queues served once shards joined (shard21.go)
-	reg    registry   // the worker's registration (registry.go)
 
 	intake   loops          // fetch, forwarding, housekeeping
 	execs    sync.WaitGroup // running handlers
@@ -123,10 +124,11 @@ func (l *loops) wait() { l.wg.Wait() }
 func (w *Worker) quit() <-chan struct{} { return w.support.ctx.Done() }
 
 type queue struct {
-	keys    keys.Queue
-	weight  int
+	keys   keys.Queue
+	weight int
+	cursor string // XAUTOCLAIM cursor
+
 	logical string // a shard's sharded queue, else "" (shard21.go)
-	cursor  string // XAUTOCLAIM cursor
 
 	drainMu    sync.Mutex // one outbox drain at a time
 	drainAgain atomic.Bool
