@@ -95,6 +95,28 @@
 // method reports true. Without an ID the key is generated (the stream entry
 // id) and every call adds a task.
 //
+// # Sharded queues
+//
+// A queue lives in one Redis Cluster hash slot, so on one master.
+// Client.DeclareShards(ctx, "uploads", n) makes "uploads" a sharded queue:
+// n physical queues, "uploads~<i>.<salt>", spread evenly over the masters,
+// recorded in a registry in Redis that every client and worker reads.
+// Declare it once, before producers use the queue (declaring again with
+// the same n changes nothing; another n is refused). Producers keep
+// enqueueing to "uploads": a task goes to the shard of its PartitionKey
+// (so a key's tasks keep their order), else of its ID (so enqueueing an
+// id again finds its task), else to the next shard in turn. A client reads
+// the registry on its first use of a queue and again every 5 s; until it
+// has read a declaration its tasks go to the plain queue, which workers
+// serve as well. Workers configured with "uploads" serve it and all its
+// shards, the queue keeping its weight whatever its number of shards.
+//
+// A task's id names its shard ("uploads~3.k7/<key>"), and Handle, Outcome,
+// Cancel and the rest work with it as with any id. An id built from the
+// queue's name and an EnqueueOpts.ID ("uploads/<ID>") finds the task on
+// the shard of the ID; a task placed by its partition key is found by its
+// handle's id.
+//
 // # Wait for the outcome
 //
 // Result blocks until the task ended and decodes its result:

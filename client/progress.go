@@ -30,7 +30,11 @@ func (p Progress) Reported() bool { return !p.Updated.IsZero() }
 // task (client.PurgeDead). A record that this library could not have
 // written is refused with an error.
 func (h *Handle) Progress(ctx context.Context) (Progress, error) {
-	rec, ok, err := store.ReadProgress(ctx, h.c.eng.Redis(), keys.ForQueue(h.ref.Queue), h.ref.Key)
+	r, err := h.c.eng.Resolve(ctx, h.ref) // an id of a sharded queue names a shard
+	if err != nil {
+		return Progress{}, err
+	}
+	rec, ok, err := store.ReadProgress(ctx, h.c.eng.Redis(), keys.ForQueue(r.Queue), r.Key)
 	if err != nil || !ok {
 		return Progress{}, err
 	}

@@ -63,7 +63,9 @@ func (c *Client) Task(id string) (*Handle, error) {
 // generated one.
 func (h *Handle) ID() string { return h.ref.ID() }
 
-// Queue returns the task's queue.
+// Queue returns the queue the task's id names: for a handle an enqueue to
+// a sharded queue returned (see Client.DeclareShards), the shard's
+// physical queue, "<queue>~<i>.<salt>".
 func (h *Handle) Queue() string { return h.ref.Queue }
 
 // Duplicate reports whether the Enqueue that returned h found a task with the

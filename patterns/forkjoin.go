@@ -287,6 +287,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	}
 	var items, fast []engine.Item
 	var members []store.GroupMember
+	var itemMember []int // the index in members of each of items
 	for i, s := range specs {
 		key := base + "." + strconv.Itoa(i)
 		if o.rate != nil && s.Opts != nil && s.Opts.RateKey != "" {
@@ -309,6 +310,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 				p.fastIdx = append(p.fastIdx, i)
 				continue
 			}
+			itemMember = append(itemMember, len(members))
 			members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(q, key), Held: limit > 0})
 			items = append(items, engine.Item{Args: s.Args, Opts: optsOf(s.Opts), Key: key, Group: gid, Hold: limit > 0, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer, ProcessAt: due})
 			continue
@@ -329,7 +331,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			sub, err = makePlan(ctx, c, sg.specs, sg.join, 0, so, link{joinGroup: gid})
 			if err == nil {
 				sub.nestIdx = i
-				members = append(members, store.GroupMember{Index: i, Name: keys.TaskID(queueOf(c, *sg.join), key+".join")})
+				members = append(members, store.GroupMember{Index: i, Name: sub.joinID}) // its join's id, on its shard if sharded
 			}
 		} else {
 			sub, err = makePlan(ctx, c, sg.specs, nil, 0, so, link{parent: gid})
@@ -348,6 +350,10 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	if p.children, err = engineOf(c).PrepareItems(ctx, items); err != nil {
 		return nil, err
 	}
+	for j, it := range items {
+		// A member of a sharded queue is named by its shard.
+		members[itemMember[j]].Name = keys.TaskID(p.children.Queue(j), it.Key)
+	}
 	if p.fast, err = engineOf(c).PrepareItems(ctx, fast); err != nil {
 		return nil, err
 	}
@@ -361,8 +367,8 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			return nil, fmt.Errorf("join: %w", err)
 		}
 		p.join = &jp
-		p.joinSpec = store.ContSpec(queueOf(c, *join), ji.Key, false)
-		p.joinID = keys.TaskID(queueOf(c, *join), ji.Key)
+		p.joinSpec = store.ContSpec(jp.Queue(0), ji.Key, false)
+		p.joinID = keys.TaskID(jp.Queue(0), ji.Key)
 	}
 	return p, nil
 }

@@ -210,7 +210,7 @@ func pause(ctx context.Context, d time.Duration) bool {
 // read reads new entries of qs (the queues not paused).
 func (w *Worker) read(ctx context.Context, qs []*queue, n int, block time.Duration) ([]delivered, error) {
 	if len(qs) > 1 {
-		order := w.order(qs)
+		order := w.fetchOrder(qs)
 		for _, q := range order {
 			got, err := w.readGroup(ctx, []*queue{q}, n, -1)
 			if err != nil || len(got) > 0 {

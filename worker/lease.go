@@ -60,7 +60,7 @@ func (w *Worker) controlLoop(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		q := w.byCtl[m.Channel]
+		q := w.ctlQueue(m.Channel)
 		if q == nil {
 			continue
 		}
@@ -184,7 +184,7 @@ func (w *Worker) heartbeat(q *queue, js []*job) {
 // used.
 func (w *Worker) reclaim(ctx context.Context, n int) int {
 	used := 0
-	for _, q := range w.queues {
+	for _, q := range w.queueList() {
 		if used < n {
 			used += w.adopt(ctx, q, n-used)
 		}

@@ -37,7 +37,7 @@ func (w *Worker) limitsFor(j *job) []*limiter {
 		return nil
 	}
 	var out []*limiter
-	if l := w.limits["queue:"+j.q.keys.Name]; l != nil {
+	if l := w.limits["queue:"+j.q.served()]; l != nil {
 		out = append(out, l)
 	}
 	if l := w.limits["kind:"+j.env.Kind]; l != nil {

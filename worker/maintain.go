@@ -17,7 +17,7 @@ import (
 func (w *Worker) forwardLoop(ctx context.Context) {
 	for {
 		wait := time.Second
-		for _, q := range w.queues {
+		for _, q := range w.queueList() {
 			due, err := w.keep.ForwardDue(ctx, q.keys)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -92,7 +92,7 @@ func (w *Worker) housekeepLoop(ctx context.Context) {
 		if err := w.clock.Sync(ctx, w.rdb); err != nil && ctx.Err() == nil {
 			w.log.Error("read redis time", slog.Any("err", err))
 		}
-		for _, q := range w.queues {
+		for _, q := range w.queueList() {
 			if err := w.keep.Housekeep(ctx, q.keys); err != nil && ctx.Err() == nil {
 				w.log.Error("housekeeping", slog.String("queue", q.keys.Name), slog.Any("err", err))
 			}

@@ -68,8 +68,9 @@ func (w *Worker) pauseNotice() {
 // readPaused reads the flags and, when they changed, wakes a fetch loop
 // waiting for a queue to resume and refreshes the registration.
 func (w *Worker) readPaused(ctx context.Context) error {
-	qs := make([]keys.Queue, len(w.queues))
-	for i, q := range w.queues {
+	list := w.queueList()
+	qs := make([]keys.Queue, len(list))
+	for i, q := range list {
 		qs[i] = q.keys
 	}
 	flags, err := store.PausedFlags(ctx, w.rdb, qs)
@@ -82,8 +83,11 @@ func (w *Worker) readPaused(ctx context.Context) error {
 			if set == nil {
 				set = map[*queue]bool{}
 			}
-			set[w.queues[i]] = true
+			set[list[i]] = true
 		}
+	}
+	if set != nil && w.shards.any.Load() {
+		set = w.pausedWithShards(list, set) // a sharded queue's pause holds for its shards
 	}
 	old := w.pause.set.Load()
 	if sameSet(old, set) {
@@ -94,7 +98,7 @@ func (w *Worker) readPaused(ctx context.Context) error {
 	} else {
 		w.pause.set.Store(&set)
 	}
-	for _, q := range w.queues {
+	for _, q := range list {
 		was := old != nil && (*old)[q]
 		if set[q] != was {
 			if set[q] {
@@ -136,11 +140,12 @@ func (w *Worker) isPaused(q *queue) bool {
 // activeQueues returns the worker's queues that are not paused, in order.
 func (w *Worker) activeQueues() []*queue {
 	set := w.pause.set.Load()
+	list := w.queueList()
 	if set == nil {
-		return w.queues
+		return list
 	}
-	out := make([]*queue, 0, len(w.queues))
-	for _, q := range w.queues {
+	out := make([]*queue, 0, len(list))
+	for _, q := range list {
 		if !(*set)[q] {
 			out = append(out, q)
 		}
@@ -148,11 +153,12 @@ func (w *Worker) activeQueues() []*queue {
 	return out
 }
 
-// pausedNames returns the names of the worker's paused queues.
+// pausedNames returns the names of the worker's paused queues (configured
+// ones: a shard is paused with its sharded queue).
 func (w *Worker) pausedNames() []string {
 	var out []string
-	for _, q := range w.queues {
-		if w.isPaused(q) {
+	for _, q := range w.queueList() {
+		if q.logical == "" && w.isPaused(q) {
 			out = append(out, q.keys.Name)
 		}
 	}

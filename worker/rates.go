@@ -146,8 +146,8 @@ func (w *Worker) bucketsFor(j *job) []bucket {
 			}
 		}
 	}
-	if l := rs.byQueue[j.q.keys.Name]; l != nil {
-		out = append(out, bucket{l, "queue:" + j.q.keys.Name})
+	if l := rs.byQueue[j.q.served()]; l != nil {
+		out = append(out, bucket{l, "queue:" + j.q.served()})
 	}
 	if l := rs.byKind[env.Kind]; l != nil {
 		out = append(out, bucket{l, "kind:" + env.Kind})

@@ -85,6 +85,8 @@ type Worker struct {
 	pause pauseState // the queues paused now (pause.go)
 	reg   registry   // the worker's registration (registry.go)
 
+	shards shardState // the queues served once shards joined (shard21.go)
+
 	intake   loops          // fetch, forwarding, housekeeping
 	execs    sync.WaitGroup // running handlers
 	support  loops          // completers, heartbeats, watchdog, control
@@ -125,6 +127,8 @@ type queue struct {
 	keys   keys.Queue
 	weight int
 	cursor string // XAUTOCLAIM cursor
+
+	logical string // a shard's sharded queue, else "" (shard21.go)
 
 	drainMu    sync.Mutex // one outbox drain at a time
 	drainAgain atomic.Bool
@@ -224,6 +228,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := w.initShards(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	for _, q := range w.queues {
 		if err := store.EnsureGroup(ctx, w.rdb, q.keys); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -276,6 +283,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.intake.run(w.fetchLoop)
 	w.intake.run(w.forwardLoop)
 	w.intake.run(w.housekeepLoop)
+	w.intake.run(w.shardLoop)
 	w.state = stateRunning
 	w.log.Debug("worker started", slog.Int("concurrency", w.cfg.Concurrency))
 	return nil

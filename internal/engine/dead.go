@@ -29,6 +29,10 @@ func (e *Engine) DeadEntries(ctx context.Context, queue string, offset, limit in
 // count of attempts, under the same key (client.Client.RetryDead documents
 // it).
 func (e *Engine) RetryDead(ctx context.Context, r Ref) error {
+	r, err := e.Resolve(ctx, r)
+	if err != nil {
+		return err
+	}
 	id := r.ID()
 	q := keys.ForQueue(r.Queue)
 	raw, found, err := store.TaskEnvelope(ctx, e.rdb, q, r.Key)
@@ -68,6 +72,10 @@ func (e *Engine) RetryDead(ctx context.Context, r Ref) error {
 
 // PurgeDead deletes the dead task r names for good, or returns ErrNotFound.
 func (e *Engine) PurgeDead(ctx context.Context, r Ref) error {
+	r, err := e.Resolve(ctx, r)
+	if err != nil {
+		return err
+	}
 	n, err := store.PurgeDead(ctx, e.rdb, keys.ForQueue(r.Queue), []string{r.Key})
 	if err != nil {
 		return err

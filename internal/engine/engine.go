@@ -97,6 +97,9 @@ type Engine struct {
 	groups sync.Map    // queue names whose consumer group this engine ensured
 	clock  store.Clock // Redis time, for deadlines
 
+	// shardsOf caches the shard registry's entries (shard21.go).
+	shardsOf shardCache
+
 	// markerTTL is how long an enqueue's op marker lives: the longest
 	// time after a first attempt reached Redis that the same call may send
 	// it again (go-redis' resends, and the engine's own on LOADING).

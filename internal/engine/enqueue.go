@@ -120,7 +120,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	}
 	if opts.Queue == "" {
 		opts.Queue = e.cfg.DefaultQueue
-	} else if err := keys.ValidateName("queue", opts.Queue); err != nil {
+	} else if err := keys.ValidatePhysicalQueue(opts.Queue); err != nil {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Queue: %w", kind, err)
 	}
 	if opts.ID != "" {
@@ -282,7 +282,14 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 		Partition:   opts.PartitionKey,
 		EnqueuedMs:  enqueuedMs,
 	})
-	p := prepared{queue: opts.Queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention}
+	queue := opts.Queue
+	if !x.template {
+		// A sharded queue's task goes to one of its shards (shard21.go).
+		if queue, err = e.place(ctx, queue, opts.ID, opts.PartitionKey); err != nil {
+			return prepared{}, fmt.Errorf("enqueue %s: %w", kind, err)
+		}
+	}
+	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention}
 	if e.cfg.Enqueued != nil && !x.template {
 		// The options as sent: the metadata the task carries (inherited
 		// entries too), the trace context it carries.

@@ -21,6 +21,10 @@ const maxCancelDepth = 64
 // state the script reported: "cancelling" for a running task, an end state
 // otherwise.
 func (e *Engine) Cancel(ctx context.Context, r Ref) (string, error) {
+	r, err := e.Resolve(ctx, r)
+	if err != nil {
+		return "", err
+	}
 	return e.cancel(ctx, r, 0)
 }
 
@@ -64,12 +68,19 @@ func (e *Engine) cancel(ctx context.Context, r Ref, depth int) (string, error) {
 // r's queue and opts.ID to a fresh key. The Ref returned with an error, when
 // its Key is set, names a continuation that exists.
 func (e *Engine) ContinueWith(ctx context.Context, r Ref, args Args, opts *Opts, onlyOnSuccess bool) (Ref, error) {
+	r, err := e.Resolve(ctx, r)
+	if err != nil {
+		return Ref{}, err
+	}
 	var o Opts
 	if opts != nil {
 		o = *opts
 	}
 	if o.Queue == "" {
 		o.Queue = r.Queue
+		if q, _, ok := keys.ParseShard(r.Queue); ok {
+			o.Queue = q // placed on a shard by its own id
+		}
 	}
 	if o.ID == "" {
 		o.ID = "c-" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)

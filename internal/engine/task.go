@@ -25,6 +25,10 @@ func Final(state string) bool {
 // Read returns a snapshot of the task r names; its State is "" for an
 // unknown task.
 func (e *Engine) Read(ctx context.Context, r Ref) (store.TaskState, error) {
+	r, err := e.Resolve(ctx, r)
+	if err != nil {
+		return store.TaskState{}, err
+	}
 	return store.State(ctx, e.rdb, keys.ForQueue(r.Queue), r.Key, "")
 }
 
@@ -35,6 +39,10 @@ func (e *Engine) Read(ctx context.Context, r Ref) (store.TaskState, error) {
 // watcher (every store.WatchTTL/2). An unknown task is ErrNotFound; a
 // closed engine ErrClosed.
 func (e *Engine) Outcome(ctx context.Context, r Ref) (store.TaskState, error) {
+	r, err := e.Resolve(ctx, r)
+	if err != nil {
+		return store.TaskState{}, err
+	}
 	q := keys.ForQueue(r.Queue)
 	w, err := e.hub.watch(ctx, q.Done(), r.Key)
 	if err != nil {

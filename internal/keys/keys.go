@@ -248,14 +248,16 @@ func (q Queue) Done() string { return q.tag + "done" }
 // TaskID joins a queue and a task key into a public task id.
 func TaskID(queue, key string) string { return queue + "/" + key }
 
-// SplitTaskID is the inverse of TaskID.
+// SplitTaskID is the inverse of TaskID. The queue is a public name or a
+// shard's physical name (ValidatePhysicalQueue).
 func SplitTaskID(id string) (queue, key string, err error) {
 	i := strings.IndexByte(id, '/')
 	if i < 0 {
 		return "", "", fmt.Errorf("task id %q has no queue part (want <queue>/<key>): %w", id, ErrInvalidName)
 	}
 	queue, key = id[:i], id[i+1:]
-	if err := ValidateName("queue", queue); err != nil {
+	// A shard's task names its physical queue (issue 21).
+	if err := ValidatePhysicalQueue(queue); err != nil {
 		return "", "", fmt.Errorf("task id %q: %w", id, err)
 	}
 	if err := ValidateName("task key", key); err != nil {
