@@ -50,10 +50,13 @@ func TestActions(t *testing.T) {
 
 	// Retry a dead task (its queue paused, so that no worker takes it at
 	// once): it leaves the dead list and waits; resumed, it dies again (its
-	// handler fails it permanently).
+	// handler fails it permanently). The pause binds a worker once it has
+	// read the flag (on the notice, or its next poll: up to 250 ms later),
+	// so the retry waits until the queue's worker reports it paused.
 	if err := f.in.Pause(ctx, f.Dead); err != nil {
 		t.Fatal(err)
 	}
+	f.waitPaused(t, f.Dead)
 	resp := post(t, hc, srv.URL+"/actions/retry", url.Values{"csrf": {tok}, "id": {f.Plain}, "back": {back}})
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != back {
 		t.Fatalf("retry: %d to %q", resp.StatusCode, resp.Header.Get("Location"))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,6 +145,30 @@ func newFixture(t testing.TB) *fixture {
 		*x.to = h.ID()
 	}
 	return f
+}
+
+// waitPaused waits until every live worker of queue (at least one) reports
+// it paused. A worker registers its paused set right after it read the
+// flags, so from then on it starts no task of the queue.
+func (f *fixture) waitPaused(t testing.TB, queue string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, "the workers of "+queue+" to report it paused", func() bool {
+		ws, err := f.in.Workers(context.Background())
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, w := range ws {
+			if _, ok := w.Queues[queue]; !ok {
+				continue
+			}
+			if !slices.Contains(w.Paused, queue) {
+				return false
+			}
+			n++
+		}
+		return n > 0
+	})
 }
 
 // server starts the dashboard on f with opts (Addr defaults to a loopback
