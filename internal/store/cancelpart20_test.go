@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -152,5 +153,35 @@ func TestPartitionStartWithNothingBehindDropsNext(t *testing.T) {
 	succeedHead2("d2")
 	if got, want := partState(t, rdb, q, "p2", "b2"), "list [b2] b2:pending/m=false/pc=/nx= stream 9 outbox 0 pw 0"; got != want {
 		t.Fatalf("after d2 ended:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A group's cancel (CancelMembers) takes a named task waiting in a
+// partition out of its list too: the pipelined cancel calls it again with
+// the list declared. Members and tasks not in a partition are cancelled in
+// the first call.
+func TestPartitionCancelMembersWaiting(t *testing.T) {
+	t.Parallel()
+	rdb, q := env(t)
+	ctx := context.Background()
+	var tasks []store.NewTask
+	for _, k := range []string{"a", "b", "c"} {
+		tasks = append(tasks, store.NewTask{UserKey: k, Envelope: envelope(k), Part: "pk"})
+	}
+	tasks = append(tasks, store.NewTask{UserKey: "e", Envelope: envelope("e")})
+	enqueueTasks(t, rdb, q, "op", tasks...)
+	g := store.GroupRef{Home: q, ID: "g1"}
+	if st, _, err := store.NewGroup(ctx, rdb, g, store.GroupSettings{Members: 2}, ""); err != nil || st != "new" {
+		t.Fatalf("NewGroup = %q, %v", st, err)
+	}
+	names := []string{keys.TaskID(q.Name, "b"), keys.TaskID(q.Name, "e")}
+	if _, err := store.CancelMembers(ctx, rdb, g, names, "stop", 60000); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := partState(t, rdb, q, "pk", "a", "b", "c"), "list [a c] a:pending/m=false/pc=/nx= b:cancelled/m=true/pc=/nx= c:waiting/m=true/pc=1/nx= stream 1 outbox 0 pw 1"; got != want {
+		t.Fatalf("after the group cancelled b:\n got %s\nwant %s", got, want)
+	}
+	if st := rdb.HGet(ctx, q.Task("e"), "st").Val(); st != "cancelled" {
+		t.Fatalf("e is %q; want cancelled", st)
 	}
 }
