@@ -21,9 +21,13 @@
 -- it. The caller does not know the partition beforehand: a call that finds
 -- such a task without its list declared writes nothing and answers
 -- {'partition', pk}; the caller then calls again with the list of pk in
--- KEYS[16] and pk in ARGV[9]. The key is listed once while its record
--- waits (enqueue.lua and retrydead.lua refuse a key whose record exists),
--- so the task's slot is the only one removed.
+-- KEYS[16] and pk in ARGV[9]. A key is listed once while its record
+-- waits (enqueue.lua lists only a key without a record, and retrydead.lua
+-- takes a dead task's own slot off the head before listing it again), so
+-- every slot of the key removed (LREM count 0) is the task's own. Its
+-- outbox entry (pt) is written only when it headed the list (for a moment,
+-- between two steps of a drain): the task behind it is then to start. One
+-- behind the head changes nothing the head's end will not step.
 -- A batch item (patterns.Batch) not yet ended is cancelled at once: its
 -- batch leaves it out, or, running already, does not record it. A batch
 -- cancelled while it waits is closed in the same step (field open and its
