@@ -20,7 +20,7 @@ import (
 )
 
 // The commands reach a Redis Cluster named by -redis-cluster alone (the
-// environment names no Redis): the 3-master cluster of the cluster pass
+// environment names no Redis): the 6-master cluster of the cluster pass
 // (ASYNC_REDIS_CLUSTER), else a miniredis, which answers CLUSTER SLOTS as a
 // cluster of one node. Enqueue, queues, tasks, queue pause and resume,
 // and queue delete, each checked against what a cluster client of the

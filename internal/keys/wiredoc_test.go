@@ -90,6 +90,7 @@ var (
 		"WorkerIndex":    keys.WorkerIndex,
 		"TestKitMarker":  keys.TestKitMarker,
 		"TestKitLock":    keys.TestKitLock,
+		"ShardRegistry":  keys.ShardRegistry,
 	}
 )
 
@@ -103,6 +104,10 @@ var notKeys = []string{
 	"SplitTaskID", "GroupPrefix", "MaxGroupIDLen", "GroupID", "IsGroupID",
 	"SplitGroupID", "Limit", "ForLimit", "PauseNotice", "RatePrefix",
 	"LimitPrefix", "ThrottleMatch",
+	// Issue 21: shard names and their placement on a cluster's slots.
+	"ShardSep", "MaxShards", "MaxPhysicalLen", "ShardName", "ParseShard",
+	"IsShard", "ValidatePhysicalQueue", "Slots", "CRC16", "Slot",
+	"QueueSlot", "SlotRange", "ErrPlacement", "PlaceShards",
 }
 
 // docValues are values of notKeys constants that reach Redis as names or

@@ -2,9 +2,10 @@
 -- key, listed in enqueue order). Only the head of the list is ever in the
 -- stream, so tasks of one key run one at a time and in order; a task leaves
 -- the head only once it has ended, so a task whose worker died runs again
--- (after its lease) before the next of its key. Every end of a partitioned
--- task writes an outbox entry naming its partition, and draining that entry
--- runs this script until it reports something other than 'again'.
+-- (after its lease) before the next of its key. An end that complete.lua
+-- does not step itself (see below), and every end recorded by cancel.lua,
+-- writes an outbox entry naming its partition, and draining that entry runs
+-- this script until it reports something other than 'again'.
 -- A task started here records in its hash (field nx) the key of the task
 -- behind it, if any: the outbox entry of its end names both (complete.lua),
 -- so the drain can call with the two keys without reading the list first.

@@ -1,0 +1,45 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/taskfleet/async/internal/keys"
+	"github.com/taskfleet/async/internal/store"
+)
+
+// shardText is a shard set as the rows compare it: each name with its salt
+// left out (a salt depends on the run's queue name), and the distance of
+// each shard's slot from the one before, which does not.
+func shardText(s store.ShardSet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "n=%d epoch=%d at=%d", s.N, s.Epoch, s.CreatedMs)
+	for i, name := range s.Names {
+		q, j, ok := keys.ParseShard(name)
+		gap := 0
+		if i > 0 {
+			gap = (keys.QueueSlot(name) - keys.QueueSlot(s.Names[i-1]) + keys.Slots) % keys.Slots
+		}
+		fmt.Fprintf(&b, " %s~%d.<salt>:%v+%d", q, j, ok, gap)
+	}
+	return b.String()
+}
+
+// TestResendConformanceShards declares a sharded queue (issue 21): its one
+// write is HSETNX into the registry; a resent one finds the entry its first
+// run wrote and answers with it.
+func TestResendConformanceShards(t *testing.T) {
+	RunTable(t, []Row{
+		{Name: "DeclareShards", Op: func(r *Run) string {
+			r.T.Cleanup(func() { _ = r.Env.RDB.HDel(context.Background(), keys.ShardRegistry, r.Q).Err() })
+			s, err := store.DeclareShards(r.Ctx, r.RDB, r.Q, 4)
+			// The registry is one key of every queue's: the run's entry,
+			// read directly.
+			got, ok, gerr := store.Shards(r.Ctx, r.Env.RDB, r.Q)
+			r.Note("registry %s: %v %s %v", r.Q, ok, shardText(got), gerr)
+			return Answer(shardText(s), err)
+		}},
+	})
+}
