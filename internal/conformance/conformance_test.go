@@ -169,6 +169,16 @@ func clientRows() []Row {
 				r.H = []*client.Handle{r.enqueue(2, &client.EnqueueOpts{PartitionKey: "k"})}
 			},
 			Op: cancel},
+		// A task waiting between the head and another: cancel.lua answers
+		// its partition, then, called again with the partition's list,
+		// takes it out of the list (the head and the task behind stay).
+		{Name: "Cancel/partition-middle",
+			Setup: func(r *Run) {
+				r.enqueue(1, &client.EnqueueOpts{PartitionKey: "k"})
+				r.H = []*client.Handle{r.enqueue(2, &client.EnqueueOpts{PartitionKey: "k"})}
+				r.enqueue(3, &client.EnqueueOpts{PartitionKey: "k"})
+			},
+			Op: cancel},
 		// The queue's group made with its exact waiting count (groupmk.lua).
 		{Name: "EnsureGroup", Op: func(r *Run) string {
 			return Answer("", store.EnsureGroup(r.Ctx, r.RDB, keys.ForQueue(r.Q+"-new")))

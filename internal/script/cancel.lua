@@ -8,9 +8,26 @@
 --          (for any other task, five times its hash)
 -- KEYS[13] the queue's stats hash, KEYS[14] and KEYS[15] the scheduled
 --          set's retrying and held indexes
+-- KEYS[16] the list of the partition ARGV[9] (keys.Queue.Partition), when
+--          the caller names one; else the task hash again
 -- ARGV[1]  consumer group, ARGV[2] task key, ARGV[3] done channel,
 -- ARGV[4]  control channel, ARGV[5] retention ms, ARGV[6] reason, ARGV[7] task id,
 -- ARGV[8]  for a batch item its index in the batch, else ''
+-- ARGV[9]  the partition key whose list is KEYS[16], else ''
+-- A task waiting in a partition (behind its head) leaves the partition's
+-- list as it is cancelled, so that no slot of its key stays behind: were
+-- one left, a task enqueued later with the same key, once this record has
+-- expired, would start from that slot, ahead of the tasks enqueued before
+-- it. The caller does not know the partition beforehand: a call that finds
+-- such a task without its list declared writes nothing and answers
+-- {'partition', pk}; the caller then calls again with the list of pk in
+-- KEYS[16] and pk in ARGV[9]. A key is listed once while its record
+-- waits (enqueue.lua lists only a key without a record, and retrydead.lua
+-- takes a dead task's own slot off the head before listing it again), so
+-- every slot of the key removed (LREM count 0) is the task's own. Its
+-- outbox entry (pt) is written only when it headed the list (for a moment,
+-- between two steps of a drain): the task behind it is then to start. One
+-- behind the head changes nothing the head's end will not step.
 -- A batch item (patterns.Batch) not yet ended is cancelled at once: its
 -- batch leaves it out, or, running already, does not record it. A batch
 -- cancelled while it waits is closed in the same step (field open and its
@@ -22,7 +39,9 @@
 -- Returns: {state}: the final state when it had already ended ('succeeded',
 -- 'dead', 'cancelled'); 'cancelled' when cancelled now; 'cancelling' when it
 -- runs and its worker was told; '' when no such task is known. A replay
--- answers the same or 'cancelled'.
+-- answers the same or 'cancelled'. {'partition', pk} when the task waits in
+-- partition pk and ARGV[9] is not pk (nothing written: call again with
+-- that list declared).
 local tk, fk, stream = KEYS[1], KEYS[2], KEYS[3]
 local key = ARGV[2]
 if redis.call('EXISTS', fk) == 1 then return {'succeeded'} end
@@ -30,6 +49,11 @@ if ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[10], ARGV[8]) == 1 then return {
 local h = redis.call('HMGET', tk, 'st', 'e')
 local st, eid = h[1], h[2]
 if st == 'dead' or st == 'cancelled' then return {st} end
+local wpk = false
+if st == 'waiting' then
+  wpk = redis.call('HGET', tk, 'pk')
+  if wpk and wpk ~= ARGV[9] then return {'partition', wpk} end
+end
 local known = st ~= false
 if not st and string.match(key, '^%d+%-%d+$') then
   eid = key
@@ -87,6 +111,14 @@ if h[1] == 'waiting' and redis.call('HDEL', tk, 'pc') == 1 then
   -- It was counted among the tasks waiting in a partition.
   redis.call('HINCRBY', KEYS[13], 'pw', -1)
 end
+-- headed: the waiting task was the head of its partition's list (for a
+-- moment, between two steps of a drain), and the task behind it waits to
+-- be started.
+local headed = false
+if wpk then
+  headed = redis.call('LINDEX', KEYS[16], 0) == key
+  redis.call('LREM', KEYS[16], 0, key)
+end
 redis.call('ZREM', KEYS[4], key)
 redis.call('ZREM', KEYS[14], key)
 redis.call('ZREM', KEYS[15], key)
@@ -107,8 +139,10 @@ if string.match(key, '^bt%-[^.]+$') then
   redis.call('XADD', KEYS[6], '*', 'bd', key, 'st', 'cancelled', 'why', ARGV[6])
 end
 local pk = redis.call('HGET', tk, 'pk')
-if pk then
-  -- A partitioned task: the next of its key may start (partstep.lua).
+if pk and (headed or not wpk) then
+  -- A partitioned task that headed its list: the next of its key may start
+  -- (partstep.lua). One that waited behind the head left its list above,
+  -- and the head, unchanged, steps the partition when it ends.
   redis.call('XADD', KEYS[6], '*', 'pt', pk)
 end
 return {'cancelled'}

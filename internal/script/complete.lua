@@ -120,6 +120,7 @@ local function step(d, pk, key)
   else
     local id = redis.call('XADD', stream, '*', 'm', h[2], 'pk', pk)
     redis.call('HSET', d.nk, 'st', 'pending', 'e', id)
+    redis.call('HDEL', d.nk, 'nx')
   end
   if h[3] then
     redis.call('HDEL', d.nk, 'm', 'pc')

@@ -44,7 +44,10 @@ local function step(hk, key)
     if nx then
       redis.call('HSET', hk, 'st', 'pending', 'e', id, 'nx', nx)
     else
+      -- Nothing behind it: an nx from an earlier start (a retried dead
+      -- task) would name a task no longer behind it.
       redis.call('HSET', hk, 'st', 'pending', 'e', id)
+      redis.call('HDEL', hk, 'nx')
     end
     if h[3] then
       redis.call('HDEL', hk, 'm', 'pc')

@@ -17,21 +17,49 @@ import (
 
 // Cancel cancels the task with key key (see cancel.lua); it returns the state
 // the script reports: a final state, "cancelling", or "" for an unknown task.
+// A task waiting in a partition takes a second call, with the partition's
+// list declared (the first answers its partition key and writes nothing).
 func Cancel(ctx context.Context, rdb redis.Scripter, q keys.Queue, key string, retainMs int64, reason string) (string, error) {
-	ks, idx := CancelKeys(q, key)
-	v, err := script.Cancel.Run(ctx, rdb, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, keys.TaskID(q.Name, key), idx).StringSlice()
-	if err != nil {
-		if strings.Contains(err.Error(), "NOGROUP") {
-			return "", nil
+	pk := ""
+	for try := 0; ; try++ {
+		ks, idx := CancelKeys(q, key, pk)
+		v, err := script.Cancel.Run(ctx, rdb, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, keys.TaskID(q.Name, key), idx, pk).StringSlice()
+		if err != nil {
+			if strings.Contains(err.Error(), "NOGROUP") {
+				return "", nil
+			}
+			return "", fmt.Errorf("cancel task %s: %w", keys.TaskID(q.Name, key), err)
 		}
-		return "", fmt.Errorf("cancel task %s: %w", keys.TaskID(q.Name, key), err)
+		p, ok := partitionReply(v)
+		if !ok {
+			return v[0], nil
+		}
+		if try == cancelPartTries-1 {
+			return "", fmt.Errorf("cancel task %s: its partition changed %d times while cancelling it", keys.TaskID(q.Name, key), cancelPartTries)
+		}
+		pk = p
 	}
-	return v[0], nil
+}
+
+// cancelPartTries bounds the calls of cancel.lua for one task: a second
+// call declares the partition the first named, and needs a third only when
+// the task's record changed partition in between (it ended, expired and was
+// enqueued again).
+const cancelPartTries = 4
+
+// partitionReply reports cancel.lua's answer {'partition', pk}: the task
+// waits in partition pk, whose list the call must declare.
+func partitionReply(v []string) (string, bool) {
+	if len(v) == 2 && v[0] == "partition" {
+		return v[1], true
+	}
+	return "", false
 }
 
 // CancelKeys are cancel.lua's keys for key, and the item index for a batch
-// item ("" otherwise).
-func CancelKeys(q keys.Queue, key string) ([]string, string) {
+// item ("" otherwise); pk names the partition whose list they declare (""
+// for none: see cancel.lua, whose ARGV[9] is then pk).
+func CancelKeys(q keys.Queue, key, pk string) ([]string, string) {
 	ks := []string{q.Task(key), q.Result(key), q.Stream(), q.Scheduled(), q.Conts(key), q.Outbox(), q.Hooks()}
 	idx := ""
 	if batch, i, ok := keys.BatchOfItem(key); ok {
@@ -40,7 +68,11 @@ func CancelKeys(q keys.Queue, key string) ([]string, string) {
 		t := q.Task(key)
 		ks = append(ks, t, t, t, t, t)
 	}
-	return append(ks, q.Stats(), q.SchedRetrying(), q.SchedHeld()), idx
+	ks = append(ks, q.Stats(), q.SchedRetrying(), q.SchedHeld())
+	if pk != "" {
+		return append(ks, q.Partition(pk)), idx
+	}
+	return append(ks, q.Task(key)), idx
 }
 
 // ContSpec names a continuation in an outbox or continuation list.

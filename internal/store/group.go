@@ -399,10 +399,15 @@ func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, m
 		cmd  *redis.Cmd
 	}
 	var calls []call
+	// pks are the partitions of members found waiting in one (cancel.lua
+	// answered {'partition', pk}): they are called again, with the list.
+	pks := map[string]string{}
+	todo := ms
+	parts := 0
 	for try := 0; ; try++ {
 		calls = calls[:0]
 		_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, m := range ms {
+			for _, m := range todo {
 				if m == "" || m == OpenMember {
 					continue
 				}
@@ -420,18 +425,24 @@ func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, m
 					continue
 				}
 				q := keys.ForQueue(qn)
-				ks, idx := CancelKeys(q, key)
-				calls = append(calls, call{m, q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m, idx)})
+				ks, idx := CancelKeys(q, key, pks[m])
+				calls = append(calls, call{m, q, script.Cancel.EvalSha(ctx, p, ks, keys.Group, key, q.Done(), q.Ctl(), retainMs, reason, m, idx, pks[m])})
 			}
 			return nil
 		})
 		var first error
 		noScript := false
 		var unknown []MemberEnd
+		var again []string
 		for _, c := range calls {
 			v, err := c.cmd.Result()
 			switch {
 			case err == nil:
+				if pk, ok := partitionReply(replyStrings(v)); ok {
+					pks[c.name] = pk
+					again = append(again, c.name)
+					continue
+				}
 				t.add(c.q)
 				if replyState(v) == "" {
 					unknown = append(unknown, MemberEnd{Member: c.name, State: "cancelled"})
@@ -466,6 +477,15 @@ func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, m
 				t.add(g.Home)
 			}
 		}
+		if len(again) > 0 {
+			// Members waiting in a partition: cancelled by a second call
+			// that declares its list (see Cancel).
+			if parts++; parts == cancelPartTries {
+				return fmt.Errorf("cancel members of group %s: the partition of %s changed %d times while cancelling it", g, again[0], cancelPartTries)
+			}
+			todo = again
+			continue
+		}
 		return nil
 	}
 }
@@ -483,6 +503,19 @@ func replyState(v any) string {
 		}
 	}
 	return ""
+}
+
+// replyStrings is a script's array answer of strings (others are left
+// out).
+func replyStrings(v any) []string {
+	x, _ := v.([]any)
+	out := make([]string, 0, len(x))
+	for _, e := range x {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // A ForkJoin's join waits (held) from before its group is sealed. Should

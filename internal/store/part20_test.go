@@ -282,11 +282,13 @@ func TestPartitionInlineStepDeclines(t *testing.T) {
 		{"stale next", func(_ *testing.T, _ redis.UniversalClient, _ keys.Queue, e *store.ReadEntry) { e.Next = "d" }, "c"},
 		{"other partition", func(_ *testing.T, _ redis.UniversalClient, _ keys.Queue, e *store.ReadEntry) { e.Part = "other" }, "c"},
 		{"next named none", func(_ *testing.T, _ redis.UniversalClient, _ keys.Queue, e *store.ReadEntry) { e.Next = "" }, "c"},
+		// c, cancelled while it waited, left the list: d is behind b, and
+		// the entry names it.
 		{"next cancelled", func(t *testing.T, rdb redis.UniversalClient, q keys.Queue, _ *store.ReadEntry) {
 			if st, err := store.Cancel(ctx, rdb, q, "c", 60000, "no"); err != nil || st != "cancelled" {
 				t.Fatalf("cancel c: %q, %v", st, err)
 			}
-		}, "c"},
+		}, "d"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
