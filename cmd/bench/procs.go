@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -167,7 +169,11 @@ func (e *env) procDrain(ctx context.Context, n, procs int) (*result, error) {
 			if err != nil && err != redis.Nil {
 				return nil, err
 			}
-			if len(gs) == 1 && gs[0].LastDeliveredID == lastID && gs[0].Pending == 0 {
+			// Drained: the group has read past the last task enqueued, has
+			// nothing left to read and nothing pending. A worker hands an
+			// entry it read ahead back to the stream as a new entry (the
+			// read-ahead's 10 ms bound), so the group may end past lastID.
+			if len(gs) == 1 && !idBefore(gs[0].LastDeliveredID, lastID) && gs[0].Lag == 0 && gs[0].Pending == 0 {
 				return mine, nil
 			}
 			if time.Now().After(deadline) {
@@ -212,4 +218,25 @@ func (e *env) startSelf(flag, q string) (*exec.Cmd, io.WriteCloser, io.ReadClose
 		return nil, nil, nil, err
 	}
 	return cmd, stdin, stdout, nil
+}
+
+// idBefore reports whether stream entry id a comes before b; an id that
+// does not parse comes before every other.
+func idBefore(a, b string) bool {
+	am, as, aok := splitEntryID(a)
+	bm, bs, bok := splitEntryID(b)
+	if !aok || !bok {
+		return !aok && bok
+	}
+	return am < bm || am == bm && as < bs
+}
+
+func splitEntryID(id string) (ms, seq uint64, ok bool) {
+	i := strings.IndexByte(id, '-')
+	if i < 0 {
+		return 0, 0, false
+	}
+	ms, err1 := strconv.ParseUint(id[:i], 10, 64)
+	seq, err2 := strconv.ParseUint(id[i+1:], 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
 }
