@@ -256,8 +256,8 @@ func (c *Coordinator) pass(ctx context.Context) (time.Duration, error) {
 	}
 	var errs []error
 	for i, qn := range names {
-		if keys.ValidateName("queue", qn) != nil {
-			continue
+		if keys.ValidatePhysicalQueue(qn) != nil {
+			continue // a shard's name is a queue of its own here
 		}
 		more, next, err := c.serve(ctx, qn, now)
 		if err != nil {
@@ -365,8 +365,8 @@ func (c *Coordinator) housekeep(ctx context.Context) error {
 	}
 	var errs []error
 	for _, qn := range queues {
-		if keys.ValidateName("queue", qn) != nil {
-			continue
+		if keys.ValidatePhysicalQueue(qn) != nil {
+			continue // a shard's name is a queue of its own here
 		}
 		q := keys.ForQueue(qn)
 		if err := c.keep.Housekeep(ctx, q); err != nil {

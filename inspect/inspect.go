@@ -134,7 +134,7 @@ func (i *Inspector) Queues(ctx context.Context) ([]QueueInfo, error) {
 // Queue returns the counts of the queue name. A queue nobody has used reads
 // as all zeros. A bad name is an error that matches client.ErrInvalidName.
 func (i *Inspector) Queue(ctx context.Context, name string) (QueueInfo, error) {
-	if err := keys.ValidateName("queue", name); err != nil {
+	if err := keys.ValidatePhysicalQueue(name); err != nil {
 		return QueueInfo{}, err
 	}
 	qs, err := i.stats(ctx, []string{name})

@@ -120,7 +120,13 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	}
 	if opts.Queue == "" {
 		opts.Queue = e.cfg.DefaultQueue
-	} else if err := keys.ValidatePhysicalQueue(opts.Queue); err != nil {
+	} else if q, _, ok := keys.ParseShard(opts.Queue); ok {
+		// A shard's name (a handler's own queue, a handle's) stands for
+		// its queue: placement chooses the shard, so that a task id and a
+		// partition key keep to one shard and no task lands on a shard
+		// the queue does not have.
+		opts.Queue = q
+	} else if err := keys.ValidateName("queue", opts.Queue); err != nil {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Queue: %w", kind, err)
 	}
 	if opts.ID != "" {

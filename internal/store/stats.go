@@ -21,7 +21,7 @@ func QueueNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list queues: %w", err)
 	}
-	names = slices.DeleteFunc(names, func(n string) bool { return keys.ValidateName("queue", n) != nil })
+	names = slices.DeleteFunc(names, func(n string) bool { return keys.ValidatePhysicalQueue(n) != nil })
 	slices.Sort(names)
 	return names, nil
 }
