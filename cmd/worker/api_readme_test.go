@@ -41,7 +41,7 @@ const readmeAPISection = "## Enqueue from any service (HTTP API)"
 // readmeAPIDB is the database of a real server these tests own (flushed
 // first): the examples use the queue "uploads", which no other package's
 // tests may serve meanwhile.
-const readmeAPIDB = 7
+const readmeAPIDB = 1
 
 // readmeExample is one marked block of the section: its marker's name and
 // its fence's language.
