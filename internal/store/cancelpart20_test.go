@@ -27,7 +27,7 @@ func TestPartitionReusedKeyOfCancelledWaiter(t *testing.T) {
 	if err := store.DrainOutbox(ctx, rdb, q, 60000); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := store.Cancel(ctx, rdb, q, "k", 1, "stop"); err != nil || st != "cancelled" {
+	if st, err := store.Cancel(ctx, rdb, q, "k", 60000, "stop"); err != nil || st != "cancelled" {
 		t.Fatalf("cancel the waiting k: %q, %v", st, err)
 	}
 	if got, want := partState(t, rdb, q, "pk", "a", "k", "d"), "list [a d] a:pending/m=false/pc=/nx=k k:cancelled/m=true/pc=/nx= d:waiting/m=true/pc=1/nx= stream 2 outbox 0 pw 1"; got != want {
