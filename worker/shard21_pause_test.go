@@ -19,18 +19,22 @@ import (
 
 // holdPauseRead is a go-redis hook that, once armed, holds the next
 // pipeline reading a pause flag (a worker's read of its pause flags) until
-// release is closed; blocked is closed when it holds it.
+// release is closed; blocked is closed when it holds it. shardFlags is
+// closed when a read of a shard's pause flag has returned.
 type holdPauseRead struct {
-	mu      sync.Mutex
-	armed   bool
-	blocked chan struct{}
-	release chan struct{}
+	mu         sync.Mutex
+	armed      bool
+	blocked    chan struct{}
+	release    chan struct{}
+	shardFlags chan struct{}
+	shardOnce  sync.Once
 }
 
 func (h *holdPauseRead) arm() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.armed, h.blocked, h.release = true, make(chan struct{}), make(chan struct{})
+	h.shardFlags, h.shardOnce = make(chan struct{}), sync.Once{}
 }
 
 func (h *holdPauseRead) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -40,16 +44,20 @@ func (h *holdPauseRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *holdPauseRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		reads := len(cmds) > 0 && slices.ContainsFunc(cmds, func(c redis.Cmder) bool {
+		reads, shards := false, false
+		for _, c := range cmds {
 			a := c.Args()
-			return len(a) == 2 && strings.EqualFold(fmt.Sprint(a[0]), "exists") && strings.HasSuffix(fmt.Sprint(a[1]), ":paused")
-		})
+			if len(a) == 2 && strings.EqualFold(fmt.Sprint(a[0]), "exists") && strings.HasSuffix(fmt.Sprint(a[1]), ":paused") {
+				reads = true
+				shards = shards || strings.ContainsRune(fmt.Sprint(a[1]), keys.ShardSep)
+			}
+		}
 		h.mu.Lock()
 		hold := reads && h.armed
 		if hold {
 			h.armed = false
 		}
-		blocked, release := h.blocked, h.release
+		blocked, release, shardFlags := h.blocked, h.release, h.shardFlags
 		h.mu.Unlock()
 		if hold {
 			close(blocked)
@@ -59,7 +67,11 @@ func (h *holdPauseRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 				return ctx.Err()
 			}
 		}
-		return next(ctx, cmds)
+		err := next(ctx, cmds)
+		if shards && shardFlags != nil {
+			h.shardOnce.Do(func() { close(shardFlags) })
+		}
+		return err
 	}
 }
 
@@ -109,12 +121,30 @@ func TestShardsJoinPausedDuringPauseRead(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the read of the pause flags did not start")
 	}
-	if err := worker.RigAddShards(ctx, w); err != nil {
-		t.Fatal(err)
+	// The shards join while the read is held: addShards runs to its end,
+	// or, should it wait for the read under way to end (one lock for
+	// both), the read is released once addShards has read the shards'
+	// own flags, its last call to Redis.
+	added := make(chan error, 1)
+	go func() { added <- worker.RigAddShards(ctx, w) }()
+	var addErr error
+	done := false
+	select {
+	case addErr = <-added:
+		done = true
+	case <-hook.shardFlags:
+	case <-ctx.Done():
+		t.Fatal("the shards did not join")
 	}
 	close(hook.release)
 	if err := <-read; err != nil {
 		t.Fatal(err)
+	}
+	if !done {
+		addErr = <-added
+	}
+	if addErr != nil {
+		t.Fatal(addErr)
 	}
 	want := slices.Sorted(slices.Values(append([]string{b.queue}, names...)))
 	if got := worker.RigServed(w); !slices.Equal(got, want) {
