@@ -107,7 +107,7 @@ var notKeys = []string{
 	// Issue 21: shard names and their placement on a cluster's slots.
 	"ShardSep", "MaxShards", "MaxPhysicalLen", "ShardName", "ParseShard",
 	"IsShard", "ValidatePhysicalQueue", "Slots", "CRC16", "Slot",
-	"QueueSlot", "SlotRange", "ErrPlacement", "PlaceShards",
+	"QueueSlot", "SlotRange", "ErrPlacement", "PlaceShards", "JumpShard", "GrowShards",
 }
 
 // docValues are values of notKeys constants that reach Redis as names or
