@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,12 +184,15 @@ func (e *Engine) findEarlier(ctx context.Context, ps []prepared) error {
 
 // Resolve returns the Ref of the task r names: a task id made of a sharded
 // queue's name and a key of the caller's ("uploads/K") names the task on
-// the shard of K, where an enqueue with that id placed it (looked for in
-// the queue's earlier layouts too, while they settle). Generated keys
-// (stream entry ids) are left on the queue named: a handle carries its
-// shard already, and one of the plain queue was written there. A task
-// placed by its partition key is found through its handle's id, which
-// names its shard.
+// the shard of K, where an enqueue with that id placed it; else, while the
+// queue's earlier layouts settle, where an earlier layout placed it; else
+// on the plain queue, where the tasks go that are not placed (a batch's
+// items, a repeat's, those of a producer that had not read the
+// declaration yet). One pipelined look when the key's shard does not have
+// it. Generated keys (stream entry ids) are left on the queue named: a
+// handle carries its shard already, and one of the plain queue was
+// written there. A task placed by its partition key is found through its
+// handle's id, which names its shard.
 func (e *Engine) Resolve(ctx context.Context, r Ref) (Ref, error) {
 	if r.Queue == "" || keys.IsShard(r.Queue) || keys.IsEntryID(r.Key) {
 		return r, nil
@@ -200,17 +204,20 @@ func (e *Engine) Resolve(ctx context.Context, r Ref) (Ref, error) {
 	if ent.set == nil {
 		return r, nil
 	}
-	q, earlier := ent.set.Place(shardKey(r.Key), ent.redisNow())
-	if len(earlier) > 0 {
-		// Where the id's task is; where it would go when it is nowhere.
-		cand := append([]string{q}, earlier...)
-		found, err := store.FindEarlier(ctx, e.rdb, []store.Earlier{{Queues: cand, ID: r.Key}})
-		if err != nil {
-			return Ref{}, fmt.Errorf("task %s: %w", r.ID(), err)
-		}
-		if found[0] >= 0 {
-			q = cand[found[0]]
-		}
+	if _, _, ok := keys.BatchOfItem(r.Key); ok {
+		return r, nil // a batch's items are on the plain queue
+	}
+	q, earlier := ent.set.Place(r.Key, ent.redisNow())
+	cand := append([]string{q}, earlier...)
+	if !slices.Contains(cand, r.Queue) {
+		cand = append(cand, r.Queue)
+	}
+	found, err := store.FindEarlier(ctx, e.rdb, []store.Earlier{{Queues: cand, ID: r.Key}})
+	if err != nil {
+		return Ref{}, fmt.Errorf("task %s: %w", r.ID(), err)
+	}
+	if found[0] >= 0 {
+		q = cand[found[0]] // where it is; where it would go when it is nowhere
 	}
 	r.Queue = q
 	return r, nil

@@ -5,6 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskfleet/async/internal/keys"
+
 	"github.com/taskfleet/async/internal/store"
 )
 
@@ -26,7 +31,10 @@ func BenchmarkPlaceUnsharded(b *testing.B) {
 // the same key always on the same shard.
 func TestPlace(t *testing.T) {
 	names := []string{"q~0.a", "q~1.b", "q~2.c"}
-	e := &Engine{}
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := &Engine{rdb: rdb}
 	e.shardsOf.m.Store("q", &shardEntry{set: &store.ShardSet{Queue: "q", N: 3, Names: names, Epoch: 1, CreatedMs: 1}, read: time.Now().Add(time.Hour)})
 	ctx := context.Background()
 	at := func(key, pk string) string {
@@ -61,12 +69,16 @@ func TestPlace(t *testing.T) {
 			t.Errorf("round-robin over 9 tasks: %v", seen)
 		}
 	}
-	// Resolve: an id of the queue's name goes to its key's shard; a
-	// generated key and a shard's id stay.
+	// Resolve: an id of the queue's name goes to its key's shard when the
+	// task is nowhere (or there), to the plain queue when it is there; a
+	// generated key, a batch item's and a shard's id stay.
+	mr.HSet(keys.ForQueue("q").Task("on-plain"), "st", "pending")
 	for _, c := range []struct{ in, want Ref }{
 		{Ref{Queue: "q", Key: "k1"}, Ref{Queue: names[ShardOf("k1", 3)], Key: "k1"}},
 		{Ref{Queue: "q", Key: "1700000000000-0"}, Ref{Queue: "q", Key: "1700000000000-0"}},
 		{Ref{Queue: "q~1.b", Key: "k1"}, Ref{Queue: "q~1.b", Key: "k1"}},
+		{Ref{Queue: "q", Key: "on-plain"}, Ref{Queue: "q", Key: "on-plain"}},
+		{Ref{Queue: "q", Key: "bt-x.7"}, Ref{Queue: "q", Key: "bt-x.7"}},
 	} {
 		got, err := e.Resolve(ctx, c.in)
 		if err != nil || got != c.want {
