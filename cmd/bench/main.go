@@ -6,7 +6,11 @@
 // parent end → continuation start latency, cancel propagation to a running
 // handler (worker in this process and in a subprocess), a chain of
 // continuations, and the HTTP API (internal/httpapi): batches of tasks
-// against EnqueueMany, single POSTs at a fixed rate against Enqueue.
+// against EnqueueMany, single POSTs at a fixed rate against Enqueue; and
+// sharded queues (issue 21) on local Redis Clusters it starts: each
+// master's share of a 12-shard queue's tasks, keys and Redis CPU against a
+// plain queue, per-key order across shards, and durable enqueue (WAIT)
+// against plain enqueue on a cluster with replicas.
 //
 //	go run ./cmd/bench                          # print the results as markdown
 //	go run ./cmd/bench --out docs/benchmarks.md # rewrite the doc's results section
@@ -70,6 +74,7 @@ type sizes struct {
 	APIDur, APIWarm                     time.Duration // single POSTs: measured, then warm-up before it
 
 	Shards shardCfg // the sharded queue on a local cluster (issue 21)
+	Wait   waitCfg  // durable enqueue on a cluster with replicas (issue 21)
 }
 
 var full = sizes{
@@ -118,6 +123,7 @@ var full = sizes{
 
 	Shards: shardCfg{Masters: 6, Shards: 12, Tasks: 1000000, Producers: 4, Batch: 1000, Backlog: 100000,
 		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 2000, OrderPer: 10, Reps: 3},
+	Wait: waitCfg{Masters: 3, Many: 100000, Producers: 4, Batch: 1000, Conc: 16, ConcN: 50000, Seq: 5000, Timeout: time.Second, Reps: 3},
 }
 
 var quick = sizes{
@@ -157,6 +163,7 @@ var quick = sizes{
 
 	Shards: shardCfg{Masters: 6, Shards: 12, Tasks: 20000, Producers: 4, Batch: 1000, Backlog: 100000,
 		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 200, OrderPer: 10, Reps: 1},
+	Wait: waitCfg{Masters: 3, Many: 10000, Producers: 4, Batch: 1000, Conc: 16, ConcN: 5000, Seq: 1000, Timeout: time.Second, Reps: 1},
 }
 
 type options struct {
@@ -208,7 +215,7 @@ func main() {
 	flag.IntVar(&o.abRounds, "ab-rounds", 5, "A/B: rounds (each side runs once per round, one run per measurement)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the run's figures (rows' tasks/s, latency percentiles) as JSON to `FILE` (what --ab-against compares)")
 	flag.IntVar(&o.shardTasks, "shard-tasks", 0, "tasks a run of the shards phase pushes through the sharded queue (and the plain one); default 1,000,000 (20,000 with --quick)")
-	flag.IntVar(&o.shardReps, "shard-reps", 0, "runs of each queue in the shards phase (the median is reported); default 3 (1 with --quick)")
+	flag.IntVar(&o.shardReps, "shard-reps", 0, "runs of each queue in the shards phase, and rounds of its durable enqueue part (the median is reported); default 3 (1 with --quick)")
 	flag.IntVar(&o.orderKeys, "shard-order-keys", -1, "partition keys (10 tasks each) of the shards phase's order check; 0 skips it; default 2000 (200 with --quick)")
 	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
 	drainWorker := flag.String(drainWorkerFlag, "", "internal: run as a worker subprocess of the procs phase, serving `QUEUE` on --redis")
@@ -315,6 +322,7 @@ func run(o options, stdout, progress io.Writer) error {
 	}
 	if o.shardReps > 0 {
 		sz.Shards.Reps = o.shardReps
+		sz.Wait.Reps = o.shardReps
 	}
 	if o.orderKeys >= 0 {
 		sz.Shards.OrderKeys = o.orderKeys
@@ -747,6 +755,17 @@ func run(o options, stdout, progress io.Writer) error {
 			}
 			si.Errs = append(si.Errs, err.Error())
 		}
+		wc := sz.Wait
+		step(fmt.Sprintf("shards: durable enqueue (WAIT) on a %d-master cluster with replicas, %d rounds", wc.Masters, wc.Reps))
+		wi, err := e.waitRun(ctx, wc, func(c *cluster) { ownCluster.Store(c) })
+		if err != nil {
+			fmt.Fprintf(progress, "  durable enqueue failed: %v\n", err)
+			si.Errs = append(si.Errs, "durable enqueue: "+err.Error())
+		}
+		if wi != nil && wi.Note != "" {
+			fmt.Fprintf(progress, "  %s\n", wi.Note)
+		}
+		si.Wait = wi
 		shi = si
 	}
 

@@ -820,16 +820,3 @@ func medianShard(rs []*shardRun) *shardRun {
 	sort.Slice(s, func(i, j int) bool { return s[i].Rate < s[j].Rate })
 	return s[len(s)/2]
 }
-
-// waitInfo is the durable-enqueue sub-phase (filled when the client has
-// the option).
-type waitInfo struct {
-	Note string
-}
-
-func (wi *waitInfo) markdown() string {
-	if wi == nil || wi.Note == "" {
-		return ""
-	}
-	return wi.Note + "\n\n"
-}
