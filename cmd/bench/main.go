@@ -122,7 +122,7 @@ var full = sizes{
 	APIWarm:       time.Second,
 
 	Shards: shardCfg{Masters: 6, Shards: 12, Tasks: 1000000, Producers: 4, Batch: 1000, Backlog: 100000,
-		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 2000, OrderPer: 10, Reps: 3},
+		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 2000, OrderPer: 10, Idle: 10 * time.Second, Reps: 3},
 	Wait: waitCfg{Masters: 3, Many: 100000, Producers: 4, Batch: 1000, Conc: 16, ConcN: 50000, Seq: 5000, Timeout: time.Second, Reps: 3},
 }
 
@@ -162,7 +162,7 @@ var quick = sizes{
 	APIWarm:       200 * time.Millisecond,
 
 	Shards: shardCfg{Masters: 6, Shards: 12, Tasks: 20000, Producers: 4, Batch: 1000, Backlog: 100000,
-		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 200, OrderPer: 10, Reps: 1},
+		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 200, OrderPer: 10, Idle: 2 * time.Second, Reps: 1},
 	Wait: waitCfg{Masters: 3, Many: 10000, Producers: 4, Batch: 1000, Conc: 16, ConcN: 5000, Seq: 1000, Timeout: time.Second, Reps: 1},
 }
 

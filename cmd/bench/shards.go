@@ -28,18 +28,153 @@ import (
 
 // shardCfg is the workload of the shards phase.
 type shardCfg struct {
-	Masters    int // masters of the cluster (no replicas)
-	Shards     int // shards of the queue
-	Tasks      int // tasks a run
-	Producers  int // goroutines calling EnqueueMany, sharing one client
-	Batch      int // tasks an EnqueueMany call
-	Backlog    int // producers wait while more tasks than this are enqueued and not handled
-	Workers    int // workers in this process, each with its own cluster client
-	Conc       int // each worker's Concurrency
-	FetchBatch int // each worker's FetchBatch
-	OrderKeys  int // partition keys of the order check
-	OrderPer   int // tasks a key
+	Masters    int           // masters of the cluster (no replicas)
+	Shards     int           // shards of the queue
+	Tasks      int           // tasks a run
+	Producers  int           // goroutines calling EnqueueMany, sharing one client
+	Batch      int           // tasks an EnqueueMany call
+	Backlog    int           // producers wait while more tasks than this are enqueued and not handled
+	Workers    int           // workers in this process, each with its own cluster client
+	Conc       int           // each worker's Concurrency
+	FetchBatch int           // each worker's FetchBatch
+	OrderKeys  int           // partition keys of the order check
+	OrderPer   int           // tasks a key
+	Idle       time.Duration // how long the idle workers are watched
 	Reps       int
+}
+
+// idleRun is what idle workers (default settings) cost the cluster.
+type idleRun struct {
+	Sharded        bool
+	Physical       int // physical queues each worker serves
+	Workers        int // idle workers
+	Dur            time.Duration
+	ReadsPerWorker float64            // XREADGROUP calls a second, a worker
+	CPUPerWorker   float64            // Redis CPU µs a second, a worker, all masters, the cluster's own idle CPU taken out
+	ClusterIdleCPU float64            // Redis CPU µs a second of the masters without workers
+	CmdsPerWorker  float64            // commands a second, a worker, all masters
+	ReadsByMaster  []float64          // XREADGROUP calls a second on each master, all workers
+	ByCmd          map[string]float64 // commands a second, a worker, by name
+}
+
+// topCmds lists the commands of m, most first, down to 1 a second.
+func topCmds(m map[string]float64) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var l []kv
+	for k, v := range m {
+		if v >= 0.95 {
+			l = append(l, kv{k, v})
+		}
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+	var out []string
+	for _, x := range l {
+		out = append(out, fmt.Sprintf("%s %.1f", strings.ToUpper(x.k), x.v))
+	}
+	return strings.Join(out, ", ")
+}
+
+// shardIdle starts cfg.Workers workers with default settings on an empty
+// queue (declared with cfg.Shards shards when sharded), lets them settle
+// for two seconds, and counts their reads and Redis CPU over cfg.Idle.
+func (e *env) shardIdle(ctx context.Context, cl *cluster, cfg shardCfg, sharded bool) (*idleRun, error) {
+	if err := cl.flush(ctx); err != nil {
+		return nil, err
+	}
+	admins := make([]*redis.Client, len(cl.masters))
+	for i, m := range cl.masters {
+		admins[i] = redis.NewClient(&redis.Options{Addr: m.addr})
+		defer admins[i].Close()
+	}
+	rdb := clusterClient(cl, 0)
+	defer rdb.Close()
+	q := "bench-idle"
+	ir := &idleRun{Sharded: sharded, Physical: 1, Workers: cfg.Workers, Dur: cfg.Idle, ByCmd: map[string]float64{}}
+	if sharded {
+		c, err := client.New(ctx, rdb, &client.Config{Logger: e.logger})
+		if err != nil {
+			return nil, err
+		}
+		_, err = c.DeclareShards(ctx, q, cfg.Shards)
+		_ = c.Close()
+		if err != nil {
+			return nil, err
+		}
+		ir.Physical = 1 + cfg.Shards
+	}
+	// The cluster's own idle cost (server and cluster crons, gossip)
+	// over the same span, without workers, is taken out.
+	base0, err := takeMasterSnap(ctx, admins)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(cfg.Idle)
+	base1, err := takeMasterSnap(ctx, admins)
+	if err != nil {
+		return nil, err
+	}
+	baseSecs := base1.s[0].at.Sub(base0.s[0].at).Seconds()
+	baseCPU := 0.0
+	for i := range cl.masters {
+		baseCPU += base1.s[i].redisCPU - base0.s[i].redisCPU
+	}
+	ir.ClusterIdleCPU = baseCPU * 1e6 / baseSecs
+
+	var ws []*worker.Worker
+	var wrdbs []*redis.ClusterClient
+	defer func() {
+		for _, w := range ws {
+			e.stopWorker(w)
+		}
+		for _, r := range wrdbs {
+			_ = r.Close()
+		}
+	}()
+	for i := 0; i < cfg.Workers; i++ {
+		wrdb := clusterClient(cl, 0)
+		wrdbs = append(wrdbs, wrdb)
+		w, err := worker.New(ctx, wrdb, &worker.Config{Queues: map[string]int{q: 1}, Logger: e.logger})
+		if err != nil {
+			return nil, err
+		}
+		worker.Handle(w, func(ctx context.Context, a noop) (struct{}, error) { return struct{}{}, nil })
+		if err := w.Start(ctx); err != nil {
+			return nil, err
+		}
+		ws = append(ws, w)
+	}
+	time.Sleep(2 * time.Second) // registrations, consumer groups, the first reads
+	before, err := takeMasterSnap(ctx, admins)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(cfg.Idle)
+	after, err := takeMasterSnap(ctx, admins)
+	if err != nil {
+		return nil, err
+	}
+	secs := after.s[0].at.Sub(before.s[0].at).Seconds()
+	var reads, cmds, cpu float64
+	for i := range cl.masters {
+		b, a := before.s[i], after.s[i]
+		r := float64(a.calls["xreadgroup"] - b.calls["xreadgroup"])
+		ir.ReadsByMaster = append(ir.ReadsByMaster, r/secs)
+		reads += r
+		cpu += a.redisCPU - b.redisCPU
+		for cmd, n := range a.calls {
+			if cmd != "info" && cmd != "dbsize" {
+				cmds += float64(n - b.calls[cmd])
+				ir.ByCmd[cmd] += float64(n-b.calls[cmd]) / secs / float64(cfg.Workers)
+			}
+		}
+	}
+	w := float64(cfg.Workers)
+	ir.ReadsPerWorker, ir.CmdsPerWorker = reads/secs/w, cmds/secs/w
+	ir.CPUPerWorker = max(cpu*1e6/secs-ir.ClusterIdleCPU, 0) / w
+	return ir, nil
 }
 
 // shardMasterFig is one master's figures over one run.
@@ -122,6 +257,7 @@ type shardsInfo struct {
 	Started  time.Duration
 	Sharded  []*shardRun
 	Plain    []*shardRun
+	Idle     []*idleRun // sharded, then plain
 	Order    *orderInfo
 	Wait     *waitInfo
 	Errs     []string
@@ -173,6 +309,18 @@ func (e *env) shardsRun(ctx context.Context, cfg shardCfg, hold func(*cluster)) 
 				info.Plain = append(info.Plain, r)
 			}
 		}
+	}
+
+	for _, sharded := range []bool{true, false} {
+		fmt.Fprintf(e.progress, "%s  idle workers, sharded %v, for %v\n", time.Now().Format("15:04:05"), sharded, cfg.Idle)
+		ir, err := e.shardIdle(ctx, cl, cfg, sharded)
+		if err != nil {
+			info.Errs = append(info.Errs, "idle workers: "+err.Error())
+			say("idle workers failed: " + err.Error())
+			break
+		}
+		say(fmt.Sprintf("%.1f XREADGROUP/s a worker, Redis CPU %.0f µs/s a worker", ir.ReadsPerWorker, ir.CPUPerWorker))
+		info.Idle = append(info.Idle, ir)
 	}
 
 	if cfg.OrderKeys > 0 {
@@ -774,6 +922,22 @@ func (si *shardsInfo) markdown() string {
 		med.redisCores(), med.GoCores, med.Other, used, 100*slices.MaxFunc(med.Masters, func(a, b shardMasterFig) int { return cmpF(a.CPU, b.CPU) }).CPU/med.Dur.Seconds())
 	p("What a master would sustain with a core of its own is 1 s ÷ its Redis CPU per task: %s to %s tasks/s a master (%.2f to %.2f µs/task), so %s tasks/s for the %d masters, if the producers and workers ran elsewhere (projected, not measured).\n\n",
 		thousands(1e6/usMax), thousands(1e6/usMin), usMin, usMax, thousands(float64(cfg.Masters)*1e6/usMax), cfg.Masters)
+	if len(si.Idle) > 0 {
+		p("Idle workers (the fetch fan-out): %d workers with default settings (Concurrency 100, FetchBatch 256, BlockTimeout 1s) serving an empty queue, watched for %v after 2 s to settle; the masters' own CPU without workers over the same span before (%.0f µs/s in all, crons and cluster gossip) is taken out:\n\n", si.Idle[0].Workers, si.Idle[0].Dur, si.Idle[0].ClusterIdleCPU)
+		p("| Queue | Physical queues a worker serves | XREADGROUP/s a worker | Commands/s a worker | Redis CPU µs/s a worker (all masters) | XREADGROUP/s on each master (all workers) | Commands/s a worker by name |\n|---|--:|--:|--:|--:|---|---|\n")
+		for _, ir := range si.Idle {
+			label := "one plain queue"
+			if ir.Sharded {
+				label = fmt.Sprintf("%d shards (and the plain queue)", cfg.Shards)
+			}
+			var by []string
+			for _, r := range ir.ReadsByMaster {
+				by = append(by, fmt.Sprintf("%.1f", r))
+			}
+			p("| %s | %d | %.1f | %.1f | %.0f | %s | %s |\n", label, ir.Physical, ir.ReadsPerWorker, ir.CmdsPerWorker, ir.CPUPerWorker, strings.Join(by, ", "), topCmds(ir.ByCmd))
+		}
+		p("\n")
+	}
 	if oi := si.Order; oi != nil {
 		p("Per-key order across shards: %d partition keys × %d tasks (`EnqueueOpts.PartitionKey`, %s tasks) through a %d-shard queue, each key's tasks enqueued in sequence by one of %d producers, %d workers in this process; the handler records each key's sequence numbers and whether another task of the key is running (each run holds its key 50 µs). ",
 			oi.Keys, oi.Per, thousands(float64(oi.Tasks)), cfg.Shards, cfg.Producers, cfg.Workers)
