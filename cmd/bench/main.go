@@ -193,7 +193,7 @@ type options struct {
 var ownCluster atomic.Pointer[cluster]
 
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "ceiling", "many", "seq", "conc", "drain", "procs", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "partition", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g", "shards"}
+var phases = []string{"baseline", "ceiling", "many", "seq", "conc", "drain", "procs", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "partition", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g", "shards", "durable"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -755,18 +755,23 @@ func run(o options, stdout, progress io.Writer) error {
 			}
 			si.Errs = append(si.Errs, err.Error())
 		}
+		shi = si
+	}
+	if want("shards") || want("durable") {
 		wc := sz.Wait
-		step(fmt.Sprintf("shards: durable enqueue (WAIT) on a %d-master cluster with replicas, %d rounds", wc.Masters, wc.Reps))
+		step(fmt.Sprintf("durable enqueue (WAIT) on a %d-master cluster with replicas, %d rounds", wc.Masters, wc.Reps))
 		wi, err := e.waitRun(ctx, wc, func(c *cluster) { ownCluster.Store(c) })
+		if shi == nil {
+			shi = &shardsInfo{Cfg: sz.Shards, WaitOnly: true}
+		}
 		if err != nil {
 			fmt.Fprintf(progress, "  durable enqueue failed: %v\n", err)
-			si.Errs = append(si.Errs, "durable enqueue: "+err.Error())
+			shi.Errs = append(shi.Errs, "durable enqueue: "+err.Error())
 		}
 		if wi != nil && wi.Note != "" {
 			fmt.Fprintf(progress, "  %s\n", wi.Note)
 		}
-		si.Wait = wi
-		shi = si
+		shi.Wait = wi
 	}
 
 	var upl *uploadInfo

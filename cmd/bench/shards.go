@@ -261,6 +261,7 @@ type shardsInfo struct {
 	Order    *orderInfo
 	Wait     *waitInfo
 	Errs     []string
+	WaitOnly bool // only the durable enqueue part ran (--only durable)
 }
 
 // shardsRun starts a cluster of cfg.Masters masters, runs the sharded and
@@ -820,6 +821,13 @@ func (e *env) shardOrder(ctx context.Context, cl *cluster, cfg shardCfg) (*order
 func (si *shardsInfo) markdown() string {
 	var b strings.Builder
 	p := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
+	if si.WaitOnly {
+		for _, e := range si.Errs {
+			p("**Failed:** %s\n\n", e)
+		}
+		b.WriteString(si.Wait.markdown())
+		return b.String()
+	}
 	cfg := si.Cfg
 	p("### Sharded queue on a %d-master Redis Cluster (issue 21)\n\n", cfg.Masters)
 	p("A local Redis Cluster of %d masters, no replicas, started by the bench (`redis-cli --cluster create`, cluster-node-timeout %v; ready in %v). ",

@@ -33,13 +33,14 @@ type waitCfg struct {
 
 // waitSide is one side (durable or not) of one round.
 type waitSide struct {
-	Durable  bool
-	ManyRate float64 // EnqueueMany tasks/s
-	ConcRate float64 // concurrent Enqueue tasks/s
-	SeqP50   time.Duration
-	SeqP99   time.Duration
-	SeqMax   time.Duration
-	ManyCPU  float64 // Redis CPU µs/task of the EnqueueMany run, masters and replicas
+	Durable   bool
+	ManyRate  float64 // EnqueueMany tasks/s
+	ShardRate float64 // EnqueueMany tasks/s to a queue sharded over the masters
+	ConcRate  float64 // concurrent Enqueue tasks/s
+	SeqP50    time.Duration
+	SeqP99    time.Duration
+	SeqMax    time.Duration
+	ManyCPU   float64 // Redis CPU µs/task of the EnqueueMany run, masters and replicas
 }
 
 // waitInfo is the durable-enqueue sub-phase's section.
@@ -83,8 +84,8 @@ func (e *env) waitRun(ctx context.Context, cfg waitCfg, hold func(*cluster)) (*w
 			if err != nil {
 				return wi, err
 			}
-			say(fmt.Sprintf("EnqueueMany %.0f tasks/s (Redis %.2f µs/task), Enqueue ×%d %.0f tasks/s, sequential Enqueue p50 %v p99 %v",
-				s.ManyRate, s.ManyCPU, cfg.Conc, s.ConcRate, s.SeqP50, s.SeqP99))
+			say(fmt.Sprintf("EnqueueMany %.0f tasks/s (Redis %.2f µs/task), to %d shards %.0f tasks/s, Enqueue ×%d %.0f tasks/s, sequential Enqueue p50 %v p99 %v",
+				s.ManyRate, s.ManyCPU, 2*cfg.Masters, s.ShardRate, cfg.Conc, s.ConcRate, s.SeqP50, s.SeqP99))
 			if durable {
 				wi.Durable = append(wi.Durable, s)
 			} else {
@@ -162,6 +163,30 @@ func (e *env) waitSide(ctx context.Context, cl *cluster, cfg waitCfg, durable bo
 	}
 	s.ManyCPU = (c1 - c0) * 1e6 / float64(cfg.Many)
 
+	// The same EnqueueMany to a queue with two shards on each master: a
+	// call's tasks go to every master, each part waited for on its own.
+	sq := "bench-wait-sharded"
+	if _, err := c.DeclareShards(ctx, sq, 2*cfg.Masters); err != nil {
+		return s, err
+	}
+	if _, err := c.EnqueueMany(ctx, noopSpecs(cfg.Batch, sq)); err != nil { // warm up
+		return s, err
+	}
+	e.settle(ctx)
+	start = time.Now()
+	if err := splitOver(cfg.Producers, cfg.Many, func(n int) error {
+		specs := noopSpecs(cfg.Batch, sq)
+		for sent := 0; sent < n; sent += cfg.Batch {
+			if _, err := c.EnqueueMany(ctx, specs[:min(cfg.Batch, n-sent)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return s, fmt.Errorf("EnqueueMany to a sharded queue: %w", err)
+	}
+	s.ShardRate = float64(cfg.Many) / time.Since(start).Seconds()
+
 	// Enqueue from cfg.Conc goroutines.
 	e.settle(ctx)
 	start = time.Now()
@@ -232,8 +257,8 @@ func (wi *waitInfo) markdown() string {
 	}
 	p("A second local cluster: %d masters, each with one replica (ready in %v). One client on it, without and with `client.Config{WaitReplicas: 1, WaitTimeout: %v}` in turn (a fresh client and an emptied cluster each time; the order swapped every round; %d rounds, medians shown). ",
 		cfg.Masters, wi.Started.Round(100*time.Millisecond), cfg.Timeout, cfg.Reps)
-	p("EnqueueMany: %s tasks from %d goroutines, %d tasks a call; Enqueue: %s tasks from %d goroutines; sequential Enqueue: %s calls from one goroutine, each timed. One plain queue (one master), no workers.\n\n",
-		thousands(float64(cfg.Many)), cfg.Producers, cfg.Batch, thousands(float64(cfg.ConcN)), cfg.Conc, thousands(float64(cfg.Seq)))
+	p("EnqueueMany: %s tasks from %d goroutines, %d tasks a call; Enqueue: %s tasks from %d goroutines; sequential Enqueue: %s calls from one goroutine, each timed. One plain queue (one master), and for the second row a queue of %d shards (two on each master), no workers. In the ratio column, below 1 is slower for tasks/s, above 1 is slower for latency.\n\n",
+		thousands(float64(cfg.Many)), cfg.Producers, cfg.Batch, thousands(float64(cfg.ConcN)), cfg.Conc, thousands(float64(cfg.Seq)), 2*cfg.Masters)
 	if len(wi.Plain) == 0 || len(wi.Durable) == 0 {
 		return b.String()
 	}
@@ -269,6 +294,7 @@ func (wi *waitInfo) markdown() string {
 	}
 	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	row("EnqueueMany, tasks/s", "/s", func(s waitSide) float64 { return s.ManyRate })
+	row(fmt.Sprintf("EnqueueMany to a %d-shard queue (2 a master), tasks/s", 2*cfg.Masters), "/s", func(s waitSide) float64 { return s.ShardRate })
 	row(fmt.Sprintf("Enqueue, %d goroutines, tasks/s", cfg.Conc), "/s", func(s waitSide) float64 { return s.ConcRate })
 	row("Enqueue, 1 goroutine, p50", "ms", func(s waitSide) float64 { return msOf(s.SeqP50) })
 	row("Enqueue, 1 goroutine, p99", "ms", func(s waitSide) float64 { return msOf(s.SeqP99) })

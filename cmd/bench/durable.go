@@ -1,5 +1,3 @@
-//go:build durable
-
 package main
 
 import (
@@ -9,7 +7,9 @@ import (
 	"github.com/taskfleet/async/client"
 )
 
-var errNoDurable = errors.New("unused: the option is there")
+// errNoDurable says why the durable enqueue part did not run; with
+// client.Config.WaitReplicas in the tree it always runs.
+var errNoDurable = errors.New("the client has no durable enqueue option")
 
 // setDurable sets the durable enqueue option on cfg: enqueues return once
 // replicas replicas have the tasks, or fail after timeout.
