@@ -36,9 +36,11 @@ type clusterMaster struct {
 }
 
 // nodeTimeout is the cluster-node-timeout of the bench's clusters: small,
-// so that a failover (not measured here) would not wait long, and gossip
-// settles quickly.
-const nodeTimeout = 2 * time.Second
+// so that a failover (not measured here) would not wait long, but not so
+// small that a node starved of CPU on a loaded machine is marked failed
+// (with 2 s, a cluster without replicas went down between two runs on
+// this 2-core machine at load average 14).
+const nodeTimeout = 5 * time.Second
 
 // startCluster starts masters*(1+replicas) cluster-enabled redis-servers on
 // free loopback ports (a port p and its bus port p+10000 both free, each
@@ -317,8 +319,33 @@ func (c *cluster) stop() {
 	}
 }
 
-// flush empties every master (FLUSHALL; the replicas follow).
+// waitOK waits up to a minute until every node reports cluster_state:ok.
+func (c *cluster) waitOK(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for _, s := range c.nodes {
+		rdb := redis.NewClient(&redis.Options{Addr: s.addr})
+		for {
+			info, err := rdb.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = rdb.Close()
+				return fmt.Errorf("cluster node %s: cluster_state not ok for a minute (%v)", s.addr, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = rdb.Close()
+	}
+	return nil
+}
+
+// flush waits for the cluster to be whole (waitOK) and empties every
+// master (FLUSHALL; the replicas follow).
 func (c *cluster) flush(ctx context.Context) error {
+	if err := c.waitOK(ctx); err != nil {
+		return err
+	}
 	for _, m := range c.masters {
 		rdb := redis.NewClient(&redis.Options{Addr: m.addr})
 		err := rdb.FlushAll(ctx).Err()
