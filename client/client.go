@@ -90,6 +90,36 @@ type Config struct {
 	// Defaults to otel.GetTracerProvider(): no spans until an SDK is
 	// installed.
 	TracerProvider trace.TracerProvider
+
+	// WaitReplicas makes enqueues durable against a failover: an enqueue
+	// returns only once this many replicas of the master that holds the
+	// task's queue have its writes (Redis WAIT, sent on the connection
+	// that made them, after a mark written there so that it covers a
+	// resent call too). It holds for Enqueue and EnqueueMany, and for the
+	// tasks the patterns send through the client's enqueue calls (a
+	// group's members and join, a task held as a continuation); the
+	// patterns' other writes (a group's record, a continuation's
+	// registration, patterns.Batch's items, a Repeat schedule) are not
+	// waited for. Concurrent Enqueue calls share one WAIT per round trip,
+	// and Enqueue does not take its one-command way. If fewer replicas
+	// confirm within WaitTimeout, the
+	// call returns an error matching ErrNotReplicated (a
+	// *NotReplicatedError, with the counts) and, unlike other errors, the
+	// handles: the tasks were added and will run, but a failover of that
+	// master now may lose them. Redis replicates asynchronously, and even
+	// a confirmed task is only on the replicas' memory: docs/design.md
+	// ("What a failover can lose") says what this does and does not
+	// promise. It needs a *redis.Client or a *redis.ClusterClient (New
+	// refuses others). Defaults to 0: an enqueue returns once the master
+	// has the task, and a failover may lose what had not reached its
+	// replica yet.
+	WaitReplicas int
+
+	// WaitTimeout bounds how long an enqueue waits for WaitReplicas
+	// replicas (WAIT's timeout), from when the master answered; the ctx
+	// deadline still applies (with ContextTimeoutEnabled). Only with
+	// WaitReplicas. Defaults to 1 second.
+	WaitTimeout time.Duration
 }
 
 // EnqueueHook sees a task on its way to Redis (see Config.EnqueueHooks). It
@@ -164,6 +194,9 @@ func (c *Config) withDefaults() Config {
 	if out.MaxPayloadBytes == 0 {
 		out.MaxPayloadBytes = engine.DefaultMaxPayload
 	}
+	if out.WaitReplicas > 0 && out.WaitTimeout == 0 {
+		out.WaitTimeout = DefaultWaitTimeout
+	}
 	return out
 }
 
@@ -179,6 +212,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxPayloadBytes < 1 {
 		return fmt.Errorf("client: Config.MaxPayloadBytes is %d, must be positive", c.MaxPayloadBytes)
+	}
+	if err := c.validateWait(); err != nil {
+		return err
 	}
 	for i, h := range c.EnqueueHooks {
 		if h == nil {
@@ -269,6 +305,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Client, 
 		Hook:               enqueueHook(c.EnqueueHooks),
 		Enqueued:           enqueuedHook(c.EnqueuedHooks),
 		TracerProvider:     c.TracerProvider,
+		Durable:            engine.Durability{Replicas: c.WaitReplicas, Timeout: c.WaitTimeout},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)

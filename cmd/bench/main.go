@@ -6,7 +6,11 @@
 // parent end → continuation start latency, cancel propagation to a running
 // handler (worker in this process and in a subprocess), a chain of
 // continuations, and the HTTP API (internal/httpapi): batches of tasks
-// against EnqueueMany, single POSTs at a fixed rate against Enqueue.
+// against EnqueueMany, single POSTs at a fixed rate against Enqueue; and
+// sharded queues (issue 21) on local Redis Clusters it starts: each
+// master's share of a 12-shard queue's tasks, keys and Redis CPU against a
+// plain queue, per-key order across shards, and durable enqueue (WAIT)
+// against plain enqueue on a cluster with replicas.
 //
 //	go run ./cmd/bench                          # print the results as markdown
 //	go run ./cmd/bench --out docs/benchmarks.md # rewrite the doc's results section
@@ -68,6 +72,9 @@ type sizes struct {
 	APIBatch, APIBatchTasks, APIClients int           // HTTP batch: tasks a request, tasks a run, client goroutines
 	APIRate, APILatReps                 int           // single POSTs per second; runs of each (HTTP, Enqueue)
 	APIDur, APIWarm                     time.Duration // single POSTs: measured, then warm-up before it
+
+	Shards shardCfg // the sharded queue on a local cluster (issue 21)
+	Wait   waitCfg  // durable enqueue on a cluster with replicas (issue 21)
 }
 
 var full = sizes{
@@ -113,6 +120,10 @@ var full = sizes{
 	APILatReps:    3,
 	APIDur:        10 * time.Second,
 	APIWarm:       time.Second,
+
+	Shards: shardCfg{Masters: 6, Shards: 12, Tasks: 1000000, Producers: 4, Batch: 1000, Backlog: 100000,
+		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 2000, OrderPer: 10, Idle: 10 * time.Second, Reps: 3},
+	Wait: waitCfg{Masters: 3, Many: 100000, Producers: 4, Batch: 1000, Conc: 16, ConcN: 50000, Seq: 5000, Timeout: time.Second, Reps: 3},
 }
 
 var quick = sizes{
@@ -149,6 +160,10 @@ var quick = sizes{
 	APILatReps:    1,
 	APIDur:        2 * time.Second,
 	APIWarm:       200 * time.Millisecond,
+
+	Shards: shardCfg{Masters: 6, Shards: 12, Tasks: 20000, Producers: 4, Batch: 1000, Backlog: 100000,
+		Workers: 2, Conc: 1024, FetchBatch: 512, OrderKeys: 200, OrderPer: 10, Idle: 2 * time.Second, Reps: 1},
+	Wait: waitCfg{Masters: 3, Many: 10000, Producers: 4, Batch: 1000, Conc: 16, ConcN: 5000, Seq: 1000, Timeout: time.Second, Reps: 1},
 }
 
 type options struct {
@@ -168,10 +183,17 @@ type options struct {
 	abAgainst    string
 	abRounds     int
 	jsonOut      string
+
+	shardTasks int // --shard-tasks; 0: the sizes' own
+	shardReps  int // --shard-reps; 0: the sizes' own
+	orderKeys  int // --shard-order-keys; -1: the sizes' own
 }
 
+// ownCluster is the Redis Cluster the shards phase runs, stopped on SIGINT.
+var ownCluster atomic.Pointer[cluster]
+
 // phases are the parts of a run, for --only.
-var phases = []string{"baseline", "ceiling", "many", "seq", "conc", "drain", "procs", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "partition", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g"}
+var phases = []string{"baseline", "ceiling", "many", "seq", "conc", "drain", "procs", "metrics", "latency", "cont", "cancel", "chain", "groups", "ratelimit", "delayed", "batch", "partition", "soak", "apibatch", "apilatency", "uploadsmall", "upload1g", "shards", "durable"}
 
 // profileName is the file name (without .pprof) of each profiled phase.
 var profileName = map[string]string{"many": "enqueuemany", "seq": "enqueue-seq", "conc": "enqueue-concurrent", "drain": "drain"}
@@ -192,6 +214,9 @@ func main() {
 	flag.StringVar(&o.abAgainst, "ab-against", "", "A/B: run this tree's bench and the same bench built on the library of git revision `REV` in turn, and print each figure's change")
 	flag.IntVar(&o.abRounds, "ab-rounds", 5, "A/B: rounds (each side runs once per round, one run per measurement)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the run's figures (rows' tasks/s, latency percentiles) as JSON to `FILE` (what --ab-against compares)")
+	flag.IntVar(&o.shardTasks, "shard-tasks", 0, "tasks a run of the shards phase pushes through the sharded queue (and the plain one); default 1,000,000 (20,000 with --quick)")
+	flag.IntVar(&o.shardReps, "shard-reps", 0, "runs of each queue in the shards phase, and rounds of its durable enqueue part (the median is reported); default 3 (1 with --quick)")
+	flag.IntVar(&o.orderKeys, "shard-order-keys", -1, "partition keys (10 tasks each) of the shards phase's order check; 0 skips it; default 2000 (200 with --quick)")
 	cancelWorker := flag.String(cancelWorkerFlag, "", "internal: run as the worker subprocess of the cancel phase, serving `QUEUE` on --redis")
 	drainWorker := flag.String(drainWorkerFlag, "", "internal: run as a worker subprocess of the procs phase, serving `QUEUE` on --redis")
 	flag.Parse()
@@ -257,6 +282,7 @@ func run(o options, stdout, progress io.Writer) error {
 			if srv := own.Load(); srv != nil {
 				srv.stop()
 			}
+			ownCluster.Load().stop()
 			os.Exit(130)
 		case <-ctx.Done():
 		}
@@ -290,6 +316,16 @@ func run(o options, stdout, progress io.Writer) error {
 	}
 	if o.reps > 0 {
 		sz.Reps = o.reps
+	}
+	if o.shardTasks > 0 {
+		sz.Shards.Tasks = o.shardTasks
+	}
+	if o.shardReps > 0 {
+		sz.Shards.Reps = o.shardReps
+		sz.Wait.Reps = o.shardReps
+	}
+	if o.orderKeys >= 0 {
+		sz.Shards.OrderKeys = o.orderKeys
 	}
 	if o.sweep != "" {
 		cfgs, err := parseSweep(o.sweep)
@@ -707,6 +743,37 @@ func run(o options, stdout, progress io.Writer) error {
 		rep.API = ai
 	}
 
+	var shi *shardsInfo
+	if want("shards") {
+		sc := sz.Shards
+		step(fmt.Sprintf("shards: a %d-master cluster; %s tasks through a %d-shard queue and a plain one, %d runs each; per-key order", sc.Masters, thousands(float64(sc.Tasks)), sc.Shards, sc.Reps))
+		si, err := e.shardsRun(ctx, sc, func(c *cluster) { ownCluster.Store(c) })
+		if err != nil {
+			fmt.Fprintf(progress, "  shards failed: %v\n", err)
+			if si == nil {
+				si = &shardsInfo{Cfg: sc}
+			}
+			si.Errs = append(si.Errs, err.Error())
+		}
+		shi = si
+	}
+	if want("shards") || want("durable") {
+		wc := sz.Wait
+		step(fmt.Sprintf("durable enqueue (WAIT) on a %d-master cluster with replicas, %d rounds", wc.Masters, wc.Reps))
+		wi, err := e.waitRun(ctx, wc, func(c *cluster) { ownCluster.Store(c) })
+		if shi == nil {
+			shi = &shardsInfo{Cfg: sz.Shards, WaitOnly: true}
+		}
+		if err != nil {
+			fmt.Fprintf(progress, "  durable enqueue failed: %v\n", err)
+			shi.Errs = append(shi.Errs, "durable enqueue: "+err.Error())
+		}
+		if wi != nil && wi.Note != "" {
+			fmt.Fprintf(progress, "  %s\n", wi.Note)
+		}
+		shi.Wait = wi
+	}
+
 	var upl *uploadInfo
 	if want("uploadsmall") || want("upload1g") {
 		step("uploads to S3: small files and one big file, each against plain minio-go")
@@ -721,6 +788,9 @@ func run(o options, stdout, progress io.Writer) error {
 	rep.Took = time.Since(rep.Started)
 
 	md := rep.markdown()
+	if shi != nil {
+		md += "\n" + shi.markdown()
+	}
 	if upl != nil {
 		md += "\n" + upl.markdown()
 	}

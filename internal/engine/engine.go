@@ -54,6 +54,11 @@ type Config struct {
 	// TracerProvider makes the tracer of the producer spans (see
 	// trace.go); nil means the global one (otel.GetTracerProvider()).
 	TracerProvider trace.TracerProvider
+
+	// Durable, if its Replicas is set, makes every enqueue wait until
+	// that many replicas have its tasks (durable21.go;
+	// client.Config.WaitReplicas).
+	Durable Durability
 }
 
 // Defaults of Config, applied by client.Config and by the workers' engine.
@@ -130,6 +135,9 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 	}
 	cfg = cfg.WithDefaults()
 	if err := store.CheckServer(ctx, rdb, cfg.Logger); err != nil {
+		return nil, err
+	}
+	if err := checkDurable(rdb, cfg.Durable); err != nil {
 		return nil, err
 	}
 	warnContextDeadlines(rdb, cfg.Logger)

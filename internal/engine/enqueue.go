@@ -388,7 +388,7 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, e
 	} else {
 		h, err = e.comb.Do(ctx, p)
 	}
-	if err != nil {
+	if err != nil && !(isShort(err) && h.Key != "") {
 		return Ref{}, err
 	}
 	e.tell(ctx, []prepared{p}, []Ref{h})
@@ -397,7 +397,7 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, e
 			return h, err
 		}
 	}
-	return h, nil
+	return h, err // nil, or added but not confirmed on enough replicas
 }
 
 // Spec is one task for EnqueueMany.
@@ -445,7 +445,7 @@ func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err
 	// The tasks of the script calls that succeeded are in Redis, whether
 	// or not others failed.
 	e.tell(ctx, ps, hs)
-	if err != nil {
+	if err != nil && !isShort(err) {
 		return nil, err
 	}
 	if len(ps) > 0 && ps[0].parent != "" {
@@ -453,7 +453,7 @@ func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err
 			return hs, err
 		}
 	}
-	return hs, nil
+	return hs, err // nil, or added but not confirmed on enough replicas
 }
 
 // addKids records children under their parent (a separate step: the parent
@@ -489,6 +489,8 @@ type batchCall struct {
 
 	op   string   // enqueue.lua: the call's op id
 	done []string // enqueue.lua: op ids of earlier calls whose markers it shortens
+
+	short error // added, but not confirmed on enough replicas (durable21.go)
 }
 
 // maxReadOps is how many op ids of calls whose replies were read the client
@@ -550,12 +552,7 @@ func keepNewest(ids []string) []string {
 // On error, the handles of the tasks whose calls succeeded are set.
 func (e *Engine) send(ctx context.Context, ps []prepared) ([]Ref, error) {
 	out, errs := e.sendEach(ctx, ps)
-	for _, err := range errs {
-		if err != nil {
-			return out, err
-		}
-	}
-	return out, nil
+	return out, firstErr(errs)
 }
 
 // sendEach is send with each task's own outcome: its handle, or the error of
@@ -620,7 +617,11 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 				for j, r := range res {
 					out[bc.idx[j]] = Ref{Queue: bc.q.Name, Key: r.Key, Dup: r.Existed}
 				}
-				continue
+				if bc.short == nil {
+					continue
+				}
+				// Added, but not confirmed on enough replicas.
+				err = fmt.Errorf("enqueue to queue %q: %w", bc.q.Name, bc.short)
 			}
 		}
 		for _, i := range bc.idx {
@@ -721,6 +722,9 @@ func retryLoading(ctx context.Context, f func() error) error {
 
 // sendGroup is one attempt of runGroup.
 func (e *Engine) sendGroup(ctx context.Context, calls []*batchCall) error {
+	if e.durable() {
+		return e.sendGroupDurable(ctx, calls)
+	}
 	cs := make([]*store.Call, len(calls))
 	for i, bc := range calls {
 		cs[i] = bc.call
@@ -783,7 +787,7 @@ func (e *Engine) ensureGroup(ctx context.Context, q keys.Queue) error {
 // ended, outlives the resend window of the call (see enqueueOne).
 // The server must keep a stream's last id across deletions (New probes it).
 func (e *Engine) oneCall(p prepared) bool {
-	return e.keepsLastID && p.task.UserKey == "" && p.retain >= e.markerTTL
+	return !e.durable() && e.keepsLastID && p.task.UserKey == "" && p.retain >= e.markerTTL
 }
 
 // enqueueOne adds the auto-keyed task p in one script call of one XADD
