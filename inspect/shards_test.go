@@ -209,6 +209,8 @@ func checkMasters(t *testing.T, e *testenv.Env, q inspect.QueueInfo) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	masters := map[string]bool{}
+	shards := 0
 	for _, s := range q.Shards {
 		if ms == nil && s.Master != "" {
 			t.Errorf("part %s: master %q on one Redis, want none", s.Queue, s.Master)
@@ -216,6 +218,19 @@ func checkMasters(t *testing.T, e *testenv.Env, q inspect.QueueInfo) {
 		if ms != nil && s.Master == "" {
 			t.Errorf("part %s: no master on a cluster", s.Queue)
 		}
+		if s.Index >= 0 {
+			masters[s.Master] = true
+			shards++
+		}
+	}
+	// The placement puts shard i on master i mod M: as many shards as
+	// masters or fewer are on masters of their own.
+	all, err := store.SlotMasters(context.Background(), e.RDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms != nil && len(masters) != min(shards, len(all)) {
+		t.Errorf("%d shards on %d masters (%v) of %d, want each on its own", shards, len(masters), masters, len(all))
 	}
 }
 
