@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,15 @@ func TestShardedQueueIsOneQueue(t *testing.T) {
 	}
 	if len(used) < 2 {
 		t.Fatalf("the tasks went to %v; the test wants two shards or more", used)
+	}
+
+	// A task found by the id it was enqueued with, on its shard.
+	for _, h := range hs[:3] {
+		key := h.ID()[strings.IndexByte(h.ID(), '/')+1:]
+		ti, err := in.Task(ctx, queue+"/"+key)
+		if err != nil || ti.ID != h.ID() || ti.State != inspect.StateWaiting {
+			t.Errorf("Task(%s/%s): %s %s, %v; want %s waiting", queue, key, ti.ID, ti.State, err, h.ID())
+		}
 	}
 
 	// Waiting, before any worker.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/internal/codec"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -13,7 +14,40 @@ import (
 // client's Task handle reads it (state.lua, read only), then what its
 // state needs besides: the lease of a running task, the due time and the
 // reason of a scheduled one.
+//
+// An id of a sharded queue with a key of the caller's ("uploads/K", as
+// EnqueueOpts.ID made it) names the task on the shard of K, where an
+// enqueue placed it (as client.Client.Task resolves it); when no task is
+// there, the plain queue's (one enqueued before the declaration). The
+// answer's ID and Queue name the shard then.
 func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
+	qn, key, err := keys.SplitTaskID(id)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	if !keys.IsShard(qn) && !keys.IsEntryID(key) {
+		s, ok, err := store.Shards(ctx, i.rdb, qn)
+		if err != nil {
+			return TaskInfo{}, err
+		}
+		if ok {
+			// The key a task id is placed by (engine.Engine.Resolve): a
+			// batch item goes with its batch.
+			by := key
+			if b, _, isItem := keys.BatchOfItem(key); isItem {
+				by = b
+			}
+			t, err := i.physicalTask(ctx, keys.TaskID(s.Names[engine.ShardOf(by, s.N)], key))
+			if err != nil || t.State != StateUnknown {
+				return t, err
+			}
+		}
+	}
+	return i.physicalTask(ctx, id)
+}
+
+// physicalTask reads the task id names, on the physical queue it names.
+func (i *Inspector) physicalTask(ctx context.Context, id string) (TaskInfo, error) {
 	qn, key, err := keys.SplitTaskID(id)
 	if err != nil {
 		return TaskInfo{}, err

@@ -141,7 +141,8 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	if id := strings.TrimSpace(q.Get("id")); id != "" {
-		// A lookup by id: the task page, when the task is known.
+		// A lookup by id: the task page, when the task is known, under
+		// the id Task gives ("uploads/K" of a sharded queue names a shard).
 		if !strings.Contains(id, "/") {
 			id = name + "/" + id
 		}
@@ -152,7 +153,7 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
 				return result{}, err
 			}
 			if t.State != inspect.StateUnknown {
-				http.Redirect(w, r, s.base+"/task?id="+url.QueryEscape(id), http.StatusSeeOther)
+				http.Redirect(w, r, s.base+"/task?id="+url.QueryEscape(t.ID), http.StatusSeeOther)
 				return result{}, nil
 			}
 		}

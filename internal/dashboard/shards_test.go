@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/taskfleet/async/client"
+	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/testenv"
 )
 
@@ -73,6 +75,17 @@ func TestShardedQueuePage(t *testing.T) {
 	}
 	if c := strings.Count(body, `aria-label="Cancel `+names[0]+"/"); int64(c) != info.Waiting {
 		t.Errorf("shard page lists %d of the shard's tasks, want its %d waiting", c, info.Waiting)
+	}
+	// A lookup of a task by the id it was enqueued with leads to its page
+	// on its shard.
+	want := names[engine.ShardOf("sharded-3", len(names))] + "/sharded-3"
+	resp, err := hc.Get(srv.URL + "/queues/" + q + "?id=sharded-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/task?id="+url.QueryEscape(want) {
+		t.Errorf("lookup of sharded-3: %d to %q, want %s", resp.StatusCode, loc, want)
 	}
 	// A '~' that is no shard's is a bad request.
 	if code, _ := get(t, hc, srv.URL+"/queues/"+q+"~x"); code != http.StatusBadRequest {
