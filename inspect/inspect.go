@@ -155,15 +155,19 @@ func (i *Inspector) Queues(ctx context.Context) ([]QueueInfo, error) {
 // as all zeros. A bad name is an error that matches client.ErrInvalidName.
 // A sharded queue's name gives the sums over its physical queues with the
 // breakdown in QueueInfo.Shards, as Queues lists it; a shard's physical
-// name gives that shard's own counts.
+// name gives that shard's own counts (Paused by its own flag or its
+// queue's, as in the breakdown).
 func (i *Inspector) Queue(ctx context.Context, name string) (QueueInfo, error) {
 	if err := keys.ValidatePhysicalQueue(name); err != nil {
 		return QueueInfo{}, err
 	}
 	var qs []QueueInfo
 	var err error
-	if keys.IsShard(name) {
-		qs, err = i.stats(ctx, []string{name})
+	if lq, _, ok := keys.ParseShard(name); ok {
+		// The shard's counts; paused by its own flag or its queue's.
+		if qs, err = i.stats(ctx, []string{name, lq}); err == nil {
+			qs[0].Paused = qs[0].Paused || qs[1].Paused
+		}
 	} else {
 		var l *logical
 		if l, err = i.logicalOf(ctx, name); err == nil {

@@ -179,6 +179,9 @@ func TestShardedQueueIsOneQueue(t *testing.T) {
 			t.Errorf("part %s does not read as paused with its queue", s.Queue)
 		}
 	}
+	if one := queueOf(t, in, names[1]); !one.Paused {
+		t.Errorf("Queue(%s) does not read as paused with its queue", names[1])
+	}
 	if err := in.Resume(ctx, queue); err != nil {
 		t.Fatal(err)
 	}
