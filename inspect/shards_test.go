@@ -282,3 +282,38 @@ func TestShardedQueueDeclaredOnly(t *testing.T) {
 		t.Errorf("a queue with a bad registry entry: %+v, want it listed with ShardError", qs)
 	}
 }
+
+// DeleteQueue of a sharded queue's name refuses while any shard holds
+// tasks, and when forced empties every shard.
+func TestDeleteShardedQueue(t *testing.T) {
+	t.Parallel()
+	e := testenv.Redis(t)
+	ctx := context.Background()
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
+	in := inspect.New(e.RDB)
+	names, err := c.DeclareShards(ctx, queue, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if _, err := c.Enqueue(ctx, Job{N: i}, &client.EnqueueOpts{Queue: queue, ID: fmt.Sprintf("x%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.DeleteQueue(ctx, queue, false); !errors.Is(err, inspect.ErrQueueNotEmpty) {
+		t.Fatalf("DeleteQueue of a sharded queue with tasks: %v, want ErrQueueNotEmpty", err)
+	}
+	if err := in.DeleteQueue(ctx, queue, true); err != nil {
+		t.Fatal(err)
+	}
+	got := queueOf(t, in, queue)
+	if got.Waiting != 0 || got.StreamLength != 0 || len(got.Shards) != 3 {
+		t.Errorf("after DeleteQueue: %+v, want 0 waiting, the 3 parts still listed", got)
+	}
+	for _, n := range names {
+		if q := queueOf(t, in, n); q.StreamLength != 0 {
+			t.Errorf("shard %s keeps %d entries", n, q.StreamLength)
+		}
+	}
+}
