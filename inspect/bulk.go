@@ -89,7 +89,17 @@ func (i *Inspector) retryDead(ctx context.Context, queue, kind string) (int, err
 		case err == nil:
 			n++
 		case errors.Is(err, engine.ErrNotFound):
-			// Retried or purged meanwhile.
+			// Retried or purged meanwhile, unless it is still dead: a
+			// task of a sharded queue's plain queue whose id is of the
+			// caller's, which the engine looks for on the id's shard.
+			in, ierr := store.InSets(ctx, i.rdb, []string{keys.ForQueue(r.queue).Dead()}, []string{r.key})
+			if ierr != nil || !in[0][0] {
+				continue
+			}
+			refused++
+			if first == nil {
+				first = fmt.Errorf("dead task %s is still dead: %w", keys.TaskID(r.queue, r.key), err)
+			}
 		case ctx.Err() != nil:
 			return n, err
 		default:

@@ -317,3 +317,42 @@ func TestDeleteShardedQueue(t *testing.T) {
 		}
 	}
 }
+
+// A dead task left on a sharded queue's plain queue (enqueued with an id
+// before the declaration) is retried by RetryDead of the queue's name, or
+// the error names it: it is never counted as gone while it stays dead.
+func TestRetryDeadOfPlainQueueIsNotSilent(t *testing.T) {
+	t.Parallel()
+	e := testenv.Redis(t)
+	ctx := context.Background()
+	queue := testenv.Queue(t)
+	c := testenv.Client(t, e)
+	in := inspect.New(e.RDB)
+	h, err := c.Enqueue(ctx, Job{Fail: true}, &client.EnqueueOpts{Queue: queue, ID: "p1", MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := testenv.StartWorker(t, e.RDB, queue, nil, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, j Job) (int, error) { return 0, worker.Permanent(errors.New("dies")) })
+	}, false)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := h.Outcome(wctx); !errors.Is(err, client.ErrDead) {
+		t.Fatalf("the task: %v, want ErrDead", err)
+	}
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeclareShards(ctx, queue, 2); err != nil {
+		t.Fatal(err)
+	}
+	n, err := in.RetryDead(ctx, queue, "")
+	dead := queueOf(t, in, queue).Dead
+	switch {
+	case n == 1 && err == nil && dead == 0:
+	case n == 0 && err != nil && strings.Contains(err.Error(), h.ID()) && dead == 1:
+		t.Logf("RetryDead: %v", err) // the engine looks for it on its id's shard
+	default:
+		t.Errorf("RetryDead of the plain queue's dead task: %d, %v, %d dead; want it retried, or an error naming %s", n, err, dead, h.ID())
+	}
+}
