@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/taskfleet/async/internal/codec"
-	"github.com/taskfleet/async/internal/engine"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -16,17 +15,19 @@ import (
 // reason of a scheduled one.
 //
 // An id of a sharded queue with a key of the caller's ("uploads/K", as
-// EnqueueOpts.ID made it) names the task on the shard of K, where an
-// enqueue placed it (as client.Client.Task resolves it); when no task is
-// there, the plain queue's (one enqueued before the declaration). The
-// answer's ID and Queue name the shard then.
+// EnqueueOpts.ID made it) names the task where an enqueue with that id
+// placed it, as client.Client.Task resolves it: on the shard of K, or, while
+// an earlier layout of the queue settles (a declaration of a queue in use,
+// a growth), where it was placed then (store.ShardSet.Place); when no task
+// is in any of those, the plain queue's. The answer's ID and Queue name the
+// queue where it was found.
 func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
 	qn, key, err := keys.SplitTaskID(id)
 	if err != nil {
 		return TaskInfo{}, err
 	}
 	if !keys.IsShard(qn) && !keys.IsEntryID(key) {
-		s, ok, err := store.Shards(ctx, i.rdb, qn)
+		s, ok, nowMs, err := store.ShardsAt(ctx, i.rdb, qn)
 		if err != nil {
 			return TaskInfo{}, err
 		}
@@ -37,9 +38,15 @@ func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
 			if b, _, isItem := keys.BatchOfItem(key); isItem {
 				by = b
 			}
-			t, err := i.physicalTask(ctx, keys.TaskID(s.Names[engine.ShardOf(by, s.N)], key))
-			if err != nil || t.State != StateUnknown {
-				return t, err
+			target, earlier := s.Place(by, nowMs)
+			for _, q := range append([]string{target}, earlier...) {
+				if q == qn {
+					continue // read last, below
+				}
+				t, err := i.physicalTask(ctx, keys.TaskID(q, key))
+				if err != nil || t.State != StateUnknown {
+					return t, err
+				}
 			}
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/taskfleet/async/client"
-	"github.com/taskfleet/async/internal/engine"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/testenv"
 )
 
@@ -78,7 +78,7 @@ func TestShardedQueuePage(t *testing.T) {
 	}
 	// A lookup of a task by the id it was enqueued with leads to its page
 	// on its shard.
-	want := names[engine.ShardOf("sharded-3", len(names))] + "/sharded-3"
+	want := names[keys.JumpShard("sharded-3", len(names))] + "/sharded-3"
 	resp, err := hc.Get(srv.URL + "/queues/" + q + "?id=sharded-3")
 	if err != nil {
 		t.Fatal(err)
