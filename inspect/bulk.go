@@ -51,14 +51,30 @@ func (i *Inspector) deadOfKind(ctx context.Context, q keys.Queue, kind string) (
 // client.Client.RetryDead does. A dead task that cannot be retried (its
 // entry does not decode; a member of an InvokeAll group still running) is
 // left dead: the error counts them and names the first.
+//
+// A sharded queue's name retries the dead tasks of its plain queue and of
+// every shard; a shard's name those of that shard.
 func (i *Inspector) retryDead(ctx context.Context, queue, kind string) (int, error) {
 	if err := validQueueKind(queue, kind); err != nil {
 		return 0, err
 	}
-	q := keys.ForQueue(queue)
-	ks, err := i.deadOfKind(ctx, q, kind)
-	if err != nil || len(ks) == 0 {
+	parts, err := i.physical(ctx, queue)
+	if err != nil {
 		return 0, err
+	}
+	type ref struct{ queue, key string }
+	var refs []ref
+	for _, p := range parts {
+		ks, err := i.deadOfKind(ctx, keys.ForQueue(p), kind)
+		if err != nil {
+			return 0, err
+		}
+		for _, k := range ks {
+			refs = append(refs, ref{p, k})
+		}
+	}
+	if len(refs) == 0 {
+		return 0, nil
 	}
 	e, err := i.engineFor(ctx)
 	if err != nil {
@@ -67,13 +83,23 @@ func (i *Inspector) retryDead(ctx context.Context, queue, kind string) (int, err
 	defer e.Close()
 	n, refused := 0, 0
 	var first error
-	for _, k := range ks {
-		err := e.RetryDead(ctx, engine.Ref{Queue: queue, Key: k})
+	for _, r := range refs {
+		err := e.RetryDead(ctx, engine.Ref{Queue: r.queue, Key: r.key})
 		switch {
 		case err == nil:
 			n++
 		case errors.Is(err, engine.ErrNotFound):
-			// Retried or purged meanwhile.
+			// Retried or purged meanwhile, unless it is still dead: a
+			// task of a sharded queue's plain queue whose id is of the
+			// caller's, which the engine looks for on the id's shard.
+			in, ierr := store.InSets(ctx, i.rdb, []string{keys.ForQueue(r.queue).Dead()}, []string{r.key})
+			if ierr != nil || !in[0][0] {
+				continue
+			}
+			refused++
+			if first == nil {
+				first = fmt.Errorf("dead task %s is still dead: %w", keys.TaskID(r.queue, r.key), err)
+			}
 		case ctx.Err() != nil:
 			return n, err
 		default:
@@ -91,21 +117,28 @@ func (i *Inspector) retryDead(ctx context.Context, queue, kind string) (int, err
 
 // purgeDead deletes queue's dead tasks of kind (PurgeDead), bulkChunk per
 // purgedead.lua call.
+// A sharded queue's name purges its plain queue's and every shard's.
 func (i *Inspector) purgeDead(ctx context.Context, queue, kind string) (int, error) {
 	if err := validQueueKind(queue, kind); err != nil {
 		return 0, err
 	}
-	q := keys.ForQueue(queue)
-	ks, err := i.deadOfKind(ctx, q, kind)
+	parts, err := i.physical(ctx, queue)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for start := 0; start < len(ks); start += bulkChunk {
-		m, err := store.PurgeDead(ctx, i.rdb, q, ks[start:min(start+bulkChunk, len(ks))])
-		n += m
+	for _, p := range parts {
+		q := keys.ForQueue(p)
+		ks, err := i.deadOfKind(ctx, q, kind)
 		if err != nil {
 			return n, err
+		}
+		for start := 0; start < len(ks); start += bulkChunk {
+			m, err := store.PurgeDead(ctx, i.rdb, q, ks[start:min(start+bulkChunk, len(ks))])
+			n += m
+			if err != nil {
+				return n, err
+			}
 		}
 	}
 	return n, nil
@@ -166,7 +199,7 @@ func (i *Inspector) cancelAll(ctx context.Context, queue string, state State) (i
 }
 
 func validQueueKind(queue, kind string) error {
-	if err := keys.ValidateName("queue", queue); err != nil {
+	if err := keys.ValidatePhysicalQueue(queue); err != nil {
 		return err
 	}
 	if kind != "" {

@@ -115,29 +115,65 @@ type QueueInfo struct {
 	Read int64 `json:"read"`
 	// Error is set when the queue's keys could not be read (Redis refused:
 	// one of them holds a value of another type, say); its counts are zero
-	// then. Queues lists such a queue with its error rather than fail for
-	// all; Queue returns the error.
+	// then (for a sharded queue, the sums of the physical queues that could
+	// be read; each shard's own Error says which). Queues lists such a
+	// queue with its error rather than fail for all; Queue returns the
+	// error.
 	Error string `json:"error,omitempty"`
+	// Shards is set for a sharded queue (client.Client.DeclareShards): its
+	// physical queues, the plain queue first (Index -1: producers that had
+	// not read the declaration yet wrote there), then shard 0 to N-1, each
+	// with its own counts and, on a cluster, its master. The counts above
+	// are then their sums (Read is -1 when any part's is), and Paused is
+	// the sharded queue's own flag, which pauses every shard: a shard's
+	// Paused is set by it, or by a pause of the shard alone.
+	Shards []ShardInfo `json:"shards,omitempty"`
+	// ShardError is set when the queue's entry in the shard registry could
+	// not be decoded: the shards are then the ones the queue index lists.
+	ShardError string `json:"shard_error,omitempty"`
 }
 
 // Queues returns every queue a client, worker or group has used on this
-// Redis, sorted by name, with its counts: one SMEMBERS, then one pipeline
-// of one read-only script per queue.
+// Redis, sorted by name, with its counts: one SMEMBERS and one HGETALL of
+// the shard registry, then one pipeline of one read-only script per
+// physical queue (and one CLUSTER SLOTS on a cluster with sharded
+// queues). A sharded queue is listed once, with its shards in
+// QueueInfo.Shards; no shard is listed on its own.
 func (i *Inspector) Queues(ctx context.Context) ([]QueueInfo, error) {
 	names, err := store.QueueNames(ctx, i.rdb)
 	if err != nil {
 		return nil, err
 	}
-	return i.stats(ctx, names)
+	sets, bad, err := store.ShardSets(ctx, i.rdb)
+	if err != nil {
+		return nil, err
+	}
+	return i.logicalStats(ctx, group(names, sets, bad))
 }
 
 // Queue returns the counts of the queue name. A queue nobody has used reads
 // as all zeros. A bad name is an error that matches client.ErrInvalidName.
+// A sharded queue's name gives the sums over its physical queues with the
+// breakdown in QueueInfo.Shards, as Queues lists it; a shard's physical
+// name gives that shard's own counts (Paused by its own flag or its
+// queue's, as in the breakdown).
 func (i *Inspector) Queue(ctx context.Context, name string) (QueueInfo, error) {
 	if err := keys.ValidatePhysicalQueue(name); err != nil {
 		return QueueInfo{}, err
 	}
-	qs, err := i.stats(ctx, []string{name})
+	var qs []QueueInfo
+	var err error
+	if lq, _, ok := keys.ParseShard(name); ok {
+		// The shard's counts; paused by its own flag or its queue's.
+		if qs, err = i.stats(ctx, []string{name, lq}); err == nil {
+			qs[0].Paused = qs[0].Paused || qs[1].Paused
+		}
+	} else {
+		var l *logical
+		if l, err = i.logicalOf(ctx, name); err == nil {
+			qs, err = i.logicalStats(ctx, []*logical{l})
+		}
+	}
 	if err != nil {
 		return QueueInfo{}, err
 	}
@@ -175,12 +211,38 @@ func (i *Inspector) stats(ctx context.Context, names []string) ([]QueueInfo, err
 // Running returns QueueInfo.Running of the queue name alone, with one O(1)
 // command (XPENDING in its summary form): cheap enough to poll until a
 // queue's workers hold no task. It fails for a queue no worker or client
-// has set up yet.
+// has set up yet. For a sharded queue it is the sum over its physical
+// queues (one XPENDING each, after reading the registry and the queue
+// index), those not set up yet counting 0; it fails when none is.
 func (i *Inspector) Running(ctx context.Context, name string) (int64, error) {
-	if err := keys.ValidateName("queue", name); err != nil {
+	parts, err := i.physical(ctx, name)
+	if err != nil {
 		return 0, err
 	}
-	return store.RunningCount(ctx, i.rdb, keys.ForQueue(name))
+	if len(parts) == 1 {
+		return store.RunningCount(ctx, i.rdb, keys.ForQueue(parts[0]))
+	}
+	var n int64
+	var first error
+	counted := false
+	for _, p := range parts {
+		c, err := store.RunningCount(ctx, i.rdb, keys.ForQueue(p))
+		switch {
+		case err == nil:
+			n += c
+			counted = true
+		case notSetUp(err):
+			if first == nil {
+				first = err
+			}
+		default:
+			return 0, err
+		}
+	}
+	if !counted {
+		return 0, first
+	}
+	return n, nil
 }
 
 // DeleteQueue deletes the queue name: every task, result, schedule and dead
@@ -199,8 +261,13 @@ func (i *Inspector) Running(ctx context.Context, name string) (int64, error) {
 // deleted with the rest, without an error. Before deleting a queue that may
 // still be in use, stop its producers, Pause it (enqueue is still accepted
 // while paused) and let its running tasks end.
+//
+// A sharded queue's name deletes its plain queue and every shard (one scan
+// each); its entry in the shard registry stays, as the queue's
+// registration does. A shard's name deletes that shard alone.
 func (i *Inspector) DeleteQueue(ctx context.Context, name string, force bool) error {
-	if err := keys.ValidateName("queue", name); err != nil {
+	parts, err := i.physical(ctx, name)
+	if err != nil {
 		return err
 	}
 	if !force {
@@ -213,7 +280,12 @@ func (i *Inspector) DeleteQueue(ctx context.Context, name string, force bool) er
 				name, n, q.Waiting, q.Running, q.Scheduled, q.Retrying, q.Held, q.Dead, ErrQueueNotEmpty)
 		}
 	}
-	return store.DeleteQueue(ctx, i.rdb, keys.ForQueue(name))
+	for _, p := range parts {
+		if err := store.DeleteQueue(ctx, i.rdb, keys.ForQueue(p)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Decode decodes the bytes of a task's args or result, as read from Redis

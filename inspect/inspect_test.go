@@ -3,6 +3,7 @@ package inspect_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -57,7 +58,7 @@ func TestQueueCounts(t *testing.T) {
 		t.Fatalf("cancel: %v, %v", st, err)
 	}
 	got := queueOf(t, in, queue)
-	if want := (inspect.QueueInfo{Queue: queue, Waiting: 2, Scheduled: 1, StreamLength: 2, Read: got.Read}); got != want {
+	if want := (inspect.QueueInfo{Queue: queue, Waiting: 2, Scheduled: 1, StreamLength: 2, Read: got.Read}); !reflect.DeepEqual(got, want) {
 		t.Errorf("unserved queue after a cancel: %+v, want %+v", got, want)
 	}
 	if got.Read != 0 && got.Read != -1 {
@@ -67,7 +68,7 @@ func TestQueueCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := slices.IndexFunc(qs, func(q inspect.QueueInfo) bool { return q.Queue == queue }); i < 0 || qs[i] != got {
+	if i := slices.IndexFunc(qs, func(q inspect.QueueInfo) bool { return q.Queue == queue }); i < 0 || !reflect.DeepEqual(qs[i], got) {
 		t.Errorf("Queues does not list %+v: %+v", got, qs)
 	}
 	if !slices.IsSortedFunc(qs, func(a, b inspect.QueueInfo) int { return strings.Compare(a.Queue, b.Queue) }) {
@@ -131,14 +132,14 @@ func TestDeleteQueue(t *testing.T) {
 	if err := in.DeleteQueue(ctx, queue, true); err != nil {
 		t.Fatal(err)
 	}
-	if got := queueOf(t, in, queue); got != (inspect.QueueInfo{Queue: queue}) {
+	if got := queueOf(t, in, queue); !reflect.DeepEqual(got, inspect.QueueInfo{Queue: queue}) {
 		t.Errorf("deleted queue reads %+v", got)
 	}
 	qs, err := in.Queues(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(qs, inspect.QueueInfo{Queue: queue}) {
+	if !slices.ContainsFunc(qs, func(q inspect.QueueInfo) bool { return reflect.DeepEqual(q, inspect.QueueInfo{Queue: queue}) }) {
 		t.Errorf("Queues does not list the deleted queue %s with zero counts: %+v", queue, qs)
 	}
 	if err := in.DeleteQueue(ctx, queue, false); err != nil {

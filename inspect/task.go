@@ -13,7 +13,48 @@ import (
 // client's Task handle reads it (state.lua, read only), then what its
 // state needs besides: the lease of a running task, the due time and the
 // reason of a scheduled one.
+//
+// An id of a sharded queue with a key of the caller's ("uploads/K", as
+// EnqueueOpts.ID made it) names the task where an enqueue with that id
+// placed it, as client.Client.Task resolves it: on the shard of K, or, while
+// an earlier layout of the queue settles (a declaration of a queue in use,
+// a growth), where it was placed then (store.ShardSet.Place); when no task
+// is in any of those, the plain queue's. The answer's ID and Queue name the
+// queue where it was found.
 func (i *Inspector) task(ctx context.Context, id string) (TaskInfo, error) {
+	qn, key, err := keys.SplitTaskID(id)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	if !keys.IsShard(qn) && !keys.IsEntryID(key) {
+		s, ok, nowMs, err := store.ShardsAt(ctx, i.rdb, qn)
+		if err != nil {
+			return TaskInfo{}, err
+		}
+		if ok {
+			// The key a task id is placed by (engine.Engine.Resolve): a
+			// batch item goes with its batch.
+			by := key
+			if b, _, isItem := keys.BatchOfItem(key); isItem {
+				by = b
+			}
+			target, earlier := s.Place(by, nowMs)
+			for _, q := range append([]string{target}, earlier...) {
+				if q == qn {
+					continue // read last, below
+				}
+				t, err := i.physicalTask(ctx, keys.TaskID(q, key))
+				if err != nil || t.State != StateUnknown {
+					return t, err
+				}
+			}
+		}
+	}
+	return i.physicalTask(ctx, id)
+}
+
+// physicalTask reads the task id names, on the physical queue it names.
+func (i *Inspector) physicalTask(ctx context.Context, id string) (TaskInfo, error) {
 	qn, key, err := keys.SplitTaskID(id)
 	if err != nil {
 		return TaskInfo{}, err

@@ -41,8 +41,11 @@ var ErrBadCursor = errors.New("inspect: bad cursor")
 //   - scheduled: the scheduled set less the members of those two indexes
 //     (a page can come short of Limit: they are read and left out);
 //   - dead: the dead-letter set, the oldest first.
+//
+// A sharded queue's name lists its physical queues one after the other
+// (shardedTasks); a shard's name that shard alone.
 func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (TaskPage, error) {
-	if err := keys.ValidateName("queue", queue); err != nil {
+	if err := keys.ValidatePhysicalQueue(queue); err != nil {
 		return TaskPage{}, err
 	}
 	limit := opts.Limit
@@ -52,6 +55,20 @@ func (i *Inspector) tasks(ctx context.Context, queue string, opts ListOpts) (Tas
 	case limit < 0 || limit > maxLimit:
 		return TaskPage{}, fmt.Errorf("inspect: ListOpts.Limit is %d; want 0 (%d) to %d", limit, defaultLimit, maxLimit)
 	}
+	if !keys.IsShard(queue) {
+		parts, err := i.physical(ctx, queue)
+		if err != nil {
+			return TaskPage{}, err
+		}
+		if len(parts) > 1 {
+			return i.shardedTasks(ctx, parts, opts)
+		}
+	}
+	return i.physicalTasks(ctx, queue, opts, limit)
+}
+
+// physicalTasks lists one page of one physical queue's tasks (tasks).
+func (i *Inspector) physicalTasks(ctx context.Context, queue string, opts ListOpts, limit int) (TaskPage, error) {
 	q := keys.ForQueue(queue)
 	v := &view{i: i, q: q}
 	var page TaskPage
@@ -108,16 +125,22 @@ func (v *view) fleet(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	// Workers register the queues they were configured with: a shard is
+	// served by the workers of its sharded queue, and paused with it.
+	served, flags := v.q.Name, []keys.Queue{v.q}
+	if lq, _, ok := keys.ParseShard(v.q.Name); ok {
+		served, flags = lq, append(flags, keys.ForQueue(lq))
+	}
 	for _, w := range ws {
-		if _, ok := w.Queues[v.q.Name]; ok {
+		if _, ok := w.Queues[served]; ok {
 			v.serving = true
 			for _, k := range w.Kinds {
 				v.kinds[k] = true
 			}
 		}
 	}
-	if fs, err := store.PausedFlags(ctx, v.i.rdb, []keys.Queue{v.q}); err == nil {
-		v.paused = fs[0]
+	if fs, err := store.PausedFlags(ctx, v.i.rdb, flags); err == nil {
+		v.paused = slices.Contains(fs, true)
 	}
 }
 
@@ -319,7 +342,7 @@ func (v *view) whyHeld(ctx context.Context, t *TaskInfo) error {
 		t.Why = "waiting for its turn at rate key " + t.RateKey
 		return nil
 	}
-	scopes := []string{"queue:" + v.q.Name}
+	scopes := []string{"queue:" + logicalName(v.q.Name)} // one limiter for all shards
 	if t.Kind != "" {
 		scopes = append(scopes, "kind:"+t.Kind)
 	}

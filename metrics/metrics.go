@@ -21,6 +21,13 @@
 // and async_queue_failed_total counters are fleet-wide, read from Redis, so
 // every process that exports them reports the same values (query one, or
 // use max by (queue)).
+//
+// A sharded queue (client.Client.DeclareShards) is one queue in every
+// series: the queue label is its name, never a shard's, and its queue
+// gauges are the sums over its shards. The snapshot adds, per shard,
+// async_queue_shard_tasks{queue, shard, state} and
+// async_queue_shard_processed_total{queue, shard} (Opts.NoShardSeries
+// turns them off).
 package metrics
 
 import (
@@ -28,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +43,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskfleet/async/inspect"
+	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/worker"
 )
 
@@ -67,6 +76,12 @@ type Opts struct {
 	// (Inspector.Queues: one SMEMBERS, then one pipeline per queue), at most.
 	// Defaults to DefaultRefresh; it must not be negative.
 	Refresh time.Duration
+	// NoShardSeries leaves out the per-shard series of sharded queues
+	// (async_queue_shard_tasks, async_queue_shard_processed_total): 7
+	// series per shard, which a fleet with queues of hundreds of shards
+	// may not want. The per-queue series, summed over the shards, stay.
+	// Defaults to false: the per-shard series are exported.
+	NoShardSeries bool
 	// DurationBuckets and QueuedBuckets are the upper bounds, in seconds,
 	// of the histograms' buckets, strictly increasing. nil means
 	// DefaultDurationBuckets and DefaultQueuedBuckets.
@@ -102,6 +117,7 @@ type Metrics struct {
 
 	// The snapshot (only with an Inspector).
 	in            *inspect.Inspector
+	shardSeries   bool
 	refresh       time.Duration
 	snap          atomic.Pointer[snapshot]
 	refreshErrors prometheus.Counter
@@ -186,8 +202,9 @@ func New(opts Opts) (*Metrics, error) {
 			Help:    "Time from a task's entry entering its stream (enqueue, due time, retry) to its handler's start here, in Redis time.",
 			Buckets: queB,
 		}, qk),
-		in:      opts.Inspector,
-		refresh: opts.Refresh,
+		in:          opts.Inspector,
+		shardSeries: !opts.NoShardSeries,
+		refresh:     opts.Refresh,
 	}
 	empty := map[seriesKey]*series{}
 	m.series.Store(&empty)
@@ -231,9 +248,15 @@ func buckets(name string, b, def []float64) ([]float64, error) {
 }
 
 // Observe counts one worker event; it implements worker.Observer. It does
-// not allocate once the event's (queue, kind) has been seen.
+// not allocate once the event's (queue, kind) has been seen. A task of a
+// shard of a sharded queue counts under the sharded queue's name: the
+// event series have no shard label.
 func (m *Metrics) Observe(e worker.Event) {
-	s := m.of(e.Task.Queue, e.Task.Kind)
+	queue := e.Task.Queue
+	if q, _, ok := keys.ParseShard(queue); ok {
+		queue = q
+	}
+	s := m.of(queue, e.Task.Kind)
 	if s == nil {
 		return
 	}
@@ -399,6 +422,12 @@ var (
 	descFailed = prometheus.NewDesc("async_queue_failed_total",
 		"Attempts of the queue that failed (retried or dead), fleet-wide, as counted in Redis, from the last snapshot.",
 		[]string{"queue"}, nil)
+	descShardTasks = prometheus.NewDesc("async_queue_shard_tasks",
+		"Tasks of one physical queue of a sharded queue in a state, fleet-wide, from the last snapshot: shard is its index, or \"plain\" for the queue's plain queue. async_queue_tasks of the queue is their sum.",
+		[]string{"queue", "shard", "state"}, nil)
+	descShardProcessed = prometheus.NewDesc("async_queue_shard_processed_total",
+		"Attempts of one physical queue of a sharded queue that succeeded or failed, fleet-wide, as counted in Redis, from the last snapshot.",
+		[]string{"queue", "shard"}, nil)
 	descAge = prometheus.NewDesc("async_queue_snapshot_age_seconds",
 		"Seconds since the queue snapshot was last read from Redis; +Inf before the first reading.",
 		nil, nil)
@@ -407,6 +436,10 @@ var (
 func (c snapCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTasks, descPaused, descProcessed, descFailed, descAge} {
 		ch <- d
+	}
+	if c.m.shardSeries {
+		ch <- descShardTasks
+		ch <- descShardProcessed
 	}
 }
 
@@ -431,5 +464,21 @@ func (c snapCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPaused, prometheus.GaugeValue, paused, q.Queue)
 		ch <- prometheus.MustNewConstMetric(descProcessed, prometheus.CounterValue, float64(q.Processed), q.Queue)
 		ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(q.Failed), q.Queue)
+		if !c.m.shardSeries {
+			continue
+		}
+		for _, sh := range q.Shards {
+			if sh.Error != "" {
+				continue
+			}
+			shard := "plain"
+			if sh.Index >= 0 {
+				shard = strconv.Itoa(sh.Index)
+			}
+			for i, n := range [len(states)]int64{sh.Waiting, sh.Running, sh.Scheduled, sh.Retrying, sh.Held, sh.Dead} {
+				ch <- prometheus.MustNewConstMetric(descShardTasks, prometheus.GaugeValue, float64(n), q.Queue, shard, states[i])
+			}
+			ch <- prometheus.MustNewConstMetric(descShardProcessed, prometheus.CounterValue, float64(sh.Processed), q.Queue, shard)
+		}
 	}
 }

@@ -28,10 +28,17 @@ var cmdQueues = &command{
 	about: `Columns: waiting (in the stream, not read yet), running (leased), scheduled
 (delayed), retrying (waiting out a backoff), held (parked by a limit or a rate,
 waiting in a partition, held by InvokeAll), dead; processed and failed attempts
-in total and over the last minute (fleet-wide, kept in Redis); paused.`,
+in total and over the last minute (fleet-wide, kept in Redis); paused.
+
+A sharded queue is one row, the sums over its plain queue and its shards;
+-shards adds a row for each of them under it, with its slot and, on a
+cluster, its master. Give a shard's name (<queue>~<index>.<salt>) to tasks,
+pause or retry-dead to act on that shard alone. With -json each sharded
+queue carries its "shards".`,
 	setup: func(e *cliEnv) func(context.Context, []string) error {
 		watch := e.fs.Duration("watch", 0, "print the table again every `INTERVAL` (e.g. 2s) until interrupted")
 		rate := e.fs.Bool("rate", false, "add the tasks/s workers read from each queue, measured over one second")
+		shards := e.fs.Bool("shards", false, "list the shards of each sharded queue under it")
 		return func(ctx context.Context, _ []string) error {
 			if *watch < 0 {
 				return usage("-watch %s: want a positive interval", *watch)
@@ -41,12 +48,12 @@ in total and over the last minute (fleet-wide, kept in Redis); paused.`,
 				return err
 			}
 			if *watch == 0 {
-				return cliQueues(ctx, e, in, *rate, false)
+				return cliQueues(ctx, e, in, *rate, *shards, false)
 			}
 			t := time.NewTicker(*watch)
 			defer t.Stop()
 			for {
-				if err := cliQueues(ctx, e, in, *rate, true); err != nil {
+				if err := cliQueues(ctx, e, in, *rate, *shards, true); err != nil {
 					if ctx.Err() != nil {
 						return nil // interrupted
 					}
@@ -76,7 +83,7 @@ type queuesFrame struct {
 	Queues []queueRow `json:"queues"`
 }
 
-func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, watching bool) error {
+func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, shards, watching bool) error {
 	read := func() ([]queueRow, map[string]int64, error) {
 		rctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
@@ -131,20 +138,50 @@ func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, watc
 		if rate {
 			fmt.Fprint(w, "\tRATE/S")
 		}
+		if shards {
+			fmt.Fprint(w, "\tSHARD\tSLOT\tMASTER")
+		}
 		fmt.Fprintln(w)
-		for _, r := range list {
+		row := func(name string, q inspect.QueueInfo) {
 			paused := "no"
-			if r.Paused {
+			if q.Paused {
 				paused = "yes"
 			}
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s", r.Queue, r.Waiting, r.Running, r.Scheduled,
-				r.Retrying, r.Held, r.Dead, r.Processed, r.Succeeded, r.Failed, r.ProcessedLastMinute, r.FailedLastMinute, paused)
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s", name, q.Waiting, q.Running, q.Scheduled,
+				q.Retrying, q.Held, q.Dead, q.Processed, q.Succeeded, q.Failed, q.ProcessedLastMinute, q.FailedLastMinute, paused)
+		}
+		for _, r := range list {
+			row(r.Queue, r.QueueInfo)
 			if r.Rate != nil {
 				fmt.Fprintf(w, "\t%.1f", *r.Rate)
 			} else if rate {
 				fmt.Fprint(w, "\t-")
 			}
+			if shards {
+				if n := shardCount(r.QueueInfo); n > 0 {
+					fmt.Fprintf(w, "\t%d shards\t-\t-", n)
+				} else {
+					fmt.Fprint(w, "\t-\t-\t-")
+				}
+			}
 			fmt.Fprintln(w)
+			if !shards {
+				continue
+			}
+			for _, s := range r.Shards {
+				row("  "+s.Queue, s.QueueInfo)
+				if rate {
+					fmt.Fprint(w, "\t-")
+				}
+				idx, master := "plain", s.Master
+				if s.Index >= 0 {
+					idx = strconv.Itoa(s.Index)
+				}
+				if master == "" {
+					master = "-"
+				}
+				fmt.Fprintf(w, "\t%s\t%d\t%s\n", idx, s.Slot, master)
+			}
 		}
 	})
 	if err == nil {
@@ -159,6 +196,18 @@ func cliQueues(ctx context.Context, e *cliEnv, in *inspect.Inspector, rate, watc
 		fmt.Fprintln(e.stdout)
 	}
 	return err
+}
+
+// shardCount is the number of shards of a sharded queue (its plain queue
+// not counted), 0 for another.
+func shardCount(q inspect.QueueInfo) int {
+	n := 0
+	for _, s := range q.Shards {
+		if s.Index >= 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // pageFlags are the flags of a listing of tasks.
@@ -237,7 +286,7 @@ func attempts(t inspect.TaskInfo) string {
 var cmdTasks = &command{
 	name: "tasks", args: "QUEUE", min: 1, max: 1,
 	summary: "a page of a queue's tasks in one state (-state, required)",
-	about:   "States: waiting, running, scheduled, retrying, held, dead. A listing that has\nmore prints the cursor of the next page (-json: \"next\").",
+	about:   "States: waiting, running, scheduled, retrying, held, dead. A listing that has\nmore prints the cursor of the next page (-json: \"next\"). A sharded queue's\nname lists its plain queue's tasks, then each shard's; a shard's name\n(<queue>~<index>.<salt>) that shard's alone.",
 	setup: func(e *cliEnv) func(context.Context, []string) error {
 		state := e.fs.String("state", "", "the `STATE`: waiting, running, scheduled, retrying, held or dead")
 		p := addPageFlags(e)

@@ -43,7 +43,7 @@ func (Other) Kind() string { return "cli.other" }
 func TestCLIHelp(t *testing.T) {
 	redisFlags := []string{"redis", "redis-cluster", "redis-sentinel", "redis-sentinel-master", "redis-sentinel-password"}
 	own := map[string][]string{
-		"queues": {"watch", "rate"}, "tasks": {"state", "kind", "limit", "cursor"},
+		"queues": {"watch", "rate", "shards"}, "tasks": {"state", "kind", "limit", "cursor"},
 		"task show": nil, "task cancel": nil, "queue pause": nil, "queue resume": nil, "queue delete": {"force"},
 		"dead list": {"kind", "limit", "cursor"}, "dead retry-all": {"kind"}, "dead purge-all": {"kind"},
 		"dead retry": nil, "dead purge": nil, "workers": nil, "groups": {"queue"}, "group": {"watch"},

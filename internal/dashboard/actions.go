@@ -104,7 +104,8 @@ func (s *server) run(ctx context.Context, name string, r *http.Request) (string,
 		_, _, err := keys.SplitTaskID(id)
 		return err
 	}
-	checkQueue := func() error { return keys.ValidateName("queue", queue) }
+	// A sharded queue's name acts on all its shards, a shard's on itself.
+	checkQueue := func() error { return keys.ValidatePhysicalQueue(queue) }
 	switch name {
 	case "cancel":
 		if err := checkID(); err != nil {

@@ -56,7 +56,9 @@ type uiPage struct {
 func (w *workload) pages() []uiPage {
 	q := url.QueryEscape
 	return []uiPage{
-		{"/", []string{qEmails, qReports, qBilling, qImport, "paused"}},
+		{"/", []string{qEmails, qReports, qBilling, qImport, "paused", qUploads, "3 shards"}},
+		{"/queues/" + qUploads, []string{"Shards", "plain", w.Shards[0], w.Shards[2], "upload-"}},
+		{"/queues/" + w.Shards[1] + "?state=waiting", []string{"Shard 1 of the sharded queue", qUploads}},
 		{"/queues/" + qEmails, []string{"welcome-a", "ada@example.com", "Pause queue"}},
 		{"/queues/" + qEmails + "?state=scheduled", []string{"reminder", "barbara@example.com"}},
 		{"/queues/" + qReports + "?state=dead", []string{"report-7", w.DeadMsg, "Retry all dead"}},

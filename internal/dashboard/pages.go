@@ -102,6 +102,10 @@ type queueData struct {
 	Chart    chart              `json:"chart"`
 	Lookup   string             `json:"lookup,omitempty"`
 	NotFound bool               `json:"not_found,omitempty"`
+	// Of and Index are set on the page of one shard of a sharded queue:
+	// the queue, and the shard's index.
+	Of    string `json:"of,omitempty"`
+	Index int    `json:"index,omitempty"`
 	// HasProgress is set when a task of the page has progress: the table
 	// then has a column for it.
 	HasProgress bool `json:"-"`
@@ -109,11 +113,16 @@ type queueData struct {
 
 func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
 	name := r.PathValue("queue")
-	if err := keys.ValidateName("queue", name); err != nil {
+	// A sharded queue's page lists its shards; a shard's name (a link of
+	// that list) gives a page of the shard alone.
+	if err := keys.ValidatePhysicalQueue(name); err != nil {
 		return result{}, badRequest{err}
 	}
 	q := r.URL.Query()
 	d := queueData{State: inspect.State(q.Get("state")), Kind: strings.TrimSpace(q.Get("kind")), Cursor: q.Get("cursor")}
+	if of, i, ok := keys.ParseShard(name); ok {
+		d.Of, d.Index = of, i
+	}
 	if d.State == "" {
 		d.State = inspect.StateWaiting
 	}
@@ -132,7 +141,8 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	if id := strings.TrimSpace(q.Get("id")); id != "" {
-		// A lookup by id: the task page, when the task is known.
+		// A lookup by id: the task page, when the task is known, under
+		// the id Task gives ("uploads/K" of a sharded queue names a shard).
 		if !strings.Contains(id, "/") {
 			id = name + "/" + id
 		}
@@ -143,7 +153,7 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) (result, error) {
 				return result{}, err
 			}
 			if t.State != inspect.StateUnknown {
-				http.Redirect(w, r, s.base+"/task?id="+url.QueryEscape(id), http.StatusSeeOther)
+				http.Redirect(w, r, s.base+"/task?id="+url.QueryEscape(t.ID), http.StatusSeeOther)
 				return result{}, nil
 			}
 		}

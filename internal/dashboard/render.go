@@ -346,6 +346,15 @@ var funcs = template.FuncMap{
 	},
 	"states":  func() []inspect.State { return listStates },
 	"countOf": countOf,
+	"shardCount": func(q inspect.QueueInfo) int { // a sharded queue's shards, its plain queue not counted
+		n := 0
+		for _, s := range q.Shards {
+			if s.Index >= 0 {
+				n++
+			}
+		}
+		return n
+	},
 	"isGroup": keys.IsGroupID,
 	"bytes":   HumanBytes,
 	"work":    func(done, total int64) inspect.Progress { return inspect.Progress{Done: done, Total: total} },

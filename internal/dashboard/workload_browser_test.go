@@ -78,6 +78,7 @@ const (
 	qBilling = "billing" // paused, with waiting tasks
 	qImport  = "import"  // the hostile task, waiting
 	qThumbs  = "thumbs"  // the pause test's queue (its worker comes with the test)
+	qUploads = "uploads" // a sharded queue of 3 shards, waiting tasks on them; no worker
 )
 
 // workload is the known state the pages show.
@@ -96,6 +97,7 @@ type workload struct {
 	Held      string // held by the rate of partner:acme
 	Group     string
 	Repeat    string
+	Shards    []string // the shards of qUploads
 }
 
 // newWorkload builds the workload on a Redis of its own.
@@ -185,6 +187,14 @@ func newWorkload(t *testing.T) *workload {
 	// The hostile task, waiting (its meta holds the script tag too).
 	w.Hostile = enqueue(Hostile{Name: hostileScript, Bad: hostileBad, Long: hostileLong}, &client.EnqueueOpts{Queue: qImport, ID: "row-1",
 		Meta: map[string]string{"note": hostileScript}}).ID()
+
+	// Uploads: a sharded queue, its tasks spread over the shards.
+	if w.Shards, err = w.c.DeclareShards(ctx, qUploads, 3); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		enqueue(Thumb{N: i}, &client.EnqueueOpts{Queue: qUploads, ID: "upload-" + string(rune('a'+i))})
+	}
 
 	testenv.Eventually(t, browserTimeout, "the second partner:acme task to be held", func() bool {
 		ti, err := w.in.Task(ctx, w.Held)

@@ -47,9 +47,17 @@ func newTokens(ts []Token) ([]token, error) {
 }
 
 // allows reports whether t may touch queue; a nil t (no tokens configured)
-// may touch every queue.
+// may touch every queue. A shard's physical name (keys.ParseShard) is its
+// sharded queue's: a token of "uploads" may touch "uploads~3.k2", where the
+// ids of the tasks it enqueued to "uploads" point.
 func (t *token) allows(queue string) bool {
-	return t == nil || t.queues == nil || t.queues[queue]
+	if t == nil || t.queues == nil {
+		return true
+	}
+	if q, _, ok := keys.ParseShard(queue); ok {
+		queue = q
+	}
+	return t.queues[queue]
 }
 
 var errNoBearer = errors.New("no bearer token")

@@ -35,15 +35,17 @@ func (s *server) queues(w http.ResponseWriter, r *http.Request) {
 }
 
 // queue serves GET /v1/queues/{queue}: its counts; 404 for a queue no
-// client, worker or group has used.
+// client, worker or group has used. A sharded queue's name gives its sums
+// and shards (as GET /v1/queues lists it), a shard's name that shard's
+// own counts; a token of the sharded queue may read both.
 func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("queue")
 	if e := s.authorize(r, name); e != nil {
 		s.refuse(w, r, e)
 		return
 	}
-	if keys.ValidateName("queue", name) != nil {
-		s.refuse(w, r, &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("queue %s: %s", quote(name), nameRule), Field: "queue"})
+	if keys.ValidatePhysicalQueue(name) != nil {
+		s.refuse(w, r, &apiError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("queue %s: %s, or a shard's name <queue>~<index>.<salt>", quote(name), nameRule), Field: "queue"})
 		return
 	}
 	if dotName(name) {
@@ -56,13 +58,20 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, s.readFailed(r, "queue", err))
 		return
 	}
-	if _, found := slices.BinarySearch(names, name); !found {
-		s.refuse(w, r, s.readFailed(r, "queue "+quote(name), client.ErrNotFound))
-		return
-	}
+	// A sharded queue is known by its shards as well (the plain queue is
+	// set up only once a worker serves it).
+	_, found := slices.BinarySearch(names, name)
+	found = found || slices.ContainsFunc(names, func(n string) bool {
+		q, _, ok := keys.ParseShard(n)
+		return ok && q == name
+	})
 	q, err := s.inspector.Queue(r.Context(), name)
 	if err != nil {
 		s.refuse(w, r, s.readFailed(r, "queue "+quote(name), err))
+		return
+	}
+	if !found && len(q.Shards) == 0 {
+		s.refuse(w, r, s.readFailed(r, "queue "+quote(name), client.ErrNotFound))
 		return
 	}
 	writeJSON(w, http.StatusOK, q)
