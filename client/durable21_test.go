@@ -109,9 +109,9 @@ func TestDurableEnqueueShortOfReplicas(t *testing.T) {
 // With a replica, a durable Enqueue returns once the replica has the task:
 // the replica holds it when Enqueue returns.
 func TestDurableEnqueueReachesReplica(t *testing.T) {
-	master := testenv.PrivateRedis(t, "--repl-diskless-sync-delay", "0")
+	master := testenv.PrivateRedis(t, "--repl-diskless-sync-delay", "0", "--dir", t.TempDir())
 	host, port, _ := strings.Cut(master, ":")
-	replica := testenv.PrivateRedis(t, "--replicaof", host, port)
+	replica := testenv.PrivateRedis(t, "--replicaof", host, port, "--dir", t.TempDir())
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: master})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -144,9 +144,9 @@ func TestDurableEnqueueReachesReplica(t *testing.T) {
 // caller at a time (the latency WAIT adds) and many (the combiner's
 // batches share a WAIT). A real Redis only.
 func BenchmarkDurableEnqueue(b *testing.B) {
-	master := testenv.PrivateRedis(b, "--repl-diskless-sync-delay", "0")
+	master := testenv.PrivateRedis(b, "--repl-diskless-sync-delay", "0", "--dir", b.TempDir())
 	host, port, _ := strings.Cut(master, ":")
-	replica := testenv.PrivateRedis(b, "--replicaof", host, port)
+	replica := testenv.PrivateRedis(b, "--replicaof", host, port, "--dir", b.TempDir())
 	ctx := context.Background()
 	rep := redis.NewClient(&redis.Options{Addr: replica})
 	b.Cleanup(func() { _ = rep.Close() })
