@@ -27,12 +27,17 @@ type GroupOpts struct {
 	// may be made again to complete it. Members in other queues than the
 	// group's, and InvokeAll's, get task ids derived from it
 	// ("<queue>/<id>.<index>"); members in the group's own queue get
-	// generated ids (Group.Members lists them all). Defaults to a random
+	// generated ids (Group.Members lists them all), unless that queue is
+	// sharded: its members are members of other queues then, on its
+	// shards ("<shard>/<id>.<index>"). Defaults to a random
 	// id. Not for Sub: a nested group's id derives from its parent's.
 	ID string
 
 	// Queue is the group's home queue, whose Redis slot holds the group's
-	// state. Defaults to the queue of the first member.
+	// state. Defaults to the queue of the first member. A shard's name
+	// stands for its sharded queue, whose group state lives in the slot
+	// of its plain queue (which its workers serve) and whose members go on
+	// its shards.
 	Queue string
 
 	// FailFast ends the group at the first member that does not succeed:
@@ -254,6 +259,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 	if home == "" {
 		home = engineOf(c).QueueOf(nil)
 	}
+	home = logicalQueue(home)
 	if err := keys.ValidateName("queue", home); err != nil {
 		return nil, fmt.Errorf("home queue: %w", err)
 	}
@@ -303,7 +309,7 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 			if o.spread > 0 {
 				due = o.start.Add(o.spread * time.Duration(i) / time.Duration(len(specs)))
 			}
-			if limit == 0 && q == home && due.IsZero() {
+			if limit == 0 && logicalQueue(q) == home && due.IsZero() {
 				// Lives where the group does: enqueued and added in one
 				// step, as an auto-keyed task.
 				fast = append(fast, engine.Item{Args: s.Args, Opts: optsOf(s.Opts), Group: gid, Index: i, RateKey: rateKey, RateN: rateN, RatePer: ratePer})
@@ -345,17 +351,33 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 		}
 		p.subs = append(p.subs, sub)
 	}
-	p.members = members
 	var err error
+	if p.fast, err = engineOf(c).PrepareItems(ctx, fast); err != nil {
+		return nil, err
+	}
+	if onShards(p.fast, home) {
+		// The home queue is sharded: its members go on its shards, as
+		// any task of it does (by partition key, else by the key the
+		// group gives them), each in a slot other than the group's. They
+		// join as members of other queues do: named first, then
+		// enqueued, their ends reaching the group through their
+		// queues' outboxes.
+		for k, it := range fast {
+			i := p.fastIdx[k]
+			it.Key = base + "." + strconv.Itoa(i)
+			itemMember = append(itemMember, len(members))
+			members = append(members, store.GroupMember{Index: i})
+			items = append(items, it)
+		}
+		p.fast, p.fastIdx = engine.Prepared{}, nil
+	}
+	p.members = members
 	if p.children, err = engineOf(c).PrepareItems(ctx, items); err != nil {
 		return nil, err
 	}
 	for j, it := range items {
 		// A member of a sharded queue is named by its shard.
 		members[itemMember[j]].Name = keys.TaskID(p.children.Queue(j), it.Key)
-	}
-	if p.fast, err = engineOf(c).PrepareItems(ctx, fast); err != nil {
-		return nil, err
 	}
 	if join != nil {
 		if join.Opts != nil && join.Opts.ID != "" {
@@ -374,6 +396,27 @@ func makePlan(ctx context.Context, c *client.Client, specs []client.Spec, join *
 }
 
 func queueOf(c *client.Client, s client.Spec) string { return engineOf(c).QueueOf(optsOf(s.Opts)) }
+
+// logicalQueue is the queue that name stands for: the sharded queue of a
+// shard's physical name (a handler's own queue, Task.Queue), else name.
+func logicalQueue(name string) string {
+	if q, _, ok := keys.ParseShard(name); ok {
+		return q
+	}
+	return name
+}
+
+// onShards reports whether PrepareItems placed the members prepared in p,
+// all sent to the group's home queue home, somewhere else: on the shards
+// of a sharded home queue.
+func onShards(p engine.Prepared, home string) bool {
+	for i := range p.Len() {
+		if p.Queue(i) != home {
+			return true
+		}
+	}
+	return false
+}
 
 // run writes a plan: the group (unless created is set: the caller made it)
 // and its members first, then the join and the nested groups, then the

@@ -26,6 +26,9 @@ import (
 // (AbortIncompleteMultipartUpload after some days) is a second guard, for
 // uploads whose record was lost with Redis.
 //
+// A sharded queue (client.DeclareShards) is swept whole: its plain queue
+// and every shard; a shard's own name sweeps that shard.
+//
 // Uploads are aborted at the endpoint of the handler's S3Config.
 func (h *Handler) Sweep(ctx context.Context, queues ...string) (aborted int, err error) {
 	if h.rdb == nil {
@@ -36,10 +39,24 @@ func (h *Handler) Sweep(ctx context.Context, queues ...string) (aborted int, err
 		return 0, err
 	}
 	var errs []error
+	var phys []string
 	for _, qn := range queues {
-		if err := keys.ValidateName("queue", qn); err != nil {
+		if err := keys.ValidatePhysicalQueue(qn); err != nil {
 			return aborted, fmt.Errorf("upload: Sweep: %w", err)
 		}
+		phys = append(phys, qn)
+		if keys.IsShard(qn) {
+			continue
+		}
+		set, ok, err := store.Shards(ctx, h.rdb, qn)
+		if err != nil {
+			return aborted, fmt.Errorf("upload: Sweep: %w", err)
+		}
+		if ok {
+			phys = append(phys, set.Names...)
+		}
+	}
+	for _, qn := range phys {
 		q := keys.ForQueue(qn)
 		var all []string
 		for start := int64(0); ; start += 1000 {

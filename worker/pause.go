@@ -68,6 +68,10 @@ func (w *Worker) pauseNotice() {
 // readPaused reads the flags and, when they changed, wakes a fetch loop
 // waiting for a queue to resume and refreshes the registration.
 func (w *Worker) readPaused(ctx context.Context) error {
+	// No shard joins between the read of the list and the store of the
+	// set (addShards holds the lock while it publishes the shards).
+	w.shards.mu.Lock()
+	defer w.shards.mu.Unlock()
 	list := w.queueList()
 	qs := make([]keys.Queue, len(list))
 	for i, q := range list {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -39,6 +40,16 @@ import (
 // "queue:<name>" RateLimits of a sharded queue hold for all its shards
 // together: one limiter, one bucket.
 
+// A registry entry that cannot be read touches only its own queue: the
+// worker serves that queue's plain queue and the shards it knew before, goes
+// on with its other queues, and reads the entry again at the next poll. So
+// does Start, which never fails on the registry: a fleet keeps running
+// through a malformed entry (one an operator wrote by hand, or a newer
+// version's) or a registry read that failed for a moment, and takes up the
+// shards once the entry reads again. The failure is logged when it first
+// happens and when its reason changes (see noteRegistryRead), not at every
+// poll.
+
 // shardPoll is how often a worker reads the shard registry for its queues.
 var shardPoll = 5 * time.Second
 
@@ -48,6 +59,9 @@ type shardState struct {
 	list atomic.Pointer[[]*queue]          // every queue served; nil before Start
 	ctl  atomic.Pointer[map[string]*queue] // by control channel
 	any  atomic.Bool                       // some queue served is a shard
+
+	logMu sync.Mutex
+	bad   map[string]string // configured queue -> why its entry did not read, as logged
 }
 
 // served is the configured queue that q serves: its own name, or the
@@ -77,8 +91,10 @@ func (w *Worker) ctlQueue(ch string) *queue {
 }
 
 // readShards reads the registry entry of each configured queue and returns
-// the shards not served yet.
-func (w *Worker) readShards(ctx context.Context) ([]*queue, error) {
+// the shards not served yet. A queue whose entry does not read (a Redis
+// error, or an entry that is not what this library writes) adds nothing
+// this time; the others go on (see the top of this file).
+func (w *Worker) readShards(ctx context.Context) []*queue {
 	have := map[string]bool{}
 	for _, q := range w.queueList() {
 		have[q.keys.Name] = true
@@ -86,10 +102,11 @@ func (w *Worker) readShards(ctx context.Context) ([]*queue, error) {
 	var add []*queue
 	for _, name := range slices.Sorted(maps.Keys(w.cfg.Queues)) {
 		s, ok, err := store.Shards(ctx, w.rdb, name)
-		if err != nil {
-			return nil, err
+		if ctx.Err() != nil {
+			return add // stopping, or out of time: the next poll reads again
 		}
-		if !ok {
+		w.noteRegistryRead(name, err)
+		if err != nil || !ok {
 			continue
 		}
 		for _, sn := range s.Names {
@@ -98,17 +115,59 @@ func (w *Worker) readShards(ctx context.Context) ([]*queue, error) {
 			}
 		}
 	}
-	return add, nil
+	return add
+}
+
+// noteRegistryRead logs how the read of queue's registry entry went, when
+// that changed: a failure when it first happens and when its reason does
+// (another malformed entry, or malformed after unreadable), and a read
+// that works again once. A failure that only repeats is logged at debug
+// level. Errors other than a malformed entry count as one reason
+// ("unavailable"), whatever their text (a connection's address in it
+// changes from one try to the next).
+func (w *Worker) noteRegistryRead(queue string, err error) {
+	reason := ""
+	malformed := errors.Is(err, store.ErrBadShardSet)
+	switch {
+	case malformed:
+		reason = err.Error()
+	case err != nil:
+		reason = "unavailable"
+	}
+	w.shards.logMu.Lock()
+	last, had := w.shards.bad[queue]
+	switch {
+	case err == nil && had:
+		delete(w.shards.bad, queue)
+	case err != nil && last != reason:
+		if w.shards.bad == nil {
+			w.shards.bad = map[string]string{}
+		}
+		w.shards.bad[queue] = reason
+	}
+	w.shards.logMu.Unlock()
+	switch {
+	case err == nil && had:
+		w.log.Info("the queue's shard registry entry reads again", slog.String("queue", queue))
+	case err == nil:
+	case last != reason && malformed:
+		w.log.Error("the queue's shard registry entry is malformed: serving its plain queue and the shards known before, reading the entry again at every poll (delete the entry and declare the queue again to repair it)",
+			slog.String("queue", queue), slog.Duration("poll", shardPoll), slog.Any("err", err))
+	case last != reason:
+		w.log.Warn("read the queue's shard registry entry: serving its plain queue and the shards known before, reading the entry again at every poll",
+			slog.String("queue", queue), slog.Duration("poll", shardPoll), slog.Any("err", err))
+	default:
+		w.log.Debug("the queue's shard registry entry still does not read", slog.String("queue", queue), slog.Any("err", err))
+	}
 }
 
 // initShards adds the shards of the configured queues that the registry
 // holds now to w.queues (Start, w.mu held, before any loop runs: Start
 // then ensures their groups and subscribes to their control channels).
+// It does not fail: an entry that does not read is logged and read again
+// by shardLoop (the error result is always nil).
 func (w *Worker) initShards(ctx context.Context) error {
-	add, err := w.readShards(ctx)
-	if err != nil {
-		return fmt.Errorf("read the shard registry: %w", err)
-	}
+	add := w.readShards(ctx)
 	w.shards.mu.Lock()
 	defer w.shards.mu.Unlock()
 	w.queues = withShards(w.queues, add)
@@ -155,31 +214,46 @@ func (w *Worker) shardLoop(ctx context.Context) {
 		err := w.addShards(rctx)
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			w.log.Warn("read the shard registry; trying again later", slog.Any("err", err))
+			w.log.Warn("start serving new shards; trying again later", slog.Any("err", err))
 		}
 	}
 }
 
 // addShards serves the shards the registry lists that the worker does not
-// serve yet: their consumer groups ensured and their control channels
-// subscribed to before the fetch loop sees them.
+// serve yet: their consumer groups ensured, their control channels
+// subscribed to and their own pause flags read before the fetch loop sees
+// them. An error leaves them for the next call.
 func (w *Worker) addShards(ctx context.Context) error {
-	add, err := w.readShards(ctx)
-	if err != nil || len(add) == 0 {
-		return err
+	add := w.readShards(ctx)
+	if len(add) == 0 {
+		return nil
 	}
 	chans := make([]string, len(add))
+	ks := make([]keys.Queue, len(add))
 	for i, q := range add {
 		if err := store.EnsureGroup(ctx, w.rdb, q.keys); err != nil {
 			return err
 		}
 		chans[i] = q.keys.Ctl()
+		ks[i] = q.keys
 	}
 	// The confirmations reach controlLoop, which skips them; a cancel
 	// request sent before this subscription took effect is caught by the
-	// heartbeats.
+	// heartbeats, and a pause notice by the flags read next.
 	if err := w.ctl.Subscribe(ctx, chans...); err != nil {
 		return fmt.Errorf("subscribe to control channels: %w", err)
+	}
+	// A shard paused on its own before this worker knew of it starts
+	// paused: pauseLoop reads only the queues it knew as its read began.
+	flags, err := store.PausedFlags(ctx, w.rdb, ks)
+	if err != nil {
+		return err
+	}
+	own := map[*queue]bool{}
+	for i, on := range flags {
+		if on {
+			own[add[i]] = true
+		}
 	}
 	w.shards.mu.Lock()
 	defer w.shards.mu.Unlock()
@@ -188,24 +262,62 @@ func (w *Worker) addShards(ctx context.Context) error {
 	for _, q := range list {
 		ctl[q.keys.Ctl()] = q
 	}
-	// A shard of a queue paused now starts paused.
-	if set := w.pause.set.Load(); set != nil {
-		withNew := w.pausedWithShards(list, *set)
-		w.pause.set.Store(&withNew)
+	// Before the list: a read of the pause flags that ends from now on
+	// pauses the shards of a paused queue (pausedWithShards).
+	w.shards.any.Store(true)
+	// A shard of a queue paused now starts paused. Compare-and-swap: a
+	// read of the flags stored meanwhile (a queue resumed, say) is not
+	// overwritten with what was read before it.
+	for {
+		old := w.pause.set.Load()
+		set := maps.Clone(own)
+		if old != nil {
+			maps.Copy(set, *old)
+		}
+		if len(set) == 0 {
+			break // nothing paused
+		}
+		withNew := w.pausedWithShards(list, set)
+		if w.pause.set.CompareAndSwap(old, &withNew) {
+			break
+		}
 	}
 	w.shards.ctl.Store(&ctl)
 	w.shards.list.Store(&list)
-	w.shards.any.Store(true)
 	for _, q := range add {
-		w.log.Info("serving a shard", slog.String("queue", q.served()), slog.String("shard", q.keys.Name))
+		w.log.Info("serving a shard", slog.String("queue", q.served()), slog.String("shard", q.keys.Name), slog.Bool("paused", w.isPaused(q)))
 	}
 	w.wakeForwarder()
 	return nil
 }
 
-// pausedWithShards returns set (a copy) with the shards in qs of each
-// configured queue whose own flag set holds.
+// pausedWithShards returns set (a copy), the pause flags last read for the
+// queues qs, with the shards of each configured queue that set holds. The
+// shards are those of qs and of the queues served now (w.queueList): a
+// read of the flags that began before addShards published a shard still
+// pauses it with its queue, whose own flag every read has. The queues
+// served now that qs lacks (added while the read was under way) keep what
+// the set stored last held for them: the read knows nothing of their own
+// flags.
 func (w *Worker) pausedWithShards(qs []*queue, set map[*queue]bool) map[*queue]bool {
+	out := make(map[*queue]bool, len(set))
+	for q := range set {
+		out[q] = true
+	}
+	now := w.queueList()
+	if len(now) > len(qs) {
+		in := make(map[*queue]bool, len(qs))
+		for _, q := range qs {
+			in[q] = true
+		}
+		if old := w.pause.set.Load(); old != nil {
+			for _, q := range now {
+				if !in[q] && (*old)[q] {
+					out[q] = true
+				}
+			}
+		}
+	}
 	var names map[string]bool
 	for q := range set {
 		if q.keys.Name == q.served() {
@@ -215,13 +327,11 @@ func (w *Worker) pausedWithShards(qs []*queue, set map[*queue]bool) map[*queue]b
 			names[q.keys.Name] = true
 		}
 	}
-	out := make(map[*queue]bool, len(set))
-	for q := range set {
-		out[q] = true
-	}
-	for _, q := range qs {
-		if names[q.served()] {
-			out[q] = true
+	for _, l := range [][]*queue{qs, now} {
+		for _, q := range l {
+			if names[q.served()] {
+				out[q] = true
+			}
 		}
 	}
 	return out

@@ -248,8 +248,15 @@ func TestShardsWorkerDrainsEveryShard(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if ran[b.queue] != 1 {
-		t.Errorf("the plain queue ran %d tasks, want 1: %v", ran[b.queue], ran)
+	// The queue was in use when it was declared (on a Redis whose stream
+	// outlives its last entry): a task with an id keeps to the plain queue
+	// for the grace of the declaration (store.DeclareShards).
+	wantPlain := 1
+	if keyed.Queue() == b.queue {
+		wantPlain = 2
+	}
+	if ran[b.queue] != wantPlain {
+		t.Errorf("the plain queue ran %d tasks, want %d: %v", ran[b.queue], wantPlain, ran)
 	}
 	for _, name := range names {
 		if ran[name] < 10 {

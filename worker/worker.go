@@ -270,7 +270,7 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	w.ahead.queue = make(chan *job, w.cfg.FetchBatch+1)
 	w.ahead.started = make(chan struct{}, 1)
-	w.ahead.off = w.cfg.StrictPriority && len(w.queues) > 1
+	w.ahead.off = w.cfg.StrictPriority && len(w.cfg.Queues) > 1 // configured queues: shards keep no priority among themselves
 	for i := 0; i < completers; i++ {
 		w.support.run(w.completeLoop)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
@@ -34,12 +35,37 @@ func TestResendConformanceShards(t *testing.T) {
 	RunTable(t, []Row{
 		{Name: "DeclareShards", Op: func(r *Run) string {
 			r.T.Cleanup(func() { _ = r.Env.RDB.HDel(context.Background(), keys.ShardRegistry, r.Q).Err() })
-			s, err := store.DeclareShards(r.Ctx, r.RDB, r.Q, 4)
+			s, err := store.DeclareShards(r.Ctx, r.RDB, r.Q, 4, store.ShardChange{})
 			// The registry is one key of every queue's: the run's entry,
 			// read directly.
 			got, ok, gerr := store.Shards(r.Ctx, r.Env.RDB, r.Q)
 			r.Note("registry %s: %v %s %v", r.Q, ok, shardText(got), gerr)
 			return Answer(shardText(s), err)
 		}},
+		{Name: "GrowShards", Setup: func(r *Run) {
+			r.T.Cleanup(func() { _ = r.Env.RDB.HDel(context.Background(), keys.ShardRegistry, r.Q).Err() })
+			if _, err := store.DeclareShards(r.Ctx, r.RDB, r.Q, 2, store.ShardChange{}); err != nil {
+				r.T.Fatal(err)
+			}
+		}, Op: func(r *Run) string {
+			// The write is shardcas.lua: a resend finds the entry its first
+			// run wrote and answers it, not a conflict.
+			s, err := store.GrowShards(r.Ctx, r.RDB, r.Q, 5, store.ShardChange{Grace: time.Minute, Settle: time.Hour})
+			got, ok, gerr := store.Shards(r.Ctx, r.Env.RDB, r.Q)
+			r.Note("registry %s: %v %s %s %v", r.Q, ok, shardText(got), layoutText(got), gerr)
+			return Answer(shardText(s)+" "+layoutText(s), err)
+		}},
 	})
+}
+
+// layoutText is a shard set's earlier layouts and when they settle and it
+// takes effect, in ms after it was made (the grace and the settle time).
+func layoutText(s store.ShardSet) string {
+	var b strings.Builder
+	made := s.ActiveMs - time.Minute.Milliseconds()
+	fmt.Fprintf(&b, "active=+%d", s.ActiveMs-made)
+	for _, l := range s.Prev {
+		fmt.Fprintf(&b, " prev n=%d until=+%d", l.N, l.UntilMs-made)
+	}
+	return b.String()
 }

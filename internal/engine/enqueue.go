@@ -64,6 +64,11 @@ type prepared struct {
 	told *EnqueuedTask
 
 	retain time.Duration // how long the task's record outlives its end
+
+	// earlier are the queues where an earlier task of the key the task was
+	// placed by may be, after a change of its sharded queue's layout
+	// (findEarlier; shard21.go).
+	earlier []string
 }
 
 // clockRefresh is how old the client's measure of Redis time may get before
@@ -289,13 +294,14 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 		EnqueuedMs:  enqueuedMs,
 	})
 	queue := opts.Queue
+	var earlier []string
 	if !x.template {
 		// A sharded queue's task goes to one of its shards (shard21.go).
-		if queue, err = e.place(ctx, queue, opts.ID, opts.PartitionKey); err != nil {
+		if queue, earlier, err = e.place(ctx, queue, opts.ID, opts.PartitionKey); err != nil {
 			return prepared{}, fmt.Errorf("enqueue %s: %w", kind, err)
 		}
 	}
-	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention}
+	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention, earlier: earlier}
 	if e.cfg.Enqueued != nil && !x.template {
 		// The options as sent: the metadata the task carries (inherited
 		// entries too), the trace context it carries.
@@ -360,6 +366,13 @@ func (e *Engine) Enqueue(ctx context.Context, args Args, opts *Opts) (ref Ref, e
 	if err != nil {
 		return Ref{}, err
 	}
+	if len(p.earlier) > 0 {
+		one := []prepared{p}
+		if err := e.findEarlier(ctx, one); err != nil {
+			return Ref{}, fmt.Errorf("enqueue %s: %w", args.Kind(), err)
+		}
+		p = one[0]
+	}
 	if span.records() {
 		queues = []string{p.queue}
 	}
@@ -418,6 +431,9 @@ func (e *Engine) EnqueueMany(ctx context.Context, specs []Spec) (refs []Ref, err
 			return nil, fmt.Errorf("spec %d: %w", i, err)
 		}
 		ps[i] = p
+	}
+	if err := e.findEarlier(ctx, ps); err != nil {
+		return nil, err
 	}
 	if span.records() {
 		queues = make([]string, len(ps))

@@ -82,12 +82,22 @@ func (e *Engine) ContinueWith(ctx context.Context, r Ref, args Args, opts *Opts,
 			o.Queue = q // placed on a shard by its own id
 		}
 	}
-	if o.ID == "" {
+	generated := o.ID == ""
+	if generated {
 		o.ID = "c-" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
 	}
 	p, err := e.prepare(ctx, args, &o, extra{prev: r.ID()})
 	if err != nil {
 		return Ref{}, err
+	}
+	if generated {
+		p.earlier = nil // a new id: no earlier task has it
+	} else if len(p.earlier) > 0 {
+		one := []prepared{p}
+		if err := e.findEarlier(ctx, one); err != nil {
+			return Ref{}, fmt.Errorf("continue %s: %w", r.ID(), err)
+		}
+		p = one[0]
 	}
 	// The task continued must exist (a typo'd id would wait forever).
 	ts, err := e.Read(ctx, r)

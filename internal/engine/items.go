@@ -127,6 +127,9 @@ func (e *Engine) PrepareItems(ctx context.Context, items []Item) (Prepared, erro
 		p.task.Hold = it.Hold
 		ps[i] = p
 	}
+	if err := e.findEarlier(ctx, ps); err != nil {
+		return Prepared{}, err
+	}
 	return Prepared{ps: ps}, nil
 }
 

@@ -2,8 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -38,8 +38,12 @@ var ShardRefresh = 5 * time.Second
 type shardEntry struct {
 	set  *store.ShardSet // nil: not sharded
 	read time.Time       // when the registry was read
+	skew int64           // Redis time minus local time at the read, ms
 	next atomic.Uint64   // round-robin
 }
+
+// redisNow is the Redis time now, Unix ms, as measured at the read.
+func (ent *shardEntry) redisNow() int64 { return time.Now().UnixMilli() + ent.skew }
 
 // shardCache maps a queue name to its *shardEntry.
 type shardCache struct {
@@ -47,13 +51,10 @@ type shardCache struct {
 	mu sync.Mutex // one registry read per queue at a time
 }
 
-// ShardOf is the index of the shard, of n, that key belongs to: FNV-1a of
-// the key, modulo n. Every process computes the same.
-func ShardOf(key string, n int) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n))
-}
+// ShardOf is the index of the shard, of n, that key belongs to
+// (keys.JumpShard): every process computes the same, and growing n moves
+// only the keys that go to the new shards.
+func ShardOf(key string, n int) int { return keys.JumpShard(key, n) }
 
 // shardKey is the key a task id's shard is chosen by: a batch item
 // (keys.BatchOfItem) goes with its batch.
@@ -69,7 +70,18 @@ func shardKey(key string) string {
 // registry. A failed read of a stale entry keeps the old answer (logged);
 // a failed first read is an error.
 func (e *Engine) shards(ctx context.Context, queue string) (*shardEntry, error) {
-	if v, ok := e.shardsOf.m.Load(queue); ok {
+	return e.readShards(ctx, queue, false)
+}
+
+// readShards is shards; force reads the registry whatever the cache holds
+// (after this engine changed the entry). A read never replaces what the
+// cache holds with an older entry: one that a read begun before a
+// declaration brings back, not sharded or of an earlier epoch (the
+// registry only ever gains entries and epochs).
+func (e *Engine) readShards(ctx context.Context, queue string, force bool) (*shardEntry, error) {
+	if force {
+		e.shardsOf.mu.Lock()
+	} else if v, ok := e.shardsOf.m.Load(queue); ok {
 		ent := v.(*shardEntry)
 		if time.Since(ent.read) < ShardRefresh {
 			return ent, nil
@@ -86,11 +98,12 @@ func (e *Engine) shards(ctx context.Context, queue string) (*shardEntry, error) 
 	var old *shardEntry
 	if v, ok := e.shardsOf.m.Load(queue); ok {
 		old = v.(*shardEntry)
-		if time.Since(old.read) < ShardRefresh {
+		if !force && time.Since(old.read) < ShardRefresh {
 			return old, nil // read meanwhile
 		}
 	}
-	s, ok, err := store.Shards(ctx, e.rdb, queue)
+	local := time.Now()
+	s, ok, nowMs, err := store.ShardsAt(ctx, e.rdb, queue)
 	if err != nil {
 		if old != nil {
 			e.cfg.Logger.Warn("async: reading the shard registry failed; keeping what was read before",
@@ -99,9 +112,12 @@ func (e *Engine) shards(ctx context.Context, queue string) (*shardEntry, error) 
 		}
 		return nil, fmt.Errorf("queue %q: %w", queue, err)
 	}
-	ent := &shardEntry{read: time.Now()}
+	ent := &shardEntry{read: local, skew: nowMs - local.UnixMilli()}
 	if ok {
 		ent.set = &s
+	}
+	if old != nil && old.set != nil && (ent.set == nil || ent.set.Epoch < old.set.Epoch) {
+		ent.set = old.set
 	}
 	if old != nil {
 		ent.next.Store(old.next.Load())
@@ -112,31 +128,63 @@ func (e *Engine) shards(ctx context.Context, queue string) (*shardEntry, error) 
 
 // place returns the physical queue of a task sent to queue, with the id
 // key and partition key pk ("" for none): queue itself unless it is
-// sharded.
-func (e *Engine) place(ctx context.Context, queue, key, pk string) (string, error) {
+// sharded. A task placed by a key whose layout changed lately also gets
+// the queues where an earlier task of that key may still be
+// (store.ShardSet.Place): findEarlier then sends it there if one is.
+func (e *Engine) place(ctx context.Context, queue, key, pk string) (string, []string, error) {
 	if keys.IsShard(queue) {
-		return queue, nil // placed already (a shard named by a handle)
+		return queue, nil, nil // placed already (a shard named by a handle)
 	}
 	ent, err := e.shards(ctx, queue)
 	if err != nil || ent.set == nil {
-		return queue, err
+		return queue, nil, err
 	}
-	n := ent.set.N
-	var i int
 	switch {
 	case pk != "":
-		i = ShardOf(pk, n)
+		q, earlier := ent.set.Place(pk, ent.redisNow())
+		return q, earlier, nil
 	case key != "":
-		i = ShardOf(shardKey(key), n)
-	default:
-		i = int((ent.next.Add(1) - 1) % uint64(n))
+		q, earlier := ent.set.Place(shardKey(key), ent.redisNow())
+		return q, earlier, nil
 	}
-	return ent.set.Names[i], nil
+	return ent.set.Names[int((ent.next.Add(1)-1)%uint64(ent.set.N))], nil, nil
+}
+
+// findEarlier moves each task of ps placed by a key whose layout changed
+// lately to the queue where an earlier task of its key still is, if one
+// is: behind that key's waiting tasks (its partition key's order), or onto
+// the task its id names already (the id's idempotency). One pipelined
+// round trip for all of them; none when no task needs it.
+func (e *Engine) findEarlier(ctx context.Context, ps []prepared) error {
+	var probes []store.Earlier
+	var at []int
+	for i := range ps {
+		if len(ps[i].earlier) == 0 {
+			continue
+		}
+		probes = append(probes, store.Earlier{Queues: ps[i].earlier, ID: ps[i].task.UserKey, Part: ps[i].task.Part})
+		at = append(at, i)
+	}
+	if len(probes) == 0 {
+		return nil
+	}
+	found, err := store.FindEarlier(ctx, e.rdb, probes)
+	if err != nil {
+		return fmt.Errorf("look for earlier tasks in the old layout of a sharded queue: %w", err)
+	}
+	for j, i := range at {
+		if found[j] >= 0 {
+			ps[i].queue = ps[i].earlier[found[j]]
+		}
+		ps[i].earlier = nil
+	}
+	return nil
 }
 
 // Resolve returns the Ref of the task r names: a task id made of a sharded
 // queue's name and a key of the caller's ("uploads/K") names the task on
-// the shard of K, where an enqueue with that id placed it. Generated keys
+// the shard of K, where an enqueue with that id placed it (looked for in
+// the queue's earlier layouts too, while they settle). Generated keys
 // (stream entry ids) are left on the queue named: a handle carries its
 // shard already, and one of the plain queue was written there. A task
 // placed by its partition key is found through its handle's id, which
@@ -149,22 +197,46 @@ func (e *Engine) Resolve(ctx context.Context, r Ref) (Ref, error) {
 	if err != nil {
 		return Ref{}, err
 	}
-	if ent.set != nil {
-		r.Queue = ent.set.Names[ShardOf(shardKey(r.Key), ent.set.N)]
+	if ent.set == nil {
+		return r, nil
 	}
+	q, earlier := ent.set.Place(shardKey(r.Key), ent.redisNow())
+	if len(earlier) > 0 {
+		// Where the id's task is; where it would go when it is nowhere.
+		cand := append([]string{q}, earlier...)
+		found, err := store.FindEarlier(ctx, e.rdb, []store.Earlier{{Queues: cand, ID: r.Key}})
+		if err != nil {
+			return Ref{}, fmt.Errorf("task %s: %w", r.ID(), err)
+		}
+		if found[0] >= 0 {
+			q = cand[found[0]]
+		}
+	}
+	r.Queue = q
 	return r, nil
 }
 
 // DeclareShards declares queue a sharded queue of n shards in the
-// registry (store.DeclareShards) and returns its physical queues; the
-// engine knows it at once.
-func (e *Engine) DeclareShards(ctx context.Context, queue string, n int) ([]string, error) {
-	s, err := store.DeclareShards(ctx, e.rdb, queue, n)
+// registry (store.DeclareShards), or grows it to n (store.GrowShards) when
+// grow is set and it has fewer, and returns its physical queues; the
+// engine reads the entry again at once.
+func (e *Engine) DeclareShards(ctx context.Context, queue string, n int, grow bool, ch store.ShardChange) ([]string, error) {
+	var s store.ShardSet
+	var err error
+	if grow {
+		s, err = store.GrowShards(ctx, e.rdb, queue, n, ch)
+		if errors.Is(err, store.ErrNotSharded) {
+			s, err = store.DeclareShards(ctx, e.rdb, queue, n, ch)
+		}
+	} else {
+		s, err = store.DeclareShards(ctx, e.rdb, queue, n, ch)
+	}
 	if err != nil {
 		return nil, err
 	}
-	ent := &shardEntry{set: &s, read: time.Now()}
-	e.shardsOf.m.Store(queue, ent)
+	if _, err := e.readShards(ctx, queue, true); err != nil {
+		return nil, err
+	}
 	return append([]string(nil), s.Names...), nil
 }
 

@@ -16,7 +16,7 @@ func BenchmarkPlaceUnsharded(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if q, err := e.place(ctx, "q", "", ""); err != nil || q != "q" {
+		if q, _, err := e.place(ctx, "q", "", ""); err != nil || q != "q" {
 			b.Fatal(q, err)
 		}
 	}
@@ -31,7 +31,7 @@ func TestPlace(t *testing.T) {
 	ctx := context.Background()
 	at := func(key, pk string) string {
 		t.Helper()
-		q, err := e.place(ctx, "q", key, pk)
+		q, _, err := e.place(ctx, "q", key, pk)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -254,3 +254,138 @@ func saltFor(queue string, i, target int) (string, error) {
 // ShardRegistry is the hash of the sharded queues: field = queue name,
 // value = its shard set (store.ShardSet, msgpack through the codec gate).
 const ShardRegistry = Prefix + ":{reg}:shards"
+
+// JumpShard is the shard, of n, that key belongs to: the jump consistent
+// hash of Lamping and Veach over FNV-1a (64 bits) of key. Every process
+// computes the same, and when n grows to m only the keys that move to the
+// new shards n..m-1 change shard (a fraction (m-n)/m of them): the others
+// keep theirs, with their order and their ids' records.
+func JumpShard(key string, n int) int {
+	h := uint64(14695981039346656037)
+	for j := 0; j < len(key); j++ {
+		h ^= uint64(key[j])
+		h *= 1099511628211
+	}
+	b, j := int64(-1), int64(0)
+	for j < int64(n) {
+		b = j
+		h = h*2862933555777941757 + 1
+		j = int64(float64(b+1) * (float64(int64(1)<<31) / float64((h>>33)+1)))
+	}
+	return int(b)
+}
+
+// GrowShards returns the physical names of shards len(have)..n-1 of queue,
+// which has the shards have (ShardName's, in index order), for a cluster
+// whose masters serve the slot ranges of masters (as for PlaceShards).
+// Each new shard goes to the master that serves the fewest of the queue's
+// shards so far (the first in slot order on a tie), on a slot of that
+// master that no shard of the queue uses, spread like PlaceShards'. The
+// answer depends on its arguments only.
+func GrowShards(queue string, have []string, n int, masters [][]SlotRange) ([]string, error) {
+	if err := ValidateName("queue", queue); err != nil {
+		return nil, err
+	}
+	if n <= len(have) || n > MaxShards {
+		return nil, fmt.Errorf("queue %q: grow %d shards to %d; the number must grow, to at most %d: %w", queue, len(have), n, MaxShards, ErrPlacement)
+	}
+	if len(masters) == 0 {
+		return nil, fmt.Errorf("queue %q: the cluster has no master serving slots: %w", queue, ErrPlacement)
+	}
+	owner := make([]int, Slots)
+	for i := range owner {
+		owner[i] = -1
+	}
+	ms := make([][]SlotRange, len(masters))
+	for mi, rs := range masters {
+		rs = slices.Clone(rs)
+		ms[mi] = rs
+		slices.SortFunc(rs, func(a, b SlotRange) int { return a.Start - b.Start })
+	}
+	slices.SortFunc(ms, func(a, b []SlotRange) int {
+		if len(a) == 0 || len(b) == 0 {
+			return len(a) - len(b)
+		}
+		return a[0].Start - b[0].Start
+	})
+	size := make([]int, len(ms))
+	for mi, rs := range ms {
+		if len(rs) == 0 {
+			return nil, fmt.Errorf("queue %q: master %d serves no slot: %w", queue, mi, ErrPlacement)
+		}
+		for _, r := range rs {
+			if r.Start < 0 || r.End >= Slots || r.Start > r.End {
+				return nil, fmt.Errorf("queue %q: slot range %d-%d is not within 0-%d: %w", queue, r.Start, r.End, Slots-1, ErrPlacement)
+			}
+			for s := r.Start; s <= r.End; s++ {
+				if owner[s] >= 0 {
+					return nil, fmt.Errorf("queue %q: slot %d is served by two masters: %w", queue, s, ErrPlacement)
+				}
+				owner[s] = mi
+			}
+			size[mi] += r.End - r.Start + 1
+		}
+	}
+	count := make([]int, len(ms))
+	used := map[int]bool{}
+	for i, name := range have {
+		if q, j, ok := ParseShard(name); !ok || q != queue || j != i {
+			return nil, fmt.Errorf("queue %q: shard %d is %q, not a name of that shard: %w", queue, i, name, ErrPlacement)
+		}
+		s := QueueSlot(name)
+		used[s] = true
+		if owner[s] >= 0 {
+			count[owner[s]]++
+		}
+	}
+	rot := int(CRC16(queue))
+	out := make([]string, 0, n-len(have))
+	for i := len(have); i < n; i++ {
+		mi := 0
+		for k := range ms {
+			if count[k] < count[mi] {
+				mi = k
+			}
+		}
+		// An offset that the queue's name rotates and the master's count
+		// of shards moves along, stepped past the slots in use.
+		off := (rot + (count[mi]*2+1)*size[mi]/(2*(count[mi]+1))) % size[mi]
+		target := -1
+		for step := 0; step < size[mi] && target < 0; step++ {
+			o := (off + step) % size[mi]
+			for _, r := range ms[mi] {
+				w := r.End - r.Start + 1
+				if o < w {
+					if s := r.Start + o; !used[s] {
+						target = s
+					}
+					break
+				}
+				o -= w
+			}
+		}
+		if target < 0 {
+			target = slotAt(ms[mi], off%size[mi]) // every slot used: share one
+		}
+		salt, err := saltFor(queue, i, target)
+		if err != nil {
+			return nil, err
+		}
+		used[target] = true
+		count[mi]++
+		out = append(out, ShardName(queue, i, salt))
+	}
+	return out, nil
+}
+
+// slotAt is the off-th slot of the ranges rs.
+func slotAt(rs []SlotRange, off int) int {
+	for _, r := range rs {
+		w := r.End - r.Start + 1
+		if off < w {
+			return r.Start + off
+		}
+		off -= w
+	}
+	return rs[0].Start
+}

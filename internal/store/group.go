@@ -392,6 +392,9 @@ func (t *touched) add(q keys.Queue) {
 
 // cancelMembers cancels one pipeline's worth of members of g; those unknown
 // (never created) are counted as cancelled.
+// cancelLoadTries bounds the script loads of one cancelMembers.
+const cancelLoadTries = 3
+
 func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, ms []string, reason string, retainMs int64, t *touched) error {
 	type call struct {
 		name string
@@ -403,8 +406,8 @@ func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, m
 	// answered {'partition', pk}): they are called again, with the list.
 	pks := map[string]string{}
 	todo := ms
-	parts := 0
-	for try := 0; ; try++ {
+	parts, loads := 0, 0
+	for {
 		calls = calls[:0]
 		_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, m := range todo {
@@ -457,9 +460,13 @@ func cancelMembers(ctx context.Context, rdb redis.UniversalClient, g GroupRef, m
 				}
 			}
 		}
-		if noScript && try == 0 {
-			// Redis lost its scripts (a restart): load them, send again
-			// (a cancel repeated changes nothing).
+		if noScript {
+			// Redis lost its scripts (a restart, a failover to a replica,
+			// in any round): load them, send the round again (a cancel
+			// repeated changes nothing).
+			if loads++; loads > cancelLoadTries {
+				return fmt.Errorf("cancel members of group %s: Redis lost its scripts %d times while cancelling", g, loads)
+			}
 			if err := script.Load(ctx, rdb); err != nil {
 				return err
 			}

@@ -34,7 +34,7 @@ func TestDeclareShards(t *testing.T) {
 	if _, ok, err := store.Shards(ctx, env.RDB, q); ok || err != nil {
 		t.Fatalf("Shards of a queue never declared = %v %v; want not ok, no error", ok, err)
 	}
-	s, err := store.DeclareShards(ctx, env.RDB, q, 4)
+	s, err := store.DeclareShards(ctx, env.RDB, q, 4, store.ShardChange{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +59,11 @@ func TestDeclareShards(t *testing.T) {
 	}
 	raw := env.RDB.HGet(ctx, keys.ShardRegistry, q).Val()
 
-	again, err := store.DeclareShards(ctx, env.RDB, q, 4)
+	again, err := store.DeclareShards(ctx, env.RDB, q, 4, store.ShardChange{})
 	if err != nil || !equalSets(again, s) {
 		t.Fatalf("declared again: %+v %v; want %+v", again, err, s)
 	}
-	_, err = store.DeclareShards(ctx, env.RDB, q, 6)
+	_, err = store.DeclareShards(ctx, env.RDB, q, 6, store.ShardChange{})
 	if !errors.Is(err, store.ErrShardCount) || !strings.Contains(err.Error(), q) || !strings.Contains(err.Error(), "6 shards") || !strings.Contains(err.Error(), "has 4") {
 		t.Fatalf("declared with 6 shards: %v; want ErrShardCount naming the queue, 6 and 4", err)
 	}
@@ -75,7 +75,7 @@ func TestDeclareShards(t *testing.T) {
 		queue string
 		n     int
 	}{{"a~b", 4}, {"", 4}, {q, 0}, {q, keys.MaxShards + 1}} {
-		if _, err := store.DeclareShards(ctx, env.RDB, c.queue, c.n); err == nil {
+		if _, err := store.DeclareShards(ctx, env.RDB, c.queue, c.n, store.ShardChange{}); err == nil {
 			t.Errorf("DeclareShards(%q, %d) = nil error", c.queue, c.n)
 		}
 	}
@@ -104,7 +104,7 @@ func TestDeclareShardsRace(t *testing.T) {
 			wg.Go(func() {
 				rdb := testenv.NewEnvClient(env)
 				defer rdb.Close()
-				sets[i], errs[i] = store.DeclareShards(ctx, rdb, q, n)
+				sets[i], errs[i] = store.DeclareShards(ctx, rdb, q, n, store.ShardChange{})
 			})
 		}
 		wg.Wait()
@@ -172,7 +172,7 @@ func TestShardsBadEntry(t *testing.T) {
 			t.Errorf("%s: errors.Is(err, codec.ErrMalformed) = %v; want %v", c.name, !c.malformed, c.malformed)
 		}
 		// Declaring over it says so too, and leaves it.
-		if _, err := store.DeclareShards(ctx, env.RDB, q, 2); !errors.Is(err, store.ErrBadShardSet) {
+		if _, err := store.DeclareShards(ctx, env.RDB, q, 2, store.ShardChange{}); !errors.Is(err, store.ErrBadShardSet) {
 			t.Errorf("%s: DeclareShards = %v; want ErrBadShardSet", c.name, err)
 		}
 	}
@@ -211,7 +211,7 @@ func TestShardSpread(t *testing.T) {
 		q := base + suffix
 		forgetShards(t, env.RDB, q)
 		start := time.Now()
-		s, err := store.DeclareShards(ctx, env.RDB, q, n)
+		s, err := store.DeclareShards(ctx, env.RDB, q, n, store.ShardChange{})
 		if err != nil {
 			t.Fatal(err)
 		}
