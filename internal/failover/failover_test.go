@@ -145,7 +145,8 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := plain.DeclareShards(ctx, qp, 6); err != nil {
+	shardsP, err := plain.DeclareShards(ctx, qp, 6)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -201,8 +202,44 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A replica behind its master: the victim drops its replica's link
+	// (it reconnects within a second, by its own clock), and the
+	// producers go on for a moment before the kill, as they would while
+	// a replica across a network lags. What the master acknowledged
+	// meanwhile is on no replica: a plain enqueue's task is lost with the
+	// master, a durable one's WAIT cannot be satisfied (ErrNotReplicated).
+	victimShards := map[string]bool{}
+	for _, s := range append(slices.Clone(shardsD), shardsP...) {
+		if m, err := cl.MasterOf(ctx, keys.ForQueue(s).Stream()); err == nil && m == victim {
+			victimShards[s] = true
+		}
+	}
+	onVictim := func(tl *tally) int {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		n := 0
+		for _, q := range tl.acked {
+			if victimShards[q] {
+				n++
+			}
+		}
+		return n
+	}
+	before := onVictim(tp)
+	if err := victim.Client().Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	for onVictim(tp)-before < 20 && time.Since(cutAt) < 700*time.Millisecond {
+		select { // poll
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cutAcks := onVictim(tp) - before
 	killedAt := time.Now()
-	t.Logf("%v: killing %s", time.Since(start), victim.Addr)
+	t.Logf("%v: killing %s, %v after it dropped its replica's link (%d plain tasks acknowledged on its shards meanwhile)",
+		time.Since(start), victim.Addr, killedAt.Sub(cutAt).Round(time.Millisecond), cutAcks)
 	cl.Kill(victim)
 	promoted, err := cl.AwaitFailover(ctx, victim)
 	if err != nil {
