@@ -202,12 +202,23 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A replica behind its master: the victim drops its replica's link
-	// (it reconnects within a second, by its own clock), and the
-	// producers go on for a moment before the kill, as they would while
-	// a replica across a network lags. What the master acknowledged
-	// meanwhile is on no replica: a plain enqueue's task is lost with the
-	// master, a durable one's WAIT cannot be satisfied (ErrNotReplicated).
+	// A replica behind its master: the victim's replica is frozen
+	// (SIGSTOP) and the victim drops its link, so that it cannot come
+	// back, and the producers go on for a moment before the kill, as they
+	// would while a replica across a network lags. What the master
+	// acknowledged meanwhile is on no replica: a plain enqueue's task is
+	// lost with the master, a durable one's WAIT cannot be satisfied
+	// (ErrNotReplicated). The replica is thawed at the kill, well within
+	// the node timeout.
+	var replica *testenv.ClusterNode
+	for _, n := range cl.Nodes {
+		if n.Master == victim {
+			replica = n
+		}
+	}
+	if replica == nil {
+		t.Fatalf("no replica of %s", victim.Addr)
+	}
 	victimShards := map[string]bool{}
 	for _, s := range append(slices.Clone(shardsD), shardsP...) {
 		if m, err := cl.MasterOf(ctx, keys.ForQueue(s).Stream()); err == nil && m == victim {
@@ -225,12 +236,25 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 		}
 		return n
 	}
+	if err := cl.Freeze(replica); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if err := cl.Thaw(replica); err != nil {
+				t.Errorf("thaw %s: %v", replica.Addr, err)
+			}
+		}
+	}
+	defer thaw()
 	before := onVictim(tp)
 	if err := victim.Client().Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
 		t.Fatal(err)
 	}
 	cutAt := time.Now()
-	for onVictim(tp)-before < 20 && time.Since(cutAt) < 700*time.Millisecond {
+	for onVictim(tp)-before < 20 && time.Since(cutAt) < 300*time.Millisecond {
 		select { // poll
 		case <-ctx.Done():
 		case <-time.After(5 * time.Millisecond):
@@ -241,6 +265,7 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	t.Logf("%v: killing %s, %v after it dropped its replica's link (%d plain tasks acknowledged on its shards meanwhile)",
 		time.Since(start), victim.Addr, killedAt.Sub(cutAt).Round(time.Millisecond), cutAcks)
 	cl.Kill(victim)
+	thaw()
 	promoted, err := cl.AwaitFailover(ctx, victim)
 	if err != nil {
 		t.Fatal(err)
