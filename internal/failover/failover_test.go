@@ -119,12 +119,16 @@ func produce(ctx context.Context, wg *sync.WaitGroup, stop <-chan struct{}, c *c
 
 // A master of a 3-master cluster with a replica each is killed (SIGKILL)
 // while producers enqueue to two 6-shard queues, one with durable enqueue
-// (WaitReplicas 1) and one without, and workers run their tasks. Once the
-// replica took over, every task whose durable enqueue returned no error
-// runs (or is still in Redis): none is lost. How many acknowledged tasks of
+// (WaitReplicas 1) and one without, and workers run their tasks; its
+// replica is behind at the kill (frozen, its link dropped, for up to
+// 300 ms before). Once the replica took over, every task whose durable
+// enqueue returned no error runs (or is still in Redis): none is lost.
+// Durable enqueues to the promoted master's shards answer ErrNotReplicated
+// (it has no replica) until the killed node, restarted, rejoins as its
+// replica; then they are confirmed again. How many acknowledged tasks of
 // the queue without the option were lost is logged, not asserted: that is
-// what asynchronous replication may lose (0 when the replica had caught up
-// at the kill).
+// what asynchronous replication may lose (the tasks the master
+// acknowledged after the replica's last copy).
 func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	cl := testenv.StartCluster(t, testenv.ClusterConfig{Masters: 3, Replicas: 1, NodeTimeout: 1500 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
