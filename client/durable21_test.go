@@ -109,9 +109,9 @@ func TestDurableEnqueueShortOfReplicas(t *testing.T) {
 // With a replica, a durable Enqueue returns once the replica has the task:
 // the replica holds it when Enqueue returns.
 func TestDurableEnqueueReachesReplica(t *testing.T) {
-	master := testenv.PrivateRedis(t, "--repl-diskless-sync-delay", "0")
+	master := testenv.PrivateRedis(t, "--repl-diskless-sync-delay", "0", "--dir", t.TempDir())
 	host, port, _ := strings.Cut(master, ":")
-	replica := testenv.PrivateRedis(t, "--replicaof", host, port)
+	replica := testenv.PrivateRedis(t, "--replicaof", host, port, "--dir", t.TempDir())
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: master})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -136,5 +136,53 @@ func TestDurableEnqueueReachesReplica(t *testing.T) {
 		if n, err := rep.XLen(ctx, keys.ForQueue(q).Stream()).Result(); err != nil || n != int64(i+1) {
 			t.Fatalf("after durable Enqueue %d (%s) the replica's stream holds %d entries (%v); want %d", i, key, n, err, i+1)
 		}
+	}
+}
+
+// BenchmarkDurableEnqueue compares Enqueue with and without WaitReplicas 1
+// on a master with one replica (both private servers on loopback): one
+// caller at a time (the latency WAIT adds) and many (the combiner's
+// batches share a WAIT). A real Redis only.
+func BenchmarkDurableEnqueue(b *testing.B) {
+	master := testenv.PrivateRedis(b, "--repl-diskless-sync-delay", "0", "--dir", b.TempDir())
+	host, port, _ := strings.Cut(master, ":")
+	replica := testenv.PrivateRedis(b, "--replicaof", host, port, "--dir", b.TempDir())
+	ctx := context.Background()
+	rep := redis.NewClient(&redis.Options{Addr: replica})
+	b.Cleanup(func() { _ = rep.Close() })
+	testenv.Eventually(b, 20*time.Second, "the replica to sync", func() bool {
+		info, err := rep.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	for _, mode := range []struct {
+		name     string
+		replicas int
+	}{{"plain", 0}, {"durable", 1}} {
+		rdb := redis.NewClient(&redis.Options{Addr: master, PoolSize: 64})
+		b.Cleanup(func() { _ = rdb.Close() })
+		c, err := client.New(ctx, rdb, &client.Config{Logger: quietLog(), WaitReplicas: mode.replicas})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = c.Close() })
+		q := testenv.Queue(b)
+		b.Run(mode.name+"/serial", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(mode.name+"/parallel", func(b *testing.B) {
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.Enqueue(ctx, PingArgs{}, &client.EnqueueOpts{Queue: q}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

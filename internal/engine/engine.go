@@ -134,10 +134,10 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Engine, e
 		return nil, errors.New("redis client is nil")
 	}
 	cfg = cfg.WithDefaults()
-	if err := store.CheckServer(ctx, rdb, cfg.Logger); err != nil {
+	if err := checkDurable(rdb, cfg.Durable); err != nil {
 		return nil, err
 	}
-	if err := checkDurable(rdb, cfg.Durable); err != nil {
+	if err := store.CheckServer(ctx, rdb, cfg.Logger); err != nil {
 		return nil, err
 	}
 	warnContextDeadlines(rdb, cfg.Logger)

@@ -119,12 +119,16 @@ func produce(ctx context.Context, wg *sync.WaitGroup, stop <-chan struct{}, c *c
 
 // A master of a 3-master cluster with a replica each is killed (SIGKILL)
 // while producers enqueue to two 6-shard queues, one with durable enqueue
-// (WaitReplicas 1) and one without, and workers run their tasks. Once the
-// replica took over, every task whose durable enqueue returned no error
-// runs (or is still in Redis): none is lost. How many acknowledged tasks of
+// (WaitReplicas 1) and one without, and workers run their tasks; its
+// replica is behind at the kill (frozen, its link dropped, for up to
+// 300 ms before). Once the replica took over, every task whose durable
+// enqueue returned no error runs (or is still in Redis): none is lost.
+// Durable enqueues to the promoted master's shards answer ErrNotReplicated
+// (it has no replica) until the killed node, restarted, rejoins as its
+// replica; then they are confirmed again. How many acknowledged tasks of
 // the queue without the option were lost is logged, not asserted: that is
-// what asynchronous replication may lose (0 when the replica had caught up
-// at the kill).
+// what asynchronous replication may lose (the tasks the master
+// acknowledged after the replica's last copy).
 func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	cl := testenv.StartCluster(t, testenv.ClusterConfig{Masters: 3, Replicas: 1, NodeTimeout: 1500 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -145,7 +149,8 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := plain.DeclareShards(ctx, qp, 6); err != nil {
+	shardsP, err := plain.DeclareShards(ctx, qp, 6)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -201,9 +206,70 @@ func TestDurableEnqueueSurvivesFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A replica behind its master: the victim's replica is frozen
+	// (SIGSTOP) and the victim drops its link, so that it cannot come
+	// back, and the producers go on for a moment before the kill, as they
+	// would while a replica across a network lags. What the master
+	// acknowledged meanwhile is on no replica: a plain enqueue's task is
+	// lost with the master, a durable one's WAIT cannot be satisfied
+	// (ErrNotReplicated). The replica is thawed at the kill, well within
+	// the node timeout.
+	var replica *testenv.ClusterNode
+	for _, n := range cl.Nodes {
+		if n.Master == victim {
+			replica = n
+		}
+	}
+	if replica == nil {
+		t.Fatalf("no replica of %s", victim.Addr)
+	}
+	victimShards := map[string]bool{}
+	for _, s := range append(slices.Clone(shardsD), shardsP...) {
+		if m, err := cl.MasterOf(ctx, keys.ForQueue(s).Stream()); err == nil && m == victim {
+			victimShards[s] = true
+		}
+	}
+	onVictim := func(tl *tally) int {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		n := 0
+		for _, q := range tl.acked {
+			if victimShards[q] {
+				n++
+			}
+		}
+		return n
+	}
+	if err := cl.Freeze(replica); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if err := cl.Thaw(replica); err != nil {
+				t.Errorf("thaw %s: %v", replica.Addr, err)
+			}
+		}
+	}
+	defer thaw()
+	before := onVictim(tp)
+	if err := victim.Client().Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	for onVictim(tp)-before < 20 && time.Since(cutAt) < 300*time.Millisecond {
+		select { // poll
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cutAcks := onVictim(tp) - before
 	killedAt := time.Now()
-	t.Logf("%v: killing %s", time.Since(start), victim.Addr)
+	t.Logf("%v: killing %s, %v after it dropped its replica's link (%d plain tasks acknowledged on its shards meanwhile)",
+		time.Since(start), victim.Addr, killedAt.Sub(cutAt).Round(time.Millisecond), cutAcks)
 	cl.Kill(victim)
+	thaw()
 	promoted, err := cl.AwaitFailover(ctx, victim)
 	if err != nil {
 		t.Fatal(err)

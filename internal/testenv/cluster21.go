@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -383,6 +384,14 @@ func (c *Cluster) AwaitWhole(ctx context.Context) error {
 		return c.whole(ctx, n)
 	})
 }
+
+// Freeze stops node n's process with SIGSTOP (by pid): it neither answers
+// nor reads what it was sent until Thaw. Keep it short of NodeTimeout, or
+// the other nodes count it as failing.
+func (c *Cluster) Freeze(n *ClusterNode) error { return n.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a node Freeze stopped (SIGCONT).
+func (c *Cluster) Thaw(n *ClusterNode) error { return n.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Kill stops node n with SIGKILL (no shutdown, nothing saved), by its pid,
 // and waits until its process has exited.
