@@ -101,13 +101,30 @@ func TestInspectorListsShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var waiting int64
-	for _, q := range qs {
+	// One row for the sharded queue, its counts summed over its shards,
+	// which its breakdown lists; no shard is a row of its own.
+	var row *inspect.QueueInfo
+	for i, q := range qs {
 		if slices.Contains(names, q.Queue) {
-			waiting += q.Waiting
+			t.Errorf("shard %s listed as a queue", q.Queue)
+		}
+		if q.Queue == b.queue {
+			row = &qs[i]
 		}
 	}
-	if waiting != 20 {
-		t.Errorf("the inspector's shards hold %d waiting tasks, want 20 (queues %d)", waiting, len(qs))
+	if row == nil {
+		t.Fatalf("queue %s not listed (queues %d)", b.queue, len(qs))
+	}
+	if row.Waiting != 20 {
+		t.Errorf("the sharded queue holds %d waiting tasks, want 20", row.Waiting)
+	}
+	var listed []string
+	for _, s := range row.Shards {
+		if s.Index >= 0 {
+			listed = append(listed, s.Queue)
+		}
+	}
+	if !slices.Equal(listed, names) {
+		t.Errorf("its breakdown lists %v, want %v", listed, names)
 	}
 }
