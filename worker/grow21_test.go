@@ -156,3 +156,40 @@ func TestShardsDeclareInUseKeepsOrderAndIDs(t *testing.T) {
 		return func(string) string { return b.queue }
 	})
 }
+
+// A task with both an id and a partition key is found again after a
+// growth moved its key, once it ended too (its record kept, its key's
+// partition list gone): one id stays one task (found by a review).
+func TestShardsGrowIDWithPartitionKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	declare(t, b, 1)
+	key := ""
+	for k := 0; key == ""; k++ {
+		if c := "user:" + strconv.Itoa(k); keys.JumpShard(c, 2) == 1 {
+			key = c // moves to the new shard
+		}
+	}
+	b.worker(t, &worker.Config{Concurrency: 2}, func(w *worker.Worker) {
+		worker.Handle(w, func(ctx context.Context, j PartJob) (int, error) { return j.Seq, nil })
+	})
+	h1, err := b.c.Enqueue(ctx, PartJob{Key: key, Seq: 1}, &client.EnqueueOpts{Queue: b.queue, ID: "one", PartitionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h1.Outcome(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.c.GrowShards(ctx, b.queue, 2, &client.ShardChange{Grace: time.Millisecond, Settle: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	untilInEffect(t, b, b.queue)
+	h2, err := b.c.Enqueue(ctx, PartJob{Key: key, Seq: 2}, &client.EnqueueOpts{Queue: b.queue, ID: "one", PartitionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h2.Duplicate() || h2.Queue() != h1.Queue() {
+		t.Fatalf("id one with key %s again after the growth: %s (duplicate %v); want the task on %s", key, h2.Queue(), h2.Duplicate(), h1.Queue())
+	}
+}

@@ -67,8 +67,10 @@ type prepared struct {
 
 	// earlier are the queues where an earlier task of the key the task was
 	// placed by may be, after a change of its sharded queue's layout
-	// (findEarlier; shard21.go).
+	// (findEarlier; shard21.go); userID is the id the caller gave ("" for
+	// none, or one generated: no earlier task has it).
 	earlier []string
+	userID  string
 }
 
 // clockRefresh is how old the client's measure of Redis time may get before
@@ -134,6 +136,7 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	} else if err := keys.ValidateName("queue", opts.Queue); err != nil {
 		return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.Queue: %w", kind, err)
 	}
+	userID := opts.ID // the caller's, not one generated below
 	if opts.ID != "" {
 		if err := keys.ValidateName("task id", opts.ID); err != nil {
 			return prepared{}, fmt.Errorf("enqueue %s: EnqueueOpts.ID: %w", kind, err)
@@ -297,11 +300,11 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 	var earlier []string
 	if !x.template {
 		// A sharded queue's task goes to one of its shards (shard21.go).
-		if queue, earlier, err = e.place(ctx, queue, opts.ID, opts.PartitionKey); err != nil {
+		if queue, earlier, err = e.place(ctx, queue, userID, opts.PartitionKey); err != nil {
 			return prepared{}, fmt.Errorf("enqueue %s: %w", kind, err)
 		}
 	}
-	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention, earlier: earlier}
+	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention, earlier: earlier, userID: userID}
 	if e.cfg.Enqueued != nil && !x.template {
 		// The options as sent: the metadata the task carries (inherited
 		// entries too), the trace context it carries.

@@ -37,14 +37,18 @@ var ShardRefresh = 5 * time.Second
 
 // shardEntry is what the engine knows of one queue's shards.
 type shardEntry struct {
-	set  *store.ShardSet // nil: not sharded
-	read time.Time       // when the registry was read
-	skew int64           // Redis time minus local time at the read, ms
-	next atomic.Uint64   // round-robin
+	set     *store.ShardSet // nil: not sharded
+	read    time.Time       // when the registry was read (sent)
+	redisMs int64           // Redis time of the read, Unix ms
+	next    atomic.Uint64   // round-robin
 }
 
-// redisNow is the Redis time now, Unix ms, as measured at the read.
-func (ent *shardEntry) redisNow() int64 { return time.Now().UnixMilli() + ent.skew }
+// redisNow is the Redis time now, Unix ms: the read's, plus the time
+// passed since on the monotonic clock (a step of the wall clock does not
+// move it). The read's time is taken before it was sent, so this errs
+// early by the read's round trip: a layout change takes effect that much
+// later here, never earlier.
+func (ent *shardEntry) redisNow() int64 { return ent.redisMs + time.Since(ent.read).Milliseconds() }
 
 // shardCache maps a queue name to its *shardEntry.
 type shardCache struct {
@@ -75,10 +79,9 @@ func (e *Engine) shards(ctx context.Context, queue string) (*shardEntry, error) 
 }
 
 // readShards is shards; force reads the registry whatever the cache holds
-// (after this engine changed the entry). A read never replaces what the
-// cache holds with an older entry: one that a read begun before a
-// declaration brings back, not sharded or of an earlier epoch (the
-// registry only ever gains entries and epochs).
+// (after this engine changed the entry). Reads hold shardsOf.mu from send
+// to store, so a read begun before a change (a declaration's) is stored
+// before the forced read that follows the change.
 func (e *Engine) readShards(ctx context.Context, queue string, force bool) (*shardEntry, error) {
 	if force {
 		e.shardsOf.mu.Lock()
@@ -113,12 +116,9 @@ func (e *Engine) readShards(ctx context.Context, queue string, force bool) (*sha
 		}
 		return nil, fmt.Errorf("queue %q: %w", queue, err)
 	}
-	ent := &shardEntry{read: local, skew: nowMs - local.UnixMilli()}
+	ent := &shardEntry{read: local, redisMs: nowMs}
 	if ok {
 		ent.set = &s
-	}
-	if old != nil && old.set != nil && (ent.set == nil || ent.set.Epoch < old.set.Epoch) {
-		ent.set = old.set
 	}
 	if old != nil {
 		ent.next.Store(old.next.Load())
@@ -163,7 +163,7 @@ func (e *Engine) findEarlier(ctx context.Context, ps []prepared) error {
 		if len(ps[i].earlier) == 0 {
 			continue
 		}
-		probes = append(probes, store.Earlier{Queues: ps[i].earlier, ID: ps[i].task.UserKey, Part: ps[i].task.Part})
+		probes = append(probes, store.Earlier{Queues: ps[i].earlier, ID: ps[i].userID, Part: ps[i].task.Part})
 		at = append(at, i)
 	}
 	if len(probes) == 0 {

@@ -456,7 +456,9 @@ type Earlier struct {
 
 // FindEarlier answers, for each of es, the index in its Queues of the
 // first queue where its key has a task: a partition key's waiting or
-// running tasks (its partition list), else the id's task record or result;
+// running tasks (its partition list), or the id's task record or result
+// (a task with both is found by either: it went where its key's tasks
+// were, and its id must stay one task);
 // -1 when none has. One pipelined round trip (on a cluster, one per node
 // in parallel).
 func FindEarlier(ctx context.Context, rdb redis.Cmdable, es []Earlier) ([]int, error) {
@@ -466,11 +468,14 @@ func FindEarlier(ctx context.Context, rdb redis.Cmdable, es []Earlier) ([]int, e
 			cmds[i] = make([]*redis.IntCmd, len(e.Queues))
 			for j, name := range e.Queues {
 				q := keys.ForQueue(name)
+				var ks []string
 				if e.Part != "" {
-					cmds[i][j] = p.Exists(ctx, q.Partition(e.Part))
-				} else {
-					cmds[i][j] = p.Exists(ctx, q.Task(e.ID), q.Result(e.ID))
+					ks = append(ks, q.Partition(e.Part))
 				}
+				if e.ID != "" {
+					ks = append(ks, q.Task(e.ID), q.Result(e.ID))
+				}
+				cmds[i][j] = p.Exists(ctx, ks...)
 			}
 		}
 		return nil
