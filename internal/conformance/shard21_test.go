@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskfleet/async/client"
 	"github.com/taskfleet/async/internal/keys"
 	"github.com/taskfleet/async/internal/store"
 )
@@ -42,6 +43,13 @@ func TestResendConformanceShards(t *testing.T) {
 			r.Note("registry %s: %v %s %v", r.Q, ok, shardText(got), gerr)
 			return Answer(shardText(s), err)
 		}},
+		// A task sent to its key's old shard after a growth is written
+		// only where its key has a task (enqueue.lua's IfThere): resent,
+		// the op marker answers the first run's "moved" or "added".
+		{Name: "Enqueue/if-there-moved", Op: ifThere},
+		{Name: "Enqueue/if-there-behind",
+			Setup: func(r *Run) { r.enqueue(0, &client.EnqueueOpts{PartitionKey: "k"}) },
+			Op:    ifThere},
 		{Name: "GrowShards", Setup: func(r *Run) {
 			r.T.Cleanup(func() { _ = r.Env.RDB.HDel(context.Background(), keys.ShardRegistry, r.Q).Err() })
 			if _, err := store.DeclareShards(r.Ctx, r.RDB, r.Q, 2, store.ShardChange{}); err != nil {
@@ -68,4 +76,21 @@ func layoutText(s store.ShardSet) string {
 		fmt.Fprintf(&b, " prev n=%d until=+%d", l.N, l.UntilMs-made)
 	}
 	return b.String()
+}
+
+// ifThere enqueues one IfThere task of partition key k into the run's
+// queue through the store and answers what enqueue.lua said of it.
+func ifThere(r *Run) string {
+	q := keys.ForQueue(r.Q)
+	env := []byte("x") // never run: the row reads the state only
+	c := store.EnqueueCall(q, "ifthere", 60_000, []store.NewTask{{UserKey: "it-1", Envelope: env, Part: "k", IfThere: true}})
+	err := store.RunCalls(r.Ctx, r.RDB, []*store.Call{c})
+	if err != nil {
+		return Answer("", err)
+	}
+	res, err := c.Enqueued(1)
+	if err != nil {
+		return Answer("", err)
+	}
+	return Answer(fmt.Sprintf("%s existed=%v moved=%v", res[0].Key, res[0].Existed, res[0].Moved), nil)
 }

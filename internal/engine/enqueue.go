@@ -71,6 +71,7 @@ type prepared struct {
 	// none, or one generated: no earlier task has it).
 	earlier []string
 	userID  string
+	target  string // where the task goes should its key's tasks in earlier be gone
 }
 
 // clockRefresh is how old the client's measure of Redis time may get before
@@ -600,6 +601,7 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 	}
 	_ = e.runCalls(ctx, calls) // each call's error is in its batchCall
 	out := make([]Ref, len(ps))
+	var moved []int // IfThere tasks not added (store.Enqueued.Moved)
 	for _, bc := range calls {
 		if bc.call.Err() == nil {
 			// Its reply was read and the go-redis call that sent it is
@@ -619,6 +621,9 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 			if res, err = bc.call.Enqueued(len(bc.idx)); err == nil {
 				for j, r := range res {
 					out[bc.idx[j]] = Ref{Queue: bc.q.Name, Key: r.Key, Dup: r.Existed}
+					if r.Moved {
+						moved = append(moved, bc.idx[j])
+					}
 				}
 				if bc.short == nil {
 					continue
@@ -629,6 +634,19 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 		}
 		for _, i := range bc.idx {
 			errs[i] = err
+		}
+	}
+	// Tasks sent to their key's old shard whose key had no task there
+	// any more: to their new shard (shard21.go).
+	if len(moved) > 0 {
+		again := make([]prepared, len(moved))
+		for j, i := range moved {
+			again[j] = ps[i]
+			again[j].queue, again[j].task.IfThere = ps[i].target, false
+		}
+		refs, aerrs := e.sendEach(ctx, again)
+		for j, i := range moved {
+			out[i], errs[i] = refs[j], aerrs[j]
 		}
 	}
 	// Delayed tasks: tell the coordinators (a separate step; should it

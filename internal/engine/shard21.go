@@ -175,7 +175,15 @@ func (e *Engine) findEarlier(ctx context.Context, ps []prepared) error {
 	}
 	for j, i := range at {
 		if found[j] >= 0 {
+			// There only while its key's tasks are: enqueue.lua answers
+			// Moved if they ended meanwhile, and sendEach sends it to
+			// its target then. Without the condition, a task sent here
+			// after another producer found the key gone and wrote to the
+			// new shard would start the key anew here: its tasks on two
+			// shards at once.
+			ps[i].target = ps[i].queue
 			ps[i].queue = ps[i].earlier[found[j]]
+			ps[i].task.IfThere = true
 		}
 		ps[i].earlier = nil
 	}

@@ -25,14 +25,21 @@
 --           only keyed tasks): the task joins the tail of its partition's
 --           list and enters the stream only at its head (at once when the
 --           partition is idle, its entry then naming the partition in field
---           pk; else when the tasks before it ended; see partstep.lua)
+--           pk; else when the tasks before it ended; see partstep.lua).
+--           A partition key (or '') after the byte \1 marks a task written
+--           only where its key has a task already: its partition's list, or
+--           the record or result of its key; else nothing is written and
+--           its answer is 2 (a sharded queue's task sent to its key's old
+--           shard, whose tasks ended meanwhile: the client sends it to its
+--           new shard)
 -- ARGV[4+6n] m, the number of earlier markers carried at the end of KEYS
 --           (absent: 0); ARGV[4+n] in the auto-keyed form
 -- ARGV[5+6n] the grace, ms: each carried marker is set to expire after it
 --           (ARGV[5+n] in the auto-keyed form)
 --           (a try of its call still in flight may still need it that long)
 -- Returns: a flat array, per task: task key (the entry id for auto keys), 1 if the
--- key already named a task (nothing was added) else 0. A replay returns the first
+-- key already named a task (nothing was added), 2 if a task marked \1 found no
+-- task of its key (nothing was added), else 0. A replay returns the first
 -- run's answer.
 local prev = redis.call('GET', KEYS[2])
 if prev then
@@ -54,6 +61,8 @@ for i = 0, (w == 6 and n or 0) - 1 do
   local key, env, grp, hold = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local due = tonumber(ARGV[b + 4]) or 0
   local part = ARGV[b + 5]
+  local there = string.byte(part, 1) == 1
+  if there then part = string.sub(part, 2) end
   if due > 0 and not now then now = now_ms() end
   if due > 0 and due <= now then due = 0 end
   if key == '' then
@@ -69,6 +78,9 @@ for i = 0, (w == 6 and n or 0) - 1 do
     if redis.call('EXISTS', tk, fk) > 0 then
       out[#out + 1] = key
       out[#out + 1] = 1
+    elseif there and not (pl and redis.call('EXISTS', pl) > 0) then
+      out[#out + 1] = key
+      out[#out + 1] = 2
     else
       local f
       if pl then

@@ -138,12 +138,19 @@ type NewTask struct {
 	Hold     bool   // created waiting, outside the stream (keyed tasks only)
 	DueMs    int64  // when it is due, Unix ms in Redis time; 0 now (keyed tasks only)
 	Part     string // partition key, or "" (keyed tasks only)
+	// IfThere writes the task only where its key has a task already: its
+	// partition key's list, or the task its id names (keyed tasks only).
+	// Else nothing is written and the answer is Moved: a sharded queue's
+	// task sent to its key's old shard, whose tasks ended meanwhile, goes
+	// to its new shard instead (engine/shard21.go).
+	IfThere bool
 }
 
 // Enqueued is the answer for one task of a batch.
 type Enqueued struct {
 	Key     string
 	Existed bool
+	Moved   bool // an IfThere task whose key had no task there: not added
 }
 
 // MarkerGrace is how long the op marker of an enqueue call lives once the
@@ -183,7 +190,11 @@ func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask, done
 		if t.Hold {
 			hold = "1"
 		}
-		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs, t.Part)
+		part := t.Part
+		if t.IfThere {
+			part = "\x01" + part // enqueue.lua's mark of an IfThere task
+		}
+		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs, part)
 	}
 	return enqueueDone(q, ks, args, done)
 }
@@ -213,7 +224,7 @@ func ParseEnqueued(v any, n int) ([]Enqueued, error) {
 			return nil, fmt.Errorf("enqueue.lua: task %d of the reply has no key (%T)", i, arr[2*i])
 		}
 		ex, _ := arr[2*i+1].(int64)
-		out[i] = Enqueued{Key: key, Existed: ex == 1}
+		out[i] = Enqueued{Key: key, Existed: ex == 1, Moved: ex == 2}
 	}
 	return out, nil
 }
