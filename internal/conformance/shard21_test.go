@@ -47,6 +47,7 @@ func TestResendConformanceShards(t *testing.T) {
 		// only where its key has a task (enqueue.lua's IfThere): resent,
 		// the op marker answers the first run's "moved" or "added".
 		{Name: "Enqueue/if-there-moved", Op: ifThere},
+		{Name: "Enqueue/if-there-from-past", Op: func(r *Run) string { return ifThereTask(r, store.NewTask{IfThereFromMs: 1}) }},
 		{Name: "Enqueue/if-there-behind",
 			Setup: func(r *Run) { r.enqueue(0, &client.EnqueueOpts{PartitionKey: "k"}) },
 			Op:    ifThere},
@@ -80,10 +81,14 @@ func layoutText(s store.ShardSet) string {
 
 // ifThere enqueues one IfThere task of partition key k into the run's
 // queue through the store and answers what enqueue.lua said of it.
-func ifThere(r *Run) string {
+func ifThere(r *Run) string { return ifThereTask(r, store.NewTask{IfThere: true}) }
+
+// ifThereTask enqueues t, as task it-1 of partition key k, into the run's
+// queue through the store and answers what enqueue.lua said of it.
+func ifThereTask(r *Run, t store.NewTask) string {
 	q := keys.ForQueue(r.Q)
-	env := []byte("x") // never run: the row reads the state only
-	c := store.EnqueueCall(q, "ifthere", 60_000, []store.NewTask{{UserKey: "it-1", Envelope: env, Part: "k", IfThere: true}})
+	t.UserKey, t.Envelope, t.Part = "it-1", []byte("x"), "k" // never run: the row reads the state only
+	c := store.EnqueueCall(q, "ifthere", 60_000, []store.NewTask{t})
 	err := store.RunCalls(r.Ctx, r.RDB, []*store.Call{c})
 	if err != nil {
 		return Answer("", err)

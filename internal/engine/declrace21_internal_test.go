@@ -64,7 +64,8 @@ func TestDeclareShardsNotUndoneByStaleRead(t *testing.T) {
 
 	first := make(chan string)
 	go func() { // a producer's first Enqueue to "uploads"
-		q, _, err := e.place(ctx, "uploads", "", "user:1")
+		pl, err := e.place(ctx, "uploads", "", "user:1")
+		q := pl.queue
 		if err != nil {
 			t.Error(err)
 		}
@@ -85,7 +86,8 @@ func TestDeclareShardsNotUndoneByStaleRead(t *testing.T) {
 		t.Fatalf("the read begun before the declaration placed on %s", q)
 	}
 	names := <-declared
-	q, _, err := e.place(ctx, "uploads", "", "user:1")
+	pl, err := e.place(ctx, "uploads", "", "user:1")
+	q := pl.queue
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -298,14 +298,16 @@ func (e *Engine) prepare(ctx context.Context, args Args, o *Opts, x extra) (prep
 		EnqueuedMs:  enqueuedMs,
 	})
 	queue := opts.Queue
-	var earlier []string
+	var pl placement
 	if !x.template {
 		// A sharded queue's task goes to one of its shards (shard21.go).
-		if queue, earlier, err = e.place(ctx, queue, userID, opts.PartitionKey); err != nil {
+		if pl, err = e.place(ctx, queue, userID, opts.PartitionKey); err != nil {
 			return prepared{}, fmt.Errorf("enqueue %s: %w", kind, err)
 		}
+		queue = pl.queue
 	}
-	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention, earlier: earlier, userID: userID}
+	p := prepared{queue: queue, task: store.NewTask{UserKey: opts.ID, Envelope: env, DueMs: dueMs, Part: opts.PartitionKey}, parent: parent, retain: opts.Retention, earlier: pl.earlier, userID: userID, target: pl.next}
+	p.task.IfThereFromMs = pl.fromMs
 	if e.cfg.Enqueued != nil && !x.template {
 		// The options as sent: the metadata the task carries (inherited
 		// entries too), the trace context it carries.
@@ -642,7 +644,7 @@ func (e *Engine) sendEach(ctx context.Context, ps []prepared) ([]Ref, []error) {
 		again := make([]prepared, len(moved))
 		for j, i := range moved {
 			again[j] = ps[i]
-			again[j].queue, again[j].task.IfThere = ps[i].target, false
+			again[j].queue, again[j].task.IfThere, again[j].task.IfThereFromMs = ps[i].target, false, 0
 		}
 		refs, aerrs := e.sendEach(ctx, again)
 		for j, i := range moved {

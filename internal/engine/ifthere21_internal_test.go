@@ -89,3 +89,53 @@ func TestTaskSentToOldShardMovesWhenItsKeyEnded(t *testing.T) {
 		t.Fatal("the new shard has no list of the key")
 	}
 }
+
+// A task placed by the old layout during a change's grace that reaches
+// Redis after the change took effect (Redis time) is written in the old
+// place only if its key has a task there; else it goes to its new shard.
+func TestTaskPlacedInGraceLandingAfterIt(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	e, err := New(ctx, rdb, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	if _, err := e.DeclareShards(ctx, "q", 1, false, store.ShardChange{}); err != nil {
+		t.Fatal(err)
+	}
+	var moving []string // keys that go to shard 1 of 2
+	for k := 0; len(moving) < 2; k++ {
+		if c := "user:" + string(rune('a'+k%26)) + string(rune('a'+k/26)); keys.JumpShard(c, 2) == 1 {
+			moving = append(moving, c)
+		}
+	}
+	busy, idle := moving[0], moving[1]
+	first, err := e.Enqueue(ctx, ifThereArgs{1}, &Opts{Queue: "q", PartitionKey: busy}) // waits on shard 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := e.DeclareShards(ctx, "q", 2, true, store.ShardChange{Grace: time.Hour, Settle: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The engine read the change an instant ago: for it, the grace runs.
+	// Redis' clock is past it when the writes arrive.
+	mr.SetTime(time.Now().Add(90 * time.Minute))
+	h, err := e.Enqueue(ctx, ifThereArgs{2}, &Opts{Queue: "q", PartitionKey: busy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Queue != first.Queue {
+		t.Errorf("key %s, whose task waits on %s: the next went to %s", busy, first.Queue, h.Queue)
+	}
+	h, err = e.Enqueue(ctx, ifThereArgs{3}, &Opts{Queue: "q", PartitionKey: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Queue != names[1] {
+		t.Errorf("key %s, with no task: placed by the old layout in the grace, reaching Redis after it, went to %s; want its new shard %s", idle, h.Queue, names[1])
+	}
+}

@@ -127,28 +127,46 @@ func (e *Engine) readShards(ctx context.Context, queue string, force bool) (*sha
 	return ent, nil
 }
 
+// placement is where place puts a task.
+type placement struct {
+	queue   string   // the physical queue
+	earlier []string // where an earlier task of its key may be (findEarlier)
+	// next and fromMs: a task placed by the old layout during a change's
+	// grace whose key goes to next after it; written in queue only if its
+	// key has a task there, should it reach Redis after fromMs.
+	next   string
+	fromMs int64
+}
+
 // place returns the physical queue of a task sent to queue, with the id
 // key and partition key pk ("" for none): queue itself unless it is
 // sharded. A task placed by a key whose layout changed lately also gets
 // the queues where an earlier task of that key may still be
 // (store.ShardSet.Place): findEarlier then sends it there if one is.
-func (e *Engine) place(ctx context.Context, queue, key, pk string) (string, []string, error) {
+func (e *Engine) place(ctx context.Context, queue, key, pk string) (placement, error) {
 	if keys.IsShard(queue) {
-		return queue, nil, nil // placed already (a shard named by a handle)
+		return placement{queue: queue}, nil // placed already (a shard named by a handle)
 	}
 	ent, err := e.shards(ctx, queue)
 	if err != nil || ent.set == nil {
-		return queue, nil, err
+		return placement{queue: queue}, err
 	}
-	switch {
-	case pk != "":
-		q, earlier := ent.set.Place(pk, ent.redisNow())
-		return q, earlier, nil
-	case key != "":
-		q, earlier := ent.set.Place(shardKey(key), ent.redisNow())
-		return q, earlier, nil
+	by := pk
+	if by == "" {
+		by = shardKey(key)
 	}
-	return ent.set.Names[int((ent.next.Add(1)-1)%uint64(ent.set.N))], nil, nil
+	if by == "" {
+		return placement{queue: ent.set.Names[int((ent.next.Add(1)-1)%uint64(ent.set.N))]}, nil
+	}
+	now := ent.redisNow()
+	q, earlier := ent.set.Place(by, now)
+	pl := placement{queue: q, earlier: earlier}
+	if now < ent.set.ActiveMs {
+		if next := ent.set.Next(by); next != q {
+			pl.next, pl.fromMs = next, ent.set.ActiveMs
+		}
+	}
+	return pl, nil
 }
 
 // findEarlier moves each task of ps placed by a key whose layout changed
@@ -183,7 +201,7 @@ func (e *Engine) findEarlier(ctx context.Context, ps []prepared) error {
 			// shards at once.
 			ps[i].target = ps[i].queue
 			ps[i].queue = ps[i].earlier[found[j]]
-			ps[i].task.IfThere = true
+			ps[i].task.IfThere, ps[i].task.IfThereFromMs = true, 0
 		}
 		ps[i].earlier = nil
 	}

@@ -21,8 +21,8 @@ func BenchmarkPlaceUnsharded(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if q, _, err := e.place(ctx, "q", "", ""); err != nil || q != "q" {
-			b.Fatal(q, err)
+		if pl, err := e.place(ctx, "q", "", ""); err != nil || pl.queue != "q" {
+			b.Fatal(pl, err)
 		}
 	}
 }
@@ -39,7 +39,8 @@ func TestPlace(t *testing.T) {
 	ctx := context.Background()
 	at := func(key, pk string) string {
 		t.Helper()
-		q, _, err := e.place(ctx, "q", key, pk)
+		pl, err := e.place(ctx, "q", key, pk)
+		q := pl.queue
 		if err != nil {
 			t.Fatal(err)
 		}

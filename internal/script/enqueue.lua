@@ -28,7 +28,10 @@
 --           pk; else when the tasks before it ended; see partstep.lua).
 --           A partition key (or '') after the byte \1 marks a task written
 --           only where its key has a task already: its partition's list, or
---           the record or result of its key; else nothing is written and
+--           the record or result of its key; the byte \2, a Unix ms time and
+--           ':' mark one written so once Redis' time reached that time (a
+--           task placed by a sharded queue's old layout during a change's
+--           grace); else nothing is written and
 --           its answer is 2 (a sharded queue's task sent to its key's old
 --           shard, whose tasks ended meanwhile: the client sends it to its
 --           new shard)
@@ -61,8 +64,16 @@ for i = 0, (w == 6 and n or 0) - 1 do
   local key, env, grp, hold = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local due = tonumber(ARGV[b + 4]) or 0
   local part = ARGV[b + 5]
-  local there = string.byte(part, 1) == 1
-  if there then part = string.sub(part, 2) end
+  local there, mark = false, string.byte(part, 1)
+  if mark == 1 then
+    there, part = true, string.sub(part, 2)
+  elseif mark == 2 then
+    local colon = string.find(part, ':', 2, true)
+    local from = tonumber(string.sub(part, 2, colon - 1))
+    part = string.sub(part, colon + 1)
+    if not now then now = now_ms() end
+    there = now >= from
+  end
   if due > 0 and not now then now = now_ms() end
   if due > 0 and due <= now then due = 0 end
   if key == '' then

@@ -105,6 +105,12 @@ func (s *ShardSet) Physical(n int, key string) string {
 	return s.Names[keys.JumpShard(key, n)]
 }
 
+// Next is where key goes once the current layout is in effect, and when
+// that is (ActiveMs): a task placed by Place before then whose key goes
+// elsewhere after is written only if its key still has a task where
+// Place put it, should it reach Redis after ActiveMs (NewTask.IfThereFromMs).
+func (s *ShardSet) Next(key string) string { return s.Physical(s.N, key) }
+
 // Place returns, at Redis time nowMs, the queue a task placed by key
 // (its partition key, else its id) goes to, and the other queues where an
 // earlier task of the key may still be, newest layout first (none once

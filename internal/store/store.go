@@ -144,6 +144,11 @@ type NewTask struct {
 	// task sent to its key's old shard, whose tasks ended meanwhile, goes
 	// to its new shard instead (engine/shard21.go).
 	IfThere bool
+	// IfThereFromMs, when not 0, makes the task IfThere from that Redis
+	// time on (Unix ms): a task placed by a sharded queue's old layout
+	// during a change's grace that reaches Redis after the change took
+	// effect is written in the old place only if its key has a task there.
+	IfThereFromMs int64
 }
 
 // Enqueued is the answer for one task of a batch.
@@ -191,8 +196,11 @@ func EnqueueArgs(q keys.Queue, opID string, opTTLms int64, tasks []NewTask, done
 			hold = "1"
 		}
 		part := t.Part
-		if t.IfThere {
-			part = "\x01" + part // enqueue.lua's mark of an IfThere task
+		switch {
+		case t.IfThere:
+			part = "\x01" + part // enqueue.lua's marks of an IfThere task
+		case t.IfThereFromMs > 0:
+			part = "\x02" + strconv.FormatInt(t.IfThereFromMs, 10) + ":" + part
 		}
 		args = append(args, t.UserKey, t.Envelope, t.Group, hold, t.DueMs, part)
 	}
