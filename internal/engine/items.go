@@ -130,6 +130,13 @@ func (e *Engine) PrepareItems(ctx context.Context, items []Item) (Prepared, erro
 	if err := e.findEarlier(ctx, ps); err != nil {
 		return Prepared{}, err
 	}
+	for i := range ps {
+		// The caller records where each item goes (Prepared.Queue: a
+		// group's members, a join) before Send: an item must not move at
+		// Send. Items have no partition key, and an id found in an
+		// earlier layout is found there again (a duplicate).
+		ps[i].task.IfThere, ps[i].task.IfThereFromMs, ps[i].target = false, 0, ""
+	}
 	return Prepared{ps: ps}, nil
 }
 
