@@ -102,7 +102,9 @@
 // n physical queues, "uploads~<i>.<salt>", spread evenly over the masters,
 // recorded in a registry in Redis that every client and worker reads.
 // Declare it once, before producers use the queue (declaring again with
-// the same n changes nothing; another n is refused). Producers keep
+// the same n changes nothing; another n is refused; GrowShards adds
+// shards to a live queue without losing or reordering a key's tasks, and
+// declares a queue in use the same way). Producers keep
 // enqueueing to "uploads": a task goes to the shard of its PartitionKey
 // (so a key's tasks keep their order), else of its ID (so enqueueing an
 // id again finds its task), else to the next shard in turn. A client reads
@@ -114,8 +116,12 @@
 // A task's id names its shard ("uploads~3.k7/<key>"), and Handle, Outcome,
 // Cancel and the rest work with it as with any id. An id built from the
 // queue's name and an EnqueueOpts.ID ("uploads/<ID>") finds the task on
-// the shard of the ID; a task placed by its partition key is found by its
-// handle's id.
+// the shard of the ID (or in an earlier layout, or on the plain queue); a
+// task placed by its partition key is found by its handle's id.
+//
+// Config.WaitReplicas makes enqueues durable across a failover: they
+// return once that many replicas of the queue's master have the tasks
+// (Redis WAIT), or ErrNotReplicated.
 //
 // # Wait for the outcome
 //

@@ -29,7 +29,10 @@ import (
 // older than ShardRefresh: a queue declared sharded after a producer first
 // used it is picked up within that time. Until then the producer keeps
 // writing to the plain queue, which the workers of a sharded queue serve
-// as well (worker/shard21.go).
+// as well (worker/shard21.go). A change of layout (a queue declared in
+// use, grown) keeps keyed tasks to the old layout for a grace and then
+// looks for a moved key's earlier tasks in it (place, findEarlier; see
+// docs/design.md, "Growing a queue").
 
 // ShardRefresh is how long the engine trusts what it read of a queue's
 // entry in the shard registry.
