@@ -389,8 +389,11 @@ func TestHeldAndWhy(t *testing.T) {
 		}
 		slow = append(slow, h)
 	}
+	// Parked (the held index) and listed among the limit's waiters are two
+	// steps of the worker: wait for both.
 	testenv.Eventually(t, 10*time.Second, "one slow task held by the limit", func() bool {
-		return len(list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})) == 1
+		hs := list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})
+		return len(hs) == 1 && hs[0].Why != ""
 	})
 	h := list(t, in, queue, inspect.ListOpts{State: inspect.StateHeld})[0]
 	if h.Kind != "inspect.slow" || h.Why != "parked by limit kind:inspect.slow" || h.NextRunAt.IsZero() {
